@@ -1,0 +1,118 @@
+// Status and StatusOr: how every part of the project reports an expected failure (bad input,
+// I/O, corrupt data, RPC errors) as a value the caller must look at. Header-only and free of
+// dependencies so that the LibTorch-only core can use it too. Not for programming errors:
+// those are asserts.
+//
+// Thread-safety: values; safe to copy between threads.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace flap {
+
+class Status {
+ public:
+  enum class Code {
+    kOk = 0,
+    kInvalidArgument,  // the caller's input (config, flag, request) is wrong
+    kNotFound,         // a file, key or id does not exist
+    kCorruption,       // data on disk or on the wire is damaged or malformed
+    kIOError,          // the operating system refused a read or write
+    kFailedPrecondition,
+    kDeadlineExceeded,  // a wait on the network or on other ranks timed out
+    kInternal,
+  };
+
+  Status() = default;
+  static Status OK() { return Status(); }
+  static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
+  static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
+  static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
+  static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
+  static Status FailedPrecondition(std::string msg) {
+    return {Code::kFailedPrecondition, std::move(msg)};
+  }
+  static Status DeadlineExceeded(std::string msg) {
+    return {Code::kDeadlineExceeded, std::move(msg)};
+  }
+  static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
+
+  bool ok() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+  // "<code name>: <message>", or "OK".
+  std::string ToString() const {
+    if (ok()) return "OK";
+    return std::string(CodeName(code_)) + ": " + message_;
+  }
+
+  // Returns a copy whose message is prefixed by `context` (e.g. the file being read).
+  Status WithContext(const std::string& context) const {
+    if (ok()) return *this;
+    return Status(code_, context + ": " + message_);
+  }
+
+  static const char* CodeName(Code c) {
+    switch (c) {
+      case Code::kOk: return "OK";
+      case Code::kInvalidArgument: return "invalid argument";
+      case Code::kNotFound: return "not found";
+      case Code::kCorruption: return "corruption";
+      case Code::kIOError: return "I/O error";
+      case Code::kFailedPrecondition: return "failed precondition";
+      case Code::kDeadlineExceeded: return "deadline exceeded";
+      case Code::kInternal: return "internal error";
+    }
+    return "unknown";
+  }
+
+ private:
+  Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+// Either a value or a non-OK status. Accessing value() of a failed StatusOr is a bug.
+template <typename T>
+class StatusOr {
+ public:
+  StatusOr(Status s) : status_(std::move(s)) {}  // NOLINT: implicit by design
+  StatusOr(T v) : value_(std::move(v)) {}        // NOLINT: implicit by design
+
+  bool ok() const { return status_.ok(); }
+  const Status& status() const { return status_; }
+  T& value() & { return *value_; }
+  const T& value() const& { return *value_; }
+  T&& value() && { return std::move(*value_); }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+  T& operator*() & { return *value_; }
+  const T& operator*() const& { return *value_; }
+
+ private:
+  Status status_;
+  std::optional<T> value_;
+};
+
+}  // namespace flap
+
+#define FLAP_CONCAT_INNER_(a, b) a##b
+#define FLAP_CONCAT_(a, b) FLAP_CONCAT_INNER_(a, b)
+
+// Returns early from the enclosing function if `expr` (a Status) is not OK.
+#define FLAP_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::flap::Status flap_status_ = (expr);        \
+    if (!flap_status_.ok()) return flap_status_; \
+  } while (0)
+
+// Declares `lhs` from a StatusOr expression, returning its status early on failure.
+#define FLAP_ASSIGN_OR_RETURN(lhs, expr) \
+  FLAP_ASSIGN_OR_RETURN_IMPL_(FLAP_CONCAT_(flap_statusor_, __LINE__), lhs, expr)
+#define FLAP_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                \
+  if (!tmp.ok()) return tmp.status();               \
+  lhs = std::move(tmp).value()

@@ -1,0 +1,88 @@
+// Configuration of the FLAP model and of what a training step does with it: architecture,
+// token dropping, loss weights, optimiser and schedule. Plain structs with the default written
+// at each field; `Preset()` gives the `tiny` and `base` presets of DESIGN.md, every field of
+// which can be overridden afterwards. Validate() says what is wrong, by field name.
+//
+// Part of the LibTorch-only core: no dependency beyond the standard library.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace flap::core {
+
+enum class MaskStrategy {
+  k2d,  // drop a uniformly random subset of round(r * N) patches
+  k1d,  // drop round(r * W) whole time columns
+};
+const char* MaskStrategyName(MaskStrategy s);
+StatusOr<MaskStrategy> ParseMaskStrategy(const std::string& name);
+
+struct ModelConfig {
+  // Audio front end.
+  int num_mel_bins = 128;    // frequency extent of the spectrogram
+  int target_frames = 256;   // T: frames after padding / cropping (10 ms each)
+  int patch_size = 16;       // square patches over (time, freq)
+
+  // Audio encoder (pre-LN ViT, mean-pooled).
+  int audio_width = 192;
+  int audio_depth = 4;
+  int audio_heads = 3;
+
+  // Text encoder (pre-LN transformer over SentencePiece ids, mean-pooled over non-pad).
+  int vocab_size = 256;      // set from the dataset's tokenizer
+  int text_max_len = 32;     // tokens per caption after truncation
+  int text_width = 192;
+  int text_depth = 2;
+  int text_heads = 3;
+
+  int mlp_ratio = 4;         // MLP hidden width = mlp_ratio * width
+  int embed_dim = 128;       // D: joint audio-text embedding size
+
+  // Reconstruction decoder (fed only by the pooled audio embedding).
+  int decoder_width = 128;
+  int decoder_depth = 1;
+  int decoder_heads = 4;
+
+  int freq_patches() const { return num_mel_bins / patch_size; }
+  int time_patches() const { return target_frames / patch_size; }
+  int num_patches() const { return freq_patches() * time_patches(); }
+  int patch_dim() const { return patch_size * patch_size; }
+
+  // "tiny" (CPU tests and demos) or "base" (ViT-B lineage); InvalidArgument otherwise.
+  static StatusOr<ModelConfig> Preset(const std::string& name);
+  Status Validate() const;
+};
+
+struct MaskConfig {
+  double ratio = 0.0;                        // r in [0, 1): fraction of tokens dropped in training
+  MaskStrategy strategy = MaskStrategy::k2d;
+  Status Validate() const;
+};
+
+struct LossConfig {
+  double recon_weight = 0.0;                 // lambda; 0 turns reconstruction off
+  double logit_scale_init = 2.659260036932778;  // ln(1 / 0.07)
+  double logit_scale_max = 4.605170185988092;   // ln(100)
+  Status Validate() const;
+};
+
+struct OptimConfig {
+  double lr = 1e-3;            // peak learning rate
+  double min_lr = 1e-5;        // end of the cosine
+  double weight_decay = 0.05;  // AdamW, on matrices only (not biases, norms, embeddings' scale)
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double eps = 1e-6;
+  int64_t warmup_steps = 50;
+  int64_t total_steps = 1000;  // cosine reaches min_lr here
+  double grad_clip = 1.0;      // max global L2 norm; <= 0 disables
+  Status Validate() const;
+};
+
+// Learning rate at `step` (0-based): linear warm-up to lr, then cosine to min_lr.
+double LearningRate(const OptimConfig& c, int64_t step);
+
+}  // namespace flap::core

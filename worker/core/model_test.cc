@@ -1,0 +1,162 @@
+#include "worker/core/model.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/utils.h>
+
+#include "worker/core/masking.h"
+#include "worker/core/train_step.h"
+
+namespace flap::core {
+namespace {
+
+ModelConfig Small() {
+  ModelConfig c;  // tiny, shrunk further so tests are quick
+  c.target_frames = 64;
+  c.num_mel_bins = 32;
+  c.audio_width = 32;
+  c.audio_depth = 1;
+  c.audio_heads = 2;
+  c.text_width = 32;
+  c.text_depth = 1;
+  c.text_heads = 2;
+  c.embed_dim = 16;
+  c.decoder_width = 16;
+  c.decoder_heads = 2;
+  c.vocab_size = 50;
+  c.text_max_len = 8;
+  return c;
+}
+
+TEST(Patchify, RoundTripAndLayout) {
+  auto spec = at::randn({2, 64, 32});
+  auto p = Patchify(spec, 16);
+  ASSERT_EQ(p.sizes(), (at::IntArrayRef{2, 8, 256}));
+  // Patch index w * F + f holds frames [16w, 16w+16) x bins [16f, 16f+16), time-major inside.
+  const int F = 2;
+  auto expect = spec[1].slice(0, 16 * 3, 16 * 4).slice(1, 16 * 1, 16 * 2).reshape({256});
+  EXPECT_TRUE(at::equal(p[1][3 * F + 1], expect));
+  EXPECT_TRUE(at::equal(Unpatchify(p, 16, 64, 32), spec));
+}
+
+TEST(SinCos2d, ShapeAndDistinctPositions) {
+  auto pe = SinCos2d(32, 4, 2);
+  ASSERT_EQ(pe.sizes(), (at::IntArrayRef{8, 32}));
+  // Time channels equal for equal time, frequency channels equal for equal frequency.
+  EXPECT_TRUE(at::equal(pe[0].slice(0, 0, 16), pe[1].slice(0, 0, 16)));
+  EXPECT_TRUE(at::equal(pe[0].slice(0, 16, 32), pe[2].slice(0, 16, 32)));
+  EXPECT_FALSE(at::equal(pe[0], pe[3]));
+}
+
+TEST(FlapModel, OutputShapesWithAndWithoutDropping) {
+  torch::manual_seed(0);
+  FlapModel model(Small());
+  auto spec = at::randn({3, 64, 32});
+  auto tokens = at::randint(1, 50, {3, 8}, at::kLong);
+  auto out = model->forward(spec, at::Tensor(), tokens, true);
+  EXPECT_EQ(out.audio.sizes(), (at::IntArrayRef{3, 16}));
+  EXPECT_EQ(out.text.sizes(), (at::IntArrayRef{3, 16}));
+  EXPECT_EQ(out.recon.sizes(), (at::IntArrayRef{3, 8, 256}));
+  EXPECT_NEAR(out.audio.norm(2, 1).mean().item<double>(), 1.0, 1e-5);
+  auto keep = at::tensor(std::vector<int64_t>{0, 5, 1, 2, 3, 7}, at::kLong).reshape({3, 2});
+  auto dropped = model->forward(spec, keep, tokens, false);
+  EXPECT_EQ(dropped.audio.sizes(), (at::IntArrayRef{3, 16}));
+  EXPECT_FALSE(dropped.recon.defined());
+  EXPECT_FALSE(at::allclose(dropped.audio, out.audio));
+}
+
+TEST(FlapModel, KeepingEveryPatchEqualsNoDropping) {
+  torch::manual_seed(0);
+  FlapModel model(Small());
+  auto spec = at::randn({2, 64, 32});
+  auto all = at::arange(8, at::kLong).unsqueeze(0).expand({2, 8}).contiguous();
+  EXPECT_TRUE(at::allclose(model->EncodeAudio(spec, all).embedding,
+                           model->EncodeAudio(spec).embedding, 1e-5, 1e-6));
+}
+
+TEST(FlapModel, TextPaddingDoesNotChangeTheEmbedding) {
+  torch::manual_seed(0);
+  FlapModel model(Small());
+  auto short_tokens = at::tensor(std::vector<int64_t>{5, 9, 12, 0, 0, 0, 0, 0}, at::kLong).reshape({1, 8});
+  auto trimmed = at::tensor(std::vector<int64_t>{5, 9, 12}, at::kLong).reshape({1, 3});
+  EXPECT_TRUE(at::allclose(model->EncodeText(short_tokens), model->EncodeText(trimmed), 1e-5, 1e-6));
+}
+
+Batch MakeBatch(const ModelConfig& c, int64_t b, double ratio) {
+  Batch batch;
+  batch.spec = at::randn({b, c.target_frames, c.num_mel_bins});
+  batch.tokens = at::randint(1, c.vocab_size, {b, c.text_max_len}, at::kLong);
+  MaskConfig mask;
+  mask.ratio = ratio;
+  MaskGeometry g{c.freq_patches(), c.time_patches()};
+  std::vector<int64_t> flat;
+  for (int64_t i = 0; i < b; ++i) {
+    auto k = KeepIndices(mask, g, 1, "s" + std::to_string(i), 0);
+    flat.insert(flat.end(), k.begin(), k.end());
+  }
+  batch.keep = at::tensor(flat, at::kLong).reshape({b, NumKept(mask, g)});
+  return batch;
+}
+
+std::vector<at::Tensor> TrainFewSteps(uint64_t seed) {
+  torch::manual_seed(seed);
+  ModelConfig c = Small();
+  FlapModel model(c);
+  LossConfig loss;
+  loss.recon_weight = 1.0;
+  OptimConfig optim;
+  optim.warmup_steps = 1;
+  optim.total_steps = 4;
+  TrainStep step(model, loss, optim);
+  torch::manual_seed(seed + 1);
+  for (int i = 0; i < 4; ++i) {
+    auto st = step.Run(MakeBatch(c, 4, 0.5), i);
+    EXPECT_TRUE(std::isfinite(st.loss));
+    EXPECT_GT(st.recon, 0.0);
+  }
+  std::vector<at::Tensor> params;
+  for (auto& p : model->parameters()) params.push_back(p.detach().clone());
+  return params;
+}
+
+TEST(TrainStep, SameSeedGivesBitIdenticalParameters) {
+  auto a = TrainFewSteps(3);
+  auto b = TrainFewSteps(3);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i], b[i])) << "parameter " << i;
+  auto c = TrainFewSteps(4);
+  EXPECT_FALSE(at::equal(a[0], c[0]));
+}
+
+TEST(TrainStep, LossDecreasesOnAFixedBatchAndScaleStaysClamped) {
+  torch::manual_seed(0);
+  ModelConfig c = Small();
+  FlapModel model(c);
+  LossConfig loss;
+  loss.recon_weight = 0.5;
+  loss.logit_scale_init = 4.6;  // just below ln(100)
+  OptimConfig optim;
+  optim.lr = 3e-3;
+  optim.warmup_steps = 0;
+  optim.total_steps = 40;
+  TrainStep step(model, loss, optim);
+  auto batch = MakeBatch(c, 8, 0.0);
+  double first = step.Run(batch, 0).loss, last = 0;
+  for (int i = 1; i < 40; ++i) {
+    auto st = step.Run(batch, i);
+    last = st.loss;
+    EXPECT_LE(st.logit_scale, 100.0 + 1e-3);
+  }
+  EXPECT_LT(last, 0.5 * first);
+}
+
+TEST(TrainStepFlops, DroppingTokensCutsEncoderFlops) {
+  ModelConfig c;
+  const double full = TrainStepFlops(c, 1, c.num_patches(), 32, false);
+  const double quarter = TrainStepFlops(c, 1, c.num_patches() / 4, 32, false);
+  EXPECT_LT(quarter, 0.5 * full);
+  EXPECT_GT(TrainStepFlops(c, 2, 32, 32, true), 2 * TrainStepFlops(c, 1, 32, 32, false));
+}
+
+}  // namespace
+}  // namespace flap::core

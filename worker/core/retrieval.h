@@ -1,0 +1,36 @@
+// Audio-text retrieval metrics exactly as DESIGN.md's "Evaluation" defines them.
+//
+// Ranks count from 0. Ties count against the query: a candidate with a similarity equal to
+// the target's is ranked ahead of it (for audio->text, equal true captions are ordered by
+// index among themselves), so a model whose embeddings are all equal scores as badly as
+// possible, never perfectly.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flap::core {
+
+struct RetrievalMetrics {
+  double t2a_r1 = 0, t2a_r5 = 0, t2a_r10 = 0;  // text->audio recall@k, over captions
+  double a2t_r1 = 0, a2t_r5 = 0, a2t_r10 = 0;  // audio->text recall@k, over clips
+  double t2a_map10 = 0, a2t_map10 = 0;
+  double map10 = 0;                            // mean of the two mAP@10
+  int64_t num_clips = 0, num_captions = 0;
+};
+
+// sim: num_captions x num_clips cosine similarities, row-major (caption i, clip j).
+// caption_clip[i]: the clip that caption i describes. Every clip must have >= 1 caption.
+RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
+                                  int64_t num_clips, const std::vector<int64_t>& caption_clip);
+
+// Chance-level recall@k for text->audio with num_clips clips (k / num_clips).
+inline double ChanceRecall(int64_t k, int64_t num_clips) {
+  return num_clips > 0 ? std::min(1.0, static_cast<double>(k) / static_cast<double>(num_clips)) : 0.0;
+}
+
+}  // namespace flap::core

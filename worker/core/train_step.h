@@ -1,0 +1,72 @@
+// One FLAP training step: forward, losses, backward, gradient synchronisation across ranks,
+// clipping, AdamW with the warm-up + cosine schedule, and the logit-scale clamp.
+//
+// The step is the unit that later parts (distributed groups, checkpoints) build on: it owns
+// the optimiser, takes a ready batch, and reports losses and a time breakdown.
+// Not thread-safe: one TrainStep per training thread.
+#pragma once
+
+#include <torch/optim/adamw.h>
+
+#include <memory>
+#include <vector>
+
+#include "worker/core/losses.h"
+#include "worker/core/model.h"
+#include "worker/core/model_config.h"
+
+namespace flap::core {
+
+// A batch ready for the model, on the model's device.
+struct Batch {
+  at::Tensor spec;    // (B, T, M) float, normalised log-mel
+  at::Tensor tokens;  // (B, L) int64 caption ids, 0 = padding
+  at::Tensor keep;    // (B, K) int64 sorted kept patch indices; undefined: keep all
+};
+
+// Averages parameter gradients across the ranks of a group after backward. The single-process
+// implementation does nothing; the worker group provides the collective one.
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  // Called once before the first backward with every trainable parameter.
+  virtual void Attach(const std::vector<at::Tensor>& params) { (void)params; }
+  // Called after backward; on return every parameter's .grad() holds the cross-rank mean.
+  virtual void Finish() {}
+};
+
+struct StepStats {
+  double loss = 0, contrastive = 0, recon = 0;
+  double logit_scale = 0;   // exp(log scale) after the step's clamp
+  double lr = 0;
+  double grad_norm = 0;     // global L2 norm before clipping
+  double forward_s = 0, backward_s = 0, optimizer_s = 0;  // includes gradient sync in backward
+};
+
+class TrainStep {
+ public:
+  // `gather` and `sync` may be null (single process); otherwise they must outlive the step.
+  TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
+            EmbeddingGather* gather = nullptr, GradientSync* sync = nullptr);
+
+  // Runs step number `step` (0-based; sets the learning rate) on `batch`.
+  StepStats Run(const Batch& batch, int64_t step);
+
+  FlapModel& model() { return model_; }
+  torch::optim::AdamW& optimizer() { return *optimizer_; }
+
+ private:
+  FlapModel model_;
+  LossConfig loss_;
+  OptimConfig optim_;
+  LocalGather local_gather_;
+  EmbeddingGather* gather_;
+  GradientSync* sync_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+};
+
+// Waits for queued device work (CUDA) so that wall-clock timings are honest; no-op on CPU.
+void SynchronizeDevice(const at::Device& device);
+
+}  // namespace flap::core
