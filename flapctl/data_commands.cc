@@ -1,0 +1,300 @@
+// Implementation of flapctl/data_commands.h. Boost.Program_options throws on bad command
+// lines; those exceptions are caught here, at the CLI edge, and become usage errors (exit 2).
+#include "flapctl/data_commands.h"
+
+#include <algorithm>
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdint>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "sharding/file_util.h"
+#include "sharding/manifest.h"
+#include "sharding/shard_reader.h"
+#include "sharding/synth.h"
+#include "sharding/tokenizer.h"
+
+namespace flap::flapctl {
+namespace po = boost::program_options;
+
+namespace {
+
+std::string Plural(int64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+bool IsHelp(const std::string& arg) { return arg == "--help" || arg == "-h" || arg == "help"; }
+
+void PrintGroupHelp(const CommandGroup& group, std::ostream& out) {
+  out << "Usage: flapctl " << group.name << " COMMAND [ARGS...]\n\n"
+      << group.summary << "\n\nCommands:\n";
+  for (const Command& c : group.commands) {
+    out << "  " << std::left << std::setw(10) << c.name << c.summary << "\n";
+  }
+  out << "\nRun 'flapctl " << group.name << " COMMAND --help' for a command's options.\n";
+}
+
+void PrintTopHelp(const std::vector<CommandGroup>& groups, std::ostream& out) {
+  out << "Usage: flapctl GROUP COMMAND [ARGS...]\n\n"
+      << "The FLAP sweep orchestrator's command-line tool.\n\nCommands:\n";
+  for (const CommandGroup& g : groups) {
+    for (const Command& c : g.commands) {
+      out << "  " << std::left << std::setw(16) << (g.name + " " + c.name) << c.summary << "\n";
+    }
+  }
+  out << "\nRun 'flapctl GROUP --help' or 'flapctl GROUP COMMAND --help' for details.\n";
+}
+
+// Parses `args` against `visible` (plus `hidden` options fed by `positional`) into *vm;
+// returns false after printing a usage error. Required options are not enforced when --help
+// was given.
+bool ParseArgs(const std::string& command, const std::vector<std::string>& args,
+               const po::options_description& visible, const po::options_description& hidden,
+               const po::positional_options_description& positional, po::variables_map* vm) {
+  po::options_description all;
+  all.add(visible).add(hidden);
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), *vm);
+    if (vm->count("help") == 0) po::notify(*vm);
+  } catch (const po::error& e) {
+    std::cerr << "flapctl " << command << ": " << e.what() << "\n"
+              << "Run 'flapctl " << command << " --help' for usage.\n";
+    return false;
+  }
+  return true;
+}
+
+// ---- data synth ----
+
+int DataSynth(const std::vector<std::string>& args) {
+  sharding::SynthOptions options;
+  std::string out_dir;
+  int64_t seed = static_cast<int64_t>(options.seed);
+  po::options_description visible(
+      "Usage: flapctl data synth --out DIR [options]\n\n"
+      "Writes a deterministic synthetic audio-caption dataset (shards, tokenizer, manifest).\n"
+      "The same options always give the same bytes.\n\nOptions");
+  visible.add_options()
+      ("help,h", "show this help")
+      ("out", po::value<std::string>(&out_dir)->required(), "output dataset folder (required)")
+      ("seed", po::value<int64_t>(&seed)->default_value(seed), "generator seed (>= 0)")
+      ("train", po::value<int>(&options.num_train)->default_value(options.num_train),
+       "clips in split 'train'")
+      ("eval", po::value<int>(&options.num_eval)->default_value(options.num_eval),
+       "clips in split 'eval'")
+      ("clip-seconds", po::value<double>(&options.clip_seconds)->default_value(options.clip_seconds, "2.56"),
+       "length of every clip in seconds [0.5, 60]")
+      ("shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
+       "clips per shard")
+      ("vocab-size", po::value<int>(&options.vocab_size)->default_value(options.vocab_size),
+       "tokenizer vocabulary size (soft limit)")
+      ("name", po::value<std::string>(&options.name)->default_value(options.name),
+       "dataset name recorded in the manifest");
+  po::variables_map vm;
+  if (!ParseArgs("data synth", args, visible, po::options_description(),
+                 po::positional_options_description(), &vm)) {
+    return kExitUsage;
+  }
+  if (vm.count("help")) {
+    std::cout << visible << "\n";
+    return kExitOk;
+  }
+  if (seed < 0) {
+    std::cerr << "flapctl data synth: --seed must not be negative\n";
+    return kExitUsage;
+  }
+  options.seed = static_cast<uint64_t>(seed);
+  const auto start = std::chrono::steady_clock::now();
+  Status s = sharding::GenerateSynthetic(options, out_dir);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!s.ok()) {
+    std::cerr << "flapctl data synth: " << s.ToString() << "\n";
+    return s.code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  const int shards = (options.num_train + options.samples_per_shard - 1) / options.samples_per_shard +
+                     (options.num_eval + options.samples_per_shard - 1) / options.samples_per_shard;
+  std::cout << "wrote " << options.num_train << " train + " << options.num_eval
+            << " eval clips in " << Plural(shards, "shard") << " to " << out_dir << " in " << std::fixed
+            << std::setprecision(1) << seconds << " s\n";
+  return kExitOk;
+}
+
+// ---- data verify ----
+
+struct ShardCheck {
+  Status status;
+  int64_t samples = 0;
+};
+
+// Size, checksum, then every sample decodes and the count matches the manifest.
+ShardCheck CheckShard(const std::string& dir, const sharding::ShardInfo& info) {
+  ShardCheck check;
+  check.status = sharding::VerifyShard(dir, info);
+  if (!check.status.ok()) return check;
+  auto reader = sharding::ShardReader::Open(sharding::JoinPath(dir, info.name));
+  if (!reader.ok()) {
+    check.status = reader.status();
+    return check;
+  }
+  sharding::Sample sample;
+  while (true) {
+    StatusOr<bool> more = reader.value()->Next(&sample);
+    if (!more.ok()) {
+      check.status = more.status();
+      return check;
+    }
+    if (!more.value()) break;
+    ++check.samples;
+  }
+  if (check.samples != info.num_samples) {
+    check.status = Status::Corruption(sharding::JoinPath(dir, info.name) + ": holds " +
+                                      std::to_string(check.samples) +
+                                      " samples, the manifest says " +
+                                      std::to_string(info.num_samples));
+  }
+  return check;
+}
+
+int DataVerify(const std::vector<std::string>& args) {
+  std::string dir;
+  po::options_description visible(
+      "Usage: flapctl data verify DIR\n\n"
+      "Checks a dataset folder: the manifest parses, the tokenizer loads, and every shard has\n"
+      "its recorded size and checksum, decodes fully and holds its recorded sample count.\n"
+      "Exits 1 naming the damaged shards.\n\nOptions");
+  visible.add_options()("help,h", "show this help");
+  po::options_description hidden;
+  hidden.add_options()("dir", po::value<std::string>(&dir), "dataset folder");
+  po::positional_options_description positional;
+  positional.add("dir", 1);
+  po::variables_map vm;
+  if (!ParseArgs("data verify", args, visible, hidden, positional, &vm)) return kExitUsage;
+  if (vm.count("help")) {
+    std::cout << visible << "\n";
+    return kExitOk;
+  }
+  if (dir.empty()) {
+    std::cerr << "flapctl data verify: missing the dataset folder (flapctl data verify DIR)\n";
+    return kExitUsage;
+  }
+
+  StatusOr<sharding::Manifest> manifest = sharding::ReadManifest(dir);
+  if (!manifest.ok()) {
+    std::cerr << "flapctl data verify: " << manifest.status().ToString() << "\n";
+    return kExitFailure;
+  }
+  const sharding::Manifest& m = manifest.value();
+  bool ok = true;
+  auto tokenizer = sharding::Tokenizer::Load(sharding::JoinPath(dir, m.tokenizer));
+  if (!tokenizer.ok()) {
+    std::cerr << "tokenizer damaged: " << tokenizer.status().ToString() << "\n";
+    ok = false;
+  }
+
+  // Shards are checked in parallel; results are reported in manifest order.
+  std::vector<ShardCheck> checks(m.shards.size());
+  std::atomic<size_t> next{0};
+  auto work = [&]() {
+    for (size_t i = next++; i < m.shards.size(); i = next++) checks[i] = CheckShard(dir, m.shards[i]);
+  };
+  const size_t num_threads =
+      std::max<size_t>(1, std::min<size_t>({m.shards.size(), std::thread::hardware_concurrency(), 8}));
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < num_threads; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+
+  std::vector<std::string> damaged;
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    if (!checks[i].status.ok()) {
+      damaged.push_back(m.shards[i].name);
+      std::cerr << "shard damaged: " << checks[i].status.ToString() << "\n";
+    }
+  }
+  std::cout << "dataset '" << m.name << "' in " << dir << ":\n";
+  for (const std::string& split : m.Splits()) {
+    int64_t shards = 0, samples_ok = 0, shards_bad = 0;
+    for (size_t i = 0; i < m.shards.size(); ++i) {
+      if (m.shards[i].split != split) continue;
+      ++shards;
+      if (checks[i].status.ok()) {
+        samples_ok += checks[i].samples;
+      } else {
+        ++shards_bad;
+      }
+    }
+    std::cout << "  " << split << ": " << Plural(shards, "shard") << ", "
+              << Plural(m.NumSamples(split), "sample") << " in the manifest, " << samples_ok
+              << " verified";
+    if (shards_bad > 0) std::cout << ", " << Plural(shards_bad, "shard") << " damaged";
+    std::cout << "\n";
+  }
+  if (!damaged.empty()) {
+    std::ostringstream names;
+    for (size_t i = 0; i < damaged.size(); ++i) names << (i ? ", " : "") << damaged[i];
+    std::cerr << "flapctl data verify: " << damaged.size() << " of " << m.shards.size()
+              << " shards damaged: " << names.str() << "\n";
+    ok = false;
+  }
+  if (!ok) return kExitFailure;
+  std::cout << "OK: " << m.shards.size() << " shards verified\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunDataSynth(const std::vector<std::string>& args) { return DataSynth(args); }
+int RunDataVerify(const std::vector<std::string>& args) { return DataVerify(args); }
+
+CommandGroup DataCommandGroup() {
+  return CommandGroup{
+      "data",
+      "Prepare and check datasets (shards, manifest, tokenizer).",
+      {
+          {"synth", "write a deterministic synthetic audio-caption dataset", RunDataSynth},
+          {"verify", "check a dataset's shards against its manifest", RunDataVerify},
+      }};
+}
+
+int RunCli(const std::vector<CommandGroup>& groups, int argc, const char* const* argv) {
+  std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
+  if (args.empty()) {
+    PrintTopHelp(groups, std::cerr);
+    return kExitUsage;
+  }
+  if (IsHelp(args[0])) {
+    PrintTopHelp(groups, std::cout);
+    return kExitOk;
+  }
+  auto group = std::find_if(groups.begin(), groups.end(),
+                            [&](const CommandGroup& g) { return g.name == args[0]; });
+  if (group == groups.end()) {
+    std::cerr << "flapctl: unknown command '" << args[0] << "'\n"
+              << "Run 'flapctl --help' for the list of commands.\n";
+    return kExitUsage;
+  }
+  if (args.size() < 2) {
+    PrintGroupHelp(*group, std::cerr);
+    return kExitUsage;
+  }
+  if (IsHelp(args[1])) {
+    PrintGroupHelp(*group, std::cout);
+    return kExitOk;
+  }
+  auto command = std::find_if(group->commands.begin(), group->commands.end(),
+                              [&](const Command& c) { return c.name == args[1]; });
+  if (command == group->commands.end()) {
+    std::cerr << "flapctl " << group->name << ": unknown command '" << args[1] << "'\n"
+              << "Run 'flapctl " << group->name << " --help' for the list of commands.\n";
+    return kExitUsage;
+  }
+  return command->run(std::vector<std::string>(args.begin() + 2, args.end()));
+}
+
+}  // namespace flap::flapctl

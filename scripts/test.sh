@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs and builds (scripts/setup.sh), then runs every test with ctest.
+#   scripts/test.sh                 all tests
+#   scripts/test.sh -L unit         one label: unit | integration | slow
+#   scripts/test.sh -LE slow        everything but the slow ones
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+BUILD_DIR="${FLAP_BUILD_DIR:-build}"
+cd "$BUILD_DIR"
+ctest --output-on-failure --timeout 900 -j"${FLAP_TEST_JOBS:-1}" "$@"

@@ -1,0 +1,65 @@
+// ShardReader: reads samples, in order, from one WebDataset-style tar shard, either written by
+// ShardWriter or LAION-style. Members are grouped by key: the member's path up to the first '.'
+// of its file name ("dir/abc.flac" has key "dir/abc" and extension "flac"); the members of one
+// key must be adjacent. A key needs one audio member (.flac, .wav, .ogg, .oga, .opus, .mp3: any
+// libsndfile can decode; decoded to mono kSampleRate) and one .json member whose "text" is a
+// string or a list of strings; optional "text_augment" and "tags" (string or list of strings).
+// Other members, directories and names without an extension are skipped. Compressed tars
+// (.tar.gz, ...) are read too.
+//
+// Thread-safety: not thread-safe; one thread uses a reader at a time. Different readers may
+// run on different threads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "sharding/sample.h"
+
+struct archive;
+
+namespace flap::sharding {
+
+class ShardReader {
+ public:
+  // Opens `path`. NotFound if it does not exist; IOError if it cannot be opened; Corruption if
+  // it is not a (possibly compressed) tar archive.
+  static StatusOr<std::unique_ptr<ShardReader>> Open(const std::string& path);
+
+  ShardReader(const ShardReader&) = delete;
+  ShardReader& operator=(const ShardReader&) = delete;
+  ~ShardReader();
+
+  // true: `*sample` holds the next sample (overwritten entirely). false: the shard is finished.
+  // Corruption naming the shard and the member (or key) for a truncated or damaged archive, a
+  // key without audio or without JSON, audio that does not decode, JSON that does not parse,
+  // and a missing, mistyped or empty "text". After a failure the reader is unusable and every
+  // later call returns the same error.
+  StatusOr<bool> Next(Sample* sample);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Member;
+  ShardReader(std::string path, struct archive* archive);
+  // Reads the next regular member's header into *member; false at the end of the archive.
+  StatusOr<bool> NextMember(Member* member);
+  Status ReadMemberData(const std::string& name, std::string* data);
+  Status BuildSample(const std::string& key, const std::string& audio_name,
+                     const std::string& audio, const std::string& json_name,
+                     const std::string& json, Sample* sample) const;
+
+  const std::string path_;
+  struct archive* archive_ = nullptr;
+  Status error_;                    // sticky failure
+  std::unique_ptr<Member> pending_;  // header read but belonging to the next key
+  bool at_end_ = false;
+  std::string last_member_;  // name of the last member header read, for messages
+};
+
+// Reads every sample of the shard at `path`, in order. Errors as ShardReader::Open and Next.
+StatusOr<std::vector<Sample>> ReadShard(const std::string& path);
+
+}  // namespace flap::sharding

@@ -1,0 +1,51 @@
+#include "worker/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace flap::worker {
+namespace {
+
+TEST(ChooseCaption, DeterministicPerSeedKeyEpoch) {
+  auto a = ChooseCaption(0.5, 1, "k", 3, 3, 2);
+  auto b = ChooseCaption(0.5, 1, "k", 3, 3, 2);
+  EXPECT_EQ(a.augmented, b.augmented);
+  EXPECT_EQ(a.index, b.index);
+}
+
+TEST(ChooseCaption, PolicyOffOnAndMix) {
+  int augmented = 0;
+  std::set<size_t> originals_used;
+  const int n = 4000;
+  for (int e = 0; e < n; ++e) {
+    auto off = ChooseCaption(0.0, 7, "clip", e, 3, 1);
+    EXPECT_FALSE(off.augmented);
+    EXPECT_LT(off.index, 3u);
+    originals_used.insert(off.index);
+    auto on = ChooseCaption(1.0, 7, "clip", e, 3, 1);
+    EXPECT_TRUE(on.augmented);
+    EXPECT_EQ(on.index, 0u);
+    augmented += ChooseCaption(0.3, 7, "clip", e, 3, 1).augmented;
+  }
+  EXPECT_EQ(originals_used.size(), 3u);  // every original caption is used over the epochs
+  EXPECT_NEAR(static_cast<double>(augmented) / n, 0.3, 0.03);
+}
+
+TEST(ChooseCaption, OnWithoutAugmentedCaptionsFallsBackToOriginals) {
+  auto c = ChooseCaption(1.0, 1, "k", 0, 2, 0);
+  EXPECT_FALSE(c.augmented);
+  EXPECT_LT(c.index, 2u);
+}
+
+TEST(PadTokens, PadsAndTruncates) {
+  std::vector<int> a = {5, 6}, b = {1, 2, 3, 4, 5};
+  auto t = PadTokens({&a, &b}, 4);
+  ASSERT_EQ(t.sizes(), (at::IntArrayRef{2, 4}));
+  EXPECT_EQ(t[0][0].item<int64_t>(), 5);
+  EXPECT_EQ(t[0][2].item<int64_t>(), 0);
+  EXPECT_EQ(t[1][3].item<int64_t>(), 4);
+}
+
+}  // namespace
+}  // namespace flap::worker

@@ -1,0 +1,74 @@
+// A trial's whole configuration (model, masking, losses, optimiser, training loop, data),
+// read from a Boost.Program_options INI file plus command-line overrides of the same keys
+// (`--mask.ratio 0.75` beats `ratio = 0.75` under `[mask]`). Every key is listed by
+// `flap-worker train --help`; unknown keys, malformed values and out-of-range values are
+// refused with a message naming the key (and the file).
+//
+// `model.preset` (tiny | base) is applied first; every other model.* key overrides a field of
+// the preset. Values are values: copy freely; not shared between threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "worker/core/model_config.h"
+
+namespace flap::worker {
+
+struct DataConfig {
+  std::string path;                  // dataset folder (manifest.json, shards, tokenizer.model)
+  std::string train_split = "train";
+  std::string eval_split = "eval";
+  int loader_threads = 0;            // 0: one per core
+};
+
+struct TrainConfig {
+  uint64_t seed = 1;             // trial seed: init, masks, caption choice, sample order
+  int64_t batch_size = 32;       // per rank
+  int64_t epochs = 10;
+  int64_t max_steps = 0;         // > 0: stop after this many steps, whatever the epochs
+  int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
+  int64_t eval_batch_size = 64;
+  int64_t log_every = 20;        // steps between progress lines
+  int threads = 0;               // LibTorch intra-op threads; 0: one per core
+  std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
+};
+
+struct TrialConfig {
+  std::string preset = "tiny";
+  core::ModelConfig model;
+  core::MaskConfig mask;
+  core::LossConfig loss;
+  core::OptimConfig optim;       // optim.total_steps 0: derived from epochs and data size
+  TrainConfig train;
+  DataConfig data;
+  std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
+  double augment_prob = 0.0;     // parsed form of `augment`
+
+  // All checks across sections; the first failure, naming its key.
+  Status Validate() const;
+  // Every key with its value, as strings (the canonical form used for hashing and summaries).
+  std::map<std::string, std::string> ToMap() const;
+  nlohmann::json ToJson() const;
+  // 16 hex digits identifying everything that changes what training computes.
+  std::string Hash() const;
+};
+
+// Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional
+// arguments) into *config. Returns InvalidArgument naming the key and the file on any error.
+// `--help` is reported through *help_requested with the help text in *help_text.
+Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config,
+                        bool* help_requested, std::string* help_text);
+
+// Reads only a config file (no command line).
+StatusOr<TrialConfig> LoadTrialConfigFile(const std::string& path);
+
+// Parses "off" | "on" | a probability in [0, 1].
+StatusOr<double> ParseAugmentPolicy(const std::string& value);
+
+}  // namespace flap::worker

@@ -1,0 +1,73 @@
+// flap-worker: one rank of a FLAP trial. Subcommands:
+//   train  run a trial standalone from a config file plus --key value overrides
+//   eval   retrieval metrics of a saved model (or of the untrained one) on a split
+// Progress and tables go to stderr; the JSON result goes to stdout.
+// Exit codes: 0 success, 1 the run failed, 2 bad command line or config.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "worker/evaluator.h"
+#include "worker/trainer.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: flap-worker train [--config FILE] [--KEY VALUE ...]\n"
+    "       flap-worker eval  [--config FILE] [--model model.pt] [--KEY VALUE ...]\n"
+    "       flap-worker COMMAND --help   lists every configuration key\n";
+
+int Fail(const flap::Status& s, int code) {
+  std::cerr << "flap-worker: " << s.ToString() << std::endl;
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "--help" || command == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (command != "train" && command != "eval") {
+    std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;
+    return 2;
+  }
+  std::string model_path;
+  if (command == "eval") {
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--model" && i + 1 < args.size()) {
+        model_path = args[i + 1];
+        args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+        break;
+      }
+    }
+  }
+  flap::worker::TrialConfig config;
+  bool help = false;
+  std::string help_text;
+  flap::Status s = flap::worker::ParseTrialConfig(args, &config, &help, &help_text);
+  if (!s.ok()) return Fail(s, 2);
+  if (help) {
+    std::cout << kUsage << help_text;
+    return 0;
+  }
+  if (command == "train") {
+    auto outcome = flap::worker::RunTraining(config, std::cerr);
+    if (!outcome.ok()) return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+    std::cerr << flap::worker::FormatMetricsTable(outcome->final_metrics);
+    std::cout << outcome->summary.dump(2) << std::endl;
+    return 0;
+  }
+  auto metrics = flap::worker::RunEvaluation(config, model_path, std::cerr);
+  if (!metrics.ok()) return Fail(metrics.status(), metrics.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+  std::cerr << flap::worker::FormatMetricsTable(*metrics);
+  std::cout << flap::worker::MetricsToJson(*metrics).dump(2) << std::endl;
+  return 0;
+}

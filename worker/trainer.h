@@ -1,0 +1,38 @@
+// `flap-worker train` and `flap-worker eval` as library calls: one trial, standalone, on
+// this process's device (CPU here). Training loads the dataset, builds the model from the
+// config (the tokenizer sets the vocabulary size), runs TrainStep over the epochs with
+// periodic evaluation, prints one progress line per `train.log_every` steps, and ends with a
+// JSON summary (metrics, config, wall time) that is also written to train.output_dir.
+//
+// On CPU the same config and seed give bit-identical parameters: every random choice comes
+// from the trial seed (model init through LibTorch's generator, masks, captions and order
+// through core/draw.h). Not thread-safe; one call per process at a time (sets LibTorch's
+// thread count).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "worker/config.h"
+#include "worker/core/model.h"
+#include "worker/core/retrieval.h"
+
+namespace flap::worker {
+
+struct TrainOutcome {
+  nlohmann::json summary;
+  core::RetrievalMetrics final_metrics;
+  core::FlapModel model{nullptr};
+};
+
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log);
+
+// Evaluates the model saved at `model_path` (model.pt of a training run) on data.eval_split;
+// an empty path evaluates the untrained model initialised from train.seed (a baseline).
+StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config, const std::string& model_path,
+                                               std::ostream& log);
+
+}  // namespace flap::worker

@@ -1,0 +1,18 @@
+# The worker library (config, dataset, batcher, evaluator, trainer) and flap-worker.
+add_library(flap_worker config.cc dataset.cc batcher.cc evaluator.cc trainer.cc)
+add_library(flap::worker ALIAS flap_worker)
+target_link_libraries(flap_worker
+  PUBLIC flap::core flap::features flap::sharding nlohmann_json::nlohmann_json
+  PRIVATE Boost::program_options Threads::Threads)
+
+add_executable(flap-worker main.cc)
+target_link_libraries(flap-worker PRIVATE flap::worker)
+
+if(FLAP_BUILD_TESTS)
+  file(GLOB worker_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+  list(REMOVE_ITEM worker_tests ${CMAKE_CURRENT_SOURCE_DIR}/fbank_test.cc)
+  add_executable(flap_worker_test ${worker_tests})
+  target_link_libraries(flap_worker_test PRIVATE flap::worker GTest::gtest_main)
+  target_compile_definitions(flap_worker_test PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs")
+  flap_add_gtest(flap_worker_test LABELS unit)
+endif()
