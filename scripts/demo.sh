@@ -14,7 +14,7 @@ if [[ ! -f "$DATA/manifest.json" ]]; then
 fi
 echo "== untrained model"
 "$BUILD_DIR/worker/flap-worker" eval --config configs/demo.ini --data.path "$DATA" >/dev/null
-echo "== training (configs/demo.ini): progress every 30 steps"
+echo "== training (configs/demo.ini): progress every 50 steps"
 "$BUILD_DIR/worker/flap-worker" train --config configs/demo.ini --data.path "$DATA" \
   --train.output_dir "$OUT" "$@" >/dev/null
 echo "summary: $OUT/summary.json, model: $OUT/model.pt"

@@ -28,11 +28,11 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   config->mask.ratio = 0.75;
   config->mask.strategy = core::MaskStrategy::k2d;
   config->loss.recon_weight = 0.5;
-  config->optim.lr = 2e-3;
-  config->optim.warmup_steps = 30;
-  config->train.batch_size = 64;
-  config->train.epochs = 25;
-  config->train.log_every = 50;
+  config->optim.lr = 1e-3;
+  config->optim.warmup_steps = 20;
+  config->train.batch_size = 32;
+  config->train.epochs = 10;
+  config->train.log_every = 80;
 
   std::ostringstream log;
   auto untrained = worker::RunEvaluation(*config, "", log);

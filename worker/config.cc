@@ -142,7 +142,7 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only", FLAP_REF(int64_t, train.eval_every)));
     f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size)));
     f.push_back(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every)));
-    f.push_back(Number("train.threads", "LibTorch threads; 0 = one per core", FLAP_REF(int, train.threads)));
+    f.push_back(Number("train.threads", "LibTorch intra-op threads; 0 = automatic (1 on CPU)", FLAP_REF(int, train.threads)));
     f.push_back(Text("train.output_dir", "folder for summary.json and model.pt", FLAP_REF(std::string, train.output_dir)));
     f.push_back(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path)));
     f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));

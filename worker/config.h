@@ -35,11 +35,15 @@ struct TrainConfig {
   int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
   int64_t eval_batch_size = 64;
   int64_t log_every = 20;        // steps between progress lines
-  int threads = 0;               // LibTorch intra-op threads; 0: one per core
+  // LibTorch intra-op threads; 0: automatic (1 on CPU, where OpenBLAS already spreads every
+  // matrix product over all cores and a second pool of spinning OpenMP threads only competes
+  // with it: bench/README.md has the measurement).
+  int threads = 0;
   std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
 };
 
 struct TrialConfig {
+  TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
   std::string preset = "tiny";
   core::ModelConfig model;
   core::MaskConfig mask;

@@ -31,7 +31,7 @@ std::string FormatDuration(double s) {
 }
 
 void SetThreads(int threads) {
-  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n = threads > 0 ? threads : 1;
   at::set_num_threads(n);
 }
 
