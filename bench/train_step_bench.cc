@@ -20,6 +20,7 @@
 #include "worker/core/masking.h"
 #include "worker/core/model.h"
 #include "worker/core/train_step.h"
+#include "worker/batcher.h"
 
 namespace {
 
@@ -63,7 +64,15 @@ Result RunCpp(const flap::core::MaskConfig& mask, int64_t batch, int steps, int 
   flap::core::MaskGeometry g{c.freq_patches(), c.time_patches()};
   flap::core::Batch data;
   data.spec = at::randn({batch, c.target_frames, c.num_mel_bins});
-  data.tokens = at::randint(1, c.vocab_size, {batch, c.text_max_len}, at::kLong);
+  // Captions of 6-16 tokens, like the synthetic ones, batched as the trainer batches them.
+  std::vector<std::vector<int>> captions(static_cast<size_t>(batch));
+  std::vector<const std::vector<int>*> ptrs;
+  for (int64_t i = 0; i < batch; ++i) {
+    captions[i].resize(static_cast<size_t>(6 + (i * 7) % 11));
+    for (size_t j = 0; j < captions[i].size(); ++j) captions[i][j] = 4 + static_cast<int>((i * 31 + j * 17) % 250);
+    ptrs.push_back(&captions[i]);
+  }
+  data.tokens = flap::worker::PadTokens(ptrs, c.text_max_len);
   Result r;
   for (int i = 0; i < warmup + steps; ++i) {
     data.keep = Keep(mask, g, batch, i);
@@ -83,11 +92,15 @@ Result RunCpp(const flap::core::MaskConfig& mask, int64_t batch, int steps, int 
   return r;
 }
 
-std::map<std::string, Result> RunPython(int64_t batch, int steps, int warmup, int threads) {
+// Runs the PyTorch baseline for one (strategy, ratio) cell right after the C++ one, so that both
+// see the same machine load.
+std::map<std::string, Result> RunPython(int64_t batch, int steps, int warmup, int threads, const char* strategy,
+                                        double ratio) {
   std::map<std::string, Result> out;
   const std::string cmd = "/usr/bin/python3 " FLAP_BENCH_DIR "/train_step_bench.py --batch " + std::to_string(batch) +
                           " --steps " + std::to_string(steps) + " --warmup " + std::to_string(warmup) +
-                          " --threads " + std::to_string(threads);
+                          " --threads " + std::to_string(threads) + " --strategies " + strategy +
+                          " --ratios " + std::to_string(ratio);
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return out;
   char line[4096];
@@ -132,9 +145,6 @@ int main(int argc, char** argv) {
               static_cast<long long>(batch), steps, warmup, threads);
   std::printf("matrix product 2048^3: %.1f GFLOP/s (the practical ceiling)\n\n", ceiling);
 
-  std::map<std::string, Result> py;
-  if (python) py = RunPython(batch, steps, warmup, threads);
-
   std::printf("%-9s %8s %7s %7s %7s %7s %9s %8s %7s | %8s %8s\n", "mask", "samp/s", "fwd_s", "bwd_s", "opt_s",
               "enc_fb", "enc/enc0", "GFLOP/s", "%ceil", "py samp/s", "C++/py");
   for (const char* strategy : {"2d", "1d"}) {
@@ -144,6 +154,8 @@ int main(int argc, char** argv) {
       mask.ratio = ratio;
       mask.strategy = std::strcmp(strategy, "1d") == 0 ? flap::core::MaskStrategy::k1d : flap::core::MaskStrategy::k2d;
       Result r = RunCpp(mask, batch, steps, warmup);
+      std::map<std::string, Result> py;
+      if (python) py = RunPython(batch, steps, warmup, threads, strategy, ratio);
       if (ratio == 0) enc0 = r.encoder_s;
       char key[64];
       std::snprintf(key, sizeof(key), "%s %.2f", strategy, ratio);

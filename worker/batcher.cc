@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -20,11 +21,16 @@ CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::strin
 }
 
 at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len) {
-  at::Tensor out = at::zeros({static_cast<int64_t>(captions.size()), max_len}, at::kLong);
+  // Only as wide as the longest caption: padding columns cost text-encoder time and change
+  // nothing (padded keys are masked, positions of real tokens stay the same).
+  size_t longest = 1;
+  for (const std::vector<int>* c : captions) longest = std::max(longest, c->size());
+  const int width = static_cast<int>(std::min<size_t>(longest, static_cast<size_t>(max_len)));
+  at::Tensor out = at::zeros({static_cast<int64_t>(captions.size()), width}, at::kLong);
   auto acc = out.accessor<int64_t, 2>();
   for (size_t i = 0; i < captions.size(); ++i) {
     const std::vector<int>& ids = *captions[i];
-    const size_t n = std::min<size_t>(ids.size(), static_cast<size_t>(max_len));
+    const size_t n = std::min<size_t>(ids.size(), static_cast<size_t>(width));
     for (size_t j = 0; j < n; ++j) acc[static_cast<int64_t>(i)][static_cast<int64_t>(j)] = ids[j];
   }
   return out;

@@ -27,7 +27,8 @@ struct CaptionChoice {
 CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key,
                             int64_t epoch, size_t num_original, size_t num_augmented);
 
-// Pads or truncates token lists into a (B, max_len) int64 tensor (0 = padding).
+// Pads or truncates token lists into a (B, L) int64 tensor (0 = padding), L the length of the
+// longest caption capped at max_len.
 at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len);
 
 class Batcher {

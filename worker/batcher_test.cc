@@ -45,6 +45,12 @@ TEST(PadTokens, PadsAndTruncates) {
   EXPECT_EQ(t[0][0].item<int64_t>(), 5);
   EXPECT_EQ(t[0][2].item<int64_t>(), 0);
   EXPECT_EQ(t[1][3].item<int64_t>(), 4);
+  // Only as wide as the longest caption.
+  std::vector<int> c = {7, 8, 9};
+  auto narrow = PadTokens({&a, &c}, 32);
+  ASSERT_EQ(narrow.sizes(), (at::IntArrayRef{2, 3}));
+  EXPECT_EQ(narrow[0][2].item<int64_t>(), 0);
+  EXPECT_EQ(narrow[1][2].item<int64_t>(), 9);
 }
 
 }  // namespace

@@ -1,0 +1,122 @@
+// Asha: early-stopping decisions by asynchronous successive halving (ASHA, Li et al. 2018), in
+// its "stop or continue" form. It is the pure decision logic only: it records metric values and
+// answers; it does not talk to workers, persist itself or know about steps beyond the rungs.
+//
+// How it runs. A sweep's [asha] section names an evaluation metric, a mode (max or min), rungs
+// (training steps at which trials are compared, increasing) and a reduction factor eta. When a
+// trial's evaluation at rung k arrives, Decide() records the value among all the values recorded
+// at rung k so far (from every trial of the sweep, in arrival order) and answers:
+//   - fewer than eta results at rung k (counting this one): continue;
+//   - otherwise, with n results, the top floor(n / eta) continue and the rest stop. A trial's
+//     rank is the number of results at rung k strictly better than its own and it continues
+//     when rank < floor(n / eta); tied values share a rank, so a tie straddling the boundary
+//     continues as a whole;
+//   - a NaN value is the worst of all: it ranks below every number and stops as soon as the
+//     rung has eta results (a diverged run is never promoted by a tie with another NaN).
+// A decision is final: results that arrive later at the same rung never revise it (promotion
+// in ASHA is never taken back). A trial reporting the same rung again (an RPC retry, or a trial
+// resumed from a checkpoint before the rung) gets its first decision back, and the new value is
+// ignored. A trial stopped at rung k that reports a later rung is refused. A trial may skip a
+// rung (its evaluation cadence may miss one); it is simply absent from that rung's ranking.
+//
+// Thread-safety: not thread-safe; the coordinator calls it under its own lock. Values of the
+// plain structs are safe to copy between threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace flap::coordinator {
+
+enum class AshaMode { kMax, kMin };  // kMax: a larger metric is better
+
+// "max" / "min", and back (InvalidArgument for anything else).
+const char* AshaModeName(AshaMode mode);
+StatusOr<AshaMode> ParseAshaMode(const std::string& text);
+
+// The [asha] section of a sweep.
+struct AshaConfig {
+  std::string metric;            // evaluation metric name, e.g. "map10"; [A-Za-z0-9_.@-]+
+  AshaMode mode = AshaMode::kMax;
+  std::vector<int64_t> rungs;    // steps, > 0 and strictly increasing; at least one
+  int reduction = 3;             // eta >= 2: the top 1/eta continue at each rung
+
+  // Every problem, as (key, message) pairs: key is "metric", "rungs" or "reduction".
+  std::vector<std::pair<std::string, std::string>> Problems() const;
+  // OK, or InvalidArgument listing every problem ("; "-separated) as "key: message".
+  Status Validate() const;
+  nlohmann::json ToJson() const;
+  // Corruption naming `what` and the field when `j` is not a valid AshaConfig.
+  static StatusOr<AshaConfig> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+enum class AshaAction { kContinue, kStop };
+const char* AshaActionName(AshaAction action);  // "continue" / "stop"
+
+// One decision, as made when the result arrived.
+struct AshaDecision {
+  AshaAction action = AshaAction::kContinue;
+  int rung = 0;          // rung index
+  int rank = 0;          // results at this rung strictly better than this one, when decided
+  int num_results = 0;   // results at this rung when decided, this one included
+  int num_promoted = 0;  // floor(num_results / eta) (0 when num_results < eta: all continue)
+
+  bool operator==(const AshaDecision& o) const {
+    return action == o.action && rung == o.rung && rank == o.rank &&
+           num_results == o.num_results && num_promoted == o.num_promoted;
+  }
+  nlohmann::json ToJson() const;
+  static StatusOr<AshaDecision> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+class Asha {
+ public:
+  // InvalidArgument when `config` does not validate.
+  static StatusOr<Asha> Create(AshaConfig config);
+
+  const AshaConfig& config() const { return config_; }
+
+  // Records `value` as `trial_id`'s result at rung `rung_index` and returns the decision (see the
+  // file comment). Repeating a (trial, rung) returns the first decision unchanged.
+  // InvalidArgument: empty trial id, rung_index outside [0, rungs). FailedPrecondition: the
+  // trial was stopped at an earlier rung.
+  StatusOr<AshaDecision> Decide(const std::string& trial_id, int rung_index, double value);
+
+  // The decision recorded for (trial, rung), if any.
+  std::optional<AshaDecision> DecisionFor(const std::string& trial_id, int rung_index) const;
+  // The rung at which `trial_id` was stopped, if it was.
+  std::optional<int> StoppedAt(const std::string& trial_id) const;
+  // Number of results recorded at a rung (0 for an index out of range).
+  int NumResults(int rung_index) const;
+  // The index of the last rung whose step is <= `step`, or nullopt before the first rung.
+  std::optional<int> RungReachedAt(int64_t step) const;
+
+  // The whole state (config and every recorded result and decision), and back. NaN values are
+  // written as null. FromJson: Corruption naming `what` when the state is malformed.
+  nlohmann::json ToJson() const;
+  static StatusOr<Asha> FromJson(const nlohmann::json& j, const std::string& what);
+
+ private:
+  struct Result {
+    double value = 0;
+    AshaDecision decision;
+  };
+  explicit Asha(AshaConfig config);
+
+  // True when `a` is strictly better than `b` (NaN is worse than every number).
+  bool Better(double a, double b) const;
+
+  AshaConfig config_;
+  // Per rung: trial id -> its result. Arrival order does not matter for later decisions (only
+  // the set of values does), so a map keeps the state canonical.
+  std::vector<std::map<std::string, Result>> rungs_;
+};
+
+}  // namespace flap::coordinator

@@ -1,0 +1,282 @@
+// LeaseTable (lease.h): shard lease bookkeeping for one epoch, and its JSON state.
+#include "coordinator/lease.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "coordinator/json_util.h"
+
+namespace flap::coordinator {
+namespace {
+
+namespace ji = json_internal;
+
+}  // namespace
+
+const char* LeaseStateName(LeaseState state) {
+  switch (state) {
+    case LeaseState::kActive: return "active";
+    case LeaseState::kCompleted: return "completed";
+    case LeaseState::kExpired: return "expired";
+  }
+  return "unknown";
+}
+
+nlohmann::json Lease::ToJson() const {
+  return {{"id", id},
+          {"shard", shard},
+          {"shard_name", shard_name},
+          {"rank", rank},
+          {"granted_ms", granted_ms},
+          {"deadline_ms", deadline_ms},
+          {"state", LeaseStateName(state)}};
+}
+
+StatusOr<Lease> Lease::FromJson(const nlohmann::json& j, const std::string& what) {
+  Lease l;
+  std::string state;
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "id", what, &l.id));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "shard", what, &l.shard));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "shard_name", what, &l.shard_name));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "rank", what, &l.rank));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "granted_ms", what, &l.granted_ms));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "deadline_ms", what, &l.deadline_ms));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "state", what, &state));
+  if (state == "active") {
+    l.state = LeaseState::kActive;
+  } else if (state == "completed") {
+    l.state = LeaseState::kCompleted;
+  } else if (state == "expired") {
+    l.state = LeaseState::kExpired;
+  } else {
+    return Status::Corruption(what + ": unknown lease state '" + state + "'");
+  }
+  return l;
+}
+
+StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards,
+                                        const LeaseOptions& options) {
+  if (shards.empty()) return Status::InvalidArgument("lease table: an epoch needs shards");
+  if (options.ttl_ms <= 0) {
+    return Status::InvalidArgument("lease table: ttl_ms must be > 0, got " +
+                                   std::to_string(options.ttl_ms));
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const EpochShard& s = shards[i];
+    if (s.name.empty() || !names.insert(s.name).second || s.num_samples < 0) {
+      return Status::InvalidArgument("lease table: shard " + std::to_string(i) + " ('" + s.name +
+                                     "') has an empty or duplicate name or negative samples");
+    }
+  }
+  LeaseTable t;
+  t.options_ = options;
+  t.shards_ = std::move(shards);
+  t.holder_.assign(t.shards_.size(), 0);
+  t.completions_.assign(t.shards_.size(), 0);
+  for (int i = 0; i < static_cast<int>(t.shards_.size()); ++i) t.free_.insert(i);
+  return t;
+}
+
+int64_t LeaseTable::total_samples() const {
+  int64_t n = 0;
+  for (const EpochShard& s : shards_) n += s.num_samples;
+  return n;
+}
+
+int LeaseTable::CompletionsOf(int shard) const {
+  if (shard < 0 || shard >= static_cast<int>(completions_.size())) return 0;
+  return completions_[shard];
+}
+
+StatusOr<Lease> LeaseTable::Get(uint64_t lease_id) const {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    return Status::NotFound("unknown lease " + std::to_string(lease_id));
+  }
+  return it->second;
+}
+
+Status LeaseTable::Dead(const Lease& lease, const char* action) const {
+  return Status::FailedPrecondition(
+      "lease " + std::to_string(lease.id) + " of shard '" + lease.shard_name + "' held by " +
+      lease.rank + " expired at " + std::to_string(lease.deadline_ms) + " ms; cannot " + action +
+      " it (the shard goes back to the pool and counts under its next lease)");
+}
+
+StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now_ms) {
+  if (rank.empty()) return Status::InvalidArgument("lease table: empty rank id");
+  AcquireResult r;
+  if (EpochDone()) {
+    r.kind = AcquireResult::Kind::kEpochDone;
+    return r;
+  }
+  if (free_.empty()) {
+    r.kind = AcquireResult::Kind::kWait;
+    r.retry_at_ms = now_ms;
+    bool first = true;
+    for (uint64_t id : active_) {
+      int64_t d = leases_.at(id).deadline_ms;
+      r.retry_at_ms = first ? d : std::min(r.retry_at_ms, d);
+      first = false;
+    }
+    return r;
+  }
+  const int shard = *free_.begin();
+  free_.erase(free_.begin());
+  Lease l;
+  l.id = next_lease_id_++;
+  l.shard = shard;
+  l.shard_name = shards_[shard].name;
+  l.rank = rank;
+  l.granted_ms = now_ms;
+  l.deadline_ms = now_ms + options_.ttl_ms;
+  l.state = LeaseState::kActive;
+  holder_[shard] = l.id;
+  active_.insert(l.id);
+  leases_.emplace(l.id, l);
+  r.kind = AcquireResult::Kind::kGranted;
+  r.lease = l;
+  return r;
+}
+
+StatusOr<Lease> LeaseTable::Renew(uint64_t lease_id, int64_t now_ms) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return Status::NotFound("unknown lease " + std::to_string(lease_id));
+  Lease& l = it->second;
+  if (l.state == LeaseState::kCompleted) {
+    return Status::FailedPrecondition("lease " + std::to_string(lease_id) + " of shard '" +
+                                      l.shard_name + "' is already completed");
+  }
+  if (l.state == LeaseState::kExpired || now_ms >= l.deadline_ms) return Dead(l, "renew");
+  l.deadline_ms = now_ms + options_.ttl_ms;
+  return l;
+}
+
+std::vector<Lease> LeaseTable::RenewRank(const std::string& rank, int64_t now_ms) {
+  std::vector<Lease> renewed;
+  for (uint64_t id : active_) {
+    Lease& l = leases_.at(id);
+    if (l.rank != rank || now_ms >= l.deadline_ms) continue;
+    l.deadline_ms = now_ms + options_.ttl_ms;
+    renewed.push_back(l);
+  }
+  return renewed;
+}
+
+StatusOr<Lease> LeaseTable::Complete(uint64_t lease_id, int64_t now_ms) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return Status::NotFound("unknown lease " + std::to_string(lease_id));
+  Lease& l = it->second;
+  if (l.state == LeaseState::kCompleted) return l;  // a retry: counted already
+  if (l.state == LeaseState::kExpired || now_ms >= l.deadline_ms) return Dead(l, "complete");
+  l.state = LeaseState::kCompleted;
+  active_.erase(l.id);
+  holder_[l.shard] = 0;
+  completions_[l.shard] += 1;
+  done_shards_ += 1;
+  done_samples_ += shards_[l.shard].num_samples;
+  return l;
+}
+
+std::vector<Lease> LeaseTable::Expire(int64_t now_ms) {
+  std::vector<Lease> expired;
+  for (auto it = active_.begin(); it != active_.end();) {
+    Lease& l = leases_.at(*it);
+    if (now_ms < l.deadline_ms) {
+      ++it;
+      continue;
+    }
+    l.state = LeaseState::kExpired;
+    holder_[l.shard] = 0;
+    free_.insert(l.shard);
+    expired.push_back(l);
+    it = active_.erase(it);
+  }
+  return expired;
+}
+
+std::vector<Lease> LeaseTable::RevokeAll() {
+  std::vector<Lease> revoked;
+  for (uint64_t id : active_) {
+    Lease& l = leases_.at(id);
+    l.state = LeaseState::kExpired;
+    holder_[l.shard] = 0;
+    free_.insert(l.shard);
+    revoked.push_back(l);
+  }
+  active_.clear();
+  return revoked;
+}
+
+nlohmann::json LeaseTable::ToJson() const {
+  nlohmann::json shards = nlohmann::json::array();
+  for (const EpochShard& s : shards_) {
+    shards.push_back({{"name", s.name}, {"num_samples", s.num_samples}});
+  }
+  nlohmann::json leases = nlohmann::json::array();
+  for (const auto& [id, l] : leases_) leases.push_back(l.ToJson());
+  return {{"ttl_ms", options_.ttl_ms},
+          {"shards", std::move(shards)},
+          {"leases", std::move(leases)},
+          {"next_lease_id", next_lease_id_}};
+}
+
+StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::string& what) {
+  LeaseOptions options;
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &options.ttl_ms));
+  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() ||
+      !j.contains("leases") || !j["leases"].is_array()) {
+    return Status::Corruption(what + ": fields 'shards' and 'leases' must be arrays");
+  }
+  std::vector<EpochShard> shards;
+  for (size_t i = 0; i < j["shards"].size(); ++i) {
+    const std::string at = what + ": shards[" + std::to_string(i) + "]";
+    EpochShard s;
+    FLAP_RETURN_IF_ERROR(ji::Get(j["shards"][i], "name", at, &s.name));
+    FLAP_RETURN_IF_ERROR(ji::Get(j["shards"][i], "num_samples", at, &s.num_samples));
+    shards.push_back(std::move(s));
+  }
+  auto created = Create(std::move(shards), options);
+  if (!created.ok()) return Status::Corruption(what + ": " + created.status().message());
+  LeaseTable t = std::move(created).value();
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_lease_id", what, &t.next_lease_id_));
+
+  // Replay the leases' final states onto the shards, checking the invariants as we go.
+  for (size_t i = 0; i < j["leases"].size(); ++i) {
+    const std::string at = what + ": leases[" + std::to_string(i) + "]";
+    FLAP_ASSIGN_OR_RETURN(Lease l, Lease::FromJson(j["leases"][i], at));
+    if (l.id == 0 || l.id >= t.next_lease_id_ || t.leases_.count(l.id) != 0 || l.shard < 0 ||
+        l.shard >= t.num_shards() || l.shard_name != t.shards_[l.shard].name ||
+        l.rank.empty()) {
+      return Status::Corruption(at + ": bad id, shard or rank");
+    }
+    if (l.state == LeaseState::kActive) {
+      if (t.holder_[l.shard] != 0 || t.completions_[l.shard] != 0) {
+        return Status::Corruption(at + ": shard '" + l.shard_name +
+                                  "' is leased twice or leased after it was done");
+      }
+      t.holder_[l.shard] = l.id;
+      t.active_.insert(l.id);
+      t.free_.erase(l.shard);
+    } else if (l.state == LeaseState::kCompleted) {
+      if (t.completions_[l.shard] != 0) {
+        return Status::Corruption(at + ": shard '" + l.shard_name + "' completed twice");
+      }
+      t.completions_[l.shard] = 1;
+      t.done_shards_ += 1;
+      t.done_samples_ += t.shards_[l.shard].num_samples;
+      t.free_.erase(l.shard);
+    }
+    t.leases_.emplace(l.id, l);
+  }
+  for (int s = 0; s < t.num_shards(); ++s) {
+    if (t.holder_[s] != 0 && t.completions_[s] != 0) {
+      return Status::Corruption(what + ": shard '" + t.shards_[s].name +
+                                "' is both leased and done");
+    }
+  }
+  return t;
+}
+
+}  // namespace flap::coordinator

@@ -1,0 +1,140 @@
+// LeaseTable: shard lease accounting for one epoch of one trial. It hands the epoch's shards to
+// ranks one at a time under leases with deadlines and counts each shard exactly once. It is
+// pure bookkeeping: time is passed in (milliseconds on any monotonic clock the caller chooses),
+// and it neither talks to ranks nor persists itself.
+//
+// How it runs. A rank calls Acquire() for its next shard and gets a lease with a deadline
+// (now + ttl). While it works on the shard its heartbeats Renew() the lease (or RenewRank() all
+// its leases). When the shard is fully consumed it calls Complete(). A lease whose deadline has
+// passed (now >= deadline) is dead: it can no longer be renewed or completed, and Expire() (or
+// RevokeAll(), when the trial's group is known lost) returns its shard to the free pool, where
+// the next Acquire() hands it out under a new lease.
+//
+// Invariants.
+//   - Each shard is in exactly one of: free, leased (by exactly one active lease), done.
+//   - A shard is done at most once per epoch: only an active, unexpired lease can complete it,
+//     and completing an already completed lease again is a no-op (an RPC retry), so each
+//     sample is counted once per epoch whatever fails. A late completion of an expired lease
+//     is refused, because its shard has been (or will be) handed out again and the new lease
+//     is the one that counts.
+//   - Free shards are handed out lowest index first (the order given to the constructor), so a
+//     returned shard is redone before untouched ones and the same sequence of calls always
+//     produces the same leases.
+//   - Lease ids are 1, 2, 3, ... within the table, never reused. They are unique within one
+//     table only: the service must scope them by (sweep, trial, epoch).
+// The caller must call Expire(now) itself (e.g. before each Acquire, or on a timer): nothing
+// here happens implicitly, so every mutation is returned to the caller, who can journal it.
+//
+// Thread-safety: not thread-safe; the coordinator calls it under its own lock.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace flap::coordinator {
+
+// One shard of the epoch, as the data plan names it.
+struct EpochShard {
+  std::string name;         // shard file name (non-empty, unique within the table)
+  int64_t num_samples = 0;  // for progress accounting (>= 0)
+};
+
+struct LeaseOptions {
+  int64_t ttl_ms = 30000;  // a lease lives this long after its grant or latest renewal (> 0)
+};
+
+enum class LeaseState { kActive, kCompleted, kExpired };
+const char* LeaseStateName(LeaseState state);  // "active", "completed", "expired"
+
+struct Lease {
+  uint64_t id = 0;          // >= 1
+  int shard = 0;            // index into the table's shards
+  std::string shard_name;
+  std::string rank;         // who holds it
+  int64_t granted_ms = 0;
+  int64_t deadline_ms = 0;  // dead from this instant on (now >= deadline_ms)
+  LeaseState state = LeaseState::kActive;
+
+  nlohmann::json ToJson() const;
+  static StatusOr<Lease> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+// What Acquire() gives.
+struct AcquireResult {
+  enum class Kind {
+    kGranted,    // `lease` is yours
+    kWait,       // no free shard now; every undone shard is leased. Ask again after retry_at_ms
+                 // (the earliest deadline among active leases, when one may come back)
+    kEpochDone,  // every shard of the epoch is done
+  };
+  Kind kind = Kind::kGranted;
+  Lease lease;              // kGranted only
+  int64_t retry_at_ms = 0;  // kWait only
+};
+
+class LeaseTable {
+ public:
+  // InvalidArgument for no shards, an empty or duplicate name, negative samples or ttl <= 0.
+  static StatusOr<LeaseTable> Create(std::vector<EpochShard> shards, const LeaseOptions& options);
+
+  // Leases the lowest-index free shard to `rank` (non-empty, else InvalidArgument) until
+  // now + ttl. Does not expire anything itself: call Expire(now) first.
+  StatusOr<AcquireResult> Acquire(const std::string& rank, int64_t now_ms);
+  // Extends an active lease to now + ttl and returns it. NotFound: unknown id.
+  // FailedPrecondition: the lease is completed, expired, or past its deadline.
+  StatusOr<Lease> Renew(uint64_t lease_id, int64_t now_ms);
+  // Renews every active, unexpired lease held by `rank`; returns the renewed leases (maybe
+  // none). Leases already past their deadline are left for Expire().
+  std::vector<Lease> RenewRank(const std::string& rank, int64_t now_ms);
+  // Marks the lease's shard done and returns the lease. Idempotent: completing a completed
+  // lease returns it again and counts nothing. NotFound: unknown id. FailedPrecondition: the
+  // lease expired (reaped or past its deadline): its completion does not count.
+  StatusOr<Lease> Complete(uint64_t lease_id, int64_t now_ms);
+  // Expires every active lease with deadline <= now, returning their shards to the free pool;
+  // returns those leases (state kExpired).
+  std::vector<Lease> Expire(int64_t now_ms);
+  // Expires every active lease now, whatever its deadline (the trial's group was lost); returns
+  // them.
+  std::vector<Lease> RevokeAll();
+
+  // True when every shard is done.
+  bool EpochDone() const { return done_shards_ == static_cast<int>(shards_.size()); }
+  int num_shards() const { return static_cast<int>(shards_.size()); }
+  int done_shards() const { return done_shards_; }
+  int free_shards() const { return static_cast<int>(free_.size()); }
+  int active_leases() const { return static_cast<int>(active_.size()); }
+  int64_t done_samples() const { return done_samples_; }
+  int64_t total_samples() const;
+  // How many times a shard was completed (0 or 1; the tests check it never exceeds 1).
+  int CompletionsOf(int shard) const;
+  // A lease by id, or NotFound.
+  StatusOr<Lease> Get(uint64_t lease_id) const;
+
+  // The whole table (shards, every lease ever granted, counters), and back. FromJson re-checks
+  // the invariants above and returns Corruption naming `what` when they do not hold.
+  nlohmann::json ToJson() const;
+  static StatusOr<LeaseTable> FromJson(const nlohmann::json& j, const std::string& what);
+
+ private:
+  LeaseTable() = default;
+  Status Dead(const Lease& lease, const char* action) const;
+
+  LeaseOptions options_;
+  std::vector<EpochShard> shards_;
+  std::vector<uint64_t> holder_;     // per shard: the active lease holding it, 0 if none
+  std::vector<int> completions_;     // per shard: times completed (0 or 1)
+  std::set<int> free_;               // shard indices neither leased nor done
+  std::map<uint64_t, Lease> leases_; // every lease granted, by id
+  std::set<uint64_t> active_;        // ids of active leases
+  uint64_t next_lease_id_ = 1;
+  int done_shards_ = 0;
+  int64_t done_samples_ = 0;
+};
+
+}  // namespace flap::coordinator

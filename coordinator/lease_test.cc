@@ -1,0 +1,303 @@
+// Tests for coordinator/lease.h with a clock the test controls: acquire, renew, complete,
+// expire, late completion, and every shard counted exactly once per epoch whatever fails.
+#include "coordinator/lease.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace flap::coordinator {
+namespace {
+
+constexpr int64_t kTtl = 1000;
+
+LeaseTable MakeTable(int num_shards, int64_t samples_per_shard = 10) {
+  std::vector<EpochShard> shards;
+  for (int i = 0; i < num_shards; ++i) {
+    shards.push_back({"train-" + std::to_string(i) + ".tar", samples_per_shard});
+  }
+  auto t = LeaseTable::Create(shards, LeaseOptions{kTtl});
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return std::move(t).value();
+}
+
+Lease Grant(LeaseTable& t, const std::string& rank, int64_t now) {
+  auto r = t.Acquire(rank, now);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kind, AcquireResult::Kind::kGranted);
+  return r->lease;
+}
+
+TEST(LeaseTable, AcquireHandsShardsInOrderWithDeadlines) {
+  LeaseTable t = MakeTable(3);
+  Lease a = Grant(t, "r0", 100);
+  Lease b = Grant(t, "r1", 150);
+  EXPECT_EQ(a.id, 1u);
+  EXPECT_EQ(b.id, 2u);
+  EXPECT_EQ(a.shard, 0);
+  EXPECT_EQ(a.shard_name, "train-0.tar");
+  EXPECT_EQ(b.shard, 1);
+  EXPECT_EQ(a.rank, "r0");
+  EXPECT_EQ(a.granted_ms, 100);
+  EXPECT_EQ(a.deadline_ms, 100 + kTtl);
+  EXPECT_EQ(b.deadline_ms, 150 + kTtl);
+  EXPECT_EQ(a.state, LeaseState::kActive);
+  EXPECT_EQ(t.free_shards(), 1);
+  EXPECT_EQ(t.active_leases(), 2);
+}
+
+TEST(LeaseTable, WaitWhenEverythingIsLeasedThenEpochDone) {
+  LeaseTable t = MakeTable(2);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 300);
+  auto wait = t.Acquire("r2", 400);
+  ASSERT_TRUE(wait.ok());
+  EXPECT_EQ(wait->kind, AcquireResult::Kind::kWait);
+  EXPECT_EQ(wait->retry_at_ms, kTtl);  // a's deadline, the earliest
+  ASSERT_TRUE(t.Complete(a.id, 500).ok());
+  ASSERT_TRUE(t.Complete(b.id, 600).ok());
+  EXPECT_TRUE(t.EpochDone());
+  auto done = t.Acquire("r2", 700);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->kind, AcquireResult::Kind::kEpochDone);
+  EXPECT_EQ(t.done_samples(), 20);
+  EXPECT_EQ(t.total_samples(), 20);
+}
+
+TEST(LeaseTable, RenewExtendsTheDeadline) {
+  LeaseTable t = MakeTable(1);
+  Lease a = Grant(t, "r0", 0);
+  auto r = t.Renew(a.id, 900);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->deadline_ms, 900 + kTtl);
+  EXPECT_TRUE(t.Expire(1500).empty());  // would have expired at 1000 without the renewal
+  EXPECT_TRUE(t.Complete(a.id, 1800).ok());
+}
+
+TEST(LeaseTable, RenewRankRenewsOnlyThatRanksLiveLeases) {
+  LeaseTable t = MakeTable(4);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r0", 500);
+  Lease c = Grant(t, "r1", 0);
+  Lease done = Grant(t, "r0", 0);
+  ASSERT_TRUE(t.Complete(done.id, 10).ok());
+  std::vector<Lease> renewed = t.RenewRank("r0", 999);
+  ASSERT_EQ(renewed.size(), 2u);
+  EXPECT_EQ(renewed[0].id, a.id);
+  EXPECT_EQ(renewed[1].id, b.id);
+  EXPECT_EQ(t.Get(a.id)->deadline_ms, 999 + kTtl);
+  EXPECT_EQ(t.Get(c.id)->deadline_ms, kTtl);  // r1's lease untouched
+  // At 1000 a lease granted at 0 and not renewed is dead: RenewRank leaves it for Expire.
+  EXPECT_TRUE(t.RenewRank("r1", 1000).empty());
+}
+
+TEST(LeaseTable, RenewRefusedAfterDeadlineOrCompletion) {
+  LeaseTable t = MakeTable(2);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 0);
+  auto late = t.Renew(a.id, kTtl);  // now == deadline: dead
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(late.status().message().find("train-0.tar"), std::string::npos);
+  ASSERT_TRUE(t.Complete(b.id, 10).ok());
+  EXPECT_EQ(t.Renew(b.id, 20).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.Renew(99, 20).status().code(), Status::Code::kNotFound);
+}
+
+TEST(LeaseTable, CompleteIsIdempotent) {
+  LeaseTable t = MakeTable(2);
+  Lease a = Grant(t, "r0", 0);
+  auto first = t.Complete(a.id, 10);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->state, LeaseState::kCompleted);
+  auto again = t.Complete(a.id, 20);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state, LeaseState::kCompleted);
+  // Even a retry that arrives after the deadline: the completion already counted.
+  ASSERT_TRUE(t.Complete(a.id, 5 * kTtl).ok());
+  EXPECT_EQ(t.done_shards(), 1);
+  EXPECT_EQ(t.done_samples(), 10);
+  EXPECT_EQ(t.CompletionsOf(0), 1);
+  EXPECT_EQ(t.Complete(42, 10).status().code(), Status::Code::kNotFound);
+}
+
+TEST(LeaseTable, ExpireReturnsShardsToThePool) {
+  LeaseTable t = MakeTable(3);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 400);
+  EXPECT_TRUE(t.Expire(kTtl - 1).empty());
+  std::vector<Lease> expired = t.Expire(kTtl);  // a's deadline is reached
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].id, a.id);
+  EXPECT_EQ(expired[0].state, LeaseState::kExpired);
+  EXPECT_EQ(t.Get(a.id)->state, LeaseState::kExpired);
+  EXPECT_EQ(t.free_shards(), 2);
+  // The returned shard (index 0) goes out before the untouched one (index 2).
+  Lease again = Grant(t, "r2", kTtl + 1);
+  EXPECT_EQ(again.shard, 0);
+  EXPECT_NE(again.id, a.id);
+  EXPECT_EQ(t.Get(b.id)->state, LeaseState::kActive);
+}
+
+TEST(LeaseTable, LateCompletionOfAnExpiredLeaseIsRefusedAndCountsOnce) {
+  LeaseTable t = MakeTable(1, 25);
+  Lease slow = Grant(t, "r0", 0);
+  ASSERT_EQ(t.Expire(kTtl + 5).size(), 1u);
+  Lease retry = Grant(t, "r1", kTtl + 10);
+  EXPECT_EQ(retry.shard, slow.shard);
+  // The slow rank finally finishes: refused, the shard now belongs to r1's lease.
+  auto late = t.Complete(slow.id, kTtl + 20);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(late.status().message().find("expired"), std::string::npos);
+  EXPECT_EQ(t.done_shards(), 0);
+  ASSERT_TRUE(t.Complete(retry.id, kTtl + 30).ok());
+  EXPECT_EQ(t.done_shards(), 1);
+  EXPECT_EQ(t.done_samples(), 25);
+  EXPECT_EQ(t.CompletionsOf(0), 1);
+  EXPECT_TRUE(t.EpochDone());
+}
+
+TEST(LeaseTable, CompletionPastTheDeadlineIsRefusedEvenBeforeExpireRuns) {
+  LeaseTable t = MakeTable(1);
+  Lease a = Grant(t, "r0", 0);
+  EXPECT_EQ(t.Complete(a.id, kTtl).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.done_shards(), 0);
+  // Nothing changed until Expire reaps it; then the shard is free again.
+  EXPECT_EQ(t.Get(a.id)->state, LeaseState::kActive);
+  ASSERT_EQ(t.Expire(kTtl).size(), 1u);
+  EXPECT_EQ(t.free_shards(), 1);
+}
+
+TEST(LeaseTable, RevokeAllReturnsEveryActiveLeaseAtOnce) {
+  LeaseTable t = MakeTable(3);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 0);
+  Lease c = Grant(t, "r2", 0);
+  ASSERT_TRUE(t.Complete(c.id, 5).ok());
+  std::vector<Lease> revoked = t.RevokeAll();
+  ASSERT_EQ(revoked.size(), 2u);
+  EXPECT_EQ(t.active_leases(), 0);
+  EXPECT_EQ(t.free_shards(), 2);
+  EXPECT_EQ(t.Complete(a.id, 6).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.Renew(b.id, 6).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.done_shards(), 1);
+}
+
+// A long, deterministic run with ranks that stall, die and retry: at the end every shard is
+// done exactly once and the samples add up, whatever failed along the way.
+TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
+  constexpr int kShards = 40;
+  constexpr int kRanks = 6;
+  LeaseTable t = MakeTable(kShards, 7);
+  std::vector<std::vector<uint64_t>> held(kRanks);  // lease ids each rank works on
+  int64_t now = 0;
+  int refused_late = 0;
+  uint64_t x = 12345;  // a tiny LCG: the same "random" failures every run
+  auto next = [&x]() { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
+  for (int tick = 0; tick < 5000 && !t.EpochDone(); ++tick) {
+    now += 50;
+    t.Expire(now);
+    const int r = static_cast<int>(next() % kRanks);
+    const std::string rank = "r" + std::to_string(r);
+    const uint64_t roll = next() % 10;
+    if (held[r].empty() || roll < 2) {
+      auto a = t.Acquire(rank, now);
+      ASSERT_TRUE(a.ok());
+      if (a->kind == AcquireResult::Kind::kGranted) held[r].push_back(a->lease.id);
+    } else if (roll < 6) {
+      // Finish the oldest shard, sometimes twice (a retried RPC), sometimes too late.
+      const uint64_t id = held[r].front();
+      held[r].erase(held[r].begin());
+      auto c = t.Complete(id, now);
+      if (c.ok()) {
+        if (roll == 5) {
+          ASSERT_TRUE(t.Complete(id, now + 1).ok());
+        }
+      } else {
+        EXPECT_EQ(c.status().code(), Status::Code::kFailedPrecondition);
+        ++refused_late;
+      }
+    } else if (roll < 8) {
+      t.RenewRank(rank, now);
+    } else if (roll == 8) {
+      held[r].clear();  // the rank dies silently; its leases expire
+    }  // roll 9: the rank stalls this tick
+    for (int s = 0; s < kShards; ++s) ASSERT_LE(t.CompletionsOf(s), 1) << "shard " << s;
+  }
+  ASSERT_TRUE(t.EpochDone());
+  EXPECT_GT(refused_late, 0);  // the scenario did exercise late completions
+  EXPECT_EQ(t.done_shards(), kShards);
+  EXPECT_EQ(t.done_samples(), 7 * kShards);
+  for (int s = 0; s < kShards; ++s) EXPECT_EQ(t.CompletionsOf(s), 1) << "shard " << s;
+  // And the completed leases in the journaled state say the same: one per shard.
+  std::vector<int> completed(kShards, 0);
+  const nlohmann::json state = t.ToJson();
+  for (const auto& l : state["leases"]) {
+    if (l["state"] == "completed") ++completed[l["shard"].get<int>()];
+  }
+  for (int s = 0; s < kShards; ++s) EXPECT_EQ(completed[s], 1) << "shard " << s;
+}
+
+TEST(LeaseTable, CreateRefusesBadInput) {
+  EXPECT_EQ(LeaseTable::Create({}, LeaseOptions{}).status().code(),
+            Status::Code::kInvalidArgument);
+  EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}, {"a.tar", 1}}, LeaseOptions{}).ok());
+  EXPECT_FALSE(LeaseTable::Create({{"", 1}}, LeaseOptions{}).ok());
+  EXPECT_FALSE(LeaseTable::Create({{"a.tar", -1}}, LeaseOptions{}).ok());
+  EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}}, LeaseOptions{0}).ok());
+  LeaseTable t = MakeTable(1);
+  EXPECT_EQ(t.Acquire("", 0).status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST(LeaseTable, JsonRoundTripRestoresTheTable) {
+  LeaseTable t = MakeTable(4);
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 0);
+  Lease c = Grant(t, "r2", 500);
+  ASSERT_TRUE(t.Complete(b.id, 100).ok());
+  t.Expire(kTtl);  // a expires; c (deadline 1500) stays
+  auto u = LeaseTable::FromJson(nlohmann::json::parse(t.ToJson().dump()), "epoch 0");
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_EQ(u->ToJson(), t.ToJson());
+  EXPECT_EQ(u->done_shards(), 1);
+  EXPECT_EQ(u->free_shards(), 2);
+  EXPECT_EQ(u->active_leases(), 1);
+  EXPECT_EQ(u->Get(a.id)->state, LeaseState::kExpired);
+  // It carries on as the original would: same next lease, late completion still refused.
+  Lease next = Grant(*u, "r3", kTtl + 1);
+  EXPECT_EQ(next.id, 4u);
+  EXPECT_EQ(next.shard, 0);
+  EXPECT_FALSE(u->Complete(a.id, kTtl + 2).ok());
+  EXPECT_TRUE(u->Complete(c.id, kTtl + 2).ok());
+}
+
+TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
+  LeaseTable t = MakeTable(2);
+  Lease a = Grant(t, "r0", 0);
+  ASSERT_TRUE(t.Complete(a.id, 1).ok());
+  nlohmann::json j = t.ToJson();
+
+  nlohmann::json twice = j;  // the same shard completed under two leases
+  nlohmann::json extra = j["leases"][0];
+  extra["id"] = 2;
+  twice["leases"].push_back(extra);
+  twice["next_lease_id"] = 3;
+  auto r = LeaseTable::FromJson(twice, "epoch 0");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(r.status().message().find("completed twice"), std::string::npos)
+      << r.status().message();
+
+  nlohmann::json future_id = j;
+  future_id["next_lease_id"] = 1;  // lease 1 exists: ids would be reused
+  EXPECT_FALSE(LeaseTable::FromJson(future_id, "epoch 0").ok());
+
+  nlohmann::json wrong_name = j;
+  wrong_name["leases"][0]["shard_name"] = "other.tar";
+  EXPECT_FALSE(LeaseTable::FromJson(wrong_name, "epoch 0").ok());
+}
+
+}  // namespace
+}  // namespace flap::coordinator

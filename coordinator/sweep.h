@@ -1,0 +1,173 @@
+// Sweep definitions: the file a researcher writes, its validation, and its expansion into
+// trials. Pure functions over plain, serialisable values; no scheduling and no I/O besides
+// ParseSweepFile() reading the file.
+//
+// The sweep file (INI):
+//
+//   [sweep]
+//   name = mask-ablation      # required; [A-Za-z0-9_.-], at most 64 characters
+//   search = grid             # grid (default) | random
+//   budget = 0                # random: configurations to draw (>= 1, required);
+//                             # grid: 0 = no limit, else refuse a grid of more cells than this
+//   seeds = 1, 2, 3           # replicate seeds (default 1): every cell runs once per seed
+//   priority = 0              # higher runs first (default 0)
+//   base_config = configs/tiny.ini   # the trial config the factors override (kept as text)
+//   search_seed = 0           # random search: the draws are a pure function of this (default 0)
+//
+//   [factor.mask.ratio]       # one section per factor: [factor.<section>.<key>]
+//   values = 0, 0.5, 0.75     # the values to try, comma-separated
+//
+//   [factor.mask.strategy]
+//   values = 1d, 2d
+//   when = mask.ratio != 0    # applies only when the condition holds (see below)
+//
+//   [factor.optim.lr]         # random search only: draw from a range instead of values
+//   range = 1e-4, 1e-2        # both ends must be valid values of the factor
+//   log = true                # log-uniform (needs lo > 0); default false: uniform in [lo, hi)
+//   integer = false           # true: integers in [lo, hi], both inclusive
+//
+//   [asha]                    # optional early stopping (see asha.h)
+//   metric = map10            # evaluation metric name
+//   mode = max                # max (default) | min
+//   rungs = 100, 200, 400     # steps at which trials are compared, increasing
+//   reduction = 3             # eta >= 2 (default 3): the top 1/eta continue at each rung
+//
+// Syntax: one "key = value" per line under a "[section]" header; blank lines and comments
+// ('#' or ';' at the start of a line, or after whitespace) are ignored; keys and sections may
+// not repeat. A list is comma-separated (so a value cannot contain a comma).
+//
+// Factors. A factor is a trial config key "<section>.<key>", each word of [a-z0-9_] starting
+// with a letter. Known keys are checked here: mask.ratio in [0, 1), mask.strategy in {1d, 2d},
+// recon.weight >= 0, text.augment off | on | a probability in [0, 1], optim.lr > 0,
+// model.preset in {tiny, base}. Any other well-formed key is taken as a trainer field with its
+// text value, which the worker validates. The trial seed is not a factor: [sweep] seeds sets
+// it, so [factor.train.seed] is refused. Values of one factor may not repeat (numerically:
+// 0.5 and 0.50 are the same value).
+//
+// Conditions: "when = F == v", "when = F != v" or "when = F in v1, v2, ...", where F is another
+// factor of the sweep; numbers compare numerically, anything else as text. A factor applies
+// only where its condition holds, which requires F itself to apply: a condition on a factor
+// that does not apply is false. Conditions may chain but not form a cycle, and a condition
+// that no listed value of F can satisfy is refused (the factor could never apply).
+//
+// Expansion. Grid search walks the factors in file order (a factor after the one its condition
+// names), trying each value of a factor that applies and skipping a factor that does not, so a
+// cell never repeats: ratio {0, 0.5, 0.75} x strategy {1d, 2d} when ratio != 0 x recon {0, 0.5}
+// gives (1 + 2 * 2) * 2 = 10 cells, not 12. Random search draws `budget` distinct cells, each
+// factor that applies drawn independently (values: uniformly; range: as configured; reals are
+// written with 6 significant digits), from a generator seeded by search_seed; a draw that
+// repeats an earlier cell is drawn again, and the search gives up after 100 x budget draws, so
+// it yields fewer than `budget` cells only when the space holds fewer distinct ones. Each
+// cell is then replicated once per seed, in seeds order. Trials are numbered in that order
+// (cell-major), with ids "t0000", "t0001", ... (wider past 9999). The same spec always expands
+// to the same trials: the generator is our own (SplitMix64), and the only libm calls (log and
+// exp, for log-uniform draws) are rounded to 6 digits. A sweep holds at most kMaxTrials trials.
+//
+// Why not Boost.Program_options' config-file parser: it stops at the first syntax error, gives
+// no line numbers, and drops a section that has no keys (so "[factor.x]" with no values could
+// not be refused). The line parser here reports every error with its line.
+//
+// Thread-safety: values and pure functions; safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/asha.h"
+
+namespace flap::coordinator {
+
+inline constexpr int kMaxTrials = 10000;
+
+enum class SearchKind { kGrid, kRandom };
+const char* SearchKindName(SearchKind kind);  // "grid" / "random"
+
+// A factor's condition: it applies only when `factor` applies and its value matches.
+struct Condition {
+  enum class Op { kEq, kNe, kIn };
+  std::string factor;
+  Op op = Op::kEq;
+  std::vector<std::string> values;  // one for kEq and kNe
+
+  // Whether it holds for `applied` (the factors that apply, with their values); false when
+  // `factor` is not among them.
+  bool Holds(const std::map<std::string, std::string>& applied) const;
+  // Whether it holds when `factor` has `value`.
+  bool HoldsFor(const std::string& value) const;
+  // As written in a sweep file: "mask.ratio != 0", "text.augment in on, 0.5".
+  std::string ToString() const;
+};
+
+// Parses "F == v", "F != v" or "F in v1, v2". InvalidArgument saying what is wrong.
+StatusOr<Condition> ParseCondition(const std::string& text);
+
+struct FactorSpec {
+  std::string name;                 // "mask.ratio"
+  std::vector<std::string> values;  // the values to try (or, in random search, to draw from)
+  bool has_range = false;           // random search: draw from [lo, hi] instead of values
+  double lo = 0;
+  double hi = 0;
+  bool log = false;                 // log-uniform draw
+  bool integer = false;             // integer draw, both ends inclusive
+  std::optional<Condition> when;
+};
+
+struct SweepSpec {
+  std::string name;
+  SearchKind search = SearchKind::kGrid;
+  int64_t budget = 0;
+  std::vector<uint64_t> seeds = {1};
+  int priority = 0;
+  std::string base_config;
+  uint64_t search_seed = 0;
+  std::vector<FactorSpec> factors;  // in file order
+  std::optional<AshaConfig> asha;   // no early stopping when absent
+
+  nlohmann::json ToJson() const;
+  // Corruption naming `what` when `j` is malformed or does not validate.
+  static StatusOr<SweepSpec> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+// One trial to run: the base config, overridden by `factors`, with train.seed = `seed`.
+struct TrialSpec {
+  std::string id;                             // "t0007", unique within its sweep
+  std::map<std::string, std::string> factors; // the factors that apply, by name
+  uint64_t seed = 0;                          // replicate seed
+  int cell = 0;                               // index of its cell (the factors without seed)
+
+  bool operator==(const TrialSpec& o) const {
+    return id == o.id && factors == o.factors && seed == o.seed && cell == o.cell;
+  }
+  nlohmann::json ToJson() const;
+  static StatusOr<TrialSpec> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+// Parses and validates a sweep file's text. `source` names it in errors (e.g. the path). On
+// failure, InvalidArgument whose message is a summary line ("<source>: N errors in the sweep:")
+// then EVERY error found, one per line in file order, each as
+// "  <source>:<line>: [<section>] <key>: <what is wrong>" (errors of the whole file, such as a
+// missing [sweep] section, have no line and come last).
+StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& source);
+// Reads and parses the file at `path`. NotFound if it cannot be opened; else as ParseSweepText.
+StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
+
+// Checks a spec built any other way (code, JSON) with the same rules as the parser, listing
+// every error as "<source>: [<section>] <key>: <what is wrong>". OK or InvalidArgument.
+Status ValidateSweep(const SweepSpec& spec, const std::string& source);
+
+// Checks one value of a factor (the known keys' domains, see above). OK or InvalidArgument.
+Status ValidateFactorValue(const std::string& factor, const std::string& value);
+
+// The trials of a sweep (see "Expansion" above). InvalidArgument when the spec does not
+// validate.
+StatusOr<std::vector<TrialSpec>> ExpandSweep(const SweepSpec& spec);
+
+// The id of trial number `index`: "t0007".
+std::string TrialId(int index);
+
+}  // namespace flap::coordinator
