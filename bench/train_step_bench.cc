@@ -88,7 +88,7 @@ Result RunCpp(const flap::core::MaskConfig& mask, int64_t batch, int steps, int 
     r.encoder_s += enc / steps;
   }
   r.step_s = r.forward_s + r.backward_s + r.optimizer_s;
-  r.flops = flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), c.text_max_len, true);
+  r.flops = flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), data.tokens.size(1), true);
   return r;
 }
 
