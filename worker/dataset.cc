@@ -44,7 +44,13 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
   ds.frames_ = options.target_frames;
   ds.bins_ = options.num_mel_bins;
 
-  std::vector<std::vector<float>> audio;
+  FbankOptions fo;
+  fo.num_mel_bins = ds.bins_;
+  const Fbank fbank(fo);
+  const size_t per_clip = static_cast<size_t>(ds.frames_) * ds.bins_;
+  const int max_threads = options.threads > 0
+                              ? options.threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (const sharding::ShardInfo& info : shards) {
     if (options.verify_checksums) FLAP_RETURN_IF_ERROR(sharding::VerifyShard(dir, info));
     FLAP_ASSIGN_OR_RETURN(std::vector<sharding::Sample> samples,
@@ -53,6 +59,7 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
       return Status::Corruption("shard '" + info.name + "' holds " + std::to_string(samples.size()) +
                                 " samples, the manifest says " + std::to_string(info.num_samples));
     }
+    const size_t first = ds.clips_.size();
     for (sharding::Sample& s : samples) {
       Clip clip;
       clip.key = s.key;
@@ -62,32 +69,24 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
         return Status::Corruption("shard '" + info.name + "', sample '" + s.key + "': no caption");
       }
       ds.clips_.push_back(std::move(clip));
-      audio.push_back(std::move(s.audio));
     }
+    // Features of this shard in parallel (only one shard's audio is held at a time); each
+    // clip's result lands in its own slot, so the order of threads never matters.
+    ds.specs_.resize(per_clip * ds.clips_.size());
+    const int threads = std::min<int>(max_threads, static_cast<int>(samples.size()));
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      std::vector<float> buf;
+      for (size_t i = next++; i < samples.size(); i = next++) {
+        fbank.ComputeNormalized(samples[i].audio.data(), samples[i].audio.size(), ds.frames_, &buf);
+        std::copy(buf.begin(), buf.end(), ds.specs_.begin() + static_cast<std::ptrdiff_t>((first + i) * per_clip));
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
   }
-
-  // Features in parallel; each clip's result lands in its own slot, so the order of threads
-  // never matters.
-  const size_t per_clip = static_cast<size_t>(ds.frames_) * ds.bins_;
-  ds.specs_.assign(per_clip * audio.size(), 0.0f);
-  FbankOptions fo;
-  fo.num_mel_bins = ds.bins_;
-  const Fbank fbank(fo);
-  int threads = options.threads > 0 ? options.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  threads = std::min<int>(threads, static_cast<int>(audio.size()));
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    std::vector<float> buf;
-    for (size_t i = next++; i < audio.size(); i = next++) {
-      fbank.ComputeNormalized(audio[i].data(), audio[i].size(), ds.frames_, &buf);
-      std::copy(buf.begin(), buf.end(), ds.specs_.begin() + static_cast<std::ptrdiff_t>(i * per_clip));
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
   return ds;
 }
 
