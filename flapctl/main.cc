@@ -1,8 +1,13 @@
 // flapctl: the user's CLI (prepare data; later sweeps and checkpoints). Never links LibTorch.
-// Commands live in their groups (data_commands.h); this file only lists the groups.
+// Commands live in their groups (data_commands.h, ckpt_commands.h); this file only lists the groups.
+#include "flapctl/ckpt_commands.h"
 #include "flapctl/data_commands.h"
+#include "flapctl/ingest_commands.h"
 
 int main(int argc, char** argv) {
-  const std::vector<flap::flapctl::CommandGroup> groups = {flap::flapctl::DataCommandGroup()};
+  flap::flapctl::CommandGroup data = flap::flapctl::DataCommandGroup();
+  data.commands.push_back(flap::flapctl::DataIngestCommand());
+  const std::vector<flap::flapctl::CommandGroup> groups = {data,
+                                                          flap::flapctl::CkptCommandGroup()};
   return flap::flapctl::RunCli(groups, argc, argv);
 }

@@ -1,0 +1,63 @@
+// Env: the file-system calls the checkpoint store makes, behind an interface so that tests can
+// fake a crash between two of them (leveldb's include/leveldb/env.h and
+// db/fault_injection_test.cc). Not a general-purpose file API: only what store.cc needs.
+//
+// Thread-safety: Env::Default() is a stateless singleton, safe from any thread. Subclasses used
+// by tests must be safe from the threads that share the Store using them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace flap::checkpoint {
+
+// Size and XXH64 (seed 0) of a file's contents.
+struct FileDigest {
+  uint64_t size = 0;
+  uint64_t xxh64 = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+
+  // The POSIX implementation. Never deleted.
+  static Env* Default();
+
+  // Writes `contents` to "<path>.tmp", fsyncs it, renames it onto `path` and fsyncs the parent
+  // directory: readers see the old file or all of the new one. IOError naming the path.
+  virtual Status WriteFileAtomic(const std::string& path, const std::string& contents) = 0;
+
+  // Reads the whole file. NotFound if it does not exist, IOError otherwise.
+  virtual StatusOr<std::string> ReadFile(const std::string& path) = 0;
+
+  // Streams the file through XXH64. NotFound if it does not exist, IOError otherwise.
+  virtual StatusOr<FileDigest> HashFile(const std::string& path) = 0;
+
+  // fsyncs a directory so that entries created, renamed or removed in it are durable.
+  virtual Status SyncDir(const std::string& dir) = 0;
+
+  // Creates `dir` and missing parents; OK if it exists.
+  virtual Status MakeDirs(const std::string& dir) = 0;
+
+  // Removes a file or a directory tree; OK if it does not exist.
+  virtual Status RemoveAll(const std::string& path) = 0;
+
+  // Renames a file or directory (same file system).
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+
+  // The names (not paths) of the entries of `dir` that are directories, sorted. An empty list
+  // if `dir` does not exist.
+  virtual StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) = 0;
+
+  virtual bool Exists(const std::string& path) = 0;
+};
+
+// XXH64 (seed 0) of a buffer, and its 16 lowercase hex digits form used in manifests.
+uint64_t Xxh64(const std::string& bytes);
+std::string HexDigest(uint64_t digest);
+
+}  // namespace flap::checkpoint
