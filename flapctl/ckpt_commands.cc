@@ -30,16 +30,7 @@ int Parse(const std::string& command, const std::string& usage, const std::vecto
   hidden.add_options()("root", po::value<std::string>(&common->root), "checkpoint root");
   po::positional_options_description positional;
   positional.add("root", 1);
-  po::options_description all;
-  all.add(visible).add(hidden);
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), *vm);
-    if (vm->count("help") == 0) po::notify(*vm);
-  } catch (const po::error& e) {
-    std::cerr << "flapctl ckpt " << command << ": " << e.what() << "\n"
-              << "Run 'flapctl ckpt " << command << " --help' for usage.\n";
-    return kExitUsage;
-  }
+  if (!ParseArgs("ckpt " + command, args, visible, hidden, positional, vm)) return kExitUsage;
   if (vm->count("help")) {
     std::cout << visible << "\n";
     return -1;

@@ -7,7 +7,7 @@
 //
 // list and verify open the root read-only (no lock: they work while a worker is saving); gc and
 // reindex take the trial's index lock and fail if a worker holds it. Exit codes as in
-// data_commands.h: 0 success, 1 failure or damage found, 2 usage error.
+// flapctl/cli.h: 0 success, 1 failure or damage found, 2 usage error.
 //
 // Thread-safety: as the other command groups (calling thread, std::cout / std::cerr).
 #pragma once
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "flapctl/data_commands.h"
+#include "flapctl/cli.h"
 
 namespace flap::flapctl {
 

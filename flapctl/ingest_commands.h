@@ -10,7 +10,7 @@
 // i-th --audio (or the only one). An input without a --split is split by a seeded hash of each
 // key (--eval-fraction, --seed).
 //
-// Exit codes as data_commands.h: 0 done, 1 ingestion failed (including --on-error fail on a bad
+// Exit codes as flapctl/cli.h: 0 done, 1 ingestion failed (including --on-error fail on a bad
 // clip), 2 usage error.
 //
 // Thread-safety: as the other commands (runs on the calling thread, writes to std::cout/cerr).
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "flapctl/data_commands.h"
+#include "flapctl/cli.h"
 
 namespace flap::flapctl {
 

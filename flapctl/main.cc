@@ -1,5 +1,6 @@
 // flapctl: the user's CLI (prepare data; later sweeps and checkpoints). Never links LibTorch.
-// Commands live in their groups (data_commands.h, ckpt_commands.h); this file only lists the groups.
+// Commands live in their groups (data_commands.h, ingest_commands.h, ckpt_commands.h; the
+// plumbing in cli.h); this file only lists the groups.
 #include "flapctl/ckpt_commands.h"
 #include "flapctl/data_commands.h"
 #include "flapctl/ingest_commands.h"
