@@ -148,6 +148,12 @@ const std::vector<Field>& Fields() {
     f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
     f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
     f.push_back(Number("data.loader_threads", "feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads)));
+    f.push_back(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root)));
+    f.push_back(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals", FLAP_REF(int64_t, ckpt.every)));
+    f.push_back(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last)));
+    f.push_back(Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best)));
+    f.push_back(Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric)));
+    f.push_back(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>", FLAP_REF(std::string, trial_id)));
     return f;
   }();
   return fields;
@@ -156,7 +162,8 @@ const std::vector<Field>& Fields() {
 // Keys that do not change what training computes (excluded from Hash()).
 bool IsOperational(const std::string& key) {
   return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" ||
-         key == "data.loader_threads" || key == "data.path";
+         key == "data.loader_threads" || key == "data.path" || key == "train.trial_id" ||
+         key.rfind("ckpt.", 0) == 0;
 }
 
 po::options_description Describe() {
@@ -216,6 +223,9 @@ Status TrialConfig::Validate() const {
   if (train.log_every < 1) return Status::InvalidArgument("train.log_every must be >= 1");
   if (train.threads < 0) return Status::InvalidArgument("train.threads must be >= 0");
   if (data.loader_threads < 0) return Status::InvalidArgument("data.loader_threads must be >= 0");
+  if (ckpt.every < 0) return Status::InvalidArgument("ckpt.every must be >= 0");
+  if (ckpt.keep_last < 1) return Status::InvalidArgument("ckpt.keep_last must be >= 1");
+  if (ckpt.keep_best < 0) return Status::InvalidArgument("ckpt.keep_best must be >= 0");
   return Status::OK();
 }
 
@@ -241,6 +251,8 @@ std::string TrialConfig::Hash() const {
                 static_cast<unsigned long long>(core::Mix64(core::HashString(canonical))));
   return buf;
 }
+
+std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }
 
 Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config,
                         bool* help_requested, std::string* help_text) {

@@ -42,6 +42,14 @@ struct TrainConfig {
   std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
 };
 
+struct CheckpointConfig {
+  std::string root;           // checkpoint root folder; empty: no checkpoints
+  int64_t every = 0;          // steps between checkpoints; 0: only at the end and on a stop signal
+  int keep_last = 3;          // retention: the newest N
+  int keep_best = 1;          // and the best K by `metric` (evaluation metrics)
+  std::string metric = "map10";
+};
+
 struct TrialConfig {
   TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
   std::string preset = "tiny";
@@ -51,6 +59,8 @@ struct TrialConfig {
   core::OptimConfig optim;       // optim.total_steps 0: derived from epochs and data size
   TrainConfig train;
   DataConfig data;
+  CheckpointConfig ckpt;
+  std::string trial_id;          // names the trial's checkpoints; empty: "trial-<Hash()>"
   std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
   double augment_prob = 0.0;     // parsed form of `augment`
 
@@ -61,6 +71,8 @@ struct TrialConfig {
   nlohmann::json ToJson() const;
   // 16 hex digits identifying everything that changes what training computes.
   std::string Hash() const;
+  // trial_id, or "trial-<Hash()>" when it is empty.
+  std::string TrialId() const;
 };
 
 // Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional

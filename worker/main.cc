@@ -2,18 +2,20 @@
 //   train  run a trial standalone from a config file plus --key value overrides
 //   eval   retrieval metrics of a saved model (or of the untrained one) on a split
 // Progress and tables go to stderr; the JSON result goes to stdout.
-// Exit codes: 0 success, 1 the run failed, 2 bad command line or config.
+// Exit codes: 0 success, 1 the run failed, 2 bad command line or config, 75 stopped by
+// SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT after a last checkpoint (resume with --resume).
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "worker/evaluator.h"
+#include "worker/stop_signal.h"
 #include "worker/trainer.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: flap-worker train [--config FILE] [--KEY VALUE ...]\n"
+    "usage: flap-worker train [--config FILE] [--resume | --resume-from STEP] [--force] [--KEY VALUE ...]\n"
     "       flap-worker eval  [--config FILE] [--model model.pt] [--KEY VALUE ...]\n"
     "       flap-worker COMMAND --help   lists every configuration key\n";
 
@@ -39,15 +41,28 @@ int main(int argc, char** argv) {
     std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;
     return 2;
   }
+  // Flags that are not configuration keys.
   std::string model_path;
-  if (command == "eval") {
-    for (size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--model" && i + 1 < args.size()) {
-        model_path = args[i + 1];
-        args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
-        break;
+  flap::worker::ResumeOptions resume;
+  for (size_t i = 0; i < args.size();) {
+    const bool has_value = i + 1 < args.size();
+    if (command == "eval" && args[i] == "--model" && has_value) {
+      model_path = args[i + 1];
+    } else if (command == "train" && args[i] == "--resume-from" && has_value) {
+      try {
+        resume.from_step = std::stoll(args[i + 1]);
+      } catch (const std::exception&) {
+        return Fail(flap::Status::InvalidArgument("--resume-from: expected a step, got '" + args[i + 1] + "'"), 2);
       }
+    } else if (command == "train" && (args[i] == "--resume" || args[i] == "--force")) {
+      (args[i] == "--resume" ? resume.resume : resume.force) = true;
+      args.erase(args.begin() + static_cast<long>(i));
+      continue;
+    } else {
+      ++i;
+      continue;
     }
+    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
   }
   flap::worker::TrialConfig config;
   bool help = false;
@@ -59,8 +74,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "train") {
-    auto outcome = flap::worker::RunTraining(config, std::cerr);
+    auto outcome = flap::worker::RunTraining(config, std::cerr, resume);
     if (!outcome.ok()) return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+    if (outcome->stop_signal != 0) {
+      std::cout << outcome->summary.dump(2) << std::endl;
+      return flap::worker::kExitStopped;
+    }
     std::cerr << flap::worker::FormatMetricsTable(outcome->final_metrics);
     std::cout << outcome->summary.dump(2) << std::endl;
     return 0;

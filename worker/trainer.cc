@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <ostream>
 #include <thread>
 
 #include "worker/batcher.h"
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
+#include "worker/stop_signal.h"
 
 namespace flap::worker {
 namespace {
@@ -62,7 +64,8 @@ Status WriteText(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log) {
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log,
+                                   const ResumeOptions& resume) {
   TrialConfig config = config_in;
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
@@ -85,6 +88,25 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
   if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
   core::TrainStep step_runner(outcome.model, config.loss, config.optim);
+
+  int64_t start_step = 0;
+  std::unique_ptr<Checkpointer> ckpt;
+  if (!config.ckpt.root.empty()) {
+    FLAP_ASSIGN_OR_RETURN(ckpt, Checkpointer::Open(config.ckpt, config.TrialId(), config.Hash()));
+    if (resume.resume || resume.from_step >= 0) {
+      auto restored = ckpt->Restore(resume, outcome.model, step_runner.optimizer(), log);
+      if (restored.ok()) {
+        start_step = *restored;
+      } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
+        log << "no checkpoint of trial " << config.TrialId() << " yet: starting from step 0" << std::endl;
+      } else {
+        return restored.status();
+      }
+    }
+  } else if (resume.resume || resume.from_step >= 0) {
+    return Status::InvalidArgument("--resume needs ckpt.root");
+  }
+  InstallStopSignalHandlers();
 
   const int64_t b = config.train.batch_size;
   const int kept = core::NumKept(config.mask, {config.model.freq_patches(), config.model.time_patches()});
@@ -115,9 +137,33 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     log << buf << std::endl;
   };
 
-  int64_t step = 0;
-  for (int64_t epoch = 0; step < total_steps; ++epoch) {
-    for (int64_t i = 0; i < per_epoch && step < total_steps; ++i, ++step) {
+  auto metrics_for_retention = [&]() {
+    std::map<std::string, double> m;
+    if (!history.empty()) {
+      for (auto& [k, v] : history.back().items()) {
+        if (v.is_number() && k != "step") m[k] = v.get<double>();
+      }
+    }
+    return m;
+  };
+  auto save = [&](int64_t at_step) -> Status {
+    if (!ckpt) return Status::OK();
+    return ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention());
+  };
+
+  int64_t step = start_step;
+  int64_t last_saved = start_step;
+  for (int64_t epoch = start_step / per_epoch; step < total_steps; ++epoch) {
+    for (int64_t i = step % per_epoch; i < per_epoch && step < total_steps; ++i, ++step) {
+      if (const int sig = StopRequested()) {
+        if (step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
+        if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
+        log << "stopped by signal " << sig << " at step " << step
+            << (ckpt ? ", checkpoint taken" : " (no ckpt.root: nothing saved)") << std::endl;
+        outcome.stop_signal = sig;
+        outcome.summary = {{"stopped_by_signal", sig}, {"step", step}, {"config_hash", config.Hash()}};
+        return outcome;
+      }
       const auto t = Clock::now();
       core::Batch batch = batcher.TrainBatch(epoch, i);
       last = step_runner.Run(batch, step);
@@ -146,10 +192,16 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       if (config.train.eval_every > 0 && (step + 1) % config.train.eval_every == 0 && step + 1 < total_steps) {
         evaluate(step + 1);
       }
+      if (config.ckpt.every > 0 && (step + 1) % config.ckpt.every == 0 && step + 1 < total_steps) {
+        FLAP_RETURN_IF_ERROR(save(step + 1));
+        last_saved = step + 1;
+      }
     }
   }
   const double train_s = Since(train_start) - eval_s;
   evaluate(step);
+  if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
+  if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
 
   nlohmann::json& s = outcome.summary;
   s["config"] = config.ToJson();
@@ -157,6 +209,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   s["steps"] = step;
   s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch);
   s["samples_seen"] = step * b;
+  s["resumed_from_step"] = start_step;
+  s["trial_id"] = config.TrialId();
   s["world_size"] = 1;
   s["global_batch"] = b;
   s["negatives_per_step"] = b;

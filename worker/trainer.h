@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "worker/checkpointer.h"
 #include "worker/config.h"
 #include "worker/core/model.h"
 #include "worker/core/retrieval.h"
@@ -26,9 +27,14 @@ struct TrainOutcome {
   nlohmann::json summary;
   core::RetrievalMetrics final_metrics;
   core::FlapModel model{nullptr};
+  int stop_signal = 0;  // non-zero: stopped by this signal after a last checkpoint
 };
 
-StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log);
+// With ckpt.root set, checkpoints every ckpt.every steps, at the end and when a stop signal
+// arrives (stop_signal.h); `resume` picks the checkpoint to start from. A resumed run ends
+// with the parameters an uninterrupted run would have had, bit for bit on CPU.
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log,
+                                   const ResumeOptions& resume = {});
 
 // Evaluates the model saved at `model_path` (model.pt of a training run) on data.eval_split;
 // an empty path evaluates the untrained model initialised from train.seed (a baseline).

@@ -1,8 +1,8 @@
 # The worker library (config, dataset, batcher, evaluator, trainer) and flap-worker.
-add_library(flap_worker config.cc dataset.cc batcher.cc evaluator.cc trainer.cc)
+add_library(flap_worker config.cc dataset.cc batcher.cc evaluator.cc checkpointer.cc stop_signal.cc trainer.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
-  PUBLIC flap::core flap::features flap::sharding nlohmann_json::nlohmann_json
+  PUBLIC flap::core flap::features flap::sharding flap::checkpoint nlohmann_json::nlohmann_json
   PRIVATE Boost::program_options Threads::Threads)
 
 add_executable(flap-worker main.cc)

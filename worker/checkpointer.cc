@@ -1,0 +1,155 @@
+#include "worker/checkpointer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <ostream>
+#include <sstream>
+
+namespace flap::worker {
+namespace {
+
+template <typename Save>
+StatusOr<std::string> ToBytes(const char* what, Save save) {
+  try {
+    std::ostringstream out;
+    save(out);
+    return out.str();
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("cannot serialise ") + what + ": " + e.what_without_backtrace());
+  }
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(const CheckpointConfig& config,
+                                                           const std::string& trial_id,
+                                                           const std::string& config_hash) {
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<checkpoint::Store> store, checkpoint::Store::Open(config.root, {}));
+  return std::unique_ptr<Checkpointer>(new Checkpointer(config, trial_id, config_hash, std::move(store)));
+}
+
+Checkpointer::Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
+                           std::unique_ptr<checkpoint::Store> store)
+    : config_(std::move(config)),
+      trial_id_(std::move(trial_id)),
+      config_hash_(std::move(config_hash)),
+      store_(std::move(store)) {}
+
+Checkpointer::~Checkpointer() { (void)Wait(); }
+
+Status Checkpointer::Wait() {
+  if (!in_flight_.valid()) return Status::OK();
+  SaveResult r = in_flight_.get();
+  if (r.status.ok()) {
+    last_bytes_ = r.bytes;
+    last_seconds_ = r.seconds;
+  }
+  return r.status;
+}
+
+Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
+                               int64_t steps_per_epoch, const std::map<std::string, double>& metrics) {
+  FLAP_RETURN_IF_ERROR(Wait());
+  // The copy: everything the background thread writes is bytes owned by it.
+  std::map<std::string, std::string> files;
+  FLAP_ASSIGN_OR_RETURN(files["model.pt"], ToBytes("the model", [&](std::ostream& o) { torch::save(model, o); }));
+  FLAP_ASSIGN_OR_RETURN(files["optimizer.pt"], ToBytes("the optimizer", [&](std::ostream& o) {
+                          torch::serialize::OutputArchive archive;
+                          optimizer.save(archive);
+                          archive.save_to(o);
+                        }));
+  FLAP_ASSIGN_OR_RETURN(files["rng.pt"], ToBytes("the generator", [&](std::ostream& o) {
+                          torch::save(at::detail::getDefaultCPUGenerator().get_state(), o);
+                        }));
+  const int64_t epoch = step / steps_per_epoch;
+  nlohmann::json state = {{"step", step},
+                          {"epoch", epoch},
+                          {"position_in_epoch", step % steps_per_epoch},
+                          {"steps_per_epoch", steps_per_epoch},
+                          {"config_hash", config_hash_}};
+  files["state.json"] = state.dump(2) + "\n";
+  checkpoint::Metadata meta;
+  meta.config_hash = config_hash_;
+  meta.epoch = epoch;
+  meta.metrics = metrics;
+  meta.extra = {{"position_in_epoch", step % steps_per_epoch}};
+
+  in_flight_ = std::async(std::launch::async, [this, files = std::move(files), meta, step]() {
+    SaveResult r;
+    const auto start = std::chrono::steady_clock::now();
+    auto entry = store_->Save(trial_id_, step, files, meta);
+    if (!entry.ok()) {
+      r.status = entry.status().WithContext("checkpoint at step " + std::to_string(step));
+      return r;
+    }
+    r.bytes = static_cast<int64_t>(entry->TotalBytes());
+    checkpoint::GcOptions gc;
+    gc.keep_last = config_.keep_last;
+    gc.keep_best = config_.keep_best;
+    gc.metric = config_.metric;
+    auto report = store_->Gc(trial_id_, gc);
+    if (!report.ok()) r.status = report.status().WithContext("retention after step " + std::to_string(step));
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
+  });
+  return Status::OK();
+}
+
+StatusOr<int64_t> Checkpointer::Restore(const ResumeOptions& options, core::FlapModel& model,
+                                        torch::optim::Optimizer& optimizer, std::ostream& log) {
+  checkpoint::Entry entry;
+  if (options.from_step >= 0) {
+    FLAP_ASSIGN_OR_RETURN(std::vector<checkpoint::Entry> entries, store_->List(trial_id_, nullptr));
+    bool found = false;
+    for (const auto& e : entries) {
+      if (e.step == options.from_step) {
+        entry = e;
+        found = true;
+      }
+    }
+    if (!found) {
+      return Status::NotFound("trial '" + trial_id_ + "' has no checkpoint at step " +
+                              std::to_string(options.from_step) + " under '" + config_.root + "'");
+    }
+    if (entry.metadata.config_hash != config_hash_ && !options.force) {
+      return Status::FailedPrecondition("checkpoint " + entry.Name() + " was made with config " +
+                                        entry.metadata.config_hash + ", this run's is " + config_hash_ +
+                                        " (--force to resume anyway)");
+    }
+  } else {
+    FLAP_ASSIGN_OR_RETURN(checkpoint::ResumePoint point,
+                          store_->LatestVerified(trial_id_, config_hash_, options.force));
+    for (const std::string& w : point.warnings) log << "checkpoint: " << w << std::endl;
+    entry = point.entry;
+  }
+  FLAP_ASSIGN_OR_RETURN(auto files, store_->Load(entry));
+  for (const char* name : {"model.pt", "optimizer.pt", "rng.pt", "state.json"}) {
+    if (!files.count(name)) return Status::Corruption("checkpoint " + entry.Name() + " lacks " + name);
+  }
+  try {
+    std::istringstream m(files["model.pt"]);
+    torch::load(model, m);
+    std::istringstream o(files["optimizer.pt"]);
+    torch::serialize::InputArchive archive;
+    archive.load_from(o);
+    optimizer.load(archive);
+    at::Tensor rng;
+    std::istringstream r(files["rng.pt"]);
+    torch::load(rng, r);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng);
+  } catch (const c10::Error& e) {
+    return Status::Corruption("checkpoint " + entry.Name() + " does not fit this model: " + e.what_without_backtrace());
+  }
+  auto state = nlohmann::json::parse(files["state.json"], nullptr, false);
+  if (state.is_discarded() || !state.contains("step") || state["step"].get<int64_t>() != entry.step) {
+    return Status::Corruption("checkpoint " + entry.Name() + ": state.json is malformed");
+  }
+  log << "resumed from checkpoint " << entry.Name() << " (step " << entry.step << ")" << std::endl;
+  return entry.step;
+}
+
+}  // namespace flap::worker

@@ -1,0 +1,75 @@
+// Checkpoints of a training run (DESIGN.md, "Checkpoints"), on top of checkpoint::Store.
+//
+// A checkpoint holds model.pt (parameters and buffers), optimizer.pt (AdamW state),
+// rng.pt (LibTorch's CPU generator) and state.json (step, epoch, position in the epoch, config
+// hash). The data cursor is the step: batches, masks and captions are pure functions of
+// (trial seed, epoch, position), so restoring the step restores exactly the samples still to
+// come in the epoch.
+//
+// SaveAsync copies the state into bytes on the calling (training) thread and writes them on a
+// background thread, then applies retention; one save is in flight at a time (a new one waits
+// for the previous). Not thread-safe: one Checkpointer per training thread.
+#pragma once
+
+#include <future>
+#include <iosfwd>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <torch/optim/optimizer.h>
+
+#include "checkpoint/store.h"
+#include "common/status.h"
+#include "worker/config.h"
+#include "worker/core/model.h"
+
+namespace flap::worker {
+
+struct ResumeOptions {
+  bool resume = false;        // from the newest checkpoint that verifies (fresh start if none)
+  int64_t from_step = -1;     // >= 0: from exactly this step's checkpoint
+  bool force = false;         // accept a checkpoint whose config hash differs
+};
+
+class Checkpointer {
+ public:
+  static StatusOr<std::unique_ptr<Checkpointer>> Open(const CheckpointConfig& config,
+                                                      const std::string& trial_id,
+                                                      const std::string& config_hash);
+  ~Checkpointer();  // waits for the save in flight
+
+  // Restores model and optimizer as the options say. Returns the restored step, or NotFound
+  // when there is nothing to resume from (a fresh start); damaged checkpoints passed over are
+  // reported on `log`.
+  StatusOr<int64_t> Restore(const ResumeOptions& options, core::FlapModel& model,
+                            torch::optim::Optimizer& optimizer, std::ostream& log);
+
+  // Copies the state now and writes it in the background. Returns the previous save's
+  // status if it failed.
+  Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
+                   int64_t steps_per_epoch, const std::map<std::string, double>& metrics);
+  // Waits for the save in flight; its status.
+  Status Wait();
+
+  // Bytes and seconds of the last finished save (for logs and metrics).
+  int64_t last_save_bytes() const { return last_bytes_; }
+  double last_save_seconds() const { return last_seconds_; }
+
+ private:
+  Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
+               std::unique_ptr<checkpoint::Store> store);
+  CheckpointConfig config_;
+  std::string trial_id_, config_hash_;
+  std::unique_ptr<checkpoint::Store> store_;
+  struct SaveResult {
+    Status status;
+    int64_t bytes = 0;
+    double seconds = 0;
+  };
+  std::future<SaveResult> in_flight_;
+  int64_t last_bytes_ = 0;
+  double last_seconds_ = 0;
+};
+
+}  // namespace flap::worker
