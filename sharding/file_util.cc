@@ -1,6 +1,8 @@
 // Implementation of sharding/file_util.h with POSIX calls (open/write/fsync/rename).
 #include "sharding/file_util.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,10 +29,15 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
     if (err == ENOENT) return Status::NotFound(path + ": no such file");
     return Status::IOError(path + ": cannot open: " + ErrnoMessage(err));
   }
-  std::string out;
-  char buf[1 << 16];
+  // Read straight into a buffer sized from fstat (grown if the file grows meanwhile), in
+  // large reads: no intermediate copies, which matters for multi-GB checkpoint files.
+  struct stat st = {};
+  size_t capacity = (::fstat(fd, &st) == 0 && st.st_size > 0) ? static_cast<size_t>(st.st_size) + 1 : (1 << 16);
+  std::string out(capacity, '\0');
+  size_t size = 0;
   while (true) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (size == out.size()) out.resize(out.size() * 2);
+    ssize_t n = ::read(fd, out.data() + size, std::min<size_t>(out.size() - size, size_t{1} << 26));
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -38,9 +45,10 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
       return Status::IOError(path + ": read failed: " + ErrnoMessage(err));
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    size += static_cast<size_t>(n);
   }
   ::close(fd);
+  out.resize(size);
   return out;
 }
 
