@@ -20,6 +20,9 @@ using testing::RunCommand;
 using testing::TempDir;
 
 class Resume : public ::testing::Test {
+ public:
+  static const TempDir& Dir() { return *dir_; }
+
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("resume");
@@ -35,6 +38,8 @@ class Resume : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete dir_; }
 
+
+ public:
   // The training command of run `name` (checkpoints and outputs in their own folders).
   static std::string Command(const std::string& name, const std::string& extra = "",
                              const std::string& ckpt_of = "") {
@@ -60,6 +65,8 @@ class Resume : public ::testing::Test {
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
+
+ protected:
   static TempDir* dir_;
 };
 TempDir* Resume::dir_ = nullptr;
@@ -89,24 +96,47 @@ TEST_F(Resume, KilledAtRandomPointsAndResumedIsBitIdentical) {
   EXPECT_EQ(list.exit_code, 0) << list.output;
 }
 
-TEST_F(Resume, SigtermTakesALastCheckpointAndExitsWith75) {
-  const pid_t pid = Start(Command("term"));
-  // Wait for training to be under way: the first checkpoint appears.
-  const std::string first = (*dir_) / "ckpt_term/t/000000000002";
+// Starts run `name`, waits for its first checkpoint, sends `sig`; returns the exit code.
+int StopAfterFirstCheckpoint(const std::string& name, int sig, const std::string& extra = "") {
+  const pid_t pid = Resume::Start(Resume::Command(name, extra));
+  const std::string first = Resume::Dir() / ("ckpt_" + name + "/t/000000000002");
   for (int i = 0; i < 600 && !std::filesystem::exists(first); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_TRUE(std::filesystem::exists(first));
-  kill(pid, SIGTERM);
-  const int code = WaitExit(pid);
+  EXPECT_TRUE(std::filesystem::exists(first));
+  kill(pid, sig);
+  return Resume::WaitExit(pid);
+}
+
+TEST_F(Resume, SigtermTakesALastCheckpointAndExitsWith75) {
+  const int code = StopAfterFirstCheckpoint("term", SIGTERM);
   if (code == 0) GTEST_SKIP() << "training finished before the signal arrived; nothing to check";
   ASSERT_EQ(code, 75);
-  auto list = RunCommand(std::string(FLAPCTL_BIN) + " ckpt list " + (*dir_) / "ckpt_term");
+  auto list = RunCommand(std::string(FLAPCTL_BIN) + " ckpt list " + Dir() / "ckpt_term");
   EXPECT_EQ(list.exit_code, 0) << list.output;
   auto r = RunCommand(Command("term", "--resume"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from checkpoint"), std::string::npos) << r.output;
   EXPECT_TRUE(Model("ref") == Model("term"));
+}
+
+TEST_F(Resume, Sigusr1AsFromSbatchSignalStopsTheSameWay) {
+  const int code = StopAfterFirstCheckpoint("usr1", SIGUSR1);
+  if (code == 0) GTEST_SKIP() << "training finished before the signal arrived; nothing to check";
+  ASSERT_EQ(code, 75);
+  auto r = RunCommand(Command("usr1", "--resume"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Model("ref") == Model("usr1"));
+}
+
+TEST_F(Resume, StopDeadlineExitsAtOnceAndResumeIsStillExact) {
+  // A zero deadline: the watchdog exits as soon as the signal lands, mid-step or mid-save.
+  const int code = StopAfterFirstCheckpoint("deadline", SIGTERM, "--ckpt.stop_deadline 0");
+  if (code == 0) GTEST_SKIP() << "training finished before the signal arrived; nothing to check";
+  ASSERT_EQ(code, 75);
+  auto r = RunCommand(Command("deadline", "--resume"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Model("ref") == Model("deadline"));
 }
 
 TEST_F(Resume, ChangedConfigIsRefusedUnlessForced) {

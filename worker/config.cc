@@ -153,6 +153,7 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last)));
     f.push_back(Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best)));
     f.push_back(Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric)));
+    f.push_back(Number("ckpt.stop_deadline", "seconds from a stop signal to exit, whatever is in flight", FLAP_REF(double, ckpt.stop_deadline)));
     f.push_back(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>", FLAP_REF(std::string, trial_id)));
     return f;
   }();
@@ -226,6 +227,7 @@ Status TrialConfig::Validate() const {
   if (ckpt.every < 0) return Status::InvalidArgument("ckpt.every must be >= 0");
   if (ckpt.keep_last < 1) return Status::InvalidArgument("ckpt.keep_last must be >= 1");
   if (ckpt.keep_best < 0) return Status::InvalidArgument("ckpt.keep_best must be >= 0");
+  if (!(ckpt.stop_deadline >= 0)) return Status::InvalidArgument("ckpt.stop_deadline must be >= 0");
   return Status::OK();
 }
 

@@ -48,6 +48,7 @@ struct CheckpointConfig {
   int keep_last = 3;          // retention: the newest N
   int keep_best = 1;          // and the best K by `metric` (evaluation metrics)
   std::string metric = "map10";
+  double stop_deadline = 25.0;  // seconds from a stop signal to exit, whatever is in flight
 };
 
 struct TrialConfig {

@@ -3,14 +3,19 @@
 // signal; the training loop looks at it between steps, finishes the save in flight, takes a
 // last checkpoint and exits with kExitStopped, which a launcher tells apart from success (0),
 // failure (1), bad usage (2) and a crash (128 + signal).
+//
+// A step can outlast the launcher's grace time, so a watchdog bounds the whole stop: if the
+// process is still running `deadline_seconds` after the signal, it exits with kExitStopped at
+// once. That is safe at any point: a save cut short is never visible (checkpoint/store.h), so
+// the newest committed checkpoint is what a resume uses.
 #pragma once
 
 namespace flap::worker {
 
-inline constexpr int kExitStopped = 75;  // EX_TEMPFAIL: stopped on request, checkpoint taken, resume me
+inline constexpr int kExitStopped = 75;  // EX_TEMPFAIL: stopped on request, resume me
 
-// Installs the handlers (idempotent).
-void InstallStopSignalHandlers();
+// Installs the handlers and the watchdog (idempotent; the first deadline wins).
+void InstallStopSignalHandlers(double deadline_seconds);
 // The signal that asked to stop, or 0.
 int StopRequested();
 

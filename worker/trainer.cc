@@ -106,7 +106,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   } else if (resume.resume || resume.from_step >= 0) {
     return Status::InvalidArgument("--resume needs ckpt.root");
   }
-  InstallStopSignalHandlers();
+  InstallStopSignalHandlers(config.ckpt.stop_deadline);
 
   const int64_t b = config.train.batch_size;
   const int kept = core::NumKept(config.mask, {config.model.freq_patches(), config.model.time_patches()});
