@@ -32,6 +32,8 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   fo.verify_checksums = options.verify_checksums;
   fo.cache_dir = options.cache_dir;
+  FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(dir, manifest));
+  fo.augment = &augment;
   // One shard's audio is held at a time; its features are appended.
   for (const sharding::ShardInfo& info : shards) {
     FLAP_ASSIGN_OR_RETURN(ShardFeatures f, LoadShardFeatures(dir, info, ds.tokenizer_, fo));

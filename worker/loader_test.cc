@@ -274,3 +274,28 @@ TEST_F(LoaderTest, DamagedShardIsReportedByNameThroughNext) {
 
 }  // namespace
 }  // namespace flap::worker
+
+namespace flap::worker {
+namespace {
+
+TEST_F(LoaderTest, SideFileAugmentedCaptionsReplaceTheShards) {
+  auto shard = manifest_->ShardsOf("train")[0];
+  std::map<std::string, std::vector<std::string>> side = {{"train-00000001", {"a dog barks in the rain"}}};
+  FeatureOptions fo;
+  fo.target_frames = 64;
+  fo.augment = &side;
+  auto f = LoadShardFeatures(Data(), shard, *tokenizer_, fo);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  fo.augment = nullptr;
+  auto plain = LoadShardFeatures(Data(), shard, *tokenizer_, fo);
+  ASSERT_TRUE(plain.ok());
+  ASSERT_EQ(f->clips[1].key, "train-00000001");
+  ASSERT_EQ(f->clips[1].captions_augment.size(), 1u);
+  EXPECT_EQ(f->clips[1].captions_augment[0], tokenizer_->Encode("a dog barks in the rain"));
+  EXPECT_EQ(f->clips[1].captions, plain->clips[1].captions);            // originals untouched
+  EXPECT_EQ(f->clips[0].captions_augment, plain->clips[0].captions_augment);  // unlisted clip
+  EXPECT_NE(f->clips[1].captions_augment, plain->clips[1].captions_augment);
+}
+
+}  // namespace
+}  // namespace flap::worker

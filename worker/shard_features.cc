@@ -173,6 +173,12 @@ StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding
       if (!s.ok()) out.cache_note += (out.cache_note.empty() ? "" : "; ") + ("cache not written: " + s.message());
     }
   }
+  if (options.augment != nullptr) {
+    for (size_t i = 0; i < texts.keys.size(); ++i) {
+      auto it = options.augment->find(texts.keys[i]);
+      if (it != options.augment->end()) texts.text_augment[i] = it->second;
+    }
+  }
   out.clips.reserve(texts.keys.size());
   for (size_t i = 0; i < texts.keys.size(); ++i) {
     Clip clip;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct FeatureOptions {
   int threads = 1;               // fbank threads within the shard (>= 1)
   bool verify_checksums = true;  // check the shard's size and XXH64 against the manifest
   std::string cache_dir;         // empty: no feature cache
+  // Augmented captions from the dataset's side file (sharding::ReadAugmentFile): a listed
+  // clip's augmented captions replace those in its shard. Borrowed; null: none.
+  const std::map<std::string, std::vector<std::string>>* augment = nullptr;
 };
 
 struct ShardFeatures {

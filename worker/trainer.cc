@@ -138,6 +138,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   lo.features.target_frames = config.model.target_frames;
   lo.features.num_mel_bins = config.model.num_mel_bins;
   lo.features.cache_dir = config.data.fbank_cache;
+  FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(config.data.path, manifest));
+  lo.features.augment = &augment;
   int64_t train_clips = 0;
   for (const auto& shard : (*source)->shards()) train_clips += shard.num_samples;
   auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(*source), cursor);
@@ -147,6 +149,10 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
 
   const int64_t b = config.train.batch_size;
   const int kept = core::NumKept(config.mask, {config.model.freq_patches(), config.model.time_patches()});
+  if (!manifest.augment.is_null()) {
+    log << "augmented captions for " << augment.size() << " clips from " << sharding::kAugmentFileName << " ("
+        << manifest.augment.value("method", "?") << ")" << std::endl;
+  }
   log << "train: " << train_clips << " clips streamed by " << lo.threads << " loader threads, eval: " << eval.size() << " clips / " << eval.num_captions()
       << " captions, features in " << FormatDuration(load_s) << "; preset " << config.preset << ", mask "
       << config.mask.ratio << " " << core::MaskStrategyName(config.mask.strategy) << " (" << kept << "/"
