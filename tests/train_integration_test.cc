@@ -2,6 +2,7 @@
 // split is far above chance and above the untrained model. Labelled slow (a few minutes on
 // 2 cores).
 #include <gtest/gtest.h>
+#include <torch/serialize.h>
 
 #include <iostream>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "sharding/synth.h"
 #include "tests/test_util.h"
 #include "worker/evaluator.h"
+#include "worker/tagger.h"
 #include "worker/trainer.h"
 
 namespace flap {
@@ -55,6 +57,27 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   EXPECT_GT(m.a2t_r1, untrained->a2t_r1 + 0.02);
   EXPECT_GT(m.map10, untrained->map10);
   EXPECT_LT(outcome->summary["final_loss"]["contrastive"].get<double>(), 3.0);
+
+  // Zero-shot tagging with the trained model: the generator's 11 event kinds as labels,
+  // scored against the tags the generator recorded for each held-out clip.
+  config->train.output_dir = dir / "out";
+  const std::string model_path = dir / "model.pt";
+  torch::save(outcome->model, model_path);
+  testing::WriteFile(dir / "labels.txt",
+                     "tone_low: a low hum\ntone_mid: a steady beep\ntone_high: a high-pitched whistle\n"
+                     "chirp_up: a rising chirp\nchirp_down: a falling chirp\nnoise_white: white noise\n"
+                     "noise_pink: pink noise\nnoise_brown: a deep rumble\nclicks: a series of clicks\n"
+                     "tremolo: a warbling tone\nchord: a musical chord\n");
+  worker::TagOptions tag_options;
+  tag_options.threshold = -1.0;  // rank every label; top 3 kept
+  std::ostringstream tag_log;
+  auto tagged = worker::RunTagging(*config, model_path, "eval", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
+  ASSERT_TRUE(tagged.ok()) << tagged.status().ToString();
+  std::cout << tag_log.str();
+  const auto& a = (*tagged)["agreement"];
+  ASSERT_EQ(a["clips_with_tags"].get<int64_t>(), 100);
+  EXPECT_GE(a["top1_precision"].get<double>(), 2.0 * a["chance_top1"].get<double>());
+  EXPECT_GE(a["topk_recall"].get<double>(), 1.5 * a["chance_topk_recall"].get<double>());
 }
 
 }  // namespace

@@ -9,20 +9,29 @@
 
 namespace flap::worker {
 
-core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size) {
+at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size) {
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   const int64_t n = dataset.size();
   const int64_t frames = dataset.target_frames(), bins = dataset.num_mel_bins();
-  const int max_len = model->config().text_max_len;
-
   std::vector<at::Tensor> audio_parts;
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = std::min(batch_size, n - start);
     at::Tensor spec = at::from_blob(const_cast<float*>(dataset.spec(start)), {b, frames, bins}, at::kFloat);
     audio_parts.push_back(model->EncodeAudio(spec).embedding);
   }
+  if (was_training) model->train();
+  return at::cat(audio_parts, 0);
+}
+
+core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size) {
+  at::Tensor audio = EmbedClips(model, dataset, batch_size);
+  at::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int64_t n = dataset.size();
+  const int max_len = model->config().text_max_len;
   std::vector<const std::vector<int>*> captions;
   std::vector<int64_t> caption_clip;
   for (int64_t i = 0; i < n; ++i) {
@@ -37,7 +46,6 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
     std::vector<const std::vector<int>*> part(captions.begin() + start, captions.begin() + end);
     text_parts.push_back(model->EncodeText(PadTokens(part, max_len)));
   }
-  at::Tensor audio = at::cat(audio_parts, 0);
   at::Tensor text = at::cat(text_parts, 0);
   at::Tensor sim = at::matmul(text, audio.t()).contiguous();  // (captions, clips)
   std::vector<float> s(sim.data_ptr<float>(), sim.data_ptr<float>() + sim.numel());

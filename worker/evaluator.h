@@ -14,6 +14,10 @@ namespace flap::worker {
 
 core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size);
 
+// (clips, D) normalised audio embeddings of every clip of `dataset`, no token dropping, no
+// gradient; the model is put in eval mode for the call.
+at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size);
+
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m);
 // The retrieval table printed for people: R@1/5/10 both ways, mAP@10, counts.
 std::string FormatMetricsTable(const core::RetrievalMetrics& m);

@@ -1,6 +1,7 @@
 // flap-worker: one rank of a FLAP trial. Subcommands:
 //   train  run a trial standalone from a config file plus --key value overrides
 //   eval   retrieval metrics of a saved model (or of the untrained one) on a split
+//   tag    zero-shot sound-event tags of a split's clips with a trained model (tagger.h)
 // Progress and tables go to stderr; the JSON result goes to stdout.
 // Exit codes: 0 success, 1 the run failed, 2 bad command line or config, 75 stopped by
 // SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT after a last checkpoint (resume with --resume).
@@ -10,6 +11,7 @@
 
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
+#include "worker/tagger.h"
 #include "worker/trainer.h"
 
 namespace {
@@ -17,6 +19,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: flap-worker train [--config FILE] [--resume | --resume-from STEP] [--force] [--KEY VALUE ...]\n"
     "       flap-worker eval  [--config FILE] [--model model.pt] [--KEY VALUE ...]\n"
+    "       flap-worker tag   --model model.pt --out tags.jsonl [--labels FILE] [--split train]\n"
+    "                         [--threshold 0.1] [--top-k 3] [--config FILE] [--KEY VALUE ...]\n"
     "       flap-worker COMMAND --help   lists every configuration key\n";
 
 int Fail(const flap::Status& s, int code) {
@@ -37,17 +41,32 @@ int main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (command != "train" && command != "eval") {
+  if (command != "train" && command != "eval" && command != "tag") {
     std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;
     return 2;
   }
   // Flags that are not configuration keys.
-  std::string model_path;
+  std::string model_path, out_path, split = "train", labels_path = std::string(FLAP_CONFIG_DIR) + "/sound_events.txt";
+  flap::worker::TagOptions tag_options;
   flap::worker::ResumeOptions resume;
   for (size_t i = 0; i < args.size();) {
     const bool has_value = i + 1 < args.size();
-    if (command == "eval" && args[i] == "--model" && has_value) {
+    const bool tag = command == "tag";
+    if ((command == "eval" || tag) && args[i] == "--model" && has_value) {
       model_path = args[i + 1];
+    } else if (tag && args[i] == "--out" && has_value) {
+      out_path = args[i + 1];
+    } else if (tag && args[i] == "--split" && has_value) {
+      split = args[i + 1];
+    } else if (tag && args[i] == "--labels" && has_value) {
+      labels_path = args[i + 1];
+    } else if (tag && (args[i] == "--threshold" || args[i] == "--top-k") && has_value) {
+      try {
+        if (args[i] == "--threshold") tag_options.threshold = std::stod(args[i + 1]);
+        else tag_options.top_k = std::stoi(args[i + 1]);
+      } catch (const std::exception&) {
+        return Fail(flap::Status::InvalidArgument(args[i] + ": expected a number, got '" + args[i + 1] + "'"), 2);
+      }
     } else if (command == "train" && args[i] == "--resume-from" && has_value) {
       try {
         resume.from_step = std::stoll(args[i + 1]);
@@ -82,6 +101,12 @@ int main(int argc, char** argv) {
     }
     std::cerr << flap::worker::FormatMetricsTable(outcome->final_metrics);
     std::cout << outcome->summary.dump(2) << std::endl;
+    return 0;
+  }
+  if (command == "tag") {
+    auto summary = flap::worker::RunTagging(config, model_path, split, labels_path, tag_options, out_path, std::cerr);
+    if (!summary.ok()) return Fail(summary.status(), summary.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+    std::cout << summary->dump(2) << std::endl;
     return 0;
   }
   auto metrics = flap::worker::RunEvaluation(config, model_path, std::cerr);

@@ -16,14 +16,14 @@
 namespace flap::worker {
 namespace {
 
-// Cache file layout: "FLAPFBC1", u64 header length, the header (JSON: shard checksum, frames,
-// bins, and per clip its key and caption strings), the float32 features, and the XXH64 of
+// Cache file layout: "FLAPFBC2", u64 header length, the header (JSON: shard checksum, frames,
+// bins, and per clip its key, caption strings and tags), the float32 features, and the XXH64 of
 // everything before it (8 bytes, little-endian like the rest).
-constexpr char kMagic[8] = {'F', 'L', 'A', 'P', 'F', 'B', 'C', '1'};
+constexpr char kMagic[8] = {'F', 'L', 'A', 'P', 'F', 'B', 'C', '2'};
 
 struct Texts {
   std::vector<std::string> keys;
-  std::vector<std::vector<std::string>> text, text_augment;
+  std::vector<std::vector<std::string>> text, text_augment, tags;
 };
 
 StatusOr<std::vector<std::vector<int>>> Tokenize(const sharding::Tokenizer& tok,
@@ -45,7 +45,10 @@ std::string EncodeCache(const sharding::ShardInfo& info, const Texts& texts, con
                         int frames, int bins) {
   nlohmann::json clips = nlohmann::json::array();
   for (size_t i = 0; i < texts.keys.size(); ++i) {
-    clips.push_back({{"key", texts.keys[i]}, {"text", texts.text[i]}, {"text_augment", texts.text_augment[i]}});
+    clips.push_back({{"key", texts.keys[i]},
+                     {"text", texts.text[i]},
+                     {"text_augment", texts.text_augment[i]},
+                     {"tags", texts.tags[i]}});
   }
   const nlohmann::json header = {{"shard_xxh64", info.xxh64}, {"frames", frames}, {"bins", bins}, {"clips", clips}};
   const std::string h = header.dump();
@@ -83,6 +86,7 @@ Status DecodeCache(const std::string& bytes, const sharding::ShardInfo& info, in
       texts->keys.push_back(c.at("key").get<std::string>());
       texts->text.push_back(c.at("text").get<std::vector<std::string>>());
       texts->text_augment.push_back(c.at("text_augment").get<std::vector<std::string>>());
+      texts->tags.push_back(c.at("tags").get<std::vector<std::string>>());
     }
   } catch (const nlohmann::json::exception& e) {
     return Status::Corruption(std::string("header field missing or mistyped: ") + e.what());
@@ -108,6 +112,7 @@ Status ComputeFromShard(const std::string& dir, const sharding::ShardInfo& info,
     texts->keys.push_back(s.key);
     texts->text.push_back(std::move(s.captions));
     texts->text_augment.push_back(std::move(s.captions_augment));
+    texts->tags.push_back(std::move(s.tags));
   }
   FbankOptions fo;
   fo.num_mel_bins = options.num_mel_bins;
@@ -183,6 +188,7 @@ StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding
   for (size_t i = 0; i < texts.keys.size(); ++i) {
     Clip clip;
     clip.key = texts.keys[i];
+    clip.tags = texts.tags[i];
     FLAP_ASSIGN_OR_RETURN(clip.captions, Tokenize(tokenizer, texts.text[i], info.name, clip.key));
     FLAP_ASSIGN_OR_RETURN(clip.captions_augment, Tokenize(tokenizer, texts.text_augment[i], info.name, clip.key));
     out.clips.push_back(std::move(clip));

@@ -30,6 +30,7 @@ struct Clip {
   std::string key;
   std::vector<std::vector<int>> captions;          // token ids of the original captions
   std::vector<std::vector<int>> captions_augment;  // token ids of the augmented captions
+  std::vector<std::string> tags;                   // sound-event tags from the corpus (may be empty)
 };
 
 struct FeatureOptions {

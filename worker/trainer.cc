@@ -34,6 +34,8 @@ std::string FormatDuration(double s) {
   return buf;
 }
 
+}  // namespace
+
 void SetThreads(int threads) {
   const int n = threads > 0 ? threads : 1;
   at::set_num_threads(n);
@@ -47,6 +49,8 @@ DatasetOptions DataOptions(const TrialConfig& c) {
   o.cache_dir = c.data.fbank_cache;
   return o;
 }
+
+namespace {
 
 core::FlapModel BuildModel(TrialConfig* config, int vocab_size) {
   config->model.vocab_size = vocab_size;
@@ -303,6 +307,19 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   return outcome;
 }
 
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path) {
+  core::FlapModel model = BuildModel(config, vocab_size);
+  if (model_path.empty()) return model;
+  if (!std::filesystem::exists(model_path)) return Status::NotFound("model file '" + model_path + "' does not exist");
+  try {
+    torch::load(model, model_path);
+  } catch (const c10::Error& e) {
+    return Status::Corruption("model file '" + model_path + "' does not match this config or is damaged: " +
+                              e.what_without_backtrace());
+  }
+  return model;
+}
+
 StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, const std::string& model_path,
                                                std::ostream& log) {
   TrialConfig config = config_in;
@@ -310,16 +327,7 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
-  core::FlapModel model = BuildModel(&config, eval.tokenizer().vocab_size());
-  if (!model_path.empty()) {
-    if (!std::filesystem::exists(model_path)) return Status::NotFound("model file '" + model_path + "' does not exist");
-    try {
-      torch::load(model, model_path);
-    } catch (const c10::Error& e) {
-      return Status::Corruption("model file '" + model_path + "' does not match this config or is damaged: " +
-                                e.what_without_backtrace());
-    }
-  }
+  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer().vocab_size(), model_path));
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
       << config.data.eval_split << "'" << std::endl;
   return Evaluate(model, eval, config.train.eval_batch_size);

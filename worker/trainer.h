@@ -20,6 +20,7 @@
 #include "worker/config.h"
 #include "worker/core/model.h"
 #include "worker/core/retrieval.h"
+#include "worker/dataset.h"
 
 namespace flap::worker {
 
@@ -35,6 +36,15 @@ struct TrainOutcome {
 // with the parameters an uninterrupted run would have had, bit for bit on CPU.
 StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log,
                                    const ResumeOptions& resume = {});
+
+// Shared set-up of the worker's commands: LibTorch's intra-op threads (train.threads; 0 -> 1 on
+// CPU), the in-memory dataset options of a config, and the model of a config with the
+// tokenizer's vocabulary, initialised from train.seed and then loaded from `model_path`
+// (model.pt of a training run) unless it is empty. LoadModel: NotFound for a missing file,
+// Corruption for one that does not fit the config.
+void SetThreads(int threads);
+DatasetOptions DataOptions(const TrialConfig& config);
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path);
 
 // Evaluates the model saved at `model_path` (model.pt of a training run) on data.eval_split;
 // an empty path evaluates the untrained model initialised from train.seed (a baseline).

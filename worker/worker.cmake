@@ -1,6 +1,6 @@
 # The worker library (config, shard features, dataset, batcher, streaming loader, evaluator,
 # checkpointer, trainer) and flap-worker.
-add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc checkpointer.cc stop_signal.cc trainer.cc)
+add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
   PUBLIC flap::core flap::features flap::sharding flap::checkpoint nlohmann_json::nlohmann_json
@@ -8,6 +8,7 @@ target_link_libraries(flap_worker
 
 add_executable(flap-worker main.cc)
 target_link_libraries(flap-worker PRIVATE flap::worker)
+target_compile_definitions(flap-worker PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs")
 
 if(FLAP_BUILD_TESTS)
   file(GLOB worker_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
