@@ -76,12 +76,7 @@ int RunDataAugment(const std::vector<std::string>& args) {
       ("on-error", po::value<std::string>(&on_error)->default_value(on_error),
        "skip: report captions that failed and go on; fail: write nothing if any failed (exit 1)");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(visible).run(), vm);
-    if (vm.count("help") == 0) po::notify(vm);
-  } catch (const po::error& e) {
-    return Usage(e.what());
-  }
+  if (!ParseArgs("data augment", args, visible, {}, {}, &vm)) return kExitUsage;
   if (vm.count("help")) {
     std::cout << visible << "\n";
     return kExitOk;

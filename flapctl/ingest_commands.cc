@@ -96,12 +96,7 @@ int RunDataIngest(const std::vector<std::string>& args) {
       ("name", po::value<std::string>(&options.name)->default_value(options.name),
        "dataset name recorded in the manifest");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(visible).run(), vm);
-    if (vm.count("help") == 0) po::notify(vm);
-  } catch (const po::error& e) {
-    return Usage(e.what());
-  }
+  if (!ParseArgs("data ingest", args, visible, {}, {}, &vm)) return kExitUsage;
   if (vm.count("help")) {
     std::cout << visible << "\n";
     return kExitOk;
