@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -38,8 +39,13 @@ struct Candidate {
   std::string key;
   std::string split;
   std::string origin;  // file or "csv:line" that introduced it, for messages
-  std::string audio_path;  // empty for WebDataset sources (audio below)
-  std::vector<float> audio;  // WebDataset sources: already decoded
+  std::string audio_path;  // empty for WebDataset sources (source_shard below)
+  // WebDataset sources: the sample's shard and position in it (read again, and decoded, only
+  // when its chunk is written, so memory does not grow with the corpus), and the XXH64 of its
+  // encoded audio member (for the fingerprint).
+  std::string source_shard;
+  int64_t source_index = -1;
+  uint64_t audio_xxh64 = 0;
   std::vector<std::string> captions;
   std::vector<std::string> captions_augment;
   std::vector<std::string> tags;
@@ -298,13 +304,13 @@ class Planner {
         continue;
       }
       fingerprint_ += "wds " + path + " " + std::to_string(size) + " " + std::to_string(mtime) + "\n";
-      auto reader = ShardReader::Open(path);
+      auto reader = ShardReader::Open(path, /*decode_audio=*/false);
       if (!reader.ok()) {
         Issue(path, "", kReasonCorruptShard, reader.status().ToString());
         continue;
       }
       Sample sample;
-      while (true) {
+      for (int64_t ordinal = 0;; ++ordinal) {
         StatusOr<bool> more = reader.value()->Next(&sample);
         if (!more.ok()) {
           Issue(path, "", kReasonCorruptShard,
@@ -332,7 +338,10 @@ class Planner {
         for (const std::string& t : sample.tags) {
           if (!*CaptionProblem(t)) c.tags.push_back(Trim(t));
         }
-        c.audio = std::move(sample.audio);
+        c.source_shard = path;
+        c.source_index = ordinal;
+        const std::string& raw = reader.value()->raw_audio();
+        c.audio_xxh64 = XXH64(raw.data(), raw.size(), 0);
         c.split = SplitFor(input, c.key);
         AddCandidate(std::move(c));
       }
@@ -407,11 +416,18 @@ bool ProbeAudio(const std::string& path, int64_t* frames, int* rate) {
 }
 
 // Decodes and checks one clip; true with *sample filled, or false with *issue filled.
-bool PrepareClip(const IngestOptions& options, const Candidate& c, Sample* sample, IngestIssue* issue) {
+// WebDataset clips come decoded already (`wds_audio`, from DecodeSourceClips).
+bool PrepareClip(const IngestOptions& options, const Candidate& c, StatusOr<std::vector<float>>* wds_audio,
+                 Sample* sample, IngestIssue* issue) {
   *issue = IngestIssue{c.audio_path.empty() ? c.origin : c.audio_path, c.key, "", ""};
   std::vector<float> audio;
   if (c.audio_path.empty()) {
-    audio = c.audio;
+    if (wds_audio == nullptr || !wds_audio->ok()) {
+      issue->reason = kReasonUndecodable;
+      issue->detail = wds_audio == nullptr ? "not read" : wds_audio->status().ToString();
+      return false;
+    }
+    audio = std::move(*wds_audio).value();
   } else {
     int64_t frames = 0;
     int rate = 0;
@@ -471,17 +487,58 @@ bool PrepareClip(const IngestOptions& options, const Candidate& c, Sample* sampl
   return true;
 }
 
+// Decodes the audio of the chunk's WebDataset clips: each source shard they come from is read
+// once, in order, decoding only the members the chunk needs (memory: one chunk's audio).
+std::map<size_t, StatusOr<std::vector<float>>> DecodeSourceClips(const std::vector<Candidate>& candidates,
+                                                                 const Chunk& chunk) {
+  std::map<std::string, std::map<int64_t, size_t>> by_source;  // source -> ordinal -> candidate
+  for (size_t i = chunk.first; i < chunk.first + chunk.count; ++i) {
+    if (candidates[i].audio_path.empty()) by_source[candidates[i].source_shard][candidates[i].source_index] = i;
+  }
+  std::map<size_t, StatusOr<std::vector<float>>> out;
+  for (const auto& [source, wanted] : by_source) {
+    auto reader = ShardReader::Open(source, /*decode_audio=*/false);
+    Status failure = reader.ok() ? Status::OK() : reader.status();
+    Sample sample;
+    auto it = wanted.begin();
+    for (int64_t ordinal = 0; failure.ok() && it != wanted.end(); ++ordinal) {
+      StatusOr<bool> more = reader.value()->Next(&sample);
+      if (!more.ok() || !more.value()) {
+        failure = more.ok() ? Status::Corruption(source + ": ended before sample " + std::to_string(it->first) +
+                                                 " (changed during ingestion?)")
+                            : more.status();
+        break;
+      }
+      if (ordinal != it->first) continue;
+      const Candidate& c = candidates[it->second];
+      if (SanitizeKey(sample.key) != c.key) {
+        out.emplace(it->second, Status::Corruption(source + ": sample " + std::to_string(ordinal) + " is '" + sample.key +
+                                                   "', planned '" + c.key + "' (changed during ingestion?)"));
+      } else {
+        const std::string& raw = reader.value()->raw_audio();
+        out.emplace(it->second, DecodeAudio(raw.data(), raw.size(),
+                                            source + ": member " + reader.value()->raw_audio_name()));
+      }
+      ++it;
+    }
+    for (; it != wanted.end(); ++it) out.emplace(it->second, failure);
+  }
+  return out;
+}
+
 // Writes one chunk into its shard. Stops early (result.done false) when `stop` is raised.
 ChunkResult WriteChunk(const IngestOptions& options, const std::vector<Candidate>& candidates,
                        const Chunk& chunk, const std::string& out_dir, std::atomic<bool>* stop) {
   ChunkResult result;
   const std::string path = JoinPath(out_dir, chunk.name);
   std::unique_ptr<ShardWriter> writer;
+  std::map<size_t, StatusOr<std::vector<float>>> wds = DecodeSourceClips(candidates, chunk);
   for (size_t i = chunk.first; i < chunk.first + chunk.count; ++i) {
     if (stop->load()) return result;
     Sample sample;
     IngestIssue issue;
-    if (!PrepareClip(options, candidates[i], &sample, &issue)) {
+    auto audio = wds.find(i);
+    if (!PrepareClip(options, candidates[i], audio == wds.end() ? nullptr : &audio->second, &sample, &issue)) {
       result.issues.push_back(issue);
       if (options.on_error == OnError::kFail) {
         stop->store(true);
@@ -767,8 +824,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
                    content_options.dump() + "\n" + planner.fingerprint_text();
   for (const Candidate& c : cands) {
     fp += c.split + "\t" + c.key + "\t" + c.audio_path + "\t" + std::to_string(c.file_size) + "\t" +
-          std::to_string(c.file_mtime_ns) + "\t" + std::to_string(c.audio.size()) + "\t" +
-          std::to_string(XXH64(c.audio.data(), c.audio.size() * sizeof(float), 0));
+          std::to_string(c.file_mtime_ns) + "\t" + c.source_shard + "\t" + std::to_string(c.source_index) + "\t" +
+          std::to_string(c.audio_xxh64);
     for (const auto* list : {&c.captions, &c.captions_augment, &c.tags}) {
       for (const std::string& s : *list) fp += "\t" + s;
       fp += "\t|";

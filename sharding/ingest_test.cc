@@ -402,5 +402,29 @@ TEST(IngestWebDataset, ReshardsExistingShardsKeepingSamples) {
   EXPECT_EQ(IssueNames(report), (std::multiset<std::string>{"src-bad.tar: corrupt_shard"}));
 }
 
+TEST(IngestWebDataset, UndecodableMemberCostsOnlyItsClip) {
+  // A LAION-style shard made by tar: the middle clip's audio is garbage.
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.File("m"));
+  auto wav = EncodeAudio(std::vector<float>(16000, 0.2f), 16000, AudioFormat::kWav);
+  ASSERT_TRUE(wav.ok());
+  for (const char* k : {"a1", "a2", "a3"}) {
+    WriteAll(dir.File(std::string("m/") + k + ".wav"), std::string(k) == "a2" ? "RIFF garbage" : *wav);
+    WriteAll(dir.File(std::string("m/") + k + ".json"), std::string("{\"text\": [\"clip ") + k + "\"]}");
+  }
+  ASSERT_EQ(std::system(("tar -cf " + dir.File("src.tar") + " -C " + dir.File("m") +
+                         " a1.wav a1.json a2.wav a2.json a3.wav a3.json").c_str()), 0);
+  IngestOptions o;
+  o.format = IngestFormat::kWebDataset;
+  o.inputs = {{"", "", {dir.File("src.tar")}, "train"}};
+  o.vocab_size = 20;
+  IngestReport report;
+  ASSERT_TRUE(Ingest(o, dir.File("out"), &report).ok());
+  auto samples = ReadAllSamples(dir.File("out"));
+  EXPECT_EQ(samples.size(), 2u);
+  EXPECT_TRUE(samples.count("a1") && samples.count("a3"));
+  EXPECT_EQ(IssueNames(report), (std::multiset<std::string>{"src.tar:a2: undecodable"}));
+}
+
 }  // namespace
 }  // namespace flap::sharding

@@ -227,6 +227,10 @@ StatusOr<bool> ShardReader::Next(Sample* sample) {
     error_ = s;
     return error_;
   }
+  if (!decode_audio_) {
+    raw_audio_ = std::move(audio);
+    raw_audio_name_ = std::move(audio_name);
+  }
   return true;
 }
 

@@ -27,7 +27,8 @@ class ShardReader {
   // Opens `path`. NotFound if it does not exist; IOError if it cannot be opened; Corruption if
   // it is not a (possibly compressed) tar archive.
   // decode_audio false: samples come without audio (Sample::audio empty), for readers that
-  // need only captions and tags; the audio member must still be present.
+  // need only captions and tags or decode later; the audio member must still be present, and
+  // its encoded bytes are kept until the next call (raw_audio()).
   static StatusOr<std::unique_ptr<ShardReader>> Open(const std::string& path, bool decode_audio = true);
 
   ShardReader(const ShardReader&) = delete;
@@ -42,6 +43,9 @@ class ShardReader {
   StatusOr<bool> Next(Sample* sample);
 
   const std::string& path() const { return path_; }
+  // With decode_audio false: the last sample's encoded audio member and its name.
+  const std::string& raw_audio() const { return raw_audio_; }
+  const std::string& raw_audio_name() const { return raw_audio_name_; }
 
  private:
   struct Member;
@@ -56,6 +60,7 @@ class ShardReader {
   const std::string path_;
   struct archive* archive_ = nullptr;
   const bool decode_audio_ = true;
+  std::string raw_audio_, raw_audio_name_;
   Status error_;                    // sticky failure
   std::unique_ptr<Member> pending_;  // header read but belonging to the next key
   bool at_end_ = false;
