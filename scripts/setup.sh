@@ -15,6 +15,7 @@ PACKAGES=(
   libsndfile1-dev libsoxr-dev libarchive-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libcurl4-openssl-dev
   python3-torch python3-torchaudio
+  prometheus
   tar
 )
 

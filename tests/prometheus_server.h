@@ -1,0 +1,108 @@
+// A real Prometheus server (Debian's `prometheus`) for tests: started on 127.0.0.1 with a
+// given configuration and a temporary data folder, queried through its HTTP API, stopped (and
+// its data removed) at destruction, also when a test fails.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/http_client.h"
+#include "tests/test_util.h"
+
+namespace flap::testing {
+
+class PrometheusServer {
+ public:
+  // Writes `config_yaml` into `dir` and starts Prometheus on a free port; ok() says whether
+  // it became ready within `timeout_s`.
+  PrometheusServer(const std::string& dir, const std::string& config_yaml, double timeout_s = 30.0) : dir_(dir) {
+    std::filesystem::create_directories(dir + "/data");
+    WriteFile(dir + "/prometheus.yml", config_yaml);
+    port_ = FreePort();
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string log = dir + "/prometheus.log";
+      FILE* f = std::freopen(log.c_str(), "w", stderr);
+      (void)f;
+      const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port_);
+      const std::string config = "--config.file=" + dir + "/prometheus.yml";
+      const std::string data = "--storage.tsdb.path=" + dir + "/data";
+      execlp("prometheus", "prometheus", config.c_str(), data.c_str(), listen.c_str(), "--log.level=warn",
+             static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (HttpGet(url() + "/-/ready", 1.0).status == 200) {
+        ready_ = true;
+        break;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ~PrometheusServer() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
+  }
+  bool ok() const { return ready_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string Log() const { return ReadFile(dir_ + "/prometheus.log"); }
+
+  // An instant query; the "data"."result" array (empty on any failure).
+  nlohmann::json Query(const std::string& promql) const {
+    auto r = HttpGet(url() + "/api/v1/query?query=" + UrlEncode(promql), 5.0);
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (r.status != 200 || j.is_discarded() || j.value("status", "") != "success") return nlohmann::json::array();
+    return j["data"]["result"];
+  }
+  // Polls `promql` until it returns a series or `timeout_s` passes.
+  nlohmann::json WaitFor(const std::string& promql, double timeout_s) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (;;) {
+      auto result = Query(promql);
+      if (!result.empty() || std::chrono::steady_clock::now() > deadline) return result;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+
+  // A TCP port that was free a moment ago on 127.0.0.1.
+  static int FreePort() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+  }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+}  // namespace flap::testing
