@@ -102,6 +102,10 @@ class LeaseTable {
   // Expires every active lease now, whatever its deadline (the trial's group was lost); returns
   // them.
   std::vector<Lease> RevokeAll();
+  // Restarts the clock of every active lease, whatever its deadline: deadline = now + ttl.
+  // For a restarted coordinator, whose renewals since the last journaled change were not
+  // kept (the grace period, see coordinator/service.h); returns how many leases it touched.
+  int ExtendAll(int64_t now_ms);
 
   // True when every shard is done.
   bool EpochDone() const { return done_shards_ == static_cast<int>(shards_.size()); }
