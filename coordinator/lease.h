@@ -110,6 +110,8 @@ class LeaseTable {
   // True when every shard is done.
   bool EpochDone() const { return done_shards_ == static_cast<int>(shards_.size()); }
   int num_shards() const { return static_cast<int>(shards_.size()); }
+  // The epoch's shards, in the order given to Create().
+  const std::vector<EpochShard>& shards() const { return shards_; }
   int done_shards() const { return done_shards_; }
   int free_shards() const { return static_cast<int>(free_.size()); }
   int active_leases() const { return static_cast<int>(active_.size()); }

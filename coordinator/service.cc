@@ -670,11 +670,10 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
     const std::string ekey = EpochKey(key, req->epoch());
     auto existing = leases_.find(ekey);
     if (existing != leases_.end()) {
-      const nlohmann::json& stored = existing->second.ToJson()["shards"];
+      const std::vector<EpochShard>& stored = existing->second.shards();
       bool same = stored.size() == shards.size();
       for (size_t i = 0; same && i < shards.size(); ++i) {
-        same = stored[i]["name"] == shards[i].name &&
-               stored[i]["num_samples"] == shards[i].num_samples;
+        same = stored[i].name == shards[i].name && stored[i].num_samples == shards[i].num_samples;
       }
       if (!same) {
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -731,10 +730,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
         resp->set_lease_id(r->lease.id);
         resp->set_shard_name(r->lease.shard_name);
         resp->set_deadline_unix_ms(r->lease.deadline_ms);
-        {
-          const nlohmann::json& shard = table.ToJson()["shards"][r->lease.shard];
-          resp->set_num_samples(shard["num_samples"].get<int64_t>());
-        }
+        resp->set_num_samples(table.shards()[r->lease.shard].num_samples);
         break;
       case AcquireResult::Kind::kWait:
         resp->set_kind(v1::LeaseShardResponse::WAIT);
