@@ -722,7 +722,16 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     const int64_t now = Now();
     LeaseTable& table = it->second;
     const bool expired = !table.Expire(now).empty();
-    StatusOr<AcquireResult> r = table.Acquire(RankId(req->group_id(), req->rank()), now);
+    const std::string rank = RankId(req->group_id(), req->rank());
+    // A rank holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
+    const std::vector<Lease> held = table.RenewRank(rank, now);
+    StatusOr<AcquireResult> r = AcquireResult();
+    if (!held.empty()) {
+      r->kind = AcquireResult::Kind::kGranted;
+      r->lease = held.front();
+    } else {
+      r = table.Acquire(rank, now);
+    }
     if (!r.ok()) return ToGrpc(r.status());
     switch (r->kind) {
       case AcquireResult::Kind::kGranted:

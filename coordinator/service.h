@@ -41,7 +41,8 @@
 //      next attempt continues the same table, so each shard is done once per epoch.
 //   5. LeaseShard(trial, epoch, rank) by each rank for its next shard: GRANTED with a lease
 //      and its deadline, WAIT (every undone shard is leased; retry after the given delay) or
-//      EPOCH_DONE. Expired leases are reaped before each grant and on a timer; their shards go
+//      EPOCH_DONE. A rank holds at most one lease per epoch: asking again while it holds one
+//      returns that lease, renewed (so a retried call does not strand a shard). Expired leases are reaped before each grant and on a timer; their shards go
 //      back to the pool, lowest index first. CompleteShard(lease) when the shard is consumed:
 //      idempotent (a retry counts nothing), refused when the lease expired (the shard counts
 //      under its next lease), so each sample is counted once per epoch whatever fails.
