@@ -290,7 +290,7 @@ TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce)
   auto user = c.Client();
   ASSERT_TRUE(user->SubmitSweep(MaskSweep("leases", "1"), "l.ini", "").ok());
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 2).ok());
+  ASSERT_TRUE(g->Register("g", "g-1", 3).ok());
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
   const v1::TrialRef ref = next->assignment.trial;
@@ -298,7 +298,10 @@ TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce)
   auto l0 = g->LeaseShard("g", ref, 0, 0);  // rank 0 keeps renewing
   auto l1 = g->LeaseShard("g", ref, 0, 1);  // rank 1 stalls
   ASSERT_TRUE(l0.ok() && l1.ok());
-  auto wait = g->LeaseShard("g", ref, 0, 1);
+  auto same = g->LeaseShard("g", ref, 0, 1);  // asking again (a retry) returns its lease
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->lease_id, l1->lease_id);
+  auto wait = g->LeaseShard("g", ref, 0, 2);  // rank 2: every shard is leased
   ASSERT_TRUE(wait.ok());
   EXPECT_EQ(wait->kind, ShardLease::Kind::kWait);
   EXPECT_GT(wait->retry_after_ms, 0);
