@@ -505,5 +505,50 @@ TEST(CoordinatorE2E, QueueFollowsSweepPriorityAndStatusShowsProgress) {
   EXPECT_LT(t.eta_seconds(), 10);
 }
 
+TEST(CoordinatorE2E, TrialsGroupsLeasesAndHistorySurviveARestart) {
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 10000;
+  so.lease_ttl_ms = 10000;
+  TestCoordinator c("e2e_restart", so);
+  ASSERT_TRUE(c.Client()->SubmitSweep(MaskSweep("restart", "1"), "r.ini", "").ok());
+  auto g = c.Client();
+  ASSERT_TRUE(g->Register("g", "g-1", 2).ok());
+  auto next = g->NextTrial("g");
+  ASSERT_TRUE(next.ok() && next->assigned);
+  const v1::TrialRef ref = next->assignment.trial;
+  ASSERT_TRUE(g->BeginEpoch("g", ref, 0, {{"s0", 1}, {"s1", 2}, {"s2", 3}}).ok());
+  auto l0 = g->LeaseShard("g", ref, 0, 0);
+  ASSERT_TRUE(l0.ok());
+  ASSERT_TRUE(g->CompleteShard("g", ref, 0, l0->lease_id).ok());
+  auto l1 = g->LeaseShard("g", ref, 0, 1);
+  ASSERT_TRUE(l1.ok());
+  ASSERT_TRUE(g->ReportMetrics("g", ref, "train", 7, 0, {{"loss", 0.5}}, 70).ok());
+  ASSERT_TRUE(g->ReportCheckpoint("g", ref, "ck/7", 7).ok());
+
+  c.Restart();
+  auto g2 = c.Client();
+  auto hb = g2->Heartbeat("g", {1});
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  EXPECT_EQ(hb->action(), v1::CONTINUE);
+  EXPECT_EQ(hb->trial().trial_id(), ref.trial_id());
+  EXPECT_EQ(hb->leases_renewed(), 1);
+  auto done1 = g2->CompleteShard("g", ref, 0, l1->lease_id);  // the lease from before
+  ASSERT_TRUE(done1.ok()) << done1.status().ToString();
+  EXPECT_EQ(done1->done_shards(), 2);
+  auto l2 = g2->LeaseShard("g", ref, 0, 0);
+  ASSERT_TRUE(l2.ok());
+  EXPECT_EQ(l2->shard_name, "s2");
+  EXPECT_GT(l2->lease_id, l1->lease_id);  // lease ids are never reused
+  auto st = g2->GetSweep("restart");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->trials(0).state(), "running");
+  EXPECT_EQ(st->trials(0).step(), 7);
+  EXPECT_EQ(st->trials(0).checkpoint(), "ck/7");
+  EXPECT_DOUBLE_EQ(st->trials(0).latest_train().at("loss"), 0.5);
+  auto history = g2->GetMetrics("restart");
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(history->size(), 1u);
+}
+
 }  // namespace
 }  // namespace flap::coordinator

@@ -252,11 +252,24 @@ Status CoordinatorService::Load() {
     if (t == trials_.end()) return Status::Corruption(key + ": metrics of an unknown trial");
     (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = p.values;
   }
-  FLAP_ASSIGN_OR_RETURN(auto tables, journal_->Scan("lease/"));
+  // Lease tables: the epoch's shards under epoch/<ekey>, each lease under lease/<ekey>/<id>.
+  FLAP_ASSIGN_OR_RETURN(auto tables, journal_->Scan("epoch/"));
   for (const auto& [key, value] : tables) {
     FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_ASSIGN_OR_RETURN(LeaseTable table, LeaseTable::FromJson(j, key));
     const std::string ekey = key.substr(6);
+    FLAP_ASSIGN_OR_RETURN(auto lease_rows, journal_->Scan("lease/" + ekey + "/"));
+    nlohmann::json leases = nlohmann::json::array();
+    uint64_t next_id = 1;
+    for (const auto& [lkey, lvalue] : lease_rows) {
+      FLAP_ASSIGN_OR_RETURN(nlohmann::json l, ParseJson(lvalue, lkey));
+      FLAP_ASSIGN_OR_RETURN(Lease lease, Lease::FromJson(l, lkey));
+      next_id = std::max(next_id, lease.id + 1);
+      leases.push_back(std::move(l));
+    }
+    if (!j.is_object()) return Status::Corruption(key + ": expected a JSON object");
+    j["leases"] = std::move(leases);
+    j["next_lease_id"] = next_id;
+    FLAP_ASSIGN_OR_RETURN(LeaseTable table, LeaseTable::FromJson(j, key));
     const size_t slash = ekey.rfind('/');
     const std::string tkey = ekey.substr(0, slash);
     if (!trials_.count(tkey)) return Status::Corruption(key + ": lease table of an unknown trial");
@@ -358,6 +371,15 @@ void CoordinatorService::PutGroup(const std::string& id, const GroupEntry& g,
   batch->Put("group/" + id, j.dump());
 }
 
+void CoordinatorService::PutLeases(const std::string& ekey, const std::vector<Lease>& leases,
+                                   JournalBatch* batch) const {
+  for (const Lease& l : leases) {
+    char id[24];
+    std::snprintf(id, sizeof(id), "%012llu", static_cast<unsigned long long>(l.id));
+    batch->Put("lease/" + ekey + "/" + id, l.ToJson().dump());
+  }
+}
+
 void CoordinatorService::PutCounters(JournalBatch* batch) const {
   nlohmann::json j = {{"next_group", next_group_}, {"next_order", next_order_}};
   batch->Put("meta/counters", j.dump());
@@ -432,7 +454,7 @@ void CoordinatorService::RevokeLeases(const std::string& key, JournalBatch* batc
   for (int epoch : e->second) {
     const std::string ekey = EpochKey(key, epoch);
     LeaseTable& table = leases_.at(ekey);
-    if (!table.RevokeAll().empty()) batch->Put("lease/" + ekey, table.ToJson().dump());
+    PutLeases(ekey, table.RevokeAll(), batch);
   }
 }
 
@@ -687,7 +709,10 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       if (!table.ok()) return ToGrpc(table.status());
       existing = leases_.emplace(ekey, std::move(*table)).first;
       epochs_[key].insert(req->epoch());
-      batch->Put("lease/" + ekey, existing->second.ToJson().dump());
+      nlohmann::json header = existing->second.ToJson();
+      header.erase("leases");
+      header.erase("next_lease_id");
+      batch->Put("epoch/" + ekey, header.dump());
     }
     EnsureRunning(key, t, batch);
     const LeaseTable& table = existing->second;
@@ -721,7 +746,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     EnsureRunning(key, t, batch);
     const int64_t now = Now();
     LeaseTable& table = it->second;
-    const bool expired = !table.Expire(now).empty();
+    PutLeases(it->first, table.Expire(now), batch);
     const std::string rank = RankId(req->group_id(), req->rank());
     // A rank holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
     const std::vector<Lease> held = table.RenewRank(rank, now);
@@ -731,6 +756,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
       r->lease = held.front();
     } else {
       r = table.Acquire(rank, now);
+      if (r.ok() && r->kind == AcquireResult::Kind::kGranted) PutLeases(it->first, {r->lease}, batch);
     }
     if (!r.ok()) return ToGrpc(r.status());
     switch (r->kind) {
@@ -748,9 +774,6 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
       case AcquireResult::Kind::kEpochDone:
         resp->set_kind(v1::LeaseShardResponse::EPOCH_DONE);
         break;
-    }
-    if (expired || r->kind == AcquireResult::Kind::kGranted) {
-      batch->Put("lease/" + it->first, table.ToJson().dump());
     }
     return grpc::Status::OK;
   });
@@ -785,7 +808,7 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServer
     const bool already = lease->state == LeaseState::kCompleted;
     StatusOr<Lease> done = table.Complete(req->lease_id(), Now());
     if (!done.ok()) return ToGrpc(done.status());
-    if (!already) batch->Put("lease/" + it->first, table.ToJson().dump());
+    if (!already) PutLeases(it->first, {*done}, batch);
     resp->set_done_shards(table.done_shards());
     resp->set_num_shards(table.num_shards());
     resp->set_epoch_done(table.EpochDone());
@@ -1242,9 +1265,7 @@ void CoordinatorService::Reap() {
       ReleaseGroup(gid, "trial taken: " + why, &batch);
     }
     for (auto& [ekey, table] : leases_) {
-      if (table.active_leases() > 0 && !table.Expire(now).empty()) {
-        batch.Put("lease/" + ekey, table.ToJson().dump());
-      }
+      if (table.active_leases() > 0) PutLeases(ekey, table.Expire(now), &batch);
     }
     journal_->Append(std::move(batch));
     reports.swap(reports_due_);

@@ -258,6 +258,8 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void MaybeFinishSweep(const std::string& sweep_id, JournalBatch* batch);
   void FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const;
   void PutCounters(JournalBatch* batch) const;
+  // Journals the given leases of epoch `ekey`, one key each (lease/<ekey>/<id>).
+  void PutLeases(const std::string& ekey, const std::vector<Lease>& leases, JournalBatch* batch) const;
   void FillTrialStatus(const TrialEntry& t, v1::TrialStatus* out) const;
   void Reap();
   void ReapLoop();
