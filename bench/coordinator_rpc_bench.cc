@@ -2,15 +2,16 @@
 // flap-coordinator (the real server: gRPC over 127.0.0.1, every lease and completion committed
 // to RocksDB with fsync before its reply). Prints throughput and p50 / p99 / max latency per
 // call, for
-//   1. a paced load: each rank heartbeats every --period-ms and takes and completes a shard
-//      every --period-ms (latency counted from the scheduled time, so queueing shows);
+//   1. a paced load: each rank heartbeats every --heartbeat-ms and takes and completes a shard
+//      every --shard-ms (a heartbeat's latency is counted from its scheduled time, so
+//      queueing in the client shows too);
 //   2. a saturating load: every rank issues its next call as soon as the last one returns;
 //   3. the same saturating load with fsync off, the baseline showing what durability costs.
 // The coordinator and the clients share this machine's cores (in one process, separate
 // thread pools). Not a test: it asserts nothing and prints figures.
 //
 //   build/bench/coordinator_rpc_bench [--ranks 1024] [--group-size 8] [--seconds 5]
-//                                     [--period-ms 1000] [--shards 256] [--channels 16]
+//       [--heartbeat-ms 1000] [--shard-ms 5000] [--shards 256] [--channels 16]
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -38,7 +39,8 @@ struct Args {
   int ranks = 1024;
   int group_size = 8;
   double seconds = 5;
-  int period_ms = 1000;
+  int heartbeat_ms = 1000;  // paced run: each rank heartbeats this often
+  int shard_ms = 5000;      // paced run: each rank takes and completes a shard this often
   int shards = 256;
   int channels = 16;
 };
@@ -71,10 +73,13 @@ double Pct(std::vector<double>& v, double p) {
 // in flight at a time.
 class Rank {
  public:
+  // Every `shard_every`-th heartbeat is followed by a LeaseShard and a CompleteShard.
   Rank(v1::Coordinator::Stub* stub, std::string token, std::string group, v1::TrialRef trial,
-       int rank, Stats* stats)
+       int rank, int shard_every, Stats* stats)
       : stub_(stub), token_(std::move(token)), group_(std::move(group)), trial_(std::move(trial)),
-        rank_(rank), stats_(stats) {}
+        rank_(rank), shard_every_(shard_every), cycle_(rank), stats_(stats) {}
+  // Whether the next call is a heartbeat (paced on the clock; the others follow at once).
+  bool next_is_heartbeat() const { return phase_ == kHeartbeat; }
 
   // Starts the next call of the cycle; `scheduled` is when it was due (for the latency).
   void Next(Clock::time_point scheduled, std::function<void()> done) {
@@ -122,7 +127,7 @@ class Rank {
     } else {
       stats_->Add(kind, ms);
       if (kind == kHeartbeat) {
-        phase_ = kLease;
+        phase_ = ++cycle_ % shard_every_ == 0 ? kLease : kHeartbeat;
       } else if (kind == kLease) {
         if (lease_resp_.kind() == v1::LeaseShardResponse::GRANTED) {
           phase_ = kComplete;
@@ -145,6 +150,8 @@ class Rank {
   std::string token_, group_;
   v1::TrialRef trial_;
   int rank_;
+  int shard_every_;
+  int cycle_;
   Stats* stats_;
   int phase_ = kHeartbeat;
   int epoch_ = 0;
@@ -166,7 +173,8 @@ struct Run {
 };
 
 // Sets up a coordinator, its groups and trials, then drives the ranks. paced: each rank's
-// calls are due every period/3 (one Heartbeat, LeaseShard and CompleteShard per period).
+// heartbeats are due every heartbeat_ms, with a LeaseShard and a CompleteShard right after
+// every shard_ms / heartbeat_ms-th one; saturating: every call right after the last.
 void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
   const std::string dir = std::filesystem::temp_directory_path() /
                           ("flap_rpc_bench_" + std::to_string(::getpid()) + (sync ? "_s" : "_n") +
@@ -224,7 +232,9 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
   for (int r = 0; r < a.ranks; ++r) {
     ranks.push_back(std::make_unique<Rank>(stubs[r % a.channels].get(), co.token,
                                            "g" + std::to_string(r / a.group_size),
-                                           trials[r / a.group_size], r % a.group_size, &run->stats));
+                                           trials[r / a.group_size], r % a.group_size,
+                                           paced ? std::max(1, a.shard_ms / a.heartbeat_ms) : 1,
+                                           &run->stats));
   }
 
   std::atomic<bool> stop{false};
@@ -234,7 +244,7 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
   std::vector<std::pair<int, Clock::time_point>> pending_;  // GUARDED_BY(mu): paced ranks waiting
   const auto start = Clock::now();
   const auto end = start + std::chrono::milliseconds(static_cast<int64_t>(a.seconds * 1000));
-  const auto step = std::chrono::microseconds(static_cast<int64_t>(a.period_ms) * 1000 / 3);
+  const auto step = std::chrono::milliseconds(a.heartbeat_ms);
   // Epochs run out in the saturating runs: a helper begins the next one for the group.
   std::thread epochs([&] {
     while (!stop) {
@@ -257,7 +267,9 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
     ++in_flight;
     ranks[r]->Next(due, [&, r, due] {
       if (!stop && Clock::now() < end) {
-        if (paced) {
+        if (paced && !ranks[r]->next_is_heartbeat()) {
+          launch(r, Clock::now());  // the lease and completion follow at once
+        } else if (paced) {
           Clock::time_point next = due + step;
           const auto now = Clock::now();
           if (next > now) {
@@ -337,9 +349,10 @@ int main(int argc, char** argv) {
     const std::string k = argv[i];
     const double v = std::atof(argv[i + 1]);
     if (k == "--ranks") a.ranks = static_cast<int>(v);
+    else if (k == "--heartbeat-ms") a.heartbeat_ms = static_cast<int>(v);
+    else if (k == "--shard-ms") a.shard_ms = static_cast<int>(v);
     else if (k == "--group-size") a.group_size = static_cast<int>(v);
     else if (k == "--seconds") a.seconds = v;
-    else if (k == "--period-ms") a.period_ms = static_cast<int>(v);
     else if (k == "--shards") a.shards = static_cast<int>(v);
     else if (k == "--channels") a.channels = static_cast<int>(v);
     else {
@@ -347,7 +360,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (a.ranks % a.group_size != 0 || a.channels < 1) {
+  if (a.ranks % a.group_size != 0 || a.channels < 1 || a.heartbeat_ms < 1 || a.shard_ms < 1) {
     std::fprintf(stderr, "--ranks must be a multiple of --group-size\n");
     return 2;
   }
@@ -358,8 +371,9 @@ int main(int argc, char** argv) {
   Run paced, saturated, unsynced;
   RunOnce(a, /*sync=*/true, /*paced=*/true, &paced);
   char title[128];
-  std::snprintf(title, sizeof(title), "1. paced (each rank: 1 heartbeat + 1 lease + 1 completion per %d ms), fsync on",
-                a.period_ms);
+  std::snprintf(title, sizeof(title),
+                "1. paced (each rank: a heartbeat every %d ms, a lease + completion every %d ms), fsync on",
+                a.heartbeat_ms, std::max(1, a.shard_ms / a.heartbeat_ms) * a.heartbeat_ms);
   Print(title, paced);
   RunOnce(a, true, false, &saturated);
   Print("\n2. saturating (every rank back-to-back), fsync on", saturated);

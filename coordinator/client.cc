@@ -83,6 +83,7 @@ StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(const Cl
   if (options.deadline_ms <= 0) return Status::InvalidArgument("coordinator client: deadline_ms <= 0");
   std::shared_ptr<grpc::ChannelCredentials> creds;
   grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);  // GetSweep of a 10,000-trial sweep, reports
   if (options.tls_ca.empty()) {
     creds = grpc::InsecureChannelCredentials();
   } else {

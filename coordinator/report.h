@@ -15,7 +15,8 @@
 //   - Speed (speed.csv, throughput.svg, time_to_target.svg): mean samples/s and time-to-target
 //     against mask.ratio, one line per mask.strategy (values from the factors, else "base").
 // Stopped, failed and cancelled trials are listed with their latest evaluation but kept out of
-// the means and effects: their results are from fewer steps.
+// the means and effects: their results are from fewer steps. Speed uses every trial that
+// reported anything (samples/s does not depend on how far a trial got).
 //
 // Primary metric: ReportOptions::metric, else the sweep's ASHA metric, else map10.
 // Time-to-target: wall seconds from a trial's first metric record to its first EVAL record

@@ -58,7 +58,8 @@
 //   8. FinishTrial(trial) when training and the final evaluation are done (idempotent for the
 //      same attempt), or FailTrial(trial, cause, error) with cause PREEMPTION, NODE_FAULT or
 //      TRIAL_ERROR: the trial is requeued while that cause's budget lasts, else marked failed
-//      with the error; the sweep goes on either way. Both free the group.
+//      with the error; the sweep goes on either way. Both free the group. A FailTrial whose
+//      reply was lost is refused as stale when retried: the attempt has already ended.
 //
 // A call for a trial carries (sweep_id, trial_id, attempt) and the group id; it is refused
 // with FAILED_PRECONDITION unless that attempt is the trial's current one and the group holds

@@ -271,5 +271,42 @@ TEST(CoordinatorClientLib, EveryCallHasADeadline) {
   EXPECT_LT(waited, std::chrono::seconds(5));
 }
 
+TEST(CoordinatorState, DamagedStateIsRefusedNamingTheKeyAndLeftAsItIs) {
+  flap::testing::TempDir dir("state_damaged");
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.service = testing::FastServiceOptions();
+  so.service.state_dir = dir / "state";
+  {
+    auto server = CoordinatorServer::Start(so);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    ClientOptions co;
+    co.target = (*server)->address();
+    co.token = (*server)->token();
+    auto client = CoordinatorClient::Connect(co);
+    ASSERT_TRUE(client.ok());
+    ASSERT_TRUE((*client)->SubmitSweep(MaskSweep("d", "1"), "d.ini", "").ok());
+  }  // the server stops and releases its database
+  const std::string db = dir / "state/db";
+  ServiceOptions o = so.service;
+  {
+    auto j = Journal::Open(db, JournalOptions());
+    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    JournalBatch b;
+    b.Put("trial/d/t0001", "{\"spec\": 3}");
+    ASSERT_TRUE((*j)->Wait((*j)->Append(std::move(b))).ok());
+  }
+  o.state_dir = db;
+  o.token = "t";
+  auto s = CoordinatorService::Create(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kCorruption);
+  EXPECT_TRUE(Contains(s.status().message(), "trial/d/t0001")) << s.status().message();
+  // Nothing was changed or dropped: the other trials are still there.
+  auto j = Journal::Open(db, JournalOptions());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)->Scan("trial/d/")->size(), 4u);
+}
+
 }  // namespace
 }  // namespace flap::coordinator

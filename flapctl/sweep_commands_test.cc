@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <iostream>
 
 #include "coordinator/service_test_util.h"
 #include "coordinator/sim_group.h"
@@ -105,6 +106,7 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
 
   auto status = Flapctl("status mask");
   ASSERT_EQ(status.exit_code, 0) << status.output;
+  std::cout << status.output;  // what a user sees
   EXPECT_TRUE(Contains(status.output, "sweep mask: running, 8 trials")) << status.output;
   EXPECT_TRUE(Contains(status.output, "trial")) << status.output;
   EXPECT_TRUE(Contains(status.output, "progress")) << status.output;

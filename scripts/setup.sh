@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libsndfile1-dev libsoxr-dev libarchive-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev
+  gnuplot-nox openssl
   python3-torch python3-torchaudio
   tar
 )
