@@ -229,7 +229,9 @@ TEST(CoordinatorE2E, ReportIsWrittenWithPlotsWhenTheSweepEnds) {
 }
 
 TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpoint) {
-  TestCoordinator c("e2e_lost");  // heartbeat timeout 400 ms, lease ttl 400 ms
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 1000;  // a margin for a loaded machine between a's calls
+  TestCoordinator c("e2e_lost", so);
   auto user = c.Client();
   ASSERT_TRUE(user->SubmitSweep(MaskSweep("lost", "1"), "lost.ini", "").ok());
   auto a = c.Client();
@@ -286,7 +288,10 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
 }
 
 TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce) {
-  TestCoordinator c("e2e_leases");  // lease ttl 400 ms
+  ServiceOptions so = FastServiceOptions();
+  so.lease_ttl_ms = 1000;
+  so.heartbeat_timeout_ms = 10000;
+  TestCoordinator c("e2e_leases", so);
   auto user = c.Client();
   ASSERT_TRUE(user->SubmitSweep(MaskSweep("leases", "1"), "l.ini", "").ok());
   auto g = c.Client();
@@ -305,7 +310,7 @@ TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce)
   ASSERT_TRUE(wait.ok());
   EXPECT_EQ(wait->kind, ShardLease::Kind::kWait);
   EXPECT_GT(wait->retry_after_ms, 0);
-  for (int i = 0; i < 10; ++i) {  // 1 s of heartbeats renewing rank 0 only
+  for (int i = 0; i < 20; ++i) {  // 2 s of heartbeats renewing rank 0 only
     auto hb = g->Heartbeat("g", {0});
     ASSERT_TRUE(hb.ok());
     EXPECT_EQ(hb->action(), v1::CONTINUE);

@@ -48,6 +48,21 @@ TEST_F(SweepCli, SubmitRefusesAnInvalidFileListingEveryErrorAndSendsNothing) {
   EXPECT_EQ(list->sweeps_size(), 0);
 }
 
+TEST_F(SweepCli, SubmitsTheShippedMaskSweepWithItsBaseConfig) {
+  auto r = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/mask-sweep.ini");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "submitted sweep mask-ablation (15 trials)")) << r.output;
+  auto again = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/mask-sweep.ini");
+  EXPECT_TRUE(Contains(again.output, "already submitted")) << again.output;
+  auto next = c_.Client();
+  ASSERT_TRUE(next->Register("g", "g", 1).ok());
+  auto a = next->NextTrial("g");
+  ASSERT_TRUE(a.ok() && a->assigned);
+  EXPECT_EQ(a->assignment.base_config, ReadFile(std::string(FLAP_CONFIG_DIR) + "/tiny.ini"));
+  EXPECT_EQ(a->assignment.overrides.at("mask.ratio"), "0");
+  EXPECT_EQ(a->assignment.overrides.count("mask.strategy"), 0u);
+}
+
 TEST_F(SweepCli, WrongTokenIsReportedClearly) {
   const std::string file = c_.dir() / "s.ini";
   WriteFile(file, coordinator::testing::MaskSweep("s", "1"));
