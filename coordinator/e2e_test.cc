@@ -287,6 +287,34 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
   EXPECT_EQ(history->at(0).attempt(), 1);
 }
 
+TEST(CoordinatorE2E, AGroupThatRestartsLosesItsTrialAndARetriedRegisterChangesNothing) {
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 10000;
+  TestCoordinator c("e2e_reregister", so);
+  auto user = c.Client();
+  ASSERT_TRUE(user->SubmitSweep(MaskSweep("rereg", "1"), "r.ini", "").ok());
+  auto g = c.Client();
+  ASSERT_TRUE(g->Register("g", "first", 1).ok());
+  auto next = g->NextTrial("g");
+  ASSERT_TRUE(next.ok() && next->assigned);
+  ASSERT_TRUE(g->ReportCheckpoint("g", next->assignment.trial, "ck/5", 5).ok());
+  ASSERT_TRUE(g->Register("g", "first", 1).ok());  // a retry: the trial stays
+  auto hb = g->Heartbeat("g");
+  ASSERT_TRUE(hb.ok());
+  EXPECT_EQ(hb->action(), v1::CONTINUE);
+  ASSERT_TRUE(g->Register("g", "second", 1).ok());  // the group's processes restarted
+  auto st = user->GetSweep("rereg");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->trials(0).state(), "pending");
+  EXPECT_EQ(st->trials(0).node_faults(), 1);
+  EXPECT_TRUE(Contains(st->trials(0).last_error(), "restarted")) << st->trials(0).last_error();
+  auto again = g->NextTrial("g");
+  ASSERT_TRUE(again.ok() && again->assigned);
+  EXPECT_EQ(again->assignment.trial.trial_id(), "t0000");
+  EXPECT_EQ(again->assignment.trial.attempt(), 2);
+  EXPECT_EQ(again->assignment.resume_checkpoint, "ck/5");
+}
+
 TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce) {
   ServiceOptions so = FastServiceOptions();
   so.lease_ttl_ms = 1000;

@@ -24,7 +24,9 @@
 //   2. Heartbeat(group_id, ranks) every heartbeat interval. It keeps the group alive and renews
 //      the shard leases of the listed ranks. It answers CONTINUE (the trial goes on), STOP
 //      (early-stopped by ASHA, cancelled, or taken from the group: stop at once; the reason
-//      says which) or IDLE (the group holds no trial). A group whose last heartbeat is older
+//      says which) or IDLE (the group holds no trial; a group that believes it runs one
+//      stops it too: the reason of a STOP is kept in memory only, so after a coordinator
+//      restart a group whose trial was taken hears IDLE). A group whose last heartbeat is older
 //      than the heartbeat timeout is lost: its trial is requeued as a node fault, its leases
 //      are revoked (their shards return to the pool), and every later call it makes for that
 //      attempt is refused as stale (FAILED_PRECONDITION).
@@ -32,7 +34,8 @@
 //      assignment comes back (a retry); otherwise the coordinator assigns the first pending
 //      trial in queue order: sweeps by priority (higher first), then by submission, trials by
 //      number. The assignment carries the trial's attempt number, the base config, the
-//      overrides (factor values and train.seed) and the checkpoint to resume from (the latest
+//      overrides (factor values, train.seed, and train.trial_id = "<sweep>-<trial>" naming its
+//      checkpoints) and the checkpoint to resume from (the latest
 //      one the trial reported; "" = from scratch). With nothing to assign it says when to ask
 //      again, and whether every sweep is done.
 //   4. BeginEpoch(trial, epoch, shards): rank 0 declares the shards of an epoch (names and
@@ -42,8 +45,9 @@
 //   5. LeaseShard(trial, epoch, rank) by each rank for its next shard: GRANTED with a lease
 //      and its deadline, WAIT (every undone shard is leased; retry after the given delay) or
 //      EPOCH_DONE. A rank holds at most one lease per epoch: asking again while it holds one
-//      returns that lease, renewed (so a retried call does not strand a shard). Expired leases are reaped before each grant and on a timer; their shards go
-//      back to the pool, lowest index first. CompleteShard(lease) when the shard is consumed:
+//      returns that lease, renewed (so a retried call does not strand a shard). Expired
+//      leases are reaped before each grant and on a timer; their shards go back to the pool,
+//      lowest index first. CompleteShard(lease) when the shard is consumed:
 //      idempotent (a retry counts nothing), refused when the lease expired (the shard counts
 //      under its next lease), so each sample is counted once per epoch whatever fails.
 //   6. ReportMetrics(trial, kind, step, values): TRAIN records (loss, contrastive, recon,
