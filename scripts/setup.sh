@@ -13,7 +13,7 @@ PACKAGES=(
   librocksdb-dev prometheus-cpp-dev libboost-program-options-dev
   libgtest-dev libgmock-dev
   libsndfile1-dev libsoxr-dev libarchive-dev libsentencepiece-dev
-  nlohmann-json3-dev libxxhash-dev
+  nlohmann-json3-dev libxxhash-dev libcurl4-openssl-dev
   gnuplot-nox openssl
   python3-torch python3-torchaudio
   tar

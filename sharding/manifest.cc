@@ -1,6 +1,8 @@
 // Implementation of sharding/manifest.h (nlohmann::json without exceptions, libxxhash).
 #include "sharding/manifest.h"
 
+#include <sstream>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -114,6 +116,7 @@ nlohmann::json ManifestToJson(const Manifest& m) {
   }
   j["shards"] = std::move(shards);
   j["provenance"] = m.provenance;
+  if (!m.augment.is_null()) j["augment"] = m.augment;
   return j;
 }
 
@@ -150,6 +153,11 @@ StatusOr<Manifest> ManifestFromJson(const nlohmann::json& j, const std::string& 
   }
   auto prov = j.find("provenance");
   if (prov != j.end()) m.provenance = *prov;
+  auto aug = j.find("augment");
+  if (aug != j.end()) {
+    if (!aug->is_object()) return Status::Corruption(what + ": field 'augment' is not an object");
+    m.augment = *aug;
+  }
   if (!(problem = CheckManifest(m)).empty()) return bad(problem);
   return m;
 }
@@ -242,6 +250,34 @@ StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& sp
   info.bytes = static_cast<int64_t>(st.st_size);
   FLAP_ASSIGN_OR_RETURN(info.xxh64, FileXxh64(path));
   return info;
+}
+
+StatusOr<std::map<std::string, std::vector<std::string>>> ReadAugmentFile(const std::string& dataset_dir,
+                                                                        const Manifest& manifest) {
+  std::map<std::string, std::vector<std::string>> out;
+  if (!manifest.augment.is_object() || !manifest.augment.contains("file")) return out;
+  if (!manifest.augment["file"].is_string()) return Status::Corruption("manifest: augment.file is not a string");
+  const std::string path = JoinPath(dataset_dir, manifest.augment["file"].get<std::string>());
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  std::istringstream in(text);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("key") || !j["key"].is_string() ||
+        !j.contains("text_augment") || !j["text_augment"].is_array()) {
+      return Status::Corruption(path + ":" + std::to_string(n) + ": expected {\"key\": string, \"text_augment\": [strings]}");
+    }
+    std::vector<std::string> texts;
+    for (const auto& t : j["text_augment"]) {
+      if (!t.is_string() || t.get<std::string>().empty()) {
+        return Status::Corruption(path + ":" + std::to_string(n) + ": an augmented caption is not a non-empty string");
+      }
+      texts.push_back(t.get<std::string>());
+    }
+    out[j["key"].get<std::string>()] = std::move(texts);
+  }
+  return out;
 }
 
 }  // namespace flap::sharding

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,8 @@ struct Manifest {
   std::string tokenizer = "tokenizer.model";  // file name inside the dataset folder
   std::vector<ShardInfo> shards;               // in manifest order
   nlohmann::json provenance = nlohmann::json::object();  // how it was made
+  // How the augmented-captions side file was made (augment.h); null when there is none.
+  nlohmann::json augment = nullptr;
 
   // The shards of `split`, in manifest order (empty if none).
   std::vector<ShardInfo> ShardsOf(const std::string& split) const;
@@ -76,5 +79,13 @@ Status VerifyShard(const std::string& dataset_dir, const ShardInfo& info);
 // Describes `path` as a ShardInfo (name = file name, size, checksum), for building manifests.
 StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& split,
                                   int64_t num_samples);
+
+// The augmented-captions side file (augment.h) that a manifest's "augment" section names.
+inline constexpr char kAugmentFileName[] = "text_augment.jsonl";
+
+// The side file of a dataset, if its manifest names one: key -> augmented captions. Empty map
+// when there is none; Corruption naming the file and line for a damaged one.
+StatusOr<std::map<std::string, std::vector<std::string>>> ReadAugmentFile(const std::string& dataset_dir,
+                                                                        const Manifest& manifest);
 
 }  // namespace flap::sharding

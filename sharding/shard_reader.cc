@@ -61,14 +61,14 @@ struct ShardReader::Member {
   std::string ext;  // lower case
 };
 
-ShardReader::ShardReader(std::string path, struct archive* archive)
-    : path_(std::move(path)), archive_(archive) {}
+ShardReader::ShardReader(std::string path, struct archive* archive, bool decode_audio)
+    : path_(std::move(path)), archive_(archive), decode_audio_(decode_audio) {}
 
 ShardReader::~ShardReader() {
   if (archive_ != nullptr) archive_read_free(archive_);
 }
 
-StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string& path) {
+StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string& path, bool decode_audio) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     int err = errno;
@@ -85,7 +85,7 @@ StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string& path
     archive_read_free(a);
     return s;
   }
-  return std::unique_ptr<ShardReader>(new ShardReader(path, a));
+  return std::unique_ptr<ShardReader>(new ShardReader(path, a, decode_audio));
 }
 
 StatusOr<bool> ShardReader::NextMember(Member* member) {
@@ -163,9 +163,11 @@ Status ShardReader::BuildSample(const std::string& key, const std::string& audio
   if (problem.empty()) problem = ReadStringList(meta, "text_augment", &s.captions_augment);
   if (problem.empty()) problem = ReadStringList(meta, "tags", &s.tags);
   if (!problem.empty()) return Status::Corruption(path_ + ": member " + json_name + ": " + problem);
-  auto decoded = DecodeAudio(audio.data(), audio.size(), path_ + ": member " + audio_name);
-  if (!decoded.ok()) return decoded.status();
-  s.audio = std::move(decoded).value();
+  if (decode_audio_) {
+    auto decoded = DecodeAudio(audio.data(), audio.size(), path_ + ": member " + audio_name);
+    if (!decoded.ok()) return decoded.status();
+    s.audio = std::move(decoded).value();
+  }
   *sample = std::move(s);
   return Status::OK();
 }

@@ -26,7 +26,9 @@ class ShardReader {
  public:
   // Opens `path`. NotFound if it does not exist; IOError if it cannot be opened; Corruption if
   // it is not a (possibly compressed) tar archive.
-  static StatusOr<std::unique_ptr<ShardReader>> Open(const std::string& path);
+  // decode_audio false: samples come without audio (Sample::audio empty), for readers that
+  // need only captions and tags; the audio member must still be present.
+  static StatusOr<std::unique_ptr<ShardReader>> Open(const std::string& path, bool decode_audio = true);
 
   ShardReader(const ShardReader&) = delete;
   ShardReader& operator=(const ShardReader&) = delete;
@@ -43,7 +45,7 @@ class ShardReader {
 
  private:
   struct Member;
-  ShardReader(std::string path, struct archive* archive);
+  ShardReader(std::string path, struct archive* archive, bool decode_audio);
   // Reads the next regular member's header into *member; false at the end of the archive.
   StatusOr<bool> NextMember(Member* member);
   Status ReadMemberData(const std::string& name, std::string* data);
@@ -53,6 +55,7 @@ class ShardReader {
 
   const std::string path_;
   struct archive* archive_ = nullptr;
+  const bool decode_audio_ = true;
   Status error_;                    // sticky failure
   std::unique_ptr<Member> pending_;  // header read but belonging to the next key
   bool at_end_ = false;

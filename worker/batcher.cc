@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 
 #include "worker/core/draw.h"
 
@@ -36,35 +35,12 @@ at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int m
   return out;
 }
 
-Batcher::Batcher(const Dataset& dataset, const TrialConfig& config)
-    : dataset_(dataset),
-      config_(config),
-      geometry_{config.model.freq_patches(), config.model.time_patches()} {}
-
-int64_t Batcher::steps_per_epoch() const { return dataset_.size() / config_.train.batch_size; }
-
-std::vector<int64_t> Batcher::EpochOrder(int64_t epoch) const {
-  std::vector<int64_t> order(static_cast<size_t>(dataset_.size()));
-  std::iota(order.begin(), order.end(), 0);
-  core::DrawRng rng(core::DrawPurpose::kOrder, config_.train.seed, "", epoch);
-  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
-  return order;
-}
-
-std::vector<std::string> Batcher::BatchKeys(int64_t epoch, int64_t step_in_epoch) const {
-  const std::vector<int64_t> order = EpochOrder(epoch);
-  std::vector<std::string> keys;
-  const int64_t b = config_.train.batch_size;
-  for (int64_t i = 0; i < b; ++i) keys.push_back(dataset_.clip(order[step_in_epoch * b + i]).key);
-  return keys;
-}
-
-core::Batch Batcher::TrainBatch(int64_t epoch, int64_t step_in_epoch) const {
-  const std::vector<int64_t> order = EpochOrder(epoch);
-  const int64_t b = config_.train.batch_size;
-  const int64_t frames = dataset_.target_frames(), bins = dataset_.num_mel_bins();
-  const int kept = core::NumKept(config_.mask, geometry_);
-  const bool drop = config_.mask.ratio > 0.0;
+core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config) {
+  const int64_t b = static_cast<int64_t>(samples.size());
+  const int64_t frames = config.model.target_frames, bins = config.model.num_mel_bins;
+  const core::MaskGeometry geometry{config.model.freq_patches(), config.model.time_patches()};
+  const int kept = core::NumKept(config.mask, geometry);
+  const bool drop = config.mask.ratio > 0.0;
 
   core::Batch batch;
   batch.spec = at::empty({b, frames, bins}, at::kFloat);
@@ -72,19 +48,17 @@ core::Batch Batcher::TrainBatch(int64_t epoch, int64_t step_in_epoch) const {
   std::vector<const std::vector<int>*> captions;
   float* spec_out = batch.spec.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
-    const int64_t idx = order[static_cast<size_t>(step_in_epoch * b + i)];
-    const Clip& clip = dataset_.clip(idx);
-    std::memcpy(spec_out + i * frames * bins, dataset_.spec(idx), sizeof(float) * frames * bins);
-    CaptionChoice c = ChooseCaption(config_.augment_prob, config_.train.seed, clip.key, epoch,
-                                    clip.captions.size(), clip.captions_augment.size());
+    const Clip& clip = *samples[static_cast<size_t>(i)].clip;
+    std::memcpy(spec_out + i * frames * bins, samples[static_cast<size_t>(i)].spec, sizeof(float) * frames * bins);
+    CaptionChoice c = ChooseCaption(config.augment_prob, config.train.seed, clip.key, epoch, clip.captions.size(),
+                                    clip.captions_augment.size());
     captions.push_back(c.augmented ? &clip.captions_augment[c.index] : &clip.captions[c.index]);
     if (drop) {
-      std::vector<int64_t> keep =
-          core::KeepIndices(config_.mask, geometry_, config_.train.seed, clip.key, epoch);
+      std::vector<int64_t> keep = core::KeepIndices(config.mask, geometry, config.train.seed, clip.key, epoch);
       std::memcpy(batch.keep.data_ptr<int64_t>() + i * kept, keep.data(), sizeof(int64_t) * kept);
     }
   }
-  batch.tokens = PadTokens(captions, config_.model.text_max_len);
+  batch.tokens = PadTokens(captions, config.model.text_max_len);
   return batch;
 }
 

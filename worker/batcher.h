@@ -1,7 +1,7 @@
-// Turns a Dataset into the batches a training step consumes, deterministically: the sample
-// order of an epoch, each sample's caption (augmentation policy) and its token mask are pure
-// functions of (trial seed, sample key, epoch), so the same step of a resumed run gets the
-// same batch. The last incomplete batch of an epoch is dropped (every step has B samples).
+// Turns samples into the batches a training step consumes, deterministically: each sample's
+// caption (augmentation policy) and its token mask are pure functions of (trial seed, sample
+// key, epoch), so the same step of a resumed run gets the same batch. The sample order itself
+// is the streaming loader's (loader.h).
 //
 // Thread-safety: const methods are safe from any thread.
 #pragma once
@@ -13,7 +13,7 @@
 #include "worker/config.h"
 #include "worker/core/masking.h"
 #include "worker/core/train_step.h"
-#include "worker/dataset.h"
+#include "worker/shard_features.h"
 
 namespace flap::worker {
 
@@ -31,23 +31,16 @@ CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::strin
 // longest caption capped at max_len.
 at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len);
 
-class Batcher {
- public:
-  // `dataset` must outlive the Batcher.
-  Batcher(const Dataset& dataset, const TrialConfig& config);
-
-  int64_t steps_per_epoch() const;
-  // The permutation of sample indices used in `epoch`.
-  std::vector<int64_t> EpochOrder(int64_t epoch) const;
-  // The batch of step `step_in_epoch` of `epoch`, on the CPU.
-  core::Batch TrainBatch(int64_t epoch, int64_t step_in_epoch) const;
-  // Keys of that batch's samples, in batch order (for tests and accounting).
-  std::vector<std::string> BatchKeys(int64_t epoch, int64_t step_in_epoch) const;
-
- private:
-  const Dataset& dataset_;
-  TrialConfig config_;
-  core::MaskGeometry geometry_;
+// One sample as the batch builder sees it: its clip (key, captions) and its spectrogram
+// (frames x bins floats). Both are borrowed.
+struct SampleView {
+  const Clip* clip = nullptr;
+  const float* spec = nullptr;
 };
+
+// The training batch of `samples` in `epoch`, on the CPU: spectrograms copied in order, each
+// sample's caption picked by ChooseCaption and its kept patches by core::KeepIndices (undefined
+// keep when mask.ratio is 0). A pure function of its arguments.
+core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config);
 
 }  // namespace flap::worker

@@ -51,7 +51,8 @@ Status Checkpointer::Wait() {
 }
 
 Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
-                               int64_t steps_per_epoch, const std::map<std::string, double>& metrics) {
+                               int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
+                               const nlohmann::json& data_cursor) {
   FLAP_RETURN_IF_ERROR(Wait());
   // The copy: everything the background thread writes is bytes owned by it.
   std::map<std::string, std::string> files;
@@ -70,6 +71,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
                           {"position_in_epoch", step % steps_per_epoch},
                           {"steps_per_epoch", steps_per_epoch},
                           {"config_hash", config_hash_}};
+  if (!data_cursor.is_null()) state["data_cursor"] = data_cursor;
   files["state.json"] = state.dump(2) + "\n";
   checkpoint::Metadata meta;
   meta.config_hash = config_hash_;
@@ -98,7 +100,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
   return Status::OK();
 }
 
-StatusOr<int64_t> Checkpointer::Restore(const ResumeOptions& options, core::FlapModel& model,
+StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core::FlapModel& model,
                                         torch::optim::Optimizer& optimizer, std::ostream& log) {
   checkpoint::Entry entry;
   if (options.from_step >= 0) {
@@ -149,7 +151,10 @@ StatusOr<int64_t> Checkpointer::Restore(const ResumeOptions& options, core::Flap
     return Status::Corruption("checkpoint " + entry.Name() + ": state.json is malformed");
   }
   log << "resumed from checkpoint " << entry.Name() << " (step " << entry.step << ")" << std::endl;
-  return entry.step;
+  RestoredState restored;
+  restored.step = entry.step;
+  if (state.contains("data_cursor")) restored.data_cursor = state["data_cursor"];
+  return restored;
 }
 
 }  // namespace flap::worker

@@ -2,9 +2,9 @@
 //
 // A checkpoint holds model.pt (parameters and buffers), optimizer.pt (AdamW state),
 // rng.pt (LibTorch's CPU generator) and state.json (step, epoch, position in the epoch, config
-// hash). The data cursor is the step: batches, masks and captions are pure functions of
-// (trial seed, epoch, position), so restoring the step restores exactly the samples still to
-// come in the epoch.
+// hash, and the streaming loader's data cursor: loader.h). Batches, masks and captions are
+// pure functions of (trial seed, epoch, cursor), so restoring the cursor restores exactly the
+// samples still to come in the epoch.
 //
 // SaveAsync copies the state into bytes on the calling (training) thread and writes them on a
 // background thread, then applies retention; one save is in flight at a time (a new one waits
@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
 
 #include "checkpoint/store.h"
@@ -32,6 +33,11 @@ struct ResumeOptions {
   bool force = false;         // accept a checkpoint whose config hash differs
 };
 
+struct RestoredState {
+  int64_t step = 0;
+  nlohmann::json data_cursor;  // null when the checkpoint carries none
+};
+
 class Checkpointer {
  public:
   static StatusOr<std::unique_ptr<Checkpointer>> Open(const CheckpointConfig& config,
@@ -39,16 +45,17 @@ class Checkpointer {
                                                       const std::string& config_hash);
   ~Checkpointer();  // waits for the save in flight
 
-  // Restores model and optimizer as the options say. Returns the restored step, or NotFound
-  // when there is nothing to resume from (a fresh start); damaged checkpoints passed over are
-  // reported on `log`.
-  StatusOr<int64_t> Restore(const ResumeOptions& options, core::FlapModel& model,
+  // Restores model and optimizer as the options say. Returns the restored step and data
+  // cursor, or NotFound when there is nothing to resume from (a fresh start); damaged
+  // checkpoints passed over are reported on `log`.
+  StatusOr<RestoredState> Restore(const ResumeOptions& options, core::FlapModel& model,
                             torch::optim::Optimizer& optimizer, std::ostream& log);
 
   // Copies the state now and writes it in the background. Returns the previous save's
   // status if it failed.
   Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
-                   int64_t steps_per_epoch, const std::map<std::string, double>& metrics);
+                   int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
+                   const nlohmann::json& data_cursor = nullptr);
   // Waits for the save in flight; its status.
   Status Wait();
 

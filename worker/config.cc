@@ -147,7 +147,10 @@ const std::vector<Field>& Fields() {
     f.push_back(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path)));
     f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
     f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
-    f.push_back(Number("data.loader_threads", "feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads)));
+    f.push_back(Number("data.loader_threads", "loader feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads)));
+    f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together", FLAP_REF(int, data.shuffle_shards)));
+    f.push_back(Number("data.prefetch_batches", "ready batches queued ahead of training", FLAP_REF(int, data.prefetch_batches)));
+    f.push_back(Text("data.fbank_cache", "feature cache folder shared by trials; empty = none", FLAP_REF(std::string, data.fbank_cache)));
     f.push_back(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root)));
     f.push_back(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals", FLAP_REF(int64_t, ckpt.every)));
     f.push_back(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last)));
@@ -163,7 +166,8 @@ const std::vector<Field>& Fields() {
 // Keys that do not change what training computes (excluded from Hash()).
 bool IsOperational(const std::string& key) {
   return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" ||
-         key == "data.loader_threads" || key == "data.path" || key == "train.trial_id" ||
+         key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
+         key == "data.path" || key == "train.trial_id" ||
          key.rfind("ckpt.", 0) == 0;
 }
 
@@ -224,6 +228,8 @@ Status TrialConfig::Validate() const {
   if (train.log_every < 1) return Status::InvalidArgument("train.log_every must be >= 1");
   if (train.threads < 0) return Status::InvalidArgument("train.threads must be >= 0");
   if (data.loader_threads < 0) return Status::InvalidArgument("data.loader_threads must be >= 0");
+  if (data.shuffle_shards < 1) return Status::InvalidArgument("data.shuffle_shards must be >= 1");
+  if (data.prefetch_batches < 1) return Status::InvalidArgument("data.prefetch_batches must be >= 1");
   if (ckpt.every < 0) return Status::InvalidArgument("ckpt.every must be >= 0");
   if (ckpt.keep_last < 1) return Status::InvalidArgument("ckpt.keep_last must be >= 1");
   if (ckpt.keep_best < 0) return Status::InvalidArgument("ckpt.keep_best must be >= 0");

@@ -24,7 +24,10 @@ struct DataConfig {
   std::string path;                  // dataset folder (manifest.json, shards, tokenizer.model)
   std::string train_split = "train";
   std::string eval_split = "eval";
-  int loader_threads = 0;            // 0: one per core
+  int loader_threads = 0;            // feature threads of the loader; 0: one per core
+  int shuffle_shards = 4;            // shards whose samples are shuffled together (loader.h)
+  int prefetch_batches = 4;          // ready batches the loader keeps queued
+  std::string fbank_cache;           // feature cache folder shared by trials; empty: none
 };
 
 struct TrainConfig {

@@ -1,7 +1,8 @@
-// The worker's view of one split of a dataset: every clip's normalised log-mel spectrogram
-// (computed once, in parallel, at load) and its captions as token ids. This is the simple
-// in-memory reader; the streaming loader (bounded queue, cursor, shard leases) replaces
-// Dataset behind the same Batcher interface for corpora that do not fit in memory.
+// The worker's in-memory view of one split of a dataset: every clip's normalised log-mel
+// spectrogram (computed once, in parallel, at load, or read from the feature cache) and its
+// captions as token ids. Evaluation uses it (it needs every clip at once); training streams its
+// split through loader.h instead. Both are built from the same per-shard unit
+// (shard_features.h).
 //
 // Load verifies each shard's size and checksum against the manifest before reading it, and
 // fails naming the shard (and member) for anything missing, damaged or undecodable.
@@ -14,20 +15,16 @@
 
 #include "common/status.h"
 #include "sharding/tokenizer.h"
+#include "worker/shard_features.h"
 
 namespace flap::worker {
-
-struct Clip {
-  std::string key;
-  std::vector<std::vector<int>> captions;          // token ids of the original captions
-  std::vector<std::vector<int>> captions_augment;  // token ids of the augmented captions
-};
 
 struct DatasetOptions {
   int target_frames = 256;  // frames after pad / crop
   int num_mel_bins = 128;
   int threads = 0;          // feature threads; 0: one per core
   bool verify_checksums = true;
+  std::string cache_dir;    // feature cache folder (shard_features.h); empty: none
 };
 
 class Dataset {

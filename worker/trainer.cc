@@ -12,7 +12,9 @@
 #include <ostream>
 #include <thread>
 
-#include "worker/batcher.h"
+#include "sharding/manifest.h"
+#include "worker/core/masking.h"
+#include "worker/loader.h"
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
@@ -42,6 +44,7 @@ DatasetOptions DataOptions(const TrialConfig& c) {
   o.target_frames = c.model.target_frames;
   o.num_mel_bins = c.model.num_mel_bins;
   o.threads = c.data.loader_threads;
+  o.cache_dir = c.data.fbank_cache;
   return o;
 }
 
@@ -62,6 +65,19 @@ Status WriteText(const std::string& path, const std::string& text) {
   return Status::OK();
 }
 
+// The loader cursor to resume at `step`: the checkpoint's own, checked against the step, or,
+// for a checkpoint without one, the cursor the step implies.
+StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, int64_t per_epoch) {
+  if (saved.is_null()) return LoaderCursor{step / per_epoch, -1, 0, step % per_epoch, {}};
+  FLAP_ASSIGN_OR_RETURN(LoaderCursor c, LoaderCursor::FromJson(saved, "checkpoint at step " + std::to_string(step)));
+  if (c.epoch * per_epoch + c.step_in_epoch != step) {
+    return Status::Corruption("checkpoint at step " + std::to_string(step) + ": its data cursor (epoch " +
+                              std::to_string(c.epoch) + ", step " + std::to_string(c.step_in_epoch) +
+                              ") does not match the step at " + std::to_string(per_epoch) + " steps per epoch");
+  }
+  return c;
+}
+
 }  // namespace
 
 StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log,
@@ -72,31 +88,38 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   SetThreads(config.train.threads);
   const auto start = Clock::now();
 
-  FLAP_ASSIGN_OR_RETURN(Dataset train, Dataset::Load(config.data.path, config.data.train_split, DataOptions(config)));
+  FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
+  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer,
+                        sharding::Tokenizer::Load(config.data.path + "/" + manifest.tokenizer));
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
   const double load_s = Since(start);
-  if (train.size() < config.train.batch_size) {
-    return Status::InvalidArgument("split '" + config.data.train_split + "' has " + std::to_string(train.size()) +
-                                   " clips, fewer than train.batch_size = " + std::to_string(config.train.batch_size));
+  const std::vector<sharding::ShardInfo> train_shards = manifest.ShardsOf(config.data.train_split);
+  if (train_shards.empty()) {
+    return Status::NotFound("dataset '" + config.data.path + "' has no shards in split '" + config.data.train_split + "'");
   }
+  // This process is rank 0 of a group of 1; the worker group sets both for multi-rank runs.
+  const int rank = 0, world_size = 1;
+  auto source = FixedShardSource::Create(train_shards, rank, world_size, config.train.batch_size, config.train.seed);
+  if (!source.ok()) return source.status().WithContext("split '" + config.data.train_split + "'");
+  const int64_t per_epoch = (*source)->StepsPerEpoch();
 
   TrainOutcome outcome;
-  outcome.model = BuildModel(&config, train.tokenizer().vocab_size());
-  Batcher batcher(train, config);
-  const int64_t per_epoch = batcher.steps_per_epoch();
+  outcome.model = BuildModel(&config, tokenizer.vocab_size());
   int64_t total_steps = per_epoch * config.train.epochs;
   if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
   if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
   core::TrainStep step_runner(outcome.model, config.loss, config.optim);
 
   int64_t start_step = 0;
+  LoaderCursor cursor;
   std::unique_ptr<Checkpointer> ckpt;
   if (!config.ckpt.root.empty()) {
     FLAP_ASSIGN_OR_RETURN(ckpt, Checkpointer::Open(config.ckpt, config.TrialId(), config.Hash()));
     if (resume.resume || resume.from_step >= 0) {
       auto restored = ckpt->Restore(resume, outcome.model, step_runner.optimizer(), log);
       if (restored.ok()) {
-        start_step = *restored;
+        start_step = restored->step;
+        FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(restored->data_cursor, start_step, per_epoch));
       } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
         log << "no checkpoint of trial " << config.TrialId() << " yet: starting from step 0" << std::endl;
       } else {
@@ -106,11 +129,31 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   } else if (resume.resume || resume.from_step >= 0) {
     return Status::InvalidArgument("--resume needs ckpt.root");
   }
+  LoaderOptions lo;
+  lo.dataset_dir = config.data.path;
+  lo.threads = config.data.loader_threads > 0 ? config.data.loader_threads
+                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  lo.shuffle_shards = config.data.shuffle_shards;
+  lo.prefetch_batches = config.data.prefetch_batches;
+  lo.features.target_frames = config.model.target_frames;
+  lo.features.num_mel_bins = config.model.num_mel_bins;
+  lo.features.cache_dir = config.data.fbank_cache;
+  FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(config.data.path, manifest));
+  lo.features.augment = &augment;
+  int64_t train_clips = 0;
+  for (const auto& shard : (*source)->shards()) train_clips += shard.num_samples;
+  auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(*source), cursor);
+  if (!loader_or.ok()) return loader_or.status().WithContext("data loader");
+  std::unique_ptr<StreamingLoader> loader = std::move(*loader_or);
   InstallStopSignalHandlers(config.ckpt.stop_deadline);
 
   const int64_t b = config.train.batch_size;
   const int kept = core::NumKept(config.mask, {config.model.freq_patches(), config.model.time_patches()});
-  log << "train: " << train.size() << " clips, eval: " << eval.size() << " clips / " << eval.num_captions()
+  if (!manifest.augment.is_null()) {
+    log << "augmented captions for " << augment.size() << " clips from " << sharding::kAugmentFileName << " ("
+        << manifest.augment.value("method", "?") << ")" << std::endl;
+  }
+  log << "train: " << train_clips << " clips streamed by " << lo.threads << " loader threads, eval: " << eval.size() << " clips / " << eval.num_captions()
       << " captions, features in " << FormatDuration(load_s) << "; preset " << config.preset << ", mask "
       << config.mask.ratio << " " << core::MaskStrategyName(config.mask.strategy) << " (" << kept << "/"
       << config.model.num_patches() << " tokens kept), recon.weight " << config.loss.recon_weight
@@ -119,7 +162,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
 
   nlohmann::json history = nlohmann::json::array();
   core::StepStats last;
-  double fwd_s = 0, bwd_s = 0, opt_s = 0, window_s = 0;
+  double fwd_s = 0, bwd_s = 0, opt_s = 0, window_s = 0, wait_s = 0;
   int64_t window_steps = 0;
   const auto train_start = Clock::now();
   double eval_s = 0;
@@ -148,7 +191,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   };
   auto save = [&](int64_t at_step) -> Status {
     if (!ckpt) return Status::OK();
-    return ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention());
+    return ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention(),
+                           cursor.ToJson());
   };
 
   int64_t step = start_step;
@@ -165,8 +209,16 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
         return outcome;
       }
       const auto t = Clock::now();
-      core::Batch batch = batcher.TrainBatch(epoch, i);
-      last = step_runner.Run(batch, step);
+      auto batch = loader->Next();
+      if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step));
+      if (batch->epoch != epoch || batch->step_in_epoch != i) {
+        return Status::Internal("loader out of step: batch of epoch " + std::to_string(batch->epoch) + " step " +
+                                std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) +
+                                " step " + std::to_string(i) + " was due");
+      }
+      wait_s += Since(t);
+      last = step_runner.Run(batch->batch, step);
+      cursor = batch->after;
       if (!std::isfinite(last.loss)) {
         return Status::Internal("loss became " + std::to_string(last.loss) + " at step " + std::to_string(step) +
                                 " (lower optim.lr?)");
@@ -220,6 +272,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   s["eval"] = MetricsToJson(outcome.final_metrics);
   s["eval_history"] = history;
   s["samples_per_second"] = train_s > 0 ? static_cast<double>(step * b) / train_s : 0.0;
+  const LoaderStats ls = loader->stats();
+  s["data"] = {{"wait_seconds", wait_s},
+               {"wait_fraction", train_s > 0 ? wait_s / train_s : 0.0},
+               {"shards_computed", ls.shards_computed},
+               {"shards_from_cache", ls.shards_cached},
+               {"loader_threads", lo.threads}};
+  for (const std::string& n : ls.notes) log << "loader: " << n << std::endl;
   s["step_seconds"] = {{"forward", fwd_s / std::max<int64_t>(1, step)},
                        {"backward", bwd_s / std::max<int64_t>(1, step)},
                        {"optimizer", opt_s / std::max<int64_t>(1, step)}};

@@ -1,9 +1,10 @@
-# The worker library (config, dataset, batcher, evaluator, trainer) and flap-worker.
-add_library(flap_worker config.cc dataset.cc batcher.cc evaluator.cc checkpointer.cc stop_signal.cc trainer.cc)
+# The worker library (config, shard features, dataset, batcher, streaming loader, evaluator,
+# checkpointer, trainer) and flap-worker.
+add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc checkpointer.cc stop_signal.cc trainer.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
   PUBLIC flap::core flap::features flap::sharding flap::checkpoint nlohmann_json::nlohmann_json
-  PRIVATE Boost::program_options Threads::Threads)
+  PRIVATE Boost::program_options PkgConfig::XXHASH Threads::Threads)
 
 add_executable(flap-worker main.cc)
 target_link_libraries(flap-worker PRIVATE flap::worker)

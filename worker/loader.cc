@@ -1,0 +1,410 @@
+#include "worker/loader.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "worker/batcher.h"
+#include "worker/core/draw.h"
+
+namespace flap::worker {
+
+// ---------------------------------------------------------------------------------------------
+// FixedShardSource
+
+StatusOr<std::unique_ptr<FixedShardSource>> FixedShardSource::Create(const std::vector<sharding::ShardInfo>& shards,
+                                                                     int rank, int world_size, int64_t batch_size,
+                                                                     uint64_t seed) {
+  if (world_size < 1 || rank < 0 || rank >= world_size) {
+    return Status::InvalidArgument("rank " + std::to_string(rank) + " is not in a group of " +
+                                   std::to_string(world_size));
+  }
+  if (batch_size < 1) return Status::InvalidArgument("batch size must be >= 1");
+  if (static_cast<int64_t>(shards.size()) < world_size) {
+    return Status::InvalidArgument("the split has " + std::to_string(shards.size()) + " shards, fewer than the " +
+                                   std::to_string(world_size) + " ranks that must share them (re-shard it smaller)");
+  }
+  std::unique_ptr<FixedShardSource> src(new FixedShardSource());
+  src->seed_ = seed;
+  int64_t steps = -1;
+  for (int r = 0; r < world_size; ++r) {
+    int64_t samples = 0;
+    for (size_t i = static_cast<size_t>(r); i < shards.size(); i += static_cast<size_t>(world_size)) {
+      samples += shards[i].num_samples;
+      if (r == rank) src->mine_.push_back(shards[i]);
+    }
+    if (samples < batch_size) {
+      return Status::InvalidArgument("rank " + std::to_string(r) + " of " + std::to_string(world_size) + " gets " +
+                                     std::to_string(samples) + " samples, fewer than one batch of " +
+                                     std::to_string(batch_size));
+    }
+    const int64_t s = samples / batch_size;
+    steps = steps < 0 ? s : std::min(steps, s);
+  }
+  src->steps_per_epoch_ = steps;
+  return src;
+}
+
+StatusOr<std::optional<sharding::ShardInfo>> FixedShardSource::ShardAt(int64_t epoch, int64_t index) {
+  if (epoch != order_epoch_) {
+    order_.resize(mine_.size());
+    for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+    core::DrawRng rng(core::DrawPurpose::kOrder, seed_, "shard-order", epoch);
+    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.Below(i)]);
+    order_epoch_ = epoch;
+  }
+  if (index < 0 || index >= static_cast<int64_t>(order_.size())) return std::optional<sharding::ShardInfo>();
+  return std::optional<sharding::ShardInfo>(mine_[order_[static_cast<size_t>(index)]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoaderCursor
+
+nlohmann::json LoaderCursor::ToJson() const {
+  return {{"epoch", epoch}, {"shards_done", shards_done}, {"position", position}, {"step_in_epoch", step_in_epoch},
+          {"block", block}};
+}
+
+StatusOr<LoaderCursor> LoaderCursor::FromJson(const nlohmann::json& j, const std::string& what) {
+  if (!j.is_object()) return Status::Corruption(what + ": the data cursor is not an object");
+  LoaderCursor c;
+  for (auto [name, field, min] : {std::tuple<const char*, int64_t*, int64_t>{"epoch", &c.epoch, 0},
+                                  {"shards_done", &c.shards_done, -1},
+                                  {"position", &c.position, 0},
+                                  {"step_in_epoch", &c.step_in_epoch, 0}}) {
+    if (!j.contains(name) || !j[name].is_number_integer() || j[name].get<int64_t>() < min) {
+      return Status::Corruption(what + ": data cursor field '" + name + "' is missing or out of range");
+    }
+    *field = j[name].get<int64_t>();
+  }
+  if (j.contains("block")) {
+    if (!j["block"].is_array()) return Status::Corruption(what + ": data cursor field 'block' is not a list");
+    for (const auto& n : j["block"]) {
+      if (!n.is_string()) return Status::Corruption(what + ": data cursor field 'block' holds a non-string");
+      c.block.push_back(n.get<std::string>());
+    }
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// StreamingLoader
+
+namespace {
+
+struct Job {
+  sharding::ShardInfo info;
+  bool done = false;
+  Status status;
+  std::shared_ptr<const ShardFeatures> features;
+};
+
+struct Block {
+  int64_t epoch = 0;
+  int64_t first_shard = 0;  // index in the epoch's shard order
+  std::vector<std::shared_ptr<Job>> jobs;
+  std::vector<std::string> Names() const {
+    std::vector<std::string> n;
+    for (const auto& j : jobs) n.push_back(j->info.name);
+    return n;
+  }
+};
+
+struct SampleRef {
+  std::shared_ptr<const ShardFeatures> shard;
+  int64_t index = 0;
+};
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ",") + n;
+  return s;
+}
+
+}  // namespace
+
+struct StreamingLoader::Impl {
+  LoaderOptions options;
+  TrialConfig config;
+  const sharding::Tokenizer* tokenizer = nullptr;
+  std::unique_ptr<ShardSource> source;  // used by the assembler thread only
+  LoaderCursor start;
+  int64_t steps = 0, batch = 0;
+
+  // Block generator state (assembler thread only).
+  int64_t gen_epoch = 0, gen_next_shard = 0, gen_planned = 0;
+
+  std::mutex mu;
+  std::condition_variable work_cv;   // feature threads: a job is queued or stop
+  std::condition_variable done_cv;   // assembler: a job finished or stop
+  std::condition_variable ready_cv;  // consumer: a batch is ready; assembler: room in the queue
+  bool stop = false;                                 // guarded by mu
+  std::deque<std::shared_ptr<Job>> queued;           // guarded by mu
+  std::deque<LoadedBatch> ready;                     // guarded by mu
+  Status error;                                      // guarded by mu; sticky
+  LoaderStats stats;                                 // guarded by mu
+  std::vector<std::thread> threads;
+
+  // The next block in reading order; its jobs are queued for the feature threads.
+  StatusOr<Block> NextBlock() {
+    const int64_t need = steps * batch;
+    if (gen_planned >= need) {
+      ++gen_epoch;
+      gen_next_shard = 0;
+      gen_planned = 0;
+    }
+    Block b;
+    b.epoch = gen_epoch;
+    b.first_shard = gen_next_shard;
+    for (int k = 0; k < options.shuffle_shards; ++k) {
+      FLAP_ASSIGN_OR_RETURN(std::optional<sharding::ShardInfo> info, source->ShardAt(gen_epoch, gen_next_shard));
+      if (!info) break;
+      auto job = std::make_shared<Job>();
+      job->info = *info;
+      gen_planned += info->num_samples;
+      ++gen_next_shard;
+      b.jobs.push_back(std::move(job));
+    }
+    if (b.jobs.empty()) {
+      return Status::Internal("epoch " + std::to_string(gen_epoch) + ": this rank's shards ran out after " +
+                              std::to_string(gen_planned) + " samples, short of " + std::to_string(steps) +
+                              " steps of " + std::to_string(batch));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& j : b.jobs) queued.push_back(j);
+    }
+    work_cv.notify_all();
+    return b;
+  }
+
+  void FeatureThread() {
+    FeatureOptions fo = options.features;
+    fo.threads = 1;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        work_cv.wait(lock, [&] { return stop || !queued.empty(); });
+        if (stop) return;
+        job = queued.front();
+        queued.pop_front();
+      }
+      auto f = LoadShardFeatures(options.dataset_dir, job->info, *tokenizer, fo);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        job->done = true;
+        if (f.ok()) {
+          if (f->from_cache) ++stats.shards_cached;
+          else ++stats.shards_computed;
+          if (!f->cache_note.empty()) stats.notes.push_back(f->cache_note);
+          job->features = std::make_shared<const ShardFeatures>(std::move(*f));
+        } else {
+          job->status = f.status();
+        }
+      }
+      done_cv.notify_all();
+    }
+  }
+
+  // false: stopping.
+  bool WaitForBlock(const Block& b, Status* status) {
+    std::unique_lock<std::mutex> lock(mu);
+    for (const auto& j : b.jobs) {
+      done_cv.wait(lock, [&] { return stop || j->done; });
+      if (stop) return false;
+      if (!j->status.ok()) {
+        *status = j->status;
+        return true;
+      }
+    }
+    return true;
+  }
+
+  bool Emit(LoadedBatch&& b) {
+    std::unique_lock<std::mutex> lock(mu);
+    ready_cv.wait(lock, [&] { return stop || static_cast<int>(ready.size()) < options.prefetch_batches; });
+    if (stop) return false;
+    ready.push_back(std::move(b));
+    ready_cv.notify_all();
+    return true;
+  }
+
+  Status Assemble() {
+    gen_epoch = start.epoch;
+    gen_next_shard = start.shards_done;
+    gen_planned = start.step_in_epoch * batch - start.position;
+    std::deque<Block> window;
+    FLAP_ASSIGN_OR_RETURN(Block first, NextBlock());
+    if (!start.block.empty() && start.block != first.Names()) {
+      return Status::InvalidArgument("the data cursor's block [" + JoinNames(start.block) + "] differs from this rank's shards at that point [" +
+                                     JoinNames(first.Names()) + "]: the dataset, the seed or the group size changed");
+    }
+    window.push_back(std::move(first));
+    FLAP_ASSIGN_OR_RETURN(Block ahead, NextBlock());
+    window.push_back(std::move(ahead));
+
+    int64_t epoch = start.epoch, step = start.step_in_epoch, position = start.position;
+    std::vector<SampleRef> pending;
+    for (;;) {
+      const Block& cur = window.front();
+      Status status;
+      if (!WaitForBlock(cur, &status)) return Status::OK();
+      FLAP_RETURN_IF_ERROR(status);
+      std::vector<SampleRef> refs;
+      for (const auto& j : cur.jobs) {
+        for (int64_t i = 0; i < j->features->size(); ++i) refs.push_back({j->features, i});
+      }
+      const int64_t n = static_cast<int64_t>(refs.size());
+      if (position > n) {
+        return Status::InvalidArgument("the data cursor's position " + std::to_string(position) +
+                                       " is past the end of its block of " + std::to_string(n) + " samples");
+      }
+      std::vector<int64_t> perm(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
+      core::DrawRng rng(core::DrawPurpose::kOrder, config.train.seed, "block:" + JoinNames(cur.Names()), epoch);
+      for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.Below(i)]);
+
+      bool epoch_done = false;
+      for (int64_t p = position; p < n; ++p) {
+        pending.push_back(refs[static_cast<size_t>(perm[static_cast<size_t>(p)])]);
+        if (static_cast<int64_t>(pending.size()) < batch) continue;
+        LoadedBatch out;
+        out.epoch = epoch;
+        out.step_in_epoch = step;
+        std::vector<SampleView> views;
+        for (const SampleRef& r : pending) {
+          const Clip& clip = r.shard->clips[static_cast<size_t>(r.index)];
+          views.push_back({&clip, r.shard->spec(r.index)});
+          out.keys.push_back(clip.key);
+        }
+        out.batch = AssembleBatch(views, epoch, config);
+        pending.clear();
+        ++step;
+        if (step == steps) {
+          out.after = LoaderCursor{epoch + 1, 0, 0, 0, {}};
+          epoch_done = true;
+        } else if (p + 1 == n) {
+          out.after = LoaderCursor{epoch, cur.first_shard + static_cast<int64_t>(cur.jobs.size()), 0, step,
+                                   window[1].Names()};
+        } else {
+          out.after = LoaderCursor{epoch, cur.first_shard, p + 1, step, cur.Names()};
+        }
+        if (!Emit(std::move(out))) return Status::OK();
+        if (epoch_done) break;
+      }
+      for (const auto& j : cur.jobs) FLAP_RETURN_IF_ERROR(source->Done(epoch, j->info));
+      window.pop_front();
+      FLAP_ASSIGN_OR_RETURN(Block next, NextBlock());
+      window.push_back(std::move(next));
+      position = 0;
+      if (epoch_done) {
+        ++epoch;
+        step = 0;
+      }
+      if (window.front().epoch != epoch) {
+        return Status::Internal("loader out of step: block of epoch " + std::to_string(window.front().epoch) +
+                                " while assembling epoch " + std::to_string(epoch));
+      }
+    }
+  }
+
+  void AssemblerThread() {
+    Status s = Assemble();
+    std::lock_guard<std::mutex> lock(mu);
+    if (!s.ok()) error = s;
+    else if (!stop) error = Status::Internal("the loader stopped unexpectedly");
+    ready_cv.notify_all();
+  }
+};
+
+StreamingLoader::StreamingLoader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StreamingLoader::~StreamingLoader() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->work_cv.notify_all();
+  impl_->done_cv.notify_all();
+  impl_->ready_cv.notify_all();
+  for (auto& t : impl_->threads) t.join();
+}
+
+StatusOr<std::unique_ptr<StreamingLoader>> StreamingLoader::Start(const LoaderOptions& options,
+                                                                  const TrialConfig& config,
+                                                                  const sharding::Tokenizer& tokenizer,
+                                                                  std::unique_ptr<ShardSource> source,
+                                                                  const LoaderCursor& start) {
+  if (options.threads < 1) return Status::InvalidArgument("loader threads must be >= 1");
+  if (options.shuffle_shards < 1) return Status::InvalidArgument("data.shuffle_shards must be >= 1");
+  if (options.prefetch_batches < 1) return Status::InvalidArgument("data.prefetch_batches must be >= 1");
+  if (!source) return Status::InvalidArgument("no shard source");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->config = config;
+  impl->tokenizer = &tokenizer;
+  impl->steps = source->StepsPerEpoch();
+  impl->batch = config.train.batch_size;
+  impl->source = std::move(source);
+  impl->start = start;
+  if (impl->steps < 1) return Status::InvalidArgument("the shard source gives no step per epoch");
+  if (start.epoch < 0 || start.step_in_epoch < 0 || start.step_in_epoch >= impl->steps || start.position < 0 ||
+      start.shards_done < -1) {
+    return Status::InvalidArgument("data cursor (epoch " + std::to_string(start.epoch) + ", step " +
+                                   std::to_string(start.step_in_epoch) + ") does not fit " +
+                                   std::to_string(impl->steps) + " steps per epoch");
+  }
+  if (start.shards_done < 0) {
+    // Derive the block and position of step_in_epoch from the shard counts.
+    const int64_t target = start.step_in_epoch * impl->batch;
+    int64_t index = 0, before = 0;
+    for (;;) {
+      int64_t count = 0;
+      std::vector<std::string> names;
+      for (int k = 0; k < options.shuffle_shards; ++k) {
+        FLAP_ASSIGN_OR_RETURN(auto info, impl->source->ShardAt(start.epoch, index + k));
+        if (!info) break;
+        count += info->num_samples;
+        names.push_back(info->name);
+      }
+      if (names.empty()) return Status::Internal("cannot place step " + std::to_string(start.step_in_epoch) + " in the epoch's shards");
+      if (before + count > target) {
+        impl->start.shards_done = index;
+        impl->start.position = target - before;
+        impl->start.block = names;
+        break;
+      }
+      before += count;
+      index += static_cast<int64_t>(names.size());
+    }
+  }
+  Impl* p = impl.get();
+  for (int t = 0; t < options.threads; ++t) p->threads.emplace_back([p] { p->FeatureThread(); });
+  p->threads.emplace_back([p] { p->AssemblerThread(); });
+  return std::unique_ptr<StreamingLoader>(new StreamingLoader(std::move(impl)));
+}
+
+int64_t StreamingLoader::steps_per_epoch() const { return impl_->steps; }
+
+StatusOr<LoadedBatch> StreamingLoader::Next() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->ready_cv.wait(lock, [&] { return !impl_->ready.empty() || !impl_->error.ok(); });
+  if (impl_->ready.empty()) return impl_->error;
+  LoadedBatch b = std::move(impl_->ready.front());
+  impl_->ready.pop_front();
+  impl_->stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ++impl_->stats.batches;
+  impl_->ready_cv.notify_all();
+  return b;
+}
+
+LoaderStats StreamingLoader::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace flap::worker

@@ -1,0 +1,161 @@
+// The streaming loader: feeds training with ready batches from background threads, in an order
+// that is a pure function of (trial seed, epoch, the shards assigned to this rank), and resumes
+// exactly from a cursor.
+//
+// The order. A ShardSource says which shards this rank reads in an epoch, in order (the fixed
+// source: this rank's share of the split, shuffled per epoch by the seed). The epoch's shard
+// list is cut into blocks of `shuffle_shards` consecutive shards; the samples of one block are
+// shuffled together (seeded by the seed, the epoch and the block's shard names) and consumed
+// in that order, block after block, B at a time, for steps_per_epoch steps (a number every
+// rank of the group shares; samples past it are not used that epoch). Thread timing never
+// enters: features are computed per shard into their own slots and batches are assembled by a
+// single thread in that order.
+//
+// The cursor (LoaderCursor): epoch, shards of this epoch whose block is fully consumed, the
+// position inside the current block, and the step in the epoch. Every batch carries the cursor
+// just after it; a checkpoint stores that cursor, and a loader started from it yields exactly
+// the batches an uninterrupted loader would have yielded next (it re-reads the current
+// block's shards and skips the consumed positions).
+//
+// The threads. `threads` feature threads take shards in the order they will be needed (the
+// current block and one block ahead, crossing epochs) and compute them through
+// LoadShardFeatures (decode, fbank, tokenize; optional feature cache). One assembler thread
+// cuts batches (spectrograms, captions, masks) into a queue of at most `prefetch_batches`
+// ready batches. The training loop only calls Next(), which does no I/O. Memory: at most two
+// blocks of features plus the queued batches.
+//
+// Shards and ranks: the fixed source gives rank r the split's shards r, r + W, r + 2W, ... of
+// the manifest order (no overlap, every shard used); a coordinator-backed source handing out
+// shards by lease implements the same interface.
+//
+// Thread-safety: ShardSource implementations are called from the loader's threads one call at
+// a time. StreamingLoader's methods are called from one thread (the training loop).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "sharding/manifest.h"
+#include "worker/config.h"
+#include "worker/core/train_step.h"
+#include "worker/shard_features.h"
+
+namespace flap::worker {
+
+// Where a rank's shards come from.
+class ShardSource {
+ public:
+  virtual ~ShardSource() = default;
+  // The index-th shard (0-based) this rank reads in `epoch`, or nullopt past the last one.
+  // Called with increasing indices within an epoch.
+  virtual StatusOr<std::optional<sharding::ShardInfo>> ShardAt(int64_t epoch, int64_t index) = 0;
+  // Training steps per epoch, identical on every rank of the group.
+  virtual int64_t StepsPerEpoch() const = 0;
+  // Every sample of `shard` in `epoch` has been handed to training (a lease-backed source
+  // completes the lease here). Default: nothing to do.
+  virtual Status Done(int64_t epoch, const sharding::ShardInfo& shard) {
+    (void)epoch;
+    (void)shard;
+    return Status::OK();
+  }
+};
+
+// The fixed list: rank `rank` of `world_size` takes shards rank, rank + W, ... of `shards`
+// (manifest order) and reads them in an order shuffled per epoch from `seed`.
+// StepsPerEpoch = min over ranks of (samples of the rank's shards) / batch_size.
+class FixedShardSource : public ShardSource {
+ public:
+  // InvalidArgument if there are fewer shards than ranks or a rank has fewer samples than one
+  // batch, naming the split and the counts.
+  static StatusOr<std::unique_ptr<FixedShardSource>> Create(const std::vector<sharding::ShardInfo>& shards,
+                                                            int rank, int world_size, int64_t batch_size,
+                                                            uint64_t seed);
+  StatusOr<std::optional<sharding::ShardInfo>> ShardAt(int64_t epoch, int64_t index) override;
+  int64_t StepsPerEpoch() const override { return steps_per_epoch_; }
+  // This rank's shards in manifest order.
+  const std::vector<sharding::ShardInfo>& shards() const { return mine_; }
+
+ private:
+  FixedShardSource() = default;
+  std::vector<sharding::ShardInfo> mine_;
+  uint64_t seed_ = 0;
+  int64_t steps_per_epoch_ = 0;
+  int64_t order_epoch_ = -1;
+  std::vector<size_t> order_;  // permutation of mine_ for order_epoch_
+};
+
+struct LoaderCursor {
+  int64_t epoch = 0;
+  int64_t shards_done = 0;    // shards of the epoch's order in fully consumed blocks; -1:
+                              // unknown, derived from step_in_epoch (needs a source that can
+                              // be read from index 0 again, as the fixed one can)
+  int64_t position = 0;       // samples consumed in the current block
+  int64_t step_in_epoch = 0;  // batches of the epoch already handed out
+  std::vector<std::string> block;  // the current block's shards (a check on restore; may be empty)
+
+  nlohmann::json ToJson() const;
+  // Corruption naming `what` and the field for anything missing or out of range.
+  static StatusOr<LoaderCursor> FromJson(const nlohmann::json& j, const std::string& what);
+  bool operator==(const LoaderCursor& o) const {
+    return epoch == o.epoch && shards_done == o.shards_done && position == o.position &&
+           step_in_epoch == o.step_in_epoch && block == o.block;
+  }
+};
+
+struct LoaderOptions {
+  std::string dataset_dir;                // folder with manifest.json and the shards
+  int threads = 1;                        // feature threads (>= 1)
+  int shuffle_shards = 4;                 // shards mixed together in one block (>= 1)
+  int prefetch_batches = 4;               // ready batches queued ahead (>= 1)
+  FeatureOptions features;                // frames, bins, checksums, cache (threads ignored)
+};
+
+struct LoadedBatch {
+  core::Batch batch;
+  std::vector<std::string> keys;  // sample keys in batch order
+  int64_t epoch = 0;
+  int64_t step_in_epoch = 0;
+  LoaderCursor after;             // the cursor once this batch is consumed
+};
+
+struct LoaderStats {
+  double wait_seconds = 0;     // time Next() spent blocked waiting for a batch
+  int64_t batches = 0;         // batches returned by Next()
+  int64_t shards_computed = 0; // shards decoded and featurised
+  int64_t shards_cached = 0;   // shards read from the feature cache
+  std::vector<std::string> notes;  // cache notes (ignored or unwritable cache files)
+};
+
+class StreamingLoader {
+ public:
+  // Starts the threads at `start`. `config` gives the seed, batch size, masking and caption
+  // policy; `tokenizer` must outlive the loader. InvalidArgument if the options are out of
+  // range or the cursor does not fit this source (its step, position or block disagree).
+  static StatusOr<std::unique_ptr<StreamingLoader>> Start(const LoaderOptions& options, const TrialConfig& config,
+                                                          const sharding::Tokenizer& tokenizer,
+                                                          std::unique_ptr<ShardSource> source,
+                                                          const LoaderCursor& start = {});
+  ~StreamingLoader();  // stops and joins the threads
+  StreamingLoader(const StreamingLoader&) = delete;
+  StreamingLoader& operator=(const StreamingLoader&) = delete;
+
+  int64_t steps_per_epoch() const;
+  // The next batch, blocking until it is ready. An error of the data (a damaged shard, a
+  // caption without tokens...) is returned here, naming the shard, and is sticky.
+  StatusOr<LoadedBatch> Next();
+  LoaderStats stats() const;
+
+  struct Impl;
+
+ private:
+  explicit StreamingLoader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flap::worker
