@@ -97,6 +97,11 @@ StatusOr<Lease> LeaseTable::Get(uint64_t lease_id) const {
   return it->second;
 }
 
+int LeaseTable::ExtendAll(int64_t now_ms) {
+  for (uint64_t id : active_) leases_.at(id).deadline_ms = now_ms + options_.ttl_ms;
+  return static_cast<int>(active_.size());
+}
+
 Status LeaseTable::Dead(const Lease& lease, const char* action) const {
   return Status::FailedPrecondition(
       "lease " + std::to_string(lease.id) + " of shard '" + lease.shard_name + "' held by " +

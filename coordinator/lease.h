@@ -102,10 +102,16 @@ class LeaseTable {
   // Expires every active lease now, whatever its deadline (the trial's group was lost); returns
   // them.
   std::vector<Lease> RevokeAll();
+  // Restarts the clock of every active lease, whatever its deadline: deadline = now + ttl.
+  // For a restarted coordinator, whose renewals since the last journaled change were not
+  // kept (the grace period, see coordinator/service.h); returns how many leases it touched.
+  int ExtendAll(int64_t now_ms);
 
   // True when every shard is done.
   bool EpochDone() const { return done_shards_ == static_cast<int>(shards_.size()); }
   int num_shards() const { return static_cast<int>(shards_.size()); }
+  // The epoch's shards, in the order given to Create().
+  const std::vector<EpochShard>& shards() const { return shards_; }
   int done_shards() const { return done_shards_; }
   int free_shards() const { return static_cast<int>(free_.size()); }
   int active_leases() const { return static_cast<int>(active_.size()); }

@@ -299,5 +299,22 @@ TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
   EXPECT_FALSE(LeaseTable::FromJson(wrong_name, "epoch 0").ok());
 }
 
+TEST(LeaseTable, ExtendAllRestartsTheClockOfActiveLeasesOnly) {
+  auto t = LeaseTable::Create({{"a.tar", 10}, {"b.tar", 10}}, LeaseOptions{1000});
+  ASSERT_TRUE(t.ok());
+  auto a = t->Acquire("r0", 0);
+  auto b = t->Acquire("r1", 0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(t->Complete(b->lease.id, 10).ok());
+  // Long past the deadline (a coordinator that was down): the grace period revives it.
+  EXPECT_EQ(t->ExtendAll(5000), 1);
+  auto renewed = t->Get(a->lease.id);
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_EQ(renewed->deadline_ms, 6000);
+  EXPECT_TRUE(t->Expire(5999).empty());
+  EXPECT_TRUE(t->Complete(a->lease.id, 5999).ok());
+  EXPECT_TRUE(t->EpochDone());
+}
+
 }  // namespace
 }  // namespace flap::coordinator

@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libsndfile1-dev libsoxr-dev libarchive-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libcurl4-openssl-dev
+  gnuplot-nox openssl
   python3-torch python3-torchaudio
   prometheus
   tar

@@ -1,0 +1,329 @@
+// Implementation of coordinator/client.h.
+#include "coordinator/client.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace flap::coordinator {
+namespace {
+
+thread_local grpc::StatusCode last_code = grpc::StatusCode::OK;
+
+const char* CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    default: return "INTERNAL";
+  }
+}
+
+std::string Trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read the token file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string token = Trim(ss.str());
+  if (token.empty()) return Status::InvalidArgument("the token file " + path + " is empty");
+  return token;
+}
+
+}  // namespace
+
+Status FromGrpc(const grpc::Status& status) {
+  last_code = status.error_code();
+  if (status.ok()) return Status::OK();
+  const std::string msg = std::string("[") + CodeName(status.error_code()) + "] " + status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::ALREADY_EXISTS: return Status::InvalidArgument(msg);
+    case grpc::StatusCode::NOT_FOUND: return Status::NotFound(msg);
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED: return Status::FailedPrecondition(msg);
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return Status::DeadlineExceeded(msg);
+    case grpc::StatusCode::UNAVAILABLE: return Status::IOError(msg);
+    case grpc::StatusCode::DATA_LOSS: return Status::Corruption(msg);
+    default: return Status::Internal(msg);
+  }
+}
+
+grpc::StatusCode LastGrpcCode() { return last_code; }
+
+StatusOr<std::string> ReadToken(const std::string& path) {
+  if (!path.empty()) return ReadTokenFile(path);
+  if (const char* t = std::getenv("FLAP_COORDINATOR_TOKEN"); t && *t) return Trim(t);
+  if (const char* f = std::getenv("FLAP_COORDINATOR_TOKEN_FILE"); f && *f) return ReadTokenFile(f);
+  return Status::NotFound(
+      "no coordinator token: give --token-file, or set $FLAP_COORDINATOR_TOKEN or "
+      "$FLAP_COORDINATOR_TOKEN_FILE (the coordinator writes it to <state-dir>/token)");
+}
+
+StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(const ClientOptions& options) {
+  if (options.token.empty()) return Status::InvalidArgument("coordinator client: empty token");
+  if (options.target.empty()) return Status::InvalidArgument("coordinator client: empty target");
+  if (options.deadline_ms <= 0) return Status::InvalidArgument("coordinator client: deadline_ms <= 0");
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);  // GetSweep of a 10,000-trial sweep, reports
+  if (options.tls_ca.empty()) {
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_ca;
+    creds = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
+  auto channel = grpc::CreateCustomChannel(options.target, creds, args);
+  return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(options, std::move(channel)));
+}
+
+CoordinatorClient::CoordinatorClient(const ClientOptions& options,
+                                     std::shared_ptr<grpc::Channel> channel)
+    : options_(options), channel_(std::move(channel)), stub_(v1::Coordinator::NewStub(channel_)) {}
+
+void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(options_.deadline_ms));
+  ctx->AddMetadata("x-flap-token", options_.token);
+}
+
+#define FLAP_CALL(method, req, resp)                          \
+  grpc::ClientContext ctx;                                    \
+  Prepare(&ctx);                                              \
+  FLAP_RETURN_IF_ERROR(FromGrpc(stub_->method(&ctx, req, &resp)))
+
+StatusOr<v1::RegisterGroupResponse> CoordinatorClient::Register(const std::string& group_id,
+                                                                const std::string& incarnation,
+                                                                int world_size,
+                                                                const std::string& host) {
+  v1::RegisterGroupRequest req;
+  req.set_group_id(group_id);
+  req.set_incarnation(incarnation);
+  req.set_world_size(world_size);
+  req.set_host(host);
+  v1::RegisterGroupResponse resp;
+  FLAP_CALL(RegisterGroup, req, resp);
+  return resp;
+}
+
+StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const std::string& group_id,
+                                                             const std::vector<int>& ranks) {
+  v1::HeartbeatRequest req;
+  req.set_group_id(group_id);
+  for (int r : ranks) req.add_ranks(r);
+  v1::HeartbeatResponse resp;
+  FLAP_CALL(Heartbeat, req, resp);
+  return resp;
+}
+
+StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_id) {
+  v1::NextTrialRequest req;
+  req.set_group_id(group_id);
+  v1::NextTrialResponse resp;
+  FLAP_CALL(NextTrial, req, resp);
+  NextTrialResult r;
+  r.assigned = resp.assigned();
+  r.all_done = resp.all_done();
+  r.retry_after_ms = resp.retry_after_ms();
+  if (r.assigned) {
+    const auto& a = resp.assignment();
+    r.assignment.trial = a.trial();
+    r.assignment.base_config = a.base_config();
+    r.assignment.overrides.insert(a.overrides().begin(), a.overrides().end());
+    r.assignment.resume_checkpoint = a.resume_checkpoint();
+    r.assignment.resume_step = a.resume_step();
+    r.assignment.asha_metric = a.asha_metric();
+    r.assignment.asha_rungs.assign(a.asha_rungs().begin(), a.asha_rungs().end());
+  }
+  return r;
+}
+
+StatusOr<v1::BeginEpochResponse> CoordinatorClient::BeginEpoch(
+    const std::string& group_id, const v1::TrialRef& trial, int epoch,
+    const std::vector<std::pair<std::string, int64_t>>& shards) {
+  v1::BeginEpochRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_epoch(epoch);
+  for (const auto& [name, n] : shards) {
+    auto* s = req.add_shards();
+    s->set_name(name);
+    s->set_num_samples(n);
+  }
+  v1::BeginEpochResponse resp;
+  FLAP_CALL(BeginEpoch, req, resp);
+  return resp;
+}
+
+StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id,
+                                                   const v1::TrialRef& trial, int epoch, int rank) {
+  v1::LeaseShardRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_epoch(epoch);
+  req.set_rank(rank);
+  v1::LeaseShardResponse resp;
+  FLAP_CALL(LeaseShard, req, resp);
+  ShardLease l;
+  l.kind = resp.kind() == v1::LeaseShardResponse::GRANTED ? ShardLease::Kind::kGranted
+           : resp.kind() == v1::LeaseShardResponse::WAIT  ? ShardLease::Kind::kWait
+                                                          : ShardLease::Kind::kEpochDone;
+  l.lease_id = resp.lease_id();
+  l.shard_name = resp.shard_name();
+  l.num_samples = resp.num_samples();
+  l.deadline_unix_ms = resp.deadline_unix_ms();
+  l.retry_after_ms = resp.retry_after_ms();
+  return l;
+}
+
+StatusOr<v1::CompleteShardResponse> CoordinatorClient::CompleteShard(const std::string& group_id,
+                                                                     const v1::TrialRef& trial,
+                                                                     int epoch, uint64_t lease_id) {
+  v1::CompleteShardRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_epoch(epoch);
+  req.set_lease_id(lease_id);
+  v1::CompleteShardResponse resp;
+  FLAP_CALL(CompleteShard, req, resp);
+  return resp;
+}
+
+StatusOr<v1::Action> CoordinatorClient::ReportMetrics(const std::string& group_id,
+                                                      const v1::TrialRef& trial,
+                                                      const std::string& kind, int64_t step,
+                                                      int epoch,
+                                                      const std::map<std::string, double>& values,
+                                                      int64_t total_steps, std::string* reason) {
+  v1::ReportMetricsRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_kind(kind == "eval" ? v1::ReportMetricsRequest::EVAL
+               : kind == "train" ? v1::ReportMetricsRequest::TRAIN
+                                 : v1::ReportMetricsRequest::KIND_UNSPECIFIED);
+  req.set_step(step);
+  req.set_epoch(epoch);
+  req.set_total_steps(total_steps);
+  for (const auto& [k, v] : values) (*req.mutable_values())[k] = v;
+  v1::ReportMetricsResponse resp;
+  FLAP_CALL(ReportMetrics, req, resp);
+  if (reason) *reason = resp.reason();
+  return resp.action();
+}
+
+Status CoordinatorClient::ReportCheckpoint(const std::string& group_id, const v1::TrialRef& trial,
+                                           const std::string& ref, int64_t step) {
+  v1::ReportCheckpointRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_ref(ref);
+  req.set_step(step);
+  v1::ReportCheckpointResponse resp;
+  FLAP_CALL(ReportCheckpoint, req, resp);
+  return Status::OK();
+}
+
+Status CoordinatorClient::Finish(const std::string& group_id, const v1::TrialRef& trial) {
+  v1::FinishTrialRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  v1::FinishTrialResponse resp;
+  FLAP_CALL(FinishTrial, req, resp);
+  return Status::OK();
+}
+
+StatusOr<std::string> CoordinatorClient::Fail(const std::string& group_id,
+                                              const v1::TrialRef& trial, const std::string& cause,
+                                              const std::string& error) {
+  v1::FailTrialRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_cause(cause == "preemption"   ? v1::FailTrialRequest::PREEMPTION
+                : cause == "node_fault" ? v1::FailTrialRequest::NODE_FAULT
+                : cause == "trial_error" ? v1::FailTrialRequest::TRIAL_ERROR
+                                         : v1::FailTrialRequest::CAUSE_UNSPECIFIED);
+  req.set_error(error);
+  v1::FailTrialResponse resp;
+  FLAP_CALL(FailTrial, req, resp);
+  return resp.state();
+}
+
+StatusOr<v1::SubmitSweepResponse> CoordinatorClient::SubmitSweep(const std::string& sweep_text,
+                                                                 const std::string& source,
+                                                                 const std::string& base_config) {
+  v1::SubmitSweepRequest req;
+  req.set_sweep_text(sweep_text);
+  req.set_source(source);
+  req.set_base_config(base_config);
+  v1::SubmitSweepResponse resp;
+  FLAP_CALL(SubmitSweep, req, resp);
+  return resp;
+}
+
+StatusOr<v1::SweepStatus> CoordinatorClient::GetSweep(const std::string& sweep_id) {
+  v1::GetSweepRequest req;
+  req.set_sweep_id(sweep_id);
+  v1::SweepStatus resp;
+  FLAP_CALL(GetSweep, req, resp);
+  return resp;
+}
+
+StatusOr<v1::ListSweepsResponse> CoordinatorClient::ListSweeps() {
+  v1::ListSweepsRequest req;
+  v1::ListSweepsResponse resp;
+  FLAP_CALL(ListSweeps, req, resp);
+  return resp;
+}
+
+StatusOr<int> CoordinatorClient::CancelSweep(const std::string& sweep_id) {
+  v1::CancelSweepRequest req;
+  req.set_sweep_id(sweep_id);
+  v1::CancelSweepResponse resp;
+  FLAP_CALL(CancelSweep, req, resp);
+  return resp.cancelled_trials();
+}
+
+StatusOr<std::vector<v1::MetricRecord>> CoordinatorClient::GetMetrics(const std::string& sweep_id,
+                                                                      const std::string& trial_id) {
+  v1::GetMetricsRequest req;
+  req.set_sweep_id(sweep_id);
+  req.set_trial_id(trial_id);
+  v1::GetMetricsResponse resp;
+  FLAP_CALL(GetMetrics, req, resp);
+  return std::vector<v1::MetricRecord>(resp.records().begin(), resp.records().end());
+}
+
+StatusOr<std::vector<v1::ReportFile>> CoordinatorClient::GetReport(const std::string& sweep_id,
+                                                                   double target) {
+  v1::GetReportRequest req;
+  req.set_sweep_id(sweep_id);
+  req.set_target(target);
+  v1::GetReportResponse resp;
+  FLAP_CALL(GetReport, req, resp);
+  return std::vector<v1::ReportFile>(resp.files().begin(), resp.files().end());
+}
+
+#undef FLAP_CALL
+
+}  // namespace flap::coordinator

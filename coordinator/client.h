@@ -1,0 +1,142 @@
+// CoordinatorClient: the small client library for flap-coordinator's RPCs, used by worker
+// groups (the worker's agent and its coordinator-backed shard source), by flapctl and by the
+// tests. It links gRPC and the generated protocol only, never LibTorch. The protocol and the
+// meaning of each call are in coordinator/service.h.
+//
+// Every call has a deadline (ClientOptions::deadline_ms) and carries the shared token. Calls
+// are not retried here: a caller that retries (after UNAVAILABLE, say) may, because every call
+// of the protocol is idempotent for the same arguments (see service.h). Errors come back as
+// Status values whose message starts with the gRPC code name, e.g.
+// "[UNAUTHENTICATED] wrong token ...":
+//   InvalidArgument     INVALID_ARGUMENT (the message names the field), ALREADY_EXISTS
+//   NotFound            NOT_FOUND (the message names the id)
+//   FailedPrecondition  FAILED_PRECONDITION (e.g. a stale attempt: stop the trial),
+//                       UNAUTHENTICATED, PERMISSION_DENIED
+//   DeadlineExceeded    DEADLINE_EXCEEDED
+//   IOError             UNAVAILABLE (coordinator down or restarting: retry later)
+//   Corruption          DATA_LOSS;  Internal: anything else
+// grpc_code() of the last call on this thread gives the exact code.
+//
+// Thread-safety: thread-safe; one client may be shared by every rank of a process.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace flap::coordinator {
+
+struct ClientOptions {
+  std::string target = "127.0.0.1:7070";  // host:port of flap-coordinator
+  std::string token;                      // the shared token (required)
+  std::string tls_ca;                     // PEM of the CA to trust; "" = plaintext
+  std::string tls_server_name;            // override of the name checked in the cert; "" = host
+  int64_t deadline_ms = 10000;            // per call
+};
+
+// Reads the token: from `path` if non-empty, else from $FLAP_COORDINATOR_TOKEN, else from
+// $FLAP_COORDINATOR_TOKEN_FILE. Surrounding whitespace is dropped. NotFound / InvalidArgument
+// saying where it looked.
+StatusOr<std::string> ReadToken(const std::string& path);
+
+// The gRPC status code of the calling thread's latest call (OK when it succeeded).
+grpc::StatusCode LastGrpcCode();
+
+// What a group needs to know after NextTrial.
+struct TrialAssignment {
+  v1::TrialRef trial;
+  std::string base_config;
+  std::map<std::string, std::string> overrides;
+  std::string resume_checkpoint;  // "" = from scratch
+  int64_t resume_step = 0;
+  std::string asha_metric;
+  std::vector<int64_t> asha_rungs;
+};
+
+struct NextTrialResult {
+  bool assigned = false;
+  TrialAssignment assignment;
+  bool all_done = false;
+  int64_t retry_after_ms = 0;
+};
+
+struct ShardLease {
+  enum class Kind { kGranted, kWait, kEpochDone };
+  Kind kind = Kind::kGranted;
+  uint64_t lease_id = 0;
+  std::string shard_name;
+  int64_t num_samples = 0;
+  int64_t deadline_unix_ms = 0;
+  int64_t retry_after_ms = 0;
+};
+
+class CoordinatorClient {
+ public:
+  // Creates a channel to options.target (nothing is sent yet). InvalidArgument for an empty
+  // token or target.
+  static StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const ClientOptions& options);
+
+  // ---- Worker group calls ----
+  StatusOr<v1::RegisterGroupResponse> Register(const std::string& group_id,
+                                               const std::string& incarnation, int world_size,
+                                               const std::string& host = "");
+  StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& group_id,
+                                            const std::vector<int>& ranks = {});
+  StatusOr<NextTrialResult> NextTrial(const std::string& group_id);
+  // Shards as (name, samples).
+  StatusOr<v1::BeginEpochResponse> BeginEpoch(
+      const std::string& group_id, const v1::TrialRef& trial, int epoch,
+      const std::vector<std::pair<std::string, int64_t>>& shards);
+  StatusOr<ShardLease> LeaseShard(const std::string& group_id, const v1::TrialRef& trial,
+                                  int epoch, int rank);
+  StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id,
+                                                    const v1::TrialRef& trial, int epoch,
+                                                    uint64_t lease_id);
+  // kind: "train" or "eval". Returns the action: CONTINUE, or STOP (with reason in *reason).
+  StatusOr<v1::Action> ReportMetrics(const std::string& group_id, const v1::TrialRef& trial,
+                                     const std::string& kind, int64_t step, int epoch,
+                                     const std::map<std::string, double>& values,
+                                     int64_t total_steps = 0, std::string* reason = nullptr);
+  Status ReportCheckpoint(const std::string& group_id, const v1::TrialRef& trial,
+                          const std::string& ref, int64_t step);
+  Status Finish(const std::string& group_id, const v1::TrialRef& trial);
+  // cause: "preemption", "node_fault" or "trial_error". Returns the trial's new state
+  // ("pending" or "failed").
+  StatusOr<std::string> Fail(const std::string& group_id, const v1::TrialRef& trial,
+                             const std::string& cause, const std::string& error);
+
+  // ---- User calls ----
+  StatusOr<v1::SubmitSweepResponse> SubmitSweep(const std::string& sweep_text,
+                                                const std::string& source,
+                                                const std::string& base_config);
+  StatusOr<v1::SweepStatus> GetSweep(const std::string& sweep_id);
+  StatusOr<v1::ListSweepsResponse> ListSweeps();
+  StatusOr<int> CancelSweep(const std::string& sweep_id);
+  StatusOr<std::vector<v1::MetricRecord>> GetMetrics(const std::string& sweep_id,
+                                                     const std::string& trial_id = "");
+  StatusOr<std::vector<v1::ReportFile>> GetReport(const std::string& sweep_id, double target = 0);
+
+  v1::Coordinator::Stub* stub() { return stub_.get(); }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  CoordinatorClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);
+  // A context with the deadline and the token.
+  void Prepare(grpc::ClientContext* ctx) const;
+
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+// Converts a gRPC status as described above.
+Status FromGrpc(const grpc::Status& status);
+
+}  // namespace flap::coordinator

@@ -1,0 +1,104 @@
+// Journal: the coordinator's durable state, a RocksDB database written with group commit. A
+// caller stages a batch of puts and deletes (Append, in the order of its in-memory changes) and
+// gets a sequence number; a committer thread writes everything staged so far as one synced
+// RocksDB WriteBatch and then runs the callbacks waiting on those sequence numbers. So an RPC
+// handler changes its state under its own lock, appends the change, releases the lock and
+// replies from the callback (WhenDurable): the reply never leaves before its change is on disk,
+// and concurrent changes share one fsync.
+//
+// What it is not: a general database layer. Reads go straight to RocksDB (Scan, Get) and see
+// only committed data.
+//
+// Failure. A failed write is permanent: every waiting and later callback gets the error, and
+// healthy() turns false. The in-memory state of the caller is then ahead of the disk, so the
+// service refuses every later call (UNAVAILABLE) until it is restarted from what was committed.
+//
+// Thread-safety: thread-safe. Callbacks run on the committer thread (or on the caller's thread
+// when the sequence number is already durable); they must not block.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace flap::coordinator {
+
+struct JournalOptions {
+  bool sync = true;              // fsync every commit (false only for throwaway benchmarks)
+  bool create_if_missing = true;
+};
+
+// Staged changes, applied in order.
+class JournalBatch {
+ public:
+  void Put(std::string key, std::string value) { ops_.push_back({std::move(key), std::move(value), false}); }
+  void Delete(std::string key) { ops_.push_back({std::move(key), {}, true}); }
+  bool empty() const { return ops_.empty(); }
+
+ private:
+  friend class Journal;
+  struct Op {
+    std::string key;
+    std::string value;
+    bool del = false;
+  };
+  std::vector<Op> ops_;
+};
+
+class Journal {
+ public:
+  // Opens (creating if allowed) the database in `dir`. IOError naming the folder on failure,
+  // e.g. when another coordinator holds its lock.
+  static StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir, const JournalOptions& options);
+  // Commits what is staged, then stops the committer thread.
+  ~Journal();
+
+  // Stages `batch`; returns its sequence number (1, 2, ...). An empty batch gets the current
+  // sequence number, so waiting on it waits for everything staged before.
+  uint64_t Append(JournalBatch batch);
+  // The sequence number of the latest staged batch.
+  uint64_t appended() const;
+  // Runs `done` once everything up to `seq` is committed (OK) or the journal failed (the error).
+  void WhenDurable(uint64_t seq, std::function<void(const Status&)> done);
+  // Blocks until `seq` is committed; the journal's error otherwise.
+  Status Wait(uint64_t seq);
+  bool healthy() const;
+  Status status() const;
+
+  // Committed (key, value) pairs whose key starts with `prefix`, in key order.
+  StatusOr<std::vector<std::pair<std::string, std::string>>> Scan(const std::string& prefix) const;
+  // The committed value of `key`: NotFound when absent.
+  StatusOr<std::string> Get(const std::string& key) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, const JournalOptions& options);
+  void CommitLoop();
+
+  const std::string dir_;
+  const JournalOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;  // thread-safe itself
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  rocksdb::WriteBatch pending_;            // GUARDED_BY(mu_)
+  uint64_t appended_ = 0;                  // GUARDED_BY(mu_)
+  uint64_t durable_ = 0;                   // GUARDED_BY(mu_)
+  Status status_;                          // GUARDED_BY(mu_): the first write failure
+  bool stop_ = false;                      // GUARDED_BY(mu_)
+  std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters_;  // GUARDED_BY(mu_)
+  std::thread committer_;
+};
+
+}  // namespace flap::coordinator

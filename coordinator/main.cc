@@ -1,0 +1,67 @@
+// flap-coordinator: the sweep coordinator's server (coordinator/service.h explains the
+// protocol). A thin main: options, then CoordinatorServer until SIGINT or SIGTERM. Never links
+// LibTorch.
+#include <signal.h>
+
+#include <boost/program_options.hpp>
+#include <iostream>
+
+#include "coordinator/server.h"
+
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  flap::coordinator::ServerOptions o;
+  auto& s = o.service;
+  po::options_description desc(
+      "flap-coordinator: serves sweeps to worker groups over gRPC\n"
+      "usage: flap-coordinator --state-dir DIR [options]\n\nOptions");
+  desc.add_options()("help,h", "show this help")(
+      "state-dir", po::value(&s.state_dir)->required(),
+      "folder of the state (RocksDB in DIR/db) and, by default, the token (DIR/token)")(
+      "listen", po::value(&o.listen)->default_value(o.listen), "host:port (port 0: any free)")(
+      "token-file", po::value(&o.token_file),
+      "the shared token; created with mode 0600 when absent (default DIR/token)")(
+      "tls-cert", po::value(&o.tls_cert), "PEM certificate chain: serve TLS")(
+      "tls-key", po::value(&o.tls_key), "PEM private key of --tls-cert")(
+      "heartbeat-interval-ms", po::value(&s.heartbeat_interval_ms)->default_value(s.heartbeat_interval_ms), "told to groups")(
+      "heartbeat-timeout-ms", po::value(&s.heartbeat_timeout_ms)->default_value(s.heartbeat_timeout_ms), "a group silent this long loses its trial")(
+      "lease-ttl-ms", po::value(&s.lease_ttl_ms)->default_value(s.lease_ttl_ms), "shard lease lifetime after grant or renewal")(
+      "retries.preemption", po::value(&s.budgets.preemption)->default_value(s.budgets.preemption), "requeues after preemption")(
+      "retries.node_fault", po::value(&s.budgets.node_fault)->default_value(s.budgets.node_fault), "requeues after node faults / lost groups")(
+      "retries.trial_error", po::value(&s.budgets.trial_error)->default_value(s.budgets.trial_error), "requeues after errors of the trial itself")(
+      "report-dir", po::value(&s.report_dir), "write each sweep's report to DIR/<sweep>/ when it ends")(
+      "no-plots", "do not run gnuplot for reports");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "flap-coordinator: " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  s.report_plots = !vm.count("no-plots");
+
+  // Block the stop signals before any thread starts, then wait for one.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  auto server = flap::coordinator::CoordinatorServer::Start(o);
+  if (!server.ok()) {
+    std::cerr << "flap-coordinator: " << server.status().ToString() << "\n";
+    return 1;
+  }
+  std::cout << "flap-coordinator listening on " << (*server)->address() << std::endl;
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::cerr << "flap-coordinator: signal " << sig << ", shutting down\n";
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,138 @@
+// Implementation of coordinator/server.h.
+#include "coordinator/server.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace flap::coordinator {
+namespace {
+
+StatusOr<std::string> ReadAll(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::IOError("cannot read the " + what + " " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string RandomHex(size_t bytes) {
+  std::string out;
+  unsigned char buf[64];
+  FILE* f = std::fopen("/dev/urandom", "rb");
+  size_t got = f ? std::fread(buf, 1, bytes, f) : 0;
+  if (f) std::fclose(f);
+  if (got != bytes) {  // /dev/urandom unreadable: fall back to the OS's random_device
+    std::random_device rd;
+    for (size_t i = 0; i < bytes; ++i) buf[i] = static_cast<unsigned char>(rd());
+  }
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < bytes; ++i) {
+    out += kHex[buf[i] >> 4];
+    out += kHex[buf[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    const std::string token = RandomHex(32);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+      if (errno == EEXIST) return LoadOrCreateToken(path);  // created meanwhile: read it
+      return Status::IOError("cannot create the token file " + path + ": " + std::strerror(errno));
+    }
+    const std::string line = token + "\n";
+    const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+                    ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) return Status::IOError("cannot write the token file " + path);
+    return token;
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::FailedPrecondition("the token file " + path + " has mode " + mode +
+                                      ": others could read it; run chmod 600 " + path);
+  }
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadAll(path, "token file"));
+  const auto b = text.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return Status::InvalidArgument("the token file " + path + " is empty");
+  return text.substr(b, text.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const ServerOptions& options) {
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->options_ = options;
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return Status::InvalidArgument("TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
+  }
+  if (options.service.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
+  const std::string token_file =
+      options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
+  std::error_code ec;
+  std::filesystem::create_directories(options.service.state_dir, ec);
+  FLAP_ASSIGN_OR_RETURN(server->token_, LoadOrCreateToken(token_file));
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (options.tls_cert.empty()) {
+    creds = grpc::InsecureServerCredentials();
+  } else {
+    FLAP_ASSIGN_OR_RETURN(std::string cert, ReadAll(options.tls_cert, "TLS certificate"));
+    FLAP_ASSIGN_OR_RETURN(std::string key, ReadAll(options.tls_key, "TLS key"));
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  ServiceOptions so = options.service;
+  so.token = server->token_;
+  // RocksDB lives under state_dir/db, next to the token.
+  so.state_dir = options.service.state_dir + "/db";
+  FLAP_ASSIGN_OR_RETURN(server->service_, CoordinatorService::Create(so));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, creds, &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0) {
+    return Status::IOError("cannot listen on " + options.listen +
+                           " (address in use, or not an address of this host?)");
+  }
+  return server;
+}
+
+std::string CoordinatorServer::address() const {
+  const std::string& l = options_.listen;
+  return l.substr(0, l.rfind(':')) + ":" + std::to_string(port_);
+}
+
+void CoordinatorServer::Shutdown(int64_t grace_ms) {
+  if (shut_down_ || !server_) return;
+  shut_down_ = true;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+}
+
+void CoordinatorServer::Wait() {
+  if (server_) server_->Wait();
+}
+
+CoordinatorServer::~CoordinatorServer() {
+  Shutdown();
+  Wait();
+  server_.reset();
+  service_.reset();
+}
+
+}  // namespace flap::coordinator

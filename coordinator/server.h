@@ -1,0 +1,63 @@
+// CoordinatorServer: flap-coordinator's gRPC server around CoordinatorService: the listening
+// port, optional TLS, and the shared token (read from its file, or generated and stored with
+// mode 0600 when the file does not exist). main() of flap-coordinator, the tests and the
+// benchmark all start the coordinator through it, so they run the same server.
+//
+// Thread-safety: Start, port() and token() from any thread; Shutdown once.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "coordinator/service.h"
+
+namespace flap::coordinator {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";  // host:port; port 0 picks a free one
+  std::string token_file;                 // "" = <state_dir>/token
+  std::string tls_cert;                   // PEM certificate chain file; "" = plaintext
+  std::string tls_key;                    // PEM private key file (with tls_cert)
+  ServiceOptions service;                 // service.token is filled from the token file
+};
+
+// Reads the token from `path`; when the file does not exist, generates 32 random bytes (hex)
+// and writes them with mode 0600 (created exclusively, so two coordinators cannot race).
+// FailedPrecondition when the file exists but group or others may read it (the message says
+// to chmod 600); InvalidArgument when it is empty; IOError on a read or write failure.
+StatusOr<std::string> LoadOrCreateToken(const std::string& path);
+
+class CoordinatorServer {
+ public:
+  // Opens the state (CoordinatorService::Create), loads the token and starts serving.
+  // InvalidArgument for a cert without a key (or the reverse); IOError naming the file for an
+  // unreadable cert or key, and naming the address when it cannot be bound.
+  static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const ServerOptions& options);
+  // Shuts down (if not yet) and releases the state.
+  ~CoordinatorServer();
+
+  int port() const { return port_; }
+  std::string address() const;  // "host:port" with the chosen port
+  const std::string& token() const { return token_; }
+  CoordinatorService* service() { return service_.get(); }
+
+  // Stops accepting calls, finishes those in flight (up to `grace_ms`), then returns.
+  void Shutdown(int64_t grace_ms = 2000);
+  // Blocks until Shutdown() has run.
+  void Wait();
+
+ private:
+  CoordinatorServer() = default;
+
+  ServerOptions options_;
+  std::string token_;
+  int port_ = 0;
+  std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+}  // namespace flap::coordinator

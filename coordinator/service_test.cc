@@ -1,0 +1,312 @@
+// CoordinatorService over real gRPC on 127.0.0.1 with RocksDB on disk: the token, request
+// validation, sweep submission. The protocol end to end is in e2e_test.cc.
+#include "coordinator/service.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "coordinator/client.h"
+#include "coordinator/server.h"
+#include "coordinator/service_test_util.h"
+
+namespace flap::coordinator {
+namespace {
+
+using testing::MaskSweep;
+using testing::TestCoordinator;
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+TEST(CoordinatorAuth, MissingTokenIsRefusedWithAClearMessage) {
+  TestCoordinator c("auth_missing");
+  auto channel = grpc::CreateChannel(c.server()->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Coordinator::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ListSweepsRequest req;
+  v1::ListSweepsResponse resp;
+  grpc::Status s = stub->ListSweeps(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(Contains(s.error_message(), "missing token")) << s.error_message();
+  EXPECT_TRUE(Contains(s.error_message(), "x-flap-token")) << s.error_message();
+}
+
+TEST(CoordinatorAuth, WrongTokenIsRefusedOnEveryKindOfCall) {
+  TestCoordinator c("auth_wrong");
+  auto bad = c.Client("not-the-token");
+  auto list = bad->ListSweeps();
+  ASSERT_FALSE(list.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(Contains(list.status().message(), "wrong token")) << list.status().message();
+  EXPECT_FALSE(bad->Register("g1", "inc", 1).ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  // A refused submission stores nothing.
+  EXPECT_FALSE(bad->SubmitSweep(MaskSweep("s"), "s.ini", "").ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  auto good = c.Client();
+  auto sweeps = good->ListSweeps();
+  ASSERT_TRUE(sweeps.ok()) << sweeps.status().ToString();
+  EXPECT_EQ(sweeps->sweeps_size(), 0);
+}
+
+TEST(CoordinatorAuth, TokenFileIsCreatedWithMode0600AndReused) {
+  TestCoordinator c("auth_file");
+  const std::string path = c.dir() / "state/token";
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string token = c.server()->token();
+  EXPECT_EQ(token.size(), 64u);
+  EXPECT_EQ(flap::testing::ReadFile(path), token + "\n");
+  c.Restart();
+  EXPECT_EQ(c.server()->token(), token);
+  EXPECT_TRUE(c.Client()->ListSweeps().ok());
+}
+
+TEST(CoordinatorAuth, TokenFileReadableByOthersIsRefused) {
+  flap::testing::TempDir dir("auth_mode");
+  const std::string path = dir / "token";
+  flap::testing::WriteFile(path, "secret\n");
+  ::chmod(path.c_str(), 0644);
+  auto t = LoadOrCreateToken(path);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_TRUE(Contains(t.status().message(), "chmod 600")) << t.status().message();
+  ::chmod(path.c_str(), 0600);
+  t = LoadOrCreateToken(path);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "secret");
+}
+
+TEST(CoordinatorTls, ServesTlsWithAGivenCertAndKey) {
+  flap::testing::TempDir dir("tls");
+  const std::string cert = dir / "cert.pem", key = dir / "key.pem";
+  auto gen = flap::testing::RunCommand(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " + key + " -out " + cert);
+  if (gen.exit_code != 0) GTEST_SKIP() << "openssl cannot make a test certificate: " << gen.output;
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.tls_cert = cert;
+  o.tls_key = key;
+  o.service = testing::FastServiceOptions();
+  o.service.state_dir = dir / "state";
+  auto server = CoordinatorServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  ClientOptions co;
+  co.target = (*server)->address();
+  co.token = (*server)->token();
+  co.tls_ca = flap::testing::ReadFile(cert);
+  co.deadline_ms = 5000;
+  auto client = CoordinatorClient::Connect(co);
+  ASSERT_TRUE(client.ok());
+  auto list = (*client)->ListSweeps();
+  EXPECT_TRUE(list.ok()) << list.status().ToString();
+  // A plaintext client cannot talk to it.
+  co.tls_ca.clear();
+  co.deadline_ms = 1000;
+  auto plain = CoordinatorClient::Connect(co);
+  EXPECT_FALSE((*plain)->ListSweeps().ok());
+  // A cert without a key is refused before anything starts.
+  o.tls_key.clear();
+  auto half = CoordinatorServer::Start(o);
+  ASSERT_FALSE(half.ok());
+  EXPECT_TRUE(Contains(half.status().message(), "--tls-key")) << half.status().message();
+}
+
+TEST(CoordinatorSubmit, InvalidSweepIsRefusedWithEveryErrorAndNothingStored) {
+  TestCoordinator c("submit_bad");
+  auto client = c.Client();
+  const std::string bad =
+      "[sweep]\nname = bad sweep\nsearch = grid\n\n[factor.mask.ratio]\nvalues = 0.5, 1.5\n\n"
+      "[factor.mask.strategy]\nvalues = 3d\n";
+  auto r = client->SubmitSweep(bad, "bad.ini", "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string& m = r.status().message();
+  EXPECT_TRUE(Contains(m, "bad.ini:2")) << m;  // the name
+  EXPECT_TRUE(Contains(m, "bad.ini:6")) << m;  // ratio 1.5
+  EXPECT_TRUE(Contains(m, "bad.ini:9")) << m;  // strategy 3d
+  EXPECT_TRUE(Contains(m, "3 errors")) << m;
+  auto list = client->ListSweeps();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->sweeps_size(), 0);
+}
+
+TEST(CoordinatorSubmit, SameSweepAgainIsANoOpAndADifferentOneUnderTheNameIsRefused) {
+  TestCoordinator c("submit_again");
+  auto client = c.Client();
+  auto first = client->SubmitSweep(MaskSweep("s1"), "s1.ini", "[train]\nepochs = 1\n");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->num_trials(), 8);
+  EXPECT_FALSE(first->already_submitted());
+  auto again = client->SubmitSweep(MaskSweep("s1"), "s1.ini", "[train]\nepochs = 1\n");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->already_submitted());
+  auto other = client->SubmitSweep(MaskSweep("s1", "1"), "s1.ini", "");
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_TRUE(Contains(other.status().message(), "'s1' already exists"));
+  auto st = client->GetSweep("s1");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->trials_size(), 8);
+}
+
+TEST(CoordinatorValidation, BadRequestsNameTheField) {
+  TestCoordinator c("validation");
+  auto client = c.Client();
+  ASSERT_TRUE(client->SubmitSweep(MaskSweep("v"), "v.ini", "").ok());
+
+  auto reg = client->Register("g1", "inc-1", 0);
+  ASSERT_FALSE(reg.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(reg.status().message(), "world_size")) << reg.status().message();
+  reg = client->Register("bad id!", "inc-1", 1);
+  EXPECT_TRUE(Contains(reg.status().message(), "group_id")) << reg.status().message();
+  reg = client->Register("g1", "", 1);
+  EXPECT_TRUE(Contains(reg.status().message(), "incarnation")) << reg.status().message();
+
+  auto hb = client->Heartbeat("nobody");
+  ASSERT_FALSE(hb.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Contains(hb.status().message(), "group_id")) << hb.status().message();
+
+  ASSERT_TRUE(client->Register("g1", "inc-1", 2).ok());
+  hb = client->Heartbeat("g1", {0, 2});
+  ASSERT_FALSE(hb.ok());
+  EXPECT_TRUE(Contains(hb.status().message(), "ranks[1]")) << hb.status().message();
+
+  auto next = client->NextTrial("g1");
+  ASSERT_TRUE(next.ok() && next->assigned);
+  const v1::TrialRef ref = next->assignment.trial;
+
+  v1::TrialRef unknown = ref;
+  unknown.set_trial_id("t9999");
+  auto lease = client->LeaseShard("g1", unknown, 0, 0);
+  ASSERT_FALSE(lease.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Contains(lease.status().message(), "trial.trial_id")) << lease.status().message();
+
+  v1::TrialRef no_sweep = ref;
+  no_sweep.set_sweep_id("nope");
+  EXPECT_TRUE(Contains(client->Finish("g1", no_sweep).message(), "trial.sweep_id"));
+
+  v1::TrialRef zero = ref;
+  zero.set_attempt(0);
+  auto m0 = client->ReportMetrics("g1", zero, "train", 1, 0, {{"loss", 1}});
+  EXPECT_TRUE(Contains(m0.status().message(), "trial.attempt")) << m0.status().message();
+
+  v1::TrialRef stale = ref;
+  stale.set_attempt(7);
+  auto ms = client->ReportMetrics("g1", stale, "train", 1, 0, {{"loss", 1}});
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(Contains(ms.status().message(), "stale attempt")) << ms.status().message();
+
+  auto bad_kind = client->ReportMetrics("g1", ref, "other", 1, 0, {{"loss", 1}});
+  EXPECT_TRUE(Contains(bad_kind.status().message(), "kind")) << bad_kind.status().message();
+  auto bad_name = client->ReportMetrics("g1", ref, "train", 1, 0, {{"Loss!", 1}});
+  EXPECT_TRUE(Contains(bad_name.status().message(), "values")) << bad_name.status().message();
+  auto bad_step = client->ReportMetrics("g1", ref, "train", -1, 0, {{"loss", 1}});
+  EXPECT_TRUE(Contains(bad_step.status().message(), "step")) << bad_step.status().message();
+  auto none = client->ReportMetrics("g1", ref, "train", 1, 0, {});
+  EXPECT_TRUE(Contains(none.status().message(), "values")) << none.status().message();
+
+  auto dup = client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}, {"a.tar", 2}});
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(dup.status().message(), "shards[1].name")) << dup.status().message();
+  auto neg = client->BeginEpoch("g1", ref, 0, {{"a.tar", -1}});
+  EXPECT_TRUE(Contains(neg.status().message(), "shards[0].num_samples"));
+  auto empty = client->BeginEpoch("g1", ref, 0, {});
+  EXPECT_TRUE(Contains(empty.status().message(), "shards"));
+  auto not_begun = client->LeaseShard("g1", ref, 3, 0);
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Contains(not_begun.status().message(), "epoch")) << not_begun.status().message();
+
+  ASSERT_TRUE(client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}, {"b.tar", 2}}).ok());
+  auto other_list = client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}});
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(Contains(other_list.status().message(), "different shard list"));
+  auto bad_rank = client->LeaseShard("g1", ref, 0, 2);
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(bad_rank.status().message(), "rank")) << bad_rank.status().message();
+  auto bad_lease = client->CompleteShard("g1", ref, 0, 42);
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Contains(bad_lease.status().message(), "lease_id"));
+
+  EXPECT_TRUE(Contains(client->ReportCheckpoint("g1", ref, "", 1).message(), "ref"));
+  EXPECT_TRUE(Contains(client->Fail("g1", ref, "gremlins", "x").status().message(), "cause"));
+  EXPECT_TRUE(Contains(client->GetSweep("no such").status().message(), "sweep_id"));
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(client->GetSweep("nosuch").status().message(), "sweep_id"));
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Contains(client->GetMetrics("v", "t9999").status().message(), "trial_id"));
+
+  // None of the refused calls changed the trial.
+  auto st = client->GetSweep("v");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->trials(0).state(), "running");  // BeginEpoch started it
+  EXPECT_EQ(st->trials(0).step(), 0);
+}
+
+TEST(CoordinatorClientLib, EveryCallHasADeadline) {
+  // Nothing listens here: a call fails within its deadline instead of waiting forever.
+  ClientOptions o;
+  o.target = "127.0.0.1:1";
+  o.token = "t";
+  o.deadline_ms = 300;
+  auto c = CoordinatorClient::Connect(o);
+  ASSERT_TRUE(c.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = (*c)->ListSweeps();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(LastGrpcCode() == grpc::StatusCode::UNAVAILABLE ||
+              LastGrpcCode() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(waited, std::chrono::seconds(5));
+}
+
+TEST(CoordinatorState, DamagedStateIsRefusedNamingTheKeyAndLeftAsItIs) {
+  flap::testing::TempDir dir("state_damaged");
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.service = testing::FastServiceOptions();
+  so.service.state_dir = dir / "state";
+  {
+    auto server = CoordinatorServer::Start(so);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    ClientOptions co;
+    co.target = (*server)->address();
+    co.token = (*server)->token();
+    auto client = CoordinatorClient::Connect(co);
+    ASSERT_TRUE(client.ok());
+    ASSERT_TRUE((*client)->SubmitSweep(MaskSweep("d", "1"), "d.ini", "").ok());
+  }  // the server stops and releases its database
+  const std::string db = dir / "state/db";
+  ServiceOptions o = so.service;
+  {
+    auto j = Journal::Open(db, JournalOptions());
+    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    JournalBatch b;
+    b.Put("trial/d/t0001", "{\"spec\": 3}");
+    ASSERT_TRUE((*j)->Wait((*j)->Append(std::move(b))).ok());
+  }
+  o.state_dir = db;
+  o.token = "t";
+  auto s = CoordinatorService::Create(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kCorruption);
+  EXPECT_TRUE(Contains(s.status().message(), "trial/d/t0001")) << s.status().message();
+  // Nothing was changed or dropped: the other trials are still there.
+  auto j = Journal::Open(db, JournalOptions());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)->Scan("trial/d/")->size(), 4u);
+}
+
+}  // namespace
+}  // namespace flap::coordinator

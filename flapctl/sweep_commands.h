@@ -1,0 +1,36 @@
+// flapctl's "sweep" commands: talk to a running flap-coordinator (coordinator/service.h) through
+// the client library (coordinator/client.h).
+//
+//   flapctl sweep submit SWEEP.ini [--base-config FILE]   validate locally, then submit
+//   flapctl sweep status [SWEEP]      the trial table (or, without SWEEP, every sweep)
+//   flapctl sweep watch SWEEP [--interval S] [--count N]  the table, refreshed until it ends
+//   flapctl sweep cancel SWEEP
+//   flapctl sweep report SWEEP --out DIR [--target X] [--no-plots]   Markdown, CSV, SVG plots
+//
+// Every command takes --coordinator HOST:PORT (default $FLAP_COORDINATOR, else
+// 127.0.0.1:7070), --token-file FILE (default $FLAP_COORDINATOR_TOKEN or
+// $FLAP_COORDINATOR_TOKEN_FILE), --tls-ca FILE (TLS, trusting that CA) and --timeout-ms
+// (deadline of each call, default 10000). Exit codes as in flapctl/cli.h: 0 success, 1 the
+// coordinator refused or could not be reached (the message says why), 2 usage error or an
+// invalid sweep file (every error listed).
+//
+// Thread-safety: as the other command groups (calling thread, std::cout / std::cerr).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "flapctl/cli.h"
+#include "proto/coordinator.pb.h"
+
+namespace flap::flapctl {
+
+// The "sweep" group.
+CommandGroup SweepCommandGroup();
+
+// The status table of a sweep: a header line, then one row per trial with its factors, seed,
+// state, step / total with a progress bar, latest loss and evaluation metric, samples/s, ETA
+// and, for failed trials, the error. `now_unix_ms` only stamps the header.
+std::string FormatSweepStatus(const coordinator::v1::SweepStatus& status);
+
+}  // namespace flap::flapctl
