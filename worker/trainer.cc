@@ -166,7 +166,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       }
       const auto t = Clock::now();
       core::Batch batch = batcher.TrainBatch(epoch, i);
-      last = step_runner.Run(batch, step);
+      FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(batch, step));
       if (!std::isfinite(last.loss)) {
         return Status::Internal("loss became " + std::to_string(last.loss) + " at step " + std::to_string(step) +
                                 " (lower optim.lr?)");
