@@ -36,12 +36,19 @@ at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int m
   return out;
 }
 
-Batcher::Batcher(const Dataset& dataset, const TrialConfig& config)
+Batcher::Batcher(const Dataset& dataset, const TrialConfig& config, int rank, int world)
     : dataset_(dataset),
       config_(config),
-      geometry_{config.model.freq_patches(), config.model.time_patches()} {}
+      geometry_{config.model.freq_patches(), config.model.time_patches()},
+      rank_(rank),
+      world_(world) {}
 
-int64_t Batcher::steps_per_epoch() const { return dataset_.size() / config_.train.batch_size; }
+int64_t Batcher::steps_per_epoch() const { return dataset_.size() / (config_.train.batch_size * world_); }
+
+size_t Batcher::Position(int64_t step_in_epoch, int64_t i) const {
+  const int64_t b = config_.train.batch_size;
+  return static_cast<size_t>((step_in_epoch * world_ + rank_) * b + i);
+}
 
 std::vector<int64_t> Batcher::EpochOrder(int64_t epoch) const {
   std::vector<int64_t> order(static_cast<size_t>(dataset_.size()));
@@ -55,7 +62,7 @@ std::vector<std::string> Batcher::BatchKeys(int64_t epoch, int64_t step_in_epoch
   const std::vector<int64_t> order = EpochOrder(epoch);
   std::vector<std::string> keys;
   const int64_t b = config_.train.batch_size;
-  for (int64_t i = 0; i < b; ++i) keys.push_back(dataset_.clip(order[step_in_epoch * b + i]).key);
+  for (int64_t i = 0; i < b; ++i) keys.push_back(dataset_.clip(order[Position(step_in_epoch, i)]).key);
   return keys;
 }
 
@@ -72,7 +79,7 @@ core::Batch Batcher::TrainBatch(int64_t epoch, int64_t step_in_epoch) const {
   std::vector<const std::vector<int>*> captions;
   float* spec_out = batch.spec.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
-    const int64_t idx = order[static_cast<size_t>(step_in_epoch * b + i)];
+    const int64_t idx = order[Position(step_in_epoch, i)];
     const Clip& clip = dataset_.clip(idx);
     std::memcpy(spec_out + i * frames * bins, dataset_.spec(idx), sizeof(float) * frames * bins);
     CaptionChoice c = ChooseCaption(config_.augment_prob, config_.train.seed, clip.key, epoch,

@@ -3,6 +3,9 @@
 // functions of (trial seed, sample key, epoch), so the same step of a resumed run gets the
 // same batch. The last incomplete batch of an epoch is dropped (every step has B samples).
 //
+// With W ranks a step's global batch is W*B consecutive samples of the epoch's order and rank
+// r takes its contiguous slice [r*B, (r+1)*B): W ranks of B see what 1 rank of W*B sees.
+//
 // Thread-safety: const methods are safe from any thread.
 #pragma once
 
@@ -33,8 +36,8 @@ at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int m
 
 class Batcher {
  public:
-  // `dataset` must outlive the Batcher.
-  Batcher(const Dataset& dataset, const TrialConfig& config);
+  // `dataset` must outlive the Batcher. `rank` of `world` ranks (B = train.batch_size per rank).
+  Batcher(const Dataset& dataset, const TrialConfig& config, int rank = 0, int world = 1);
 
   int64_t steps_per_epoch() const;
   // The permutation of sample indices used in `epoch`.
@@ -48,6 +51,10 @@ class Batcher {
   const Dataset& dataset_;
   TrialConfig config_;
   core::MaskGeometry geometry_;
+  int rank_ = 0;
+  int world_ = 1;
+  // Position in the epoch's order of this rank's sample i of step `step_in_epoch`.
+  size_t Position(int64_t step_in_epoch, int64_t i) const;
 };
 
 }  // namespace flap::worker

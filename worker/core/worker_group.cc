@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -73,8 +74,9 @@ struct WorkerGroup::Impl {
   std::mutex issue_mu;              // orders the issue of collectives
   std::atomic<uint64_t> seq{0};     // collectives started
 
-  std::mutex fail_mu;               // one diagnosis at a time; guards `failure`
+  std::mutex fail_mu;               // one diagnosis at a time; guards `failure`, `missing`
   Status failure;                   // GUARDED_BY(fail_mu)
+  std::vector<int> missing;         // GUARDED_BY(fail_mu): ranks the diagnosis named
 
   std::mutex beat_mu;
   std::condition_variable beat_cv;
@@ -145,30 +147,35 @@ struct WorkerGroup::Impl {
       const double wait_s = 3.0 * beat_s;
       std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
       const auto second = ReadBeats();
-      std::vector<std::string> missing, left;
+      std::vector<std::string> reasons, left;
       for (int r = 0; r < rdv.world_size; ++r) {
         if (r == rdv.rank) continue;
         const auto& a = first[static_cast<size_t>(r)];
         const auto& b = second[static_cast<size_t>(r)];
         const std::string name = "rank " + std::to_string(r);
+        std::string why;
         if (store->check({"exit/" + std::to_string(r)})) {
           left.push_back(name + " has left the group");
         } else if (b.first < 0) {
-          missing.push_back(name + " never sent a heartbeat");
+          why = name + " never sent a heartbeat";
         } else if (a.first == b.first) {
-          missing.push_back(name + " is not responding (no heartbeat for " + Fixed(wait_s) +
-                            " s: dead or stopped)");
+          why = name + " is not responding (no heartbeat for " + Fixed(wait_s) + " s: dead or stopped)";
         } else if (b.second < static_cast<long long>(n)) {
-          missing.push_back(name + " is alive but has not reached collective #" + std::to_string(n) +
-                            " (it is at #" + std::to_string(b.second) + ")");
+          why = name + " is alive but has not reached collective #" + std::to_string(n) + " (it is at #" +
+                std::to_string(b.second) + ")";
+        }
+        if (!why.empty()) {
+          reasons.push_back(why);
+          missing.push_back(r);
         }
       }
-      if (missing.empty()) missing = left;
-      if (missing.empty()) return "no rank is missing";
+      if (reasons.empty()) reasons = left;
+      if (reasons.empty()) return "no rank is missing";
       std::string out;
-      for (const auto& m : missing) out += (out.empty() ? "" : "; ") + m;
+      for (const auto& m : reasons) out += (out.empty() ? "" : "; ") + m;
       return out;
     } catch (const std::exception&) {
+      missing.push_back(0);
       return "rank 0 is gone: its rendezvous store at " + StoreAddress() + " is unreachable";
     }
   }
@@ -178,9 +185,9 @@ struct WorkerGroup::Impl {
     std::lock_guard<std::mutex> l(fail_mu);
     if (!failure.ok()) return failure;
     const std::string who = Diagnose(n);
-    failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) +
-                                       ") failed within the " + Fixed(timeout.count() / 1000.0) +
-                                       " s timeout: " + who + " [" + backend + ": " + detail + "]");
+    failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " +
+                                       who + " [" + backend + ": " + detail + "; collectives time out after " +
+                                       Fixed(timeout.count() / 1000.0) + " s]");
     try {
       store->set("exit/" + std::to_string(rdv.rank), Bytes("failed"));
     } catch (const std::exception&) {
@@ -408,8 +415,14 @@ Status WorkerGroup::Shutdown() {
       const auto deadline = Clock::now() + (failed ? std::chrono::duration_cast<Millis>(
                                                          std::chrono::duration<double>(4.0 * m.beat_s + 2.0))
                                                    : m.timeout);
+      std::vector<int> missing;
+      {
+        std::lock_guard<std::mutex> l(m.fail_mu);
+        missing = m.missing;
+      }
       for (int r = 1; r < world_size() && Clock::now() < deadline;) {
-        if (m.store->check({"exit/" + std::to_string(r)})) {
+        if (std::find(missing.begin(), missing.end(), r) != missing.end() ||
+            m.store->check({"exit/" + std::to_string(r)})) {
           ++r;
         } else {
           std::this_thread::sleep_for(Millis(20));
