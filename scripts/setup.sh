@@ -16,6 +16,9 @@ PACKAGES=(
   nlohmann-json3-dev libxxhash-dev
   python3-torch python3-torchaudio
   tar
+  libgloo-dev
+  openmpi-bin
+  slurm-wlm munge libpmix2
 )
 
 if [[ "${FLAP_SKIP_APT:-0}" != 1 ]]; then

@@ -17,7 +17,7 @@
 #include <string>
 
 #include "worker/core/collectives.h"
-#include "worker/core/masking.h"
+#include "worker/core/synthetic_batch.h"
 #include "worker/core/model.h"
 #include "worker/core/train_step.h"
 #include "worker/core/worker_group.h"
@@ -34,27 +34,6 @@ struct Args {
   bool overlap = true;
   double bucket_mb = 25.0;
 };
-
-// The global batch of step `step`, rows [begin, begin + count).
-Batch MakeSlice(const ModelConfig& c, const MaskConfig& mask, int64_t global, int64_t begin, int64_t count, int step) {
-  at::manual_seed(1000 + step);
-  at::Tensor spec = at::randn({global, c.target_frames, c.num_mel_bins});
-  at::Tensor tokens = at::randint(1, c.vocab_size, {global, c.text_max_len}, at::kLong);
-  at::Tensor lengths = at::randint(2, c.text_max_len + 1, {global}, at::kLong);
-  tokens.masked_fill_(at::arange(c.text_max_len, at::kLong).unsqueeze(0) >= lengths.unsqueeze(1), 0);
-  const MaskGeometry g{c.freq_patches(), c.time_patches()};
-  const int kept = NumKept(mask, g);
-  at::Tensor keep = at::empty({global, kept}, at::kLong);
-  for (int64_t i = 0; i < global; ++i) {
-    auto idx = KeepIndices(mask, g, 7, "s" + std::to_string(i), step);
-    for (int k = 0; k < kept; ++k) keep[i][k] = idx[static_cast<size_t>(k)];
-  }
-  Batch b;
-  b.spec = spec.narrow(0, begin, count).contiguous();
-  b.tokens = tokens.narrow(0, begin, count).contiguous();
-  b.keep = keep.narrow(0, begin, count).contiguous();
-  return b;
-}
 
 void Write(std::ofstream& out, const std::string& name, const at::Tensor& t) {
   at::Tensor c = t.detach().to(at::kFloat).contiguous();
@@ -92,7 +71,7 @@ Status Run(const Args& a) {
   GroupGradientSync sync(group.get(), so);
   TrainStep step(model, loss, optim, &gather, w > 1 ? &sync : nullptr);
 
-  FLAP_ASSIGN_OR_RETURN(StepStats st, step.ComputeGradients(MakeSlice(c, mask, a.global_batch, r * b, b, 0)));
+  FLAP_ASSIGN_OR_RETURN(StepStats st, step.ComputeGradients(SyntheticBatch(c, mask, a.global_batch, r * b, b, 1000)));
   at::Tensor losses = at::tensor({st.loss, st.contrastive, st.recon}, at::kDouble);
   FLAP_RETURN_IF_ERROR(group->AllReduceSum(losses));
   losses.div_(w);
@@ -103,7 +82,7 @@ Status Run(const Args& a) {
     if (!out) return Status::IOError("cannot write " + a.out);
   }
   for (int s = 0; s < a.steps; ++s) {
-    FLAP_ASSIGN_OR_RETURN(StepStats ignored, step.Run(MakeSlice(c, mask, a.global_batch, r * b, b, s + 1), s));
+    FLAP_ASSIGN_OR_RETURN(StepStats ignored, step.Run(SyntheticBatch(c, mask, a.global_batch, r * b, b, 1001 + s), s));
     (void)ignored;
   }
   std::ofstream out(a.out + ".params." + std::to_string(r), std::ios::binary | std::ios::trunc);

@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <set>
+
+#include "sharding/synth.h"
 
 namespace flap::worker {
 namespace {
@@ -51,6 +56,42 @@ TEST(PadTokens, PadsAndTruncates) {
   ASSERT_EQ(narrow.sizes(), (at::IntArrayRef{2, 3}));
   EXPECT_EQ(narrow[0][2].item<int64_t>(), 0);
   EXPECT_EQ(narrow[1][2].item<int64_t>(), 9);
+}
+
+}  // namespace
+}  // namespace flap::worker
+
+namespace flap::worker {
+namespace {
+
+TEST(Batcher, RanksTakeContiguousSlicesOfTheGlobalBatch) {
+  const std::string dir = ::testing::TempDir() + "/flap_batcher_ranks_" + std::to_string(::getpid());
+  sharding::SynthOptions o;
+  o.num_train = 20;
+  o.num_eval = 1;
+  o.clip_seconds = 0.5;
+  o.vocab_size = 40;
+  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir).ok());
+  DatasetOptions d;
+  d.target_frames = 48;
+  auto data = Dataset::Load(dir, "train", d);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  TrialConfig one, per_rank;
+  one.train.batch_size = 6;
+  per_rank.train.batch_size = 3;
+  Batcher whole(*data, one);
+  Batcher r0(*data, per_rank, 0, 2), r1(*data, per_rank, 1, 2);
+  EXPECT_EQ(whole.steps_per_epoch(), 3);
+  EXPECT_EQ(r0.steps_per_epoch(), 3);  // 20 / (2 x 3)
+  for (int64_t step = 0; step < 3; ++step) {
+    auto keys = r0.BatchKeys(1, step);
+    auto second = r1.BatchKeys(1, step);
+    keys.insert(keys.end(), second.begin(), second.end());
+    EXPECT_EQ(keys, whole.BatchKeys(1, step)) << "step " << step;
+  }
+  core::Batch a = r1.TrainBatch(1, 2), b = whole.TrainBatch(1, 2);
+  EXPECT_TRUE(at::equal(a.spec, b.spec.narrow(0, 3, 3)));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
