@@ -105,6 +105,37 @@ TEST_F(DistTrain, SrunLaunchesTwoRanksOnAOneNodeSlurmCluster) {
   CheckSummary("srun", "slurm", r.output);
 }
 
+TEST_F(DistTrain, StopSignalOnRankZeroStopsBothAndResumeIsBitIdentical) {
+  const std::string ckpt = " --train.trial_id t --ckpt.every 2 --ckpt.root " + (*dir_) / "ckpt";
+  auto ref = SpawnRanks(2, "ref", 10, "--dist.timeout 60");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(testing::WaitExit(ref[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("ref", r));
+  auto pids = SpawnRanks(2, "stop", 10, "--dist.timeout 60" + ckpt);
+  bool started = false;
+  for (int i = 0; i < 3000 && !started; ++i) {
+    started = testing::ReadFile(Log("stop", 0)).find("step 3/") != std::string::npos;
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(started);
+  kill(pids[0], SIGTERM);  // only rank 0 gets the signal: the ranks agree to stop at the same step
+  int finished = 0;
+  for (int r = 0; r < 2; ++r) {
+    const int code = testing::WaitExit(pids[static_cast<size_t>(r)], 120);
+    if (code == 0) ++finished;
+    else EXPECT_EQ(code, 75) << "rank " << r << ":\n" << testing::ReadFile(Log("stop", r));
+  }
+  if (finished == 2) GTEST_SKIP() << "training finished before the signal arrived; nothing to check";
+  ASSERT_EQ(finished, 0) << "one rank stopped and the other finished";
+  auto resumed = SpawnRanks(2, "stop", 10, "--dist.timeout 60 --resume" + ckpt);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(testing::WaitExit(resumed[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("stop", r));
+  }
+  EXPECT_NE(testing::ReadFile(Log("stop", 0)).find("resumed from checkpoint t/"), std::string::npos);
+  const std::string want = testing::ReadFile((*dir_) / "out_ref/model.pt");
+  ASSERT_FALSE(want.empty());
+  EXPECT_TRUE(want == testing::ReadFile((*dir_) / "out_stop/model.pt"))
+      << "2 ranks stopped and resumed end with other parameters than 2 uninterrupted ranks";
+}
+
 // Starts 3 ranks with a 5 s timeout, waits until rank 0 has logged step 3, sends `sig` to
 // rank `victim`; the two others must exit with code 1 naming the victim within the timeout
 // plus the diagnosis (3 heartbeats) and some slack, not hang.
