@@ -4,7 +4,7 @@
 // hooks), after backward (same buckets), and as the plain per-parameter path.
 //
 //   build/bench/dist_bench [--global-batch 32] [--steps 10] [--warmup 2] [--mask 0.75]
-//                          [--bucket-mb 2] [--rounds 2]
+//                          [--bucket-mb 4] [--rounds 2]
 //
 // Each setup runs `rounds` times, the setups interleaved, and the round with the lowest mean
 // step time is reported (the machine is shared: the minimum is the least disturbed run).
@@ -49,7 +49,7 @@ struct Args {
   // rank mode
   bool rank_mode = false;
   bool overlap = true;
-  double bucket_mb = 2.0;
+  double bucket_mb = 4.0;  // dist.bucket_mb's default
   std::string out;
 };
 

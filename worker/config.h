@@ -57,7 +57,7 @@ struct DistConfig {
   std::string launcher = "auto";  // auto | none | env | mpi | slurm (worker/core/launcher.h)
   std::string backend = "auto";   // auto (NCCL for CUDA when compiled in, else Gloo) | gloo | nccl
   double timeout = 300.0;         // seconds: rendezvous and every collective; then the run fails naming the missing rank
-  double bucket_mb = 25.0;        // gradient all-reduce bucket size in MiB; 0: one all-reduce per parameter
+  double bucket_mb = 4.0;         // gradient all-reduce bucket size in MiB (tiny: ~4 buckets); 0: one per parameter
   bool overlap = true;            // start bucket all-reduces from gradient hooks during backward; false: after it
 };
 

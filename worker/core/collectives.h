@@ -53,7 +53,7 @@ class GroupGather : public EmbeddingGather {
 };
 
 struct GradSyncOptions {
-  double bucket_mb = 25.0;  // bucket capacity in MiB; 0: one all-reduce per parameter
+  double bucket_mb = 4.0;   // bucket capacity in MiB; 0: one all-reduce per parameter
   bool overlap = true;      // start buckets from gradient hooks during backward; false: after it
 };
 
