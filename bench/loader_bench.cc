@@ -118,9 +118,9 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
     Check(b.status(), "first batch");
     one = b->batch;
   }
-  step.Run(one, 0);  // warm-up
+  Check(step.Run(one, 0).status(), "warm-up step");
   t0 = Clock::now();
-  for (int i = 0; i < steps; ++i) step.Run(one, i + 1);
+  for (int i = 0; i < steps; ++i) Check(step.Run(one, i + 1).status(), "step");
   const double train_alone = static_cast<double>(steps * batch) / Since(t0);
 
   // Training fed by the loader: without the cache every clip is decoded and featurised
@@ -139,7 +139,7 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
     for (int i = 0; i < steps; ++i) {
       auto b = l->Next();
       Check(b.status(), "batch");
-      step.Run(b->batch, i + 1);
+      Check(step.Run(b->batch, i + 1).status(), "step");
     }
     f.loop = Since(start);
     f.wait = l->stats().wait_seconds - wait_before;

@@ -76,7 +76,12 @@ Result RunCpp(const flap::core::MaskConfig& mask, int64_t batch, int steps, int 
   Result r;
   for (int i = 0; i < warmup + steps; ++i) {
     data.keep = Keep(mask, g, batch, i);
-    auto st = step.Run(data, i);
+    auto run = step.Run(data, i);
+    if (!run.ok()) {
+      std::cerr << "train_step_bench: " << run.status().ToString() << std::endl;
+      std::exit(1);
+    }
+    const flap::core::StepStats& st = *run;
     model->zero_grad();
     auto t = Clock::now();
     model->EncodeAudio(data.spec, data.keep).embedding.sum().backward();

@@ -18,6 +18,9 @@ PACKAGES=(
   python3-torch python3-torchaudio
   prometheus
   tar
+  libgloo-dev
+  openmpi-bin
+  slurm-wlm munge libpmix2
 )
 
 if [[ "${FLAP_SKIP_APT:-0}" != 1 ]]; then

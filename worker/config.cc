@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "worker/core/draw.h"
+#include "worker/core/launcher.h"
 
 namespace po = boost::program_options;
 
@@ -75,6 +76,20 @@ Field Text(std::string name, std::string help, Ref<std::string> ref) {
     return Status::OK();
   };
   f.get = [ref](const TrialConfig& c) { return ref(const_cast<TrialConfig&>(c)); };
+  return f;
+}
+
+Field Bool(std::string name, std::string help, Ref<bool> ref) {
+  Field f;
+  f.name = name;
+  f.help = std::move(help);
+  f.set = [name, ref](TrialConfig& c, const std::string& v) -> Status {
+    if (v == "true" || v == "1" || v == "on") ref(c) = true;
+    else if (v == "false" || v == "0" || v == "off") ref(c) = false;
+    else return BadValue(name, v, "true or false");
+    return Status::OK();
+  };
+  f.get = [ref](const TrialConfig& c) { return std::string(ref(const_cast<TrialConfig&>(c)) ? "true" : "false"); };
   return f;
 }
 
@@ -157,6 +172,18 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best)));
     f.push_back(Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric)));
     f.push_back(Number("ckpt.stop_deadline", "seconds from a stop signal to exit, whatever is in flight", FLAP_REF(double, ckpt.stop_deadline)));
+    Field launcher = Text("dist.launcher", "where rank and world size come from: auto | none | env | mpi | slurm",
+                          FLAP_REF(std::string, dist.launcher));
+    launcher.set = [](TrialConfig& c, const std::string& v) -> Status {
+      FLAP_RETURN_IF_ERROR(core::ParseLauncher(v).status());
+      c.dist.launcher = v;
+      return Status::OK();
+    };
+    f.push_back(launcher);
+    f.push_back(Text("dist.backend", "collectives: auto | gloo | nccl", FLAP_REF(std::string, dist.backend)));
+    f.push_back(Number("dist.timeout", "seconds a rank waits for the others (rendezvous, each collective)", FLAP_REF(double, dist.timeout)));
+    f.push_back(Number("dist.bucket_mb", "gradient all-reduce bucket in MiB; 0 = one per parameter", FLAP_REF(double, dist.bucket_mb)));
+    f.push_back(Bool("dist.overlap", "all-reduce gradient buckets during backward (true) or after it (false)", FLAP_REF(bool, dist.overlap)));
     f.push_back(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>", FLAP_REF(std::string, trial_id)));
     return f;
   }();
@@ -168,7 +195,7 @@ bool IsOperational(const std::string& key) {
   return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" ||
          key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
          key == "data.path" || key == "train.trial_id" ||
-         key.rfind("ckpt.", 0) == 0;
+         key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0;
 }
 
 po::options_description Describe() {
@@ -234,6 +261,11 @@ Status TrialConfig::Validate() const {
   if (ckpt.keep_last < 1) return Status::InvalidArgument("ckpt.keep_last must be >= 1");
   if (ckpt.keep_best < 0) return Status::InvalidArgument("ckpt.keep_best must be >= 0");
   if (!(ckpt.stop_deadline >= 0)) return Status::InvalidArgument("ckpt.stop_deadline must be >= 0");
+  if (dist.backend != "auto" && dist.backend != "gloo" && dist.backend != "nccl") {
+    return Status::InvalidArgument("dist.backend must be auto, gloo or nccl, got '" + dist.backend + "'");
+  }
+  if (!(dist.timeout > 0)) return Status::InvalidArgument("dist.timeout must be > 0 seconds");
+  if (!(dist.bucket_mb >= 0)) return Status::InvalidArgument("dist.bucket_mb must be >= 0");
   return Status::OK();
 }
 

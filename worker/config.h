@@ -32,7 +32,7 @@ struct DataConfig {
 
 struct TrainConfig {
   uint64_t seed = 1;             // trial seed: init, masks, caption choice, sample order
-  int64_t batch_size = 32;       // per rank
+  int64_t batch_size = 32;       // per rank; the global batch is world size x this
   int64_t epochs = 10;
   int64_t max_steps = 0;         // > 0: stop after this many steps, whatever the epochs
   int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
@@ -54,6 +54,16 @@ struct CheckpointConfig {
   double stop_deadline = 25.0;  // seconds from a stop signal to exit, whatever is in flight
 };
 
+// The worker group (worker/core/worker_group.h): how this rank finds the others and how
+// gradients are averaged. None of these change what training computes.
+struct DistConfig {
+  std::string launcher = "auto";  // auto | none | env | mpi | slurm (worker/core/launcher.h)
+  std::string backend = "auto";   // auto (NCCL for CUDA when compiled in, else Gloo) | gloo | nccl
+  double timeout = 300.0;         // seconds: rendezvous and every collective; then the run fails naming the missing rank
+  double bucket_mb = 4.0;         // gradient all-reduce bucket size in MiB (tiny: ~4 buckets); 0: one per parameter
+  bool overlap = true;            // start bucket all-reduces from gradient hooks during backward; false: after it
+};
+
 struct TrialConfig {
   TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
   std::string preset = "tiny";
@@ -64,6 +74,7 @@ struct TrialConfig {
   TrainConfig train;
   DataConfig data;
   CheckpointConfig ckpt;
+  DistConfig dist;
   std::string trial_id;          // names the trial's checkpoints; empty: "trial-<Hash()>"
   std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
   double augment_prob = 0.0;     // parsed form of `augment`

@@ -121,3 +121,34 @@ TEST(TrialConfig, ShippedConfigsParse) {
 
 }  // namespace
 }  // namespace flap::worker
+
+namespace flap::worker {
+namespace {
+
+TEST(TrialConfig, DistKeysParseAndDoNotChangeTheHash) {
+  TrialConfig a, b;
+  ASSERT_TRUE(Parse({}, &a).ok());
+  ASSERT_TRUE(Parse({"--dist.launcher", "slurm", "--dist.backend", "gloo", "--dist.timeout", "30",
+                     "--dist.bucket_mb", "0", "--dist.overlap", "false"}, &b).ok());
+  EXPECT_EQ(b.dist.launcher, "slurm");
+  EXPECT_EQ(b.dist.timeout, 30.0);
+  EXPECT_EQ(b.dist.bucket_mb, 0.0);
+  EXPECT_FALSE(b.dist.overlap);
+  EXPECT_TRUE(a.dist.overlap);
+  EXPECT_EQ(b.ToMap().at("dist.overlap"), "false");
+  EXPECT_EQ(a.Hash(), b.Hash());
+}
+
+TEST(TrialConfig, BadDistValuesAreNamed) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"dist.launcher", "pbs"}, {"dist.backend", "mpi"}, {"dist.timeout", "0"},
+           {"dist.bucket_mb", "-1"}, {"dist.overlap", "maybe"}}) {
+    TrialConfig c;
+    Status s = Parse({"--" + key, value}, &c);
+    ASSERT_FALSE(s.ok()) << key;
+    EXPECT_NE(s.message().find(key), std::string::npos) << s.message();
+  }
+}
+
+}  // namespace
+}  // namespace flap::worker

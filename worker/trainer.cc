@@ -6,14 +6,18 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <ostream>
+#include <sstream>
 #include <thread>
 
 #include "sharding/manifest.h"
+#include "worker/core/collectives.h"
 #include "worker/core/masking.h"
+#include "worker/core/worker_group.h"
 #include "worker/loader.h"
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
@@ -82,15 +86,102 @@ StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, 
   return c;
 }
 
+// This rank's worker group, from the launcher's environment (a group of one without any).
+struct Joined {
+  core::Rendezvous rendezvous;
+  std::unique_ptr<core::WorkerGroup> group;
+};
+
+StatusOr<Joined> JoinGroup(const TrialConfig& c) {
+  Joined j;
+  FLAP_ASSIGN_OR_RETURN(core::Launcher launcher, core::ParseLauncher(c.dist.launcher));
+  FLAP_ASSIGN_OR_RETURN(j.rendezvous, core::DetectRendezvous(core::ProcessEnvironment(), launcher));
+  core::GroupOptions o;
+  o.backend = c.dist.backend;
+  o.timeout_s = c.dist.timeout;
+  FLAP_ASSIGN_OR_RETURN(j.group, core::WorkerGroup::Create(j.rendezvous, o));
+  return j;
+}
+
+// After rank 0 restored a checkpoint: every rank takes its step, parameters and optimizer
+// state (serialised and broadcast), so that all ranks resume from the same state.
+Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
+                          int64_t* step) {
+  at::Tensor s = at::tensor({*step}, at::kLong);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(s, 0));
+  *step = s.item<int64_t>();
+  if (*step == 0) return Status::OK();
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      at::Tensor d = p.detach();
+      FLAP_RETURN_IF_ERROR(g.Broadcast(d, 0));
+    }
+    for (auto& b : model->buffers()) FLAP_RETURN_IF_ERROR(g.Broadcast(b, 0));
+  }
+  std::string bytes;
+  if (g.rank() == 0) {
+    std::ostringstream out;
+    torch::save(optimizer, out);
+    bytes = out.str();
+  }
+  at::Tensor n = at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(n, 0));
+  at::Tensor buf = at::empty({n.item<int64_t>()}, at::kByte);
+  if (g.rank() == 0) std::memcpy(buf.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  FLAP_RETURN_IF_ERROR(g.Broadcast(buf, 0));
+  if (g.rank() != 0) {
+    std::istringstream in(std::string(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(buf.numel())));
+    try {
+      torch::load(optimizer, in);
+    } catch (const c10::Error& e) {
+      return Status::Corruption(std::string("optimizer state received from rank 0: ") + e.what_without_backtrace());
+    }
+  }
+  return Status::OK();
+}
+
+// Whether any rank received a stop signal: all ranks stop at the same step. The local
+// signal, or SIGTERM's number when only another rank got one.
+StatusOr<int> AgreeOnStop(core::WorkerGroup& g, int local) {
+  at::Tensor flag = at::tensor({local != 0 ? 1.0f : 0.0f}, at::kFloat);
+  FLAP_RETURN_IF_ERROR(g.AllReduceSum(flag));
+  if (flag.item<float>() == 0.0f) return 0;
+  return local != 0 ? local : 15;
+}
+
+// Losses averaged over the ranks (each rank's loss is its own rows' mean).
+Status MeanLosses(core::WorkerGroup& g, core::StepStats* st) {
+  if (g.world_size() == 1) return Status::OK();
+  at::Tensor l = at::tensor({st->loss, st->contrastive, st->recon}, at::kDouble);
+  FLAP_RETURN_IF_ERROR(g.AllReduceSum(l));
+  l.div_(g.world_size());
+  st->loss = l[0].item<double>();
+  st->contrastive = l[1].item<double>();
+  st->recon = l[2].item<double>();
+  return Status::OK();
+}
+
 }  // namespace
 
-StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log,
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log_in,
                                    const ResumeOptions& resume) {
   TrialConfig config = config_in;
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
   const auto start = Clock::now();
+  FLAP_ASSIGN_OR_RETURN(Joined joined, JoinGroup(config));
+  core::WorkerGroup& group = *joined.group;
+  const int rank = group.rank(), world = group.world_size();
+  // Rank 0 speaks for the group; the others only report their own failures (returned).
+  std::ostream null_log(nullptr);
+  std::ostream& log = rank == 0 ? log_in : null_log;
+  if (world > 1) {
+    log_in << "rank " << rank << " of " << world << " joined (" << core::LauncherName(joined.rendezvous.launcher)
+           << " launcher, " << group.backend() << ", rendezvous " << joined.rendezvous.master_addr << ":"
+           << joined.rendezvous.master_port << ", timeout " << config.dist.timeout << " s)" << std::endl;
+  }
 
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
   FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer,
@@ -101,9 +192,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (train_shards.empty()) {
     return Status::NotFound("dataset '" + config.data.path + "' has no shards in split '" + config.data.train_split + "'");
   }
-  // This process is rank 0 of a group of 1; the worker group sets both for multi-rank runs.
-  const int rank = 0, world_size = 1;
-  auto source = FixedShardSource::Create(train_shards, rank, world_size, config.train.batch_size, config.train.seed);
+  auto source = FixedShardSource::Create(train_shards, rank, world, config.train.batch_size, config.train.seed);
   if (!source.ok()) return source.status().WithContext("split '" + config.data.train_split + "'");
   const int64_t per_epoch = (*source)->StepsPerEpoch();
 
@@ -112,12 +201,19 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   int64_t total_steps = per_epoch * config.train.epochs;
   if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
   if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
-  core::TrainStep step_runner(outcome.model, config.loss, config.optim);
+  core::GroupGather gather(&group);
+  core::GradSyncOptions sync_options;
+  sync_options.bucket_mb = config.dist.bucket_mb;
+  sync_options.overlap = config.dist.overlap;
+  core::GroupGradientSync sync(&group, sync_options);
+  core::TrainStep step_runner(outcome.model, config.loss, config.optim, world > 1 ? &gather : nullptr,
+                              world > 1 ? &sync : nullptr);
 
   int64_t start_step = 0;
   LoaderCursor cursor;
   std::unique_ptr<Checkpointer> ckpt;
-  if (!config.ckpt.root.empty()) {
+  // Rank 0 owns the trial's checkpoints; the others receive what it restores.
+  if (!config.ckpt.root.empty() && rank == 0) {
     FLAP_ASSIGN_OR_RETURN(ckpt, Checkpointer::Open(config.ckpt, config.TrialId(), config.Hash()));
     if (resume.resume || resume.from_step >= 0) {
       auto restored = ckpt->Restore(resume, outcome.model, step_runner.optimizer(), log);
@@ -130,8 +226,16 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
         return restored.status();
       }
     }
-  } else if (resume.resume || resume.from_step >= 0) {
+  } else if (config.ckpt.root.empty() && (resume.resume || resume.from_step >= 0)) {
     return Status::InvalidArgument("--resume needs ckpt.root");
+  }
+  if (world > 1 && (resume.resume || resume.from_step >= 0)) {
+    FLAP_RETURN_IF_ERROR(ShareRestoredState(group, outcome.model, step_runner.optimizer(), &start_step));
+  }
+  if (world > 1) {
+    // Only rank 0 reads checkpoints; every rank places its own shards' cursor at the shared
+    // step (exact for the fixed shard source: loader.h).
+    FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(nullptr, start_step, per_epoch));
   }
   LoaderOptions lo;
   lo.dataset_dir = config.data.path;
@@ -161,12 +265,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       << " captions, features in " << FormatDuration(load_s) << "; preset " << config.preset << ", mask "
       << config.mask.ratio << " " << core::MaskStrategyName(config.mask.strategy) << " (" << kept << "/"
       << config.model.num_patches() << " tokens kept), recon.weight " << config.loss.recon_weight
-      << ", text.augment " << config.augment << "; " << total_steps << " steps of global batch " << b
-      << " (" << b << " negatives per step), " << at::get_num_threads() << " threads" << std::endl;
+      << ", text.augment " << config.augment << "; " << total_steps << " steps of global batch " << b * world
+      << " (" << world << " rank(s) x train.batch_size " << b << " per rank; " << b * world
+      << " negatives per step), " << at::get_num_threads() << " threads" << std::endl;
 
   nlohmann::json history = nlohmann::json::array();
   core::StepStats last;
-  double fwd_s = 0, bwd_s = 0, opt_s = 0, window_s = 0, wait_s = 0;
+  double fwd_s = 0, bwd_s = 0, opt_s = 0, gather_s = 0, sync_s = 0, window_s = 0, wait_s = 0;
   int64_t window_steps = 0;
   const auto train_start = Clock::now();
   double eval_s = 0;
@@ -203,7 +308,11 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   int64_t last_saved = start_step;
   for (int64_t epoch = start_step / per_epoch; step < total_steps; ++epoch) {
     for (int64_t i = step % per_epoch; i < per_epoch && step < total_steps; ++i, ++step) {
-      if (const int sig = StopRequested()) {
+      int sig = StopRequested();
+      if (world > 1) {
+        FLAP_ASSIGN_OR_RETURN(sig, AgreeOnStop(group, sig));
+      }
+      if (sig != 0) {
         if (step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
         if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
         log << "stopped by signal " << sig << " at step " << step
@@ -221,8 +330,12 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                                 " step " + std::to_string(i) + " was due");
       }
       wait_s += Since(t);
-      last = step_runner.Run(batch->batch, step);
+      FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(batch->batch, step));
       cursor = batch->after;
+      gather_s += last.gather_s;
+      sync_s += last.sync_s;
+      const bool log_now = (step + 1) % config.train.log_every == 0 || step + 1 == total_steps;
+      if (log_now) FLAP_RETURN_IF_ERROR(MeanLosses(group, &last));
       if (!std::isfinite(last.loss)) {
         return Status::Internal("loss became " + std::to_string(last.loss) + " at step " + std::to_string(step) +
                                 " (lower optim.lr?)");
@@ -232,8 +345,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       fwd_s += last.forward_s;
       bwd_s += last.backward_s;
       opt_s += last.optimizer_s;
-      if ((step + 1) % config.train.log_every == 0 || step + 1 == total_steps) {
-        const double rate = static_cast<double>(window_steps * b) / window_s;
+      if (log_now) {
+        const double rate = static_cast<double>(window_steps * b * world) / window_s;
         const double eta = static_cast<double>(total_steps - step - 1) * window_s / static_cast<double>(window_steps);
         char buf[256];
         std::snprintf(buf, sizeof(buf),
@@ -258,24 +371,32 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   evaluate(step);
   if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
   if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
+  FLAP_RETURN_IF_ERROR(group.Shutdown());
 
   nlohmann::json& s = outcome.summary;
   s["config"] = config.ToJson();
   s["config_hash"] = config.Hash();
   s["steps"] = step;
   s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch);
-  s["samples_seen"] = step * b;
+  s["samples_seen"] = step * b * world;
   s["resumed_from_step"] = start_step;
   s["trial_id"] = config.TrialId();
-  s["world_size"] = 1;
-  s["global_batch"] = b;
-  s["negatives_per_step"] = b;
+  s["world_size"] = world;
+  s["rank"] = rank;
+  s["per_rank_batch"] = b;
+  s["global_batch"] = b * world;
+  s["negatives_per_step"] = b * world;
+  s["dist"] = {{"launcher", core::LauncherName(joined.rendezvous.launcher)},
+               {"backend", group.backend()},
+               {"overlap", config.dist.overlap},
+               {"bucket_mb", config.dist.bucket_mb},
+               {"buckets", world > 1 ? sync.num_buckets() : 0}};
   s["tokens_kept"] = kept;
   s["final_loss"] = {{"total", last.loss}, {"contrastive", last.contrastive}, {"recon", last.recon},
                      {"logit_scale", last.logit_scale}};
   s["eval"] = MetricsToJson(outcome.final_metrics);
   s["eval_history"] = history;
-  s["samples_per_second"] = train_s > 0 ? static_cast<double>(step * b) / train_s : 0.0;
+  s["samples_per_second"] = train_s > 0 ? static_cast<double>(step * b * world) / train_s : 0.0;
   const LoaderStats ls = loader->stats();
   s["data"] = {{"wait_seconds", wait_s},
                {"wait_fraction", train_s > 0 ? wait_s / train_s : 0.0},
@@ -283,14 +404,17 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                {"shards_from_cache", ls.shards_cached},
                {"loader_threads", lo.threads}};
   for (const std::string& n : ls.notes) log << "loader: " << n << std::endl;
-  s["step_seconds"] = {{"forward", fwd_s / std::max<int64_t>(1, step)},
-                       {"backward", bwd_s / std::max<int64_t>(1, step)},
-                       {"optimizer", opt_s / std::max<int64_t>(1, step)}};
+  const double steps_run = static_cast<double>(std::max<int64_t>(1, step - start_step));
+  s["step_seconds"] = {{"forward", fwd_s / steps_run},
+                       {"backward", bwd_s / steps_run},
+                       {"optimizer", opt_s / steps_run},
+                       {"gather", gather_s / steps_run},
+                       {"grad_sync", sync_s / steps_run}};
   s["wall_seconds"] = Since(start);
   s["train_seconds"] = train_s;
   s["eval_seconds"] = eval_s;
 
-  if (!config.train.output_dir.empty()) {
+  if (!config.train.output_dir.empty() && rank == 0) {
     std::error_code ec;
     std::filesystem::create_directories(config.train.output_dir, ec);
     if (ec) return Status::IOError("cannot create train.output_dir '" + config.train.output_dir + "': " + ec.message());

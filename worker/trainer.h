@@ -4,6 +4,13 @@
 // periodic evaluation, prints one progress line per `train.log_every` steps, and ends with a
 // JSON summary (metrics, config, wall time) that is also written to train.output_dir.
 //
+// Several ranks: RunTraining first joins the worker group that the launcher's variables
+// describe (dist.* keys; worker/core/launcher.h); with none it is a group of one. Each rank
+// trains on its slice of every global batch (world size x train.batch_size), embeddings are
+// gathered across ranks and gradients averaged, so parameters stay identical on every rank.
+// Rank 0 logs, writes train.output_dir and owns the checkpoints. A rank that dies or hangs
+// makes the others return DeadlineExceeded naming it, within dist.timeout.
+//
 // On CPU the same config and seed give bit-identical parameters: every random choice comes
 // from the trial seed (model init through LibTorch's generator, masks, captions and order
 // through core/draw.h). Not thread-safe; one call per process at a time (sets LibTorch's

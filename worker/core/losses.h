@@ -14,16 +14,35 @@
 
 #include <ATen/Tensor.h>
 
+#include <stdexcept>
+
+#include "common/status.h"
+
 namespace flap::core {
 
+// Thrown by an EmbeddingGather inside forward or backward, where no Status can be returned,
+// when a collective fails; TrainStep catches it and returns the Status it carries.
+class CollectiveError : public std::runtime_error {
+ public:
+  explicit CollectiveError(Status status) : std::runtime_error(status.ToString()), status_(std::move(status)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
 // Gathers a (B, D) tensor from every rank into (W*B, D), rank-major, differentiably.
-// Implementations: the single-process identity below, and the worker group's c10d gather.
+// Implementations: the single-process identity below, and the worker group's gather
+// (collectives.h), whose backward sums each rank's gradient slice across ranks. Throws
+// CollectiveError when the ranks cannot be reached.
 class EmbeddingGather {
  public:
   virtual ~EmbeddingGather() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual at::Tensor AllGather(const at::Tensor& local) = 0;
+  // Seconds spent in collectives so far (forward and backward); 0 for a single process.
+  virtual double seconds() const { return 0.0; }
 };
 
 class LocalGather : public EmbeddingGather {

@@ -110,7 +110,9 @@ std::vector<at::Tensor> TrainFewSteps(uint64_t seed) {
   TrainStep step(model, loss, optim);
   torch::manual_seed(seed + 1);
   for (int i = 0; i < 4; ++i) {
-    auto st = step.Run(MakeBatch(c, 4, 0.5), i);
+    auto r = step.Run(MakeBatch(c, 4, 0.5), i);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    const StepStats& st = *r;
     EXPECT_TRUE(std::isfinite(st.loss));
     EXPECT_GT(st.recon, 0.0);
   }
@@ -141,9 +143,9 @@ TEST(TrainStep, LossDecreasesOnAFixedBatchAndScaleStaysClamped) {
   optim.total_steps = 40;
   TrainStep step(model, loss, optim);
   auto batch = MakeBatch(c, 8, 0.0);
-  double first = step.Run(batch, 0).loss, last = 0;
+  double first = step.Run(batch, 0)->loss, last = 0;
   for (int i = 1; i < 40; ++i) {
-    auto st = step.Run(batch, i);
+    StepStats st = *step.Run(batch, i);
     last = st.loss;
     EXPECT_LE(st.logit_scale, 100.0 + 1e-3);
   }

@@ -48,34 +48,53 @@ TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig&
   if (sync_) sync_->Attach(params_);
 }
 
-StepStats TrainStep::Run(const Batch& batch, int64_t step) {
+StatusOr<StepStats> TrainStep::ComputeGradients(const Batch& batch) {
   StepStats st;
   const at::Device device = batch.spec.device();
-  st.lr = LearningRate(optim_, step);
-  for (auto& group : optimizer_->param_groups()) {
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(st.lr);
-  }
   const bool with_recon = loss_.recon_weight > 0.0;
-
+  const double gather0 = gather_->seconds();
   auto t0 = std::chrono::steady_clock::now();
   optimizer_->zero_grad();
-  ModelOutput out = model_->forward(batch.spec, batch.keep, batch.tokens, with_recon);
-  at::Tensor contrastive = ContrastiveLoss(out.audio, out.text, out.logit_scale, *gather_);
-  at::Tensor loss = contrastive;
-  at::Tensor recon;
-  if (with_recon) {
-    at::Tensor target = NormalizePatches(Patchify(batch.spec, model_->config().patch_size));
-    recon = ReconstructionLoss(out.recon, target, batch.keep);
-    loss = loss + loss_.recon_weight * recon;
+  at::Tensor loss, contrastive, recon;
+  try {
+    ModelOutput out = model_->forward(batch.spec, batch.keep, batch.tokens, with_recon);
+    contrastive = ContrastiveLoss(out.audio, out.text, out.logit_scale, *gather_);
+    loss = contrastive;
+    if (with_recon) {
+      at::Tensor target = NormalizePatches(Patchify(batch.spec, model_->config().patch_size));
+      recon = ReconstructionLoss(out.recon, target, batch.keep);
+      loss = loss + loss_.recon_weight * recon;
+    }
+    SynchronizeDevice(device);
+    st.forward_s = Seconds(t0, std::chrono::steady_clock::now());
+    loss.backward();
+  } catch (const CollectiveError& e) {
+    return e.status();
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("training step: ") + e.what_without_backtrace());
   }
-  SynchronizeDevice(device);
-  auto t1 = std::chrono::steady_clock::now();
-
-  loss.backward();
-  if (sync_) sync_->Finish();
-  SynchronizeDevice(device);
   auto t2 = std::chrono::steady_clock::now();
+  if (sync_) FLAP_RETURN_IF_ERROR(sync_->Finish());
+  SynchronizeDevice(device);
+  auto t3 = std::chrono::steady_clock::now();
+  st.sync_s = Seconds(t2, t3);
+  st.backward_s = Seconds(t0, t3) - st.forward_s;
+  st.gather_s = gather_->seconds() - gather0;
+  st.loss = loss.item<double>();
+  st.contrastive = contrastive.item<double>();
+  st.recon = recon.defined() ? recon.item<double>() : 0.0;
+  return st;
+}
 
+StatusOr<StepStats> TrainStep::Run(const Batch& batch, int64_t step) {
+  const double lr = LearningRate(optim_, step);
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+  FLAP_ASSIGN_OR_RETURN(StepStats st, ComputeGradients(batch));
+  st.lr = lr;
+  const at::Device device = batch.spec.device();
+  auto t2 = std::chrono::steady_clock::now();
   if (optim_.grad_clip > 0) {
     st.grad_norm = torch::nn::utils::clip_grad_norm_(params_, optim_.grad_clip);
   } else {
@@ -91,15 +110,8 @@ StepStats TrainStep::Run(const Batch& batch, int64_t step) {
     model_->logit_scale().clamp_(0.0, loss_.logit_scale_max);
   }
   SynchronizeDevice(device);
-  auto t3 = std::chrono::steady_clock::now();
-
-  st.loss = loss.item<double>();
-  st.contrastive = contrastive.item<double>();
-  st.recon = recon.defined() ? recon.item<double>() : 0.0;
+  st.optimizer_s = Seconds(t2, std::chrono::steady_clock::now());
   st.logit_scale = std::exp(model_->logit_scale().item<double>());
-  st.forward_s = Seconds(t0, t1);
-  st.backward_s = Seconds(t1, t2);
-  st.optimizer_s = Seconds(t2, t3);
   return st;
 }
 

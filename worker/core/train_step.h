@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/status.h"
 #include "worker/core/losses.h"
 #include "worker/core/model.h"
 #include "worker/core/model_config.h"
@@ -25,14 +26,15 @@ struct Batch {
 };
 
 // Averages parameter gradients across the ranks of a group after backward. The single-process
-// implementation does nothing; the worker group provides the collective one.
+// implementation does nothing; collectives.h has the worker group's (bucketed, overlapped).
 class GradientSync {
  public:
   virtual ~GradientSync() = default;
   // Called once before the first backward with every trainable parameter.
   virtual void Attach(const std::vector<at::Tensor>& params) { (void)params; }
-  // Called after backward; on return every parameter's .grad() holds the cross-rank mean.
-  virtual void Finish() {}
+  // Called after backward; on success every parameter's .grad() holds the cross-rank mean.
+  // A failure (a rank missing) leaves the gradients undefined for this step.
+  virtual Status Finish() { return Status::OK(); }
 };
 
 struct StepStats {
@@ -40,7 +42,9 @@ struct StepStats {
   double logit_scale = 0;   // exp(log scale) after the step's clamp
   double lr = 0;
   double grad_norm = 0;     // global L2 norm before clipping
-  double forward_s = 0, backward_s = 0, optimizer_s = 0;  // includes gradient sync in backward
+  double forward_s = 0, backward_s = 0, optimizer_s = 0;  // backward_s includes sync_s
+  double gather_s = 0;      // in the embedding gather's collectives (within forward and backward)
+  double sync_s = 0;        // waiting for the gradient all-reduce after backward (not overlapped)
 };
 
 class TrainStep {
@@ -49,8 +53,14 @@ class TrainStep {
   TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
             EmbeddingGather* gather = nullptr, GradientSync* sync = nullptr);
 
-  // Runs step number `step` (0-based; sets the learning rate) on `batch`.
-  StepStats Run(const Batch& batch, int64_t step);
+  // Runs step number `step` (0-based; sets the learning rate) on `batch`: ComputeGradients,
+  // then clipping, AdamW and the logit-scale clamp. A failed collective (a rank of the group
+  // missing) comes back as its Status; the parameters are then unchanged.
+  StatusOr<StepStats> Run(const Batch& batch, int64_t step);
+
+  // Forward, losses, backward and gradient averaging only: on success every parameter's
+  // .grad() holds this step's (cross-rank mean) gradient. Fills the losses and timings.
+  StatusOr<StepStats> ComputeGradients(const Batch& batch);
 
   FlapModel& model() { return model_; }
   torch::optim::AdamW& optimizer() { return *optimizer_; }

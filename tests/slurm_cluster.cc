@@ -1,0 +1,246 @@
+#include "tests/slurm_cluster.h"
+
+#include <dirent.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <thread>
+
+namespace flap::testing {
+namespace {
+
+bool OnPath(const std::string& program) {
+  return RunCommand("command -v " + program + " >/dev/null").exit_code == 0;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string Tail(const std::string& path, int lines) {
+  return RunCommand("tail -n " + std::to_string(lines) + " " + path + " 2>/dev/null").output;
+}
+
+bool Alive(pid_t pid) {
+  if (kill(pid, 0) != 0) return false;
+  int status = 0;
+  return waitpid(pid, &status, WNOHANG) == 0;  // reaps it when it has exited
+}
+
+// Pids of processes whose environment contains `needle`.
+std::vector<pid_t> ProcessesWithEnv(const std::string& needle) {
+  std::vector<pid_t> pids;
+  DIR* proc = opendir("/proc");
+  if (!proc) return pids;
+  while (dirent* e = readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0 || pid == getpid()) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (env.find(needle) != std::string::npos) pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
+}  // namespace
+
+std::string SlurmCluster::MissingPrograms() {
+  std::string missing;
+  for (const char* p : {"munged", "slurmctld", "slurmd", "srun", "sbatch", "squeue", "scontrol", "scancel", "sinfo"}) {
+    if (!OnPath(p)) missing += std::string(missing.empty() ? "" : ", ") + p;
+  }
+  return missing;
+}
+
+StatusOr<std::unique_ptr<SlurmCluster>> SlurmCluster::Start(const SlurmClusterOptions& options) {
+  std::unique_ptr<SlurmCluster> c(new SlurmCluster());
+  Status s = c->Launch(options);
+  if (!s.ok()) {
+    const std::string logs = c->Logs();
+    c->Stop();
+    return Status::FailedPrecondition("one-node Slurm cluster: " + s.ToString() + "\n" + logs);
+  }
+  return c;
+}
+
+SlurmCluster::~SlurmCluster() { Stop(); }
+
+std::string SlurmCluster::EnvPrefix() const { return "env SLURM_CONF=" + conf_ + " " + marker_ + " "; }
+
+RunResult SlurmCluster::Client(const std::string& command_line, double timeout_s) const {
+  return RunCommand(EnvPrefix() + "timeout -k 5 " + std::to_string(static_cast<int>(timeout_s)) + " " + command_line);
+}
+
+Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
+  if (const std::string missing = MissingPrograms(); !missing.empty()) {
+    return Status::FailedPrecondition("missing programs: " + missing + " (apt-get install slurm-wlm munge)");
+  }
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  node_ = host;
+  addrinfo* ai = nullptr;
+  if (getaddrinfo(node_.c_str(), nullptr, nullptr, &ai) != 0) {
+    return Status::FailedPrecondition("hostname '" + node_ + "' does not resolve (add it to /etc/hosts)");
+  }
+  freeaddrinfo(ai);
+
+  std::random_device rd;
+  dir_ = ::testing::TempDir() + "/flap_slurm_" + std::to_string(getpid()) + "_" + std::to_string(rd() % 100000);
+  marker_ = "FLAP_SLURM_CLUSTER=" + dir_;
+  std::filesystem::remove_all(dir_);
+  for (const char* sub : {"", "/munge", "/state", "/spool", "/log"}) std::filesystem::create_directories(dir_ + sub);
+  // munged wants its key private and its socket folder searchable by everyone.
+  chmod(dir_.c_str(), 0711);
+  chmod((dir_ + "/munge").c_str(), 0711);
+  {
+    std::ofstream key(dir_ + "/munge/munge.key", std::ios::binary);
+    for (int i = 0; i < 1024; ++i) key.put(static_cast<char>(rd() & 0xff));
+  }
+  chmod((dir_ + "/munge/munge.key").c_str(), 0400);
+  const std::string sock = dir_ + "/munge/munge.socket";
+
+  const int ctld_port = FreePort();
+  int slurmd_port = FreePort();
+  while (slurmd_port == ctld_port) slurmd_port = FreePort();
+  conf_ = dir_ + "/slurm.conf";
+  {
+    std::ofstream c(conf_);
+    c << "ClusterName=flaptest\n"
+      << "SlurmctldHost=" << node_ << "(127.0.0.1)\n"
+      << "SlurmctldPort=" << ctld_port << "\nSlurmdPort=" << slurmd_port << "\n"
+      << "SlurmUser=root\nSlurmdUser=root\n"
+      << "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=" << sock << "\n"
+      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool\n"
+      << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd.pid\n"
+      << "SlurmctldLogFile=" << dir_ << "/log/slurmctld.log\nSlurmdLogFile=" << dir_ << "/log/slurmd.log\n"
+      << "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n"
+      << "AccountingStorageType=accounting_storage/none\nSwitchType=switch/none\nMpiDefault=none\n"
+      << "SchedulerType=sched/backfill\nSelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
+      << "ReturnToService=2\nSlurmdParameters=config_overrides\n"
+      << "SlurmctldTimeout=30\nSlurmdTimeout=30\nInactiveLimit=0\nMinJobAge=300\nKillWait=30\n";
+    for (const auto& line : o.extra_config) c << line << "\n";
+    c << "NodeName=" << node_ << " NodeAddr=127.0.0.1 CPUs=" << o.cpus << " RealMemory=" << o.real_memory_mb
+      << " State=UNKNOWN\n"
+      << "PartitionName=" << o.partition << " Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n";
+  }
+
+  const std::vector<std::string> env = {"SLURM_CONF=" + conf_, marker_};
+  auto launch = [&](const std::string& cmd, const std::string& log) -> Status {
+    const pid_t pid = Spawn(cmd, env, dir_ + "/log/" + log);
+    if (pid <= 0) return Status::Internal("cannot start: " + cmd);
+    daemons_.push_back(pid);
+    return Status::OK();
+  };
+  FLAP_RETURN_IF_ERROR(launch("munged -F -f --socket=" + sock + " --key-file=" + dir_ + "/munge/munge.key --log-file=" +
+                                  dir_ + "/log/munged.log --pid-file=" + dir_ + "/munge/munged.pid --seed-file=" + dir_ +
+                                  "/munge/munged.seed",
+                              "munged.out"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.start_timeout_s);
+  while (!std::filesystem::exists(sock)) {
+    if (std::chrono::steady_clock::now() > deadline || !Alive(daemons_[0])) {
+      return Status::DeadlineExceeded("munged did not create its socket");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FLAP_RETURN_IF_ERROR(launch("slurmctld -D -f " + conf_, "slurmctld.out"));
+  FLAP_RETURN_IF_ERROR(launch("slurmd -D -f " + conf_ + " -N " + node_, "slurmd.out"));
+  std::string state;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (size_t i = 0; i < daemons_.size(); ++i) {
+      if (!Alive(daemons_[i])) return Status::Internal(std::string(i == 0 ? "munged" : i == 1 ? "slurmctld" : "slurmd") + " exited during start");
+    }
+    state = Trim(Client("sinfo -h -n " + node_ + " -o %T", 10).output);
+    if (state == "idle") return Status::OK();
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return Status::DeadlineExceeded("node '" + node_ + "' not idle after " + std::to_string(o.start_timeout_s) +
+                                  " s (last state: '" + state + "')");
+}
+
+StatusOr<std::string> SlurmCluster::Sbatch(const std::string& args) const {
+  RunResult r = Client("sbatch --parsable " + args, 60);
+  if (r.exit_code != 0) return Status::Internal("sbatch " + args + " failed: " + r.output);
+  std::string id = Trim(r.output);
+  id = id.substr(0, id.find(';'));
+  if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Internal("sbatch printed no job id: " + r.output);
+  }
+  return id;
+}
+
+StatusOr<std::string> SlurmCluster::JobState(const std::string& job_id) const {
+  RunResult r = Scontrol("show job -o " + job_id);
+  if (r.exit_code != 0) return Status::NotFound("job " + job_id + ": " + r.output);
+  const size_t at = r.output.find("JobState=");
+  if (at == std::string::npos) return Status::Internal("no JobState in: " + r.output);
+  const size_t end = r.output.find_first_of(" \n", at);
+  return r.output.substr(at + 9, end - at - 9);
+}
+
+Status SlurmCluster::WaitJobState(const std::string& job_id, const std::vector<std::string>& states,
+                                  double timeout_s) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto s = JobState(job_id);
+    if (s.ok()) {
+      last = *s;
+      for (const auto& want : states) {
+        if (last == want) return Status::OK();
+      }
+    } else {
+      last = s.status().message();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return Status::DeadlineExceeded("job " + job_id + " still '" + last + "' after " + std::to_string(timeout_s) + " s");
+}
+
+std::string SlurmCluster::Logs() const {
+  std::string out;
+  for (const char* f : {"munged.out", "slurmctld.out", "slurmctld.log", "slurmd.out", "slurmd.log"}) {
+    out += std::string("--- ") + f + "\n" + Tail(dir_ + "/log/" + f, 15);
+  }
+  return out;
+}
+
+void SlurmCluster::Stop() {
+  if (stopped_ || dir_.empty()) return;
+  stopped_ = true;
+  if (daemons_.size() >= 2 && Alive(daemons_[1])) {
+    Client("scancel --full --partition=debug", 15);
+    Client("scontrol shutdown", 15);
+  }
+  // Daemons: wait for the shutdown, then make sure.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (pid_t pid : daemons_) {
+    if (pid == daemons_.front()) kill(pid, SIGTERM);  // munged has no shutdown command
+    while (Alive(pid) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (Alive(pid)) {
+      kill(pid, SIGKILL);
+      int status = 0;
+      waitpid(pid, &status, 0);
+    }
+  }
+  // Whatever else this cluster started: slurmstepd, job steps, batch scripts.
+  for (int round = 0; round < 3; ++round) {
+    const std::vector<pid_t> left = ProcessesWithEnv(marker_);
+    if (left.empty()) break;
+    for (pid_t pid : left) kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+}  // namespace flap::testing

@@ -1,0 +1,89 @@
+// A real one-node Slurm cluster for tests: munged, slurmctld and slurmd started on loopback
+// from a configuration generated in a private temporary folder, driven through the real
+// client commands (srun, sbatch, squeue, scontrol, scancel), and torn down completely.
+//
+// What it needs (Debian 12): packages slurm-wlm (slurmctld, slurmd, slurm-client,
+// slurm-wlm-basic-plugins: mpi/pmix is mpi_pmix_v4.so, which loads libpmix2) and munge;
+// running as root (SlurmUser=root, munged -f); the machine's hostname resolving (it is the
+// node's name, with NodeAddr=127.0.0.1). It works inside a container: no cgroup plugin is
+// used (proctrack/linuxproc, task/none, jobacct_gather/none, no accounting database) and
+// SlurmdParameters=config_overrides lets the node advertise `cpus` whatever the hardware
+// (so 3 tasks fit on a 2-core machine). Ports for slurmctld and slurmd are picked free on
+// 127.0.0.1; everything else (munge key and socket, state, spool, logs, pid files) lives in
+// the cluster's folder, so several clusters can run side by side.
+//
+// Lifetime: Start() returns once the node is idle (or a Status with the daemons' logs after
+// start_timeout_s). Stop() (also the destructor, so a failing test still cleans up) cancels
+// every job, shuts the daemons down, kills whatever is left of them and of the jobs (every
+// process whose environment carries this cluster's marker, slurmstepd and job steps
+// included) and removes the folder. A test process killed outright leaves the daemons
+// running; they hold only their own folder and two loopback ports.
+//
+// Not thread-safe: one test thread drives a cluster.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "tests/test_util.h"
+
+namespace flap::testing {
+
+struct SlurmClusterOptions {
+  int cpus = 4;                          // CPUs the node advertises
+  int real_memory_mb = 4096;             // memory it advertises
+  double start_timeout_s = 60.0;         // until the node is idle
+  std::string partition = "debug";       // the one (default) partition
+  std::vector<std::string> extra_config; // lines appended to slurm.conf (preemption, requeue, ...)
+};
+
+class SlurmCluster {
+ public:
+  // Empty when every program the cluster needs is installed; else which are missing (for
+  // a GTEST_SKIP that says why).
+  static std::string MissingPrograms();
+
+  static StatusOr<std::unique_ptr<SlurmCluster>> Start(const SlurmClusterOptions& options = {});
+  ~SlurmCluster();
+  SlurmCluster(const SlurmCluster&) = delete;
+  SlurmCluster& operator=(const SlurmCluster&) = delete;
+
+  // Idempotent; see the header comment.
+  void Stop();
+
+  const std::string& dir() const { return dir_; }
+  const std::string& conf() const { return conf_; }    // slurm.conf path
+  const std::string& node() const { return node_; }    // the node's name (this hostname)
+  // "env SLURM_CONF=... MARKER=... " to put before a client command line.
+  std::string EnvPrefix() const;
+
+  // Runs a client command line (e.g. "srun -n 2 hostname") against this cluster, killed
+  // after timeout_s (exit code 124 then). Output is stdout and stderr together.
+  RunResult Client(const std::string& command_line, double timeout_s = 120.0) const;
+  RunResult Srun(const std::string& args, double timeout_s = 300.0) const { return Client("srun " + args, timeout_s); }
+  RunResult Squeue(const std::string& args = "") const { return Client("squeue " + args, 30.0); }
+  RunResult Scontrol(const std::string& args) const { return Client("scontrol " + args, 30.0); }
+  // Submits a batch job; its id.
+  StatusOr<std::string> Sbatch(const std::string& args) const;
+  // A job's state as scontrol reports it (PENDING, RUNNING, COMPLETED, CANCELLED, ...).
+  StatusOr<std::string> JobState(const std::string& job_id) const;
+  // Waits until the job's state is one of `states`; DeadlineExceeded naming the last state.
+  Status WaitJobState(const std::string& job_id, const std::vector<std::string>& states, double timeout_s) const;
+
+  // The last lines of the daemons' logs (for failure messages).
+  std::string Logs() const;
+
+ private:
+  SlurmCluster() = default;
+  Status Launch(const SlurmClusterOptions& options);
+
+  std::string dir_, conf_, node_, marker_;
+  std::vector<pid_t> daemons_;  // munged, slurmctld, slurmd
+  bool stopped_ = false;
+};
+
+}  // namespace flap::testing

@@ -1,0 +1,443 @@
+// The worker group over c10d: TCPStore rendezvous, Gloo (and NCCL when compiled in), the
+// heartbeat and the diagnosis of a missing rank. The only file that includes c10d.
+#include "worker/core/worker_group.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
+#ifdef FLAP_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace flap::core {
+namespace {
+
+// The communicator's base class: ProcessGroup in LibTorch 1.x, Backend in 2.x.
+#if TORCH_VERSION_MAJOR >= 2
+using Comm = c10d::Backend;
+#else
+using Comm = c10d::ProcessGroup;
+#endif
+
+using Clock = std::chrono::steady_clock;
+using Millis = std::chrono::milliseconds;
+
+std::vector<uint8_t> Bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::string Text(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
+
+// c10 messages without the C++ backtrace.
+std::string What(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
+std::string Fixed(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", v);
+  return buf;
+}
+
+bool IsLoopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0; }
+
+}  // namespace
+
+bool NcclCompiledIn() {
+#ifdef FLAP_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+struct WorkerGroup::Impl {
+  Rendezvous rdv;
+  GroupOptions options;
+  std::string backend = "none";
+  Millis timeout{0};
+  double beat_s = 1.0;
+  c10::intrusive_ptr<c10d::Store> store;  // the main client (rank 0: also the server)
+  c10::intrusive_ptr<Comm> comm;
+
+  std::mutex issue_mu;              // orders the issue of collectives
+  std::atomic<uint64_t> seq{0};     // collectives started
+
+  std::mutex fail_mu;               // one diagnosis at a time; guards `failure`, `missing`
+  Status failure;                   // GUARDED_BY(fail_mu)
+  std::vector<int> missing;         // GUARDED_BY(fail_mu): ranks the diagnosis named
+
+  std::mutex beat_mu;
+  std::condition_variable beat_cv;
+  bool beat_stop = false;           // GUARDED_BY(beat_mu)
+  std::thread beat_thread;
+  bool shut_down = false;           // main thread only
+
+  std::string Where() const {
+    return "worker group (rank " + std::to_string(rdv.rank) + " of " + std::to_string(rdv.world_size) + ")";
+  }
+  std::string StoreAddress() const { return rdv.master_addr + ":" + std::to_string(rdv.master_port); }
+
+  Status Current() {
+    std::lock_guard<std::mutex> l(fail_mu);
+    return failure;
+  }
+
+  void Beat() {
+    c10::intrusive_ptr<c10d::TCPStore> client;
+    try {
+      c10d::TCPStoreOptions o;
+      o.port = static_cast<uint16_t>(rdv.master_port);
+      o.isServer = false;
+      o.waitWorkers = false;
+      o.timeout = timeout;
+      client = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr, o);
+    } catch (const std::exception&) {
+      return;  // the store is gone: nothing to beat into; diagnosis will say so
+    }
+    const std::string key = "hb/" + std::to_string(rdv.rank);
+    for (long long beat = 0;; ++beat) {
+      try {
+        client->set(key, Bytes(std::to_string(beat) + " " + std::to_string(seq.load())));
+      } catch (const std::exception&) {
+        return;
+      }
+      std::unique_lock<std::mutex> l(beat_mu);
+      if (beat_cv.wait_for(l, std::chrono::duration<double>(beat_s), [&] { return beat_stop; })) return;
+    }
+  }
+
+  void StopBeat() {
+    {
+      std::lock_guard<std::mutex> l(beat_mu);
+      beat_stop = true;
+    }
+    beat_cv.notify_all();
+    if (beat_thread.joinable()) beat_thread.join();
+  }
+
+  // Heartbeats of every rank: (beat, collectives started), (-1, -1) when absent.
+  std::vector<std::pair<long long, long long>> ReadBeats() {
+    std::vector<std::pair<long long, long long>> v(static_cast<size_t>(rdv.world_size), {-1, -1});
+    for (int r = 0; r < rdv.world_size; ++r) {
+      const std::string key = "hb/" + std::to_string(r);
+      if (!store->check({key})) continue;
+      long long beat = -1, n = -1;
+      std::sscanf(Text(store->get(key)).c_str(), "%lld %lld", &beat, &n);
+      v[static_cast<size_t>(r)] = {beat, n};
+    }
+    return v;
+  }
+
+  // Which rank is missing from collective #n, in words.
+  std::string Diagnose(uint64_t n) {
+    try {
+      const auto first = ReadBeats();
+      const double wait_s = 3.0 * beat_s;
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
+      const auto second = ReadBeats();
+      std::vector<std::string> reasons, left;
+      for (int r = 0; r < rdv.world_size; ++r) {
+        if (r == rdv.rank) continue;
+        const auto& a = first[static_cast<size_t>(r)];
+        const auto& b = second[static_cast<size_t>(r)];
+        const std::string name = "rank " + std::to_string(r);
+        std::string why;
+        if (store->check({"exit/" + std::to_string(r)})) {
+          left.push_back(name + " has left the group");
+        } else if (b.first < 0) {
+          why = name + " never sent a heartbeat";
+        } else if (a.first == b.first) {
+          why = name + " is not responding (no heartbeat for " + Fixed(wait_s) + " s: dead or stopped)";
+        } else if (b.second < static_cast<long long>(n)) {
+          why = name + " is alive but has not reached collective #" + std::to_string(n) + " (it is at #" +
+                std::to_string(b.second) + ")";
+        }
+        if (!why.empty()) {
+          reasons.push_back(why);
+          missing.push_back(r);
+        }
+      }
+      if (reasons.empty()) reasons = left;
+      if (reasons.empty()) return "no rank is missing";
+      std::string out;
+      for (const auto& m : reasons) out += (out.empty() ? "" : "; ") + m;
+      return out;
+    } catch (const std::exception&) {
+      missing.push_back(0);
+      return "rank 0 is gone: its rendezvous store at " + StoreAddress() + " is unreachable";
+    }
+  }
+
+  // Records the failure of collective #n (the first one wins) and returns it.
+  Status Fail(const std::string& op, uint64_t n, const std::string& detail) {
+    std::lock_guard<std::mutex> l(fail_mu);
+    if (!failure.ok()) return failure;
+    const std::string who = Diagnose(n);
+    failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " +
+                                       who + " [" + backend + ": " + detail + "; collectives time out after " +
+                                       Fixed(timeout.count() / 1000.0) + " s]");
+    try {
+      store->set("exit/" + std::to_string(rdv.rank), Bytes("failed"));
+    } catch (const std::exception&) {
+    }
+    return failure;
+  }
+
+  Status WaitWork(const std::string& op, uint64_t n, const c10::intrusive_ptr<c10d::Work>& work) {
+    try {
+      // Gloo's own timeout is the same; the margin lets its more precise message come first.
+      if (!work->wait(timeout + Millis(2000))) return Fail(op, n, "timed out");
+    } catch (const std::exception& e) {
+      return Fail(op, n, What(e));
+    }
+    return Status::OK();
+  }
+
+  // Issues one collective (under the issue mutex); its number and work, or the failure.
+  template <typename StartFn>
+  Status Issue(const std::string& op, StartFn start, uint64_t* n, c10::intrusive_ptr<c10d::Work>* work) {
+    FLAP_RETURN_IF_ERROR(Current());
+    std::lock_guard<std::mutex> l(issue_mu);
+    *n = ++seq;
+    try {
+      *work = start();
+    } catch (const std::exception& e) {
+      return Fail(op, *n, What(e));
+    }
+    return Status::OK();
+  }
+
+  template <typename StartFn>
+  Status Run(const std::string& op, StartFn start) {
+    uint64_t n = 0;
+    c10::intrusive_ptr<c10d::Work> work;
+    FLAP_RETURN_IF_ERROR(Issue(op, start, &n, &work));
+    return WaitWork(op, n, work);
+  }
+
+  Status Join() {
+    timeout = Millis(static_cast<long long>(options.timeout_s * 1000.0));
+    beat_s = options.heartbeat_s > 0 ? options.heartbeat_s : std::min(1.0, options.timeout_s / 4.0);
+    std::string b = options.backend;
+    if (b == "auto") b = options.cuda && NcclCompiledIn() ? "nccl" : "gloo";
+    if (b == "nccl" && !NcclCompiledIn()) {
+      return Status::InvalidArgument("dist.backend nccl: this LibTorch build has no NCCL (FLAP_WITH_NCCL is off)");
+    }
+    if (b != "gloo" && b != "nccl") {
+      return Status::InvalidArgument("dist.backend must be auto, gloo or nccl, got '" + options.backend + "'");
+    }
+    backend = b;
+
+    try {
+      c10d::TCPStoreOptions o;
+      o.port = static_cast<uint16_t>(rdv.master_port);
+      o.isServer = rdv.rank == 0;
+      o.numWorkers = static_cast<size_t>(rdv.world_size);
+      o.waitWorkers = false;  // we wait below, naming the ranks that do not come
+      o.timeout = timeout;
+      store = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr, o);
+      store->set("join/" + std::to_string(rdv.rank), Bytes("1"));
+    } catch (const std::exception& e) {
+      return Status::DeadlineExceeded(Where() + ": cannot " + (rdv.rank == 0 ? "host" : "reach") +
+                                      " the rendezvous store at " + StoreAddress() + " within " +
+                                      Fixed(options.timeout_s) + " s: " + What(e));
+    }
+    // Wait for every rank, naming those that do not come.
+    const auto deadline = Clock::now() + timeout;
+    std::vector<int> absent;
+    try {
+      for (;;) {
+        absent.clear();
+        for (int r = 0; r < rdv.world_size; ++r) {
+          if (!store->check({"join/" + std::to_string(r)})) absent.push_back(r);
+        }
+        if (absent.empty() || Clock::now() > deadline) break;
+        std::this_thread::sleep_for(Millis(20));
+      }
+    } catch (const std::exception& e) {
+      return Status::DeadlineExceeded(Where() + ": rendezvous store at " + StoreAddress() +
+                                      " failed while ranks joined (rank 0 gone?): " + What(e));
+    }
+    if (!absent.empty()) {
+      std::string list;
+      for (int r : absent) list += (list.empty() ? "" : ", ") + std::to_string(r);
+      return Status::DeadlineExceeded(Where() + ": rank(s) " + list + " did not join the rendezvous at " +
+                                      StoreAddress() + " within " + Fixed(options.timeout_s) + " s");
+    }
+    beat_thread = std::thread([this] { Beat(); });
+
+    try {
+      auto prefixed = c10::make_intrusive<c10d::PrefixStore>(backend, store);
+      if (backend == "gloo") {
+        auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+        if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME")) {
+          o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+        } else if (IsLoopback(rdv.master_addr)) {
+          o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        } else {
+          o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        }
+        o->threads = 2;
+        comm = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rdv.rank, rdv.world_size, o);
+      } else {
+#ifdef FLAP_WITH_NCCL
+        // Without asynchronous error handling a NCCL collective never times out.
+        setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+        setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+        auto o = c10d::ProcessGroupNCCL::Options::create();
+        o->timeout = timeout;
+        comm = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rdv.rank, rdv.world_size, o);
+#endif
+      }
+    } catch (const std::exception& e) {
+      return Status::DeadlineExceeded(Where() + ": " + backend + " could not connect every rank within " +
+                                      Fixed(options.timeout_s) + " s: " + What(e));
+    }
+    return Status::OK();
+  }
+};
+
+namespace {
+
+class PendingWork : public WorkerGroup::Pending {
+ public:
+  PendingWork(WorkerGroup::Impl* impl, uint64_t n, c10::intrusive_ptr<c10d::Work> work)
+      : impl_(impl), n_(n), work_(std::move(work)) {}
+  Status Wait() override {
+    if (!work_) return Status::OK();
+    Status s = impl_->WaitWork("all_reduce", n_, work_);
+    work_.reset();
+    return s;
+  }
+
+ private:
+  WorkerGroup::Impl* impl_;
+  uint64_t n_;
+  c10::intrusive_ptr<c10d::Work> work_;
+};
+
+}  // namespace
+
+WorkerGroup::WorkerGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+WorkerGroup::~WorkerGroup() { (void)Shutdown(); }
+
+std::unique_ptr<WorkerGroup> WorkerGroup::Single() {
+  return std::unique_ptr<WorkerGroup>(new WorkerGroup(std::make_unique<Impl>()));
+}
+
+StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Create(const Rendezvous& rendezvous, const GroupOptions& options) {
+  if (rendezvous.world_size <= 1) return Single();
+  auto impl = std::make_unique<Impl>();
+  impl->rdv = rendezvous;
+  impl->options = options;
+  Status s = impl->Join();
+  if (!s.ok()) {
+    impl->StopBeat();
+    return s;
+  }
+  return std::unique_ptr<WorkerGroup>(new WorkerGroup(std::move(impl)));
+}
+
+int WorkerGroup::rank() const { return impl_->rdv.rank; }
+int WorkerGroup::world_size() const { return impl_->rdv.world_size; }
+const std::string& WorkerGroup::backend() const { return impl_->backend; }
+Status WorkerGroup::status() const { return impl_->Current(); }
+
+Status WorkerGroup::AllGather(const at::Tensor& local, at::Tensor* gathered) {
+  if (world_size() == 1) {
+    *gathered = local;
+    return Status::OK();
+  }
+  at::Tensor in = local.detach().contiguous();
+  std::vector<std::vector<at::Tensor>> outs(1);
+  for (int r = 0; r < world_size(); ++r) outs[0].push_back(at::empty_like(in));
+  std::vector<at::Tensor> ins{in};
+  FLAP_RETURN_IF_ERROR(impl_->Run("all_gather", [&] { return impl_->comm->allgather(outs, ins); }));
+  *gathered = at::cat(outs[0], 0);
+  return Status::OK();
+}
+
+Status WorkerGroup::AllReduceSum(at::Tensor& tensor) {
+  if (world_size() == 1) return Status::OK();
+  std::vector<at::Tensor> ts{tensor};
+  return impl_->Run("all_reduce", [&] { return impl_->comm->allreduce(ts); });
+}
+
+StatusOr<std::unique_ptr<WorkerGroup::Pending>> WorkerGroup::StartAllReduceSum(at::Tensor tensor) {
+  if (world_size() == 1) return std::unique_ptr<Pending>(new PendingWork(impl_.get(), 0, {}));
+  std::vector<at::Tensor> ts{tensor};
+  uint64_t n = 0;
+  c10::intrusive_ptr<c10d::Work> work;
+  FLAP_RETURN_IF_ERROR(impl_->Issue("all_reduce", [&] { return impl_->comm->allreduce(ts); }, &n, &work));
+  return std::unique_ptr<Pending>(new PendingWork(impl_.get(), n, std::move(work)));
+}
+
+Status WorkerGroup::Broadcast(at::Tensor& tensor, int root) {
+  if (world_size() == 1) return Status::OK();
+  std::vector<at::Tensor> ts{tensor};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  return impl_->Run("broadcast", [&] { return impl_->comm->broadcast(ts, o); });
+}
+
+Status WorkerGroup::Barrier() {
+  if (world_size() == 1) return Status::OK();
+  return impl_->Run("barrier", [&] { return impl_->comm->barrier(); });
+}
+
+Status WorkerGroup::Shutdown() {
+  Impl& m = *impl_;
+  if (m.shut_down) return m.Current();
+  m.shut_down = true;
+  if (world_size() == 1) return Status::OK();
+  Status s = m.Current();
+  if (s.ok()) s = Barrier();
+  m.StopBeat();
+  const bool failed = !s.ok();
+  try {
+    if (!failed) m.store->set("exit/" + std::to_string(rank()), Bytes("ok"));
+    if (rank() == 0) {
+      // Keep the store up until the others have left (after a failure: until they had time
+      // to diagnose, since the ranks named missing never will).
+      const auto deadline = Clock::now() + (failed ? std::chrono::duration_cast<Millis>(
+                                                         std::chrono::duration<double>(4.0 * m.beat_s + 2.0))
+                                                   : m.timeout);
+      std::vector<int> missing;
+      {
+        std::lock_guard<std::mutex> l(m.fail_mu);
+        missing = m.missing;
+      }
+      for (int r = 1; r < world_size() && Clock::now() < deadline;) {
+        if (std::find(missing.begin(), missing.end(), r) != missing.end() ||
+            m.store->check({"exit/" + std::to_string(r)})) {
+          ++r;
+        } else {
+          std::this_thread::sleep_for(Millis(20));
+        }
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  if (failed) {
+    // Abandon the communicator: joining its threads could wait on a dead peer.
+    (void)m.comm.release();
+  } else {
+    m.comm.reset();
+  }
+  return s;
+}
+
+}  // namespace flap::core
