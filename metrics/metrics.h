@@ -1,5 +1,5 @@
 // Prometheus plumbing shared by the coordinator and the workers (prometheus-cpp): a registry
-// served on /metrics by an HTTP exposer, and Prometheus file-based service discovery files
+// served on /metrics over HTTP, and Prometheus file-based service discovery files
 // that list scrape targets, so that a cluster's changing nodes are scraped without editing
 // Prometheus's config. The metric catalogue is docs/metrics.md.
 //
@@ -7,7 +7,9 @@
 // thread (prometheus-cpp's families and metrics are). WriteFileSd is a free function.
 #pragma once
 
+#include <atomic>
 #include <map>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,18 +17,21 @@
 #include "common/status.h"
 
 namespace prometheus {
-class Exposer;
 class Registry;
 }  // namespace prometheus
 
 namespace flap::metrics {
 
+// The HTTP side is a small GET-only responder on one thread (each scrape: the registry
+// collected and written in the text format, then the connection closed). prometheus-cpp's own
+// exposer (CivetWeb) cannot start in a process that has loaded LibTorch 1.13: its server
+// context fails after a successful bind, so the workers could not use it.
 class MetricsServer {
  public:
   // Serves /metrics on `listen` ("host:port"; port 0 picks a free one). InvalidArgument for a
   // malformed address, IOError naming it when it cannot be bound.
   static StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen);
-  ~MetricsServer();
+  ~MetricsServer();  // stops serving and joins the thread
 
   prometheus::Registry& registry() { return *registry_; }
   int port() const { return port_; }
@@ -36,10 +41,13 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
+  void Serve();
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int fd_ = -1;
   int port_ = 0;
   std::string endpoint_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 // One scrape target of a file_sd file: its "host:port" and its labels.

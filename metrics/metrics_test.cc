@@ -44,7 +44,11 @@ TEST(MetricsServer, RefusesBadAddressesClearly) {
   auto taken = MetricsServer::Start("127.0.0.1:" + std::to_string((*first)->port()));
   ASSERT_FALSE(taken.ok());
   EXPECT_NE(taken.status().message().find(std::to_string((*first)->port())), std::string::npos);
+  EXPECT_EQ(HttpGet("http://" + (*first)->endpoint() + "/other").status, 404);
 }
+
+// The server works in a process that has loaded LibTorch (prometheus-cpp's CivetWeb exposer
+// does not): the worker binary serves its metrics, tested in tests/metrics_integration_test.cc.
 
 // A real Prometheus finds the worker through a file_sd file and scrapes it.
 TEST(MetricsServer, RealPrometheusScrapesTargetsFromAFileSdFile) {

@@ -46,6 +46,7 @@ Status Checkpointer::Wait() {
   if (r.status.ok()) {
     last_bytes_ = r.bytes;
     last_seconds_ = r.seconds;
+    ++saves_completed_;
   }
   return r.status;
 }

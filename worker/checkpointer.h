@@ -62,6 +62,7 @@ class Checkpointer {
   // Bytes and seconds of the last finished save (for logs and metrics).
   int64_t last_save_bytes() const { return last_bytes_; }
   double last_save_seconds() const { return last_seconds_; }
+  int64_t saves_completed() const { return saves_completed_; }
 
  private:
   Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
@@ -76,6 +77,7 @@ class Checkpointer {
   };
   std::future<SaveResult> in_flight_;
   int64_t last_bytes_ = 0;
+  int64_t saves_completed_ = 0;
   double last_seconds_ = 0;
 };
 

@@ -185,6 +185,8 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("dist.bucket_mb", "gradient all-reduce bucket in MiB; 0 = one per parameter", FLAP_REF(double, dist.bucket_mb)));
     f.push_back(Bool("dist.overlap", "all-reduce gradient buckets during backward (true) or after it (false)", FLAP_REF(bool, dist.overlap)));
     f.push_back(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>", FLAP_REF(std::string, trial_id)));
+    f.push_back(Text("metrics.listen", "host:port to serve Prometheus /metrics on (port 0: any); empty = off", FLAP_REF(std::string, metrics.listen)));
+    f.push_back(Text("metrics.sd_dir", "folder for this rank's Prometheus file_sd target file", FLAP_REF(std::string, metrics.sd_dir)));
     return f;
   }();
   return fields;
@@ -195,7 +197,7 @@ bool IsOperational(const std::string& key) {
   return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" ||
          key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
          key == "data.path" || key == "train.trial_id" ||
-         key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0;
+         key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0 || key.rfind("metrics.", 0) == 0;
 }
 
 po::options_description Describe() {

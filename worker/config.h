@@ -64,6 +64,12 @@ struct DistConfig {
   bool overlap = true;            // start bucket all-reduces from gradient hooks during backward; false: after it
 };
 
+// The worker's Prometheus endpoint (metrics/worker_metrics.h, docs/metrics.md).
+struct MetricsConfig {
+  std::string listen;   // host:port to serve /metrics on (port 0: any free one); empty: off
+  std::string sd_dir;   // folder where the rank writes its file_sd target file while it runs
+};
+
 struct TrialConfig {
   TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
   std::string preset = "tiny";
@@ -75,6 +81,7 @@ struct TrialConfig {
   DataConfig data;
   CheckpointConfig ckpt;
   DistConfig dist;
+  MetricsConfig metrics;
   std::string trial_id;          // names the trial's checkpoints; empty: "trial-<Hash()>"
   std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
   double augment_prob = 0.0;     // parsed form of `augment`

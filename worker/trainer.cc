@@ -18,6 +18,8 @@
 #include "worker/core/collectives.h"
 #include "worker/core/masking.h"
 #include "worker/core/worker_group.h"
+#include "metrics/metrics.h"
+#include "metrics/worker_metrics.h"
 #include "worker/loader.h"
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
@@ -162,6 +164,38 @@ Status MeanLosses(core::WorkerGroup& g, core::StepStats* st) {
   return Status::OK();
 }
 
+// This rank's Prometheus endpoint (metrics.listen) and its file_sd target file
+// (metrics.sd_dir), removed when training ends.
+struct RankMetrics {
+  std::unique_ptr<metrics::MetricsServer> server;
+  std::unique_ptr<metrics::WorkerMetrics> worker;
+  std::string sd_file;
+  int64_t saves_seen = 0;
+  ~RankMetrics() {
+    if (!sd_file.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(sd_file, ec);
+    }
+  }
+};
+
+StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, int rank, std::ostream& log) {
+  auto m = std::make_unique<RankMetrics>();
+  if (c.metrics.listen.empty()) return m;
+  FLAP_ASSIGN_OR_RETURN(m->server, metrics::MetricsServer::Start(c.metrics.listen));
+  m->worker = std::make_unique<metrics::WorkerMetrics>(m->server->registry(), c.TrialId(), rank);
+  log << "rank " << rank << " serves metrics on http://" << m->server->endpoint() << "/metrics" << std::endl;
+  if (!c.metrics.sd_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(c.metrics.sd_dir, ec);
+    const std::string path = c.metrics.sd_dir + "/" + c.TrialId() + "-rank" + std::to_string(rank) + ".json";
+    FLAP_RETURN_IF_ERROR(metrics::WriteFileSd(
+        path, {{m->server->endpoint(), {{"trial", c.TrialId()}, {"rank", std::to_string(rank)}}}}));
+    m->sd_file = path;
+  }
+  return m;
+}
+
 }  // namespace
 
 StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log_in,
@@ -174,6 +208,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   FLAP_ASSIGN_OR_RETURN(Joined joined, JoinGroup(config));
   core::WorkerGroup& group = *joined.group;
   const int rank = group.rank(), world = group.world_size();
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<RankMetrics> rank_metrics, StartRankMetrics(config, rank, log_in));
+  metrics::WorkerMetrics* wm = rank_metrics->worker.get();
   // Rank 0 speaks for the group; the others only report their own failures (returned).
   std::ostream null_log(nullptr);
   std::ostream& log = rank == 0 ? log_in : null_log;
@@ -282,6 +318,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     nlohmann::json entry = MetricsToJson(outcome.final_metrics);
     entry["step"] = step;
     history.push_back(entry);
+    if (wm != nullptr) {
+      std::map<std::string, double> values;
+      for (auto& [k, v] : entry.items()) {
+        if (v.is_number_float()) values[k] = v.get<double>();
+      }
+      wm->SetEvaluation(values);
+    }
     char buf[160];
     std::snprintf(buf, sizeof(buf), "eval  step %lld: R@1 t2a %.2f%% a2t %.2f%%, R@10 t2a %.2f%% a2t %.2f%%, mAP@10 %.2f%%",
                   static_cast<long long>(step), 100 * outcome.final_metrics.t2a_r1, 100 * outcome.final_metrics.a2t_r1,
@@ -298,11 +341,21 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     }
     return m;
   };
+  // Reports checkpoints finished since the last call to the metrics.
+  auto observe_saves = [&]() {
+    if (wm != nullptr && ckpt && ckpt->saves_completed() != rank_metrics->saves_seen) {
+      rank_metrics->saves_seen = ckpt->saves_completed();
+      wm->ObserveCheckpoint(ckpt->last_save_seconds(), ckpt->last_save_bytes());
+    }
+  };
   auto save = [&](int64_t at_step) -> Status {
     if (!ckpt) return Status::OK();
-    return ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention(),
-                           cursor.ToJson());
+    Status s = ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention(),
+                               cursor.ToJson());
+    observe_saves();
+    return s;
   };
+  if (wm != nullptr) wm->SetBatch(b * world, b * world);
 
   int64_t step = start_step;
   int64_t last_saved = start_step;
@@ -329,8 +382,14 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                                 std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) +
                                 " step " + std::to_string(i) + " was due");
       }
-      wait_s += Since(t);
+      const double waited = Since(t);
+      wait_s += waited;
+      const auto run_start = Clock::now();
       FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(batch->batch, step));
+      if (wm != nullptr) {
+        const double run = Since(run_start), comm = last.gather_s + last.sync_s;
+        wm->ObserveStep(waited, std::max(0.0, run - comm), comm, b);
+      }
       cursor = batch->after;
       gather_s += last.gather_s;
       sync_s += last.sync_s;
@@ -355,6 +414,11 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                       static_cast<double>(step + 1) / static_cast<double>(per_epoch), last.loss, last.contrastive,
                       last.recon, last.logit_scale, last.lr, rate, FormatDuration(eta).c_str());
         log << buf << std::endl;
+        if (wm != nullptr) {
+          wm->SetProgress(step + 1, static_cast<double>(step + 1) / static_cast<double>(per_epoch), rate);
+          wm->SetLosses(last.loss, last.contrastive, last.recon, last.logit_scale);
+          wm->UpdateMemory();
+        }
         window_s = 0;
         window_steps = 0;
       }
@@ -371,6 +435,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   evaluate(step);
   if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
   if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
+  observe_saves();
   FLAP_RETURN_IF_ERROR(group.Shutdown());
 
   nlohmann::json& s = outcome.summary;

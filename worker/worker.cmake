@@ -3,7 +3,7 @@
 add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
-  PUBLIC flap::core flap::features flap::sharding flap::checkpoint nlohmann_json::nlohmann_json
+  PUBLIC flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
   PRIVATE Boost::program_options PkgConfig::XXHASH Threads::Threads)
 
 add_executable(flap-worker main.cc)
