@@ -26,7 +26,7 @@ class PrometheusServer {
   PrometheusServer(const std::string& dir, const std::string& config_yaml, double timeout_s = 30.0) : dir_(dir) {
     std::filesystem::create_directories(dir + "/data");
     WriteFile(dir + "/prometheus.yml", config_yaml);
-    port_ = FreePort();
+    port_ = flap::testing::FreePort();
     pid_ = fork();
     if (pid_ == 0) {
       const std::string log = dir + "/prometheus.log";
@@ -85,18 +85,6 @@ class PrometheusServer {
     }
   }
 
-  // A TCP port that was free a moment ago on 127.0.0.1.
-  static int FreePort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-  }
 
  private:
   std::string dir_;

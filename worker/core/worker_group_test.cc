@@ -16,20 +16,12 @@
 
 #include "worker/core/collectives.h"
 
+#include "tests/test_util.h"
+
 namespace flap::core {
 namespace {
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
+using flap::testing::FreePort;
 
 Rendezvous Local(int rank, int world, int port) {
   Rendezvous r;
