@@ -116,12 +116,14 @@ void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
 StatusOr<v1::RegisterGroupResponse> CoordinatorClient::Register(const std::string& group_id,
                                                                 const std::string& incarnation,
                                                                 int world_size,
-                                                                const std::string& host) {
+                                                                const std::string& host,
+                                                                const std::vector<std::string>& metrics_endpoints) {
   v1::RegisterGroupRequest req;
   req.set_group_id(group_id);
   req.set_incarnation(incarnation);
   req.set_world_size(world_size);
   req.set_host(host);
+  for (const std::string& e : metrics_endpoints) req.add_metrics_endpoints(e);
   v1::RegisterGroupResponse resp;
   FLAP_CALL(RegisterGroup, req, resp);
   return resp;
@@ -177,12 +179,14 @@ StatusOr<v1::BeginEpochResponse> CoordinatorClient::BeginEpoch(
 }
 
 StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id,
-                                                   const v1::TrialRef& trial, int epoch, int rank) {
+                                                   const v1::TrialRef& trial, int epoch, int rank,
+                                                   int slot) {
   v1::LeaseShardRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
   req.set_epoch(epoch);
   req.set_rank(rank);
+  req.set_slot(slot);
   v1::LeaseShardResponse resp;
   FLAP_CALL(LeaseShard, req, resp);
   ShardLease l;

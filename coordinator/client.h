@@ -86,7 +86,8 @@ class CoordinatorClient {
   // ---- Worker group calls ----
   StatusOr<v1::RegisterGroupResponse> Register(const std::string& group_id,
                                                const std::string& incarnation, int world_size,
-                                               const std::string& host = "");
+                                               const std::string& host = "",
+                                               const std::vector<std::string>& metrics_endpoints = {});
   StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& group_id,
                                             const std::vector<int>& ranks = {});
   StatusOr<NextTrialResult> NextTrial(const std::string& group_id);
@@ -94,8 +95,9 @@ class CoordinatorClient {
   StatusOr<v1::BeginEpochResponse> BeginEpoch(
       const std::string& group_id, const v1::TrialRef& trial, int epoch,
       const std::vector<std::pair<std::string, int64_t>>& shards);
+  // slot: which of the rank's read-ahead slots asks (service.h).
   StatusOr<ShardLease> LeaseShard(const std::string& group_id, const v1::TrialRef& trial,
-                                  int epoch, int rank);
+                                  int epoch, int rank, int slot = 0);
   StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id,
                                                     const v1::TrialRef& trial, int epoch,
                                                     uint64_t lease_id);

@@ -162,7 +162,9 @@ std::vector<Lease> LeaseTable::RenewRank(const std::string& rank, int64_t now_ms
   std::vector<Lease> renewed;
   for (uint64_t id : active_) {
     Lease& l = leases_.at(id);
-    if (l.rank != rank || now_ms >= l.deadline_ms) continue;
+    const bool held = l.rank == rank || (l.rank.size() > rank.size() && l.rank.compare(0, rank.size(), rank) == 0 &&
+                                         l.rank[rank.size()] == '#');
+    if (!held || now_ms >= l.deadline_ms) continue;
     l.deadline_ms = now_ms + options_.ttl_ms;
     renewed.push_back(l);
   }

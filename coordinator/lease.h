@@ -89,8 +89,10 @@ class LeaseTable {
   // Extends an active lease to now + ttl and returns it. NotFound: unknown id.
   // FailedPrecondition: the lease is completed, expired, or past its deadline.
   StatusOr<Lease> Renew(uint64_t lease_id, int64_t now_ms);
-  // Renews every active, unexpired lease held by `rank`; returns the renewed leases (maybe
-  // none). Leases already past their deadline are left for Expire().
+  // Renews every active, unexpired lease held by `rank` or by one of its slots (a holder named
+  // `rank` + "#" + slot: a rank that reads several shards at once holds one lease per slot);
+  // returns the renewed leases (maybe none). Leases already past their deadline are left for
+  // Expire().
   std::vector<Lease> RenewRank(const std::string& rank, int64_t now_ms);
   // Marks the lease's shard done and returns the lease. Idempotent: completing a completed
   // lease returns it again and counts nothing. NotFound: unknown id. FailedPrecondition: the

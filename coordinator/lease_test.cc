@@ -92,6 +92,22 @@ TEST(LeaseTable, RenewRankRenewsOnlyThatRanksLiveLeases) {
   EXPECT_TRUE(t.RenewRank("r1", 1000).empty());
 }
 
+TEST(LeaseTable, RenewRankCoversTheRanksSlotsButNoOtherRank) {
+  LeaseTable t = MakeTable(4);
+  Lease s0 = Grant(t, "g/1#0", 0);
+  Lease s1 = Grant(t, "g/1#1", 0);
+  Lease other = Grant(t, "g/10#0", 0);  // rank 10 shares the prefix "g/1" but is not rank 1
+  std::vector<Lease> renewed = t.RenewRank("g/1", 100);
+  ASSERT_EQ(renewed.size(), 2u);
+  EXPECT_EQ(renewed[0].id, s0.id);
+  EXPECT_EQ(renewed[1].id, s1.id);
+  EXPECT_EQ(t.Get(other.id)->deadline_ms, kTtl);
+  // A slot's own name renews only that slot.
+  ASSERT_EQ(t.RenewRank("g/1#1", 200).size(), 1u);
+  EXPECT_EQ(t.Get(s0.id)->deadline_ms, 100 + kTtl);
+  EXPECT_EQ(t.Get(s1.id)->deadline_ms, 200 + kTtl);
+}
+
 TEST(LeaseTable, RenewRefusedAfterDeadlineOrCompletion) {
   LeaseTable t = MakeTable(2);
   Lease a = Grant(t, "r0", 0);

@@ -21,6 +21,7 @@ constexpr size_t kMaxSweepText = 1 << 20;
 constexpr int kMaxWorldSize = 65536;
 constexpr int kMaxEpoch = 1000000;
 constexpr int kMaxShards = 100000;
+constexpr int kMaxSlot = 4095;
 constexpr int64_t kMaxStep = 1000000000000LL;
 constexpr size_t kMaxMetrics = 64;
 
@@ -747,8 +748,11 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     const int64_t now = Now();
     LeaseTable& table = it->second;
     PutLeases(it->first, table.Expire(now), batch);
-    const std::string rank = RankId(req->group_id(), req->rank());
-    // A rank holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
+    if (req->slot() < 0 || req->slot() > kMaxSlot) {
+      return Invalid("slot", "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
+    }
+    const std::string rank = RankId(req->group_id(), req->rank()) + "#" + std::to_string(req->slot());
+    // A slot holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
     const std::vector<Lease> held = table.RenewRank(rank, now);
     StatusOr<AcquireResult> r = AcquireResult();
     if (!held.empty()) {

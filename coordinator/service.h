@@ -44,7 +44,8 @@
 //      next attempt continues the same table, so each shard is done once per epoch.
 //   5. LeaseShard(trial, epoch, rank) by each rank for its next shard: GRANTED with a lease
 //      and its deadline, WAIT (every undone shard is leased; retry after the given delay) or
-//      EPOCH_DONE. A rank holds at most one lease per epoch: asking again while it holds one
+//      EPOCH_DONE. A rank reads ahead through numbered slots (LeaseShard's slot, 0..4095) and
+//      holds at most one lease per slot and epoch: asking again for a slot that holds one
 //      returns that lease, renewed (so a retried call does not strand a shard). Expired
 //      leases are reaped before each grant and on a timer; their shards go back to the pool,
 //      lowest index first. CompleteShard(lease) when the shard is consumed:

@@ -235,6 +235,21 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   auto bad_rank = client->LeaseShard("g1", ref, 0, 2);
   EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(Contains(bad_rank.status().message(), "rank")) << bad_rank.status().message();
+  auto bad_slot = client->LeaseShard("g1", ref, 0, 0, 4096);
+  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(bad_slot.status().message(), "slot")) << bad_slot.status().message();
+  // Read-ahead: each slot of a rank holds its own lease; asking again for a slot is a retry.
+  auto slot0 = client->LeaseShard("g1", ref, 0, 0, 0);
+  auto slot1 = client->LeaseShard("g1", ref, 0, 0, 1);
+  auto slot0_again = client->LeaseShard("g1", ref, 0, 0, 0);
+  ASSERT_TRUE(slot0.ok() && slot1.ok() && slot0_again.ok());
+  EXPECT_EQ(slot0->shard_name, "a.tar");
+  EXPECT_EQ(slot1->shard_name, "b.tar");
+  EXPECT_NE(slot0->lease_id, slot1->lease_id);
+  EXPECT_EQ(slot0_again->lease_id, slot0->lease_id);
+  auto renew = client->Heartbeat("g1", {0});
+  ASSERT_TRUE(renew.ok());
+  EXPECT_EQ(renew->leases_renewed(), 2);  // the heartbeat of rank 0 renews both slots' leases
   auto bad_lease = client->CompleteShard("g1", ref, 0, 42);
   EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(Contains(bad_lease.status().message(), "lease_id"));
