@@ -29,7 +29,8 @@ namespace {
 namespace v1 = coordinator::v1;
 namespace fs = std::filesystem;
 
-// 128 training clips in 8 shards: 16 steps per epoch at batch 8, 32 steps per trial.
+// 128 training clips in 8 shards: 16 steps per epoch at batch 8, 32 steps per trial (half as
+// many with a group of two ranks).
 constexpr const char* kBaseConfig = R"([model]
 preset = tiny
 [mask]
@@ -84,9 +85,10 @@ class SweepRun : public ::testing::Test {
     return path;
   }
   std::string RunDir() const { return dir_.path() + "/run"; }
-  std::string Command(const std::string& sweep_file, int groups) const {
+  std::string Command(const std::string& sweep_file, int groups, int ranks = 1) const {
     return std::string(FLAPCTL_BIN) + " sweep run " + sweep_file + " --dir " + RunDir() + " --groups " +
-           std::to_string(groups) + " --data " + data_->path() + " --interval 1 --heartbeat-timeout-ms 4000 --no-plots";
+           std::to_string(groups) + " --ranks " + std::to_string(ranks) + " --data " + data_->path() +
+           " --interval 1 --heartbeat-timeout-ms 4000 --no-plots";
   }
   pid_t Start(const std::string& command, const std::string& log) {
     run_ = Spawn(command, {}, dir_.path() + "/" + log);
@@ -185,7 +187,7 @@ class SweepRun : public ::testing::Test {
 
   // Every trial completed at its last step, with an evaluation there, and the training
   // history of each (trial, step) recorded once, with no step of a trial missing.
-  void ExpectCompleteAndIntact(const Final& f, size_t trials) {
+  void ExpectCompleteAndIntact(const Final& f, size_t trials, int64_t steps_per_trial = kStepsPerTrial) {
     ASSERT_EQ(static_cast<size_t>(f.status.trials_size()), trials);
     EXPECT_EQ(f.status.state(), "finished");
     std::map<std::string, std::set<int64_t>> train_steps, eval_steps;
@@ -195,9 +197,9 @@ class SweepRun : public ::testing::Test {
     }
     for (const auto& t : f.status.trials()) {
       EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
-      EXPECT_EQ(t.step(), kStepsPerTrial) << t.trial_id();
-      EXPECT_TRUE(eval_steps[t.trial_id()].count(kStepsPerTrial)) << t.trial_id() << " has no final evaluation";
-      for (int64_t s = 4; s <= kStepsPerTrial; s += 4) {
+      EXPECT_EQ(t.step(), steps_per_trial) << t.trial_id();
+      EXPECT_TRUE(eval_steps[t.trial_id()].count(steps_per_trial)) << t.trial_id() << " has no final evaluation";
+      for (int64_t s = 4; s <= steps_per_trial; s += 4) {
         EXPECT_TRUE(train_steps[t.trial_id()].count(s)) << t.trial_id() << " lost its training record at step " << s;
       }
     }
@@ -330,9 +332,11 @@ TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) 
   }
 }
 
-TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumes) {
+TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGroup) {
   const std::string sweep = WriteSweep("interrupt", "[factor.recon.weight]\nvalues = 0, 0.5\n");
-  const pid_t run = Start(Command(sweep, 2), "run.log");
+  // One group of two ranks: both must stop at the same step, and the group hands its trial
+  // back once.
+  const pid_t run = Start(Command(sweep, 1, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
   WaitFor(*c, "interrupt", 300, [](const v1::SweepStatus& s) {
@@ -347,11 +351,11 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumes) {
   run_ = -1;
   for (pid_t pid : children) EXPECT_NE(kill(pid, 0), 0) << "process " << pid << " outlived the interrupt";
 
-  const RunResult again = RunCommand(Command(sweep, 2));
+  const RunResult again = RunCommand(Command(sweep, 1, 2));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("resuming sweep interrupt"), std::string::npos) << again.output;
   const Final f = ReadBack("interrupt");
-  ExpectCompleteAndIntact(f, 2);
+  ExpectCompleteAndIntact(f, 2, kStepsPerTrial / 2);  // two ranks: a global batch of 16
   int preempted = 0;
   for (const auto& t : f.status.trials()) {
     preempted += t.preemptions();
