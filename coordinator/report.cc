@@ -2,6 +2,7 @@
 #include "coordinator/report.h"
 
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -428,11 +429,14 @@ Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
   if (!options.plots) return Status::OK();
   for (const auto& f : files) {
     if (f.name.size() < 3 || f.name.compare(f.name.size() - 3, 3, ".gp") != 0) continue;
+    // Nothing buffered in this process may be written twice by the child.
+    std::fflush(nullptr);
     const pid_t pid = fork();
     if (pid < 0) return Status::IOError("cannot fork gnuplot");
     if (pid == 0) {
       if (chdir(dir.c_str()) != 0) _exit(126);
-      std::freopen("/dev/null", "w", stdout);
+      const int null_fd = open("/dev/null", O_WRONLY);
+      if (null_fd >= 0) dup2(null_fd, STDOUT_FILENO);
       execlp(options.gnuplot.c_str(), options.gnuplot.c_str(), f.name.c_str(), (char*)nullptr);
       _exit(127);
     }

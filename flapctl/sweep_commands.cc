@@ -168,6 +168,52 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
 
 namespace {
 
+}  // namespace
+
+StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config) {
+  // Refuse a bad file here, with every error, before talking to anyone.
+  StatusOr<coordinator::SweepSpec> spec = coordinator::ParseSweepFile(file);
+  if (!spec.ok()) return spec.status();
+  LocalSweepFiles out;
+  out.path = file;
+  out.name = spec->name;
+  std::ifstream text_in(file);
+  std::stringstream text;
+  text << text_in.rdbuf();
+  out.text = text.str();
+  if (base_config.empty() && !spec->base_config.empty()) {
+    const std::filesystem::path beside = std::filesystem::path(file).parent_path() / spec->base_config;
+    base_config = std::filesystem::exists(beside) ? beside.string() : spec->base_config;
+  }
+  if (!base_config.empty()) {
+    std::ifstream in(base_config);
+    if (!in) return Status::InvalidArgument("cannot read the base config " + base_config);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    out.base_config = ss.str();
+  }
+  return out;
+}
+
+Status FetchReport(coordinator::CoordinatorClient& client, const std::string& sweep, const std::string& out,
+                   double target, bool plots, std::vector<std::string>* written) {
+  FLAP_ASSIGN_OR_RETURN(std::vector<v1::ReportFile> files, client.GetReport(sweep, target));
+  std::vector<coordinator::ReportFile> report;
+  for (const auto& f : files) {
+    // Names come from the coordinator: keep them inside `out`.
+    if (f.name().empty() || f.name().find('/') != std::string::npos || f.name()[0] == '.') {
+      return Status::Corruption("the coordinator sent a report file named '" + f.name() + "'");
+    }
+    report.push_back({f.name(), f.content()});
+    if (written != nullptr) written->push_back(f.name());
+  }
+  coordinator::WriteReportOptions wo;
+  wo.plots = plots;
+  return coordinator::WriteReport(report, out, wo);
+}
+
+namespace {
+
 int RunSubmit(const std::vector<std::string>& args) {
   Connection conn;
   std::string file, base_config;
@@ -178,33 +224,14 @@ int RunSubmit(const std::vector<std::string>& args) {
   int rc = Parse("submit", "usage: flapctl sweep submit SWEEP.ini [options]", args, &extra, &conn,
                  &file, "sweep-file", true);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
-  // Refuse a bad file here, with every error, before talking to anyone.
-  StatusOr<coordinator::SweepSpec> spec = coordinator::ParseSweepFile(file);
-  if (!spec.ok()) {
-    std::cerr << spec.status().message() << "\n";
-    return spec.status().code() == Status::Code::kNotFound ? kExitFailure : kExitUsage;
-  }
-  std::ifstream text_in(file);
-  std::stringstream text;
-  text << text_in.rdbuf();
-  if (base_config.empty() && !spec->base_config.empty()) {
-    const std::filesystem::path beside = std::filesystem::path(file).parent_path() / spec->base_config;
-    base_config = std::filesystem::exists(beside) ? beside.string() : spec->base_config;
-  }
-  std::string base_text;
-  if (!base_config.empty()) {
-    std::ifstream in(base_config);
-    if (!in) {
-      std::cerr << "flapctl sweep submit: cannot read the base config " << base_config << "\n";
-      return kExitUsage;
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    base_text = ss.str();
+  auto files = ReadSweepFiles(file, base_config);
+  if (!files.ok()) {
+    std::cerr << files.status().message() << "\n";
+    return files.status().code() == Status::Code::kNotFound ? kExitFailure : kExitUsage;
   }
   auto client = Connect(conn);
   if (!client.ok()) return Fail("submit", client.status());
-  auto r = (*client)->SubmitSweep(text.str(), file, base_text);
+  auto r = (*client)->SubmitSweep(files->text, file, files->base_config);
   if (!r.ok()) return Fail("submit", r.status());
   std::cout << (r->already_submitted() ? "already submitted: sweep " : "submitted sweep ")
             << r->sweep_id() << " (" << r->num_trials() << " trials)\n";
@@ -300,26 +327,13 @@ int RunReport(const std::vector<std::string>& args) {
   const bool plots = std::find(args.begin(), args.end(), "--no-plots") == args.end();
   auto client = Connect(conn);
   if (!client.ok()) return Fail("report", client.status());
-  auto files = (*client)->GetReport(sweep, target);
-  if (!files.ok()) return Fail("report", files.status());
-  std::vector<coordinator::ReportFile> report;
-  for (const auto& f : *files) {
-    // Names come from the coordinator: keep them inside --out.
-    if (f.name().empty() || f.name().find('/') != std::string::npos || f.name()[0] == '.') {
-      return Fail("report", Status::Corruption("the coordinator sent a report file named '" + f.name() + "'"));
-    }
-    report.push_back({f.name(), f.content()});
-  }
-  coordinator::WriteReportOptions wo;
-  wo.plots = plots;
-  Status s = coordinator::WriteReport(report, out, wo);
+  std::vector<std::string> names;
+  Status s = FetchReport(**client, sweep, out, target, plots, &names);
   if (!s.ok() && s.code() != Status::Code::kFailedPrecondition) return Fail("report", s);
   if (!s.ok()) std::cerr << "flapctl sweep report: " << s.message() << "\n";
   std::cout << "wrote the report of " << sweep << " to " << out << "/report.md";
-  for (const auto& f : report) {
-    if (f.name != "report.md" && f.name.size() > 4 && f.name.substr(f.name.size() - 4) == ".csv") {
-      std::cout << ", " << f.name;
-    }
+  for (const auto& name : names) {
+    if (name != "report.md" && name.size() > 4 && name.substr(name.size() - 4) == ".csv") std::cout << ", " << name;
   }
   std::cout << (plots && s.ok() ? ", throughput.svg, time_to_target.svg" : "") << "\n";
   return kExitOk;
@@ -337,6 +351,7 @@ CommandGroup SweepCommandGroup() {
           {"watch", "the trial table, refreshed until the sweep ends", RunWatch},
           {"cancel", "cancel every unfinished trial of a sweep", RunCancel},
           {"report", "write the ablation report (Markdown, CSV, plots)", RunReport},
+          {"run", "run a sweep on this machine: a coordinator and N local worker groups", RunSweepRun},
       }};
 }
 

@@ -6,6 +6,8 @@
 //   flapctl sweep watch SWEEP [--interval S] [--count N]  the table, refreshed until it ends
 //   flapctl sweep cancel SWEEP
 //   flapctl sweep report SWEEP --out DIR [--target X] [--no-plots]   Markdown, CSV, SVG plots
+//   flapctl sweep run SWEEP.ini --dir DIR [--groups N] [--ranks W] ...   the whole sweep on this
+//                                     machine (flapctl/sweep_run.cc)
 //
 // Every command takes --coordinator HOST:PORT (default $FLAP_COORDINATOR, else
 // 127.0.0.1:7070), --token-file FILE (default $FLAP_COORDINATOR_TOKEN or
@@ -21,12 +23,31 @@
 #include <vector>
 
 #include "flapctl/cli.h"
+#include "common/status.h"
+#include "coordinator/client.h"
 #include "proto/coordinator.pb.h"
 
 namespace flap::flapctl {
 
 // The "sweep" group.
 CommandGroup SweepCommandGroup();
+
+// A sweep file as submitted: its text, its name, and the base config's text (from
+// --base-config, else the file's [sweep] base_config, looked up beside the sweep file first).
+// An invalid sweep file is refused with every error listed (InvalidArgument; NotFound when
+// it does not exist).
+struct LocalSweepFiles {
+  std::string path, name, text, base_config;
+};
+StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config = "");
+
+// Fetches a sweep's report and writes it into `out` (coordinator/report.h WriteReport; plots
+// through gnuplot unless `plots` is false); *written gets the file names.
+Status FetchReport(coordinator::CoordinatorClient& client, const std::string& sweep, const std::string& out,
+                   double target, bool plots, std::vector<std::string>* written = nullptr);
+
+// `flapctl sweep run` (flapctl/sweep_run.cc).
+int RunSweepRun(const std::vector<std::string>& args);
 
 // The status table of a sweep: a header line, then one row per trial with its factors, seed,
 // state, step / total with a progress bar, latest loss and evaluation metric, samples/s, ETA

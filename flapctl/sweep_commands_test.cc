@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "coordinator/service_test_util.h"
 #include "coordinator/sim_group.h"
@@ -61,6 +62,21 @@ TEST_F(SweepCli, SubmitsTheShippedMaskSweepWithItsBaseConfig) {
   EXPECT_EQ(a->assignment.base_config, ReadFile(std::string(FLAP_CONFIG_DIR) + "/tiny.ini"));
   EXPECT_EQ(a->assignment.overrides.at("mask.ratio"), "0");
   EXPECT_EQ(a->assignment.overrides.count("mask.strategy"), 0u);
+}
+
+TEST_F(SweepCli, SubmitsTheShippedDemoAndAugmentationSweeps) {
+  auto demo = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/demo-sweep.ini");
+  ASSERT_EQ(demo.exit_code, 0) << demo.output;
+  // ratio 0 (no strategy) or 0.75 x {1d, 2d}, each x recon {0, 0.5}.
+  EXPECT_TRUE(Contains(demo.output, "submitted sweep demo-ablation (6 trials)")) << demo.output;
+  auto augment = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/augment-sweep.ini");
+  ASSERT_EQ(augment.exit_code, 0) << augment.output;
+  EXPECT_TRUE(Contains(augment.output, "submitted sweep augment-ablation (9 trials)")) << augment.output;
+  auto st = c_.Client()->GetSweep("augment-ablation");
+  ASSERT_TRUE(st.ok());
+  std::map<std::string, int> levels;
+  for (const auto& t : st->trials()) levels[t.factors().at("text.augment")]++;
+  EXPECT_EQ(levels, (std::map<std::string, int>{{"0.5", 3}, {"off", 3}, {"on", 3}}));
 }
 
 TEST_F(SweepCli, WrongTokenIsReportedClearly) {

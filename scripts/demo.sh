@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The demo: installs and builds (scripts/setup.sh), generates the built-in synthetic dataset,
-# trains the tiny FLAP model with masking and reconstruction on (configs/demo.ini), and
-# prints the audio-text retrieval table of the untrained and the trained model.
+# The demo: a local ablation sweep. Installs and builds (scripts/setup.sh), generates the
+# built-in synthetic dataset, then `flapctl sweep run` starts flap-coordinator and two worker
+# groups on this machine and runs configs/demo-sweep.ini: tiny FLAP with masking ratio 0 or
+# 0.75 (1-D columns or 2-D patches) x reconstruction off / on, six trials. It ends with the
+# ablation report (DEMO_RUN/report/report.md), whose tables are printed here.
+# Ctrl-C stops everything cleanly; running the script again resumes the sweep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR="${FLAP_BUILD_DIR:-build}"
 DATA="${FLAP_DEMO_DATA:-demo-data}"
-OUT="${FLAP_DEMO_OUT:-demo-run}"
+RUN="${FLAP_DEMO_RUN:-demo-run}"
 
 if [[ ! -f "$DATA/manifest.json" ]]; then
-  "$BUILD_DIR/flapctl/flapctl" data synth --out "$DATA" --train 2000 --eval 200 --seed 1
+  "$BUILD_DIR/flapctl/flapctl" data synth --out "$DATA" --train 1000 --eval 200 --seed 1
 fi
-echo "== untrained model"
-"$BUILD_DIR/worker/flap-worker" eval --config configs/demo.ini --data.path "$DATA" >/dev/null
-echo "== training (configs/demo.ini): progress every 50 steps"
-"$BUILD_DIR/worker/flap-worker" train --config configs/demo.ini --data.path "$DATA" \
-  --train.output_dir "$OUT" "$@" >/dev/null
-echo "summary: $OUT/summary.json, model: $OUT/model.pt"
+echo "== sweep configs/demo-sweep.ini: flap-coordinator + 2 worker groups (logs in $RUN/logs)"
+"$BUILD_DIR/flapctl/flapctl" sweep run configs/demo-sweep.ini --dir "$RUN" --groups 2 --data "$DATA" \
+  --interval 15 "$@"
+echo
+echo "== report: $RUN/report/report.md"
+sed -n '/^## Retrieval per cell/,/^## Trials/p' "$RUN/report/report.md" | sed '$d'

@@ -5,6 +5,7 @@
 #include <torch/serialize.h>
 
 #include <chrono>
+#include <cstdio>
 #include <ostream>
 #include <sstream>
 
@@ -46,9 +47,23 @@ Status Checkpointer::Wait() {
   if (r.status.ok()) {
     last_bytes_ = r.bytes;
     last_seconds_ = r.seconds;
+    last_saved_step_ = in_flight_step_;
     ++saves_completed_;
   }
   return r.status;
+}
+
+Status Checkpointer::Poll() {
+  if (!in_flight_.valid() || in_flight_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    return Status::OK();
+  }
+  return Wait();
+}
+
+std::string Checkpointer::CheckpointRef(int64_t step) const {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
+  return config_.root + "/" + trial_id_ + "/" + buf;
 }
 
 Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
@@ -80,6 +95,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
   meta.metrics = metrics;
   meta.extra = {{"position_in_epoch", step % steps_per_epoch}};
 
+  in_flight_step_ = step;
   in_flight_ = std::async(std::launch::async, [this, files = std::move(files), meta, step]() {
     SaveResult r;
     const auto start = std::chrono::steady_clock::now();

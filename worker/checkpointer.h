@@ -58,11 +58,17 @@ class Checkpointer {
                    const nlohmann::json& data_cursor = nullptr);
   // Waits for the save in flight; its status.
   Status Wait();
+  // Collects the save in flight if it has finished, without waiting; its status (OK when
+  // none finished).
+  Status Poll();
 
   // Bytes and seconds of the last finished save (for logs and metrics).
   int64_t last_save_bytes() const { return last_bytes_; }
   double last_save_seconds() const { return last_seconds_; }
   int64_t saves_completed() const { return saves_completed_; }
+  // The step of the newest save known to be durable (-1: none yet), and where it is.
+  int64_t last_saved_step() const { return last_saved_step_; }
+  std::string CheckpointRef(int64_t step) const;
 
  private:
   Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
@@ -78,6 +84,8 @@ class Checkpointer {
   std::future<SaveResult> in_flight_;
   int64_t last_bytes_ = 0;
   int64_t saves_completed_ = 0;
+  int64_t in_flight_step_ = -1;
+  int64_t last_saved_step_ = -1;
   double last_seconds_ = 0;
 };
 

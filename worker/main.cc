@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "worker/agent.h"
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
 #include "worker/tagger.h"
@@ -21,6 +22,10 @@ constexpr const char* kUsage =
     "       flap-worker eval  [--config FILE] [--model model.pt] [--KEY VALUE ...]\n"
     "       flap-worker tag   --model model.pt --out tags.jsonl [--labels FILE] [--split train]\n"
     "                         [--threshold 0.1] [--top-k 3] [--config FILE] [--KEY VALUE ...]\n"
+    "       flap-worker agent (--coordinator HOST:PORT | --coordinator-file FILE) [--token-file FILE]\n"
+    "                         [--tls-ca FILE] [--group ID] [--rpc-retry SECONDS] [--max-trials N] [--KEY VALUE ...]\n"
+    "                         runs the trials a flap-coordinator assigns (worker/agent.h); exit 0 when every\n"
+    "                         sweep is done, 75 after a stop signal (the trial is requeued as preempted)\n"
     "       flap-worker COMMAND --help   lists every configuration key\n";
 
 int Fail(const flap::Status& s, int code) {
@@ -40,6 +45,38 @@ int main(int argc, char** argv) {
   if (command == "--help" || command == "-h") {
     std::cout << kUsage;
     return 0;
+  }
+  if (command == "agent") {
+    flap::worker::AgentOptions agent;
+    for (size_t i = 0; i < args.size();) {
+      const std::string& a = args[i];
+      const bool flag = a == "--coordinator" || a == "--coordinator-file" || a == "--token-file" || a == "--tls-ca" ||
+                        a == "--group" || a == "--rpc-retry" || a == "--max-trials";
+      if (a == "--help" || a == "-h") {
+        std::cout << kUsage;
+        return 0;
+      }
+      if (!flag) {
+        agent.overrides.push_back(a);
+        ++i;
+        continue;
+      }
+      if (i + 1 >= args.size()) return Fail(flap::Status::InvalidArgument(a + " needs a value"), 2);
+      const std::string& v = args[i + 1];
+      try {
+        if (a == "--coordinator") agent.coordinator = v;
+        else if (a == "--coordinator-file") agent.coordinator_file = v;
+        else if (a == "--token-file") agent.token_file = v;
+        else if (a == "--tls-ca") agent.tls_ca = v;
+        else if (a == "--group") agent.group_id = v;
+        else if (a == "--rpc-retry") agent.rpc_retry_s = std::stod(v);
+        else agent.max_trials = std::stoi(v);
+      } catch (const std::exception&) {
+        return Fail(flap::Status::InvalidArgument(a + ": expected a number, got '" + v + "'"), 2);
+      }
+      i += 2;
+    }
+    return flap::worker::RunAgent(agent, std::cerr);
   }
   if (command != "train" && command != "eval" && command != "tag") {
     std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;

@@ -4,6 +4,7 @@
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -88,23 +89,6 @@ StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, 
   return c;
 }
 
-// This rank's worker group, from the launcher's environment (a group of one without any).
-struct Joined {
-  core::Rendezvous rendezvous;
-  std::unique_ptr<core::WorkerGroup> group;
-};
-
-StatusOr<Joined> JoinGroup(const TrialConfig& c) {
-  Joined j;
-  FLAP_ASSIGN_OR_RETURN(core::Launcher launcher, core::ParseLauncher(c.dist.launcher));
-  FLAP_ASSIGN_OR_RETURN(j.rendezvous, core::DetectRendezvous(core::ProcessEnvironment(), launcher));
-  core::GroupOptions o;
-  o.backend = c.dist.backend;
-  o.timeout_s = c.dist.timeout;
-  FLAP_ASSIGN_OR_RETURN(j.group, core::WorkerGroup::Create(j.rendezvous, o));
-  return j;
-}
-
 // After rank 0 restored a checkpoint: every rank takes its step, parameters and optimizer
 // state (serialised and broadcast), so that all ranks resume from the same state.
 Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
@@ -127,13 +111,9 @@ Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::o
     torch::save(optimizer, out);
     bytes = out.str();
   }
-  at::Tensor n = at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(n, 0));
-  at::Tensor buf = at::empty({n.item<int64_t>()}, at::kByte);
-  if (g.rank() == 0) std::memcpy(buf.data_ptr<uint8_t>(), bytes.data(), bytes.size());
-  FLAP_RETURN_IF_ERROR(g.Broadcast(buf, 0));
+  FLAP_RETURN_IF_ERROR(core::BroadcastBytes(g, &bytes, 0));
   if (g.rank() != 0) {
-    std::istringstream in(std::string(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(buf.numel())));
+    std::istringstream in(bytes);
     try {
       torch::load(optimizer, in);
     } catch (const c10::Error& e) {
@@ -143,13 +123,22 @@ Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::o
   return Status::OK();
 }
 
-// Whether any rank received a stop signal: all ranks stop at the same step. The local
-// signal, or SIGTERM's number when only another rank got one.
-StatusOr<int> AgreeOnStop(core::WorkerGroup& g, int local) {
-  at::Tensor flag = at::tensor({local != 0 ? 1.0f : 0.0f}, at::kFloat);
+// Whether any rank received a stop signal, or was asked to stop the trial (hooks): all ranks
+// stop at the same step. The signal is the local one, or SIGTERM's number when only another
+// rank got one.
+struct StopDecision {
+  int signal = 0;
+  bool asked = false;
+};
+
+StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked) {
+  if (g.world_size() == 1) return StopDecision{local_signal, local_asked};
+  at::Tensor flag = at::tensor({local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f}, at::kFloat);
   FLAP_RETURN_IF_ERROR(g.AllReduceSum(flag));
-  if (flag.item<float>() == 0.0f) return 0;
-  return local != 0 ? local : 15;
+  StopDecision d;
+  if (flag[0].item<float>() != 0.0f) d.signal = local_signal != 0 ? local_signal : 15;
+  d.asked = flag[1].item<float>() != 0.0f;
+  return d;
 }
 
 // Losses averaged over the ranks (each rank's loss is its own rows' mean).
@@ -179,8 +168,13 @@ struct RankMetrics {
   }
 };
 
-StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, int rank, std::ostream& log) {
+StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, int rank, std::ostream& log,
+                                                        metrics::MetricsServer* shared) {
   auto m = std::make_unique<RankMetrics>();
+  if (shared != nullptr) {
+    m->worker = std::make_unique<metrics::WorkerMetrics>(shared->registry(), c.TrialId(), rank);
+    return m;
+  }
   if (c.metrics.listen.empty()) return m;
   FLAP_ASSIGN_OR_RETURN(m->server, metrics::MetricsServer::Start(c.metrics.listen));
   m->worker = std::make_unique<metrics::WorkerMetrics>(m->server->registry(), c.TrialId(), rank);
@@ -198,26 +192,44 @@ StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, in
 
 }  // namespace
 
+StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& c, std::ostream& log,
+                                                             std::string* launcher_name) {
+  FLAP_ASSIGN_OR_RETURN(core::Launcher launcher, core::ParseLauncher(c.dist.launcher));
+  FLAP_ASSIGN_OR_RETURN(core::Rendezvous rendezvous, core::DetectRendezvous(core::ProcessEnvironment(), launcher));
+  core::GroupOptions o;
+  o.backend = c.dist.backend;
+  o.timeout_s = c.dist.timeout;
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<core::WorkerGroup> group, core::WorkerGroup::Create(rendezvous, o));
+  if (launcher_name != nullptr) *launcher_name = core::LauncherName(rendezvous.launcher);
+  if (group->world_size() > 1) {
+    log << "rank " << group->rank() << " of " << group->world_size() << " joined ("
+        << core::LauncherName(rendezvous.launcher) << " launcher, " << group->backend() << ", rendezvous "
+        << rendezvous.master_addr << ":" << rendezvous.master_port << ", timeout " << c.dist.timeout << " s)"
+        << std::endl;
+  }
+  return group;
+}
+
 StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log_in,
-                                   const ResumeOptions& resume) {
+                                   const ResumeOptions& resume, const TrainingHooks& hooks) {
   TrialConfig config = config_in;
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
   const auto start = Clock::now();
-  FLAP_ASSIGN_OR_RETURN(Joined joined, JoinGroup(config));
-  core::WorkerGroup& group = *joined.group;
+  std::unique_ptr<core::WorkerGroup> own_group;
+  std::string launcher_name = "agent";
+  if (hooks.group == nullptr) {
+    FLAP_ASSIGN_OR_RETURN(own_group, JoinWorkerGroup(config, log_in, &launcher_name));
+  }
+  core::WorkerGroup& group = hooks.group != nullptr ? *hooks.group : *own_group;
   const int rank = group.rank(), world = group.world_size();
-  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<RankMetrics> rank_metrics, StartRankMetrics(config, rank, log_in));
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<RankMetrics> rank_metrics,
+                        StartRankMetrics(config, rank, log_in, hooks.metrics_server));
   metrics::WorkerMetrics* wm = rank_metrics->worker.get();
   // Rank 0 speaks for the group; the others only report their own failures (returned).
   std::ostream null_log(nullptr);
   std::ostream& log = rank == 0 ? log_in : null_log;
-  if (world > 1) {
-    log_in << "rank " << rank << " of " << world << " joined (" << core::LauncherName(joined.rendezvous.launcher)
-           << " launcher, " << group.backend() << ", rendezvous " << joined.rendezvous.master_addr << ":"
-           << joined.rendezvous.master_port << ", timeout " << config.dist.timeout << " s)" << std::endl;
-  }
 
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
   FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer,
@@ -228,9 +240,20 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (train_shards.empty()) {
     return Status::NotFound("dataset '" + config.data.path + "' has no shards in split '" + config.data.train_split + "'");
   }
-  auto source = FixedShardSource::Create(train_shards, rank, world, config.train.batch_size, config.train.seed);
-  if (!source.ok()) return source.status().WithContext("split '" + config.data.train_split + "'");
-  const int64_t per_epoch = (*source)->StepsPerEpoch();
+  std::unique_ptr<ShardSource> source;
+  int64_t train_clips = 0;
+  if (hooks.make_source) {
+    auto made = hooks.make_source(train_shards, rank, world);
+    if (!made.ok()) return made.status().WithContext("split '" + config.data.train_split + "'");
+    source = std::move(*made);
+    for (const auto& shard : train_shards) train_clips += shard.num_samples;
+  } else {
+    auto fixed = FixedShardSource::Create(train_shards, rank, world, config.train.batch_size, config.train.seed);
+    if (!fixed.ok()) return fixed.status().WithContext("split '" + config.data.train_split + "'");
+    for (const auto& shard : (*fixed)->shards()) train_clips += shard.num_samples;
+    source = std::move(*fixed);
+  }
+  const int64_t per_epoch = source->StepsPerEpoch();
 
   TrainOutcome outcome;
   outcome.model = BuildModel(&config, tokenizer.vocab_size());
@@ -268,7 +291,11 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (world > 1 && (resume.resume || resume.from_step >= 0)) {
     FLAP_RETURN_IF_ERROR(ShareRestoredState(group, outcome.model, step_runner.optimizer(), &start_step));
   }
-  if (world > 1) {
+  if (!hooks.exact_resume) {
+    // The epoch's order cannot be replayed: continue the epoch at the checkpoint's step with
+    // the shards the source still has.
+    cursor = LoaderCursor{start_step / per_epoch, 0, 0, start_step % per_epoch, {}};
+  } else if (world > 1) {
     // Only rank 0 reads checkpoints; every rank places its own shards' cursor at the shared
     // step (exact for the fixed shard source: loader.h).
     FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(nullptr, start_step, per_epoch));
@@ -284,9 +311,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   lo.features.cache_dir = config.data.fbank_cache;
   FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(config.data.path, manifest));
   lo.features.augment = &augment;
-  int64_t train_clips = 0;
-  for (const auto& shard : (*source)->shards()) train_clips += shard.num_samples;
-  auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(*source), cursor);
+  auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(source), cursor);
   if (!loader_or.ok()) return loader_or.status().WithContext("data loader");
   std::unique_ptr<StreamingLoader> loader = std::move(*loader_or);
   InstallStopSignalHandlers(config.ckpt.stop_deadline);
@@ -311,6 +336,12 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   int64_t window_steps = 0;
   const auto train_start = Clock::now();
   double eval_s = 0;
+  bool stop_asked = false;  // rank 0: a hook asked to stop the trial
+  auto report = [&](const std::string& kind, int64_t at_step, const std::map<std::string, double>& values) {
+    if (rank == 0 && hooks.report && hooks.report(kind, at_step, at_step / per_epoch, total_steps, values)) {
+      stop_asked = true;
+    }
+  };
   auto evaluate = [&](int64_t step) {
     const auto t = Clock::now();
     outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size);
@@ -318,13 +349,12 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     nlohmann::json entry = MetricsToJson(outcome.final_metrics);
     entry["step"] = step;
     history.push_back(entry);
-    if (wm != nullptr) {
-      std::map<std::string, double> values;
-      for (auto& [k, v] : entry.items()) {
-        if (v.is_number_float()) values[k] = v.get<double>();
-      }
-      wm->SetEvaluation(values);
+    std::map<std::string, double> values;
+    for (auto& [k, v] : entry.items()) {
+      if (v.is_number_float()) values[k] = v.get<double>();
     }
+    if (wm != nullptr) wm->SetEvaluation(values);
+    report("eval", step, values);
     char buf[160];
     std::snprintf(buf, sizeof(buf), "eval  step %lld: R@1 t2a %.2f%% a2t %.2f%%, R@10 t2a %.2f%% a2t %.2f%%, mAP@10 %.2f%%",
                   static_cast<long long>(step), 100 * outcome.final_metrics.t2a_r1, 100 * outcome.final_metrics.a2t_r1,
@@ -343,9 +373,10 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   };
   // Reports checkpoints finished since the last call to the metrics.
   auto observe_saves = [&]() {
-    if (wm != nullptr && ckpt && ckpt->saves_completed() != rank_metrics->saves_seen) {
+    if (ckpt && ckpt->saves_completed() != rank_metrics->saves_seen) {
       rank_metrics->saves_seen = ckpt->saves_completed();
-      wm->ObserveCheckpoint(ckpt->last_save_seconds(), ckpt->last_save_bytes());
+      if (wm != nullptr) wm->ObserveCheckpoint(ckpt->last_save_seconds(), ckpt->last_save_bytes());
+      if (hooks.on_checkpoint) hooks.on_checkpoint(ckpt->CheckpointRef(ckpt->last_saved_step()), ckpt->last_saved_step());
     }
   };
   auto save = [&](int64_t at_step) -> Status {
@@ -361,13 +392,27 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   int64_t last_saved = start_step;
   for (int64_t epoch = start_step / per_epoch; step < total_steps; ++epoch) {
     for (int64_t i = step % per_epoch; i < per_epoch && step < total_steps; ++i, ++step) {
-      int sig = StopRequested();
-      if (world > 1) {
-        FLAP_ASSIGN_OR_RETURN(sig, AgreeOnStop(group, sig));
+      if (ckpt) {
+        FLAP_RETURN_IF_ERROR(ckpt->Poll());
+        observe_saves();
+      }
+      if (rank == 0 && hooks.should_stop && hooks.should_stop()) stop_asked = true;
+      FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(group, StopRequested(), stop_asked));
+      const int sig = stop.signal;
+      if (sig == 0 && stop.asked) {
+        if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
+        observe_saves();
+        log << "trial stopped at step " << step << " as asked (early stopping or cancellation)" << std::endl;
+        outcome.stopped = true;
+        outcome.steps_done = step;
+        outcome.summary = {{"stopped", true}, {"step", step}, {"config_hash", config.Hash()}};
+        return outcome;
       }
       if (sig != 0) {
         if (step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
         if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
+        observe_saves();
+        outcome.steps_done = step;
         log << "stopped by signal " << sig << " at step " << step
             << (ckpt ? ", checkpoint taken" : " (no ckpt.root: nothing saved)") << std::endl;
         outcome.stop_signal = sig;
@@ -414,6 +459,16 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                       static_cast<double>(step + 1) / static_cast<double>(per_epoch), last.loss, last.contrastive,
                       last.recon, last.logit_scale, last.lr, rate, FormatDuration(eta).c_str());
         log << buf << std::endl;
+        report("train", step + 1,
+               {{"loss", last.loss},
+                {"contrastive", last.contrastive},
+                {"recon", last.recon},
+                {"logit_scale", last.logit_scale},
+                {"lr", last.lr},
+                {"samples_per_second", rate},
+                {"global_batch", static_cast<double>(b * world)},
+                {"negatives_per_step", static_cast<double>(b * world)},
+                {"epoch", static_cast<double>(step + 1) / static_cast<double>(per_epoch)}});
         if (wm != nullptr) {
           wm->SetProgress(step + 1, static_cast<double>(step + 1) / static_cast<double>(per_epoch), rate);
           wm->SetLosses(last.loss, last.contrastive, last.recon, last.logit_scale);
@@ -422,9 +477,9 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
         window_s = 0;
         window_steps = 0;
       }
-      if (config.train.eval_every > 0 && (step + 1) % config.train.eval_every == 0 && step + 1 < total_steps) {
-        evaluate(step + 1);
-      }
+      const bool eval_due = (config.train.eval_every > 0 && (step + 1) % config.train.eval_every == 0) ||
+                            std::find(hooks.eval_steps.begin(), hooks.eval_steps.end(), step + 1) != hooks.eval_steps.end();
+      if (eval_due && step + 1 < total_steps) evaluate(step + 1);
       if (config.ckpt.every > 0 && (step + 1) % config.ckpt.every == 0 && step + 1 < total_steps) {
         FLAP_RETURN_IF_ERROR(save(step + 1));
         last_saved = step + 1;
@@ -436,7 +491,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
   if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
   observe_saves();
-  FLAP_RETURN_IF_ERROR(group.Shutdown());
+  if (hooks.group == nullptr) FLAP_RETURN_IF_ERROR(group.Shutdown());
+  outcome.steps_done = step;
 
   nlohmann::json& s = outcome.summary;
   s["config"] = config.ToJson();
@@ -451,7 +507,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   s["per_rank_batch"] = b;
   s["global_batch"] = b * world;
   s["negatives_per_step"] = b * world;
-  s["dist"] = {{"launcher", core::LauncherName(joined.rendezvous.launcher)},
+  s["dist"] = {{"launcher", launcher_name},
                {"backend", group.backend()},
                {"overlap", config.dist.overlap},
                {"bucket_mb", config.dist.bucket_mb},

@@ -6,15 +6,21 @@ target_link_libraries(flap_worker
   PUBLIC flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
   PRIVATE Boost::program_options PkgConfig::XXHASH Threads::Threads)
 
+# The agent (a worker group serving a coordinator): the worker library plus the coordinator's
+# client (gRPC; no SentencePiece is linked here, it is a dlopen'd module).
+add_library(flap_agent agent.cc lease_source.cc)
+add_library(flap::agent ALIAS flap_agent)
+target_link_libraries(flap_agent PUBLIC flap::worker flap::coordinator_client PRIVATE Threads::Threads)
+
 add_executable(flap-worker main.cc)
-target_link_libraries(flap-worker PRIVATE flap::worker)
+target_link_libraries(flap-worker PRIVATE flap::agent)
 target_compile_definitions(flap-worker PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs")
 
 if(FLAP_BUILD_TESTS)
   file(GLOB worker_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
   list(REMOVE_ITEM worker_tests ${CMAKE_CURRENT_SOURCE_DIR}/fbank_test.cc)
   add_executable(flap_worker_test ${worker_tests})
-  target_link_libraries(flap_worker_test PRIVATE flap::worker GTest::gtest_main)
+  target_link_libraries(flap_worker_test PRIVATE flap::agent GTest::gtest_main)
   target_compile_definitions(flap_worker_test PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs")
   flap_add_gtest(flap_worker_test LABELS unit)
 endif()

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <chrono>
+#include <cstring>
 
 namespace flap::core {
 namespace {
@@ -165,6 +166,41 @@ Status GroupGradientSync::Finish() {
   next_launch_ = 0;
   error_ = Status::OK();
   return result;
+}
+
+Status BroadcastBytes(WorkerGroup& group, std::string* bytes, int root) {
+  if (group.world_size() == 1) return Status::OK();
+  at::Tensor n = at::tensor({static_cast<int64_t>(bytes->size())}, at::kLong);
+  FLAP_RETURN_IF_ERROR(group.Broadcast(n, root));
+  at::Tensor buf = at::empty({n.item<int64_t>()}, at::kByte);
+  if (group.rank() == root) std::memcpy(buf.data_ptr<uint8_t>(), bytes->data(), bytes->size());
+  FLAP_RETURN_IF_ERROR(group.Broadcast(buf, root));
+  if (group.rank() != root) bytes->assign(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(buf.numel()));
+  return Status::OK();
+}
+
+StatusOr<std::vector<std::string>> AllGatherStrings(WorkerGroup& group, const std::string& mine, size_t max_bytes) {
+  if (mine.size() > max_bytes) {
+    return Status::InvalidArgument("'" + mine + "' is longer than " + std::to_string(max_bytes) + " bytes");
+  }
+  if (group.world_size() == 1) return std::vector<std::string>{mine};
+  // Each rank's string, length first, in a fixed-size row.
+  const int64_t row = static_cast<int64_t>(max_bytes) + 8;
+  at::Tensor local = at::zeros({row}, at::kByte);
+  const uint64_t len = mine.size();
+  std::memcpy(local.data_ptr<uint8_t>(), &len, 8);
+  std::memcpy(local.data_ptr<uint8_t>() + 8, mine.data(), mine.size());
+  at::Tensor all;
+  FLAP_RETURN_IF_ERROR(group.AllGather(local, &all));
+  std::vector<std::string> out;
+  const uint8_t* p = all.contiguous().data_ptr<uint8_t>();
+  for (int r = 0; r < group.world_size(); ++r, p += row) {
+    uint64_t n = 0;
+    std::memcpy(&n, p, 8);
+    if (n > max_bytes) return Status::Corruption("rank " + std::to_string(r) + " sent a malformed string");
+    out.emplace_back(reinterpret_cast<const char*>(p + 8), n);
+  }
+  return out;
 }
 
 }  // namespace flap::core

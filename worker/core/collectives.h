@@ -26,6 +26,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "worker/core/losses.h"
@@ -88,5 +89,13 @@ class GroupGradientSync : public GradientSync {
   size_t next_launch_ = 0;
   Status error_;                      // first failure of this step
 };
+
+// Bytes between ranks, for the small messages around training (an agent's instructions, a
+// restored optimizer state): *bytes of rank `root` replaces every other rank's. Two
+// collectives (the length, then the bytes), so every rank must call it.
+Status BroadcastBytes(WorkerGroup& group, std::string* bytes, int root);
+// Every rank's `mine` (at most max_bytes), in rank order, on every rank.
+StatusOr<std::vector<std::string>> AllGatherStrings(WorkerGroup& group, const std::string& mine,
+                                                    size_t max_bytes = 256);
 
 }  // namespace flap::core

@@ -1,0 +1,52 @@
+// Child processes for `flapctl sweep run`: started with posix_spawn in their own process group
+// (so a Ctrl-C at the terminal reaches flapctl alone, which then stops them in order), with
+// stdout and stderr appended to a log file, and watched without blocking.
+//
+// Thread-safety: one Process per owner thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace flap::flapctl {
+
+class Process {
+ public:
+  // Starts argv[0] (a path) with `env` ("NAME=value") added to this process's environment;
+  // stdout and stderr go to `log_path` (appended). IOError naming the program when it
+  // cannot be started.
+  static StatusOr<Process> Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                                 const std::string& log_path);
+  Process() = default;
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0 && !exited_; }
+  // Reaps the process if it has ended (non-blocking); true when it has.
+  bool Poll();
+  // Waits up to timeout_s for it to end; true when it has.
+  bool WaitFor(double timeout_s);
+  // The exit code once ended: the status, or 128 + the signal that killed it.
+  int exit_code() const { return exit_code_; }
+  // Sends `sig` to its process group (it and anything it started).
+  void Signal(int sig) const;
+  // SIGTERM, then SIGKILL if it has not ended within grace_s; waits for it.
+  void Stop(double grace_s);
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
+};
+
+// The first existing file among `candidates`, or NotFound listing them.
+StatusOr<std::string> FindProgram(const std::string& what, const std::vector<std::string>& candidates);
+// A TCP port free on 127.0.0.1 right now (bound to port 0, then released).
+StatusOr<int> FreeLocalPort();
+// The folder of this executable (/proc/self/exe), "" if unknown.
+std::string SelfDir();
+
+}  // namespace flap::flapctl

@@ -1,0 +1,423 @@
+// End-to-end sweeps on this machine through `flapctl sweep run`: a real flap-coordinator and
+// real worker groups (`flap-worker agent`, tiny FLAP on synthetic data) over 127.0.0.1. The
+// tests kill a worker group and the coordinator with SIGKILL mid-sweep, interrupt the whole
+// run with SIGINT and resume it, and check through the coordinator's own records that every
+// trial completed once, resumed from its checkpoint, with its metric history intact.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "coordinator/client.h"
+#include "tests/test_util.h"
+
+namespace flap::testing {
+namespace {
+
+namespace v1 = coordinator::v1;
+namespace fs = std::filesystem;
+
+// 128 training clips in 8 shards: 16 steps per epoch at batch 8, 32 steps per trial.
+constexpr const char* kBaseConfig = R"([model]
+preset = tiny
+[mask]
+ratio = 0.75
+strategy = 2d
+[train]
+batch_size = 8
+epochs = 2
+log_every = 4
+eval_every = 8
+eval_batch_size = 32
+[ckpt]
+every = 4
+[data]
+loader_threads = 1
+)";
+constexpr int kStepsPerTrial = 32;
+
+class SweepRun : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir("sweep-data");
+    const RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data_->path() +
+                                   " --train 128 --eval 32 --shard-size 16 --seed 3");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    data_ = nullptr;
+  }
+  void TearDown() override {
+    // Nothing may be left running, whatever failed; the folder goes once they are gone.
+    const std::vector<pid_t> pids = AllPids();
+    if (run_ > 0 && kill(run_, 0) == 0) {
+      kill(run_, SIGKILL);
+      WaitExit(run_, 10);
+    }
+    for (pid_t pid : pids) kill(pid, SIGKILL);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (pid_t pid : pids) {
+      while (kill(pid, 0) == 0 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
+
+  // Writes the sweep file (with the base config beside it) and returns its path.
+  std::string WriteSweep(const std::string& name, const std::string& factors) {
+    WriteFile(dir_.path() + "/base.ini", kBaseConfig);
+    const std::string path = dir_.path() + "/" + name + ".ini";
+    WriteFile(path, "[sweep]\nname = " + name + "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n" + factors);
+    return path;
+  }
+  std::string RunDir() const { return dir_.path() + "/run"; }
+  std::string Command(const std::string& sweep_file, int groups) const {
+    return std::string(FLAPCTL_BIN) + " sweep run " + sweep_file + " --dir " + RunDir() + " --groups " +
+           std::to_string(groups) + " --data " + data_->path() + " --interval 1 --heartbeat-timeout-ms 4000 --no-plots";
+  }
+  pid_t Start(const std::string& command, const std::string& log) {
+    run_ = Spawn(command, {}, dir_.path() + "/" + log);
+    return run_;
+  }
+
+  nlohmann::json RunFile() const {
+    try {
+      return nlohmann::json::parse(ReadFile(RunDir() + "/run.json"));
+    } catch (const nlohmann::json::exception&) {
+      return nullptr;
+    }
+  }
+  std::vector<pid_t> AllPids() const {
+    std::vector<pid_t> pids;
+    const nlohmann::json j = RunFile();
+    if (j.is_null()) return pids;
+    pids.push_back(j["coordinator"]["pid"].get<pid_t>());
+    for (const auto& g : j["groups"]) {
+      for (const auto& p : g["pids"]) pids.push_back(p.get<pid_t>());
+    }
+    return pids;
+  }
+
+  // A client of the coordinator the run started (waits for run.json and the token).
+  std::unique_ptr<coordinator::CoordinatorClient> Client(double timeout_s = 60) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < until) {
+      const nlohmann::json j = RunFile();
+      if (!j.is_null() && fs::exists(RunDir() + "/state/token")) {
+        coordinator::ClientOptions o;
+        o.target = j["coordinator"]["address"].get<std::string>();
+        auto token = coordinator::ReadToken(RunDir() + "/state/token");
+        o.token = token.ok() ? *token : "";
+        o.deadline_ms = 3000;
+        auto c = coordinator::CoordinatorClient::Connect(o);
+        if (token.ok() && c.ok()) return std::move(*c);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "no coordinator came up";
+    return nullptr;
+  }
+
+  // Polls the sweep until `pred` holds (or the timeout); the last status seen.
+  template <typename Pred>
+  v1::SweepStatus WaitFor(coordinator::CoordinatorClient& c, const std::string& sweep, double timeout_s, Pred pred) {
+    v1::SweepStatus last;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < until) {
+      auto st = c.GetSweep(sweep);
+      if (st.ok()) {
+        last = *st;
+        if (pred(last)) return last;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ADD_FAILURE() << "timed out waiting on sweep " << sweep;
+    return last;
+  }
+
+  // The sweep's state and metric history from its journal: a coordinator started afresh on
+  // the run's state folder after the run ended.
+  struct Final {
+    v1::SweepStatus status;
+    std::vector<v1::MetricRecord> records;
+  };
+  Final ReadBack(const std::string& sweep) {
+    Final f;
+    const int port = FreePort();
+    const pid_t pid = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() + "/state --listen 127.0.0.1:" +
+                                std::to_string(port),
+                            {}, dir_.path() + "/readback.log");
+    coordinator::ClientOptions o;
+    o.target = "127.0.0.1:" + std::to_string(port);
+    auto token = coordinator::ReadToken(RunDir() + "/state/token");
+    EXPECT_TRUE(token.ok()) << token.status().ToString();
+    o.token = token.ok() ? *token : "missing";
+    auto c = coordinator::CoordinatorClient::Connect(o);
+    EXPECT_TRUE(c.ok());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (c.ok() && std::chrono::steady_clock::now() < until) {
+      auto st = (*c)->GetSweep(sweep);
+      if (st.ok()) {
+        f.status = *st;
+        auto m = (*c)->GetMetrics(sweep);
+        if (m.ok()) f.records = *m;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(pid, SIGTERM);
+    WaitExit(pid, 20);
+    return f;
+  }
+
+  // Every trial completed at its last step, with an evaluation there, and the training
+  // history of each (trial, step) recorded once, with no step of a trial missing.
+  void ExpectCompleteAndIntact(const Final& f, size_t trials) {
+    ASSERT_EQ(static_cast<size_t>(f.status.trials_size()), trials);
+    EXPECT_EQ(f.status.state(), "finished");
+    std::map<std::string, std::set<int64_t>> train_steps, eval_steps;
+    for (const auto& r : f.records) {
+      auto& steps = r.kind() == "train" ? train_steps[r.trial_id()] : eval_steps[r.trial_id()];
+      EXPECT_TRUE(steps.insert(r.step()).second) << r.trial_id() << " has two " << r.kind() << " records at step " << r.step();
+    }
+    for (const auto& t : f.status.trials()) {
+      EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
+      EXPECT_EQ(t.step(), kStepsPerTrial) << t.trial_id();
+      EXPECT_TRUE(eval_steps[t.trial_id()].count(kStepsPerTrial)) << t.trial_id() << " has no final evaluation";
+      for (int64_t s = 4; s <= kStepsPerTrial; s += 4) {
+        EXPECT_TRUE(train_steps[t.trial_id()].count(s)) << t.trial_id() << " lost its training record at step " << s;
+      }
+    }
+  }
+
+  static TempDir* data_;
+  TempDir dir_{"sweep-run"};
+  pid_t run_ = -1;  // the flapctl sweep run started by Start()
+};
+
+TempDir* SweepRun::data_ = nullptr;
+
+TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
+  const std::string sweep = WriteSweep("small", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const RunResult r = RunCommand(Command(sweep, 2));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("4 trials (4 completed)"), std::string::npos) << r.output;
+  for (pid_t pid : AllPids()) EXPECT_NE(kill(pid, 0), 0) << "process " << pid << " is still running";
+
+  const std::string report = ReadFile(RunDir() + "/report/report.md");
+  EXPECT_NE(report.find("mask.strategy"), std::string::npos) << report;
+  EXPECT_NE(report.find("recon.weight"), std::string::npos) << report;
+  const std::string csv = ReadFile(RunDir() + "/report/trials.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;  // header + 4 trials
+
+  const Final f = ReadBack("small");
+  ExpectCompleteAndIntact(f, 4);
+  // Both groups ran trials, four in all.
+  int finished = 0;
+  for (int g = 0; g < 2; ++g) {
+    const std::string log = ReadFile(RunDir() + "/logs/group-" + std::to_string(g) + "-rank-0.log");
+    int here = 0;
+    for (size_t at = log.find("finished at step"); at != std::string::npos; at = log.find("finished at step", at + 1)) ++here;
+    EXPECT_GE(here, 1) << "group " << g << " ran no trial:\n" << log;
+    finished += here;
+  }
+  EXPECT_EQ(finished, 4);
+}
+
+TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
+  const std::string sweep = WriteSweep("groupkill", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const pid_t run = Start(Command(sweep, 2), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  // A trial with a checkpoint at step 8 or later, still running: kill its group.
+  const v1::SweepStatus st = WaitFor(*c, "groupkill", 300, [](const v1::SweepStatus& s) {
+    for (const auto& t : s.trials()) {
+      if (t.state() == "running" && t.checkpoint_step() >= 8 && t.step() < kStepsPerTrial - 8) return true;
+    }
+    return false;
+  });
+  std::string victim_trial, victim_group;
+  int64_t ckpt_step = 0;
+  for (const auto& t : st.trials()) {
+    if (t.state() == "running" && t.checkpoint_step() >= 8) {
+      victim_trial = t.trial_id();
+      victim_group = t.group_id();
+      ckpt_step = t.checkpoint_step();
+      break;
+    }
+  }
+  ASSERT_FALSE(victim_trial.empty());
+  int killed = 0;
+  const nlohmann::json run_file = RunFile();
+  for (const auto& g : run_file["groups"]) {
+    if (g["group"].get<std::string>() != victim_group) continue;
+    for (const auto& p : g["pids"]) {
+      const int rc = kill(p.get<pid_t>(), SIGKILL);
+      if (rc != 0) ADD_FAILURE() << "kill " << p << ": " << std::strerror(errno);
+      killed += rc == 0;
+    }
+  }
+  ASSERT_EQ(killed, 1) << "no rank of group '" << victim_group << "' in " << RunFile().dump();
+  const int code = WaitExit(run, 600);
+  run_ = -1;
+  ASSERT_EQ(code, 0) << ReadFile(dir_.path() + "/run.log");
+  EXPECT_NE(ReadFile(dir_.path() + "/run.log").find("restarting the group"), std::string::npos);
+
+  const Final f = ReadBack("groupkill");
+  ExpectCompleteAndIntact(f, 2);
+  for (const auto& t : f.status.trials()) {
+    if (t.trial_id() != victim_trial) continue;
+    EXPECT_GE(t.attempt(), 2);
+    EXPECT_GE(t.node_faults(), 1);
+    EXPECT_EQ(t.trial_errors(), 0);
+    // The next attempt resumed from the checkpoint: its first training record comes after it.
+    int64_t first = -1;
+    for (const auto& r : f.records) {
+      if (r.trial_id() == victim_trial && r.kind() == "train" && r.attempt() == t.attempt()) {
+        first = first < 0 ? r.step() : std::min(first, r.step());
+      }
+    }
+    EXPECT_GT(first, ckpt_step) << "attempt " << t.attempt() << " started over instead of resuming at step " << ckpt_step;
+  }
+  const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
+  EXPECT_NE(logs.find("resumed from checkpoint"), std::string::npos);
+}
+
+TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) {
+  const std::string sweep = WriteSweep("coordkill", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const pid_t run = Start(Command(sweep, 2), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitFor(*c, "coordkill", 300, [](const v1::SweepStatus& s) {
+    int done = 0;
+    int64_t steps = 0;
+    for (const auto& t : s.trials()) {
+      done += t.state() == "completed";
+      steps += t.step();
+    }
+    return done >= 1 && steps >= kStepsPerTrial + 8;
+  });
+  auto before = c->GetMetrics("coordkill");
+  ASSERT_TRUE(before.ok());
+  const pid_t coordinator = RunFile()["coordinator"]["pid"].get<pid_t>();
+  ASSERT_EQ(kill(coordinator, SIGKILL), 0);
+
+  const int code = WaitExit(run, 600);
+  run_ = -1;
+  ASSERT_EQ(code, 0) << ReadFile(dir_.path() + "/run.log");
+  EXPECT_NE(ReadFile(dir_.path() + "/run.log").find("restarting it from its journal"), std::string::npos);
+
+  const Final f = ReadBack("coordkill");
+  ExpectCompleteAndIntact(f, 4);
+  // Every record answered before the kill is still there.
+  std::set<std::tuple<std::string, std::string, int64_t>> after;
+  for (const auto& r : f.records) after.insert({r.trial_id(), r.kind(), r.step()});
+  for (const auto& r : *before) {
+    EXPECT_TRUE(after.count({r.trial_id(), r.kind(), r.step()})) << r.trial_id() << " lost " << r.kind() << " at " << r.step();
+  }
+}
+
+TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumes) {
+  const std::string sweep = WriteSweep("interrupt", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const pid_t run = Start(Command(sweep, 2), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitFor(*c, "interrupt", 300, [](const v1::SweepStatus& s) {
+    for (const auto& t : s.trials()) {
+      if (t.checkpoint_step() >= 8 && t.state() == "running") return true;
+    }
+    return false;
+  });
+  const std::vector<pid_t> children = AllPids();
+  kill(run, SIGINT);
+  EXPECT_EQ(WaitExit(run, 120), 128 + SIGINT) << ReadFile(dir_.path() + "/run.log");
+  run_ = -1;
+  for (pid_t pid : children) EXPECT_NE(kill(pid, 0), 0) << "process " << pid << " outlived the interrupt";
+
+  const RunResult again = RunCommand(Command(sweep, 2));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("resuming sweep interrupt"), std::string::npos) << again.output;
+  const Final f = ReadBack("interrupt");
+  ExpectCompleteAndIntact(f, 2);
+  int preempted = 0;
+  for (const auto& t : f.status.trials()) {
+    preempted += t.preemptions();
+    EXPECT_EQ(t.node_faults() + t.trial_errors(), 0) << t.trial_id() << ": an interrupt is a preemption, not a fault";
+  }
+  EXPECT_GE(preempted, 1);
+}
+
+// The caption-augmentation ablation end to end: augmented captions made by `flapctl data
+// augment` (offline templates), a sweep over text.augment off / on / 0.5 with two seeds, and
+// the report's main effect of the factor.
+TEST_F(SweepRun, CaptionAugmentationAblationRunsAndTheReportShowsItsEffect) {
+  TempDir data("augment-data");
+  RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data.path() +
+                           " --train 128 --eval 32 --shard-size 16 --seed 5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + data.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  WriteFile(dir_.path() + "/base.ini", kBaseConfig);
+  const std::string sweep = dir_.path() + "/augment.ini";
+  WriteFile(sweep, "[sweep]\nname = augment\nsearch = grid\nseeds = 1, 2\nbase_config = base.ini\n"
+                   "[factor.text.augment]\nvalues = off, on, 0.5\n");
+  std::string command = Command(sweep, 2);
+  command.replace(command.find(data_->path()), data_->path().size(), data.path());
+  r = RunCommand(command);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("6 trials (6 completed)"), std::string::npos) << r.output;
+
+  // The report: a main-effect row per level, each over its two seeds, with a confidence
+  // interval around its mean.
+  const std::string effects = ReadFile(RunDir() + "/report/effects.csv");
+  std::map<std::string, std::vector<std::string>> rows;
+  std::istringstream lines(effects);
+  for (std::string line; std::getline(lines, line);) {
+    std::vector<std::string> cells;
+    std::istringstream fields(line);
+    for (std::string cell; std::getline(fields, cell, ',');) cells.push_back(cell);
+    if (cells.size() == 7 && cells[0] == "text.augment") rows[cells[1]] = cells;
+  }
+  ASSERT_EQ(rows.size(), 3u) << effects;
+  for (const char* level : {"off", "on", "0.5"}) {
+    ASSERT_TRUE(rows.count(level)) << effects;
+    const auto& c = rows[level];
+    EXPECT_EQ(c[2], "2") << effects;
+    EXPECT_LE(std::stod(c[4]), std::stod(c[3]));
+    EXPECT_GE(std::stod(c[5]), std::stod(c[3]));
+  }
+  const std::string report = ReadFile(RunDir() + "/report/report.md");
+  EXPECT_NE(report.find("| text.augment | on |"), std::string::npos) << report;
+
+  // The factor reached training: the same seed trained on other captions ends elsewhere.
+  const Final f = ReadBack("augment");
+  ASSERT_EQ(f.status.trials_size(), 6);
+  std::map<std::pair<std::string, uint64_t>, double> loss;
+  for (const auto& t : f.status.trials()) {
+    EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
+    loss[{t.factors().at("text.augment"), t.seed()}] = t.latest_train().at("loss");
+  }
+  for (uint64_t seed : {1u, 2u}) {
+    const double off = loss[std::make_pair(std::string("off"), seed)];
+    EXPECT_NE(off, (loss[std::make_pair(std::string("on"), seed)])) << "seed " << seed;
+    EXPECT_NE(off, (loss[std::make_pair(std::string("0.5"), seed)])) << "seed " << seed;
+  }
+  const std::string log = ReadFile(RunDir() + "/logs/group-0-rank-0.log");
+  EXPECT_NE(log.find("augmented captions for"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace flap::testing

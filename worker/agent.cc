@@ -1,0 +1,543 @@
+#include "worker/agent.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/client.h"
+#include "metrics/metrics.h"
+#include "worker/core/collectives.h"
+#include "worker/core/worker_group.h"
+#include "worker/lease_source.h"
+#include "worker/stop_signal.h"
+#include "worker/trainer.h"
+
+namespace flap::worker {
+namespace {
+
+namespace v1 = coordinator::v1;
+using Clock = std::chrono::steady_clock;
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? "" : v;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+std::string DefaultGroupId() {
+  if (!Env("SLURM_ARRAY_JOB_ID").empty() && !Env("SLURM_ARRAY_TASK_ID").empty()) {
+    return "slurm-" + Env("SLURM_ARRAY_JOB_ID") + "_" + Env("SLURM_ARRAY_TASK_ID");
+  }
+  if (!Env("SLURM_JOB_ID").empty()) return "slurm-" + Env("SLURM_JOB_ID");
+  std::string host = HostName();
+  for (char& c : host) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '-';
+  }
+  return host.substr(0, 40) + "-" + std::to_string(getpid());
+}
+
+std::string RandomIncarnation() {
+  std::random_device rd;
+  std::ostringstream o;
+  o << std::hex << rd() << rd();
+  return o.str();
+}
+
+// host:port from the options: given, or read from the coordinator file once it exists.
+StatusOr<std::string> CoordinatorAddress(const AgentOptions& o) {
+  if (!o.coordinator.empty()) return o.coordinator;
+  if (o.coordinator_file.empty()) return Status::InvalidArgument("give --coordinator HOST:PORT or --coordinator-file FILE");
+  const auto until = Clock::now() + std::chrono::duration<double>(o.rpc_retry_s);
+  for (;;) {
+    std::ifstream in(o.coordinator_file);
+    std::string address;
+    if (in >> address && !address.empty()) return address;
+    if (Clock::now() > until) {
+      return Status::DeadlineExceeded("coordinator file '" + o.coordinator_file + "' did not appear (or stayed empty) within " +
+                                      std::to_string(static_cast<int>(o.rpc_retry_s)) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+// "--key value" pairs into a map (ParseTrialConfig checked them already).
+std::map<std::string, std::string> PairsToMap(const std::vector<std::string>& args) {
+  std::map<std::string, std::string> m;
+  for (size_t i = 0; i + 1 < args.size(); i += 2) m[args[i].substr(args[i].rfind('-', 1) + 1)] = args[i + 1];
+  return m;
+}
+
+// What rank 0 tells the others next.
+struct Instruction {
+  std::string kind;  // trial | wait | exit
+  int64_t wait_ms = 0;
+  int exit_code = 0;
+  std::string group;
+  v1::TrialRef trial;
+  std::string base_config;
+  std::map<std::string, std::string> overrides;
+  std::vector<int64_t> rungs;
+
+  std::string Encode() const {
+    nlohmann::json j = {{"kind", kind}, {"wait_ms", wait_ms}, {"exit_code", exit_code}, {"group", group},
+                        {"sweep", trial.sweep_id()}, {"trial", trial.trial_id()}, {"attempt", trial.attempt()},
+                        {"base_config", base_config}, {"overrides", overrides}, {"rungs", rungs}};
+    return j.dump();
+  }
+  static StatusOr<Instruction> Decode(const std::string& bytes) {
+    Instruction in;
+    try {
+      const nlohmann::json j = nlohmann::json::parse(bytes);
+      in.kind = j.at("kind").get<std::string>();
+      in.wait_ms = j.at("wait_ms").get<int64_t>();
+      in.exit_code = j.at("exit_code").get<int>();
+      in.group = j.at("group").get<std::string>();
+      in.trial.set_sweep_id(j.at("sweep").get<std::string>());
+      in.trial.set_trial_id(j.at("trial").get<std::string>());
+      in.trial.set_attempt(j.at("attempt").get<int>());
+      in.base_config = j.at("base_config").get<std::string>();
+      in.overrides = j.at("overrides").get<std::map<std::string, std::string>>();
+      in.rungs = j.at("rungs").get<std::vector<int64_t>>();
+    } catch (const nlohmann::json::exception& e) {
+      return Status::Corruption(std::string("instruction from rank 0 is malformed: ") + e.what());
+    }
+    return in;
+  }
+};
+
+// The trial's config: base config, then the agent's overrides, then the trial's (which win).
+StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<std::string>& local,
+                                     const std::string& scratch) {
+  std::map<std::string, std::string> merged = PairsToMap(local);
+  for (const auto& [k, v] : in.overrides) merged[k] = v;
+  auto out = merged.find("train.output_dir");
+  if (out != merged.end() && !out->second.empty()) out->second += "/" + merged["train.trial_id"];
+  std::vector<std::string> args;
+  if (!in.base_config.empty()) {
+    const std::string path = scratch + "/base-" + in.trial.sweep_id() + ".ini";
+    std::ofstream f(path, std::ios::trunc);
+    f << in.base_config;
+    f.close();
+    if (!f) return Status::IOError("cannot write the base config to '" + path + "'");
+    args = {"--config", path};
+  }
+  for (const auto& [k, v] : merged) {
+    args.push_back("--" + k);
+    args.push_back(v);
+  }
+  TrialConfig config;
+  bool help = false;
+  std::string text;
+  Status s = ParseTrialConfig(args, &config, &help, &text);
+  if (!s.ok()) return s.WithContext("trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config");
+  return config;
+}
+
+bool SameAttempt(const v1::TrialRef& a, const v1::TrialRef& b) {
+  return a.sweep_id() == b.sweep_id() && a.trial_id() == b.trial_id() && a.attempt() == b.attempt();
+}
+
+// Rank 0's side: the group's voice to the coordinator and its heartbeat thread.
+class Speaker {
+ public:
+  Speaker(coordinator::CoordinatorClient* client, std::string group, double retry_s, std::ostream& log)
+      : client_(client), group_(std::move(group)), retry_s_(retry_s), log_(log) {}
+  ~Speaker() { StopHeartbeat(); }
+
+  Status Register(int world, const std::vector<std::string>& endpoints) {
+    const std::string incarnation = RandomIncarnation();
+    v1::RegisterGroupResponse resp;
+    FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
+      auto r = client_->Register(group_, incarnation, world, HostName(), endpoints);
+      if (!r.ok()) return r.status();
+      resp = *r;
+      return Status::OK();
+    }).WithContext("registering group '" + group_ + "' with the coordinator at " + client_->options().target));
+    group_ = resp.group_id();
+    interval_ms_ = std::max<int64_t>(100, resp.heartbeat_interval_ms());
+    ranks_.clear();
+    for (int r = 0; r < world; ++r) ranks_.push_back(r);
+    heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+    return Status::OK();
+  }
+
+  const std::string& group() const { return group_; }
+
+  void StopHeartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (heartbeat_.joinable()) heartbeat_.join();
+  }
+
+  // The next instruction for the group.
+  StatusOr<Instruction> Next() {
+    Instruction in;
+    in.group = group_;
+    coordinator::NextTrialResult next;
+    FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
+      auto r = client_->NextTrial(group_);
+      if (!r.ok()) return r.status();
+      next = *r;
+      return Status::OK();
+    }).WithContext("asking the coordinator for a trial"));
+    if (next.assigned) {
+      in.kind = "trial";
+      in.trial = next.assignment.trial;
+      in.base_config = next.assignment.base_config;
+      in.overrides = next.assignment.overrides;
+      if (!next.assignment.asha_metric.empty()) in.rungs = next.assignment.asha_rungs;
+    } else if (next.all_done) {
+      in.kind = "exit";
+      in.exit_code = 0;
+    } else {
+      in.kind = "wait";
+      in.wait_ms = std::clamp<int64_t>(next.retry_after_ms, 50, 1000);
+    }
+    return in;
+  }
+
+  void BeginTrial(const v1::TrialRef& trial) {
+    std::lock_guard<std::mutex> lock(mu_);
+    trial_ = trial;
+    running_ = true;
+    taken_ = false;
+    ++generation_;
+  }
+  void EndTrial() {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = false;
+    ++generation_;
+  }
+  // The coordinator took the trial (STOP or IDLE in a heartbeat); why.
+  bool Taken(std::string* why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (taken_ && why != nullptr) *why = taken_reason_;
+    return taken_;
+  }
+
+  // Hooks of the running trial.
+  bool Report(const v1::TrialRef& trial, const std::string& kind, int64_t step, int64_t epoch, int64_t total,
+              const std::map<std::string, double>& values) {
+    v1::Action action = v1::CONTINUE;
+    std::string reason;
+    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
+      auto r = client_->ReportMetrics(group_, trial, kind, step, static_cast<int>(epoch), values, total, &reason);
+      if (!r.ok()) return r.status();
+      action = *r;
+      return Status::OK();
+    });
+    if (!s.ok()) {
+      log_ << "agent: reporting " << kind << " metrics at step " << step << " failed: " << s.ToString() << std::endl;
+      // A stale attempt: the trial is no longer this group's.
+      return coordinator::LastGrpcCode() == grpc::StatusCode::FAILED_PRECONDITION;
+    }
+    if (action == v1::STOP) {
+      log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason) << std::endl;
+      return true;
+    }
+    return false;
+  }
+  void Checkpoint(const v1::TrialRef& trial, const std::string& ref, int64_t step) {
+    Status s = RetryUnavailable(retry_s_, [&] { return client_->ReportCheckpoint(group_, trial, ref, step); });
+    if (!s.ok()) log_ << "agent: reporting the checkpoint at step " << step << " failed: " << s.ToString() << std::endl;
+  }
+  void Finish(const v1::TrialRef& trial) {
+    Status s = RetryUnavailable(retry_s_, [&] { return client_->Finish(group_, trial); });
+    if (!s.ok()) log_ << "agent: finishing trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
+  }
+  void Fail(const v1::TrialRef& trial, const std::string& cause, const std::string& error) {
+    std::string state;
+    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
+      auto r = client_->Fail(group_, trial, cause, error.substr(0, 4000));
+      if (!r.ok()) return r.status();
+      state = *r;
+      return Status::OK();
+    });
+    if (s.ok()) {
+      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed (" << cause << "), now " << state << std::endl;
+    } else {
+      log_ << "agent: reporting the failure of trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
+    }
+  }
+
+ private:
+  void HeartbeatLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      const uint64_t generation = generation_;
+      const bool running = running_;
+      const v1::TrialRef trial = trial_;
+      lock.unlock();
+      auto r = client_->Heartbeat(group_, ranks_);
+      lock.lock();
+      if (r.ok() && running && generation == generation_) {
+        const bool stop = r->action() == v1::STOP && SameAttempt(r->trial(), trial);
+        if ((stop || r->action() == v1::IDLE) && !taken_) {
+          taken_ = true;
+          taken_reason_ = stop ? r->reason() : "the coordinator no longer counts this group as running it";
+        }
+      } else if (!r.ok() && coordinator::LastGrpcCode() != grpc::StatusCode::UNAVAILABLE) {
+        log_ << "agent: heartbeat: " << r.status().ToString() << std::endl;
+      }
+      cv_.wait_for(lock, std::chrono::milliseconds(interval_ms_), [this] { return stop_; });
+    }
+  }
+
+  coordinator::CoordinatorClient* client_;
+  std::string group_;
+  const double retry_s_;
+  std::ostream& log_;
+  int64_t interval_ms_ = 1000;
+  std::vector<int> ranks_;
+  std::thread heartbeat_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool running_ = false;
+  bool taken_ = false;
+  std::string taken_reason_;
+  uint64_t generation_ = 0;
+  v1::TrialRef trial_;
+};
+
+// Removes the agent's scratch folder on exit.
+struct Scratch {
+  std::string path;
+  ~Scratch() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
+
+// Whether an error means the group itself is broken (a rank lost) rather than the trial.
+bool GroupFault(const Status& s, const core::WorkerGroup& group) {
+  return !group.status().ok() || s.code() == Status::Code::kDeadlineExceeded;
+}
+
+}  // namespace
+
+int RunAgent(const AgentOptions& options, std::ostream& log) {
+  auto fail = [&](const Status& s, int code) {
+    log << "flap-worker agent: " << s.ToString() << std::endl;
+    return code;
+  };
+  // The agent's own overrides must make a valid config by themselves (dist.*, metrics.*).
+  TrialConfig local;
+  {
+    bool help = false;
+    std::string text;
+    Status s = ParseTrialConfig(options.overrides, &local, &help, &text);
+    if (!s.ok()) return fail(s, 2);
+    if (options.overrides.size() % 2 != 0) return fail(Status::InvalidArgument("overrides must be --KEY VALUE pairs"), 2);
+    for (size_t i = 0; i < options.overrides.size(); i += 2) {
+      if (options.overrides[i] == "--config" || options.overrides[i] == "-c") {
+        return fail(Status::InvalidArgument("the agent takes --KEY VALUE overrides, not --config: the sweep's base config is the file"), 2);
+      }
+    }
+  }
+  auto token = coordinator::ReadToken(options.token_file);
+  if (!token.ok()) return fail(token.status(), 2);
+  auto address = CoordinatorAddress(options);
+  if (!address.ok()) return fail(address.status(), 1);
+  coordinator::ClientOptions co;
+  co.target = *address;
+  co.token = *token;
+  if (!options.tls_ca.empty()) {
+    std::ifstream in(options.tls_ca);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    if (!in) return fail(Status::NotFound("TLS CA file '" + options.tls_ca + "' cannot be read"), 2);
+    co.tls_ca = pem.str();
+  }
+  auto client = coordinator::CoordinatorClient::Connect(co);
+  if (!client.ok()) return fail(client.status(), 2);
+
+  InstallStopSignalHandlers(local.ckpt.stop_deadline);
+  SetThreads(local.train.threads);
+  auto group_or = JoinWorkerGroup(local, log);
+  if (!group_or.ok()) return fail(group_or.status(), 1);
+  std::unique_ptr<core::WorkerGroup> group = std::move(*group_or);
+  const int rank = group->rank(), world = group->world_size();
+
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (!local.metrics.listen.empty()) {
+    auto m = metrics::MetricsServer::Start(local.metrics.listen);
+    if (!m.ok()) return fail(m.status(), 1);
+    metrics_server = std::move(*m);
+    log << "rank " << rank << " serves metrics on http://" << metrics_server->endpoint() << "/metrics" << std::endl;
+  }
+  auto endpoints = core::AllGatherStrings(*group, metrics_server ? metrics_server->endpoint() : "");
+  if (!endpoints.ok()) return fail(endpoints.status(), 1);
+  if (!metrics_server) endpoints->clear();
+
+  Scratch scratch;
+  {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "flap-agent-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) return fail(Status::IOError("cannot create a scratch folder under " + tmpl), 1);
+    scratch.path = tmpl;
+  }
+
+  std::unique_ptr<Speaker> speaker;
+  if (rank == 0) {
+    speaker = std::make_unique<Speaker>(client->get(), options.group_id.empty() ? DefaultGroupId() : options.group_id,
+                                        options.rpc_retry_s, log);
+    Status s = speaker->Register(world, *endpoints);
+    if (!s.ok()) {
+      std::string bye = Instruction{"exit", 0, 1}.Encode();
+      (void)core::BroadcastBytes(*group, &bye, 0);
+      return fail(s, 1);
+    }
+    log << "agent: group '" << speaker->group() << "' of " << world << " rank(s) registered with " << co.target << std::endl;
+  }
+
+  std::ostream null_log(nullptr);
+  int trials_run = 0;
+  for (;;) {
+    // Rank 0 decides; the others follow.
+    std::string bytes;
+    if (rank == 0) {
+      Instruction in;
+      if (StopRequested() != 0) {
+        in.kind = "exit";
+        in.exit_code = kExitStopped;
+        log << "agent: stop signal " << StopRequested() << " while idle: exiting" << std::endl;
+      } else if (options.max_trials > 0 && trials_run >= options.max_trials) {
+        in.kind = "exit";
+      } else {
+        auto next = speaker->Next();
+        if (!next.ok()) {
+          log << "flap-worker agent: " << next.status().ToString() << std::endl;
+          in.kind = "exit";
+          in.exit_code = 1;
+        } else {
+          in = *next;
+        }
+      }
+      bytes = in.Encode();
+    }
+    Status s = core::BroadcastBytes(*group, &bytes, 0);
+    if (!s.ok()) return fail(s, 1);
+    auto decoded = Instruction::Decode(bytes);
+    if (!decoded.ok()) return fail(decoded.status(), 1);
+    const Instruction in = std::move(*decoded);
+    if (in.kind == "exit") {
+      if (rank == 0) speaker->StopHeartbeat();
+      if (in.exit_code == 0 && rank == 0) log << "agent: every sweep is done (" << trials_run << " trial(s) run here)" << std::endl;
+      return in.exit_code;
+    }
+    if (in.kind == "wait") {
+      std::this_thread::sleep_for(std::chrono::milliseconds(in.wait_ms));
+      continue;
+    }
+
+    // A trial.
+    ++trials_run;
+    const v1::TrialRef trial = in.trial;
+    if (rank == 0) {
+      log << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " attempt " << trial.attempt();
+      for (const auto& [k, v] : in.overrides) log << " " << k << "=" << v;
+      log << std::endl;
+      speaker->BeginTrial(trial);
+    }
+    auto config = TrialConfigFor(in, options.overrides, scratch.path);
+    if (!config.ok()) {
+      if (rank == 0) {
+        speaker->Fail(trial, "trial_error", config.status().ToString());
+        speaker->EndTrial();
+      }
+      continue;
+    }
+    coordinator::CoordinatorClient* c = client->get();
+    TrainingHooks hooks;
+    hooks.group = group.get();
+    hooks.exact_resume = false;
+    hooks.metrics_server = metrics_server.get();
+    hooks.eval_steps = in.rungs;
+    const std::string group_id = in.group;
+    const double retry_s = options.rpc_retry_s;
+    hooks.make_source = [c, group_id, trial, retry_s, batch = config->train.batch_size](
+                            const std::vector<sharding::ShardInfo>& shards, int r,
+                            int w) -> StatusOr<std::unique_ptr<ShardSource>> {
+      LeaseSourceOptions lo;
+      lo.group_id = group_id;
+      lo.trial = trial;
+      lo.rank = r;
+      lo.world_size = w;
+      lo.batch_size = batch;
+      lo.retry_for_s = retry_s;
+      FLAP_ASSIGN_OR_RETURN(std::unique_ptr<LeaseShardSource> src, LeaseShardSource::Create(c, shards, lo));
+      return std::unique_ptr<ShardSource>(std::move(src));
+    };
+    if (rank == 0) {
+      Speaker* sp = speaker.get();
+      hooks.report = [sp, trial](const std::string& kind, int64_t step, int64_t epoch, int64_t total,
+                                 const std::map<std::string, double>& values) {
+        return sp->Report(trial, kind, step, epoch, total, values);
+      };
+      hooks.on_checkpoint = [sp, trial](const std::string& ref, int64_t step) { sp->Checkpoint(trial, ref, step); };
+      hooks.should_stop = [sp]() { return sp->Taken(nullptr); };
+    }
+    ResumeOptions resume;
+    resume.resume = !config->ckpt.root.empty();
+    auto outcome = RunTraining(*config, rank == 0 ? log : null_log, resume, hooks);
+    if (rank != 0) {
+      if (outcome.ok() && outcome->stop_signal != 0) return kExitStopped;
+      if (!outcome.ok() && GroupFault(outcome.status(), *group)) return fail(outcome.status(), 1);
+      continue;
+    }
+    std::string why;
+    const bool taken = speaker->Taken(&why);
+    speaker->EndTrial();
+    if (outcome.ok() && outcome->stop_signal != 0) {
+      speaker->Fail(trial, "preemption",
+                    "stopped by signal " + std::to_string(outcome->stop_signal) + " at step " +
+                        std::to_string(outcome->steps_done) + " after a last checkpoint");
+      speaker->StopHeartbeat();
+      return kExitStopped;
+    }
+    if (outcome.ok() && outcome->stopped) {
+      log << "agent: trial " << trial.trial_id() << " stopped at step " << outcome->steps_done
+          << (why.empty() ? "" : " (" + why + ")") << std::endl;
+      continue;
+    }
+    if (outcome.ok()) {
+      speaker->Finish(trial);
+      log << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " finished at step "
+          << outcome->steps_done << std::endl;
+      continue;
+    }
+    if (taken) {
+      log << "agent: trial " << trial.trial_id() << " ended (" << why << "): " << outcome.status().ToString() << std::endl;
+      continue;
+    }
+    const bool group_fault = GroupFault(outcome.status(), *group);
+    speaker->Fail(trial, group_fault ? "node_fault" : "trial_error", outcome.status().ToString());
+    if (group_fault) {
+      speaker->StopHeartbeat();
+      return fail(outcome.status(), 1);
+    }
+  }
+}
+
+}  // namespace flap::worker

@@ -1,0 +1,58 @@
+// `flap-worker agent`: a worker group that runs the trials a coordinator assigns, one after
+// another, until every sweep is done (the protocol: coordinator/service.h).
+//
+// Every rank of the group runs the agent; the ranks join one worker group at start (the
+// launcher's variables, as for `flap-worker train`) and keep it for all their trials. Rank 0
+// speaks for the group: it registers (group id, a fresh incarnation, the ranks' metrics
+// endpoints), heartbeats from its own thread, asks NextTrial, reports metrics, checkpoints,
+// the end or the failure of each trial. It sends the other ranks what to do next over the
+// group (BroadcastBytes): run this trial, wait, or exit. Every rank leases its own shards
+// (worker/lease_source.h).
+//
+// A trial's config is the sweep's base config, then this agent's own `--KEY VALUE` overrides
+// (site settings: data.path, ckpt.root, threads, metrics...), then the trial's overrides
+// (factor values, train.seed, train.trial_id), which always win. train.output_dir, when set,
+// gets the trial id appended. With ckpt.root set a trial resumes from its newest verified
+// checkpoint, so a requeued trial continues where its last group stopped; ckpt.root must be
+// shared by every group that may run the trial.
+//
+// What ends a trial and what the coordinator hears:
+//   finished                      FinishTrial; next trial
+//   ASHA stop, cancel, trial taken (ReportMetrics or Heartbeat says STOP / IDLE): nothing to
+//                                 report; next trial
+//   SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT (preemption): last checkpoint, FailTrial(PREEMPTION),
+//                                 exit kExitStopped (75) on every rank
+//   an error of the group (a rank lost: DeadlineExceeded, IOError): FailTrial(NODE_FAULT),
+//                                 exit 1 (the group is broken; its launcher restarts it)
+//   any other error (data, config, a diverged loss): FailTrial(TRIAL_ERROR); next trial
+// The agent exits 0 when the coordinator says every sweep is done, 75 after a stop signal
+// while idle, 1 when the coordinator stays unreachable past `rpc_retry_s`, 2 for bad options.
+//
+// Timeouts: every RPC has a deadline and transient failures (UNAVAILABLE, DEADLINE_EXCEEDED:
+// a coordinator restarting) are retried for rpc_retry_s; ranks waiting for rank 0's next
+// instruction wait at most dist.timeout (rank 0 sends one at least every second).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace flap::worker {
+
+struct AgentOptions {
+  std::string coordinator;       // host:port of flap-coordinator
+  std::string coordinator_file;  // or a file holding host:port (waited for: a coordinator job
+                                 // writes it when it starts)
+  std::string token_file;        // "" = $FLAP_COORDINATOR_TOKEN / $FLAP_COORDINATOR_TOKEN_FILE
+  std::string tls_ca;            // PEM file of the CA to trust; "" = plaintext
+  std::string group_id;          // "" = $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, $SLURM_JOB_ID,
+                                 // or host-pid
+  std::vector<std::string> overrides;  // --KEY VALUE pairs over the sweep's base config
+  double rpc_retry_s = 120.0;    // retry transient RPC failures (and wait for the coordinator file) this long
+  int max_trials = 0;            // > 0: exit 0 after this many trials
+};
+
+// Runs the agent; returns the process exit code described above. Progress goes to `log`.
+int RunAgent(const AgentOptions& options, std::ostream& log);
+
+}  // namespace flap::worker
