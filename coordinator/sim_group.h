@@ -43,11 +43,6 @@ struct SimOptions {
   // Stop heartbeating and abandon the trial after this many steps of the first trial (-1:
   // never): a group that dies.
   int die_after_steps = -1;
-  // The ranks' metrics endpoints given to RegisterGroup (none, or one per rank).
-  std::vector<std::string> metrics_endpoints;
-  // TRAIN records carry every key a real worker reports (SimTrainKeys()), not only loss and
-  // samples_per_second.
-  bool worker_train_keys = false;
 };
 
 // The value the simulated trial reports for `metric` at `step` of `total`.
@@ -68,13 +63,6 @@ inline double SimMetric(const std::map<std::string, std::string>& overrides,
   if (metric.rfind("t2a_", 0) == 0) return (base + 0.01 * metric.size()) * progress;
   if (metric.rfind("a2t_", 0) == 0) return (base + 0.02 * metric.size()) * progress;
   return progress;
-}
-
-// The keys of a real worker's TRAIN record.
-inline const std::vector<std::string>& SimTrainKeys() {
-  static const std::vector<std::string> k = {"loss", "contrastive", "recon", "logit_scale", "samples_per_second",
-                                             "lr", "global_batch", "negatives_per_step", "epoch"};
-  return k;
 }
 
 inline const std::vector<std::string>& SimEvalMetrics() {
@@ -103,7 +91,7 @@ class SimGroup {
   // Runs trials until no sweep has work left (or `stop`); returns the first unexpected error.
   Status Run(const std::atomic<bool>* stop = nullptr) {
     const std::string incarnation = id_ + "-" + std::to_string(::getpid());
-    auto reg = Retry([&] { return client_->Register(id_, incarnation, o_.world_size, "sim", o_.metrics_endpoints); });
+    auto reg = Retry([&] { return client_->Register(id_, incarnation, o_.world_size, "sim"); });
     if (!reg.ok()) return reg.status();
     while (!(stop && stop->load())) {
       auto next = Retry([&] { return client_->NextTrial(id_); });
@@ -196,11 +184,9 @@ class SimGroup {
           return Status::OK();
         }
       }
-      std::map<std::string, double> train;
-      for (const std::string& k : o_.worker_train_keys ? SimTrainKeys()
-                                                       : std::vector<std::string>{"loss", "samples_per_second"}) {
-        train[k] = SimMetric(a.overrides, k, step, total);
-      }
+      std::map<std::string, double> train = {
+          {"loss", SimMetric(a.overrides, "loss", step, total)},
+          {"samples_per_second", SimMetric(a.overrides, "samples_per_second", step, total)}};
       bool stopped = false;
       FLAP_RETURN_IF_ERROR(Report(a, "train", step, epoch, train, &stopped));
       if (stopped) return Status::OK();

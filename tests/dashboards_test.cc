@@ -1,16 +1,15 @@
 // The shipped observability deployment against a real run: Debian's Prometheus, started with
-// deploy/prometheus/prometheus.yml copied unchanged, finds flap-coordinator and a real
-// flap-worker through the file_sd file the coordinator writes, and every query of every panel
-// and template variable of the Grafana dashboards in deploy/grafana/dashboards returns data.
-// The run: a sweep on flap-coordinator driven by simulated worker groups (one of which dies),
-// one group speaking for a real `flap-worker train` whose /metrics it registers.
+// deploy/prometheus/prometheus.yml copied unchanged, finds flap-coordinator and every worker
+// rank through the file_sd file the coordinator writes, and every query of every panel and
+// template variable of the Grafana dashboards in deploy/grafana/dashboards returns data while
+// a sweep trains. The run: `flapctl sweep run` (flap-coordinator and two groups of real
+// `flap-worker agent` ranks training tiny FLAP on synthetic data).
 #include <signal.h>
 #include <sys/types.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -21,159 +20,78 @@
 
 #include <nlohmann/json.hpp>
 
-#include "coordinator/client.h"
-#include "coordinator/sim_group.h"
 #include "tests/prometheus_server.h"
 #include "tests/test_util.h"
 
 namespace flap {
 namespace {
 
-using coordinator::CoordinatorClient;
 using nlohmann::json;
 
-// Waits up to `timeout_s` for `pattern` to match in the file at `path`; the first capture
-// group, or "" on timeout.
-std::string WaitForLine(const std::string& path, const std::string& pattern, double timeout_s) {
-  const std::regex re(pattern);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::smatch m;
-    const std::string text = testing::ReadFile(path);
-    if (std::regex_search(text, m, re)) return m[1];
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return "";
-}
-
-void Stop(pid_t pid) {
-  if (pid <= 0) return;
-  ::kill(pid, SIGTERM);
-  testing::WaitExit(pid, 30);
-}
-
 // ---------------------------------------------------------------------------------------------
-// Starting a local sweep. Everything a run needs in one place, so that it can become
-// `flapctl sweep run` (which starts the coordinator and the worker agents) without touching
-// the checks below.
+// Starting a local sweep: `flapctl sweep run` with metrics on. Everything the run needs is
+// here, apart from the checks below.
 
 struct LocalSweepOptions {
-  std::string dir;          // working folder (state, data, checkpoints, logs)
-  std::string sd_file;      // the coordinator's --sd-file
-  std::string sweep_text;   // the sweep file
-  std::string base_config;  // its base config's text
+  std::string dir;          // working folder (data, the run's folder, logs)
+  std::string sd_file;      // where the coordinator keeps its file_sd file
+  std::string sweep_text;   // the sweep file (its base_config is written beside it)
+  std::string base_config;  // the base config's text
 };
 
-// What StartLocalSweep started; stops all of it when destroyed.
+// A running `flapctl sweep run`; stopped (cleanly, like Ctrl-C) when destroyed, and anything
+// it started that is still there is killed.
 class LocalSweep {
  public:
+  explicit LocalSweep(std::string dir) : dir_(std::move(dir)) {}
   ~LocalSweep() {
-    stop_ = true;
-    for (auto& t : groups_) t.join();
-    Stop(worker_);
-    Stop(coordinator_);
+    if (run_ > 0) {
+      ::kill(run_, SIGTERM);
+      testing::WaitExit(run_, 90);  // SIGKILL past that
+    }
+    const json j = json::parse(testing::ReadFile(dir_ + "/run/run.json"), nullptr, false);
+    if (!j.is_object()) return;
+    std::vector<pid_t> pids = {j["coordinator"].value("pid", -1)};
+    for (const json& g : j["groups"]) {
+      for (const json& p : g["pids"]) pids.push_back(p.get<pid_t>());
+    }
+    for (pid_t pid : pids) {
+      if (pid > 0 && ::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
+    }
   }
-  const std::string& coordinator_log() const { return coordinator_log_; }
-  const std::string& worker_log() const { return worker_log_; }
-  std::unique_ptr<CoordinatorClient> Client() const {
-    coordinator::ClientOptions o;
-    o.target = address_;
-    o.token = token_;
-    o.deadline_ms = 10000;
-    auto c = CoordinatorClient::Connect(o);
-    return c.ok() ? std::move(*c) : nullptr;
-  }
+  std::string log() const { return testing::ReadFile(dir_ + "/run.log"); }
+  std::string coordinator_log() const { return testing::ReadFile(dir_ + "/run/logs/coordinator.log"); }
 
  private:
   friend std::unique_ptr<LocalSweep> StartLocalSweep(const LocalSweepOptions& o, std::string* error);
-
-  // Runs simulated group `id` through the sweep's trials, then keeps it alive (heartbeats)
-  // until the sweep is stopped, so its endpoints stay listed.
-  void RunGroup(const std::string& id, coordinator::sim::SimOptions options) {
-    groups_.emplace_back([this, id, options] {
-      coordinator::sim::SimGroup group(Client(), id, options);
-      const Status s = group.Run(&stop_);
-      if (!s.ok()) std::fprintf(stderr, "group %s: %s\n", id.c_str(), s.ToString().c_str());
-      if (options.die_after_steps >= 0) return;  // a dead group says nothing more
-      auto client = Client();
-      while (!stop_) {
-        client->Heartbeat(id);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      }
-    });
-  }
-
-  pid_t coordinator_ = -1;
-  pid_t worker_ = -1;
-  std::string address_, token_, coordinator_log_, worker_log_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> groups_;
+  std::string dir_;
+  pid_t run_ = -1;
 };
 
-// Starts flap-coordinator (metrics on 127.0.0.1:0, file_sd into o.sd_file), submits the sweep,
-// and drives it: a real flap-worker trains and serves its metrics, registered by group
-// "g-worker", which runs trials together with "g-sim" (two ranks, no endpoints); "g-dies"
-// takes a trial and dies, so the trial is requeued as a node fault. nullptr, with *error
-// saying why, when something does not start.
+// Makes a small synthetic dataset and starts `flapctl sweep run` on it: flap-coordinator and
+// two groups of one `flap-worker agent` rank each, every process serving /metrics
+// (--metrics), the coordinator keeping o.sd_file (--sd-file). nullptr, with *error saying
+// why, when the data cannot be made or the run does not start.
 std::unique_ptr<LocalSweep> StartLocalSweep(const LocalSweepOptions& o, std::string* error) {
-  auto run = std::make_unique<LocalSweep>();
-  run->coordinator_log_ = o.dir + "/coordinator.log";
-  run->coordinator_ = testing::Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + o.dir + "/state" +
-                                         " --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --sd-file " +
-                                         o.sd_file +
-                                         " --heartbeat-interval-ms 200 --heartbeat-timeout-ms 2000 --no-plots",
-                                     {}, run->coordinator_log_);
-  run->address_ = WaitForLine(run->coordinator_log_, "listening on (\\S+)", 30);
-  if (run->address_.empty()) {
-    *error = "flap-coordinator did not start: " + testing::ReadFile(run->coordinator_log_);
-    return nullptr;
-  }
-  run->token_ = testing::ReadFile(o.dir + "/state/token");
-  run->token_ = run->token_.substr(0, run->token_.find('\n'));
-  auto client = run->Client();
-  auto submitted = client ? client->SubmitSweep(o.sweep_text, "dash.ini", o.base_config)
-                          : StatusOr<coordinator::v1::SubmitSweepResponse>(Status::Internal("no client"));
-  if (!submitted.ok()) {
-    *error = "submit: " + submitted.status().ToString();
-    return nullptr;
-  }
-
   const auto synth = testing::RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + o.dir +
-                                         "/data --train 32 --eval 4 --clip-seconds 1 --vocab-size 64");
+                                         "/data --train 64 --eval 16 --shard-size 16 --clip-seconds 1 --vocab-size 64");
   if (synth.exit_code != 0) {
     *error = "flapctl data synth: " + synth.output;
     return nullptr;
   }
-  run->worker_log_ = o.dir + "/worker.log";
-  run->worker_ = testing::Spawn(std::string(FLAP_WORKER_BIN) + " train --data.path " + o.dir + "/data" +
-                                    " --model.target_frames 96 --train.batch_size 8 --train.epochs 1000"
-                                    " --train.max_steps 100000 --train.log_every 5 --train.threads 1"
-                                    " --train.trial_id dash-worker --metrics.listen 127.0.0.1:0"
-                                    " --ckpt.root " + o.dir + "/ckpt --ckpt.every 5 --ckpt.keep_last 2",
-                                {}, run->worker_log_);
-  const std::string worker_endpoint = WaitForLine(run->worker_log_, "serves metrics on http://(\\S+)/metrics", 120);
-  if (worker_endpoint.empty()) {
-    *error = "flap-worker did not serve metrics: " + testing::ReadFile(run->worker_log_);
+  testing::WriteFile(o.dir + "/base.ini", o.base_config);
+  std::string sweep = o.sweep_text;
+  sweep.insert(sweep.find('\n') + 1, "base_config = base.ini\n");
+  testing::WriteFile(o.dir + "/sweep.ini", sweep);
+  auto run = std::make_unique<LocalSweep>(o.dir);
+  run->run_ = testing::Spawn(std::string(FLAPCTL_BIN) + " sweep run " + o.dir + "/sweep.ini --dir " + o.dir +
+                                 "/run --groups 2 --data " + o.dir + "/data --metrics --sd-file " + o.sd_file +
+                                 " --interval 1 --heartbeat-timeout-ms 4000 --stop-grace 30 --no-plots",
+                             {}, o.dir + "/run.log");
+  if (run->run_ <= 0) {
+    *error = "cannot start flapctl";
     return nullptr;
   }
-
-  coordinator::sim::SimOptions sim;
-  sim.steps = 20;
-  sim.eval_every = 5;
-  sim.step_sleep_ms = 100;
-  sim.worker_train_keys = true;
-  sim.retry_for_ms = 10000;
-  coordinator::sim::SimOptions dies = sim;
-  dies.world_size = 1;
-  dies.die_after_steps = 3;
-  run->RunGroup("g-dies", dies);
-  run->groups_.back().join();  // it took the first trial and died
-  run->groups_.pop_back();
-  coordinator::sim::SimOptions with_worker = sim;
-  with_worker.world_size = 1;
-  with_worker.metrics_endpoints = {worker_endpoint};
-  run->RunGroup("g-worker", with_worker);
-  run->RunGroup("g-sim", sim);
   return run;
 }
 
@@ -227,24 +145,29 @@ TEST(Dashboards, EveryPanelAndVariableQueryReturnsDataFromARealRun) {
 
   LocalSweepOptions o;
   o.dir = dir.path();
-  o.sd_file = prom_dir + "/sd/flap-coordinator.json";
+  o.sd_file = prom_dir + "/sd/flap.json";
   o.sweep_text = "[sweep]\nname = dash\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0.5, 0.75\n\n"
                  "[factor.mask.strategy]\nvalues = 1d, 2d\n";
-  o.base_config = testing::ReadFile(std::string(FLAP_SOURCE_DIR) + "/configs/tiny.ini");
+  // Long trials (the run is looked at while they train), with frequent records.
+  o.base_config = "[model]\npreset = tiny\ntarget_frames = 96\n[mask]\nratio = 0.75\nstrategy = 2d\n"
+                  "[recon]\nweight = 0.5\n[text]\naugment = off\n"
+                  "[train]\nbatch_size = 8\nepochs = 1000\nmax_steps = 5000\nlog_every = 2\neval_every = 6\n"
+                  "eval_batch_size = 16\nthreads = 1\n[ckpt]\nevery = 6\nkeep_last = 2\n[data]\nloader_threads = 1\n";
   std::string error;
   auto run = StartLocalSweep(o, &error);
   ASSERT_NE(run, nullptr) << error;
 
-  // The sweep ends (one trial after a node fault), and Prometheus has seen it and the worker,
-  // which it found only through the coordinator's file_sd file.
-  auto done = prom.WaitFor("flap_sweep_trials{sweep=\"dash\",state=\"completed\"} == 4", 240);
-  ASSERT_EQ(done.size(), 1u) << testing::ReadFile(run->coordinator_log()) << prom.Log();
-  EXPECT_EQ(prom.WaitFor("flap_sweep_failures_total{sweep=\"dash\",class=\"node_fault\"} == 1", 30).size(), 1u);
-  auto worker = prom.WaitFor("flap_worker_checkpoint_saves_total{group=\"g-worker\"} > 0", 120);
-  ASSERT_FALSE(worker.empty()) << testing::ReadFile(run->worker_log()) << testing::ReadFile(o.sd_file);
-  EXPECT_EQ(worker[0]["metric"].value("trial", ""), "dash-worker") << "the worker's own trial label wins";
+  // Both groups train, and Prometheus found the coordinator and every rank only through the
+  // coordinator's file_sd file.
+  auto running = prom.WaitFor("count(flap_trial_state{sweep=\"dash\",state=\"running\"}) == 2", 300);
+  ASSERT_EQ(running.size(), 1u) << run->log() << run->coordinator_log() << prom.Log();
+  auto worker = prom.WaitFor("flap_worker_checkpoint_saves_total{group=~\"local-.*\"} > 0", 240);
+  ASSERT_FALSE(worker.empty()) << run->log() << testing::ReadFile(o.sd_file);
+  EXPECT_EQ(worker[0]["metric"].value("sweep", ""), "dash") << "the discovery label";
+  EXPECT_EQ(worker[0]["metric"].value("trial", "").rfind("dash-t000", 0), 0u) << "the worker's own trial label wins";
   EXPECT_EQ(worker[0]["metric"].value("job", ""), "flap-workers");
   EXPECT_EQ(prom.WaitFor("up{job=\"flap-coordinator\"} == 1", 30).size(), 1u);
+  EXPECT_FALSE(prom.WaitFor("flap_trial_eval{sweep=\"dash\",metric=\"t2a_r1\"}", 240).empty()) << run->log();
 
   const std::string datasources = testing::ReadFile(deploy + "/grafana/provisioning/datasources/flap.yml");
   std::smatch uid_match;
@@ -301,17 +224,16 @@ TEST(Dashboards, EveryPanelAndVariableQueryReturnsDataFromARealRun) {
     auto result = prom.WaitFor(expr, std::max(1.0, left), &why);
     EXPECT_FALSE(result.empty()) << q.where << " returned no data\n  query: " << expr << "\n  " << why;
   }
-  // The variables offer the run's values.
+  // The variables offer the run's values: the sweep, both mask ratios, and the factors that
+  // are not swept from the base config.
   auto sweeps = prom.Query("count by (sweep) (flap_sweep_trials)");
   ASSERT_EQ(sweeps.size(), 1u);
   EXPECT_EQ(sweeps[0]["metric"].value("sweep", ""), "dash");
   EXPECT_EQ(prom.Query("count by (mask_ratio) (flap_trial_state{sweep=~\"dash\"})").size(), 2u);
-  auto recon = prom.Query("count by (recon_weight) (flap_trial_state{sweep=~\"dash\"})");
+  auto recon = prom.Query("count by (recon_weight, text_augment) (flap_trial_state{sweep=~\"dash\"})");
   ASSERT_EQ(recon.size(), 1u);
-  EXPECT_EQ(recon[0]["metric"].value("recon_weight", ""), "0.5") << "from the base config (configs/tiny.ini)";
-  // The ablation matrix has one cell per mask ratio x strategy.
-  EXPECT_EQ(prom.Query("max by (mask_ratio, mask_strategy) (flap_trial_eval{metric=\"t2a_r1\", sweep=~\".*\"})").size(),
-            4u);
+  EXPECT_EQ(recon[0]["metric"].value("recon_weight", ""), "0.5");
+  EXPECT_EQ(recon[0]["metric"].value("text_augment", ""), "off");
 }
 
 }  // namespace
