@@ -117,10 +117,9 @@ std::string Metric(const google::protobuf::Map<std::string, double>& m, const st
 
 }  // namespace
 
-std::string FormatSweepStatus(const v1::SweepStatus& s) {
+std::string SweepHeadline(const v1::SweepStatus& s) {
   std::map<std::string, int> states;
   for (const auto& t : s.trials()) states[t.state()]++;
-  const std::string eval = s.asha_metric().empty() ? "map10" : s.asha_metric();
   std::ostringstream out;
   out << "sweep " << s.sweep_id() << ": " << s.state() << ", " << s.trials_size() << " trials (";
   bool first = true;
@@ -128,7 +127,14 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
     out << (first ? "" : ", ") << n << " " << state;
     first = false;
   }
-  out << "), " << s.search() << " search, priority " << s.priority();
+  out << ")";
+  return out.str();
+}
+
+std::string FormatSweepStatus(const v1::SweepStatus& s) {
+  const std::string eval = s.asha_metric().empty() ? "map10" : s.asha_metric();
+  std::ostringstream out;
+  out << SweepHeadline(s) << ", " << s.search() << " search, priority " << s.priority();
   if (!s.asha_metric().empty()) out << ", ASHA on " << s.asha_metric();
   out << "\n";
   // Column widths from the content.

@@ -53,5 +53,7 @@ int RunSweepRun(const std::vector<std::string>& args);
 // state, step / total with a progress bar, latest loss and evaluation metric, samples/s, ETA
 // and, for failed trials, the error. `now_unix_ms` only stamps the header.
 std::string FormatSweepStatus(const coordinator::v1::SweepStatus& status);
+// Its first words: "sweep NAME: STATE, N trials (n1 state1, n2 state2, ...)".
+std::string SweepHeadline(const coordinator::v1::SweepStatus& status);
 
 }  // namespace flap::flapctl

@@ -203,22 +203,12 @@ void LocalSweep::WriteRunFile() const {
 }
 
 std::string Summary(const v1::SweepStatus& s) {
-  std::map<std::string, int> states;
   int64_t step = 0, total = 0;
   for (const auto& t : s.trials()) {
-    states[t.state()]++;
     step += t.step();
     total += t.total_steps();
   }
-  std::ostringstream out;
-  out << "sweep " << s.sweep_id() << ": " << s.state() << ", " << s.trials_size() << " trials (";
-  bool first = true;
-  for (const auto& [state, n] : states) {
-    out << (first ? "" : ", ") << n << " " << state;
-    first = false;
-  }
-  out << "), steps " << step << "/" << total;
-  return out.str();
+  return SweepHeadline(s) + ", steps " + std::to_string(step) + "/" + std::to_string(total);
 }
 
 int LocalSweep::Run() {
