@@ -82,7 +82,8 @@
 // (metrics/coordinator_metrics.h): the sweeps still running and the `metrics_ended_sweeps`
 // most recently submitted ended ones, with every trial's state, progress, latest TRAIN and
 // EVAL records and ETA; groups live; leases active and expired. It is taken at each scrape,
-// so handlers update nothing for it.
+// so handlers update nothing for it. It reads memory without waiting for the journal, so a
+// scrape may show a change a moment before it is committed (observability, not a reply).
 //
 // With `sd_file` set, the coordinator keeps a Prometheus file_sd file there (replaced
 // atomically) listing the metrics endpoint of every rank of every live group (last heartbeat
