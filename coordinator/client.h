@@ -49,6 +49,10 @@ StatusOr<std::string> ReadToken(const std::string& path);
 // The gRPC status code of the calling thread's latest call (OK when it succeeded).
 grpc::StatusCode LastGrpcCode();
 
+// The name of a gRPC status code ("NOT_FOUND"), as the messages here and the coordinator's
+// metrics show it.
+const char* GrpcCodeName(grpc::StatusCode code);
+
 // What a group needs to know after NextTrial.
 struct TrialAssignment {
   v1::TrialRef trial;

@@ -31,6 +31,13 @@ int main(int argc, char** argv) {
       "retries.node_fault", po::value(&s.budgets.node_fault)->default_value(s.budgets.node_fault), "requeues after node faults / lost groups")(
       "retries.trial_error", po::value(&s.budgets.trial_error)->default_value(s.budgets.trial_error), "requeues after errors of the trial itself")(
       "report-dir", po::value(&s.report_dir), "write each sweep's report to DIR/<sweep>/ when it ends")(
+      "metrics-listen", po::value(&o.metrics_listen),
+      "serve Prometheus /metrics on HOST:PORT (port 0: any free; the endpoint is printed on stderr)")(
+      "metrics-ended-sweeps", po::value(&s.metrics_ended_sweeps)->default_value(s.metrics_ended_sweeps),
+      "ended sweeps whose series /metrics keeps (the most recently submitted)")(
+      "sd-file", po::value(&s.sd_file),
+      "keep a Prometheus file_sd file at PATH listing every live group's rank endpoints and, "
+      "with --metrics-listen, the coordinator's own (docs/metrics.md)")(
       "no-plots", "do not run gnuplot for reports");
   po::variables_map vm;
   try {
@@ -59,6 +66,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "flap-coordinator listening on " << (*server)->address() << std::endl;
+  if (!(*server)->metrics_endpoint().empty()) {
+    std::cerr << "flap-coordinator serves metrics on http://" << (*server)->metrics_endpoint() << "/metrics" << std::endl;
+  }
   int sig = 0;
   sigwait(&stop, &sig);
   std::cerr << "flap-coordinator: signal " << sig << ", shutting down\n";

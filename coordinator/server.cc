@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <grpcpp/support/server_interceptor.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,8 +14,50 @@
 #include <random>
 #include <sstream>
 
+#include "coordinator/client.h"
+
 namespace flap::coordinator {
 namespace {
+
+// Counts and times every RPC: from the call's arrival (the interceptor is made then) to the
+// moment its status is sent, so a reply that waits for the journal's commit counts that wait.
+class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  RpcMetricsInterceptor(grpc::experimental::ServerRpcInfo* info, metrics::CoordinatorMetrics* m)
+      : method_(MethodName(info->method())), metrics_(m), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start_;
+      metrics_->ObserveRpc(method_, GrpcCodeName(methods->GetSendStatus().error_code()), took.count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  // "/flap.coordinator.v1.Coordinator/RegisterGroup" -> "RegisterGroup"; any other service's
+  // method is "other", so the label's values stay the service's methods.
+  static std::string MethodName(const char* full) {
+    static const std::string kPrefix = std::string("/") + v1::Coordinator::service_full_name() + "/";
+    const std::string name = full ? full : "";
+    return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : "other";
+  }
+
+  const std::string method_;
+  metrics::CoordinatorMetrics* metrics_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
+class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit RpcMetricsFactory(metrics::CoordinatorMetrics* m) : metrics_(m) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    return new RpcMetricsInterceptor(info, metrics_);
+  }
+
+ private:
+  metrics::CoordinatorMetrics* metrics_;
+};
 
 StatusOr<std::string> ReadAll(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
@@ -100,8 +144,21 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   so.token = server->token_;
   // RocksDB lives under state_dir/db, next to the token.
   so.state_dir = options.service.state_dir + "/db";
+  if (!options.metrics_listen.empty()) {
+    FLAP_ASSIGN_OR_RETURN(server->metrics_server_, metrics::MetricsServer::Start(options.metrics_listen));
+    so.sd_self_endpoint = server->metrics_server_->endpoint();
+  }
   FLAP_ASSIGN_OR_RETURN(server->service_, CoordinatorService::Create(so));
   grpc::ServerBuilder builder;
+  if (server->metrics_server_) {
+    CoordinatorService* service = server->service_.get();
+    server->metrics_ = std::make_shared<metrics::CoordinatorMetrics>(
+        server->metrics_server_->registry(), [service] { return service->MetricsSnapshot(); });
+    server->metrics_server_->AddCollectable(server->metrics_);
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(std::make_unique<RpcMetricsFactory>(server->metrics_.get()));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   builder.AddListeningPort(options.listen, creds, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
@@ -131,7 +188,9 @@ void CoordinatorServer::Wait() {
 CoordinatorServer::~CoordinatorServer() {
   Shutdown();
   Wait();
+  metrics_server_.reset();  // no scrape reads the service after this
   server_.reset();
+  metrics_.reset();
   service_.reset();
 }
 

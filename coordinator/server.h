@@ -1,7 +1,9 @@
 // CoordinatorServer: flap-coordinator's gRPC server around CoordinatorService: the listening
-// port, optional TLS, and the shared token (read from its file, or generated and stored with
-// mode 0600 when the file does not exist). main() of flap-coordinator, the tests and the
-// benchmark all start the coordinator through it, so they run the same server.
+// port, optional TLS, the shared token (read from its file, or generated and stored with
+// mode 0600 when the file does not exist), and optionally the Prometheus /metrics endpoint
+// (metrics/coordinator_metrics.h; every RPC is counted and timed by a server interceptor).
+// main() of flap-coordinator, the tests and the benchmark all start the coordinator through
+// it, so they run the same server.
 //
 // Thread-safety: Start, port() and token() from any thread; Shutdown once.
 #pragma once
@@ -13,6 +15,8 @@
 
 #include "common/status.h"
 #include "coordinator/service.h"
+#include "metrics/coordinator_metrics.h"
+#include "metrics/metrics.h"
 
 namespace flap::coordinator {
 
@@ -21,6 +25,7 @@ struct ServerOptions {
   std::string token_file;                 // "" = <state_dir>/token
   std::string tls_cert;                   // PEM certificate chain file; "" = plaintext
   std::string tls_key;                    // PEM private key file (with tls_cert)
+  std::string metrics_listen;             // host:port of /metrics (port 0: any free); "" = none
   ServiceOptions service;                 // service.token is filled from the token file
 };
 
@@ -32,15 +37,19 @@ StatusOr<std::string> LoadOrCreateToken(const std::string& path);
 
 class CoordinatorServer {
  public:
-  // Opens the state (CoordinatorService::Create), loads the token and starts serving.
-  // InvalidArgument for a cert without a key (or the reverse); IOError naming the file for an
-  // unreadable cert or key, and naming the address when it cannot be bound.
+  // Opens the state (CoordinatorService::Create), loads the token and starts serving (and
+  // serving /metrics when options.metrics_listen is set; its endpoint then goes into the
+  // service's sd_file too). InvalidArgument for a cert without a key (or the reverse) or a
+  // malformed metrics address; IOError naming the file for an unreadable cert or key, and
+  // naming the address when it cannot be bound.
   static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const ServerOptions& options);
   // Shuts down (if not yet) and releases the state.
   ~CoordinatorServer();
 
   int port() const { return port_; }
   std::string address() const;  // "host:port" with the chosen port
+  // "host:port" of /metrics with the chosen port; "" when not serving metrics.
+  std::string metrics_endpoint() const { return metrics_server_ ? metrics_server_->endpoint() : ""; }
   const std::string& token() const { return token_; }
   CoordinatorService* service() { return service_.get(); }
 
@@ -56,7 +65,9 @@ class CoordinatorServer {
   std::string token_;
   int port_ = 0;
   std::unique_ptr<CoordinatorService> service_;
+  std::shared_ptr<metrics::CoordinatorMetrics> metrics_;  // counted by the interceptor
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;  // collects metrics_, which reads service_
   bool shut_down_ = false;
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <utility>
 
 #include "coordinator/json_util.h"
@@ -57,6 +58,26 @@ grpc::Status CheckRef(const v1::TrialRef& ref) {
     s = Invalid("trial.attempt", "is " + std::to_string(ref.attempt()) + "; attempts count from 1");
   }
   return s;
+}
+
+// RegisterGroupRequest.metrics_endpoints: none, or one host:port (at most 256 bytes) per rank.
+grpc::Status CheckEndpoints(const v1::RegisterGroupRequest& req) {
+  const int n = req.metrics_endpoints_size();
+  if (n != 0 && n != req.world_size()) {
+    return Invalid("metrics_endpoints", "has " + std::to_string(n) + " entries; give none or one per rank (" +
+                                            std::to_string(req.world_size()) + ")");
+  }
+  for (int i = 0; i < n; ++i) {
+    const std::string field = "metrics_endpoints[" + std::to_string(i) + "]";
+    const std::string& e = req.metrics_endpoints(i);
+    if (e.size() > 256) return Invalid(field, "is longer than 256 bytes");
+    StatusOr<metrics::HostPort> hp = metrics::ParseHostPort(e);
+    if (!hp.ok()) return Invalid(field, hp.status().message());
+    if (hp->host == "*" || hp->port == 0) {
+      return Invalid(field, Quote(e) + " is not an address to scrape (a host name or address and a port > 0)");
+    }
+  }
+  return grpc::Status::OK;
 }
 
 bool IsMetricName(const std::string& s) {
@@ -136,6 +157,17 @@ StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
   jo.sync = options.sync;
   FLAP_ASSIGN_OR_RETURN(service->journal_, Journal::Open(options.state_dir, jo));
   FLAP_RETURN_IF_ERROR(service->Load());
+  if (!options.sd_file.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(options.sd_file).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    std::vector<metrics::ScrapeTarget> targets;
+    {
+      std::lock_guard<std::mutex> lock(service->mu_);
+      targets = service->SdTargets(service->Now());
+    }
+    FLAP_RETURN_IF_ERROR(service->WriteSdFile(targets));
+  }
   service->reaper_ = std::thread([s = service.get()] { s->ReapLoop(); });
   return service;
 }
@@ -184,6 +216,7 @@ Status CoordinatorService::Load() {
     FLAP_RETURN_IF_ERROR(ji::Get(j, "state", key, &s.state));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "order", key, &s.order));
     FLAP_RETURN_IF_ERROR(ji::GetArray(j, "trial_ids", key, &s.trial_ids));
+    s.base_values = ConfigValues(s.base_config);
     sweeps_[key.substr(6)] = std::move(s);
   }
   FLAP_ASSIGN_OR_RETURN(auto ashas, journal_->Scan("asha/"));
@@ -207,6 +240,9 @@ Status CoordinatorService::Load() {
     FLAP_RETURN_IF_ERROR(ji::Get(j, "incarnation", key, &g.incarnation));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "host", key, &g.host));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "world_size", key, &g.world_size));
+    if (j.contains("metrics_endpoints")) {  // absent in journals written before endpoints
+      FLAP_RETURN_IF_ERROR(ji::GetArray(j, "metrics_endpoints", key, &g.metrics_endpoints));
+    }
     g.last_heartbeat_ms = now;  // the grace period
     groups_[key.substr(6)] = std::move(g);
   }
@@ -368,7 +404,10 @@ void CoordinatorService::PutTrial(const std::string& key, const TrialEntry& t,
 
 void CoordinatorService::PutGroup(const std::string& id, const GroupEntry& g,
                                   JournalBatch* batch) const {
-  nlohmann::json j = {{"incarnation", g.incarnation}, {"host", g.host}, {"world_size", g.world_size}};
+  nlohmann::json j = {{"incarnation", g.incarnation},
+                      {"host", g.host},
+                      {"world_size", g.world_size},
+                      {"metrics_endpoints", g.metrics_endpoints}};
   batch->Put("group/" + id, j.dump());
 }
 
@@ -459,6 +498,13 @@ void CoordinatorService::RevokeLeases(const std::string& key, JournalBatch* batc
   }
 }
 
+void CoordinatorService::ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now,
+                                      JournalBatch* batch) {
+  const std::vector<Lease> expired = table->Expire(now);
+  leases_expired_ += static_cast<int64_t>(expired.size());
+  PutLeases(ekey, expired, batch);
+}
+
 void CoordinatorService::EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
                                     const std::string& error, JournalBatch* batch) {
   StatusOr<TrialState> next = t->trial.Requeue(t->trial.attempt(), cause, error);
@@ -514,6 +560,9 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
     if (req->world_size() < 1 || req->world_size() > kMaxWorldSize) {
       return Invalid("world_size", "is " + std::to_string(req->world_size()) + "; must be in [1, 65536]");
     }
+    s = CheckEndpoints(*req);
+    if (!s.ok()) return s;
+    const std::vector<std::string> endpoints(req->metrics_endpoints().begin(), req->metrics_endpoints().end());
     std::string id = req->group_id();
     if (id.empty()) {
       for (const auto& [gid, g] : groups_) {
@@ -539,10 +588,11 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
     }
     GroupEntry& g = groups_[id];
     const bool changed = g.incarnation != req->incarnation() || g.host != req->host() ||
-                         g.world_size != req->world_size();
+                         g.world_size != req->world_size() || g.metrics_endpoints != endpoints;
     g.incarnation = req->incarnation();
     g.host = req->host();
     g.world_size = req->world_size();
+    g.metrics_endpoints = endpoints;
     g.last_heartbeat_ms = now;
     if (changed) {
       g.revoked.Clear();
@@ -747,7 +797,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     EnsureRunning(key, t, batch);
     const int64_t now = Now();
     LeaseTable& table = it->second;
-    PutLeases(it->first, table.Expire(now), batch);
+    ExpireLeases(it->first, &table, now, batch);
     if (req->slot() < 0 || req->slot() > kMaxSlot) {
       return Invalid("slot", "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
     }
@@ -1009,6 +1059,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
     s.text = req->sweep_text();
     s.source = source;
     s.base_config = req->base_config();
+    s.base_values = ConfigValues(s.base_config);
     s.order = next_order_++;
     if (s.spec.asha) {
       StatusOr<Asha> asha = Asha::Create(*s.spec.asha);
@@ -1055,15 +1106,7 @@ void CoordinatorService::FillTrialStatus(const TrialEntry& t, v1::TrialStatus* o
   out->set_last_error(r.last_error);
   for (const auto& [k, v] : t.latest_train) (*out->mutable_latest_train())[k] = v;
   for (const auto& [k, v] : t.latest_eval) (*out->mutable_latest_eval())[k] = v;
-  double eta = -1;
-  if (!IsTerminal(r.state) && t.total_steps > 0 && t.rate_step0 >= 0 &&
-      t.rate_step1 > t.rate_step0 && t.rate_t1_ms > t.rate_t0_ms) {
-    const double rate = double(t.rate_step1 - t.rate_step0) / (t.rate_t1_ms - t.rate_t0_ms);
-    eta = std::max<double>(0, t.total_steps - r.step) / rate / 1000.0;
-  } else if (IsTerminal(r.state)) {
-    eta = 0;
-  }
-  out->set_eta_seconds(eta);
+  out->set_eta_seconds(TrialEta(t));
   out->set_preemptions(r.preemptions);
   out->set_node_faults(r.node_faults);
   out->set_trial_errors(r.trial_errors);
@@ -1248,10 +1291,142 @@ grpc::ServerUnaryReactor* CoordinatorService::GetReport(grpc::CallbackServerCont
 }
 
 // ---------------------------------------------------------------------------------------------
+// Observability
+
+bool CoordinatorService::GroupLive(const GroupEntry& g, int64_t now) const {
+  return now - g.last_heartbeat_ms <= options_.heartbeat_timeout_ms;
+}
+
+double CoordinatorService::StepRate(const TrialEntry& t) {
+  if (t.rate_step0 < 0 || t.rate_step1 <= t.rate_step0 || t.rate_t1_ms <= t.rate_t0_ms) return 0;
+  return double(t.rate_step1 - t.rate_step0) / double(t.rate_t1_ms - t.rate_t0_ms);
+}
+
+double CoordinatorService::TrialEta(const TrialEntry& t) {
+  if (IsTerminal(t.trial.state())) return 0;
+  const double rate = StepRate(t);
+  if (t.total_steps <= 0 || rate <= 0) return -1;
+  return std::max<double>(0, t.total_steps - t.trial.record().step) / rate / 1000.0;
+}
+
+metrics::CoordinatorSnapshot CoordinatorService::MetricsSnapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = Now();
+  metrics::CoordinatorSnapshot out;
+  // The ended sweeps whose series stay: the most recently submitted ones.
+  std::vector<std::pair<int64_t, std::string>> ended;
+  for (const auto& [id, sw] : sweeps_) {
+    ++out.sweeps_by_state[sw.state];
+    if (sw.state != "running") ended.push_back({sw.order, id});
+  }
+  std::sort(ended.rbegin(), ended.rend());
+  ended.resize(std::min<size_t>(ended.size(), std::max(0, options_.metrics_ended_sweeps)));
+  std::set<std::string> kept;
+  for (const auto& e : ended) kept.insert(e.second);
+  for (const auto& [id, sw] : sweeps_) {
+    if (sw.state != "running" && !kept.count(id)) continue;
+    metrics::SweepSnapshot& ss = out.sweeps.emplace_back();
+    ss.sweep = id;
+    ss.state = sw.state;
+    for (int st = 0; st <= static_cast<int>(TrialState::kCancelled); ++st) {  // every state, 0 included
+      ss.trials_by_state[TrialStateName(static_cast<TrialState>(st))] = 0;
+    }
+    // Sweep ETA: the steps its unended trials still have to run (a trial that has not said
+    // how many: the mean of those that have) over the summed step rate of its trials now.
+    double rate = 0, remaining = 0, planned = 0;
+    int unended = 0, unplanned = 0, with_plan = 0;
+    for (const auto& tid : sw.trial_ids) {
+      const TrialEntry& t = trials_.at(TrialKey(id, tid));
+      const TrialRecord& r = t.trial.record();
+      metrics::TrialSnapshot& ts = ss.trials.emplace_back();
+      ts.trial = tid;
+      for (const metrics::FactorLabel& f : metrics::FactorLabels()) {
+        auto factor = t.spec.factors.find(f.key);
+        auto base = sw.base_values.find(f.key);
+        if (factor != t.spec.factors.end()) {
+          ts.config[f.key] = factor->second;
+        } else if (base != sw.base_values.end()) {
+          ts.config[f.key] = base->second;
+        }
+      }
+      ts.seed = t.spec.seed;
+      ts.state = TrialStateName(r.state);
+      ts.attempts = r.attempt;
+      ts.failures = {{FailureCauseName(FailureCause::kPreemption), r.preemptions},
+                     {FailureCauseName(FailureCause::kNodeFault), r.node_faults},
+                     {FailureCauseName(FailureCause::kTrialError), r.trial_errors}};
+      ts.step = r.step;
+      ts.total_steps = t.total_steps;
+      ts.eta_seconds = TrialEta(t);
+      ts.train = t.latest_train;
+      ts.eval = t.latest_eval;
+      ++ss.trials_by_state[ts.state];
+      if (t.total_steps > 0) {
+        planned += double(t.total_steps);
+        ++with_plan;
+      }
+      if (IsTerminal(r.state)) continue;
+      ++unended;
+      rate += StepRate(t);
+      if (t.total_steps > 0) {
+        remaining += std::max<double>(0, t.total_steps - r.step);
+      } else {
+        remaining -= double(r.step);
+        ++unplanned;
+      }
+    }
+    if (unended == 0) {
+      ss.eta_seconds = 0;
+    } else if (rate > 0 && (unplanned == 0 || with_plan > 0)) {
+      const double mean_plan = with_plan > 0 ? planned / with_plan : 0;
+      ss.eta_seconds = std::max(0.0, remaining + unplanned * mean_plan) / rate / 1000.0;
+    }
+  }
+  for (const auto& [gid, g] : groups_) {
+    if (!GroupLive(g, now)) continue;
+    ++out.groups_live;
+    if (!g.trial_key.empty()) ++out.groups_busy;
+  }
+  for (const auto& [ekey, table] : leases_) out.leases_active += static_cast<int64_t>(table.active_leases());
+  out.leases_expired = leases_expired_;
+  return out;
+}
+
+std::vector<metrics::ScrapeTarget> CoordinatorService::SdTargets(int64_t now) const {
+  std::vector<metrics::ScrapeTarget> out;
+  if (!options_.sd_self_endpoint.empty()) {
+    out.push_back({options_.sd_self_endpoint, {{"job", "flap-coordinator"}}});
+  }
+  for (const auto& [gid, g] : groups_) {
+    if (g.metrics_endpoints.empty() || !GroupLive(g, now)) continue;
+    std::map<std::string, std::string> labels = {{"group", gid}};
+    if (!g.trial_key.empty()) {
+      const size_t slash = g.trial_key.find('/');
+      labels["sweep"] = g.trial_key.substr(0, slash);
+      labels["trial"] = g.trial_key.substr(slash + 1);
+    }
+    for (size_t rank = 0; rank < g.metrics_endpoints.size(); ++rank) {
+      labels["rank"] = std::to_string(rank);
+      out.push_back({g.metrics_endpoints[rank], labels});
+    }
+  }
+  return out;
+}
+
+Status CoordinatorService::WriteSdFile(const std::vector<metrics::ScrapeTarget>& targets) {
+  if (sd_written_once_ && targets == sd_written_) return Status::OK();
+  FLAP_RETURN_IF_ERROR(metrics::WriteFileSd(options_.sd_file, targets).WithContext("--sd-file"));
+  sd_written_ = targets;
+  sd_written_once_ = true;
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Background work
 
 void CoordinatorService::Reap() {
   std::vector<std::string> reports;
+  std::vector<metrics::ScrapeTarget> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t now = Now();
@@ -1269,12 +1444,21 @@ void CoordinatorService::Reap() {
       ReleaseGroup(gid, "trial taken: " + why, &batch);
     }
     for (auto& [ekey, table] : leases_) {
-      if (table.active_leases() > 0) PutLeases(ekey, table.Expire(now), &batch);
+      if (table.active_leases() > 0) ExpireLeases(ekey, &table, now, &batch);
     }
     journal_->Append(std::move(batch));
     reports.swap(reports_due_);
+    if (!options_.sd_file.empty()) targets = SdTargets(now);
   }
   for (const auto& id : reports) WriteReportInBackground(id);
+  if (!options_.sd_file.empty()) {
+    const Status s = WriteSdFile(targets);
+    // Kept trying at every reap; said once per distinct error.
+    if (!s.ok() && s.message() != sd_error_) {
+      std::fprintf(stderr, "flap-coordinator: %s\n", s.ToString().c_str());
+    }
+    sd_error_ = s.ok() ? "" : s.message();
+  }
 }
 
 void CoordinatorService::ReapLoop() {

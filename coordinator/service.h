@@ -15,8 +15,9 @@
 // A worker group (the ranks of one trial) talks to the coordinator through one agent, usually
 // its rank 0, except for the shard calls, which every rank makes for itself:
 //
-//   1. RegisterGroup(group_id, incarnation, world_size). The group chooses its id (or lets the
-//      coordinator name it) and a fresh random incarnation per process start. Registering
+//   1. RegisterGroup(group_id, incarnation, world_size, metrics_endpoints). The group chooses
+//      its id (or lets the coordinator name it) and a fresh random incarnation per process
+//      start; metrics_endpoints are its ranks' Prometheus endpoints (see Observability). Registering
 //      again with the same incarnation is a retry and changes nothing; with a new incarnation
 //      the group has restarted, so the trial it held is lost: it is requeued (node_fault) and
 //      resumes from its latest checkpoint. The reply gives the heartbeat interval, the
@@ -75,6 +76,25 @@
 // CancelSweep cancels every trial not yet terminal; groups running them get STOP.
 //
 // ---------------------------------------------------------------------------------------------
+// Observability
+//
+// MetricsSnapshot() copies, under the lock, what the coordinator's Prometheus metrics show
+// (metrics/coordinator_metrics.h): the sweeps still running and the `metrics_ended_sweeps`
+// most recently submitted ended ones, with every trial's state, progress, latest TRAIN and
+// EVAL records and ETA; groups live; leases active and expired. It is taken at each scrape,
+// so handlers update nothing for it. It reads memory without waiting for the journal, so a
+// scrape may show a change a moment before it is committed (observability, not a reply).
+//
+// With `sd_file` set, the coordinator keeps a Prometheus file_sd file there (replaced
+// atomically) listing the metrics endpoint of every rank of every live group (last heartbeat
+// within the heartbeat timeout), labelled group, rank, and sweep and trial while the group
+// holds one, plus its own endpoint (`sd_self_endpoint`) labelled job="flap-coordinator". The
+// file is rewritten by the reaper when that list changes (so within reap_interval_ms of a
+// registration, an assignment or a loss); a group that re-registers replaces its endpoints,
+// and a lost group's disappear. The endpoints are journaled with the group, so a restarted
+// coordinator lists them again for the grace period.
+//
+// ---------------------------------------------------------------------------------------------
 // Invariants
 //   - Durability: every change is staged in the Journal under the service's lock and the reply
 //     is sent only after it is committed (synced); a reply that only reads waits for whatever
@@ -119,6 +139,8 @@
 #include "coordinator/report.h"
 #include "coordinator/sweep.h"
 #include "coordinator/trial_state.h"
+#include "metrics/coordinator_metrics.h"
+#include "metrics/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace flap::coordinator {
@@ -135,6 +157,9 @@ struct ServiceOptions {
   bool report_plots = true;              // run gnuplot for the automatic report
   bool sync = true;                      // fsync each commit (false: benchmarks only)
   std::function<int64_t()> now_ms;       // wall clock in ms; default: system_clock
+  int metrics_ended_sweeps = 10;         // ended sweeps whose series stay in MetricsSnapshot
+  std::string sd_file;                   // "" = no file_sd file (see Observability)
+  std::string sd_self_endpoint;          // the coordinator's own metrics host:port for sd_file; "" = none
 };
 
 // The metadata key carrying the token.
@@ -203,6 +228,9 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // Blocks until every report started so far has been written (tests, shutdown).
   void WaitForReports();
 
+  // What the coordinator's metrics show now (see Observability). Takes mu_.
+  metrics::CoordinatorSnapshot MetricsSnapshot() const;
+
  private:
   struct SweepEntry {
     SweepSpec spec;
@@ -213,6 +241,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     int64_t order = 0;        // submission order
     std::optional<Asha> asha;
     std::vector<std::string> trial_ids;  // in trial order
+    std::map<std::string, std::string> base_values;  // ConfigValues(base_config), not journaled
   };
   struct TrialEntry {
     std::string sweep;
@@ -231,6 +260,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     std::string incarnation;
     std::string host;
     int world_size = 1;
+    std::vector<std::string> metrics_endpoints;  // host:port per rank, or none
     std::string trial_key;     // "sweep/trial" it holds, "" = none
     int attempt = 0;
     int64_t last_heartbeat_ms = 0;  // in memory only (grace period on restart)
@@ -260,6 +290,19 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
                   const std::string& error, JournalBatch* batch);
   void RevokeLeases(const std::string& key, JournalBatch* batch);
+  // Expires the leases of `table` (epoch `ekey`) past their deadline, journals and counts them.
+  void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, JournalBatch* batch);
+  // Whether the group heartbeated within the heartbeat timeout.
+  bool GroupLive(const GroupEntry& g, int64_t now) const;
+  // The trial's step rate (steps per ms) over its current attempt; 0 when not known yet.
+  static double StepRate(const TrialEntry& t);
+  // Seconds until the trial's last step; 0 once terminal, -1 when not known.
+  static double TrialEta(const TrialEntry& t);
+  // The file_sd targets (see Observability); runs under mu_.
+  std::vector<metrics::ScrapeTarget> SdTargets(int64_t now) const;
+  // Rewrites options_.sd_file when `targets` differ from what it holds. Reaper thread (or
+  // Create) only; locks nothing.
+  Status WriteSdFile(const std::vector<metrics::ScrapeTarget>& targets);
   // Marks the sweep finished when all its trials are terminal; queues its report.
   void MaybeFinishSweep(const std::string& sweep_id, JournalBatch* batch);
   void FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const;
@@ -294,6 +337,11 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   int64_t next_group_ = 0;                         // GUARDED_BY(mu_)
   int64_t next_order_ = 0;                         // GUARDED_BY(mu_)
   std::vector<std::string> reports_due_;           // GUARDED_BY(mu_): sweeps just ended
+  int64_t leases_expired_ = 0;                     // GUARDED_BY(mu_): since start
+  // What sd_file holds, and the last error writing it: reaper thread (or Create) only.
+  std::vector<metrics::ScrapeTarget> sd_written_;
+  bool sd_written_once_ = false;
+  std::string sd_error_;
   bool stop_ = false;                              // GUARDED_BY(mu_)
   std::condition_variable stop_cv_;
 

@@ -25,9 +25,12 @@ inline ServiceOptions FastServiceOptions() {
 
 class TestCoordinator {
  public:
-  explicit TestCoordinator(const std::string& name, ServiceOptions service = FastServiceOptions())
+  // `metrics_listen`: serve /metrics there too ("" = not).
+  explicit TestCoordinator(const std::string& name, ServiceOptions service = FastServiceOptions(),
+                           const std::string& metrics_listen = "")
       : dir_(name) {
     options_.listen = "127.0.0.1:0";
+    options_.metrics_listen = metrics_listen;
     options_.service = service;
     options_.service.state_dir = dir_ / "state";
     Start();

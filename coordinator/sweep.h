@@ -156,6 +156,11 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
 // Reads and parses the file at `path`. NotFound if it cannot be opened; else as ParseSweepText.
 StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
 
+// The keys of a trial config's text (INI, the syntax above) as "<section>.<key>" -> value,
+// e.g. "mask.ratio" -> "0.75". Lenient: malformed lines and repeated sections are skipped
+// (the worker validates configs; this only reads what a config sets).
+std::map<std::string, std::string> ConfigValues(const std::string& text);
+
 // Checks a spec built any other way (code, JSON) with the same rules as the parser, listing
 // every error as "<source>: [<section>] <key>: <what is wrong>". OK or InvalidArgument.
 Status ValidateSweep(const SweepSpec& spec, const std::string& source);

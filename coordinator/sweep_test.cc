@@ -717,5 +717,14 @@ TEST(TrialId, IsZeroPaddedAndGrowsPast9999) {
   EXPECT_EQ(TrialId(10000), "t10000");
 }
 
+TEST(ConfigValues, ReadsEveryKeyOfATrialConfigAndSkipsWhatIsMalformed) {
+  const auto v = ConfigValues(
+      "# a trial config\n[model]\npreset = tiny\n\n[mask]\nratio = 0.75   # comment\nstrategy = 2d\n"
+      "not a key line\n[text]\naugment = on\n[mask]\nratio = 0.1\n");
+  EXPECT_EQ(v, (std::map<std::string, std::string>{
+                   {"model.preset", "tiny"}, {"mask.ratio", "0.75"}, {"mask.strategy", "2d"}, {"text.augment", "on"}}));
+  EXPECT_TRUE(ConfigValues("").empty());
+}
+
 }  // namespace
 }  // namespace flap::coordinator

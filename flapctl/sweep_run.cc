@@ -18,6 +18,10 @@
 //   report/       the ablation report (report.md, CSV, SVG plots)
 //   run.json      pids and addresses of the running processes (for tools and tests)
 //
+// With --metrics every process serves Prometheus /metrics on 127.0.0.1 (the ranks give theirs
+// to the coordinator when they register), and --sd-file makes the coordinator keep a file_sd
+// file listing itself and every live rank, which deploy/prometheus/prometheus.yml reads.
+//
 // Child processes live in their own process groups, so a terminal's Ctrl-C reaches flapctl
 // alone and it stops them in order (workers first, so they can still report to the
 // coordinator).
@@ -52,7 +56,7 @@ volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int sig) { g_stop_signal = sig; }
 
 struct RunOptions {
-  std::string sweep_file, base_config, dir, data, coordinator_bin, worker_bin;
+  std::string sweep_file, base_config, dir, data, coordinator_bin, worker_bin, sd_file;
   int groups = 2, ranks = 1, max_restarts = 3;
   double interval = 2.0, stop_grace = 60.0;
   int64_t heartbeat_timeout_ms = 10000, lease_ttl_ms = 20000;
@@ -91,12 +95,14 @@ class LocalSweep {
 };
 
 Status LocalSweep::StartCoordinator() {
-  const std::vector<std::string> argv = {o_.coordinator_bin,
-                                         "--state-dir", Path("state"),
-                                         "--listen", "127.0.0.1:" + std::to_string(port_),
-                                         "--heartbeat-interval-ms", "1000",
-                                         "--heartbeat-timeout-ms", std::to_string(o_.heartbeat_timeout_ms),
-                                         "--lease-ttl-ms", std::to_string(o_.lease_ttl_ms)};
+  std::vector<std::string> argv = {o_.coordinator_bin,
+                                   "--state-dir", Path("state"),
+                                   "--listen", "127.0.0.1:" + std::to_string(port_),
+                                   "--heartbeat-interval-ms", "1000",
+                                   "--heartbeat-timeout-ms", std::to_string(o_.heartbeat_timeout_ms),
+                                   "--lease-ttl-ms", std::to_string(o_.lease_ttl_ms)};
+  if (o_.metrics) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
+  if (!o_.sd_file.empty()) argv.insert(argv.end(), {"--sd-file", fs::absolute(o_.sd_file).string()});
   FLAP_ASSIGN_OR_RETURN(coordinator_, Process::Start(argv, {}, Path("logs/coordinator.log")));
   return WaitForCoordinator(30);
 }
@@ -390,7 +396,10 @@ int RunSweepRun(const std::vector<std::string>& args) {
       "data", po::value(&o.data), "dataset folder (data.path of every trial; default: the base config's)")(
       "base-config", po::value(&o.base_config), "the trial config the factors override (default: [sweep] base_config)")(
       "worker-arg", po::value(&o.worker_args)->composing(), "KEY=VALUE: a config override for every trial (repeatable)")(
-      "metrics", "workers serve Prometheus metrics on 127.0.0.1 (any free port)")(
+      "metrics", "the coordinator and the workers serve Prometheus metrics on 127.0.0.1 (any free port)")(
+      "sd-file", po::value(&o.sd_file),
+      "the coordinator keeps a Prometheus file_sd file at PATH listing itself and every worker rank "
+      "(with --metrics; e.g. deploy/prometheus/sd/flap.json, docs/metrics.md)")(
       "no-plots", "report without gnuplot plots")(
       "interval", po::value(&o.interval)->default_value(o.interval), "seconds between progress updates")(
       "heartbeat-timeout-ms", po::value(&o.heartbeat_timeout_ms)->default_value(o.heartbeat_timeout_ms),

@@ -4,11 +4,14 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -24,17 +27,32 @@ MetricsServer::~MetricsServer() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+StatusOr<HostPort> ParseHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size() || colon + 6 < address.size()) {
+    return Status::InvalidArgument("address '" + address + "' is not host:port");
+  }
+  HostPort out;
+  out.host = address.substr(0, colon);
+  const bool bracketed = out.host.size() > 2 && out.host.front() == '[' && out.host.back() == ']';
+  for (char c : bracketed ? out.host.substr(1, out.host.size() - 2) : out.host) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ||
+                    (c == '*' && out.host.size() == 1) || (bracketed && c == ':');
+    if (!ok) return Status::InvalidArgument("address '" + address + "': bad host '" + out.host + "'");
+  }
+  for (size_t i = colon + 1; i < address.size(); ++i) {
+    if (address[i] < '0' || address[i] > '9') return Status::InvalidArgument("address '" + address + "': bad port");
+  }
+  out.port = std::stoi(address.substr(colon + 1));
+  if (out.port > 65535) return Status::InvalidArgument("address '" + address + "': port above 65535");
+  return out;
+}
+
 StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size() || colon + 6 < listen.size()) {
-    return Status::InvalidArgument("metrics address '" + listen + "' is not host:port");
-  }
-  for (size_t i = colon + 1; i < listen.size(); ++i) {
-    if (listen[i] < '0' || listen[i] > '9') return Status::InvalidArgument("metrics address '" + listen + "': bad port");
-  }
-  std::string host = listen.substr(0, colon);
-  const int port = std::stoi(listen.substr(colon + 1));
-  if (port > 65535) return Status::InvalidArgument("metrics address '" + listen + "': bad port");
+  StatusOr<HostPort> parsed = ParseHostPort(listen);
+  if (!parsed.ok()) return parsed.status().WithContext("metrics");
+  std::string host = parsed->host;
+  const int port = parsed->port;
   addrinfo hints{}, *found = nullptr;
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
@@ -68,6 +86,26 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   return s;
 }
 
+void MetricsServer::AddCollectable(std::weak_ptr<prometheus::Collectable> collectable) {
+  std::lock_guard<std::mutex> lock(mu_);
+  collectables_.push_back(std::move(collectable));
+}
+
+std::vector<prometheus::MetricFamily> MetricsServer::Collect() {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  std::vector<std::shared_ptr<prometheus::Collectable>> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& weak : collectables_) {
+      if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+  }
+  for (const auto& c : live) {
+    for (auto& f : c->Collect()) families.push_back(std::move(f));
+  }
+  return families;
+}
+
 void MetricsServer::Serve() {
   const prometheus::TextSerializer serializer;
   while (!stop_) {
@@ -87,7 +125,7 @@ void MetricsServer::Serve() {
     }
     std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
     if (request.rfind("GET /metrics", 0) == 0 && (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
-      body = serializer.Serialize(registry_->Collect());
+      body = serializer.Serialize(Collect());
     } else if (request.rfind("GET ", 0) == 0) {
       status = "404 Not Found";
       body = "metrics are served on /metrics\n";

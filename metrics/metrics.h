@@ -4,23 +4,37 @@
 // Prometheus's config. The metric catalogue is docs/metrics.md.
 //
 // Thread-safety: MetricsServer's registry and the metrics registered in it are safe from any
-// thread (prometheus-cpp's families and metrics are). WriteFileSd is a free function.
+// thread (prometheus-cpp's families and metrics are), and so is AddCollectable. The rest are
+// free functions.
 #pragma once
 
 #include <atomic>
 #include <map>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
 
 namespace prometheus {
+class Collectable;
+struct MetricFamily;
 class Registry;
 }  // namespace prometheus
 
 namespace flap::metrics {
+
+// A "host:port" address, split.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+// Splits "host:port": a host of [A-Za-z0-9._-] (or "*", or a bracketed IPv6 address) and a
+// port of 0 to 65535. InvalidArgument quoting the address and saying what is wrong.
+StatusOr<HostPort> ParseHostPort(const std::string& address);
 
 // The HTTP side is a small GET-only responder on one thread (each scrape: the registry
 // collected and written in the text format, then the connection closed). prometheus-cpp's own
@@ -34,6 +48,9 @@ class MetricsServer {
   ~MetricsServer();  // stops serving and joins the thread
 
   prometheus::Registry& registry() { return *registry_; }
+  // Adds a source of metric families collected at each scrape after the registry's (for
+  // values read from elsewhere when scraped); it is skipped once it has expired.
+  void AddCollectable(std::weak_ptr<prometheus::Collectable> collectable);
   int port() const { return port_; }
   // "host:port" as a scraper reaches it (the listen host, or this machine's host name when
   // listening on every interface).
@@ -42,7 +59,10 @@ class MetricsServer {
  private:
   MetricsServer() = default;
   void Serve();
+  std::vector<prometheus::MetricFamily> Collect();  // the registry's families, then the collectables'
   std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex mu_;
+  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // GUARDED_BY(mu_)
   int fd_ = -1;
   int port_ = 0;
   std::string endpoint_;
@@ -54,6 +74,8 @@ class MetricsServer {
 struct ScrapeTarget {
   std::string endpoint;
   std::map<std::string, std::string> labels;
+
+  bool operator==(const ScrapeTarget& o) const { return endpoint == o.endpoint && labels == o.labels; }
 };
 
 // Writes `targets` as a Prometheus file_sd JSON file ([{"targets": [...], "labels": {...}}]),

@@ -11,85 +11,75 @@
 namespace flap::metrics {
 namespace {
 
-std::map<std::string, std::string> With(std::map<std::string, std::string> labels, const std::string& k,
-                                        const std::string& v) {
+using Labels = std::map<std::string, std::string>;
+
+Labels With(Labels labels, const std::string& k, const std::string& v) {
   labels[k] = v;
   return labels;
+}
+
+// Adds the series `labels` to `family` and records how to remove it again.
+template <typename T, typename... Args>
+T* Add(prometheus::Family<T>& family, const Labels& labels, std::vector<std::function<void()>>* removers,
+       Args&&... args) {
+  T* metric = &family.Add(labels, std::forward<Args>(args)...);
+  removers->push_back([&family, metric] { family.Remove(metric); });
+  return metric;
 }
 
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& trial, int rank)
-    : registry_(registry), labels_{{"trial", trial}, {"rank", std::to_string(rank)}} {
+    : labels_{{"trial", trial}, {"rank", std::to_string(rank)}} {
   using prometheus::BuildCounter;
   using prometheus::BuildGauge;
   using prometheus::BuildHistogram;
-  steps_ = &BuildCounter().Name("flap_worker_steps_total").Help("Training steps completed").Register(registry).Add(labels_);
-  samples_ = &BuildCounter()
-                  .Name("flap_worker_samples_total")
-                  .Help("Training samples processed by this rank")
-                  .Register(registry)
-                  .Add(labels_);
-  auto& phase = BuildCounter()
-                    .Name("flap_worker_step_phase_seconds_total")
-                    .Help("Step time by phase: data_wait (blocked on the loader), compute, communication")
-                    .Register(registry);
-  data_wait_ = &phase.Add(With(labels_, "phase", "data_wait"));
-  compute_ = &phase.Add(With(labels_, "phase", "compute"));
-  communication_ = &phase.Add(With(labels_, "phase", "communication"));
-  step_duration_ = &BuildHistogram()
-                        .Name("flap_worker_step_duration_seconds")
-                        .Help("Wall time of one training step, data wait included")
-                        .Register(registry)
-                        .Add(labels_, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                                                               2.5, 5, 10, 30, 60});
-  step_ = &BuildGauge().Name("flap_worker_step").Help("Global step of the trial").Register(registry).Add(labels_);
-  epoch_ = &BuildGauge().Name("flap_worker_epoch").Help("Epochs completed (fractional)").Register(registry).Add(labels_);
-  rate_ = &BuildGauge()
-               .Name("flap_worker_samples_per_second")
-               .Help("Global training throughput over the last logging window")
-               .Register(registry)
-               .Add(labels_);
-  auto& loss = BuildGauge().Name("flap_worker_loss").Help("Latest training loss by kind").Register(registry);
-  loss_total_ = &loss.Add(With(labels_, "kind", "total"));
-  loss_contrastive_ = &loss.Add(With(labels_, "kind", "contrastive"));
-  loss_recon_ = &loss.Add(With(labels_, "kind", "recon"));
-  logit_scale_ = &BuildGauge()
-                      .Name("flap_worker_logit_scale")
-                      .Help("exp(learned log logit scale)")
-                      .Register(registry)
-                      .Add(labels_);
-  global_batch_ = &BuildGauge()
-                       .Name("flap_worker_global_batch")
-                       .Help("Samples per step over all ranks")
-                       .Register(registry)
-                       .Add(labels_);
-  negatives_ = &BuildGauge()
-                    .Name("flap_worker_negatives_per_step")
-                    .Help("Contrastive candidates per query (gathered across ranks)")
-                    .Register(registry)
-                    .Add(labels_);
-  ckpt_saves_ = &BuildCounter()
-                     .Name("flap_worker_checkpoint_saves_total")
-                     .Help("Checkpoints written")
-                     .Register(registry)
-                     .Add(labels_);
-  ckpt_seconds_ = &BuildHistogram()
-                       .Name("flap_worker_checkpoint_save_seconds")
-                       .Help("Time to write, index and retain one checkpoint (in the background)")
-                       .Register(registry)
-                       .Add(labels_, prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-                                                                              120, 300});
-  ckpt_bytes_ = &BuildGauge()
-                     .Name("flap_worker_checkpoint_bytes")
-                     .Help("Size of the last checkpoint")
-                     .Register(registry)
-                     .Add(labels_);
-  memory_ = &BuildGauge()
-                 .Name("flap_worker_resident_memory_bytes")
-                 .Help("Resident set size of the worker process")
-                 .Register(registry)
-                 .Add(labels_);
+  auto counter = [&](const char* name, const char* help) -> prometheus::Family<prometheus::Counter>& {
+    return BuildCounter().Name(name).Help(help).Register(registry);
+  };
+  auto gauge = [&](const char* name, const char* help) -> prometheus::Family<prometheus::Gauge>& {
+    return BuildGauge().Name(name).Help(help).Register(registry);
+  };
+  auto histogram = [&](const char* name, const char* help) -> prometheus::Family<prometheus::Histogram>& {
+    return BuildHistogram().Name(name).Help(help).Register(registry);
+  };
+  auto* r = &removers_;
+  steps_ = Add(counter("flap_worker_steps_total", "Training steps completed"), labels_, r);
+  samples_ = Add(counter("flap_worker_samples_total", "Training samples processed by this rank"), labels_, r);
+  auto& phase = counter("flap_worker_step_phase_seconds_total",
+                        "Step time by phase: data_wait (blocked on the loader), compute, communication");
+  data_wait_ = Add(phase, With(labels_, "phase", "data_wait"), r);
+  compute_ = Add(phase, With(labels_, "phase", "compute"), r);
+  communication_ = Add(phase, With(labels_, "phase", "communication"), r);
+  step_duration_ = Add(histogram("flap_worker_step_duration_seconds", "Wall time of one training step, data wait included"),
+                       labels_, r,
+                       prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
+  step_ = Add(gauge("flap_worker_step", "Global step of the trial"), labels_, r);
+  epoch_ = Add(gauge("flap_worker_epoch", "Epochs completed (fractional)"), labels_, r);
+  rate_ = Add(gauge("flap_worker_samples_per_second", "Global training throughput over the last logging window"),
+              labels_, r);
+  auto& loss = gauge("flap_worker_loss", "Latest training loss by kind");
+  loss_total_ = Add(loss, With(labels_, "kind", "total"), r);
+  loss_contrastive_ = Add(loss, With(labels_, "kind", "contrastive"), r);
+  loss_recon_ = Add(loss, With(labels_, "kind", "recon"), r);
+  logit_scale_ = Add(gauge("flap_worker_logit_scale", "exp(learned log logit scale)"), labels_, r);
+  global_batch_ = Add(gauge("flap_worker_global_batch", "Samples per step over all ranks"), labels_, r);
+  negatives_ = Add(gauge("flap_worker_negatives_per_step", "Contrastive candidates per query (gathered across ranks)"),
+                   labels_, r);
+  ckpt_saves_ = Add(counter("flap_worker_checkpoint_saves_total", "Checkpoints written"), labels_, r);
+  ckpt_seconds_ = Add(histogram("flap_worker_checkpoint_save_seconds",
+                                "Time to write, index and retain one checkpoint (in the background)"),
+                      labels_, r,
+                      prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+  ckpt_bytes_ = Add(gauge("flap_worker_checkpoint_bytes", "Size of the last checkpoint"), labels_, r);
+  memory_ = Add(gauge("flap_worker_resident_memory_bytes", "Resident set size of the worker process"), labels_, r);
+  eval_family_ = &gauge("flap_worker_eval", "Latest evaluation by metric (R@k both ways, mAP@10), as fractions");
+}
+
+WorkerMetrics::~WorkerMetrics() {
+  for (auto& remove : removers_) remove();
+  std::lock_guard<std::mutex> lock(eval_mu_);
+  for (const auto& [name, gauge] : eval_) eval_family_->Remove(gauge);
 }
 
 void WorkerMetrics::ObserveStep(double data_wait_s, double compute_s, double communication_s, int64_t samples) {
@@ -126,11 +116,12 @@ void WorkerMetrics::ObserveCheckpoint(double seconds, int64_t bytes) {
 }
 
 void WorkerMetrics::SetEvaluation(const std::map<std::string, double>& metrics) {
-  auto& family = prometheus::BuildGauge()
-                     .Name("flap_worker_eval")
-                     .Help("Latest evaluation by metric (R@k both ways, mAP@10), as fractions")
-                     .Register(registry_);
-  for (const auto& [name, value] : metrics) family.Add(With(labels_, "metric", name)).Set(value);
+  std::lock_guard<std::mutex> lock(eval_mu_);
+  for (const auto& [name, value] : metrics) {
+    prometheus::Gauge*& gauge = eval_[name];
+    if (gauge == nullptr) gauge = &eval_family_->Add(With(labels_, "metric", name));
+    gauge->Set(value);
+  }
 }
 
 void WorkerMetrics::UpdateMemory() {

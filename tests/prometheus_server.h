@@ -68,18 +68,25 @@ class PrometheusServer {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string Log() const { return ReadFile(dir_ + "/prometheus.log"); }
 
-  // An instant query; the "data"."result" array (empty on any failure).
-  nlohmann::json Query(const std::string& promql) const {
+  // An instant query; the "data"."result" array (empty on any failure, which `error`, when
+  // given, then describes: Prometheus's own error, e.g. a PromQL syntax error, or the HTTP
+  // status; "" on success).
+  nlohmann::json Query(const std::string& promql, std::string* error = nullptr) const {
     auto r = HttpGet(url() + "/api/v1/query?query=" + UrlEncode(promql), 5.0);
     auto j = nlohmann::json::parse(r.body, nullptr, false);
-    if (r.status != 200 || j.is_discarded() || j.value("status", "") != "success") return nlohmann::json::array();
+    const bool ok = r.status == 200 && !j.is_discarded() && j.value("status", "") == "success";
+    if (error) {
+      *error = ok ? "" : "HTTP " + std::to_string(r.status) + ": " +
+                             (j.is_object() ? j.value("error", r.body) : r.body);
+    }
+    if (!ok) return nlohmann::json::array();
     return j["data"]["result"];
   }
   // Polls `promql` until it returns a series or `timeout_s` passes.
-  nlohmann::json WaitFor(const std::string& promql, double timeout_s) const {
+  nlohmann::json WaitFor(const std::string& promql, double timeout_s, std::string* error = nullptr) const {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     for (;;) {
-      auto result = Query(promql);
+      auto result = Query(promql, error);
       if (!result.empty() || std::chrono::steady_clock::now() > deadline) return result;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
