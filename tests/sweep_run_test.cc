@@ -364,6 +364,36 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
   EXPECT_GE(preempted, 1);
 }
 
+// Cancelling a sweep reaches the running groups through their heartbeats: each stops its
+// trial between two steps (no failure reported), and the run ends.
+TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
+  const std::string sweep = WriteSweep("cancel", "[factor.recon.weight]\nvalues = 0, 0.5\n[factor.mask.strategy]\nvalues = 1d, 2d\n");
+  const pid_t run = Start(Command(sweep, 2), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitFor(*c, "cancel", 300, [](const v1::SweepStatus& s) {
+    int running = 0;
+    for (const auto& t : s.trials()) running += t.state() == "running" && t.step() >= 8 && t.step() < kStepsPerTrial - 8;
+    return running >= 1;
+  });
+  auto cancelled = c->CancelSweep("cancel");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  EXPECT_GE(*cancelled, 1);
+  EXPECT_EQ(WaitExit(run, 120), 0) << ReadFile(dir_.path() + "/run.log");
+  run_ = -1;
+  const Final f = ReadBack("cancel");
+  EXPECT_EQ(f.status.state(), "cancelled");
+  int stopped_mid_trial = 0;
+  for (const auto& t : f.status.trials()) {
+    EXPECT_TRUE(t.state() == "cancelled" || t.state() == "completed") << t.trial_id() << " " << t.state();
+    EXPECT_EQ(t.preemptions() + t.node_faults() + t.trial_errors(), 0) << t.trial_id();
+    stopped_mid_trial += t.state() == "cancelled" && t.step() > 0;
+  }
+  EXPECT_GE(stopped_mid_trial, 1);
+  const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
+  EXPECT_NE(logs.find("stopped at step"), std::string::npos) << logs;
+}
+
 // The caption-augmentation ablation end to end: augmented captions made by `flapctl data
 // augment` (offline templates), a sweep over text.augment off / on / 0.5 with two seeds, and
 // the report's main effect of the factor.
