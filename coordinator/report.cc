@@ -437,6 +437,9 @@ Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
       if (chdir(dir.c_str()) != 0) _exit(126);
       const int null_fd = open("/dev/null", O_WRONLY);
       if (null_fd >= 0) dup2(null_fd, STDOUT_FILENO);
+      // Its warnings (an empty plot, say) go to a log beside the plots, not to the terminal.
+      const int log_fd = open("gnuplot.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (log_fd >= 0) dup2(log_fd, STDERR_FILENO);
       execlp(options.gnuplot.c_str(), options.gnuplot.c_str(), f.name.c_str(), (char*)nullptr);
       _exit(127);
     }
