@@ -6,6 +6,7 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
+#include "coordinator/address_file.h"
 #include "coordinator/server.h"
 
 namespace po = boost::program_options;
@@ -39,6 +40,10 @@ int main(int argc, char** argv) {
       "keep a Prometheus file_sd file at PATH listing every live group's rank endpoints and, "
       "with --metrics-listen, the coordinator's own (docs/metrics.md)")(
       "no-plots", "do not run gnuplot for reports");
+  std::string address_file;  // coordinator/address_file.h
+  desc.add_options()("address-file", po::value(&address_file),
+                     "once listening, write HOST:PORT to FILE (atomically; the host name when listening on "
+                     "0.0.0.0 or [::]) and remove it at shutdown");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -65,6 +70,14 @@ int main(int argc, char** argv) {
     std::cerr << "flap-coordinator: " << server.status().ToString() << "\n";
     return 1;
   }
+  const std::string advertised = flap::coordinator::AdvertisedAddress(o.listen, (*server)->port());
+  if (!address_file.empty()) {
+    if (auto w = flap::coordinator::WriteAddressFile(address_file, advertised); !w.ok()) {
+      std::cerr << "flap-coordinator: --address-file: " << w.ToString() << "\n";
+      (*server)->Shutdown();
+      return 1;
+    }
+  }
   std::cout << "flap-coordinator listening on " << (*server)->address() << std::endl;
   if (!(*server)->metrics_endpoint().empty()) {
     std::cerr << "flap-coordinator serves metrics on http://" << (*server)->metrics_endpoint() << "/metrics" << std::endl;
@@ -73,5 +86,6 @@ int main(int argc, char** argv) {
   sigwait(&stop, &sig);
   std::cerr << "flap-coordinator: signal " << sig << ", shutting down\n";
   (*server)->Shutdown();
+  if (!address_file.empty()) flap::coordinator::RemoveAddressFile(address_file, advertised);
   return 0;
 }

@@ -117,7 +117,8 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
       << "SlurmctldHost=" << node_ << "(127.0.0.1)\n"
       << "SlurmctldPort=" << ctld_port << "\nSlurmdPort=" << slurmd_port << "\n"
       << "SlurmUser=root\nSlurmdUser=root\n"
-      << "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=" << sock << "\n"
+      << "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=" << sock
+      << (o.requeue_delay_s > 0 ? ",cred_expire=" + std::to_string(o.requeue_delay_s) : std::string()) << "\n"
       << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool\n"
       << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd.pid\n"
       << "SlurmctldLogFile=" << dir_ << "/log/slurmctld.log\nSlurmdLogFile=" << dir_ << "/log/slurmd.log\n"
@@ -176,13 +177,15 @@ StatusOr<std::string> SlurmCluster::Sbatch(const std::string& args) const {
   return id;
 }
 
-StatusOr<std::string> SlurmCluster::JobState(const std::string& job_id) const {
+StatusOr<std::string> SlurmCluster::JobField(const std::string& job_id, const std::string& field) const {
   RunResult r = Scontrol("show job -o " + job_id);
   if (r.exit_code != 0) return Status::NotFound("job " + job_id + ": " + r.output);
-  const size_t at = r.output.find("JobState=");
-  if (at == std::string::npos) return Status::Internal("no JobState in: " + r.output);
+  const std::string key = field + "=";
+  size_t at = r.output.find(key);
+  while (at != std::string::npos && at > 0 && r.output[at - 1] != ' ') at = r.output.find(key, at + 1);
+  if (at == std::string::npos) return Status::Internal("no " + field + " in: " + r.output);
   const size_t end = r.output.find_first_of(" \n", at);
-  return r.output.substr(at + 9, end - at - 9);
+  return r.output.substr(at + key.size(), end - at - key.size());
 }
 
 Status SlurmCluster::WaitJobState(const std::string& job_id, const std::vector<std::string>& states,

@@ -38,6 +38,8 @@ struct SlurmClusterOptions {
   int real_memory_mb = 4096;             // memory it advertises
   double start_timeout_s = 60.0;         // until the node is idle
   std::string partition = "debug";       // the one (default) partition
+  int requeue_delay_s = 0;               // how long a requeued job waits before it may start
+                                         // again (AuthInfo cred_expire); 0 = Slurm's 120 s
   std::vector<std::string> extra_config; // lines appended to slurm.conf (preemption, requeue, ...)
 };
 
@@ -69,8 +71,10 @@ class SlurmCluster {
   RunResult Scontrol(const std::string& args) const { return Client("scontrol " + args, 30.0); }
   // Submits a batch job; its id.
   StatusOr<std::string> Sbatch(const std::string& args) const;
+  // One field of `scontrol show job` for a job (or an array task, "12_3"): e.g. "Restarts".
+  StatusOr<std::string> JobField(const std::string& job_id, const std::string& field) const;
   // A job's state as scontrol reports it (PENDING, RUNNING, COMPLETED, CANCELLED, ...).
-  StatusOr<std::string> JobState(const std::string& job_id) const;
+  StatusOr<std::string> JobState(const std::string& job_id) const { return JobField(job_id, "JobState"); }
   // Waits until the job's state is one of `states`; DeadlineExceeded naming the last state.
   Status WaitJobState(const std::string& job_id, const std::vector<std::string>& states, double timeout_s) const;
 

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "coordinator/client.h"
+#include "tests/sweep_checks.h"
 #include "tests/test_util.h"
 
 namespace flap::testing {
@@ -29,25 +30,9 @@ namespace {
 namespace v1 = coordinator::v1;
 namespace fs = std::filesystem;
 
-// 128 training clips in 8 shards: 16 steps per epoch at batch 8, 32 steps per trial (half as
-// many with a group of two ranks).
-constexpr const char* kBaseConfig = R"([model]
-preset = tiny
-[mask]
-ratio = 0.75
-strategy = 2d
-[train]
-batch_size = 8
-epochs = 2
-log_every = 4
-eval_every = 8
-eval_batch_size = 32
-[ckpt]
-every = 4
-[data]
-loader_threads = 1
-)";
-constexpr int kStepsPerTrial = 32;
+// kTinyTrialConfig: 32 steps per trial on one rank (half as many with a group of two ranks).
+constexpr const char* kBaseConfig = kTinyTrialConfig;
+constexpr int kStepsPerTrial = kTinyTrialSteps;
 
 class SweepRun : public ::testing::Test {
  protected:
@@ -119,35 +104,13 @@ class SweepRun : public ::testing::Test {
     while (std::chrono::steady_clock::now() < until) {
       const nlohmann::json j = RunFile();
       if (!j.is_null() && fs::exists(RunDir() + "/state/token")) {
-        coordinator::ClientOptions o;
-        o.target = j["coordinator"]["address"].get<std::string>();
-        auto token = coordinator::ReadToken(RunDir() + "/state/token");
-        o.token = token.ok() ? *token : "";
-        o.deadline_ms = 3000;
-        auto c = coordinator::CoordinatorClient::Connect(o);
-        if (token.ok() && c.ok()) return std::move(*c);
+        auto c = ConnectCoordinator(j["coordinator"]["address"].get<std::string>(), RunDir() + "/state/token");
+        if (c) return c;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ADD_FAILURE() << "no coordinator came up";
     return nullptr;
-  }
-
-  // Polls the sweep until `pred` holds (or the timeout); the last status seen.
-  template <typename Pred>
-  v1::SweepStatus WaitFor(coordinator::CoordinatorClient& c, const std::string& sweep, double timeout_s, Pred pred) {
-    v1::SweepStatus last;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < until) {
-      auto st = c.GetSweep(sweep);
-      if (st.ok()) {
-        last = *st;
-        if (pred(last)) return last;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    ADD_FAILURE() << "timed out waiting on sweep " << sweep;
-    return last;
   }
 
   // The sweep's state and metric history from its journal: a coordinator started afresh on
@@ -162,19 +125,15 @@ class SweepRun : public ::testing::Test {
     const pid_t pid = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() + "/state --listen 127.0.0.1:" +
                                 std::to_string(port),
                             {}, dir_.path() + "/readback.log");
-    coordinator::ClientOptions o;
-    o.target = "127.0.0.1:" + std::to_string(port);
-    auto token = coordinator::ReadToken(RunDir() + "/state/token");
-    EXPECT_TRUE(token.ok()) << token.status().ToString();
-    o.token = token.ok() ? *token : "missing";
-    auto c = coordinator::CoordinatorClient::Connect(o);
-    EXPECT_TRUE(c.ok());
+    std::string error;
+    auto c = ConnectCoordinator("127.0.0.1:" + std::to_string(port), RunDir() + "/state/token", &error);
+    EXPECT_TRUE(c) << error;
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (c.ok() && std::chrono::steady_clock::now() < until) {
-      auto st = (*c)->GetSweep(sweep);
+    while (c && std::chrono::steady_clock::now() < until) {
+      auto st = c->GetSweep(sweep);
       if (st.ok()) {
         f.status = *st;
-        auto m = (*c)->GetMetrics(sweep);
+        auto m = c->GetMetrics(sweep);
         if (m.ok()) f.records = *m;
         break;
       }
@@ -185,24 +144,8 @@ class SweepRun : public ::testing::Test {
     return f;
   }
 
-  // Every trial completed at its last step, with an evaluation there, and the training
-  // history of each (trial, step) recorded once, with no step of a trial missing.
-  void ExpectCompleteAndIntact(const Final& f, size_t trials, int64_t steps_per_trial = kStepsPerTrial) {
-    ASSERT_EQ(static_cast<size_t>(f.status.trials_size()), trials);
-    EXPECT_EQ(f.status.state(), "finished");
-    std::map<std::string, std::set<int64_t>> train_steps, eval_steps;
-    for (const auto& r : f.records) {
-      auto& steps = r.kind() == "train" ? train_steps[r.trial_id()] : eval_steps[r.trial_id()];
-      EXPECT_TRUE(steps.insert(r.step()).second) << r.trial_id() << " has two " << r.kind() << " records at step " << r.step();
-    }
-    for (const auto& t : f.status.trials()) {
-      EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
-      EXPECT_EQ(t.step(), steps_per_trial) << t.trial_id();
-      EXPECT_TRUE(eval_steps[t.trial_id()].count(steps_per_trial)) << t.trial_id() << " has no final evaluation";
-      for (int64_t s = 4; s <= steps_per_trial; s += 4) {
-        EXPECT_TRUE(train_steps[t.trial_id()].count(s)) << t.trial_id() << " lost its training record at step " << s;
-      }
-    }
+  static void ExpectCompleteAndIntact(const Final& f, size_t trials, int64_t steps_per_trial = kStepsPerTrial) {
+    flap::testing::ExpectCompleteAndIntact(f.status, f.records, trials, steps_per_trial);
   }
 
   static TempDir* data_;
@@ -245,7 +188,7 @@ TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
   auto c = Client();
   ASSERT_TRUE(c);
   // A trial with a checkpoint at step 8 or later, still running: kill its group.
-  const v1::SweepStatus st = WaitFor(*c, "groupkill", 300, [](const v1::SweepStatus& s) {
+  const v1::SweepStatus st = WaitForSweep(*c, "groupkill", 300, [](const v1::SweepStatus& s) {
     for (const auto& t : s.trials()) {
       if (t.state() == "running" && t.checkpoint_step() >= 8 && t.step() < kStepsPerTrial - 8) return true;
     }
@@ -286,12 +229,7 @@ TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
     EXPECT_GE(t.node_faults(), 1);
     EXPECT_EQ(t.trial_errors(), 0);
     // The next attempt resumed from the checkpoint: its first training record comes after it.
-    int64_t first = -1;
-    for (const auto& r : f.records) {
-      if (r.trial_id() == victim_trial && r.kind() == "train" && r.attempt() == t.attempt()) {
-        first = first < 0 ? r.step() : std::min(first, r.step());
-      }
-    }
+    const int64_t first = FirstTrainStepFrom(f.records, victim_trial, t.attempt());
     EXPECT_GT(first, ckpt_step) << "attempt " << t.attempt() << " started over instead of resuming at step " << ckpt_step;
   }
   const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
@@ -303,7 +241,7 @@ TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) 
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
-  WaitFor(*c, "coordkill", 300, [](const v1::SweepStatus& s) {
+  WaitForSweep(*c, "coordkill", 300, [](const v1::SweepStatus& s) {
     int done = 0;
     int64_t steps = 0;
     for (const auto& t : s.trials()) {
@@ -339,7 +277,7 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
   const pid_t run = Start(Command(sweep, 1, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
-  WaitFor(*c, "interrupt", 300, [](const v1::SweepStatus& s) {
+  WaitForSweep(*c, "interrupt", 300, [](const v1::SweepStatus& s) {
     for (const auto& t : s.trials()) {
       if (t.checkpoint_step() >= 8 && t.state() == "running") return true;
     }
@@ -371,7 +309,7 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
-  WaitFor(*c, "cancel", 300, [](const v1::SweepStatus& s) {
+  WaitForSweep(*c, "cancel", 300, [](const v1::SweepStatus& s) {
     int running = 0;
     for (const auto& t : s.trials()) running += t.state() == "running" && t.step() >= 8 && t.step() < kStepsPerTrial - 8;
     return running >= 1;
