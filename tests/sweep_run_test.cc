@@ -70,6 +70,13 @@ class SweepRun : public ::testing::Test {
     return path;
   }
   std::string RunDir() const { return dir_.path() + "/run"; }
+  // A sweep file's text and its base config's (written by WriteSweep), as submitted.
+  struct LocalSweepText {
+    std::string text, base_config;
+  };
+  LocalSweepText ReadLocalSweep(const std::string& path) const {
+    return {ReadFile(path), ReadFile(dir_.path() + "/base.ini")};
+  }
   std::string Command(const std::string& sweep_file, int groups, int ranks = 1) const {
     return std::string(FLAPCTL_BIN) + " sweep run " + sweep_file + " --dir " + RunDir() + " --groups " +
            std::to_string(groups) + " --ranks " + std::to_string(ranks) + " --data " + data_->path() +
@@ -330,6 +337,41 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
   EXPECT_GE(stopped_mid_trial, 1);
   const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
   EXPECT_NE(logs.find("stopped at step"), std::string::npos) << logs;
+}
+
+// A worker group started before any sweep is submitted waits for one (it is not "all done"),
+// runs it once it arrives, and exits 0 when it is finished.
+TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
+  const int port = FreePort();
+  const std::string state = dir_.path() + "/state";
+  const pid_t coordinator = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + state + " --listen 127.0.0.1:" +
+                                      std::to_string(port) + " --heartbeat-interval-ms 200",
+                                  {}, dir_.path() + "/coordinator.log");
+  std::string error;
+  std::unique_ptr<coordinator::CoordinatorClient> c;
+  for (int i = 0; i < 100 && !c; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c = ConnectCoordinator("127.0.0.1:" + std::to_string(port), state + "/token", &error);
+  }
+  ASSERT_TRUE(c) << error;
+  const pid_t agent = Spawn(std::string(FLAP_WORKER_BIN) + " agent --coordinator 127.0.0.1:" + std::to_string(port) +
+                                " --token-file " + state + "/token --group early --data.path " + data_->path() +
+                                " --ckpt.root " + dir_.path() + "/ckpt",
+                            {}, dir_.path() + "/agent.log");
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  int status = 0;
+  ASSERT_EQ(waitpid(agent, &status, WNOHANG), 0)
+      << "the agent left before any sweep was submitted:\n" << ReadFile(dir_.path() + "/agent.log");
+  const LocalSweepText files = ReadLocalSweep(WriteSweep("late", "[factor.recon.weight]\nvalues = 0\n"));
+  ASSERT_TRUE(c->SubmitSweep(files.text, "late.ini", files.base_config).ok());
+  EXPECT_EQ(WaitExit(agent, 300), 0) << ReadFile(dir_.path() + "/agent.log");
+  auto st = c->GetSweep("late");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state(), "finished");
+  ASSERT_EQ(st->trials_size(), 1);
+  EXPECT_EQ(st->trials(0).state(), "completed");
+  kill(coordinator, SIGTERM);
+  EXPECT_EQ(WaitExit(coordinator, 30), 0);
 }
 
 // The caption-augmentation ablation end to end: augmented captions made by `flapctl data

@@ -207,7 +207,7 @@ class Speaker {
       in.base_config = next.assignment.base_config;
       in.overrides = next.assignment.overrides;
       if (!next.assignment.asha_metric.empty()) in.rungs = next.assignment.asha_rungs;
-    } else if (next.all_done) {
+    } else if (next.all_done && SweepsExist()) {
       in.kind = "exit";
       in.exit_code = 0;
     } else {
@@ -215,6 +215,19 @@ class Speaker {
       in.wait_ms = std::clamp<int64_t>(next.retry_after_ms, 50, 1000);
     }
     return in;
+  }
+
+  // Whether the coordinator holds any sweep: with none yet, "all done" means "nothing
+  // submitted so far", and a group started ahead of the first submission waits for it.
+  bool SweepsExist() {
+    bool exist = true;
+    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
+      auto r = client_->ListSweeps();
+      if (!r.ok()) return r.status();
+      exist = r->sweeps_size() > 0;
+      return Status::OK();
+    });
+    return !s.ok() || exist;
   }
 
   void BeginTrial(const v1::TrialRef& trial) {

@@ -25,7 +25,8 @@
 //   an error of the group (a rank lost: DeadlineExceeded, IOError): FailTrial(NODE_FAULT),
 //                                 exit 1 (the group is broken; its launcher restarts it)
 //   any other error (data, config, a diverged loss): FailTrial(TRIAL_ERROR); next trial
-// The agent exits 0 when the coordinator says every sweep is done, 75 after a stop signal
+// The agent exits 0 when the coordinator says every sweep is done (a coordinator holding no
+// sweep yet is waited on: groups may start before the first submission), 75 after a stop signal
 // while idle, 1 when the coordinator stays unreachable past `rpc_retry_s`, 2 for bad options.
 //
 // Timeouts: every RPC has a deadline and transient failures (UNAVAILABLE, DEADLINE_EXCEEDED:
