@@ -775,6 +775,16 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
   });
 }
 
+grpc::Status CoordinatorService::BegunEpoch(const std::string& trial_key, int epoch,
+                                            std::map<std::string, LeaseTable>::iterator* out) {
+  *out = leases_.find(EpochKey(trial_key, epoch));
+  if (*out == leases_.end()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "epoch: epoch " + std::to_string(epoch) + " of trial " +
+                                                         trial_key + " was not begun (BeginEpoch first)");
+  }
+  return grpc::Status::OK;
+}
+
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
@@ -788,12 +798,9 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
                                  std::to_string(world) + " ranks");
     }
     const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    auto it = leases_.find(EpochKey(key, req->epoch()));
-    if (it == leases_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "epoch: epoch " + std::to_string(req->epoch()) + " of trial " + key +
-                              " was not begun (BeginEpoch first)");
-    }
+    std::map<std::string, LeaseTable>::iterator it;
+    s = BegunEpoch(key, req->epoch(), &it);
+    if (!s.ok()) return s;
     EnsureRunning(key, t, batch);
     const int64_t now = Now();
     LeaseTable& table = it->second;
@@ -841,12 +848,9 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServer
     grpc::Status s = LiveTrial(req->group_id(), req->trial(), &t);
     if (!s.ok()) return s;
     const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    auto it = leases_.find(EpochKey(key, req->epoch()));
-    if (it == leases_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "epoch: epoch " + std::to_string(req->epoch()) + " of trial " + key +
-                              " was not begun");
-    }
+    std::map<std::string, LeaseTable>::iterator it;
+    s = BegunEpoch(key, req->epoch(), &it);
+    if (!s.ok()) return s;
     LeaseTable& table = it->second;
     StatusOr<Lease> lease = table.Get(req->lease_id());
     if (!lease.ok()) {

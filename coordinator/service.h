@@ -282,6 +282,10 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void PutGroup(const std::string& id, const GroupEntry& g, JournalBatch* batch) const;
   // The trial a trial-scoped request names, checked against the group that sends it.
   grpc::Status LiveTrial(const std::string& group_id, const v1::TrialRef& ref, TrialEntry** out);
+  // The lease table of an epoch BeginEpoch declared, as the key of leases_ and the table;
+  // NOT_FOUND naming the epoch and the trial otherwise.
+  grpc::Status BegunEpoch(const std::string& trial_key, int epoch,
+                          std::map<std::string, LeaseTable>::iterator* out);
   // Moves an assigned attempt to running (its first report).
   void EnsureRunning(const std::string& key, TrialEntry* t, JournalBatch* batch);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.
