@@ -1,6 +1,8 @@
 // Implementation of coordinator/address_file.h.
 #include "coordinator/address_file.h"
 
+#include "common/atomic_file.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,19 +31,8 @@ Status WriteAddressFile(const std::string& path, const std::string& address) {
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) fs::create_directories(parent, ec);
   if (ec) return Status::IOError("address file " + path + ": cannot create " + parent.string() + ": " + ec.message());
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return Status::IOError("address file " + path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  const std::string line = address + "\n";
-  const bool written = std::fwrite(line.data(), 1, line.size(), f) == line.size() && std::fflush(f) == 0 &&
-                       fsync(fileno(f)) == 0;
-  const int err = errno;
-  const bool closed = std::fclose(f) == 0;
-  if (!written || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(written && closed ? errno : err);
-    std::remove(tmp.c_str());
-    return Status::IOError("address file " + path + ": cannot write it: " + reason);
-  }
+  Status s = flap::WriteFileAtomic(path, address + "\n");
+  if (!s.ok()) return Status::IOError("address file " + path + ": cannot write it: " + s.message());
   return Status::OK();
 }
 

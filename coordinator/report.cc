@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/atomic_file.h"
 #include "coordinator/json_util.h"
 
 namespace flap::coordinator {
@@ -415,16 +416,7 @@ Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::IOError("cannot create report folder " + dir + ": " + ec.message());
   for (const auto& f : files) {
-    const std::string path = dir + "/" + f.name;
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << f.content;
-      out.flush();
-      if (!out) return Status::IOError("cannot write " + tmp);
-    }
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) return Status::IOError("cannot rename " + tmp + " to " + path + ": " + ec.message());
+    FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(dir + "/" + f.name, f.content));
   }
   if (!options.plots) return Status::OK();
   for (const auto& f : files) {

@@ -7,8 +7,10 @@
 
 #include <grpcpp/support/server_interceptor.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -127,8 +129,17 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   if (options.service.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
   const std::string token_file =
       options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
+  // The state folder holds the token and the journal: private to its owner (0700) when made
+  // here; its missing parents get the usual mode.
+  std::string state_dir = options.service.state_dir;
+  while (state_dir.size() > 1 && state_dir.back() == '/') state_dir.pop_back();
   std::error_code ec;
-  std::filesystem::create_directories(options.service.state_dir, ec);
+  const std::filesystem::path state_parent = std::filesystem::path(state_dir).parent_path();
+  if (!state_parent.empty()) std::filesystem::create_directories(state_parent, ec);
+  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::IOError("cannot create the state folder " + options.service.state_dir + ": " +
+                           std::strerror(errno));
+  }
   FLAP_ASSIGN_OR_RETURN(server->token_, LoadOrCreateToken(token_file));
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (options.tls_cert.empty()) {

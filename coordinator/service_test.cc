@@ -68,6 +68,15 @@ TEST(CoordinatorAuth, TokenFileIsCreatedWithMode0600AndReused) {
   EXPECT_TRUE(c.Client()->ListSweeps().ok());
 }
 
+// The state folder (token, journal) is made private to its owner, not 0755.
+TEST(HardeningCoordinator, StateFolderIsCreatedWithMode0700) {
+  TestCoordinator c("state_mode");
+  struct stat st;
+  const std::string state = c.dir() / "state";
+  ASSERT_EQ(::stat(state.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
 TEST(CoordinatorAuth, TokenFileReadableByOthersIsRefused) {
   flap::testing::TempDir dir("auth_mode");
   const std::string path = dir / "token";

@@ -40,6 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.h"
 #include "coordinator/client.h"
 #include "flapctl/cli.h"
 #include "flapctl/process.h"
@@ -197,9 +198,7 @@ void LocalSweep::WriteRunFile() const {
     j["groups"].push_back({{"group", "local-" + std::to_string(g.index)}, {"pids", pids}, {"restarts", g.restarts}});
   }
   const std::string path = Path("run.json");
-  std::ofstream(path + ".tmp", std::ios::trunc) << j.dump(2) << "\n";
-  std::error_code ec;
-  fs::rename(path + ".tmp", path, ec);
+  (void)flap::WriteFileAtomic(path, j.dump(2) + "\n");  // best effort: the run file is for the user
 }
 
 std::string Summary(const v1::SweepStatus& s) {

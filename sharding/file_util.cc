@@ -1,5 +1,8 @@
-// Implementation of sharding/file_util.h with POSIX calls (open/write/fsync/rename).
+// Implementation of sharding/file_util.h with POSIX calls; atomic writes and folder fsyncs are
+// common/atomic_file.h's.
 #include "sharding/file_util.h"
+
+#include "common/atomic_file.h"
 
 #include <algorithm>
 
@@ -54,49 +57,11 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
 
 Status SyncParentDir(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::IOError(dir + ": cannot open directory: " + ErrnoMessage(errno));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Status::IOError(dir + ": fsync failed: " + ErrnoMessage(err));
-  return Status::OK();
+  return flap::SyncDir(dir.empty() ? "." : dir);
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IOError(tmp + ": cannot create: " + ErrnoMessage(errno));
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Status::IOError(tmp + ": write failed: " + ErrnoMessage(err));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Status::IOError(tmp + ": fsync failed: " + ErrnoMessage(err));
-  }
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::IOError(tmp + ": close failed: " + ErrnoMessage(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::IOError(path + ": rename from .tmp failed: " + ErrnoMessage(err));
-  }
-  return SyncParentDir(path);
+  return flap::WriteFileAtomic(path, contents);
 }
 
 Status MakeDirs(const std::string& dir) {

@@ -159,23 +159,28 @@ TEST(Shard, FileAppearsOnlyOnClose) {
   ASSERT_TRUE(writer.value()->Add(ThreeSamples()[0]).ok());
   EXPECT_EQ(writer.value()->num_samples(), 1);
   EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_TRUE(std::filesystem::exists(path + ".tmp"));
+  const std::string tmp = writer.value()->temp_path();
+  EXPECT_EQ(std::filesystem::path(tmp).parent_path(), std::filesystem::path(path).parent_path());
+  EXPECT_TRUE(std::filesystem::exists(tmp));
   ASSERT_TRUE(writer.value()->Close().ok());
   EXPECT_TRUE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_FALSE(std::filesystem::exists(tmp));
   EXPECT_EQ(writer.value()->Close().code(), Status::Code::kFailedPrecondition);
 }
 
 TEST(Shard, AbandonedWriterLeavesNoFile) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
+  std::string tmp;
   {
     auto writer = ShardWriter::Create(path);
     ASSERT_TRUE(writer.ok());
     ASSERT_TRUE(writer.value()->Add(ThreeSamples()[0]).ok());
+    tmp = writer.value()->temp_path();
   }
   EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_FALSE(std::filesystem::exists(tmp));
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
 TEST(Shard, AddRejectsBadSamples) {

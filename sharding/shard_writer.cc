@@ -32,8 +32,9 @@ Status ValidateSampleKey(const std::string& key) {
   return Status::OK();
 }
 
-ShardWriter::ShardWriter(std::string path, AudioFormat format, int fd, struct archive* archive)
-    : path_(std::move(path)), format_(format), fd_(fd), archive_(archive) {}
+ShardWriter::ShardWriter(std::string path, AudioFormat format, std::unique_ptr<AtomicFile> file,
+                         struct archive* archive)
+    : path_(std::move(path)), format_(format), file_(std::move(file)), archive_(archive) {}
 
 ShardWriter::~ShardWriter() {
   if (!closed_) Abandon();
@@ -44,34 +45,24 @@ void ShardWriter::Abandon() {
     archive_write_free(archive_);  // also closes the archive; the fd stays ours
     archive_ = nullptr;
   }
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-    ::unlink((path_ + ".tmp").c_str());
-  }
+  file_.reset();  // closes and removes the temporary file
   closed_ = true;
 }
 
 StatusOr<std::unique_ptr<ShardWriter>> ShardWriter::Create(const std::string& path,
                                                            AudioFormat format) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IOError(tmp + ": cannot create shard: " + ErrnoMessage(errno));
+  auto file = AtomicFile::Create(path);
+  if (!file.ok()) return file.status().WithContext("cannot create shard " + path);
   struct archive* a = archive_write_new();
-  if (a == nullptr) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Status::Internal(path + ": archive_write_new failed");
-  }
+  if (a == nullptr) return Status::Internal(path + ": archive_write_new failed");
   if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-      archive_write_add_filter_none(a) != ARCHIVE_OK || archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+      archive_write_add_filter_none(a) != ARCHIVE_OK ||
+      archive_write_open_fd(a, file.value()->fd()) != ARCHIVE_OK) {
     std::string msg = archive_error_string(a) ? archive_error_string(a) : "unknown error";
     archive_write_free(a);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Status::IOError(tmp + ": cannot start tar archive: " + msg);
+    return Status::IOError(file.value()->temp_path() + ": cannot start tar archive: " + msg);
   }
-  return std::unique_ptr<ShardWriter>(new ShardWriter(path, format, fd, a));
+  return std::unique_ptr<ShardWriter>(new ShardWriter(path, format, std::move(file).value(), a));
 }
 
 Status ShardWriter::WriteMember(const std::string& name, const std::string& data) {
@@ -86,14 +77,14 @@ Status ShardWriter::WriteMember(const std::string& name, const std::string& data
   int rc = archive_write_header(archive_, entry);
   archive_entry_free(entry);
   if (rc < ARCHIVE_WARN) {
-    return Status::IOError(path_ + ".tmp: writing tar header of " + name + " failed: " +
+    return Status::IOError(temp_path() + ": writing tar header of " + name + " failed: " +
                            (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
   }
   size_t done = 0;
   while (done < data.size()) {
     la_ssize_t n = archive_write_data(archive_, data.data() + done, data.size() - done);
     if (n <= 0) {
-      return Status::IOError(path_ + ".tmp: writing member " + name + " failed: " +
+      return Status::IOError(temp_path() + ": writing member " + name + " failed: " +
                              (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
     }
     done += static_cast<size_t>(n);
@@ -150,34 +141,18 @@ Status ShardWriter::Close() {
     Abandon();
     return error_;
   }
-  const std::string tmp = path_ + ".tmp";
   if (archive_write_close(archive_) != ARCHIVE_OK) {
-    Status s = Status::IOError(tmp + ": finishing tar archive failed: " +
+    Status s = Status::IOError(temp_path() + ": finishing tar archive failed: " +
                                (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
     Abandon();
     return s;
   }
   archive_write_free(archive_);
   archive_ = nullptr;
-  if (::fsync(fd_) != 0) {
-    Status s = Status::IOError(tmp + ": fsync failed: " + ErrnoMessage(errno));
-    Abandon();
-    return s;
-  }
-  int rc = ::close(fd_);
-  int err = errno;
-  fd_ = -1;
+  Status s = file_->Commit();  // fsync, rename onto the path, fsync the folder
+  file_.reset();
   closed_ = true;
-  if (rc != 0) {
-    ::unlink(tmp.c_str());
-    return Status::IOError(tmp + ": close failed: " + ErrnoMessage(err));
-  }
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    Status s = Status::IOError(path_ + ": rename from .tmp failed: " + ErrnoMessage(errno));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return SyncParentDir(path_);
+  return s;
 }
 
 }  // namespace flap::sharding

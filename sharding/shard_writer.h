@@ -3,9 +3,9 @@
 // at kSampleRate, then "<key>.json":
 //   {"duration": seconds, "tags": [...], "text": [captions...], "text_augment": [...]}
 // The bytes are a pure function of the samples added: mtime 0, uid/gid 0, empty user and group
-// names, mode 0644, keys in insertion order. The shard is written to "<path>.tmp", fsynced and
-// renamed onto `path` by Close(), so a shard that exists is complete; a writer destroyed
-// without Close() removes its temporary file.
+// names, mode 0644, keys in insertion order. The shard is written to a unique temporary file
+// beside `path` (common/atomic_file.h), fsynced and renamed onto `path` by Close(), so a shard
+// that exists is complete; a writer destroyed without Close() removes its temporary file.
 //
 // Thread-safety: not thread-safe; one thread uses a writer at a time. Different writers may
 // run on different threads.
@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 
+#include "common/atomic_file.h"
 #include "common/status.h"
 #include "sharding/audio.h"
 #include "sharding/sample.h"
@@ -26,7 +27,8 @@ namespace flap::sharding {
 
 class ShardWriter {
  public:
-  // Opens "<path>.tmp" for writing. IOError naming the file if it cannot be created.
+  // Opens a temporary file beside `path` for writing. IOError naming it if it cannot be
+  // created.
   static StatusOr<std::unique_ptr<ShardWriter>> Create(const std::string& path,
                                                        AudioFormat format = AudioFormat::kFlac);
 
@@ -47,15 +49,18 @@ class ShardWriter {
   // Samples added so far.
   int64_t num_samples() const { return num_samples_; }
   const std::string& path() const { return path_; }
+  // The temporary file being written ("" once closed).
+  std::string temp_path() const { return file_ ? file_->temp_path() : std::string(); }
 
  private:
-  ShardWriter(std::string path, AudioFormat format, int fd, struct archive* archive);
+  ShardWriter(std::string path, AudioFormat format, std::unique_ptr<AtomicFile> file,
+              struct archive* archive);
   Status WriteMember(const std::string& name, const std::string& data);
   void Abandon();
 
   const std::string path_;
   const AudioFormat format_;
-  int fd_ = -1;
+  std::unique_ptr<AtomicFile> file_;  // the temporary file; null once closed or abandoned
   struct archive* archive_ = nullptr;
   bool closed_ = false;
   Status error_;  // first write failure; sticky
