@@ -1,8 +1,12 @@
-// The POSIX Env of checkpoint/env.h. Atomic writes and directory fsyncs reuse sharding's
-// file helpers; hashing streams the file so that multi-GiB model files are never held twice.
+// The POSIX Env of checkpoint/env.h. Atomic writes and directory fsyncs are
+// common/atomic_file.h's; hashing streams the file so that multi-GiB model files are never
+// held twice; removal walks the tree by descriptors (openat / unlinkat, O_NOFOLLOW), so that
+// it never follows a symbolic link.
 #include "checkpoint/env.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -13,6 +17,7 @@
 #include <memory>
 #include <system_error>
 
+#include "common/atomic_file.h"
 #include "sharding/file_util.h"
 
 namespace flap::checkpoint {
@@ -28,10 +33,63 @@ std::string HexDigest(uint64_t digest) {
 
 namespace {
 
+Status RemoveError(const std::string& path, const char* what, int err) {
+  return Status::IOError(path + ": cannot remove (" + what + "): " + sharding::ErrnoMessage(err));
+}
+
+// Removes every entry of the open folder `dir_fd` (`where` names it in messages), descending
+// into real folders only: a symbolic link is unlinked, never followed.
+Status RemoveContents(int dir_fd, const std::string& where) {
+  const int list_fd = ::dup(dir_fd);
+  if (list_fd < 0) return RemoveError(where, "dup", errno);
+  DIR* d = ::fdopendir(list_fd);
+  if (d == nullptr) {
+    const int err = errno;
+    ::close(list_fd);
+    return RemoveError(where, "opendir", err);
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  const int read_err = errno;
+  ::closedir(d);
+  if (read_err != 0) return RemoveError(where, "readdir", read_err);
+  for (const std::string& name : names) {
+    const std::string path = sharding::JoinPath(where, name);
+    struct stat st;
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return RemoveError(path, "lstat", errno);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      const int sub = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub >= 0) {
+        Status s = RemoveContents(sub, path);
+        ::close(sub);
+        FLAP_RETURN_IF_ERROR(s);
+        if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+          return RemoveError(path, "rmdir", errno);
+        }
+        continue;
+      }
+      if (errno == ENOENT) continue;
+      // ELOOP / ENOTDIR: replaced by a link or a file meanwhile; unlink that below.
+      if (errno != ELOOP && errno != ENOTDIR) return RemoveError(path, "open", errno);
+    }
+    if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return RemoveError(path, "unlink", errno);
+    }
+  }
+  return Status::OK();
+}
+
 class PosixEnv : public Env {
  public:
   Status WriteFileAtomic(const std::string& path, const std::string& contents) override {
-    return sharding::WriteFileAtomic(path, contents);
+    return flap::WriteFileAtomic(path, contents);
   }
 
   StatusOr<std::string> ReadFile(const std::string& path) override {
@@ -68,17 +126,29 @@ class PosixEnv : public Env {
     return digest;
   }
 
-  Status SyncDir(const std::string& dir) override {
-    // SyncParentDir fsyncs the folder holding its argument: name an entry inside `dir`.
-    return sharding::SyncParentDir(sharding::JoinPath(dir, "."));
-  }
+  Status SyncDir(const std::string& dir) override { return flap::SyncDir(dir); }
 
   Status MakeDirs(const std::string& dir) override { return sharding::MakeDirs(dir); }
 
   Status RemoveAll(const std::string& path) override {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-    if (ec) return Status::IOError(path + ": cannot remove: " + ec.message());
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return Status::OK();
+      return RemoveError(path, "lstat", errno);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        Status s = RemoveContents(fd, path);
+        ::close(fd);
+        FLAP_RETURN_IF_ERROR(s);
+        if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return RemoveError(path, "rmdir", errno);
+        return Status::OK();
+      }
+      if (errno == ENOENT) return Status::OK();
+      if (errno != ELOOP && errno != ENOTDIR) return RemoveError(path, "open", errno);
+    }
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return RemoveError(path, "unlink", errno);
     return Status::OK();
   }
 
@@ -95,7 +165,10 @@ class PosixEnv : public Env {
     if (!fs::exists(dir, ec)) return names;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       std::error_code type_ec;
-      if (it->is_directory(type_ec)) names.push_back(it->path().filename().string());
+      // symlink_status: a link to a folder is not a folder here.
+      if (fs::is_directory(it->symlink_status(type_ec))) {
+        names.push_back(it->path().filename().string());
+      }
     }
     if (ec) return Status::IOError(dir + ": cannot list: " + ec.message());
     std::sort(names.begin(), names.end());
@@ -105,6 +178,11 @@ class PosixEnv : public Env {
   bool Exists(const std::string& path) override {
     std::error_code ec;
     return fs::exists(path, ec);
+  }
+
+  bool IsSymlink(const std::string& path) override {
+    struct stat st;
+    return ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
   }
 };
 

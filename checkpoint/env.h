@@ -27,8 +27,10 @@ class Env {
   // The POSIX implementation. Never deleted.
   static Env* Default();
 
-  // Writes `contents` to "<path>.tmp", fsyncs it, renames it onto `path` and fsyncs the parent
-  // directory: readers see the old file or all of the new one. IOError naming the path.
+  // Writes `contents` to a unique temporary file beside `path` (never following a symbolic
+  // link), fsyncs it, renames it onto `path` and fsyncs the parent directory: readers see the
+  // old file or all of the new one (common/atomic_file.h). IOError naming the path; nothing is
+  // left behind then.
   virtual Status WriteFileAtomic(const std::string& path, const std::string& contents) = 0;
 
   // Reads the whole file. NotFound if it does not exist, IOError otherwise.
@@ -43,17 +45,22 @@ class Env {
   // Creates `dir` and missing parents; OK if it exists.
   virtual Status MakeDirs(const std::string& dir) = 0;
 
-  // Removes a file or a directory tree; OK if it does not exist.
+  // Removes a file or a directory tree; OK if it does not exist. Never follows a symbolic
+  // link: a link (at `path` or anywhere in the tree) is removed itself, never what it points
+  // to. The folders above `path` are the caller's to check (IsSymlink).
   virtual Status RemoveAll(const std::string& path) = 0;
 
   // Renames a file or directory (same file system).
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
 
-  // The names (not paths) of the entries of `dir` that are directories, sorted. An empty list
-  // if `dir` does not exist.
+  // The names (not paths) of the entries of `dir` that are directories, sorted; symbolic links
+  // are not listed, whatever they point to. An empty list if `dir` does not exist.
   virtual StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) = 0;
 
   virtual bool Exists(const std::string& path) = 0;
+
+  // Whether `path` itself is a symbolic link (lstat); false if it does not exist.
+  virtual bool IsSymlink(const std::string& path) = 0;
 };
 
 // XXH64 (seed 0) of a buffer, and its 16 lowercase hex digits form used in manifests.

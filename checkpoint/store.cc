@@ -2,6 +2,7 @@
 #include "checkpoint/store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
@@ -21,6 +22,9 @@ using sharding::JoinPath;
 struct Store::TrialIndex {
   std::mutex mu;                    // serialises writes to this trial (Save, Gc, RebuildIndex)
   std::unique_ptr<rocksdb::DB> db;  // guarded by mu when replaced; RocksDB is thread-safe
+  // A write to the index failed (e.g. no space for its log): RocksDB then refuses writes until
+  // resumed, which the next Save or Gc tries first. Guarded by mu.
+  bool write_failed = false;
 };
 
 namespace {
@@ -79,6 +83,15 @@ std::string CorruptIndexHint(const std::string& trial_id) {
   return " (the checkpoint files are intact if their manifests are: rebuild the index with "
          "Store::RebuildIndex or `flapctl ckpt reindex ROOT --trial " +
          trial_id + "`)";
+}
+
+// Resumes writes to an index after a failed write (RocksDB stops writing after one).
+Status ResumeWrites(rocksdb::DB* db, bool* write_failed, const std::string& trial_id) {
+  if (!*write_failed) return Status::OK();
+  FLAP_RETURN_IF_ERROR(FromRocks(db->Resume(), "index of trial " + trial_id +
+                                                   ": resuming writes after a failed write"));
+  *write_failed = false;
+  return Status::OK();
 }
 
 }  // namespace
@@ -175,6 +188,17 @@ std::string Store::CheckpointDir(const std::string& trial_id, int64_t step) cons
 
 std::string Store::IndexDir(const std::string& trial_id) const {
   return JoinPath(JoinPath(root_, kIndexDirName), trial_id);
+}
+
+Status Store::CheckTrialDir(const std::string& trial_id) {
+  const std::string dir = JoinPath(root_, trial_id);
+  if (env_->IsSymlink(dir)) {
+    return Status::FailedPrecondition(
+        "checkpoint folder of trial " + trial_id + " (" + dir +
+        ") is a symbolic link: refusing to write or delete through it (a trial's folder must "
+        "be a real folder under the root)");
+  }
+  return Status::OK();
 }
 
 StatusOr<std::vector<std::string>> Store::Trials() {
@@ -275,9 +299,12 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step,
     }
   }
 
+  FLAP_RETURN_IF_ERROR(CheckTrialDir(trial_id));
+
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, /*create=*/true));
   std::lock_guard<std::mutex> lock(trial->mu);
   if (!trial->db) return Status::FailedPrecondition("index of " + trial_id + " was closed");
+  FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
   const std::string key = StepKey(step);
   std::string existing;
   rocksdb::Status gs = trial->db->Get(rocksdb::ReadOptions(), key, &existing);
@@ -295,21 +322,47 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step,
   const bool new_trial_dir = !env_->Exists(trial_dir);
   // Leftovers of a save of this step that crashed before its commit: never visible, replace.
   FLAP_RETURN_IF_ERROR(env_->RemoveAll(entry.dir));
-  FLAP_RETURN_IF_ERROR(env_->MakeDirs(entry.dir));
   for (const auto& [name, bytes] : files) {
     entry.files.push_back(FileEntry{name, bytes.size(), Xxh64(bytes)});
-    FLAP_RETURN_IF_ERROR(env_->WriteFileAtomic(JoinPath(entry.dir, name), bytes));
   }
   const std::string manifest = ManifestText(entry);
-  FLAP_RETURN_IF_ERROR(env_->WriteFileAtomic(JoinPath(entry.dir, kManifestName), manifest));
-  FLAP_RETURN_IF_ERROR(env_->SyncDir(entry.dir));
-  FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
-  if (new_trial_dir) FLAP_RETURN_IF_ERROR(env_->SyncDir(root_));
+  // Everything up to the durable manifest. If any of it fails (a full disk, an I/O error), the
+  // folder is removed at once: it could never be committed, and on a full disk the space it
+  // holds is what the next save needs.
+  auto write_files = [&]() -> Status {
+    FLAP_RETURN_IF_ERROR(env_->MakeDirs(entry.dir));
+    for (const auto& [name, bytes] : files) {
+      FLAP_RETURN_IF_ERROR(env_->WriteFileAtomic(JoinPath(entry.dir, name), bytes));
+    }
+    FLAP_RETURN_IF_ERROR(env_->WriteFileAtomic(JoinPath(entry.dir, kManifestName), manifest));
+    FLAP_RETURN_IF_ERROR(env_->SyncDir(entry.dir));
+    FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
+    if (new_trial_dir) FLAP_RETURN_IF_ERROR(env_->SyncDir(root_));
+    return Status::OK();
+  };
+  Status written = write_files();
+  if (!written.ok()) {
+    Status removed = env_->RemoveAll(entry.dir);
+    if (removed.ok()) removed = env_->SyncDir(trial_dir);
+    if (!removed.ok()) {
+      return written.WithContext("checkpoint " + trial_id + "/" + key + " not saved (its partial "
+                                 "folder could not be removed either: " + removed.message() + ")");
+    }
+    return written.WithContext("checkpoint " + trial_id + "/" + key +
+                               " not saved (its partial folder was removed)");
+  }
 
+  // A failed commit leaves the folder: it is complete and durable, and the entry may still
+  // reach the index (a log write that failed only at its fsync); if it does not, the folder is
+  // unindexed and the next Gc removes it.
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  FLAP_RETURN_IF_ERROR(FromRocks(trial->db->Put(wo, key, manifest),
-                                 "index of trial " + trial_id + ": commit of step " + key));
+  Status committed = FromRocks(trial->db->Put(wo, key, manifest),
+                               "index of trial " + trial_id + ": commit of step " + key);
+  if (!committed.ok()) {
+    trial->write_failed = true;
+    return committed;
+  }
   return entry;
 }
 
@@ -468,22 +521,29 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
   if (options.keep_best > 0 && options.metric.empty()) {
     return Status::InvalidArgument("keep_best needs a metric");
   }
+  FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
+  FLAP_RETURN_IF_ERROR(CheckTrialDir(trial_id));
+  const std::string trial_dir = JoinPath(root_, trial_id);
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, false));
   GcReport report;
   if (!trial) {
     // No index and no manifest anywhere (GetTrial checked): only half-written saves remain.
-    FLAP_ASSIGN_OR_RETURN(std::vector<std::string> steps,
-                          env_->ListSubdirs(JoinPath(root_, trial_id)));
-    for (const std::string& s : steps) {
-      FLAP_RETURN_IF_ERROR(env_->RemoveAll(JoinPath(JoinPath(root_, trial_id), s)));
+    // Only folders named like a step are the store's; anything else is left alone.
+    FLAP_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListSubdirs(trial_dir));
+    for (const std::string& s : names) {
+      int64_t step = 0;
+      if (!ParseStepKey(s, &step)) continue;
+      FLAP_RETURN_IF_ERROR(env_->RemoveAll(JoinPath(trial_dir, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
+    if (!report.removed_orphans.empty()) FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
     return report;
   }
   std::lock_guard<std::mutex> lock(trial->mu);
   FLAP_ASSIGN_OR_RETURN(std::vector<Entry> entries,
                         ListLocked(trial.get(), trial_id, &report.warnings));
   const bool malformed_entries = !report.warnings.empty();
+  if (trial->db) FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
 
   // Which entries stay: newest N, best K, and the newest that verifies.
   std::set<int64_t> keep;
@@ -525,26 +585,39 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     }
     // Index entry first (synced), then the folder: a crash in between leaves an unindexed
     // folder, which the sweep below removes next time.
-    FLAP_RETURN_IF_ERROR(FromRocks(trial->db->Delete(wo, StepKey(e.step)),
-                                   "index of trial " + trial_id + ": delete of " + e.Name()));
+    Status deleted = FromRocks(trial->db->Delete(wo, StepKey(e.step)),
+                               "index of trial " + trial_id + ": delete of " + e.Name());
+    if (!deleted.ok()) {
+      trial->write_failed = true;
+      return deleted;
+    }
     FLAP_RETURN_IF_ERROR(env_->RemoveAll(e.dir));
     report.deleted.push_back(e.step);
   }
 
-  // Sweep unindexed folders. Skipped while some index entries are malformed: their folders
-  // cannot be told apart from garbage until the index is repaired.
-  if (!malformed_entries) {
-    const std::string trial_dir = JoinPath(root_, trial_id);
-    FLAP_ASSIGN_OR_RETURN(std::vector<std::string> steps, env_->ListSubdirs(trial_dir));
-    for (const std::string& s : steps) {
+  // Sweep unindexed folders: only folders named like a step (12 digits), never anything else
+  // a user keeps under the trial's folder, and never through a symbolic link (ListSubdirs does
+  // not list links). Skipped while some index entries are malformed (their folders cannot be
+  // told apart from garbage until the index is repaired) and while no indexed checkpoint
+  // verifies: an index that names only damaged or missing checkpoints is not to be trusted
+  // to say which folders are garbage (an index rebuilt while a worker kept writing its old
+  // one, say), and the unindexed folders may be the only good checkpoints left.
+  if (!malformed_entries && report.newest_verified < 0 && !entries.empty()) {
+    report.warnings.push_back("no indexed checkpoint of trial " + trial_id +
+                              " verifies: unindexed folders left in place (rebuild the index "
+                              "with `flapctl ckpt reindex` once no process writes the trial)");
+  }
+  if (!malformed_entries && report.newest_verified >= 0) {
+    FLAP_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListSubdirs(trial_dir));
+    for (const std::string& s : names) {
       int64_t step = 0;
-      if (ParseStepKey(s, &step) && indexed.count(step)) continue;
+      if (!ParseStepKey(s, &step) || indexed.count(step)) continue;
       FLAP_RETURN_IF_ERROR(env_->RemoveAll(JoinPath(trial_dir, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
   }
   if (!report.deleted.empty() || !report.removed_orphans.empty()) {
-    FLAP_RETURN_IF_ERROR(env_->SyncDir(JoinPath(root_, trial_id)));
+    FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
   }
   return report;
 }
@@ -552,14 +625,32 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
 StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::string>* problems) {
   if (options_.read_only) return Status::FailedPrecondition("store opened read-only");
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
+  FLAP_RETURN_IF_ERROR(CheckTrialDir(trial_id));
   CloseIndex(trial_id);
   const std::string dir = IndexDir(trial_id);
   if (env_->Exists(dir)) {
+    // The old index is moved aside only under its lock (RocksDB's LOCK file, which a writing
+    // process holds while it has the index open): a worker still running this trial would go
+    // on committing into the moved index and deleting, by retention, the folders that the
+    // new one names.
+    rocksdb::Env* renv = rocksdb::Env::Default();
+    rocksdb::FileLock* index_lock = nullptr;
+    rocksdb::Status ls = renv->LockFile(JoinPath(dir, "LOCK"), &index_lock);
+    if (!ls.ok()) {
+      return Status::FailedPrecondition(
+          "index of trial " + trial_id + " (" + dir + ") is locked by a process that has it "
+          "open, most likely a worker still running this trial: stop it before rebuilding the "
+          "index (" + ls.ToString() + ")");
+    }
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
-    FLAP_RETURN_IF_ERROR(env_->Rename(dir, dir + ".corrupt-" + std::to_string(now)));
-    FLAP_RETURN_IF_ERROR(env_->SyncDir(JoinPath(root_, kIndexDirName)));
+    Status moved = env_->Rename(dir, dir + ".corrupt-" + std::to_string(now));
+    if (moved.ok()) moved = env_->SyncDir(JoinPath(root_, kIndexDirName));
+    // Released before the new index is made at the same path (RocksDB refuses to lock a file
+    // name this process holds).
+    (void)renv->UnlockFile(index_lock);
+    FLAP_RETURN_IF_ERROR(moved);
   }
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, /*create=*/true));
   std::lock_guard<std::mutex> lock(trial->mu);

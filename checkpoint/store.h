@@ -14,19 +14,27 @@
 // The index maps the step (12 digits, so that keys sort by step) to the manifest's JSON text.
 //
 // The protocol (DESIGN.md, "Checkpoints"): a checkpoint exists once its index entry is
-// committed. Save writes every file to "<name>.tmp", fsyncs, renames; writes MANIFEST.json the
-// same way; fsyncs the checkpoint folder and its parent; and only then commits the index entry
-// (RocksDB, sync=true). A crash at any point before the commit leaves a folder that no index
-// entry names: invisible to List/LatestVerified, removed by the next Gc (or by a Save of the
-// same step). The files are the truth once the manifest is durable, so a lost or corrupt index
-// can be rebuilt from the manifests (RebuildIndex).
+// committed. Save writes every file to a unique temporary file in the checkpoint folder,
+// fsyncs, renames (common/atomic_file.h); writes MANIFEST.json the same way; fsyncs the
+// checkpoint folder and its parent; and only then commits the index entry (RocksDB,
+// sync=true). A save that fails before the commit (a full disk, an I/O error) removes its
+// folder before returning. A crash at any point before the commit leaves a folder that no
+// index entry names: invisible to List/LatestVerified, removed by the next Gc (or by a Save of
+// the same step). The files are the truth once the manifest is durable, so a lost or corrupt
+// index can be rebuilt from the manifests (RebuildIndex), by a process that holds the index's
+// lock: RebuildIndex refuses while another process (a running worker) has the index open.
+//
+// What the store deletes: only folders named like a step (12 digits) directly under a trial's
+// folder, never another name a user keeps there, never through a symbolic link (a link is
+// removed itself, never followed), and nothing at all under a trial folder that is a symbolic
+// link (Save, Gc and RebuildIndex refuse it).
 //
 // Deletion (Gc) goes the other way: the index entry is deleted first (synced), then the folder.
 // A crash in between leaves an unindexed folder: invisible, and removed by the next Gc's sweep
 // of unindexed folders. Deleting the folder first could instead leave an index entry naming
 // missing files, which resume would have to pass over as damage. Gc refuses to sweep anything
-// while the index cannot be read, so a damaged index never causes good checkpoints to be
-// deleted.
+// while the index cannot be read, and sweeps no unindexed folder while no indexed checkpoint
+// verifies, so a damaged or stale index never causes good checkpoints to be deleted.
 //
 // Process model: one Store per root per process. Each trial has its own RocksDB, which RocksDB
 // locks against a second writing process, so several worker processes (different trials)
@@ -134,8 +142,10 @@ class Store {
   // Durably writes a checkpoint of `trial_id` at `step` (see the protocol above) and returns
   // its entry. `files` maps names (no '/', not starting with '.', not MANIFEST.json) to
   // bytes. InvalidArgument for a bad trial id, step or file name or an empty config hash;
-  // FailedPrecondition if the step is already committed; IOError if a write fails (nothing
-  // becomes visible then).
+  // FailedPrecondition if the step is already committed or the trial's folder is a symbolic
+  // link; IOError if a write fails (nothing becomes visible then, and the folder is removed,
+  // unless only the index commit failed: the complete folder is then left for the index
+  // or the next Gc).
   StatusOr<Entry> Save(const std::string& trial_id, int64_t step,
                        const std::map<std::string, std::string>& files, const Metadata& metadata);
 
@@ -163,15 +173,20 @@ class Store {
 
   // Retention: keeps the newest `keep_last`, the best `keep_best` by the metric, and always the
   // newest entry that verifies; deletes the other entries (index entry first, synced, then the
-  // folder); then removes every folder of the trial that no index entry names (half-written
-  // saves, saves that crashed before the commit, deletions that crashed after the index).
-  // Corruption, deleting nothing, if the index cannot be read. InvalidArgument for bad options.
+  // folder); then removes every step folder (12-digit name) of the trial that no index entry
+  // names (half-written saves, saves that crashed before the commit, deletions that crashed
+  // after the index) -- unless some entries are malformed or none verifies (a warning says
+  // so). Other names under the trial's folder are never touched. Corruption, deleting
+  // nothing, if the index cannot be read; FailedPrecondition, deleting nothing, if the
+  // trial's folder is a symbolic link. InvalidArgument for bad options.
   StatusOr<GcReport> Gc(const std::string& trial_id, const GcOptions& options);
 
   // Recreates the trial's index from the manifests on disk: the old index folder is moved
   // aside to index/<trial_id>.corrupt-<unix seconds> (kept for inspection), and every folder
   // whose MANIFEST.json parses is indexed; the others are left for Gc and listed in
-  // *problems. Returns the number of entries indexed.
+  // *problems. Returns the number of entries indexed. FailedPrecondition, changing nothing,
+  // while another process holds the old index's lock (a worker still writing the trial) or if
+  // the trial's folder is a symbolic link.
   StatusOr<int> RebuildIndex(const std::string& trial_id, std::vector<std::string>* problems);
 
   // ROOT/<trial_id>/<step:012d>.
@@ -194,6 +209,9 @@ class Store {
   StatusOr<std::shared_ptr<TrialIndex>> GetTrial(const std::string& trial_id, bool create);
   StatusOr<std::vector<Entry>> ListLocked(TrialIndex* trial, const std::string& trial_id,
                                           std::vector<std::string>* problems);
+  // FailedPrecondition if ROOT/<trial_id> is a symbolic link: nothing is written or deleted
+  // through one.
+  Status CheckTrialDir(const std::string& trial_id);
 
   const std::string root_;
   const StoreOptions options_;

@@ -30,12 +30,15 @@ class TempDir {
 };
 
 // Fails the first call whose path contains `fail_on` (WriteFileAtomic, SyncDir or RemoveAll),
-// as a crash at that point would: the calls before it happened, the ones after do not.
+// as a crash at that point would: the calls before it happened, the ones after do not (every
+// later change fails too, until the test clears `crashed`, its restart).
 class FaultEnv : public Env {
  public:
   std::string fail_on;       // substring of a WriteFileAtomic or RemoveAll path
   std::string fail_sync_of;  // exact directory of a SyncDir
+  bool crashed = false;      // set by the injected fault
   Status WriteFileAtomic(const std::string& path, const std::string& contents) override {
+    if (crashed) return Status::IOError("crashed: " + path);
     if (Hit(path)) return Status::IOError("injected fault: " + path);
     return Env::Default()->WriteFileAtomic(path, contents);
   }
@@ -46,29 +49,38 @@ class FaultEnv : public Env {
     return Env::Default()->HashFile(path);
   }
   Status SyncDir(const std::string& dir) override {
+    if (crashed) return Status::IOError("crashed: " + dir);
     if (!fail_sync_of.empty() && dir == fail_sync_of) {
       fail_sync_of.clear();
+      crashed = true;
       return Status::IOError("injected fault: " + dir);
     }
     return Env::Default()->SyncDir(dir);
   }
-  Status MakeDirs(const std::string& dir) override { return Env::Default()->MakeDirs(dir); }
+  Status MakeDirs(const std::string& dir) override {
+    if (crashed) return Status::IOError("crashed: " + dir);
+    return Env::Default()->MakeDirs(dir);
+  }
   Status RemoveAll(const std::string& path) override {
+    if (crashed) return Status::IOError("crashed: " + path);
     if (Hit(path)) return Status::IOError("injected fault: " + path);
     return Env::Default()->RemoveAll(path);
   }
   Status Rename(const std::string& from, const std::string& to) override {
+    if (crashed) return Status::IOError("crashed: " + from);
     return Env::Default()->Rename(from, to);
   }
   StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) override {
     return Env::Default()->ListSubdirs(dir);
   }
   bool Exists(const std::string& path) override { return Env::Default()->Exists(path); }
+  bool IsSymlink(const std::string& path) override { return Env::Default()->IsSymlink(path); }
 
  private:
   bool Hit(const std::string& path) {
     if (fail_on.empty() || path.find(fail_on) == std::string::npos) return false;
     fail_on.clear();
+    crashed = true;
     return true;
   }
 };
@@ -384,6 +396,7 @@ TEST(StoreCrashTest, CrashMidGcLeavesARootTheNextGcCleans) {
   EXPECT_FALSE(store->Gc("t", options).ok());
   EXPECT_TRUE(fs::exists(store->CheckpointDir("t", 2)));
   // Reopen (as after a restart): the half-deleted checkpoint is invisible...
+  env.crashed = false;
   store.reset();
   store = OpenStore(tmp.path(), &env);
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{3, 1}));
@@ -407,10 +420,12 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   env.fail_on = "000000000002/MANIFEST.json";
   EXPECT_FALSE(store->Save("t", 2, Files(2), Meta()).ok());
   EXPECT_TRUE(fs::exists(store->CheckpointDir("t", 2) + "/model.bin"));
+  env.crashed = false;
   // Crash after the manifest, before the index commit (the trial folder's fsync fails).
   env.fail_sync_of = tmp.path() + "/t";
   EXPECT_FALSE(store->Save("t", 3, Files(3), Meta()).ok());
   EXPECT_TRUE(fs::exists(store->CheckpointDir("t", 3) + "/MANIFEST.json"));
+  env.crashed = false;
   // A stray temporary file of an interrupted write.
   fs::create_directories(store->CheckpointDir("t", 4));
   std::ofstream(store->CheckpointDir("t", 4) + "/model.bin.tmp") << "partial";
@@ -428,6 +443,8 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   // A save of a step whose leftovers were not yet swept replaces them.
   env.fail_on = "000000000005/MANIFEST.json";
   EXPECT_FALSE(store->Save("t", 5, Files(5), Meta()).ok());
+  EXPECT_TRUE(fs::exists(store->CheckpointDir("t", 5) + "/model.bin"));
+  env.crashed = false;
   auto saved = store->Save("t", 5, Files(5), Meta());
   ASSERT_TRUE(saved.ok()) << saved.status().ToString();
   EXPECT_TRUE(store->Verify(*saved).ok());

@@ -179,8 +179,11 @@ int CkptGc(const std::vector<std::string>& args) {
   po::variables_map vm;
   int rc = Parse("gc", "Usage: flapctl ckpt gc ROOT --trial T --keep-last N [--keep-best K "
                  "--metric M --mode max|min]\n\nDeletes the trial's checkpoints but the newest N, "
-                 "the best K and the newest verified one,\nand removes unindexed folders "
-                 "(interrupted saves and deletions).",
+                 "the best K and the newest verified one,\nand removes unindexed step folders "
+                 "(interrupted saves and deletions) while some indexed\ncheckpoint verifies. "
+                 "Only step folders (12-digit names) are ever deleted, never through a\n"
+                 "symbolic link; a trial folder that is a symbolic link is refused. Refused "
+                 "while a\nprocess (a running worker) writes the trial.",
                  args, &extra, &common, &vm);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   if (common.trial.empty() || (mode != "max" && mode != "min") ||
@@ -213,7 +216,8 @@ int CkptRebuildIndex(const std::vector<std::string>& args) {
   po::variables_map vm;
   int rc = Parse("reindex", "Usage: flapctl ckpt reindex ROOT --trial T\n\n"
                  "Recreates a trial's index from its checkpoints' manifests (the old index is "
-                 "moved aside).",
+                 "moved aside).\nRefused while a process (a running worker) has the index "
+                 "open: stop it first.",
                  args, &extra, &common, &vm);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   if (common.trial.empty()) {
