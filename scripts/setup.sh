@@ -20,7 +20,9 @@ PACKAGES=(
   tar
   libgloo-dev
   openmpi-bin
-  slurm-wlm munge libpmix2
+  # Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so, which only libpmix-dev
+  # installs (docs/slurm.md); scripts/check_runtime_deps.sh checks this list is complete.
+  slurm-wlm munge libpmix2 libpmix-dev
 )
 
 if [[ "${FLAP_SKIP_APT:-0}" != 1 ]]; then
