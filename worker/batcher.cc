@@ -35,7 +35,8 @@ at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int m
   return out;
 }
 
-core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config) {
+core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config,
+                          bool pinned) {
   const int64_t b = static_cast<int64_t>(samples.size());
   const int64_t frames = config.model.target_frames, bins = config.model.num_mel_bins;
   const core::MaskGeometry geometry{config.model.freq_patches(), config.model.time_patches()};
@@ -43,8 +44,9 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
   const bool drop = config.mask.ratio > 0.0;
 
   core::Batch batch;
-  batch.spec = at::empty({b, frames, bins}, at::kFloat);
-  if (drop) batch.keep = at::empty({b, kept}, at::kLong);
+  const auto host = at::TensorOptions().pinned_memory(pinned);
+  batch.spec = at::empty({b, frames, bins}, host.dtype(at::kFloat));
+  if (drop) batch.keep = at::empty({b, kept}, host.dtype(at::kLong));
   std::vector<const std::vector<int>*> captions;
   float* spec_out = batch.spec.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
@@ -59,6 +61,7 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
     }
   }
   batch.tokens = PadTokens(captions, config.model.text_max_len);
+  if (pinned) batch.tokens = batch.tokens.pin_memory();
   return batch;
 }
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <sstream>
 
+#include "worker/core/device.h"
 #include "worker/core/draw.h"
 #include "worker/core/launcher.h"
 
@@ -159,6 +160,10 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every)));
     f.push_back(Number("train.threads", "LibTorch intra-op threads; 0 = automatic (1 on CPU)", FLAP_REF(int, train.threads)));
     f.push_back(Text("train.output_dir", "folder for summary.json and model.pt", FLAP_REF(std::string, train.output_dir)));
+    f.push_back(Text("train.device", "auto | cpu | cuda | cuda:N; auto = this rank's GPU when one is visible, else the CPU",
+                     FLAP_REF(std::string, train.device)));
+    f.push_back(Text("train.precision", "fp32 | bf16 (bf16 autocast forward; losses and optimizer stay fp32)",
+                     FLAP_REF(std::string, train.precision)));
     f.push_back(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path)));
     f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
     f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
@@ -194,7 +199,7 @@ const std::vector<Field>& Fields() {
 
 // Keys that do not change what training computes (excluded from Hash()).
 bool IsOperational(const std::string& key) {
-  return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" ||
+  return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" || key == "train.device" ||
          key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
          key == "data.path" || key == "train.trial_id" ||
          key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0 || key.rfind("metrics.", 0) == 0;
@@ -256,6 +261,8 @@ Status TrialConfig::Validate() const {
   if (train.eval_batch_size < 1) return Status::InvalidArgument("train.eval_batch_size must be >= 1");
   if (train.log_every < 1) return Status::InvalidArgument("train.log_every must be >= 1");
   if (train.threads < 0) return Status::InvalidArgument("train.threads must be >= 0");
+  FLAP_RETURN_IF_ERROR(core::ParseDeviceSpec(train.device).status());
+  FLAP_RETURN_IF_ERROR(core::ParsePrecision(train.precision).status());
   if (data.loader_threads < 0) return Status::InvalidArgument("data.loader_threads must be >= 0");
   if (data.shuffle_shards < 1) return Status::InvalidArgument("data.shuffle_shards must be >= 1");
   if (data.prefetch_batches < 1) return Status::InvalidArgument("data.prefetch_batches must be >= 1");

@@ -43,6 +43,11 @@ struct TrainConfig {
   // with it: bench/README.md has the measurement).
   int threads = 0;
   std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
+  // auto | cpu | cuda | cuda:N (core/device.h): auto takes this rank's GPU when one is visible.
+  // Where training runs does not change what it computes (not in Hash()): a checkpoint moves
+  // between devices.
+  std::string device = "auto";
+  std::string precision = "fp32";  // fp32 | bf16 (autocast forward; losses and optimizer fp32)
 };
 
 struct CheckpointConfig {

@@ -9,27 +9,37 @@
 
 namespace flap::worker {
 
-at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size) {
+c10::Device ModelDevice(core::FlapModel& model) {
+  const auto params = model->parameters();
+  return params.empty() ? c10::Device(c10::DeviceType::CPU) : params.front().device();
+}
+
+at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size, core::Precision precision) {
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
+  const c10::Device device = ModelDevice(model);
   const int64_t n = dataset.size();
   const int64_t frames = dataset.target_frames(), bins = dataset.num_mel_bins();
   std::vector<at::Tensor> audio_parts;
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = std::min(batch_size, n - start);
     at::Tensor spec = at::from_blob(const_cast<float*>(dataset.spec(start)), {b, frames, bins}, at::kFloat);
-    audio_parts.push_back(model->EncodeAudio(spec).embedding);
+    if (!device.is_cpu()) spec = spec.to(device);  // a synchronous copy: the buffer is borrowed
+    core::AutocastGuard autocast(device, precision);
+    audio_parts.push_back(model->EncodeAudio(spec).embedding.to(at::kFloat));
   }
   if (was_training) model->train();
   return at::cat(audio_parts, 0);
 }
 
-core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size) {
-  at::Tensor audio = EmbedClips(model, dataset, batch_size);
+core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
+                                core::Precision precision) {
+  at::Tensor audio = EmbedClips(model, dataset, batch_size, precision);
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
+  const c10::Device device = ModelDevice(model);
   const int64_t n = dataset.size();
   const int max_len = model->config().text_max_len;
   std::vector<const std::vector<int>*> captions;
@@ -44,13 +54,14 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
   for (size_t start = 0; start < captions.size(); start += static_cast<size_t>(batch_size)) {
     const size_t end = std::min(captions.size(), start + static_cast<size_t>(batch_size));
     std::vector<const std::vector<int>*> part(captions.begin() + start, captions.begin() + end);
-    text_parts.push_back(model->EncodeText(PadTokens(part, max_len)));
+    at::Tensor tokens = PadTokens(part, max_len);
+    if (!device.is_cpu()) tokens = tokens.to(device);
+    core::AutocastGuard autocast(device, precision);
+    text_parts.push_back(model->EncodeText(tokens).to(at::kFloat));
   }
-  at::Tensor text = at::cat(text_parts, 0);
-  at::Tensor sim = at::matmul(text, audio.t()).contiguous();  // (captions, clips)
-  std::vector<float> s(sim.data_ptr<float>(), sim.data_ptr<float>() + sim.numel());
   if (was_training) model->train();
-  return core::ComputeRetrieval(s, static_cast<int64_t>(captions.size()), n, caption_clip);
+  if (text_parts.empty()) return core::ComputeRetrieval({}, 0, n, caption_clip);
+  return core::ComputeRetrievalBlocked(at::cat(text_parts, 0), audio, caption_clip);
 }
 
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m) {

@@ -280,7 +280,7 @@ struct StreamingLoader::Impl {
           views.push_back({&clip, r.shard->spec(r.index)});
           out.keys.push_back(clip.key);
         }
-        out.batch = AssembleBatch(views, epoch, config);
+        out.batch = AssembleBatch(views, epoch, config, options.pin_memory);
         pending.clear();
         ++step;
         if (step == steps) {

@@ -113,6 +113,7 @@ struct LoaderOptions {
   int threads = 1;                        // feature threads (>= 1)
   int shuffle_shards = 4;                 // shards mixed together in one block (>= 1)
   int prefetch_batches = 4;               // ready batches queued ahead (>= 1)
+  bool pin_memory = false;                // batches in pinned host memory (training on a GPU)
   FeatureOptions features;                // frames, bins, checksums, cache (threads ignored)
 };
 

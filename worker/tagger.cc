@@ -69,10 +69,10 @@ StatusOr<std::vector<ClipTags>> TagClips(core::FlapModel& model, const Dataset& 
     at::NoGradGuard no_grad;
     const bool was_training = model->is_training();
     model->eval();
-    text = model->EncodeText(PadTokens(ptrs, model->config().text_max_len));
+    text = model->EncodeText(PadTokens(ptrs, model->config().text_max_len).to(ModelDevice(model)));
     if (was_training) model->train();
   }
-  at::Tensor sim = at::matmul(audio, text.t()).contiguous();  // (clips, labels)
+  at::Tensor sim = at::matmul(audio, text.t()).to(at::kCPU).contiguous();  // (clips, labels)
   const auto acc = sim.accessor<float, 2>();
   std::vector<ClipTags> out;
   for (int64_t i = 0; i < dataset.size(); ++i) {

@@ -1,5 +1,6 @@
 // `flap-worker train` and `flap-worker eval` as library calls: one trial, standalone, on
-// this process's device (CPU here). Training loads the dataset, builds the model from the
+// the device train.device selects (core/device.h: a GPU per rank, or the CPU) in the
+// precision train.precision names. Training loads the dataset, builds the model from the
 // config (the tokenizer sets the vocabulary size), runs TrainStep over the epochs with
 // periodic evaluation, prints one progress line per `train.log_every` steps, and ends with a
 // JSON summary (metrics, config, wall time) that is also written to train.output_dir.
@@ -103,7 +104,12 @@ StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& 
 // Corruption for one that does not fit the config.
 void SetThreads(int threads);
 DatasetOptions DataOptions(const TrialConfig& config);
-StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path);
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
+                                     const c10::Device& device = c10::Device(c10::DeviceType::CPU));
+
+// The device train.device names for this rank (core/device.h: local rank, visible GPUs), made
+// current. InvalidArgument when CUDA is asked for and none is visible.
+StatusOr<c10::Device> TrainingDevice(const TrialConfig& config);
 
 // Evaluates the model saved at `model_path` (model.pt of a training run) on data.eval_split;
 // an empty path evaluates the untrained model initialised from train.seed (a baseline).

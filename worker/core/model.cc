@@ -1,5 +1,7 @@
 #include "worker/core/model.h"
 
+#include "worker/core/torch_compat.h"
+
 #include <ATen/ATen.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
@@ -56,14 +58,7 @@ AttentionImpl::AttentionImpl(int width, int heads) : heads_(heads) {
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& key_pad) {
   const int64_t b = x.size(0), l = x.size(1), width = x.size(2), hd = width / heads_;
   auto qkv = qkv_->forward(x).reshape({b, l, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
-  auto q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto k = qkv[1], v = qkv[2];
-  auto scores = at::matmul(q, k.transpose(-2, -1));  // (B, H, L, L)
-  if (key_pad.defined()) {
-    scores = scores.masked_fill(key_pad.view({b, 1, 1, l}), -std::numeric_limits<float>::infinity());
-  }
-  auto attn = at::softmax(scores, -1);
-  auto out = at::matmul(attn, v).transpose(1, 2).reshape({b, l, width});
+  auto out = compat::Attention(qkv[0], qkv[1], qkv[2], key_pad).transpose(1, 2).reshape({b, l, width});
   return proj_->forward(out);
 }
 
@@ -132,7 +127,8 @@ AudioOutput FlapModelImpl::EncodeAudio(const torch::Tensor& spec, const torch::T
   x = audio_norm_->forward(x);
   AudioOutput out;
   out.pooled = x.mean(1);
-  auto e = audio_proj2_->forward(at::relu(audio_proj1_->forward(out.pooled)));
+  // Normalised in fp32 (a no-op cast unless the forward runs under bf16 autocast).
+  auto e = audio_proj2_->forward(at::relu(audio_proj1_->forward(out.pooled))).to(at::kFloat);
   out.embedding = e / e.norm(2, -1, true).clamp_min(1e-12);
   return out;
 }
@@ -145,7 +141,7 @@ torch::Tensor FlapModelImpl::EncodeText(const torch::Tensor& tokens) {
   x = text_norm_->forward(x);
   auto keep = pad.logical_not().unsqueeze(-1).to(x.scalar_type());  // (B, L, 1)
   auto pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0);
-  auto e = text_proj2_->forward(at::relu(text_proj1_->forward(pooled)));
+  auto e = text_proj2_->forward(at::relu(text_proj1_->forward(pooled))).to(at::kFloat);
   return e / e.norm(2, -1, true).clamp_min(1e-12);
 }
 

@@ -1,23 +1,20 @@
 #include "worker/core/retrieval.h"
 
+#include <ATen/ATen.h>
+#include <torch/utils.h>
+
 #include <algorithm>
 
 namespace flap::core {
 
-RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
-                                  int64_t num_clips, const std::vector<int64_t>& caption_clip) {
+RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks) {
   RetrievalMetrics m;
+  const int64_t num_captions = static_cast<int64_t>(ranks.t2a.size());
+  const int64_t num_clips = static_cast<int64_t>(ranks.a2t.size());
   m.num_clips = num_clips;
   m.num_captions = num_captions;
   if (num_captions == 0 || num_clips == 0) return m;
-  auto s = [&](int64_t cap, int64_t clip) { return sim[static_cast<size_t>(cap * num_clips + clip)]; };
-
-  // text -> audio: each caption queries all clips.
-  for (int64_t i = 0; i < num_captions; ++i) {
-    const int64_t target = caption_clip[i];
-    const float st = s(i, target);
-    int64_t rank = 0;
-    for (int64_t j = 0; j < num_clips; ++j) rank += (j != target && s(i, j) >= st);
+  for (int64_t rank : ranks.t2a) {
     m.t2a_r1 += rank < 1;
     m.t2a_r5 += rank < 5;
     m.t2a_r10 += rank < 10;
@@ -27,14 +24,53 @@ RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_cap
   m.t2a_r5 /= num_captions;
   m.t2a_r10 /= num_captions;
   m.t2a_map10 /= num_captions;
+  for (const auto& r : ranks.a2t) {
+    if (r.empty()) continue;
+    m.a2t_r1 += r[0] < 1;
+    m.a2t_r5 += r[0] < 5;
+    m.a2t_r10 += r[0] < 10;
+    double ap = 0;
+    for (size_t k = 0; k < r.size() && r[k] < 10; ++k) {
+      ap += static_cast<double>(k + 1) / static_cast<double>(r[k] + 1);
+    }
+    m.a2t_map10 += ap / static_cast<double>(r.size());
+  }
+  m.a2t_r1 /= num_clips;
+  m.a2t_r5 /= num_clips;
+  m.a2t_r10 /= num_clips;
+  m.a2t_map10 /= num_clips;
+  m.map10 = 0.5 * (m.t2a_map10 + m.a2t_map10);
+  return m;
+}
+
+RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
+                                  int64_t num_clips, const std::vector<int64_t>& caption_clip) {
+  RetrievalRanks ranks;
+  if (num_captions == 0 || num_clips == 0) {
+    RetrievalMetrics m;
+    m.num_clips = num_clips;
+    m.num_captions = num_captions;
+    return m;
+  }
+  auto s = [&](int64_t cap, int64_t clip) { return sim[static_cast<size_t>(cap * num_clips + clip)]; };
+
+  // text -> audio: each caption queries all clips.
+  for (int64_t i = 0; i < num_captions; ++i) {
+    const int64_t target = caption_clip[i];
+    const float st = s(i, target);
+    int64_t rank = 0;
+    for (int64_t j = 0; j < num_clips; ++j) rank += (j != target && s(i, j) >= st);
+    ranks.t2a.push_back(rank);
+  }
 
   // audio -> text: each clip queries all captions; its rank is the best of its true captions'.
   std::vector<std::vector<int64_t>> captions_of(static_cast<size_t>(num_clips));
   for (int64_t i = 0; i < num_captions; ++i) captions_of[caption_clip[i]].push_back(i);
+  ranks.a2t.resize(static_cast<size_t>(num_clips));
   for (int64_t c = 0; c < num_clips; ++c) {
     // Position of each true caption in the list sorted by similarity, ties broken against
     // the query: equal false captions come first, equal true captions by index.
-    std::vector<int64_t> ranks;
+    std::vector<int64_t>& r = ranks.a2t[c];
     for (int64_t i : captions_of[c]) {
       const float st = s(i, c);
       int64_t rank = 0;
@@ -44,25 +80,92 @@ RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_cap
         const bool is_true = caption_clip[j] == c;
         rank += sj > st || (sj == st && (!is_true || j < i));
       }
-      ranks.push_back(rank);
+      r.push_back(rank);
     }
-    if (ranks.empty()) continue;
-    std::sort(ranks.begin(), ranks.end());
-    m.a2t_r1 += ranks[0] < 1;
-    m.a2t_r5 += ranks[0] < 5;
-    m.a2t_r10 += ranks[0] < 10;
-    double ap = 0;
-    for (size_t k = 0; k < ranks.size() && ranks[k] < 10; ++k) {
-      ap += static_cast<double>(k + 1) / static_cast<double>(ranks[k] + 1);
-    }
-    m.a2t_map10 += ap / static_cast<double>(ranks.size());
+    std::sort(r.begin(), r.end());
   }
-  m.a2t_r1 /= num_clips;
-  m.a2t_r5 /= num_clips;
-  m.a2t_r10 /= num_clips;
-  m.a2t_map10 /= num_clips;
-  m.map10 = 0.5 * (m.t2a_map10 + m.a2t_map10);
-  return m;
+  return MetricsFromRanks(ranks);
+}
+
+RetrievalMetrics ComputeRetrievalBlocked(const at::Tensor& text_in, const at::Tensor& audio_in,
+                                         const std::vector<int64_t>& caption_clip, int64_t max_block) {
+  at::NoGradGuard no_grad;
+  const at::Tensor text = text_in.to(at::kFloat).contiguous();
+  const at::Tensor audio = audio_in.to(at::kFloat).contiguous();
+  const int64_t num_captions = text.size(0), num_clips = audio.size(0);
+  RetrievalRanks ranks;
+  if (num_captions == 0 || num_clips == 0) {
+    RetrievalMetrics m;
+    m.num_clips = num_clips;
+    m.num_captions = num_captions;
+    return m;
+  }
+  const auto dev = text.device();
+  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+
+  // text -> audio, by blocks of captions: rank = #{clips scoring >= the true one} - itself.
+  const int64_t rows = std::max<int64_t>(1, max_block / num_clips);
+  ranks.t2a.reserve(static_cast<size_t>(num_captions));
+  for (int64_t r0 = 0; r0 < num_captions; r0 += rows) {
+    const int64_t n = std::min(rows, num_captions - r0);
+    const at::Tensor s = at::matmul(text.narrow(0, r0, n), audio.t());  // (n, clips)
+    const at::Tensor target =
+        at::tensor(std::vector<int64_t>(caption_clip.begin() + r0, caption_clip.begin() + r0 + n), long_opts).to(dev);
+    const at::Tensor st = s.gather(1, target.unsqueeze(1));
+    const at::Tensor rank = (s.ge(st).sum(1) - 1).clamp_min(0).to(at::kCPU).contiguous();
+    const int64_t* p = rank.data_ptr<int64_t>();
+    ranks.t2a.insert(ranks.t2a.end(), p, p + n);
+  }
+
+  // audio -> text, by blocks of clips. For each (clip c, true caption i) with score st:
+  // rank = #{captions > st} + #{false captions == st} + #{true captions j < i == st}.
+  std::vector<std::vector<int64_t>> captions_of(static_cast<size_t>(num_clips));
+  size_t most = 1;
+  for (int64_t i = 0; i < num_captions; ++i) {
+    captions_of[caption_clip[i]].push_back(i);
+    most = std::max(most, captions_of[caption_clip[i]].size());
+  }
+  ranks.a2t.resize(static_cast<size_t>(num_clips));
+  const int64_t clips_per_block =
+      std::max<int64_t>(1, max_block / (num_captions * static_cast<int64_t>(1 + most)));
+  for (int64_t c0 = 0; c0 < num_clips; c0 += clips_per_block) {
+    const int64_t n = std::min(clips_per_block, num_clips - c0);
+    std::vector<int64_t> pair_clip, pair_caption;
+    for (int64_t c = c0; c < c0 + n; ++c) {
+      for (int64_t i : captions_of[c]) {
+        pair_clip.push_back(c - c0);
+        pair_caption.push_back(i);
+      }
+    }
+    if (pair_clip.empty()) continue;
+    const at::Tensor s = at::matmul(audio.narrow(0, c0, n), text.t());  // (n, captions)
+    const at::Tensor rows_of = s.index_select(0, at::tensor(pair_clip, long_opts).to(dev));  // (P, captions)
+    const at::Tensor st = rows_of.gather(1, at::tensor(pair_caption, long_opts).to(dev).unsqueeze(1));
+    const at::Tensor greater = rows_of.gt(st).sum(1).to(at::kCPU).contiguous();
+    const at::Tensor equal = rows_of.eq(st).sum(1).to(at::kCPU).contiguous();
+    const at::Tensor scores = st.squeeze(1).to(at::kCPU).contiguous();
+    const int64_t* g = greater.data_ptr<int64_t>();
+    const int64_t* e = equal.data_ptr<int64_t>();
+    const float* v = scores.data_ptr<float>();
+    // The pairs of one clip are consecutive: its true captions' scores are v[begin, end).
+    for (size_t begin = 0; begin < pair_clip.size();) {
+      size_t end = begin;
+      while (end < pair_clip.size() && pair_clip[end] == pair_clip[begin]) ++end;
+      std::vector<int64_t>& out = ranks.a2t[static_cast<size_t>(c0 + pair_clip[begin])];
+      for (size_t p = begin; p < end; ++p) {
+        int64_t equal_true = 0, equal_true_before = 0;
+        for (size_t q = begin; q < end; ++q) {
+          if (v[q] != v[p]) continue;
+          ++equal_true;
+          if (pair_caption[q] < pair_caption[p]) ++equal_true_before;
+        }
+        out.push_back(g[p] + e[p] - equal_true + equal_true_before);
+      }
+      std::sort(out.begin(), out.end());
+      begin = end;
+    }
+  }
+  return MetricsFromRanks(ranks);
 }
 
 }  // namespace flap::core

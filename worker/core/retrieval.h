@@ -8,6 +8,8 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <ATen/Tensor.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -27,6 +29,22 @@ struct RetrievalMetrics {
 // caption_clip[i]: the clip that caption i describes. Every clip must have >= 1 caption.
 RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
                                   int64_t num_clips, const std::vector<int64_t>& caption_clip);
+
+// The ranks behind the metrics: t2a[i] is the rank of caption i's clip among all clips;
+// a2t[c] the sorted ranks of clip c's true captions among all captions.
+struct RetrievalRanks {
+  std::vector<int64_t> t2a;
+  std::vector<std::vector<int64_t>> a2t;
+};
+RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks);
+
+// The same metrics from the embeddings themselves: text (captions, D) and audio (clips, D),
+// normalised, on any device (computed there). The similarity matrix is never held whole:
+// it is computed in blocks of at most about `max_block` elements, so a 10k x 50k evaluation
+// fits a GPU. Ties are broken exactly as ComputeRetrieval breaks them.
+RetrievalMetrics ComputeRetrievalBlocked(const at::Tensor& text, const at::Tensor& audio,
+                                         const std::vector<int64_t>& caption_clip,
+                                         int64_t max_block = int64_t{1} << 24);
 
 // Chance-level recall@k for text->audio with num_clips clips (k / num_clips).
 inline double ChanceRecall(int64_t k, int64_t num_clips) {

@@ -20,13 +20,24 @@ void SynchronizeDevice(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
+Batch ToDevice(const Batch& batch, const c10::Device& device) {
+  if (device.is_cpu()) return batch;
+  auto move = [&](const at::Tensor& t) -> at::Tensor {
+    if (!t.defined() || t.device() == device) return t;
+    const at::Tensor host = t.is_pinned() ? t : t.pin_memory();
+    return host.to(device, /*non_blocking=*/true);
+  };
+  return Batch{move(batch.spec), move(batch.tokens), move(batch.keep)};
+}
+
 TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
-                     EmbeddingGather* gather, GradientSync* sync)
+                     EmbeddingGather* gather, GradientSync* sync, Precision precision)
     : model_(std::move(model)),
       loss_(loss),
       optim_(optim),
       gather_(gather ? gather : &local_gather_),
-      sync_(sync) {
+      sync_(sync),
+      precision_(precision) {
   // Weight decay on matrices only; biases, norms and the logit scale are not decayed.
   std::vector<at::Tensor> decay, no_decay;
   for (const auto& p : model_->parameters()) {
@@ -57,12 +68,17 @@ StatusOr<StepStats> TrainStep::ComputeGradients(const Batch& batch) {
   optimizer_->zero_grad();
   at::Tensor loss, contrastive, recon;
   try {
-    ModelOutput out = model_->forward(batch.spec, batch.keep, batch.tokens, with_recon);
-    contrastive = ContrastiveLoss(out.audio, out.text, out.logit_scale, *gather_);
+    ModelOutput out;
+    {
+      AutocastGuard autocast(device, precision_);
+      out = model_->forward(batch.spec, batch.keep, batch.tokens, with_recon);
+    }
+    // Losses in fp32 whatever the forward's precision (no-ops for fp32).
+    contrastive = ContrastiveLoss(out.audio.to(at::kFloat), out.text.to(at::kFloat), out.logit_scale, *gather_);
     loss = contrastive;
     if (with_recon) {
       at::Tensor target = NormalizePatches(Patchify(batch.spec, model_->config().patch_size));
-      recon = ReconstructionLoss(out.recon, target, batch.keep);
+      recon = ReconstructionLoss(out.recon.to(at::kFloat), target, batch.keep);
       loss = loss + loss_.recon_weight * recon;
     }
     SynchronizeDevice(device);

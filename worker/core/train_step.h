@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/core/device.h"
 #include "worker/core/losses.h"
 #include "worker/core/model.h"
 #include "worker/core/model_config.h"
@@ -24,6 +25,11 @@ struct Batch {
   at::Tensor tokens;  // (B, L) int64 caption ids, 0 = padding
   at::Tensor keep;    // (B, K) int64 sorted kept patch indices; undefined: keep all
 };
+
+// `batch` on `device`: the same tensors for the CPU; for CUDA, asynchronous copies from
+// pinned host memory (tensors that are not pinned yet are pinned first), ordered on the
+// current stream before the kernels that read them.
+Batch ToDevice(const Batch& batch, const c10::Device& device);
 
 // Averages parameter gradients across the ranks of a group after backward. The single-process
 // implementation does nothing; collectives.h has the worker group's (bucketed, overlapped).
@@ -50,8 +56,12 @@ struct StepStats {
 class TrainStep {
  public:
   // `gather` and `sync` may be null (single process); otherwise they must outlive the step.
+  // The model's parameters must already be on their device (the batch's). With bf16 the
+  // forward pass runs under autocast (device.h); the embeddings, the reconstruction and
+  // every loss are then computed in fp32.
   TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
-            EmbeddingGather* gather = nullptr, GradientSync* sync = nullptr);
+            EmbeddingGather* gather = nullptr, GradientSync* sync = nullptr,
+            Precision precision = Precision::kFp32);
 
   // Runs step number `step` (0-based; sets the learning rate) on `batch`: ComputeGradients,
   // then clipping, AdamW and the logit-scale clamp. A failed collective (a rank of the group
@@ -72,6 +82,7 @@ class TrainStep {
   LocalGather local_gather_;
   EmbeddingGather* gather_;
   GradientSync* sync_;
+  Precision precision_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
 };

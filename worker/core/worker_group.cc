@@ -7,7 +7,8 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/version.h>
+#define FLAP_COMPAT_C10D
+#include "worker/core/torch_compat.h"
 #ifdef FLAP_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -25,12 +26,7 @@
 namespace flap::core {
 namespace {
 
-// The communicator's base class: ProcessGroup in LibTorch 1.x, Backend in 2.x.
-#if TORCH_VERSION_MAJOR >= 2
-using Comm = c10d::Backend;
-#else
-using Comm = c10d::ProcessGroup;
-#endif
+using compat::Comm;
 
 using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
@@ -227,16 +223,25 @@ struct WorkerGroup::Impl {
     return WaitWork(op, n, work);
   }
 
+  // A world of 1 without a communicator: every collective is the identity.
+  bool Identity() const { return rdv.world_size <= 1 && !comm; }
+  // With NCCL a CPU tensor goes through the device (see worker_group.h).
+  bool Staged(const at::Tensor& t) const { return backend == "nccl" && !t.is_cuda(); }
+
   Status Join() {
     timeout = Millis(static_cast<long long>(options.timeout_s * 1000.0));
     beat_s = options.heartbeat_s > 0 ? options.heartbeat_s : std::min(1.0, options.timeout_s / 4.0);
     std::string b = options.backend;
-    if (b == "auto") b = options.cuda && NcclCompiledIn() ? "nccl" : "gloo";
+    if (b == "auto") b = options.device.is_cuda() && NcclCompiledIn() ? "nccl" : "gloo";
     if (b == "nccl" && !NcclCompiledIn()) {
       return Status::InvalidArgument("dist.backend nccl: this LibTorch build has no NCCL (FLAP_WITH_NCCL is off)");
     }
     if (b != "gloo" && b != "nccl") {
       return Status::InvalidArgument("dist.backend must be auto, gloo or nccl, got '" + options.backend + "'");
+    }
+    if (b == "nccl" && !options.device.is_cuda()) {
+      return Status::InvalidArgument("dist.backend nccl needs the tensors on a GPU, but train.device resolved to " +
+                                     options.device.str() + " (dist.backend gloo or auto for the CPU)");
     }
     backend = b;
 
@@ -296,6 +301,10 @@ struct WorkerGroup::Impl {
         // Without asynchronous error handling a NCCL collective never times out.
         setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
         setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+        // Blocking wait: Work::wait blocks the host until the collective is done and throws
+        // once the timeout has passed, so a dead peer surfaces here as a Status (Fail names it).
+        setenv("NCCL_BLOCKING_WAIT", "1", 0);
+        setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
         auto o = c10d::ProcessGroupNCCL::Options::create();
         o->timeout = timeout;
         comm = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rdv.rank, rdv.world_size, o);
@@ -339,7 +348,7 @@ std::unique_ptr<WorkerGroup> WorkerGroup::Single() {
 }
 
 StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Create(const Rendezvous& rendezvous, const GroupOptions& options) {
-  if (rendezvous.world_size <= 1) return Single();
+  if (rendezvous.world_size <= 1 && !options.communicator_for_one) return Single();
   auto impl = std::make_unique<Impl>();
   impl->rdv = rendezvous;
   impl->options = options;
@@ -357,27 +366,38 @@ const std::string& WorkerGroup::backend() const { return impl_->backend; }
 Status WorkerGroup::status() const { return impl_->Current(); }
 
 Status WorkerGroup::AllGather(const at::Tensor& local, at::Tensor* gathered) {
-  if (world_size() == 1) {
+  if (impl_->Identity()) {
     *gathered = local;
     return Status::OK();
   }
   at::Tensor in = local.detach().contiguous();
+  const bool staged = impl_->Staged(in);
+  if (staged) in = in.to(impl_->options.device);
   std::vector<std::vector<at::Tensor>> outs(1);
   for (int r = 0; r < world_size(); ++r) outs[0].push_back(at::empty_like(in));
   std::vector<at::Tensor> ins{in};
   FLAP_RETURN_IF_ERROR(impl_->Run("all_gather", [&] { return impl_->comm->allgather(outs, ins); }));
   *gathered = at::cat(outs[0], 0);
+  if (staged) *gathered = gathered->to(local.device());
   return Status::OK();
 }
 
 Status WorkerGroup::AllReduceSum(at::Tensor& tensor) {
-  if (world_size() == 1) return Status::OK();
-  std::vector<at::Tensor> ts{tensor};
-  return impl_->Run("all_reduce", [&] { return impl_->comm->allreduce(ts); });
+  if (impl_->Identity()) return Status::OK();
+  const bool staged = impl_->Staged(tensor);
+  std::vector<at::Tensor> ts{staged ? tensor.to(impl_->options.device) : tensor};
+  FLAP_RETURN_IF_ERROR(impl_->Run("all_reduce", [&] { return impl_->comm->allreduce(ts); }));
+  if (staged) tensor.copy_(ts[0]);
+  return Status::OK();
 }
 
 StatusOr<std::unique_ptr<WorkerGroup::Pending>> WorkerGroup::StartAllReduceSum(at::Tensor tensor) {
-  if (world_size() == 1) return std::unique_ptr<Pending>(new PendingWork(impl_.get(), 0, {}));
+  if (impl_->Identity()) return std::unique_ptr<Pending>(new PendingWork(impl_.get(), 0, {}));
+  if (impl_->Staged(tensor)) {
+    // Gradient buckets live on the device; a CPU tensor under NCCL is reduced at once.
+    FLAP_RETURN_IF_ERROR(AllReduceSum(tensor));
+    return std::unique_ptr<Pending>(new PendingWork(impl_.get(), 0, {}));
+  }
   std::vector<at::Tensor> ts{tensor};
   uint64_t n = 0;
   c10::intrusive_ptr<c10d::Work> work;
@@ -386,23 +406,28 @@ StatusOr<std::unique_ptr<WorkerGroup::Pending>> WorkerGroup::StartAllReduceSum(a
 }
 
 Status WorkerGroup::Broadcast(at::Tensor& tensor, int root) {
-  if (world_size() == 1) return Status::OK();
-  std::vector<at::Tensor> ts{tensor};
+  if (impl_->Identity()) return Status::OK();
+  const bool staged = impl_->Staged(tensor);
+  std::vector<at::Tensor> ts{staged ? tensor.to(impl_->options.device) : tensor};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  return impl_->Run("broadcast", [&] { return impl_->comm->broadcast(ts, o); });
+  FLAP_RETURN_IF_ERROR(impl_->Run("broadcast", [&] { return impl_->comm->broadcast(ts, o); }));
+  if (staged) tensor.copy_(ts[0]);
+  return Status::OK();
 }
 
 Status WorkerGroup::Barrier() {
-  if (world_size() == 1) return Status::OK();
-  return impl_->Run("barrier", [&] { return impl_->comm->barrier(); });
+  if (impl_->Identity()) return Status::OK();
+  c10d::BarrierOptions o;
+  if (impl_->backend == "nccl") o.device_ids = {impl_->options.device.index()};
+  return impl_->Run("barrier", [&] { return impl_->comm->barrier(o); });
 }
 
 Status WorkerGroup::Shutdown() {
   Impl& m = *impl_;
   if (m.shut_down) return m.Current();
   m.shut_down = true;
-  if (world_size() == 1) return Status::OK();
+  if (m.Identity()) return m.Current();
   Status s = m.Current();
   if (s.ok()) s = Barrier();
   m.StopBeat();

@@ -19,6 +19,12 @@
 // never waits on a dead peer. Rank 0 keeps the store up a few seconds after a failure so that
 // the other survivors can still diagnose.
 //
+// With NCCL the communicator works on CUDA tensors only: a CPU tensor handed to a collective
+// is copied to GroupOptions::device, reduced there and copied back, so callers need not care.
+// NCCL's watchdog and blocking wait (TORCH_NCCL_ASYNC_ERROR_HANDLING, TORCH_NCCL_BLOCKING_WAIT,
+// set unless the user set them) make a collective that a dead peer never joins fail within the
+// timeout instead of hanging.
+//
 // Collectives are matched by order: every rank must issue the same collectives, with tensors
 // of the same shape and dtype, in the same order. A world of 1 needs no rendezvous and every
 // collective is the identity.
@@ -29,6 +35,7 @@
 #pragma once
 
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <string>
@@ -42,7 +49,12 @@ struct GroupOptions {
   std::string backend = "auto";  // auto (NCCL for CUDA tensors when compiled in, else Gloo) | gloo | nccl
   double timeout_s = 300.0;      // rendezvous and every collective; seconds
   double heartbeat_s = 0.0;      // heartbeat period; <= 0: min(1 s, timeout / 4)
-  bool cuda = false;             // the tensors live on CUDA devices (local_rank picks the device)
+  // Where the training tensors live (core/device.h picks it). With NCCL, collectives on CPU
+  // tensors (the trainer's small control values, serialised state) are staged through it.
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  // A world of 1 normally needs no communicator (every collective is the identity); true
+  // builds one anyway, so that a backend can be exercised on a single device (tests).
+  bool communicator_for_one = false;
 };
 
 // True when this build has the NCCL backend.
