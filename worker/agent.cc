@@ -21,6 +21,7 @@
 #include "metrics/metrics.h"
 #include "worker/core/collectives.h"
 #include "worker/core/worker_group.h"
+#include "worker/checkpointer.h"
 #include "worker/lease_source.h"
 #include "worker/stop_signal.h"
 #include "worker/trainer.h"
@@ -343,9 +344,11 @@ struct Scratch {
   }
 };
 
-// Whether an error means the group itself is broken (a rank lost) rather than the trial.
+// Whether an error means the group itself is broken (a rank lost, its checkpoint storage
+// failing: worker/checkpointer.h) rather than the trial.
 bool GroupFault(const Status& s, const core::WorkerGroup& group) {
-  return !group.status().ok() || s.code() == Status::Code::kDeadlineExceeded;
+  return !group.status().ok() || s.code() == Status::Code::kDeadlineExceeded ||
+         IsCheckpointStorageFault(s);
 }
 
 }  // namespace

@@ -22,8 +22,10 @@
 //                                 report; next trial
 //   SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT (preemption): last checkpoint, FailTrial(PREEMPTION),
 //                                 exit kExitStopped (75) on every rank
-//   an error of the group (a rank lost: DeadlineExceeded, IOError): FailTrial(NODE_FAULT),
-//                                 exit 1 (the group is broken; its launcher restarts it)
+//   an error of the group (a rank lost: DeadlineExceeded, IOError; the checkpoint storage
+//                                 failing save after save: IsCheckpointStorageFault):
+//                                 FailTrial(NODE_FAULT), exit 1 (the group is broken; its
+//                                 launcher restarts it)
 //   any other error (data, config, a diverged loss): FailTrial(TRIAL_ERROR); next trial
 // The agent exits 0 when the coordinator says every sweep is done (a coordinator holding no
 // sweep yet is waited on: groups may start before the first submission), 75 after a stop signal

@@ -6,11 +6,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <ostream>
 #include <sstream>
 
 namespace flap::worker {
 namespace {
+
+constexpr char kStorageFault[] = "checkpoint storage fault";
 
 template <typename Save>
 StatusOr<std::string> ToBytes(const char* what, Save save) {
@@ -25,6 +28,10 @@ StatusOr<std::string> ToBytes(const char* what, Save save) {
 
 }  // namespace
 
+bool IsCheckpointStorageFault(const Status& s) {
+  return s.code() == Status::Code::kIOError && s.message().find(kStorageFault) != std::string::npos;
+}
+
 StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(const CheckpointConfig& config,
                                                            const std::string& trial_id,
                                                            const std::string& config_hash) {
@@ -37,20 +44,64 @@ Checkpointer::Checkpointer(CheckpointConfig config, std::string trial_id, std::s
     : config_(std::move(config)),
       trial_id_(std::move(trial_id)),
       config_hash_(std::move(config_hash)),
-      store_(std::move(store)) {}
+      store_(std::move(store)),
+      log_(&std::cerr) {}
 
 Checkpointer::~Checkpointer() { (void)Wait(); }
 
 Status Checkpointer::Wait() {
   if (!in_flight_.valid()) return Status::OK();
   SaveResult r = in_flight_.get();
-  if (r.status.ok()) {
-    last_bytes_ = r.bytes;
-    last_seconds_ = r.seconds;
-    last_saved_step_ = in_flight_step_;
-    ++saves_completed_;
+  if (!r.saved) return OnFailedSave(in_flight_step_, r.status);
+  last_bytes_ = r.bytes;
+  last_seconds_ = r.seconds;
+  last_saved_step_ = in_flight_step_;
+  ++saves_completed_;
+  failed_saves_ = 0;
+  if (!r.status.ok() && r.status.code() == Status::Code::kIOError) {
+    // The checkpoint is committed; only deleting old ones failed. The next save retries.
+    *log_ << "checkpoint: WARNING: " << r.status.ToString() << " (the checkpoint at step "
+          << in_flight_step_ << " is saved; retention is retried after the next save)" << std::endl;
+    return Status::OK();
   }
   return r.status;
+}
+
+Status Checkpointer::OnFailedSave(int64_t step, const Status& status) {
+  // Only I/O failures are the storage's; anything else (bad input, a corrupt index, another
+  // process holding the index) is returned as it is.
+  if (status.code() != Status::Code::kIOError) return status;
+  ++failed_saves_;
+  const std::string where = " under " + config_.root + " on this node";
+  if (failed_saves_ >= max_failed_saves_) {
+    *log_ << "checkpoint: ERROR: the save at step " << step << " failed, " << failed_saves_
+          << " failed saves in a row: giving up on this node's checkpoint storage" << std::endl;
+    return Status::IOError(std::string(kStorageFault) + ": " + std::to_string(failed_saves_) +
+                           " checkpoint saves in a row failed" + where + " (the last: " +
+                           status.message() + ")");
+  }
+  // Training goes on only if what a restart would resume from is intact: the newest committed
+  // checkpoint (none yet: a restart begins at step 0 either way).
+  std::string previous = "no checkpoint is saved yet: a restart would begin at step 0";
+  auto entries = store_->List(trial_id_, nullptr);
+  Status intact = entries.ok() ? Status::OK() : entries.status();
+  if (entries.ok() && !entries->empty()) {
+    intact = store_->Verify(entries->front());
+    previous = "a restart would resume from step " + std::to_string(entries->front().step) +
+               " (verified)";
+  }
+  if (!intact.ok()) {
+    *log_ << "checkpoint: ERROR: the save at step " << step << " failed and the newest checkpoint "
+          << "does not verify: " << intact.ToString() << std::endl;
+    return Status::IOError(std::string(kStorageFault) + ": the save at step " +
+                           std::to_string(step) + " failed" + where + " (" + status.message() +
+                           ") and the newest checkpoint does not verify (" + intact.message() + ")");
+  }
+  *log_ << "checkpoint: WARNING: the save at step " << step << " FAILED (" << failed_saves_ << " of "
+        << max_failed_saves_ << " failed saves in a row allowed before this node's storage is "
+        << "reported as faulty): " << status.ToString() << "; its partial folder was removed, "
+        << "training goes on, " << previous << std::endl;
+  return Status::OK();
 }
 
 Status Checkpointer::Poll() {
@@ -104,6 +155,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
       r.status = entry.status().WithContext("checkpoint at step " + std::to_string(step));
       return r;
     }
+    r.saved = true;
     r.bytes = static_cast<int64_t>(entry->TotalBytes());
     checkpoint::GcOptions gc;
     gc.keep_last = config_.keep_last;

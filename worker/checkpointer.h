@@ -9,6 +9,16 @@
 // SaveAsync copies the state into bytes on the calling (training) thread and writes them on a
 // background thread, then applies retention; one save is in flight at a time (a new one waits
 // for the previous). Not thread-safe: one Checkpointer per training thread.
+//
+// A save that fails for an I/O error (a full disk, a failing or vanished file system) does not
+// fail the trial by itself: the store has removed its partial folder, and if the newest
+// checkpoint still verifies, training goes on and a WARNING line on the log says so (a restart
+// would resume from that checkpoint). After max_consecutive_failed_saves() failed saves in a
+// row, or when the newest checkpoint no longer verifies, Wait/Poll/SaveAsync return a
+// checkpoint storage fault (IsCheckpointStorageFault): the node's storage, not the trial, is at
+// fault, and the agent reports it as a node fault. Other failures (bad input, a corrupt index)
+// are returned as they are. A failed retention after a committed save is logged and retried at
+// the next save.
 #pragma once
 
 #include <future>
@@ -26,6 +36,13 @@
 #include "worker/core/model.h"
 
 namespace flap::worker {
+
+// Failed saves in a row after which the Checkpointer reports a checkpoint storage fault.
+inline constexpr int kMaxConsecutiveFailedSaves = 3;
+
+// Whether `s` is a Checkpointer's checkpoint storage fault (persistent I/O failure of the
+// checkpoint root on this node), which the agent reports as a node fault, not a trial error.
+bool IsCheckpointStorageFault(const Status& s);
 
 struct ResumeOptions {
   bool resume = false;        // from the newest checkpoint that verifies (fresh start if none)
@@ -56,11 +73,20 @@ class Checkpointer {
   Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
                    int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
                    const nlohmann::json& data_cursor = nullptr);
-  // Waits for the save in flight; its status.
+  // Waits for the save in flight; its status (OK for a failed save that training outlives: see
+  // above).
   Status Wait();
   // Collects the save in flight if it has finished, without waiting; its status (OK when
-  // none finished).
+  // none finished, and as Wait for a failed one).
   Status Poll();
+
+  // Where failed saves are reported (default std::cerr). Not owned.
+  void set_log(std::ostream* log) { log_ = log; }
+  // Failed saves in a row before a storage fault (default kMaxConsecutiveFailedSaves; >= 1).
+  void set_max_consecutive_failed_saves(int n) { max_failed_saves_ = n < 1 ? 1 : n; }
+  int max_consecutive_failed_saves() const { return max_failed_saves_; }
+  // Failed saves since the last one that succeeded.
+  int consecutive_failed_saves() const { return failed_saves_; }
 
   // Bytes and seconds of the last finished save (for logs and metrics).
   int64_t last_save_bytes() const { return last_bytes_; }
@@ -78,15 +104,21 @@ class Checkpointer {
   std::unique_ptr<checkpoint::Store> store_;
   struct SaveResult {
     Status status;
+    bool saved = false;  // the checkpoint was committed (status may still hold a retention error)
     int64_t bytes = 0;
     double seconds = 0;
   };
+  // A save at `step` failed with `status`: OK to train on, or the error to end the trial with.
+  Status OnFailedSave(int64_t step, const Status& status);
   std::future<SaveResult> in_flight_;
   int64_t last_bytes_ = 0;
   int64_t saves_completed_ = 0;
   int64_t in_flight_step_ = -1;
   int64_t last_saved_step_ = -1;
   double last_seconds_ = 0;
+  std::ostream* log_;
+  int max_failed_saves_ = kMaxConsecutiveFailedSaves;
+  int failed_saves_ = 0;
 };
 
 }  // namespace flap::worker

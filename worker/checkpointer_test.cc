@@ -1,0 +1,155 @@
+// Regression tests of the Checkpointer's handling of failed saves (issue 16, "Hardening"): a
+// full disk (a small tmpfs, mounted when the test may) fails a save without failing the trial
+// while the newest checkpoint is intact, and persistent failure becomes a checkpoint storage
+// fault, which the agent reports as a node fault.
+#include "worker/checkpointer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "tests/tmpfs.h"
+
+namespace flap::worker {
+namespace {
+namespace fs = std::filesystem;
+
+core::ModelConfig SmallModel() {
+  core::ModelConfig m;
+  m.num_mel_bins = 32;
+  m.target_frames = 32;
+  m.patch_size = 16;
+  m.audio_width = 16;
+  m.audio_depth = 1;
+  m.audio_heads = 1;
+  m.vocab_size = 32;
+  m.text_max_len = 8;
+  m.text_width = 16;
+  m.text_depth = 1;
+  m.text_heads = 1;
+  m.mlp_ratio = 2;
+  m.embed_dim = 16;
+  m.decoder_width = 16;
+  m.decoder_depth = 1;
+  m.decoder_heads = 1;
+  return m;
+}
+
+class HardeningCheckpointer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "flap_ckpt_disk_XXXXXX").string();
+    dir_ = ::mkdtemp(tmpl.data());
+    disk_ = std::make_unique<flap::testing::TmpfsMount>(dir_ + "/disk", 8u << 20);
+    if (!disk_->mounted()) GTEST_SKIP() << disk_->why();
+    torch::manual_seed(1);
+    model_ = core::FlapModel(SmallModel());
+    optimizer_ = std::make_unique<torch::optim::AdamW>(model_->parameters(), torch::optim::AdamWOptions(1e-3));
+    CheckpointConfig c;
+    c.root = disk_->path() + "/ck";
+    c.keep_last = 2;
+    c.keep_best = 0;
+    auto ckpt = Checkpointer::Open(c, "t", "cafef00d");
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    ckpt_ = std::move(*ckpt);
+    ckpt_->set_log(&log_);
+  }
+  void TearDown() override {
+    ckpt_.reset();
+    disk_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  Status Save(int64_t step) { return ckpt_->SaveAsync(model_, *optimizer_, step, 100, {}); }
+  std::string StepDir(int64_t step) const {
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
+    return disk_->path() + "/ck/t/" + buf;
+  }
+
+  std::string dir_;
+  std::unique_ptr<flap::testing::TmpfsMount> disk_;
+  core::FlapModel model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<Checkpointer> ckpt_;
+  std::ostringstream log_;
+};
+
+// One save fails for lack of space: no partial folder, training goes on (Wait is OK) with a
+// loud line saying so, and the next save, once there is room again, succeeds.
+TEST_F(HardeningCheckpointer, SaveThatRunsOutOfSpaceLeavesTrainingGoingOn) {
+  ASSERT_TRUE(Save(10).ok());
+  ASSERT_TRUE(ckpt_->Wait().ok());
+  ASSERT_EQ(ckpt_->last_saved_step(), 10);
+  disk_->Fill("filler", 16 << 10);
+
+  ASSERT_TRUE(Save(20).ok());
+  Status s = ckpt_->Wait();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ckpt_->consecutive_failed_saves(), 1);
+  EXPECT_EQ(ckpt_->last_saved_step(), 10);
+  EXPECT_FALSE(fs::exists(StepDir(20)));
+  const std::string log = log_.str();
+  EXPECT_NE(log.find("WARNING: the save at step 20 FAILED"), std::string::npos) << log;
+  EXPECT_NE(log.find("No space left"), std::string::npos) << log;
+  EXPECT_NE(log.find("resume from step 10 (verified)"), std::string::npos) << log;
+
+  fs::remove(disk_->path() + "/filler");
+  ASSERT_TRUE(Save(30).ok());
+  s = ckpt_->Wait();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ckpt_->consecutive_failed_saves(), 0);
+  EXPECT_EQ(ckpt_->last_saved_step(), 30);
+  EXPECT_TRUE(fs::exists(StepDir(30) + "/MANIFEST.json"));
+}
+
+// Save after save fails: the third in a row is a checkpoint storage fault (a node fault for the
+// agent), not the trial's error; the ones before it were not.
+TEST_F(HardeningCheckpointer, PersistentSaveFailureIsAStorageFault) {
+  ASSERT_TRUE(Save(10).ok());
+  ASSERT_TRUE(ckpt_->Wait().ok());
+  disk_->Fill("filler", 16 << 10);
+  ASSERT_EQ(ckpt_->max_consecutive_failed_saves(), kMaxConsecutiveFailedSaves);
+  ASSERT_EQ(kMaxConsecutiveFailedSaves, 3);
+  ASSERT_TRUE(Save(20).ok());
+  ASSERT_TRUE(Save(30).ok());  // collects step 20's failure: OK
+  ASSERT_TRUE(ckpt_->Wait().ok());  // step 30's: OK
+  ASSERT_TRUE(Save(40).ok());
+  Status s = ckpt_->Wait();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Status::Code::kIOError) << s.ToString();
+  EXPECT_TRUE(IsCheckpointStorageFault(s)) << s.ToString();
+  EXPECT_NE(s.message().find("3 checkpoint saves in a row failed"), std::string::npos) << s.ToString();
+  for (int64_t step : {20, 30, 40}) EXPECT_FALSE(fs::exists(StepDir(step)));
+  EXPECT_TRUE(fs::exists(StepDir(10) + "/MANIFEST.json"));
+}
+
+// When the newest checkpoint no longer verifies, a failed save cannot be trained past: it is a
+// storage fault at once.
+TEST_F(HardeningCheckpointer, FailedSaveWithADamagedNewestCheckpointIsAStorageFault) {
+  ASSERT_TRUE(Save(10).ok());
+  ASSERT_TRUE(ckpt_->Wait().ok());
+  fs::resize_file(StepDir(10) + "/model.pt", 10);
+  disk_->Fill("filler", 16 << 10);
+  ASSERT_TRUE(Save(20).ok());
+  Status s = ckpt_->Wait();
+  EXPECT_TRUE(IsCheckpointStorageFault(s)) << s.ToString();
+  EXPECT_NE(s.message().find("does not verify"), std::string::npos) << s.ToString();
+}
+
+// Failures that are not I/O stay the trial's (a step saved twice, here).
+TEST_F(HardeningCheckpointer, OtherSaveFailuresAreNotStorageFaults) {
+  ASSERT_TRUE(Save(10).ok());
+  ASSERT_TRUE(ckpt_->Wait().ok());
+  ASSERT_TRUE(Save(10).ok());
+  Status s = ckpt_->Wait();
+  EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition) << s.ToString();
+  EXPECT_FALSE(IsCheckpointStorageFault(s));
+  EXPECT_EQ(ckpt_->consecutive_failed_saves(), 0);
+}
+
+}  // namespace
+}  // namespace flap::worker
