@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "sharding/manifest.h"
 #include "worker/core/collectives.h"
 #include "worker/core/masking.h"
@@ -65,16 +66,7 @@ core::FlapModel BuildModel(TrialConfig* config, int vocab_size) {
   return core::FlapModel(config->model, config->loss.logit_scale_init);
 }
 
-Status WriteText(const std::string& path, const std::string& text) {
-  std::ofstream out(path + ".tmp", std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return Status::IOError("cannot write '" + path + "'");
-  std::error_code ec;
-  std::filesystem::rename(path + ".tmp", path, ec);
-  if (ec) return Status::IOError("cannot rename to '" + path + "': " + ec.message());
-  return Status::OK();
-}
+Status WriteText(const std::string& path, const std::string& text) { return flap::WriteFileAtomic(path, text); }
 
 // The loader cursor to resume at `step`: the checkpoint's own, checked against the step, or,
 // for a checkpoint without one, the cursor the step implies.
@@ -540,13 +532,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     std::filesystem::create_directories(config.train.output_dir, ec);
     if (ec) return Status::IOError("cannot create train.output_dir '" + config.train.output_dir + "': " + ec.message());
     const std::string model_path = config.train.output_dir + "/model.pt";
+    std::ostringstream model_bytes;
     try {
-      torch::save(outcome.model, model_path + ".tmp");
+      torch::save(outcome.model, model_bytes);
     } catch (const c10::Error& e) {
       return Status::IOError("cannot save '" + model_path + "': " + e.what_without_backtrace());
     }
-    std::filesystem::rename(model_path + ".tmp", model_path, ec);
-    if (ec) return Status::IOError("cannot rename to '" + model_path + "': " + ec.message());
+    FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(model_path, model_bytes.str()));
     FLAP_RETURN_IF_ERROR(WriteText(config.train.output_dir + "/summary.json", s.dump(2) + "\n"));
   }
   return outcome;
