@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace flap::testing {
@@ -166,6 +167,24 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
                                   " s (last state: '" + state + "')");
 }
 
+RunResult SlurmCluster::Srun(const std::string& args, double timeout_s) const {
+  RunResult r = Client("srun " + args, timeout_s);
+  if (r.exit_code != 0) {
+    if (const std::string hint = Hint(r.output); !hint.empty()) r.output += "\n" + hint + "\n";
+  }
+  return r;
+}
+
+std::string SlurmCluster::Hint(const std::string& output) {
+  if (output.find("can not load PMIx library") != std::string::npos ||
+      output.find("Couldn't load specified plugin name for mpi/pmix") != std::string::npos) {
+    return "hint: Slurm's mpi/pmix plugin (mpi_pmix_v4.so) dlopens libpmix.so, the unversioned link that only "
+           "libpmix-dev installs: apt-get install libpmix-dev (scripts/setup.sh installs it; "
+           "scripts/check_runtime_deps.sh checks for it)";
+  }
+  return "";
+}
+
 StatusOr<std::string> SlurmCluster::Sbatch(const std::string& args) const {
   RunResult r = Client("sbatch --parsable " + args, 60);
   if (r.exit_code != 0) return Status::Internal("sbatch " + args + " failed: " + r.output);
@@ -205,6 +224,61 @@ Status SlurmCluster::WaitJobState(const std::string& job_id, const std::vector<s
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return Status::DeadlineExceeded("job " + job_id + " still '" + last + "' after " + std::to_string(timeout_s) + " s");
+}
+
+std::vector<SlurmCluster::JobRecord> SlurmCluster::ShowJobs(const std::string& job_id) const {
+  std::vector<JobRecord> jobs;
+  RunResult r = Scontrol("show job -o " + job_id);
+  if (r.exit_code != 0) return jobs;
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("JobId=", 0) != 0) continue;
+    JobRecord job;
+    std::string last;
+    std::istringstream tokens(line);
+    std::string token;
+    while (tokens >> token) {
+      const size_t eq = token.find('=');
+      const bool field = eq != std::string::npos && eq > 0 &&
+                         token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:/") >= eq;
+      if (field) {
+        last = token.substr(0, eq);
+        job[last] = token.substr(eq + 1);
+      } else if (!last.empty()) {
+        job[last] += " " + token;  // a value with spaces
+      }
+    }
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+bool SlurmCluster::FailedState(const std::string& state) {
+  for (const char* s : {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}) {
+    if (state == s) return true;
+  }
+  return false;
+}
+
+std::string SlurmCluster::FailedJobs(const std::vector<std::string>& job_ids, int log_lines) const {
+  std::string out;
+  for (const auto& id : job_ids) {
+    if (id.empty()) continue;
+    for (auto& job : ShowJobs(id)) {
+      if (!FailedState(job["JobState"])) continue;
+      const std::string name = job.count("ArrayTaskId") ? job["ArrayJobId"] + "_" + job["ArrayTaskId"] : job["JobId"];
+      out += "job " + name + " (" + job["JobName"] + ") ended " + job["JobState"] + ", ExitCode=" + job["ExitCode"] +
+             ", Reason=" + job["Reason"] + ", after " + job["RunTime"] + "\n";
+      const std::string log = job["StdOut"];
+      if (log.empty()) continue;
+      const std::string tail = Tail(log, log_lines);
+      out += "--- " + log + " (last " + std::to_string(log_lines) + " lines)\n" + tail;
+      if (!tail.empty() && tail.back() != '\n') out += "\n";
+      if (const std::string hint = Hint(tail); !hint.empty()) out += hint + "\n";
+    }
+  }
+  return out;
 }
 
 std::string SlurmCluster::Logs() const {

@@ -3,7 +3,8 @@
 // client commands (srun, sbatch, squeue, scontrol, scancel), and torn down completely.
 //
 // What it needs (Debian 12): packages slurm-wlm (slurmctld, slurmd, slurm-client,
-// slurm-wlm-basic-plugins: mpi/pmix is mpi_pmix_v4.so, which loads libpmix2) and munge;
+// slurm-wlm-basic-plugins: mpi/pmix is mpi_pmix_v4.so, which dlopens the unversioned
+// libpmix.so, a link that only libpmix-dev installs next to libpmix2's libpmix.so.2) and munge;
 // running as root (SlurmUser=root, munged -f); the machine's hostname resolving (it is the
 // node's name, with NodeAddr=127.0.0.1). It works inside a container: no cgroup plugin is
 // used (proctrack/linuxproc, task/none, jobacct_gather/none, no accounting database) and
@@ -24,6 +25,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,7 +68,8 @@ class SlurmCluster {
   // Runs a client command line (e.g. "srun -n 2 hostname") against this cluster, killed
   // after timeout_s (exit code 124 then). Output is stdout and stderr together.
   RunResult Client(const std::string& command_line, double timeout_s = 120.0) const;
-  RunResult Srun(const std::string& args, double timeout_s = 300.0) const { return Client("srun " + args, timeout_s); }
+  // srun ARGS; when it fails, the output ends with Hint()'s explanation, if any.
+  RunResult Srun(const std::string& args, double timeout_s = 300.0) const;
   RunResult Squeue(const std::string& args = "") const { return Client("squeue " + args, 30.0); }
   RunResult Scontrol(const std::string& args) const { return Client("scontrol " + args, 30.0); }
   // Submits a batch job; its id.
@@ -77,6 +80,23 @@ class SlurmCluster {
   StatusOr<std::string> JobState(const std::string& job_id) const { return JobField(job_id, "JobState"); }
   // Waits until the job's state is one of `states`; DeadlineExceeded naming the last state.
   Status WaitJobState(const std::string& job_id, const std::vector<std::string>& states, double timeout_s) const;
+
+  // The records of `scontrol show job -o JOB`, each field -> value: one for a job, one per
+  // array task of an array job (tasks that have not started yet may share one record, its
+  // ArrayTaskId then a range). Empty when scontrol does not know the job.
+  using JobRecord = std::map<std::string, std::string>;
+  std::vector<JobRecord> ShowJobs(const std::string& job_id) const;
+  // Whether a job in this state has ended in failure: FAILED, CANCELLED, TIMEOUT, NODE_FAIL,
+  // OUT_OF_MEMORY, BOOT_FAIL, DEADLINE.
+  static bool FailedState(const std::string& state);
+  // The jobs among `job_ids` (an array job: each of its tasks) that have ended in failure,
+  // each with its state, exit code and reason, then the last `log_lines` lines of its output
+  // file (StdOut) and Hint()'s explanation of them; empty when none has.
+  std::string FailedJobs(const std::vector<std::string>& job_ids, int log_lines = 60) const;
+  // What the output of srun (or of a batch job) says is missing on this machine, as a line
+  // naming the fix: e.g. the mpi/pmix plugin cannot load libpmix.so (apt-get install
+  // libpmix-dev). Empty when it says nothing known.
+  static std::string Hint(const std::string& output);
 
   // The last lines of the daemons' logs (for failure messages).
   std::string Logs() const;

@@ -13,6 +13,11 @@
 // as such, not as node faults or trial errors. On Slurm's side both preempted jobs ran again
 // (Restarts) and every job ended COMPLETED: the worker groups once every sweep was done, the
 // coordinator job after it.
+//
+// A job that fails on the way (a worker job whose `srun` step cannot start, e.g. the mpi/pmix
+// plugin without libpmix.so, or whose step exits with an error and is restarted; the
+// coordinator job ending FAILED) ends the test at once with that job's log, instead of a
+// wait for a sweep that cannot progress.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -72,6 +77,35 @@ class SlurmDeploy : public ::testing::Test {
     return out + cluster_->Logs();
   }
 
+  // Why the deployment cannot go on: a job that ended in failure, or a worker step that
+  // could not start or failed (workers.sbatch's log says so), with the job's log; empty while
+  // all is well. Looks at most every 2 s (each call runs scontrol).
+  std::string JobFailure() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_job_check_) return "";
+    next_job_check_ = now + std::chrono::seconds(2);
+    if (std::string failed = cluster_->FailedJobs({coordinator_job_, worker_job_}); !failed.empty()) {
+      return "a job of the deployment ended in failure:\n" + failed;
+    }
+    static const std::regex step_failed("srun could not start the step|the step exited with [0-9]+: restart");
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(RunDir() + "/logs", ec)) {
+      if (e.path().filename().string().rfind("workers-", 0) != 0) continue;
+      const std::string log = ReadFile(e.path().string());
+      if (!std::regex_search(log, step_failed)) continue;
+      const std::string tail = RunCommand("tail -n 60 " + e.path().string()).output;
+      const std::string hint = SlurmCluster::Hint(tail);
+      return "a worker step failed; " + e.path().string() + " (last 60 lines):\n" + tail + (hint.empty() ? "" : hint + "\n");
+    }
+    return "";
+  }
+
+  // JobFailure(), prefixed with the test's elapsed time when there is one.
+  std::string FailureAfter(double elapsed_s) {
+    const std::string failure = JobFailure();
+    return failure.empty() ? failure : "after " + std::to_string(static_cast<int>(elapsed_s)) + " s: " + failure;
+  }
+
   // A field of `scontrol show job` ("" when scontrol does not know the job).
   std::string Field(const std::string& job, const std::string& field) const {
     auto v = cluster_->JobField(job, field);
@@ -114,6 +148,7 @@ class SlurmDeploy : public ::testing::Test {
   TempDir dir_{"slurm-deploy"};
   std::unique_ptr<SlurmCluster> cluster_;  // stopped before dir_ goes
   std::string coordinator_job_, worker_job_;
+  std::chrono::steady_clock::time_point next_job_check_{};
 };
 
 TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
@@ -165,7 +200,11 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(180);
        address.empty() && std::chrono::steady_clock::now() < until;) {
     std::istringstream(ReadFile(address_file)) >> address;
-    if (address.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (address.empty()) {
+      const std::string failure = FailureAfter(elapsed());
+      ASSERT_TRUE(failure.empty()) << failure;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
   ASSERT_FALSE(address.empty()) << "no " << address_file << " after 180 s";
   std::string error;
@@ -177,9 +216,10 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   std::vector<Preemption> preempted;
   for (const auto& [how, min_checkpoint] : std::vector<std::pair<std::string, int64_t>>{
            {"scontrol requeue", 8}, {"scancel --signal=USR1", 4}}) {
-    const v1::SweepStatus st = WaitForSweep(*client, kSweep, 600, [&](const v1::SweepStatus& s) {
-      return Victim(s, min_checkpoint, preempted).has_value();
-    });
+    const v1::SweepStatus st = WaitForSweep(
+        *client, kSweep, 600, [&](const v1::SweepStatus& s) { return Victim(s, min_checkpoint, preempted).has_value(); },
+        [&] { return FailureAfter(elapsed()); });
+    if (HasFailure()) return;  // a job failed (reported with its log)
     std::optional<Preemption> victim = Victim(st, min_checkpoint, preempted);
     ASSERT_TRUE(victim) << "no running trial with a checkpoint to preempt (" << how << ")";
     victim->how = how;
@@ -191,8 +231,10 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   }
 
   // The sweep ends; the coordinator still serves for FLAP_LINGER_S.
-  const v1::SweepStatus final_status =
-      WaitForSweep(*client, kSweep, 900, [](const v1::SweepStatus& s) { return s.state() != "running"; });
+  const v1::SweepStatus final_status = WaitForSweep(
+      *client, kSweep, 900, [](const v1::SweepStatus& s) { return s.state() != "running"; },
+      [&] { return FailureAfter(elapsed()); });
+  if (HasFailure()) return;  // a job failed (reported with its log)
   auto records = client->GetMetrics(kSweep);
   ASSERT_TRUE(records.ok()) << records.status().ToString();
   std::cout << "sweep " << final_status.state() << " after " << elapsed() << " s" << std::endl;

@@ -62,10 +62,12 @@ inline std::unique_ptr<coordinator::CoordinatorClient> ConnectCoordinator(const 
 }
 
 // Polls the sweep every 200 ms until `pred` holds or `timeout_s` passes (a test failure);
-// the last status seen.
-template <typename Pred>
+// the last status seen. Each poll also calls `abort` (e.g. whether a job that runs the
+// sweep's workers has failed): a non-empty answer ends the wait at once as a test failure
+// with that text, instead of waiting out the timeout.
+template <typename Pred, typename Abort>
 coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep,
-                                          double timeout_s, Pred pred) {
+                                          double timeout_s, Pred pred, Abort abort) {
   coordinator::v1::SweepStatus last;
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < until) {
@@ -74,11 +76,21 @@ coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, con
       last = *st;
       if (pred(last)) return last;
     }
+    if (const std::string why = abort(); !why.empty()) {
+      ADD_FAILURE() << "stopped waiting on sweep " << sweep << " (last state '" << last.state() << "'): " << why;
+      return last;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   ADD_FAILURE() << "timed out after " << timeout_s << " s waiting on sweep " << sweep << " (last state '"
                 << last.state() << "')";
   return last;
+}
+
+template <typename Pred>
+coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep,
+                                          double timeout_s, Pred pred) {
+  return WaitForSweep(c, sweep, timeout_s, pred, [] { return std::string(); });
 }
 
 // The sweep finished with `trials` trials, each completed at its last step with an evaluation
