@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs and builds (scripts/setup.sh), then runs every test with ctest.
+# Installs and builds (scripts/setup.sh), checks that everything the build and the tests load
+# at run time came with setup.sh's packages (scripts/check_runtime_deps.sh: stops here, naming
+# the package, if not), then runs every test with ctest.
 #   scripts/test.sh                 all tests
 #   scripts/test.sh -L unit         one label: unit | integration | slow
 #   scripts/test.sh -LE slow        everything but the slow ones
@@ -7,5 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR="${FLAP_BUILD_DIR:-build}"
+scripts/check_runtime_deps.sh "$BUILD_DIR"
 cd "$BUILD_DIR"
 ctest --output-on-failure --timeout 900 -j"${FLAP_TEST_JOBS:-1}" "$@"
