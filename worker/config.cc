@@ -122,6 +122,10 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("model.decoder_width", "decoder width", FLAP_REF(int, model.decoder_width)));
     f.push_back(Number("model.decoder_depth", "decoder depth", FLAP_REF(int, model.decoder_depth)));
     f.push_back(Number("model.decoder_heads", "decoder heads", FLAP_REF(int, model.decoder_heads)));
+    f.push_back(Text("model.init_audio", "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
+                     FLAP_REF(std::string, init_audio)));
+    f.push_back(Text("model.init_text", "safetensors file initialising the text encoder (CLIP text names, docs/warm_start.md); empty = none",
+                     FLAP_REF(std::string, init_text)));
     f.push_back(Number("mask.ratio", "fraction of tokens dropped in training, [0, 1)", FLAP_REF(double, mask.ratio)));
     Field strategy;
     strategy.name = "mask.strategy";
@@ -293,7 +297,9 @@ nlohmann::json TrialConfig::ToJson() const {
 std::string TrialConfig::Hash() const {
   std::string canonical;
   for (const auto& [k, v] : ToMap()) {
-    if (!IsOperational(k)) canonical += k + "=" + v + "\n";
+    if (IsOperational(k)) continue;
+    if ((k == "model.init_audio" || k == "model.init_text") && v.empty()) continue;  // keys added later
+    canonical += k + "=" + v + "\n";
   }
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx",

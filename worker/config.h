@@ -79,6 +79,11 @@ struct TrialConfig {
   TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
   std::string preset = "tiny";
   core::ModelConfig model;
+  // Warm starts (model.init_audio, model.init_text; worker/warm_start.h, docs/warm_start.md):
+  // safetensors files whose weights initialise the audio / the text encoder; empty: none.
+  // In Hash() by path, and only when set (so configs without them keep their hash).
+  std::string init_audio;
+  std::string init_text;
   core::MaskConfig mask;
   core::LossConfig loss;
   core::OptimConfig optim;       // optim.total_steps 0: derived from epochs and data size

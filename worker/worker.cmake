@@ -1,6 +1,7 @@
 # The worker library (config, shard features, dataset, batcher, streaming loader, evaluator,
 # checkpointer, trainer) and flap-worker.
-add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc)
+add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc
+  safetensors.cc warm_start.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
   PUBLIC flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
