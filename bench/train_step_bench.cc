@@ -9,7 +9,7 @@
 //
 //   train_step_bench [--preset tiny|base] [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16]
 //                    [--batch N] [--steps N] [--warmup N] [--threads N] [--ratios 0,0.5,0.75]
-//                    [--strategies 2d,1d] [--recon on,off] [--python] [--out FILE]
+//                    [--strategies 2d,1d] [--recon on,off] [--views V] [--python] [--out FILE]
 //
 // --out appends one JSON line per cell (and one for the peak) to FILE.
 #include <ATen/ATen.h>
@@ -113,7 +113,8 @@ Result RunCell(const flap::core::ModelConfig& c, const flap::core::MaskConfig& m
       at::Tensor e;
       {
         flap::core::AutocastGuard autocast(device, precision);
-        e = model->EncodeAudio(data.spec, data.keep).embedding;
+        const at::Tensor spec = data.views() > 1 ? data.spec.repeat({data.views(), 1, 1}) : data.spec;
+        e = model->EncodeAudio(spec, data.keep).embedding;
       }
       e.sum().backward();
     }
@@ -130,7 +131,8 @@ Result RunCell(const flap::core::ModelConfig& c, const flap::core::MaskConfig& m
   }
   r.step_s = r.forward_s + r.backward_s + r.sync_s + r.optimizer_s;
   const flap::core::MaskGeometry g{c.freq_patches(), c.time_patches()};
-  r.flops = flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), host[0].tokens.size(1), recon);
+  r.flops = flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), host[0].tokens.size(1), recon,
+                                       mask.views);
   r.peak_bytes = flap::core::PeakMemoryBytes(device);
   return r;
 }
@@ -169,7 +171,7 @@ int Usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--preset tiny|base] [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16]\n"
                "          [--batch N] [--steps N] [--warmup N] [--threads N] [--ratios 0,0.5,0.75]\n"
-               "          [--strategies 2d,1d] [--recon on,off] [--python] [--out FILE]\n",
+               "          [--strategies 2d,1d] [--recon on,off] [--views V] [--python] [--out FILE]\n",
                argv0);
   return 2;
 }
@@ -180,7 +182,7 @@ int main(int argc, char** argv) {
   std::string preset = "tiny", device_spec = "auto", precision_name = "fp32", out_path;
   std::string ratios = "0,0.5,0.75", strategies = "2d,1d", recons = "on";
   int64_t batch = 0;
-  int steps = 10, warmup = 2, threads = 1;
+  int steps = 10, warmup = 2, threads = 1, views = 1;
   bool python = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -198,6 +200,7 @@ int main(int argc, char** argv) {
     else if (a == "--ratios") ratios = text();
     else if (a == "--strategies") strategies = text();
     else if (a == "--recon") recons = text();
+    else if (a == "--views") views = std::atoi(text().c_str());
     else if (a == "--python") python = true;
     else if (a == "--no-python") python = false;
     else if (a == "--out") out_path = text();
@@ -244,6 +247,7 @@ int main(int argc, char** argv) {
       for (const std::string& ratio_text : Split(ratios)) {
         flap::core::MaskConfig mask;
         mask.ratio = std::atof(ratio_text.c_str());
+        mask.views = mask.ratio > 0 ? views : 1;
         auto parsed = flap::core::ParseMaskStrategy(strategy);
         if (!parsed.ok() || !mask.Validate().ok()) {
           std::fprintf(stderr, "train_step_bench: bad mask %s %s\n", strategy.c_str(), ratio_text.c_str());
@@ -254,7 +258,8 @@ int main(int argc, char** argv) {
         if (enc0 == 0) enc0 = r.encoder_s;
         const double tflops = r.flops / r.step_s / 1e12;
         char key[40];
-        std::snprintf(key, sizeof(key), "%s %.2f %s", strategy.c_str(), mask.ratio, recon ? "on" : "off");
+        std::snprintf(key, sizeof(key), "%s %.2f%s %s", strategy.c_str(), mask.ratio,
+                      mask.views > 1 ? ("x" + std::to_string(mask.views)).c_str() : "", recon ? "on" : "off");
         std::printf("%-14s %9.1f %7.1f %7.1f %7.2f %7.2f %7.1f %7.2f %7.1f %8.2f %7.2f %6.1f%% %6s", key,
                     batch / r.step_s, 1e3 * r.forward_s, 1e3 * r.backward_s, 1e3 * r.gather_s, 1e3 * r.sync_s,
                     1e3 * r.optimizer_s, 1e3 * r.copy_s, 1e3 * r.encoder_s, r.encoder_s / enc0, tflops,
@@ -269,7 +274,7 @@ int main(int argc, char** argv) {
         if (out) {
           out << "{\"kind\":\"cell\",\"preset\":\"" << preset << "\",\"device\":\"" << info.device
               << "\",\"precision\":\"" << flap::core::PrecisionName(precision) << "\",\"batch\":" << batch
-              << ",\"strategy\":\"" << strategy << "\",\"ratio\":" << mask.ratio << ",\"recon\":" << (recon ? "true" : "false")
+              << ",\"strategy\":\"" << strategy << "\",\"ratio\":" << mask.ratio << ",\"views\":" << mask.views << ",\"recon\":" << (recon ? "true" : "false")
               << ",\"samples_per_second\":" << batch / r.step_s << ",\"step_s\":" << r.step_s
               << ",\"forward_s\":" << r.forward_s << ",\"backward_s\":" << r.backward_s << ",\"gather_s\":" << r.gather_s
               << ",\"allreduce_s\":" << r.sync_s << ",\"optimizer_s\":" << r.optimizer_s << ",\"h2d_s\":" << r.copy_s

@@ -46,7 +46,8 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
   core::Batch batch;
   const auto host = at::TensorOptions().pinned_memory(pinned);
   batch.spec = at::empty({b, frames, bins}, host.dtype(at::kFloat));
-  if (drop) batch.keep = at::empty({b, kept}, host.dtype(at::kLong));
+  const int64_t views = drop ? config.mask.views : 1;
+  if (drop) batch.keep = at::empty({views * b, kept}, host.dtype(at::kLong));
   std::vector<const std::vector<int>*> captions;
   float* spec_out = batch.spec.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
@@ -55,9 +56,9 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
     CaptionChoice c = ChooseCaption(config.augment_prob, config.train.seed, clip.key, epoch, clip.captions.size(),
                                     clip.captions_augment.size());
     captions.push_back(c.augmented ? &clip.captions_augment[c.index] : &clip.captions[c.index]);
-    if (drop) {
-      std::vector<int64_t> keep = core::KeepIndices(config.mask, geometry, config.train.seed, clip.key, epoch);
-      std::memcpy(batch.keep.data_ptr<int64_t>() + i * kept, keep.data(), sizeof(int64_t) * kept);
+    for (int64_t v = 0; drop && v < views; ++v) {
+      std::vector<int64_t> keep = core::KeepIndices(config.mask, geometry, config.train.seed, clip.key, epoch, v);
+      std::memcpy(batch.keep.data_ptr<int64_t>() + (v * b + i) * kept, keep.data(), sizeof(int64_t) * kept);
     }
   }
   batch.tokens = PadTokens(captions, config.model.text_max_len);

@@ -39,8 +39,8 @@ struct SampleView {
 };
 
 // The training batch of `samples` in `epoch`, on the CPU: spectrograms copied in order, each
-// sample's caption picked by ChooseCaption and its kept patches by core::KeepIndices (undefined
-// keep when mask.ratio is 0). A pure function of its arguments. `pinned`: allocated in pinned
+// sample's caption picked by ChooseCaption and its kept patches by core::KeepIndices, one draw
+// per view (mask.views; view-major rows; undefined keep when mask.ratio is 0). A pure function of its arguments. `pinned`: allocated in pinned
 // (page-locked) host memory, for asynchronous copies to a GPU (needs a CUDA build).
 core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config,
                           bool pinned = false);

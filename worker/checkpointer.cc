@@ -201,11 +201,14 @@ StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core
     if (!files.count(name)) return Status::Corruption("checkpoint " + entry.Name() + " lacks " + name);
   }
   try {
+    // Saved tensors carry the device they were saved from; they are mapped onto the model's,
+    // so a checkpoint written on a GPU resumes on a CPU and back.
+    const c10::Device device = model->parameters().front().device();
     std::istringstream m(files["model.pt"]);
-    torch::load(model, m);
+    torch::load(model, m, device);
     std::istringstream o(files["optimizer.pt"]);
     torch::serialize::InputArchive archive;
-    archive.load_from(o);
+    archive.load_from(o, device);
     optimizer.load(archive);
     at::Tensor rng;
     std::istringstream r(files["rng.pt"]);

@@ -136,6 +136,8 @@ const std::vector<Field>& Fields() {
     };
     strategy.get = [](const TrialConfig& c) { return std::string(core::MaskStrategyName(c.mask.strategy)); };
     f.push_back(strategy);
+    f.push_back(Number("mask.views", "masked views of each clip per step (independent keep sets, losses averaged); > 1 needs mask.ratio > 0",
+                       FLAP_REF(int, mask.views)));
     f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight)));
     f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
     f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
@@ -207,6 +209,15 @@ bool IsOperational(const std::string& key) {
          key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
          key == "data.path" || key == "train.trial_id" ||
          key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0 || key.rfind("metrics.", 0) == 0;
+}
+
+// Keys added after configs were first hashed, at the value that means "as before": left out of
+// Hash() at that value, so that the checkpoints of earlier trials keep resuming.
+bool AtEarlierDefault(const std::string& key, const std::string& value) {
+  static const std::map<std::string, std::string> defaults = {
+      {"model.init_audio", ""}, {"model.init_text", ""}, {"mask.views", "1"}, {"train.precision", "fp32"}};
+  auto it = defaults.find(key);
+  return it != defaults.end() && it->second == value;
 }
 
 po::options_description Describe() {
@@ -297,8 +308,7 @@ nlohmann::json TrialConfig::ToJson() const {
 std::string TrialConfig::Hash() const {
   std::string canonical;
   for (const auto& [k, v] : ToMap()) {
-    if (IsOperational(k)) continue;
-    if ((k == "model.init_audio" || k == "model.init_text") && v.empty()) continue;  // keys added later
+    if (IsOperational(k) || AtEarlierDefault(k, v)) continue;
     canonical += k + "=" + v + "\n";
   }
   char buf[17];

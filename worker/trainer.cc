@@ -18,6 +18,7 @@
 #include "common/atomic_file.h"
 #include "sharding/manifest.h"
 #include "worker/core/collectives.h"
+#include "worker/core/device.h"
 #include "worker/core/masking.h"
 #include "worker/core/worker_group.h"
 #include "metrics/metrics.h"
@@ -26,7 +27,6 @@
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
-#include "worker/warm_start.h"
 
 namespace flap::worker {
 namespace {
@@ -34,6 +34,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string FormatGiB(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
 
 std::string FormatDuration(double s) {
   char buf[32];
@@ -108,7 +114,7 @@ Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::o
   if (g.rank() != 0) {
     std::istringstream in(bytes);
     try {
-      torch::load(optimizer, in);
+      torch::load(optimizer, in, model->parameters().front().device());
     } catch (const c10::Error& e) {
       return Status::Corruption(std::string("optimizer state received from rank 0: ") + e.what_without_backtrace());
     }
@@ -185,13 +191,19 @@ StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, in
 
 }  // namespace
 
+StatusOr<c10::Device> TrainingDevice(const TrialConfig& config) {
+  return core::SelectDevice(config.train.device, core::ProcessEnvironment());
+}
+
 StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& c, std::ostream& log,
                                                              std::string* launcher_name) {
   FLAP_ASSIGN_OR_RETURN(core::Launcher launcher, core::ParseLauncher(c.dist.launcher));
   FLAP_ASSIGN_OR_RETURN(core::Rendezvous rendezvous, core::DetectRendezvous(core::ProcessEnvironment(), launcher));
+  FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(c));
   core::GroupOptions o;
   o.backend = c.dist.backend;
   o.timeout_s = c.dist.timeout;
+  o.device = device;
   FLAP_ASSIGN_OR_RETURN(std::unique_ptr<core::WorkerGroup> group, core::WorkerGroup::Create(rendezvous, o));
   if (launcher_name != nullptr) *launcher_name = core::LauncherName(rendezvous.launcher);
   if (group->world_size() > 1) {
@@ -210,6 +222,9 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
   const auto start = Clock::now();
+  FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
+  FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
+  const core::DeviceInfo device_info = core::DescribeDevice(device);
   std::unique_ptr<core::WorkerGroup> own_group;
   std::string launcher_name = "agent";
   if (hooks.group == nullptr) {
@@ -250,7 +265,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
 
   TrainOutcome outcome;
   outcome.model = BuildModel(&config, tokenizer.vocab_size());
-  FLAP_RETURN_IF_ERROR(WarmStart(outcome.model, config.init_audio, config.init_text, log));  // on the CPU
+  outcome.model->to(device);  // initialised on the CPU from the seed, the same on every device
   int64_t total_steps = per_epoch * config.train.epochs;
   if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
   if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
@@ -260,7 +275,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   sync_options.overlap = config.dist.overlap;
   core::GroupGradientSync sync(&group, sync_options);
   core::TrainStep step_runner(outcome.model, config.loss, config.optim, world > 1 ? &gather : nullptr,
-                              world > 1 ? &sync : nullptr);
+                              world > 1 ? &sync : nullptr, precision);
 
   int64_t start_step = 0;
   LoaderCursor cursor;
@@ -300,6 +315,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   lo.shuffle_shards = config.data.shuffle_shards;
   lo.prefetch_batches = config.data.prefetch_batches;
+  lo.pin_memory = device.is_cuda();
   lo.features.target_frames = config.model.target_frames;
   lo.features.num_mel_bins = config.model.num_mel_bins;
   lo.features.cache_dir = config.data.fbank_cache;
@@ -322,7 +338,9 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       << config.model.num_patches() << " tokens kept), recon.weight " << config.loss.recon_weight
       << ", text.augment " << config.augment << "; " << total_steps << " steps of global batch " << b * world
       << " (" << world << " rank(s) x train.batch_size " << b << " per rank; " << b * world
-      << " negatives per step), " << at::get_num_threads() << " threads" << std::endl;
+      << " negatives per step), " << at::get_num_threads() << " threads; device " << device_info.device << " ("
+      << device_info.name << ", " << FormatGiB(device_info.memory_bytes) << "), " << core::PrecisionName(precision)
+      << std::endl;
 
   nlohmann::json history = nlohmann::json::array();
   core::StepStats last;
@@ -338,7 +356,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   };
   auto evaluate = [&](int64_t step) {
     const auto t = Clock::now();
-    outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size);
+    outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision);
     eval_s += Since(t);
     nlohmann::json entry = MetricsToJson(outcome.final_metrics);
     entry["step"] = step;
@@ -424,7 +442,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       const double waited = Since(t);
       wait_s += waited;
       const auto run_start = Clock::now();
-      FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(batch->batch, step));
+      FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(core::ToDevice(batch->batch, device), step));
       if (wm != nullptr) {
         const double run = Since(run_start), comm = last.gather_s + last.sync_s;
         wm->ObserveStep(waited, std::max(0.0, run - comm), comm, b);
@@ -507,6 +525,11 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                {"bucket_mb", config.dist.bucket_mb},
                {"buckets", world > 1 ? sync.num_buckets() : 0}};
   s["tokens_kept"] = kept;
+  s["device"] = {{"device", device_info.device},
+                 {"name", device_info.name},
+                 {"memory_bytes", device_info.memory_bytes},
+                 {"precision", core::PrecisionName(precision)},
+                 {"peak_memory_bytes", core::PeakMemoryBytes(device)}};
   s["final_loss"] = {{"total", last.loss}, {"contrastive", last.contrastive}, {"recon", last.recon},
                      {"logit_scale", last.logit_scale}};
   s["eval"] = MetricsToJson(outcome.final_metrics);
@@ -546,12 +569,14 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   return outcome;
 }
 
-StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path) {
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
+                                     const c10::Device& device) {
   core::FlapModel model = BuildModel(config, vocab_size);
+  model->to(device);
   if (model_path.empty()) return model;
   if (!std::filesystem::exists(model_path)) return Status::NotFound("model file '" + model_path + "' does not exist");
   try {
-    torch::load(model, model_path);
+    torch::load(model, model_path, device);
   } catch (const c10::Error& e) {
     return Status::Corruption("model file '" + model_path + "' does not match this config or is damaged: " +
                               e.what_without_backtrace());
@@ -566,10 +591,14 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
-  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer().vocab_size(), model_path));
+  FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
+  FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
+  FLAP_ASSIGN_OR_RETURN(core::FlapModel model,
+                        LoadModel(&config, eval.tokenizer().vocab_size(), model_path, device));
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
-      << config.data.eval_split << "'" << std::endl;
-  return Evaluate(model, eval, config.train.eval_batch_size);
+      << config.data.eval_split << "' on " << core::DescribeDevice(device).device << ", "
+      << core::PrecisionName(precision) << std::endl;
+  return Evaluate(model, eval, config.train.eval_batch_size, precision);
 }
 
 }  // namespace flap::worker

@@ -163,7 +163,7 @@ ModelOutput FlapModelImpl::forward(const torch::Tensor& spec, const torch::Tenso
 }
 
 double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len,
-                      bool with_decoder) {
+                      bool with_decoder, int views) {
   // Per token and layer: qkv + proj (4 w^2) and MLP (2 * ratio * w^2) multiply-adds, plus
   // attention scores and mixing (2 * L * w). Two FLOPs per multiply-add.
   auto encoder = [&](double width, double depth, double len) {
@@ -171,14 +171,17 @@ double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t
     return 2.0 * depth * len * per_token;
   };
   const double n = c.num_patches();
-  double fwd = encoder(c.audio_width, c.audio_depth, static_cast<double>(kept)) +
-               2.0 * kept * c.patch_dim() * c.audio_width +
-               encoder(c.text_width, c.text_depth, static_cast<double>(text_len)) +
-               2.0 * 2.0 * (c.audio_width + c.text_width + 2.0 * c.embed_dim) * c.embed_dim / 2.0;
+  // Per view: the patch embedding (applied to every patch before dropping), the encoder over
+  // the kept tokens, the audio projection, and the decoder.
+  double audio = 2.0 * n * c.patch_dim() * c.audio_width +
+                 encoder(c.audio_width, c.audio_depth, static_cast<double>(kept)) +
+                 2.0 * (c.audio_width + c.embed_dim) * c.embed_dim;
   if (with_decoder) {
-    fwd += encoder(c.decoder_width, c.decoder_depth, n) + 2.0 * n * c.decoder_width * c.patch_dim();
+    audio += encoder(c.decoder_width, c.decoder_depth, n) + 2.0 * n * c.decoder_width * c.patch_dim();
   }
-  return 3.0 * fwd * static_cast<double>(batch);
+  const double text = encoder(c.text_width, c.text_depth, static_cast<double>(text_len)) +
+                      2.0 * (c.text_width + c.embed_dim) * c.embed_dim;
+  return 3.0 * (static_cast<double>(views) * audio + text) * static_cast<double>(batch);
 }
 
 }  // namespace flap::core

@@ -112,8 +112,9 @@ TORCH_MODULE(FlapModel);
 
 // Number of floating-point operations of one training step (forward + backward = 3x forward,
 // matrix products only) for a batch of `batch` samples keeping `kept` audio tokens each and
-// `text_len` text tokens, with the decoder on or off. Used to report achieved FLOP/s.
+// `text_len` text tokens, with the decoder on or off, each clip encoded `views` times. Used to
+// report achieved FLOP/s and MFU.
 double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len,
-                      bool with_decoder);
+                      bool with_decoder, int views = 1);
 
 }  // namespace flap::core

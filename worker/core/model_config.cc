@@ -80,6 +80,10 @@ Status MaskConfig::Validate() const {
   if (!(ratio >= 0.0 && ratio < 1.0)) {
     return Status::InvalidArgument("mask.ratio must be in [0, 1), got " + std::to_string(ratio));
   }
+  if (views < 1 || views > 16) return Status::InvalidArgument("mask.views must be in [1, 16], got " + std::to_string(views));
+  if (views > 1 && ratio == 0.0) {
+    return Status::InvalidArgument("mask.views " + std::to_string(views) + " needs mask.ratio > 0 (unmasked views are identical)");
+  }
   return Status::OK();
 }
 

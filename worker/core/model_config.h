@@ -59,6 +59,10 @@ struct ModelConfig {
 struct MaskConfig {
   double ratio = 0.0;                        // r in [0, 1): fraction of tokens dropped in training
   MaskStrategy strategy = MaskStrategy::k2d;
+  // V: each clip of a training step is encoded V times with independent keep sets (draw
+  // view 0..V-1), each view contrasted with the texts and reconstructed from its own dropped
+  // patches, the losses averaged over views. > 1 needs ratio > 0.
+  int views = 1;
   Status Validate() const;
 };
 
@@ -72,7 +76,7 @@ struct LossConfig {
 struct OptimConfig {
   double lr = 1e-3;            // peak learning rate
   double min_lr = 1e-5;        // end of the cosine
-  double weight_decay = 0.05;  // AdamW, on matrices only (not biases, norms, embeddings' scale)
+  double weight_decay = 0.05;  // AdamW, on weight matrices only (not biases, norms, the logit scale, the token embedding or the text positions)
   double beta1 = 0.9;
   double beta2 = 0.98;
   double eps = 1e-6;

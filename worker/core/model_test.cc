@@ -5,6 +5,7 @@
 #include <torch/utils.h>
 
 #include "worker/core/masking.h"
+#include "worker/core/synthetic_batch.h"
 #include "worker/core/train_step.h"
 
 namespace flap::core {
@@ -152,12 +153,115 @@ TEST(TrainStep, LossDecreasesOnAFixedBatchAndScaleStaysClamped) {
   EXPECT_LT(last, 0.5 * first);
 }
 
+TEST(TrainStep, WeightDecaySparesEmbeddingsPositionsBiasesAndNorms) {
+  torch::manual_seed(0);
+  FlapModel model(Small());
+  LossConfig loss;
+  OptimConfig optim;
+  optim.weight_decay = 0.1;
+  TrainStep step(model, loss, optim);
+  auto& groups = step.optimizer().param_groups();
+  ASSERT_EQ(groups.size(), 2u);
+  auto in_group = [&](size_t g, const at::Tensor& t) {
+    for (const auto& p : groups[g].params()) {
+      if (p.is_same(t)) return true;
+    }
+    return false;
+  };
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(groups[0].options()).weight_decay(), 0.1);
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(groups[1].options()).weight_decay(), 0.0);
+  size_t decayed = 0;
+  for (const auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    const bool spared = name == "token_embed.weight" || name == "text_pos" || item.value().dim() < 2;
+    EXPECT_EQ(in_group(1, item.value()), spared) << name;
+    EXPECT_EQ(in_group(0, item.value()), !spared) << name;
+    decayed += !spared;
+  }
+  EXPECT_GT(decayed, 10u);  // the linear layers' weights
+}
+
+// Records what a step hands to the gradient sync.
+class RecordingSync : public GradientSync {
+ public:
+  void Attach(const std::vector<at::Tensor>& params) override { attached = params; }
+  std::vector<at::Tensor> attached;
+};
+
+TEST(TrainStep, WithoutReconstructionTheDecoderStaysOutOfTheGradientSync) {
+  torch::manual_seed(0);
+  FlapModel model(Small());
+  auto decoder_in_sync = [&](double recon_weight) {
+    LossConfig loss;
+    loss.recon_weight = recon_weight;
+    RecordingSync sync;
+    TrainStep step(model, loss, OptimConfig{}, nullptr, &sync);
+    size_t decoder = 0;
+    for (const auto& item : model->named_parameters()) {
+      if (!IsDecoderParameter(item.key())) continue;
+      for (const auto& p : sync.attached) decoder += p.is_same(item.value());
+    }
+    EXPECT_GT(sync.attached.size(), 10u);
+    return decoder;
+  };
+  EXPECT_EQ(decoder_in_sync(0.0), 0u);
+  size_t all_decoder = 0;
+  for (const auto& item : model->named_parameters()) all_decoder += IsDecoderParameter(item.key());
+  EXPECT_GT(all_decoder, 0u);
+  EXPECT_EQ(decoder_in_sync(0.5), all_decoder);
+}
+
+TEST(MaskedViews, EachViewHasItsOwnKeepSetAndTheLossAveragesThem) {
+  ModelConfig c = Small();
+  MaskConfig mask;
+  mask.ratio = 0.5;
+  mask.views = 3;
+  ASSERT_TRUE(mask.Validate().ok());
+  Batch batch = SyntheticBatch(c, mask, 4, 0, 4, 21);
+  ASSERT_EQ(batch.views(), 3);
+  ASSERT_EQ(batch.keep.size(0), 12);
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_FALSE(at::equal(batch.keep[i], batch.keep[4 + i])) << "sample " << i;
+    EXPECT_FALSE(at::equal(batch.keep[4 + i], batch.keep[8 + i])) << "sample " << i;
+  }
+  torch::manual_seed(5);
+  FlapModel model(c);
+  LossConfig loss;
+  loss.recon_weight = 1.0;
+  TrainStep step(model, loss, OptimConfig{});
+  auto all = step.ComputeGradients(batch);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  double contrastive = 0, recon = 0;
+  for (int64_t v = 0; v < 3; ++v) {
+    Batch one = batch;
+    one.keep = batch.keep.narrow(0, v * 4, 4);
+    auto st = step.ComputeGradients(one);
+    ASSERT_TRUE(st.ok());
+    contrastive += st->contrastive / 3;
+    recon += st->recon / 3;
+  }
+  EXPECT_NEAR(all->contrastive, contrastive, 1e-5);
+  EXPECT_NEAR(all->recon, recon, 1e-5);
+
+  MaskConfig unmasked;
+  unmasked.views = 2;
+  EXPECT_FALSE(unmasked.Validate().ok());  // identical views
+  Batch bad = batch;
+  bad.keep = batch.keep.narrow(0, 0, 5);
+  auto refused = step.ComputeGradients(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+}
+
 TEST(TrainStepFlops, DroppingTokensCutsEncoderFlops) {
   ModelConfig c;
   const double full = TrainStepFlops(c, 1, c.num_patches(), 32, false);
   const double quarter = TrainStepFlops(c, 1, c.num_patches() / 4, 32, false);
   EXPECT_LT(quarter, 0.5 * full);
   EXPECT_GT(TrainStepFlops(c, 2, 32, 32, true), 2 * TrainStepFlops(c, 1, 32, 32, false));
+  // Two views of a quarter of the tokens cost more than one, less than two full views.
+  EXPECT_GT(TrainStepFlops(c, 1, 32, 32, true, 2), TrainStepFlops(c, 1, 32, 32, true));
+  EXPECT_LT(TrainStepFlops(c, 1, 32, 32, true, 2), 2 * TrainStepFlops(c, 1, 32, 32, true));
 }
 
 }  // namespace

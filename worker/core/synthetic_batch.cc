@@ -21,11 +21,13 @@ Batch SyntheticBatch(const ModelConfig& c, const MaskConfig& mask, int64_t globa
   if (mask.ratio > 0.0) {
     const MaskGeometry g{c.freq_patches(), c.time_patches()};
     const int kept = NumKept(mask, g);
-    b.keep = at::empty({count, kept}, at::kLong);
+    b.keep = at::empty({mask.views * count, kept}, at::kLong);
     int64_t* out = b.keep.data_ptr<int64_t>();
-    for (int64_t i = 0; i < count; ++i) {
-      auto idx = KeepIndices(mask, g, seed, "s" + std::to_string(begin + i), 0);
-      for (int k = 0; k < kept; ++k) out[i * kept + k] = idx[static_cast<size_t>(k)];
+    for (int64_t v = 0; v < mask.views; ++v) {
+      for (int64_t i = 0; i < count; ++i) {
+        auto idx = KeepIndices(mask, g, seed, "s" + std::to_string(begin + i), 0, v);
+        for (int k = 0; k < kept; ++k) out[(v * count + i) * kept + k] = idx[static_cast<size_t>(k)];
+      }
     }
   }
   return b;

@@ -16,6 +16,9 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 
 }  // namespace
 
+bool IsEmbeddingParameter(const std::string& name) { return name == "token_embed.weight" || name == "text_pos"; }
+bool IsDecoderParameter(const std::string& name) { return name.rfind("decoder_", 0) == 0; }
+
 void SynchronizeDevice(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
@@ -38,11 +41,18 @@ TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig&
       gather_(gather ? gather : &local_gather_),
       sync_(sync),
       precision_(precision) {
-  // Weight decay on matrices only; biases, norms and the logit scale are not decayed.
-  std::vector<at::Tensor> decay, no_decay;
-  for (const auto& p : model_->parameters()) {
+  // Weight decay on weight matrices only: biases, norms, the logit scale, the token embedding
+  // and the text positions are not decayed.
+  std::vector<at::Tensor> decay, no_decay, synced;
+  const bool with_recon = loss_.recon_weight > 0.0;
+  for (const auto& item : model_->named_parameters()) {
+    const std::string& name = item.key();
+    const at::Tensor& p = item.value();
     params_.push_back(p);
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    (p.dim() >= 2 && !IsEmbeddingParameter(name) ? decay : no_decay).push_back(p);
+    // Without reconstruction the decoder never gets a gradient: it stays out of the gradient
+    // buckets, where it would hold back the overlapped all-reduces until backward ends.
+    if (with_recon || !IsDecoderParameter(name)) synced.push_back(p);
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   auto options = [&](double wd) {
@@ -56,28 +66,42 @@ TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig&
   groups.emplace_back(no_decay, options(0.0));
   optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups),
                                                      torch::optim::AdamWOptions(optim_.lr));
-  if (sync_) sync_->Attach(params_);
+  if (sync_) sync_->Attach(synced);
 }
 
 StatusOr<StepStats> TrainStep::ComputeGradients(const Batch& batch) {
   StepStats st;
   const at::Device device = batch.spec.device();
   const bool with_recon = loss_.recon_weight > 0.0;
+  const int64_t b = batch.tokens.size(0), views = batch.views();
+  if (batch.keep.defined() && batch.keep.size(0) != views * b) {
+    return Status::InvalidArgument("training batch: " + std::to_string(batch.keep.size(0)) +
+                                   " rows of kept patches for " + std::to_string(b) + " samples (want a multiple)");
+  }
   const double gather0 = gather_->seconds();
   auto t0 = std::chrono::steady_clock::now();
   optimizer_->zero_grad();
   at::Tensor loss, contrastive, recon;
   try {
+    // V views: the audio encoder sees each clip V times (rows view-major), the text once.
+    const at::Tensor spec = views > 1 ? batch.spec.repeat({views, 1, 1}) : batch.spec;
     ModelOutput out;
     {
       AutocastGuard autocast(device, precision_);
-      out = model_->forward(batch.spec, batch.keep, batch.tokens, with_recon);
+      out = model_->forward(spec, batch.keep, batch.tokens, with_recon);
     }
-    // Losses in fp32 whatever the forward's precision (no-ops for fp32).
-    contrastive = ContrastiveLoss(out.audio.to(at::kFloat), out.text.to(at::kFloat), out.logit_scale, *gather_);
+    // Losses in fp32 whatever the forward's precision (no-ops for fp32), averaged over views.
+    const at::Tensor audio = out.audio.to(at::kFloat), text = out.text.to(at::kFloat);
+    contrastive = ContrastiveLoss(audio.narrow(0, 0, b), text, out.logit_scale, *gather_);
+    for (int64_t v = 1; v < views; ++v) {
+      contrastive = contrastive + ContrastiveLoss(audio.narrow(0, v * b, b), text, out.logit_scale, *gather_);
+    }
+    if (views > 1) contrastive = contrastive / static_cast<double>(views);
     loss = contrastive;
     if (with_recon) {
-      at::Tensor target = NormalizePatches(Patchify(batch.spec, model_->config().patch_size));
+      // Every view drops as many patches, so the mean over all dropped patches is the mean of
+      // the views' reconstruction losses.
+      at::Tensor target = NormalizePatches(Patchify(spec, model_->config().patch_size));
       recon = ReconstructionLoss(out.recon.to(at::kFloat), target, batch.keep);
       loss = loss + loss_.recon_weight * recon;
     }

@@ -9,6 +9,7 @@
 #include <torch/optim/adamw.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -23,7 +24,10 @@ namespace flap::core {
 struct Batch {
   at::Tensor spec;    // (B, T, M) float, normalised log-mel
   at::Tensor tokens;  // (B, L) int64 caption ids, 0 = padding
-  at::Tensor keep;    // (B, K) int64 sorted kept patch indices; undefined: keep all
+  // (V*B, K) int64 sorted kept patch indices, view-major (row v*B + i: view v of sample i;
+  // V = 1: (B, K)); undefined: keep all.
+  at::Tensor keep;
+  int64_t views() const { return keep.defined() && tokens.size(0) > 0 ? keep.size(0) / tokens.size(0) : 1; }
 };
 
 // `batch` on `device`: the same tensors for the CPU; for CUDA, asynchronous copies from
@@ -86,6 +90,12 @@ class TrainStep {
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
 };
+
+// Parameter classes (FlapModel's names): the token embedding and the text positions (never
+// weight-decayed), and the reconstruction decoder (kept out of the gradient sync when
+// recon.weight is 0, since it then gets no gradient).
+bool IsEmbeddingParameter(const std::string& name);
+bool IsDecoderParameter(const std::string& name);
 
 // Waits for queued device work (CUDA) so that wall-clock timings are honest; no-op on CPU.
 void SynchronizeDevice(const at::Device& device);
