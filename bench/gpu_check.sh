@@ -83,7 +83,8 @@ if ! (cd "$build" && ctest -L "$labels" --output-on-failure --timeout 300 -j1) >
   echo "gpu_check: tests failed (whole log: $out/tests.log)" >&2
   exit 1
 fi
-grep -E "tests passed|Skipped|Passed|\*\*\*Skipped" "$out/tests.log" | tail -15 || true
+grep -E "\*\*\*Skipped|\*\*\*Failed" "$out/tests.log" | sed 's/^/  /' || true
+say "tests: $(grep -E 'tests passed' "$out/tests.log" | sed 's/tests passed, /passed, /' || echo '?')"
 
 say "benchmarking the training step"
 bench="$build/bench/train_step_bench"
