@@ -9,13 +9,31 @@
 
 namespace flap::worker {
 
+namespace {
+
+// Position epoch % n of a permutation of [0, n) drawn anew for every n epochs (seeded by the
+// cycle epoch / n): each caption of a pool once per cycle, in a different order each cycle.
+size_t CycleIndex(uint64_t seed, const std::string& key, int64_t epoch, size_t n, int64_t pool) {
+  if (n <= 1) return 0;
+  const int64_t cycle = epoch / static_cast<int64_t>(n);
+  const size_t pos = static_cast<size_t>(epoch % static_cast<int64_t>(n));
+  core::DrawRng rng(core::DrawPurpose::kCaption, seed, key, cycle, pool);
+  std::vector<size_t> perm(n);
+  for (size_t i = 0; i < n; ++i) perm[i] = i;
+  for (size_t i = 0; i <= pos; ++i) std::swap(perm[i], perm[i + rng.Below(n - i)]);
+  return perm[pos];
+}
+
+}  // namespace
+
 CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key,
                             int64_t epoch, size_t num_original, size_t num_augmented) {
   core::DrawRng rng(core::DrawPurpose::kCaption, seed, key, epoch);
   CaptionChoice c;
   const double u = rng.Uniform();
   c.augmented = num_augmented > 0 && u < augment_prob;
-  c.index = static_cast<size_t>(rng.Below(c.augmented ? num_augmented : num_original));
+  // Streams 1 and 2 of the caption draw: the originals' and the augmented captions' cycles.
+  c.index = c.augmented ? CycleIndex(seed, key, epoch, num_augmented, 2) : CycleIndex(seed, key, epoch, num_original, 1);
   return c;
 }
 

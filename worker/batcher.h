@@ -19,7 +19,10 @@ namespace flap::worker {
 
 // Which caption a training sample uses at `epoch`: with probability augment_prob (drawn from
 // (seed, key, epoch)) one of the augmented captions when the clip has any, else one of the
-// originals, each chosen uniformly by the same draw.
+// originals. Within each pool the captions are taken in a random order that covers the pool
+// every n epochs (n its size; a new order each cycle, seeded by (seed, key, epoch / n)), so
+// that every caption of a clip is trained on: with augmentation off, all n originals within
+// any n consecutive epochs that start at a multiple of n.
 struct CaptionChoice {
   bool augmented = false;
   size_t index = 0;

@@ -53,5 +53,31 @@ TEST(PadTokens, PadsAndTruncates) {
   EXPECT_EQ(narrow[1][2].item<int64_t>(), 9);
 }
 
+TEST(ChooseCaption, EveryCaptionOfAFiveCaptionClipWithinFiveEpochs) {
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    for (const char* key : {"a", "clip-7", "Clotho/x.wav"}) {
+      for (int64_t cycle = 0; cycle < 3; ++cycle) {
+        std::set<size_t> seen;
+        for (int64_t e = 5 * cycle; e < 5 * cycle + 5; ++e) {
+          auto c = ChooseCaption(0.0, seed, key, e, 5, 0);
+          EXPECT_FALSE(c.augmented);
+          seen.insert(c.index);
+        }
+        EXPECT_EQ(seen.size(), 5u) << "seed " << seed << " key " << key << " cycle " << cycle;
+      }
+    }
+  }
+  // The order differs between cycles (for some key), and repeats exactly for the same inputs.
+  bool differs = false;
+  for (int k = 0; k < 10 && !differs; ++k) {
+    const std::string key = "k" + std::to_string(k);
+    for (int64_t e = 0; e < 5; ++e) {
+      differs |= ChooseCaption(0.0, 1, key, e, 5, 0).index != ChooseCaption(0.0, 1, key, e + 5, 5, 0).index;
+      EXPECT_EQ(ChooseCaption(0.0, 1, key, e, 5, 0).index, ChooseCaption(0.0, 1, key, e, 5, 0).index);
+    }
+  }
+  EXPECT_TRUE(differs);
+}
+
 }  // namespace
 }  // namespace flap::worker

@@ -27,6 +27,7 @@
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
+#include "worker/warm_start.h"
 
 namespace flap::worker {
 namespace {
@@ -265,6 +266,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
 
   TrainOutcome outcome;
   outcome.model = BuildModel(&config, tokenizer.vocab_size());
+  FLAP_RETURN_IF_ERROR(WarmStart(outcome.model, config.init_audio, config.init_text, log));  // on the CPU
   outcome.model->to(device);  // initialised on the CPU from the seed, the same on every device
   int64_t total_steps = per_epoch * config.train.epochs;
   if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
