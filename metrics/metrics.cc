@@ -11,7 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
@@ -24,8 +26,53 @@ namespace flap::metrics {
 MetricsServer::~MetricsServer() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+  JoinFinished(/*all=*/true);
   if (fd_ >= 0) ::close(fd_);
 }
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Waits for `events` on `fd` until `deadline_ms` (steady clock), in slices of at most 100 ms
+// that give up once *stop is set. True when the socket is ready.
+bool WaitReady(int fd, short events, int64_t deadline_ms, const std::atomic<bool>& stop) {
+  while (!stop) {
+    const int64_t left = deadline_ms - NowMs();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 100)));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+  return false;
+}
+
+// Sends all of `out` on the non-blocking `fd` by `deadline_ms`; false when it could not.
+bool SendAll(int fd, const std::string& out, int64_t deadline_ms, const std::atomic<bool>& stop) {
+  size_t sent = 0;
+  while (sent < out.size()) {
+    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      if (!WaitReady(fd, POLLOUT, deadline_ms, stop)) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string HttpResponse(const std::string& status, const std::string& type, const std::string& body) {
+  return "HTTP/1.1 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + body;
+}
+
+}  // namespace
 
 StatusOr<HostPort> ParseHostPort(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -49,6 +96,10 @@ StatusOr<HostPort> ParseHostPort(const std::string& address) {
 }
 
 StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen) {
+  return Start(listen, Limits());
+}
+
+StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen, const Limits& limits) {
   StatusOr<HostPort> parsed = ParseHostPort(listen);
   if (!parsed.ok()) return parsed.status().WithContext("metrics");
   std::string host = parsed->host;
@@ -66,6 +117,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   addr.sin_port = htons(static_cast<uint16_t>(port));
 
   std::unique_ptr<MetricsServer> s(new MetricsServer());
+  s->limits_ = limits;
+  s->limits_.max_connections = std::max(1, limits.max_connections);
   s->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -106,44 +159,98 @@ std::vector<prometheus::MetricFamily> MetricsServer::Collect() {
   return families;
 }
 
+int MetricsServer::active_connections() const {
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  return active_;
+}
+
+void MetricsServer::JoinFinished(bool all) {
+  std::vector<std::thread> finished;
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      if (all || *it->done) {
+        finished.push_back(std::move(it->thread));
+        it = connections_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (std::thread& t : finished) t.join();
+}
+
 void MetricsServer::Serve() {
-  const prometheus::TextSerializer serializer;
   while (!stop_) {
+    JoinFinished(/*all=*/false);
     pollfd p{fd_, POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
-    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) continue;
-    // Read the request head (bounded in size and time); only its first line matters.
-    std::string request;
-    char buf[2048];
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-      pollfd q{c, POLLIN, 0};
-      if (::poll(&q, 1, 2000) <= 0) break;
-      const ssize_t n = ::recv(c, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      request.append(buf, static_cast<size_t>(n));
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    if (active_ >= limits_.max_connections) {
+      // Busy: a short answer if the socket takes it at once, never a wait.
+      const std::string busy = HttpResponse("503 Service Unavailable", "text/plain", "too many scrapes at once\n");
+      [[maybe_unused]] const ssize_t n = ::send(c, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(c);
+      continue;
     }
-    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
-    if (request.rfind("GET /metrics", 0) == 0 && (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
-      body = serializer.Serialize(Collect());
-    } else if (request.rfind("GET ", 0) == 0) {
-      status = "404 Not Found";
-      body = "metrics are served on /metrics\n";
-    } else {
-      status = "405 Method Not Allowed";
-      body = "GET /metrics only\n";
-    }
-    const std::string head = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                             "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
-    const std::string out = head + body;
-    size_t sent = 0;
-    while (sent < out.size()) {
-      const ssize_t n = ::send(c, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-    }
-    ::close(c);
+    ++active_;
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    connections_.push_back({std::thread([this, c, done] {
+                              Respond(c);
+                              {
+                                std::lock_guard<std::mutex> l(conn_mu_);
+                                --active_;
+                              }
+                              *done = true;
+                            }),
+                            done});
   }
+}
+
+void MetricsServer::Respond(int c) {
+  // Read the request head (bounded in size and in time as a whole); only its first line matters.
+  const int64_t read_deadline = NowMs() + limits_.request_timeout_ms;
+  std::string request;
+  char buf[2048];
+  bool complete = false;
+  while (request.size() < 16384) {
+    if (request.find("\r\n\r\n") != std::string::npos) {
+      complete = true;
+      break;
+    }
+    const ssize_t n = ::recv(c, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      request.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      if (!WaitReady(c, POLLIN, read_deadline, stop_)) break;
+    } else {
+      complete = !request.empty();  // the peer closed its side after a (short) request
+      break;
+    }
+  }
+  if (stop_ || (!complete && request.find("\r\n") == std::string::npos)) {
+    ::close(c);  // too slow, or nothing that names a path: no answer
+    return;
+  }
+  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  if (request.rfind("GET /metrics", 0) == 0 && (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
+    std::vector<prometheus::MetricFamily> families;
+    {
+      std::lock_guard<std::mutex> lock(collect_mu_);
+      families = Collect();
+    }
+    body = prometheus::TextSerializer().Serialize(families);
+  } else if (request.rfind("GET ", 0) == 0) {
+    status = "404 Not Found";
+    body = "metrics are served on /metrics\n";
+  } else {
+    status = "405 Method Not Allowed";
+    body = "GET /metrics only\n";
+  }
+  SendAll(c, HttpResponse(status, type, body), NowMs() + limits_.response_timeout_ms, stop_);
+  ::close(c);
 }
 
 Status WriteFileSd(const std::string& path, const std::vector<ScrapeTarget>& targets) {

@@ -36,16 +36,29 @@ struct HostPort {
 // port of 0 to 65535. InvalidArgument quoting the address and saying what is wrong.
 StatusOr<HostPort> ParseHostPort(const std::string& address);
 
-// The HTTP side is a small GET-only responder on one thread (each scrape: the registry
-// collected and written in the text format, then the connection closed). prometheus-cpp's own
-// exposer (CivetWeb) cannot start in a process that has loaded LibTorch 1.13: its server
-// context fails after a successful bind, so the workers could not use it.
+// The HTTP side is a small GET-only responder (each scrape: the registry collected and written
+// in the text format, then the connection closed). One thread accepts; each connection is
+// served on a thread of its own, at most Limits::max_connections at once (more are answered
+// 503 and closed), and within deadlines: the request must arrive within request_timeout_ms
+// and the response be taken within response_timeout_ms, else the connection is dropped. So a
+// slow or stalled client (a byte every few seconds, or one that never reads) holds only its
+// own connection, for a bounded time, and never delays other scrapes or shutdown (every wait
+// is cut into 100 ms slices that look at the stop flag). prometheus-cpp's own exposer
+// (CivetWeb) cannot start in a process that has loaded LibTorch 1.13: its server context
+// fails after a successful bind, so the workers could not use it.
 class MetricsServer {
  public:
+  struct Limits {
+    int max_connections = 16;           // served at once; more are refused with 503
+    int64_t request_timeout_ms = 5000;  // the whole request head must arrive within this
+    int64_t response_timeout_ms = 15000;  // the whole response must be taken within this
+  };
+
   // Serves /metrics on `listen` ("host:port"; port 0 picks a free one). InvalidArgument for a
   // malformed address, IOError naming it when it cannot be bound.
   static StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen);
-  ~MetricsServer();  // stops serving and joins the thread
+  static StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen, const Limits& limits);
+  ~MetricsServer();  // stops serving and joins the threads (within about 100 ms)
 
   prometheus::Registry& registry() { return *registry_; }
   // Adds a source of metric families collected at each scrape after the registry's (for
@@ -55,14 +68,28 @@ class MetricsServer {
   // "host:port" as a scraper reaches it (the listen host, or this machine's host name when
   // listening on every interface).
   std::string endpoint() const { return endpoint_; }
+  // Connections being served now (tests).
+  int active_connections() const;
 
  private:
+  struct Connection {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+
   MetricsServer() = default;
-  void Serve();
+  void Serve();                  // the accepting thread
+  void Respond(int fd);          // one connection, on its own thread; closes fd
+  void JoinFinished(bool all);   // joins finished connection threads (all: every one)
   std::vector<prometheus::MetricFamily> Collect();  // the registry's families, then the collectables'
   std::shared_ptr<prometheus::Registry> registry_;
+  Limits limits_;
   std::mutex mu_;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // GUARDED_BY(mu_)
+  std::mutex collect_mu_;  // one collection at a time (collectables need not be reentrant)
+  mutable std::mutex conn_mu_;
+  std::vector<Connection> connections_;  // GUARDED_BY(conn_mu_)
+  int active_ = 0;                       // GUARDED_BY(conn_mu_)
   int fd_ = -1;
   int port_ = 0;
   std::string endpoint_;
