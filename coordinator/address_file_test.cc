@@ -57,7 +57,7 @@ TEST(AddressFile, CoordinatorWritesItOnceListeningAndRemovesItAtShutdown) {
   flap::testing::TempDir dir("address-file-proc");
   const std::string path = dir / "run/coordinator.address";
   const pid_t pid = flap::testing::Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + dir / "state" +
-                                             " --listen 0.0.0.0:0 --address-file " + path,
+                                             " --listen 0.0.0.0:0 --insecure --address-file " + path,
                                          {}, dir / "coordinator.log");
   ASSERT_GT(pid, 0);
   std::string address;

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
       "the shared token; created with mode 0600 when absent (default DIR/token)")(
       "tls-cert", po::value(&o.tls_cert), "PEM certificate chain: serve TLS")(
       "tls-key", po::value(&o.tls_key), "PEM private key of --tls-cert")(
+      "insecure", po::bool_switch(&o.insecure),
+      "allow plaintext gRPC on an address that is not loopback (the token crosses the network in the clear)")(
       "heartbeat-interval-ms", po::value(&s.heartbeat_interval_ms)->default_value(s.heartbeat_interval_ms), "told to groups")(
       "heartbeat-timeout-ms", po::value(&s.heartbeat_timeout_ms)->default_value(s.heartbeat_timeout_ms), "a group silent this long loses its trial")(
       "lease-ttl-ms", po::value(&s.lease_ttl_ms)->default_value(s.lease_ttl_ms), "shard lease lifetime after grant or renewal")(
@@ -57,6 +59,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   s.report_plots = !vm.count("no-plots");
+  if (auto secure = flap::coordinator::CheckListenSecurity(o); !secure.ok()) {
+    std::cerr << "flap-coordinator: " << secure.message() << "\n";
+    return 2;
+  }
 
   // Block the stop signals before any thread starts, then wait for one.
   sigset_t stop;

@@ -1,10 +1,14 @@
 // Implementation of coordinator/server.h.
 #include "coordinator/server.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/support/server_interceptor.h>
 
 #include <cerrno>
@@ -120,12 +124,52 @@ StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
   return text.substr(b, text.find_last_not_of(" \t\r\n") - b + 1);
 }
 
+bool IsLoopbackHost(const std::string& host_in) {
+  std::string host = host_in;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "*" || host == "0.0.0.0" || host == "::") return false;
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  // A name: loopback when every address it resolves to is.
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
+  bool all = true;
+  for (addrinfo* a = found; a != nullptr && all; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      all = (ntohl(reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+    } else if (a->ai_family == AF_INET6) {
+      all = IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    } else {
+      all = false;
+    }
+  }
+  ::freeaddrinfo(found);
+  return all;
+}
+
+Status CheckListenSecurity(const ServerOptions& options) {
+  if (!options.tls_cert.empty() || options.insecure) return Status::OK();
+  const size_t colon = options.listen.rfind(':');
+  const std::string host = colon == std::string::npos ? options.listen : options.listen.substr(0, colon);
+  if (IsLoopbackHost(host)) return Status::OK();
+  return Status::InvalidArgument(
+      "refusing to serve plaintext gRPC on " + options.listen +
+      ", which is not a loopback address: the token and every sweep would cross the network in the "
+      "clear. Give --tls-cert and --tls-key (clients: --tls-ca), listen on 127.0.0.1, or pass "
+      "--insecure on a network you trust");
+}
+
 StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const ServerOptions& options) {
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->options_ = options;
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return Status::InvalidArgument("TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
   }
+  FLAP_RETURN_IF_ERROR(CheckListenSecurity(options));
   if (options.service.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
   const std::string token_file =
       options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
@@ -172,7 +216,12 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   }
   builder.AddListeningPort(options.listen, creds, &server->port_);
   builder.RegisterService(server->service_.get());
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Every request is read whole before the token is checked, so the largest one a caller may
+  // send and the memory all of them may hold are bounded (see server.h).
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  grpc::ResourceQuota quota("flap-coordinator");
+  quota.Resize(kServerMemoryQuotaBytes);
+  builder.SetResourceQuota(quota);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
     return Status::IOError("cannot listen on " + options.listen +

@@ -20,12 +20,19 @@
 
 namespace flap::coordinator {
 
+// The largest request the server reads (RESOURCE_EXHAUSTED beyond): SubmitSweep's texts are
+// at most 1 MiB each, a BeginEpoch of 100,000 shards with names of ~50 bytes is about 6 MiB.
+inline constexpr int kMaxRequestBytes = 8 << 20;
+// The memory gRPC may use for every connection and call together (grpc::ResourceQuota).
+inline constexpr size_t kServerMemoryQuotaBytes = size_t{512} << 20;
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // host:port; port 0 picks a free one
   std::string token_file;                 // "" = <state_dir>/token
   std::string tls_cert;                   // PEM certificate chain file; "" = plaintext
   std::string tls_key;                    // PEM private key file (with tls_cert)
   std::string metrics_listen;             // host:port of /metrics (port 0: any free); "" = none
+  bool insecure = false;                  // allow plaintext on an address that is not loopback
   ServiceOptions service;                 // service.token is filled from the token file
 };
 
@@ -35,13 +42,24 @@ struct ServerOptions {
 // to chmod 600); InvalidArgument when it is empty; IOError on a read or write failure.
 StatusOr<std::string> LoadOrCreateToken(const std::string& path);
 
+// Whether `host` (the host part of a listen address) only reaches this machine: "localhost",
+// 127.0.0.0/8, ::1, or a name that resolves to loopback addresses only. "", "*", "0.0.0.0" and
+// "[::]" (every interface) are not loopback.
+bool IsLoopbackHost(const std::string& host);
+
+// Plaintext on a non-loopback address puts the token and every reply on the network in the
+// clear: InvalidArgument saying to give --tls-cert / --tls-key or --insecure, unless TLS is set
+// or options.insecure is. OK otherwise.
+Status CheckListenSecurity(const ServerOptions& options);
+
 class CoordinatorServer {
  public:
   // Opens the state (CoordinatorService::Create), loads the token and starts serving (and
   // serving /metrics when options.metrics_listen is set; its endpoint then goes into the
   // service's sd_file too). InvalidArgument for a cert without a key (or the reverse) or a
   // malformed metrics address; IOError naming the file for an unreadable cert or key, and
-  // naming the address when it cannot be bound.
+  // naming the address when it cannot be bound; CheckListenSecurity's InvalidArgument for
+  // plaintext on a non-loopback address without options.insecure.
   static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const ServerOptions& options);
   // Shuts down (if not yet) and releases the state.
   ~CoordinatorServer();

@@ -180,12 +180,12 @@ CoordinatorService::~CoordinatorService() {
   stop_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
   WaitForReports();
-  std::vector<std::thread> threads;
+  std::map<uint64_t, std::thread> threads;
   {
     std::lock_guard<std::mutex> lock(report_mu_);
     threads.swap(report_threads_);
   }
-  for (auto& t : threads) t.join();
+  for (auto& [n, t] : threads) t.join();
 }
 
 int64_t CoordinatorService::Now() const {
@@ -310,6 +310,7 @@ Status CoordinatorService::Load() {
     const size_t slash = ekey.rfind('/');
     const std::string tkey = ekey.substr(0, slash);
     if (!trials_.count(tkey)) return Status::Corruption(key + ": lease table of an unknown trial");
+    if (IsTerminal(trials_.at(tkey).trial.state())) continue;  // ended: nothing leases its shards
     table.ExtendAll(now);  // the grace period
     epochs_[tkey].insert(std::stoi(ekey.substr(slash + 1)));
     leases_.emplace(ekey, std::move(table));
@@ -498,6 +499,16 @@ void CoordinatorService::RevokeLeases(const std::string& key, JournalBatch* batc
   }
 }
 
+void CoordinatorService::PruneEndedSweep(const std::string& sweep_id) {
+  for (const auto& tid : sweeps_.at(sweep_id).trial_ids) {
+    const std::string key = TrialKey(sweep_id, tid);
+    auto e = epochs_.find(key);
+    if (e == epochs_.end()) continue;
+    for (int epoch : e->second) leases_.erase(EpochKey(key, epoch));
+    epochs_.erase(e);
+  }
+}
+
 void CoordinatorService::ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now,
                                       JournalBatch* batch) {
   const std::vector<Lease> expired = table->Expire(now);
@@ -524,6 +535,7 @@ void CoordinatorService::MaybeFinishSweep(const std::string& sweep_id, JournalBa
   s.state = "finished";
   PutSweep(sweep_id, s, batch);
   reports_due_.push_back(sweep_id);
+  PruneEndedSweep(sweep_id);
 }
 
 void CoordinatorService::FillAssignment(const std::string& key, const TrialEntry& t,
@@ -1188,6 +1200,7 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerCo
       sw.state = "cancelled";
       PutSweep(req->sweep_id(), sw, batch);
       reports_due_.push_back(req->sweep_id());
+      PruneEndedSweep(req->sweep_id());
     }
     resp->set_cancelled_trials(cancelled);
     return grpc::Status::OK;
@@ -1478,10 +1491,21 @@ void CoordinatorService::ReapLoop() {
 
 void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
   if (options_.report_dir.empty()) return;
+  std::vector<std::thread> finished;
   std::lock_guard<std::mutex> lock(report_mu_);
+  for (uint64_t n : reports_finished_) {
+    auto t = report_threads_.find(n);
+    if (t == report_threads_.end()) continue;
+    finished.push_back(std::move(t->second));
+    report_threads_.erase(t);
+  }
+  reports_finished_.clear();
+  // They have said they are done: each join waits at most for its thread's return.
+  for (std::thread& t : finished) t.join();
   ++reports_in_flight_;
   const uint64_t seq = journal_->appended();
-  report_threads_.emplace_back([this, sweep_id, seq] {
+  const uint64_t number = next_report_++;
+  report_threads_[number] = std::thread([this, sweep_id, seq, number] {
     Status s = journal_->Wait(seq);
     StatusOr<ReportInput> in = s.ok() ? ReportInputFor(sweep_id) : StatusOr<ReportInput>(s);
     if (in.ok()) {
@@ -1494,8 +1518,24 @@ void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
     if (!s.ok()) std::fprintf(stderr, "flap-coordinator: report of %s: %s\n", sweep_id.c_str(), s.ToString().c_str());
     std::lock_guard<std::mutex> l(report_mu_);
     --reports_in_flight_;
+    reports_finished_.push_back(number);
     report_cv_.notify_all();
   });
+}
+
+CoordinatorService::MemoryStats CoordinatorService::memory_stats() const {
+  MemoryStats m;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    m.sweeps = sweeps_.size();
+    m.trials = trials_.size();
+    m.groups = groups_.size();
+    m.lease_tables = leases_.size();
+    m.epoch_trials = epochs_.size();
+  }
+  std::lock_guard<std::mutex> lock(report_mu_);
+  m.report_threads = report_threads_.size();
+  return m;
 }
 
 void CoordinatorService::WaitForReports() {

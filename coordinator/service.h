@@ -231,6 +231,16 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // What the coordinator's metrics show now (see Observability). Takes mu_.
   metrics::CoordinatorSnapshot MetricsSnapshot() const;
 
+  // Sizes of the in-memory state (tests: what stays bounded as sweeps come and go). Takes mu_
+  // and report_mu_.
+  struct MemoryStats {
+    size_t sweeps = 0, trials = 0, groups = 0;
+    size_t lease_tables = 0;    // leases_: one per begun epoch of a trial not yet ended
+    size_t epoch_trials = 0;    // epochs_: trials with a lease table
+    size_t report_threads = 0;  // report threads not yet joined
+  };
+  MemoryStats memory_stats() const;
+
  private:
   struct SweepEntry {
     SweepSpec spec;
@@ -294,6 +304,9 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
                   const std::string& error, JournalBatch* batch);
   void RevokeLeases(const std::string& key, JournalBatch* batch);
+  // Drops the lease tables of an ended sweep's trials from memory (the journal keeps them; a
+  // restart does not load the tables of ended trials): nothing leases shards of an ended trial.
+  void PruneEndedSweep(const std::string& sweep_id);
   // Expires the leases of `table` (epoch `ekey`) past their deadline, journals and counts them.
   void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, JournalBatch* batch);
   // Whether the group heartbeated within the heartbeat timeout.
@@ -349,10 +362,14 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   bool stop_ = false;                              // GUARDED_BY(mu_)
   std::condition_variable stop_cv_;
 
-  std::mutex report_mu_;
+  mutable std::mutex report_mu_;
   std::condition_variable report_cv_;
   int reports_in_flight_ = 0;                      // GUARDED_BY(report_mu_)
-  std::vector<std::thread> report_threads_;        // GUARDED_BY(report_mu_)
+  // Report threads by number, and the numbers of those that have finished (joined and
+  // removed when the next report starts, or at destruction).
+  std::map<uint64_t, std::thread> report_threads_;  // GUARDED_BY(report_mu_)
+  std::vector<uint64_t> reports_finished_;          // GUARDED_BY(report_mu_)
+  uint64_t next_report_ = 0;                        // GUARDED_BY(report_mu_)
 
   std::thread reaper_;
 };

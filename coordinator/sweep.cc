@@ -374,16 +374,27 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
   if (!f.has_range && f.log) errors->Add(section, "log", "log applies to a range only");
   if (!f.has_range && f.integer) errors->Add(section, "integer", "integer applies to a range only");
 
-  for (size_t i = 0; i < f.values.size(); ++i) {
-    if (std::string p = ValueProblem(f.name, f.values[i]); !p.empty()) {
-      errors->Add(section, "values", p);
-      continue;
-    }
-    for (size_t j = 0; j < i; ++j) {
-      if (SameValue(f.values[i], f.values[j])) {
-        errors->Add(section, "values", "value '" + f.values[i] + "' repeats '" + f.values[j] + "'");
-        break;
+  if (f.values.size() > static_cast<size_t>(kMaxFactorValues)) {
+    // Refused before looking at each value: the error is about the count.
+    errors->Add(section, "values", "lists " + std::to_string(f.values.size()) + " values; a factor takes at most " +
+                                       std::to_string(kMaxFactorValues));
+  } else {
+    // Repeats, found in n log n: numbers by value (SameValue: "0.5" == "0.50"), the rest by text.
+    std::map<double, size_t> numbers;
+    std::map<std::string, size_t> words;
+    for (size_t i = 0; i < f.values.size(); ++i) {
+      if (std::string p = ValueProblem(f.name, f.values[i]); !p.empty()) {
+        errors->Add(section, "values", p);
+        continue;
       }
+      double x = 0;
+      size_t first = i;
+      if (ParseDouble(f.values[i], &x)) {
+        if (!std::isnan(x)) first = numbers.emplace(x, i).first->second;
+      } else {
+        first = words.emplace(f.values[i], i).first->second;
+      }
+      if (first != i) errors->Add(section, "values", "value '" + f.values[i] + "' repeats '" + f.values[first] + "'");
     }
   }
 
@@ -445,14 +456,21 @@ void Validate(const SweepSpec& spec, Errors* errors) {
     errors->Add("sweep", "budget", "random search needs budget >= 1 (configurations to draw)");
   }
   if (spec.seeds.empty()) errors->Add("sweep", "seeds", "at least one seed is needed");
-  for (size_t i = 0; i < spec.seeds.size(); ++i) {
-    if (std::find(spec.seeds.begin(), spec.seeds.begin() + i, spec.seeds[i]) !=
-        spec.seeds.begin() + i) {
-      errors->Add("sweep", "seeds", "seed " + std::to_string(spec.seeds[i]) + " repeats");
+  if (spec.seeds.size() > static_cast<size_t>(kMaxTrials)) {
+    errors->Add("sweep", "seeds", "lists " + std::to_string(spec.seeds.size()) + " seeds; a sweep holds at most " +
+                                      std::to_string(kMaxTrials) + " trials");
+  } else {
+    std::set<decltype(spec.seeds)::value_type> seen;
+    for (const auto& seed : spec.seeds) {
+      if (!seen.insert(seed).second) errors->Add("sweep", "seeds", "seed " + std::to_string(seed) + " repeats");
     }
   }
   if (spec.factors.empty()) {
     errors->Add("", "", "no [factor.<section>.<key>] section: a sweep needs at least one factor");
+  } else if (spec.factors.size() > static_cast<size_t>(kMaxFactors)) {
+    errors->Add("", "", "the sweep has " + std::to_string(spec.factors.size()) + " factors; at most " +
+                            std::to_string(kMaxFactors) + " are allowed");
+    return;
   }
 
   std::map<std::string, int> names;

@@ -61,7 +61,9 @@
 // cell is then replicated once per seed, in seeds order. Trials are numbered in that order
 // (cell-major), with ids "t0000", "t0001", ... (wider past 9999). The same spec always expands
 // to the same trials: the generator is our own (SplitMix64), and the only libm calls (log and
-// exp, for log-uniform draws) are rounded to 6 digits. A sweep holds at most kMaxTrials trials.
+// exp, for log-uniform draws) are rounded to 6 digits. A sweep holds at most kMaxTrials trials,
+// kMaxFactors factors, and a factor lists at most kMaxFactorValues values (a longer list is
+// refused before its values are looked at); validation takes n log n time in the values.
 //
 // Why not Boost.Program_options' config-file parser: it stops at the first syntax error, gives
 // no line numbers, and drops a section that has no keys (so "[factor.x]" with no values could
@@ -83,6 +85,8 @@
 namespace flap::coordinator {
 
 inline constexpr int kMaxTrials = 10000;
+inline constexpr int kMaxFactorValues = 1000;  // values listed by one factor
+inline constexpr int kMaxFactors = 64;         // factors of one sweep
 
 enum class SearchKind { kGrid, kRandom };
 const char* SearchKindName(SearchKind kind);  // "grid" / "random"

@@ -33,11 +33,13 @@ struct Connection {
 void AddConnectionOptions(po::options_description* d, Connection* c) {
   const char* env = std::getenv("FLAP_COORDINATOR");
   c->coordinator = env && *env ? env : "127.0.0.1:7070";
+  const char* ca = std::getenv("FLAP_COORDINATOR_TLS_CA");
+  if (ca && *ca) c->tls_ca = ca;
   d->add_options()("coordinator", po::value(&c->coordinator)->default_value(c->coordinator),
                    "flap-coordinator's HOST:PORT ($FLAP_COORDINATOR)")(
       "token-file", po::value(&c->token_file),
       "the coordinator's token (default $FLAP_COORDINATOR_TOKEN or $FLAP_COORDINATOR_TOKEN_FILE)")(
-      "tls-ca", po::value(&c->tls_ca), "PEM CA certificate: connect with TLS")(
+      "tls-ca", po::value(&c->tls_ca), "PEM CA certificate: connect with TLS (default $FLAP_COORDINATOR_TLS_CA)")(
       "timeout-ms", po::value(&c->timeout_ms)->default_value(c->timeout_ms), "deadline of each call");
 }
 

@@ -11,7 +11,8 @@
 //
 // Every command takes --coordinator HOST:PORT (default $FLAP_COORDINATOR, else
 // 127.0.0.1:7070), --token-file FILE (default $FLAP_COORDINATOR_TOKEN or
-// $FLAP_COORDINATOR_TOKEN_FILE), --tls-ca FILE (TLS, trusting that CA) and --timeout-ms
+// $FLAP_COORDINATOR_TOKEN_FILE), --tls-ca FILE (TLS, trusting that CA; default
+// $FLAP_COORDINATOR_TLS_CA) and --timeout-ms
 // (deadline of each call, default 10000). Exit codes as in flapctl/cli.h: 0 success, 1 the
 // coordinator refused or could not be reached (the message says why), 2 usage error or an
 // invalid sweep file (every error listed).

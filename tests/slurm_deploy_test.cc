@@ -208,7 +208,8 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   }
   ASSERT_FALSE(address.empty()) << "no " << address_file << " after 180 s";
   std::string error;
-  auto client = ConnectCoordinator(address, RunDir() + "/state/token", &error);
+  // coordinator.sbatch serves TLS (its default) with the run's CA, published beside the address.
+  auto client = ConnectCoordinator(address, RunDir() + "/state/token", &error, RunDir() + "/coordinator-ca.pem");
   ASSERT_TRUE(client) << error;
   std::cout << "coordinator at " << address << " after " << elapsed() << " s" << std::endl;
 

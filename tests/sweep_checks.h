@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,13 +42,25 @@ loader_threads = 1
 inline constexpr int kTinyTrialSteps = 32;
 
 // A client (calls of 5 s at most) of the coordinator at `address` with the token in
-// `token_file`; nullptr, and the reason in *error, when the token cannot be read.
+// `token_file`, over TLS trusting the CA in `tls_ca_file` when given; nullptr, and the reason
+// in *error, when the token (or the CA) cannot be read.
 inline std::unique_ptr<coordinator::CoordinatorClient> ConnectCoordinator(const std::string& address,
                                                                           const std::string& token_file,
-                                                                          std::string* error = nullptr) {
+                                                                          std::string* error = nullptr,
+                                                                          const std::string& tls_ca_file = "") {
   coordinator::ClientOptions o;
   o.target = address;
   o.deadline_ms = 5000;
+  if (!tls_ca_file.empty()) {
+    std::ifstream in(tls_ca_file);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    o.tls_ca = pem.str();
+    if (!in || o.tls_ca.empty()) {
+      if (error) *error = "cannot read the CA " + tls_ca_file;
+      return nullptr;
+    }
+  }
   auto token = coordinator::ReadToken(token_file);
   if (!token.ok()) {
     if (error) *error = token.status().ToString();

@@ -22,6 +22,9 @@
 #   FLAP_COORDINATOR_SBATCH_ARGS  sbatch options for the coordinator job, e.g. "--time=3-00:00:00" [none]
 #   FLAP_WORKERS_SBATCH_ARGS      sbatch options for the worker array, e.g. "--gpus-per-task=1
 #                                 --time=08:00:00" [none]
+#   FLAP_TLS                      1: the coordinator serves TLS with the run's own CA, which the
+#                                 groups and flapctl trust ($FLAP_RUN_DIR/coordinator-ca.pem);
+#                                 0: plaintext (a network you trust only) [1]
 #   SBATCH                        the sbatch command [sbatch]
 #
 # Prints "coordinator job: ID" and "worker job: ID" first, then the commands to watch and
@@ -39,6 +42,8 @@ FLAP_SBATCH_ARGS=${FLAP_SBATCH_ARGS:-}
 FLAP_COORDINATOR_SBATCH_ARGS=${FLAP_COORDINATOR_SBATCH_ARGS:-}
 FLAP_WORKERS_SBATCH_ARGS=${FLAP_WORKERS_SBATCH_ARGS:-}
 SBATCH=${SBATCH:-sbatch}
+FLAP_TLS=${FLAP_TLS:-1}
+export FLAP_TLS
 [[ $FLAP_GROUPS =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: FLAP_GROUPS must be a positive number, not '$FLAP_GROUPS'" >&2; exit 2; }
 [[ $FLAP_RANKS =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: FLAP_RANKS must be a positive number, not '$FLAP_RANKS'" >&2; exit 2; }
 
@@ -76,6 +81,9 @@ fi
 workers=${workers%%;*}
 
 flapctl=${FLAPCTL_BIN:-${FLAP_BIN_DIR:+$FLAP_BIN_DIR/}flapctl}
+tls_line=
+[ "$FLAP_TLS" = 0 ] || tls_line="
+  export FLAP_COORDINATOR_TLS_CA=$FLAP_RUN_DIR/coordinator-ca.pem"
 cat <<EOF
 coordinator job: $coordinator
 worker job: $workers (array of $FLAP_GROUPS group(s) x $FLAP_RANKS rank(s))
@@ -84,7 +92,7 @@ logs: $FLAP_RUN_DIR/logs/
 
 Watch (once the coordinator job runs and has published its address):
   export FLAP_COORDINATOR=\$(cat $FLAP_RUN_DIR/coordinator.address)
-  export FLAP_COORDINATOR_TOKEN_FILE=$FLAP_RUN_DIR/state/token
+  export FLAP_COORDINATOR_TOKEN_FILE=$FLAP_RUN_DIR/state/token$tls_line
   $flapctl sweep watch ${sweep:-SWEEP}
   squeue -j $coordinator,$workers
 Cancel the sweep (the groups stop their trials and exit, then the coordinator job ends):

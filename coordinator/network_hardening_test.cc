@@ -1,0 +1,185 @@
+// Regression tests of the coordinator's network hardening: plaintext gRPC refused on an
+// address that is not loopback (unless --insecure), sweep submissions bounded in size and
+// validated in linear time, an oversized message refused by the transport, and the in-memory
+// state of finished sweeps pruned once their report is written.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "coordinator/service_test_util.h"
+#include "coordinator/sweep.h"
+
+namespace flap::coordinator {
+namespace {
+
+using testing::FastServiceOptions;
+using testing::TestCoordinator;
+
+bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(HardeningListen, LoopbackHosts) {
+  EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("127.1.2.3"));
+  EXPECT_TRUE(IsLoopbackHost("localhost"));
+  EXPECT_TRUE(IsLoopbackHost("[::1]"));
+  EXPECT_FALSE(IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackHost("[::]"));
+  EXPECT_FALSE(IsLoopbackHost(""));
+  EXPECT_FALSE(IsLoopbackHost("*"));
+  EXPECT_FALSE(IsLoopbackHost("10.1.2.3"));
+}
+
+// Plaintext on every interface would put the token on the network: refused before anything
+// starts, unless insecure is set.
+TEST(HardeningListen, PlaintextOnANonLoopbackAddressIsRefusedUnlessInsecure) {
+  flap::testing::TempDir dir("listen_plain");
+  ServerOptions o;
+  o.listen = "0.0.0.0:0";
+  o.service = FastServiceOptions();
+  o.service.state_dir = dir / "state";
+  auto refused = CoordinatorServer::Start(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(refused.status().message(), "--insecure")) << refused.status().message();
+  EXPECT_TRUE(Contains(refused.status().message(), "--tls-cert")) << refused.status().message();
+  o.insecure = true;
+  auto allowed = CoordinatorServer::Start(o);
+  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  allowed->reset();
+  o.insecure = false;
+  o.listen = "127.0.0.1:0";
+  auto loopback = CoordinatorServer::Start(o);
+  EXPECT_TRUE(loopback.ok()) << loopback.status().ToString();
+}
+
+TEST(HardeningListen, CoordinatorExitsTwoOnPlaintextNonLoopback) {
+  flap::testing::TempDir dir("listen_exit");
+  auto r = flap::testing::RunCommand("timeout 20 " + std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + dir / "state" +
+                                     " --listen 0.0.0.0:0");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(Contains(r.output, "not a loopback address")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--insecure")) << r.output;
+}
+
+
+// 8,000 values used to take seconds of the coordinator's CPU (a quadratic repeat check) and
+// were accepted; now the count is refused at once, with a message that says the limit.
+TEST(HardeningSubmit, TooManyValuesAreRefusedQuicklyWithAClearMessage) {
+  TestCoordinator c("submit_values");
+  std::string values;
+  for (int i = 0; i < 8000; ++i) values += (i ? ", " : "") + std::to_string(0.0001 + i * 1e-7);
+  const std::string sweep =
+      "[sweep]\nname = many\nsearch = grid\nseeds = 1\n\n[factor.optim.lr]\nvalues = " + values + "\n";
+  auto client = c.Client("", 20000);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = client->SubmitSweep(sweep, "many.ini", "");
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(r.ok()) << "8000 values were accepted";
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(Contains(r.status().message(), "8000 values")) << r.status().message();
+  EXPECT_TRUE(Contains(r.status().message(), "at most 1000")) << r.status().message();
+  EXPECT_LT(took, 1.0);
+  // Parsing alone, without the network, is quick too.
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(ParseSweepText(sweep, "many.ini").ok());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 0.5);
+}
+
+// At the limit, repeats are still found, numerically ("0.5" repeats "0.50"), in n log n.
+TEST(HardeningSubmit, RepeatsAreFoundAtTheValueLimit) {
+  std::string values;
+  for (int i = 0; i < kMaxFactorValues - 1; ++i) values += std::to_string(1 + i) + "e-5, ";
+  values += "1.0e-5";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto spec = ParseSweepText("[sweep]\nname = rep\nseeds = 1\n\n[factor.optim.lr]\nvalues = " + values + "\n", "rep.ini");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(Contains(spec.status().message(), "value '1.0e-5' repeats '1e-5'")) << spec.status().message();
+}
+
+// A request beyond kMaxRequestBytes is refused by the transport, before the token is even
+// looked at (it was read whole, up to 16 MiB, before).
+TEST(HardeningSubmit, OversizedMessageIsRefused) {
+  TestCoordinator c("submit_oversized");
+  auto client = c.Client("not-the-token", 20000);
+  v1::SubmitSweepRequest req;
+  req.set_sweep_text("[sweep]\nname = big\n");
+  req.set_base_config(std::string(kMaxRequestBytes + 1024, '#'));
+  v1::SubmitSweepResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  const grpc::Status s = client->stub()->SubmitSweep(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_code() << " " << s.error_message();
+  // A request within the limit still reaches the service (here: refused for its size there).
+  auto ok_client = c.Client("", 20000);
+  auto r = ok_client->SubmitSweep("[sweep]\nname = big\n", "big.ini", std::string(kMaxRequestBytes / 2, '#'));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(Contains(r.status().message(), "larger than 1 MiB")) << r.status().message();
+}
+
+// Each ended sweep used to leave its lease tables (one per trial and epoch) and its report
+// thread behind for the coordinator's lifetime. After many sweeps, they stay bounded; the
+// sweeps and trials themselves stay (they are what GetSweep answers with).
+TEST(HardeningMemory, EndedSweepsLeaveNoLeaseTablesOrReportThreads) {
+  flap::testing::TempDir reports("memory_reports");
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 60000;
+  so.lease_ttl_ms = 60000;
+  so.report_dir = reports / "r";
+  so.report_plots = false;
+  TestCoordinator c("memory", so);
+  auto client = c.Client();
+  ASSERT_TRUE(client->Register("g1", "inc-1", 1).ok());
+  constexpr int kSweeps = 6;
+  for (int n = 0; n < kSweeps; ++n) {
+    const std::string name = "s" + std::to_string(n);
+    ASSERT_TRUE(client->SubmitSweep("[sweep]\nname = " + name + "\nseeds = 1, 2\n\n[factor.optim.lr]\nvalues = 0.001\n",
+                                    name + ".ini", "").ok());
+    for (int t = 0; t < 2; ++t) {
+      auto next = client->NextTrial("g1");
+      ASSERT_TRUE(next.ok()) << next.status().ToString();
+      ASSERT_TRUE(next->assigned);
+      const v1::TrialRef ref = next->assignment.trial;
+      for (int epoch = 0; epoch < 3; ++epoch) {
+        ASSERT_TRUE(client->BeginEpoch("g1", ref, epoch, {{"a.tar", 1}, {"b.tar", 1}}).ok());
+        auto lease = client->LeaseShard("g1", ref, epoch, 0);
+        ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+        ASSERT_TRUE(client->CompleteShard("g1", ref, epoch, lease->lease_id).ok());
+      }
+      ASSERT_TRUE(client->Finish("g1", ref).ok());
+    }
+    auto st = client->GetSweep(name);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->state(), "finished");
+    c.server()->service()->WaitForReports();
+  }
+  // One more, cancelled while its epoch is begun.
+  ASSERT_TRUE(client->SubmitSweep("[sweep]\nname = cx\nseeds = 1\n\n[factor.optim.lr]\nvalues = 0.001\n", "cx.ini", "").ok());
+  auto next = client->NextTrial("g1");
+  ASSERT_TRUE(next.ok() && next->assigned);
+  ASSERT_TRUE(client->BeginEpoch("g1", next->assignment.trial, 0, {{"a.tar", 1}}).ok());
+  ASSERT_TRUE(client->CancelSweep("cx").ok());
+  c.server()->service()->WaitForReports();
+
+  CoordinatorService::MemoryStats m = c.server()->service()->memory_stats();
+  EXPECT_EQ(m.sweeps, static_cast<size_t>(kSweeps + 1));
+  EXPECT_EQ(m.trials, static_cast<size_t>(2 * kSweeps + 1));
+  EXPECT_EQ(m.groups, 1u);
+  EXPECT_EQ(m.lease_tables, 0u) << "lease tables of ended sweeps are kept";
+  EXPECT_EQ(m.epoch_trials, 0u);
+  EXPECT_LE(m.report_threads, 2u) << "finished report threads are kept";
+  // The journal keeps the record: after a restart the sweeps are all there, the ended trials'
+  // lease tables are not loaded again.
+  c.Restart();
+  m = c.server()->service()->memory_stats();
+  EXPECT_EQ(m.sweeps, static_cast<size_t>(kSweeps + 1));
+  EXPECT_EQ(m.lease_tables, 0u);
+  auto again = c.Client()->GetSweep("s0");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state(), "finished");
+}
+
+}  // namespace
+}  // namespace flap::coordinator
