@@ -113,7 +113,8 @@ void Journal::CommitLoop() {
       }
     }
     lock.lock();
-    if (!s.ok() && status_.ok()) status_ = s;
+    const bool failed_now = !s.ok() && status_.ok();
+    if (failed_now) status_ = s;
     if (status_.ok()) durable_ = target;
     std::vector<std::function<void(const Status&)>> ready;
     auto it = waiters_.begin();
@@ -129,6 +130,7 @@ void Journal::CommitLoop() {
     if (!status_.ok()) durable_ = appended_;  // nothing more will be written
     lock.unlock();
     for (auto& fn : ready) fn(result);
+    if (failed_now && options_.on_failure) options_.on_failure(result);
     lock.lock();
   }
 }

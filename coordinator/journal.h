@@ -11,7 +11,8 @@
 //
 // Failure. A failed write is permanent: every waiting and later callback gets the error, and
 // healthy() turns false. The in-memory state of the caller is then ahead of the disk, so the
-// service refuses every later call (UNAVAILABLE) until it is restarted from what was committed.
+// service refuses every later call (UNAVAILABLE) until it is restarted from what was committed,
+// and JournalOptions::on_failure is called (flap-coordinator exits non-zero from it).
 //
 // Thread-safety: thread-safe. Callbacks run on the committer thread (or on the caller's thread
 // when the sequence number is already durable); they must not block.
@@ -37,6 +38,10 @@ namespace flap::coordinator {
 struct JournalOptions {
   bool sync = true;              // fsync every commit (false only for throwaway benchmarks)
   bool create_if_missing = true;
+  // Called once, on the committer thread, when a write fails (after the waiting callbacks got
+  // the error). flap-coordinator exits from it so that its supervisor restarts it from the
+  // committed state; it must not block.
+  std::function<void(const Status&)> on_failure;
 };
 
 // Staged changes, applied in order.

@@ -1,15 +1,24 @@
 // flap-coordinator: the sweep coordinator's server (coordinator/service.h explains the
-// protocol). A thin main: options, then CoordinatorServer until SIGINT or SIGTERM. Never links
+// protocol). A thin main: options, then CoordinatorServer until SIGINT or SIGTERM, or until a
+// journal write fails (exit 74: the supervisor restarts it from the journal). Never links
 // LibTorch.
 #include <signal.h>
+#include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <iostream>
+#include <thread>
 
 #include "coordinator/address_file.h"
 #include "coordinator/server.h"
 
 namespace po = boost::program_options;
+
+namespace {
+// Exit status after a journal write failure (EX_IOERR): restart from the journal.
+constexpr int kJournalFailureExit = 74;
+}  // namespace
 
 int main(int argc, char** argv) {
   flap::coordinator::ServerOptions o;
@@ -64,12 +73,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Block the stop signals before any thread starts, then wait for one.
+  // Block the stop signals before any thread starts, then wait for one. SIGUSR1 is this
+  // process's own: the journal failed (below).
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  // A failed journal write leaves the state in memory ahead of the disk: the service answers
+  // UNAVAILABLE from then on. Exit instead, so that the supervisor restarts the coordinator
+  // from what was committed.
+  s.on_journal_failure = [](const flap::Status& failure) {
+    std::cerr << "flap-coordinator: " << failure.message()
+              << "; exiting (status " << kJournalFailureExit
+              << ") to be restarted from the committed state" << std::endl;
+    kill(getpid(), SIGUSR1);
+  };
 
   auto server = flap::coordinator::CoordinatorServer::Start(o);
   if (!server.ok()) {
@@ -90,6 +111,16 @@ int main(int argc, char** argv) {
   }
   int sig = 0;
   sigwait(&stop, &sig);
+  if (sig == SIGUSR1) {
+    // Shut down (in-flight calls get their error) but never wait long on a broken state.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(10));
+      _exit(kJournalFailureExit);
+    }).detach();
+    (*server)->Shutdown();
+    if (!address_file.empty()) flap::coordinator::RemoveAddressFile(address_file, advertised);
+    return kJournalFailureExit;
+  }
   std::cerr << "flap-coordinator: signal " << sig << ", shutting down\n";
   (*server)->Shutdown();
   if (!address_file.empty()) flap::coordinator::RemoveAddressFile(address_file, advertised);

@@ -344,20 +344,6 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
     dat << "\n\n";
     series.push_back(strategy);
   }
-  auto script = [&](const std::string& out, const std::string& ylabel, int column) {
-    std::ostringstream gp;
-    gp << "# " << out << ": " << ylabel << " against mask.ratio, one line per mask.strategy\n"
-       << "set terminal svg size 640,400 dynamic\nset output '" << out << "'\n"
-       << "set title '" << in.sweep_id << ": " << ylabel << "'\n"
-       << "set xlabel 'mask.ratio'\nset ylabel '" << ylabel << "'\nset key top left\n"
-       << "set datafile missing 'NaN'\nset grid\nplot ";
-    for (size_t i = 0; i < series.size(); ++i) {
-      gp << (i ? ", " : "") << "'speed.dat' index " << i << " using 1:" << column
-         << " with linespoints title 'mask.strategy " << series[i] << "'";
-    }
-    gp << "\n";
-    return gp.str();
-  };
   const bool have_plots = !series.empty();
 
   std::ostringstream md;
@@ -404,10 +390,54 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   files.push_back({"speed.csv", speed_csv.str()});
   if (have_plots) {
     files.push_back({"speed.dat", dat.str()});
-    files.push_back({"throughput.gp", script("throughput.svg", "samples/s", 2)});
-    files.push_back({"time_to_target.gp", script("time_to_target.svg", "time-to-target (s)", 3)});
+    for (ReportFile& gp : PlotScripts(in.sweep_id, dat.str())) files.push_back(std::move(gp));
   }
   return files;
+}
+
+namespace {
+
+// Only characters that cannot end or escape a gnuplot string or start a command.
+std::string GnuplotText(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-' || c == '+' || c == ' ' || c == ':';
+    out += ok ? c : '_';
+  }
+  return out.substr(0, 64);
+}
+
+std::string GnuplotScript(const std::string& sweep_id, const std::vector<std::string>& series,
+                          const std::string& out, const std::string& ylabel, int column) {
+  std::ostringstream gp;
+  gp << "# " << out << ": " << ylabel << " against mask.ratio, one line per mask.strategy\n"
+     << "set terminal svg size 640,400 dynamic\nset output '" << out << "'\n"
+     << "set title '" << GnuplotText(sweep_id) << ": " << ylabel << "'\n"
+     << "set xlabel 'mask.ratio'\nset ylabel '" << ylabel << "'\nset key top left\n"
+     << "set datafile missing 'NaN'\nset grid\nplot ";
+  for (size_t i = 0; i < series.size(); ++i) {
+    gp << (i ? ", " : "") << "'speed.dat' index " << i << " using 1:" << column
+       << " with linespoints title 'mask.strategy " << GnuplotText(series[i]) << "'";
+  }
+  gp << "\n";
+  return gp.str();
+}
+
+}  // namespace
+
+std::vector<ReportFile> PlotScripts(const std::string& sweep_id, const std::string& speed_dat) {
+  std::vector<std::string> series;
+  std::istringstream in(speed_dat);
+  const std::string header = "# mask.strategy ";
+  for (std::string line; std::getline(in, line);) {
+    if (line.compare(0, header.size(), header) == 0) series.push_back(line.substr(header.size()));
+    if (series.size() >= 64) break;
+  }
+  if (series.empty()) return {};
+  return {{"throughput.gp", GnuplotScript(sweep_id, series, "throughput.svg", "samples/s", 2)},
+          {"time_to_target.gp",
+           GnuplotScript(sweep_id, series, "time_to_target.svg", "time-to-target (s)", 3)}};
 }
 
 Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,

@@ -79,6 +79,13 @@ const std::vector<std::string>& RetrievalMetrics();
 // (throughput.gp, time_to_target.gp) with their data (speed.dat).
 std::vector<ReportFile> BuildReport(const ReportInput& input, const ReportOptions& options);
 
+// The gnuplot scripts (throughput.gp, time_to_target.gp) plotting `speed_dat` (speed.dat as
+// BuildReport writes it: one "# mask.strategy S" block per series). Made only from data and
+// quoted so that nothing in it becomes a gnuplot command: flapctl builds the scripts of a
+// report it fetches with this and never runs scripts it receives (gnuplot's `system` runs
+// anything). Empty when speed_dat has no series.
+std::vector<ReportFile> PlotScripts(const std::string& sweep_id, const std::string& speed_dat);
+
 struct WriteReportOptions {
   bool plots = true;                // run gnuplot on each .gp file
   std::string gnuplot = "gnuplot";  // the program

@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "common/path_name.h"
 #include "coordinator/json_util.h"
 #include "coordinator/report.h"
 
@@ -17,7 +18,6 @@ namespace {
 
 namespace ji = json_internal;
 
-constexpr size_t kMaxIdLength = 64;
 constexpr size_t kMaxSweepText = 1 << 20;
 constexpr int kMaxWorldSize = 65536;
 constexpr int kMaxEpoch = 1000000;
@@ -30,25 +30,16 @@ grpc::Status Invalid(const std::string& field, const std::string& what) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": " + what);
 }
 
-bool IsIdChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '.' || c == '-';
-}
-
 std::string Quote(const std::string& s) {
   std::string shown = s.size() > 80 ? s.substr(0, 80) + "..." : s;
   return "'" + shown + "'";
 }
 
+// Ids become paths (reports, checkpoints): the shared path-name rule (common/path_name.h).
 grpc::Status CheckId(const std::string& field, const std::string& value) {
-  if (value.empty()) return Invalid(field, "is empty");
-  if (value.size() > kMaxIdLength) {
-    return Invalid(field, "is " + std::to_string(value.size()) + " bytes; at most 64 allowed");
-  }
-  for (char c : value) {
-    if (!IsIdChar(c)) return Invalid(field, Quote(value) + " has characters outside [A-Za-z0-9_.-]");
-  }
-  return grpc::Status::OK;
+  const std::string problem = PathNameProblem(value);
+  if (problem.empty()) return grpc::Status::OK;
+  return Invalid(field, value.empty() ? problem : Quote(value) + " " + problem);
 }
 
 grpc::Status CheckRef(const v1::TrialRef& ref) {
@@ -155,6 +146,7 @@ StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
   std::unique_ptr<CoordinatorService> service(new CoordinatorService(options));
   JournalOptions jo;
   jo.sync = options.sync;
+  jo.on_failure = options.on_journal_failure;
   FLAP_ASSIGN_OR_RETURN(service->journal_, Journal::Open(options.state_dir, jo));
   FLAP_RETURN_IF_ERROR(service->Load());
   if (!options.sd_file.empty()) {
@@ -1491,6 +1483,10 @@ void CoordinatorService::ReapLoop() {
 
 void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
   if (options_.report_dir.empty()) return;
+  if (!IsPathName(sweep_id)) {  // submission refuses such names; never write outside report_dir
+    std::fprintf(stderr, "flap-coordinator: no report for sweep '%s': not a folder name\n", sweep_id.c_str());
+    return;
+  }
   std::vector<std::thread> finished;
   std::lock_guard<std::mutex> lock(report_mu_);
   for (uint64_t n : reports_finished_) {

@@ -160,6 +160,9 @@ struct ServiceOptions {
   int metrics_ended_sweeps = 10;         // ended sweeps whose series stay in MetricsSnapshot
   std::string sd_file;                   // "" = no file_sd file (see Observability)
   std::string sd_self_endpoint;          // the coordinator's own metrics host:port for sd_file; "" = none
+  // Called once when a journal write fails (JournalOptions::on_failure): the service then only
+  // answers UNAVAILABLE, so flap-coordinator exits and is restarted from the journal.
+  std::function<void(const Status&)> on_journal_failure;
 };
 
 // The metadata key carrying the token.

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <utility>
 
+#include "common/local_keys.h"
+#include "common/path_name.h"
 #include "coordinator/json_util.h"
 
 namespace flap::coordinator {
@@ -111,15 +113,6 @@ bool IsFactorName(const std::string& s) {
   return IsWord(std::string_view(s).substr(0, dot)) && IsWord(std::string_view(s).substr(dot + 1));
 }
 
-bool IsSweepName(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 std::string FormatReal(double v) {
   char buf[64];
@@ -359,6 +352,10 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
   } else if (f.name == "train.seed") {
     errors->Add(section, "", "the trial seed is not a factor: list replicate seeds in [sweep] "
                              "seeds = 1, 2, 3");
+  } else if (IsLocalOnlyKey(f.name)) {
+    errors->Add(section, "", f.name + " is local to each worker (a folder, endpoint or device of "
+                             "its machine), not a sweep factor: set it in the worker's config "
+                             "or flags");
   }
 
   const bool has_values = !f.values.empty();
@@ -446,9 +443,9 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
 }
 
 void Validate(const SweepSpec& spec, Errors* errors) {
-  if (!IsSweepName(spec.name)) {
+  if (std::string p = PathNameProblem(spec.name); !p.empty()) {
     errors->Add("sweep", "name", "a sweep needs a name of [A-Za-z0-9_.-] (at most 64 "
-                                 "characters), got '" + spec.name + "'");
+                                 "characters, not starting with a dot); '" + spec.name + "' " + p);
   }
   if (spec.budget < 0) {
     errors->Add("sweep", "budget", "must be >= 0, got " + std::to_string(spec.budget));

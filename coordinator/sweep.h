@@ -5,7 +5,7 @@
 // The sweep file (INI):
 //
 //   [sweep]
-//   name = mask-ablation      # required; [A-Za-z0-9_.-], at most 64 characters
+//   name = mask-ablation      # required; [A-Za-z0-9_.-], at most 64 characters, no leading dot
 //   search = grid             # grid (default) | random
 //   budget = 0                # random: configurations to draw (>= 1, required);
 //                             # grid: 0 = no limit, else refuse a grid of more cells than this
@@ -41,8 +41,9 @@
 // recon.weight >= 0, text.augment off | on | a probability in [0, 1], optim.lr > 0,
 // model.preset in {tiny, base}. Any other well-formed key is taken as a trainer field with its
 // text value, which the worker validates. The trial seed is not a factor: [sweep] seeds sets
-// it, so [factor.train.seed] is refused. Values of one factor may not repeat (numerically:
-// 0.5 and 0.50 are the same value).
+// it, so [factor.train.seed] is refused, and so are the keys local to each worker
+// (common/local_keys.h: ckpt.root, data.path, data.fbank_cache, train.output_dir, train.device,
+// metrics.*). Values of one factor may not repeat (numerically: 0.5 and 0.50 are the same value).
 //
 // Conditions: "when = F == v", "when = F != v" or "when = F in v1, v2, ...", where F is another
 // factor of the sweep; numbers compare numerically, anything else as text. A factor applies

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/path_name.h"
 #include "coordinator/client.h"
 #include "coordinator/report.h"
 #include "coordinator/sweep.h"
@@ -205,15 +206,29 @@ StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string ba
 
 Status FetchReport(coordinator::CoordinatorClient& client, const std::string& sweep, const std::string& out,
                    double target, bool plots, std::vector<std::string>* written) {
+  if (std::string p = PathNameProblem(sweep); !p.empty()) {
+    return Status::InvalidArgument("the sweep name '" + sweep + "' " + p);
+  }
   FLAP_ASSIGN_OR_RETURN(std::vector<v1::ReportFile> files, client.GetReport(sweep, target));
   std::vector<coordinator::ReportFile> report;
   for (const auto& f : files) {
     // Names come from the coordinator: keep them inside `out`.
-    if (f.name().empty() || f.name().find('/') != std::string::npos || f.name()[0] == '.') {
+    if (!IsPathName(f.name())) {
       return Status::Corruption("the coordinator sent a report file named '" + f.name() + "'");
     }
+    // Scripts are never taken from the coordinator: gnuplot's `system` would run its commands
+    // here. The plots are made from the data, by scripts built on this side.
+    if (f.name().size() > 3 && f.name().compare(f.name().size() - 3, 3, ".gp") == 0) continue;
     report.push_back({f.name(), f.content()});
     if (written != nullptr) written->push_back(f.name());
+  }
+  std::vector<coordinator::ReportFile> scripts;
+  for (const auto& f : report) {
+    if (f.name == "speed.dat") scripts = coordinator::PlotScripts(sweep, f.content);
+  }
+  for (coordinator::ReportFile& gp : scripts) {
+    if (written != nullptr) written->push_back(gp.name);
+    report.push_back(std::move(gp));
   }
   coordinator::WriteReportOptions wo;
   wo.plots = plots;
@@ -330,6 +345,10 @@ int RunReport(const std::vector<std::string>& args) {
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   if (out.empty()) {
     std::cerr << "flapctl sweep report: missing --out DIR\n";
+    return kExitUsage;
+  }
+  if (std::string p = PathNameProblem(sweep); !p.empty()) {
+    std::cerr << "flapctl sweep report: the sweep name '" << sweep << "' " << p << "\n";
     return kExitUsage;
   }
   const bool plots = std::find(args.begin(), args.end(), "--no-plots") == args.end();

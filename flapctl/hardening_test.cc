@@ -1,0 +1,108 @@
+// Regression tests of flapctl's hardening, against a stand-in coordinator that serves a hostile
+// report: flapctl never runs gnuplot scripts it receives (gnuplot's `system` would run their
+// commands on the user's machine) and refuses sweep names that are not folder names.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "proto/coordinator.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace flap::flapctl {
+namespace {
+
+namespace v1 = coordinator::v1;
+using flap::testing::ReadFile;
+using flap::testing::RunCommand;
+using flap::testing::TempDir;
+using flap::testing::WriteFile;
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// Answers GetReport with `files`, whatever the sweep; every other call is UNIMPLEMENTED.
+class HostileCoordinator final : public v1::Coordinator::Service {
+ public:
+  explicit HostileCoordinator(std::vector<std::pair<std::string, std::string>> files)
+      : files_(std::move(files)) {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    b.RegisterService(this);
+    server_ = b.BuildAndStart();
+  }
+  ~HostileCoordinator() override { server_->Shutdown(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  grpc::Status GetReport(grpc::ServerContext*, const v1::GetReportRequest*,
+                         v1::GetReportResponse* resp) override {
+    for (const auto& [name, content] : files_) {
+      v1::ReportFile* f = resp->add_files();
+      f->set_name(name);
+      f->set_content(content);
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> files_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+const char kSpeedDat[] =
+    "# mask.strategy 1d\n# ratio samples_per_second time_to_target_s\n0.5 100 NaN\n0.75 150 NaN\n\n\n";
+
+TEST(HardeningReport, ReceivedGnuplotScriptsAreNeverRun) {
+  TempDir dir("hardening_report");
+  const std::string marker = dir / "pwned";
+  const std::string evil = "set terminal svg\nset output 'throughput.svg'\nsystem(\"touch " + marker +
+                           "\")\nplot 'speed.dat' using 1:2\n";
+  HostileCoordinator c({{"report.md", "# report\n"},
+                        {"speed.dat", kSpeedDat},
+                        {"throughput.gp", evil},
+                        {"extra.gp", evil}});
+  WriteFile(dir / "token", "t\n");
+  const std::string out = dir / "report";
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " +
+                      c.address() + " --token-file " + (dir / "token"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "a received gnuplot script was run: " << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out + "/extra.gp"));
+  // The scripts written are made here from the data.
+  const std::string gp = ReadFile(out + "/throughput.gp");
+  EXPECT_FALSE(Contains(gp, "system")) << gp;
+  EXPECT_TRUE(Contains(gp, "'speed.dat' index 0 using 1:2")) << gp;
+  EXPECT_TRUE(std::filesystem::exists(out + "/speed.dat"));
+}
+
+TEST(HardeningReport, SeriesNamesCannotBreakOutOfTheLocalScript) {
+  TempDir dir("hardening_report_series");
+  const std::string marker = dir / "pwned";
+  const std::string dat = "# mask.strategy x'\nsystem(\"touch " + marker + "\")\n#'\n0.5 1 NaN\n\n\n";
+  HostileCoordinator c({{"report.md", "# report\n"}, {"speed.dat", dat}});
+  WriteFile(dir / "token", "t\n");
+  const std::string out = dir / "report";
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " +
+                      c.address() + " --token-file " + (dir / "token"));
+  EXPECT_FALSE(std::filesystem::exists(marker)) << r.output;
+  EXPECT_FALSE(Contains(ReadFile(out + "/throughput.gp"), "system")) << ReadFile(out + "/throughput.gp");
+}
+
+TEST(HardeningNames, FlapctlReportRefusesSweepNamesThatAreNotFolderNames) {
+  TempDir dir("hardening_report_names");
+  HostileCoordinator c(std::vector<std::pair<std::string, std::string>>{{"report.md", "# report\n"}});
+  WriteFile(dir / "token", "t\n");
+  for (const char* bad : {"..", ".", ".hidden"}) {
+    auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report " + bad + " --out " + (dir / "r") +
+                        " --coordinator " + c.address() + " --token-file " + (dir / "token"));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.output;
+    EXPECT_TRUE(Contains(r.output, "starts with a dot")) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace flap::flapctl
