@@ -75,6 +75,32 @@ SF_VIRTUAL_IO MakeVio() {
   return vio;
 }
 
+uint32_t LittleEndian32(const unsigned char* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+// For a RIFF/WAVE file: "" when its data chunk fits in the file, else what is missing.
+// libsndfile shrinks the frame count of a WAV cut short and decodes what is there, so a
+// truncated file would otherwise pass as a shorter clip. A data size of 0 or 0xFFFFFFFF
+// (streamed WAVs, length unknown when the header was written) is not checked.
+std::string WavTruncation(const unsigned char* bytes, size_t size) {
+  if (size < 12 || std::memcmp(bytes, "RIFF", 4) != 0 || std::memcmp(bytes + 8, "WAVE", 4) != 0) {
+    return "";
+  }
+  size_t pos = 12;
+  while (pos + 8 <= size) {
+    const uint32_t chunk = LittleEndian32(bytes + pos + 4);
+    if (std::memcmp(bytes + pos, "data", 4) == 0) {
+      const uint64_t have = size - (pos + 8);
+      if (chunk == 0 || chunk == 0xFFFFFFFFu || chunk <= have) return "";
+      return "truncated WAV: its data chunk declares " + std::to_string(chunk) +
+             " bytes, the file holds " + std::to_string(have);
+    }
+    pos += 8 + static_cast<size_t>(chunk) + (chunk & 1);  // chunks are padded to even sizes
+  }
+  return "";  // no data chunk: libsndfile says what is wrong
+}
+
 }  // namespace
 
 const char* AudioFormatExtension(AudioFormat format) {
@@ -105,6 +131,18 @@ StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const st
     return Status::Corruption(what + ": bad audio header (" + std::to_string(channels) +
                               " channels, " + std::to_string(rate) + " Hz)");
   }
+  // A rate far from real audio makes the resampler's output (and memory) explode: 1 Hz to
+  // 16 kHz multiplies the length by 16,000.
+  if (rate < kMinSampleRate || rate > kMaxSampleRate) {
+    sf_close(snd);
+    return Status::Corruption(what + ": sample rate " + std::to_string(rate) + " Hz is outside " +
+                              std::to_string(kMinSampleRate) + ".." + std::to_string(kMaxSampleRate) +
+                              " Hz");
+  }
+  if (std::string t = WavTruncation(static_cast<const unsigned char*>(data), size); !t.empty()) {
+    sf_close(snd);
+    return Status::Corruption(what + ": audio decoding failed: " + t);
+  }
   // Read in chunks: some formats (MP3, Ogg) do not know their length up front, and a damaged
   // header must not make us allocate what it claims.
   std::vector<float> mono;
@@ -114,9 +152,15 @@ StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const st
   constexpr sf_count_t kChunkFrames = 8192;
   std::vector<float> chunk(static_cast<size_t>(kChunkFrames * channels));
   const float inv_channels = 1.0f / static_cast<float>(channels);
+  const size_t max_frames = static_cast<size_t>(kMaxDecodeSeconds * rate);
   while (true) {
     sf_count_t got = sf_readf_float(snd, chunk.data(), kChunkFrames);
     if (got <= 0) break;
+    if (mono.size() + static_cast<size_t>(got) > max_frames) {
+      sf_close(snd);
+      return Status::Corruption(what + ": the audio lasts more than the " +
+                                std::to_string(std::lround(kMaxDecodeSeconds)) + " s a clip may last");
+    }
     for (sf_count_t i = 0; i < got; ++i) {
       const float* frame = &chunk[static_cast<size_t>(i * channels)];
       float sum = 0.0f;
@@ -134,8 +178,14 @@ StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const st
   for (float& v : mono) {
     if (!std::isfinite(v)) v = 0.0f;
   }
-  if (rate != target_rate) return Resample(mono, rate, target_rate);
-  return mono;
+  if (rate == target_rate) return mono;
+  // Rate and duration are bounded (above): so is what resampling allocates.
+  std::vector<float> out = Resample(mono, rate, target_rate);
+  if (out.empty()) {
+    return Status::Corruption(what + ": cannot resample from " + std::to_string(rate) + " Hz to " +
+                              std::to_string(target_rate) + " Hz");
+  }
+  return out;
 }
 
 StatusOr<std::vector<float>> DecodeAudioFile(const std::string& path, int target_rate) {

@@ -20,10 +20,21 @@ enum class AudioFormat { kFlac, kWav };
 // File extension of `format` without the dot: "flac" or "wav".
 const char* AudioFormatExtension(AudioFormat format);
 
+// Sample rates a source may have: outside them the header is damaged or hostile (resampling
+// 1 Hz to 16 kHz would allocate 16,000 times the clip).
+inline constexpr int kMinSampleRate = 1000;
+inline constexpr int kMaxSampleRate = 384000;
+// The longest source DecodeAudio decodes (1 hour; clips last seconds): what it allocates stays
+// bounded whatever the header or a highly compressed stream says.
+inline constexpr double kMaxDecodeSeconds = 3600.0;
+
 // Decodes the `size` bytes at `data` (read, not kept), downmixes to mono (mean of channels)
 // and resamples to `target_rate` with libsoxr (HQ). `what` names the source in messages
 // (e.g. "shard.tar: 00001.flac"). Success: the samples, roughly in [-1, 1], at least one.
-// Corruption if libsndfile cannot decode the bytes or they hold no frames; InvalidArgument if
+// Corruption if libsndfile cannot decode the bytes or they hold no frames, if the sample rate
+// is outside [kMinSampleRate, kMaxSampleRate], if a WAV is truncated (its data chunk declares
+// more bytes than the file holds: "audio decoding failed: truncated WAV ...", as a truncated
+// FLAC fails), or if it lasts more than kMaxDecodeSeconds; InvalidArgument if
 // target_rate <= 0.
 StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const std::string& what,
                                          int target_rate = kSampleRate);
