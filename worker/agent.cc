@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/local_keys.h"
 #include "coordinator/client.h"
 #include "metrics/metrics.h"
 #include "worker/core/collectives.h"
@@ -128,7 +129,10 @@ struct Instruction {
 StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<std::string>& local,
                                      const std::string& scratch) {
   std::map<std::string, std::string> merged = PairsToMap(local);
-  for (const auto& [k, v] : in.overrides) merged[k] = v;
+  // Keys local to this machine (common/local_keys.h) are never taken from the coordinator.
+  for (const auto& [k, v] : in.overrides) {
+    if (!IsLocalOnlyKey(k)) merged[k] = v;
+  }
   auto out = merged.find("train.output_dir");
   if (out != merged.end() && !out->second.empty()) out->second += "/" + merged["train.trial_id"];
   std::vector<std::string> args;
@@ -279,6 +283,13 @@ class Speaker {
   void Finish(const v1::TrialRef& trial) {
     Status s = RetryUnavailable(retry_s_, [&] { return client_->Finish(group_, trial); });
     if (!s.ok()) log_ << "agent: finishing trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
+  }
+  // From the stop watchdog, about to exit (stop_signal.h): one call, no retries.
+  void ReportPreemptionNow(const v1::TrialRef& trial, int signal) {
+    auto r = client_->Fail(group_, trial, "preemption",
+                           "stopped by signal " + std::to_string(signal) +
+                               "; the stop deadline passed before a last checkpoint");
+    if (!r.ok()) log_ << "agent: reporting the preemption failed: " << r.status().ToString() << std::endl;
   }
   void Fail(const v1::TrialRef& trial, const std::string& cause, const std::string& error) {
     std::string state;
@@ -475,10 +486,15 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       for (const auto& [k, v] : in.overrides) log << " " << k << "=" << v;
       log << std::endl;
       speaker->BeginTrial(trial);
+      // Should the stop watchdog end the process mid-trial, the coordinator still hears of a
+      // preemption (not a lost group, counted as a node fault).
+      Speaker* sp = speaker.get();
+      SetStopDeadlineHook([sp, trial](int signal) { sp->ReportPreemptionNow(trial, signal); });
     }
     auto config = TrialConfigFor(in, options.overrides, scratch.path);
     if (!config.ok()) {
       if (rank == 0) {
+        SetStopDeadlineHook(nullptr);
         speaker->Fail(trial, "trial_error", config.status().ToString());
         speaker->EndTrial();
       }
@@ -522,6 +538,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       if (!outcome.ok() && GroupFault(outcome.status(), *group)) return fail(outcome.status(), 1);
       continue;
     }
+    SetStopDeadlineHook(nullptr);  // from here this loop reports the outcome itself
     std::string why;
     const bool taken = speaker->Taken(&why);
     speaker->EndTrial();

@@ -8,6 +8,8 @@
 #include <functional>
 #include <sstream>
 
+#include "common/local_keys.h"
+#include "common/path_name.h"
 #include "worker/core/device.h"
 #include "worker/core/draw.h"
 #include "worker/core/launcher.h"
@@ -222,7 +224,10 @@ bool AtEarlierDefault(const std::string& key, const std::string& value) {
 
 po::options_description Describe() {
   po::options_description desc("Trial configuration (INI sections map to prefixes: [mask] ratio = 0.5 is mask.ratio)");
-  for (const Field& f : Fields()) desc.add_options()(f.name.c_str(), po::value<std::string>(), f.help.c_str());
+  for (const Field& f : Fields()) {
+    const std::string help = IsLocalOnlyKey(f.name) ? f.help + " [local to this worker: not a sweep factor]" : f.help;
+    desc.add_options()(f.name.c_str(), po::value<std::string>(), help.c_str());
+  }
   return desc;
 }
 
@@ -276,6 +281,11 @@ Status TrialConfig::Validate() const {
   if (train.eval_batch_size < 1) return Status::InvalidArgument("train.eval_batch_size must be >= 1");
   if (train.log_every < 1) return Status::InvalidArgument("train.log_every must be >= 1");
   if (train.threads < 0) return Status::InvalidArgument("train.threads must be >= 0");
+  if (!trial_id.empty()) {  // it names the trial's checkpoint folder under ckpt.root
+    if (std::string p = PathNameProblem(trial_id, 255); !p.empty()) {
+      return Status::InvalidArgument("train.trial_id '" + trial_id + "' " + p);
+    }
+  }
   FLAP_RETURN_IF_ERROR(core::ParseDeviceSpec(train.device).status());
   FLAP_RETURN_IF_ERROR(core::ParsePrecision(train.precision).status());
   if (data.loader_threads < 0) return Status::InvalidArgument("data.loader_threads must be >= 0");

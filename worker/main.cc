@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
+  // A stop signal is a stop from the start (stop_signal.h): never a crash while the config is
+  // read or the data loaded. (eval and tag keep the default actions: Ctrl-C ends them.)
+  if (command == "agent" || command == "train") flap::worker::CatchStopSignals();
   if (command == "agent") {
     flap::worker::AgentOptions agent;
     for (size_t i = 0; i < args.size();) {
@@ -130,7 +133,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "train") {
+    // The stop deadline holds from here, through loading the data.
+    flap::worker::InstallStopSignalHandlers(config.ckpt.stop_deadline);
     auto outcome = flap::worker::RunTraining(config, std::cerr, resume);
+    // A run cut short by a stop request is a stop (resume me), whatever broke on the way.
+    if (!outcome.ok() && flap::worker::StopRequested() != 0) return Fail(outcome.status(), flap::worker::kExitStopped);
     if (!outcome.ok()) return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
     if (outcome->stop_signal != 0) {
       std::cout << outcome->summary.dump(2) << std::endl;
