@@ -59,7 +59,11 @@ if [[ ! -f /usr/include/gtest/gtest.h ]]; then
   cmake_args+=("-DFLAP_GTEST_SOURCE_DIR=$gtest")
 fi
 command -v ninja >/dev/null && cmake_args+=(-G Ninja)
-command -v ccache >/dev/null && cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+if command -v ccache >/dev/null; then
+  cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  # Paths relative to the checkout, so that clones in other folders share the cache.
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+fi
 {
   echo "torch $torch_version (CUDA $cuda), C++11 ABI $abi, cmake prefix $prefix"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
