@@ -18,13 +18,7 @@
 namespace flap::core {
 namespace {
 
-EnvLookup Env(std::map<std::string, std::string> vars) {
-  return [vars](const std::string& name) -> std::optional<std::string> {
-    auto it = vars.find(name);
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+EnvLookup Env(std::map<std::string, std::string> vars) { return FixedEnvironment(std::move(vars)); }
 
 TEST(DeviceSpec, ParsesTheFourForms) {
   EXPECT_EQ(ParseDeviceSpec("auto")->kind, DeviceSpec::Kind::kAuto);

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -50,6 +51,8 @@ struct Rendezvous {
 using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
 // The process environment (getenv).
 EnvLookup ProcessEnvironment();
+// A fixed environment of the given variables (tests, and callers that build one).
+EnvLookup FixedEnvironment(std::map<std::string, std::string> vars);
 
 // The rendezvous of this process under `launcher` (kAuto: detect). InvalidArgument naming the
 // variable when one is missing or malformed (rank outside [0, world), port outside 1..65535).

@@ -7,13 +7,7 @@
 namespace flap::core {
 namespace {
 
-EnvLookup Env(std::map<std::string, std::string> vars) {
-  return [vars](const std::string& name) -> std::optional<std::string> {
-    auto it = vars.find(name);
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+EnvLookup Env(std::map<std::string, std::string> vars) { return FixedEnvironment(std::move(vars)); }
 
 TEST(Launcher, NoVariablesMeansOneProcess) {
   auto r = DetectRendezvous(Env({}));
