@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "sharding/file_util.h"
@@ -223,6 +224,20 @@ StatusOr<std::vector<std::string>> Store::Trials() {
 
 StatusOr<std::shared_ptr<Store::TrialIndex>> Store::GetTrial(const std::string& trial_id,
                                                              bool create) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options_.lock_wait_s * 1000));
+  while (true) {
+    StatusOr<std::shared_ptr<TrialIndex>> trial = TryGetTrial(trial_id, create);
+    if (trial.ok() || trial.status().code() != Status::Code::kFailedPrecondition ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return trial;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::string& trial_id,
+                                                                bool create) {
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = trials_.find(trial_id);

@@ -71,6 +71,9 @@ struct StoreOptions {
   bool read_only = false;
   // The file system; nullptr means Env::Default(). Not owned; must outlive the Store.
   Env* env = nullptr;
+  // A writable index held by another process (a group still stopping a trial that moved
+  // on) is retried for this long before FailedPrecondition is returned; 0 fails at once.
+  double lock_wait_s = 0;
 };
 
 // What the caller records with a checkpoint besides its files.
@@ -206,7 +209,9 @@ class Store {
 
   // The trial's open index, opening it if needed. `create`: make a new index if the trial has
   // none. Returns nullptr (OK) when the trial has no index and `create` is false.
+  // Waits up to options.lock_wait_s while another process holds the index.
   StatusOr<std::shared_ptr<TrialIndex>> GetTrial(const std::string& trial_id, bool create);
+  StatusOr<std::shared_ptr<TrialIndex>> TryGetTrial(const std::string& trial_id, bool create);
   StatusOr<std::vector<Entry>> ListLocked(TrialIndex* trial, const std::string& trial_id,
                                           std::vector<std::string>* problems);
   // FailedPrecondition if ROOT/<trial_id> is a symbolic link: nothing is written or deleted

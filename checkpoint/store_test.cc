@@ -467,5 +467,41 @@ TEST(StoreTest, ReadOnlyStoreReadsWhileAWriterHoldsTheIndex) {
   EXPECT_FALSE(second->Save("t", 9, Files(9), Meta()).ok());
 }
 
+TEST(Store, WriterWaitsForAnIndexHeldByAStoppingWriter) {
+  TempDir tmp;
+  auto first = ThreeCheckpoints(tmp.path());
+  // Without a wait the held index is refused, naming the reason.
+  StatusOr<std::unique_ptr<Store>> impatient = Store::Open(tmp.path(), StoreOptions{});
+  ASSERT_TRUE(impatient.ok());
+  Status refused = (*impatient)->Save("t", 9, Files(9), Meta()).status();
+  EXPECT_EQ(refused.code(), Status::Code::kFailedPrecondition) << refused.ToString();
+  EXPECT_NE(refused.message().find("held by another process"), std::string::npos);
+  impatient->reset();
+
+  // With a wait, a writer that lets go in the meantime hands the index over.
+  StoreOptions patient;
+  patient.lock_wait_s = 30;
+  StatusOr<std::unique_ptr<Store>> second = Store::Open(tmp.path(), patient);
+  ASSERT_TRUE(second.ok());
+  std::thread release([&first] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    first.reset();
+  });
+  StatusOr<Entry> saved = (*second)->Save("t", 9, Files(9), Meta());
+  release.join();
+  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
+  auto list = (*second)->List("t");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 4u);
+
+  // A writer that never lets go is still refused once the wait is over.
+  StoreOptions short_wait;
+  short_wait.lock_wait_s = 0.5;
+  StatusOr<std::unique_ptr<Store>> third = Store::Open(tmp.path(), short_wait);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ((*third)->Save("t", 10, Files(10), Meta()).status().code(),
+            Status::Code::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace flap::checkpoint

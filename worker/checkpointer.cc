@@ -35,7 +35,11 @@ bool IsCheckpointStorageFault(const Status& s) {
 StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(const CheckpointConfig& config,
                                                            const std::string& trial_id,
                                                            const std::string& config_hash) {
-  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<checkpoint::Store> store, checkpoint::Store::Open(config.root, {}));
+  checkpoint::StoreOptions options;
+  // A trial handed on from a group that is still stopping it (saving its last checkpoint)
+  // finds the index locked for a few seconds; wait for it rather than fail the trial.
+  options.lock_wait_s = kIndexLockWaitS;
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<checkpoint::Store> store, checkpoint::Store::Open(config.root, options));
   return std::unique_ptr<Checkpointer>(new Checkpointer(config, trial_id, config_hash, std::move(store)));
 }
 

@@ -55,6 +55,9 @@ struct RestoredState {
   nlohmann::json data_cursor;  // null when the checkpoint carries none
 };
 
+// How long Open waits for a trial's index that another process still holds.
+inline constexpr double kIndexLockWaitS = 120;
+
 class Checkpointer {
  public:
   static StatusOr<std::unique_ptr<Checkpointer>> Open(const CheckpointConfig& config,
