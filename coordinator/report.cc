@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -83,10 +84,41 @@ Stats Summarise(const std::vector<double>& xs) {
   return s;
 }
 
-std::string MeanSd(const Stats& s) {
+// A metric's value for people: a percentage for retrieval fractions, else as is.
+std::string Show(double v, bool fraction) { return fraction ? Percent(v) : Num(v); }
+// A difference or a spread: percentage points for retrieval fractions.
+std::string ShowDelta(double v, bool fraction) {
+  if (!fraction || std::isnan(v)) return Num(v);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", 100.0 * v);
+  return buf;
+}
+
+std::string MeanSd(const Stats& s, bool fraction) {
   if (s.n == 0) return "-";
-  if (s.n < 2) return Num(s.mean);
-  return Num(s.mean) + " ± " + Num(s.sd);
+  if (s.n < 2) return Show(s.mean, fraction);
+  return Show(s.mean, fraction) + " ± " + ShowDelta(s.sd, fraction);
+}
+
+// "mean [lo, hi]" with the 95% interval over seeds; the mean alone for one seed.
+std::string MeanCi(const Stats& s, const std::function<std::string(double)>& show) {
+  if (s.n == 0) return "-";
+  if (std::isnan(s.ci)) return show(s.mean);
+  return show(s.mean) + " [" + show(s.mean - s.ci) + ", " + show(s.mean + s.ci) + "]";
+}
+
+std::string Seconds(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", v);
+  return buf;
+}
+
+std::string Count(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f", v);
+  return buf;
 }
 
 // What the report knows about one trial.
@@ -96,7 +128,9 @@ struct TrialFacts {
   std::map<std::string, double> final_eval;  // the EVAL record with the highest step
   int64_t final_eval_step = -1;
   double samples_per_second = kNaN;          // mean over TRAIN records
-  double time_to_target_s = kNaN;
+  double time_to_target_s = kNaN;            // training seconds to the target; NaN: not reached
+  double samples_to_target = kNaN;
+  bool reached = false;
 };
 
 std::string FactorValue(const TrialSpec& t, const std::string& factor) {
@@ -156,12 +190,52 @@ const std::vector<std::string>& RetrievalMetrics() {
   return kMetrics;
 }
 
+bool IsFractionMetric(const std::string& metric) {
+  const auto& rm = RetrievalMetrics();
+  return std::find(rm.begin(), rm.end(), metric) != rm.end() || metric == "t2a_map10" ||
+         metric == "a2t_map10";
+}
+
+std::string Percent(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f%%", 100.0 * v);
+  return buf;
+}
+
+TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target, bool max_mode) {
+  TargetCrossing c;
+  if (std::isnan(target)) return c;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const EvalPoint& p = points[i];
+    if (!ReachesTarget(p.value, target, max_mode)) continue;
+    c.reached = true;
+    c.seconds = p.seconds;
+    c.samples = p.samples;
+    if (i > 0 && !std::isnan(points[i - 1].value) && p.value != points[i - 1].value) {
+      const EvalPoint& q = points[i - 1];
+      const double f = (target - q.value) / (p.value - q.value);  // in (0, 1]: q is short of it
+      c.seconds = q.seconds + f * (p.seconds - q.seconds);
+      c.samples = q.samples + f * (p.samples - q.samples);
+    }
+    return c;
+  }
+  return c;
+}
+
 std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& options) {
+  const std::optional<ReportTarget>& spec_target = in.spec.report_target;
   const std::string metric = !options.metric.empty() ? options.metric
                              : in.spec.asha          ? in.spec.asha->metric
+                             : spec_target           ? spec_target->metric
                                                      : "map10";
   const bool max_mode = !in.spec.asha || in.spec.asha->metric != metric ||
                         in.spec.asha->mode == AshaMode::kMax;
+  // The target's metric and direction.
+  const std::string target_metric = spec_target ? spec_target->metric : metric;
+  const bool target_max = !in.spec.asha || in.spec.asha->metric != target_metric ||
+                          in.spec.asha->mode == AshaMode::kMax;
+  const bool metric_pct = IsFractionMetric(metric), target_pct = IsFractionMetric(target_metric);
 
   // Gather each trial's facts.
   std::map<std::string, std::vector<const MetricPoint*>> by_trial;
@@ -190,7 +264,7 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   };
 
   // Target for time-to-target.
-  double target = options.target;
+  double target = options.target > 0 ? options.target : spec_target ? spec_target->value : 0;
   if (target == 0) {
     double best = kNaN;
     for (const auto& f : facts) {
@@ -206,11 +280,18 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
     if (points.empty() || std::isnan(target)) continue;
     int64_t t0 = points.front()->time_ms;
     for (const MetricPoint* p : points) t0 = std::min(t0, p->time_ms);
+    std::vector<EvalPoint> evals;
     for (const MetricPoint* p : points) {
-      if (p->kind == "eval" && ReachesTarget(Value(p->values, metric), target, max_mode)) {
-        facts[i].time_to_target_s = (p->time_ms - t0) / 1000.0;
-        break;
-      }
+      if (p->kind != "eval") continue;
+      const double trained = Value(p->values, "train_seconds");
+      evals.push_back({std::isnan(trained) ? (p->time_ms - t0) / 1000.0 : trained, Value(p->values, "samples"),
+                       Value(p->values, target_metric)});
+    }
+    const TargetCrossing c = TimeToTarget(evals, target, target_max);
+    facts[i].reached = c.reached;
+    if (c.reached) {
+      facts[i].time_to_target_s = c.seconds;
+      facts[i].samples_to_target = c.samples;
     }
   }
 
@@ -224,7 +305,7 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   for (const auto& f : factor_names) trials_csv << "," << Csv(f);
   trials_csv << ",state,attempts,step,eval_step";
   for (const auto& m : rm) trials_csv << "," << m;
-  trials_csv << ",samples_per_second,time_to_target_s,last_error\n";
+  trials_csv << ",samples_per_second,time_to_target_s,samples_to_target,train_seconds,samples,last_error\n";
   for (const auto& f : facts) {
     trials_csv << f.spec->id << "," << f.spec->cell << "," << f.spec->seed;
     for (const auto& name : factor_names) trials_csv << "," << Csv(FactorValue(*f.spec, name));
@@ -233,7 +314,8 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
                << "," << (f.final_eval_step >= 0 ? std::to_string(f.final_eval_step) : "");
     for (const auto& m : rm) trials_csv << "," << Num(Value(f.final_eval, m));
     trials_csv << "," << Num(f.samples_per_second) << "," << Num(f.time_to_target_s) << ","
-               << Csv(f.record ? f.record->last_error : "") << "\n";
+               << Num(f.samples_to_target) << "," << Num(Value(f.final_eval, "train_seconds")) << ","
+               << Num(Value(f.final_eval, "samples")) << "," << Csv(f.record ? f.record->last_error : "") << "\n";
   }
 
   // Cells: completed trials grouped by cell.
@@ -261,10 +343,60 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
       for (const TrialFacts* f : members) xs.push_back(Value(f->final_eval, m));
       Stats s = Summarise(xs);
       cells_csv << "," << Num(s.mean) << "," << Num(s.sd);
-      cells_md << " " << MeanSd(s) << " |";
+      cells_md << " " << MeanSd(s, IsFractionMetric(m)) << " |";
     }
     cells_csv << "\n";
     cells_md << "\n";
+  }
+
+  // Equal budgets and time to target, per cell (completed trials).
+  std::vector<std::string> budget_metrics = {target_metric};
+  for (const char* m : {"t2a_r1", "a2t_r1"}) {
+    if (m != target_metric) budget_metrics.push_back(m);
+  }
+  const std::string target_text =
+      target_metric + (target_max ? " >= " : " <= ") +
+      (std::isnan(target) ? "-" : target_pct ? Percent(target) : Num(target));
+  std::ostringstream budget_csv, budget_md;
+  budget_csv << "cell,factors,n,train_seconds,samples";
+  for (const auto& m : budget_metrics) budget_csv << "," << m << "_mean," << m << "_ci95";
+  budget_csv << ",time_to_target_s,time_to_target_ci95,samples_to_target,samples_to_target_ci95,reached\n";
+  budget_md << "| cell | factors | n | train s | samples |";
+  for (const auto& m : budget_metrics) budget_md << " " << m << " |";
+  budget_md << " time to " << target_text << " | samples to target | reached |\n|---|---|---|---|---|";
+  for (size_t i = 0; i < budget_metrics.size(); ++i) budget_md << "---|";
+  budget_md << "---|---|---|\n";
+  for (const auto& [cell, spec] : cell_spec) {
+    const auto& members = cells[cell];
+    std::vector<double> secs, samples, ttt, stt;
+    for (const TrialFacts* f : members) {
+      secs.push_back(Value(f->final_eval, "train_seconds"));
+      samples.push_back(Value(f->final_eval, "samples"));
+      if (f->reached) {
+        ttt.push_back(f->time_to_target_s);
+        stt.push_back(f->samples_to_target);
+      }
+    }
+    const Stats sec = Summarise(secs), smp = Summarise(samples), tt = Summarise(ttt), st = Summarise(stt);
+    const int reached = static_cast<int>(ttt.size());
+    budget_csv << cell << "," << Csv(CellLabel(*spec)) << "," << members.size() << "," << Num(sec.mean) << ","
+               << Num(smp.mean);
+    budget_md << "| " << cell << " | " << CellLabel(*spec) << " | " << members.size() << " | " << Seconds(sec.mean)
+              << " | " << Count(smp.mean) << " |";
+    for (const auto& m : budget_metrics) {
+      std::vector<double> xs;
+      for (const TrialFacts* f : members) xs.push_back(Value(f->final_eval, m));
+      const Stats ms = Summarise(xs);
+      const bool pct = IsFractionMetric(m);
+      budget_csv << "," << Num(ms.mean) << "," << Num(ms.ci);
+      budget_md << " " << MeanCi(ms, [pct](double v) { return Show(v, pct); }) << " |";
+    }
+    budget_csv << "," << Num(tt.mean) << "," << Num(tt.ci) << "," << Num(st.mean) << "," << Num(st.ci) << ","
+               << reached << "\n";
+    budget_md << " "
+              << (members.empty() ? "-" : reached == 0 ? "not reached" : MeanCi(tt, [](double v) { return Seconds(v); }))
+              << " | " << (reached == 0 || st.n == 0 ? "-" : MeanCi(st, [](double v) { return Count(v); })) << " | "
+              << reached << "/" << members.size() << " |\n";
   }
 
   // Main effects of each factor on the primary metric.
@@ -291,9 +423,10 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
       const double lo = s.mean - s.ci, hi = s.mean + s.ci;
       effects_csv << Csv(fs.name) << "," << Csv(level) << "," << s.n << "," << Num(s.mean) << ","
                   << Num(lo) << "," << Num(hi) << "," << Num(s.mean - grand.mean) << "\n";
-      effects_md << "| " << fs.name << " | " << level << " | " << s.n << " | " << Num(s.mean)
-                 << " | " << (std::isnan(s.ci) ? "-" : "[" + Num(lo) + ", " + Num(hi) + "]")
-                 << " | " << (s.n ? Num(s.mean - grand.mean) : "-") << " |\n";
+      effects_md << "| " << fs.name << " | " << level << " | " << s.n << " | " << Show(s.mean, metric_pct)
+                 << " | "
+                 << (std::isnan(s.ci) ? "-" : "[" + Show(lo, metric_pct) + ", " + Show(hi, metric_pct) + "]")
+                 << " | " << (s.n ? ShowDelta(s.mean - grand.mean, metric_pct) : "-") << " |\n";
     }
   }
 
@@ -316,7 +449,7 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   }
   std::ostringstream speed_csv, speed_md;
   speed_csv << "mask.strategy,mask.ratio,n,samples_per_second,time_to_target_s,reached\n";
-  speed_md << "| mask.strategy | mask.ratio | trials | samples/s | time-to-target (s) | reached |\n"
+  speed_md << "| mask.strategy | mask.ratio | trials | samples/s | time to target (training s) | reached |\n"
            << "|---|---|---|---|---|---|\n";
   std::map<std::string, std::vector<std::pair<double, std::pair<double, double>>>> plot;
   for (const auto& [key, c] : speed) {
@@ -359,15 +492,22 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   md << "); search " << SearchKindName(in.spec.search) << "; primary metric " << metric << " ("
      << (max_mode ? "higher" : "lower") << " is better).\n\n"
      << "Means and effects use completed trials only, each at its final evaluation; spread is "
-        "the sample standard deviation over seeds.\n\n"
-     << "## Retrieval per cell (mean ± sd over seeds)\n\n"
+        "the sample standard deviation over seeds"
+     << (metric_pct ? "; retrieval in percent, spreads and effects in percentage points" : "") << ".\n\n"
+     << "## Equal budgets and time to target\n\n"
+     << "Each cell's completed trials at the end of their budgets (the final evaluation): training "
+        "seconds (evaluations excluded) and samples there, retrieval as mean [95% CI over seeds], and "
+        "the training seconds and samples at which "
+     << target_text
+     << " was first reached (interpolated linearly between evaluations; mean [95% CI] over the seeds "
+        "that reached it).\n\n"
+     << budget_md.str() << "\n## Retrieval per cell (mean ± sd over seeds)\n\n"
      << cells_md.str() << "\n## Main effects on " << metric << "\n\n"
-     << "Grand mean " << (grand.n ? Num(grand.mean) : "-") << " over " << grand.n
+     << "Grand mean " << (grand.n ? Show(grand.mean, metric_pct) : "-") << " over " << grand.n
      << " completed trials; 95% confidence intervals (Student t) over the trials at each level.\n\n"
      << effects_md.str() << "\n## Speed against masking\n\n"
-     << "Time-to-target: seconds from a trial's first report to its first evaluation with "
-     << metric << (max_mode ? " >= " : " <= ") << (std::isnan(target) ? "-" : Num(target))
-     << ".\n\n"
+     << "Time to target: training seconds to " << target_text << " (as above), over every trial that "
+     << "reported.\n\n"
      << speed_md.str() << "\n";
   if (have_plots) {
     md << "![samples/s](throughput.svg)\n\n![time to target](time_to_target.svg)\n\n";
@@ -379,12 +519,13 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   for (const auto& f : facts) {
     md << "| " << f.spec->id << " | " << CellLabel(*f.spec) << " | " << f.spec->seed << " | "
        << (f.record ? TrialStateName(f.record->state) : "") << " | "
-       << (f.record ? f.record->step : 0) << " | " << Num(Value(f.final_eval, metric)) << " | "
+       << (f.record ? f.record->step : 0) << " | " << Show(Value(f.final_eval, metric), metric_pct) << " | "
        << Num(f.samples_per_second) << " | " << (f.record ? f.record->last_error : "") << " |\n";
   }
 
   files.push_back({"report.md", md.str()});
   files.push_back({"trials.csv", trials_csv.str()});
+  files.push_back({"budget.csv", budget_csv.str()});
   files.push_back({"cells.csv", cells_csv.str()});
   files.push_back({"effects.csv", effects_csv.str()});
   files.push_back({"speed.csv", speed_csv.str()});

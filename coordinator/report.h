@@ -5,7 +5,14 @@
 // What the report holds (report.md; the numbers also in the CSV files):
 //   - Per trial (trials.csv): factors, seed, state, step, the final evaluation (the EVAL record
 //     with the highest step: t2a_r1/r5/r10, a2t_r1/r5/r10, map10), mean samples/s over its
-//     TRAIN records, and time-to-target.
+//     TRAIN records, time and samples to target, and the training seconds and samples of the
+//     final evaluation.
+//   - Equal budgets and time to target per cell (budget.csv): the cell's completed trials at
+//     the end of their budgets (train.max_seconds / max_samples / max_steps: the final
+//     evaluation), with their training seconds and samples there, the target metric, t2a_r1
+//     and a2t_r1 (mean and 95% confidence interval over seeds), and time and samples to target
+//     (mean and 95% confidence interval over the seeds that reached it, with how many did;
+//     "not reached" when none did).
 //   - Per cell (cells.csv): the cell's completed trials (one per seed): mean and sample
 //     standard deviation of each retrieval metric over seeds.
 //   - Main effects (effects.csv): for each factor and each of its levels ("-" where the factor
@@ -18,11 +25,22 @@
 // the means and effects: their results are from fewer steps. Speed uses every trial that
 // reported anything (samples/s does not depend on how far a trial got).
 //
-// Primary metric: ReportOptions::metric, else the sweep's ASHA metric, else map10.
-// Time-to-target: wall seconds from a trial's first metric record to its first EVAL record
-// whose primary metric reaches the target (>= for max mode, <= for min); empty when never
-// reached. Target: ReportOptions::target, else 80% of the best final primary metric among
-// completed trials.
+// Primary metric: ReportOptions::metric, else the sweep's ASHA metric, else the metric of the
+// sweep's [report] target, else map10.
+// Target: the sweep's [report] target (metric and value; ReportOptions::target, when > 0,
+// replaces the value), else ReportOptions::target or 80% of the best final primary metric
+// among completed trials, on the primary metric.
+// Time-to-target (TimeToTarget below): the training seconds and samples at which a trial's
+// target metric first reaches the target (>= for max mode, <= for min), interpolated
+// linearly between the two evaluations around the crossing; the first evaluation's own when it
+// already reaches it (there is no evaluation before training); empty when never reached.
+// Training seconds and samples are those each EVAL record carries (train_seconds, samples:
+// the worker's budget counters, evaluation time excluded); records without them (groups that
+// do not send them) count wall seconds from the trial's first metric record, and no samples.
+//
+// report.md prints retrieval metrics (RetrievalMetrics() and t2a_map10 / a2t_map10) as
+// percentages with one decimal ("62.3%"; spreads and effects in percentage points); the CSV
+// files keep the fractions.
 //
 // Thread-safety: pure functions; safe from any thread.
 #pragma once
@@ -74,6 +92,28 @@ struct ReportFile {
 
 // The retrieval metrics reported per cell, in column order.
 const std::vector<std::string>& RetrievalMetrics();
+
+// Whether `metric` is a retrieval fraction (printed as a percentage), and `v` so printed:
+// "62.3%"; "-" for NaN.
+bool IsFractionMetric(const std::string& metric);
+std::string Percent(double v);
+
+// One evaluation along a trial's training: where (training seconds, samples; NaN when
+// unknown) and the target metric's value there.
+struct EvalPoint {
+  double seconds = 0;
+  double samples = 0;
+  double value = 0;
+};
+struct TargetCrossing {
+  bool reached = false;
+  double seconds = 0;  // NaN when the points' seconds are
+  double samples = 0;  // NaN when the points' samples are
+};
+// Where `points` (in training order) first reach `target` (>= in max mode, <= in min mode):
+// linear interpolation between the last point short of it and the first at or past it; the
+// first point itself when it already reaches it. Not reached when no point does.
+TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target, bool max_mode);
 
 // Builds report.md, trials.csv, cells.csv, effects.csv, speed.csv and the gnuplot scripts
 // (throughput.gp, time_to_target.gp) with their data (speed.dat).

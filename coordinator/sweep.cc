@@ -489,6 +489,10 @@ void Validate(const SweepSpec& spec, Errors* errors) {
   if (spec.asha) {
     for (const auto& [key, message] : spec.asha->Problems()) errors->Add("asha", key, message);
   }
+  if (spec.report_target) {
+    auto t = ParseReportTarget(spec.report_target->ToString());
+    if (!t.ok()) errors->Add("report", "target", t.status().message());
+  }
 
   if (!errors->empty()) return;  // the size is only meaningful for a well-formed spec
   const int64_t seeds = static_cast<int64_t>(spec.seeds.size());
@@ -756,10 +760,52 @@ void ReadAshaSection(SectionReader* r, AshaConfig* asha) {
   r->Integer("reduction", &asha->reduction);
 }
 
+void ReadReportSection(SectionReader* r, std::optional<ReportTarget>* target) {
+  r->RefuseUnknown({"target"});
+  if (const RawKey* raw = r->Find("target")) {
+    auto t = ParseReportTarget(raw->value);
+    if (t.ok()) {
+      *target = *t;
+    } else {
+      r->Refuse("target", *raw, t.status().message());
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Public functions.
+
+std::string ReportTarget::ToString() const {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.10g", value);
+  return metric + ":" + buf;
+}
+
+StatusOr<ReportTarget> ParseReportTarget(const std::string& text) {
+  const std::string t = Trim(text);
+  const size_t colon = t.rfind(':');
+  const auto bad = [&t](const std::string& why) {
+    return Status::InvalidArgument(why + " in '" + t + "' (expected METRIC:VALUE, e.g. t2a_r1:0.30 or t2a_r1:30%)");
+  };
+  if (colon == std::string::npos) return bad("no ':'");
+  ReportTarget r;
+  r.metric = Trim(std::string_view(t).substr(0, colon));
+  std::string value = Trim(std::string_view(t).substr(colon + 1));
+  if (r.metric.empty() || r.metric.size() > 64 ||
+      r.metric.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.@") != std::string::npos) {
+    return bad("the metric must be 1 to 64 characters of [a-z0-9_.@]");
+  }
+  const bool percent = !value.empty() && value.back() == '%';
+  if (percent) value = Trim(std::string_view(value).substr(0, value.size() - 1));
+  double x = 0;
+  if (!ParseDouble(value, &x) || std::isnan(x)) return bad("the value is not a number");
+  if (percent) x /= 100.0;
+  if (!(x > 0 && x <= 1)) return bad(percent ? "the value must be in (0%, 100%]" : "the value must be in (0, 1]");
+  r.value = x;
+  return r;
+}
 
 const char* SearchKindName(SearchKind kind) {
   return kind == SearchKind::kGrid ? "grid" : "random";
@@ -883,6 +929,8 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
     } else if (sec.name == "asha") {
       spec.asha.emplace();
       ReadAshaSection(&reader, &*spec.asha);
+    } else if (sec.name == "report") {
+      ReadReportSection(&reader, &spec.report_target);
     } else if (sec.name.rfind("factor.", 0) == 0) {
       FactorSpec f;
       f.name = sec.name.substr(std::string("factor.").size());
@@ -890,7 +938,7 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
       spec.factors.push_back(std::move(f));
     } else {
       errors.AddAt(sec.line, sec.name, "",
-                   "unknown section; expected [sweep], [asha] or [factor.<section>.<key>]");
+                   "unknown section; expected [sweep], [asha], [report] or [factor.<section>.<key>]");
     }
   }
   if (!have_sweep) {
@@ -953,15 +1001,17 @@ nlohmann::json SweepSpec::ToJson() const {
     if (f.when) j["when"] = f.when->ToString();
     factors_json.push_back(std::move(j));
   }
-  return {{"name", name},
-          {"search", SearchKindName(search)},
-          {"budget", budget},
-          {"seeds", seeds},
-          {"priority", priority},
-          {"base_config", base_config},
-          {"search_seed", search_seed},
-          {"factors", std::move(factors_json)},
-          {"asha", asha ? asha->ToJson() : nlohmann::json(nullptr)}};
+  nlohmann::json j = {{"name", name},
+                      {"search", SearchKindName(search)},
+                      {"budget", budget},
+                      {"seeds", seeds},
+                      {"priority", priority},
+                      {"base_config", base_config},
+                      {"search_seed", search_seed},
+                      {"factors", std::move(factors_json)},
+                      {"asha", asha ? asha->ToJson() : nlohmann::json(nullptr)}};
+  if (report_target) j["report_target"] = report_target->ToString();  // absent in earlier journals
+  return j;
 }
 
 StatusOr<SweepSpec> SweepSpec::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -1012,6 +1062,13 @@ StatusOr<SweepSpec> SweepSpec::FromJson(const nlohmann::json& j, const std::stri
   if (j.contains("asha") && !j["asha"].is_null()) {
     FLAP_ASSIGN_OR_RETURN(AshaConfig a, AshaConfig::FromJson(j["asha"], what + ": asha"));
     s.asha = std::move(a);
+  }
+  if (j.contains("report_target") && !j["report_target"].is_null()) {
+    std::string text;
+    FLAP_RETURN_IF_ERROR(ji::Get(j, "report_target", what, &text));
+    auto t = ParseReportTarget(text);
+    if (!t.ok()) return Status::Corruption(what + ": report_target: " + t.status().message());
+    s.report_target = *t;
   }
   Status valid = ValidateSweep(s, what);
   if (!valid.ok()) return Status::Corruption(valid.message());

@@ -32,6 +32,11 @@
 //   rungs = 100, 200, 400     # steps at which trials are compared, increasing
 //   reduction = 3             # eta >= 2 (default 3): the top 1/eta continue at each rung
 //
+//   [report]                  # optional: what the ablation report measures (report.h)
+//   target = t2a_r1:0.30      # time (and samples) to reach an evaluation metric's value:
+//                             # METRIC:VALUE, VALUE a fraction in (0, 1] or a percentage
+//                             # ("t2a_r1:30%"); reached when the metric is >= VALUE
+//
 // Syntax: one "key = value" per line under a "[section]" header; blank lines and comments
 // ('#' or ';' at the start of a line, or after whitespace) are ignored; keys and sections may
 // not repeat. A list is comma-separated (so a value cannot contain a comma).
@@ -111,6 +116,18 @@ struct Condition {
 // Parses "F == v", "F != v" or "F in v1, v2". InvalidArgument saying what is wrong.
 StatusOr<Condition> ParseCondition(const std::string& text);
 
+// [report] target: the report's time-to-target is the training time at which `metric` first
+// reaches `value` (report.h).
+struct ReportTarget {
+  std::string metric;  // an evaluation metric: t2a_r1, map10, ...
+  double value = 0;    // in (0, 1]
+  std::string ToString() const;  // "t2a_r1:0.3", as ParseReportTarget reads it
+};
+
+// Parses "METRIC:VALUE" (VALUE a fraction in (0, 1], or a percentage "30%"). InvalidArgument
+// saying what is wrong.
+StatusOr<ReportTarget> ParseReportTarget(const std::string& text);
+
 struct FactorSpec {
   std::string name;                 // "mask.ratio"
   std::vector<std::string> values;  // the values to try (or, in random search, to draw from)
@@ -132,6 +149,7 @@ struct SweepSpec {
   uint64_t search_seed = 0;
   std::vector<FactorSpec> factors;  // in file order
   std::optional<AshaConfig> asha;   // no early stopping when absent
+  std::optional<ReportTarget> report_target;  // [report] target; absent: the report's default
 
   nlohmann::json ToJson() const;
   // Corruption naming `what` when `j` is malformed or does not validate.

@@ -378,7 +378,7 @@ TEST(SweepErrors, UnknownSection) {
       Refuse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0.5\n[shedule]\nx = 1\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_EQ(errors[0],
-            "bad.ini:5: [shedule]: unknown section; expected [sweep], [asha] or "
+            "bad.ini:5: [shedule]: unknown section; expected [sweep], [asha], [report] or "
             "[factor.<section>.<key>]");
 }
 
@@ -697,6 +697,34 @@ TEST(SweepSpecJson, FromJsonRefusesInvalidSpecs) {
   nlohmann::json k = Parse(kAblation).ToJson();
   k["seeds"] = {1, -2};
   EXPECT_EQ(SweepSpec::FromJson(k, "sweeps/x").status().code(), Status::Code::kCorruption);
+}
+
+TEST(SweepReport, TargetIsAMetricAndAFractionOrPercentage) {
+  SweepSpec s = Parse(std::string(kAblation) + "\n[report]\ntarget = t2a_r1:0.30\n");
+  ASSERT_TRUE(s.report_target.has_value());
+  EXPECT_EQ(s.report_target->metric, "t2a_r1");
+  EXPECT_DOUBLE_EQ(s.report_target->value, 0.30);
+  SweepSpec pct = Parse(std::string(kAblation) + "\n[report]\ntarget = map10 : 12.5%\n");
+  ASSERT_TRUE(pct.report_target.has_value());
+  EXPECT_EQ(pct.report_target->metric, "map10");
+  EXPECT_DOUBLE_EQ(pct.report_target->value, 0.125);
+  EXPECT_FALSE(Parse(kAblation).report_target.has_value());
+
+  // Through the journal's JSON and back; a spec without one has no key (earlier journals).
+  auto back = SweepSpec::FromJson(nlohmann::json::parse(s.ToJson().dump()), "sweeps/x");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_TRUE(back->report_target.has_value());
+  EXPECT_EQ(back->report_target->ToString(), "t2a_r1:0.3");
+  EXPECT_FALSE(Parse(kAblation).ToJson().contains("report_target"));
+
+  for (const char* bad : {"t2a_r1", "t2a_r1:30", "t2a_r1:0", "T2A:0.3", "t2a_r1:x", "t2a_r1:150%"}) {
+    std::vector<std::string> errors = Refuse(std::string(kAblation) + "\n[report]\ntarget = " + bad + "\n");
+    ASSERT_EQ(errors.size(), 1u) << bad << ": " << Joined(errors);
+    EXPECT_NE(errors[0].find("[report] target: "), std::string::npos) << errors[0];
+  }
+  std::vector<std::string> unknown = Refuse(std::string(kAblation) + "\n[report]\nmetric = map10\n");
+  ASSERT_EQ(unknown.size(), 1u) << Joined(unknown);
+  EXPECT_NE(unknown[0].find("unknown key; [report] takes target"), std::string::npos) << unknown[0];
 }
 
 TEST(TrialSpecJson, RoundTrips) {
