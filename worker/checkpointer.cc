@@ -123,7 +123,7 @@ std::string Checkpointer::CheckpointRef(int64_t step) const {
 
 Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
                                int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
-                               const nlohmann::json& data_cursor) {
+                               const nlohmann::json& data_cursor, const nlohmann::json& progress) {
   FLAP_RETURN_IF_ERROR(Wait());
   // The copy: everything the background thread writes is bytes owned by it.
   std::map<std::string, std::string> files;
@@ -143,6 +143,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
                           {"steps_per_epoch", steps_per_epoch},
                           {"config_hash", config_hash_}};
   if (!data_cursor.is_null()) state["data_cursor"] = data_cursor;
+  if (!progress.is_null()) state["progress"] = progress;
   files["state.json"] = state.dump(2) + "\n";
   checkpoint::Metadata meta;
   meta.config_hash = config_hash_;
@@ -230,6 +231,7 @@ StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core
   RestoredState restored;
   restored.step = entry.step;
   if (state.contains("data_cursor")) restored.data_cursor = state["data_cursor"];
+  if (state.contains("progress")) restored.progress = state["progress"];
   return restored;
 }
 

@@ -2,7 +2,8 @@
 //
 // A checkpoint holds model.pt (parameters and buffers), optimizer.pt (AdamW state),
 // rng.pt (LibTorch's CPU generator) and state.json (step, epoch, position in the epoch, config
-// hash, and the streaming loader's data cursor: loader.h). Batches, masks and captions are
+// hash, the streaming loader's data cursor: loader.h, and the training budgets' progress:
+// seconds trained and samples seen, trainer.h). Batches, masks and captions are
 // pure functions of (trial seed, epoch, cursor), so restoring the cursor restores exactly the
 // samples still to come in the epoch.
 //
@@ -53,6 +54,7 @@ struct ResumeOptions {
 struct RestoredState {
   int64_t step = 0;
   nlohmann::json data_cursor;  // null when the checkpoint carries none
+  nlohmann::json progress;     // the budgets' counters saved with it (trainer.cc); null: none
 };
 
 // How long Open waits for a trial's index that another process still holds.
@@ -75,7 +77,7 @@ class Checkpointer {
   // status if it failed.
   Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
                    int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
-                   const nlohmann::json& data_cursor = nullptr);
+                   const nlohmann::json& data_cursor = nullptr, const nlohmann::json& progress = nullptr);
   // Waits for the save in flight; its status (OK for a failed save that training outlives: see
   // above).
   Status Wait();

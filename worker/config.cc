@@ -163,6 +163,10 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("train.batch_size", "samples per step and rank", FLAP_REF(int64_t, train.batch_size)));
     f.push_back(Number("train.epochs", "passes over the training split", FLAP_REF(int64_t, train.epochs)));
     f.push_back(Number("train.max_steps", "stop after this many steps; 0 = epochs decide", FLAP_REF(int64_t, train.max_steps)));
+    f.push_back(Number("train.max_seconds", "wall budget in seconds of the training loop (evaluation excluded; kept across resumes); 0 = none",
+                       FLAP_REF(double, train.max_seconds)));
+    f.push_back(Number("train.max_samples", "stop once this many training samples (all ranks) are seen; 0 = none",
+                       FLAP_REF(int64_t, train.max_samples)));
     f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only", FLAP_REF(int64_t, train.eval_every)));
     f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size)));
     f.push_back(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every)));
@@ -217,7 +221,8 @@ bool IsOperational(const std::string& key) {
 // Hash() at that value, so that the checkpoints of earlier trials keep resuming.
 bool AtEarlierDefault(const std::string& key, const std::string& value) {
   static const std::map<std::string, std::string> defaults = {
-      {"model.init_audio", ""}, {"model.init_text", ""}, {"mask.views", "1"}, {"train.precision", "fp32"}};
+      {"model.init_audio", ""}, {"model.init_text", ""}, {"mask.views", "1"}, {"train.precision", "fp32"},
+      {"train.max_seconds", "0"}, {"train.max_samples", "0"}};
   auto it = defaults.find(key);
   return it != defaults.end() && it->second == value;
 }
@@ -277,6 +282,8 @@ Status TrialConfig::Validate() const {
   if (train.batch_size < 2) return Status::InvalidArgument("train.batch_size must be >= 2 (contrastive negatives)");
   if (train.epochs < 1) return Status::InvalidArgument("train.epochs must be >= 1");
   if (train.max_steps < 0) return Status::InvalidArgument("train.max_steps must be >= 0");
+  if (!(train.max_seconds >= 0)) return Status::InvalidArgument("train.max_seconds must be >= 0 (0: no time budget)");
+  if (train.max_samples < 0) return Status::InvalidArgument("train.max_samples must be >= 0 (0: no sample budget)");
   if (train.eval_every < 0) return Status::InvalidArgument("train.eval_every must be >= 0");
   if (train.eval_batch_size < 1) return Status::InvalidArgument("train.eval_batch_size must be >= 1");
   if (train.log_every < 1) return Status::InvalidArgument("train.log_every must be >= 1");

@@ -35,6 +35,11 @@ struct TrainConfig {
   int64_t batch_size = 32;       // per rank; the global batch is world size x this
   int64_t epochs = 10;
   int64_t max_steps = 0;         // > 0: stop after this many steps, whatever the epochs
+  // Compute budgets (trainer.h, "Budgets"): > 0 stops the trial once the training loop has run
+  // this many wall seconds (evaluation excluded) or seen this many samples (all ranks); the
+  // first budget reached (steps, seconds, samples) ends the trial. Both carry over a resume.
+  double max_seconds = 0;
+  int64_t max_samples = 0;
   int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
   int64_t eval_batch_size = 64;
   int64_t log_every = 20;        // steps between progress lines

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <ostream>
 #include <sstream>
@@ -89,13 +90,18 @@ StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, 
   return c;
 }
 
-// After rank 0 restored a checkpoint: every rank takes its step, parameters and optimizer
-// state (serialised and broadcast), so that all ranks resume from the same state.
+// After rank 0 restored a checkpoint: every rank takes its step, budget progress (seconds
+// trained, samples seen), parameters and optimizer state (serialised and broadcast), so that
+// all ranks resume from the same state.
 Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
-                          int64_t* step) {
-  at::Tensor s = at::tensor({*step}, at::kLong);
+                          int64_t* step, double* trained_s, int64_t* samples) {
+  at::Tensor s = at::tensor({*step, *samples}, at::kLong);
   FLAP_RETURN_IF_ERROR(g.Broadcast(s, 0));
-  *step = s.item<int64_t>();
+  *step = s[0].item<int64_t>();
+  *samples = s[1].item<int64_t>();
+  at::Tensor seconds = at::tensor({*trained_s}, at::kDouble);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(seconds, 0));
+  *trained_s = seconds.item<double>();
   if (*step == 0) return Status::OK();
   {
     at::NoGradGuard no_grad;
@@ -123,22 +129,54 @@ Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::o
   return Status::OK();
 }
 
-// Whether any rank received a stop signal, or was asked to stop the trial (hooks): all ranks
-// stop at the same step. The signal is the local one, or SIGTERM's number when only another
-// rank got one.
+// Whether any rank received a stop signal, or was asked to stop the trial (hooks), or rank 0
+// found a budget spent: all ranks stop at the same step. The signal is the local one, or
+// SIGTERM's number when only another rank got one; the budget is rank 0's (only rank 0 passes
+// a non-zero one, so the sum is its code).
 struct StopDecision {
   int signal = 0;
   bool asked = false;
+  int budget = 0;  // BudgetCode
 };
 
-StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked) {
-  if (g.world_size() == 1) return StopDecision{local_signal, local_asked};
-  at::Tensor flag = at::tensor({local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f}, at::kFloat);
+StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked, int budget) {
+  if (g.world_size() == 1) return StopDecision{local_signal, local_asked, budget};
+  at::Tensor flag = at::tensor({local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f,
+                                g.rank() == 0 ? static_cast<float>(budget) : 0.0f},
+                               at::kFloat);
   FLAP_RETURN_IF_ERROR(g.AllReduceSum(flag));
   StopDecision d;
   if (flag[0].item<float>() != 0.0f) d.signal = local_signal != 0 ? local_signal : 15;
   d.asked = flag[1].item<float>() != 0.0f;
+  d.budget = static_cast<int>(std::lround(flag[2].item<float>()));
   return d;
+}
+
+// The budgets looked at before each step (the step budget is the loop's bound).
+enum BudgetCode { kBudgetNone = 0, kBudgetSeconds = 1, kBudgetSamples = 2 };
+
+const char* BudgetName(int code) {
+  return code == kBudgetSeconds ? "seconds" : code == kBudgetSamples ? "samples" : "";
+}
+
+int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples) {
+  if (t.max_samples > 0 && samples >= t.max_samples) return kBudgetSamples;
+  if (t.max_seconds > 0 && trained_s >= t.max_seconds) return kBudgetSeconds;
+  return kBudgetNone;
+}
+
+// Rank 0's evaluation metrics, on every rank.
+Status ShareMetrics(core::WorkerGroup& g, core::RetrievalMetrics* m) {
+  if (g.world_size() == 1) return Status::OK();
+  at::Tensor t = at::tensor({m->t2a_r1, m->t2a_r5, m->t2a_r10, m->a2t_r1, m->a2t_r5, m->a2t_r10, m->t2a_map10,
+                             m->a2t_map10, m->map10, static_cast<double>(m->num_clips),
+                             static_cast<double>(m->num_captions)},
+                            at::kDouble);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(t, 0));
+  const auto v = [&t](int i) { return t[i].item<double>(); };
+  *m = core::RetrievalMetrics{v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7), v(8),
+                              static_cast<int64_t>(std::llround(v(9))), static_cast<int64_t>(std::llround(v(10)))};
+  return Status::OK();
 }
 
 // Losses averaged over the ranks (each rank's loss is its own rows' mean).
@@ -268,8 +306,19 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   outcome.model = BuildModel(&config, tokenizer.vocab_size());
   FLAP_RETURN_IF_ERROR(WarmStart(outcome.model, config.init_audio, config.init_text, log));  // on the CPU
   outcome.model->to(device);  // initialised on the CPU from the seed, the same on every device
+  // The step budget: epochs, max_steps and max_samples, whichever is fewest steps.
+  const int64_t global_batch = config.train.batch_size * world;
   int64_t total_steps = per_epoch * config.train.epochs;
-  if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
+  std::string step_budget = "epochs";
+  if (config.train.max_steps > 0 && config.train.max_steps < total_steps) {
+    total_steps = config.train.max_steps;
+    step_budget = "steps";
+  }
+  const auto steps_for_samples = [global_batch](int64_t samples) { return (samples + global_batch - 1) / global_batch; };
+  if (config.train.max_samples > 0 && steps_for_samples(config.train.max_samples) < total_steps) {
+    total_steps = steps_for_samples(config.train.max_samples);
+    step_budget = "samples";
+  }
   if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
   core::GroupGather gather(&group);
   core::GradSyncOptions sync_options;
@@ -280,6 +329,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                               world > 1 ? &sync : nullptr, precision);
 
   int64_t start_step = 0;
+  double trained_s0 = 0;  // training seconds and samples before this run (from the checkpoint)
+  int64_t samples = 0;
   LoaderCursor cursor;
   std::unique_ptr<Checkpointer> ckpt;
   // Rank 0 owns the trial's checkpoints; the others receive what it restores.
@@ -290,6 +341,14 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       if (restored.ok()) {
         start_step = restored->step;
         FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(restored->data_cursor, start_step, per_epoch));
+        samples = start_step * global_batch;
+        if (restored->progress.is_object()) {
+          trained_s0 = restored->progress.value("train_seconds", 0.0);
+          samples = restored->progress.value("samples", samples);
+        } else if (config.train.max_seconds > 0) {
+          log << "checkpoint at step " << start_step
+              << " records no training seconds: the time budget counts from this resume" << std::endl;
+        }
       } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
         log << "no checkpoint of trial " << config.TrialId() << " yet: starting from step 0" << std::endl;
       } else {
@@ -300,7 +359,15 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     return Status::InvalidArgument("--resume needs ckpt.root");
   }
   if (world > 1 && (resume.resume || resume.from_step >= 0)) {
-    FLAP_RETURN_IF_ERROR(ShareRestoredState(group, outcome.model, step_runner.optimizer(), &start_step));
+    FLAP_RETURN_IF_ERROR(
+        ShareRestoredState(group, outcome.model, step_runner.optimizer(), &start_step, &trained_s0, &samples));
+  }
+  if (config.train.max_samples > 0 && start_step > 0) {
+    // The samples still due decide the steps left (the same as before unless the global batch
+    // changed since the checkpoint).
+    const int64_t left = std::max<int64_t>(0, config.train.max_samples - samples);
+    total_steps = std::min(per_epoch * config.train.epochs, start_step + steps_for_samples(left));
+    if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
   }
   if (!hooks.exact_resume) {
     // The epoch's order cannot be replayed: continue the epoch at the checkpoint's step with
@@ -351,36 +418,76 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   const auto train_start = Clock::now();
   double eval_s = 0;
   bool stop_asked = false;  // rank 0: a hook asked to stop the trial
+  // The budgets' clock: training-loop seconds of this trial (earlier runs included), without
+  // the evaluations of this run (eval_budget_s).
+  const auto now = [&hooks]() {
+    return hooks.clock ? hooks.clock() : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  };
+  const double loop_t0 = now();
+  double eval_budget_s = 0;
+  const auto trained_seconds = [&]() { return trained_s0 + (now() - loop_t0) - eval_budget_s; };
+  // The step the trial is expected to end at: the step budget, or earlier where the time
+  // budget runs out at this run's rate so far.
+  const auto planned_steps = [&](int64_t at_step) {
+    if (config.train.max_seconds <= 0 || at_step <= start_step) return total_steps;
+    const double trained = trained_seconds();
+    const double per_step = (trained - trained_s0) / static_cast<double>(at_step - start_step);
+    if (!(per_step > 0)) return total_steps;
+    const double left = std::max(0.0, config.train.max_seconds - trained) / per_step;
+    return std::min(total_steps, at_step + static_cast<int64_t>(std::ceil(left)));
+  };
   auto report = [&](const std::string& kind, int64_t at_step, const std::map<std::string, double>& values) {
-    if (rank == 0 && hooks.report && hooks.report(kind, at_step, at_step / per_epoch, total_steps, values)) {
+    if (rank == 0 && hooks.report &&
+        hooks.report(kind, at_step, at_step / per_epoch, planned_steps(at_step), values)) {
       stop_asked = true;
     }
   };
-  auto evaluate = [&](int64_t step) {
-    const auto t = Clock::now();
-    outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision);
-    eval_s += Since(t);
+  // Rank 0 evaluates, every rank receives the metrics.
+  auto evaluate = [&](int64_t step) -> Status {
+    const double t0 = now();
+    const double trained = trained_seconds();
+    if (rank == 0) {
+      outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision);
+      ++outcome.evaluations_computed;
+    }
+    FLAP_RETURN_IF_ERROR(ShareMetrics(group, &outcome.final_metrics));
+    const double eval_dt = now() - t0;
+    eval_s += eval_dt;
     nlohmann::json entry = MetricsToJson(outcome.final_metrics);
-    entry["step"] = step;
-    history.push_back(entry);
     std::map<std::string, double> values;
     for (auto& [k, v] : entry.items()) {
       if (v.is_number_float()) values[k] = v.get<double>();
     }
     if (wm != nullptr) wm->SetEvaluation(values);
+    entry["step"] = step;
+    entry["train_seconds"] = trained;
+    entry["samples"] = samples;
+    entry["eval_seconds"] = eval_dt;
+    history.push_back(entry);
+    values["train_seconds"] = trained;
+    values["samples"] = static_cast<double>(samples);
+    values["eval_seconds"] = eval_dt;
     report("eval", step, values);
-    char buf[160];
-    std::snprintf(buf, sizeof(buf), "eval  step %lld: R@1 t2a %.2f%% a2t %.2f%%, R@10 t2a %.2f%% a2t %.2f%%, mAP@10 %.2f%%",
-                  static_cast<long long>(step), 100 * outcome.final_metrics.t2a_r1, 100 * outcome.final_metrics.a2t_r1,
-                  100 * outcome.final_metrics.t2a_r10, 100 * outcome.final_metrics.a2t_r10, 100 * outcome.final_metrics.map10);
+    char buf[224];
+    std::snprintf(buf, sizeof(buf),
+                  "eval  step %lld (%.1f s, %lld samples trained): R@1 t2a %.1f%% a2t %.1f%%, R@10 t2a %.1f%% a2t "
+                  "%.1f%%, mAP@10 %.1f%% (%.1f s)",
+                  static_cast<long long>(step), trained, static_cast<long long>(samples),
+                  100 * outcome.final_metrics.t2a_r1, 100 * outcome.final_metrics.a2t_r1,
+                  100 * outcome.final_metrics.t2a_r10, 100 * outcome.final_metrics.a2t_r10,
+                  100 * outcome.final_metrics.map10, eval_dt);
     log << buf << std::endl;
+    eval_budget_s += now() - t0;  // reporting it is not training either
+    return Status::OK();
   };
 
   auto metrics_for_retention = [&]() {
     std::map<std::string, double> m;
     if (!history.empty()) {
       for (auto& [k, v] : history.back().items()) {
-        if (v.is_number() && k != "step") m[k] = v.get<double>();
+        if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "eval_seconds") {
+          m[k] = v.get<double>();
+        }
       }
     }
     return m;
@@ -396,7 +503,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   auto save = [&](int64_t at_step) -> Status {
     if (!ckpt) return Status::OK();
     Status s = ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention(),
-                               cursor.ToJson());
+                               cursor.ToJson(), {{"train_seconds", trained_seconds()}, {"samples", samples}});
     observe_saves();
     return s;
   };
@@ -404,15 +511,19 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
 
   int64_t step = start_step;
   int64_t last_saved = start_step;
-  for (int64_t epoch = start_step / per_epoch; step < total_steps; ++epoch) {
+  int budget_spent = kBudgetNone;  // a budget looked at before each step ended the loop
+  for (int64_t epoch = start_step / per_epoch; step < total_steps && budget_spent == kBudgetNone; ++epoch) {
     for (int64_t i = step % per_epoch; i < per_epoch && step < total_steps; ++i, ++step) {
       if (ckpt) {
         FLAP_RETURN_IF_ERROR(ckpt->Poll());
         observe_saves();
       }
       if (rank == 0 && hooks.should_stop && hooks.should_stop()) stop_asked = true;
-      FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(group, StopRequested(), stop_asked));
+      const int budget = rank == 0 ? SpentBudget(config.train, trained_seconds(), samples) : kBudgetNone;
+      FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(group, StopRequested(), stop_asked, budget));
       const int sig = stop.signal;
+      outcome.train_seconds = trained_seconds();
+      outcome.samples_seen = samples;
       if (sig == 0 && stop.asked) {
         if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
         observe_saves();
@@ -433,6 +544,10 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
         outcome.summary = {{"stopped_by_signal", sig}, {"step", step}, {"config_hash", config.Hash()}};
         return outcome;
       }
+      if (stop.budget != kBudgetNone) {
+        budget_spent = stop.budget;
+        break;
+      }
       const auto t = Clock::now();
       auto batch = loader->Next();
       if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step));
@@ -450,6 +565,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
         wm->ObserveStep(waited, std::max(0.0, run - comm), comm, b);
       }
       cursor = batch->after;
+      samples += global_batch;
       gather_s += last.gather_s;
       sync_s += last.sync_s;
       const bool log_now = (step + 1) % config.train.log_every == 0 || step + 1 == total_steps;
@@ -465,24 +581,33 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       opt_s += last.optimizer_s;
       if (log_now) {
         const double rate = static_cast<double>(window_steps * b * world) / window_s;
-        const double eta = static_cast<double>(total_steps - step - 1) * window_s / static_cast<double>(window_steps);
-        char buf[256];
+        const int64_t planned = planned_steps(step + 1);
+        const double eta = static_cast<double>(planned - step - 1) * window_s / static_cast<double>(window_steps);
+        const double trained = trained_seconds();
+        char budget_text[64] = "";
+        if (config.train.max_seconds > 0) {
+          std::snprintf(budget_text, sizeof(budget_text), " | trained %.0f/%.0f s", trained, config.train.max_seconds);
+        }
+        char buf[320];
         std::snprintf(buf, sizeof(buf),
-                      "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f samples/s | eta %s",
-                      static_cast<long long>(step + 1), static_cast<long long>(total_steps),
+                      "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f samples/s%s | eta %s",
+                      static_cast<long long>(step + 1), static_cast<long long>(planned),
                       static_cast<double>(step + 1) / static_cast<double>(per_epoch), last.loss, last.contrastive,
-                      last.recon, last.logit_scale, last.lr, rate, FormatDuration(eta).c_str());
+                      last.recon, last.logit_scale, last.lr, rate, budget_text, FormatDuration(eta).c_str());
         log << buf << std::endl;
-        report("train", step + 1,
-               {{"loss", last.loss},
-                {"contrastive", last.contrastive},
-                {"recon", last.recon},
-                {"logit_scale", last.logit_scale},
-                {"lr", last.lr},
-                {"samples_per_second", rate},
-                {"global_batch", static_cast<double>(b * world)},
-                {"negatives_per_step", static_cast<double>(b * world)},
-                {"epoch", static_cast<double>(step + 1) / static_cast<double>(per_epoch)}});
+        std::map<std::string, double> values = {{"loss", last.loss},
+                                                {"contrastive", last.contrastive},
+                                                {"recon", last.recon},
+                                                {"logit_scale", last.logit_scale},
+                                                {"lr", last.lr},
+                                                {"samples_per_second", rate},
+                                                {"global_batch", static_cast<double>(b * world)},
+                                                {"negatives_per_step", static_cast<double>(b * world)},
+                                                {"epoch", static_cast<double>(step + 1) / static_cast<double>(per_epoch)},
+                                                {"train_seconds", trained},
+                                                {"samples", static_cast<double>(samples)}};
+        if (config.train.max_seconds > 0) values["max_seconds"] = config.train.max_seconds;
+        report("train", step + 1, values);
         if (wm != nullptr) {
           wm->SetProgress(step + 1, static_cast<double>(step + 1) / static_cast<double>(per_epoch), rate);
           wm->SetLosses(last.loss, last.contrastive, last.recon, last.logit_scale);
@@ -493,7 +618,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       }
       const bool eval_due = (config.train.eval_every > 0 && (step + 1) % config.train.eval_every == 0) ||
                             std::find(hooks.eval_steps.begin(), hooks.eval_steps.end(), step + 1) != hooks.eval_steps.end();
-      if (eval_due && step + 1 < total_steps) evaluate(step + 1);
+      if (eval_due && step + 1 < total_steps) FLAP_RETURN_IF_ERROR(evaluate(step + 1));
       if (config.ckpt.every > 0 && (step + 1) % config.ckpt.every == 0 && step + 1 < total_steps) {
         FLAP_RETURN_IF_ERROR(save(step + 1));
         last_saved = step + 1;
@@ -501,7 +626,14 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     }
   }
   const double train_s = Since(train_start) - eval_s;
-  evaluate(step);
+  outcome.train_seconds = trained_seconds();
+  outcome.samples_seen = samples;
+  outcome.budget_reached = budget_spent != kBudgetNone ? BudgetName(budget_spent) : step_budget;
+  log << "training budget reached (" << outcome.budget_reached << ") at step " << step << ": " << std::fixed
+      << std::setprecision(1) << outcome.train_seconds << std::defaultfloat << " s trained, " << samples
+      << " samples" << std::endl;
+  // The last evaluation, unless one was just made at this step.
+  if (history.empty() || history.back().value("step", int64_t{-1}) != step) FLAP_RETURN_IF_ERROR(evaluate(step));
   if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
   if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
   observe_saves();
@@ -513,7 +645,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   s["config_hash"] = config.Hash();
   s["steps"] = step;
   s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch);
-  s["samples_seen"] = step * b * world;
+  s["samples_seen"] = samples;
+  s["budget"] = {{"reached", outcome.budget_reached},
+                 {"train_seconds", outcome.train_seconds},
+                 {"samples", samples},
+                 {"max_steps", total_steps},
+                 {"max_seconds", config.train.max_seconds},
+                 {"max_samples", config.train.max_samples}};
   s["resumed_from_step"] = start_step;
   s["trial_id"] = config.TrialId();
   s["world_size"] = world;

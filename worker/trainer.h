@@ -12,6 +12,21 @@
 // Rank 0 logs, writes train.output_dir and owns the checkpoints. A rank that dies or hangs
 // makes the others return DeadlineExceeded naming it, within dist.timeout.
 //
+// Evaluation runs once per group: rank 0 evaluates and broadcasts the metrics, while the other
+// ranks wait for them (so dist.timeout must exceed one evaluation on rank 0).
+//
+// Budgets. A trial trains until the first of: its step budget (train.epochs, train.max_steps,
+// and train.max_samples / global batch, rounded up; the learning-rate schedule spans this
+// one), train.max_seconds of training-loop wall time (evaluations excluded: their time is
+// recorded apart), or train.max_samples samples. The budgets are looked at before each step,
+// so a time budget ends at the first step boundary at or past it. Rank 0 decides with its own
+// clock and the group agrees on it in the same all-reduce as the stop signals, so every rank
+// stops at the same step. Seconds trained and samples seen are saved in each checkpoint and
+// continue from there on resume (a checkpoint made before they were saved resumes with
+// samples = step x global batch and no seconds). Every evaluation records the training
+// seconds and samples at which it was made (summary's eval_history; the "eval" report), and
+// the summary's "budget" says which budget ended the trial.
+//
 // On CPU the same config and seed give bit-identical parameters: every random choice comes
 // from the trial seed (model init through LibTorch's generator, masks, captions and order
 // through core/draw.h). Not thread-safe; one call per process at a time (sets LibTorch's
@@ -52,6 +67,12 @@ struct TrainOutcome {
   int stop_signal = 0;      // non-zero: stopped by this signal after a last checkpoint
   bool stopped = false;     // stopped because TrainingHooks::report or should_stop said so
   int64_t steps_done = 0;   // the step training reached
+  // The budget that ended the trial: "epochs", "steps", "samples" or "seconds"; empty when it
+  // was stopped (signal, hooks) before any.
+  std::string budget_reached;
+  double train_seconds = 0;       // training-loop seconds, resumes included (the budget's clock)
+  int64_t samples_seen = 0;       // training samples of all ranks, resumes included
+  int evaluations_computed = 0;   // evaluations this rank ran itself (rank 0: all; others: none)
 };
 
 // How a caller that runs trials for someone else (the agent: worker/agent.h) plugs into a
@@ -68,8 +89,11 @@ struct TrainingHooks {
       make_source;
   bool exact_resume = true;
   // Rank 0: called with each training record (kind "train": loss, contrastive, recon,
-  // logit_scale, lr, samples_per_second, global_batch, negatives_per_step, epoch) at every
-  // log step and each evaluation (kind "eval": t2a_r1 ... map10) at the step it describes.
+  // logit_scale, lr, samples_per_second, global_batch, negatives_per_step, epoch,
+  // train_seconds, samples, and max_seconds when a time budget is set) at every log step and
+  // each evaluation (kind "eval": t2a_r1 ... map10, train_seconds, samples, eval_seconds) at
+  // the step it describes. With a time budget, total_steps is the step at which the budget is
+  // expected to run out at the recent rate (never past the step budget).
   // Returning true stops the trial on every rank at the next step (no extra checkpoint).
   std::function<bool(const std::string& kind, int64_t step, int64_t epoch, int64_t total_steps,
                      const std::map<std::string, double>& values)>
@@ -82,6 +106,9 @@ struct TrainingHooks {
   std::vector<int64_t> eval_steps;
   // Serve this rank's metrics on this server instead of starting one from metrics.listen.
   metrics::MetricsServer* metrics_server = nullptr;
+  // Seconds on a monotonic clock, read by the time budget and the training seconds recorded
+  // with each evaluation (rank 0's decides for the group); empty: std::chrono::steady_clock.
+  std::function<double()> clock;
 };
 
 // With ckpt.root set, checkpoints every ckpt.every steps, at the end and when a stop signal
