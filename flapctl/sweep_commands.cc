@@ -113,9 +113,25 @@ std::string Bar(int64_t step, int64_t total, int width = 12) {
 std::string Metric(const google::protobuf::Map<std::string, double>& m, const std::string& k) {
   auto it = m.find(k);
   if (it == m.end()) return "-";
+  if (coordinator::IsFractionMetric(k)) return coordinator::Percent(it->second);
   std::ostringstream out;
   out << std::setprecision(4) << it->second;
   return out.str();
+}
+
+// Training seconds against the time budget ("42/60 s"), when the trial has one.
+std::string TimeBudget(const v1::TrialStatus& t) {
+  auto budget = t.latest_train().find("max_seconds");
+  auto trained = t.latest_train().find("train_seconds");
+  if (budget == t.latest_train().end() || trained == t.latest_train().end()) return "-";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(0) << std::min(trained->second, budget->second) << "/" << budget->second
+      << " s";
+  return out.str();
+}
+
+bool Terminal(const std::string& state) {
+  return state == "completed" || state == "failed" || state == "stopped" || state == "cancelled";
 }
 
 }  // namespace
@@ -131,6 +147,9 @@ std::string SweepHeadline(const v1::SweepStatus& s) {
     first = false;
   }
   out << ")";
+  int done = 0;
+  for (const auto& t : s.trials()) done += Terminal(t.state());
+  out << ", " << done << "/" << s.trials_size() << " done";
   return out.str();
 }
 
@@ -155,17 +174,21 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
   }
   out << std::left << std::setw(7) << "trial" << std::setw(fw + 2) << "factors" << std::setw(6)
       << "seed" << std::setw(10) << "state" << std::setw(14) << "step" << std::setw(21)
-      << "progress" << std::setw(9) << "loss" << std::setw(9) << eval << std::setw(9) << "samp/s"
+      << "progress" << std::setw(11) << "time" << std::setw(9) << "loss" << std::setw(9) << eval
+      << std::setw(9) << "samp/s"
       << "ETA\n";
   for (int i = 0; i < s.trials_size(); ++i) {
     const auto& t = s.trials(i);
+    // The step budget (with a time budget: the step it is expected to run out at); a completed
+    // trial ended at its budget, whichever it was.
+    const int64_t total = t.state() == "completed" ? t.step() : t.total_steps();
     std::string step = std::to_string(t.step());
-    if (t.total_steps() > 0) step += "/" + std::to_string(t.total_steps());
+    if (total > 0) step += "/" + std::to_string(total);
     std::string state = t.state();
     if (t.attempt() > 1 && state != "pending") state += "#" + std::to_string(t.attempt());
     out << std::left << std::setw(7) << t.trial_id() << std::setw(fw + 2) << factors[i]
         << std::setw(6) << t.seed() << std::setw(10) << state << std::setw(14) << step
-        << std::setw(21) << Bar(t.step(), t.total_steps()) << std::setw(9)
+        << std::setw(21) << Bar(t.step(), total) << std::setw(11) << TimeBudget(t) << std::setw(9)
         << Metric(t.latest_train(), "loss") << std::setw(9) << Metric(t.latest_eval(), eval)
         << std::setw(9) << Metric(t.latest_train(), "samples_per_second")
         << (t.state() == "running" || t.state() == "assigned" ? Duration(t.eta_seconds()) : "-");

@@ -51,10 +51,13 @@ Status FetchReport(coordinator::CoordinatorClient& client, const std::string& sw
 int RunSweepRun(const std::vector<std::string>& args);
 
 // The status table of a sweep: a header line, then one row per trial with its factors, seed,
-// state, step / total with a progress bar, latest loss and evaluation metric, samples/s, ETA
-// and, for failed trials, the error. `now_unix_ms` only stamps the header.
+// state, step / step budget with a progress bar (with a time budget: the step the budget is
+// expected to run out at), training seconds / time budget, latest loss and evaluation metric
+// (retrieval metrics as percentages with one decimal: "62.3%"), samples/s, ETA and, for
+// failed trials, the error.
 std::string FormatSweepStatus(const coordinator::v1::SweepStatus& status);
-// Its first words: "sweep NAME: STATE, N trials (n1 state1, n2 state2, ...)".
+// Its first words: "sweep NAME: STATE, N trials (n1 state1, n2 state2, ...), D/N done", D the
+// trials that ended (completed, stopped, failed, cancelled).
 std::string SweepHeadline(const coordinator::v1::SweepStatus& status);
 
 }  // namespace flap::flapctl

@@ -67,7 +67,7 @@ TEST_F(SweepCli, SubmitsTheShippedMaskSweepWithItsBaseConfig) {
 TEST_F(SweepCli, SubmitsTheShippedDemoAndAugmentationSweeps) {
   auto demo = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/demo-sweep.ini");
   ASSERT_EQ(demo.exit_code, 0) << demo.output;
-  // ratio 0 (no strategy) or 0.75 x {1d, 2d}, each x recon {0, 0.5}.
+  // ratio 0, 0.5, 0.75 x seeds 1, 2, with a [report] target.
   EXPECT_TRUE(Contains(demo.output, "submitted sweep demo-ablation (6 trials)")) << demo.output;
   auto augment = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/augment-sweep.ini");
   ASSERT_EQ(augment.exit_code, 0) << augment.output;
@@ -127,12 +127,17 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   runner.join();
   auto st = c_.Client()->GetSweep("mask");
   ASSERT_TRUE(st.ok());
+  int done_before = 0;
+  for (const auto& t : st->trials()) done_before += t.state() == "completed";
   auto hb = group->Register("g1", "g1-x", 1);
   ASSERT_TRUE(hb.ok());
   auto next = group->NextTrial("g1");
   ASSERT_TRUE(next.ok() && next->assigned);
   ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, "train", 4, 0,
-                                   {{"loss", 1.25}, {"samples_per_second", 321}}, 10).ok());
+                                   {{"loss", 1.25}, {"samples_per_second", 321}, {"train_seconds", 42.4},
+                                    {"max_seconds", 60}},
+                                   10).ok());
+  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, "eval", 4, 0, {{"map10", 0.6234}}, 10).ok());
   EXPECT_TRUE(st.ok() && st->sweep_text().find("base_config") != std::string::npos);
 
   auto status = Flapctl("status mask");
@@ -148,6 +153,11 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   EXPECT_TRUE(Contains(status.output, "4/10")) << status.output;
   EXPECT_TRUE(Contains(status.output, "1.25")) << status.output;
   EXPECT_TRUE(Contains(status.output, "321")) << status.output;
+  // Progress: trials done / total; per trial its step / budget and seconds / time budget; the
+  // evaluation metric as a percentage with one decimal.
+  EXPECT_TRUE(Contains(status.output, ", " + std::to_string(done_before) + "/8 done")) << status.output;
+  EXPECT_TRUE(Contains(status.output, "42/60 s")) << status.output;
+  EXPECT_TRUE(Contains(status.output, "62.3%")) << status.output;
 
   auto list = Flapctl("status");
   ASSERT_EQ(list.exit_code, 0) << list.output;
