@@ -9,53 +9,39 @@
 #include <filesystem>
 
 #include "checkpoint/store.h"
+#include "common/testing/testing.h"
 
 namespace flap::checkpoint {
 namespace {
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result Flapctl(const std::string& args) {
-  Result r;
-  const std::string cmd = std::string(FLAPCTL_PATH) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+testing::RunResult Flapctl(const std::string& args) {
+  return testing::RunCommand(std::string(FLAPCTL_PATH) + " " + args);
 }
 
 class CkptCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "flap_ckpt_cli_XXXXXX").string();
-    root_ = ::mkdtemp(tmpl.data());
+    root_ = dir_.path();
     auto store = Store::Open(root_);
-    ASSERT_TRUE(store.ok());
+    ASSERT_OK(store);
     for (int64_t step : {100, 200, 300}) {
       Metadata m;
       m.config_hash = "abc";
       m.epoch = step / 100;
       m.metrics["map10"] = step / 1000.0;
-      ASSERT_TRUE(store.value()
+      ASSERT_OK(store.value()
                       ->Save("trial-7", step, {{"model.bin", std::string(5000, 'm')},
                                                {"state.json", "{}"}}, m)
-                      .ok());
+                      );
     }
   }
-  void TearDown() override { fs::remove_all(root_); }
+  testing::TempDir dir_{"ckpt_cli"};
   std::string root_;
 };
 
 TEST_F(CkptCliTest, ListShowsEveryCheckpoint) {
-  Result r = Flapctl("ckpt list " + root_);
+  auto r = Flapctl("ckpt list " + root_);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("TRIAL"), std::string::npos) << r.output;
   for (const char* step : {"100", "200", "300"}) EXPECT_NE(r.output.find(step), std::string::npos);
@@ -64,21 +50,21 @@ TEST_F(CkptCliTest, ListShowsEveryCheckpoint) {
 }
 
 TEST_F(CkptCliTest, VerifyNamesDamagedCheckpointAndFile) {
-  Result ok = Flapctl("ckpt verify " + root_ + " --trial trial-7");
+  auto ok = Flapctl("ckpt verify " + root_ + " --trial trial-7");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_NE(ok.output.find("3 checkpoints verified"), std::string::npos) << ok.output;
 
   fs::resize_file(root_ + "/trial-7/000000000200/model.bin", 10);
-  Result bad = Flapctl("ckpt verify " + root_);
+  auto bad = Flapctl("ckpt verify " + root_);
   EXPECT_EQ(bad.exit_code, 1) << bad.output;
   EXPECT_NE(bad.output.find("trial-7/000000000200: model.bin"), std::string::npos) << bad.output;
-  Result list = Flapctl("ckpt list " + root_);
+  auto list = Flapctl("ckpt list " + root_);
   EXPECT_NE(list.output.find("DAMAGED"), std::string::npos) << list.output;
 }
 
 TEST_F(CkptCliTest, GcKeepsNewestAndBest) {
   EXPECT_EQ(Flapctl("ckpt gc " + root_ + " --keep-last 1").exit_code, 2);  // no --trial
-  Result r = Flapctl("ckpt gc " + root_ + " --trial trial-7 --keep-last 1");
+  auto r = Flapctl("ckpt gc " + root_ + " --trial trial-7 --keep-last 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("deleted trial-7 step 100"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(root_ + "/trial-7/000000000100"));

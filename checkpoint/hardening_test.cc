@@ -19,57 +19,22 @@
 #include "checkpoint/store.h"
 #include "common/atomic_file.h"
 #include "sharding/file_util.h"
+#include "common/testing/testing.h"
 #include "tests/tmpfs.h"
 
 namespace flap::checkpoint {
 namespace {
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "flap_hardening_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+using ::flap::testing::TempDir;
 
- private:
-  std::string path_;
-};
-
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result Flapctl(const std::string& args) {
-  Result r;
-  const std::string cmd = std::string(FLAPCTL_PATH) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+testing::RunResult Flapctl(const std::string& args) {
+  return testing::RunCommand(std::string(FLAPCTL_PATH) + " " + args);
 }
 
 void Write(const std::string& path, const std::string& data) {
   fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+  ASSERT_TRUE(testing::WriteFile(path, data)) << path;
 }
 
 std::map<std::string, std::string> Files(int64_t step, size_t model_bytes = 4096) {
@@ -85,7 +50,7 @@ Metadata Meta() {
 
 std::unique_ptr<Store> OpenStore(const std::string& root) {
   auto store = Store::Open(root);
-  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_OK(store);
   return std::move(store).value();
 }
 
@@ -110,9 +75,9 @@ std::vector<std::string> Names(const std::string& dir) {
 TEST(HardeningCkptReindex, RefusedWhileAWorkerHoldsTheIndex) {
   TempDir tmp;
   auto worker = OpenStore(tmp.path());
-  for (int64_t step : {1, 2, 3}) ASSERT_TRUE(worker->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2, 3}) ASSERT_OK(worker->Save("t", step, Files(step), Meta()));
 
-  Result r = Flapctl("ckpt reindex " + tmp.path() + " --trial t");
+  auto r = Flapctl("ckpt reindex " + tmp.path() + " --trial t");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("locked"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("stop it before rebuilding the index"), std::string::npos) << r.output;
@@ -121,10 +86,10 @@ TEST(HardeningCkptReindex, RefusedWhileAWorkerHoldsTheIndex) {
   // The worker goes on: it saves and applies retention, and every checkpoint it keeps is
   // still indexed and verifies.
   for (int64_t step : {4, 5}) {
-    ASSERT_TRUE(worker->Save("t", step, Files(step), Meta()).ok());
+    ASSERT_OK(worker->Save("t", step, Files(step), Meta()));
     GcOptions keep2;
     keep2.keep_last = 2;
-    ASSERT_TRUE(worker->Gc("t", keep2).ok());
+    ASSERT_OK(worker->Gc("t", keep2));
   }
   EXPECT_EQ(Steps(*worker->List("t")), (std::vector<int64_t>{5, 4}));
   worker.reset();  // the worker ends
@@ -145,12 +110,12 @@ TEST(HardeningCkptReindex, RefusedWhileAWorkerHoldsTheIndex) {
 TEST(HardeningCkptReindex, RefusedWhileAnotherStoreOfThisProcessHoldsTheIndex) {
   TempDir tmp;
   auto worker = OpenStore(tmp.path());
-  ASSERT_TRUE(worker->Save("t", 1, Files(1), Meta()).ok());
+  ASSERT_OK(worker->Save("t", 1, Files(1), Meta()));
   auto tool = OpenStore(tmp.path());
   auto n = tool->RebuildIndex("t", nullptr);
   ASSERT_EQ(n.status().code(), Status::Code::kFailedPrecondition) << n.status().ToString();
   EXPECT_EQ(Names(tmp / "index"), std::vector<std::string>{"t"});  // nothing moved aside
-  EXPECT_TRUE(worker->Save("t", 2, Files(2), Meta()).ok());
+  EXPECT_OK(worker->Save("t", 2, Files(2), Meta()));
   EXPECT_EQ(Steps(*worker->List("t")), (std::vector<int64_t>{2, 1}));
 }
 
@@ -160,16 +125,16 @@ TEST(HardeningCkptReindex, RefusedWhileAnotherStoreOfThisProcessHoldsTheIndex) {
 TEST(HardeningCkptGc, NoSweepOfUnindexedFoldersWhileNoIndexedCheckpointVerifies) {
   TempDir tmp;
   auto store = OpenStore(tmp.path());
-  for (int64_t step : {1, 2, 3, 4}) ASSERT_TRUE(store->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2, 3, 4}) ASSERT_OK(store->Save("t", step, Files(step), Meta()));
   store->CloseIndex("t");
   {
     rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), store->IndexDir("t"), &raw).ok());
+    ASSERT_OK(rocksdb::DB::Open(rocksdb::Options(), store->IndexDir("t"), &raw));
     std::unique_ptr<rocksdb::DB> db(raw);
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    ASSERT_TRUE(db->Delete(wo, "000000000003").ok());
-    ASSERT_TRUE(db->Delete(wo, "000000000004").ok());
+    ASSERT_OK(db->Delete(wo, "000000000003"));
+    ASSERT_OK(db->Delete(wo, "000000000004"));
   }
   fs::remove_all(store->CheckpointDir("t", 1));
   fs::remove_all(store->CheckpointDir("t", 2));
@@ -177,7 +142,7 @@ TEST(HardeningCkptGc, NoSweepOfUnindexedFoldersWhileNoIndexedCheckpointVerifies)
   GcOptions options;
   options.keep_last = 1;
   auto report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_TRUE(report->removed_orphans.empty());
   EXPECT_EQ(report->newest_verified, -1);
   bool warned = false;
@@ -188,7 +153,7 @@ TEST(HardeningCkptGc, NoSweepOfUnindexedFoldersWhileNoIndexedCheckpointVerifies)
 
   // Through the CLI as well, and the reindex then recovers both.
   store.reset();
-  Result r = Flapctl("ckpt gc " + tmp.path() + " --trial t --keep-last 1");
+  auto r = Flapctl("ckpt gc " + tmp.path() + " --trial t --keep-last 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("removed unindexed"), std::string::npos) << r.output;
   store = OpenStore(tmp.path());
@@ -201,7 +166,7 @@ TEST(HardeningCkptGc, NoSweepOfUnindexedFoldersWhileNoIndexedCheckpointVerifies)
 TEST(HardeningCkptGc, DeletesOnlyStepFoldersUnderTheTrial) {
   TempDir tmp;
   auto store = OpenStore(tmp.path());
-  for (int64_t step : {1, 2}) ASSERT_TRUE(store->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2}) ASSERT_OK(store->Save("t", step, Files(step), Meta()));
   const std::string trial = tmp / "t";
   Write(trial + "/projectA/data.txt", "keep me");
   Write(trial + "/notes/todo.txt", "keep me too");
@@ -212,26 +177,26 @@ TEST(HardeningCkptGc, DeletesOnlyStepFoldersUnderTheTrial) {
   GcOptions options;
   options.keep_last = 1;
   auto report = store->Gc("t", options);  // what the worker's retention runs after each save
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->deleted, std::vector<int64_t>{1});
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"t/000000000009"});
   EXPECT_EQ(Names(trial), (std::vector<std::string>{"000000000002", "0000000000099", "12345",
                                                      "notes", "projectA"}));
-  EXPECT_EQ(Read(trial + "/projectA/data.txt"), "keep me");
+  EXPECT_EQ(testing::ReadFile(trial + "/projectA/data.txt"), "keep me");
 
   // A trial without an index (no save ever committed) as well.
   Write(tmp / "u/projectB/data.txt", "keep me");
   Write(tmp / "u/000000000001/model.bin", "half a save");
   report = store->Gc("u", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"u/000000000001"});
-  EXPECT_EQ(Read(tmp / "u/projectB/data.txt"), "keep me");
+  EXPECT_EQ(testing::ReadFile(tmp / "u/projectB/data.txt"), "keep me");
 
   // And through flapctl.
   store.reset();
-  Result r = Flapctl("ckpt gc " + tmp.path() + " --trial t --keep-last 1");
+  auto r = Flapctl("ckpt gc " + tmp.path() + " --trial t --keep-last 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(Read(trial + "/notes/todo.txt"), "keep me too");
+  EXPECT_EQ(testing::ReadFile(trial + "/notes/todo.txt"), "keep me too");
 }
 
 // The reported case: ck/t5 -> ../victim, and `flapctl ckpt gc` removed victim/projectA.
@@ -243,11 +208,11 @@ TEST(HardeningCkptGc, RefusesASymlinkedTrialFolder) {
   Write(tmp / "victim/000000000007/data.txt", "precious too");
   fs::create_directory_symlink("../victim", root + "/t5");
 
-  Result r = Flapctl("ckpt gc " + root + " --trial t5 --keep-last 1");
+  auto r = Flapctl("ckpt gc " + root + " --trial t5 --keep-last 1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("symbolic link"), std::string::npos) << r.output;
-  EXPECT_EQ(Read(tmp / "victim/projectA/data.txt"), "precious");
-  EXPECT_EQ(Read(tmp / "victim/000000000007/data.txt"), "precious too");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim/projectA/data.txt"), "precious");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim/000000000007/data.txt"), "precious too");
 
   auto gc = store->Gc("t5", GcOptions{});
   EXPECT_EQ(gc.status().code(), Status::Code::kFailedPrecondition) << gc.status().ToString();
@@ -256,7 +221,7 @@ TEST(HardeningCkptGc, RefusesASymlinkedTrialFolder) {
   auto rebuilt = store->RebuildIndex("t5", nullptr);
   EXPECT_EQ(rebuilt.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_EQ(Names(tmp / "victim"), (std::vector<std::string>{"000000000007", "projectA"}));
-  EXPECT_EQ(Read(tmp / "victim/projectA/data.txt"), "precious");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim/projectA/data.txt"), "precious");
 }
 
 // Links inside a trial's folder: one named like a step, and links within an orphan folder.
@@ -265,7 +230,7 @@ TEST(HardeningCkptGc, NeverFollowsASymbolicLinkInsideTheTrialFolder) {
   TempDir tmp;
   const std::string root = tmp / "ck";
   auto store = OpenStore(root);
-  for (int64_t step : {1, 2}) ASSERT_TRUE(store->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2}) ASSERT_OK(store->Save("t", step, Files(step), Meta()));
   Write(tmp / "victim1/data.txt", "precious");
   Write(tmp / "victim2/sub/data.txt", "precious");
   Write(tmp / "victim3.txt", "precious");
@@ -280,12 +245,12 @@ TEST(HardeningCkptGc, NeverFollowsASymbolicLinkInsideTheTrialFolder) {
   GcOptions options;
   options.keep_last = 1;
   auto report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"t/000000000006"});
   EXPECT_FALSE(fs::exists(fs::symlink_status(store->CheckpointDir("t", 1))));
-  EXPECT_EQ(Read(tmp / "victim1/data.txt"), "precious");
-  EXPECT_EQ(Read(tmp / "victim2/sub/data.txt"), "precious");
-  EXPECT_EQ(Read(tmp / "victim3.txt"), "precious");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim1/data.txt"), "precious");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim2/sub/data.txt"), "precious");
+  EXPECT_EQ(testing::ReadFile(tmp / "victim3.txt"), "precious");
   EXPECT_TRUE(fs::is_symlink(root + "/t/000000000005"));  // not a step folder: left alone
 }
 
@@ -298,7 +263,7 @@ TEST(HardeningCkptSave, FullDiskLeavesNoPartialFolder) {
   flap::testing::TmpfsMount disk(tmp / "disk", 2u << 20);
   if (!disk.mounted()) GTEST_SKIP() << disk.why();
   auto store = OpenStore(disk.path() + "/ck");
-  ASSERT_TRUE(store->Save("t", 1, Files(1, 300 << 10), Meta()).ok());
+  ASSERT_OK(store->Save("t", 1, Files(1, 300 << 10), Meta()));
 
   // 800 + 1000 KiB do not fit in what is left (about 1.6 MiB): the second file fails.
   std::map<std::string, std::string> big = {{"model.bin", std::string(800 << 10, 'm')},
@@ -319,7 +284,7 @@ TEST(HardeningCkptSave, FullDiskLeavesNoPartialFolder) {
 
   // The next save fits in the space the failed one gave back.
   auto next = store->Save("t", 3, Files(3, 900 << 10), Meta());
-  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  ASSERT_OK(next);
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 3);
 }
 
@@ -333,17 +298,17 @@ TEST(HardeningAtomicWrite, DoesNotFollowALinkPlantedAtTheTemporaryName) {
   const std::string path = tmp / "shared/cache.bin";
   fs::create_directories(tmp / "shared");
   fs::create_symlink(tmp / "victim.txt", path + ".tmp");
-  ASSERT_TRUE(sharding::WriteFileAtomic(path, "new contents").ok());
-  EXPECT_EQ(Read(tmp / "victim.txt"), "precious");
+  ASSERT_OK(sharding::WriteFileAtomic(path, "new contents"));
+  EXPECT_EQ(testing::ReadFile(tmp / "victim.txt"), "precious");
   EXPECT_FALSE(fs::is_symlink(path));
-  EXPECT_EQ(Read(path), "new contents");
+  EXPECT_EQ(testing::ReadFile(path), "new contents");
   // A link at the path itself is replaced, not written through.
   fs::remove(path);
   fs::create_symlink(tmp / "victim.txt", path);
-  ASSERT_TRUE(flap::WriteFileAtomic(path, "newer").ok());
-  EXPECT_EQ(Read(tmp / "victim.txt"), "precious");
+  ASSERT_OK(flap::WriteFileAtomic(path, "newer"));
+  EXPECT_EQ(testing::ReadFile(tmp / "victim.txt"), "precious");
   EXPECT_FALSE(fs::is_symlink(path));
-  EXPECT_EQ(Read(path), "newer");
+  EXPECT_EQ(testing::ReadFile(path), "newer");
 }
 
 // Writers of one path at once (workers filling a shared fbank cache): every write succeeds and
@@ -360,7 +325,7 @@ TEST(HardeningAtomicWrite, ConcurrentWritersOfOnePathNeverMix) {
     threads.emplace_back([&, w] {
       for (int i = 0; i < kRounds; ++i) {
         if (!sharding::WriteFileAtomic(path, contents[w]).ok()) ++failures;
-        const std::string now = Read(path);
+        const std::string now = testing::ReadFile(path);
         bool whole = false;
         for (const std::string& c : contents) whole |= now == c;
         if (!whole) ++torn;
@@ -379,17 +344,17 @@ TEST(HardeningAtomicWrite, AtomicFileAppearsOnlyOnCommit) {
   const std::string path = tmp / "out.bin";
   {
     auto f = AtomicFile::Create(path);
-    ASSERT_TRUE(f.ok()) << f.status().ToString();
-    ASSERT_TRUE(f.value()->Write("abandoned").ok());
+    ASSERT_OK(f);
+    ASSERT_OK(f.value()->Write("abandoned"));
     EXPECT_EQ(fs::path(f.value()->temp_path()).parent_path(), fs::path(tmp.path()));
     EXPECT_FALSE(fs::exists(path));
   }
   EXPECT_TRUE(fs::is_empty(tmp.path()));
   auto f = AtomicFile::Create(path, 0600);
-  ASSERT_TRUE(f.ok());
-  ASSERT_TRUE(f.value()->Write("committed").ok());
-  ASSERT_TRUE(f.value()->Commit().ok());
-  EXPECT_EQ(Read(path), "committed");
+  ASSERT_OK(f);
+  ASSERT_OK(f.value()->Write("committed"));
+  ASSERT_OK(f.value()->Commit());
+  EXPECT_EQ(testing::ReadFile(path), "committed");
   EXPECT_EQ(fs::status(path).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
   EXPECT_EQ(Names(tmp.path()), std::vector<std::string>{"out.bin"});
 }

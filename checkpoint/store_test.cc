@@ -11,23 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include "common/testing/testing.h"
 
 namespace flap::checkpoint {
 namespace {
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "flap_ckpt_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::flap::testing::TempDir;
 
 // Fails the first call whose path contains `fail_on` (WriteFileAtomic, SyncDir or RemoveAll),
 // as a crash at that point would: the calls before it happened, the ones after do not (every
@@ -103,7 +93,7 @@ std::unique_ptr<Store> OpenStore(const std::string& root, Env* env = nullptr) {
   StoreOptions options;
   options.env = env;
   auto store = Store::Open(root, options);
-  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_OK(store);
   return std::move(store).value();
 }
 
@@ -129,22 +119,22 @@ TEST(StoreTest, SaveListLoadRoundTrip) {
   auto store = OpenStore(tmp.path());
   for (int64_t step : {10, 20, 30}) {
     auto e = store->Save("trial-a", step, Files(step), Meta(step / 10, {{"map10", step * 0.01}}));
-    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    ASSERT_OK(e);
     EXPECT_EQ(e->Name(), "trial-a/" + std::string(10, '0') + std::to_string(step));
   }
   EXPECT_TRUE(fs::exists(tmp.path() + "/trial-a/000000000020/MANIFEST.json"));
   EXPECT_TRUE(fs::is_directory(tmp.path() + "/index/trial-a"));
   auto list = store->List("trial-a");
-  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_OK(list);
   EXPECT_EQ(Steps(*list), (std::vector<int64_t>{30, 20, 10}));
   const Entry& newest = list->front();
   EXPECT_EQ(newest.metadata.epoch, 3);
   EXPECT_DOUBLE_EQ(newest.metadata.metrics.at("map10"), 0.3);
   EXPECT_EQ(newest.metadata.config_hash, "cafef00d");
   EXPECT_EQ(newest.files.size(), 3u);
-  EXPECT_TRUE(store->Verify(newest).ok());
+  EXPECT_OK(store->Verify(newest));
   auto bytes = store->Load(newest);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  ASSERT_OK(bytes);
   EXPECT_EQ(*bytes, Files(30));
 
   // Reopening sees the same index; a step cannot be saved twice.
@@ -155,7 +145,7 @@ TEST(StoreTest, SaveListLoadRoundTrip) {
             Status::Code::kFailedPrecondition);
   EXPECT_TRUE(store->List("no-such-trial")->empty());
   auto trials = store->Trials();
-  ASSERT_TRUE(trials.ok());
+  ASSERT_OK(trials);
   EXPECT_EQ(*trials, std::vector<std::string>{"trial-a"});
 }
 
@@ -189,29 +179,29 @@ TEST(StoreTest, TwoTrialsSaveConcurrently) {
   EXPECT_EQ(failures.load(), 0);
   for (const std::string trial : {"trial-a", "trial-b"}) {
     auto list = store->List(trial);
-    ASSERT_TRUE(list.ok());
+    ASSERT_OK(list);
     ASSERT_EQ(list->size(), 20u);
-    for (const Entry& e : *list) EXPECT_TRUE(store->Verify(e).ok()) << e.Name();
+    for (const Entry& e : *list) EXPECT_OK(store->Verify(e)) << e.Name();
   }
 }
 
 // Saves steps 1..3 and returns the store; tests then damage step 3.
 std::unique_ptr<Store> ThreeCheckpoints(const std::string& root) {
   auto store = OpenStore(root);
-  for (int64_t step : {1, 2, 3}) EXPECT_TRUE(store->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2, 3}) EXPECT_OK(store->Save("t", step, Files(step), Meta()));
   return store;
 }
 
 void ExpectFallbackTo2(Store* store, const std::string& damage) {
   auto list = store->List("t");
-  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_OK(list);
   Status s = store->Verify(list->front());
   EXPECT_EQ(s.code(), Status::Code::kCorruption);
   EXPECT_NE(s.message().find("t/000000000003"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find(damage), std::string::npos) << s.message();
   EXPECT_EQ(store->Load(list->front()).status().code(), Status::Code::kCorruption);
   auto resume = store->LatestVerified("t", "cafef00d");
-  ASSERT_TRUE(resume.ok()) << resume.status().ToString();
+  ASSERT_OK(resume);
   EXPECT_EQ(resume->entry.step, 2);
   ASSERT_EQ(resume->warnings.size(), 1u);
   EXPECT_NE(resume->warnings[0].find("t/000000000003"), std::string::npos);
@@ -252,9 +242,9 @@ TEST(StoreDamageTest, MalformedIndexEntry) {
   store->CloseIndex("t");
   {
     rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), store->IndexDir("t"), &raw).ok());
+    ASSERT_OK(rocksdb::DB::Open(rocksdb::Options(), store->IndexDir("t"), &raw));
     std::unique_ptr<rocksdb::DB> db(raw);
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "000000000003", "{not json").ok());
+    ASSERT_OK(db->Put(rocksdb::WriteOptions(), "000000000003", "{not json"));
   }
   auto strict = store->List("t");
   ASSERT_EQ(strict.status().code(), Status::Code::kCorruption);
@@ -264,7 +254,7 @@ TEST(StoreDamageTest, MalformedIndexEntry) {
   EXPECT_EQ(Steps(*store->List("t", &problems)), (std::vector<int64_t>{2, 1}));
   ASSERT_EQ(problems.size(), 1u);
   auto resume = store->LatestVerified("t", "cafef00d");
-  ASSERT_TRUE(resume.ok()) << resume.status().ToString();
+  ASSERT_OK(resume);
   EXPECT_EQ(resume->entry.step, 2);
   ASSERT_EQ(resume->warnings.size(), 1u);
   EXPECT_NE(resume->warnings[0].find("t/000000000003"), std::string::npos);
@@ -292,7 +282,7 @@ TEST(StoreDamageTest, GarbageIndexIsReportedAndRebuilt) {
 
   std::vector<std::string> problems;
   auto n = store->RebuildIndex("t", &problems);
-  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  ASSERT_OK(n);
   EXPECT_EQ(*n, 3);
   EXPECT_TRUE(problems.empty());
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{3, 2, 1}));
@@ -307,7 +297,7 @@ TEST(StoreDamageTest, MissingIndexWithCheckpointsIsReported) {
   store->CloseIndex("t");
   fs::remove_all(store->IndexDir("t"));
   EXPECT_EQ(store->List("t").status().code(), Status::Code::kCorruption);
-  ASSERT_TRUE(store->RebuildIndex("t", nullptr).ok());
+  ASSERT_OK(store->RebuildIndex("t", nullptr));
   EXPECT_EQ(store->List("t")->size(), 3u);
 }
 
@@ -331,7 +321,7 @@ TEST(StoreTest, ConfigHashMismatchRefusedUnlessForced) {
   EXPECT_NE(refused.status().message().find("cafef00d"), std::string::npos);
   EXPECT_NE(refused.status().message().find("deadbeef"), std::string::npos);
   auto forced = store->LatestVerified("t", "deadbeef", /*force=*/true);
-  ASSERT_TRUE(forced.ok());
+  ASSERT_OK(forced);
   EXPECT_EQ(forced->entry.step, 3);
   ASSERT_EQ(forced->warnings.size(), 1u);
   EXPECT_NE(forced->warnings[0].find("forced"), std::string::npos);
@@ -344,14 +334,14 @@ TEST(StoreGcTest, KeepsNewestAndBest) {
   const std::map<int64_t, double> score = {{1, 0.1}, {2, 0.2}, {3, 0.9}, {4, 0.3},
                                            {5, 0.8}, {6, 0.4}, {7, 0.5}, {8, 0.6}};
   for (const auto& [step, m] : score) {
-    ASSERT_TRUE(store->Save("t", step, Files(step), Meta(0, {{"map10", m}})).ok());
+    ASSERT_OK(store->Save("t", step, Files(step), Meta(0, {{"map10", m}})));
   }
   GcOptions options;
   options.keep_last = 2;
   options.keep_best = 2;
   options.metric = "map10";
   auto report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->kept, (std::vector<int64_t>{8, 7, 5, 3}));
   EXPECT_EQ(report->newest_verified, 8);
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{8, 7, 5, 3}));
@@ -367,18 +357,18 @@ TEST(StoreGcTest, KeepsNewestAndBest) {
 TEST(StoreGcTest, NeverDeletesNewestVerified) {
   TempDir tmp;
   auto store = ThreeCheckpoints(tmp.path());
-  ASSERT_TRUE(store->Save("t", 4, Files(4), Meta()).ok());
+  ASSERT_OK(store->Save("t", 4, Files(4), Meta()));
   Truncate(store->CheckpointDir("t", 4) + "/model.bin");  // newest is damaged
   GcOptions options;
   options.keep_last = 1;
   auto report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->newest_verified, 3);
   EXPECT_EQ(report->kept, (std::vector<int64_t>{4, 3}));
   EXPECT_EQ(report->warnings.size(), 1u);
   options.keep_last = 0;  // even keep nothing keeps the newest verified
   report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok());
+  ASSERT_OK(report);
   EXPECT_EQ(report->kept, (std::vector<int64_t>{3}));
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 3);
 }
@@ -387,7 +377,7 @@ TEST(StoreCrashTest, CrashMidGcLeavesARootTheNextGcCleans) {
   TempDir tmp;
   FaultEnv env;
   auto store = OpenStore(tmp.path(), &env);
-  for (int64_t step : {1, 2, 3}) ASSERT_TRUE(store->Save("t", step, Files(step), Meta()).ok());
+  for (int64_t step : {1, 2, 3}) ASSERT_OK(store->Save("t", step, Files(step), Meta()));
   // The crash: step 2's index entry is deleted, then removing its folder fails (step 1 is
   // never reached).
   env.fail_on = "/t/000000000002";
@@ -403,7 +393,7 @@ TEST(StoreCrashTest, CrashMidGcLeavesARootTheNextGcCleans) {
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 3);
   // ...and the next Gc finishes the job.
   auto report = store->Gc("t", options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->deleted, (std::vector<int64_t>{1}));
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"t/000000000002"});
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{3}));
@@ -415,7 +405,7 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   TempDir tmp;
   FaultEnv env;
   auto store = OpenStore(tmp.path(), &env);
-  ASSERT_TRUE(store->Save("t", 1, Files(1), Meta()).ok());
+  ASSERT_OK(store->Save("t", 1, Files(1), Meta()));
   // Crash before the manifest: a folder with files and no manifest.
   env.fail_on = "000000000002/MANIFEST.json";
   EXPECT_FALSE(store->Save("t", 2, Files(2), Meta()).ok());
@@ -435,7 +425,7 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{1}));
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 1);
   auto report = store->Gc("t", GcOptions{});
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->removed_orphans,
             (std::vector<std::string>{"t/000000000002", "t/000000000003", "t/000000000004"}));
   EXPECT_EQ(*Env::Default()->ListSubdirs(tmp.path() + "/t"),
@@ -446,8 +436,8 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   EXPECT_TRUE(fs::exists(store->CheckpointDir("t", 5) + "/model.bin"));
   env.crashed = false;
   auto saved = store->Save("t", 5, Files(5), Meta());
-  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
-  EXPECT_TRUE(store->Verify(*saved).ok());
+  ASSERT_OK(saved);
+  EXPECT_OK(store->Verify(*saved));
 }
 
 TEST(StoreTest, ReadOnlyStoreReadsWhileAWriterHoldsTheIndex) {
@@ -456,9 +446,9 @@ TEST(StoreTest, ReadOnlyStoreReadsWhileAWriterHoldsTheIndex) {
   StoreOptions ro;
   ro.read_only = true;
   auto reader = Store::Open(tmp.path(), ro);
-  ASSERT_TRUE(reader.ok());
+  ASSERT_OK(reader);
   auto list = reader.value()->List("t");
-  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_OK(list);
   EXPECT_EQ(list->size(), 3u);
   EXPECT_EQ(reader.value()->Gc("t", GcOptions{}).status().code(),
             Status::Code::kFailedPrecondition);
@@ -472,7 +462,7 @@ TEST(Store, WriterWaitsForAnIndexHeldByAStoppingWriter) {
   auto first = ThreeCheckpoints(tmp.path());
   // Without a wait the held index is refused, naming the reason.
   StatusOr<std::unique_ptr<Store>> impatient = Store::Open(tmp.path(), StoreOptions{});
-  ASSERT_TRUE(impatient.ok());
+  ASSERT_OK(impatient);
   Status refused = (*impatient)->Save("t", 9, Files(9), Meta()).status();
   EXPECT_EQ(refused.code(), Status::Code::kFailedPrecondition) << refused.ToString();
   EXPECT_NE(refused.message().find("held by another process"), std::string::npos);
@@ -482,23 +472,23 @@ TEST(Store, WriterWaitsForAnIndexHeldByAStoppingWriter) {
   StoreOptions patient;
   patient.lock_wait_s = 30;
   StatusOr<std::unique_ptr<Store>> second = Store::Open(tmp.path(), patient);
-  ASSERT_TRUE(second.ok());
+  ASSERT_OK(second);
   std::thread release([&first] {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     first.reset();
   });
   StatusOr<Entry> saved = (*second)->Save("t", 9, Files(9), Meta());
   release.join();
-  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
+  ASSERT_OK(saved);
   auto list = (*second)->List("t");
-  ASSERT_TRUE(list.ok());
+  ASSERT_OK(list);
   EXPECT_EQ(list->size(), 4u);
 
   // A writer that never lets go is still refused once the wait is over.
   StoreOptions short_wait;
   short_wait.lock_wait_s = 0.5;
   StatusOr<std::unique_ptr<Store>> third = Store::Open(tmp.path(), short_wait);
-  ASSERT_TRUE(third.ok());
+  ASSERT_OK(third);
   EXPECT_EQ((*third)->Save("t", 10, Files(10), Meta()).status().code(),
             Status::Code::kFailedPrecondition);
 }

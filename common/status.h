@@ -12,17 +12,31 @@
 
 namespace flap {
 
-class Status {
+class [[nodiscard]] Status {
  public:
+  // The codes are gRPC's, with gRPC's numbers (coordinator/grpc_status.h maps them one to one
+  // across the wire). kCorruption and kIOError are this project's names for two of them.
   enum class Code {
     kOk = 0,
-    kInvalidArgument,  // the caller's input (config, flag, request) is wrong
-    kNotFound,         // a file, key or id does not exist
-    kCorruption,       // data on disk or on the wire is damaged or malformed
-    kIOError,          // the operating system refused a read or write
-    kFailedPrecondition,
-    kDeadlineExceeded,  // a wait on the network or on other ranks timed out
-    kInternal,
+    kCancelled = 1,
+    kUnknown = 2,
+    kInvalidArgument = 3,  // the caller's input (config, flag, request) is wrong
+    kDeadlineExceeded = 4,  // a wait on the network or on other ranks timed out
+    kNotFound = 5,          // a file, key or id does not exist
+    kAlreadyExists = 6,     // what the caller would create exists already
+    kPermissionDenied = 7,
+    kResourceExhausted = 8,  // a quota or size limit was reached
+    kFailedPrecondition = 9,  // the state does not allow it (e.g. a stale attempt)
+    kAborted = 10,            // lost a race with another change (e.g. an expired lease)
+    kOutOfRange = 11,
+    kUnimplemented = 12,
+    kInternal = 13,
+    kUnavailable = 14,  // the operating system refused a read or write, or a peer is down:
+                        // trying again later may succeed
+    kDataLoss = 15,     // data on disk or on the wire is damaged or malformed
+    kUnauthenticated = 16,  // no or wrong credentials
+    kIOError = kUnavailable,
+    kCorruption = kDataLoss,
   };
 
   Status() = default;
@@ -38,6 +52,14 @@ class Status {
     return {Code::kDeadlineExceeded, std::move(msg)};
   }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
+  static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, std::move(msg)}; }
+  static Status Unauthenticated(std::string msg) { return {Code::kUnauthenticated, std::move(msg)}; }
+  static Status Aborted(std::string msg) { return {Code::kAborted, std::move(msg)}; }
+  static Status ResourceExhausted(std::string msg) { return {Code::kResourceExhausted, std::move(msg)}; }
+  // Any code (e.g. one received over gRPC).
+  static Status FromCode(Code code, std::string msg) {
+    return code == Code::kOk ? Status() : Status(code, std::move(msg));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -49,6 +71,9 @@ class Status {
     return std::string(CodeName(code_)) + ": " + message_;
   }
 
+  // For a call whose failure is deliberately not looked at (the status is [[nodiscard]]).
+  void IgnoreError() const {}
+
   // Returns a copy whose message is prefixed by `context` (e.g. the file being read).
   Status WithContext(const std::string& context) const {
     if (ok()) return *this;
@@ -58,13 +83,22 @@ class Status {
   static const char* CodeName(Code c) {
     switch (c) {
       case Code::kOk: return "OK";
+      case Code::kCancelled: return "cancelled";
+      case Code::kUnknown: return "unknown";
       case Code::kInvalidArgument: return "invalid argument";
-      case Code::kNotFound: return "not found";
-      case Code::kCorruption: return "corruption";
-      case Code::kIOError: return "I/O error";
-      case Code::kFailedPrecondition: return "failed precondition";
       case Code::kDeadlineExceeded: return "deadline exceeded";
+      case Code::kNotFound: return "not found";
+      case Code::kAlreadyExists: return "already exists";
+      case Code::kPermissionDenied: return "permission denied";
+      case Code::kResourceExhausted: return "resource exhausted";
+      case Code::kFailedPrecondition: return "failed precondition";
+      case Code::kAborted: return "aborted";
+      case Code::kOutOfRange: return "out of range";
+      case Code::kUnimplemented: return "unimplemented";
       case Code::kInternal: return "internal error";
+      case Code::kUnavailable: return "I/O error";
+      case Code::kDataLoss: return "corruption";
+      case Code::kUnauthenticated: return "unauthenticated";
     }
     return "unknown";
   }
@@ -77,7 +111,7 @@ class Status {
 
 // Either a value or a non-OK status. Accessing value() of a failed StatusOr is a bug.
 template <typename T>
-class StatusOr {
+class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status s) : status_(std::move(s)) {}  // NOLINT: implicit by design
   StatusOr(T v) : value_(std::move(v)) {}        // NOLINT: implicit by design
@@ -96,6 +130,13 @@ class StatusOr {
   Status status_;
   std::optional<T> value_;
 };
+
+// The status of a Status or a StatusOr: for code that handles both alike.
+inline const Status& GetStatus(const Status& s) { return s; }
+template <typename T>
+const Status& GetStatus(const StatusOr<T>& s) {
+  return s.status();
+}
 
 }  // namespace flap
 

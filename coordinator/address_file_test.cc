@@ -35,9 +35,9 @@ TEST(AddressFile, WildcardListenHostsAdvertiseTheHostName) {
 TEST(AddressFile, IsReplacedWholeAndRemovedOnlyWhenItStillHoldsTheAddress) {
   flap::testing::TempDir dir("address-file");
   const std::string path = dir / "run/sub/coordinator.address";
-  ASSERT_TRUE(WriteAddressFile(path, "a:1").ok());
+  ASSERT_OK(WriteAddressFile(path, "a:1"));
   EXPECT_EQ(flap::testing::ReadFile(path), "a:1\n");
-  ASSERT_TRUE(WriteAddressFile(path, "b:2").ok());
+  ASSERT_OK(WriteAddressFile(path, "b:2"));
   EXPECT_EQ(flap::testing::ReadFile(path), "b:2\n");
   int entries = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir / "run/sub")) entries += e.is_regular_file();
@@ -76,13 +76,13 @@ TEST(AddressFile, CoordinatorWritesItOnceListeningAndRemovesItAtShutdown) {
   ClientOptions o;
   o.target = address;
   auto token = ReadToken(dir / "state/token");
-  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  ASSERT_OK(token);
   o.token = *token;
   o.deadline_ms = 5000;
   auto client = CoordinatorClient::Connect(o);
-  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  ASSERT_OK(client);
   auto sweeps = (*client)->ListSweeps();
-  EXPECT_TRUE(sweeps.ok()) << sweeps.status().ToString();
+  EXPECT_OK(sweeps);
 
   kill(pid, SIGTERM);
   EXPECT_EQ(flap::testing::WaitExit(pid, 30), 0) << flap::testing::ReadFile(dir / "coordinator.log");

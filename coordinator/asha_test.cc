@@ -1,6 +1,7 @@
 // Tests for coordinator/asha.h: promotion and stopping on hand-worked sequences, ties, NaN,
 // repeated reports, and the state's JSON round trip.
 #include "coordinator/asha.h"
+#include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
 
@@ -20,13 +21,13 @@ Asha Make(AshaMode mode, int eta, std::vector<int64_t> rungs = {100, 200, 400}) 
   c.rungs = std::move(rungs);
   c.reduction = eta;
   auto a = Asha::Create(c);
-  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_OK(a);
   return std::move(a).value();
 }
 
 AshaAction Act(Asha& a, const std::string& trial, int rung, double value) {
   auto d = a.Decide(trial, rung, value);
-  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_OK(d);
   return d.ok() ? d->action : AshaAction::kStop;
 }
 
@@ -51,7 +52,7 @@ TEST(Asha, DecisionCarriesRankAndCounts) {
   Act(a, "t1", 0, 0.5);
   Act(a, "t2", 0, 0.7);
   auto d = a.Decide("t3", 0, 0.6);
-  ASSERT_TRUE(d.ok());
+  ASSERT_OK(d);
   EXPECT_EQ(d->rung, 0);
   EXPECT_EQ(d->rank, 1);
   EXPECT_EQ(d->num_results, 3);
@@ -94,7 +95,7 @@ TEST(Asha, TieRankCountsOnlyStrictlyBetterResults) {
   Act(a, "d", 0, 0.4);
   Act(a, "e", 0, 0.5);
   auto d = a.Decide("f", 0, 0.5);
-  ASSERT_TRUE(d.ok());
+  ASSERT_OK(d);
   EXPECT_EQ(d->rank, 1);
   EXPECT_EQ(d->num_promoted, 3);
   EXPECT_EQ(d->action, kGo);
@@ -126,10 +127,10 @@ TEST(Asha, RepeatedReportReturnsTheFirstDecisionAndRecordsNothing) {
   Asha a = Make(AshaMode::kMax, 2);
   Act(a, "t1", 0, 0.9);
   auto first = a.Decide("t2", 0, 0.1);
-  ASSERT_TRUE(first.ok());
+  ASSERT_OK(first);
   EXPECT_EQ(first->action, kStop);
   auto again = a.Decide("t2", 0, 0.99);  // a retry with another value: ignored
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_EQ(*again, *first);
   EXPECT_EQ(a.NumResults(0), 2);
   // t3 is ranked against 0.9 and 0.1, not 0.99.
@@ -214,7 +215,7 @@ TEST(Asha, JsonRoundTripKeepsResultsDecisionsAndNaN) {
   Act(a, "t3", 0, -std::numeric_limits<double>::infinity());
   Act(a, "t1", 1, 0.7);
   auto b = Asha::FromJson(nlohmann::json::parse(a.ToJson().dump()), "asha.json");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_OK(b);
   EXPECT_EQ(b->config().metric, "map10");
   EXPECT_EQ(b->NumResults(0), 3);
   EXPECT_EQ(b->NumResults(1), 1);

@@ -9,8 +9,6 @@
 namespace flap::coordinator {
 namespace {
 
-thread_local grpc::StatusCode last_code = grpc::StatusCode::OK;
-
 std::string Trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
@@ -29,47 +27,7 @@ StatusOr<std::string> ReadTokenFile(const std::string& path) {
 
 }  // namespace
 
-const char* GrpcCodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    default: return "INTERNAL";
-  }
-}
-
-Status FromGrpc(const grpc::Status& status) {
-  last_code = status.error_code();
-  if (status.ok()) return Status::OK();
-  const std::string msg = std::string("[") + GrpcCodeName(status.error_code()) + "] " + status.error_message();
-  switch (status.error_code()) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::ALREADY_EXISTS: return Status::InvalidArgument(msg);
-    case grpc::StatusCode::NOT_FOUND: return Status::NotFound(msg);
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return Status::FailedPrecondition(msg);
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return Status::DeadlineExceeded(msg);
-    case grpc::StatusCode::UNAVAILABLE: return Status::IOError(msg);
-    case grpc::StatusCode::DATA_LOSS: return Status::Corruption(msg);
-    default: return Status::Internal(msg);
-  }
-}
-
-grpc::StatusCode LastGrpcCode() { return last_code; }
+const char* MetricKindName(MetricKind kind) { return kind == MetricKind::kEval ? "eval" : "train"; }
 
 StatusOr<std::string> ReadToken(const std::string& path) {
   if (!path.empty()) return ReadTokenFile(path);
@@ -219,16 +177,14 @@ StatusOr<v1::CompleteShardResponse> CoordinatorClient::CompleteShard(const std::
 
 StatusOr<v1::Action> CoordinatorClient::ReportMetrics(const std::string& group_id,
                                                       const v1::TrialRef& trial,
-                                                      const std::string& kind, int64_t step,
+                                                      MetricKind kind, int64_t step,
                                                       int epoch,
                                                       const std::map<std::string, double>& values,
                                                       int64_t total_steps, std::string* reason) {
   v1::ReportMetricsRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
-  req.set_kind(kind == "eval" ? v1::ReportMetricsRequest::EVAL
-               : kind == "train" ? v1::ReportMetricsRequest::TRAIN
-                                 : v1::ReportMetricsRequest::KIND_UNSPECIFIED);
+  req.set_kind(kind == MetricKind::kEval ? v1::ReportMetricsRequest::EVAL : v1::ReportMetricsRequest::TRAIN);
   req.set_step(step);
   req.set_epoch(epoch);
   req.set_total_steps(total_steps);
@@ -260,20 +216,21 @@ Status CoordinatorClient::Finish(const std::string& group_id, const v1::TrialRef
   return Status::OK();
 }
 
-StatusOr<std::string> CoordinatorClient::Fail(const std::string& group_id,
-                                              const v1::TrialRef& trial, const std::string& cause,
+StatusOr<TrialState> CoordinatorClient::Fail(const std::string& group_id,
+                                              const v1::TrialRef& trial, FailureCause cause,
                                               const std::string& error) {
   v1::FailTrialRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
-  req.set_cause(cause == "preemption"   ? v1::FailTrialRequest::PREEMPTION
-                : cause == "node_fault" ? v1::FailTrialRequest::NODE_FAULT
-                : cause == "trial_error" ? v1::FailTrialRequest::TRIAL_ERROR
-                                         : v1::FailTrialRequest::CAUSE_UNSPECIFIED);
+  switch (cause) {
+    case FailureCause::kPreemption: req.set_cause(v1::FailTrialRequest::PREEMPTION); break;
+    case FailureCause::kNodeFault: req.set_cause(v1::FailTrialRequest::NODE_FAULT); break;
+    case FailureCause::kTrialError: req.set_cause(v1::FailTrialRequest::TRIAL_ERROR); break;
+  }
   req.set_error(error);
   v1::FailTrialResponse resp;
   FLAP_CALL(FailTrial, req, resp);
-  return resp.state();
+  return ParseTrialState(resp.state());
 }
 
 StatusOr<v1::SubmitSweepResponse> CoordinatorClient::SubmitSweep(const std::string& sweep_text,

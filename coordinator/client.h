@@ -6,16 +6,17 @@
 // Every call has a deadline (ClientOptions::deadline_ms) and carries the shared token. Calls
 // are not retried here: a caller that retries (after UNAVAILABLE, say) may, because every call
 // of the protocol is idempotent for the same arguments (see service.h). Errors come back as
-// Status values whose message starts with the gRPC code name, e.g.
-// "[UNAUTHENTICATED] wrong token ...":
-//   InvalidArgument     INVALID_ARGUMENT (the message names the field), ALREADY_EXISTS
-//   NotFound            NOT_FOUND (the message names the id)
-//   FailedPrecondition  FAILED_PRECONDITION (e.g. a stale attempt: stop the trial),
-//                       UNAUTHENTICATED, PERMISSION_DENIED
-//   DeadlineExceeded    DEADLINE_EXCEEDED
-//   IOError             UNAVAILABLE (coordinator down or restarting: retry later)
-//   Corruption          DATA_LOSS;  Internal: anything else
-// grpc_code() of the last call on this thread gives the exact code.
+// Status values with the gRPC code (coordinator/grpc_status.h: one to one) and a message that
+// starts with the code's name, e.g. "[UNAUTHENTICATED] wrong token ...". The codes a caller
+// acts on:
+//   kInvalidArgument     the request is wrong (the message names the field)
+//   kNotFound            an unknown sweep, trial or lease (the message names the id)
+//   kAlreadyExists       a sweep of that name with other contents exists
+//   kFailedPrecondition  the trial is no longer the caller's (a stale attempt: stop it)
+//   kAborted             the shard lease expired before its completion arrived
+//   kUnauthenticated     no or wrong token
+//   kUnavailable         the coordinator is down or restarting: retry later
+//   kDeadlineExceeded    no answer within deadline_ms
 //
 // Thread-safety: thread-safe; one client may be shared by every rank of a process.
 #pragma once
@@ -29,6 +30,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/grpc_status.h"
+#include "coordinator/trial_state.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace flap::coordinator {
@@ -46,12 +49,11 @@ struct ClientOptions {
 // saying where it looked.
 StatusOr<std::string> ReadToken(const std::string& path);
 
-// The gRPC status code of the calling thread's latest call (OK when it succeeded).
-grpc::StatusCode LastGrpcCode();
+// What ReportMetrics reports: training progress or an evaluation.
+enum class MetricKind { kTrain, kEval };
 
-// The name of a gRPC status code ("NOT_FOUND"), as the messages here and the coordinator's
-// metrics show it.
-const char* GrpcCodeName(grpc::StatusCode code);
+// "train" | "eval" (for logs).
+const char* MetricKindName(MetricKind kind);
 
 // What a group needs to know after NextTrial.
 struct TrialAssignment {
@@ -105,18 +107,18 @@ class CoordinatorClient {
   StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id,
                                                     const v1::TrialRef& trial, int epoch,
                                                     uint64_t lease_id);
-  // kind: "train" or "eval". Returns the action: CONTINUE, or STOP (with reason in *reason).
+  // Returns the action: CONTINUE, or STOP (with reason in *reason).
   StatusOr<v1::Action> ReportMetrics(const std::string& group_id, const v1::TrialRef& trial,
-                                     const std::string& kind, int64_t step, int epoch,
+                                     MetricKind kind, int64_t step, int epoch,
                                      const std::map<std::string, double>& values,
                                      int64_t total_steps = 0, std::string* reason = nullptr);
   Status ReportCheckpoint(const std::string& group_id, const v1::TrialRef& trial,
                           const std::string& ref, int64_t step);
   Status Finish(const std::string& group_id, const v1::TrialRef& trial);
-  // cause: "preemption", "node_fault" or "trial_error". Returns the trial's new state
-  // ("pending" or "failed").
-  StatusOr<std::string> Fail(const std::string& group_id, const v1::TrialRef& trial,
-                             const std::string& cause, const std::string& error);
+  // Gives the trial back; `cause` (trial_state.h) picks the retry budget it counts against.
+  // Returns the trial's new state: kPending (requeued) or kFailed (the budget ran out).
+  StatusOr<TrialState> Fail(const std::string& group_id, const v1::TrialRef& trial,
+                             FailureCause cause, const std::string& error);
 
   // ---- User calls ----
   StatusOr<v1::SubmitSweepResponse> SubmitSweep(const std::string& sweep_text,
@@ -141,8 +143,5 @@ class CoordinatorClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
-
-// Converts a gRPC status as described above.
-Status FromGrpc(const grpc::Status& status);
 
 }  // namespace flap::coordinator

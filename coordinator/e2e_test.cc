@@ -85,7 +85,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
   TestCoordinator c("e2e_sweep", so);
   auto user = c.Client();
   auto sub = user->SubmitSweep(MaskSweep("mask", "1, 2"), "mask.ini", "[model]\npreset = tiny\n");
-  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  ASSERT_OK(sub);
   ASSERT_EQ(sub->num_trials(), 8);
 
   sim::SimOptions o;
@@ -105,7 +105,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
   for (const auto& r : results) ASSERT_TRUE(r.ok()) << r.ToString();
 
   auto st = user->GetSweep("mask");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->state(), "finished");
   std::set<std::string> finished;
   int64_t shards = 0;
@@ -127,7 +127,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
 
   // The metric history holds exactly what was acknowledged.
   auto history = user->GetMetrics("mask");
-  ASSERT_TRUE(history.ok());
+  ASSERT_OK(history);
   size_t acked = 0;
   for (const auto& g : groups) acked += g->log().acked.size();
   EXPECT_EQ(history->size(), acked);
@@ -144,7 +144,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
 
   // The report: per-trial numbers equal what the trial reported at its last evaluation.
   auto report = user->GetReport("mask");
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   const auto rows = ParseCsv(FileNamed(*report, "trials.csv"));
   ASSERT_EQ(rows.size(), 8u);
   std::map<std::string, std::map<std::string, std::string>> overrides_of;
@@ -209,13 +209,13 @@ TEST(CoordinatorE2E, ReportIsWrittenWithPlotsWhenTheSweepEnds) {
   flap::testing::TempDir reports("e2e_reports");
   so.report_dir = reports.path();
   TestCoordinator c("e2e_report", so);
-  ASSERT_TRUE(c.Client()->SubmitSweep(MaskSweep("auto", "1"), "auto.ini", "").ok());
+  ASSERT_OK(c.Client()->SubmitSweep(MaskSweep("auto", "1"), "auto.ini", ""));
   sim::SimOptions o;
   o.steps = 4;
   o.epochs = 1;
   o.shards = 2;
   sim::SimGroup g(c.Client(), "g0", o);
-  ASSERT_TRUE(g.Run().ok());
+  ASSERT_OK(g.Run());
   c.server()->service()->WaitForReports();
   const std::string dir = reports / "auto";
   for (const char* f : {"report.md", "trials.csv", "cells.csv", "effects.csv", "speed.csv"}) {
@@ -233,20 +233,20 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
   so.heartbeat_timeout_ms = 1000;  // a margin for a loaded machine between a's calls
   TestCoordinator c("e2e_lost", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("lost", "1"), "lost.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("lost", "1"), "lost.ini", ""));
   auto a = c.Client();
-  ASSERT_TRUE(a->Register("a", "a-1", 1).ok());
+  ASSERT_OK(a->Register("a", "a-1", 1));
   auto next = a->NextTrial("a");
   ASSERT_TRUE(next.ok() && next->assigned);
   const v1::TrialRef ref = next->assignment.trial;
   EXPECT_EQ(ref.attempt(), 1);
   EXPECT_EQ(next->assignment.resume_checkpoint, "");
-  ASSERT_TRUE(a->BeginEpoch("a", ref, 0, {{"s0", 10}, {"s1", 10}}).ok());
+  ASSERT_OK(a->BeginEpoch("a", ref, 0, {{"s0", 10}, {"s1", 10}}));
   auto lease = a->LeaseShard("a", ref, 0, 0);
   ASSERT_TRUE(lease.ok() && lease->kind == ShardLease::Kind::kGranted);
   EXPECT_EQ(lease->shard_name, "s0");
-  ASSERT_TRUE(a->ReportMetrics("a", ref, "train", 100, 0, {{"loss", 2.5}}).ok());
-  ASSERT_TRUE(a->ReportCheckpoint("a", ref, "ckpts/t0000/100", 100).ok());
+  ASSERT_OK(a->ReportMetrics("a", ref, MetricKind::kTrain, 100, 0, {{"loss", 2.5}}));
+  ASSERT_OK(a->ReportCheckpoint("a", ref, "ckpts/t0000/100", 100));
   // Group a goes silent.
   ASSERT_TRUE(WaitFor([&] {
     auto st = user->GetSweep("lost");
@@ -257,7 +257,7 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
   EXPECT_TRUE(Contains(st->trials(0).last_error(), "missed heartbeats")) << st->trials(0).last_error();
 
   auto b = c.Client();
-  ASSERT_TRUE(b->Register("b", "b-1", 1).ok());
+  ASSERT_OK(b->Register("b", "b-1", 1));
   auto again = b->NextTrial("b");
   ASSERT_TRUE(again.ok() && again->assigned);
   EXPECT_EQ(again->assignment.trial.trial_id(), ref.trial_id());
@@ -266,22 +266,22 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
   EXPECT_EQ(again->assignment.resume_step, 100);
   // The shard a held went back to the pool: b gets it first.
   auto b_lease = b->LeaseShard("b", again->assignment.trial, 0, 0);
-  ASSERT_TRUE(b_lease.ok());
+  ASSERT_OK(b_lease);
   EXPECT_EQ(b_lease->shard_name, "s0");
 
   // Group a comes back: everything it says for its old attempt is refused, and its heartbeat
   // tells it to stop.
   auto late = a->CompleteShard("a", ref, 0, lease->lease_id);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_TRUE(Contains(late.status().message(), "stale attempt")) << late.status().message();
   EXPECT_FALSE(a->Finish("a", ref).ok());
   auto hb = a->Heartbeat("a");
-  ASSERT_TRUE(hb.ok());
+  ASSERT_OK(hb);
   EXPECT_EQ(hb->action(), v1::STOP);
   EXPECT_TRUE(Contains(hb->reason(), "missed heartbeats")) << hb->reason();
   // The history of the first attempt is kept.
   auto history = user->GetMetrics("lost", ref.trial_id());
-  ASSERT_TRUE(history.ok());
+  ASSERT_OK(history);
   ASSERT_EQ(history->size(), 1u);
   EXPECT_EQ(history->at(0).step(), 100);
   EXPECT_EQ(history->at(0).attempt(), 1);
@@ -292,19 +292,19 @@ TEST(CoordinatorE2E, AGroupThatRestartsLosesItsTrialAndARetriedRegisterChangesNo
   so.heartbeat_timeout_ms = 10000;
   TestCoordinator c("e2e_reregister", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("rereg", "1"), "r.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("rereg", "1"), "r.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "first", 1).ok());
+  ASSERT_OK(g->Register("g", "first", 1));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
-  ASSERT_TRUE(g->ReportCheckpoint("g", next->assignment.trial, "ck/5", 5).ok());
-  ASSERT_TRUE(g->Register("g", "first", 1).ok());  // a retry: the trial stays
+  ASSERT_OK(g->ReportCheckpoint("g", next->assignment.trial, "ck/5", 5));
+  ASSERT_OK(g->Register("g", "first", 1));  // a retry: the trial stays
   auto hb = g->Heartbeat("g");
-  ASSERT_TRUE(hb.ok());
+  ASSERT_OK(hb);
   EXPECT_EQ(hb->action(), v1::CONTINUE);
-  ASSERT_TRUE(g->Register("g", "second", 1).ok());  // the group's processes restarted
+  ASSERT_OK(g->Register("g", "second", 1));  // the group's processes restarted
   auto st = user->GetSweep("rereg");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->trials(0).state(), "pending");
   EXPECT_EQ(st->trials(0).node_faults(), 1);
   EXPECT_TRUE(Contains(st->trials(0).last_error(), "restarted")) << st->trials(0).last_error();
@@ -321,52 +321,52 @@ TEST(CoordinatorE2E, LeasesExpireUnlessHeartbeatsRenewThemAndCountEachShardOnce)
   so.heartbeat_timeout_ms = 10000;
   TestCoordinator c("e2e_leases", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("leases", "1"), "l.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("leases", "1"), "l.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 3).ok());
+  ASSERT_OK(g->Register("g", "g-1", 3));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
   const v1::TrialRef ref = next->assignment.trial;
-  ASSERT_TRUE(g->BeginEpoch("g", ref, 0, {{"s0", 10}, {"s1", 20}}).ok());
+  ASSERT_OK(g->BeginEpoch("g", ref, 0, {{"s0", 10}, {"s1", 20}}));
   auto l0 = g->LeaseShard("g", ref, 0, 0);  // rank 0 keeps renewing
   auto l1 = g->LeaseShard("g", ref, 0, 1);  // rank 1 stalls
   ASSERT_TRUE(l0.ok() && l1.ok());
   auto same = g->LeaseShard("g", ref, 0, 1);  // asking again (a retry) returns its lease
-  ASSERT_TRUE(same.ok());
+  ASSERT_OK(same);
   EXPECT_EQ(same->lease_id, l1->lease_id);
   auto wait = g->LeaseShard("g", ref, 0, 2);  // rank 2: every shard is leased
-  ASSERT_TRUE(wait.ok());
+  ASSERT_OK(wait);
   EXPECT_EQ(wait->kind, ShardLease::Kind::kWait);
   EXPECT_GT(wait->retry_after_ms, 0);
   for (int i = 0; i < 20; ++i) {  // 2 s of heartbeats renewing rank 0 only
     auto hb = g->Heartbeat("g", {0});
-    ASSERT_TRUE(hb.ok());
+    ASSERT_OK(hb);
     EXPECT_EQ(hb->action(), v1::CONTINUE);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   // Rank 1's lease expired: its completion does not count; the shard is leased again.
   auto late = g->CompleteShard("g", ref, 0, l1->lease_id);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(late.status().code(), Status::Code::kAborted);
   EXPECT_TRUE(Contains(late.status().message(), "expired")) << late.status().message();
   auto done0 = g->CompleteShard("g", ref, 0, l0->lease_id);
-  ASSERT_TRUE(done0.ok()) << done0.status().ToString();
+  ASSERT_OK(done0);
   EXPECT_EQ(done0->done_shards(), 1);
   auto retry0 = g->CompleteShard("g", ref, 0, l0->lease_id);  // a retry counts nothing
-  ASSERT_TRUE(retry0.ok());
+  ASSERT_OK(retry0);
   EXPECT_EQ(retry0->done_shards(), 1);
   auto again = g->LeaseShard("g", ref, 0, 0);
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   ASSERT_EQ(again->kind, ShardLease::Kind::kGranted);
   EXPECT_EQ(again->shard_name, l1->shard_name);
   EXPECT_EQ(again->num_samples, 20);
   auto done1 = g->CompleteShard("g", ref, 0, again->lease_id);
-  ASSERT_TRUE(done1.ok());
+  ASSERT_OK(done1);
   EXPECT_TRUE(done1->epoch_done());
   auto end = g->LeaseShard("g", ref, 0, 1);
-  ASSERT_TRUE(end.ok());
+  ASSERT_OK(end);
   EXPECT_EQ(end->kind, ShardLease::Kind::kEpochDone);
   auto begun = g->BeginEpoch("g", ref, 0, {{"s0", 10}, {"s1", 20}});  // idempotent
-  ASSERT_TRUE(begun.ok());
+  ASSERT_OK(begun);
   EXPECT_EQ(begun->done_samples(), 30);
   EXPECT_EQ(begun->total_samples(), 30);
 }
@@ -379,26 +379,26 @@ TEST(CoordinatorE2E, RetryBudgetsAreKeptApartByCause) {
   so.budgets.trial_error = 1;
   TestCoordinator c("e2e_budgets", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("budgets", "1"), "b.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("budgets", "1"), "b.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 1).ok());
-  auto fail = [&](const std::string& cause, const std::string& error) {
+  ASSERT_OK(g->Register("g", "g-1", 1));
+  auto fail = [&](FailureCause cause, const std::string& error) -> std::string {
     auto next = g->NextTrial("g");
     EXPECT_TRUE(next.ok() && next->assigned);
     EXPECT_EQ(next->assignment.trial.trial_id(), "t0000");  // requeued trials go first
     auto state = g->Fail("g", next->assignment.trial, cause, error);
-    EXPECT_TRUE(state.ok()) << state.status().ToString();
-    return state.ok() ? *state : std::string();
+    EXPECT_OK(state);
+    return state.ok() ? TrialStateName(*state) : "";
   };
-  EXPECT_EQ(fail("preemption", "slurm preempted"), "pending");
-  EXPECT_EQ(fail("preemption", "slurm preempted"), "pending");
-  EXPECT_EQ(fail("node_fault", "gpu fell off the bus"), "pending");
-  EXPECT_EQ(fail("trial_error", "loss is NaN at step 40"), "pending");
+  EXPECT_EQ(fail(FailureCause::kPreemption, "slurm preempted"), "pending");
+  EXPECT_EQ(fail(FailureCause::kPreemption, "slurm preempted"), "pending");
+  EXPECT_EQ(fail(FailureCause::kNodeFault, "gpu fell off the bus"), "pending");
+  EXPECT_EQ(fail(FailureCause::kTrialError, "loss is NaN at step 40"), "pending");
   // The second trial error exceeds its own budget of 1: failed with that error, whatever the
   // other causes have used.
-  EXPECT_EQ(fail("trial_error", "loss is NaN at step 40"), "failed");
+  EXPECT_EQ(fail(FailureCause::kTrialError, "loss is NaN at step 40"), "failed");
   auto st = user->GetSweep("budgets");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   const auto& t = st->trials(0);
   EXPECT_EQ(t.state(), "failed");
   EXPECT_EQ(t.preemptions(), 2);
@@ -421,13 +421,13 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   const std::string sweep =
       "[sweep]\nname = asha\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0.25, 0.5, 0.75\n\n"
       "[asha]\nmetric = map10\nmode = max\nrungs = 10, 20\nreduction = 2\n";
-  ASSERT_TRUE(user->SubmitSweep(sweep, "asha.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", ""));
   std::vector<std::unique_ptr<CoordinatorClient>> clients;
   std::vector<v1::TrialRef> refs;
   for (int i = 0; i < 3; ++i) {
     clients.push_back(c.Client());
     const std::string gid = "g" + std::to_string(i);
-    ASSERT_TRUE(clients[i]->Register(gid, gid, 1).ok());
+    ASSERT_OK(clients[i]->Register(gid, gid, 1));
     auto next = clients[i]->NextTrial(gid);
     ASSERT_TRUE(next.ok() && next->assigned);
     EXPECT_EQ(next->assignment.asha_metric, "map10");
@@ -438,10 +438,10 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   // then t1, worse than t2: rank 1 of 3, floor(3/2) = 1 continue: stopped.
   auto report = [&](int i, double map10) {
     const std::string gid = "g" + std::to_string(i);
-    EXPECT_TRUE(clients[i]->ReportCheckpoint(gid, refs[i], "ck/" + std::to_string(i), 10).ok());
+    EXPECT_OK(clients[i]->ReportCheckpoint(gid, refs[i], "ck/" + std::to_string(i), 10));
     std::string reason;
-    auto a = clients[i]->ReportMetrics(gid, refs[i], "eval", 10, 0, {{"map10", map10}}, 30, &reason);
-    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    auto a = clients[i]->ReportMetrics(gid, refs[i], MetricKind::kEval, 10, 0, {{"map10", map10}}, 30, &reason);
+    EXPECT_OK(a);
     return std::make_pair(a.ok() ? *a : v1::ACTION_UNSPECIFIED, reason);
   };
   EXPECT_EQ(report(0, 0.30).first, v1::CONTINUE);
@@ -450,24 +450,24 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   EXPECT_EQ(action, v1::STOP);
   EXPECT_TRUE(Contains(reason, "ASHA")) << reason;
   auto hb = clients[1]->Heartbeat("g1");
-  ASSERT_TRUE(hb.ok());
+  ASSERT_OK(hb);
   EXPECT_EQ(hb->action(), v1::STOP);
   auto st = user->GetSweep("asha");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->trials(1).state(), "stopped");
   EXPECT_EQ(st->trials(1).checkpoint(), "ck/1");
   EXPECT_DOUBLE_EQ(st->trials(1).latest_eval().at("map10"), 0.10);
   EXPECT_EQ(st->trials(0).state(), "running");
   // Its group is free for other work; a stopped trial's later reports are refused.
-  auto late = clients[1]->ReportMetrics("g1", refs[1], "train", 11, 0, {{"loss", 1}});
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  auto late = clients[1]->ReportMetrics("g1", refs[1], MetricKind::kTrain, 11, 0, {{"loss", 1}});
+  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_TRUE(Contains(late.status().message(), "stopped")) << late.status().message();
   auto history = user->GetMetrics("asha", refs[1].trial_id());
-  ASSERT_TRUE(history.ok());
+  ASSERT_OK(history);
   EXPECT_EQ(history->size(), 1u);
   // The report lists it as stopped, out of the means.
   auto files = user->GetReport("asha");
-  ASSERT_TRUE(files.ok());
+  ASSERT_OK(files);
   EXPECT_TRUE(Contains(FileNamed(*files, "trials.csv"), "t0001,1,1,0.5,stopped"))
       << FileNamed(*files, "trials.csv");
 }
@@ -477,26 +477,26 @@ TEST(CoordinatorE2E, CancelStopsRunningGroupsAndEndsTheSweep) {
   so.heartbeat_timeout_ms = 10000;
   TestCoordinator c("e2e_cancel", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("cancel", "1"), "c.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("cancel", "1"), "c.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 1).ok());
+  ASSERT_OK(g->Register("g", "g-1", 1));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
-  ASSERT_TRUE(g->ReportMetrics("g", next->assignment.trial, "train", 3, 0, {{"loss", 3}}).ok());
+  ASSERT_OK(g->ReportMetrics("g", next->assignment.trial, MetricKind::kTrain, 3, 0, {{"loss", 3}}));
   auto n = user->CancelSweep("cancel");
-  ASSERT_TRUE(n.ok());
+  ASSERT_OK(n);
   EXPECT_EQ(*n, 4);
   auto hb = g->Heartbeat("g");
-  ASSERT_TRUE(hb.ok());
+  ASSERT_OK(hb);
   EXPECT_EQ(hb->action(), v1::STOP);
   EXPECT_TRUE(Contains(hb->reason(), "cancelled")) << hb->reason();
   EXPECT_FALSE(g->Finish("g", next->assignment.trial).ok());
   auto after = g->NextTrial("g");
-  ASSERT_TRUE(after.ok());
+  ASSERT_OK(after);
   EXPECT_FALSE(after->assigned);
   EXPECT_TRUE(after->all_done);
   auto st = user->GetSweep("cancel");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->state(), "cancelled");
   for (const auto& t : st->trials()) EXPECT_EQ(t.state(), "cancelled");
   EXPECT_EQ(st->trials(0).step(), 3);
@@ -507,11 +507,11 @@ TEST(CoordinatorE2E, QueueFollowsSweepPriorityAndStatusShowsProgress) {
   so.heartbeat_timeout_ms = 10000;
   TestCoordinator c("e2e_priority", so);
   auto user = c.Client();
-  ASSERT_TRUE(user->SubmitSweep(MaskSweep("low", "1"), "low.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(MaskSweep("low", "1"), "low.ini", ""));
   const std::string high = "[sweep]\nname = high\npriority = 5\n\n[factor.recon.weight]\nvalues = 0, 1\n";
-  ASSERT_TRUE(user->SubmitSweep(high, "high.ini", "").ok());
+  ASSERT_OK(user->SubmitSweep(high, "high.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 1).ok());
+  ASSERT_OK(g->Register("g", "g-1", 1));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
   EXPECT_EQ(next->assignment.trial.sweep_id(), "high");
@@ -520,14 +520,14 @@ TEST(CoordinatorE2E, QueueFollowsSweepPriorityAndStatusShowsProgress) {
   const auto ref = next->assignment.trial;
   // A second NextTrial is a retry: the same assignment, not a second trial.
   auto same = g->NextTrial("g");
-  ASSERT_TRUE(same.ok());
+  ASSERT_OK(same);
   EXPECT_EQ(same->assignment.trial.trial_id(), ref.trial_id());
   EXPECT_EQ(same->assignment.trial.attempt(), ref.attempt());
-  ASSERT_TRUE(g->ReportMetrics("g", ref, "train", 10, 0, {{"loss", 3}}, 100).ok());
+  ASSERT_OK(g->ReportMetrics("g", ref, MetricKind::kTrain, 10, 0, {{"loss", 3}}, 100));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  ASSERT_TRUE(g->ReportMetrics("g", ref, "train", 20, 0, {{"loss", 2}}, 100).ok());
+  ASSERT_OK(g->ReportMetrics("g", ref, MetricKind::kTrain, 20, 0, {{"loss", 2}}, 100));
   auto st = user->GetSweep("high");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   const auto& t = st->trials(0);
   EXPECT_EQ(t.state(), "running");
   EXPECT_EQ(t.step(), 20);
@@ -543,43 +543,43 @@ TEST(CoordinatorE2E, TrialsGroupsLeasesAndHistorySurviveARestart) {
   so.heartbeat_timeout_ms = 10000;
   so.lease_ttl_ms = 10000;
   TestCoordinator c("e2e_restart", so);
-  ASSERT_TRUE(c.Client()->SubmitSweep(MaskSweep("restart", "1"), "r.ini", "").ok());
+  ASSERT_OK(c.Client()->SubmitSweep(MaskSweep("restart", "1"), "r.ini", ""));
   auto g = c.Client();
-  ASSERT_TRUE(g->Register("g", "g-1", 2).ok());
+  ASSERT_OK(g->Register("g", "g-1", 2));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
   const v1::TrialRef ref = next->assignment.trial;
-  ASSERT_TRUE(g->BeginEpoch("g", ref, 0, {{"s0", 1}, {"s1", 2}, {"s2", 3}}).ok());
+  ASSERT_OK(g->BeginEpoch("g", ref, 0, {{"s0", 1}, {"s1", 2}, {"s2", 3}}));
   auto l0 = g->LeaseShard("g", ref, 0, 0);
-  ASSERT_TRUE(l0.ok());
-  ASSERT_TRUE(g->CompleteShard("g", ref, 0, l0->lease_id).ok());
+  ASSERT_OK(l0);
+  ASSERT_OK(g->CompleteShard("g", ref, 0, l0->lease_id));
   auto l1 = g->LeaseShard("g", ref, 0, 1);
-  ASSERT_TRUE(l1.ok());
-  ASSERT_TRUE(g->ReportMetrics("g", ref, "train", 7, 0, {{"loss", 0.5}}, 70).ok());
-  ASSERT_TRUE(g->ReportCheckpoint("g", ref, "ck/7", 7).ok());
+  ASSERT_OK(l1);
+  ASSERT_OK(g->ReportMetrics("g", ref, MetricKind::kTrain, 7, 0, {{"loss", 0.5}}, 70));
+  ASSERT_OK(g->ReportCheckpoint("g", ref, "ck/7", 7));
 
   c.Restart();
   auto g2 = c.Client();
   auto hb = g2->Heartbeat("g", {1});
-  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  ASSERT_OK(hb);
   EXPECT_EQ(hb->action(), v1::CONTINUE);
   EXPECT_EQ(hb->trial().trial_id(), ref.trial_id());
   EXPECT_EQ(hb->leases_renewed(), 1);
   auto done1 = g2->CompleteShard("g", ref, 0, l1->lease_id);  // the lease from before
-  ASSERT_TRUE(done1.ok()) << done1.status().ToString();
+  ASSERT_OK(done1);
   EXPECT_EQ(done1->done_shards(), 2);
   auto l2 = g2->LeaseShard("g", ref, 0, 0);
-  ASSERT_TRUE(l2.ok());
+  ASSERT_OK(l2);
   EXPECT_EQ(l2->shard_name, "s2");
   EXPECT_GT(l2->lease_id, l1->lease_id);  // lease ids are never reused
   auto st = g2->GetSweep("restart");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->trials(0).state(), "running");
   EXPECT_EQ(st->trials(0).step(), 7);
   EXPECT_EQ(st->trials(0).checkpoint(), "ck/7");
   EXPECT_DOUBLE_EQ(st->trials(0).latest_train().at("loss"), 0.5);
   auto history = g2->GetMetrics("restart");
-  ASSERT_TRUE(history.ok());
+  ASSERT_OK(history);
   EXPECT_EQ(history->size(), 1u);
 }
 

@@ -50,7 +50,7 @@ TEST(HardeningNames, SweepFileRefusesNamesThatAreNotFolderNames) {
     ASSERT_FALSE(spec.ok()) << "'" << bad << "' accepted";
     EXPECT_TRUE(Contains(spec.status().message(), "[sweep] name")) << spec.status().message();
   }
-  EXPECT_TRUE(ParseSweepText(MaskSweep("ok.name"), "s.ini").ok());
+  EXPECT_OK(ParseSweepText(MaskSweep("ok.name"), "s.ini"));
 }
 
 TEST(HardeningNames, CoordinatorRefusesDotNamesInEveryRequest) {
@@ -58,22 +58,22 @@ TEST(HardeningNames, CoordinatorRefusesDotNamesInEveryRequest) {
   auto client = c.Client();
   auto submitted = client->SubmitSweep(MaskSweep(".."), "s.ini", "");
   ASSERT_FALSE(submitted.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(submitted.status().code(), Status::Code::kInvalidArgument);
   for (const std::string& bad : BadNames()) {
     if (bad.empty()) continue;  // "" asks the coordinator to choose a group id
     auto reg = client->Register(bad, "inc1", 1);
     EXPECT_FALSE(reg.ok()) << "group '" << bad << "' registered";
-    EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(reg.status().code(), Status::Code::kInvalidArgument) << bad;
   }
   auto st = client->GetSweep("..");
   ASSERT_FALSE(st.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(st.status().message(), "starts with a dot")) << st.status().message();
   auto list = client->ListSweeps();
-  ASSERT_TRUE(list.ok());
+  ASSERT_OK(list);
   EXPECT_EQ(list->sweeps_size(), 0);
   // A good name still registers.
-  EXPECT_TRUE(client->Register("g.1", "inc1", 1).ok());
+  EXPECT_OK(client->Register("g.1", "inc1", 1));
 }
 
 std::string LocalKeySweep(const std::string& key) {
@@ -91,7 +91,7 @@ TEST(HardeningLocalKeys, SweepRefusesFactorsThatAreLocalToTheWorkerNamingThem) {
     EXPECT_TRUE(Contains(spec.status().message(), "local to each worker")) << spec.status().message();
   }
   // Other trainer keys stay factors (the worker validates their values).
-  EXPECT_TRUE(ParseSweepText(LocalKeySweep("data.train_split"), "s.ini").ok());
+  EXPECT_OK(ParseSweepText(LocalKeySweep("data.train_split"), "s.ini"));
   EXPECT_FALSE(IsLocalOnlyKey("optim.lr"));
   EXPECT_FALSE(IsLocalOnlyKey("train.trial_id"));
 }
@@ -101,10 +101,10 @@ TEST(HardeningLocalKeys, CoordinatorRefusesTheSubmission) {
   auto client = c.Client();
   auto r = client->SubmitSweep(LocalKeySweep("ckpt.root"), "s.ini", "");
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(r.status().message(), "ckpt.root")) << r.status().message();
   auto list = client->ListSweeps();
-  ASSERT_TRUE(list.ok());
+  ASSERT_OK(list);
   EXPECT_EQ(list->sweeps_size(), 0);
 }
 
@@ -114,45 +114,26 @@ TEST(HardeningJournal, WriteFailureEndsTheCoordinatorWithANonZeroExit) {
   flap::testing::TempDir dir("hardening_journal");
   const std::string state = dir / "state";
   const std::string err_path = dir / "stderr";
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(err, 2);
+  flap::testing::ChildProcess::Options options;
+  options.pipe_stdout = true;
+  options.log_path = err_path;
+  options.in_child = [] {
     signal(SIGXFSZ, SIG_IGN);
     rlimit limit{48 * 1024, 48 * 1024};
     setrlimit(RLIMIT_FSIZE, &limit);
-    execl(FLAP_COORDINATOR_BIN, FLAP_COORDINATOR_BIN, "--state-dir", state.c_str(), "--listen",
-          "127.0.0.1:0", (char*)nullptr);
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (out.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, 100) > 0) {
-      char buf[256];
-      const ssize_t n = read(fds[0], buf, sizeof(buf));
-      if (n <= 0) break;
-      out.append(buf, n);
-    }
-  }
-  close(fds[0]);
-  const size_t colon = out.rfind(':');
-  ASSERT_NE(out.find("listening on"), std::string::npos) << out << flap::testing::ReadFile(err_path);
-  const std::string target = "127.0.0.1:" + std::to_string(std::stoi(out.substr(colon + 1)));
+  };
+  auto coordinator = flap::testing::ChildProcess::Exec(
+      {FLAP_COORDINATOR_BIN, "--state-dir", state, "--listen", "127.0.0.1:0"}, options);
+  const int port = testing::ListeningPort(coordinator);
+  ASSERT_GT(port, 0) << coordinator.ReadStdoutUntil("\n", 0) << flap::testing::ReadFile(err_path);
+  const std::string target = "127.0.0.1:" + std::to_string(port);
 
   ClientOptions o;
   o.target = target;
   o.token = flap::testing::ReadFile(state + "/token");
   while (!o.token.empty() && (o.token.back() == '\n' || o.token.back() == ' ')) o.token.pop_back();
   auto client = CoordinatorClient::Connect(o);
-  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  ASSERT_OK(client);
   // 500 trials: far more than the limit lets the write-ahead log hold.
   const std::string big =
       "[sweep]\nname = big\nseeds = 1, 2, 3, 4, 5\n\n[factor.mask.ratio]\nvalues = 0, 0.1, 0.2, "
@@ -160,21 +141,11 @@ TEST(HardeningJournal, WriteFailureEndsTheCoordinatorWithANonZeroExit) {
   auto r = (*client)->SubmitSweep(big, "big.ini", "");
   EXPECT_FALSE(r.ok());
 
-  const auto start = std::chrono::steady_clock::now();
-  int status = 0;
-  pid_t done = 0;
-  while ((done = waitpid(pid, &status, WNOHANG)) == 0 &&
-         std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int code = coordinator.Wait(30);
+  if (code == -1) {
+    FAIL() << "flap-coordinator still runs 30 s after its journal failed: " << flap::testing::ReadFile(err_path);
   }
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    FAIL() << "flap-coordinator still runs 30 s after its journal failed: "
-           << flap::testing::ReadFile(err_path);
-  }
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 74);
+  EXPECT_EQ(code, 74);
   const std::string err = flap::testing::ReadFile(err_path);
   EXPECT_TRUE(Contains(err, "journal write")) << err;
   EXPECT_TRUE(Contains(err, "restarted from the committed state")) << err;

@@ -15,7 +15,7 @@ TEST(Journal, CallbacksRunAfterTheirBatchIsCommittedAndDataSurvivesReopen) {
   flap::testing::TempDir dir("journal");
   {
     auto j = Journal::Open(dir / "db", JournalOptions());
-    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    ASSERT_OK(j);
     std::atomic<int> done{0};
     std::vector<std::thread> writers;
     for (int w = 0; w < 4; ++w) {
@@ -25,26 +25,26 @@ TEST(Journal, CallbacksRunAfterTheirBatchIsCommittedAndDataSurvivesReopen) {
           b.Put("k/" + std::to_string(w) + "/" + std::to_string(i), std::to_string(i));
           const uint64_t seq = (*j)->Append(std::move(b));
           (*j)->WhenDurable(seq, [&, w, i](const Status& s) {
-            EXPECT_TRUE(s.ok());
+            EXPECT_OK(s);
             // What the callback reveals is already readable from RocksDB.
             auto v = (*j)->Get("k/" + std::to_string(w) + "/" + std::to_string(i));
-            EXPECT_TRUE(v.ok());
+            EXPECT_OK(v);
             ++done;
           });
         }
       });
     }
     for (auto& t : writers) t.join();
-    ASSERT_TRUE((*j)->Wait((*j)->appended()).ok());
+    ASSERT_OK((*j)->Wait((*j)->appended()));
     EXPECT_EQ(done.load(), 200);
     JournalBatch del;
     del.Delete("k/0/0");
-    ASSERT_TRUE((*j)->Wait((*j)->Append(std::move(del))).ok());
+    ASSERT_OK((*j)->Wait((*j)->Append(std::move(del))));
   }
   auto j = Journal::Open(dir / "db", JournalOptions());
-  ASSERT_TRUE(j.ok());
+  ASSERT_OK(j);
   auto rows = (*j)->Scan("k/");
-  ASSERT_TRUE(rows.ok());
+  ASSERT_OK(rows);
   EXPECT_EQ(rows->size(), 199u);
   EXPECT_EQ((*j)->Get("k/0/0").status().code(), Status::Code::kNotFound);
   // An empty batch waits for what was staged before it.
@@ -54,7 +54,7 @@ TEST(Journal, CallbacksRunAfterTheirBatchIsCommittedAndDataSurvivesReopen) {
 TEST(Journal, ASecondOpenOfTheSameFolderIsRefused) {
   flap::testing::TempDir dir("journal_lock");
   auto a = Journal::Open(dir / "db", JournalOptions());
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   auto b = Journal::Open(dir / "db", JournalOptions());
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), Status::Code::kIOError);

@@ -3,7 +3,6 @@
 // intact. flap-coordinator runs as a real process; the worker groups are simulated
 // (sim_group.h) and retry through the outage.
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "coordinator/client.h"
+#include "coordinator/service_test_util.h"
 #include "coordinator/sim_group.h"
 #include "tests/test_util.h"
 
@@ -24,51 +24,20 @@ class CoordinatorProcess {
  public:
   // Starts it and waits (up to 20 s) for its "listening on" line; returns the port, 0 on failure.
   int Start(const std::string& state_dir, const std::string& listen) {
-    int fds[2];
-    if (pipe(fds) != 0) return 0;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      close(fds[1]);
-      execl(FLAP_COORDINATOR_BIN, FLAP_COORDINATOR_BIN, "--state-dir", state_dir.c_str(),
-            "--listen", listen.c_str(), "--heartbeat-interval-ms", "100",
-            "--heartbeat-timeout-ms", "5000", "--lease-ttl-ms", "5000", (char*)nullptr);
-      _exit(127);
-    }
-    close(fds[1]);
-    std::string out;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (out.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
-      pollfd p{fds[0], POLLIN, 0};
-      if (poll(&p, 1, 100) > 0) {
-        char buf[256];
-        const ssize_t n = read(fds[0], buf, sizeof(buf));
-        if (n <= 0) break;
-        out.append(buf, n);
-      }
-    }
-    close(fds[0]);
-    const size_t colon = out.rfind(':');
-    if (out.find("listening on") == std::string::npos || colon == std::string::npos) return 0;
-    return std::stoi(out.substr(colon + 1));
+    flap::testing::ChildProcess::Options o;
+    o.pipe_stdout = true;
+    o.log_path = state_dir + ".log";
+    proc_ = flap::testing::ChildProcess::Exec(
+        {FLAP_COORDINATOR_BIN, "--state-dir", state_dir, "--listen", listen, "--heartbeat-interval-ms", "100",
+         "--heartbeat-timeout-ms", "5000", "--lease-ttl-ms", "5000"},
+        o);
+    return testing::ListeningPort(proc_);
   }
-  void Kill9() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  ~CoordinatorProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
+  void Kill9() { proc_.Kill(SIGKILL); }
+  ~CoordinatorProcess() { proc_.Kill(SIGTERM); }
 
  private:
-  pid_t pid_ = -1;
+  flap::testing::ChildProcess proc_;
 };
 
 TEST(CoordinatorKill, SigkillMidSweepLosesNothingAndRunsNothingTwice) {
@@ -82,15 +51,15 @@ TEST(CoordinatorKill, SigkillMidSweepLosesNothingAndRunsNothingTwice) {
   co.target = target;
   co.deadline_ms = 2000;
   auto token = ReadToken(state + "/token");
-  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  ASSERT_OK(token);
   co.token = *token;
   auto user = CoordinatorClient::Connect(co);
-  ASSERT_TRUE(user.ok());
+  ASSERT_OK(user);
   const std::string sweep =
       "[sweep]\nname = kill\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0.5, 0.75\n\n"
       "[factor.mask.strategy]\nvalues = 1d, 2d\n";
   auto sub = (*user)->SubmitSweep(sweep, "kill.ini", "");
-  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  ASSERT_OK(sub);
 
   sim::SimOptions o;
   o.steps = 30;
@@ -101,7 +70,7 @@ TEST(CoordinatorKill, SigkillMidSweepLosesNothingAndRunsNothingTwice) {
   std::vector<std::unique_ptr<sim::SimGroup>> groups;
   for (int g = 0; g < 3; ++g) {
     auto client = CoordinatorClient::Connect(co);
-    ASSERT_TRUE(client.ok());
+    ASSERT_OK(client);
     groups.push_back(std::make_unique<sim::SimGroup>(std::move(*client), "g" + std::to_string(g), o));
   }
   std::vector<Status> results(groups.size());
@@ -135,7 +104,7 @@ TEST(CoordinatorKill, SigkillMidSweepLosesNothingAndRunsNothingTwice) {
   for (const auto& r : results) ASSERT_TRUE(r.ok()) << r.ToString();
 
   auto st = (*user)->GetSweep("kill");
-  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_OK(st);
   EXPECT_EQ(st->state(), "finished");
   ASSERT_EQ(st->trials_size(), 8);
   // No trial lost: every one completed, at step 30.
@@ -154,7 +123,7 @@ TEST(CoordinatorKill, SigkillMidSweepLosesNothingAndRunsNothingTwice) {
   for (const auto& [tid, attempts] : finished) EXPECT_EQ(attempts.size(), 1u) << tid;
   // Metric history intact: every acknowledged report is there with its values, and nothing else.
   auto history = (*user)->GetMetrics("kill");
-  ASSERT_TRUE(history.ok());
+  ASSERT_OK(history);
   EXPECT_EQ(history->size(), acked);
   // 30 train + 3 eval records per trial.
   EXPECT_EQ(history->size(), 8u * 33u);

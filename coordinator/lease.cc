@@ -103,7 +103,7 @@ int LeaseTable::ExtendAll(int64_t now_ms) {
 }
 
 Status LeaseTable::Dead(const Lease& lease, const char* action) const {
-  return Status::FailedPrecondition(
+  return Status::Aborted(
       "lease " + std::to_string(lease.id) + " of shard '" + lease.shard_name + "' held by " +
       lease.rank + " expired at " + std::to_string(lease.deadline_ms) + " ms; cannot " + action +
       " it (the shard goes back to the pool and counts under its next lease)");

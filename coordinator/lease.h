@@ -87,7 +87,7 @@ class LeaseTable {
   // now + ttl. Does not expire anything itself: call Expire(now) first.
   StatusOr<AcquireResult> Acquire(const std::string& rank, int64_t now_ms);
   // Extends an active lease to now + ttl and returns it. NotFound: unknown id.
-  // FailedPrecondition: the lease is completed, expired, or past its deadline.
+  // FailedPrecondition: the lease is completed. Aborted: it expired or is past its deadline.
   StatusOr<Lease> Renew(uint64_t lease_id, int64_t now_ms);
   // Renews every active, unexpired lease held by `rank` or by one of its slots (a holder named
   // `rank` + "#" + slot: a rank that reads several shards at once holds one lease per slot);
@@ -95,8 +95,8 @@ class LeaseTable {
   // Expire().
   std::vector<Lease> RenewRank(const std::string& rank, int64_t now_ms);
   // Marks the lease's shard done and returns the lease. Idempotent: completing a completed
-  // lease returns it again and counts nothing. NotFound: unknown id. FailedPrecondition: the
-  // lease expired (reaped or past its deadline): its completion does not count.
+  // lease returns it again and counts nothing. NotFound: unknown id. Aborted: the lease
+  // expired (reaped or past its deadline): its completion does not count.
   StatusOr<Lease> Complete(uint64_t lease_id, int64_t now_ms);
   // Expires every active lease with deadline <= now, returning their shards to the free pool;
   // returns those leases (state kExpired).

@@ -1,6 +1,7 @@
 // Tests for coordinator/lease.h with a clock the test controls: acquire, renew, complete,
 // expire, late completion, and every shard counted exactly once per epoch whatever fails.
 #include "coordinator/lease.h"
+#include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
 
@@ -18,7 +19,7 @@ LeaseTable MakeTable(int num_shards, int64_t samples_per_shard = 10) {
     shards.push_back({"train-" + std::to_string(i) + ".tar", samples_per_shard});
   }
   auto t = LeaseTable::Create(shards, LeaseOptions{kTtl});
-  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_OK(t);
   return std::move(t).value();
 }
 
@@ -52,14 +53,14 @@ TEST(LeaseTable, WaitWhenEverythingIsLeasedThenEpochDone) {
   Lease a = Grant(t, "r0", 0);
   Lease b = Grant(t, "r1", 300);
   auto wait = t.Acquire("r2", 400);
-  ASSERT_TRUE(wait.ok());
+  ASSERT_OK(wait);
   EXPECT_EQ(wait->kind, AcquireResult::Kind::kWait);
   EXPECT_EQ(wait->retry_at_ms, kTtl);  // a's deadline, the earliest
-  ASSERT_TRUE(t.Complete(a.id, 500).ok());
-  ASSERT_TRUE(t.Complete(b.id, 600).ok());
+  ASSERT_OK(t.Complete(a.id, 500));
+  ASSERT_OK(t.Complete(b.id, 600));
   EXPECT_TRUE(t.EpochDone());
   auto done = t.Acquire("r2", 700);
-  ASSERT_TRUE(done.ok());
+  ASSERT_OK(done);
   EXPECT_EQ(done->kind, AcquireResult::Kind::kEpochDone);
   EXPECT_EQ(t.done_samples(), 20);
   EXPECT_EQ(t.total_samples(), 20);
@@ -72,7 +73,7 @@ TEST(LeaseTable, RenewExtendsTheDeadline) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->deadline_ms, 900 + kTtl);
   EXPECT_TRUE(t.Expire(1500).empty());  // would have expired at 1000 without the renewal
-  EXPECT_TRUE(t.Complete(a.id, 1800).ok());
+  EXPECT_OK(t.Complete(a.id, 1800));
 }
 
 TEST(LeaseTable, RenewRankRenewsOnlyThatRanksLiveLeases) {
@@ -81,7 +82,7 @@ TEST(LeaseTable, RenewRankRenewsOnlyThatRanksLiveLeases) {
   Lease b = Grant(t, "r0", 500);
   Lease c = Grant(t, "r1", 0);
   Lease done = Grant(t, "r0", 0);
-  ASSERT_TRUE(t.Complete(done.id, 10).ok());
+  ASSERT_OK(t.Complete(done.id, 10));
   std::vector<Lease> renewed = t.RenewRank("r0", 999);
   ASSERT_EQ(renewed.size(), 2u);
   EXPECT_EQ(renewed[0].id, a.id);
@@ -114,9 +115,9 @@ TEST(LeaseTable, RenewRefusedAfterDeadlineOrCompletion) {
   Lease b = Grant(t, "r1", 0);
   auto late = t.Renew(a.id, kTtl);  // now == deadline: dead
   ASSERT_FALSE(late.ok());
-  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(late.status().code(), Status::Code::kAborted);
   EXPECT_NE(late.status().message().find("train-0.tar"), std::string::npos);
-  ASSERT_TRUE(t.Complete(b.id, 10).ok());
+  ASSERT_OK(t.Complete(b.id, 10));
   EXPECT_EQ(t.Renew(b.id, 20).status().code(), Status::Code::kFailedPrecondition);
   EXPECT_EQ(t.Renew(99, 20).status().code(), Status::Code::kNotFound);
 }
@@ -125,13 +126,13 @@ TEST(LeaseTable, CompleteIsIdempotent) {
   LeaseTable t = MakeTable(2);
   Lease a = Grant(t, "r0", 0);
   auto first = t.Complete(a.id, 10);
-  ASSERT_TRUE(first.ok());
+  ASSERT_OK(first);
   EXPECT_EQ(first->state, LeaseState::kCompleted);
   auto again = t.Complete(a.id, 20);
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_EQ(again->state, LeaseState::kCompleted);
   // Even a retry that arrives after the deadline: the completion already counted.
-  ASSERT_TRUE(t.Complete(a.id, 5 * kTtl).ok());
+  ASSERT_OK(t.Complete(a.id, 5 * kTtl));
   EXPECT_EQ(t.done_shards(), 1);
   EXPECT_EQ(t.done_samples(), 10);
   EXPECT_EQ(t.CompletionsOf(0), 1);
@@ -165,10 +166,10 @@ TEST(LeaseTable, LateCompletionOfAnExpiredLeaseIsRefusedAndCountsOnce) {
   // The slow rank finally finishes: refused, the shard now belongs to r1's lease.
   auto late = t.Complete(slow.id, kTtl + 20);
   ASSERT_FALSE(late.ok());
-  EXPECT_EQ(late.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(late.status().code(), Status::Code::kAborted);
   EXPECT_NE(late.status().message().find("expired"), std::string::npos);
   EXPECT_EQ(t.done_shards(), 0);
-  ASSERT_TRUE(t.Complete(retry.id, kTtl + 30).ok());
+  ASSERT_OK(t.Complete(retry.id, kTtl + 30));
   EXPECT_EQ(t.done_shards(), 1);
   EXPECT_EQ(t.done_samples(), 25);
   EXPECT_EQ(t.CompletionsOf(0), 1);
@@ -178,7 +179,7 @@ TEST(LeaseTable, LateCompletionOfAnExpiredLeaseIsRefusedAndCountsOnce) {
 TEST(LeaseTable, CompletionPastTheDeadlineIsRefusedEvenBeforeExpireRuns) {
   LeaseTable t = MakeTable(1);
   Lease a = Grant(t, "r0", 0);
-  EXPECT_EQ(t.Complete(a.id, kTtl).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.Complete(a.id, kTtl).status().code(), Status::Code::kAborted);
   EXPECT_EQ(t.done_shards(), 0);
   // Nothing changed until Expire reaps it; then the shard is free again.
   EXPECT_EQ(t.Get(a.id)->state, LeaseState::kActive);
@@ -191,13 +192,13 @@ TEST(LeaseTable, RevokeAllReturnsEveryActiveLeaseAtOnce) {
   Lease a = Grant(t, "r0", 0);
   Lease b = Grant(t, "r1", 0);
   Lease c = Grant(t, "r2", 0);
-  ASSERT_TRUE(t.Complete(c.id, 5).ok());
+  ASSERT_OK(t.Complete(c.id, 5));
   std::vector<Lease> revoked = t.RevokeAll();
   ASSERT_EQ(revoked.size(), 2u);
   EXPECT_EQ(t.active_leases(), 0);
   EXPECT_EQ(t.free_shards(), 2);
-  EXPECT_EQ(t.Complete(a.id, 6).status().code(), Status::Code::kFailedPrecondition);
-  EXPECT_EQ(t.Renew(b.id, 6).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(t.Complete(a.id, 6).status().code(), Status::Code::kAborted);
+  EXPECT_EQ(t.Renew(b.id, 6).status().code(), Status::Code::kAborted);
   EXPECT_EQ(t.done_shards(), 1);
 }
 
@@ -220,7 +221,7 @@ TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
     const uint64_t roll = next() % 10;
     if (held[r].empty() || roll < 2) {
       auto a = t.Acquire(rank, now);
-      ASSERT_TRUE(a.ok());
+      ASSERT_OK(a);
       if (a->kind == AcquireResult::Kind::kGranted) held[r].push_back(a->lease.id);
     } else if (roll < 6) {
       // Finish the oldest shard, sometimes twice (a retried RPC), sometimes too late.
@@ -229,10 +230,10 @@ TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
       auto c = t.Complete(id, now);
       if (c.ok()) {
         if (roll == 5) {
-          ASSERT_TRUE(t.Complete(id, now + 1).ok());
+          ASSERT_OK(t.Complete(id, now + 1));
         }
       } else {
-        EXPECT_EQ(c.status().code(), Status::Code::kFailedPrecondition);
+        EXPECT_EQ(c.status().code(), Status::Code::kAborted);
         ++refused_late;
       }
     } else if (roll < 8) {
@@ -272,10 +273,10 @@ TEST(LeaseTable, JsonRoundTripRestoresTheTable) {
   Lease a = Grant(t, "r0", 0);
   Lease b = Grant(t, "r1", 0);
   Lease c = Grant(t, "r2", 500);
-  ASSERT_TRUE(t.Complete(b.id, 100).ok());
+  ASSERT_OK(t.Complete(b.id, 100));
   t.Expire(kTtl);  // a expires; c (deadline 1500) stays
   auto u = LeaseTable::FromJson(nlohmann::json::parse(t.ToJson().dump()), "epoch 0");
-  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  ASSERT_OK(u);
   EXPECT_EQ(u->ToJson(), t.ToJson());
   EXPECT_EQ(u->done_shards(), 1);
   EXPECT_EQ(u->free_shards(), 2);
@@ -286,13 +287,13 @@ TEST(LeaseTable, JsonRoundTripRestoresTheTable) {
   EXPECT_EQ(next.id, 4u);
   EXPECT_EQ(next.shard, 0);
   EXPECT_FALSE(u->Complete(a.id, kTtl + 2).ok());
-  EXPECT_TRUE(u->Complete(c.id, kTtl + 2).ok());
+  EXPECT_OK(u->Complete(c.id, kTtl + 2));
 }
 
 TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
   LeaseTable t = MakeTable(2);
   Lease a = Grant(t, "r0", 0);
-  ASSERT_TRUE(t.Complete(a.id, 1).ok());
+  ASSERT_OK(t.Complete(a.id, 1));
   nlohmann::json j = t.ToJson();
 
   nlohmann::json twice = j;  // the same shard completed under two leases
@@ -317,18 +318,18 @@ TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
 
 TEST(LeaseTable, ExtendAllRestartsTheClockOfActiveLeasesOnly) {
   auto t = LeaseTable::Create({{"a.tar", 10}, {"b.tar", 10}}, LeaseOptions{1000});
-  ASSERT_TRUE(t.ok());
+  ASSERT_OK(t);
   auto a = t->Acquire("r0", 0);
   auto b = t->Acquire("r1", 0);
   ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE(t->Complete(b->lease.id, 10).ok());
+  ASSERT_OK(t->Complete(b->lease.id, 10));
   // Long past the deadline (a coordinator that was down): the grace period revives it.
   EXPECT_EQ(t->ExtendAll(5000), 1);
   auto renewed = t->Get(a->lease.id);
-  ASSERT_TRUE(renewed.ok());
+  ASSERT_OK(renewed);
   EXPECT_EQ(renewed->deadline_ms, 6000);
   EXPECT_TRUE(t->Expire(5999).empty());
-  EXPECT_TRUE(t->Complete(a->lease.id, 5999).ok());
+  EXPECT_OK(t->Complete(a->lease.id, 5999));
   EXPECT_TRUE(t->EpochDone());
 }
 

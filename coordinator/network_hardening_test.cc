@@ -45,12 +45,12 @@ TEST(HardeningListen, PlaintextOnANonLoopbackAddressIsRefusedUnlessInsecure) {
   EXPECT_TRUE(Contains(refused.status().message(), "--tls-cert")) << refused.status().message();
   o.insecure = true;
   auto allowed = CoordinatorServer::Start(o);
-  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  ASSERT_OK(allowed);
   allowed->reset();
   o.insecure = false;
   o.listen = "127.0.0.1:0";
   auto loopback = CoordinatorServer::Start(o);
-  EXPECT_TRUE(loopback.ok()) << loopback.status().ToString();
+  EXPECT_OK(loopback);
 }
 
 TEST(HardeningListen, CoordinatorExitsTwoOnPlaintextNonLoopback) {
@@ -131,36 +131,36 @@ TEST(HardeningMemory, EndedSweepsLeaveNoLeaseTablesOrReportThreads) {
   so.report_plots = false;
   TestCoordinator c("memory", so);
   auto client = c.Client();
-  ASSERT_TRUE(client->Register("g1", "inc-1", 1).ok());
+  ASSERT_OK(client->Register("g1", "inc-1", 1));
   constexpr int kSweeps = 6;
   for (int n = 0; n < kSweeps; ++n) {
     const std::string name = "s" + std::to_string(n);
-    ASSERT_TRUE(client->SubmitSweep("[sweep]\nname = " + name + "\nseeds = 1, 2\n\n[factor.optim.lr]\nvalues = 0.001\n",
-                                    name + ".ini", "").ok());
+    ASSERT_OK(client->SubmitSweep("[sweep]\nname = " + name + "\nseeds = 1, 2\n\n[factor.optim.lr]\nvalues = 0.001\n",
+                                    name + ".ini", ""));
     for (int t = 0; t < 2; ++t) {
       auto next = client->NextTrial("g1");
-      ASSERT_TRUE(next.ok()) << next.status().ToString();
+      ASSERT_OK(next);
       ASSERT_TRUE(next->assigned);
       const v1::TrialRef ref = next->assignment.trial;
       for (int epoch = 0; epoch < 3; ++epoch) {
-        ASSERT_TRUE(client->BeginEpoch("g1", ref, epoch, {{"a.tar", 1}, {"b.tar", 1}}).ok());
+        ASSERT_OK(client->BeginEpoch("g1", ref, epoch, {{"a.tar", 1}, {"b.tar", 1}}));
         auto lease = client->LeaseShard("g1", ref, epoch, 0);
-        ASSERT_TRUE(lease.ok()) << lease.status().ToString();
-        ASSERT_TRUE(client->CompleteShard("g1", ref, epoch, lease->lease_id).ok());
+        ASSERT_OK(lease);
+        ASSERT_OK(client->CompleteShard("g1", ref, epoch, lease->lease_id));
       }
-      ASSERT_TRUE(client->Finish("g1", ref).ok());
+      ASSERT_OK(client->Finish("g1", ref));
     }
     auto st = client->GetSweep(name);
-    ASSERT_TRUE(st.ok());
+    ASSERT_OK(st);
     EXPECT_EQ(st->state(), "finished");
     c.server()->service()->WaitForReports();
   }
   // One more, cancelled while its epoch is begun.
-  ASSERT_TRUE(client->SubmitSweep("[sweep]\nname = cx\nseeds = 1\n\n[factor.optim.lr]\nvalues = 0.001\n", "cx.ini", "").ok());
+  ASSERT_OK(client->SubmitSweep("[sweep]\nname = cx\nseeds = 1\n\n[factor.optim.lr]\nvalues = 0.001\n", "cx.ini", ""));
   auto next = client->NextTrial("g1");
   ASSERT_TRUE(next.ok() && next->assigned);
-  ASSERT_TRUE(client->BeginEpoch("g1", next->assignment.trial, 0, {{"a.tar", 1}}).ok());
-  ASSERT_TRUE(client->CancelSweep("cx").ok());
+  ASSERT_OK(client->BeginEpoch("g1", next->assignment.trial, 0, {{"a.tar", 1}}));
+  ASSERT_OK(client->CancelSweep("cx"));
   c.server()->service()->WaitForReports();
 
   CoordinatorService::MemoryStats m = c.server()->service()->memory_stats();
@@ -177,7 +177,7 @@ TEST(HardeningMemory, EndedSweepsLeaveNoLeaseTablesOrReportThreads) {
   EXPECT_EQ(m.sweeps, static_cast<size_t>(kSweeps + 1));
   EXPECT_EQ(m.lease_tables, 0u);
   auto again = c.Client()->GetSweep("s0");
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_EQ(again->state(), "finished");
 }
 

@@ -62,24 +62,24 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
   ASSERT_FALSE(c.server()->metrics_endpoint().empty());
   auto client = c.Client();
   // recon.weight and text.augment are not factors: their labels come from the base config.
-  ASSERT_TRUE(client->SubmitSweep(MaskSweep("abl", "1"), "abl.ini", "[recon]\nweight = 0.5\n\n[text]\naugment = on\n").ok());
+  ASSERT_OK(client->SubmitSweep(MaskSweep("abl", "1"), "abl.ini", "[recon]\nweight = 0.5\n\n[text]\naugment = on\n"));
   EXPECT_FALSE(client->Register("g1", "inc-1", 0).ok());  // INVALID_ARGUMENT
-  ASSERT_TRUE(client->Register("g1", "inc-1", 2, "h", {"127.0.0.1:9101", "127.0.0.1:9102"}).ok());
+  ASSERT_OK(client->Register("g1", "inc-1", 2, "h", {"127.0.0.1:9101", "127.0.0.1:9102"}));
   auto next = client->NextTrial("g1");
   ASSERT_TRUE(next.ok() && next->assigned);
   const v1::TrialRef ref = next->assignment.trial;
   ASSERT_EQ(ref.trial_id(), "t0000");
-  ASSERT_TRUE(client->BeginEpoch("g1", ref, 0, {{"a.tar", 10}, {"b.tar", 10}}).ok());
+  ASSERT_OK(client->BeginEpoch("g1", ref, 0, {{"a.tar", 10}, {"b.tar", 10}}));
   auto lease = client->LeaseShard("g1", ref, 0, 0);
   ASSERT_TRUE(lease.ok() && lease->kind == ShardLease::Kind::kGranted);
   const std::map<std::string, double> train = {{"loss", 3},           {"contrastive", 2.5}, {"recon", 0.5},
                                                {"logit_scale", 14},   {"samples_per_second", 120},
                                                {"lr", 1e-3},          {"global_batch", 64},
                                                {"negatives_per_step", 128}, {"epoch", 0.25}};
-  ASSERT_TRUE(client->ReportMetrics("g1", ref, "train", 5, 0, train, 20).ok());
-  ASSERT_TRUE(client->ReportMetrics("g1", ref, "eval", 5, 0, {{"t2a_r1", 0.125}, {"map10", 0.25}}, 20).ok());
+  ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kTrain, 5, 0, train, 20));
+  ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kEval, 5, 0, {{"t2a_r1", 0.125}, {"map10", 0.25}}, 20));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_TRUE(client->ReportMetrics("g1", ref, "train", 10, 0, train, 20).ok());
+  ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kTrain, 10, 0, train, 20));
 
   const auto m = Scrape(c);
   const Labels t0 = {{"sweep", "abl"},        {"trial", "t0000"},      {"mask_ratio", "0.5"}, {"mask_strategy", "1d"},
@@ -140,8 +140,8 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
   EXPECT_EQ(One(Scrape(c), "flap_coordinator_leases_active", {}), 0);
 
   // A preempted attempt counts in its class, for the trial and for the sweep.
-  auto state = client->Fail("g1", ref, "preemption", "spot instance reclaimed");
-  ASSERT_TRUE(state.ok());
+  auto state = client->Fail("g1", ref, FailureCause::kPreemption, "spot instance reclaimed");
+  ASSERT_OK(state);
   const auto after = Scrape(c);
   EXPECT_EQ(One(after, "flap_trial_failures_total", with("class", "preemption")), 1);
   EXPECT_EQ(One(after, "flap_trial_failures_total", with("class", "node_fault")), 0);
@@ -155,9 +155,9 @@ TEST(CoordinatorMetrics, OnlyTheMostRecentEndedSweepsKeepTheirSeries) {
   o.metrics_ended_sweeps = 1;
   TestCoordinator c("obs_bound", o);
   auto client = c.Client();
-  for (const char* name : {"old", "newer", "live"}) ASSERT_TRUE(client->SubmitSweep(MaskSweep(name, "1"), name, "").ok());
-  ASSERT_TRUE(client->CancelSweep("old").ok());
-  ASSERT_TRUE(client->CancelSweep("newer").ok());
+  for (const char* name : {"old", "newer", "live"}) ASSERT_OK(client->SubmitSweep(MaskSweep(name, "1"), name, ""));
+  ASSERT_OK(client->CancelSweep("old"));
+  ASSERT_OK(client->CancelSweep("newer"));
   const metrics::CoordinatorSnapshot snap = c.server()->service()->MetricsSnapshot();
   std::vector<std::string> shown;
   for (const auto& s : snap.sweeps) shown.push_back(s.sweep);
@@ -211,8 +211,8 @@ TEST(CoordinatorSdFile, ListsEveryRankOfLiveGroupsAndDropsLostOrReRegisteredOnes
   EXPECT_EQ(entries[0].second, (Labels{{"job", "flap-coordinator"}}));
 
   auto client = c.Client();
-  ASSERT_TRUE(client->Register("g1", "inc-1", 2, "node1", {"node1:9101", "node1:9102"}).ok());
-  ASSERT_TRUE(client->Register("g2", "inc-2", 1, "node2").ok());  // no endpoints: not listed
+  ASSERT_OK(client->Register("g1", "inc-1", 2, "node1", {"node1:9101", "node1:9102"}));
+  ASSERT_OK(client->Register("g2", "inc-2", 1, "node2"));  // no endpoints: not listed
   ASSERT_TRUE(Eventually([&] { return GroupEntries(path, "g1").size() == 2; })) << flap::testing::ReadFile(path);
   auto g1 = GroupEntries(path, "g1");
   EXPECT_EQ(g1[0].first, "node1:9101");
@@ -222,8 +222,8 @@ TEST(CoordinatorSdFile, ListsEveryRankOfLiveGroupsAndDropsLostOrReRegisteredOnes
   EXPECT_TRUE(GroupEntries(path, "g2").empty());
 
   // Holding a trial adds its sweep and trial.
-  ASSERT_TRUE(client->SubmitSweep(MaskSweep("sd", "1"), "sd.ini", "").ok());
-  ASSERT_TRUE(client->NextTrial("g1").ok());
+  ASSERT_OK(client->SubmitSweep(MaskSweep("sd", "1"), "sd.ini", ""));
+  ASSERT_OK(client->NextTrial("g1"));
   ASSERT_TRUE(Eventually([&] {
     auto e = GroupEntries(path, "g1");
     return e.size() == 2 && e[1].second.count("trial") && e[1].second.at("trial") == "t0000";
@@ -242,7 +242,7 @@ TEST(CoordinatorSdFile, ListsEveryRankOfLiveGroupsAndDropsLostOrReRegisteredOnes
   EXPECT_EQ(ReadSd(path).size(), 1u);
 
   // Registering again (a restarted group) lists the new endpoints only.
-  ASSERT_TRUE(client->Register("g1", "inc-3", 1, "node3", {"node3:9200"}).ok());
+  ASSERT_OK(client->Register("g1", "inc-3", 1, "node3", {"node3:9200"}));
   ASSERT_TRUE(Eventually([&] { return GroupEntries(path, "g1").size() == 1; })) << flap::testing::ReadFile(path);
   EXPECT_EQ(GroupEntries(path, "g1")[0].first, "node3:9200");
 }
@@ -253,7 +253,7 @@ TEST(CoordinatorSdFile, BadMetricsEndpointsAreRefusedNamingTheField) {
   auto refused = [&](const std::vector<std::string>& endpoints, int world, const std::string& expect) {
     auto r = client->Register("g9", "inc-9", world, "h", endpoints);
     EXPECT_FALSE(r.ok());
-    EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
     EXPECT_TRUE(Contains(r.status().message(), expect)) << r.status().message();
   };
   refused({"h:1"}, 2, "metrics_endpoints: has 1 entries; give none or one per rank (2)");
@@ -261,7 +261,7 @@ TEST(CoordinatorSdFile, BadMetricsEndpointsAreRefusedNamingTheField) {
   refused({"h:1", "h:0"}, 2, "metrics_endpoints[1]: 'h:0' is not an address to scrape");
   refused({"*:9100"}, 1, "metrics_endpoints[0]");
   refused({std::string(260, 'a') + ":9100"}, 1, "metrics_endpoints[0]: is longer than 256 bytes");
-  EXPECT_TRUE(client->Register("g9", "inc-9", 2, "h", {"h:1", "[::1]:2"}).ok());
+  EXPECT_OK(client->Register("g9", "inc-9", 2, "h", {"h:1", "[::1]:2"}));
 }
 
 }  // namespace

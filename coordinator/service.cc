@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/path_name.h"
+#include "coordinator/grpc_status.h"
 #include "coordinator/json_util.h"
 #include "coordinator/report.h"
 
@@ -79,21 +80,6 @@ bool IsMetricName(const std::string& s) {
     }
   }
   return true;
-}
-
-grpc::Status ToGrpc(const Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
-  switch (s.code()) {
-    case Status::Code::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-    case Status::Code::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-    case Status::Code::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
-    case Status::Code::kCorruption: code = grpc::StatusCode::DATA_LOSS; break;
-    case Status::Code::kIOError: code = grpc::StatusCode::UNAVAILABLE; break;
-    case Status::Code::kDeadlineExceeded: code = grpc::StatusCode::DEADLINE_EXCEEDED; break;
-    default: break;
-  }
-  return grpc::Status(code, s.message());
 }
 
 std::string TrialKey(const std::string& sweep, const std::string& trial) {

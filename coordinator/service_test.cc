@@ -41,16 +41,14 @@ TEST(CoordinatorAuth, WrongTokenIsRefusedOnEveryKindOfCall) {
   auto bad = c.Client("not-the-token");
   auto list = bad->ListSweeps();
   ASSERT_FALSE(list.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(list.status().code(), Status::Code::kUnauthenticated);
   EXPECT_TRUE(Contains(list.status().message(), "wrong token")) << list.status().message();
-  EXPECT_FALSE(bad->Register("g1", "inc", 1).ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(bad->Register("g1", "inc", 1).status().code(), Status::Code::kUnauthenticated);
   // A refused submission stores nothing.
-  EXPECT_FALSE(bad->SubmitSweep(MaskSweep("s"), "s.ini", "").ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(bad->SubmitSweep(MaskSweep("s"), "s.ini", "").status().code(), Status::Code::kUnauthenticated);
   auto good = c.Client();
   auto sweeps = good->ListSweeps();
-  ASSERT_TRUE(sweeps.ok()) << sweeps.status().ToString();
+  ASSERT_OK(sweeps);
   EXPECT_EQ(sweeps->sweeps_size(), 0);
 }
 
@@ -65,7 +63,7 @@ TEST(CoordinatorAuth, TokenFileIsCreatedWithMode0600AndReused) {
   EXPECT_EQ(flap::testing::ReadFile(path), token + "\n");
   c.Restart();
   EXPECT_EQ(c.server()->token(), token);
-  EXPECT_TRUE(c.Client()->ListSweeps().ok());
+  EXPECT_OK(c.Client()->ListSweeps());
 }
 
 // The state folder (token, journal) is made private to its owner, not 0755.
@@ -88,7 +86,7 @@ TEST(CoordinatorAuth, TokenFileReadableByOthersIsRefused) {
   EXPECT_TRUE(Contains(t.status().message(), "chmod 600")) << t.status().message();
   ::chmod(path.c_str(), 0600);
   t = LoadOrCreateToken(path);
-  ASSERT_TRUE(t.ok());
+  ASSERT_OK(t);
   EXPECT_EQ(*t, "secret");
 }
 
@@ -113,9 +111,9 @@ TEST(CoordinatorTls, ServesTlsWithAGivenCertAndKey) {
   co.tls_ca = flap::testing::ReadFile(cert);
   co.deadline_ms = 5000;
   auto client = CoordinatorClient::Connect(co);
-  ASSERT_TRUE(client.ok());
+  ASSERT_OK(client);
   auto list = (*client)->ListSweeps();
-  EXPECT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_OK(list);
   // A plaintext client cannot talk to it.
   co.tls_ca.clear();
   co.deadline_ms = 1000;
@@ -136,14 +134,14 @@ TEST(CoordinatorSubmit, InvalidSweepIsRefusedWithEveryErrorAndNothingStored) {
       "[factor.mask.strategy]\nvalues = 3d\n";
   auto r = client->SubmitSweep(bad, "bad.ini", "");
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
   const std::string& m = r.status().message();
   EXPECT_TRUE(Contains(m, "bad.ini:2")) << m;  // the name
   EXPECT_TRUE(Contains(m, "bad.ini:6")) << m;  // ratio 1.5
   EXPECT_TRUE(Contains(m, "bad.ini:9")) << m;  // strategy 3d
   EXPECT_TRUE(Contains(m, "3 errors")) << m;
   auto list = client->ListSweeps();
-  ASSERT_TRUE(list.ok());
+  ASSERT_OK(list);
   EXPECT_EQ(list->sweeps_size(), 0);
 }
 
@@ -151,29 +149,29 @@ TEST(CoordinatorSubmit, SameSweepAgainIsANoOpAndADifferentOneUnderTheNameIsRefus
   TestCoordinator c("submit_again");
   auto client = c.Client();
   auto first = client->SubmitSweep(MaskSweep("s1"), "s1.ini", "[train]\nepochs = 1\n");
-  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_OK(first);
   EXPECT_EQ(first->num_trials(), 8);
   EXPECT_FALSE(first->already_submitted());
   auto again = client->SubmitSweep(MaskSweep("s1"), "s1.ini", "[train]\nepochs = 1\n");
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_TRUE(again->already_submitted());
   auto other = client->SubmitSweep(MaskSweep("s1", "1"), "s1.ini", "");
   ASSERT_FALSE(other.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(other.status().code(), Status::Code::kAlreadyExists);
   EXPECT_TRUE(Contains(other.status().message(), "'s1' already exists"));
   auto st = client->GetSweep("s1");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->trials_size(), 8);
 }
 
 TEST(CoordinatorValidation, BadRequestsNameTheField) {
   TestCoordinator c("validation");
   auto client = c.Client();
-  ASSERT_TRUE(client->SubmitSweep(MaskSweep("v"), "v.ini", "").ok());
+  ASSERT_OK(client->SubmitSweep(MaskSweep("v"), "v.ini", ""));
 
   auto reg = client->Register("g1", "inc-1", 0);
   ASSERT_FALSE(reg.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(reg.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(reg.status().message(), "world_size")) << reg.status().message();
   reg = client->Register("bad id!", "inc-1", 1);
   EXPECT_TRUE(Contains(reg.status().message(), "group_id")) << reg.status().message();
@@ -182,10 +180,10 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
 
   auto hb = client->Heartbeat("nobody");
   ASSERT_FALSE(hb.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(hb.status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(Contains(hb.status().message(), "group_id")) << hb.status().message();
 
-  ASSERT_TRUE(client->Register("g1", "inc-1", 2).ok());
+  ASSERT_OK(client->Register("g1", "inc-1", 2));
   hb = client->Heartbeat("g1", {0, 2});
   ASSERT_FALSE(hb.ok());
   EXPECT_TRUE(Contains(hb.status().message(), "ranks[1]")) << hb.status().message();
@@ -198,7 +196,7 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   unknown.set_trial_id("t9999");
   auto lease = client->LeaseShard("g1", unknown, 0, 0);
   ASSERT_FALSE(lease.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(lease.status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(Contains(lease.status().message(), "trial.trial_id")) << lease.status().message();
 
   v1::TrialRef no_sweep = ref;
@@ -207,45 +205,56 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
 
   v1::TrialRef zero = ref;
   zero.set_attempt(0);
-  auto m0 = client->ReportMetrics("g1", zero, "train", 1, 0, {{"loss", 1}});
+  auto m0 = client->ReportMetrics("g1", zero, MetricKind::kTrain, 1, 0, {{"loss", 1}});
   EXPECT_TRUE(Contains(m0.status().message(), "trial.attempt")) << m0.status().message();
 
   v1::TrialRef stale = ref;
   stale.set_attempt(7);
-  auto ms = client->ReportMetrics("g1", stale, "train", 1, 0, {{"loss", 1}});
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  auto ms = client->ReportMetrics("g1", stale, MetricKind::kTrain, 1, 0, {{"loss", 1}});
+  EXPECT_EQ(ms.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_TRUE(Contains(ms.status().message(), "stale attempt")) << ms.status().message();
 
-  auto bad_kind = client->ReportMetrics("g1", ref, "other", 1, 0, {{"loss", 1}});
-  EXPECT_TRUE(Contains(bad_kind.status().message(), "kind")) << bad_kind.status().message();
-  auto bad_name = client->ReportMetrics("g1", ref, "train", 1, 0, {{"Loss!", 1}});
+  // Fields the client library always sets, sent raw.
+  auto raw = [&](auto call) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-flap-token", c.server()->token());
+    return FromGrpc(call(&ctx));
+  };
+  v1::ReportMetricsRequest no_kind;
+  no_kind.set_group_id("g1");
+  *no_kind.mutable_trial() = ref;
+  (*no_kind.mutable_values())["loss"] = 1;
+  v1::ReportMetricsResponse metrics_resp;
+  Status bad_kind = raw([&](grpc::ClientContext* ctx) { return client->stub()->ReportMetrics(ctx, no_kind, &metrics_resp); });
+  EXPECT_TRUE(Contains(bad_kind.message(), "kind")) << bad_kind.message();
+  auto bad_name = client->ReportMetrics("g1", ref, MetricKind::kTrain, 1, 0, {{"Loss!", 1}});
   EXPECT_TRUE(Contains(bad_name.status().message(), "values")) << bad_name.status().message();
-  auto bad_step = client->ReportMetrics("g1", ref, "train", -1, 0, {{"loss", 1}});
+  auto bad_step = client->ReportMetrics("g1", ref, MetricKind::kTrain, -1, 0, {{"loss", 1}});
   EXPECT_TRUE(Contains(bad_step.status().message(), "step")) << bad_step.status().message();
-  auto none = client->ReportMetrics("g1", ref, "train", 1, 0, {});
+  auto none = client->ReportMetrics("g1", ref, MetricKind::kTrain, 1, 0, {});
   EXPECT_TRUE(Contains(none.status().message(), "values")) << none.status().message();
 
   auto dup = client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}, {"a.tar", 2}});
   ASSERT_FALSE(dup.ok());
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(dup.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(dup.status().message(), "shards[1].name")) << dup.status().message();
   auto neg = client->BeginEpoch("g1", ref, 0, {{"a.tar", -1}});
   EXPECT_TRUE(Contains(neg.status().message(), "shards[0].num_samples"));
   auto empty = client->BeginEpoch("g1", ref, 0, {});
   EXPECT_TRUE(Contains(empty.status().message(), "shards"));
   auto not_begun = client->LeaseShard("g1", ref, 3, 0);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(not_begun.status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(Contains(not_begun.status().message(), "epoch")) << not_begun.status().message();
 
-  ASSERT_TRUE(client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}, {"b.tar", 2}}).ok());
+  ASSERT_OK(client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}, {"b.tar", 2}}));
   auto other_list = client->BeginEpoch("g1", ref, 0, {{"a.tar", 1}});
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(other_list.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_TRUE(Contains(other_list.status().message(), "different shard list"));
   auto bad_rank = client->LeaseShard("g1", ref, 0, 2);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad_rank.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(bad_rank.status().message(), "rank")) << bad_rank.status().message();
   auto bad_slot = client->LeaseShard("g1", ref, 0, 0, 4096);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad_slot.status().code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Contains(bad_slot.status().message(), "slot")) << bad_slot.status().message();
   // Read-ahead: each slot of a rank holds its own lease; asking again for a slot is a retry.
   auto slot0 = client->LeaseShard("g1", ref, 0, 0, 0);
@@ -257,23 +266,30 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   EXPECT_NE(slot0->lease_id, slot1->lease_id);
   EXPECT_EQ(slot0_again->lease_id, slot0->lease_id);
   auto renew = client->Heartbeat("g1", {0});
-  ASSERT_TRUE(renew.ok());
+  ASSERT_OK(renew);
   EXPECT_EQ(renew->leases_renewed(), 2);  // the heartbeat of rank 0 renews both slots' leases
   auto bad_lease = client->CompleteShard("g1", ref, 0, 42);
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(bad_lease.status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(Contains(bad_lease.status().message(), "lease_id"));
 
   EXPECT_TRUE(Contains(client->ReportCheckpoint("g1", ref, "", 1).message(), "ref"));
-  EXPECT_TRUE(Contains(client->Fail("g1", ref, "gremlins", "x").status().message(), "cause"));
-  EXPECT_TRUE(Contains(client->GetSweep("no such").status().message(), "sweep_id"));
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_TRUE(Contains(client->GetSweep("nosuch").status().message(), "sweep_id"));
-  EXPECT_EQ(LastGrpcCode(), grpc::StatusCode::NOT_FOUND);
+  v1::FailTrialRequest no_cause;
+  no_cause.set_group_id("g1");
+  *no_cause.mutable_trial() = ref;
+  v1::FailTrialResponse fail_resp;
+  Status bad_cause = raw([&](grpc::ClientContext* ctx) { return client->stub()->FailTrial(ctx, no_cause, &fail_resp); });
+  EXPECT_TRUE(Contains(bad_cause.message(), "cause")) << bad_cause.message();
+  auto bad_id = client->GetSweep("no such");
+  EXPECT_TRUE(Contains(bad_id.status().message(), "sweep_id"));
+  EXPECT_EQ(bad_id.status().code(), Status::Code::kInvalidArgument);
+  auto no_sweep_id = client->GetSweep("nosuch");
+  EXPECT_TRUE(Contains(no_sweep_id.status().message(), "sweep_id"));
+  EXPECT_EQ(no_sweep_id.status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(Contains(client->GetMetrics("v", "t9999").status().message(), "trial_id"));
 
   // None of the refused calls changed the trial.
   auto st = client->GetSweep("v");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->trials(0).state(), "running");  // BeginEpoch started it
   EXPECT_EQ(st->trials(0).step(), 0);
 }
@@ -285,13 +301,13 @@ TEST(CoordinatorClientLib, EveryCallHasADeadline) {
   o.token = "t";
   o.deadline_ms = 300;
   auto c = CoordinatorClient::Connect(o);
-  ASSERT_TRUE(c.ok());
+  ASSERT_OK(c);
   const auto t0 = std::chrono::steady_clock::now();
   auto r = (*c)->ListSweeps();
   const auto waited = std::chrono::steady_clock::now() - t0;
   ASSERT_FALSE(r.ok());
-  EXPECT_TRUE(LastGrpcCode() == grpc::StatusCode::UNAVAILABLE ||
-              LastGrpcCode() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(r.status().code() == Status::Code::kUnavailable ||
+              r.status().code() == Status::Code::kDeadlineExceeded);
   EXPECT_LT(waited, std::chrono::seconds(5));
 }
 
@@ -308,17 +324,17 @@ TEST(CoordinatorState, DamagedStateIsRefusedNamingTheKeyAndLeftAsItIs) {
     co.target = (*server)->address();
     co.token = (*server)->token();
     auto client = CoordinatorClient::Connect(co);
-    ASSERT_TRUE(client.ok());
-    ASSERT_TRUE((*client)->SubmitSweep(MaskSweep("d", "1"), "d.ini", "").ok());
+    ASSERT_OK(client);
+    ASSERT_OK((*client)->SubmitSweep(MaskSweep("d", "1"), "d.ini", ""));
   }  // the server stops and releases its database
   const std::string db = dir / "state/db";
   ServiceOptions o = so.service;
   {
     auto j = Journal::Open(db, JournalOptions());
-    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    ASSERT_OK(j);
     JournalBatch b;
     b.Put("trial/d/t0001", "{\"spec\": 3}");
-    ASSERT_TRUE((*j)->Wait((*j)->Append(std::move(b))).ok());
+    ASSERT_OK((*j)->Wait((*j)->Append(std::move(b))));
   }
   o.state_dir = db;
   o.token = "t";
@@ -328,7 +344,7 @@ TEST(CoordinatorState, DamagedStateIsRefusedNamingTheKeyAndLeftAsItIs) {
   EXPECT_TRUE(Contains(s.status().message(), "trial/d/t0001")) << s.status().message();
   // Nothing was changed or dropped: the other trials are still there.
   auto j = Journal::Open(db, JournalOptions());
-  ASSERT_TRUE(j.ok());
+  ASSERT_OK(j);
   EXPECT_EQ((*j)->Scan("trial/d/")->size(), 4u);
 }
 

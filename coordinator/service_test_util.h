@@ -71,6 +71,15 @@ class TestCoordinator {
   std::unique_ptr<CoordinatorServer> server_;
 };
 
+// The port in flap-coordinator's "listening on HOST:PORT" line on its stdout (read for up to
+// `timeout_s`); 0 when the line does not come.
+inline int ListeningPort(flap::testing::ChildProcess& coordinator, double timeout_s = 20) {
+  const std::string& out = coordinator.ReadStdoutUntil("\n", timeout_s);
+  const size_t colon = out.rfind(':');
+  if (out.find("listening on") == std::string::npos || colon == std::string::npos) return 0;
+  return std::stoi(out.substr(colon + 1));
+}
+
 // A sweep file: mask.ratio x mask.strategy, `seeds` seeds.
 inline std::string MaskSweep(const std::string& name, const std::string& seeds = "1, 2",
                              const std::string& extra = "") {

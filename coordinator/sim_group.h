@@ -116,8 +116,8 @@ class SimGroup {
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(o_.retry_for_ms);
     while (true) {
       auto r = fn();
-      const grpc::StatusCode c = LastGrpcCode();
-      if (r.ok() || (c != grpc::StatusCode::UNAVAILABLE && c != grpc::StatusCode::DEADLINE_EXCEEDED) ||
+      const Status::Code c = GetStatus(r).code();
+      if (r.ok() || (c != Status::Code::kUnavailable && c != Status::Code::kDeadlineExceeded) ||
           std::chrono::steady_clock::now() > until) {
         return r;
       }
@@ -127,7 +127,7 @@ class SimGroup {
 
   // A refused trial call: the trial is no longer ours.
   static bool Refused(const Status& s) {
-    return !s.ok() && LastGrpcCode() == grpc::StatusCode::FAILED_PRECONDITION;
+    return s.code() == Status::Code::kFailedPrecondition;
   }
 
   Status RunTrial(const TrialAssignment& a, const std::atomic<bool>* stop) {
@@ -188,12 +188,12 @@ class SimGroup {
           {"loss", SimMetric(a.overrides, "loss", step, total)},
           {"samples_per_second", SimMetric(a.overrides, "samples_per_second", step, total)}};
       bool stopped = false;
-      FLAP_RETURN_IF_ERROR(Report(a, "train", step, epoch, train, &stopped));
+      FLAP_RETURN_IF_ERROR(Report(a, MetricKind::kTrain, step, epoch, train, &stopped));
       if (stopped) return Status::OK();
       if (step % o_.eval_every == 0 || step == total) {
         std::map<std::string, double> eval;
         for (const auto& m : SimEvalMetrics()) eval[m] = SimMetric(a.overrides, m, step, total);
-        FLAP_RETURN_IF_ERROR(Report(a, "eval", step, epoch, eval, &stopped));
+        FLAP_RETURN_IF_ERROR(Report(a, MetricKind::kEval, step, epoch, eval, &stopped));
         if (stopped) return Status::OK();
       }
       if (step % o_.ckpt_every == 0) {
@@ -215,7 +215,7 @@ class SimGroup {
     return Status::OK();
   }
 
-  Status Report(const TrialAssignment& a, const std::string& kind, int64_t step, int epoch,
+  Status Report(const TrialAssignment& a, MetricKind kind, int64_t step, int epoch,
                 const std::map<std::string, double>& values, bool* stopped) {
     std::string reason;
     auto r = Retry([&] {
@@ -227,7 +227,7 @@ class SimGroup {
       return Status::OK();
     }
     if (!r.ok()) return r.status();
-    log_.acked[{a.trial.trial_id(), kind, step}] = values;
+    log_.acked[{a.trial.trial_id(), MetricKindName(kind), step}] = values;
     if (*r == v1::STOP) {
       log_.stopped.push_back(a.trial.trial_id());
       *stopped = true;

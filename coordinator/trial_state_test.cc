@@ -1,6 +1,7 @@
 // Tests for coordinator/trial_state.h: every legal and illegal transition, retry budgets per
 // cause, stale attempts, idempotent reports, the resume point, and the record's JSON.
 #include "coordinator/trial_state.h"
+#include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
 
@@ -19,21 +20,21 @@ Trial InState(TrialState state) {
   Trial t("t7", state == TrialState::kFailed ? kNoRetries : RetryBudgets{});
   if (state == TrialState::kPending) return t;
   if (state == TrialState::kCancelled) {
-    EXPECT_TRUE(t.Cancel().ok());
+    EXPECT_OK(t.Cancel());
     return t;
   }
-  EXPECT_TRUE(t.Assign("g1").ok());
+  EXPECT_OK(t.Assign("g1"));
   if (state == TrialState::kAssigned) return t;
   if (state == TrialState::kFailed) {
-    EXPECT_TRUE(t.Requeue(1, FailureCause::kTrialError, "boom").ok());
+    EXPECT_OK(t.Requeue(1, FailureCause::kTrialError, "boom"));
     return t;
   }
-  EXPECT_TRUE(t.Start(1).ok());
+  EXPECT_OK(t.Start(1));
   if (state == TrialState::kCompleted) {
-    EXPECT_TRUE(t.Complete(1).ok());
+    EXPECT_OK(t.Complete(1));
   }
   if (state == TrialState::kStopped) {
-    EXPECT_TRUE(t.Stop(1).ok());
+    EXPECT_OK(t.Stop(1));
   }
   return t;
 }
@@ -57,7 +58,7 @@ TEST(TrialState, NamesRoundTrip) {
                        TrialState::kCompleted, TrialState::kStopped, TrialState::kFailed,
                        TrialState::kCancelled}) {
     auto parsed = ParseTrialState(TrialStateName(s));
-    ASSERT_TRUE(parsed.ok());
+    ASSERT_OK(parsed);
     EXPECT_EQ(*parsed, s);
   }
   EXPECT_FALSE(ParseTrialState("done").ok());
@@ -72,26 +73,26 @@ TEST(Trial, HappyPathToCompleted) {
   EXPECT_EQ(t.state(), TrialState::kPending);
   EXPECT_EQ(t.attempt(), 0);
   auto attempt = t.Assign("g1");
-  ASSERT_TRUE(attempt.ok());
+  ASSERT_OK(attempt);
   EXPECT_EQ(*attempt, 1);
   EXPECT_EQ(t.state(), TrialState::kAssigned);
   EXPECT_EQ(t.record().group, "g1");
-  ASSERT_TRUE(t.Start(1).ok());
+  ASSERT_OK(t.Start(1));
   EXPECT_EQ(t.state(), TrialState::kRunning);
-  ASSERT_TRUE(t.ReportProgress(1, 50).ok());
-  ASSERT_TRUE(t.ReportCheckpoint(1, "ckpt/100", 100).ok());
-  ASSERT_TRUE(t.ReportProgress(1, 120).ok());
+  ASSERT_OK(t.ReportProgress(1, 50));
+  ASSERT_OK(t.ReportCheckpoint(1, "ckpt/100", 100));
+  ASSERT_OK(t.ReportProgress(1, 120));
   EXPECT_EQ(t.record().step, 120);
   EXPECT_EQ(t.record().checkpoint, "ckpt/100");
-  ASSERT_TRUE(t.Complete(1).ok());
+  ASSERT_OK(t.Complete(1));
   EXPECT_EQ(t.state(), TrialState::kCompleted);
   EXPECT_EQ(t.record().group, "");
 }
 
 TEST(Trial, RunningToStoppedByAsha) {
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.ReportCheckpoint(1, "ckpt/200", 200).ok());
-  ASSERT_TRUE(t.Stop(1).ok());
+  ASSERT_OK(t.ReportCheckpoint(1, "ckpt/200", 200));
+  ASSERT_OK(t.Stop(1));
   EXPECT_EQ(t.state(), TrialState::kStopped);
   EXPECT_EQ(t.record().checkpoint, "ckpt/200");  // stopped trials keep their checkpoints
 }
@@ -100,14 +101,14 @@ TEST(Trial, AssignedAndRunningRequeueToPending) {
   for (TrialState from : {TrialState::kAssigned, TrialState::kRunning}) {
     Trial t = InState(from);
     auto s = t.Requeue(1, FailureCause::kNodeFault, "heartbeat missed");
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_OK(s);
     EXPECT_EQ(*s, TrialState::kPending);
     EXPECT_EQ(t.state(), TrialState::kPending);
     EXPECT_EQ(t.record().group, "");
     EXPECT_EQ(t.record().node_faults, 1);
     EXPECT_EQ(t.record().last_error, "heartbeat missed");
     auto again = t.Assign("g2");
-    ASSERT_TRUE(again.ok());
+    ASSERT_OK(again);
     EXPECT_EQ(*again, 2);
   }
 }
@@ -115,10 +116,10 @@ TEST(Trial, AssignedAndRunningRequeueToPending) {
 TEST(Trial, EveryNonTerminalStateCanBeCancelled) {
   for (TrialState from : {TrialState::kPending, TrialState::kAssigned, TrialState::kRunning}) {
     Trial t = InState(from);
-    ASSERT_TRUE(t.Cancel().ok()) << TrialStateName(from);
+    ASSERT_OK(t.Cancel()) << TrialStateName(from);
     EXPECT_EQ(t.state(), TrialState::kCancelled);
     EXPECT_EQ(t.record().group, "");
-    EXPECT_TRUE(t.Cancel().ok());  // idempotent
+    EXPECT_OK(t.Cancel());  // idempotent
   }
 }
 
@@ -165,7 +166,7 @@ TEST(Trial, EveryIllegalTransitionIsRefusedAndChangesNothing) {
       bool is_legal = std::find(legal.begin(), legal.end(), std::make_pair(from, op.to)) !=
                       legal.end();
       if (is_legal) {
-        EXPECT_TRUE(s.ok()) << TrialStateName(from) << " -> " << TrialStateName(op.to) << ": "
+        EXPECT_OK(s) << TrialStateName(from) << " -> " << TrialStateName(op.to) << ": "
                             << s.ToString();
       } else {
         ExpectIllegal(s, from, op.to);
@@ -180,28 +181,28 @@ TEST(Trial, EveryIllegalTransitionIsRefusedAndChangesNothing) {
 TEST(Trial, RepeatedCompletionWithTheSameAttemptChangesNothing) {
   Trial t = InState(TrialState::kCompleted);
   const nlohmann::json before = t.record().ToJson();
-  EXPECT_TRUE(t.Complete(1).ok());
-  EXPECT_TRUE(t.Complete(1).ok());
+  EXPECT_OK(t.Complete(1));
+  EXPECT_OK(t.Complete(1));
   EXPECT_EQ(t.record().ToJson(), before);
   ExpectStale(t.Complete(2));
 }
 
 TEST(Trial, RepeatedStartAndStopAreHarmless) {
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.ReportProgress(1, 40).ok());
-  EXPECT_TRUE(t.Start(1).ok());
+  ASSERT_OK(t.ReportProgress(1, 40));
+  EXPECT_OK(t.Start(1));
   EXPECT_EQ(t.record().step, 40);
-  ASSERT_TRUE(t.Stop(1).ok());
-  EXPECT_TRUE(t.Stop(1).ok());
+  ASSERT_OK(t.Stop(1));
+  EXPECT_OK(t.Stop(1));
   EXPECT_EQ(t.state(), TrialState::kStopped);
 }
 
 TEST(Trial, StaleAttemptCannotTouchTheTrial) {
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kNodeFault, "lost g1").ok());
+  ASSERT_OK(t.Requeue(1, FailureCause::kNodeFault, "lost g1"));
   ASSERT_EQ(*t.Assign("g2"), 2);
-  ASSERT_TRUE(t.Start(2).ok());
-  ASSERT_TRUE(t.ReportCheckpoint(2, "ckpt/g2-300", 300).ok());
+  ASSERT_OK(t.Start(2));
+  ASSERT_OK(t.ReportCheckpoint(2, "ckpt/g2-300", 300));
   const nlohmann::json before = t.record().ToJson();
   // The lost group g1 comes back and reports as attempt 1.
   ExpectStale(t.Start(1));
@@ -213,13 +214,13 @@ TEST(Trial, StaleAttemptCannotTouchTheTrial) {
   // A future attempt number is as wrong as an old one.
   ExpectStale(t.Complete(3));
   EXPECT_EQ(t.record().ToJson(), before);
-  EXPECT_TRUE(t.Complete(2).ok());
+  EXPECT_OK(t.Complete(2));
 }
 
 TEST(Trial, StaleMessageNamesTrialAndAttempts) {
   Trial t = InState(TrialState::kAssigned);
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kPreemption, "preempted").ok());
-  ASSERT_TRUE(t.Assign("g2").ok());
+  ASSERT_OK(t.Requeue(1, FailureCause::kPreemption, "preempted"));
+  ASSERT_OK(t.Assign("g2"));
   Status s = t.Complete(1);
   EXPECT_EQ(s.message(),
             "trial t7: stale attempt 1 (current attempt 2, assigned) cannot move it to completed");
@@ -228,7 +229,7 @@ TEST(Trial, StaleMessageNamesTrialAndAttempts) {
 TEST(Trial, ReportAfterRequeueWithTheOldAttemptIsRefused) {
   // Requeued but not yet reassigned: attempt 1 is over although it is still the latest number.
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kNodeFault, "lost").ok());
+  ASSERT_OK(t.Requeue(1, FailureCause::kNodeFault, "lost"));
   ExpectIllegal(t.Complete(1), TrialState::kPending, TrialState::kCompleted);
   EXPECT_FALSE(t.ReportCheckpoint(1, "ckpt/x", 10).ok());
   EXPECT_FALSE(t.ReportProgress(1, 10).ok());
@@ -237,9 +238,9 @@ TEST(Trial, ReportAfterRequeueWithTheOldAttemptIsRefused) {
 TEST(Trial, BudgetsAreKeptApartPerCause) {
   Trial t("t7", RetryBudgets{/*preemption=*/2, /*node_fault=*/1, /*trial_error=*/1});
   auto fail = [&t](FailureCause c, const std::string& error) {
-    EXPECT_TRUE(t.Assign("g").ok());
+    EXPECT_OK(t.Assign("g"));
     auto s = t.Requeue(t.attempt(), c, error);
-    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_OK(s);
     return s.ok() ? *s : TrialState::kFailed;
   };
   EXPECT_EQ(fail(FailureCause::kPreemption, "p1"), TrialState::kPending);
@@ -263,12 +264,12 @@ TEST(Trial, BudgetsAreKeptApartPerCause) {
 
 TEST(Trial, ZeroBudgetFailsOnTheFirstFailureOfThatCauseOnly) {
   Trial t("t7", RetryBudgets{/*preemption=*/5, /*node_fault=*/5, /*trial_error=*/0});
-  ASSERT_TRUE(t.Assign("g").ok());
+  ASSERT_OK(t.Assign("g"));
   ASSERT_EQ(*t.Requeue(1, FailureCause::kNodeFault, "n"), TrialState::kPending);
-  ASSERT_TRUE(t.Assign("g").ok());
-  ASSERT_TRUE(t.Start(2).ok());
+  ASSERT_OK(t.Assign("g"));
+  ASSERT_OK(t.Start(2));
   auto s = t.Requeue(2, FailureCause::kTrialError, "loss is NaN at step 40");
-  ASSERT_TRUE(s.ok());
+  ASSERT_OK(s);
   EXPECT_EQ(*s, TrialState::kFailed);
   EXPECT_NE(t.record().last_error.find("loss is NaN at step 40"), std::string::npos);
   EXPECT_NE(t.record().last_error.find("trial_error"), std::string::npos);
@@ -276,30 +277,30 @@ TEST(Trial, ZeroBudgetFailsOnTheFirstFailureOfThatCauseOnly) {
 
 TEST(Trial, RequeueResumesFromTheLatestCheckpoint) {
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.ReportCheckpoint(1, "ckpt/200", 200).ok());
-  ASSERT_TRUE(t.ReportProgress(1, 260).ok());
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kNodeFault, "lost").ok());
+  ASSERT_OK(t.ReportCheckpoint(1, "ckpt/200", 200));
+  ASSERT_OK(t.ReportProgress(1, 260));
+  ASSERT_OK(t.Requeue(1, FailureCause::kNodeFault, "lost"));
   EXPECT_EQ(t.record().checkpoint, "ckpt/200");
   EXPECT_EQ(t.record().checkpoint_step, 200);
   EXPECT_EQ(t.record().step, 200);  // progress falls back to where the next attempt resumes
-  ASSERT_TRUE(t.Assign("g2").ok());
+  ASSERT_OK(t.Assign("g2"));
   EXPECT_EQ(t.record().step, 200);
   // The new attempt fell back to an older verified checkpoint and says so: newest report wins.
-  ASSERT_TRUE(t.ReportCheckpoint(2, "ckpt/100", 100).ok());
+  ASSERT_OK(t.ReportCheckpoint(2, "ckpt/100", 100));
   EXPECT_EQ(t.record().checkpoint, "ckpt/100");
 }
 
 TEST(Trial, RequeueWithoutCheckpointRestartsFromScratch) {
   Trial t = InState(TrialState::kRunning);
-  ASSERT_TRUE(t.ReportProgress(1, 70).ok());
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kPreemption, "preempted").ok());
+  ASSERT_OK(t.ReportProgress(1, 70));
+  ASSERT_OK(t.Requeue(1, FailureCause::kPreemption, "preempted"));
   EXPECT_EQ(t.record().checkpoint, "");
   EXPECT_EQ(t.record().step, 0);
 }
 
 TEST(Trial, CheckpointAllowedWhileAssignedOrRunningOnly) {
   Trial a = InState(TrialState::kAssigned);
-  EXPECT_TRUE(a.ReportCheckpoint(1, "ckpt/0", 0).ok());
+  EXPECT_OK(a.ReportCheckpoint(1, "ckpt/0", 0));
   Trial p = InState(TrialState::kPending);
   EXPECT_EQ(p.ReportCheckpoint(0, "ckpt/0", 0).code(), Status::Code::kFailedPrecondition);
   Trial c = InState(TrialState::kCompleted);
@@ -320,12 +321,12 @@ TEST(Trial, BadArgumentsAreInvalid) {
 
 TEST(TrialRecord, JsonRoundTrip) {
   Trial t("t7", RetryBudgets{4, 2, 1});
-  ASSERT_TRUE(t.Assign("g1").ok());
-  ASSERT_TRUE(t.Requeue(1, FailureCause::kPreemption, "p").ok());
-  ASSERT_TRUE(t.Assign("g2").ok());
-  ASSERT_TRUE(t.Start(2).ok());
-  ASSERT_TRUE(t.ReportCheckpoint(2, "ckpt/50", 50).ok());
-  ASSERT_TRUE(t.ReportProgress(2, 60).ok());
+  ASSERT_OK(t.Assign("g1"));
+  ASSERT_OK(t.Requeue(1, FailureCause::kPreemption, "p"));
+  ASSERT_OK(t.Assign("g2"));
+  ASSERT_OK(t.Start(2));
+  ASSERT_OK(t.ReportCheckpoint(2, "ckpt/50", 50));
+  ASSERT_OK(t.ReportProgress(2, 60));
   auto r = TrialRecord::FromJson(nlohmann::json::parse(t.record().ToJson().dump()), "trial");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->ToJson(), t.record().ToJson());
@@ -333,8 +334,8 @@ TEST(TrialRecord, JsonRoundTrip) {
   EXPECT_EQ(r->budgets, (RetryBudgets{4, 2, 1}));
   EXPECT_EQ(r->preemptions, 1);
   auto restored = Trial::FromRecord(*r);
-  ASSERT_TRUE(restored.ok());
-  EXPECT_TRUE(restored->Complete(2).ok());
+  ASSERT_OK(restored);
+  EXPECT_OK(restored->Complete(2));
   ExpectStale(restored->Complete(1));
 }
 
@@ -342,7 +343,7 @@ TEST(TrialRecord, FromJsonRefusesInconsistentRecords) {
   TrialRecord r;
   r.id = "t1";
   nlohmann::json j = r.ToJson();
-  ASSERT_TRUE(TrialRecord::FromJson(j, "trial").ok());
+  ASSERT_OK(TrialRecord::FromJson(j, "trial"));
 
   nlohmann::json pending_with_group = j;
   pending_with_group["group"] = "g1";

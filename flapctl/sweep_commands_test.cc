@@ -133,11 +133,11 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   ASSERT_TRUE(hb.ok());
   auto next = group->NextTrial("g1");
   ASSERT_TRUE(next.ok() && next->assigned);
-  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, "train", 4, 0,
+  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, coordinator::MetricKind::kTrain, 4, 0,
                                    {{"loss", 1.25}, {"samples_per_second", 321}, {"train_seconds", 42.4},
                                     {"max_seconds", 60}},
                                    10).ok());
-  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, "eval", 4, 0, {{"map10", 0.6234}}, 10).ok());
+  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, coordinator::MetricKind::kEval, 4, 0, {{"map10", 0.6234}}, 10).ok());
   EXPECT_TRUE(st.ok() && st->sweep_text().find("base_config") != std::string::npos);
 
   auto status = Flapctl("status mask");

@@ -12,6 +12,7 @@
 #include "tests/exposition.h"
 #include "tests/http_client.h"
 #include "tests/prometheus_server.h"
+#include "common/testing/testing.h"
 
 namespace flap::metrics {
 namespace {
@@ -45,7 +46,7 @@ TEST(MetricsServer, RefusesBadAddressesClearly) {
   EXPECT_EQ(MetricsServer::Start("nonsense").status().code(), Status::Code::kInvalidArgument);
   EXPECT_EQ(MetricsServer::Start("127.0.0.1:x1").status().code(), Status::Code::kInvalidArgument);
   auto first = MetricsServer::Start("127.0.0.1:0");
-  ASSERT_TRUE(first.ok());
+  ASSERT_OK(first);
   auto taken = MetricsServer::Start("127.0.0.1:" + std::to_string((*first)->port()));
   ASSERT_FALSE(taken.ok());
   EXPECT_NE(taken.status().message().find(std::to_string((*first)->port())), std::string::npos);
@@ -86,7 +87,7 @@ TEST(WorkerMetrics, ADestroyedTrialLeavesNoSeriesAndTheNextOneReusesTheRegistry)
 
 TEST(ParseHostPort, SplitsAddressesAndRefusesBadOnes) {
   auto ok = ParseHostPort("node-7.cluster:9100");
-  ASSERT_TRUE(ok.ok());
+  ASSERT_OK(ok);
   EXPECT_EQ(ok->host, "node-7.cluster");
   EXPECT_EQ(ok->port, 9100);
   EXPECT_EQ(ParseHostPort("*:0")->host, "*");
@@ -181,7 +182,7 @@ TEST(MetricsServer, RealPrometheusScrapesTargetsFromAFileSdFile) {
   ASSERT_TRUE(server.ok());
   WorkerMetrics w((*server)->registry(), "trial-sd", 0);
   w.ObserveStep(0.0, 0.2, 0.0, 16);
-  ASSERT_TRUE(WriteFileSd(dir / "targets.json", {{(*server)->endpoint(), {{"job", "flap-worker"}, {"sweep", "s1"}}}}).ok());
+  ASSERT_OK(WriteFileSd(dir / "targets.json", {{(*server)->endpoint(), {{"job", "flap-worker"}, {"sweep", "s1"}}}}));
   const std::string config =
       "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
       "scrape_configs:\n  - job_name: flap-workers\n    file_sd_configs:\n      - files: ['" + dir / "targets.json" +

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sharding/test_util.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -46,9 +47,9 @@ void ExpectRoundTrip(AudioFormat format) {
   in[100] = 1.0f;  // the extremes survive (clamped to 16 bits)
   in[101] = -1.0f;
   StatusOr<std::string> bytes = EncodeAudio(in, kSampleRate, format);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  ASSERT_OK(bytes);
   StatusOr<std::vector<float>> out = DecodeAudio(bytes->data(), bytes->size(), "round trip");
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     ASSERT_NEAR((*out)[i], in[i], 1.5 / 32768.0) << "sample " << i;
@@ -86,9 +87,9 @@ TEST(Audio, EncodingIsDeterministic) {
 TEST(Audio, EncodingClampsOutOfRangeAndNaN) {
   std::vector<float> in = {2.0f, -3.0f, std::nanf(""), 0.25f};
   auto bytes = EncodeAudio(in, kSampleRate, AudioFormat::kWav);
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_OK(bytes);
   auto out = DecodeAudio(bytes->data(), bytes->size(), "clamp");
-  ASSERT_TRUE(out.ok());
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), 4u);
   EXPECT_NEAR((*out)[0], 1.0f, 1e-4);
   EXPECT_FLOAT_EQ((*out)[1], -1.0f);
@@ -104,7 +105,7 @@ TEST(Audio, StereoIsDownmixedToTheMeanOfChannels) {
   }
   std::string wav = MakeWav(2, kSampleRate, interleaved);
   auto out = DecodeAudio(wav.data(), wav.size(), "stereo.wav");
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), 1000u);
   for (float v : *out) ASSERT_NEAR(v, 0.2f, 1e-3);
 }
@@ -116,7 +117,7 @@ TEST(Audio, DecodingResamples44kTo16kKeepingPitch) {
   for (float v : tone) pcm.push_back(static_cast<int16_t>(std::lround(v * 32767)));
   std::string wav = MakeWav(1, rate, pcm);
   auto out = DecodeAudio(wav.data(), wav.size(), "44k.wav");
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_NEAR(static_cast<double>(out->size()), 16000.0, 1.0);
   // A 1 kHz tone crosses zero 2000 times a second.
   EXPECT_NEAR(ZeroCrossings(*out), 2000, 6);
@@ -155,7 +156,7 @@ TEST(Audio, EmptyInputIsCorruption) {
 TEST(Audio, TruncatedFlacHeaderIsCorruption) {
   std::vector<float> in = Sine(440.0, kSampleRate, 1.0, 0.5);
   auto bytes = EncodeAudio(in, kSampleRate, AudioFormat::kFlac);
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_OK(bytes);
   std::string cut = bytes->substr(0, 20);  // inside the STREAMINFO block
   auto out = DecodeAudio(cut.data(), cut.size(), "cut.flac");
   ASSERT_FALSE(out.ok());
@@ -172,13 +173,13 @@ TEST(Audio, EncodeRejectsBadArguments) {
 TEST(Audio, DecodeAudioFileReadsAndReportsMissingFiles) {
   testing::ScratchDir dir;
   auto bytes = EncodeAudio(Sine(500.0, kSampleRate, 0.25, 0.5), kSampleRate, AudioFormat::kFlac);
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_OK(bytes);
   testing::WriteAll(dir.File("a.flac"), bytes.value());
   auto out = DecodeAudioFile(dir.File("a.flac"));
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_EQ(out->size(), 4000u);
   auto half_rate = DecodeAudioFile(dir.File("a.flac"), 8000);
-  ASSERT_TRUE(half_rate.ok());
+  ASSERT_OK(half_rate);
   EXPECT_EQ(half_rate->size(), 2000u);
   auto missing = DecodeAudioFile(dir.File("missing.flac"));
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);

@@ -9,6 +9,7 @@
 #include "sharding/shard_writer.h"
 #include "sharding/test_util.h"
 #include "tests/chat_test_server.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -18,22 +19,22 @@ using testing::ScratchDir;
 // A dataset of one training shard whose captions carry the test server's markers.
 void WriteDataset(const std::string& dir, const std::vector<std::pair<std::string, std::vector<std::string>>>& clips) {
   auto w = ShardWriter::Create(dir + "/train-000000.tar");
-  ASSERT_TRUE(w.ok());
+  ASSERT_OK(w);
   for (const auto& [key, captions] : clips) {
     Sample s;
     s.key = key;
     s.audio.assign(1600, 0.1f);
     s.captions = captions;
     s.tags = {"dog_bark", "rain"};
-    ASSERT_TRUE((*w)->Add(s).ok());
+    ASSERT_OK((*w)->Add(s));
   }
-  ASSERT_TRUE((*w)->Close().ok());
+  ASSERT_OK((*w)->Close());
   auto info = DescribeShard(dir + "/train-000000.tar", "train", static_cast<int64_t>(clips.size()));
-  ASSERT_TRUE(info.ok());
+  ASSERT_OK(info);
   Manifest m;
   m.name = "augment-test";
   m.shards = {*info};
-  ASSERT_TRUE(WriteManifest(dir, m).ok());
+  ASSERT_OK(WriteManifest(dir, m));
 }
 
 const char kPrompt[] = "Rewrite the caption with the tags, one line.\nCaption: {caption}\nTags: {tags}\n";
@@ -45,7 +46,7 @@ TEST(ValidateReply, RefusesWhatMustNotBecomeACaption) {
   b.min_chars = 8;
   b.max_chars = 60;
   auto ok = ValidateReply("  \"A dog barks twice while rain falls.\"  ", prompt, caption, b);
-  ASSERT_TRUE(ok.ok());
+  ASSERT_OK(ok);
   EXPECT_EQ(*ok, "A dog barks twice while rain falls.");
   auto reason = [&](const std::string& reply) {
     auto r = ValidateReply(reply, prompt, caption, b);
@@ -75,7 +76,7 @@ TEST(TemplateAugmenter, DeterministicAndWeavesInTheTags) {
   ASSERT_TRUE(r1.ok);
   EXPECT_EQ(r1.text, r2.text);
   EXPECT_NE(r1.text.find("dog bark, rain"), std::string::npos) << r1.text;
-  EXPECT_TRUE(ValidateReply(r1.text, "", "A dog barks.", ReplyBounds{}).ok());
+  EXPECT_OK(ValidateReply(r1.text, "", "A dog barks.", ReplyBounds{}));
   auto untagged = a->Rewrite("Wind blows", {});
   ASSERT_TRUE(untagged.ok);
   EXPECT_NE(untagged.text.find("wind blows"), std::string::npos) << untagged.text;
@@ -92,7 +93,7 @@ class AugmentServer : public ::testing::Test {
     ReplyBounds b;
     b.max_chars = 300;
     auto a = MakeChatAugmenter(o, kPrompt, b);
-    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    EXPECT_OK(a);
     return std::move(*a);
   }
   static AugmentOptions Fast() {
@@ -119,7 +120,7 @@ TEST_F(AugmentServer, EachFailureEndsAsThePolicySaysAndNothingInvalidIsWritten) 
                             {"lines", {"wind howls [multiline]"}}});
   auto chat = Chat();
   auto report = RunAugmentation(dir.path(), *chat, Fast());
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_OK(report);
   EXPECT_EQ(report->clips, 10);
   EXPECT_EQ(report->captions, 11);
   EXPECT_EQ(report->augmented, 4);  // normal x2, ratelimited (3rd try), flaky (2nd try)
@@ -139,7 +140,7 @@ TEST_F(AugmentServer, EachFailureEndsAsThePolicySaysAndNothingInvalidIsWritten) 
   EXPECT_EQ(report->attempt_failures["server_error"], 1 + 3);
 
   auto manifest = ReadManifest(dir.path());
-  ASSERT_TRUE(manifest.ok());
+  ASSERT_OK(manifest);
   ASSERT_TRUE(manifest->augment.is_object());
   EXPECT_EQ(manifest->augment["method"], "chat");
   EXPECT_EQ(manifest->augment["model"], "test-model");
@@ -148,13 +149,13 @@ TEST_F(AugmentServer, EachFailureEndsAsThePolicySaysAndNothingInvalidIsWritten) 
   EXPECT_EQ(manifest->augment["counts"]["failed"], 7);
   EXPECT_EQ(manifest->augment["prompt_xxh64"].get<std::string>().size(), 16u);
   auto side = ReadAugmentFile(dir.path(), *manifest);
-  ASSERT_TRUE(side.ok());
+  ASSERT_OK(side);
   EXPECT_EQ(side->size(), 3u);
   EXPECT_EQ(side->at("normal").size(), 2u);
   EXPECT_EQ(side->at("normal")[0], "Richer: a dog barks with dog bark, rain.");
   for (const auto& [key, texts] : *side) {
     EXPECT_FALSE(failed.count(key)) << key << " failed but reached the side file";
-    for (const auto& t : texts) EXPECT_TRUE(ValidateReply(t, "", "", ReplyBounds{8, 300}).ok()) << t;
+    for (const auto& t : texts) EXPECT_OK(ValidateReply(t, "", "", ReplyBounds{8, 300})) << t;
   }
 }
 
@@ -170,7 +171,7 @@ TEST_F(AugmentServer, FailPolicyWritesNothingAndNamesTheCaptions) {
       << report.status().ToString();
   EXPECT_FALSE(std::filesystem::exists(dir.File(kAugmentFileName)));
   auto manifest = ReadManifest(dir.path());
-  ASSERT_TRUE(manifest.ok());
+  ASSERT_OK(manifest);
   EXPECT_TRUE(manifest->augment.is_null());
 }
 
@@ -189,11 +190,11 @@ TEST_F(AugmentServer, RerunIsServedFromTheCache) {
   WriteDataset(dir.path(), {{"a", {"a dog barks", "rain"}}, {"b", {"birds sing"}}});
   auto chat = Chat();
   auto first = RunAugmentation(dir.path(), *chat, Fast());
-  ASSERT_TRUE(first.ok());
+  ASSERT_OK(first);
   const std::string side = testing::ReadAll(dir.File(kAugmentFileName));
   const int requests = server_.requests();
   auto second = RunAugmentation(dir.path(), *chat, Fast());
-  ASSERT_TRUE(second.ok());
+  ASSERT_OK(second);
   EXPECT_EQ(server_.requests(), requests);
   EXPECT_EQ(second->from_cache, 3);
   EXPECT_EQ(testing::ReadAll(dir.File(kAugmentFileName)), side);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sharding/audio.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -46,11 +47,11 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 TEST(HardeningAudio, WellFormedCraftedWavDecodes) {
   const std::string wav = Wav(16000, 1600, 3200);
   auto a = DecodeAudio(wav.data(), wav.size(), "ok.wav");
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_OK(a);
   EXPECT_EQ(a->size(), 1600u);
   const std::string wav8k = Wav(8000, 800, 1600);
   auto b = DecodeAudio(wav8k.data(), wav8k.size(), "ok8k.wav");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_OK(b);
   EXPECT_EQ(b->size(), 1600u);
 }
 
@@ -65,7 +66,7 @@ TEST(HardeningAudio, SampleRatesOutsideRealAudioAreRefusedBeforeResampling) {
   }
   for (uint32_t rate : {1000u, 384000u}) {
     const std::string wav = Wav(rate, 4000, 8000);
-    EXPECT_TRUE(DecodeAudio(wav.data(), wav.size(), "edge.wav").ok()) << rate;
+    EXPECT_OK(DecodeAudio(wav.data(), wav.size(), "edge.wav")) << rate;
   }
 }
 
@@ -80,7 +81,7 @@ TEST(HardeningAudio, TruncatedWavIsRefusedAsTruncated) {
   EXPECT_TRUE(Contains(a.status().message(), "decoding failed")) << a.status().message();
   // A streamed WAV whose header says "unknown length" is not truncated.
   const std::string streamed = Wav(16000, 6000, 0xFFFFFFFFu);
-  EXPECT_TRUE(DecodeAudio(streamed.data(), streamed.size(), "streamed.wav").ok());
+  EXPECT_OK(DecodeAudio(streamed.data(), streamed.size(), "streamed.wav"));
 }
 
 TEST(HardeningAudio, AudioLongerThanTheLimitIsRefused) {

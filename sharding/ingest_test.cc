@@ -21,6 +21,7 @@
 #include "sharding/shard_reader.h"
 #include "sharding/shard_writer.h"
 #include "sharding/test_util.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -57,12 +58,12 @@ constexpr int kOgg = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
 std::map<std::string, Sample> ReadAllSamples(const std::string& dir, std::map<std::string, std::string>* split_of = nullptr) {
   std::map<std::string, Sample> out;
   StatusOr<Manifest> m = ReadManifest(dir);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_OK(m);
   if (!m.ok()) return out;
   for (const ShardInfo& info : m->shards) {
-    EXPECT_TRUE(VerifyShard(dir, info).ok());
+    EXPECT_OK(VerifyShard(dir, info));
     auto samples = ReadShard(JoinPath(dir, info.name));
-    EXPECT_TRUE(samples.ok()) << samples.status().ToString();
+    EXPECT_OK(samples);
     if (!samples.ok()) continue;
     EXPECT_EQ(static_cast<int64_t>(samples->size()), info.num_samples);
     for (Sample& s : samples.value()) {
@@ -145,7 +146,7 @@ IngestOptions ClothoOptions(const ClothoCorpus& c) {
 
 TEST(IngestCsv, ParsesQuotesCommasDoubledQuotesAndLineBreaks) {
   auto rows = ParseCsv("\xEF\xBB\xBFh1,h2\r\n\"a,b\",\"say \"\"hi\"\"\"\n\"x\ny\",\n", "t.csv");
-  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_OK(rows);
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ(rows->at(0).fields, (std::vector<std::string>{"h1", "h2"}));
   EXPECT_EQ(rows->at(1).fields, (std::vector<std::string>{"a,b", "say \"hi\""}));
@@ -170,7 +171,7 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
   const std::string out = dir.File("out");
   IngestReport report;
   Status s = Ingest(ClothoOptions(corpus), out, &report);
-  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_OK(s);
 
   std::map<std::string, std::string> split_of;
   auto samples = ReadAllSamples(out, &split_of);
@@ -205,7 +206,7 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
   EXPECT_EQ(j["issues"].size(), 8u);
 
   StatusOr<Manifest> m = ReadManifest(out);
-  ASSERT_TRUE(m.ok());
+  ASSERT_OK(m);
   EXPECT_EQ(m->provenance["format"], "clotho");
   EXPECT_EQ(m->provenance["inputs"].size(), 2u);
   EXPECT_TRUE(std::filesystem::exists(JoinPath(out, m->tokenizer)));
@@ -217,7 +218,7 @@ TEST(IngestClotho, CropsOverLongClipsWhenAsked) {
   IngestOptions o = ClothoOptions(corpus);
   o.crop = true;
   IngestReport report;
-  ASSERT_TRUE(Ingest(o, dir.File("out"), &report).ok());
+  ASSERT_OK(Ingest(o, dir.File("out"), &report));
   auto samples = ReadAllSamples(dir.File("out"));
   ASSERT_EQ(samples.count("long"), 1u);
   EXPECT_EQ(samples["long"].audio.size(), 3u * kSampleRate);
@@ -270,7 +271,7 @@ TEST(IngestAudioCaps, GroupsRowsPerClipAndFindsFilesWithOrWithoutStartTime) {
   IngestReport report;
   const std::string out = dir.File("out");
   Status s = Ingest(o, out, &report);
-  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_OK(s);
   auto samples = ReadAllSamples(out);
   ASSERT_EQ(samples.size(), 3u);
   EXPECT_EQ(samples["yt-AAA"].captions, (std::vector<std::string>{"a first", "a second", "a third"}));
@@ -311,11 +312,11 @@ IngestOptions ManyClips(const std::string& root, int n) {
 std::map<std::string, std::string> ShardChecksums(const std::string& dir) {
   std::map<std::string, std::string> out;
   StatusOr<Manifest> m = ReadManifest(dir);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_OK(m);
   if (!m.ok()) return out;
   for (const ShardInfo& info : m->shards) {
     auto sum = FileXxh64(JoinPath(dir, info.name));
-    EXPECT_TRUE(sum.ok());
+    EXPECT_OK(sum);
     EXPECT_EQ(sum.value(), info.xxh64);
     out[info.name] = sum.value();
   }
@@ -326,7 +327,7 @@ TEST(IngestResume, KilledRunRerunMatchesAnUninterruptedRun) {
   ScratchDir dir;
   IngestOptions o = ManyClips(dir.path(), 20);
   o.threads = 1;
-  ASSERT_TRUE(Ingest(o, dir.File("whole")).ok());
+  ASSERT_OK(Ingest(o, dir.File("whole")));
   const auto whole = ShardChecksums(dir.File("whole"));
   ASSERT_GE(whole.size(), 5u);
 
@@ -342,7 +343,7 @@ TEST(IngestResume, KilledRunRerunMatchesAnUninterruptedRun) {
 
   o.stop_after_shards = -1;
   IngestReport report;
-  ASSERT_TRUE(Ingest(o, dir.File("resumed"), &report).ok());
+  ASSERT_OK(Ingest(o, dir.File("resumed"), &report));
   EXPECT_GE(report.shards_reused, 2);
   EXPECT_EQ(ShardChecksums(dir.File("resumed")), whole);
   EXPECT_EQ(ReadAll(dir.File("resumed/manifest.json")), ReadAll(dir.File("whole/manifest.json")));
@@ -351,7 +352,7 @@ TEST(IngestResume, KilledRunRerunMatchesAnUninterruptedRun) {
 
   // A finished folder: everything is reused, nothing changes.
   IngestReport again;
-  ASSERT_TRUE(Ingest(o, dir.File("resumed"), &again).ok());
+  ASSERT_OK(Ingest(o, dir.File("resumed"), &again));
   EXPECT_EQ(again.shards_written, 0);
   EXPECT_EQ(ShardChecksums(dir.File("resumed")), whole);
 
@@ -359,7 +360,7 @@ TEST(IngestResume, KilledRunRerunMatchesAnUninterruptedRun) {
   const std::string victim = dir.File("resumed/" + whole.begin()->first);
   WriteAll(victim, ReadAll(victim).substr(0, 100));
   IngestReport repaired;
-  ASSERT_TRUE(Ingest(o, dir.File("resumed"), &repaired).ok());
+  ASSERT_OK(Ingest(o, dir.File("resumed"), &repaired));
   EXPECT_EQ(repaired.shards_written, 1);
   EXPECT_EQ(ShardChecksums(dir.File("resumed")), whole);
 }
@@ -370,16 +371,16 @@ TEST(IngestWebDataset, ReshardsExistingShardsKeepingSamples) {
   for (int s = 0; s < 2; ++s) {
     const std::string path = dir.File("src-" + std::to_string(s) + ".tar");
     auto writer = ShardWriter::Create(path, s == 0 ? AudioFormat::kFlac : AudioFormat::kWav);
-    ASSERT_TRUE(writer.ok());
+    ASSERT_OK(writer);
     for (int i = 0; i < 5; ++i) {
       Sample sample;
       sample.key = "s" + std::to_string(s) + "_" + std::to_string(i);
       sample.audio = std::vector<float>(static_cast<size_t>(8000 + 1600 * i), 0.1f);
       sample.captions = {"caption " + sample.key, "other " + sample.key};
       sample.tags = {"tag"};
-      ASSERT_TRUE(writer.value()->Add(sample).ok());
+      ASSERT_OK(writer.value()->Add(sample));
     }
-    ASSERT_TRUE(writer.value()->Close().ok());
+    ASSERT_OK(writer.value()->Close());
     sources.push_back(path);
   }
   WriteAll(dir.File("src-bad.tar"), "not a tar");
@@ -390,9 +391,9 @@ TEST(IngestWebDataset, ReshardsExistingShardsKeepingSamples) {
   o.vocab_size = 40;
   IngestReport report;
   Status s = Ingest(o, dir.File("out"), &report);
-  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_OK(s);
   auto m = ReadManifest(dir.File("out"));
-  ASSERT_TRUE(m.ok());
+  ASSERT_OK(m);
   EXPECT_EQ(m->shards.size(), 4u);  // 10 samples in shards of 3
   auto samples = ReadAllSamples(dir.File("out"));
   ASSERT_EQ(samples.size(), 10u);
@@ -407,7 +408,7 @@ TEST(IngestWebDataset, UndecodableMemberCostsOnlyItsClip) {
   ScratchDir dir;
   std::filesystem::create_directories(dir.File("m"));
   auto wav = EncodeAudio(std::vector<float>(16000, 0.2f), 16000, AudioFormat::kWav);
-  ASSERT_TRUE(wav.ok());
+  ASSERT_OK(wav);
   for (const char* k : {"a1", "a2", "a3"}) {
     WriteAll(dir.File(std::string("m/") + k + ".wav"), std::string(k) == "a2" ? "RIFF garbage" : *wav);
     WriteAll(dir.File(std::string("m/") + k + ".json"), std::string("{\"text\": [\"clip ") + k + "\"]}");
@@ -419,7 +420,7 @@ TEST(IngestWebDataset, UndecodableMemberCostsOnlyItsClip) {
   o.inputs = {{"", "", {dir.File("src.tar")}, "train"}};
   o.vocab_size = 20;
   IngestReport report;
-  ASSERT_TRUE(Ingest(o, dir.File("out"), &report).ok());
+  ASSERT_OK(Ingest(o, dir.File("out"), &report));
   auto samples = ReadAllSamples(dir.File("out"));
   EXPECT_EQ(samples.size(), 2u);
   EXPECT_TRUE(samples.count("a1") && samples.count("a3"));

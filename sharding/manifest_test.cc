@@ -7,6 +7,7 @@
 #include <string>
 
 #include "sharding/test_util.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -42,10 +43,10 @@ void ExpectCorruptionMentioning(const StatusOr<Manifest>& m, const std::string& 
 TEST(Manifest, WriteThenReadRoundTrips) {
   ScratchDir dir;
   const Manifest in = TwoSplitManifest();
-  ASSERT_TRUE(WriteManifest(dir.path(), in).ok());
+  ASSERT_OK(WriteManifest(dir.path(), in));
   EXPECT_FALSE(std::filesystem::exists(dir.File("manifest.json.tmp")));
   auto out = ReadManifest(dir.path());
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_EQ(out->format_version, 1);
   EXPECT_EQ(out->name, "demo");
   EXPECT_EQ(out->sample_rate, kSampleRate);
@@ -128,7 +129,7 @@ TEST(Manifest, FileXxh64IsTheXxh64OfTheBytes) {
   ScratchDir dir;
   WriteAll(dir.File("empty"), "");
   auto empty = FileXxh64(dir.File("empty"));
-  ASSERT_TRUE(empty.ok());
+  ASSERT_OK(empty);
   EXPECT_EQ(empty.value(), "ef46db3751d8e999");  // XXH64("", seed 0)
   WriteAll(dir.File("a"), "hello");
   WriteAll(dir.File("b"), "hellp");
@@ -142,11 +143,11 @@ TEST(Manifest, VerifyShardCatchesFlippedBytesAndTruncation) {
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 7);
   WriteAll(dir.File("s.tar"), data);
   auto info = DescribeShard(dir.File("s.tar"), "train", 5);
-  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  ASSERT_OK(info);
   EXPECT_EQ(info->name, "s.tar");
   EXPECT_EQ(info->bytes, 100000);
   EXPECT_EQ(info->num_samples, 5);
-  EXPECT_TRUE(VerifyShard(dir.path(), info.value()).ok());
+  EXPECT_OK(VerifyShard(dir.path(), info.value()));
 
   std::string flipped = data;
   flipped[54321] ^= 0x01;

@@ -12,6 +12,7 @@
 #include "sharding/shard_reader.h"
 #include "sharding/shard_writer.h"
 #include "sharding/test_util.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -94,9 +95,9 @@ TEST(Shard, WriteThenReadRoundTripsEveryField) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
   std::vector<Sample> in = ThreeSamples();
-  ASSERT_TRUE(WriteShard(path, in).ok());
+  ASSERT_OK(WriteShard(path, in));
   auto out = ReadShard(path);
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     const Sample& a = in[i];
@@ -113,19 +114,19 @@ TEST(Shard, WriteThenReadRoundTripsEveryField) {
 TEST(Shard, WavMembersRoundTrip) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
-  ASSERT_TRUE(WriteShard(path, ThreeSamples(), AudioFormat::kWav).ok());
+  ASSERT_OK(WriteShard(path, ThreeSamples(), AudioFormat::kWav));
   std::string listing;
   ASSERT_EQ(RunShell("/usr/bin/tar -tf '" + path + "'", &listing), 0);
   EXPECT_NE(listing.find("clip-0.wav\n"), std::string::npos);
   auto out = ReadShard(path);
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_EQ(out->size(), 3u);
 }
 
 TEST(Shard, GnuTarListsTheMembersInOrder) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
-  ASSERT_TRUE(WriteShard(path, ThreeSamples()).ok());
+  ASSERT_OK(WriteShard(path, ThreeSamples()));
   std::string listing;
   ASSERT_EQ(RunShell("/usr/bin/tar -tf '" + path + "'", &listing), 0);
   EXPECT_EQ(listing,
@@ -144,8 +145,8 @@ TEST(Shard, GnuTarListsTheMembersInOrder) {
 
 TEST(Shard, SameSamplesGiveTheSameBytes) {
   ScratchDir dir;
-  ASSERT_TRUE(WriteShard(dir.File("a.tar"), ThreeSamples()).ok());
-  ASSERT_TRUE(WriteShard(dir.File("b.tar"), ThreeSamples()).ok());
+  ASSERT_OK(WriteShard(dir.File("a.tar"), ThreeSamples()));
+  ASSERT_OK(WriteShard(dir.File("b.tar"), ThreeSamples()));
   std::string a = ReadAll(dir.File("a.tar"));
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, ReadAll(dir.File("b.tar")));
@@ -155,14 +156,14 @@ TEST(Shard, FileAppearsOnlyOnClose) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
   auto writer = ShardWriter::Create(path);
-  ASSERT_TRUE(writer.ok());
-  ASSERT_TRUE(writer.value()->Add(ThreeSamples()[0]).ok());
+  ASSERT_OK(writer);
+  ASSERT_OK(writer.value()->Add(ThreeSamples()[0]));
   EXPECT_EQ(writer.value()->num_samples(), 1);
   EXPECT_FALSE(std::filesystem::exists(path));
   const std::string tmp = writer.value()->temp_path();
   EXPECT_EQ(std::filesystem::path(tmp).parent_path(), std::filesystem::path(path).parent_path());
   EXPECT_TRUE(std::filesystem::exists(tmp));
-  ASSERT_TRUE(writer.value()->Close().ok());
+  ASSERT_OK(writer.value()->Close());
   EXPECT_TRUE(std::filesystem::exists(path));
   EXPECT_FALSE(std::filesystem::exists(tmp));
   EXPECT_EQ(writer.value()->Close().code(), Status::Code::kFailedPrecondition);
@@ -174,8 +175,8 @@ TEST(Shard, AbandonedWriterLeavesNoFile) {
   std::string tmp;
   {
     auto writer = ShardWriter::Create(path);
-    ASSERT_TRUE(writer.ok());
-    ASSERT_TRUE(writer.value()->Add(ThreeSamples()[0]).ok());
+    ASSERT_OK(writer);
+    ASSERT_OK(writer.value()->Add(ThreeSamples()[0]));
     tmp = writer.value()->temp_path();
   }
   EXPECT_FALSE(std::filesystem::exists(path));
@@ -186,7 +187,7 @@ TEST(Shard, AbandonedWriterLeavesNoFile) {
 TEST(Shard, AddRejectsBadSamples) {
   ScratchDir dir;
   auto writer = ShardWriter::Create(dir.File("s.tar"));
-  ASSERT_TRUE(writer.ok());
+  ASSERT_OK(writer);
   ShardWriter& w = *writer.value();
   auto code = [&](Sample s) { return w.Add(s).code(); };
   const auto kInvalid = Status::Code::kInvalidArgument;
@@ -199,42 +200,42 @@ TEST(Shard, AddRejectsBadSamples) {
   Sample silent = MakeSample("k", 440, {"x"});
   silent.audio.clear();
   EXPECT_EQ(code(silent), kInvalid);
-  EXPECT_TRUE(w.Add(MakeSample("k", 440, {"x"})).ok());
+  EXPECT_OK(w.Add(MakeSample("k", 440, {"x"})));
   Status dup = w.Add(MakeSample("k", 440, {"x"}));
   EXPECT_EQ(dup.code(), kInvalid);
   EXPECT_NE(dup.message().find("twice"), std::string::npos);
   EXPECT_EQ(w.num_samples(), 1);
-  ASSERT_TRUE(w.Close().ok());
+  ASSERT_OK(w.Close());
   auto out = ReadShard(dir.File("s.tar"));
-  ASSERT_TRUE(out.ok());
+  ASSERT_OK(out);
   EXPECT_EQ(out->size(), 1u);
 }
 
 TEST(Shard, ReaderStreamsAndStaysAtTheEnd) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
-  ASSERT_TRUE(WriteShard(path, ThreeSamples()).ok());
+  ASSERT_OK(WriteShard(path, ThreeSamples()));
   auto reader = ShardReader::Open(path);
-  ASSERT_TRUE(reader.ok());
+  ASSERT_OK(reader);
   Sample s;
   std::vector<std::string> keys;
   while (true) {
     auto more = reader.value()->Next(&s);
-    ASSERT_TRUE(more.ok()) << more.status().ToString();
+    ASSERT_OK(more);
     if (!more.value()) break;
     keys.push_back(s.key);
   }
   EXPECT_EQ(keys, (std::vector<std::string>{"clip-0", "clip-1", "clip_2 x"}));
   auto again = reader.value()->Next(&s);
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_FALSE(again.value());
 }
 
 TEST(Shard, EmptyShardHasNoSamples) {
   ScratchDir dir;
-  ASSERT_TRUE(WriteShard(dir.File("empty.tar"), {}).ok());
+  ASSERT_OK(WriteShard(dir.File("empty.tar"), {}));
   auto out = ReadShard(dir.File("empty.tar"));
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_TRUE(out->empty());
 }
 
@@ -251,7 +252,7 @@ TEST(Shard, ReadsLaionStyleShardsWithTextAsAString) {
        {"part/000002.json", R"({"text": ["one", "  ", "two"], "tags": "bird"})"},
        {"README", "no extension: ignored"}});
   auto out = ReadShard(tar);
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), 2u);
   EXPECT_EQ((*out)[0].key, "part/000001");
   EXPECT_EQ((*out)[0].captions, std::vector<std::string>{"a dog barks"});
@@ -268,18 +269,18 @@ TEST(Shard, ReadsLaionStyleShardsWithTextAsAString) {
 TEST(Shard, ReadsGzipCompressedShards) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
-  ASSERT_TRUE(WriteShard(path, ThreeSamples()).ok());
+  ASSERT_OK(WriteShard(path, ThreeSamples()));
   std::string ignored;
   ASSERT_EQ(RunShell("gzip -k '" + path + "'", &ignored), 0);
   auto out = ReadShard(path + ".gz");
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   EXPECT_EQ(out->size(), 3u);
 }
 
 TEST(Shard, TruncatedTarIsCorruptionNamingShardAndMember) {
   ScratchDir dir;
   const std::string path = dir.File("s.tar");
-  ASSERT_TRUE(WriteShard(path, ThreeSamples()).ok());
+  ASSERT_OK(WriteShard(path, ThreeSamples()));
   std::string bytes = ReadAll(path);
   // Cut inside the second sample's audio (member data starts 512 bytes after its header).
   const size_t cut = bytes.find("clip-1.flac") + 512 + 100;
@@ -339,7 +340,7 @@ TEST(Shard, ErrorsAreSticky) {
       dir, "t.tar",
       {{"a.json", R"({"text": "x"})"}, {"b.flac", Flac(440)}, {"b.json", R"({"text": "x"})"}});
   auto reader = ShardReader::Open(tar);
-  ASSERT_TRUE(reader.ok());
+  ASSERT_OK(reader);
   Sample s;
   auto first = reader.value()->Next(&s);
   ASSERT_FALSE(first.ok());

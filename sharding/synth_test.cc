@@ -16,6 +16,7 @@
 #include "sharding/shard_reader.h"
 #include "sharding/test_util.h"
 #include "sharding/tokenizer.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -242,23 +243,23 @@ std::vector<std::pair<std::string, std::string>> Checksums(const std::string& di
 
 TEST(Synth, GenerationIsDeterministicToTheByte) {
   ScratchDir a, b, c;
-  ASSERT_TRUE(GenerateSynthetic(SmallOptions(), a.path()).ok());
-  ASSERT_TRUE(GenerateSynthetic(SmallOptions(), b.path()).ok());
+  ASSERT_OK(GenerateSynthetic(SmallOptions(), a.path()));
+  ASSERT_OK(GenerateSynthetic(SmallOptions(), b.path()));
   auto sums = Checksums(a.path());
   EXPECT_EQ(sums.size(), 6u);  // 3 train shards, 1 eval shard, tokenizer, manifest
   EXPECT_EQ(sums, Checksums(b.path()));
   SynthOptions other = SmallOptions();
   other.seed = 2;
-  ASSERT_TRUE(GenerateSynthetic(other, c.path()).ok());
+  ASSERT_OK(GenerateSynthetic(other, c.path()));
   EXPECT_NE(sums, Checksums(c.path()));
 }
 
 TEST(Synth, GeneratedDatasetMatchesItsManifest) {
   ScratchDir dir;
   const SynthOptions options = SmallOptions();
-  ASSERT_TRUE(GenerateSynthetic(options, dir.path()).ok());
+  ASSERT_OK(GenerateSynthetic(options, dir.path()));
   auto m = ReadManifest(dir.path());
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_OK(m);
   EXPECT_EQ(m->name, "tiny");
   EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "eval"}));
   ASSERT_EQ(m->ShardsOf("train").size(), 3u);
@@ -267,10 +268,10 @@ TEST(Synth, GeneratedDatasetMatchesItsManifest) {
   EXPECT_EQ(m->NumSamples("train"), 24);
   EXPECT_EQ(m->NumSamples("eval"), 8);
   EXPECT_EQ(m->provenance.value("seed", 0), 1);
-  for (const ShardInfo& info : m->shards) EXPECT_TRUE(VerifyShard(dir.path(), info).ok());
+  for (const ShardInfo& info : m->shards) EXPECT_OK(VerifyShard(dir.path(), info));
 
   auto samples = ReadShard(dir.File("train-000001.tar"));
-  ASSERT_TRUE(samples.ok()) << samples.status().ToString();
+  ASSERT_OK(samples);
   ASSERT_EQ(samples->size(), 10u);
   const Sample expected = SynthesizeSample(options.seed, "train", 13, options.clip_seconds);
   const Sample& got = (*samples)[3];
@@ -282,7 +283,7 @@ TEST(Synth, GeneratedDatasetMatchesItsManifest) {
   for (size_t i = 0; i < got.audio.size(); ++i) ASSERT_NEAR(got.audio[i], expected.audio[i], 1e-4);
 
   auto tok = Tokenizer::Load(dir.File(m->tokenizer));
-  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  ASSERT_OK(tok);
   for (int id : tok->Encode(expected.captions[0])) EXPECT_NE(id, Tokenizer::kUnkId);
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sharding/test_util.h"
+#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {
@@ -34,9 +35,9 @@ std::vector<std::string> Corpus() {
 TEST(Tokenizer, TrainsLoadsAndEncodes) {
   ScratchDir dir;
   const std::string model = dir.File("tokenizer.model");
-  ASSERT_TRUE(TrainTokenizer(Corpus(), model, 64).ok());
+  ASSERT_OK(TrainTokenizer(Corpus(), model, 64));
   auto tok = Tokenizer::Load(model);
-  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  ASSERT_OK(tok);
   EXPECT_GT(tok->vocab_size(), 4);
   EXPECT_LE(tok->vocab_size(), 64);
   const std::string text = "a low tone followed by white noise";
@@ -56,9 +57,9 @@ TEST(Tokenizer, TrainsLoadsAndEncodes) {
 TEST(Tokenizer, SpecialIdsArePadZeroUnkOneBosTwoEosThree) {
   EXPECT_EQ(Tokenizer::kPadId, 0);
   ScratchDir dir;
-  ASSERT_TRUE(TrainTokenizer(Corpus(), dir.File("t.model"), 48).ok());
+  ASSERT_OK(TrainTokenizer(Corpus(), dir.File("t.model"), 48));
   auto tok = Tokenizer::Load(dir.File("t.model"));
-  ASSERT_TRUE(tok.ok());
+  ASSERT_OK(tok);
   // Characters never seen in training map to unk.
   std::vector<int> ids = tok->Encode("\xe6\xbc\xa2");
   ASSERT_FALSE(ids.empty());
@@ -73,16 +74,16 @@ TEST(Tokenizer, SpecialIdsArePadZeroUnkOneBosTwoEosThree) {
 
 TEST(Tokenizer, TrainingIsDeterministic) {
   ScratchDir dir;
-  ASSERT_TRUE(TrainTokenizer(Corpus(), dir.File("a.model"), 64).ok());
-  ASSERT_TRUE(TrainTokenizer(Corpus(), dir.File("b.model"), 64).ok());
+  ASSERT_OK(TrainTokenizer(Corpus(), dir.File("a.model"), 64));
+  ASSERT_OK(TrainTokenizer(Corpus(), dir.File("b.model"), 64));
   EXPECT_EQ(ReadAll(dir.File("a.model")), ReadAll(dir.File("b.model")));
 }
 
 TEST(Tokenizer, CopiesShareTheModel) {
   ScratchDir dir;
-  ASSERT_TRUE(TrainTokenizer(Corpus(), dir.File("t.model"), 64).ok());
+  ASSERT_OK(TrainTokenizer(Corpus(), dir.File("t.model"), 64));
   auto loaded = Tokenizer::Load(dir.File("t.model"));
-  ASSERT_TRUE(loaded.ok());
+  ASSERT_OK(loaded);
   Tokenizer copy = loaded.value();
   EXPECT_EQ(copy.Encode("a rising chirp"), loaded->Encode("a rising chirp"));
   EXPECT_EQ(copy.vocab_size(), loaded->vocab_size());

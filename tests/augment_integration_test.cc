@@ -35,7 +35,7 @@ TEST(AugmentIntegration, KilledRunResumesFromTheCacheWithTheSameOutput) {
   o.num_eval = 4;
   o.clip_seconds = 0.5;
   o.samples_per_shard = 20;
-  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir / "a").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(o, dir / "a"));
   std::filesystem::copy(dir / "a", dir / "b", std::filesystem::copy_options::recursive);
   testing::ChatTestServer server;
   ASSERT_TRUE(server.ok());
@@ -47,19 +47,11 @@ TEST(AugmentIntegration, KilledRunResumesFromTheCacheWithTheSameOutput) {
   ASSERT_GE(total, 120) << "every original caption is one request";
 
   // Killed after about a third of the requests.
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = "exec " + Augment(dir / "b", server.url()) + " >/dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  testing::ChildProcess killed = testing::ChildProcess::Shell(Augment(dir / "b", server.url()));
   for (int i = 0; i < 2000 && server.requests() < total + total / 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before the kill";
+  ASSERT_EQ(killed.Kill(SIGKILL), 128 + SIGKILL) << "the run finished before the kill";
   EXPECT_FALSE(std::filesystem::exists(dir / "b/text_augment.jsonl"));  // no partial output
   const int before_rerun = server.requests();
 
@@ -90,7 +82,7 @@ TEST(AugmentIntegration, OfflineTemplatesByDefault) {
   o.num_train = 10;
   o.num_eval = 2;
   o.clip_seconds = 0.5;
-  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir / "d").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(o, dir / "d"));
   auto r = RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + dir / "d");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("(template)"), std::string::npos) << r.output;

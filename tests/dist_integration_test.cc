@@ -29,7 +29,7 @@ class DistTrain : public ::testing::Test {
     o.clip_seconds = 1.0;
     o.vocab_size = 64;
     o.samples_per_shard = 8;  // 6 training shards: every rank of 2 or 3 gets its own
-    ASSERT_TRUE(sharding::GenerateSynthetic(o, (*dir_) / "data").ok());
+    ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -98,7 +98,7 @@ TEST_F(DistTrain, SrunLaunchesTwoRanksOnAOneNodeSlurmCluster) {
     GTEST_SKIP() << "Slurm not installed (missing " << missing << "; apt-get install slurm-wlm munge)";
   }
   auto cluster = testing::SlurmCluster::Start();
-  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  ASSERT_OK(cluster);
   auto r = (*cluster)->Srun("--mpi=pmix -n 2 " + Command("srun", 3, "--dist.timeout 60"), 300);
   ASSERT_EQ(r.exit_code, 0) << r.output << (*cluster)->Logs();
   EXPECT_NE(r.output.find(" of 2 joined (slurm launcher"), std::string::npos) << r.output;

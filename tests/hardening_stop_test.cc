@@ -70,7 +70,7 @@ TEST(HardeningStop, SigusrSoonAfterTheStartExitsStopped) {
   o.clip_seconds = 1.0;
   o.vocab_size = 64;
   o.samples_per_shard = 32;
-  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir / "data").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(o, dir / "data"));
   const pid_t pid = Spawn(std::string(FLAP_WORKER_BIN) + " train --config " + FLAP_CONFIG_DIR +
                               "/tiny.ini --data.path " + (dir / "data") +
                               " --model.target_frames 96 --train.batch_size 8 --train.epochs 50"

@@ -35,7 +35,7 @@ TEST(IngestKill, SigkilledIngestionRerunEqualsAnUninterruptedRun) {
   o.num_eval = 0;
   o.clip_seconds = 2.0;
   o.samples_per_shard = 40;
-  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir / "src").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(o, dir / "src"));
   auto ingest = [&](const std::string& out) {
     return std::string(FLAPCTL_BIN) + " data ingest --format wds --shards '" + dir / "src" + "/train-*.tar'" +
            " --split train --shard-size 8 --threads 1 --vocab-size 64 --out " + out;
@@ -43,12 +43,7 @@ TEST(IngestKill, SigkilledIngestionRerunEqualsAnUninterruptedRun) {
   auto whole = testing::RunCommand(ingest(dir / "whole"));
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
 
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = "exec " + ingest(dir / "killed") + " >/dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  testing::ChildProcess killed = testing::ChildProcess::Shell(ingest(dir / "killed"));
   // Kill once a few of the 30 shards are written.
   auto written = [&] {
     int n = 0;
@@ -58,10 +53,7 @@ TEST(IngestKill, SigkilledIngestionRerunEqualsAnUninterruptedRun) {
     return n;
   };
   for (int i = 0; i < 6000 && written() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "ingestion finished before the kill";
+  ASSERT_EQ(killed.Kill(SIGKILL), 128 + SIGKILL) << "ingestion finished before the kill";
   EXPECT_FALSE(std::filesystem::exists(dir / "killed/manifest.json"));  // a folder with a manifest is complete
 
   auto rerun = testing::RunCommand(ingest(dir / "killed"));

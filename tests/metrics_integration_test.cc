@@ -22,7 +22,7 @@ TEST(WorkerMetrics, PrometheusScrapesATrainingWorkerFoundThroughFileSd) {
   o.num_eval = 4;
   o.clip_seconds = 1.0;
   o.vocab_size = 64;
-  ASSERT_TRUE(sharding::GenerateSynthetic(o, dir / "data").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(o, dir / "data"));
   const std::string sd = dir / "sd";
   std::filesystem::create_directories(sd);
   testing::PrometheusServer prom(dir / "prom",
@@ -30,29 +30,25 @@ TEST(WorkerMetrics, PrometheusScrapesATrainingWorkerFoundThroughFileSd) {
                                  "    file_sd_configs:\n      - files: ['" + sd + "/*.json']\n        refresh_interval: 1s\n");
   ASSERT_TRUE(prom.ok()) << prom.Log();
 
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = std::string("exec ") + FLAP_WORKER_BIN + " train --data.path " + dir / "data" +
-                            " --model.target_frames 96 --train.batch_size 8 --train.epochs 1000 --train.max_steps 400"
-                            " --train.log_every 2 --train.trial_id metrics-t --metrics.listen 127.0.0.1:0"
-                            " --metrics.sd_dir " + sd + " > " + dir / "out.log" + " 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  testing::ChildProcess::Options options;
+  options.log_path = dir / "out.log";
+  testing::ChildProcess worker = testing::ChildProcess::Shell(
+      std::string(FLAP_WORKER_BIN) + " train --data.path " + dir / "data" +
+          " --model.target_frames 96 --train.batch_size 8 --train.epochs 1000 --train.max_steps 400"
+          " --train.log_every 2 --train.trial_id metrics-t --metrics.listen 127.0.0.1:0 --metrics.sd_dir " + sd,
+      options);
   auto steps = prom.WaitFor("flap_worker_steps_total{trial=\"metrics-t\",rank=\"0\"} > 2", 90);
   auto loss = prom.WaitFor("flap_worker_loss{trial=\"metrics-t\",kind=\"contrastive\"}", 30);
   auto wait = prom.WaitFor("flap_worker_step_phase_seconds_total{trial=\"metrics-t\",phase=\"compute\"} > 0", 30);
   auto memory = prom.WaitFor("flap_worker_resident_memory_bytes{trial=\"metrics-t\"} > 1e7", 30);
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  const int code = worker.Kill(SIGTERM, 60);
   const std::string log = testing::ReadFile(dir / "out.log");
   EXPECT_EQ(steps.size(), 1u) << log << prom.Log();
   EXPECT_EQ(loss.size(), 1u);
   EXPECT_EQ(wait.size(), 1u);
   EXPECT_EQ(memory.size(), 1u);
   EXPECT_NE(log.find("serves metrics on http://127.0.0.1:"), std::string::npos) << log;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 75) << log;  // stopped by the signal
+  EXPECT_EQ(code, 75) << log;  // stopped by the signal
   EXPECT_TRUE(std::filesystem::is_empty(sd)) << "the rank's target file outlived it";
 }
 

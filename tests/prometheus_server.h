@@ -27,43 +27,23 @@ class PrometheusServer {
     std::filesystem::create_directories(dir + "/data");
     WriteFile(dir + "/prometheus.yml", config_yaml);
     port_ = flap::testing::FreePort();
-    pid_ = fork();
-    if (pid_ == 0) {
-      const std::string log = dir + "/prometheus.log";
-      FILE* f = std::freopen(log.c_str(), "w", stderr);
-      (void)f;
-      const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port_);
-      const std::string config = "--config.file=" + dir + "/prometheus.yml";
-      const std::string data = "--storage.tsdb.path=" + dir + "/data";
-      execlp("prometheus", "prometheus", config.c_str(), data.c_str(), listen.c_str(), "--log.level=warn",
-             static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    ChildProcess::Options options;
+    options.log_path = dir + "/prometheus.log";
+    process_ = ChildProcess::Exec({"prometheus", "--config.file=" + dir + "/prometheus.yml",
+                                   "--storage.tsdb.path=" + dir + "/data",
+                                   "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
+                                  options);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (std::chrono::steady_clock::now() < deadline) {
       if (HttpGet(url() + "/-/ready", 1.0).status == 200) {
         ready_ = true;
         break;
       }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
+      if (process_.Wait(0) != -1) break;  // it exited
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
-  ~PrometheusServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
-  }
+  ~PrometheusServer() { process_.Kill(SIGTERM, 5); }
   bool ok() const { return ready_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string Log() const { return ReadFile(dir_ + "/prometheus.log"); }
@@ -96,7 +76,7 @@ class PrometheusServer {
  private:
   std::string dir_;
   int port_ = 0;
-  pid_t pid_ = -1;
+  ChildProcess process_;
   bool ready_ = false;
 };
 

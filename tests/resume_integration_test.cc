@@ -32,7 +32,7 @@ class Resume : public ::testing::Test {
     o.clip_seconds = 1.0;
     o.vocab_size = 64;
     o.samples_per_shard = 32;
-    ASSERT_TRUE(sharding::GenerateSynthetic(o, (*dir_) / "data").ok());
+    ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
     auto r = RunCommand(Command("ref"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
@@ -51,20 +51,8 @@ class Resume : public ::testing::Test {
   }
   static std::string Model(const std::string& name) { return testing::ReadFile((*dir_) / ("out_" + name) + "/model.pt"); }
 
-  // Starts `command` in the background; its pid.
-  static pid_t Start(const std::string& command) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      execl("/bin/sh", "sh", "-c", ("exec " + command + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    return pid;
-  }
-  static int WaitExit(pid_t pid) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
+  // Starts `command` in the background.
+  static testing::ChildProcess Start(const std::string& command) { return testing::ChildProcess::Shell(command); }
 
  protected:
   static TempDir* dir_;
@@ -76,7 +64,7 @@ TEST_F(Resume, KilledAtRandomPointsAndResumedIsBitIdentical) {
   std::uniform_int_distribution<int> delay_ms(600, 2600);
   int kills = 0;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    const pid_t pid = Start(Command("killed", "--resume"));
+    testing::ChildProcess run = Start(Command("killed", "--resume"));
     if (attempt == 0) {
       // The first kill lands after the first checkpoint, so that resuming is exercised even
       // when start-up is slow; later kills land anywhere, start-up included.
@@ -86,8 +74,7 @@ TEST_F(Resume, KilledAtRandomPointsAndResumedIsBitIdentical) {
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
-    kill(pid, SIGKILL);
-    const int code = WaitExit(pid);
+    const int code = run.Kill(SIGKILL);
     if (code == 0) break;  // it finished before the kill
     EXPECT_EQ(code, 128 + SIGKILL);
     ++kills;
@@ -106,14 +93,14 @@ TEST_F(Resume, KilledAtRandomPointsAndResumedIsBitIdentical) {
 
 // Starts run `name`, waits for its first checkpoint, sends `sig`; returns the exit code.
 int StopAfterFirstCheckpoint(const std::string& name, int sig, const std::string& extra = "") {
-  const pid_t pid = Resume::Start(Resume::Command(name, extra));
+  testing::ChildProcess run = Resume::Start(Resume::Command(name, extra));
   const std::string first = Resume::Dir() / ("ckpt_" + name + "/t/000000000002");
   for (int i = 0; i < 600 && !std::filesystem::exists(first); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(std::filesystem::exists(first));
-  kill(pid, sig);
-  return Resume::WaitExit(pid);
+  run.Signal(sig);
+  return run.Wait(600);
 }
 
 TEST_F(Resume, SigtermTakesALastCheckpointAndExitsWith75) {

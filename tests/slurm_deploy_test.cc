@@ -164,7 +164,7 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   options.cpus = 8;              // coordinator job 2 + 2 groups x 2 ranks
   options.requeue_delay_s = 5;   // a requeued job may start again after 5 s, not 120
   auto cluster = SlurmCluster::Start(options);
-  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  ASSERT_OK(cluster);
   cluster_ = std::move(*cluster);
 
   const std::string data = dir_ / "data";
@@ -237,7 +237,7 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
       [&] { return FailureAfter(elapsed()); });
   if (HasFailure()) return;  // a job failed (reported with its log)
   auto records = client->GetMetrics(kSweep);
-  ASSERT_TRUE(records.ok()) << records.status().ToString();
+  ASSERT_OK(records);
   std::cout << "sweep " << final_status.state() << " after " << elapsed() << " s" << std::endl;
   ExpectCompleteAndIntact(final_status, *records, kTrials);
 

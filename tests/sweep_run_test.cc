@@ -258,7 +258,7 @@ TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) 
     return done >= 1 && steps >= kStepsPerTrial + 8;
   });
   auto before = c->GetMetrics("coordkill");
-  ASSERT_TRUE(before.ok());
+  ASSERT_OK(before);
   const pid_t coordinator = RunFile()["coordinator"]["pid"].get<pid_t>();
   ASSERT_EQ(kill(coordinator, SIGKILL), 0);
 
@@ -322,7 +322,7 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
     return running >= 1;
   });
   auto cancelled = c->CancelSweep("cancel");
-  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  ASSERT_OK(cancelled);
   EXPECT_GE(*cancelled, 1);
   EXPECT_EQ(WaitExit(run, 120), 0) << ReadFile(dir_.path() + "/run.log");
   run_ = -1;
@@ -363,10 +363,10 @@ TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
   ASSERT_EQ(waitpid(agent, &status, WNOHANG), 0)
       << "the agent left before any sweep was submitted:\n" << ReadFile(dir_.path() + "/agent.log");
   const LocalSweepText files = ReadLocalSweep(WriteSweep("late", "[factor.recon.weight]\nvalues = 0\n"));
-  ASSERT_TRUE(c->SubmitSweep(files.text, "late.ini", files.base_config).ok());
+  ASSERT_OK(c->SubmitSweep(files.text, "late.ini", files.base_config));
   EXPECT_EQ(WaitExit(agent, 300), 0) << ReadFile(dir_.path() + "/agent.log");
   auto st = c->GetSweep("late");
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->state(), "finished");
   ASSERT_EQ(st->trials_size(), 1);
   EXPECT_EQ(st->trials(0).state(), "completed");

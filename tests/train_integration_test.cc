@@ -22,10 +22,10 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   synth.num_train = 1024;
   synth.num_eval = 100;
   synth.seed = 7;
-  ASSERT_TRUE(sharding::GenerateSynthetic(synth, dir / "data").ok());
+  ASSERT_OK(sharding::GenerateSynthetic(synth, dir / "data"));
 
   auto config = worker::LoadTrialConfigFile(std::string(FLAP_CONFIG_DIR) + "/tiny.ini");
-  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ASSERT_OK(config);
   config->data.path = dir / "data";
   config->mask.ratio = 0.75;
   config->mask.strategy = core::MaskStrategy::k2d;
@@ -38,9 +38,9 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
 
   std::ostringstream log;
   auto untrained = worker::RunEvaluation(*config, "", log);
-  ASSERT_TRUE(untrained.ok()) << untrained.status().ToString();
+  ASSERT_OK(untrained);
   auto outcome = worker::RunTraining(*config, log);
-  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString() << "\n" << log.str();
+  ASSERT_OK(outcome) << outcome.status().ToString() << "\n" << log.str();
   std::cout << log.str() << "untrained:\n"
             << worker::FormatMetricsTable(*untrained) << "trained:\n"
             << worker::FormatMetricsTable(outcome->final_metrics);
@@ -72,7 +72,7 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   tag_options.threshold = -1.0;  // rank every label; top 3 kept
   std::ostringstream tag_log;
   auto tagged = worker::RunTagging(*config, model_path, "eval", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
-  ASSERT_TRUE(tagged.ok()) << tagged.status().ToString();
+  ASSERT_OK(tagged);
   std::cout << tag_log.str();
   const auto& a = (*tagged)["agreement"];
   ASSERT_EQ(a["clips_with_tags"].get<int64_t>(), 100);
@@ -86,7 +86,7 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   config->train.output_dir.clear();
   std::ostringstream bf16_log;
   auto bf16 = worker::RunTraining(*config, bf16_log);
-  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString() << "\n" << bf16_log.str();
+  ASSERT_OK(bf16) << bf16.status().ToString() << "\n" << bf16_log.str();
   std::cout << "bf16:\n" << worker::FormatMetricsTable(bf16->final_metrics);
   EXPECT_EQ(bf16->summary["device"]["precision"], "bf16");
   const core::RetrievalMetrics& h = bf16->final_metrics;

@@ -23,7 +23,7 @@ class WorkerCli : public ::testing::Test {
     o.samples_per_shard = 32;
     o.clip_seconds = 1.0;
     o.vocab_size = 64;
-    ASSERT_TRUE(sharding::GenerateSynthetic(o, (*dir_) / "data").ok());
+    ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -112,14 +112,14 @@ void ReplaceShard(const std::string& data, const std::string& name,
   ASSERT_EQ(RunCommand("tar -cf " + data + "/" + name + " -C " + staging + list).exit_code, 0);
   std::filesystem::remove_all(staging);
   auto m = sharding::ReadManifest(data);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_OK(m);
   for (auto& s : m->shards) {
     if (s.name != name) continue;
     auto d = sharding::DescribeShard(data + "/" + name, s.split, num_samples);
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    ASSERT_OK(d);
     s = *d;
   }
-  ASSERT_TRUE(sharding::WriteManifest(data, *m).ok());
+  ASSERT_OK(sharding::WriteManifest(data, *m));
 }
 
 TEST_F(WorkerCli, UndecodableAudioIsNamed) {
@@ -136,7 +136,7 @@ TEST_F(WorkerCli, EmptyCaptionIsNamed) {
   const std::string data = CopyData("empty_caption");
   auto sample = sharding::SynthesizeSample(1, "eval", 0, 1.0);
   auto wav = sharding::EncodeAudio(sample.audio, 16000, sharding::AudioFormat::kWav);
-  ASSERT_TRUE(wav.ok());
+  ASSERT_OK(wav);
   ReplaceShard(data, "eval-000000.tar", {{"clip-b.wav", *wav}, {"clip-b.json", R"({"text": [""]})"}}, 1);
   auto r = RunCommand(Train(data));
   EXPECT_EQ(r.exit_code, 1) << r.output;

@@ -255,7 +255,7 @@ class Speaker {
   }
 
   // Hooks of the running trial.
-  bool Report(const v1::TrialRef& trial, const std::string& kind, int64_t step, int64_t epoch, int64_t total,
+  bool Report(const v1::TrialRef& trial, coordinator::MetricKind kind, int64_t step, int64_t epoch, int64_t total,
               const std::map<std::string, double>& values) {
     v1::Action action = v1::CONTINUE;
     std::string reason;
@@ -266,9 +266,9 @@ class Speaker {
       return Status::OK();
     });
     if (!s.ok()) {
-      log_ << "agent: reporting " << kind << " metrics at step " << step << " failed: " << s.ToString() << std::endl;
+      log_ << "agent: reporting " << coordinator::MetricKindName(kind) << " metrics at step " << step << " failed: " << s.ToString() << std::endl;
       // A stale attempt: the trial is no longer this group's.
-      return coordinator::LastGrpcCode() == grpc::StatusCode::FAILED_PRECONDITION;
+      return s.code() == Status::Code::kFailedPrecondition;
     }
     if (action == v1::STOP) {
       log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason) << std::endl;
@@ -286,13 +286,13 @@ class Speaker {
   }
   // From the stop watchdog, about to exit (stop_signal.h): one call, no retries.
   void ReportPreemptionNow(const v1::TrialRef& trial, int signal) {
-    auto r = client_->Fail(group_, trial, "preemption",
+    auto r = client_->Fail(group_, trial, coordinator::FailureCause::kPreemption,
                            "stopped by signal " + std::to_string(signal) +
                                "; the stop deadline passed before a last checkpoint");
     if (!r.ok()) log_ << "agent: reporting the preemption failed: " << r.status().ToString() << std::endl;
   }
-  void Fail(const v1::TrialRef& trial, const std::string& cause, const std::string& error) {
-    std::string state;
+  void Fail(const v1::TrialRef& trial, coordinator::FailureCause cause, const std::string& error) {
+    coordinator::TrialState state = coordinator::TrialState::kPending;
     Status s = RetryUnavailable(retry_s_, [&]() -> Status {
       auto r = client_->Fail(group_, trial, cause, error.substr(0, 4000));
       if (!r.ok()) return r.status();
@@ -300,7 +300,7 @@ class Speaker {
       return Status::OK();
     });
     if (s.ok()) {
-      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed (" << cause << "), now " << state << std::endl;
+      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed (" << coordinator::FailureCauseName(cause) << "), now " << coordinator::TrialStateName(state) << std::endl;
     } else {
       log_ << "agent: reporting the failure of trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
     }
@@ -322,7 +322,7 @@ class Speaker {
           taken_ = true;
           taken_reason_ = stop ? r->reason() : "the coordinator no longer counts this group as running it";
         }
-      } else if (!r.ok() && coordinator::LastGrpcCode() != grpc::StatusCode::UNAVAILABLE) {
+      } else if (!r.ok() && r.status().code() != Status::Code::kUnavailable) {
         log_ << "agent: heartbeat: " << r.status().ToString() << std::endl;
       }
       cv_.wait_for(lock, std::chrono::milliseconds(interval_ms_), [this] { return stop_; });
@@ -495,7 +495,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     if (!config.ok()) {
       if (rank == 0) {
         SetStopDeadlineHook(nullptr);
-        speaker->Fail(trial, "trial_error", config.status().ToString());
+        speaker->Fail(trial, coordinator::FailureCause::kTrialError, config.status().ToString());
         speaker->EndTrial();
       }
       continue;
@@ -525,7 +525,9 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       Speaker* sp = speaker.get();
       hooks.report = [sp, trial](const std::string& kind, int64_t step, int64_t epoch, int64_t total,
                                  const std::map<std::string, double>& values) {
-        return sp->Report(trial, kind, step, epoch, total, values);
+        // The trainer names the kind of its reports: "train" or "eval".
+        const auto metric_kind = kind == "eval" ? coordinator::MetricKind::kEval : coordinator::MetricKind::kTrain;
+        return sp->Report(trial, metric_kind, step, epoch, total, values);
       };
       hooks.on_checkpoint = [sp, trial](const std::string& ref, int64_t step) { sp->Checkpoint(trial, ref, step); };
       hooks.should_stop = [sp]() { return sp->Taken(nullptr); };
@@ -543,7 +545,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     const bool taken = speaker->Taken(&why);
     speaker->EndTrial();
     if (outcome.ok() && outcome->stop_signal != 0) {
-      speaker->Fail(trial, "preemption",
+      speaker->Fail(trial, coordinator::FailureCause::kPreemption,
                     "stopped by signal " + std::to_string(outcome->stop_signal) + " at step " +
                         std::to_string(outcome->steps_done) + " after a last checkpoint");
       speaker->StopHeartbeat();
@@ -565,7 +567,8 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       continue;
     }
     const bool group_fault = GroupFault(outcome.status(), *group);
-    speaker->Fail(trial, group_fault ? "node_fault" : "trial_error", outcome.status().ToString());
+    speaker->Fail(trial, group_fault ? coordinator::FailureCause::kNodeFault : coordinator::FailureCause::kTrialError,
+                  outcome.status().ToString());
     if (group_fault) {
       speaker->StopHeartbeat();
       return fail(outcome.status(), 1);

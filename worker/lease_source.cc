@@ -11,8 +11,7 @@ Status RetryUnavailable(double retry_for_s, const std::function<Status()>& call)
   auto backoff = std::chrono::milliseconds(100);
   for (;;) {
     Status s = call();
-    const grpc::StatusCode code = coordinator::LastGrpcCode();
-    const bool transient = !s.ok() && (code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED);
+    const bool transient = s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded;
     if (!transient || std::chrono::steady_clock::now() + backoff > until) return s;
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
@@ -110,8 +109,7 @@ Status LeaseShardSource::Done(int64_t epoch, const sharding::ShardInfo& shard) {
     ++completed_total_;
     return s;
   }
-  if (coordinator::LastGrpcCode() == grpc::StatusCode::FAILED_PRECONDITION &&
-      s.message().find("expired") != std::string::npos) {
+  if (s.code() == Status::Code::kAborted) {  // the lease expired: the shard counts under its next lease
     notes_.push_back("lease " + std::to_string(id) + " of shard '" + shard.name + "' expired before completion");
     return Status::OK();
   }

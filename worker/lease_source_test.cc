@@ -23,8 +23,8 @@ Trial StartTrial(int world_size, const std::string& name) {
   Trial t;
   t.coordinator = std::make_unique<coordinator::testing::TestCoordinator>(name);
   t.client = t.coordinator->Client();
-  EXPECT_TRUE(t.client->SubmitSweep(coordinator::testing::MaskSweep("s", "1"), "s.ini", "").ok());
-  EXPECT_TRUE(t.client->Register("g", "i1", world_size).ok());
+  EXPECT_OK(t.client->SubmitSweep(coordinator::testing::MaskSweep("s", "1"), "s.ini", ""));
+  EXPECT_OK(t.client->Register("g", "i1", world_size));
   auto next = t.client->NextTrial("g");
   EXPECT_TRUE(next.ok() && next->assigned);
   if (next.ok()) t.ref = next->assignment.trial;
@@ -52,7 +52,7 @@ std::unique_ptr<LeaseShardSource> Source(Trial& t, const std::vector<sharding::S
   o.batch_size = batch;
   o.retry_for_s = 5;
   auto s = LeaseShardSource::Create(t.client.get(), shards, o);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_OK(s);
   return std::move(*s);
 }
 
@@ -87,14 +87,14 @@ TEST(LeaseShardSource, RanksShareTheEpochsShardsEachCountedOnceAndPadWhenShort) 
   EXPECT_EQ(b[2].name, "train-4.tar");
   EXPECT_EQ(r1->leased(), 3);  // its fair share: ceil(5 / 2)
   EXPECT_EQ(r1->padded(), 1);
-  for (const auto& s : a) ASSERT_TRUE(r0->Done(0, s).ok());
-  for (const auto& s : b) ASSERT_TRUE(r1->Done(0, s).ok());
+  for (const auto& s : a) ASSERT_OK(r0->Done(0, s));
+  for (const auto& s : b) ASSERT_OK(r1->Done(0, s));
   // Completing again (a retried Done) or a padding shard counts nothing.
-  ASSERT_TRUE(r1->Done(0, b[3]).ok());
+  ASSERT_OK(r1->Done(0, b[3]));
   EXPECT_EQ(r0->completed() + r1->completed(), 5);
   auto epoch = t.client->BeginEpoch("g", t.ref, 0, {{"train-0.tar", 10}, {"train-1.tar", 10}, {"train-2.tar", 10},
                                                     {"train-3.tar", 2}, {"train-4.tar", 2}});
-  ASSERT_TRUE(epoch.ok());
+  ASSERT_OK(epoch);
   EXPECT_EQ(epoch->done_shards(), 5);
   EXPECT_EQ(epoch->done_samples(), 34);
   // The next epoch starts a new table.
@@ -111,16 +111,16 @@ TEST(LeaseShardSource, ALeaseThatExpiredIsNotedAndItsShardLeasedAgain) {
   // Heartbeats keep the group alive but name no rank, so nothing renews the lease: past the
   // ttl (400 ms here) the coordinator reaps it.
   for (int i = 0; i < 9; ++i) {
-    ASSERT_TRUE(t.client->Heartbeat("g").ok());
+    ASSERT_OK(t.client->Heartbeat("g"));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const Status done = src->Done(0, **first);
-  EXPECT_TRUE(done.ok()) << done.ToString();
+  EXPECT_OK(done);
   ASSERT_EQ(src->notes().size(), 1u);
   EXPECT_NE(src->notes()[0].find("expired"), std::string::npos) << src->notes()[0];
   EXPECT_EQ(src->completed(), 0);
   auto again = t.client->LeaseShard("g", t.ref, 0, 0, 7);
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_EQ(again->shard_name, (*first)->name);  // back in the pool, lowest index first
 }
 

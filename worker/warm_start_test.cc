@@ -170,7 +170,7 @@ TEST_F(Safetensors, ReadsAFileWrittenByHandAgainstTheSpec) {
   bytes.append(reinterpret_cast<const char*>(&half), 8);
   WriteBytes(Path("a.safetensors"), bytes);
   auto read = ReadSafetensorsWithMetadata(Path("a.safetensors"));
-  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_OK(read);
   ASSERT_EQ(read->tensors.size(), 3u);
   EXPECT_EQ(read->metadata.at("format"), "pt");
   const auto& h = read->tensors.at("h");
@@ -188,9 +188,9 @@ TEST_F(Safetensors, RoundTripConvertsF16Bf16F64ToFloat32) {
                   {"bf16", at::randn({2, 2, 2}).to(at::kBFloat16)},
                   {"f64", at::randn({2}, at::kDouble)},
                   {"empty", at::zeros({0, 3})}};
-  ASSERT_TRUE(WriteSafetensors(Path("r.safetensors"), in, {{"k", "v"}}).ok());
+  ASSERT_OK(WriteSafetensors(Path("r.safetensors"), in, {{"k", "v"}}));
   auto out = ReadSafetensors(Path("r.safetensors"));
-  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_OK(out);
   ASSERT_EQ(out->size(), in.size());
   for (const auto& [name, t] : in) {
     const auto& r = out->at(name);
@@ -264,7 +264,7 @@ TEST_F(WarmStart, AudioMaeLayoutGivesTheSourceModelsAudioForward) {
   const auto c = Small();
   auto source = Build(c, 1);
   source->eval();
-  ASSERT_TRUE(WriteSafetensors(Path("audio.safetensors"), AudioMaeLayout(source, "module.")).ok());
+  ASSERT_OK(WriteSafetensors(Path("audio.safetensors"), AudioMaeLayout(source, "module.")));
 
   auto target = Build(c, 2);
   target->eval();
@@ -276,7 +276,7 @@ TEST_F(WarmStart, AudioMaeLayoutGivesTheSourceModelsAudioForward) {
   const auto text_before = Parameters(target);
 
   auto loaded = LoadEncoderFile(target, Encoder::kAudio, Path("audio.safetensors"));
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_OK(loaded);
   EXPECT_EQ(loaded->loaded, 2 + 12 * c.audio_depth + 2);
   EXPECT_EQ(loaded->ignored.size(), 5u);  // cls_token, pos_embed, mask_token, decoder_* x2
   EXPECT_TRUE(torch::allclose(target->EncodeAudio(spec).pooled, source->EncodeAudio(spec).pooled, 1e-6, 1e-7));
@@ -326,11 +326,11 @@ TEST_F(WarmStart, AudioMaeFileForwardEqualsTheReferenceViT) {
                      ? 1.0 + 0.1 * at::randn(t.sizes())
                      : 0.2 * at::randn(t.sizes());
   }
-  ASSERT_TRUE(WriteSafetensors(Path("ref.safetensors"), file).ok());
+  ASSERT_OK(WriteSafetensors(Path("ref.safetensors"), file));
   auto model = Build(c, 2);
   model->eval();
   auto loaded = LoadEncoderFile(model, Encoder::kAudio, Path("ref.safetensors"));
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_OK(loaded);
   torch::NoGradGuard no_grad;
   const auto spec = Spec(c, 2);
   const auto ours = model->EncodeAudio(spec).pooled;
@@ -347,9 +347,9 @@ TEST_F(WarmStart, ClipTextLayoutGivesTheSourceModelsTextForward) {
   auto target = Build(c, 2);
   source->eval();
   target->eval();
-  ASSERT_TRUE(WriteSafetensors(Path("text.safetensors"), ClipTextLayout(source)).ok());
+  ASSERT_OK(WriteSafetensors(Path("text.safetensors"), ClipTextLayout(source)));
   auto loaded = LoadEncoderFile(target, Encoder::kText, Path("text.safetensors"));
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_OK(loaded);
   EXPECT_EQ(loaded->loaded, 2 + 12 * c.text_depth + 2);
   EXPECT_EQ(loaded->ignored, (std::vector<std::string>{"logit_scale", "text_projection"}));
   // The projections to the joint space are not part of the encoder: copy them to compare.
@@ -376,11 +376,11 @@ TEST_F(WarmStart, ClipAttentionPackingMatchesMultiheadAttention) {
     const bool ln_weight = (name.find("ln_") != std::string::npos) && name.find(".weight") != std::string::npos;
     file[name] = ln_weight ? 1.0 + 0.1 * at::randn(t.sizes()) : 0.2 * at::randn(t.sizes());
   }
-  ASSERT_TRUE(WriteSafetensors(Path("clip.safetensors"), file).ok());
+  ASSERT_OK(WriteSafetensors(Path("clip.safetensors"), file));
   auto model = Build(c, 2);
   model->eval();
   auto loaded = LoadEncoderFile(model, Encoder::kText, Path("clip.safetensors"));
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_OK(loaded);
 
   torch::NoGradGuard no_grad;
   const auto tokens = Tokens(c);
@@ -425,7 +425,7 @@ TEST_F(WarmStart, OwnNamesAndFcNormLoadToo) {
   file["head.weight"] = at::randn({5, c.audio_width});
   auto target = Build(c, 2);
   auto loaded = LoadEncoder(target, Encoder::kAudio, file, "own.safetensors");
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_OK(loaded);
   EXPECT_EQ(loaded->ignored, std::vector<std::string>{"head.weight"});
   auto after = Parameters(target);
   auto want = Parameters(source);
@@ -443,10 +443,10 @@ TEST_F(WarmStart, Bf16AndF16FilesLoadAsTheirFloat32Values) {
     TensorMap file = AudioMaeLayout(source);
     for (auto& [name, t] : file) t = t.to(type);
     const std::string path = Path(std::string("low_") + c10::toString(type) + ".safetensors");
-    ASSERT_TRUE(WriteSafetensors(path, file).ok());
+    ASSERT_OK(WriteSafetensors(path, file));
     auto target = Build(c, 2);
     auto loaded = LoadEncoderFile(target, Encoder::kAudio, path);
-    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    ASSERT_OK(loaded);
     auto p = target->named_parameters();
     EXPECT_TRUE(torch::equal(p["audio_blocks.1.fc2.weight"], file.at("blocks.1.mlp.fc2.weight").to(at::kFloat)));
     EXPECT_TRUE(torch::equal(p["patch_embed.weight"],
@@ -529,9 +529,9 @@ TEST_F(WarmStart, ConfigKeysAndHash) {
   TrialConfig config;
   bool help = false;
   std::string text;
-  ASSERT_TRUE(ParseTrialConfig({"--model.init_audio", "a.safetensors", "--model.init_text", "t.safetensors"}, &config,
+  ASSERT_OK(ParseTrialConfig({"--model.init_audio", "a.safetensors", "--model.init_text", "t.safetensors"}, &config,
                                &help, &text)
-                  .ok());
+                  );
   EXPECT_EQ(config.init_audio, "a.safetensors");
   EXPECT_EQ(config.init_text, "t.safetensors");
   EXPECT_EQ(config.ToMap().at("model.init_audio"), "a.safetensors");
@@ -547,7 +547,7 @@ TEST_F(WarmStart, ConfigKeysAndHash) {
   EXPECT_NE(plain.Hash(), moved.Hash());
   // The preset does not reset them (they are not model architecture fields).
   TrialConfig preset;
-  ASSERT_TRUE(ParseTrialConfig({"--model.preset", "tiny", "--model.init_audio", "a.safetensors"}, &preset, &help, &text).ok());
+  ASSERT_OK(ParseTrialConfig({"--model.preset", "tiny", "--model.init_audio", "a.safetensors"}, &preset, &help, &text));
   EXPECT_EQ(preset.init_audio, "a.safetensors");
 }
 
@@ -559,7 +559,7 @@ TEST_F(WarmStart, TrainingStartsFromTheFile) {
   synth.num_eval = 4;
   synth.clip_seconds = 0.5;
   synth.samples_per_shard = 8;
-  ASSERT_TRUE(sharding::GenerateSynthetic(synth, Path("data")).ok());
+  ASSERT_OK(sharding::GenerateSynthetic(synth, Path("data")));
   TrialConfig config;
   config.model = Small();
   config.data.path = Path("data");
@@ -572,11 +572,11 @@ TEST_F(WarmStart, TrainingStartsFromTheFile) {
   config.mask.ratio = 0.5;
 
   auto source = Build(config.model, 9);
-  ASSERT_TRUE(WriteSafetensors(Path("init.safetensors"), AudioMaeLayout(source)).ok());
+  ASSERT_OK(WriteSafetensors(Path("init.safetensors"), AudioMaeLayout(source)));
   config.init_audio = Path("init.safetensors");
   std::ostringstream log;
   auto outcome = RunTraining(config, log);
-  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString() << "\n" << log.str();
+  ASSERT_OK(outcome) << outcome.status().ToString() << "\n" << log.str();
   EXPECT_NE(log.str().find("warm start: audio encoder loaded from '" + config.init_audio + "' (" +
                            std::to_string(4 + 12 * config.model.audio_depth) + " tensors; ignored 5"),
             std::string::npos)

@@ -101,7 +101,7 @@ TEST(Cuda, TrainStepTracksTheCpu) {
     std::vector<double> losses;
     for (int i = 0; i < 4; ++i) {
       auto st = step.Run(ToDevice(SyntheticBatch(c, mask, 16, 0, 16, 40 + i), device), i);
-      EXPECT_TRUE(st.ok()) << st.status().ToString();
+      EXPECT_OK(st);
       losses.push_back(st.ok() ? st->loss : 0.0);
     }
     return losses;
@@ -155,26 +155,26 @@ TEST(Cuda, OneRankNcclGroup) {
   o.timeout_s = 60;
   o.communicator_for_one = true;
   auto group = WorkerGroup::Create(rdv, o);
-  ASSERT_TRUE(group.ok()) << group.status().ToString();
+  ASSERT_OK(group);
   WorkerGroup& g = **group;
   EXPECT_EQ(g.backend(), "nccl");
   at::Tensor x = at::arange(6, at::TensorOptions().dtype(at::kFloat).device(kCuda));
-  ASSERT_TRUE(g.AllReduceSum(x).ok());
+  ASSERT_OK(g.AllReduceSum(x));
   EXPECT_TRUE(at::equal(x.to(kCpu), at::arange(6).to(at::kFloat)));
   at::Tensor host = at::full({3}, 2.5f);  // staged through the device
-  ASSERT_TRUE(g.AllReduceSum(host).ok());
+  ASSERT_OK(g.AllReduceSum(host));
   EXPECT_TRUE(host.device().is_cpu());
   EXPECT_FLOAT_EQ(host[1].item<float>(), 2.5f);
   at::Tensor bytes = at::arange(5, at::kByte);
-  ASSERT_TRUE(g.Broadcast(bytes, 0).ok());
+  ASSERT_OK(g.Broadcast(bytes, 0));
   EXPECT_EQ(bytes[4].item<uint8_t>(), 4);
   at::Tensor all;
-  ASSERT_TRUE(g.AllGather(at::ones({2, 3}, at::TensorOptions().device(kCuda)), &all).ok());
+  ASSERT_OK(g.AllGather(at::ones({2, 3}, at::TensorOptions().device(kCuda)), &all));
   EXPECT_EQ(all.size(0), 2);
   auto pending = g.StartAllReduceSum(x);
-  ASSERT_TRUE(pending.ok());
-  EXPECT_TRUE((*pending)->Wait().ok());
-  EXPECT_TRUE(g.Shutdown().ok());
+  ASSERT_OK(pending);
+  EXPECT_OK((*pending)->Wait());
+  EXPECT_OK(g.Shutdown());
 }
 
 }  // namespace

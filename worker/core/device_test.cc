@@ -14,6 +14,7 @@
 
 #include "worker/core/synthetic_batch.h"
 #include "worker/core/train_step.h"
+#include "common/testing/testing.h"
 
 namespace flap::core {
 namespace {
@@ -24,11 +25,11 @@ TEST(DeviceSpec, ParsesTheFourForms) {
   EXPECT_EQ(ParseDeviceSpec("auto")->kind, DeviceSpec::Kind::kAuto);
   EXPECT_EQ(ParseDeviceSpec("cpu")->kind, DeviceSpec::Kind::kCpu);
   auto cuda = ParseDeviceSpec("cuda");
-  ASSERT_TRUE(cuda.ok());
+  ASSERT_OK(cuda);
   EXPECT_EQ(cuda->kind, DeviceSpec::Kind::kCuda);
   EXPECT_EQ(cuda->index, -1);
   auto three = ParseDeviceSpec("cuda:3");
-  ASSERT_TRUE(three.ok());
+  ASSERT_OK(three);
   EXPECT_EQ(three->index, 3);
   for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "CPU", "", "cuda:1:2"}) {
     auto s = ParseDeviceSpec(bad);
@@ -52,7 +53,7 @@ TEST(LocalRank, TorchrunThenOpenMpiThenSlurm) {
 
 TEST(ResolveDevice, AutoIsTheCpuWithoutGpus) {
   auto d = ResolveDevice(*ParseDeviceSpec("auto"), 0, 0, std::nullopt);
-  ASSERT_TRUE(d.ok());
+  ASSERT_OK(d);
   EXPECT_TRUE(d->is_cpu());
   EXPECT_TRUE(ResolveDevice(*ParseDeviceSpec("cpu"), 2, 8, std::nullopt)->is_cpu());
 }
@@ -60,7 +61,7 @@ TEST(ResolveDevice, AutoIsTheCpuWithoutGpus) {
 TEST(ResolveDevice, EachRankTakesTheGpuOfItsLocalRank) {
   for (int local = 0; local < 4; ++local) {
     auto d = ResolveDevice(*ParseDeviceSpec("auto"), local, 4, std::nullopt);
-    ASSERT_TRUE(d.ok());
+    ASSERT_OK(d);
     EXPECT_TRUE(d->is_cuda());
     EXPECT_EQ(d->index(), local);
   }
@@ -70,7 +71,7 @@ TEST(ResolveDevice, EachRankTakesTheGpuOfItsLocalRank) {
 TEST(ResolveDevice, OneVisibleGpuServesWhateverLocalRank) {
   // A launcher that binds one GPU per task (CUDA_VISIBLE_DEVICES=<its GPU>): always cuda:0.
   auto d = ResolveDevice(*ParseDeviceSpec("auto"), 3, 1, std::string("3"));
-  ASSERT_TRUE(d.ok());
+  ASSERT_OK(d);
   EXPECT_EQ(d->index(), 0);
 }
 
@@ -99,7 +100,7 @@ TEST(SelectDevice, CudaWhereNoneIsVisibleIsAClearError) {
   EXPECT_EQ(d.status().code(), Status::Code::kInvalidArgument);
   EXPECT_NE(d.status().message().find("no CUDA device is visible"), std::string::npos) << d.status().message();
   auto cpu = SelectDevice("auto", Env({{"LOCAL_RANK", "1"}}));
-  ASSERT_TRUE(cpu.ok());
+  ASSERT_OK(cpu);
   EXPECT_TRUE(cpu->is_cpu());
 }
 
@@ -169,7 +170,7 @@ TEST(TrainStepBf16, StaysCloseToFp32AndKeepsFp32State) {
     std::vector<StepStats> stats;
     for (int i = 0; i < 5; ++i) {
       auto st = step.Run(SyntheticBatch(c, mask, 16, 0, 16, 100 + i), i);
-      EXPECT_TRUE(st.ok()) << st.status().ToString();
+      EXPECT_OK(st);
       stats.push_back(*st);
     }
     for (const auto& param : model->parameters()) {

@@ -1,4 +1,5 @@
 #include "worker/core/model_config.h"
+#include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +8,7 @@ namespace {
 
 TEST(ModelConfig, PresetsMatchTheDesign) {
   auto tiny = ModelConfig::Preset("tiny");
-  ASSERT_TRUE(tiny.ok());
+  ASSERT_OK(tiny);
   EXPECT_EQ(tiny->audio_width, 192);
   EXPECT_EQ(tiny->audio_depth, 4);
   EXPECT_EQ(tiny->audio_heads, 3);
@@ -17,9 +18,9 @@ TEST(ModelConfig, PresetsMatchTheDesign) {
   EXPECT_EQ(tiny->decoder_width, 128);
   EXPECT_EQ(tiny->decoder_depth, 1);
   EXPECT_EQ(tiny->target_frames, 256);
-  EXPECT_TRUE(tiny->Validate().ok());
+  EXPECT_OK(tiny->Validate());
   auto base = ModelConfig::Preset("base");
-  ASSERT_TRUE(base.ok());
+  ASSERT_OK(base);
   EXPECT_EQ(base->audio_width, 768);
   EXPECT_EQ(base->audio_depth, 12);
   EXPECT_EQ(base->text_depth, 12);
@@ -28,7 +29,7 @@ TEST(ModelConfig, PresetsMatchTheDesign) {
   EXPECT_EQ(base->decoder_depth, 8);
   EXPECT_EQ(base->target_frames, 1024);
   EXPECT_EQ(base->num_patches(), 512);
-  EXPECT_TRUE(base->Validate().ok());
+  EXPECT_OK(base->Validate());
 }
 
 TEST(ModelConfig, UnknownPresetIsRefusedByName) {
@@ -54,7 +55,7 @@ TEST(MaskConfig, RatioMustLieInHalfOpenUnitInterval) {
   MaskConfig m;
   for (double ok : {0.0, 0.5, 0.95}) {
     m.ratio = ok;
-    EXPECT_TRUE(m.Validate().ok()) << ok;
+    EXPECT_OK(m.Validate()) << ok;
   }
   for (double bad : {-0.1, 1.0, 1.5}) {
     m.ratio = bad;

@@ -7,6 +7,7 @@
 #include "worker/core/masking.h"
 #include "worker/core/synthetic_batch.h"
 #include "worker/core/train_step.h"
+#include "common/testing/testing.h"
 
 namespace flap::core {
 namespace {
@@ -216,7 +217,7 @@ TEST(MaskedViews, EachViewHasItsOwnKeepSetAndTheLossAveragesThem) {
   MaskConfig mask;
   mask.ratio = 0.5;
   mask.views = 3;
-  ASSERT_TRUE(mask.Validate().ok());
+  ASSERT_OK(mask.Validate());
   Batch batch = SyntheticBatch(c, mask, 4, 0, 4, 21);
   ASSERT_EQ(batch.views(), 3);
   ASSERT_EQ(batch.keep.size(0), 12);
@@ -230,13 +231,13 @@ TEST(MaskedViews, EachViewHasItsOwnKeepSetAndTheLossAveragesThem) {
   loss.recon_weight = 1.0;
   TrainStep step(model, loss, OptimConfig{});
   auto all = step.ComputeGradients(batch);
-  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_OK(all);
   double contrastive = 0, recon = 0;
   for (int64_t v = 0; v < 3; ++v) {
     Batch one = batch;
     one.keep = batch.keep.narrow(0, v * 4, 4);
     auto st = step.ComputeGradients(one);
-    ASSERT_TRUE(st.ok());
+    ASSERT_OK(st);
     contrastive += st->contrastive / 3;
     recon += st->recon / 3;
   }

@@ -40,7 +40,7 @@ void RunRanks(int world, const std::function<void(int, WorkerGroup&)>& fn, Group
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       auto group = WorkerGroup::Create(Local(r, world, port), options);
-      ASSERT_TRUE(group.ok()) << group.status().ToString();
+      ASSERT_OK(group);
       fn(r, **group);
     });
   }
@@ -52,16 +52,16 @@ TEST(WorkerGroup, AllGatherIsRankMajorAndAllReduceSums) {
     EXPECT_EQ(g.backend(), "gloo");
     at::Tensor local = at::full({2, 3}, static_cast<float>(rank));
     at::Tensor all;
-    ASSERT_TRUE(g.AllGather(local, &all).ok());
+    ASSERT_OK(g.AllGather(local, &all));
     ASSERT_EQ(all.size(0), 6);
     for (int r = 0; r < 3; ++r) EXPECT_EQ(all[2 * r][0].item<float>(), static_cast<float>(r));
     at::Tensor x = at::full({4}, static_cast<float>(rank + 1));
-    ASSERT_TRUE(g.AllReduceSum(x).ok());
+    ASSERT_OK(g.AllReduceSum(x));
     EXPECT_EQ(x[0].item<float>(), 6.0f);
     at::Tensor b = at::full({2}, static_cast<float>(rank));
-    ASSERT_TRUE(g.Broadcast(b, 2).ok());
+    ASSERT_OK(g.Broadcast(b, 2));
     EXPECT_EQ(b[1].item<float>(), 2.0f);
-    EXPECT_TRUE(g.Shutdown().ok());
+    EXPECT_OK(g.Shutdown());
   });
 }
 
@@ -91,7 +91,7 @@ void CheckAveraging(const GradSyncOptions& options) {
       if (w1.grad().defined()) { w1.mutable_grad().zero_(); w2.mutable_grad().zero_(); }
       const float k = static_cast<float>(rank + 1 + step);
       ((w1 * k).sum() + (w2 * 2 * k).sum()).backward();
-      ASSERT_TRUE(sync.Finish().ok());
+      ASSERT_OK(sync.Finish());
       // mean over ranks of (rank + 1 + step): 1.5 + step
       EXPECT_FLOAT_EQ(w1.grad()[3][4].item<float>(), 1.5f + step);
       EXPECT_FLOAT_EQ(w2.grad()[7].item<float>(), 3.0f + 2 * step);
