@@ -1,0 +1,178 @@
+// CoordinatorService: the worker-group RPCs: RegisterGroup, Heartbeat, NextTrial (coordinator/service.h has the protocol).
+#include "coordinator/service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "coordinator/report.h"
+#include "coordinator/service_internal.h"
+
+namespace flap::coordinator {
+using namespace service_internal;  // NOLINT: this part's own helpers
+
+// ---------------------------------------------------------------------------------------------
+// Worker groups
+
+grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServerContext* ctx,
+                                                            const v1::RegisterGroupRequest* req,
+                                                            v1::RegisterGroupResponse* resp) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    grpc::Status s = CheckId("incarnation", req->incarnation());
+    if (s.ok() && !req->group_id().empty()) s = CheckId("group_id", req->group_id());
+    if (!s.ok()) return s;
+    if (req->host().size() > 256) return Invalid("host", "is longer than 256 bytes");
+    if (req->world_size() < 1 || req->world_size() > kMaxWorldSize) {
+      return Invalid("world_size", "is " + std::to_string(req->world_size()) + "; must be in [1, 65536]");
+    }
+    FLAP_RETURN_IF_GRPC_ERROR(CheckEndpoints(*req));
+    const std::vector<std::string> endpoints(req->metrics_endpoints().begin(), req->metrics_endpoints().end());
+    std::string id = req->group_id();
+    if (id.empty()) {
+      for (const auto& [gid, g] : groups_) {
+        if (g.incarnation == req->incarnation()) id = gid;  // a retry
+      }
+      while (id.empty() || (groups_.count(id) && groups_[id].incarnation != req->incarnation())) {
+        id = "g" + std::to_string(next_group_++);
+      }
+      PutCounters(batch);
+    }
+    const int64_t now = Now();
+    auto it = groups_.find(id);
+    if (it != groups_.end() && it->second.incarnation != req->incarnation() &&
+        !it->second.trial_key.empty()) {
+      // The group restarted: the trial it held is lost with its processes.
+      const std::string key = it->second.trial_key;
+      TrialEntry& t = trials_.at(key);
+      EndAttempt(key, &t, FailureCause::kNodeFault,
+                 "group " + id + " restarted (new incarnation) while running attempt " +
+                     std::to_string(t.trial.attempt()),
+                 batch);
+      ReleaseGroup(id, "", batch);
+    }
+    GroupEntry& g = groups_[id];
+    const bool changed = g.incarnation != req->incarnation() || g.host != req->host() ||
+                         g.world_size != req->world_size() || g.metrics_endpoints != endpoints;
+    g.incarnation = req->incarnation();
+    g.host = req->host();
+    g.world_size = req->world_size();
+    g.metrics_endpoints = endpoints;
+    g.last_heartbeat_ms = now;
+    if (changed) {
+      g.revoked.Clear();
+      g.revoked_reason.clear();
+      PutGroup(id, g, batch);
+    }
+    resp->set_group_id(id);
+    resp->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+    resp->set_heartbeat_timeout_ms(options_.heartbeat_timeout_ms);
+    resp->set_lease_ttl_ms(options_.lease_ttl_ms);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                        const v1::HeartbeatRequest* req,
+                                                        v1::HeartbeatResponse* resp) {
+  return Handle(ctx, [&](JournalBatch*) -> grpc::Status {
+    FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
+    auto g = groups_.find(req->group_id());
+    if (g == groups_.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "group_id: no group " +
+                                                           Quote(req->group_id()) +
+                                                           " is registered (RegisterGroup first)");
+    }
+    if (req->ranks_size() > kMaxWorldSize) return Invalid("ranks", "lists more than 65536 ranks");
+    for (int i = 0; i < req->ranks_size(); ++i) {
+      if (req->ranks(i) < 0 || req->ranks(i) >= g->second.world_size) {
+        return Invalid("ranks[" + std::to_string(i) + "]",
+                       "is " + std::to_string(req->ranks(i)) + "; the group has " +
+                           std::to_string(g->second.world_size) + " ranks");
+      }
+    }
+    const int64_t now = Now();
+    g->second.last_heartbeat_ms = now;
+    const std::string& key = g->second.trial_key;
+    if (!key.empty()) {
+      const TrialEntry& t = trials_.at(key);
+      resp->set_action(v1::CONTINUE);
+      resp->mutable_trial()->set_sweep_id(t.sweep);
+      resp->mutable_trial()->set_trial_id(t.spec.id);
+      resp->mutable_trial()->set_attempt(t.trial.attempt());
+      int renewed = 0;
+      auto e = epochs_.find(key);
+      if (e != epochs_.end()) {
+        for (int epoch : e->second) {
+          LeaseTable& table = leases_.at(EpochKey(key, epoch));
+          if (table.active_leases() == 0) continue;
+          for (int rank : req->ranks()) {
+            renewed += static_cast<int>(table.RenewRank(RankId(req->group_id(), rank), now).size());
+          }
+        }
+      }
+      resp->set_leases_renewed(renewed);
+    } else if (!g->second.revoked_reason.empty()) {
+      resp->set_action(v1::STOP);
+      *resp->mutable_trial() = g->second.revoked;
+      resp->set_reason(g->second.revoked_reason);
+    } else {
+      resp->set_action(v1::IDLE);
+    }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerContext* ctx,
+                                                        const v1::NextTrialRequest* req,
+                                                        v1::NextTrialResponse* resp) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
+    auto g = groups_.find(req->group_id());
+    if (g == groups_.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "group_id: no group " +
+                                                           Quote(req->group_id()) +
+                                                           " is registered (RegisterGroup first)");
+    }
+    g->second.last_heartbeat_ms = Now();
+    if (!g->second.trial_key.empty()) {  // a retry: the same assignment
+      resp->set_assigned(true);
+      FillAssignment(g->second.trial_key, trials_.at(g->second.trial_key), resp->mutable_assignment());
+      return grpc::Status::OK;
+    }
+    g->second.revoked.Clear();
+    g->second.revoked_reason.clear();
+    std::vector<std::pair<std::pair<int, int64_t>, std::string>> order;
+    for (const auto& [id, sw] : sweeps_) {
+      if (sw.state == "running") order.push_back({{-sw.spec.priority, sw.order}, id});
+    }
+    std::sort(order.begin(), order.end());
+    bool any_live = false;
+    for (const auto& [rank, sweep_id] : order) {
+      for (const auto& tid : sweeps_.at(sweep_id).trial_ids) {
+        const std::string key = TrialKey(sweep_id, tid);
+        TrialEntry& t = trials_.at(key);
+        if (!IsTerminal(t.trial.state())) any_live = true;
+        if (t.trial.state() != TrialState::kPending) continue;
+        StatusOr<int> attempt = t.trial.Assign(req->group_id());
+        if (!attempt.ok()) return ToGrpc(attempt.status());
+        t.rate_step0 = -1;
+        g->second.trial_key = key;
+        g->second.attempt = *attempt;
+        PutTrial(key, t, batch);
+        resp->set_assigned(true);
+        FillAssignment(key, t, resp->mutable_assignment());
+        return grpc::Status::OK;
+      }
+    }
+    resp->set_assigned(false);
+    resp->set_all_done(!any_live);
+    resp->set_retry_after_ms(options_.heartbeat_interval_ms);
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace flap::coordinator

@@ -1,0 +1,151 @@
+// Internals of CoordinatorService shared by its source files (service.cc: state, journal and
+// the trial-scoped preamble; service_groups.cc, service_leases.cc, service_trials.cc,
+// service_sweeps.cc: the RPC handlers by what they serve; service_observation.cc: metrics,
+// discovery, the reaper and report threads). Request validation helpers, the keys of the
+// state tables, and Handle, the one path every mutating RPC takes. Not part of the API.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/path_name.h"
+#include "coordinator/grpc_status.h"
+#include "coordinator/json_util.h"
+#include "coordinator/service.h"
+
+// Returns the grpc::Status `expr` from the enclosing handler when it is not OK.
+#define FLAP_RETURN_IF_GRPC_ERROR(expr)              \
+  do {                                               \
+    ::grpc::Status flap_grpc_status_ = (expr);       \
+    if (!flap_grpc_status_.ok()) return flap_grpc_status_; \
+  } while (0)
+
+namespace flap::coordinator {
+namespace service_internal {
+
+namespace ji = json_internal;
+
+constexpr size_t kMaxSweepText = 1 << 20;
+constexpr int kMaxWorldSize = 65536;
+constexpr int kMaxEpoch = 1000000;
+constexpr int kMaxShards = 100000;
+constexpr int kMaxSlot = 4095;
+constexpr int64_t kMaxStep = 1000000000000LL;
+constexpr size_t kMaxMetrics = 64;
+
+inline grpc::Status Invalid(const std::string& field, const std::string& what) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": " + what);
+}
+
+inline std::string Quote(const std::string& s) {
+  std::string shown = s.size() > 80 ? s.substr(0, 80) + "..." : s;
+  return "'" + shown + "'";
+}
+
+// Ids become paths (reports, checkpoints): the shared path-name rule (common/path_name.h).
+inline grpc::Status CheckId(const std::string& field, const std::string& value) {
+  const std::string problem = PathNameProblem(value);
+  if (problem.empty()) return grpc::Status::OK;
+  return Invalid(field, value.empty() ? problem : Quote(value) + " " + problem);
+}
+
+inline grpc::Status CheckRef(const v1::TrialRef& ref) {
+  grpc::Status s = CheckId("trial.sweep_id", ref.sweep_id());
+  if (s.ok()) s = CheckId("trial.trial_id", ref.trial_id());
+  if (s.ok() && ref.attempt() < 1) {
+    s = Invalid("trial.attempt", "is " + std::to_string(ref.attempt()) + "; attempts count from 1");
+  }
+  return s;
+}
+
+// RegisterGroupRequest.metrics_endpoints: none, or one host:port (at most 256 bytes) per rank.
+inline grpc::Status CheckEndpoints(const v1::RegisterGroupRequest& req) {
+  const int n = req.metrics_endpoints_size();
+  if (n != 0 && n != req.world_size()) {
+    return Invalid("metrics_endpoints", "has " + std::to_string(n) + " entries; give none or one per rank (" +
+                                            std::to_string(req.world_size()) + ")");
+  }
+  for (int i = 0; i < n; ++i) {
+    const std::string field = "metrics_endpoints[" + std::to_string(i) + "]";
+    const std::string& e = req.metrics_endpoints(i);
+    if (e.size() > 256) return Invalid(field, "is longer than 256 bytes");
+    StatusOr<metrics::HostPort> hp = metrics::ParseHostPort(e);
+    if (!hp.ok()) return Invalid(field, hp.status().message());
+    if (hp->host == "*" || hp->port == 0) {
+      return Invalid(field, Quote(e) + " is not an address to scrape (a host name or address and a port > 0)");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+inline bool IsMetricName(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '@')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+inline std::string TrialKey(const std::string& sweep, const std::string& trial) {
+  return sweep + "/" + trial;
+}
+inline std::string EpochKey(const std::string& trial_key, int epoch) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%06d", epoch);
+  return trial_key + "/" + buf;
+}
+inline std::string MetricKey(const std::string& trial_key, const std::string& kind, int64_t step) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
+  return "metric/" + trial_key + "/" + kind + "/" + buf;
+}
+inline std::string RankId(const std::string& group, int rank) { return group + "/" + std::to_string(rank); }
+
+// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+inline bool SameToken(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
+  return diff == 0 && !b.empty();
+}
+
+inline StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& key) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Corruption("stored value of " + key + " is not JSON");
+  return j;
+}
+
+}  // namespace service_internal
+
+// Runs `fn(batch)` under mu_, stages the batch and replies once it is durable.
+template <typename Fn>
+grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext* ctx, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  grpc::Status status = Authorize(ctx);
+  if (!status.ok()) {
+    reactor->Finish(status);
+    return reactor;
+  }
+  if (!journal_->healthy()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                 journal_->status().message() + "; restart the coordinator"));
+    return reactor;
+  }
+  uint64_t seq = 0;
+  std::vector<std::string> reports;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    JournalBatch batch;
+    status = fn(&batch);
+    seq = journal_->Append(std::move(batch));
+    reports.swap(reports_due_);
+  }
+  for (const auto& id : reports) WriteReportInBackground(id);
+  ReplyWhenDurable(reactor, seq, status);
+  return reactor;
+}
+
+}  // namespace flap::coordinator

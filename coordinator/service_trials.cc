@@ -1,0 +1,162 @@
+// CoordinatorService: the trial's reports: ReportMetrics, ReportCheckpoint, FinishTrial, FailTrial (coordinator/service.h has the protocol).
+#include "coordinator/service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "coordinator/report.h"
+#include "coordinator/service_internal.h"
+
+namespace flap::coordinator {
+using namespace service_internal;  // NOLINT: this part's own helpers
+
+// ---------------------------------------------------------------------------------------------
+// Trial reports
+
+grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServerContext* ctx,
+                                                            const v1::ReportMetricsRequest* req,
+                                                            v1::ReportMetricsResponse* resp) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    TrialEntry* t = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+    if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL) {
+      return Invalid("kind", "must be TRAIN or EVAL");
+    }
+    if (req->step() < 0 || req->step() > kMaxStep) {
+      return Invalid("step", "is " + std::to_string(req->step()) + "; must be in [0, 1e12]");
+    }
+    if (req->epoch() < 0) return Invalid("epoch", "is negative");
+    if (req->total_steps() < 0 || req->total_steps() > kMaxStep) {
+      return Invalid("total_steps", "is " + std::to_string(req->total_steps()) + "; must be in [0, 1e12]");
+    }
+    if (req->values().empty() || req->values().size() > kMaxMetrics) {
+      return Invalid("values", "has " + std::to_string(req->values().size()) +
+                                   " entries; must have 1 to 64");
+    }
+    MetricPoint p;
+    for (const auto& [name, value] : req->values()) {
+      if (!IsMetricName(name)) {
+        return Invalid("values", "metric name " + Quote(name) + " is not 1 to 64 characters of [a-z0-9_.@]");
+      }
+      if (std::isinf(value)) return Invalid("values[" + name + "]", "is infinite");
+      p.values[name] = value;
+    }
+    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
+    EnsureRunning(key, t, batch);
+    const Status progress = t->trial.ReportProgress(req->trial().attempt(), req->step());
+    if (!progress.ok()) return ToGrpc(progress);
+    const int64_t now = Now();
+    if (req->total_steps() > 0) t->total_steps = req->total_steps();
+    if (t->rate_step0 < 0) {
+      t->rate_step0 = req->step();
+      t->rate_t0_ms = now;
+    }
+    t->rate_step1 = req->step();
+    t->rate_t1_ms = now;
+    p.trial_id = t->spec.id;
+    p.attempt = req->trial().attempt();
+    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN ? "train" : "eval";
+    p.step = req->step();
+    p.epoch = req->epoch();
+    p.time_ms = now;
+    (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
+    batch->Put(MetricKey(key, p.kind, p.step), p.ToJson().dump());
+    resp->set_action(v1::CONTINUE);
+    SweepEntry& sw = sweeps_.at(t->sweep);
+    if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
+      std::optional<int> rung = sw.asha->RungReachedAt(p.step);
+      if (rung && !sw.asha->DecisionFor(t->spec.id, *rung)) {
+        StatusOr<AshaDecision> d =
+            sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
+        if (d.ok()) {
+          batch->Put("asha/" + t->sweep, sw.asha->ToJson().dump());
+          if (d->action == AshaAction::kStop && t->trial.Stop(req->trial().attempt()).ok()) {
+            const std::string reason =
+                "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
+                std::to_string(sw.asha->config().rungs[*rung]) + "): " +
+                sw.asha->config().metric + " ranked " + std::to_string(d->rank + 1) + " of " +
+                std::to_string(d->num_results) + ", " + std::to_string(d->num_promoted) +
+                " continue";
+            ReleaseGroup(req->group_id(), reason, batch);
+            resp->set_action(v1::STOP);
+            resp->set_reason(reason);
+            MaybeFinishSweep(t->sweep, batch);
+          }
+        }
+      }
+    }
+    PutTrial(key, *t, batch);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
+    grpc::CallbackServerContext* ctx, const v1::ReportCheckpointRequest* req,
+    v1::ReportCheckpointResponse*) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    TrialEntry* t = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+    if (req->ref().empty() || req->ref().size() > 1024) return Invalid("ref", "must be 1 to 1024 bytes");
+    if (req->step() < 0 || req->step() > kMaxStep) {
+      return Invalid("step", "is " + std::to_string(req->step()) + "; must be in [0, 1e12]");
+    }
+    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
+    EnsureRunning(key, t, batch);
+    const Status r = t->trial.ReportCheckpoint(req->trial().attempt(), req->ref(), req->step());
+    if (!r.ok()) return ToGrpc(r);
+    PutTrial(key, *t, batch);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerContext* ctx,
+                                                          const v1::FinishTrialRequest* req,
+                                                          v1::FinishTrialResponse*) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    // A retry of a finish that was committed: OK, nothing changes.
+    auto done = trials_.find(TrialKey(req->trial().sweep_id(), req->trial().trial_id()));
+    if (done != trials_.end() && done->second.trial.state() == TrialState::kCompleted &&
+        done->second.trial.attempt() == req->trial().attempt()) {
+      return grpc::Status::OK;
+    }
+    TrialEntry* t = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
+    EnsureRunning(key, t, batch);
+    const Status r = t->trial.Complete(req->trial().attempt());
+    if (!r.ok()) return ToGrpc(r);
+    ReleaseGroup(req->group_id(), "", batch);
+    PutTrial(key, *t, batch);
+    MaybeFinishSweep(t->sweep, batch);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerContext* ctx,
+                                                        const v1::FailTrialRequest* req,
+                                                        v1::FailTrialResponse* resp) {
+  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+    TrialEntry* t = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+    FailureCause cause;
+    switch (req->cause()) {
+      case v1::FailTrialRequest::PREEMPTION: cause = FailureCause::kPreemption; break;
+      case v1::FailTrialRequest::NODE_FAULT: cause = FailureCause::kNodeFault; break;
+      case v1::FailTrialRequest::TRIAL_ERROR: cause = FailureCause::kTrialError; break;
+      default: return Invalid("cause", "must be PREEMPTION, NODE_FAULT or TRIAL_ERROR");
+    }
+    if (req->error().size() > 4096) return Invalid("error", "is longer than 4096 bytes");
+    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
+    EndAttempt(key, t, cause, req->error().empty() ? FailureCauseName(cause) : req->error(), batch);
+    ReleaseGroup(req->group_id(), "", batch);
+    resp->set_state(TrialStateName(t->trial.state()));
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace flap::coordinator
