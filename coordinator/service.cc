@@ -20,6 +20,22 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 // ---------------------------------------------------------------------------------------------
 // Set-up and recovery
 
+const char* SweepStateName(SweepState state) {
+  switch (state) {
+    case SweepState::kRunning: return "running";
+    case SweepState::kFinished: return "finished";
+    case SweepState::kCancelled: return "cancelled";
+  }
+  return "running";
+}
+
+StatusOr<SweepState> ParseSweepState(const std::string& name, const std::string& what) {
+  for (SweepState s : {SweepState::kRunning, SweepState::kFinished, SweepState::kCancelled}) {
+    if (name == SweepStateName(s)) return s;
+  }
+  return Status::Corruption(what + ": unknown sweep state '" + name + "'");
+}
+
 CoordinatorService::CoordinatorService(const ServiceOptions& options) : options_(options) {}
 
 StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
@@ -96,7 +112,9 @@ Status CoordinatorService::Load() {
     FLAP_RETURN_IF_ERROR(ji::Get(j, "text", key, &s.text));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "source", key, &s.source));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "base_config", key, &s.base_config));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "state", key, &s.state));
+    std::string state;
+    FLAP_RETURN_IF_ERROR(ji::Get(j, "state", key, &state));
+    FLAP_ASSIGN_OR_RETURN(s.state, ParseSweepState(state, key));
     FLAP_RETURN_IF_ERROR(ji::Get(j, "order", key, &s.order));
     FLAP_RETURN_IF_ERROR(ji::GetArray(j, "trial_ids", key, &s.trial_ids));
     s.base_values = ConfigValues(s.base_config);
@@ -201,7 +219,7 @@ Status CoordinatorService::Load() {
   // A report a crash kept from being written is written now.
   if (!options_.report_dir.empty()) {
     for (const auto& [id, s] : sweeps_) {
-      if (s.state != "running" &&
+      if (s.state != SweepState::kRunning &&
           !std::filesystem::exists(options_.report_dir + "/" + id + "/report.md")) {
         WriteReportInBackground(id);
       }
@@ -246,7 +264,7 @@ void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uin
 void CoordinatorService::PutSweep(const std::string& id, const SweepEntry& s,
                                   JournalBatch* batch) const {
   nlohmann::json j = {{"spec", s.spec.ToJson()}, {"text", s.text},     {"source", s.source},
-                      {"base_config", s.base_config}, {"state", s.state}, {"order", s.order},
+                      {"base_config", s.base_config}, {"state", SweepStateName(s.state)}, {"order", s.order},
                       {"trial_ids", s.trial_ids}};
   batch->Put("sweep/" + id, j.dump());
 }
@@ -384,11 +402,11 @@ void CoordinatorService::EndAttempt(const std::string& key, TrialEntry* t, Failu
 
 void CoordinatorService::MaybeFinishSweep(const std::string& sweep_id, JournalBatch* batch) {
   SweepEntry& s = sweeps_.at(sweep_id);
-  if (s.state != "running") return;
+  if (s.state != SweepState::kRunning) return;
   for (const auto& tid : s.trial_ids) {
     if (!IsTerminal(trials_.at(TrialKey(sweep_id, tid)).trial.state())) return;
   }
-  s.state = "finished";
+  s.state = SweepState::kFinished;
   PutSweep(sweep_id, s, batch);
   reports_due_.push_back(sweep_id);
   PruneEndedSweep(sweep_id);

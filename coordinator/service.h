@@ -168,6 +168,13 @@ struct ServiceOptions {
 // The metadata key carrying the token.
 inline constexpr char kTokenMetadataKey[] = "x-flap-token";
 
+// A sweep runs until every trial has ended (finished) or a user cancels it (cancelled).
+enum class SweepState { kRunning, kFinished, kCancelled };
+// "running", "finished", "cancelled" (the API's and the journal's names) and back
+// (Corruption naming `what` for an unknown name).
+const char* SweepStateName(SweepState state);
+StatusOr<SweepState> ParseSweepState(const std::string& name, const std::string& what);
+
 class CoordinatorService final : public flap::coordinator::v1::Coordinator::CallbackService {
  public:
   // Opens the journal in options.state_dir and restores every sweep, trial, group, lease
@@ -250,7 +257,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     std::string text;         // the sweep file as submitted
     std::string source;
     std::string base_config;  // the base config's text
-    std::string state = "running";  // running | finished | cancelled
+    SweepState state = SweepState::kRunning;
     int64_t order = 0;        // submission order
     std::optional<Asha> asha;
     std::vector<std::string> trial_ids;  // in trial order

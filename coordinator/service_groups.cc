@@ -147,7 +147,7 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
     g->second.revoked_reason.clear();
     std::vector<std::pair<std::pair<int, int64_t>, std::string>> order;
     for (const auto& [id, sw] : sweeps_) {
-      if (sw.state == "running") order.push_back({{-sw.spec.priority, sw.order}, id});
+      if (sw.state == SweepState::kRunning) order.push_back({{-sw.spec.priority, sw.order}, id});
     }
     std::sort(order.begin(), order.end());
     bool any_live = false;

@@ -41,18 +41,18 @@ metrics::CoordinatorSnapshot CoordinatorService::MetricsSnapshot() const {
   // The ended sweeps whose series stay: the most recently submitted ones.
   std::vector<std::pair<int64_t, std::string>> ended;
   for (const auto& [id, sw] : sweeps_) {
-    ++out.sweeps_by_state[sw.state];
-    if (sw.state != "running") ended.push_back({sw.order, id});
+    ++out.sweeps_by_state[SweepStateName(sw.state)];
+    if (sw.state != SweepState::kRunning) ended.push_back({sw.order, id});
   }
   std::sort(ended.rbegin(), ended.rend());
   ended.resize(std::min<size_t>(ended.size(), std::max(0, options_.metrics_ended_sweeps)));
   std::set<std::string> kept;
   for (const auto& e : ended) kept.insert(e.second);
   for (const auto& [id, sw] : sweeps_) {
-    if (sw.state != "running" && !kept.count(id)) continue;
+    if (sw.state != SweepState::kRunning && !kept.count(id)) continue;
     metrics::SweepSnapshot& ss = out.sweeps.emplace_back();
     ss.sweep = id;
-    ss.state = sw.state;
+    ss.state = SweepStateName(sw.state);
     for (int st = 0; st <= static_cast<int>(TrialState::kCancelled); ++st) {  // every state, 0 included
       ss.trials_by_state[TrialStateName(static_cast<TrialState>(st))] = 0;
     }

@@ -123,7 +123,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerConte
     }
     const SweepEntry& sw = it->second;
     resp->set_sweep_id(req->sweep_id());
-    resp->set_state(sw.state);
+    resp->set_state(SweepStateName(sw.state));
     resp->set_priority(sw.spec.priority);
     resp->set_search(SearchKindName(sw.spec.search));
     for (const auto& f : sw.spec.factors) resp->add_factors(f.name);
@@ -143,7 +143,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerCon
     for (const auto& [id, sw] : sweeps_) {
       auto* e = resp->add_sweeps();
       e->set_sweep_id(id);
-      e->set_state(sw.state);
+      e->set_state(SweepStateName(sw.state));
       e->set_priority(sw.spec.priority);
       e->set_num_trials(static_cast<int>(sw.trial_ids.size()));
       int terminal = 0;
@@ -178,8 +178,8 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerCo
       PutTrial(key, t, batch);
       ++cancelled;
     }
-    if (sw.state == "running") {
-      sw.state = "cancelled";
+    if (sw.state == SweepState::kRunning) {
+      sw.state = SweepState::kCancelled;
       PutSweep(req->sweep_id(), sw, batch);
       reports_due_.push_back(req->sweep_id());
       PruneEndedSweep(req->sweep_id());
@@ -242,7 +242,7 @@ StatusOr<ReportInput> CoordinatorService::ReportInputFor(const std::string& swee
     if (it == sweeps_.end()) return Status::NotFound("sweep_id: no sweep " + Quote(sweep_id));
     in.sweep_id = sweep_id;
     in.spec = it->second.spec;
-    in.state = it->second.state;
+    in.state = SweepStateName(it->second.state);
     for (const auto& tid : it->second.trial_ids) {
       const TrialEntry& t = trials_.at(TrialKey(sweep_id, tid));
       in.trials.push_back(t.spec);
