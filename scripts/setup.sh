@@ -18,6 +18,8 @@ PACKAGES=(
   python3-torch python3-torchaudio
   prometheus
   tar
+  # tcmalloc for flap-worker: it keeps freed tensor buffers mapped (docs/benchmarks.md).
+  libgoogle-perftools-dev
   libgloo-dev
   openmpi-bin
   # Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so, which only libpmix-dev

@@ -1,5 +1,7 @@
 #include "worker/loader.h"
 
+#include <time.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -117,6 +119,13 @@ struct SampleRef {
   int64_t index = 0;
 };
 
+// CPU time of the calling thread.
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 std::string JoinNames(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ",") + n;
@@ -192,9 +201,11 @@ struct StreamingLoader::Impl {
         job = queued.front();
         queued.pop_front();
       }
+      const double cpu0 = ThreadCpuSeconds();
       auto f = LoadShardFeatures(options.dataset_dir, job->info, *tokenizer, fo);
       {
         std::lock_guard<std::mutex> lock(mu);
+        stats.busy_seconds += ThreadCpuSeconds() - cpu0;
         job->done = true;
         if (f.ok()) {
           if (f->from_cache) ++stats.shards_cached;
@@ -280,7 +291,12 @@ struct StreamingLoader::Impl {
           views.push_back({&clip, r.shard->spec(r.index)});
           out.keys.push_back(clip.key);
         }
+        const double cpu0 = ThreadCpuSeconds();
         out.batch = AssembleBatch(views, epoch, config, options.pin_memory);
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          stats.busy_seconds += ThreadCpuSeconds() - cpu0;
+        }
         pending.clear();
         ++step;
         if (step == steps) {

@@ -130,6 +130,7 @@ struct LoaderStats {
   int64_t batches = 0;         // batches returned by Next()
   int64_t shards_computed = 0; // shards decoded and featurised
   int64_t shards_cached = 0;   // shards read from the feature cache
+  double busy_seconds = 0;     // CPU time of the loader's threads (features and batch assembly)
   std::vector<std::string> notes;  // cache notes (ignored or unwritable cache files)
 };
 

@@ -1,6 +1,7 @@
 #include "worker/trainer.h"
 
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
@@ -28,6 +29,7 @@
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
+#include "worker/thread_budget.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {
@@ -43,6 +45,21 @@ std::string FormatGiB(int64_t bytes) {
   return buf;
 }
 
+// This process's CPU time and minor page faults so far.
+struct HostUsage {
+  double user_s = 0, system_s = 0;
+  int64_t minor_faults = 0;
+};
+HostUsage ReadHostUsage() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  HostUsage u;
+  u.user_s = static_cast<double>(ru.ru_utime.tv_sec) + 1e-6 * static_cast<double>(ru.ru_utime.tv_usec);
+  u.system_s = static_cast<double>(ru.ru_stime.tv_sec) + 1e-6 * static_cast<double>(ru.ru_stime.tv_usec);
+  u.minor_faults = ru.ru_minflt;
+  return u;
+}
+
 std::string FormatDuration(double s) {
   char buf[32];
   const long total = static_cast<long>(s + 0.5);
@@ -53,10 +70,7 @@ std::string FormatDuration(double s) {
 
 }  // namespace
 
-void SetThreads(int threads) {
-  const int n = threads > 0 ? threads : 1;
-  at::set_num_threads(n);
-}
+void SetThreads(int threads) { core::SetComputeThreads(threads > 0 ? threads : 1); }
 
 DatasetOptions DataOptions(const TrialConfig& c) {
   DatasetOptions o;
@@ -259,9 +273,13 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   TrialConfig config = config_in;
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
-  SetThreads(config.train.threads);
   const auto start = Clock::now();
   FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
+  const std::string allocator = core::TuneHostAllocator();
+  const int cores = UsableCores();
+  const ThreadPlan thread_plan = PlanThreads(cores, device.is_cuda(), config.train.threads, config.data.loader_threads);
+  int compute_threads = thread_plan.compute;
+  core::SetComputeThreads(compute_threads);
   FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
   const core::DeviceInfo device_info = core::DescribeDevice(device);
   std::unique_ptr<core::WorkerGroup> own_group;
@@ -380,8 +398,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   }
   LoaderOptions lo;
   lo.dataset_dir = config.data.path;
-  lo.threads = config.data.loader_threads > 0 ? config.data.loader_threads
-                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  lo.threads = thread_plan.loader;
   lo.shuffle_shards = config.data.shuffle_shards;
   lo.prefetch_batches = config.data.prefetch_batches;
   lo.pin_memory = device.is_cuda();
@@ -407,7 +424,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       << config.model.num_patches() << " tokens kept), recon.weight " << config.loss.recon_weight
       << ", text.augment " << config.augment << "; " << total_steps << " steps of global batch " << b * world
       << " (" << world << " rank(s) x train.batch_size " << b << " per rank; " << b * world
-      << " negatives per step), " << at::get_num_threads() << " threads; device " << device_info.device << " ("
+      << " negatives per step); threads: " << compute_threads << " compute + " << lo.threads << " loader of "
+      << cores << " cores (" << thread_plan.why << "), " << allocator << "; device " << device_info.device << " ("
       << device_info.name << ", " << FormatGiB(device_info.memory_bytes) << "), " << core::PrecisionName(precision)
       << std::endl;
 
@@ -416,6 +434,8 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   double fwd_s = 0, bwd_s = 0, opt_s = 0, gather_s = 0, sync_s = 0, window_s = 0, wait_s = 0;
   int64_t window_steps = 0;
   const auto train_start = Clock::now();
+  const HostUsage host_start = ReadHostUsage();
+  double loader_busy_mark = 0, loader_wall_mark = 0;  // the thread plan's last measurement
   double eval_s = 0;
   bool stop_asked = false;  // rank 0: a hook asked to stop the trial
   // The budgets' clock: training-loop seconds of this trial (earlier runs included), without
@@ -580,6 +600,19 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       bwd_s += last.backward_s;
       opt_s += last.optimizer_s;
       if (log_now) {
+        // The loader's measured need decides the compute threads of the next window.
+        const double busy = loader->stats().busy_seconds, wall = Since(train_start);
+        const double busy_cores = (busy - loader_busy_mark) / std::max(1e-6, wall - loader_wall_mark);
+        loader_busy_mark = busy;
+        loader_wall_mark = wall;
+        const int next_threads = ReplanComputeThreads(thread_plan, cores, device.is_cuda(), config.train.threads, busy_cores);
+        if (next_threads != compute_threads) {
+          char why[96];
+          std::snprintf(why, sizeof(why), " (the loader used %.2f cores over the last window)", busy_cores);
+          log << "threads: compute " << compute_threads << " -> " << next_threads << why << std::endl;
+          compute_threads = next_threads;
+          core::SetComputeThreads(compute_threads);
+        }
         const double rate = static_cast<double>(window_steps * b * world) / window_s;
         const int64_t planned = planned_steps(step + 1);
         const double eta = static_cast<double>(planned - step - 1) * window_s / static_cast<double>(window_steps);
@@ -680,7 +713,17 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                {"wait_fraction", train_s > 0 ? wait_s / train_s : 0.0},
                {"shards_computed", ls.shards_computed},
                {"shards_from_cache", ls.shards_cached},
-               {"loader_threads", lo.threads}};
+               {"loader_threads", lo.threads},
+               {"loader_busy_seconds", ls.busy_seconds}};
+  const HostUsage host_end = ReadHostUsage();
+  const double cpu_s = (host_end.user_s - host_start.user_s) + (host_end.system_s - host_start.system_s);
+  s["host"] = {{"cores", cores},
+               {"compute_threads", compute_threads},
+               {"loader_threads", lo.threads},
+               {"allocator", allocator},
+               {"minor_faults_per_step", static_cast<double>(host_end.minor_faults - host_start.minor_faults) /
+                                             static_cast<double>(std::max<int64_t>(1, step - start_step))},
+               {"system_time_share", cpu_s > 0 ? (host_end.system_s - host_start.system_s) / cpu_s : 0.0}};
   for (const std::string& n : ls.notes) log << "loader: " << n << std::endl;
   const double steps_run = static_cast<double>(std::max<int64_t>(1, step - start_step));
   s["step_seconds"] = {{"forward", fwd_s / steps_run},

@@ -1,7 +1,7 @@
 # The worker library (config, shard features, dataset, batcher, streaming loader, evaluator,
 # checkpointer, trainer) and flap-worker.
 add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc
-  safetensors.cc warm_start.cc)
+  safetensors.cc warm_start.cc thread_budget.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
   PUBLIC flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
@@ -15,6 +15,13 @@ target_link_libraries(flap_agent PUBLIC flap::worker flap::coordinator_client PR
 
 add_executable(flap-worker main.cc)
 target_link_libraries(flap-worker PRIVATE flap::agent)
+# tcmalloc (libgoogle-perftools-dev) keeps freed tensor buffers for reuse, where glibc's malloc
+# unmaps them and faults them in again every step (docs/benchmarks.md, "Allocation churn").
+# Without it the worker tunes glibc's thresholds instead (core::TuneHostAllocator).
+find_library(FLAP_TCMALLOC_LIB NAMES tcmalloc_minimal)
+if(FLAP_TCMALLOC_LIB)
+  target_link_libraries(flap-worker PRIVATE ${FLAP_TCMALLOC_LIB})
+endif()
 target_compile_definitions(flap-worker PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs")
 
 if(FLAP_BUILD_TESTS)

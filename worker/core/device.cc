@@ -1,13 +1,18 @@
 #include "worker/core/device.h"
 
+#include <dlfcn.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 
 #include "worker/core/device_backend.h"
 #include "worker/core/torch_compat.h"
+
+#include <ATen/Parallel.h>
 
 namespace flap::core {
 namespace {
@@ -163,6 +168,29 @@ AutocastGuard::~AutocastGuard() {
   if (!active_) return;
   compat::SetAutocast(type_, was_enabled_, c10::ScalarType::BFloat16);
   if (!was_enabled_) at::autocast::clear_cache();
+}
+
+void SetComputeThreads(int threads) {
+  const int n = std::max(1, threads);
+  at::set_num_threads(n);
+  // Looked up at run time: the core links LibTorch alone, whatever BLAS it was built with.
+  using SetFn = void (*)(int);
+  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(n);
+}
+
+int BlasThreads() {
+  using GetFn = int (*)();
+  if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
+  return 0;
+}
+
+std::string TuneHostAllocator() {
+  if (dlsym(RTLD_DEFAULT, "tc_malloc") != nullptr) return "tcmalloc";
+  // 32 MiB is glibc's ceiling for the mmap threshold on 64-bit; the trim threshold keeps a
+  // step's worth of freed heap mapped for the next step.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return "glibc malloc (tuned)";
 }
 
 }  // namespace flap::core

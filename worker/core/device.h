@@ -70,6 +70,20 @@ void ActivateDevice(const c10::Device& device);
 int64_t PeakMemoryBytes(const c10::Device& device);
 void ResetPeakMemory(const c10::Device& device);
 
+// Sets LibTorch's intra-op threads and, when LibTorch runs on OpenBLAS, OpenBLAS's own thread
+// pool to `threads` (>= 1). OpenBLAS keeps one thread per core by default, which
+// at::set_num_threads does not reach: a "one-thread" trainer then runs every GEMM on all cores
+// and competes with its own loader threads.
+void SetComputeThreads(int threads);
+// The BLAS library's thread count, or 0 when it offers no such query (MKL, reference BLAS).
+int BlasThreads();
+
+// Keeps the host allocator from returning tensor-sized buffers to the kernel between steps:
+// nothing to do under tcmalloc (linked into flap-worker where available); under glibc's
+// malloc, raises the mmap and trim thresholds (buffers up to 32 MiB come from the heap and
+// stay mapped). Returns the allocator's name, "tcmalloc" or "glibc malloc (tuned)".
+std::string TuneHostAllocator();
+
 enum class Precision { kFp32, kBf16 };
 StatusOr<Precision> ParsePrecision(const std::string& text);
 const char* PrecisionName(Precision p);

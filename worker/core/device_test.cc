@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <ATen/Parallel.h>
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
@@ -206,6 +207,30 @@ TEST(Checkpoint, TensorsLoadOntoTheDeviceOfTheLoadingModel) {
     EXPECT_TRUE(b[p.key()].device().is_cpu());
     EXPECT_TRUE(at::equal(p.value(), b[p.key()])) << p.key();
   }
+}
+
+}  // namespace
+}  // namespace flap::core
+
+namespace flap::core {
+namespace {
+
+TEST(ComputeThreads, ReachLibTorchAndTheBlasPool) {
+  const int before = at::get_num_threads();
+  SetComputeThreads(1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  const int blas = BlasThreads();
+  if (blas == 0) {
+    SetComputeThreads(before);
+    GTEST_SKIP() << "this LibTorch's BLAS has no thread-count call (not OpenBLAS)";
+  }
+  EXPECT_EQ(blas, 1);
+  SetComputeThreads(2);
+  EXPECT_EQ(at::get_num_threads(), 2);
+  EXPECT_EQ(BlasThreads(), 2);
+  SetComputeThreads(0);  // clamped to one thread
+  EXPECT_EQ(at::get_num_threads(), 1);
+  SetComputeThreads(before);
 }
 
 }  // namespace
