@@ -134,7 +134,7 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
 
   // The lease is not renewed (the heartbeats list no rank): it expires and is counted.
   EXPECT_TRUE(Eventually([&] {
-    client->Heartbeat("g1");
+    EXPECT_OK(client->Heartbeat("g1"));
     return FindSamples(Scrape(c), "flap_coordinator_leases_expired_total", {})[0].value == 1;
   })) << "the lease never counted as expired";
   EXPECT_EQ(One(Scrape(c), "flap_coordinator_leases_active", {}), 0);

@@ -130,6 +130,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -264,6 +265,8 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     std::map<std::string, std::string> base_values;  // ConfigValues(base_config), not journaled
   };
   struct TrialEntry {
+    TrialEntry(std::string sweep_id, TrialSpec trial_spec, Trial state)
+        : sweep(std::move(sweep_id)), spec(std::move(trial_spec)), trial(std::move(state)) {}
     std::string sweep;
     TrialSpec spec;
     Trial trial;
