@@ -1,0 +1,202 @@
+// The ablation report (report.h): statistics over seeds, number formats, the retrieval
+// metrics, time to target, and the JSON of metric records.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "coordinator/json_util.h"
+#include "coordinator/report.h"
+#include "coordinator/report_internal.h"
+
+namespace flap::coordinator {
+namespace report_internal {
+namespace {
+
+// Two-sided 95% Student t quantile for `df` degrees of freedom.
+double T95(int df) {
+  static const double kTable[] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365,
+                                  2.306, 2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+                                  2.120, 2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069,
+                                  2.064, 2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
+  if (df <= 0) return kNaN;
+  if (df <= 30) return kTable[df];
+  if (df <= 60) return 2.000;
+  if (df <= 120) return 1.980;
+  return 1.960;
+}
+
+}  // namespace
+
+std::string Num(double v) {
+  if (std::isnan(v)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string Csv(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+Stats Summarise(const std::vector<double>& xs) {
+  Stats s;
+  std::vector<double> v;
+  for (double x : xs) {
+    if (!std::isnan(x)) v.push_back(x);
+  }
+  s.n = static_cast<int>(v.size());
+  if (v.empty()) return s;
+  double sum = 0;
+  for (double x : v) sum += x;
+  s.mean = sum / v.size();
+  if (v.size() >= 2) {
+    double ss = 0;
+    for (double x : v) ss += (x - s.mean) * (x - s.mean);
+    s.sd = std::sqrt(ss / (v.size() - 1));
+    s.ci = T95(s.n - 1) * s.sd / std::sqrt(static_cast<double>(s.n));
+  }
+  return s;
+}
+
+// A metric's value for people: a percentage for retrieval fractions, else as is.
+std::string Show(double v, bool fraction) { return fraction ? Percent(v) : Num(v); }
+// A difference or a spread: percentage points for retrieval fractions.
+std::string ShowDelta(double v, bool fraction) {
+  if (!fraction || std::isnan(v)) return Num(v);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", 100.0 * v);
+  return buf;
+}
+
+std::string MeanSd(const Stats& s, bool fraction) {
+  if (s.n == 0) return "-";
+  if (s.n < 2) return Show(s.mean, fraction);
+  return Show(s.mean, fraction) + " ± " + ShowDelta(s.sd, fraction);
+}
+
+// "mean [lo, hi]" with the 95% interval over seeds; the mean alone for one seed.
+std::string MeanCi(const Stats& s, const std::function<std::string(double)>& show) {
+  if (s.n == 0) return "-";
+  if (std::isnan(s.ci)) return show(s.mean);
+  return show(s.mean) + " [" + show(s.mean - s.ci) + ", " + show(s.mean + s.ci) + "]";
+}
+
+std::string Seconds(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", v);
+  return buf;
+}
+
+std::string Count(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f", v);
+  return buf;
+}
+
+std::string FactorValue(const TrialSpec& t, const std::string& factor) {
+  auto it = t.factors.find(factor);
+  return it == t.factors.end() ? "-" : it->second;
+}
+
+std::string CellLabel(const TrialSpec& t) {
+  std::string out;
+  for (const auto& [k, v] : t.factors) out += (out.empty() ? "" : ", ") + k + "=" + v;
+  return out.empty() ? "(base)" : out;
+}
+
+double Value(const std::map<std::string, double>& m, const std::string& k) {
+  auto it = m.find(k);
+  return it == m.end() ? kNaN : it->second;
+}
+
+}  // namespace report_internal
+
+namespace {
+
+bool ReachesTarget(double v, double target, bool max_mode) {
+  if (std::isnan(v)) return false;
+  return max_mode ? v >= target : v <= target;
+}
+
+}  // namespace
+
+using json_internal::Get;
+using json_internal::Number;
+
+nlohmann::json MetricPoint::ToJson() const {
+  nlohmann::json values_json = nlohmann::json::object();
+  for (const auto& [k, v] : values) values_json[k] = Number(v);
+  return {{"trial_id", trial_id}, {"attempt", attempt}, {"kind", kind}, {"step", step},
+          {"epoch", epoch},       {"time_ms", time_ms}, {"values", values_json}};
+}
+
+StatusOr<MetricPoint> MetricPoint::FromJson(const nlohmann::json& j, const std::string& what) {
+  MetricPoint p;
+  FLAP_RETURN_IF_ERROR(Get(j, "trial_id", what, &p.trial_id));
+  FLAP_RETURN_IF_ERROR(Get(j, "attempt", what, &p.attempt));
+  FLAP_RETURN_IF_ERROR(Get(j, "kind", what, &p.kind));
+  FLAP_RETURN_IF_ERROR(Get(j, "step", what, &p.step));
+  FLAP_RETURN_IF_ERROR(Get(j, "epoch", what, &p.epoch));
+  FLAP_RETURN_IF_ERROR(Get(j, "time_ms", what, &p.time_ms));
+  if (p.kind != "train" && p.kind != "eval") {
+    return Status::Corruption(what + ": field 'kind' is '" + p.kind + "', not train or eval");
+  }
+  auto it = j.find("values");
+  if (it == j.end() || !it->is_object()) return json_internal::Bad(what, "values", "an object");
+  for (auto v = it->begin(); v != it->end(); ++v) {
+    double x = 0;
+    FLAP_RETURN_IF_ERROR(json_internal::Convert(v.value(), what, "values." + v.key(), &x));
+    p.values[v.key()] = x;
+  }
+  return p;
+}
+
+const std::vector<std::string>& RetrievalMetrics() {
+  static const std::vector<std::string> kMetrics = {"t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1",
+                                                    "a2t_r5", "a2t_r10", "map10"};
+  return kMetrics;
+}
+
+bool IsFractionMetric(const std::string& metric) {
+  const auto& rm = RetrievalMetrics();
+  return std::find(rm.begin(), rm.end(), metric) != rm.end() || metric == "t2a_map10" ||
+         metric == "a2t_map10";
+}
+
+std::string Percent(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f%%", 100.0 * v);
+  return buf;
+}
+
+TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target, bool max_mode) {
+  TargetCrossing c;
+  if (std::isnan(target)) return c;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const EvalPoint& p = points[i];
+    if (!ReachesTarget(p.value, target, max_mode)) continue;
+    c.reached = true;
+    c.seconds = p.seconds;
+    c.samples = p.samples;
+    if (i > 0 && !std::isnan(points[i - 1].value) && p.value != points[i - 1].value) {
+      const EvalPoint& q = points[i - 1];
+      const double f = (target - q.value) / (p.value - q.value);  // in (0, 1]: q is short of it
+      c.seconds = q.seconds + f * (p.seconds - q.seconds);
+      c.samples = q.samples + f * (p.samples - q.samples);
+    }
+    return c;
+  }
+  return c;
+}
+
+}  // namespace flap::coordinator

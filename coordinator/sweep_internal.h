@@ -1,0 +1,142 @@
+// Internal to coordinator/: what the sweep sources share (sweep.cc: the sweep file's INI
+// layer and parser; sweep_values.cc: values, conditions and report targets; sweep_validate.cc:
+// validation listing every error; sweep_expand.cc: grid and random expansion; sweep_json.cc:
+// the JSON of specs and trials). coordinator/sweep.h is the part's contract; nothing here is.
+//
+// Thread-safety: free functions without state; an Errors is used by one thread.
+#pragma once
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/sweep.h"
+
+namespace flap::coordinator::sweep_internal {
+
+// ---------------------------------------------------------------------------------------------
+// Text helpers (sweep_values.cc).
+
+bool IsSpace(char c);
+std::string Trim(std::string_view s);
+// Splits on ',' and trims each item; keeps empty items so that callers can refuse them.
+std::vector<std::string> SplitList(const std::string& s);
+// A finite decimal number, the whole string ("1e-4", "0.5", "-2"; not "0x1p3", "inf", "1 2").
+bool ParseDouble(const std::string& s, double* out);
+// An integer, the whole string; no sign for an unsigned T, an optional '+' otherwise.
+template <typename T>
+bool ParseInteger(const std::string& s, T* out) {
+  if (s.empty()) return false;
+  const char* first = s.data();
+  if constexpr (std::is_unsigned_v<T>) {
+    if (s[0] == '-' || s[0] == '+') return false;
+  } else {
+    if (s[0] == '+') ++first;
+  }
+  T v{};
+  auto [ptr, ec] = std::from_chars(first, s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size()) return false;
+  *out = v;
+  return true;
+}
+bool ParseBool(const std::string& s, bool* out);
+// Same value, comparing numerically when both are numbers ("0.5" == "0.50").
+bool SameValue(const std::string& a, const std::string& b);
+// "<section>.<key>", each a word of [a-z0-9_] starting with a letter.
+bool IsFactorName(const std::string& s);
+// A drawn real: 6 significant digits.
+std::string FormatReal(double v);
+// A range end as written back in errors: an integer, or a real with every digit.
+std::string FormatEndpoint(double v, bool integer);
+// Empty when `value` is valid for `factor`, else "expected ..., got '...'".
+std::string ValueProblem(const std::string& factor, const std::string& value);
+// Known factors whose values are words, not numbers: they cannot have a range.
+bool IsWordValued(const std::string& factor);
+
+inline std::string FactorSection(const std::string& name) { return "factor." + name; }
+
+// ---------------------------------------------------------------------------------------------
+// Error collection. Every error names where it is: "<source>[:<line>]: [<section>] <key>: ...".
+
+class Errors {
+ public:
+  // The line where (section, key) was written: the key's line, else its section header's; 0
+  // when unknown (a spec that did not come from a file).
+  using Locator = std::function<int(const std::string&, const std::string&)>;
+
+  Errors(std::string source, Locator locate)
+      : source_(std::move(source)), locate_(std::move(locate)) {}
+
+  void Add(const std::string& section, const std::string& key, const std::string& message) {
+    if (silenced_.count({section, key}) != 0) return;
+    AddAt(locate_(section, key), section, key, message);
+  }
+  void AddAt(int line, const std::string& section, const std::string& key,
+             const std::string& message) {
+    std::string e = source_ + (line > 0 ? ":" + std::to_string(line) : "") + ": ";
+    if (!section.empty()) e += "[" + section + "]";
+    if (!key.empty()) e += (section.empty() ? "" : " ") + key;
+    if (!section.empty() || !key.empty()) e += ": ";
+    list_.push_back({line, e + message});
+  }
+  // Later errors about (section, key) are dropped: its text was already refused, so what the
+  // spec holds there is a default, not what was written.
+  void Silence(const std::string& section, const std::string& key) {
+    silenced_.insert({section, key});
+  }
+  bool empty() const { return list_.empty(); }
+
+  // InvalidArgument listing the errors in file order (those without a line last), or OK.
+  Status ToStatus() const {
+    if (list_.empty()) return Status::OK();
+    std::vector<std::pair<int, std::string>> sorted = list_;
+    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+      auto key = [](int line) { return line > 0 ? line : std::numeric_limits<int>::max(); };
+      return key(a.first) < key(b.first);
+    });
+    std::string msg = source_ + ": " + std::to_string(sorted.size()) +
+                      (sorted.size() == 1 ? " error" : " errors") + " in the sweep:";
+    for (const auto& e : sorted) msg += "\n  " + e.second;
+    return Status::InvalidArgument(msg);
+  }
+
+ private:
+  std::string source_;
+  Locator locate_;
+  std::set<std::pair<std::string, std::string>> silenced_;
+  std::vector<std::pair<int, std::string>> list_;  // (line, text) in the order found
+};
+
+// ---------------------------------------------------------------------------------------------
+// Validation (sweep_validate.cc), shared by the parser and by ValidateSweep / FromJson.
+
+// Adds every problem of `spec` to `errors`.
+void Validate(const SweepSpec& spec, Errors* errors);
+
+// ---------------------------------------------------------------------------------------------
+// Condition order and expansion (sweep_expand.cc).
+
+using Cell = std::map<std::string, std::string>;
+
+// A topological order of the factors (each after the factor its condition names), preferring
+// file order. Conditions on unknown factors are ignored here (the validator reports them).
+// Returns false, with the factors left over in `cycle`, when the conditions form a cycle.
+bool ConditionOrder(const SweepSpec& spec, std::vector<int>* order,
+                    std::vector<std::string>* cycle);
+// Appends the grid's cells to `cells`; false once more than `limit` cells would be produced.
+bool GridCells(const SweepSpec& spec, const std::vector<int>& order, size_t pos, Cell* current,
+               std::vector<Cell>* cells, size_t limit);
+// Draws up to spec.budget distinct cells.
+std::vector<Cell> RandomCells(const SweepSpec& spec, const std::vector<int>& order);
+
+}  // namespace flap::coordinator::sweep_internal
