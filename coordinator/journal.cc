@@ -1,7 +1,9 @@
 // Implementation of coordinator/journal.h.
 #include "coordinator/journal.h"
 
+#include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
 
 namespace flap::coordinator {
 
@@ -21,7 +23,10 @@ StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir,
 }
 
 Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, const JournalOptions& options)
-    : dir_(std::move(dir)), options_(options), db_(std::move(db)) {
+    : dir_(std::move(dir)),
+      options_(options),
+      db_(std::move(db)),
+      pending_(std::make_unique<rocksdb::WriteBatch>()) {
   committer_ = std::thread([this] { CommitLoop(); });
 }
 
@@ -39,9 +44,9 @@ uint64_t Journal::Append(JournalBatch batch) {
   if (batch.empty()) return appended_;
   for (auto& op : batch.ops_) {
     if (op.del) {
-      pending_.Delete(op.key);
+      pending_->Delete(op.key);
     } else {
-      pending_.Put(op.key, op.value);
+      pending_->Put(op.key, op.value);
     }
   }
   ++appended_;
@@ -99,7 +104,7 @@ void Journal::CommitLoop() {
     cv_.wait(lock, [&] { return stop_ || durable_ < appended_; });
     if (durable_ == appended_ && stop_) break;
     rocksdb::WriteBatch batch;
-    std::swap(batch, pending_);
+    std::swap(batch, *pending_);
     const uint64_t target = appended_;
     const bool ok_so_far = status_.ok();
     lock.unlock();

@@ -16,10 +16,9 @@
 //
 // Thread-safety: thread-safe. Callbacks run on the committer thread (or on the caller's thread
 // when the sequence number is already durable); they must not block.
+//
+// RocksDB's headers stay in journal.cc: this header declares its types only.
 #pragma once
-
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -32,6 +31,11 @@
 #include <vector>
 
 #include "common/status.h"
+
+namespace rocksdb {
+class DB;
+class WriteBatch;
+}  // namespace rocksdb
 
 namespace flap::coordinator {
 
@@ -97,7 +101,7 @@ class Journal {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  rocksdb::WriteBatch pending_;            // GUARDED_BY(mu_)
+  std::unique_ptr<rocksdb::WriteBatch> pending_;  // GUARDED_BY(mu_)
   uint64_t appended_ = 0;                  // GUARDED_BY(mu_)
   uint64_t durable_ = 0;                   // GUARDED_BY(mu_)
   Status status_;                          // GUARDED_BY(mu_): the first write failure

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "coordinator/json_util.h"
 
 namespace flap::coordinator {
@@ -216,26 +218,27 @@ std::vector<Lease> LeaseTable::RevokeAll() {
   return revoked;
 }
 
-nlohmann::json LeaseTable::ToJson() const {
+nlohmann::json LeaseTable::HeaderToJson() const {
   nlohmann::json shards = nlohmann::json::array();
   for (const EpochShard& s : shards_) {
     shards.push_back({{"name", s.name}, {"num_samples", s.num_samples}});
   }
-  nlohmann::json leases = nlohmann::json::array();
-  for (const auto& [id, l] : leases_) leases.push_back(l.ToJson());
-  return {{"ttl_ms", options_.ttl_ms},
-          {"shards", std::move(shards)},
-          {"leases", std::move(leases)},
-          {"next_lease_id", next_lease_id_}};
+  return {{"ttl_ms", options_.ttl_ms}, {"shards", std::move(shards)}};
 }
 
-StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::string& what) {
+nlohmann::json LeaseTable::ToJson() const {
+  nlohmann::json j = HeaderToJson();
+  nlohmann::json leases = nlohmann::json::array();
+  for (const auto& [id, l] : leases_) leases.push_back(l.ToJson());
+  j["leases"] = std::move(leases);
+  j["next_lease_id"] = next_lease_id_;
+  return j;
+}
+
+StatusOr<LeaseTable> LeaseTable::FromHeaderFields(const nlohmann::json& j, const std::string& what) {
   LeaseOptions options;
   FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &options.ttl_ms));
-  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() ||
-      !j.contains("leases") || !j["leases"].is_array()) {
-    return Status::Corruption(what + ": fields 'shards' and 'leases' must be arrays");
-  }
+  if (!j.contains("shards") || !j["shards"].is_array()) return ji::Bad(what, "shards", "an array");
   std::vector<EpochShard> shards;
   for (size_t i = 0; i < j["shards"].size(); ++i) {
     const std::string at = what + ": shards[" + std::to_string(i) + "]";
@@ -246,43 +249,70 @@ StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::st
   }
   auto created = Create(std::move(shards), options);
   if (!created.ok()) return Status::Corruption(what + ": " + created.status().message());
-  LeaseTable t = std::move(created).value();
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_lease_id", what, &t.next_lease_id_));
+  return created;
+}
 
+Status LeaseTable::Replay(const Lease& l, const std::string& at) {
+  if (l.id == 0 || l.id >= next_lease_id_ || leases_.count(l.id) != 0 || l.shard < 0 ||
+      l.shard >= num_shards() || l.shard_name != shards_[l.shard].name || l.rank.empty()) {
+    return Status::Corruption(at + ": bad id, shard or rank");
+  }
+  if (l.state == LeaseState::kActive) {
+    if (holder_[l.shard] != 0 || completions_[l.shard] != 0) {
+      return Status::Corruption(at + ": shard '" + l.shard_name +
+                                "' is leased twice or leased after it was done");
+    }
+    holder_[l.shard] = l.id;
+    active_.insert(l.id);
+    free_.erase(l.shard);
+  } else if (l.state == LeaseState::kCompleted) {
+    if (completions_[l.shard] != 0) {
+      return Status::Corruption(at + ": shard '" + l.shard_name + "' completed twice");
+    }
+    completions_[l.shard] = 1;
+    done_shards_ += 1;
+    done_samples_ += shards_[l.shard].num_samples;
+    free_.erase(l.shard);
+  }
+  leases_.emplace(l.id, l);
+  return Status::OK();
+}
+
+Status LeaseTable::CheckShards(const std::string& what) const {
+  for (int s = 0; s < num_shards(); ++s) {
+    if (holder_[s] != 0 && completions_[s] != 0) {
+      return Status::Corruption(what + ": shard '" + shards_[s].name + "' is both leased and done");
+    }
+  }
+  return Status::OK();
+}
+
+StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::string& what) {
+  int64_t ttl_ms = 0;  // read first, as FromHeaderFields does: a damaged ttl is named first
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &ttl_ms));
+  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() ||
+      !j.contains("leases") || !j["leases"].is_array()) {
+    return Status::Corruption(what + ": fields 'shards' and 'leases' must be arrays");
+  }
+  FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(j, what));
+  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_lease_id", what, &t.next_lease_id_));
   // Replay the leases' final states onto the shards, checking the invariants as we go.
   for (size_t i = 0; i < j["leases"].size(); ++i) {
     const std::string at = what + ": leases[" + std::to_string(i) + "]";
     FLAP_ASSIGN_OR_RETURN(Lease l, Lease::FromJson(j["leases"][i], at));
-    if (l.id == 0 || l.id >= t.next_lease_id_ || t.leases_.count(l.id) != 0 || l.shard < 0 ||
-        l.shard >= t.num_shards() || l.shard_name != t.shards_[l.shard].name ||
-        l.rank.empty()) {
-      return Status::Corruption(at + ": bad id, shard or rank");
-    }
-    if (l.state == LeaseState::kActive) {
-      if (t.holder_[l.shard] != 0 || t.completions_[l.shard] != 0) {
-        return Status::Corruption(at + ": shard '" + l.shard_name +
-                                  "' is leased twice or leased after it was done");
-      }
-      t.holder_[l.shard] = l.id;
-      t.active_.insert(l.id);
-      t.free_.erase(l.shard);
-    } else if (l.state == LeaseState::kCompleted) {
-      if (t.completions_[l.shard] != 0) {
-        return Status::Corruption(at + ": shard '" + l.shard_name + "' completed twice");
-      }
-      t.completions_[l.shard] = 1;
-      t.done_shards_ += 1;
-      t.done_samples_ += t.shards_[l.shard].num_samples;
-      t.free_.erase(l.shard);
-    }
-    t.leases_.emplace(l.id, l);
+    FLAP_RETURN_IF_ERROR(t.Replay(l, at));
   }
-  for (int s = 0; s < t.num_shards(); ++s) {
-    if (t.holder_[s] != 0 && t.completions_[s] != 0) {
-      return Status::Corruption(what + ": shard '" + t.shards_[s].name +
-                                "' is both leased and done");
-    }
-  }
+  FLAP_RETURN_IF_ERROR(t.CheckShards(what));
+  return t;
+}
+
+StatusOr<LeaseTable> LeaseTable::FromHeader(const nlohmann::json& header,
+                                            const std::vector<Lease>& leases,
+                                            const std::string& what) {
+  FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(header, what));
+  for (const Lease& l : leases) t.next_lease_id_ = std::max(t.next_lease_id_, l.id + 1);
+  for (const Lease& l : leases) FLAP_RETURN_IF_ERROR(t.Replay(l, what + ": lease " + std::to_string(l.id)));
+  FLAP_RETURN_IF_ERROR(t.CheckShards(what));
   return t;
 }
 

@@ -30,7 +30,7 @@
 
 #include <cstdint>
 #include <map>
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -128,10 +128,23 @@ class LeaseTable {
   // the invariants above and returns Corruption naming `what` when they do not hold.
   nlohmann::json ToJson() const;
   static StatusOr<LeaseTable> FromJson(const nlohmann::json& j, const std::string& what);
+  // The table without its leases (ttl and shards: what does not change after Create), and the
+  // table restored from it and every lease it granted, in id order (the coordinator journals
+  // the header once and each lease on its own); the next id follows the highest. The same
+  // checks as FromJson.
+  nlohmann::json HeaderToJson() const;
+  static StatusOr<LeaseTable> FromHeader(const nlohmann::json& header, const std::vector<Lease>& leases,
+                                         const std::string& what);
 
  private:
   LeaseTable() = default;
   Status Dead(const Lease& lease, const char* action) const;
+  // A table of no leases from the header fields of `j` (ttl_ms, shards).
+  static StatusOr<LeaseTable> FromHeaderFields(const nlohmann::json& j, const std::string& what);
+  // Replays a lease's final state onto the shards; Corruption naming `at` when it cannot hold.
+  Status Replay(const Lease& l, const std::string& at);
+  // Corruption naming `what` when a shard is both leased and done.
+  Status CheckShards(const std::string& what) const;
 
   LeaseOptions options_;
   std::vector<EpochShard> shards_;

@@ -20,22 +20,6 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 // ---------------------------------------------------------------------------------------------
 // Set-up and recovery
 
-const char* SweepStateName(SweepState state) {
-  switch (state) {
-    case SweepState::kRunning: return "running";
-    case SweepState::kFinished: return "finished";
-    case SweepState::kCancelled: return "cancelled";
-  }
-  return "running";
-}
-
-StatusOr<SweepState> ParseSweepState(const std::string& name, const std::string& what) {
-  for (SweepState s : {SweepState::kRunning, SweepState::kFinished, SweepState::kCancelled}) {
-    if (name == SweepStateName(s)) return s;
-  }
-  return Status::Corruption(what + ": unknown sweep state '" + name + "'");
-}
-
 CoordinatorService::CoordinatorService(const ServiceOptions& options) : options_(options) {}
 
 StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
@@ -54,7 +38,7 @@ StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
   JournalOptions jo;
   jo.sync = options.sync;
   jo.on_failure = options.on_journal_failure;
-  FLAP_ASSIGN_OR_RETURN(service->journal_, Journal::Open(options.state_dir, jo));
+  FLAP_ASSIGN_OR_RETURN(service->store_, StateStore::Open(options.state_dir, jo));
   FLAP_RETURN_IF_ERROR(service->Load());
   if (!options.sd_file.empty()) {
     const std::filesystem::path dir = std::filesystem::path(options.sd_file).parent_path();
@@ -97,35 +81,20 @@ int64_t CoordinatorService::Now() const {
 Status CoordinatorService::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = Now();
-  FLAP_ASSIGN_OR_RETURN(auto counters, journal_->Scan("meta/counters"));
-  for (const auto& [key, value] : counters) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "next_group", key, &next_group_));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "next_order", key, &next_order_));
-  }
-  FLAP_ASSIGN_OR_RETURN(auto sweeps, journal_->Scan("sweep/"));
-  for (const auto& [key, value] : sweeps) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
+  FLAP_ASSIGN_OR_RETURN(counters_, store_->ReadCounters());
+  FLAP_ASSIGN_OR_RETURN(Rows<SweepRecord> sweeps, store_->Sweeps());
+  for (auto& [id, record] : sweeps) {
     SweepEntry s;
-    if (!j.is_object() || !j.contains("spec")) return Status::Corruption(key + ": no spec");
-    FLAP_ASSIGN_OR_RETURN(s.spec, SweepSpec::FromJson(j["spec"], key));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "text", key, &s.text));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "source", key, &s.source));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "base_config", key, &s.base_config));
-    std::string state;
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "state", key, &state));
-    FLAP_ASSIGN_OR_RETURN(s.state, ParseSweepState(state, key));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "order", key, &s.order));
-    FLAP_RETURN_IF_ERROR(ji::GetArray(j, "trial_ids", key, &s.trial_ids));
+    static_cast<SweepRecord&>(s) = std::move(record);
     s.base_values = ConfigValues(s.base_config);
-    sweeps_[key.substr(6)] = std::move(s);
+    sweeps_[id] = std::move(s);
   }
-  FLAP_ASSIGN_OR_RETURN(auto ashas, journal_->Scan("asha/"));
-  for (const auto& [key, value] : ashas) {
-    auto it = sweeps_.find(key.substr(5));
-    if (it == sweeps_.end()) return Status::Corruption(key + ": ASHA state of an unknown sweep");
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_ASSIGN_OR_RETURN(Asha asha, Asha::FromJson(j, key));
+  FLAP_ASSIGN_OR_RETURN(Rows<Asha> ashas, store_->Ashas());
+  for (auto& [id, asha] : ashas) {
+    auto it = sweeps_.find(id);
+    if (it == sweeps_.end()) {
+      return Status::Corruption(TablePrefix(Table::kAsha) + id + ": ASHA state of an unknown sweep");
+    }
     it->second.asha = std::move(asha);
   }
   for (auto& [id, s] : sweeps_) {
@@ -134,33 +103,21 @@ Status CoordinatorService::Load() {
       s.asha = std::move(asha);
     }
   }
-  FLAP_ASSIGN_OR_RETURN(auto groups, journal_->Scan("group/"));
-  for (const auto& [key, value] : groups) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
+  FLAP_ASSIGN_OR_RETURN(Rows<GroupRecord> groups, store_->Groups());
+  for (auto& [id, record] : groups) {
     GroupEntry g;
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "incarnation", key, &g.incarnation));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "host", key, &g.host));
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "world_size", key, &g.world_size));
-    if (j.contains("metrics_endpoints")) {  // absent in journals written before endpoints
-      FLAP_RETURN_IF_ERROR(ji::GetArray(j, "metrics_endpoints", key, &g.metrics_endpoints));
-    }
+    static_cast<GroupRecord&>(g) = std::move(record);
     g.last_heartbeat_ms = now;  // the grace period
-    groups_[key.substr(6)] = std::move(g);
+    groups_[id] = std::move(g);
   }
-  FLAP_ASSIGN_OR_RETURN(auto trials, journal_->Scan("trial/"));
-  for (const auto& [key, value] : trials) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    if (!j.is_object() || !j.contains("spec") || !j.contains("record")) {
-      return Status::Corruption(key + ": fields 'spec' and 'record' are required");
-    }
-    const std::string tkey = key.substr(6);
-    const std::string sweep = tkey.substr(0, tkey.find('/'));
+  FLAP_ASSIGN_OR_RETURN(Rows<TrialRow> trials, store_->Trials());
+  for (auto& [tkey, row] : trials) {
+    const std::string key = TablePrefix(Table::kTrial) + tkey;
+    const std::string sweep = SplitTrialKey(tkey).first;
     if (!sweeps_.count(sweep)) return Status::Corruption(key + ": trial of an unknown sweep");
-    FLAP_ASSIGN_OR_RETURN(TrialSpec spec, TrialSpec::FromJson(j["spec"], key));
-    FLAP_ASSIGN_OR_RETURN(TrialRecord record, TrialRecord::FromJson(j["record"], key));
-    FLAP_ASSIGN_OR_RETURN(Trial trial, Trial::FromRecord(record));
-    TrialEntry t{sweep, std::move(spec), std::move(trial)};
-    FLAP_RETURN_IF_ERROR(ji::Get(j, "total_steps", key, &t.total_steps));
+    FLAP_ASSIGN_OR_RETURN(Trial trial, Trial::FromRecord(std::move(row.record)));
+    TrialEntry t(sweep, std::move(row.spec), std::move(trial));
+    t.total_steps = row.total_steps;
     if (!t.trial.record().group.empty()) {
       auto g = groups_.find(t.trial.record().group);
       if (g == groups_.end()) {
@@ -175,42 +132,28 @@ Status CoordinatorService::Load() {
   for (auto& [id, s] : sweeps_) {
     for (const auto& tid : s.trial_ids) {
       if (!trials_.count(TrialKey(id, tid))) {
-        return Status::Corruption("sweep/" + id + ": trial " + tid + " is missing");
+        return Status::Corruption(TablePrefix(Table::kSweep) + id + ": trial " + tid + " is missing");
       }
     }
   }
   // Latest metrics per trial (for status).
-  FLAP_ASSIGN_OR_RETURN(auto metrics, journal_->Scan("metric/"));
-  for (const auto& [key, value] : metrics) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_ASSIGN_OR_RETURN(MetricPoint p, MetricPoint::FromJson(j, key));
-    const std::string rest = key.substr(7);  // sweep/trial/kind/step
-    const std::string tkey = rest.substr(0, rest.find('/', rest.find('/') + 1));
+  FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> metrics, store_->Metrics());
+  for (auto& [tkey, p] : metrics) {
     auto t = trials_.find(tkey);
-    if (t == trials_.end()) return Status::Corruption(key + ": metrics of an unknown trial");
-    (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = p.values;
-  }
-  // Lease tables: the epoch's shards under epoch/<ekey>, each lease under lease/<ekey>/<id>.
-  FLAP_ASSIGN_OR_RETURN(auto tables, journal_->Scan("epoch/"));
-  for (const auto& [key, value] : tables) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    const std::string ekey = key.substr(6);
-    FLAP_ASSIGN_OR_RETURN(auto lease_rows, journal_->Scan("lease/" + ekey + "/"));
-    nlohmann::json leases = nlohmann::json::array();
-    uint64_t next_id = 1;
-    for (const auto& [lkey, lvalue] : lease_rows) {
-      FLAP_ASSIGN_OR_RETURN(nlohmann::json l, ParseJson(lvalue, lkey));
-      FLAP_ASSIGN_OR_RETURN(Lease lease, Lease::FromJson(l, lkey));
-      next_id = std::max(next_id, lease.id + 1);
-      leases.push_back(std::move(l));
+    if (t == trials_.end()) {
+      return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + p.kind + "/" +
+                                std::to_string(p.step) + ": metrics of an unknown trial");
     }
-    if (!j.is_object()) return Status::Corruption(key + ": expected a JSON object");
-    j["leases"] = std::move(leases);
-    j["next_lease_id"] = next_id;
-    FLAP_ASSIGN_OR_RETURN(LeaseTable table, LeaseTable::FromJson(j, key));
+    (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
+  }
+  // Lease tables.
+  FLAP_ASSIGN_OR_RETURN(Rows<LeaseTable> tables, store_->LeaseTables());
+  for (auto& [ekey, table] : tables) {
     const size_t slash = ekey.rfind('/');
     const std::string tkey = ekey.substr(0, slash);
-    if (!trials_.count(tkey)) return Status::Corruption(key + ": lease table of an unknown trial");
+    if (!trials_.count(tkey)) {
+      return Status::Corruption(TablePrefix(Table::kEpoch) + ekey + ": lease table of an unknown trial");
+    }
     if (IsTerminal(trials_.at(tkey).trial.state())) continue;  // ended: nothing leases its shards
     table.ExtendAll(now);  // the grace period
     epochs_[tkey].insert(std::stoi(ekey.substr(slash + 1)));
@@ -250,7 +193,7 @@ grpc::Status CoordinatorService::Authorize(grpc::CallbackServerContext* ctx) con
 
 void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t seq,
                                           grpc::Status status) {
-  journal_->WhenDurable(seq, [reactor, status](const Status& durable) {
+  store_->WhenDurable(seq, [reactor, status](const Status& durable) {
     if (!durable.ok()) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                    durable.message() + "; restart the coordinator"));
@@ -260,45 +203,6 @@ void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uin
   });
 }
 
-
-void CoordinatorService::PutSweep(const std::string& id, const SweepEntry& s,
-                                  JournalBatch* batch) const {
-  nlohmann::json j = {{"spec", s.spec.ToJson()}, {"text", s.text},     {"source", s.source},
-                      {"base_config", s.base_config}, {"state", SweepStateName(s.state)}, {"order", s.order},
-                      {"trial_ids", s.trial_ids}};
-  batch->Put("sweep/" + id, j.dump());
-}
-
-void CoordinatorService::PutTrial(const std::string& key, const TrialEntry& t,
-                                  JournalBatch* batch) const {
-  nlohmann::json j = {{"spec", t.spec.ToJson()},
-                      {"record", t.trial.record().ToJson()},
-                      {"total_steps", t.total_steps}};
-  batch->Put("trial/" + key, j.dump());
-}
-
-void CoordinatorService::PutGroup(const std::string& id, const GroupEntry& g,
-                                  JournalBatch* batch) const {
-  nlohmann::json j = {{"incarnation", g.incarnation},
-                      {"host", g.host},
-                      {"world_size", g.world_size},
-                      {"metrics_endpoints", g.metrics_endpoints}};
-  batch->Put("group/" + id, j.dump());
-}
-
-void CoordinatorService::PutLeases(const std::string& ekey, const std::vector<Lease>& leases,
-                                   JournalBatch* batch) const {
-  for (const Lease& l : leases) {
-    char id[24];
-    std::snprintf(id, sizeof(id), "%012llu", static_cast<unsigned long long>(l.id));
-    batch->Put("lease/" + ekey + "/" + id, l.ToJson().dump());
-  }
-}
-
-void CoordinatorService::PutCounters(JournalBatch* batch) const {
-  nlohmann::json j = {{"next_group", next_group_}, {"next_order", next_order_}};
-  batch->Put("meta/counters", j.dump());
-}
 
 grpc::Status CoordinatorService::LiveTrial(const std::string& group_id, const v1::TrialRef& ref,
                                            TrialEntry** out) {
@@ -341,15 +245,15 @@ grpc::Status CoordinatorService::LiveTrial(const std::string& group_id, const v1
   return grpc::Status::OK;
 }
 
-void CoordinatorService::EnsureRunning(const std::string& key, TrialEntry* t, JournalBatch* batch) {
+void CoordinatorService::EnsureRunning(const std::string& key, TrialEntry* t, StateBatch* batch) {
   if (t->trial.state() == TrialState::kAssigned) {
     Status s = t->trial.Start(t->trial.attempt());
-    if (s.ok()) PutTrial(key, *t, batch);
+    if (s.ok()) batch->PutTrial(key, t->row());
   }
 }
 
 void CoordinatorService::ReleaseGroup(const std::string& group_id, const std::string& reason,
-                                      JournalBatch* /*batch*/) {
+                                      StateBatch* /*batch*/) {
   auto g = groups_.find(group_id);
   if (g == groups_.end()) return;
   if (!reason.empty() && !g->second.trial_key.empty()) {
@@ -363,13 +267,13 @@ void CoordinatorService::ReleaseGroup(const std::string& group_id, const std::st
   g->second.attempt = 0;
 }
 
-void CoordinatorService::RevokeLeases(const std::string& key, JournalBatch* batch) {
+void CoordinatorService::RevokeLeases(const std::string& key, StateBatch* batch) {
   auto e = epochs_.find(key);
   if (e == epochs_.end()) return;
   for (int epoch : e->second) {
     const std::string ekey = EpochKey(key, epoch);
     LeaseTable& table = leases_.at(ekey);
-    PutLeases(ekey, table.RevokeAll(), batch);
+    batch->PutLeases(ekey, table.RevokeAll());
   }
 }
 
@@ -384,30 +288,30 @@ void CoordinatorService::PruneEndedSweep(const std::string& sweep_id) {
 }
 
 void CoordinatorService::ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now,
-                                      JournalBatch* batch) {
+                                      StateBatch* batch) {
   const std::vector<Lease> expired = table->Expire(now);
   leases_expired_ += static_cast<int64_t>(expired.size());
-  PutLeases(ekey, expired, batch);
+  batch->PutLeases(ekey, expired);
 }
 
 void CoordinatorService::EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
-                                    const std::string& error, JournalBatch* batch) {
+                                    const std::string& error, StateBatch* batch) {
   StatusOr<TrialState> next = t->trial.Requeue(t->trial.attempt(), cause, error);
   if (!next.ok()) return;  // not live: nothing to end
   RevokeLeases(key, batch);
   t->rate_step0 = -1;
-  PutTrial(key, *t, batch);
+  batch->PutTrial(key, t->row());
   if (*next == TrialState::kFailed) MaybeFinishSweep(t->sweep, batch);
 }
 
-void CoordinatorService::MaybeFinishSweep(const std::string& sweep_id, JournalBatch* batch) {
+void CoordinatorService::MaybeFinishSweep(const std::string& sweep_id, StateBatch* batch) {
   SweepEntry& s = sweeps_.at(sweep_id);
   if (s.state != SweepState::kRunning) return;
   for (const auto& tid : s.trial_ids) {
     if (!IsTerminal(trials_.at(TrialKey(sweep_id, tid)).trial.state())) return;
   }
   s.state = SweepState::kFinished;
-  PutSweep(sweep_id, s, batch);
+  batch->PutSweep(sweep_id, s);
   reports_due_.push_back(sweep_id);
   PruneEndedSweep(sweep_id);
 }

@@ -96,9 +96,11 @@
 //
 // ---------------------------------------------------------------------------------------------
 // Invariants
-//   - Durability: every change is staged in the Journal under the service's lock and the reply
-//     is sent only after it is committed (synced); a reply that only reads waits for whatever
-//     was staged before it, so no reply reveals state that a crash could lose.
+//   - Durability: every change is staged, as typed records of the state store
+//     (coordinator/state_store.h: its tables, keys and record formats, over the Journal), under
+//     the service's lock and the reply is sent only after it is committed (synced); a reply
+//     that only reads waits for whatever was staged before it, so no reply reveals state that
+//     a crash could lose.
 //   - A trial runs on at most one group, and only its current attempt may move it
 //     (coordinator/trial_state.h), so a lost group that comes back cannot finish it twice.
 //   - Lease deadlines: a grace period, not durable deadlines. Lease grants and completions are
@@ -135,9 +137,9 @@
 
 #include "common/status.h"
 #include "coordinator/asha.h"
-#include "coordinator/journal.h"
 #include "coordinator/lease.h"
 #include "coordinator/report.h"
+#include "coordinator/state_store.h"
 #include "coordinator/sweep.h"
 #include "coordinator/trial_state.h"
 #include "metrics/coordinator_metrics.h"
@@ -168,13 +170,6 @@ struct ServiceOptions {
 
 // The metadata key carrying the token.
 inline constexpr char kTokenMetadataKey[] = "x-flap-token";
-
-// A sweep runs until every trial has ended (finished) or a user cancels it (cancelled).
-enum class SweepState { kRunning, kFinished, kCancelled };
-// "running", "finished", "cancelled" (the API's and the journal's names) and back
-// (Corruption naming `what` for an unknown name).
-const char* SweepStateName(SweepState state);
-StatusOr<SweepState> ParseSweepState(const std::string& name, const std::string& what);
 
 class CoordinatorService final : public flap::coordinator::v1::Coordinator::CallbackService {
  public:
@@ -253,15 +248,9 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   MemoryStats memory_stats() const;
 
  private:
-  struct SweepEntry {
-    SweepSpec spec;
-    std::string text;         // the sweep file as submitted
-    std::string source;
-    std::string base_config;  // the base config's text
-    SweepState state = SweepState::kRunning;
-    int64_t order = 0;        // submission order
-    std::optional<Asha> asha;
-    std::vector<std::string> trial_ids;  // in trial order
+  // The stored records (coordinator/state_store.h) and what the service keeps in memory only.
+  struct SweepEntry : SweepRecord {
+    std::optional<Asha> asha;                        // journaled in its own table
     std::map<std::string, std::string> base_values;  // ConfigValues(base_config), not journaled
   };
   struct TrialEntry {
@@ -271,6 +260,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     TrialSpec spec;
     Trial trial;
     int64_t total_steps = 0;
+    TrialRow row() const { return {spec, trial.record(), total_steps}; }
     std::map<std::string, double> latest_train;
     std::map<std::string, double> latest_eval;
     // For the ETA, in memory only: when and at which step the current attempt was first seen.
@@ -279,11 +269,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     int64_t rate_t1_ms = 0;
     int64_t rate_step1 = -1;
   };
-  struct GroupEntry {
-    std::string incarnation;
-    std::string host;
-    int world_size = 1;
-    std::vector<std::string> metrics_endpoints;  // host:port per rank, or none
+  struct GroupEntry : GroupRecord {
     std::string trial_key;     // "sweep/trial" it holds, "" = none
     int attempt = 0;
     int64_t last_heartbeat_ms = 0;  // in memory only (grace period on restart)
@@ -300,9 +286,6 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   grpc::Status Authorize(grpc::CallbackServerContext* ctx) const;
 
   // Helpers below run under mu_ and stage their changes into *batch.
-  void PutSweep(const std::string& id, const SweepEntry& s, JournalBatch* batch) const;
-  void PutTrial(const std::string& key, const TrialEntry& t, JournalBatch* batch) const;
-  void PutGroup(const std::string& id, const GroupEntry& g, JournalBatch* batch) const;
   // The trial a trial-scoped request names, checked against the group that sends it.
   grpc::Status LiveTrial(const std::string& group_id, const v1::TrialRef& ref, TrialEntry** out);
   // The lease table of an epoch BeginEpoch declared, as the key of leases_ and the table;
@@ -310,18 +293,18 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   grpc::Status BegunEpoch(const std::string& trial_key, int epoch,
                           std::map<std::string, LeaseTable>::iterator* out);
   // Moves an assigned attempt to running (its first report).
-  void EnsureRunning(const std::string& key, TrialEntry* t, JournalBatch* batch);
+  void EnsureRunning(const std::string& key, TrialEntry* t, StateBatch* batch);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.
-  void ReleaseGroup(const std::string& group_id, const std::string& reason, JournalBatch* batch);
+  void ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* batch);
   // Requeues (or fails) a trial whose attempt ended, revoking its leases.
   void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
-                  const std::string& error, JournalBatch* batch);
-  void RevokeLeases(const std::string& key, JournalBatch* batch);
+                  const std::string& error, StateBatch* batch);
+  void RevokeLeases(const std::string& key, StateBatch* batch);
   // Drops the lease tables of an ended sweep's trials from memory (the journal keeps them; a
   // restart does not load the tables of ended trials): nothing leases shards of an ended trial.
   void PruneEndedSweep(const std::string& sweep_id);
   // Expires the leases of `table` (epoch `ekey`) past their deadline, journals and counts them.
-  void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, JournalBatch* batch);
+  void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, StateBatch* batch);
   // Whether the group heartbeated within the heartbeat timeout.
   bool GroupLive(const GroupEntry& g, int64_t now) const;
   // The trial's step rate (steps per ms) over its current attempt; 0 when not known yet.
@@ -334,11 +317,8 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // Create) only; locks nothing.
   Status WriteSdFile(const std::vector<metrics::ScrapeTarget>& targets);
   // Marks the sweep finished when all its trials are terminal; queues its report.
-  void MaybeFinishSweep(const std::string& sweep_id, JournalBatch* batch);
+  void MaybeFinishSweep(const std::string& sweep_id, StateBatch* batch);
   void FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const;
-  void PutCounters(JournalBatch* batch) const;
-  // Journals the given leases of epoch `ekey`, one key each (lease/<ekey>/<id>).
-  void PutLeases(const std::string& ekey, const std::vector<Lease>& leases, JournalBatch* batch) const;
   void FillTrialStatus(const TrialEntry& t, v1::TrialStatus* out) const;
   void Reap();
   void ReapLoop();
@@ -356,7 +336,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void WriteReportInBackground(const std::string& sweep_id);
 
   const ServiceOptions options_;
-  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<StateStore> store_;
 
   mutable std::mutex mu_;
   std::map<std::string, SweepEntry> sweeps_;       // GUARDED_BY(mu_)
@@ -364,8 +344,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   std::map<std::string, GroupEntry> groups_;       // GUARDED_BY(mu_)
   std::map<std::string, LeaseTable> leases_;       // GUARDED_BY(mu_): by "sweep/trial/epoch"
   std::map<std::string, std::set<int>> epochs_;    // GUARDED_BY(mu_): trial key -> its epochs
-  int64_t next_group_ = 0;                         // GUARDED_BY(mu_)
-  int64_t next_order_ = 0;                         // GUARDED_BY(mu_)
+  Counters counters_;                              // GUARDED_BY(mu_)
   std::vector<std::string> reports_due_;           // GUARDED_BY(mu_): sweeps just ended
   int64_t leases_expired_ = 0;                     // GUARDED_BY(mu_): since start
   // What sd_file holds, and the last error writing it: reaper thread (or Create) only.

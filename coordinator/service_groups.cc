@@ -21,7 +21,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServerContext* ctx,
                                                             const v1::RegisterGroupRequest* req,
                                                             v1::RegisterGroupResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     grpc::Status s = CheckId("incarnation", req->incarnation());
     if (s.ok() && !req->group_id().empty()) s = CheckId("group_id", req->group_id());
     if (!s.ok()) return s;
@@ -37,9 +37,9 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
         if (g.incarnation == req->incarnation()) id = gid;  // a retry
       }
       while (id.empty() || (groups_.count(id) && groups_[id].incarnation != req->incarnation())) {
-        id = "g" + std::to_string(next_group_++);
+        id = "g" + std::to_string(counters_.next_group++);
       }
-      PutCounters(batch);
+      batch->PutCounters(counters_);
     }
     const int64_t now = Now();
     auto it = groups_.find(id);
@@ -65,7 +65,7 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
     if (changed) {
       g.revoked.Clear();
       g.revoked_reason.clear();
-      PutGroup(id, g, batch);
+      batch->PutGroup(id, g);
     }
     resp->set_group_id(id);
     resp->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
@@ -78,7 +78,7 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
                                                         const v1::HeartbeatRequest* req,
                                                         v1::HeartbeatResponse* resp) {
-  return Handle(ctx, [&](JournalBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
     auto g = groups_.find(req->group_id());
     if (g == groups_.end()) {
@@ -129,7 +129,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerContext* ctx,
                                                         const v1::NextTrialRequest* req,
                                                         v1::NextTrialResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
     auto g = groups_.find(req->group_id());
     if (g == groups_.end()) {
@@ -162,7 +162,7 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
         t.rate_step0 = -1;
         g->second.trial_key = key;
         g->second.attempt = *attempt;
-        PutTrial(key, t, batch);
+        batch->PutTrial(key, t.row());
         resp->set_assigned(true);
         FillAssignment(key, t, resp->mutable_assignment());
         return grpc::Status::OK;

@@ -1,8 +1,9 @@
 // Internals of CoordinatorService shared by its source files (service.cc: state, journal and
 // the trial-scoped preamble; service_groups.cc, service_leases.cc, service_trials.cc,
 // service_sweeps.cc: the RPC handlers by what they serve; service_observation.cc: metrics,
-// discovery, the reaper and report threads). Request validation helpers, the keys of the
-// state tables, and Handle, the one path every mutating RPC takes. Not part of the API.
+// discovery, the reaper and report threads). Request validation helpers and Handle, the one
+// path every mutating RPC takes (the state's tables and keys are in coordinator/state_store.h).
+// Not part of the API.
 #pragma once
 
 #include <chrono>
@@ -12,7 +13,6 @@
 
 #include "common/path_name.h"
 #include "coordinator/grpc_status.h"
-#include "coordinator/json_util.h"
 #include "coordinator/service.h"
 
 // Returns the grpc::Status `expr` from the enclosing handler when it is not OK.
@@ -24,8 +24,6 @@
 
 namespace flap::coordinator {
 namespace service_internal {
-
-namespace ji = json_internal;
 
 constexpr size_t kMaxSweepText = 1 << 20;
 constexpr int kMaxWorldSize = 65536;
@@ -90,19 +88,6 @@ inline bool IsMetricName(const std::string& s) {
   return true;
 }
 
-inline std::string TrialKey(const std::string& sweep, const std::string& trial) {
-  return sweep + "/" + trial;
-}
-inline std::string EpochKey(const std::string& trial_key, int epoch) {
-  char buf[16];
-  std::snprintf(buf, sizeof(buf), "%06d", epoch);
-  return trial_key + "/" + buf;
-}
-inline std::string MetricKey(const std::string& trial_key, const std::string& kind, int64_t step) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
-  return "metric/" + trial_key + "/" + kind + "/" + buf;
-}
 inline std::string RankId(const std::string& group, int rank) { return group + "/" + std::to_string(rank); }
 
 // Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -110,12 +95,6 @@ inline bool SameToken(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
   return diff == 0 && !b.empty();
-}
-
-inline StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& key) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::Corruption("stored value of " + key + " is not JSON");
-  return j;
 }
 
 }  // namespace service_internal
@@ -129,18 +108,18 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
     reactor->Finish(status);
     return reactor;
   }
-  if (!journal_->healthy()) {
+  if (!store_->healthy()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                 journal_->status().message() + "; restart the coordinator"));
+                                 store_->status().message() + "; restart the coordinator"));
     return reactor;
   }
   uint64_t seq = 0;
   std::vector<std::string> reports;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    JournalBatch batch;
+    StateBatch batch;
     status = fn(&batch);
-    seq = journal_->Append(std::move(batch));
+    seq = store_->Append(std::move(batch));
     reports.swap(reports_due_);
   }
   for (const auto& id : reports) WriteReportInBackground(id);

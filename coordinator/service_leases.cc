@@ -21,7 +21,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerContext* ctx,
                                                          const v1::BeginEpochRequest* req,
                                                          v1::BeginEpochResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     if (req->epoch() < 0 || req->epoch() > kMaxEpoch) {
@@ -68,10 +68,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       if (!table.ok()) return ToGrpc(table.status());
       existing = leases_.emplace(ekey, std::move(*table)).first;
       epochs_[key].insert(req->epoch());
-      nlohmann::json header = existing->second.ToJson();
-      header.erase("leases");
-      header.erase("next_lease_id");
-      batch->Put("epoch/" + ekey, header.dump());
+      batch->PutEpoch(ekey, existing->second);
     }
     EnsureRunning(key, t, batch);
     const LeaseTable& table = existing->second;
@@ -96,7 +93,7 @@ grpc::Status CoordinatorService::BegunEpoch(const std::string& trial_key, int ep
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     const int world = groups_.at(req->group_id()).world_size;
@@ -123,7 +120,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
       r->lease = held.front();
     } else {
       r = table.Acquire(rank, now);
-      if (r.ok() && r->kind == AcquireResult::Kind::kGranted) PutLeases(it->first, {r->lease}, batch);
+      if (r.ok() && r->kind == AcquireResult::Kind::kGranted) batch->PutLeases(it->first, {r->lease});
     }
     if (!r.ok()) return ToGrpc(r.status());
     switch (r->kind) {
@@ -149,7 +146,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServerContext* ctx,
                                                             const v1::CompleteShardRequest* req,
                                                             v1::CompleteShardResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
@@ -170,7 +167,7 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServer
     const bool already = lease->state == LeaseState::kCompleted;
     StatusOr<Lease> done = table.Complete(req->lease_id(), Now());
     if (!done.ok()) return ToGrpc(done.status());
-    if (!already) PutLeases(it->first, {*done}, batch);
+    if (!already) batch->PutLeases(it->first, {*done});
     resp->set_done_shards(table.done_shards());
     resp->set_num_shards(table.num_shards());
     resp->set_epoch_done(table.EpochDone());

@@ -155,7 +155,7 @@ void CoordinatorService::Reap() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t now = Now();
-    JournalBatch batch;
+    StateBatch batch;
     for (auto& [gid, g] : groups_) {
       if (g.trial_key.empty() || now - g.last_heartbeat_ms <= options_.heartbeat_timeout_ms) {
         continue;
@@ -171,7 +171,7 @@ void CoordinatorService::Reap() {
     for (auto& [ekey, table] : leases_) {
       if (table.active_leases() > 0) ExpireLeases(ekey, &table, now, &batch);
     }
-    journal_->Append(std::move(batch));
+    store_->Append(std::move(batch));
     reports.swap(reports_due_);
     if (!options_.sd_file.empty()) targets = SdTargets(now);
   }
@@ -215,10 +215,10 @@ void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
   // They have said they are done: each join waits at most for its thread's return.
   for (std::thread& t : finished) t.join();
   ++reports_in_flight_;
-  const uint64_t seq = journal_->appended();
+  const uint64_t seq = store_->appended();
   const uint64_t number = next_report_++;
   report_threads_[number] = std::thread([this, sweep_id, seq, number] {
-    Status s = journal_->Wait(seq);
+    Status s = store_->Wait(seq);
     StatusOr<ReportInput> in = s.ok() ? ReportInputFor(sweep_id) : StatusOr<ReportInput>(s);
     if (in.ok()) {
       WriteReportOptions wo;

@@ -36,7 +36,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
     spec = ParseSweepText(req->sweep_text(), source);
     if (spec.ok()) trials = ExpandSweep(*spec);
   }
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     if (!spec.ok()) return ToGrpc(spec.status());
     if (!trials.ok()) return ToGrpc(trials.status());
     const std::string id = spec->name;
@@ -60,21 +60,21 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
     s.source = source;
     s.base_config = req->base_config();
     s.base_values = ConfigValues(s.base_config);
-    s.order = next_order_++;
+    s.order = counters_.next_order++;
     if (s.spec.asha) {
       StatusOr<Asha> asha = Asha::Create(*s.spec.asha);
       if (!asha.ok()) return ToGrpc(asha.status());
       s.asha = std::move(*asha);
-      batch->Put("asha/" + id, s.asha->ToJson().dump());
+      batch->PutAsha(id, *s.asha);
     }
     for (const TrialSpec& ts : *trials) {
       s.trial_ids.push_back(ts.id);
       TrialEntry t{id, ts, Trial(ts.id, options_.budgets)};
-      PutTrial(TrialKey(id, ts.id), t, batch);
+      batch->PutTrial(TrialKey(id, ts.id), t.row());
       trials_.emplace(TrialKey(id, ts.id), std::move(t));
     }
-    PutSweep(id, s, batch);
-    PutCounters(batch);
+    batch->PutSweep(id, s);
+    batch->PutCounters(counters_);
     sweeps_.emplace(id, std::move(s));
     resp->set_sweep_id(id);
     resp->set_num_trials(static_cast<int>(trials->size()));
@@ -115,7 +115,7 @@ void CoordinatorService::FillTrialStatus(const TrialEntry& t, v1::TrialStatus* o
 grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerContext* ctx,
                                                        const v1::GetSweepRequest* req,
                                                        v1::SweepStatus* resp) {
-  return Handle(ctx, [&](JournalBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("sweep_id", req->sweep_id()));
     auto it = sweeps_.find(req->sweep_id());
     if (it == sweeps_.end()) {
@@ -139,7 +139,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerContext* ctx,
                                                          const v1::ListSweepsRequest*,
                                                          v1::ListSweepsResponse* resp) {
-  return Handle(ctx, [&](JournalBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     for (const auto& [id, sw] : sweeps_) {
       auto* e = resp->add_sweeps();
       e->set_sweep_id(id);
@@ -159,7 +159,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerContext* ctx,
                                                           const v1::CancelSweepRequest* req,
                                                           v1::CancelSweepResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("sweep_id", req->sweep_id()));
     auto it = sweeps_.find(req->sweep_id());
     if (it == sweeps_.end()) {
@@ -175,12 +175,12 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerCo
       if (!group.empty()) ReleaseGroup(group, "sweep " + req->sweep_id() + " was cancelled", batch);
       RevokeLeases(key, batch);
       if (!t.trial.Cancel().ok()) continue;
-      PutTrial(key, t, batch);
+      batch->PutTrial(key, t.row());
       ++cancelled;
     }
     if (sw.state == SweepState::kRunning) {
       sw.state = SweepState::kCancelled;
-      PutSweep(req->sweep_id(), sw, batch);
+      batch->PutSweep(req->sweep_id(), sw);
       reports_due_.push_back(req->sweep_id());
       PruneEndedSweep(req->sweep_id());
     }
@@ -191,21 +191,16 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerCo
 
 StatusOr<std::vector<MetricPoint>> CoordinatorService::History(const std::string& sweep_id,
                                                                const std::string& trial_id) const {
-  const std::string prefix = "metric/" + sweep_id + "/" + (trial_id.empty() ? "" : trial_id + "/");
-  FLAP_ASSIGN_OR_RETURN(auto rows, journal_->Scan(prefix));
+  FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> rows, store_->Metrics(sweep_id, trial_id));
   std::vector<MetricPoint> out;
-  for (const auto& [key, value] : rows) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_ASSIGN_OR_RETURN(MetricPoint p, MetricPoint::FromJson(j, key));
-    out.push_back(std::move(p));
-  }
+  for (auto& [trial_key, p] : rows) out.push_back(std::move(p));
   return out;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetMetrics(grpc::CallbackServerContext* ctx,
                                                          const v1::GetMetricsRequest* req,
                                                          v1::GetMetricsResponse* resp) {
-  return Handle(ctx, [&](JournalBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     grpc::Status s = CheckId("sweep_id", req->sweep_id());
     if (s.ok() && !req->trial_id().empty()) s = CheckId("trial_id", req->trial_id());
     if (!s.ok()) return s;
@@ -267,7 +262,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetReport(grpc::CallbackServerCont
     return reactor;
   }
   // Wait for what was staged before, then read: the report shows only committed state.
-  journal_->WhenDurable(journal_->appended(), [this, reactor, req, resp](const Status& durable) {
+  store_->WhenDurable(store_->appended(), [this, reactor, req, resp](const Status& durable) {
     if (!durable.ok()) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, durable.message()));
       return;

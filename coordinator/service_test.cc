@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "coordinator/client.h"
+#include "coordinator/journal.h"
 #include "coordinator/server.h"
 #include "coordinator/service_test_util.h"
 

@@ -21,7 +21,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServerContext* ctx,
                                                             const v1::ReportMetricsRequest* req,
                                                             v1::ReportMetricsResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL) {
@@ -65,7 +65,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     p.epoch = req->epoch();
     p.time_ms = now;
     (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
-    batch->Put(MetricKey(key, p.kind, p.step), p.ToJson().dump());
+    batch->PutMetric(key, p);
     resp->set_action(v1::CONTINUE);
     SweepEntry& sw = sweeps_.at(t->sweep);
     if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
@@ -74,7 +74,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
         StatusOr<AshaDecision> d =
             sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
         if (d.ok()) {
-          batch->Put("asha/" + t->sweep, sw.asha->ToJson().dump());
+          batch->PutAsha(t->sweep, *sw.asha);
           if (d->action == AshaAction::kStop && t->trial.Stop(req->trial().attempt()).ok()) {
             const std::string reason =
                 "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
@@ -90,7 +90,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
         }
       }
     }
-    PutTrial(key, *t, batch);
+    batch->PutTrial(key, t->row());
     return grpc::Status::OK;
   });
 }
@@ -98,7 +98,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
 grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
     grpc::CallbackServerContext* ctx, const v1::ReportCheckpointRequest* req,
     v1::ReportCheckpointResponse*) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     if (req->ref().empty() || req->ref().size() > 1024) return Invalid("ref", "must be 1 to 1024 bytes");
@@ -109,7 +109,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
     EnsureRunning(key, t, batch);
     const Status r = t->trial.ReportCheckpoint(req->trial().attempt(), req->ref(), req->step());
     if (!r.ok()) return ToGrpc(r);
-    PutTrial(key, *t, batch);
+    batch->PutTrial(key, t->row());
     return grpc::Status::OK;
   });
 }
@@ -117,7 +117,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
 grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerContext* ctx,
                                                           const v1::FinishTrialRequest* req,
                                                           v1::FinishTrialResponse*) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     // A retry of a finish that was committed: OK, nothing changes.
     auto done = trials_.find(TrialKey(req->trial().sweep_id(), req->trial().trial_id()));
     if (done != trials_.end() && done->second.trial.state() == TrialState::kCompleted &&
@@ -131,7 +131,7 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
     const Status r = t->trial.Complete(req->trial().attempt());
     if (!r.ok()) return ToGrpc(r);
     ReleaseGroup(req->group_id(), "", batch);
-    PutTrial(key, *t, batch);
+    batch->PutTrial(key, t->row());
     MaybeFinishSweep(t->sweep, batch);
     return grpc::Status::OK;
   });
@@ -140,7 +140,7 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerContext* ctx,
                                                         const v1::FailTrialRequest* req,
                                                         v1::FailTrialResponse* resp) {
-  return Handle(ctx, [&](JournalBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialEntry* t = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
     FailureCause cause;

@@ -46,7 +46,7 @@
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <initializer_list>
 #include <string>
 #include <utility>
