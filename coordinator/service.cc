@@ -3,15 +3,10 @@
 // in service_groups.cc, service_leases.cc, service_trials.cc and service_sweeps.cc).
 #include "coordinator/service.h"
 
-#include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <set>
 #include <utility>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {
@@ -203,17 +198,23 @@ void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uin
   });
 }
 
-
-grpc::Status CoordinatorService::LiveTrial(const std::string& group_id, const v1::TrialRef& ref,
-                                           TrialEntry** out) {
-  grpc::Status s = CheckId("group_id", group_id);
-  if (s.ok()) s = CheckRef(ref);
-  if (!s.ok()) return s;
+grpc::Status CoordinatorService::FindGroup(const std::string& group_id, GroupEntry** out) {
+  FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", group_id));
   auto g = groups_.find(group_id);
   if (g == groups_.end()) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         "group_id: no group " + Quote(group_id) + " is registered (RegisterGroup first)");
   }
+  *out = &g->second;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::OpenTrial(const std::string& group_id, const v1::TrialRef& ref,
+                                           TrialScope* out) {
+  FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", group_id));
+  FLAP_RETURN_IF_GRPC_ERROR(CheckRef(ref));
+  GroupEntry* g = nullptr;
+  FLAP_RETURN_IF_GRPC_ERROR(FindGroup(group_id, &g));
   if (!sweeps_.count(ref.sweep_id())) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         "trial.sweep_id: no sweep " + Quote(ref.sweep_id()));
@@ -232,7 +233,7 @@ grpc::Status CoordinatorService::LiveTrial(const std::string& group_id, const v1
                             (r.last_error.empty() ? "" : " (" + r.last_error + ")") +
                             ": stop running it");
   }
-  if (ref.attempt() != r.attempt || g->second.trial_key != key) {
+  if (ref.attempt() != r.attempt || g->trial_key != key) {
     return grpc::Status(
         grpc::StatusCode::FAILED_PRECONDITION,
         "stale attempt: group " + Quote(group_id) + " does not hold attempt " +
@@ -240,15 +241,29 @@ grpc::Status CoordinatorService::LiveTrial(const std::string& group_id, const v1
             std::to_string(r.attempt) + (r.group.empty() ? "" : " on group " + Quote(r.group)) +
             "): stop running it");
   }
-  g->second.last_heartbeat_ms = Now();
-  *out = &t->second;
+  g->last_heartbeat_ms = Now();
+  out->key = key;
+  out->attempt = ref.attempt();
+  out->trial = &t->second;
+  out->group = g;
   return grpc::Status::OK;
 }
 
-void CoordinatorService::EnsureRunning(const std::string& key, TrialEntry* t, StateBatch* batch) {
+grpc::Status CoordinatorService::BegunEpoch(const TrialScope& scope, int epoch,
+                                            std::map<std::string, LeaseTable>::iterator* out) {
+  *out = leases_.find(EpochKey(scope.key, epoch));
+  if (*out == leases_.end()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "epoch: epoch " + std::to_string(epoch) + " of trial " +
+                                                         scope.key + " was not begun (BeginEpoch first)");
+  }
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::EnsureRunning(const TrialScope& scope, StateBatch* batch) {
+  TrialEntry* t = scope.trial;
   if (t->trial.state() == TrialState::kAssigned) {
     Status s = t->trial.Start(t->trial.attempt());
-    if (s.ok()) batch->PutTrial(key, t->row());
+    if (s.ok()) batch->PutTrial(scope.key, t->row());
   }
 }
 

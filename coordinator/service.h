@@ -286,14 +286,28 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   grpc::Status Authorize(grpc::CallbackServerContext* ctx) const;
 
   // Helpers below run under mu_ and stage their changes into *batch.
-  // The trial a trial-scoped request names, checked against the group that sends it.
-  grpc::Status LiveTrial(const std::string& group_id, const v1::TrialRef& ref, TrialEntry** out);
-  // The lease table of an epoch BeginEpoch declared, as the key of leases_ and the table;
-  // NOT_FOUND naming the epoch and the trial otherwise.
-  grpc::Status BegunEpoch(const std::string& trial_key, int epoch,
+
+  // The registered group a request names (`group_id` checked as a request field); NOT_FOUND
+  // otherwise.
+  grpc::Status FindGroup(const std::string& group_id, GroupEntry** out);
+  // A trial-scoped request, checked by OpenTrial.
+  struct TrialScope {
+    std::string key;               // the trial key, "sweep/trial"
+    int attempt = 0;               // the request's attempt: the trial's current one
+    TrialEntry* trial = nullptr;
+    GroupEntry* group = nullptr;   // the group that sends the request and holds the attempt
+  };
+  // The preamble of every trial-scoped handler, called once: the request's group id and trial
+  // reference are well-formed, the group is registered, the trial exists and is not terminal,
+  // and the attempt is the trial's current one, held by this group (FAILED_PRECONDITION
+  // otherwise: a stale attempt). The call counts as a sign of life of the group.
+  grpc::Status OpenTrial(const std::string& group_id, const v1::TrialRef& ref, TrialScope* out);
+  // The lease table of an epoch BeginEpoch declared for the scope's trial, as the key of
+  // leases_ and the table; NOT_FOUND naming the epoch and the trial otherwise.
+  grpc::Status BegunEpoch(const TrialScope& scope, int epoch,
                           std::map<std::string, LeaseTable>::iterator* out);
-  // Moves an assigned attempt to running (its first report).
-  void EnsureRunning(const std::string& key, TrialEntry* t, StateBatch* batch);
+  // Moves the scope's assigned attempt to running (its first report).
+  void EnsureRunning(const TrialScope& scope, StateBatch* batch);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.
   void ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* batch);
   // Requeues (or fails) a trial whose attempt ended, revoking its leases.
@@ -325,6 +339,10 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // Runs `fn(batch)` under mu_, stages the batch and replies once it is committed.
   template <typename Fn>
   grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Fn&& fn);
+  // Handle for a trial-scoped request (one with group_id() and trial()): OpenTrial first, its
+  // refusal the reply, then `fn(scope, batch)`.
+  template <typename Request, typename Fn>
+  grpc::ServerUnaryReactor* HandleTrial(grpc::CallbackServerContext* ctx, const Request& req, Fn&& fn);
   // Replies `status` at once (after the token check): for requests refused before any state
   // is read.
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status status);

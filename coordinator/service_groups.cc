@@ -2,14 +2,9 @@
 #include "coordinator/service.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <set>
 #include <utility>
+#include <vector>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {
@@ -79,24 +74,19 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
                                                         const v1::HeartbeatRequest* req,
                                                         v1::HeartbeatResponse* resp) {
   return Handle(ctx, [&](StateBatch*) -> grpc::Status {
-    FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
-    auto g = groups_.find(req->group_id());
-    if (g == groups_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "group_id: no group " +
-                                                           Quote(req->group_id()) +
-                                                           " is registered (RegisterGroup first)");
-    }
+    GroupEntry* g = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));
     if (req->ranks_size() > kMaxWorldSize) return Invalid("ranks", "lists more than 65536 ranks");
     for (int i = 0; i < req->ranks_size(); ++i) {
-      if (req->ranks(i) < 0 || req->ranks(i) >= g->second.world_size) {
+      if (req->ranks(i) < 0 || req->ranks(i) >= g->world_size) {
         return Invalid("ranks[" + std::to_string(i) + "]",
                        "is " + std::to_string(req->ranks(i)) + "; the group has " +
-                           std::to_string(g->second.world_size) + " ranks");
+                           std::to_string(g->world_size) + " ranks");
       }
     }
     const int64_t now = Now();
-    g->second.last_heartbeat_ms = now;
-    const std::string& key = g->second.trial_key;
+    g->last_heartbeat_ms = now;
+    const std::string& key = g->trial_key;
     if (!key.empty()) {
       const TrialEntry& t = trials_.at(key);
       resp->set_action(v1::CONTINUE);
@@ -115,10 +105,10 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
         }
       }
       resp->set_leases_renewed(renewed);
-    } else if (!g->second.revoked_reason.empty()) {
+    } else if (!g->revoked_reason.empty()) {
       resp->set_action(v1::STOP);
-      *resp->mutable_trial() = g->second.revoked;
-      resp->set_reason(g->second.revoked_reason);
+      *resp->mutable_trial() = g->revoked;
+      resp->set_reason(g->revoked_reason);
     } else {
       resp->set_action(v1::IDLE);
     }
@@ -130,21 +120,16 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
                                                         const v1::NextTrialRequest* req,
                                                         v1::NextTrialResponse* resp) {
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", req->group_id()));
-    auto g = groups_.find(req->group_id());
-    if (g == groups_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "group_id: no group " +
-                                                           Quote(req->group_id()) +
-                                                           " is registered (RegisterGroup first)");
-    }
-    g->second.last_heartbeat_ms = Now();
-    if (!g->second.trial_key.empty()) {  // a retry: the same assignment
+    GroupEntry* g = nullptr;
+    FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));
+    g->last_heartbeat_ms = Now();
+    if (!g->trial_key.empty()) {  // a retry: the same assignment
       resp->set_assigned(true);
-      FillAssignment(g->second.trial_key, trials_.at(g->second.trial_key), resp->mutable_assignment());
+      FillAssignment(g->trial_key, trials_.at(g->trial_key), resp->mutable_assignment());
       return grpc::Status::OK;
     }
-    g->second.revoked.Clear();
-    g->second.revoked_reason.clear();
+    g->revoked.Clear();
+    g->revoked_reason.clear();
     std::vector<std::pair<std::pair<int, int64_t>, std::string>> order;
     for (const auto& [id, sw] : sweeps_) {
       if (sw.state == SweepState::kRunning) order.push_back({{-sw.spec.priority, sw.order}, id});
@@ -160,8 +145,8 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
         StatusOr<int> attempt = t.trial.Assign(req->group_id());
         if (!attempt.ok()) return ToGrpc(attempt.status());
         t.rate_step0 = -1;
-        g->second.trial_key = key;
-        g->second.attempt = *attempt;
+        g->trial_key = key;
+        g->attempt = *attempt;
         batch->PutTrial(key, t.row());
         resp->set_assigned(true);
         FillAssignment(key, t, resp->mutable_assignment());

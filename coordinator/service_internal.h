@@ -127,4 +127,14 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
   return reactor;
 }
 
+template <typename Request, typename Fn>
+grpc::ServerUnaryReactor* CoordinatorService::HandleTrial(grpc::CallbackServerContext* ctx,
+                                                          const Request& req, Fn&& fn) {
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+    TrialScope scope;
+    FLAP_RETURN_IF_GRPC_ERROR(OpenTrial(req.group_id(), req.trial(), &scope));
+    return fn(scope, batch);
+  });
+}
+
 }  // namespace flap::coordinator

@@ -2,14 +2,10 @@
 #include "coordinator/service.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <set>
+#include <map>
 #include <utility>
+#include <vector>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {
@@ -21,9 +17,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerContext* ctx,
                                                          const v1::BeginEpochRequest* req,
                                                          v1::BeginEpochResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     if (req->epoch() < 0 || req->epoch() > kMaxEpoch) {
       return Invalid("epoch", "is " + std::to_string(req->epoch()) + "; must be in [0, 1000000]");
     }
@@ -47,8 +41,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       }
       shards.push_back({sh.name(), sh.num_samples()});
     }
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    const std::string ekey = EpochKey(key, req->epoch());
+    const std::string ekey = EpochKey(scope.key, req->epoch());
     auto existing = leases_.find(ekey);
     if (existing != leases_.end()) {
       const std::vector<EpochShard>& stored = existing->second.shards();
@@ -58,7 +51,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       }
       if (!same) {
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "shards: epoch " + std::to_string(req->epoch()) + " of trial " + key +
+                            "shards: epoch " + std::to_string(req->epoch()) + " of trial " + scope.key +
                                 " was begun with a different shard list");
       }
     } else {
@@ -67,10 +60,10 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       StatusOr<LeaseTable> table = LeaseTable::Create(std::move(shards), lo);
       if (!table.ok()) return ToGrpc(table.status());
       existing = leases_.emplace(ekey, std::move(*table)).first;
-      epochs_[key].insert(req->epoch());
+      epochs_[scope.key].insert(req->epoch());
       batch->PutEpoch(ekey, existing->second);
     }
-    EnsureRunning(key, t, batch);
+    EnsureRunning(scope, batch);
     const LeaseTable& table = existing->second;
     resp->set_num_shards(table.num_shards());
     resp->set_done_shards(table.done_shards());
@@ -80,31 +73,18 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
   });
 }
 
-grpc::Status CoordinatorService::BegunEpoch(const std::string& trial_key, int epoch,
-                                            std::map<std::string, LeaseTable>::iterator* out) {
-  *out = leases_.find(EpochKey(trial_key, epoch));
-  if (*out == leases_.end()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "epoch: epoch " + std::to_string(epoch) + " of trial " +
-                                                         trial_key + " was not begun (BeginEpoch first)");
-  }
-  return grpc::Status::OK;
-}
-
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
-    const int world = groups_.at(req->group_id()).world_size;
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+    const int world = scope.group->world_size;
     if (req->rank() < 0 || req->rank() >= world) {
       return Invalid("rank", "is " + std::to_string(req->rank()) + "; the group has " +
                                  std::to_string(world) + " ranks");
     }
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
     std::map<std::string, LeaseTable>::iterator it;
-    FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(key, req->epoch(), &it));
-    EnsureRunning(key, t, batch);
+    FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(scope, req->epoch(), &it));
+    EnsureRunning(scope, batch);
     const int64_t now = Now();
     LeaseTable& table = it->second;
     ExpireLeases(it->first, &table, now, batch);
@@ -146,18 +126,15 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServerContext* ctx,
                                                             const v1::CompleteShardRequest* req,
                                                             v1::CompleteShardResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     std::map<std::string, LeaseTable>::iterator it;
-    FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(key, req->epoch(), &it));
+    FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(scope, req->epoch(), &it));
     LeaseTable& table = it->second;
     StatusOr<Lease> lease = table.Get(req->lease_id());
     if (!lease.ok()) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           "lease_id: no lease " + std::to_string(req->lease_id()) + " in epoch " +
-                              std::to_string(req->epoch()) + " of trial " + key);
+                              std::to_string(req->epoch()) + " of trial " + scope.key);
     }
     if (lease->rank.compare(0, req->group_id().size() + 1, req->group_id() + "/") != 0) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,

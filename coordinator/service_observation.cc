@@ -3,13 +3,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <set>
+#include <thread>
 #include <utility>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {

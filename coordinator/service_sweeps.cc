@@ -1,15 +1,10 @@
 // CoordinatorService: the user RPCs: SubmitSweep, GetSweep, ListSweeps, CancelSweep, GetMetrics, GetReport (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <set>
 #include <utility>
+#include <vector>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {

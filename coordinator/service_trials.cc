@@ -1,15 +1,9 @@
 // CoordinatorService: the trial's reports: ReportMetrics, ReportCheckpoint, FinishTrial, FailTrial (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <set>
-#include <utility>
+#include <optional>
 
-#include "coordinator/report.h"
 #include "coordinator/service_internal.h"
 
 namespace flap::coordinator {
@@ -21,9 +15,8 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServerContext* ctx,
                                                             const v1::ReportMetricsRequest* req,
                                                             v1::ReportMetricsResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+    TrialEntry* t = scope.trial;
     if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL) {
       return Invalid("kind", "must be TRAIN or EVAL");
     }
@@ -46,9 +39,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
       if (std::isinf(value)) return Invalid("values[" + name + "]", "is infinite");
       p.values[name] = value;
     }
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    EnsureRunning(key, t, batch);
-    const Status progress = t->trial.ReportProgress(req->trial().attempt(), req->step());
+    EnsureRunning(scope, batch);
+    const Status progress = t->trial.ReportProgress(scope.attempt, req->step());
     if (!progress.ok()) return ToGrpc(progress);
     const int64_t now = Now();
     if (req->total_steps() > 0) t->total_steps = req->total_steps();
@@ -59,13 +51,13 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     t->rate_step1 = req->step();
     t->rate_t1_ms = now;
     p.trial_id = t->spec.id;
-    p.attempt = req->trial().attempt();
+    p.attempt = scope.attempt;
     p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN ? "train" : "eval";
     p.step = req->step();
     p.epoch = req->epoch();
     p.time_ms = now;
     (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
-    batch->PutMetric(key, p);
+    batch->PutMetric(scope.key, p);
     resp->set_action(v1::CONTINUE);
     SweepEntry& sw = sweeps_.at(t->sweep);
     if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
@@ -75,7 +67,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
             sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
         if (d.ok()) {
           batch->PutAsha(t->sweep, *sw.asha);
-          if (d->action == AshaAction::kStop && t->trial.Stop(req->trial().attempt()).ok()) {
+          if (d->action == AshaAction::kStop && t->trial.Stop(scope.attempt).ok()) {
             const std::string reason =
                 "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
                 std::to_string(sw.asha->config().rungs[*rung]) + "): " +
@@ -90,7 +82,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
         }
       }
     }
-    batch->PutTrial(key, t->row());
+    batch->PutTrial(scope.key, t->row());
     return grpc::Status::OK;
   });
 }
@@ -98,18 +90,15 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
 grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
     grpc::CallbackServerContext* ctx, const v1::ReportCheckpointRequest* req,
     v1::ReportCheckpointResponse*) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     if (req->ref().empty() || req->ref().size() > 1024) return Invalid("ref", "must be 1 to 1024 bytes");
     if (req->step() < 0 || req->step() > kMaxStep) {
       return Invalid("step", "is " + std::to_string(req->step()) + "; must be in [0, 1e12]");
     }
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    EnsureRunning(key, t, batch);
-    const Status r = t->trial.ReportCheckpoint(req->trial().attempt(), req->ref(), req->step());
+    EnsureRunning(scope, batch);
+    const Status r = scope.trial->trial.ReportCheckpoint(scope.attempt, req->ref(), req->step());
     if (!r.ok()) return ToGrpc(r);
-    batch->PutTrial(key, t->row());
+    batch->PutTrial(scope.key, scope.trial->row());
     return grpc::Status::OK;
   });
 }
@@ -124,14 +113,14 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
         done->second.trial.attempt() == req->trial().attempt()) {
       return grpc::Status::OK;
     }
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    EnsureRunning(key, t, batch);
-    const Status r = t->trial.Complete(req->trial().attempt());
+    TrialScope scope;
+    FLAP_RETURN_IF_GRPC_ERROR(OpenTrial(req->group_id(), req->trial(), &scope));
+    TrialEntry* t = scope.trial;
+    EnsureRunning(scope, batch);
+    const Status r = t->trial.Complete(scope.attempt);
     if (!r.ok()) return ToGrpc(r);
     ReleaseGroup(req->group_id(), "", batch);
-    batch->PutTrial(key, t->row());
+    batch->PutTrial(scope.key, t->row());
     MaybeFinishSweep(t->sweep, batch);
     return grpc::Status::OK;
   });
@@ -140,9 +129,7 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerContext* ctx,
                                                         const v1::FailTrialRequest* req,
                                                         v1::FailTrialResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = nullptr;
-    FLAP_RETURN_IF_GRPC_ERROR(LiveTrial(req->group_id(), req->trial(), &t));
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     FailureCause cause;
     switch (req->cause()) {
       case v1::FailTrialRequest::PREEMPTION: cause = FailureCause::kPreemption; break;
@@ -151,10 +138,9 @@ grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerCont
       default: return Invalid("cause", "must be PREEMPTION, NODE_FAULT or TRIAL_ERROR");
     }
     if (req->error().size() > 4096) return Invalid("error", "is longer than 4096 bytes");
-    const std::string key = TrialKey(req->trial().sweep_id(), req->trial().trial_id());
-    EndAttempt(key, t, cause, req->error().empty() ? FailureCauseName(cause) : req->error(), batch);
+    EndAttempt(scope.key, scope.trial, cause, req->error().empty() ? FailureCauseName(cause) : req->error(), batch);
     ReleaseGroup(req->group_id(), "", batch);
-    resp->set_state(TrialStateName(t->trial.state()));
+    resp->set_state(TrialStateName(scope.trial->trial.state()));
     return grpc::Status::OK;
   });
 }
