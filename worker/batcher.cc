@@ -53,6 +53,13 @@ at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int m
   return out;
 }
 
+int64_t CropStart(const TrialConfig& config, const std::string& key, int64_t epoch, int frames) {
+  const int64_t spare = static_cast<int64_t>(frames) - config.model.target_frames;
+  if (spare <= 0 || config.data.crop == "first") return 0;
+  core::DrawRng rng(core::DrawPurpose::kCrop, config.train.seed, key, epoch);
+  return static_cast<int64_t>(rng.Below(static_cast<uint64_t>(spare) + 1));
+}
+
 core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config,
                           bool pinned) {
   const int64_t b = static_cast<int64_t>(samples.size());
@@ -69,8 +76,10 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
   std::vector<const std::vector<int>*> captions;
   float* spec_out = batch.spec.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
-    const Clip& clip = *samples[static_cast<size_t>(i)].clip;
-    std::memcpy(spec_out + i * frames * bins, samples[static_cast<size_t>(i)].spec, sizeof(float) * frames * bins);
+    const SampleView& sample = samples[static_cast<size_t>(i)];
+    const Clip& clip = *sample.clip;
+    const int64_t start = CropStart(config, clip.key, epoch, sample.frames);
+    std::memcpy(spec_out + i * frames * bins, sample.spec + start * bins, sizeof(float) * frames * bins);
     CaptionChoice c = ChooseCaption(config.augment_prob, config.train.seed, clip.key, epoch, clip.captions.size(),
                                     clip.captions_augment.size());
     captions.push_back(c.augmented ? &clip.captions_augment[c.index] : &clip.captions[c.index]);

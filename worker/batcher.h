@@ -35,13 +35,20 @@ CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::strin
 at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len);
 
 // One sample as the batch builder sees it: its clip (key, captions) and its spectrogram
-// (frames x bins floats). Both are borrowed.
+// (frames x bins floats, frames >= model.target_frames). Both are borrowed.
 struct SampleView {
   const Clip* clip = nullptr;
   const float* spec = nullptr;
+  int frames = 0;
 };
 
-// The training batch of `samples` in `epoch`, on the CPU: spectrograms copied in order, each
+// The first frame of the training window of a clip of `frames` stored frames (window T):
+// data.crop = random draws it uniformly from [0, frames - T] seeded by (seed, key, epoch);
+// first (or a clip of T frames) gives 0.
+int64_t CropStart(const TrialConfig& config, const std::string& key, int64_t epoch, int frames);
+
+// The training batch of `samples` in `epoch`, on the CPU: each sample's window (CropStart)
+// copied in order, each
 // sample's caption picked by ChooseCaption and its kept patches by core::KeepIndices, one draw
 // per view (mask.views; view-major rows; undefined keep when mask.ratio is 0). A pure function of its arguments. `pinned`: allocated in pinned
 // (page-locked) host memory, for asynchronous copies to a GPU (needs a CUDA build).

@@ -182,7 +182,16 @@ const std::vector<Field>& Fields() {
     f.push_back(Number("data.loader_threads", "loader feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads)));
     f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together", FLAP_REF(int, data.shuffle_shards)));
     f.push_back(Number("data.prefetch_batches", "ready batches queued ahead of training", FLAP_REF(int, data.prefetch_batches)));
-    f.push_back(Text("data.fbank_cache", "feature cache folder shared by trials; empty = none", FLAP_REF(std::string, data.fbank_cache)));
+    f.push_back(Text("data.fbank_cache", "feature cache: auto (memory up to data.feature_memory_mb, the rest under DATA/.fbank-cache) | off | a folder",
+                     FLAP_REF(std::string, data.fbank_cache)));
+    f.push_back(Number("data.feature_memory_mb", "feature cache memory budget of the process in MiB; 0 = disk only",
+                       FLAP_REF(int64_t, data.feature_memory_mb)));
+    f.push_back(Number("data.max_frames", "longest stored features of a clip in frames (10 ms); crops are cut from them",
+                       FLAP_REF(int, data.max_frames)));
+    f.push_back(Text("data.crop", "training window of a longer clip: random (seeded by seed, clip, epoch) | first",
+                     FLAP_REF(std::string, data.crop)));
+    f.push_back(Text("eval.crop", "evaluation window of a longer clip: first | center | chunks (mean over windows covering it)",
+                     FLAP_REF(std::string, eval.crop)));
     f.push_back(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root)));
     f.push_back(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals", FLAP_REF(int64_t, ckpt.every)));
     f.push_back(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last)));
@@ -213,6 +222,7 @@ const std::vector<Field>& Fields() {
 bool IsOperational(const std::string& key) {
   return key == "train.output_dir" || key == "train.log_every" || key == "train.threads" || key == "train.device" ||
          key == "data.loader_threads" || key == "data.prefetch_batches" || key == "data.fbank_cache" ||
+         key == "data.feature_memory_mb" ||
          key == "data.path" || key == "train.trial_id" ||
          key.rfind("ckpt.", 0) == 0 || key.rfind("dist.", 0) == 0 || key.rfind("metrics.", 0) == 0;
 }
@@ -298,6 +308,17 @@ Status TrialConfig::Validate() const {
   if (data.loader_threads < 0) return Status::InvalidArgument("data.loader_threads must be >= 0");
   if (data.shuffle_shards < 1) return Status::InvalidArgument("data.shuffle_shards must be >= 1");
   if (data.prefetch_batches < 1) return Status::InvalidArgument("data.prefetch_batches must be >= 1");
+  if (data.feature_memory_mb < 0) return Status::InvalidArgument("data.feature_memory_mb must be >= 0");
+  if (data.max_frames < model.target_frames) {
+    return Status::InvalidArgument("data.max_frames (" + std::to_string(data.max_frames) + ") must be >= model.target_frames (" +
+                                   std::to_string(model.target_frames) + ")");
+  }
+  if (data.crop != "random" && data.crop != "first") {
+    return Status::InvalidArgument("data.crop must be random or first, got '" + data.crop + "'");
+  }
+  if (eval.crop != "first" && eval.crop != "center" && eval.crop != "chunks") {
+    return Status::InvalidArgument("eval.crop must be first, center or chunks, got '" + eval.crop + "'");
+  }
   if (ckpt.every < 0) return Status::InvalidArgument("ckpt.every must be >= 0");
   if (ckpt.keep_last < 1) return Status::InvalidArgument("ckpt.keep_last must be >= 1");
   if (ckpt.keep_best < 0) return Status::InvalidArgument("ckpt.keep_best must be >= 0");

@@ -27,7 +27,23 @@ struct DataConfig {
   int loader_threads = 0;            // feature threads of the loader; 0: one per core
   int shuffle_shards = 4;            // shards whose samples are shuffled together (loader.h)
   int prefetch_batches = 4;          // ready batches the loader keeps queued
-  std::string fbank_cache;           // feature cache folder shared by trials; empty: none
+  // The feature cache (shard_features.h, "Caches"): "auto" keeps features in this process's
+  // memory up to feature_memory_mb and writes the shards beyond it to <path>/.fbank-cache;
+  // "off" computes every shard each time it is read; a folder: on disk there (shared by the
+  // trials and processes that name it) and in memory up to the budget.
+  std::string fbank_cache = "auto";
+  int64_t feature_memory_mb = 2048;  // memory budget of the feature cache (per process)
+  // Longest stored features of a clip, in frames (10 ms each); training crops and evaluation
+  // windows are cut from them. Clips shorter than model.target_frames are zero-padded to it.
+  int max_frames = 3000;
+  std::string crop = "random";       // training window: random (seeded by seed, clip, epoch) | first
+};
+
+// Evaluation (evaluator.h).
+struct EvalConfig {
+  // Which frames of a clip longer than model.target_frames are embedded: first | center |
+  // chunks (the mean of the embeddings of consecutive windows covering the whole clip).
+  std::string crop = "chunks";
 };
 
 struct TrainConfig {
@@ -94,6 +110,7 @@ struct TrialConfig {
   core::OptimConfig optim;       // optim.total_steps 0: derived from epochs and data size
   TrainConfig train;
   DataConfig data;
+  EvalConfig eval;
   CheckpointConfig ckpt;
   DistConfig dist;
   MetricsConfig metrics;

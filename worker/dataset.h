@@ -1,6 +1,6 @@
 // The worker's in-memory view of one split of a dataset: every clip's normalised log-mel
-// spectrogram (computed once, in parallel, at load, or read from the feature cache) and its
-// captions as token ids. Evaluation uses it (it needs every clip at once); training streams its
+// spectrogram (its stored length, shard_features.h; computed once, in parallel, at load, or
+// taken from the feature caches) and its captions as token ids. Evaluation uses it (it needs every clip at once); training streams its
 // split through loader.h instead. Both are built from the same per-shard unit
 // (shard_features.h).
 //
@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -19,34 +21,29 @@
 
 namespace flap::worker {
 
-struct DatasetOptions {
-  int target_frames = 256;  // frames after pad / crop
-  int num_mel_bins = 128;
-  int threads = 0;          // feature threads; 0: one per core
-  bool verify_checksums = true;
-  std::string cache_dir;    // feature cache folder (shard_features.h); empty: none
-};
-
 class Dataset {
  public:
   // Reads split `split` of the dataset folder `dir` (manifest.json, shards, tokenizer.model).
-  static StatusOr<Dataset> Load(const std::string& dir, const std::string& split,
-                                const DatasetOptions& options);
+  // options.threads: fbank threads per shard (0: one per core); the caches as options say.
+  static StatusOr<Dataset> Load(const std::string& dir, const std::string& split, const FeatureOptions& options);
 
-  int64_t size() const { return static_cast<int64_t>(clips_.size()); }
-  const Clip& clip(int64_t i) const { return clips_[static_cast<size_t>(i)]; }
-  // target_frames x num_mel_bins normalised log-mel values of clip i, row-major.
-  const float* spec(int64_t i) const { return specs_.data() + i * frames_ * bins_; }
-  int target_frames() const { return frames_; }
+  int64_t size() const { return static_cast<int64_t>(index_.size()); }
+  const Clip& clip(int64_t i) const { return Shard(i).clips[Local(i)]; }
+  // num_frames(i) x num_mel_bins normalised log-mel values of clip i, row-major.
+  const float* spec(int64_t i) const { return Shard(i).spec(static_cast<int64_t>(Local(i))); }
+  int num_frames(int64_t i) const { return Shard(i).num_frames(static_cast<int64_t>(Local(i))); }
+  int target_frames() const { return frames_; }  // the model's window T (<= every num_frames)
   int num_mel_bins() const { return bins_; }
   const sharding::Tokenizer& tokenizer() const { return tokenizer_; }
   int64_t num_captions() const;
 
  private:
   Dataset(sharding::Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
+  const ShardFeatures& Shard(int64_t i) const { return *shards_[index_[static_cast<size_t>(i)].first]; }
+  size_t Local(int64_t i) const { return index_[static_cast<size_t>(i)].second; }
   sharding::Tokenizer tokenizer_;
-  std::vector<Clip> clips_;
-  std::vector<float> specs_;
+  std::vector<std::shared_ptr<const ShardFeatures>> shards_;
+  std::vector<std::pair<size_t, size_t>> index_;  // clip -> (shard, clip in shard)
   int frames_ = 0, bins_ = 0;
 };
 

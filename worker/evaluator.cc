@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <utility>
 
 #include "worker/batcher.h"
 
@@ -14,28 +17,64 @@ c10::Device ModelDevice(core::FlapModel& model) {
   return params.empty() ? c10::Device(c10::DeviceType::CPU) : params.front().device();
 }
 
-at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size, core::Precision precision) {
+StatusOr<EvalCrop> ParseEvalCrop(const std::string& name) {
+  if (name == "first") return EvalCrop::kFirst;
+  if (name == "center") return EvalCrop::kCenter;
+  if (name == "chunks") return EvalCrop::kChunks;
+  return Status::InvalidArgument("eval.crop must be first, center or chunks, got '" + name + "'");
+}
+
+std::vector<int64_t> EvalWindows(EvalCrop crop, int64_t frames, int64_t window) {
+  const int64_t spare = std::max<int64_t>(0, frames - window);
+  if (crop == EvalCrop::kFirst || spare == 0) return {0};
+  if (crop == EvalCrop::kCenter) return {spare / 2};
+  std::vector<int64_t> starts;
+  for (int64_t s = 0; s < spare; s += window) starts.push_back(s);
+  starts.push_back(spare);  // the last window ends at the clip's end
+  return starts;
+}
+
+at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size, core::Precision precision,
+                      EvalCrop crop) {
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   const c10::Device device = ModelDevice(model);
   const int64_t n = dataset.size();
   const int64_t frames = dataset.target_frames(), bins = dataset.num_mel_bins();
+  // Every window as (clip, first frame), clip after clip.
+  std::vector<std::pair<int64_t, int64_t>> windows;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t s : EvalWindows(crop, dataset.num_frames(i), frames)) windows.emplace_back(i, s);
+  }
+  const int64_t w = static_cast<int64_t>(windows.size());
   std::vector<at::Tensor> audio_parts;
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t b = std::min(batch_size, n - start);
-    at::Tensor spec = at::from_blob(const_cast<float*>(dataset.spec(start)), {b, frames, bins}, at::kFloat);
-    if (!device.is_cpu()) spec = spec.to(device);  // a synchronous copy: the buffer is borrowed
+  at::Tensor spec = at::empty({std::min(batch_size, w), frames, bins}, at::kFloat);
+  for (int64_t start = 0; start < w; start += batch_size) {
+    const int64_t b = std::min(batch_size, w - start);
+    float* out = spec.data_ptr<float>();
+    for (int64_t k = 0; k < b; ++k) {
+      const auto [clip, first] = windows[static_cast<size_t>(start + k)];
+      std::memcpy(out + k * frames * bins, dataset.spec(clip) + first * bins, sizeof(float) * frames * bins);
+    }
+    at::Tensor part = spec.narrow(0, 0, b);
+    if (!device.is_cpu()) part = part.to(device);  // a synchronous copy: the buffer is reused
     core::AutocastGuard autocast(device, precision);
-    audio_parts.push_back(model->EncodeAudio(spec).embedding.to(at::kFloat));
+    audio_parts.push_back(model->EncodeAudio(part).embedding.to(at::kFloat));
   }
   if (was_training) model->train();
-  return at::cat(audio_parts, 0);
+  at::Tensor emb = at::cat(audio_parts, 0);
+  if (w == n) return emb;  // one window per clip
+  std::vector<int64_t> owner(static_cast<size_t>(w));
+  for (int64_t k = 0; k < w; ++k) owner[static_cast<size_t>(k)] = windows[static_cast<size_t>(k)].first;
+  const at::Tensor index = at::tensor(owner, at::kLong).to(emb.device());
+  at::Tensor mean = at::zeros({n, emb.size(1)}, emb.options()).index_add_(0, index, emb);
+  return mean / mean.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
 }
 
 core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
-                                core::Precision precision) {
-  at::Tensor audio = EmbedClips(model, dataset, batch_size, precision);
+                                core::Precision precision, EvalCrop crop) {
+  at::Tensor audio = EmbedClips(model, dataset, batch_size, precision, crop);
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();

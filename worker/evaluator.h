@@ -6,6 +6,10 @@
 // Not thread-safe with respect to the model (runs it in eval mode, then restores train mode).
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "worker/core/device.h"
@@ -15,13 +19,23 @@
 
 namespace flap::worker {
 
-core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
-                               core::Precision precision = core::Precision::kFp32);
+// Which frames of a clip longer than the model's window T are embedded (eval.crop): the first
+// T, the centre T, or every window of consecutive T-frame chunks covering the clip (the last
+// one ending at the clip's end), the clip's embedding being the normalised mean of theirs.
+enum class EvalCrop { kFirst, kCenter, kChunks };
+// "first" | "center" | "chunks"; InvalidArgument naming eval.crop otherwise.
+StatusOr<EvalCrop> ParseEvalCrop(const std::string& name);
+// The first frames of clip windows of `frames` stored frames for a window of `window` frames.
+std::vector<int64_t> EvalWindows(EvalCrop crop, int64_t frames, int64_t window);
 
-// (clips, D) normalised fp32 audio embeddings of every clip of `dataset`, on the model's
-// device, no token dropping, no gradient; the model is put in eval mode for the call.
+core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
+                               core::Precision precision = core::Precision::kFp32, EvalCrop crop = EvalCrop::kFirst);
+
+// (clips, D) normalised fp32 audio embeddings of every clip of `dataset` (its windows by
+// `crop`), on the model's device, no token dropping, no gradient; the model is put in eval
+// mode for the call.
 at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
-                      core::Precision precision = core::Precision::kFp32);
+                      core::Precision precision = core::Precision::kFp32, EvalCrop crop = EvalCrop::kFirst);
 
 // The device that `model`'s parameters live on.
 c10::Device ModelDevice(core::FlapModel& model);

@@ -202,16 +202,18 @@ struct StreamingLoader::Impl {
         queued.pop_front();
       }
       const double cpu0 = ThreadCpuSeconds();
-      auto f = LoadShardFeatures(options.dataset_dir, job->info, *tokenizer, fo);
+      bool from_memory = false;
+      auto f = FetchShardFeatures(options.dataset_dir, job->info, *tokenizer, fo, &from_memory);
       {
         std::lock_guard<std::mutex> lock(mu);
         stats.busy_seconds += ThreadCpuSeconds() - cpu0;
         job->done = true;
         if (f.ok()) {
-          if (f->from_cache) ++stats.shards_cached;
+          if (from_memory) ++stats.shards_from_memory;
+          else if ((*f)->from_cache) ++stats.shards_cached;
           else ++stats.shards_computed;
-          if (!f->cache_note.empty()) stats.notes.push_back(f->cache_note);
-          job->features = std::make_shared<const ShardFeatures>(std::move(*f));
+          if (!from_memory && !(*f)->cache_note.empty()) stats.notes.push_back((*f)->cache_note);
+          job->features = std::move(*f);
         } else {
           job->status = f.status();
         }
@@ -288,7 +290,7 @@ struct StreamingLoader::Impl {
         std::vector<SampleView> views;
         for (const SampleRef& r : pending) {
           const Clip& clip = r.shard->clips[static_cast<size_t>(r.index)];
-          views.push_back({&clip, r.shard->spec(r.index)});
+          views.push_back({&clip, r.shard->spec(r.index), r.shard->num_frames(r.index)});
           out.keys.push_back(clip.key);
         }
         const double cpu0 = ThreadCpuSeconds();

@@ -19,10 +19,10 @@
 //
 // The threads. `threads` feature threads take shards in the order they will be needed (the
 // current block and one block ahead, crossing epochs) and compute them through
-// LoadShardFeatures (decode, fbank, tokenize; optional feature cache). One assembler thread
+// FetchShardFeatures (decode, fbank, tokenize; the feature caches). One assembler thread
 // cuts batches (spectrograms, captions, masks) into a queue of at most `prefetch_batches`
 // ready batches. The training loop only calls Next(), which does no I/O. Memory: at most two
-// blocks of features plus the queued batches.
+// blocks of features plus the queued batches, besides what the memory cache keeps.
 //
 // Shards and ranks: the fixed source gives rank r the split's shards r, r + W, r + 2W, ... of
 // the manifest order (no overlap, every shard used); a coordinator-backed source handing out
@@ -114,7 +114,7 @@ struct LoaderOptions {
   int shuffle_shards = 4;                 // shards mixed together in one block (>= 1)
   int prefetch_batches = 4;               // ready batches queued ahead (>= 1)
   bool pin_memory = false;                // batches in pinned host memory (training on a GPU)
-  FeatureOptions features;                // frames, bins, checksums, cache (threads ignored)
+  FeatureOptions features;                // frames, bins, checksums, caches (threads ignored)
 };
 
 struct LoadedBatch {
@@ -129,7 +129,8 @@ struct LoaderStats {
   double wait_seconds = 0;     // time Next() spent blocked waiting for a batch
   int64_t batches = 0;         // batches returned by Next()
   int64_t shards_computed = 0; // shards decoded and featurised
-  int64_t shards_cached = 0;   // shards read from the feature cache
+  int64_t shards_cached = 0;   // shards read from the disk cache
+  int64_t shards_from_memory = 0;  // shards found in the process's memory cache
   double busy_seconds = 0;     // CPU time of the loader's threads (features and batch assembly)
   std::vector<std::string> notes;  // cache notes (ignored or unwritable cache files)
 };

@@ -1,22 +1,38 @@
 // The features of one shard, ready for batching: every clip's normalised log-mel spectrogram
-// (padded or cut to target_frames) and its captions as token ids. This is the unit of work of
+// (its whole length up to max_frames, see "Stored length") and its captions as token ids. This is the unit of work of
 // both data paths: the streaming loader (loader.h) computes shards on its threads, and the
 // in-memory Dataset (dataset.h, used for evaluation) concatenates a split's shards.
 //
-// Feature cache: with FeatureOptions::cache_dir set, the features and caption strings of a
-// shard are kept in "<cache_dir>/<shard xxh64>-T<frames>-M<bins>.fbank", named by the shard's
-// checksum in the manifest, so every trial of a sweep (and every dataset folder holding the
-// same shard bytes) computes them once. A hit skips reading and decoding the shard entirely.
-// Cache files are written atomically (temporary file + rename) and carry a checksum of their
-// own; a damaged or mismatching cache file is ignored and rewritten, never trusted. Values
-// are float32, bit-identical to a fresh computation.
+// Stored length. A clip's features keep up to `max_frames` frames of the whole clip (at least
+// `target_frames`: shorter clips are zero-padded to it), so that training crops and evaluation
+// windows (batcher.h, evaluator.h) are cut from them; max_frames == target_frames stores the
+// first T frames only.
 //
-// Thread-safety: free functions; concurrent calls (also from several processes sharing one
-// cache folder) are safe.
+// Caches. Features are keyed by the shard's checksum in the manifest and the front end
+// (FrontEndKey: every fbank parameter, the normalisation, target and max frames, the format
+// version): a changed front end never reads features made by another.
+//  - In memory (FeatureMemoryCache::Process(), FetchShardFeatures): one per process, shared by
+//    every loader, dataset and trial of the process. A shard is kept while the cache holds
+//    fewer bytes than the caller's budget; beyond it shards are not admitted (an epoch reads
+//    every shard in turn, so a fixed resident set beats evicting what the next read needs).
+//    Unused entries of another front end are dropped to make room. Concurrent fetches of one
+//    shard compute it once.
+//  - On disk (FeatureOptions::cache_dir): "<cache_dir>/<shard xxh64>-<FrontEndKey>.fbank", so
+//    every trial of a sweep and every process naming the folder computes a shard once. A hit
+//    skips reading and decoding the shard entirely. Files are written atomically (temporary
+//    file + rename) and carry a checksum of their own; a damaged or mismatching file is
+//    ignored and rewritten, never trusted. With `disk_overflow_only` (data.fbank_cache =
+//    auto), only shards the memory cache did not admit are written.
+// Values are float32, bit-identical to a fresh computation.
+//
+// Thread-safety: free functions and FeatureMemoryCache are safe from any thread; concurrent
+// calls (also from several processes sharing one cache folder) are safe.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,11 +50,14 @@ struct Clip {
 };
 
 struct FeatureOptions {
-  int target_frames = 256;       // frames after pad / crop
+  int target_frames = 256;       // the model's window T: shorter clips are padded to it
+  int max_frames = 0;            // frames kept per clip (>= target_frames); 0: target_frames
   int num_mel_bins = 128;
   int threads = 1;               // fbank threads within the shard (>= 1)
   bool verify_checksums = true;  // check the shard's size and XXH64 against the manifest
-  std::string cache_dir;         // empty: no feature cache
+  std::string cache_dir;         // disk cache folder; empty: none
+  bool disk_overflow_only = false;  // write the disk cache only for shards memory did not admit
+  int64_t memory_budget_bytes = 0;  // FetchShardFeatures: the memory cache's budget; 0: not used
   // Augmented captions from the dataset's side file (sharding::ReadAugmentFile): a listed
   // clip's augmented captions replace those in its shard. Borrowed; null: none.
   const std::map<std::string, std::vector<std::string>>* augment = nullptr;
@@ -47,13 +66,17 @@ struct FeatureOptions {
 struct ShardFeatures {
   std::string shard;           // the shard's file name
   std::vector<Clip> clips;     // in shard order
-  std::vector<float> specs;    // clips.size() x frames x bins, row-major
-  int frames = 0, bins = 0;
-  bool from_cache = false;     // true: read from the feature cache
+  std::vector<float> specs;    // every clip's frames x bins, row-major, clip after clip
+  std::vector<int> frames;     // stored frames of each clip (target_frames..max_frames)
+  std::vector<int64_t> offsets;  // first frame of each clip in specs (in frames)
+  int bins = 0;
+  bool from_cache = false;     // true: read from the disk cache
   std::string cache_note;      // why an existing cache file was not used (empty if none)
 
   int64_t size() const { return static_cast<int64_t>(clips.size()); }
-  const float* spec(int64_t i) const { return specs.data() + i * frames * bins; }
+  const float* spec(int64_t i) const { return specs.data() + offsets[static_cast<size_t>(i)] * bins; }
+  int num_frames(int64_t i) const { return frames[static_cast<size_t>(i)]; }
+  int64_t bytes() const { return static_cast<int64_t>(specs.size() * sizeof(float)); }
 };
 
 // Computes (or reads from the cache) the features of shard `info` of the dataset folder
@@ -67,5 +90,42 @@ StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding
 
 // The cache file that holds shard `info`'s features for these options.
 std::string FeatureCachePath(const sharding::ShardInfo& info, const FeatureOptions& options);
+
+// 16 hex digits naming the front end of `options`: fbank parameters, normalisation, target
+// and max frames, feature format version.
+std::string FrontEndKey(const FeatureOptions& options);
+
+// The process's in-memory feature cache (see "Caches" above).
+class FeatureMemoryCache {
+ public:
+  struct Stats {
+    int64_t hits = 0;        // fetches answered from memory (or from a fetch in flight)
+    int64_t loads = 0;       // fetches that read the disk cache or computed
+    int64_t not_admitted = 0;  // loaded shards left out for the budget
+    int64_t bytes = 0;       // features held
+    int64_t entries = 0;
+  };
+  static FeatureMemoryCache& Process();
+  Stats stats() const;
+  void Clear();  // drops every entry (tests)
+
+ private:
+  friend StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(
+      const std::string&, const sharding::ShardInfo&, const sharding::Tokenizer&, const FeatureOptions&, bool*);
+  struct Entry;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_;  // key: dir, shard, checksum, front end
+  Stats stats_;
+};
+
+// The features of shard `info`: from the process's memory cache when
+// options.memory_budget_bytes > 0 (see "Caches"), else as LoadShardFeatures. Errors as
+// LoadShardFeatures; a failed load is not cached. *from_memory (optional): whether memory
+// answered.
+StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::string& dir,
+                                                                  const sharding::ShardInfo& info,
+                                                                  const sharding::Tokenizer& tokenizer,
+                                                                  const FeatureOptions& options,
+                                                                  bool* from_memory = nullptr);
 
 }  // namespace flap::worker

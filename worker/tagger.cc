@@ -63,7 +63,7 @@ StatusOr<std::vector<ClipTags>> TagClips(core::FlapModel& model, const Dataset& 
   }
   std::vector<const std::vector<int>*> ptrs;
   for (const auto& t : tokens) ptrs.push_back(&t);
-  at::Tensor audio = EmbedClips(model, dataset, options.batch_size);
+  at::Tensor audio = EmbedClips(model, dataset, options.batch_size, core::Precision::kFp32, options.crop);
   at::Tensor text;
   {
     at::NoGradGuard no_grad;
@@ -134,10 +134,12 @@ StatusOr<nlohmann::json> RunTagging(const TrialConfig& config_in, const std::str
   SetThreads(config.train.threads);
   FLAP_ASSIGN_OR_RETURN(std::vector<TagLabel> labels, ReadTagLabels(labels_path));
   FLAP_ASSIGN_OR_RETURN(Dataset data, Dataset::Load(config.data.path, split, DataOptions(config)));
+  TagOptions tag_options = options;
+  FLAP_ASSIGN_OR_RETURN(tag_options.crop, ParseEvalCrop(config.eval.crop));
   FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, data.tokenizer().vocab_size(), model_path));
   log << "tagging " << data.size() << " clips of split '" << split << "' with " << labels.size() << " labels (threshold "
       << options.threshold << ", top " << options.top_k << ")" << std::endl;
-  FLAP_ASSIGN_OR_RETURN(std::vector<ClipTags> tags, TagClips(model, data, labels, options));
+  FLAP_ASSIGN_OR_RETURN(std::vector<ClipTags> tags, TagClips(model, data, labels, tag_options));
   std::string lines;
   int64_t tagged = 0;
   for (const ClipTags& c : tags) {

@@ -20,6 +20,7 @@
 #include "worker/config.h"
 #include "worker/core/model.h"
 #include "worker/dataset.h"
+#include "worker/evaluator.h"
 
 namespace flap::worker {
 
@@ -36,6 +37,7 @@ struct TagOptions {
   double threshold = 0.1;    // minimum cosine similarity of a kept label
   int top_k = 3;             // labels kept per clip at most (>= 1)
   int64_t batch_size = 64;   // clips per forward pass
+  EvalCrop crop = EvalCrop::kFirst;  // which frames of a long clip are embedded (eval.crop)
 };
 
 struct ClipTags {

@@ -3,13 +3,12 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <thread>
 
 namespace flap::worker {
 
-ThreadPlan PlanThreads(int cores, bool gpu, int train_threads, int loader_threads) {
+ThreadPlan PlanThreads(int cores, bool gpu, bool features_cached, int train_threads, int loader_threads) {
   cores = std::max(1, cores);
   ThreadPlan p;
   if (gpu) {
@@ -19,21 +18,18 @@ ThreadPlan PlanThreads(int cores, bool gpu, int train_threads, int loader_thread
             (loader_threads > 0 ? "as set" : "takes the other cores");
     return p;
   }
+  if (features_cached) {
+    p.loader = loader_threads > 0 ? loader_threads : std::max(1, cores / 4);
+    p.compute = train_threads > 0 ? train_threads : cores;
+    p.why = "CPU, features cached: compute " + std::string(train_threads > 0 ? "as set" : "every core") + ", loader " +
+            (loader_threads > 0 ? "as set" : "a quarter (it computes each shard once)");
+    return p;
+  }
   p.loader = loader_threads > 0 ? loader_threads : std::max(1, cores / 2);
   p.compute = train_threads > 0 ? train_threads : std::max(1, cores - p.loader);
-  p.why = "CPU: " + std::string(loader_threads > 0 ? "loader as set" : "loader takes the smaller half") + ", compute " +
-          (train_threads > 0 ? "as set" : "the rest, and the loader's idle cores once measured");
+  p.why = "CPU, no feature cache: " + std::string(loader_threads > 0 ? "loader as set" : "loader takes the smaller half") +
+          ", compute " + (train_threads > 0 ? "as set" : "the rest");
   return p;
-}
-
-int ReplanComputeThreads(const ThreadPlan& plan, int cores, bool gpu, int train_threads, double loader_busy_cores) {
-  if (gpu || train_threads > 0) return plan.compute;
-  cores = std::max(1, cores);
-  // A loader busy for less than a tenth of a core leaves its cores to compute; otherwise it
-  // keeps as many cores as it measurably uses (rounded up), at most its planned share.
-  const double busy = std::max(0.0, loader_busy_cores);
-  const int loader_cores = busy < 0.1 ? 0 : std::min(plan.loader, static_cast<int>(std::ceil(busy - 0.05)));
-  return std::clamp(cores - loader_cores, 1, cores);
 }
 
 int CoresPerRank(int affinity_cores, int hardware_cores, const std::string& local_ranks_env) {

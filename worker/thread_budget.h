@@ -1,13 +1,18 @@
 // How a worker divides the machine's cores between its data loader and its compute threads
 // (LibTorch intra-op and BLAS threads, core::SetComputeThreads).
 //
-// At start (PlanThreads): counts the user set are kept; otherwise on a GPU the compute side
-// needs one thread (the GPU does the maths) and the loader takes every other core, while on a
-// CPU the cores are split in two, the loader taking the smaller half (at least one thread).
-// During training (ReplanComputeThreads): with train.threads automatic, the compute side takes
-// back the cores the loader measurably leaves idle (its feature threads' busy time over the
-// last window, in cores), and gives them up again when the loader needs them (features not yet
-// cached). Loader threads that have nothing to do sleep, so the loader count never changes.
+// Counts the user set are kept. Otherwise, on a GPU the compute side needs one thread (the GPU
+// does the maths) and the loader takes every other core. On a CPU it depends on what the loader
+// has to do, which the feature cache decides: with the cache on (the default) the loader
+// computes each shard once and then only assembles batches (measured on the synthetic set:
+// 0.07 of a core in the first pass, summary.json data.loader_busy_seconds), so compute takes
+// every core and the loader a quarter of them (at least one thread, sleeping when idle); with
+// the cache off it recomputes features every epoch and the cores are split in two, the loader
+// taking the smaller half.
+//
+// The plan is fixed for the run: the compute thread count changes the order of floating-point
+// sums (LibTorch's parallel reductions, BLAS blocking), so a count re-planned from timings would
+// make a resumed run differ from an uninterrupted one.
 //
 // Pure arithmetic: no threads are touched here.
 #pragma once
@@ -23,13 +28,8 @@ struct ThreadPlan {
 };
 
 // `cores`: usable cores (>= 1). `train_threads` / `loader_threads`: the config's counts, 0 =
-// automatic.
-ThreadPlan PlanThreads(int cores, bool gpu, int train_threads, int loader_threads);
-
-// The compute thread count for the next window, given the loader's measured busy time in
-// cores over the last one. Returns `plan.compute` unchanged when train.threads was set or the
-// worker runs on a GPU.
-int ReplanComputeThreads(const ThreadPlan& plan, int cores, bool gpu, int train_threads, double loader_busy_cores);
+// automatic. `features_cached`: the feature cache is on.
+ThreadPlan PlanThreads(int cores, bool gpu, bool features_cached, int train_threads, int loader_threads);
 
 // The cores one rank may use: its CPU affinity mask when the launcher bound it to fewer than
 // the machine's cores; otherwise the machine's cores divided among the ranks on this host

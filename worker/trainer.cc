@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "common/atomic_file.h"
+#include "sharding/file_util.h"
 #include "sharding/manifest.h"
 #include "worker/core/collectives.h"
 #include "worker/core/device.h"
@@ -72,12 +73,21 @@ std::string FormatDuration(double s) {
 
 void SetThreads(int threads) { core::SetComputeThreads(threads > 0 ? threads : 1); }
 
-DatasetOptions DataOptions(const TrialConfig& c) {
-  DatasetOptions o;
+FeatureOptions DataOptions(const TrialConfig& c) {
+  FeatureOptions o;
   o.target_frames = c.model.target_frames;
+  o.max_frames = c.data.max_frames;
   o.num_mel_bins = c.model.num_mel_bins;
   o.threads = c.data.loader_threads;
-  o.cache_dir = c.data.fbank_cache;
+  const std::string& cache = c.data.fbank_cache;
+  if (cache.empty() || cache == "off") return o;
+  o.memory_budget_bytes = c.data.feature_memory_mb << 20;
+  if (cache == "auto") {
+    o.cache_dir = sharding::JoinPath(c.data.path, ".fbank-cache");
+    o.disk_overflow_only = true;
+  } else {
+    o.cache_dir = cache;
+  }
   return o;
 }
 
@@ -277,10 +287,14 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
   const std::string allocator = core::TuneHostAllocator();
   const int cores = UsableCores();
-  const ThreadPlan thread_plan = PlanThreads(cores, device.is_cuda(), config.train.threads, config.data.loader_threads);
-  int compute_threads = thread_plan.compute;
+  const FeatureOptions feature_options = DataOptions(config);
+  const bool features_cached = feature_options.memory_budget_bytes > 0 || !feature_options.cache_dir.empty();
+  const ThreadPlan thread_plan =
+      PlanThreads(cores, device.is_cuda(), features_cached, config.train.threads, config.data.loader_threads);
+  const int compute_threads = thread_plan.compute;
   core::SetComputeThreads(compute_threads);
   FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
+  FLAP_ASSIGN_OR_RETURN(const EvalCrop eval_crop, ParseEvalCrop(config.eval.crop));
   const core::DeviceInfo device_info = core::DescribeDevice(device);
   std::unique_ptr<core::WorkerGroup> own_group;
   std::string launcher_name = "agent";
@@ -402,9 +416,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   lo.shuffle_shards = config.data.shuffle_shards;
   lo.prefetch_batches = config.data.prefetch_batches;
   lo.pin_memory = device.is_cuda();
-  lo.features.target_frames = config.model.target_frames;
-  lo.features.num_mel_bins = config.model.num_mel_bins;
-  lo.features.cache_dir = config.data.fbank_cache;
+  lo.features = feature_options;
   FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(config.data.path, manifest));
   lo.features.augment = &augment;
   auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(source), cursor);
@@ -435,7 +447,6 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
   int64_t window_steps = 0;
   const auto train_start = Clock::now();
   const HostUsage host_start = ReadHostUsage();
-  double loader_busy_mark = 0, loader_wall_mark = 0;  // the thread plan's last measurement
   double eval_s = 0;
   bool stop_asked = false;  // rank 0: a hook asked to stop the trial
   // The budgets' clock: training-loop seconds of this trial (earlier runs included), without
@@ -467,7 +478,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
     const double t0 = now();
     const double trained = trained_seconds();
     if (rank == 0) {
-      outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision);
+      outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision, eval_crop);
       ++outcome.evaluations_computed;
     }
     FLAP_RETURN_IF_ERROR(ShareMetrics(group, &outcome.final_metrics));
@@ -600,19 +611,6 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
       bwd_s += last.backward_s;
       opt_s += last.optimizer_s;
       if (log_now) {
-        // The loader's measured need decides the compute threads of the next window.
-        const double busy = loader->stats().busy_seconds, wall = Since(train_start);
-        const double busy_cores = (busy - loader_busy_mark) / std::max(1e-6, wall - loader_wall_mark);
-        loader_busy_mark = busy;
-        loader_wall_mark = wall;
-        const int next_threads = ReplanComputeThreads(thread_plan, cores, device.is_cuda(), config.train.threads, busy_cores);
-        if (next_threads != compute_threads) {
-          char why[96];
-          std::snprintf(why, sizeof(why), " (the loader used %.2f cores over the last window)", busy_cores);
-          log << "threads: compute " << compute_threads << " -> " << next_threads << why << std::endl;
-          compute_threads = next_threads;
-          core::SetComputeThreads(compute_threads);
-        }
         const double rate = static_cast<double>(window_steps * b * world) / window_s;
         const int64_t planned = planned_steps(step + 1);
         const double eta = static_cast<double>(planned - step - 1) * window_s / static_cast<double>(window_steps);
@@ -713,6 +711,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& l
                {"wait_fraction", train_s > 0 ? wait_s / train_s : 0.0},
                {"shards_computed", ls.shards_computed},
                {"shards_from_cache", ls.shards_cached},
+               {"shards_from_memory", ls.shards_from_memory},
                {"loader_threads", lo.threads},
                {"loader_busy_seconds", ls.busy_seconds}};
   const HostUsage host_end = ReadHostUsage();
@@ -781,7 +780,8 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
       << config.data.eval_split << "' on " << core::DescribeDevice(device).device << ", "
       << core::PrecisionName(precision) << std::endl;
-  return Evaluate(model, eval, config.train.eval_batch_size, precision);
+  FLAP_ASSIGN_OR_RETURN(const EvalCrop eval_crop, ParseEvalCrop(config.eval.crop));
+  return Evaluate(model, eval, config.train.eval_batch_size, precision, eval_crop);
 }
 
 }  // namespace flap::worker

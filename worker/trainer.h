@@ -130,7 +130,9 @@ StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& 
 // (model.pt of a training run) unless it is empty. LoadModel: NotFound for a missing file,
 // Corruption for one that does not fit the config.
 void SetThreads(int threads);
-DatasetOptions DataOptions(const TrialConfig& config);
+// The feature options of a config (frames, bins, feature threads, the caches data.fbank_cache
+// names: auto = memory within data.feature_memory_mb plus DATA/.fbank-cache for the rest).
+FeatureOptions DataOptions(const TrialConfig& config);
 StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
                                      const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 

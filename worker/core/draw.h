@@ -33,6 +33,7 @@ enum class DrawPurpose : uint64_t {
   kMask = 0x6d61736b,     // token dropping
   kCaption = 0x63617074,  // caption / augmentation choice
   kOrder = 0x6f726472,    // sample order within an epoch
+  kCrop = 0x63726f70,     // training window within a clip
 };
 
 // A SplitMix64 stream seeded from (purpose, seed, key, epoch, view).
