@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
     flap::core::TrainStep step(model, loss, optim);
     std::unique_ptr<flap::worker::Checkpointer> ckpt;
     if (with_ckpt) {
-      flap::worker::CheckpointConfig cc;
+      flap::CheckpointConfig cc;
       cc.root = dir + "/train_root";
       cc.keep_last = 2;
       cc.keep_best = 0;

@@ -19,7 +19,7 @@
 
 #include "sharding/manifest.h"
 #include "sharding/synth.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/train_step.h"
 #include "worker/loader.h"
 
@@ -39,7 +39,7 @@ void Check(const flap::Status& s, const char* what) {
 
 struct Setup {
   std::string data;
-  flap::worker::TrialConfig config;
+  flap::TrialConfig config;
   flap::sharding::Manifest manifest;
   std::unique_ptr<flap::sharding::Tokenizer> tokenizer;
 };
@@ -87,7 +87,7 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
               static_cast<long long>(batch));
   bool help = false;
   std::string help_text;
-  Check(flap::worker::ParseTrialConfig({"--model.preset", preset, "--train.batch_size", std::to_string(batch),
+  Check(flap::ParseTrialConfig({"--model.preset", preset, "--train.batch_size", std::to_string(batch),
                                         "--mask.ratio", "0.75", "--mask.strategy", "2d"},
                                        &s.config, &help, &help_text),
         "config");
@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  at::set_num_threads(1);  // the trainer's CPU default (worker/config.h, train.threads)
+  at::set_num_threads(1);  // the trainer's CPU default (config/trial_config.h, train.threads)
   const std::string root = std::filesystem::temp_directory_path().string() + "/flap_loader_bench_" + std::to_string(getpid());
   std::printf("loader_bench: %u cores, training with 1 intra-op thread, loader with %d feature thread%s\n",
               std::thread::hardware_concurrency(), threads, threads > 1 ? "s" : "");

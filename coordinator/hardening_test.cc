@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/local_keys.h"
 #include "common/path_name.h"
+#include "config/trial_config.h"
 #include "coordinator/client.h"
 #include "coordinator/service_test_util.h"
 #include "coordinator/sweep.h"

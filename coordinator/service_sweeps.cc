@@ -30,6 +30,12 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
   if (Authorize(ctx).ok()) {
     spec = ParseSweepText(req->sweep_text(), source);
     if (spec.ok()) trials = ExpandSweep(*spec);
+    // Every trial's config (base config, factor values, seed) must validate: a typo or a value
+    // that cannot run is refused here rather than failing every trial.
+    if (trials.ok()) {
+      Status configs = CheckTrialConfigs(*spec, *trials, req->base_config(), source);
+      if (!configs.ok()) trials = configs;
+    }
   }
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     if (!spec.ok()) return ToGrpc(spec.status());

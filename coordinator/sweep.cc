@@ -270,15 +270,6 @@ void ReadReportSection(SectionReader* r, std::optional<ReportTarget>* target) {
 
 }  // namespace
 
-std::map<std::string, std::string> ConfigValues(const std::string& text) {
-  Errors ignored("config", [](const std::string&, const std::string&) { return 0; });
-  std::map<std::string, std::string> out;
-  for (const RawSection& s : ParseIni(text, &ignored)) {
-    for (const auto& [key, raw] : s.keys) out[s.name + "." + key] = raw.value;
-  }
-  return out;
-}
-
 StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& source) {
   std::vector<RawSection> sections;
   // Errors point at the line of the key (or of its section's header).

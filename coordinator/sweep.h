@@ -41,14 +41,17 @@
 // ('#' or ';' at the start of a line, or after whitespace) are ignored; keys and sections may
 // not repeat. A list is comma-separated (so a value cannot contain a comma).
 //
-// Factors. A factor is a trial config key "<section>.<key>", each word of [a-z0-9_] starting
-// with a letter. Known keys are checked here: mask.ratio in [0, 1), mask.strategy in {1d, 2d},
-// recon.weight >= 0, text.augment off | on | a probability in [0, 1], optim.lr > 0,
-// model.preset in {tiny, base}. Any other well-formed key is taken as a trainer field with its
-// text value, which the worker validates. The trial seed is not a factor: [sweep] seeds sets
+// Factors. A factor is a trial config key "<section>.<key>" (config/trial_config.h), each word
+// of [a-z0-9_] starting with a letter. A name that is no key is refused, naming the closest key
+// ("unknown key mask.ratoi in [factor.mask.ratoi]; did you mean mask.ratio?"), and every value
+// (and a range's ends) must be a valid value of its key on its own: mask.ratio in [0, 1),
+// mask.strategy 1d or 2d, train.batch_size >= 2, and so on for every key (the registry's
+// domains). How the values combine with the base config and with each other is checked per
+// trial at submission (CheckTrialConfigs). The trial seed is not a factor: [sweep] seeds sets
 // it, so [factor.train.seed] is refused, and so are the keys local to each worker
-// (common/local_keys.h: ckpt.root, data.path, data.fbank_cache, train.output_dir, train.device,
-// metrics.*). Values of one factor may not repeat (numerically: 0.5 and 0.50 are the same value).
+// (ConfigKey::local_only: ckpt.root, data.path, data.fbank_cache, train.output_dir,
+// train.device, metrics.*). Values of one factor may not repeat (numerically: 0.5 and 0.50 are
+// the same value).
 //
 // Conditions: "when = F == v", "when = F != v" or "when = F in v1, v2, ...", where F is another
 // factor of the sweep; numbers compare numerically, anything else as text. A factor applies
@@ -179,16 +182,28 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
 // Reads and parses the file at `path`. NotFound if it cannot be opened; else as ParseSweepText.
 StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
 
-// The keys of a trial config's text (INI, the syntax above) as "<section>.<key>" -> value,
-// e.g. "mask.ratio" -> "0.75". Lenient: malformed lines and repeated sections are skipped
-// (the worker validates configs; this only reads what a config sets).
+// The keys a trial config's text sets, as "<section>.<key>" -> value ("mask.ratio" -> "0.75"),
+// read by the trial configuration's parser (config/trial_config.h); empty when the text does not
+// parse (a stored base config whose keys have changed since).
 std::map<std::string, std::string> ConfigValues(const std::string& text);
+
+// Checks a sweep's trials against its base config (the text of a trial config file; may be
+// empty) with the trial configuration's rules (config/trial_config.h), so that no trial of a
+// submitted sweep fails on its configuration: the base config parses (every key known, an
+// unknown one named with the closest known key; every value well-formed), and each trial's
+// config (the base config, then its factor values, seed and trial id) validates, which checks
+// the keys against each other (mask.views > 1 needs mask.ratio > 0). `trials` are
+// ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line
+// ("<source>: N errors in the sweep:") then each distinct error, one per line, naming the
+// first trial that shows it and how many more do.
+Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials,
+                         const std::string& base_config, const std::string& source);
 
 // Checks a spec built any other way (code, JSON) with the same rules as the parser, listing
 // every error as "<source>: [<section>] <key>: <what is wrong>". OK or InvalidArgument.
 Status ValidateSweep(const SweepSpec& spec, const std::string& source);
 
-// Checks one value of a factor (the known keys' domains, see above). OK or InvalidArgument.
+// Checks one value of a factor (its key's domain, see above). OK or InvalidArgument.
 Status ValidateFactorValue(const std::string& factor, const std::string& value);
 
 // The trials of a sweep (see "Expansion" above). InvalidArgument when the spec does not

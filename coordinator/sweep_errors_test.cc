@@ -50,7 +50,7 @@ TEST(SweepErrors, ValueOutOfRange) {
       Refuse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0, 1.0, -0.1\n");
   ASSERT_EQ(errors.size(), 2u) << Joined(errors);
   EXPECT_EQ(errors[0],
-            "bad.ini:4: [factor.mask.ratio] values: expected a number in [0, 1), got '1.0'");
+            "bad.ini:4: [factor.mask.ratio] values: mask.ratio must be in [0, 1), got '1.0'");
   EXPECT_NE(errors[1].find("got '-0.1'"), std::string::npos);
 }
 
@@ -58,7 +58,7 @@ TEST(SweepErrors, UnknownStrategy) {
   std::vector<std::string> errors =
       Refuse(std::string(kHeader) + "[factor.mask.strategy]\nvalues = 2d, 3d\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
-  EXPECT_EQ(errors[0], "bad.ini:4: [factor.mask.strategy] values: expected 1d or 2d, got '3d'");
+  EXPECT_EQ(errors[0], "bad.ini:4: [factor.mask.strategy] values: mask.strategy must be '1d' or '2d', got '3d'");
 }
 
 TEST(SweepErrors, ConditionOnAMissingFactor) {
@@ -99,7 +99,7 @@ colour = blue
   EXPECT_TRUE(AnyContains(errors, "bad.ini:2: [sweep] name:")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:4: [sweep] seeds: seed 1 repeats")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:6: [factor.mask.ratio] values:")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:8: [factor.mask.strategy] values: expected 1d or 2d"))
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:8: [factor.mask.strategy] values: mask.strategy must be '1d' or '2d'"))
       << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:9: [factor.mask.strategy] when:")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [factor.recon.weight] values: the factor has no"))
@@ -177,14 +177,16 @@ TEST(SweepErrors, KnownFactorsAreRangeChecked) {
     const char* value;
     const char* expected;
   };
-  for (const Case& c : {Case{"recon.weight", "-1", "a number >= 0"},
+  for (const Case& c : {Case{"recon.weight", "-1", "recon.weight must be >= 0, got '-1'"},
                         Case{"text.augment", "1.5", "off, on or a probability"},
                         Case{"text.augment", "sometimes", "off, on or a probability"},
-                        Case{"optim.lr", "0", "a number > 0"},
-                        Case{"optim.lr", "fast", "a number > 0"},
-                        Case{"model.preset", "huge", "tiny or base"},
-                        Case{"mask.ratio", "0x1p-1", "a number in [0, 1)"},
-                        Case{"mask.ratio", "nan", "a number in [0, 1)"}}) {
+                        Case{"optim.lr", "0", "optim.lr must be > 0, got '0'"},
+                        Case{"optim.lr", "fast", "expected a number, got 'fast'"},
+                        Case{"model.preset", "huge", "'tiny' or 'base'"},
+                        Case{"mask.ratio", "0x1p-1", "expected a number"},
+                        Case{"mask.ratio", "nan", "expected a number"},
+                        Case{"train.batch_size", "1", "train.batch_size must be >= 2"},
+                        Case{"data.crop", "middle", "data.crop must be random or first, got 'middle'"}}) {
     std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor." + c.factor +
                                              "]\nvalues = " + c.value + "\n");
     ASSERT_EQ(errors.size(), 1u) << c.factor << "=" << c.value << "\n" << Joined(errors);
@@ -192,9 +194,20 @@ TEST(SweepErrors, KnownFactorsAreRangeChecked) {
     EXPECT_NE(errors[0].find(std::string("[factor.") + c.factor + "] values"), std::string::npos);
   }
   EXPECT_TRUE(ValidateFactorValue("text.augment", "0.25").ok());
-  EXPECT_TRUE(ValidateFactorValue("train.anything", "whatever").ok());
+  EXPECT_EQ(ValidateFactorValue("train.anything", "whatever").message(), "unknown key 'train.anything'");
   EXPECT_EQ(ValidateFactorValue("mask.strategy", "3d").message(),
-            "mask.strategy: expected 1d or 2d, got '3d'");
+            "mask.strategy: mask.strategy must be '1d' or '2d', got '3d'");
+}
+
+TEST(SweepErrors, UnknownFactorKeyIsNamedWithTheClosestKey) {
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.mask.ratoi]\nvalues = 0.5\n");
+  ASSERT_EQ(errors.size(), 1u) << Joined(errors);
+  EXPECT_EQ(errors[0],
+            "bad.ini:3: [factor.mask.ratoi]: unknown key mask.ratoi in [factor.mask.ratoi]; did you mean "
+            "mask.ratio? (a factor is a trial config key: flap-worker train --help lists them)");
+  errors = Refuse(std::string(kHeader) + "[factor.model.colour]\nvalues = red\n");
+  ASSERT_EQ(errors.size(), 1u) << Joined(errors);
+  EXPECT_NE(errors[0].find("unknown key model.colour in [factor.model.colour] ("), std::string::npos) << errors[0];
 }
 
 TEST(SweepErrors, RepeatedValuesAreRefusedNumerically) {

@@ -134,8 +134,8 @@ TEST(SweepGrid, BudgetCapsTheGridSize) {
 
 TEST(SweepGrid, RefusesAGridBeyondTheTrialLimit) {
   std::string text = std::string(kHeader);
-  for (int f = 0; f < 5; ++f) {
-    text += "[factor.train.f" + std::to_string(f) + "]\nvalues = 1,2,3,4,5,6,7,8,9,10\n";
+  for (const char* key : {"train.epochs", "train.max_steps", "train.eval_every", "optim.warmup_steps", "optim.total_steps"}) {
+    text += std::string("[factor.") + key + "]\nvalues = 1,2,3,4,5,6,7,8,9,10\n";
   }
   std::vector<std::string> errors = Refuse(text);  // 10^5 cells
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);

@@ -58,9 +58,10 @@ bool IsFactorName(const std::string& s);
 std::string FormatReal(double v);
 // A range end as written back in errors: an integer, or a real with every digit.
 std::string FormatEndpoint(double v, bool integer);
-// Empty when `value` is valid for `factor`, else "expected ..., got '...'".
+// Empty when `value` is valid for `factor` on its own (its trial config key's domain,
+// config/trial_config.h), else what is wrong ("mask.ratio must be in [0, 1), got '1.5'").
 std::string ValueProblem(const std::string& factor, const std::string& value);
-// Known factors whose values are words, not numbers: they cannot have a range.
+// Trial config keys whose values are words, not numbers: they cannot have a range.
 bool IsWordValued(const std::string& factor);
 
 inline std::string FactorSection(const std::string& name) { return "factor." + name; }
@@ -120,8 +121,10 @@ class Errors {
 // ---------------------------------------------------------------------------------------------
 // Validation (sweep_validate.cc), shared by the parser and by ValidateSweep / FromJson.
 
-// Adds every problem of `spec` to `errors`.
-void Validate(const SweepSpec& spec, Errors* errors);
+// Adds every problem of `spec` to `errors`. A factor that is no trial config key is refused
+// (naming the closest key) when `refuse_unknown_keys`; a stored spec is read back without that
+// check, so that a key removed since its submission does not make the journal unreadable.
+void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys = true);
 
 // ---------------------------------------------------------------------------------------------
 // Condition order and expansion (sweep_expand.cc).

@@ -4,6 +4,7 @@
 
 #include "coordinator/json_util.h"
 #include "coordinator/sweep.h"
+#include "coordinator/sweep_internal.h"
 
 namespace flap::coordinator {
 
@@ -90,7 +91,9 @@ StatusOr<SweepSpec> SweepSpec::FromJson(const nlohmann::json& j, const std::stri
     if (!t.ok()) return Status::Corruption(what + ": report_target: " + t.status().message());
     s.report_target = *t;
   }
-  Status valid = ValidateSweep(s, what);
+  sweep_internal::Errors errors(what, [](const std::string&, const std::string&) { return 0; });
+  sweep_internal::Validate(s, &errors, /*refuse_unknown_keys=*/false);
+  Status valid = errors.ToStatus();
   if (!valid.ok()) return Status::Corruption(valid.message());
   return s;
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/testing.h"
 #include "coordinator/sweep_test_util.h"
 
 namespace flap::coordinator {
@@ -185,13 +186,31 @@ TEST(TrialId, IsZeroPaddedAndGrowsPast9999) {
   EXPECT_EQ(TrialId(10000), "t10000");
 }
 
-TEST(ConfigValues, ReadsEveryKeyOfATrialConfigAndSkipsWhatIsMalformed) {
+TEST(ConfigValues, ReadsEveryKeyOfATrialConfigWithTheConfigParser) {
   const auto v = ConfigValues(
       "# a trial config\n[model]\npreset = tiny\n\n[mask]\nratio = 0.75   # comment\nstrategy = 2d\n"
-      "not a key line\n[text]\naugment = on\n[mask]\nratio = 0.1\n");
+      "[text]\naugment = on\n");
   EXPECT_EQ(v, (std::map<std::string, std::string>{
                    {"model.preset", "tiny"}, {"mask.ratio", "0.75"}, {"mask.strategy", "2d"}, {"text.augment", "on"}}));
   EXPECT_TRUE(ConfigValues("").empty());
+  EXPECT_TRUE(ConfigValues("[mask]\nratoi = 0.5\n").empty());  // does not parse
+}
+
+TEST(CheckTrialConfigs, NamesTheFirstTrialOfEachProblem) {
+  const SweepSpec spec = Parse("[sweep]\nname = s\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n");
+  const std::vector<TrialSpec> trials = Expand(spec);
+  EXPECT_OK(CheckTrialConfigs(spec, trials, "", "s.ini"));
+  EXPECT_OK(CheckTrialConfigs(spec, trials, "[model]\npreset = base\n", "s.ini"));
+  Status views = CheckTrialConfigs(spec, trials, "[mask]\nviews = 2\n", "s.ini");
+  EXPECT_EQ(views.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(views.message().find("s.ini: 1 error in the sweep:\n  s.ini: trial t0000 (mask.ratio=0, seed 1) on the base "
+                                 "config: mask.views 2 needs mask.ratio > 0"),
+            std::string::npos)
+      << views.message();
+  EXPECT_NE(views.message().find("(and 1 more trials)"), std::string::npos) << views.message();
+  Status unknown = CheckTrialConfigs(spec, trials, "[optim]\nrl = 1\n", "s.ini");
+  EXPECT_NE(unknown.message().find("unknown key 'optim.rl'; did you mean optim.lr?"), std::string::npos)
+      << unknown.message();
 }
 
 

@@ -2,8 +2,8 @@
 // ValidateSweep and SweepSpec::FromJson).
 #include <cmath>
 
-#include "common/local_keys.h"
 #include "common/path_name.h"
+#include "config/trial_config.h"
 #include "coordinator/sweep.h"
 #include "coordinator/sweep_internal.h"
 
@@ -12,7 +12,7 @@ namespace sweep_internal {
 namespace {
 
 void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
-                    const std::map<std::string, int>& names, Errors* errors) {
+                    const std::map<std::string, int>& names, bool refuse_unknown_keys, Errors* errors) {
   const std::string section = FactorSection(f.name);
   const bool grid = spec.search == SearchKind::kGrid;
   if (!IsFactorName(f.name)) {
@@ -21,6 +21,12 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
   } else if (f.name == "train.seed") {
     errors->Add(section, "", "the trial seed is not a factor: list replicate seeds in [sweep] "
                              "seeds = 1, 2, 3");
+  } else if (refuse_unknown_keys && FindConfigKey(f.name) == nullptr) {
+    const std::string close = ClosestConfigKey(f.name);
+    errors->Add(section, "", "unknown key " + f.name + " in [" + section + "]" +
+                                 (close.empty() ? "" : "; did you mean " + close + "?") +
+                                 " (a factor is a trial config key: flap-worker train --help "
+                                 "lists them)");
   } else if (IsLocalOnlyKey(f.name)) {
     errors->Add(section, "", f.name + " is local to each worker (a folder, endpoint or device of "
                              "its machine), not a sweep factor: set it in the worker's config "
@@ -113,7 +119,7 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
 
 }  // namespace
 
-void Validate(const SweepSpec& spec, Errors* errors) {
+void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
   if (std::string p = PathNameProblem(spec.name); !p.empty()) {
     errors->Add("sweep", "name", "a sweep needs a name of [A-Za-z0-9_.-] (at most 64 "
                                  "characters, not starting with a dot); '" + spec.name + "' " + p);
@@ -147,7 +153,7 @@ void Validate(const SweepSpec& spec, Errors* errors) {
       errors->Add(FactorSection(spec.factors[i].name), "", "the factor appears twice");
     }
   }
-  for (const FactorSpec& f : spec.factors) ValidateFactor(spec, f, names, errors);
+  for (const FactorSpec& f : spec.factors) ValidateFactor(spec, f, names, refuse_unknown_keys, errors);
 
   std::vector<int> order;
   std::vector<std::string> cycle;

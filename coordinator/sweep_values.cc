@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "config/trial_config.h"
 #include "coordinator/sweep.h"
 #include "coordinator/sweep_internal.h"
 
@@ -98,37 +99,23 @@ std::string FormatEndpoint(double v, bool integer) {
   return buf;
 }
 
-// Empty when `value` is valid for `factor`, else "expected ..., got '...'".
+// Empty when `value` is valid for `factor` on its own (config/trial_config.h), else what is
+// wrong. A factor that is no trial config key has only to be non-empty (the validator names the
+// key itself).
 std::string ValueProblem(const std::string& factor, const std::string& value) {
-  auto bad = [&value](const char* expected) {
-    return std::string("expected ") + expected + ", got '" + value + "'";
-  };
-  if (value.empty()) return bad("a value");
-  double x = 0;
-  if (factor == "mask.ratio") {
-    if (!ParseDouble(value, &x) || x < 0 || x >= 1) return bad("a number in [0, 1)");
-  } else if (factor == "mask.strategy") {
-    if (value != "1d" && value != "2d") return bad("1d or 2d");
-  } else if (factor == "recon.weight") {
-    if (!ParseDouble(value, &x) || x < 0) return bad("a number >= 0");
-  } else if (factor == "text.augment") {
-    if (value != "off" && value != "on" && (!ParseDouble(value, &x) || x < 0 || x > 1)) {
-      return bad("off, on or a probability in [0, 1]");
-    }
-  } else if (factor == "optim.lr") {
-    if (!ParseDouble(value, &x) || x <= 0) return bad("a number > 0");
-  } else if (factor == "model.preset") {
-    if (value != "tiny" && value != "base") return bad("tiny or base");
-  } else if (factor == "train.seed") {
-    uint64_t u = 0;
-    if (!ParseInteger(value, &u)) return bad("a non-negative integer");
-  }
-  return "";
+  if (value.empty()) return "expected a value, got ''";
+  if (FindConfigKey(factor) == nullptr) return "";
+  const Status s = CheckConfigValue(factor, value);
+  if (s.ok()) return "";
+  // "mask.ratio: expected a number, got 'x'": the section names the key already.
+  const std::string prefix = factor + ": ";
+  return s.message().rfind(prefix, 0) == 0 ? s.message().substr(prefix.size()) : s.message();
 }
 
-// Known factors whose values are words, not numbers: they cannot have a range.
+// Keys whose values are words, not numbers: they cannot have a range.
 bool IsWordValued(const std::string& factor) {
-  return factor == "mask.strategy" || factor == "model.preset";
+  const ConfigKey* key = FindConfigKey(factor);
+  return key != nullptr && !key->numeric;
 }
 
 }  // namespace sweep_internal
@@ -232,6 +219,7 @@ StatusOr<Condition> ParseCondition(const std::string& text) {
 }
 
 Status ValidateFactorValue(const std::string& factor, const std::string& value) {
+  if (FindConfigKey(factor) == nullptr) return Status::InvalidArgument(UnknownKeyMessage(factor));
   std::string p = ValueProblem(factor, value);
   if (p.empty()) return Status::OK();
   return Status::InvalidArgument(factor + ": " + p);

@@ -224,6 +224,10 @@ StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string ba
     ss << in.rdbuf();
     out.base_config = ss.str();
   }
+  // The coordinator's check at submission, here first: every trial's config must validate.
+  using Trials = std::vector<coordinator::TrialSpec>;
+  FLAP_ASSIGN_OR_RETURN(Trials trials, coordinator::ExpandSweep(*spec));
+  FLAP_RETURN_IF_ERROR(coordinator::CheckTrialConfigs(*spec, trials, out.base_config, file));
   return out;
 }
 

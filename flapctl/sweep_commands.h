@@ -36,7 +36,8 @@ CommandGroup SweepCommandGroup();
 // A sweep file as submitted: its text, its name, and the base config's text (from
 // --base-config, else the file's [sweep] base_config, looked up beside the sweep file first).
 // An invalid sweep file is refused with every error listed (InvalidArgument; NotFound when
-// it does not exist).
+// it does not exist), and so is a sweep whose trials' configs do not validate against the base
+// config (coordinator::CheckTrialConfigs, the coordinator's own check at submission).
 struct LocalSweepFiles {
   std::string path, name, text, base_config;
 };

@@ -24,7 +24,7 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   synth.seed = 7;
   ASSERT_OK(sharding::GenerateSynthetic(synth, dir / "data"));
 
-  auto config = worker::LoadTrialConfigFile(std::string(FLAP_CONFIG_DIR) + "/tiny.ini");
+  auto config = LoadTrialConfigFile(std::string(FLAP_CONFIG_DIR) + "/tiny.ini");
   ASSERT_OK(config);
   config->data.path = dir / "data";
   config->mask.ratio = 0.75;

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -17,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/local_keys.h"
+#include "config/trial_config.h"
 #include "coordinator/client.h"
 #include "metrics/metrics.h"
 #include "worker/core/collectives.h"
@@ -125,35 +124,19 @@ struct Instruction {
   }
 };
 
-// The trial's config: base config, then the agent's overrides, then the trial's (which win).
-StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<std::string>& local,
-                                     const std::string& scratch) {
+// The trial's config: base config, then the agent's overrides, then the trial's (which win),
+// applied in memory (config/trial_config.h).
+StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<std::string>& local) {
   std::map<std::string, std::string> merged = PairsToMap(local);
-  // Keys local to this machine (common/local_keys.h) are never taken from the coordinator.
+  // Keys local to this machine (ConfigKey::local_only) are never taken from the coordinator.
   for (const auto& [k, v] : in.overrides) {
     if (!IsLocalOnlyKey(k)) merged[k] = v;
   }
   auto out = merged.find("train.output_dir");
   if (out != merged.end() && !out->second.empty()) out->second += "/" + merged["train.trial_id"];
-  std::vector<std::string> args;
-  if (!in.base_config.empty()) {
-    const std::string path = scratch + "/base-" + in.trial.sweep_id() + ".ini";
-    std::ofstream f(path, std::ios::trunc);
-    f << in.base_config;
-    f.close();
-    if (!f) return Status::IOError("cannot write the base config to '" + path + "'");
-    args = {"--config", path};
-  }
-  for (const auto& [k, v] : merged) {
-    args.push_back("--" + k);
-    args.push_back(v);
-  }
-  TrialConfig config;
-  bool help = false;
-  std::string text;
-  Status s = ParseTrialConfig(args, &config, &help, &text);
-  if (!s.ok()) return s.WithContext("trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config");
-  return config;
+  return TrialConfigFromText(in.base_config,
+                             "trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config (the sweep's base config)",
+                             merged);
 }
 
 bool SameAttempt(const v1::TrialRef& a, const v1::TrialRef& b) {
@@ -346,15 +329,6 @@ class Speaker {
   v1::TrialRef trial_;
 };
 
-// Removes the agent's scratch folder on exit.
-struct Scratch {
-  std::string path;
-  ~Scratch() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-};
-
 // Whether an error means the group itself is broken (a rank lost, its checkpoint storage
 // failing: worker/checkpointer.h) rather than the trial.
 bool GroupFault(const Status& s, const core::WorkerGroup& group) {
@@ -417,13 +391,6 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
   auto endpoints = core::AllGatherStrings(*group, metrics_server ? metrics_server->endpoint() : "");
   if (!endpoints.ok()) return fail(endpoints.status(), 1);
   if (!metrics_server) endpoints->clear();
-
-  Scratch scratch;
-  {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "flap-agent-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) return fail(Status::IOError("cannot create a scratch folder under " + tmpl), 1);
-    scratch.path = tmpl;
-  }
 
   std::unique_ptr<Speaker> speaker;
   if (rank == 0) {
@@ -491,7 +458,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       Speaker* sp = speaker.get();
       SetStopDeadlineHook([sp, trial](int signal) { sp->ReportPreemptionNow(trial, signal); });
     }
-    auto config = TrialConfigFor(in, options.overrides, scratch.path);
+    auto config = TrialConfigFor(in, options.overrides);
     if (!config.ok()) {
       if (rank == 0) {
         SetStopDeadlineHook(nullptr);

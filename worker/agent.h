@@ -11,8 +11,9 @@
 //
 // A trial's config is the sweep's base config, then this agent's own `--KEY VALUE` overrides
 // (site settings: data.path, ckpt.root, threads, metrics...), then the trial's overrides
-// (factor values, train.seed, train.trial_id), which always win. train.output_dir, when set,
-// gets the trial id appended. With ckpt.root set a trial resumes from its newest verified
+// (factor values, train.seed, train.trial_id), which always win except on the keys local to
+// the worker (config/trial_config.h, ConfigKey::local_only), which the trial cannot set; all
+// applied in memory. train.output_dir, when set, gets the trial id appended. With ckpt.root set a trial resumes from its newest verified
 // checkpoint, so a requeued trial continues where its last group stopped; ckpt.root must be
 // shared by every group that may run the trial.
 //

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/masking.h"
 #include "worker/core/train_step.h"
 #include "worker/shard_features.h"

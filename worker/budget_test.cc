@@ -14,7 +14,7 @@
 
 #include "sharding/synth.h"
 #include "tests/test_util.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/launcher.h"
 #include "worker/core/worker_group.h"
 #include "worker/trainer.h"

@@ -33,7 +33,7 @@
 
 #include "checkpoint/store.h"
 #include "common/status.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/model.h"
 
 namespace flap::worker {

@@ -42,7 +42,7 @@
 
 #include "common/status.h"
 #include "sharding/manifest.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/train_step.h"
 #include "worker/shard_features.h"
 

@@ -13,6 +13,7 @@
 #include "worker/evaluator.h"
 #include "worker/stop_signal.h"
 #include "worker/tagger.h"
+#include "worker/thread_budget.h"
 #include "worker/trainer.h"
 
 namespace {
@@ -36,6 +37,7 @@ int Fail(const flap::Status& s, int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  flap::worker::IdleThreadsSleep(argv);  // may run the program again (thread_budget.h)
   if (argc < 2) {
     std::cerr << kUsage;
     return 2;
@@ -123,10 +125,10 @@ int main(int argc, char** argv) {
     }
     args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
   }
-  flap::worker::TrialConfig config;
+  flap::TrialConfig config;
   bool help = false;
   std::string help_text;
-  flap::Status s = flap::worker::ParseTrialConfig(args, &config, &help, &help_text);
+  flap::Status s = flap::ParseTrialConfig(args, &config, &help, &help_text);
   if (!s.ok()) return Fail(s, 2);
   if (help) {
     std::cout << kUsage << help_text;

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/model.h"
 #include "worker/dataset.h"
 #include "worker/evaluator.h"

@@ -45,7 +45,7 @@
 
 #include "common/status.h"
 #include "worker/checkpointer.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/core/model.h"
 #include "worker/core/retrieval.h"
 #include "worker/dataset.h"

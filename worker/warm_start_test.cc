@@ -13,7 +13,7 @@
 
 #include "sharding/synth.h"
 #include "tests/test_util.h"
-#include "worker/config.h"
+#include "config/trial_config.h"
 #include "worker/safetensors.h"
 #include "worker/trainer.h"
 

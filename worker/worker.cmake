@@ -1,11 +1,11 @@
-# The worker library (config, shard features, dataset, batcher, streaming loader, evaluator,
-# checkpointer, trainer) and flap-worker.
-add_library(flap_worker config.cc shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc
+# The worker library (shard features, dataset, batcher, streaming loader, evaluator,
+# checkpointer, trainer) and flap-worker. The trial configuration is config/'s (flap::config).
+add_library(flap_worker shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc
   safetensors.cc warm_start.cc thread_budget.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
-  PUBLIC flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
-  PRIVATE Boost::program_options PkgConfig::XXHASH Threads::Threads)
+  PUBLIC flap::config flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
+  PRIVATE PkgConfig::XXHASH Threads::Threads)
 
 # The agent (a worker group serving a coordinator): the worker library plus the coordinator's
 # client (gRPC; no SentencePiece is linked here, it is a dlopen'd module).

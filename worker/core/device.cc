@@ -48,26 +48,6 @@ std::string CpuModel() {
 
 }  // namespace
 
-StatusOr<DeviceSpec> ParseDeviceSpec(const std::string& text) {
-  DeviceSpec spec;
-  if (text == "auto") return spec;
-  if (text == "cpu") {
-    spec.kind = DeviceSpec::Kind::kCpu;
-    return spec;
-  }
-  if (text == "cuda") {
-    spec.kind = DeviceSpec::Kind::kCuda;
-    return spec;
-  }
-  int index = 0;
-  if (text.rfind("cuda:", 0) == 0 && ParseIndex(text.substr(5), &index)) {
-    spec.kind = DeviceSpec::Kind::kCuda;
-    spec.index = index;
-    return spec;
-  }
-  return Status::InvalidArgument("train.device must be auto, cpu, cuda or cuda:N, got '" + text + "'");
-}
-
 StatusOr<int> LocalRankFromEnv(const EnvLookup& env) {
   for (const char* name : {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"}) {
     const auto value = env(name);
@@ -147,14 +127,6 @@ int64_t PeakMemoryBytes(const c10::Device& device) {
 void ResetPeakMemory(const c10::Device& device) {
   if (device.is_cuda()) backend::ResetCudaPeak(device.index() < 0 ? 0 : device.index());
 }
-
-StatusOr<Precision> ParsePrecision(const std::string& text) {
-  if (text == "fp32") return Precision::kFp32;
-  if (text == "bf16") return Precision::kBf16;
-  return Status::InvalidArgument("train.precision must be fp32 or bf16, got '" + text + "'");
-}
-
-const char* PrecisionName(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
 
 AutocastGuard::AutocastGuard(const c10::Device& device, Precision precision) {
   if (precision != Precision::kBf16) return;

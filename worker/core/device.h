@@ -13,8 +13,9 @@
 // The CUDA queries (device name, memory, the current device, peak allocation) live in
 // device_cuda.cc, compiled only against a LibTorch built with CUDA; the CPU-only build has
 // device_host.cc in its place (no CUDA devices). Everything else here is pure and tested on
-// the CPU. Thread-safety: the functions are thread-safe; an AutocastGuard acts on the
-// calling thread only (autocast state is thread-local).
+// the CPU; the names (DeviceSpec, Precision) are parsed in device_spec.h, free of LibTorch.
+// Thread-safety: the functions are thread-safe; an AutocastGuard acts on the calling thread
+// only (autocast state is thread-local).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -25,18 +26,10 @@
 #include <string>
 
 #include "common/status.h"
+#include "worker/core/device_spec.h"
 #include "worker/core/launcher.h"
 
 namespace flap::core {
-
-struct DeviceSpec {
-  enum class Kind { kAuto, kCpu, kCuda };
-  Kind kind = Kind::kAuto;
-  int index = -1;  // cuda:N: N; -1: chosen by local rank
-};
-
-// "auto" | "cpu" | "cuda" | "cuda:N" (N >= 0); InvalidArgument naming train.device otherwise.
-StatusOr<DeviceSpec> ParseDeviceSpec(const std::string& text);
 
 // This rank's index among the ranks of its node: LOCAL_RANK, else OMPI_COMM_WORLD_LOCAL_RANK,
 // else SLURM_LOCALID, else 0. InvalidArgument naming the variable when it is malformed.
@@ -83,10 +76,6 @@ int BlasThreads();
 // malloc, raises the mmap and trim thresholds (buffers up to 32 MiB come from the heap and
 // stay mapped). Returns the allocator's name, "tcmalloc" or "glibc malloc (tuned)".
 std::string TuneHostAllocator();
-
-enum class Precision { kFp32, kBf16 };
-StatusOr<Precision> ParsePrecision(const std::string& text);
-const char* PrecisionName(Precision p);
 
 // Autocast to bfloat16 on `device`'s type for the guard's lifetime when `precision` is bf16
 // (nothing for fp32); restores the previous state and clears autocast's weight-cast cache on

@@ -1,11 +1,30 @@
-// A trial's whole configuration (model, masking, losses, optimiser, training loop, data),
-// read from a Boost.Program_options INI file plus command-line overrides of the same keys
-// (`--mask.ratio 0.75` beats `ratio = 0.75` under `[mask]`). Every key is listed by
-// `flap-worker train --help`; unknown keys, malformed values and out-of-range values are
-// refused with a message naming the key (and the file).
+// A trial's whole configuration (model, masking, losses, optimiser, training loop, data,
+// checkpoints, worker group, metrics) as one typed struct, and the one registry of its keys.
+// Every process that handles a trial's configuration goes through here: `flap-worker train`
+// (a config file plus `--key value` flags), the agent (the sweep's base config text plus the
+// trial's overrides, applied in memory), the coordinator and flapctl (a sweep's base config and
+// factor values checked at submission). Free of LibTorch; Boost.Program_options only in the
+// implementation.
 //
-// `model.preset` (tiny | base) is applied first; every other model.* key overrides a field of
-// the preset. Values are values: copy freely; not shared between threads.
+// Keys. A key is "<section>.<key>" ("mask.ratio"); in an INI file the section is a header
+// ("[mask]" then "ratio = 0.75"). ConfigKeys() lists them in the order they are applied:
+// `model.preset` (tiny | base) first, so that every other model.* key overrides a field of
+// the preset whatever the order it was written in. Each key carries its flags:
+//   operational  does not change what training computes (folders, threads, logging, the
+//                worker group, checkpoints): left out of TrialConfig::Hash();
+//   local_only   belongs to the machine a worker runs on (its folders, device, metrics
+//                endpoint): a sweep may not vary it (the coordinator refuses it as a factor) and
+//                a worker ignores it in a trial's overrides, or a submitted sweep could make
+//                every worker write where it says.
+//
+// Errors. Unknown keys, malformed values and out-of-range values are refused with
+// InvalidArgument naming the key (and the file), an unknown key with the closest known one
+// ("unknown key 'mask.ratoi'; did you mean mask.ratio?"). A value is checked twice: alone
+// against its key's domain (CheckConfigValue: mask.ratio in [0, 1)), then with the others
+// (TrialConfig::Validate: mask.views > 1 needs mask.ratio > 0).
+//
+// Values are values: copy freely; not shared between threads. The registry is immutable and
+// the free functions are safe from any thread.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +37,7 @@
 #include "common/status.h"
 #include "worker/core/model_config.h"
 
-namespace flap::worker {
+namespace flap {
 
 struct DataConfig {
   std::string path;                  // dataset folder (manifest.json, shards, tokenizer.model)
@@ -39,7 +58,7 @@ struct DataConfig {
   std::string crop = "random";       // training window: random (seeded by seed, clip, epoch) | first
 };
 
-// Evaluation (evaluator.h).
+// Evaluation (worker/evaluator.h).
 struct EvalConfig {
   // Which frames of a clip longer than model.target_frames are embedded: first | center |
   // chunks (the mean of the embeddings of consecutive windows covering the whole clip).
@@ -51,9 +70,9 @@ struct TrainConfig {
   int64_t batch_size = 32;       // per rank; the global batch is world size x this
   int64_t epochs = 10;
   int64_t max_steps = 0;         // > 0: stop after this many steps, whatever the epochs
-  // Compute budgets (trainer.h, "Budgets"): > 0 stops the trial once the training loop has run
-  // this many wall seconds (evaluation excluded) or seen this many samples (all ranks); the
-  // first budget reached (steps, seconds, samples) ends the trial. Both carry over a resume.
+  // Compute budgets (worker/trainer.h, "Budgets"): > 0 stops the trial once the training loop
+  // has run this many wall seconds (evaluation excluded) or seen this many samples (all ranks);
+  // the first budget reached (steps, seconds, samples) ends the trial. Both carry over a resume.
   double max_seconds = 0;
   int64_t max_samples = 0;
   int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
@@ -64,9 +83,9 @@ struct TrainConfig {
   // with it: bench/README.md has the measurement).
   int threads = 0;
   std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
-  // auto | cpu | cuda | cuda:N (core/device.h): auto takes this rank's GPU when one is visible.
-  // Where training runs does not change what it computes (not in Hash()): a checkpoint moves
-  // between devices.
+  // auto | cpu | cuda | cuda:N (worker/core/device_spec.h): auto takes this rank's GPU when one
+  // is visible. Where training runs does not change what it computes (not in Hash()): a
+  // checkpoint moves between devices.
   std::string device = "auto";
   std::string precision = "fp32";  // fp32 | bf16 (autocast forward; losses and optimizer fp32)
 };
@@ -118,16 +137,60 @@ struct TrialConfig {
   std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
   double augment_prob = 0.0;     // parsed form of `augment`
 
-  // All checks across sections; the first failure, naming its key.
+  // Every key's own domain (CheckConfigValue), then the checks across keys; the first
+  // failure, naming its key.
   Status Validate() const;
   // Every key with its value, as strings (the canonical form used for hashing and summaries).
   std::map<std::string, std::string> ToMap() const;
   nlohmann::json ToJson() const;
-  // 16 hex digits identifying everything that changes what training computes.
+  // 16 hex digits identifying everything that changes what training computes: every key
+  // that is not operational, except keys added later while they hold the value that means
+  // "as before" (so that earlier trials keep their hash, and their checkpoints resume).
   std::string Hash() const;
   // trial_id, or "trial-<Hash()>" when it is empty.
   std::string TrialId() const;
 };
+
+// One key of the registry.
+struct ConfigKey {
+  std::string name;          // "mask.ratio"
+  std::string help;          // one line: its meaning and values
+  bool operational = false;  // left out of Hash() (see the top of this file)
+  bool local_only = false;   // the worker's own: never a sweep factor, never a trial override
+  bool numeric = false;      // takes numbers (a random sweep may draw it from a range)
+};
+
+// Every key, in the order values are applied (model.preset first).
+const std::vector<ConfigKey>& ConfigKeys();
+// The key named `name`; nullptr when there is none.
+const ConfigKey* FindConfigKey(const std::string& name);
+// Whether `name` is a key local to each worker (ConfigKey::local_only).
+bool IsLocalOnlyKey(const std::string& name);
+// The known key closest to `name` by edit distance (a swap of two neighbours counts as one
+// edit), when it is close enough to be a likely misspelling; empty otherwise.
+std::string ClosestConfigKey(const std::string& name);
+// "unknown key 'NAME'", with "; did you mean KEY?" when a key is close (ClosestConfigKey).
+std::string UnknownKeyMessage(const std::string& name);
+
+// Checks `value` as a value of `key` on its own: that it parses, and its key's own domain
+// (mask.ratio in [0, 1), mask.strategy 1d or 2d), not its relations to other keys.
+// InvalidArgument naming the key and the value; for an unknown key, UnknownKeyMessage.
+Status CheckConfigValue(const std::string& key, const std::string& value);
+
+// The keys and values of a config file's text (INI: "[section]" headers, "key = value" lines,
+// '#' comments), by "<section>.<key>". InvalidArgument naming `source` on a syntax error, an
+// unknown key (with the closest known one) or a key written twice. Values are not checked.
+StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text,
+                                                             const std::string& source);
+
+// Sets the keys of `values` on *config, in ConfigKeys() order. InvalidArgument naming the key
+// for an unknown key or a value that does not parse; no Validate().
+Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config);
+
+// A config from a config file's text (ParseConfigText) and then `overrides` (which win over
+// the text; model.preset is still applied first), validated. Errors name `source`.
+StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::string& source,
+                                          const std::map<std::string, std::string>& overrides = {});
 
 // Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional
 // arguments) into *config. Returns InvalidArgument naming the key and the file on any error.
@@ -141,4 +204,4 @@ StatusOr<TrialConfig> LoadTrialConfigFile(const std::string& path);
 // Parses "off" | "on" | a probability in [0, 1].
 StatusOr<double> ParseAugmentPolicy(const std::string& value);
 
-}  // namespace flap::worker
+}  // namespace flap

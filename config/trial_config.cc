@@ -1,0 +1,596 @@
+#include "config/trial_config.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <type_traits>
+
+#include "common/path_name.h"
+#include "worker/core/device_spec.h"
+#include "worker/core/draw.h"
+#include "worker/core/launcher.h"
+
+namespace po = boost::program_options;
+
+namespace flap {
+namespace {
+
+// One key: its flags, how to set it from text, how to print it, and its own domain.
+struct Field {
+  ConfigKey key;
+  std::function<Status(TrialConfig&, const std::string&)> set;
+  std::function<std::string(const TrialConfig&)> get;
+  // The value as quoted in errors (numbers shorter than get's canonical form).
+  std::function<std::string(const TrialConfig&)> show;
+  // The key's own domain; null: any value that parses. `must` says what it demands
+  // ("in [0, 1)"), for "<key> must be <must>, got '<value>'".
+  std::function<bool(const TrialConfig&)> holds;
+  std::string must;
+  // Keys added after configs were first hashed: the value that means "as before", left out of
+  // Hash() so that the checkpoints of earlier trials keep resuming. Null: always hashed.
+  const char* earlier_default = nullptr;
+
+  Status Problem(const std::string& value) const {
+    return Status::InvalidArgument(key.name + " must be " + must + ", got '" + value + "'");
+  }
+};
+
+Status BadValue(const std::string& key, const std::string& value, const char* expected) {
+  return Status::InvalidArgument(key + ": expected " + expected + ", got '" + value + "'");
+}
+
+template <typename T>
+Status ParseNumber(const std::string& key, const std::string& text, T* out) {
+  std::istringstream in(text);
+  T v{};
+  in >> v;
+  if (in.fail() || !(in >> std::ws).eof()) {
+    return BadValue(key, text, std::is_integral<T>::value ? "an integer" : "a number");
+  }
+  if constexpr (std::is_floating_point<T>::value) {
+    if (!std::isfinite(v)) return BadValue(key, text, "a finite number");
+  }
+  *out = v;
+  return Status::OK();
+}
+
+std::string FormatDouble(double v, const char* format = "%.17g") {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+template <typename T>
+std::string Show(T v) {
+  if constexpr (std::is_floating_point<T>::value) return FormatDouble(v, "%.10g");
+  else return std::to_string(v);
+}
+
+// What a number must satisfy by itself.
+template <typename T>
+struct Domain {
+  std::string must;
+  std::function<bool(T)> holds;
+};
+template <typename T>
+Domain<T> AtLeast(T lo, const std::string& why = "") {
+  return {">= " + Show(lo) + why, [lo](T v) { return v >= lo; }};
+}
+template <typename T>
+Domain<T> Above(T lo) {
+  return {"> " + Show(lo), [lo](T v) { return v > lo; }};
+}
+Domain<double> HalfOpen(double lo, double hi) {
+  return {"in [" + Show(lo) + ", " + Show(hi) + ")", [lo, hi](double v) { return v >= lo && v < hi; }};
+}
+Domain<int> Between(int lo, int hi) {
+  return {"in [" + Show(lo) + ", " + Show(hi) + "]", [lo, hi](int v) { return v >= lo && v <= hi; }};
+}
+Domain<int> MultipleOf(int n) {
+  return {"a multiple of " + Show(n), [n](int v) { return v % n == 0; }};
+}
+
+// Accessor returning a reference to a member of TrialConfig.
+template <typename T>
+using Ref = std::function<T&(TrialConfig&)>;
+
+template <typename T>
+T& Get(const Ref<T>& ref, const TrialConfig& c) {
+  return ref(const_cast<TrialConfig&>(c));
+}
+
+template <typename T>
+Field Number(std::string name, std::string help, Ref<T> ref, Domain<T> domain = {}) {
+  Field f;
+  f.key.name = name;
+  f.key.help = std::move(help);
+  f.key.numeric = true;
+  f.set = [name, ref](TrialConfig& c, const std::string& v) { return ParseNumber(name, v, &ref(c)); };
+  f.get = [ref](const TrialConfig& c) {
+    if constexpr (std::is_floating_point<T>::value) return FormatDouble(Get(ref, c));
+    else return std::to_string(Get(ref, c));
+  };
+  f.show = [ref](const TrialConfig& c) { return Show(Get(ref, c)); };
+  if (domain.holds) {
+    f.must = domain.must;
+    f.holds = [ref, holds = domain.holds](const TrialConfig& c) { return holds(Get(ref, c)); };
+  }
+  return f;
+}
+
+Field Text(std::string name, std::string help, Ref<std::string> ref) {
+  Field f;
+  f.key.name = std::move(name);
+  f.key.help = std::move(help);
+  f.set = [ref](TrialConfig& c, const std::string& v) {
+    ref(c) = v;
+    return Status::OK();
+  };
+  f.get = [ref](const TrialConfig& c) { return Get(ref, c); };
+  f.show = f.get;
+  return f;
+}
+
+// A word of a fixed list: "must be a, b or c".
+Field Choice(std::string name, std::string help, Ref<std::string> ref, std::vector<std::string> words) {
+  Field f = Text(std::move(name), std::move(help), ref);
+  for (size_t i = 0; i < words.size(); ++i) {
+    f.must += (i == 0 ? "" : i + 1 == words.size() ? " or " : ", ") + words[i];
+  }
+  f.holds = [ref, words](const TrialConfig& c) {
+    return std::find(words.begin(), words.end(), Get(ref, c)) != words.end();
+  };
+  return f;
+}
+
+Field Bool(std::string name, std::string help, Ref<bool> ref) {
+  Field f;
+  f.key.name = name;
+  f.key.help = std::move(help);
+  f.set = [name, ref](TrialConfig& c, const std::string& v) -> Status {
+    if (v == "true" || v == "1" || v == "on") ref(c) = true;
+    else if (v == "false" || v == "0" || v == "off") ref(c) = false;
+    else return BadValue(name, v, "true or false");
+    return Status::OK();
+  };
+  f.get = [ref](const TrialConfig& c) { return std::string(Get(ref, c) ? "true" : "false"); };
+  f.show = f.get;
+  return f;
+}
+
+// Flags.
+Field Operational(Field f) {
+  f.key.operational = true;
+  return f;
+}
+Field Local(Field f) {  // local keys are all operational: where a trial runs, not what it computes
+  f.key.local_only = true;
+  f.key.operational = true;
+  return f;
+}
+Field Since(const char* earlier_default, Field f) {
+  f.earlier_default = earlier_default;
+  return f;
+}
+
+#define FLAP_REF(type, expr) Ref<type>([](TrialConfig& c) -> type& { return c.expr; })
+
+std::vector<Field> ModelFields() {
+  std::vector<Field> f;
+  Field preset = Choice("model.preset", "architecture preset: tiny | base", FLAP_REF(std::string, preset), {"tiny", "base"});
+  preset.set = [](TrialConfig& c, const std::string& v) -> Status {
+    FLAP_ASSIGN_OR_RETURN(c.model, core::ModelConfig::Preset(v));
+    c.preset = v;
+    return Status::OK();
+  };
+  f.push_back(preset);
+  f.push_back(Number("model.num_mel_bins", "mel bins", FLAP_REF(int, model.num_mel_bins), Above(0)));
+  f.push_back(Number("model.target_frames", "frames T after pad/crop", FLAP_REF(int, model.target_frames), Above(0)));
+  f.push_back(Number("model.patch_size", "patch side", FLAP_REF(int, model.patch_size), Above(0)));
+  // 2-D sin-cos positions split the width in four (sin/cos for each axis).
+  f.push_back(Number("model.audio_width", "audio encoder width", FLAP_REF(int, model.audio_width), MultipleOf(4)));
+  f.push_back(Number("model.audio_depth", "audio encoder depth", FLAP_REF(int, model.audio_depth), Above(0)));
+  f.push_back(Number("model.audio_heads", "audio encoder heads", FLAP_REF(int, model.audio_heads), Above(0)));
+  f.push_back(Number("model.text_max_len", "caption tokens kept", FLAP_REF(int, model.text_max_len), Above(0)));
+  f.push_back(Number("model.text_width", "text encoder width", FLAP_REF(int, model.text_width), Above(0)));
+  f.push_back(Number("model.text_depth", "text encoder depth", FLAP_REF(int, model.text_depth), Above(0)));
+  f.push_back(Number("model.text_heads", "text encoder heads", FLAP_REF(int, model.text_heads), Above(0)));
+  f.push_back(Number("model.mlp_ratio", "MLP hidden = ratio x width", FLAP_REF(int, model.mlp_ratio), Above(0)));
+  f.push_back(Number("model.embed_dim", "joint embedding size D", FLAP_REF(int, model.embed_dim), Above(0)));
+  f.push_back(Number("model.decoder_width", "decoder width", FLAP_REF(int, model.decoder_width), MultipleOf(4)));
+  f.push_back(Number("model.decoder_depth", "decoder depth", FLAP_REF(int, model.decoder_depth), Above(0)));
+  f.push_back(Number("model.decoder_heads", "decoder heads", FLAP_REF(int, model.decoder_heads), Above(0)));
+  f.push_back(Since("", Text("model.init_audio", "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
+                             FLAP_REF(std::string, init_audio))));
+  f.push_back(Since("", Text("model.init_text", "safetensors file initialising the text encoder (CLIP text names, docs/warm_start.md); empty = none",
+                             FLAP_REF(std::string, init_text))));
+  return f;
+}
+
+std::vector<Field> MaskLossOptimFields() {
+  std::vector<Field> f;
+  f.push_back(Number("mask.ratio", "fraction of tokens dropped in training, [0, 1)", FLAP_REF(double, mask.ratio), HalfOpen(0, 1)));
+  Field strategy;  // an enum: set refuses anything but its names
+  strategy.key.name = "mask.strategy";
+  strategy.key.help = "token dropping: 2d (random patches) | 1d (whole time columns)";
+  strategy.set = [](TrialConfig& c, const std::string& v) -> Status {
+    FLAP_ASSIGN_OR_RETURN(c.mask.strategy, core::ParseMaskStrategy(v));
+    return Status::OK();
+  };
+  strategy.get = [](const TrialConfig& c) { return std::string(core::MaskStrategyName(c.mask.strategy)); };
+  strategy.show = strategy.get;
+  f.push_back(strategy);
+  f.push_back(Since("1", Number("mask.views", "masked views of each clip per step (independent keep sets, losses averaged); > 1 needs mask.ratio > 0",
+                                FLAP_REF(int, mask.views), Between(1, 16))));
+  f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight), AtLeast(0.0)));
+  f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
+  f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
+  Field augment = Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, augment));
+  augment.key.numeric = true;  // a probability
+  augment.set = [](TrialConfig& c, const std::string& v) -> Status {
+    FLAP_ASSIGN_OR_RETURN(c.augment_prob, ParseAugmentPolicy(v));
+    c.augment = v;
+    return Status::OK();
+  };
+  f.push_back(augment);
+  f.push_back(Number("optim.lr", "peak learning rate", FLAP_REF(double, optim.lr), Above(0.0)));
+  f.push_back(Number("optim.min_lr", "final learning rate", FLAP_REF(double, optim.min_lr), AtLeast(0.0)));
+  f.push_back(Number("optim.weight_decay", "AdamW weight decay", FLAP_REF(double, optim.weight_decay), AtLeast(0.0)));
+  f.push_back(Number("optim.beta1", "AdamW beta1", FLAP_REF(double, optim.beta1), HalfOpen(0, 1)));
+  f.push_back(Number("optim.beta2", "AdamW beta2", FLAP_REF(double, optim.beta2), HalfOpen(0, 1)));
+  f.push_back(Number("optim.eps", "AdamW epsilon", FLAP_REF(double, optim.eps), Above(0.0)));
+  f.push_back(Number("optim.warmup_steps", "linear warm-up steps", FLAP_REF(int64_t, optim.warmup_steps), AtLeast<int64_t>(0)));
+  f.push_back(Number("optim.total_steps", "schedule length; 0 = the run's length", FLAP_REF(int64_t, optim.total_steps),
+                     AtLeast<int64_t>(0)));
+  f.push_back(Number("optim.grad_clip", "max gradient norm; <= 0 = off", FLAP_REF(double, optim.grad_clip)));
+  return f;
+}
+
+std::vector<Field> TrainDataFields() {
+  std::vector<Field> f;
+  f.push_back(Number("train.seed", "trial seed", FLAP_REF(uint64_t, train.seed)));
+  f.push_back(Number("train.batch_size", "samples per step and rank", FLAP_REF(int64_t, train.batch_size),
+                     AtLeast<int64_t>(2, " (contrastive negatives)")));
+  f.push_back(Number("train.epochs", "passes over the training split", FLAP_REF(int64_t, train.epochs), AtLeast<int64_t>(1)));
+  f.push_back(Number("train.max_steps", "stop after this many steps; 0 = epochs decide", FLAP_REF(int64_t, train.max_steps),
+                     AtLeast<int64_t>(0)));
+  f.push_back(Since("0", Number("train.max_seconds", "wall budget in seconds of the training loop (evaluation excluded; kept across resumes); 0 = none",
+                                FLAP_REF(double, train.max_seconds), AtLeast(0.0, " (0: no time budget)"))));
+  f.push_back(Since("0", Number("train.max_samples", "stop once this many training samples (all ranks) are seen; 0 = none",
+                                FLAP_REF(int64_t, train.max_samples), AtLeast<int64_t>(0, " (0: no sample budget)"))));
+  f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only", FLAP_REF(int64_t, train.eval_every),
+                     AtLeast<int64_t>(0)));
+  f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size), AtLeast<int64_t>(1)));
+  f.push_back(Operational(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every), AtLeast<int64_t>(1))));
+  f.push_back(Operational(Number("train.threads", "LibTorch intra-op threads; 0 = automatic (1 on CPU)", FLAP_REF(int, train.threads), AtLeast(0))));
+  f.push_back(Local(Text("train.output_dir", "folder for summary.json and model.pt", FLAP_REF(std::string, train.output_dir))));
+  Field device = Local(Text("train.device", "auto | cpu | cuda | cuda:N; auto = this rank's GPU when one is visible, else the CPU",
+                            FLAP_REF(std::string, train.device)));
+  device.must = "auto, cpu, cuda or cuda:N";
+  device.holds = [](const TrialConfig& c) { return core::ParseDeviceSpec(c.train.device).ok(); };
+  f.push_back(device);
+  f.push_back(Since("fp32", Choice("train.precision", "fp32 | bf16 (bf16 autocast forward; losses and optimizer stay fp32)",
+                                   FLAP_REF(std::string, train.precision), {"fp32", "bf16"})));
+  f.push_back(Local(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path))));
+  f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
+  f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
+  f.push_back(Operational(Number("data.loader_threads", "loader feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads), AtLeast(0))));
+  f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together", FLAP_REF(int, data.shuffle_shards), AtLeast(1)));
+  f.push_back(Operational(Number("data.prefetch_batches", "ready batches queued ahead of training", FLAP_REF(int, data.prefetch_batches),
+                                 AtLeast(1))));
+  f.push_back(Local(Text("data.fbank_cache", "feature cache: auto (memory up to data.feature_memory_mb, the rest under DATA/.fbank-cache) | off | a folder",
+                         FLAP_REF(std::string, data.fbank_cache))));
+  f.push_back(Operational(Number("data.feature_memory_mb", "feature cache memory budget of the process in MiB; 0 = disk only",
+                                 FLAP_REF(int64_t, data.feature_memory_mb), AtLeast<int64_t>(0))));
+  f.push_back(Number("data.max_frames", "longest stored features of a clip in frames (10 ms); crops are cut from them",
+                     FLAP_REF(int, data.max_frames)));
+  f.push_back(Choice("data.crop", "training window of a longer clip: random (seeded by seed, clip, epoch) | first",
+                     FLAP_REF(std::string, data.crop), {"random", "first"}));
+  f.push_back(Choice("eval.crop", "evaluation window of a longer clip: first | center | chunks (mean over windows covering it)",
+                     FLAP_REF(std::string, eval.crop), {"first", "center", "chunks"}));
+  return f;
+}
+
+std::vector<Field> OperationFields() {
+  std::vector<Field> f;
+  f.push_back(Local(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root))));
+  f.push_back(Operational(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals", FLAP_REF(int64_t, ckpt.every),
+                                 AtLeast<int64_t>(0))));
+  f.push_back(Operational(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last), AtLeast(1))));
+  f.push_back(Operational(Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best), AtLeast(0))));
+  f.push_back(Operational(Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric))));
+  f.push_back(Operational(Number("ckpt.stop_deadline", "seconds from a stop signal to exit, whatever is in flight",
+                                 FLAP_REF(double, ckpt.stop_deadline), AtLeast(0.0))));
+  Field launcher = Operational(Text("dist.launcher", "where rank and world size come from: auto | none | env | mpi | slurm",
+                                    FLAP_REF(std::string, dist.launcher)));
+  launcher.set = [](TrialConfig& c, const std::string& v) -> Status {
+    FLAP_RETURN_IF_ERROR(core::ParseLauncher(v).status());
+    c.dist.launcher = v;
+    return Status::OK();
+  };
+  f.push_back(launcher);
+  f.push_back(Operational(Choice("dist.backend", "collectives: auto | gloo | nccl", FLAP_REF(std::string, dist.backend),
+                                 {"auto", "gloo", "nccl"})));
+  f.push_back(Operational(Number("dist.timeout", "seconds a rank waits for the others (rendezvous, each collective)",
+                                 FLAP_REF(double, dist.timeout), Above(0.0))));
+  f.push_back(Operational(Number("dist.bucket_mb", "gradient all-reduce bucket in MiB; 0 = one per parameter",
+                                 FLAP_REF(double, dist.bucket_mb), AtLeast(0.0))));
+  f.push_back(Operational(Bool("dist.overlap", "all-reduce gradient buckets during backward (true) or after it (false)",
+                               FLAP_REF(bool, dist.overlap))));
+  // It names the trial's checkpoint folder under ckpt.root.
+  Field trial_id = Operational(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>",
+                                    FLAP_REF(std::string, trial_id)));
+  trial_id.must = "empty or a name of [A-Za-z0-9_.-] (at most 255 characters, not starting with a dot)";
+  trial_id.holds = [](const TrialConfig& c) { return c.trial_id.empty() || PathNameProblem(c.trial_id, 255).empty(); };
+  f.push_back(trial_id);
+  f.push_back(Local(Text("metrics.listen", "host:port to serve Prometheus /metrics on (port 0: any); empty = off",
+                         FLAP_REF(std::string, metrics.listen))));
+  f.push_back(Local(Text("metrics.sd_dir", "folder for this rank's Prometheus file_sd target file", FLAP_REF(std::string, metrics.sd_dir))));
+  return f;
+}
+
+// Every key, in the order they are applied (model.preset first).
+const std::vector<Field>& Fields() {
+  static const std::vector<Field> fields = [] {
+    std::vector<Field> f;
+    for (auto part : {ModelFields, MaskLossOptimFields, TrainDataFields, OperationFields}) {
+      for (Field& field : part()) f.push_back(std::move(field));
+    }
+    return f;
+  }();
+  return fields;
+}
+
+const Field* FindField(const std::string& name) {
+  static const std::map<std::string, const Field*> index = [] {
+    std::map<std::string, const Field*> m;
+    for (const Field& f : Fields()) m[f.key.name] = &f;
+    return m;
+  }();
+  auto it = index.find(name);
+  return it == index.end() ? nullptr : it->second;
+}
+
+// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+// neighbouring characters ("ratoi" -> "ratio") each count one.
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+std::string AfterDot(const std::string& name) {
+  const size_t dot = name.find('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+po::options_description Describe() {
+  po::options_description desc("Trial configuration (INI sections map to prefixes: [mask] ratio = 0.5 is mask.ratio)");
+  for (const Field& f : Fields()) {
+    const std::string help = f.key.local_only ? f.key.help + " [local to this worker: not a sweep factor]" : f.key.help;
+    desc.add_options()(f.key.name.c_str(), po::value<std::string>(), help.c_str());
+  }
+  return desc;
+}
+
+constexpr char kKeysHint[] = " (flap-worker train --help lists the keys)";
+
+}  // namespace
+
+const std::vector<ConfigKey>& ConfigKeys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> k;
+    for (const Field& f : Fields()) k.push_back(f.key);
+    return k;
+  }();
+  return keys;
+}
+
+const ConfigKey* FindConfigKey(const std::string& name) {
+  const Field* f = FindField(name);
+  return f == nullptr ? nullptr : &f->key;
+}
+
+bool IsLocalOnlyKey(const std::string& name) {
+  const ConfigKey* k = FindConfigKey(name);
+  return k != nullptr && k->local_only;
+}
+
+std::string ClosestConfigKey(const std::string& name) {
+  const size_t limit = std::max<size_t>(1, std::min<size_t>(3, name.size() / 4));
+  std::string best;
+  size_t best_distance = limit + 1;
+  for (const Field& f : Fields()) {
+    const size_t d = EditDistance(name, f.key.name);
+    if (d < best_distance) {
+      best = f.key.name;
+      best_distance = d;
+    }
+  }
+  if (!best.empty()) return best;
+  // The right key under another section ("train.lr" for optim.lr), when only one has it.
+  for (const Field& f : Fields()) {
+    if (AfterDot(f.key.name) != AfterDot(name)) continue;
+    if (!best.empty()) return "";
+    best = f.key.name;
+  }
+  return best;
+}
+
+std::string UnknownKeyMessage(const std::string& name) {
+  const std::string close = ClosestConfigKey(name);
+  return "unknown key '" + name + "'" + (close.empty() ? "" : "; did you mean " + close + "?");
+}
+
+Status CheckConfigValue(const std::string& key, const std::string& value) {
+  const Field* f = FindField(key);
+  if (f == nullptr) return Status::InvalidArgument(UnknownKeyMessage(key));
+  TrialConfig c;
+  FLAP_RETURN_IF_ERROR(f->set(c, value));
+  if (f->holds && !f->holds(c)) return f->Problem(value);
+  return Status::OK();
+}
+
+StatusOr<double> ParseAugmentPolicy(const std::string& value) {
+  if (value == "off") return 0.0;
+  if (value == "on") return 1.0;
+  double p = 0;
+  if (!ParseNumber("text.augment", value, &p).ok() || p < 0.0 || p > 1.0) {
+    return Status::InvalidArgument("text.augment must be off, on or a probability in [0, 1], got '" + value + "'");
+  }
+  return p;
+}
+
+Status TrialConfig::Validate() const {
+  for (const Field& f : Fields()) {
+    if (f.holds && !f.holds(*this)) return f.Problem(f.show(*this));
+  }
+  // Across keys (and again each key's own domain, as the core states it).
+  FLAP_RETURN_IF_ERROR(model.Validate());
+  FLAP_RETURN_IF_ERROR(mask.Validate());
+  FLAP_RETURN_IF_ERROR(loss.Validate());
+  core::OptimConfig o = optim;
+  if (o.total_steps == 0) o.total_steps = 1;  // derived later from the data
+  FLAP_RETURN_IF_ERROR(o.Validate());
+  if (data.max_frames < model.target_frames) {
+    return Status::InvalidArgument("data.max_frames (" + std::to_string(data.max_frames) + ") must be >= model.target_frames (" +
+                                   std::to_string(model.target_frames) + ")");
+  }
+  return Status::OK();
+}
+
+std::map<std::string, std::string> TrialConfig::ToMap() const {
+  std::map<std::string, std::string> m;
+  for (const Field& f : Fields()) m[f.key.name] = f.get(*this);
+  return m;
+}
+
+nlohmann::json TrialConfig::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : ToMap()) j[k] = v;
+  return j;
+}
+
+std::string TrialConfig::Hash() const {
+  std::string canonical;
+  for (const auto& [k, v] : ToMap()) {  // by key name
+    const Field& f = *FindField(k);
+    if (f.key.operational || (f.earlier_default != nullptr && v == f.earlier_default)) continue;
+    canonical += k + "=" + v + "\n";
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(core::Mix64(core::HashString(canonical))));
+  return buf;
+}
+
+std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }
+
+StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text,
+                                                             const std::string& source) {
+  const po::options_description desc = Describe();
+  std::istringstream in(text);
+  po::variables_map vm;
+  try {
+    po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
+  } catch (const po::unknown_option& e) {
+    return Status::InvalidArgument(source + ": " + UnknownKeyMessage(e.get_option_name()) + kKeysHint);
+  } catch (const po::error& e) {
+    return Status::InvalidArgument(source + ": " + e.what());
+  }
+  std::map<std::string, std::string> values;
+  for (const auto& [key, value] : vm) values[key] = value.as<std::string>();
+  return values;
+}
+
+Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config) {
+  for (const auto& [key, value] : values) {
+    if (FindField(key) == nullptr) return Status::InvalidArgument(UnknownKeyMessage(key) + kKeysHint);
+  }
+  for (const Field& f : Fields()) {
+    auto it = values.find(f.key.name);
+    if (it != values.end()) FLAP_RETURN_IF_ERROR(f.set(*config, it->second));
+  }
+  return Status::OK();
+}
+
+StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::string& source,
+                                          const std::map<std::string, std::string>& overrides) {
+  using Values = std::map<std::string, std::string>;
+  FLAP_ASSIGN_OR_RETURN(Values values, ParseConfigText(text, source));
+  for (const auto& [key, value] : overrides) values[key] = value;
+  TrialConfig config;
+  Status s = ApplyConfigValues(values, &config);
+  if (s.ok()) s = config.Validate();
+  FLAP_RETURN_IF_ERROR(s.WithContext(source + (overrides.empty() ? "" : " with overrides")));
+  return config;
+}
+
+Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config,
+                        bool* help_requested, std::string* help_text) {
+  po::options_description general("General");
+  general.add_options()("help,h", "show the keys")("config,c", po::value<std::string>(), "INI config file");
+  po::options_description all;
+  all.add(general).add(Describe());
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+  } catch (const po::unknown_option& e) {
+    std::string flag = e.get_option_name();
+    flag.erase(0, flag.find_first_not_of('-'));
+    const std::string close = ClosestConfigKey(flag);
+    return Status::InvalidArgument("unknown flag '--" + flag + "'" + (close.empty() ? "" : "; did you mean --" + close + "?") +
+                                   " (--help lists the keys)");
+  } catch (const po::error& e) {
+    return Status::InvalidArgument(std::string("command line: ") + e.what());
+  }
+  *help_requested = vm.count("help") > 0;
+  if (*help_requested) {
+    std::ostringstream out;
+    out << all;
+    *help_text = out.str();
+    return Status::OK();
+  }
+  std::map<std::string, std::string> values;
+  std::string file;
+  if (vm.count("config")) {
+    file = vm["config"].as<std::string>();
+    std::ifstream in(file);
+    if (!in) return Status::NotFound("config file '" + file + "' cannot be opened");
+    std::ostringstream text;
+    text << in.rdbuf();
+    FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(text.str(), "config file '" + file + "'"));
+  }
+  for (const auto& [key, value] : vm) {  // flags beat the file
+    if (key != "config" && key != "help") values[key] = value.as<std::string>();
+  }
+  Status s = ApplyConfigValues(values, config);
+  if (!s.ok() && !file.empty()) s = s.WithContext("config '" + file + "' with overrides");
+  FLAP_RETURN_IF_ERROR(s);
+  return config->Validate();
+}
+
+StatusOr<TrialConfig> LoadTrialConfigFile(const std::string& path) {
+  TrialConfig config;
+  bool help = false;
+  std::string text;
+  FLAP_RETURN_IF_ERROR(ParseTrialConfig({"--config", path}, &config, &help, &text));
+  return config;
+}
+
+}  // namespace flap

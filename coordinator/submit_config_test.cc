@@ -1,0 +1,76 @@
+// SubmitSweep checks a sweep against the trial configuration (config/trial_config.h) over real
+// gRPC: a misspelt factor key, an out-of-range factor value, a bad base config and trials whose
+// values do not go together are refused with INVALID_ARGUMENT naming the key, before any trial
+// exists.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/testing/testing.h"
+#include "coordinator/client.h"
+#include "coordinator/service_test_util.h"
+
+namespace flap::coordinator {
+namespace {
+
+using testing::TestCoordinator;
+
+bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Submits and expects INVALID_ARGUMENT with every one of `parts` in the message, and no sweep.
+void ExpectRefused(TestCoordinator& c, const std::string& sweep, const std::string& base,
+                   const std::vector<std::string>& parts) {
+  auto client = c.Client();
+  auto r = client->SubmitSweep(sweep, "s.ini", base);
+  ASSERT_FALSE(r.ok()) << sweep;
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << r.status().ToString();
+  for (const std::string& part : parts) {
+    EXPECT_TRUE(Contains(r.status().message(), part)) << "'" << part << "' not in: " << r.status().message();
+  }
+  auto list = client->ListSweeps();
+  ASSERT_OK(list);
+  EXPECT_EQ(list->sweeps_size(), 0);
+}
+
+TEST(SubmitConfig, MisspeltFactorKeyIsRefusedNamingTheKeyAndTheClosestOne) {
+  TestCoordinator c("submit_config_misspelt");
+  ExpectRefused(c, "[sweep]\nname = typo\n\n[factor.mask.ratoi]\nvalues = 0.5, 0.75\n", "",
+                {"s.ini:4: [factor.mask.ratoi]", "unknown key mask.ratoi in [factor.mask.ratoi]",
+                 "did you mean mask.ratio?"});
+}
+
+TEST(SubmitConfig, OutOfRangeFactorValueIsRefusedNamingTheKey) {
+  TestCoordinator c("submit_config_range");
+  ExpectRefused(c, "[sweep]\nname = range\n\n[factor.mask.ratio]\nvalues = 0.5, 1.5\n", "",
+                {"[factor.mask.ratio] values", "mask.ratio must be in [0, 1), got '1.5'"});
+  ExpectRefused(c, "[sweep]\nname = batch\n\n[factor.train.batch_size]\nvalues = 1, 32\n", "",
+                {"[factor.train.batch_size] values", "train.batch_size must be >= 2"});
+}
+
+TEST(SubmitConfig, BaseConfigKeysAreChecked) {
+  TestCoordinator c("submit_config_base");
+  const std::string sweep = "[sweep]\nname = base\nbase_config = tiny.ini\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n";
+  ExpectRefused(c, sweep, "[train]\nbatchsize = 16\n",
+                {"the base config (tiny.ini)", "unknown key 'train.batchsize'", "did you mean train.batch_size?"});
+  ExpectRefused(c, sweep, "[train]\nepochs = many\n", {"train.epochs", "many"});
+}
+
+TEST(SubmitConfig, TrialsWhoseValuesDoNotGoTogetherAreRefused) {
+  TestCoordinator c("submit_config_trials");
+  // mask.views 2 needs a mask ratio above 0: the cells with ratio 0 cannot run.
+  ExpectRefused(c, "[sweep]\nname = views\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n", "[mask]\nviews = 2\n",
+                {"trial t0000 (mask.ratio=0, seed 1)", "mask.views 2 needs mask.ratio > 0", "(and 1 more trials)"});
+}
+
+TEST(SubmitConfig, AValidSweepIsAccepted) {
+  TestCoordinator c("submit_config_ok");
+  auto client = c.Client();
+  auto r = client->SubmitSweep("[sweep]\nname = ok\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n\n"
+                               "[factor.mask.views]\nvalues = 2\nwhen = mask.ratio != 0\n",
+                               "s.ini", "[model]\npreset = tiny\n[train]\nbatch_size = 16\n");
+  ASSERT_OK(r);
+  EXPECT_EQ(r->num_trials(), 2);
+}
+
+}  // namespace
+}  // namespace flap::coordinator

@@ -1,0 +1,62 @@
+// Sweep files (sweep.h): the sweep against the trial configuration (config/trial_config.h):
+// the base config's keys, and every trial's config checked whole at submission.
+#include <map>
+#include <utility>
+
+#include "config/trial_config.h"
+#include "coordinator/sweep.h"
+#include "coordinator/sweep_internal.h"
+
+namespace flap::coordinator {
+
+std::map<std::string, std::string> ConfigValues(const std::string& text) {
+  StatusOr<std::map<std::string, std::string>> values = ParseConfigText(text, "config");
+  return values.ok() ? *values : std::map<std::string, std::string>{};
+}
+
+Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials,
+                         const std::string& base_config, const std::string& source) {
+  sweep_internal::Errors errors(source, [](const std::string&, const std::string&) { return 0; });
+  const std::string base_name =
+      "the base config" + (spec.base_config.empty() ? "" : " (" + spec.base_config + ")");
+  StatusOr<std::map<std::string, std::string>> base = ParseConfigText(base_config, base_name);
+  if (!base.ok()) {
+    errors.AddAt(0, "", "", base.status().message());
+    return errors.ToStatus();
+  }
+  // Each distinct problem once, with the first trial that shows it and how many more do.
+  struct Seen {
+    std::string first;
+    int more = 0;
+  };
+  std::map<std::string, Seen> problems;
+  std::vector<std::string> order;
+  for (const TrialSpec& t : trials) {
+    std::map<std::string, std::string> values = *base;
+    for (const auto& [key, value] : t.factors) values[key] = value;
+    values["train.seed"] = std::to_string(t.seed);
+    values["train.trial_id"] = spec.name + "-" + t.id;
+    TrialConfig config;
+    Status s = ApplyConfigValues(values, &config);
+    if (s.ok()) s = config.Validate();
+    if (s.ok()) continue;
+    auto [it, added] = problems.emplace(s.message(), Seen{});
+    if (!added) {
+      ++it->second.more;
+      continue;
+    }
+    std::string factors;
+    for (const auto& [key, value] : t.factors) factors += (factors.empty() ? "" : ", ") + key + "=" + value;
+    it->second.first = "trial " + t.id + " (" + (factors.empty() ? "" : factors + ", ") + "seed " +
+                       std::to_string(t.seed) + ")";
+    order.push_back(s.message());
+  }
+  for (const std::string& message : order) {
+    const Seen& seen = problems.at(message);
+    errors.AddAt(0, "", "", seen.first + " on " + base_name + ": " + message +
+                                (seen.more > 0 ? " (and " + std::to_string(seen.more) + " more trials)" : ""));
+  }
+  return errors.ToStatus();
+}
+
+}  // namespace flap::coordinator
