@@ -206,7 +206,9 @@ struct StreamingLoader::Impl {
       auto f = FetchShardFeatures(options.dataset_dir, job->info, *tokenizer, fo, &from_memory);
       {
         std::lock_guard<std::mutex> lock(mu);
-        stats.busy_seconds += ThreadCpuSeconds() - cpu0;
+        const double cpu = ThreadCpuSeconds() - cpu0;
+        stats.busy_seconds += cpu;
+        stats.feature_seconds += cpu;
         job->done = true;
         if (f.ok()) {
           if (from_memory) ++stats.shards_from_memory;
@@ -297,7 +299,9 @@ struct StreamingLoader::Impl {
         out.batch = AssembleBatch(views, epoch, config, options.pin_memory);
         {
           std::lock_guard<std::mutex> lock(mu);
-          stats.busy_seconds += ThreadCpuSeconds() - cpu0;
+          const double cpu = ThreadCpuSeconds() - cpu0;
+          stats.busy_seconds += cpu;
+          stats.assembly_seconds += cpu;
         }
         pending.clear();
         ++step;

@@ -131,7 +131,9 @@ struct LoaderStats {
   int64_t shards_computed = 0; // shards decoded and featurised
   int64_t shards_cached = 0;   // shards read from the disk cache
   int64_t shards_from_memory = 0;  // shards found in the process's memory cache
-  double busy_seconds = 0;     // CPU time of the loader's threads (features and batch assembly)
+  double busy_seconds = 0;     // CPU time of the loader's threads: feature_seconds + assembly_seconds
+  double feature_seconds = 0;  // of which fetching or computing shard features
+  double assembly_seconds = 0; // of which assembling batches (crops, masks, captions, tokens)
   std::vector<std::string> notes;  // cache notes (ignored or unwritable cache files)
 };
 

@@ -1,8 +1,12 @@
 #include "worker/thread_budget.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
 #include <cstdlib>
 #include <thread>
 
@@ -56,6 +60,22 @@ int UsableCores() {
     }
   }
   return CoresPerRank(affinity, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), local);
+}
+
+std::vector<std::string> SetIdleThreadsSleepEnvironment() {
+  std::vector<std::string> set;
+  for (const auto& [name, value] : {std::pair<const char*, const char*>{"OMP_WAIT_POLICY", "PASSIVE"},
+                                    std::pair<const char*, const char*>{"OPENBLAS_THREAD_TIMEOUT", "4"}}) {
+    if (std::getenv(name) == nullptr && setenv(name, value, 0) == 0) set.emplace_back(name);
+  }
+  return set;
+}
+
+void IdleThreadsSleep(char** argv) {
+  if (SetIdleThreadsSleepEnvironment().empty()) return;
+  execv("/proc/self/exe", argv);
+  std::cerr << "warning: cannot run " << argv[0] << " again with sleeping idle threads (" << std::strerror(errno)
+            << "); set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 to avoid spinning" << std::endl;
 }
 
 }  // namespace flap::worker

@@ -14,10 +14,18 @@
 // sums (LibTorch's parallel reductions, BLAS blocking), so a count re-planned from timings would
 // make a resumed run differ from an uninterrupted one.
 //
-// Pure arithmetic: no threads are touched here.
+// Idle threads. libgomp (LibTorch's intra-op pool) and OpenBLAS's pthreads pool spin when they
+// run out of work (libgomp for up to GOMP_SPINCOUNT iterations, OpenBLAS for 2^28 cycles), so
+// between parallel regions the idle threads of one pool hold the cores the other pool and the
+// loader need. On a small node that spinning took most of the step (docs/benchmarks.md,
+// "Training loop"). Both read how to wait when they load, so the process sets it and runs
+// itself again: IdleThreadsSleep.
+//
+// The plan itself is pure arithmetic: no threads are touched by PlanThreads.
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace flap::worker {
 
@@ -37,5 +45,15 @@ ThreadPlan PlanThreads(int cores, bool gpu, bool features_cached, int train_thre
 int CoresPerRank(int affinity_cores, int hardware_cores, const std::string& local_ranks_env);
 // CoresPerRank for this process.
 int UsableCores();
+
+// The environment for pools whose idle threads sleep at once: OMP_WAIT_POLICY=PASSIVE and
+// OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles), each where the environment does not set it already;
+// the names set, or empty when both are set.
+std::vector<std::string> SetIdleThreadsSleepEnvironment();
+// Called first thing in main(): when SetIdleThreadsSleepEnvironment changed the environment,
+// runs this program again with the same arguments (execv of /proc/self/exe; the same process,
+// so launchers and signals see no difference). Returns only when nothing had to change or the
+// exec failed (then the pools keep spinning; a line on stderr says so).
+void IdleThreadsSleep(char** argv);
 
 }  // namespace flap::worker

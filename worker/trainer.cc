@@ -1,36 +1,25 @@
 #include "worker/trainer.h"
 
-#include <ATen/Parallel.h>
-#include <sys/resource.h>
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <map>
 #include <ostream>
 #include <sstream>
-#include <thread>
 
 #include "common/atomic_file.h"
-#include "sharding/file_util.h"
-#include "sharding/manifest.h"
-#include "worker/core/collectives.h"
-#include "worker/core/device.h"
-#include "worker/core/masking.h"
-#include "worker/core/worker_group.h"
 #include "metrics/metrics.h"
 #include "metrics/worker_metrics.h"
-#include "worker/loader.h"
-#include "worker/dataset.h"
-#include "worker/evaluator.h"
+#include "sharding/file_util.h"
+#include "worker/core/masking.h"
 #include "worker/stop_signal.h"
-#include "worker/thread_budget.h"
+#include "worker/trainer_internal.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {
@@ -46,27 +35,18 @@ std::string FormatGiB(int64_t bytes) {
   return buf;
 }
 
-// This process's CPU time and minor page faults so far.
-struct HostUsage {
-  double user_s = 0, system_s = 0;
-  int64_t minor_faults = 0;
-};
-HostUsage ReadHostUsage() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  HostUsage u;
-  u.user_s = static_cast<double>(ru.ru_utime.tv_sec) + 1e-6 * static_cast<double>(ru.ru_utime.tv_usec);
-  u.system_s = static_cast<double>(ru.ru_stime.tv_sec) + 1e-6 * static_cast<double>(ru.ru_stime.tv_usec);
-  u.minor_faults = ru.ru_minflt;
-  return u;
-}
-
 std::string FormatDuration(double s) {
   char buf[32];
   const long total = static_cast<long>(s + 0.5);
   if (total >= 3600) std::snprintf(buf, sizeof(buf), "%ldh%02ldm", total / 3600, (total % 3600) / 60);
   else std::snprintf(buf, sizeof(buf), "%ldm%02lds", total / 60, total % 60);
   return buf;
+}
+
+core::FlapModel BuildSeededModel(TrialConfig* config, int vocab_size) {
+  config->model.vocab_size = vocab_size;
+  torch::manual_seed(config->train.seed);
+  return core::FlapModel(config->model, config->loss.logit_scale_init);
 }
 
 }  // namespace
@@ -90,169 +70,6 @@ FeatureOptions DataOptions(const TrialConfig& c) {
   }
   return o;
 }
-
-namespace {
-
-core::FlapModel BuildModel(TrialConfig* config, int vocab_size) {
-  config->model.vocab_size = vocab_size;
-  torch::manual_seed(config->train.seed);
-  return core::FlapModel(config->model, config->loss.logit_scale_init);
-}
-
-Status WriteText(const std::string& path, const std::string& text) { return flap::WriteFileAtomic(path, text); }
-
-// The loader cursor to resume at `step`: the checkpoint's own, checked against the step, or,
-// for a checkpoint without one, the cursor the step implies.
-StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, int64_t per_epoch) {
-  if (saved.is_null()) return LoaderCursor{step / per_epoch, -1, 0, step % per_epoch, {}};
-  FLAP_ASSIGN_OR_RETURN(LoaderCursor c, LoaderCursor::FromJson(saved, "checkpoint at step " + std::to_string(step)));
-  if (c.epoch * per_epoch + c.step_in_epoch != step) {
-    return Status::Corruption("checkpoint at step " + std::to_string(step) + ": its data cursor (epoch " +
-                              std::to_string(c.epoch) + ", step " + std::to_string(c.step_in_epoch) +
-                              ") does not match the step at " + std::to_string(per_epoch) + " steps per epoch");
-  }
-  return c;
-}
-
-// After rank 0 restored a checkpoint: every rank takes its step, budget progress (seconds
-// trained, samples seen), parameters and optimizer state (serialised and broadcast), so that
-// all ranks resume from the same state.
-Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
-                          int64_t* step, double* trained_s, int64_t* samples) {
-  at::Tensor s = at::tensor({*step, *samples}, at::kLong);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(s, 0));
-  *step = s[0].item<int64_t>();
-  *samples = s[1].item<int64_t>();
-  at::Tensor seconds = at::tensor({*trained_s}, at::kDouble);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(seconds, 0));
-  *trained_s = seconds.item<double>();
-  if (*step == 0) return Status::OK();
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      at::Tensor d = p.detach();
-      FLAP_RETURN_IF_ERROR(g.Broadcast(d, 0));
-    }
-    for (auto& b : model->buffers()) FLAP_RETURN_IF_ERROR(g.Broadcast(b, 0));
-  }
-  std::string bytes;
-  if (g.rank() == 0) {
-    std::ostringstream out;
-    torch::save(optimizer, out);
-    bytes = out.str();
-  }
-  FLAP_RETURN_IF_ERROR(core::BroadcastBytes(g, &bytes, 0));
-  if (g.rank() != 0) {
-    std::istringstream in(bytes);
-    try {
-      torch::load(optimizer, in, model->parameters().front().device());
-    } catch (const c10::Error& e) {
-      return Status::Corruption(std::string("optimizer state received from rank 0: ") + e.what_without_backtrace());
-    }
-  }
-  return Status::OK();
-}
-
-// Whether any rank received a stop signal, or was asked to stop the trial (hooks), or rank 0
-// found a budget spent: all ranks stop at the same step. The signal is the local one, or
-// SIGTERM's number when only another rank got one; the budget is rank 0's (only rank 0 passes
-// a non-zero one, so the sum is its code).
-struct StopDecision {
-  int signal = 0;
-  bool asked = false;
-  int budget = 0;  // BudgetCode
-};
-
-StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked, int budget) {
-  if (g.world_size() == 1) return StopDecision{local_signal, local_asked, budget};
-  at::Tensor flag = at::tensor({local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f,
-                                g.rank() == 0 ? static_cast<float>(budget) : 0.0f},
-                               at::kFloat);
-  FLAP_RETURN_IF_ERROR(g.AllReduceSum(flag));
-  StopDecision d;
-  if (flag[0].item<float>() != 0.0f) d.signal = local_signal != 0 ? local_signal : 15;
-  d.asked = flag[1].item<float>() != 0.0f;
-  d.budget = static_cast<int>(std::lround(flag[2].item<float>()));
-  return d;
-}
-
-// The budgets looked at before each step (the step budget is the loop's bound).
-enum BudgetCode { kBudgetNone = 0, kBudgetSeconds = 1, kBudgetSamples = 2 };
-
-const char* BudgetName(int code) {
-  return code == kBudgetSeconds ? "seconds" : code == kBudgetSamples ? "samples" : "";
-}
-
-int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples) {
-  if (t.max_samples > 0 && samples >= t.max_samples) return kBudgetSamples;
-  if (t.max_seconds > 0 && trained_s >= t.max_seconds) return kBudgetSeconds;
-  return kBudgetNone;
-}
-
-// Rank 0's evaluation metrics, on every rank.
-Status ShareMetrics(core::WorkerGroup& g, core::RetrievalMetrics* m) {
-  if (g.world_size() == 1) return Status::OK();
-  at::Tensor t = at::tensor({m->t2a_r1, m->t2a_r5, m->t2a_r10, m->a2t_r1, m->a2t_r5, m->a2t_r10, m->t2a_map10,
-                             m->a2t_map10, m->map10, static_cast<double>(m->num_clips),
-                             static_cast<double>(m->num_captions)},
-                            at::kDouble);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(t, 0));
-  const auto v = [&t](int i) { return t[i].item<double>(); };
-  *m = core::RetrievalMetrics{v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7), v(8),
-                              static_cast<int64_t>(std::llround(v(9))), static_cast<int64_t>(std::llround(v(10)))};
-  return Status::OK();
-}
-
-// Losses averaged over the ranks (each rank's loss is its own rows' mean).
-Status MeanLosses(core::WorkerGroup& g, core::StepStats* st) {
-  if (g.world_size() == 1) return Status::OK();
-  at::Tensor l = at::tensor({st->loss, st->contrastive, st->recon}, at::kDouble);
-  FLAP_RETURN_IF_ERROR(g.AllReduceSum(l));
-  l.div_(g.world_size());
-  st->loss = l[0].item<double>();
-  st->contrastive = l[1].item<double>();
-  st->recon = l[2].item<double>();
-  return Status::OK();
-}
-
-// This rank's Prometheus endpoint (metrics.listen) and its file_sd target file
-// (metrics.sd_dir), removed when training ends.
-struct RankMetrics {
-  std::unique_ptr<metrics::MetricsServer> server;
-  std::unique_ptr<metrics::WorkerMetrics> worker;
-  std::string sd_file;
-  int64_t saves_seen = 0;
-  ~RankMetrics() {
-    if (!sd_file.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(sd_file, ec);
-    }
-  }
-};
-
-StatusOr<std::unique_ptr<RankMetrics>> StartRankMetrics(const TrialConfig& c, int rank, std::ostream& log,
-                                                        metrics::MetricsServer* shared) {
-  auto m = std::make_unique<RankMetrics>();
-  if (shared != nullptr) {
-    m->worker = std::make_unique<metrics::WorkerMetrics>(shared->registry(), c.TrialId(), rank);
-    return m;
-  }
-  if (c.metrics.listen.empty()) return m;
-  FLAP_ASSIGN_OR_RETURN(m->server, metrics::MetricsServer::Start(c.metrics.listen));
-  m->worker = std::make_unique<metrics::WorkerMetrics>(m->server->registry(), c.TrialId(), rank);
-  log << "rank " << rank << " serves metrics on http://" << m->server->endpoint() << "/metrics" << std::endl;
-  if (!c.metrics.sd_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(c.metrics.sd_dir, ec);
-    const std::string path = c.metrics.sd_dir + "/" + c.TrialId() + "-rank" + std::to_string(rank) + ".json";
-    FLAP_RETURN_IF_ERROR(metrics::WriteFileSd(
-        path, {{m->server->endpoint(), {{"trial", c.TrialId()}, {"rank", std::to_string(rank)}}}}));
-    m->sd_file = path;
-  }
-  return m;
-}
-
-}  // namespace
 
 StatusOr<c10::Device> TrainingDevice(const TrialConfig& config) {
   return core::SelectDevice(config.train.device, core::ProcessEnvironment());
@@ -278,482 +95,554 @@ StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& 
   return group;
 }
 
-StatusOr<TrainOutcome> RunTraining(const TrialConfig& config_in, std::ostream& log_in,
-                                   const ResumeOptions& resume, const TrainingHooks& hooks) {
-  TrialConfig config = config_in;
-  FLAP_RETURN_IF_ERROR(config.Validate());
-  if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
-  const auto start = Clock::now();
-  FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
-  const std::string allocator = core::TuneHostAllocator();
-  const int cores = UsableCores();
-  const FeatureOptions feature_options = DataOptions(config);
-  const bool features_cached = feature_options.memory_budget_bytes > 0 || !feature_options.cache_dir.empty();
-  const ThreadPlan thread_plan =
-      PlanThreads(cores, device.is_cuda(), features_cached, config.train.threads, config.data.loader_threads);
-  const int compute_threads = thread_plan.compute;
-  core::SetComputeThreads(compute_threads);
-  FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
-  FLAP_ASSIGN_OR_RETURN(const EvalCrop eval_crop, ParseEvalCrop(config.eval.crop));
-  const core::DeviceInfo device_info = core::DescribeDevice(device);
-  std::unique_ptr<core::WorkerGroup> own_group;
-  std::string launcher_name = "agent";
-  if (hooks.group == nullptr) {
-    FLAP_ASSIGN_OR_RETURN(own_group, JoinWorkerGroup(config, log_in, &launcher_name));
-  }
-  core::WorkerGroup& group = hooks.group != nullptr ? *hooks.group : *own_group;
-  const int rank = group.rank(), world = group.world_size();
-  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<RankMetrics> rank_metrics,
-                        StartRankMetrics(config, rank, log_in, hooks.metrics_server));
-  metrics::WorkerMetrics* wm = rank_metrics->worker.get();
-  // Rank 0 speaks for the group; the others only report their own failures (returned).
-  std::ostream null_log(nullptr);
-  std::ostream& log = rank == 0 ? log_in : null_log;
+namespace internal {
 
-  FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
-  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer,
-                        sharding::Tokenizer::Load(config.data.path + "/" + manifest.tokenizer));
-  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
-  const double load_s = Since(start);
-  const std::vector<sharding::ShardInfo> train_shards = manifest.ShardsOf(config.data.train_split);
-  if (train_shards.empty()) {
-    return Status::NotFound("dataset '" + config.data.path + "' has no shards in split '" + config.data.train_split + "'");
-  }
-  std::unique_ptr<ShardSource> source;
-  int64_t train_clips = 0;
-  if (hooks.make_source) {
-    auto made = hooks.make_source(train_shards, rank, world);
-    if (!made.ok()) return made.status().WithContext("split '" + config.data.train_split + "'");
-    source = std::move(*made);
-    for (const auto& shard : train_shards) train_clips += shard.num_samples;
+Trainer::Trainer(const TrialConfig& config, std::ostream& log, const TrainingHooks& hooks)
+    : config_(config), log_in_(log), hooks_(hooks) {}
+
+Trainer::~Trainer() = default;
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrialConfig& config, std::ostream& log,
+                                                   const ResumeOptions& resume, const TrainingHooks& hooks) {
+  std::unique_ptr<Trainer> t(new Trainer(config, log, hooks));
+  FLAP_RETURN_IF_ERROR(t->config_.Validate());
+  if (t->config_.data.path.empty()) return Status::InvalidArgument("data.path is not set");
+  FLAP_RETURN_IF_ERROR(t->SetUpHost());
+  FLAP_RETURN_IF_ERROR(t->LoadData());
+  FLAP_RETURN_IF_ERROR(t->BuildModel());
+  FLAP_RETURN_IF_ERROR(t->Restore(resume));
+  FLAP_RETURN_IF_ERROR(t->StartLoader());
+  t->LogPlan();
+  return t;
+}
+
+Status Trainer::SetUpHost() {
+  FLAP_ASSIGN_OR_RETURN(device_, TrainingDevice(config_));
+  allocator_ = core::TuneHostAllocator();
+  cores_ = UsableCores();
+  feature_options_ = DataOptions(config_);
+  const bool features_cached = feature_options_.memory_budget_bytes > 0 || !feature_options_.cache_dir.empty();
+  thread_plan_ = PlanThreads(cores_, device_.is_cuda(), features_cached, config_.train.threads,
+                             config_.data.loader_threads);
+  core::SetComputeThreads(thread_plan_.compute);
+  FLAP_ASSIGN_OR_RETURN(precision_, core::ParsePrecision(config_.train.precision));
+  FLAP_ASSIGN_OR_RETURN(eval_crop_, ParseEvalCrop(config_.eval.crop));
+  device_info_ = core::DescribeDevice(device_);
+  if (hooks_.group == nullptr) {
+    FLAP_ASSIGN_OR_RETURN(own_group_, JoinWorkerGroup(config_, log_in_, &launcher_name_));
+    group_ = own_group_.get();
   } else {
-    auto fixed = FixedShardSource::Create(train_shards, rank, world, config.train.batch_size, config.train.seed);
-    if (!fixed.ok()) return fixed.status().WithContext("split '" + config.data.train_split + "'");
-    for (const auto& shard : (*fixed)->shards()) train_clips += shard.num_samples;
-    source = std::move(*fixed);
+    group_ = hooks_.group;
   }
-  const int64_t per_epoch = source->StepsPerEpoch();
+  rank_ = group_->rank();
+  world_ = group_->world_size();
+  FLAP_ASSIGN_OR_RETURN(rank_metrics_, StartRankMetrics(config_, rank_, log_in_, hooks_.metrics_server));
+  wm_ = rank_metrics_->worker.get();
+  if (rank_ == 0) log_ = &log_in_;
+  return Status::OK();
+}
 
-  TrainOutcome outcome;
-  outcome.model = BuildModel(&config, tokenizer.vocab_size());
-  FLAP_RETURN_IF_ERROR(WarmStart(outcome.model, config.init_audio, config.init_text, log));  // on the CPU
-  outcome.model->to(device);  // initialised on the CPU from the seed, the same on every device
+Status Trainer::LoadData() {
+  const DataConfig& d = config_.data;
+  FLAP_ASSIGN_OR_RETURN(manifest_, sharding::ReadManifest(d.path));
+  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer, sharding::Tokenizer::Load(d.path + "/" + manifest_.tokenizer));
+  tokenizer_.emplace(std::move(tokenizer));
+  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(d.path, d.eval_split, feature_options_));
+  eval_.emplace(std::move(eval));
+  load_s_ = Since(start_);
+  const std::vector<sharding::ShardInfo> shards = manifest_.ShardsOf(d.train_split);
+  if (shards.empty()) return Status::NotFound("dataset '" + d.path + "' has no shards in split '" + d.train_split + "'");
+  if (hooks_.make_source) {
+    auto made = hooks_.make_source(shards, rank_, world_);
+    if (!made.ok()) return made.status().WithContext("split '" + d.train_split + "'");
+    source_ = std::move(*made);
+    for (const auto& shard : shards) train_clips_ += shard.num_samples;
+  } else {
+    auto fixed = FixedShardSource::Create(shards, rank_, world_, config_.train.batch_size, config_.train.seed);
+    if (!fixed.ok()) return fixed.status().WithContext("split '" + d.train_split + "'");
+    for (const auto& shard : (*fixed)->shards()) train_clips_ += shard.num_samples;
+    source_ = std::move(*fixed);
+  }
+  per_epoch_ = source_->StepsPerEpoch();
+  FLAP_ASSIGN_OR_RETURN(augment_, sharding::ReadAugmentFile(d.path, manifest_));
+  return Status::OK();
+}
+
+Status Trainer::BuildModel() {
+  outcome_.model = BuildSeededModel(&config_, tokenizer_->vocab_size());
+  FLAP_RETURN_IF_ERROR(WarmStart(outcome_.model, config_.init_audio, config_.init_text, *log_));  // on the CPU
+  outcome_.model->to(device_);  // initialised on the CPU from the seed, the same on every device
   // The step budget: epochs, max_steps and max_samples, whichever is fewest steps.
-  const int64_t global_batch = config.train.batch_size * world;
-  int64_t total_steps = per_epoch * config.train.epochs;
-  std::string step_budget = "epochs";
-  if (config.train.max_steps > 0 && config.train.max_steps < total_steps) {
-    total_steps = config.train.max_steps;
-    step_budget = "steps";
+  const TrainConfig& t = config_.train;
+  global_batch_ = t.batch_size * world_;
+  total_steps_ = per_epoch_ * t.epochs;
+  if (t.max_steps > 0 && t.max_steps < total_steps_) {
+    total_steps_ = t.max_steps;
+    step_budget_ = "steps";
   }
-  const auto steps_for_samples = [global_batch](int64_t samples) { return (samples + global_batch - 1) / global_batch; };
-  if (config.train.max_samples > 0 && steps_for_samples(config.train.max_samples) < total_steps) {
-    total_steps = steps_for_samples(config.train.max_samples);
-    step_budget = "samples";
+  const int64_t for_samples = (t.max_samples + global_batch_ - 1) / global_batch_;
+  if (t.max_samples > 0 && for_samples < total_steps_) {
+    total_steps_ = for_samples;
+    step_budget_ = "samples";
   }
-  if (config.optim.total_steps == 0) config.optim.total_steps = total_steps;
-  core::GroupGather gather(&group);
+  if (config_.optim.total_steps == 0) config_.optim.total_steps = total_steps_;
+  gather_ = std::make_unique<core::GroupGather>(group_);
   core::GradSyncOptions sync_options;
-  sync_options.bucket_mb = config.dist.bucket_mb;
-  sync_options.overlap = config.dist.overlap;
-  core::GroupGradientSync sync(&group, sync_options);
-  core::TrainStep step_runner(outcome.model, config.loss, config.optim, world > 1 ? &gather : nullptr,
-                              world > 1 ? &sync : nullptr, precision);
+  sync_options.bucket_mb = config_.dist.bucket_mb;
+  sync_options.overlap = config_.dist.overlap;
+  sync_ = std::make_unique<core::GroupGradientSync>(group_, sync_options);
+  step_runner_ = std::make_unique<core::TrainStep>(outcome_.model, config_.loss, config_.optim,
+                                                   world_ > 1 ? gather_.get() : nullptr,
+                                                   world_ > 1 ? sync_.get() : nullptr, precision_);
+  kept_ = core::NumKept(config_.mask, {config_.model.freq_patches(), config_.model.time_patches()});
+  return Status::OK();
+}
 
-  int64_t start_step = 0;
-  double trained_s0 = 0;  // training seconds and samples before this run (from the checkpoint)
-  int64_t samples = 0;
-  LoaderCursor cursor;
-  std::unique_ptr<Checkpointer> ckpt;
+Status Trainer::Restore(const ResumeOptions& resume) {
+  const bool resuming = resume.resume || resume.from_step >= 0;
+  if (config_.ckpt.root.empty() && resuming) return Status::InvalidArgument("--resume needs ckpt.root");
   // Rank 0 owns the trial's checkpoints; the others receive what it restores.
-  if (!config.ckpt.root.empty() && rank == 0) {
-    FLAP_ASSIGN_OR_RETURN(ckpt, Checkpointer::Open(config.ckpt, config.TrialId(), config.Hash()));
-    if (resume.resume || resume.from_step >= 0) {
-      auto restored = ckpt->Restore(resume, outcome.model, step_runner.optimizer(), log);
-      if (restored.ok()) {
-        start_step = restored->step;
-        FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(restored->data_cursor, start_step, per_epoch));
-        samples = start_step * global_batch;
-        if (restored->progress.is_object()) {
-          trained_s0 = restored->progress.value("train_seconds", 0.0);
-          samples = restored->progress.value("samples", samples);
-        } else if (config.train.max_seconds > 0) {
-          log << "checkpoint at step " << start_step
+  if (!config_.ckpt.root.empty() && rank_ == 0) {
+    FLAP_ASSIGN_OR_RETURN(ckpt_, Checkpointer::Open(config_.ckpt, config_.TrialId(), config_.Hash()));
+  }
+  if (ckpt_ && resuming) {
+    auto restored = ckpt_->Restore(resume, outcome_.model, step_runner_->optimizer(), *log_);
+    if (restored.ok()) {
+      start_step_ = restored->step;
+      FLAP_ASSIGN_OR_RETURN(cursor_, CursorForStep(restored->data_cursor, start_step_, per_epoch_));
+      samples_ = start_step_ * global_batch_;
+      if (restored->progress.is_object()) {
+        trained_s0_ = restored->progress.value("train_seconds", 0.0);
+        samples_ = restored->progress.value("samples", samples_);
+      } else if (config_.train.max_seconds > 0) {
+        *log_ << "checkpoint at step " << start_step_
               << " records no training seconds: the time budget counts from this resume" << std::endl;
-        }
-      } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
-        log << "no checkpoint of trial " << config.TrialId() << " yet: starting from step 0" << std::endl;
-      } else {
-        return restored.status();
       }
+    } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
+      *log_ << "no checkpoint of trial " << config_.TrialId() << " yet: starting from step 0" << std::endl;
+    } else {
+      return restored.status();
     }
-  } else if (config.ckpt.root.empty() && (resume.resume || resume.from_step >= 0)) {
-    return Status::InvalidArgument("--resume needs ckpt.root");
   }
-  if (world > 1 && (resume.resume || resume.from_step >= 0)) {
-    FLAP_RETURN_IF_ERROR(
-        ShareRestoredState(group, outcome.model, step_runner.optimizer(), &start_step, &trained_s0, &samples));
+  if (world_ > 1 && resuming) {
+    FLAP_RETURN_IF_ERROR(ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &start_step_,
+                                            &trained_s0_, &samples_));
   }
-  if (config.train.max_samples > 0 && start_step > 0) {
+  const TrainConfig& t = config_.train;
+  if (t.max_samples > 0 && start_step_ > 0) {
     // The samples still due decide the steps left (the same as before unless the global batch
     // changed since the checkpoint).
-    const int64_t left = std::max<int64_t>(0, config.train.max_samples - samples);
-    total_steps = std::min(per_epoch * config.train.epochs, start_step + steps_for_samples(left));
-    if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
+    const int64_t left = std::max<int64_t>(0, t.max_samples - samples_);
+    total_steps_ = std::min(per_epoch_ * t.epochs, start_step_ + (left + global_batch_ - 1) / global_batch_);
+    if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
   }
-  if (!hooks.exact_resume) {
+  if (!hooks_.exact_resume) {
     // The epoch's order cannot be replayed: continue the epoch at the checkpoint's step with
     // the shards the source still has.
-    cursor = LoaderCursor{start_step / per_epoch, 0, 0, start_step % per_epoch, {}};
-  } else if (world > 1) {
+    cursor_ = LoaderCursor{start_step_ / per_epoch_, 0, 0, start_step_ % per_epoch_, {}};
+  } else if (world_ > 1) {
     // Only rank 0 reads checkpoints; every rank places its own shards' cursor at the shared
     // step (exact for the fixed shard source: loader.h).
-    FLAP_ASSIGN_OR_RETURN(cursor, CursorForStep(nullptr, start_step, per_epoch));
+    FLAP_ASSIGN_OR_RETURN(cursor_, CursorForStep(nullptr, start_step_, per_epoch_));
   }
-  LoaderOptions lo;
-  lo.dataset_dir = config.data.path;
-  lo.threads = thread_plan.loader;
-  lo.shuffle_shards = config.data.shuffle_shards;
-  lo.prefetch_batches = config.data.prefetch_batches;
-  lo.pin_memory = device.is_cuda();
-  lo.features = feature_options;
-  FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(config.data.path, manifest));
-  lo.features.augment = &augment;
-  auto loader_or = StreamingLoader::Start(lo, config, tokenizer, std::move(source), cursor);
-  if (!loader_or.ok()) return loader_or.status().WithContext("data loader");
-  std::unique_ptr<StreamingLoader> loader = std::move(*loader_or);
-  InstallStopSignalHandlers(config.ckpt.stop_deadline);
+  step_ = last_saved_ = start_step_;
+  return Status::OK();
+}
 
-  const int64_t b = config.train.batch_size;
-  const int kept = core::NumKept(config.mask, {config.model.freq_patches(), config.model.time_patches()});
-  if (!manifest.augment.is_null()) {
-    log << "augmented captions for " << augment.size() << " clips from " << sharding::kAugmentFileName << " ("
-        << manifest.augment.value("method", "?") << ")" << std::endl;
+Status Trainer::StartLoader() {
+  LoaderOptions& lo = loader_options_;
+  lo.dataset_dir = config_.data.path;
+  lo.threads = thread_plan_.loader;
+  lo.shuffle_shards = config_.data.shuffle_shards;
+  lo.prefetch_batches = config_.data.prefetch_batches;
+  lo.pin_memory = device_.is_cuda();
+  lo.features = feature_options_;
+  lo.features.augment = &augment_;
+  auto loader = StreamingLoader::Start(lo, config_, *tokenizer_, std::move(source_), cursor_);
+  if (!loader.ok()) return loader.status().WithContext("data loader");
+  loader_ = std::move(*loader);
+  InstallStopSignalHandlers(config_.ckpt.stop_deadline);
+  return Status::OK();
+}
+
+void Trainer::LogPlan() {
+  const TrialConfig& c = config_;
+  const int64_t b = c.train.batch_size;
+  if (!manifest_.augment.is_null()) {
+    *log_ << "augmented captions for " << augment_.size() << " clips from " << sharding::kAugmentFileName << " ("
+          << manifest_.augment.value("method", "?") << ")" << std::endl;
   }
-  log << "train: " << train_clips << " clips streamed by " << lo.threads << " loader threads, eval: " << eval.size() << " clips / " << eval.num_captions()
-      << " captions, features in " << FormatDuration(load_s) << "; preset " << config.preset << ", mask "
-      << config.mask.ratio << " " << core::MaskStrategyName(config.mask.strategy) << " (" << kept << "/"
-      << config.model.num_patches() << " tokens kept), recon.weight " << config.loss.recon_weight
-      << ", text.augment " << config.augment << "; " << total_steps << " steps of global batch " << b * world
-      << " (" << world << " rank(s) x train.batch_size " << b << " per rank; " << b * world
-      << " negatives per step); threads: " << compute_threads << " compute + " << lo.threads << " loader of "
-      << cores << " cores (" << thread_plan.why << "), " << allocator << "; device " << device_info.device << " ("
-      << device_info.name << ", " << FormatGiB(device_info.memory_bytes) << "), " << core::PrecisionName(precision)
-      << std::endl;
+  *log_ << "train: " << train_clips_ << " clips streamed by " << loader_options_.threads << " loader threads, eval: "
+        << eval_->size() << " clips / " << eval_->num_captions() << " captions, features in "
+        << FormatDuration(load_s_) << "; preset " << c.preset << ", mask " << c.mask.ratio << " "
+        << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
+        << " tokens kept), recon.weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
+        << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_ << " rank(s) x train.batch_size "
+        << b << " per rank; " << global_batch_ << " negatives per step); threads: " << thread_plan_.compute
+        << " compute + " << loader_options_.threads << " loader of " << cores_ << " cores (" << thread_plan_.why
+        << "), " << allocator_ << "; device " << device_info_.device << " (" << device_info_.name << ", "
+        << FormatGiB(device_info_.memory_bytes) << "), " << core::PrecisionName(precision_) << std::endl;
+}
 
-  nlohmann::json history = nlohmann::json::array();
-  core::StepStats last;
-  double fwd_s = 0, bwd_s = 0, opt_s = 0, gather_s = 0, sync_s = 0, window_s = 0, wait_s = 0;
-  int64_t window_steps = 0;
-  const auto train_start = Clock::now();
-  const HostUsage host_start = ReadHostUsage();
-  double eval_s = 0;
-  bool stop_asked = false;  // rank 0: a hook asked to stop the trial
-  // The budgets' clock: training-loop seconds of this trial (earlier runs included), without
-  // the evaluations of this run (eval_budget_s).
-  const auto now = [&hooks]() {
-    return hooks.clock ? hooks.clock() : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-  };
-  const double loop_t0 = now();
-  double eval_budget_s = 0;
-  const auto trained_seconds = [&]() { return trained_s0 + (now() - loop_t0) - eval_budget_s; };
-  // The step the trial is expected to end at: the step budget, or earlier where the time
-  // budget runs out at this run's rate so far.
-  const auto planned_steps = [&](int64_t at_step) {
-    if (config.train.max_seconds <= 0 || at_step <= start_step) return total_steps;
-    const double trained = trained_seconds();
-    const double per_step = (trained - trained_s0) / static_cast<double>(at_step - start_step);
-    if (!(per_step > 0)) return total_steps;
-    const double left = std::max(0.0, config.train.max_seconds - trained) / per_step;
-    return std::min(total_steps, at_step + static_cast<int64_t>(std::ceil(left)));
-  };
-  auto report = [&](const std::string& kind, int64_t at_step, const std::map<std::string, double>& values) {
-    if (rank == 0 && hooks.report &&
-        hooks.report(kind, at_step, at_step / per_epoch, planned_steps(at_step), values)) {
-      stop_asked = true;
-    }
-  };
-  // Rank 0 evaluates, every rank receives the metrics.
-  auto evaluate = [&](int64_t step) -> Status {
-    const double t0 = now();
-    const double trained = trained_seconds();
-    if (rank == 0) {
-      outcome.final_metrics = Evaluate(outcome.model, eval, config.train.eval_batch_size, precision, eval_crop);
-      ++outcome.evaluations_computed;
-    }
-    FLAP_RETURN_IF_ERROR(ShareMetrics(group, &outcome.final_metrics));
-    const double eval_dt = now() - t0;
-    eval_s += eval_dt;
-    nlohmann::json entry = MetricsToJson(outcome.final_metrics);
-    std::map<std::string, double> values;
-    for (auto& [k, v] : entry.items()) {
-      if (v.is_number_float()) values[k] = v.get<double>();
-    }
-    if (wm != nullptr) wm->SetEvaluation(values);
-    entry["step"] = step;
-    entry["train_seconds"] = trained;
-    entry["samples"] = samples;
-    entry["eval_seconds"] = eval_dt;
-    history.push_back(entry);
-    values["train_seconds"] = trained;
-    values["samples"] = static_cast<double>(samples);
-    values["eval_seconds"] = eval_dt;
-    report("eval", step, values);
-    char buf[224];
-    std::snprintf(buf, sizeof(buf),
-                  "eval  step %lld (%.1f s, %lld samples trained): R@1 t2a %.1f%% a2t %.1f%%, R@10 t2a %.1f%% a2t "
-                  "%.1f%%, mAP@10 %.1f%% (%.1f s)",
-                  static_cast<long long>(step), trained, static_cast<long long>(samples),
-                  100 * outcome.final_metrics.t2a_r1, 100 * outcome.final_metrics.a2t_r1,
-                  100 * outcome.final_metrics.t2a_r10, 100 * outcome.final_metrics.a2t_r10,
-                  100 * outcome.final_metrics.map10, eval_dt);
-    log << buf << std::endl;
-    eval_budget_s += now() - t0;  // reporting it is not training either
-    return Status::OK();
-  };
+double Trainer::Now() const {
+  return hooks_.clock ? hooks_.clock() : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 
-  auto metrics_for_retention = [&]() {
-    std::map<std::string, double> m;
-    if (!history.empty()) {
-      for (auto& [k, v] : history.back().items()) {
-        if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "eval_seconds") {
-          m[k] = v.get<double>();
-        }
-      }
-    }
-    return m;
-  };
-  // Reports checkpoints finished since the last call to the metrics.
-  auto observe_saves = [&]() {
-    if (ckpt && ckpt->saves_completed() != rank_metrics->saves_seen) {
-      rank_metrics->saves_seen = ckpt->saves_completed();
-      if (wm != nullptr) wm->ObserveCheckpoint(ckpt->last_save_seconds(), ckpt->last_save_bytes());
-      if (hooks.on_checkpoint) hooks.on_checkpoint(ckpt->CheckpointRef(ckpt->last_saved_step()), ckpt->last_saved_step());
-    }
-  };
-  auto save = [&](int64_t at_step) -> Status {
-    if (!ckpt) return Status::OK();
-    Status s = ckpt->SaveAsync(outcome.model, step_runner.optimizer(), at_step, per_epoch, metrics_for_retention(),
-                               cursor.ToJson(), {{"train_seconds", trained_seconds()}, {"samples", samples}});
-    observe_saves();
-    return s;
-  };
-  if (wm != nullptr) wm->SetBatch(b * world, b * world);
+// Training-loop seconds of this trial (earlier runs included), without this run's evaluations.
+double Trainer::TrainedSeconds() const { return trained_s0_ + (Now() - loop_t0_) - eval_budget_s_; }
 
-  int64_t step = start_step;
-  int64_t last_saved = start_step;
-  int budget_spent = kBudgetNone;  // a budget looked at before each step ended the loop
-  for (int64_t epoch = start_step / per_epoch; step < total_steps && budget_spent == kBudgetNone; ++epoch) {
-    for (int64_t i = step % per_epoch; i < per_epoch && step < total_steps; ++i, ++step) {
-      if (ckpt) {
-        FLAP_RETURN_IF_ERROR(ckpt->Poll());
-        observe_saves();
-      }
-      if (rank == 0 && hooks.should_stop && hooks.should_stop()) stop_asked = true;
-      const int budget = rank == 0 ? SpentBudget(config.train, trained_seconds(), samples) : kBudgetNone;
-      FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(group, StopRequested(), stop_asked, budget));
-      const int sig = stop.signal;
-      outcome.train_seconds = trained_seconds();
-      outcome.samples_seen = samples;
-      if (sig == 0 && stop.asked) {
-        if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
-        observe_saves();
-        log << "trial stopped at step " << step << " as asked (early stopping or cancellation)" << std::endl;
-        outcome.stopped = true;
-        outcome.steps_done = step;
-        outcome.summary = {{"stopped", true}, {"step", step}, {"config_hash", config.Hash()}};
-        return outcome;
-      }
-      if (sig != 0) {
-        if (step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
-        if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
-        observe_saves();
-        outcome.steps_done = step;
-        log << "stopped by signal " << sig << " at step " << step
-            << (ckpt ? ", checkpoint taken" : " (no ckpt.root: nothing saved)") << std::endl;
-        outcome.stop_signal = sig;
-        outcome.summary = {{"stopped_by_signal", sig}, {"step", step}, {"config_hash", config.Hash()}};
-        return outcome;
-      }
-      if (stop.budget != kBudgetNone) {
-        budget_spent = stop.budget;
-        break;
-      }
-      const auto t = Clock::now();
-      auto batch = loader->Next();
-      if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step));
-      if (batch->epoch != epoch || batch->step_in_epoch != i) {
-        return Status::Internal("loader out of step: batch of epoch " + std::to_string(batch->epoch) + " step " +
-                                std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) +
-                                " step " + std::to_string(i) + " was due");
-      }
-      const double waited = Since(t);
-      wait_s += waited;
-      const auto run_start = Clock::now();
-      FLAP_ASSIGN_OR_RETURN(last, step_runner.Run(core::ToDevice(batch->batch, device), step));
-      if (wm != nullptr) {
-        const double run = Since(run_start), comm = last.gather_s + last.sync_s;
-        wm->ObserveStep(waited, std::max(0.0, run - comm), comm, b);
-      }
-      cursor = batch->after;
-      samples += global_batch;
-      gather_s += last.gather_s;
-      sync_s += last.sync_s;
-      const bool log_now = (step + 1) % config.train.log_every == 0 || step + 1 == total_steps;
-      if (log_now) FLAP_RETURN_IF_ERROR(MeanLosses(group, &last));
-      if (!std::isfinite(last.loss)) {
-        return Status::Internal("loss became " + std::to_string(last.loss) + " at step " + std::to_string(step) +
-                                " (lower optim.lr?)");
-      }
-      window_s += Since(t);
-      ++window_steps;
-      fwd_s += last.forward_s;
-      bwd_s += last.backward_s;
-      opt_s += last.optimizer_s;
-      if (log_now) {
-        const double rate = static_cast<double>(window_steps * b * world) / window_s;
-        const int64_t planned = planned_steps(step + 1);
-        const double eta = static_cast<double>(planned - step - 1) * window_s / static_cast<double>(window_steps);
-        const double trained = trained_seconds();
-        char budget_text[64] = "";
-        if (config.train.max_seconds > 0) {
-          std::snprintf(budget_text, sizeof(budget_text), " | trained %.0f/%.0f s", trained, config.train.max_seconds);
-        }
-        char buf[320];
-        std::snprintf(buf, sizeof(buf),
-                      "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f samples/s%s | eta %s",
-                      static_cast<long long>(step + 1), static_cast<long long>(planned),
-                      static_cast<double>(step + 1) / static_cast<double>(per_epoch), last.loss, last.contrastive,
-                      last.recon, last.logit_scale, last.lr, rate, budget_text, FormatDuration(eta).c_str());
-        log << buf << std::endl;
-        std::map<std::string, double> values = {{"loss", last.loss},
-                                                {"contrastive", last.contrastive},
-                                                {"recon", last.recon},
-                                                {"logit_scale", last.logit_scale},
-                                                {"lr", last.lr},
-                                                {"samples_per_second", rate},
-                                                {"global_batch", static_cast<double>(b * world)},
-                                                {"negatives_per_step", static_cast<double>(b * world)},
-                                                {"epoch", static_cast<double>(step + 1) / static_cast<double>(per_epoch)},
-                                                {"train_seconds", trained},
-                                                {"samples", static_cast<double>(samples)}};
-        if (config.train.max_seconds > 0) values["max_seconds"] = config.train.max_seconds;
-        report("train", step + 1, values);
-        if (wm != nullptr) {
-          wm->SetProgress(step + 1, static_cast<double>(step + 1) / static_cast<double>(per_epoch), rate);
-          wm->SetLosses(last.loss, last.contrastive, last.recon, last.logit_scale);
-          wm->UpdateMemory();
-        }
-        window_s = 0;
-        window_steps = 0;
-      }
-      const bool eval_due = (config.train.eval_every > 0 && (step + 1) % config.train.eval_every == 0) ||
-                            std::find(hooks.eval_steps.begin(), hooks.eval_steps.end(), step + 1) != hooks.eval_steps.end();
-      if (eval_due && step + 1 < total_steps) FLAP_RETURN_IF_ERROR(evaluate(step + 1));
-      if (config.ckpt.every > 0 && (step + 1) % config.ckpt.every == 0 && step + 1 < total_steps) {
-        FLAP_RETURN_IF_ERROR(save(step + 1));
-        last_saved = step + 1;
+// The step the trial is expected to end at: the step budget, or earlier where the time budget
+// runs out at this run's rate so far.
+int64_t Trainer::PlannedSteps(int64_t at_step) const {
+  if (config_.train.max_seconds <= 0 || at_step <= start_step_) return total_steps_;
+  const double trained = TrainedSeconds();
+  const double per_step = (trained - trained_s0_) / static_cast<double>(at_step - start_step_);
+  if (!(per_step > 0)) return total_steps_;
+  const double left = std::max(0.0, config_.train.max_seconds - trained) / per_step;
+  return std::min(total_steps_, at_step + static_cast<int64_t>(std::ceil(left)));
+}
+
+void Trainer::Report(const std::string& kind, int64_t at_step, const std::map<std::string, double>& values) {
+  if (rank_ == 0 && hooks_.report &&
+      hooks_.report(kind, at_step, at_step / per_epoch_, PlannedSteps(at_step), values)) {
+    stop_asked_ = true;
+  }
+}
+
+StatusOr<TrainOutcome> Trainer::Run() {
+  if (wm_ != nullptr) wm_->SetBatch(global_batch_, global_batch_);
+  train_start_ = Clock::now();
+  host_start_ = ReadHostUsage();
+  loop_t0_ = Now();
+  const TrainConfig& t = config_.train;
+  for (int64_t epoch = start_step_ / per_epoch_; step_ < total_steps_; ++epoch) {
+    for (int64_t i = step_ % per_epoch_; i < per_epoch_ && step_ < total_steps_; ++i, ++step_) {
+      const auto t0 = Clock::now();
+      FLAP_ASSIGN_OR_RETURN(const Next next, BeforeStep());
+      phases_.stop += Since(t0);
+      if (next == Next::kEnded) return std::move(outcome_);
+      if (next == Next::kBudgetSpent) return Finish();
+      FLAP_RETURN_IF_ERROR(Step(epoch, i));
+      const bool eval_due = (t.eval_every > 0 && (step_ + 1) % t.eval_every == 0) ||
+                            std::find(hooks_.eval_steps.begin(), hooks_.eval_steps.end(), step_ + 1) !=
+                                hooks_.eval_steps.end();
+      if (eval_due && step_ + 1 < total_steps_) FLAP_RETURN_IF_ERROR(Evaluate(step_ + 1));
+      if (config_.ckpt.every > 0 && (step_ + 1) % config_.ckpt.every == 0 && step_ + 1 < total_steps_) {
+        FLAP_RETURN_IF_ERROR(Checkpoint(step_ + 1));
       }
     }
   }
-  const double train_s = Since(train_start) - eval_s;
-  outcome.train_seconds = trained_seconds();
-  outcome.samples_seen = samples;
-  outcome.budget_reached = budget_spent != kBudgetNone ? BudgetName(budget_spent) : step_budget;
-  log << "training budget reached (" << outcome.budget_reached << ") at step " << step << ": " << std::fixed
-      << std::setprecision(1) << outcome.train_seconds << std::defaultfloat << " s trained, " << samples
-      << " samples" << std::endl;
+  return Finish();
+}
+
+StatusOr<Trainer::Next> Trainer::BeforeStep() {
+  if (ckpt_) {
+    FLAP_RETURN_IF_ERROR(ckpt_->Poll());
+    ObserveSaves();
+  }
+  if (rank_ == 0 && hooks_.should_stop && hooks_.should_stop()) stop_asked_ = true;
+  const int budget = rank_ == 0 ? SpentBudget(config_.train, TrainedSeconds(), samples_) : kBudgetNone;
+  FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(*group_, StopRequested(), stop_asked_, budget));
+  outcome_.train_seconds = TrainedSeconds();
+  outcome_.samples_seen = samples_;
+  if (stop.signal == 0 && stop.asked) {
+    if (ckpt_) FLAP_RETURN_IF_ERROR(ckpt_->Wait());
+    ObserveSaves();
+    *log_ << "trial stopped at step " << step_ << " as asked (early stopping or cancellation)" << std::endl;
+    outcome_.stopped = true;
+    outcome_.steps_done = step_;
+    outcome_.summary = {{"stopped", true}, {"step", step_}, {"config_hash", config_.Hash()}};
+    return Next::kEnded;
+  }
+  if (stop.signal != 0) {
+    if (step_ != last_saved_) FLAP_RETURN_IF_ERROR(Checkpoint(step_));
+    if (ckpt_) FLAP_RETURN_IF_ERROR(ckpt_->Wait());
+    ObserveSaves();
+    outcome_.steps_done = step_;
+    *log_ << "stopped by signal " << stop.signal << " at step " << step_
+          << (ckpt_ ? ", checkpoint taken" : " (no ckpt.root: nothing saved)") << std::endl;
+    outcome_.stop_signal = stop.signal;
+    outcome_.summary = {{"stopped_by_signal", stop.signal}, {"step", step_}, {"config_hash", config_.Hash()}};
+    return Next::kEnded;
+  }
+  if (stop.budget != kBudgetNone) {
+    budget_spent_ = stop.budget;
+    return Next::kBudgetSpent;
+  }
+  return Next::kStep;
+}
+
+Status Trainer::Step(int64_t epoch, int64_t i) {
+  const auto t0 = Clock::now();
+  auto batch = loader_->Next();
+  if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step_));
+  if (batch->epoch != epoch || batch->step_in_epoch != i) {
+    return Status::Internal("loader out of step: batch of epoch " + std::to_string(batch->epoch) + " step " +
+                            std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) +
+                            " step " + std::to_string(i) + " was due");
+  }
+  const double waited = Since(t0);
+  phases_.data_wait += waited;
+  const auto t1 = Clock::now();
+  const core::Batch on_device = core::ToDevice(batch->batch, device_);
+  phases_.to_device += Since(t1);
+  const auto t2 = Clock::now();
+  FLAP_ASSIGN_OR_RETURN(last_, step_runner_->Run(on_device, step_));
+  const double run = Since(t2), comm = last_.gather_s + last_.sync_s;
+  if (wm_ != nullptr) wm_->ObserveStep(waited, std::max(0.0, run - comm), comm, config_.train.batch_size);
+  phases_.forward += last_.forward_s;
+  phases_.backward += last_.backward_s;
+  phases_.optimizer += last_.optimizer_s;
+  phases_.gather += last_.gather_s;
+  phases_.grad_sync += last_.sync_s;
+  cursor_ = batch->after;
+  samples_ += global_batch_;
+
+  const auto t3 = Clock::now();
+  const bool log_now = (step_ + 1) % config_.train.log_every == 0 || step_ + 1 == total_steps_;
+  if (log_now) FLAP_RETURN_IF_ERROR(MeanLosses(*group_, &last_));
+  if (!std::isfinite(last_.loss)) {
+    return Status::Internal("loss became " + std::to_string(last_.loss) + " at step " + std::to_string(step_) +
+                            " (lower optim.lr?)");
+  }
+  window_s_ += Since(t0);
+  ++window_steps_;
+  if (log_now) LogWindow();
+  phases_.bookkeeping += Since(t3);
+  return Status::OK();
+}
+
+// The progress line, report and metrics of the steps since the last one (step_ just ran).
+void Trainer::LogWindow() {
+  const int64_t done = step_ + 1;
+  const double rate = static_cast<double>(window_steps_ * global_batch_) / window_s_;
+  const int64_t planned = PlannedSteps(done);
+  const double eta = static_cast<double>(planned - done) * window_s_ / static_cast<double>(window_steps_);
+  const double trained = TrainedSeconds();
+  const double epochs = static_cast<double>(done) / static_cast<double>(per_epoch_);
+  char budget_text[64] = "";
+  if (config_.train.max_seconds > 0) {
+    std::snprintf(budget_text, sizeof(budget_text), " | trained %.0f/%.0f s", trained, config_.train.max_seconds);
+  }
+  char buf[320];
+  std::snprintf(buf, sizeof(buf),
+                "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f samples/s%s | eta %s",
+                static_cast<long long>(done), static_cast<long long>(planned), epochs, last_.loss, last_.contrastive,
+                last_.recon, last_.logit_scale, last_.lr, rate, budget_text, FormatDuration(eta).c_str());
+  *log_ << buf << std::endl;
+  std::map<std::string, double> values = {{"loss", last_.loss},
+                                          {"contrastive", last_.contrastive},
+                                          {"recon", last_.recon},
+                                          {"logit_scale", last_.logit_scale},
+                                          {"lr", last_.lr},
+                                          {"samples_per_second", rate},
+                                          {"global_batch", static_cast<double>(global_batch_)},
+                                          {"negatives_per_step", static_cast<double>(global_batch_)},
+                                          {"epoch", epochs},
+                                          {"train_seconds", trained},
+                                          {"samples", static_cast<double>(samples_)}};
+  if (config_.train.max_seconds > 0) values["max_seconds"] = config_.train.max_seconds;
+  Report("train", done, values);
+  if (wm_ != nullptr) {
+    wm_->SetProgress(done, epochs, rate);
+    wm_->SetLosses(last_.loss, last_.contrastive, last_.recon, last_.logit_scale);
+    wm_->UpdateMemory();
+  }
+  window_s_ = 0;
+  window_steps_ = 0;
+}
+
+// Rank 0 evaluates, every rank receives the metrics.
+Status Trainer::Evaluate(int64_t step) {
+  const double t0 = Now();
+  const double trained = TrainedSeconds();
+  core::RetrievalMetrics& m = outcome_.final_metrics;
+  if (rank_ == 0) {
+    m = worker::Evaluate(outcome_.model, *eval_, config_.train.eval_batch_size, precision_, eval_crop_);
+    ++outcome_.evaluations_computed;
+  }
+  FLAP_RETURN_IF_ERROR(ShareMetrics(*group_, &m));
+  const double eval_dt = Now() - t0;
+  eval_s_ += eval_dt;
+  nlohmann::json entry = MetricsToJson(m);
+  std::map<std::string, double> values;
+  for (auto& [k, v] : entry.items()) {
+    if (v.is_number_float()) values[k] = v.get<double>();
+  }
+  if (wm_ != nullptr) wm_->SetEvaluation(values);
+  entry["step"] = step;
+  entry["train_seconds"] = trained;
+  entry["samples"] = samples_;
+  entry["eval_seconds"] = eval_dt;
+  history_.push_back(entry);
+  values["train_seconds"] = trained;
+  values["samples"] = static_cast<double>(samples_);
+  values["eval_seconds"] = eval_dt;
+  Report("eval", step, values);
+  char buf[224];
+  std::snprintf(buf, sizeof(buf),
+                "eval  step %lld (%.1f s, %lld samples trained): R@1 t2a %.1f%% a2t %.1f%%, R@10 t2a %.1f%% a2t "
+                "%.1f%%, mAP@10 %.1f%% (%.1f s)",
+                static_cast<long long>(step), trained, static_cast<long long>(samples_), 100 * m.t2a_r1,
+                100 * m.a2t_r1, 100 * m.t2a_r10, 100 * m.a2t_r10, 100 * m.map10, eval_dt);
+  *log_ << buf << std::endl;
+  eval_budget_s_ += Now() - t0;  // reporting it is not training either
+  return Status::OK();
+}
+
+std::map<std::string, double> Trainer::MetricsForRetention() const {
+  std::map<std::string, double> m;
+  if (!history_.empty()) {
+    for (auto& [k, v] : history_.back().items()) {
+      if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "eval_seconds") {
+        m[k] = v.get<double>();
+      }
+    }
+  }
+  return m;
+}
+
+// Reports checkpoints finished since the last call to the metrics and the hooks.
+void Trainer::ObserveSaves() {
+  if (ckpt_ && ckpt_->saves_completed() != rank_metrics_->saves_seen) {
+    rank_metrics_->saves_seen = ckpt_->saves_completed();
+    if (wm_ != nullptr) wm_->ObserveCheckpoint(ckpt_->last_save_seconds(), ckpt_->last_save_bytes());
+    if (hooks_.on_checkpoint) hooks_.on_checkpoint(ckpt_->CheckpointRef(ckpt_->last_saved_step()), ckpt_->last_saved_step());
+  }
+}
+
+Status Trainer::Checkpoint(int64_t step) {
+  if (!ckpt_) return Status::OK();
+  Status s = ckpt_->SaveAsync(outcome_.model, step_runner_->optimizer(), step, per_epoch_, MetricsForRetention(),
+                              cursor_.ToJson(), {{"train_seconds", TrainedSeconds()}, {"samples", samples_}});
+  ObserveSaves();
+  last_saved_ = step;
+  return s;
+}
+
+StatusOr<TrainOutcome> Trainer::Finish() {
+  const double train_s = Since(train_start_) - eval_s_;
+  outcome_.train_seconds = TrainedSeconds();
+  outcome_.samples_seen = samples_;
+  outcome_.budget_reached = budget_spent_ != kBudgetNone ? BudgetName(budget_spent_) : step_budget_;
+  *log_ << "training budget reached (" << outcome_.budget_reached << ") at step " << step_ << ": " << std::fixed
+        << std::setprecision(1) << outcome_.train_seconds << std::defaultfloat << " s trained, " << samples_
+        << " samples" << std::endl;
   // The last evaluation, unless one was just made at this step.
-  if (history.empty() || history.back().value("step", int64_t{-1}) != step) FLAP_RETURN_IF_ERROR(evaluate(step));
-  if (ckpt && step != last_saved) FLAP_RETURN_IF_ERROR(save(step));
-  if (ckpt) FLAP_RETURN_IF_ERROR(ckpt->Wait());
-  observe_saves();
-  if (hooks.group == nullptr) FLAP_RETURN_IF_ERROR(group.Shutdown());
-  outcome.steps_done = step;
+  if (history_.empty() || history_.back().value("step", int64_t{-1}) != step_) FLAP_RETURN_IF_ERROR(Evaluate(step_));
+  if (ckpt_ && step_ != last_saved_) FLAP_RETURN_IF_ERROR(Checkpoint(step_));
+  if (ckpt_) FLAP_RETURN_IF_ERROR(ckpt_->Wait());
+  ObserveSaves();
+  if (hooks_.group == nullptr) FLAP_RETURN_IF_ERROR(group_->Shutdown());
+  outcome_.steps_done = step_;
+  outcome_.summary = Summary(train_s);
+  for (const std::string& n : loader_->stats().notes) *log_ << "loader: " << n << std::endl;
+  if (rank_ == 0) FLAP_RETURN_IF_ERROR(WriteOutputs());
+  return std::move(outcome_);
+}
 
-  nlohmann::json& s = outcome.summary;
-  s["config"] = config.ToJson();
-  s["config_hash"] = config.Hash();
+nlohmann::json Trainer::Summary(double train_s) const {
+  const TrialConfig& c = config_;
+  const int64_t step = step_;
+  nlohmann::json s;
+  s["config"] = c.ToJson();
+  s["config_hash"] = c.Hash();
   s["steps"] = step;
-  s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch);
-  s["samples_seen"] = samples;
-  s["budget"] = {{"reached", outcome.budget_reached},
-                 {"train_seconds", outcome.train_seconds},
-                 {"samples", samples},
-                 {"max_steps", total_steps},
-                 {"max_seconds", config.train.max_seconds},
-                 {"max_samples", config.train.max_samples}};
-  s["resumed_from_step"] = start_step;
-  s["trial_id"] = config.TrialId();
-  s["world_size"] = world;
-  s["rank"] = rank;
-  s["per_rank_batch"] = b;
-  s["global_batch"] = b * world;
-  s["negatives_per_step"] = b * world;
-  s["dist"] = {{"launcher", launcher_name},
-               {"backend", group.backend()},
-               {"overlap", config.dist.overlap},
-               {"bucket_mb", config.dist.bucket_mb},
-               {"buckets", world > 1 ? sync.num_buckets() : 0}};
-  s["tokens_kept"] = kept;
-  s["device"] = {{"device", device_info.device},
-                 {"name", device_info.name},
-                 {"memory_bytes", device_info.memory_bytes},
-                 {"precision", core::PrecisionName(precision)},
-                 {"peak_memory_bytes", core::PeakMemoryBytes(device)}};
-  s["final_loss"] = {{"total", last.loss}, {"contrastive", last.contrastive}, {"recon", last.recon},
-                     {"logit_scale", last.logit_scale}};
-  s["eval"] = MetricsToJson(outcome.final_metrics);
-  s["eval_history"] = history;
-  s["samples_per_second"] = train_s > 0 ? static_cast<double>(step * b * world) / train_s : 0.0;
-  const LoaderStats ls = loader->stats();
-  s["data"] = {{"wait_seconds", wait_s},
-               {"wait_fraction", train_s > 0 ? wait_s / train_s : 0.0},
+  s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch_);
+  s["samples_seen"] = samples_;
+  s["budget"] = {{"reached", outcome_.budget_reached}, {"train_seconds", outcome_.train_seconds},
+                 {"samples", samples_},                {"max_steps", total_steps_},
+                 {"max_seconds", c.train.max_seconds}, {"max_samples", c.train.max_samples}};
+  s["resumed_from_step"] = start_step_;
+  s["trial_id"] = c.TrialId();
+  s["world_size"] = world_;
+  s["rank"] = rank_;
+  s["per_rank_batch"] = c.train.batch_size;
+  s["global_batch"] = global_batch_;
+  s["negatives_per_step"] = global_batch_;
+  s["dist"] = {{"launcher", launcher_name_},
+               {"backend", group_->backend()},
+               {"overlap", c.dist.overlap},
+               {"bucket_mb", c.dist.bucket_mb},
+               {"buckets", world_ > 1 ? sync_->num_buckets() : 0}};
+  s["tokens_kept"] = kept_;
+  s["device"] = {{"device", device_info_.device},
+                 {"name", device_info_.name},
+                 {"memory_bytes", device_info_.memory_bytes},
+                 {"precision", core::PrecisionName(precision_)},
+                 {"peak_memory_bytes", core::PeakMemoryBytes(device_)}};
+  s["final_loss"] = {{"total", last_.loss}, {"contrastive", last_.contrastive}, {"recon", last_.recon},
+                     {"logit_scale", last_.logit_scale}};
+  s["eval"] = MetricsToJson(outcome_.final_metrics);
+  s["eval_history"] = history_;
+  const int64_t steps_run = std::max<int64_t>(1, step - start_step_);
+  s["samples_per_second"] = train_s > 0 ? static_cast<double>(steps_run * global_batch_) / train_s : 0.0;
+  const LoaderStats ls = loader_->stats();
+  s["data"] = {{"wait_seconds", phases_.data_wait},
+               {"wait_fraction", train_s > 0 ? phases_.data_wait / train_s : 0.0},
                {"shards_computed", ls.shards_computed},
                {"shards_from_cache", ls.shards_cached},
                {"shards_from_memory", ls.shards_from_memory},
-               {"loader_threads", lo.threads},
-               {"loader_busy_seconds", ls.busy_seconds}};
+               {"loader_threads", loader_options_.threads},
+               {"loader_busy_seconds", ls.busy_seconds},
+               {"loader_feature_seconds", ls.feature_seconds},
+               {"loader_assembly_seconds", ls.assembly_seconds}};
   const HostUsage host_end = ReadHostUsage();
-  const double cpu_s = (host_end.user_s - host_start.user_s) + (host_end.system_s - host_start.system_s);
-  s["host"] = {{"cores", cores},
-               {"compute_threads", compute_threads},
-               {"loader_threads", lo.threads},
-               {"allocator", allocator},
-               {"minor_faults_per_step", static_cast<double>(host_end.minor_faults - host_start.minor_faults) /
-                                             static_cast<double>(std::max<int64_t>(1, step - start_step))},
-               {"system_time_share", cpu_s > 0 ? (host_end.system_s - host_start.system_s) / cpu_s : 0.0}};
-  for (const std::string& n : ls.notes) log << "loader: " << n << std::endl;
-  const double steps_run = static_cast<double>(std::max<int64_t>(1, step - start_step));
-  s["step_seconds"] = {{"forward", fwd_s / steps_run},
-                       {"backward", bwd_s / steps_run},
-                       {"optimizer", opt_s / steps_run},
-                       {"gather", gather_s / steps_run},
-                       {"grad_sync", sync_s / steps_run}};
-  s["wall_seconds"] = Since(start);
+  const double user_s = host_end.user_s - host_start_.user_s, system_s = host_end.system_s - host_start_.system_s;
+  s["host"] = {{"cores", cores_},
+               {"compute_threads", thread_plan_.compute},
+               {"loader_threads", loader_options_.threads},
+               {"allocator", allocator_},
+               {"minor_faults_per_step",
+                static_cast<double>(host_end.minor_faults - host_start_.minor_faults) / static_cast<double>(steps_run)},
+               {"system_time_share", user_s + system_s > 0 ? system_s / (user_s + system_s) : 0.0}};
+  // Per step of this run: the phases of PhaseSeconds, the loop's whole step (evaluations
+  // excluded) and what no phase covers.
+  const double n = static_cast<double>(steps_run);
+  const PhaseSeconds& p = phases_;
+  const double covered = p.stop + p.data_wait + p.to_device + p.forward + p.backward + p.optimizer + p.bookkeeping;
+  s["step_seconds"] = {{"stop_check", p.stop / n},       {"data_wait", p.data_wait / n},
+                       {"to_device", p.to_device / n},   {"forward", p.forward / n},
+                       {"backward", p.backward / n},     {"optimizer", p.optimizer / n},
+                       {"bookkeeping", p.bookkeeping / n}, {"gather", p.gather / n},
+                       {"grad_sync", p.grad_sync / n},   {"loop", train_s / n},
+                       {"other", std::max(0.0, train_s - covered) / n}};
+  s["wall_seconds"] = Since(start_);
   s["train_seconds"] = train_s;
-  s["eval_seconds"] = eval_s;
+  s["eval_seconds"] = eval_s_;
+  return s;
+}
 
-  if (!config.train.output_dir.empty() && rank == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(config.train.output_dir, ec);
-    if (ec) return Status::IOError("cannot create train.output_dir '" + config.train.output_dir + "': " + ec.message());
-    const std::string model_path = config.train.output_dir + "/model.pt";
-    std::ostringstream model_bytes;
-    try {
-      torch::save(outcome.model, model_bytes);
-    } catch (const c10::Error& e) {
-      return Status::IOError("cannot save '" + model_path + "': " + e.what_without_backtrace());
-    }
-    FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(model_path, model_bytes.str()));
-    FLAP_RETURN_IF_ERROR(WriteText(config.train.output_dir + "/summary.json", s.dump(2) + "\n"));
+// train.output_dir: model.pt and summary.json (rank 0).
+Status Trainer::WriteOutputs() const {
+  const std::string& dir = config_.train.output_dir;
+  if (dir.empty()) return Status::OK();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create train.output_dir '" + dir + "': " + ec.message());
+  const std::string model_path = dir + "/model.pt";
+  std::ostringstream model_bytes;
+  try {
+    torch::save(outcome_.model, model_bytes);
+  } catch (const c10::Error& e) {
+    return Status::IOError("cannot save '" + model_path + "': " + e.what_without_backtrace());
   }
-  return outcome;
+  FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(model_path, model_bytes.str()));
+  return flap::WriteFileAtomic(dir + "/summary.json", outcome_.summary.dump(2) + "\n");
+}
+
+}  // namespace internal
+
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log, const ResumeOptions& resume,
+                                   const TrainingHooks& hooks) {
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<internal::Trainer> trainer,
+                        internal::Trainer::Create(config, log, resume, hooks));
+  return trainer->Run();
 }
 
 StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
                                      const c10::Device& device) {
-  core::FlapModel model = BuildModel(config, vocab_size);
+  core::FlapModel model = BuildSeededModel(config, vocab_size);
   model->to(device);
   if (model_path.empty()) return model;
   if (!std::filesystem::exists(model_path)) return Status::NotFound("model file '" + model_path + "' does not exist");

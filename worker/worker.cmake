@@ -1,6 +1,6 @@
 # The worker library (shard features, dataset, batcher, streaming loader, evaluator,
 # checkpointer, trainer) and flap-worker. The trial configuration is config/'s (flap::config).
-add_library(flap_worker shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc
+add_library(flap_worker shard_features.cc dataset.cc batcher.cc loader.cc evaluator.cc tagger.cc checkpointer.cc stop_signal.cc trainer.cc trainer_group.cc
   safetensors.cc warm_start.cc thread_budget.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker

@@ -1,0 +1,312 @@
+// End-to-end training-loop benchmark: `flap-worker train` against a plain PyTorch loop
+// (bench/train_loop_bench.py: the same model, losses, optimiser and schedule, features
+// precomputed once) on the same generated dataset, for the same training-time budget at each
+// mask ratio, evaluating at the same steps. Prints per run and ratio: loop samples/s, time to
+// the target t2a R@1, R@1 at the budget, and the worker's data wait, page faults per step,
+// system-time share and step phases; then the ratios worker / plain.
+//
+//   train_loop_bench [--data DIR] [--train 3000] [--eval 200] [--seconds 180] [--ratios 0,0.5,0.75]
+//                    [--batch 64] [--eval-every 25] [--target 0.30] [--threads N] [--runs worker,plain]
+//                    [--worker-set KEY=VALUE,...] [--out DIR]
+//
+// --data: a dataset folder (made with `flapctl data synth` when it has no manifest.json);
+// --threads: the plain loop's intra-op threads (default: every usable core); the worker plans its
+// own (thread_budget.h) unless --worker-set train.threads=N. The features the plain loop reads are
+// exported once from the worker's own front end (the dataset's first T frames of every clip).
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sharding/manifest.h"
+#include "config/trial_config.h"
+#include "worker/dataset.h"
+#include "worker/thread_budget.h"
+#include "worker/trainer.h"
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int Run(const std::string& command) {
+  const int rc = std::system(command.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+struct Options {
+  std::string data = "train-loop-data", out = "train-loop-bench";
+  int train = 3000, eval = 200, batch = 64, eval_every = 25, threads = 0;
+  double seconds = 180, target = 0.30;
+  std::vector<std::string> ratios = {"0", "0.5", "0.75"}, runs = {"worker", "plain"}, worker_set;
+};
+
+// One run's figures.
+struct Outcome {
+  double samples_per_second = 0;
+  double time_to_target = -1;  // training seconds; < 0: not reached
+  double r1_at_budget = 0;
+  int64_t steps = 0;
+  json extra;                  // the worker's data wait, faults, phases
+};
+
+// Training seconds at which t2a R@1 first reaches `target`, interpolated linearly between the
+// evaluations before and after; -1 when it never does.
+double TimeToTarget(const std::vector<std::pair<double, double>>& curve, double target) {
+  double prev_t = 0, prev_r = 0;
+  for (const auto& [t, r] : curve) {
+    if (r >= target) return r == prev_r ? t : prev_t + (t - prev_t) * (target - prev_r) / (r - prev_r);
+    prev_t = t;
+    prev_r = r;
+  }
+  return -1;
+}
+
+// The split's first T frames of every clip and all its captions (token ids padded to L),
+// as raw little-endian files plus meta.json, for the plain loop.
+bool ExportSplit(const std::string& data, const std::string& split, const flap::TrialConfig& config,
+                 const std::string& dir, json* meta) {
+  flap::worker::FeatureOptions fo = flap::worker::DataOptions(config);
+  fo.max_frames = config.model.target_frames;
+  fo.memory_budget_bytes = 0;
+  fo.cache_dir.clear();
+  fo.threads = flap::worker::UsableCores();
+  auto ds = flap::worker::Dataset::Load(data, split, fo);
+  if (!ds.ok()) {
+    std::cerr << ds.status().ToString() << "\n";
+    return false;
+  }
+  const int64_t t = config.model.target_frames, m = config.model.num_mel_bins, l = config.model.text_max_len;
+  std::ofstream spec(dir + "/" + split + "_spec.f32", std::ios::binary);
+  std::ofstream tokens(dir + "/" + split + "_tokens.i64", std::ios::binary);
+  std::ofstream owner(dir + "/" + split + "_caption_clip.i64", std::ios::binary);
+  int64_t captions = 0;
+  for (int64_t i = 0; i < ds->size(); ++i) {
+    spec.write(reinterpret_cast<const char*>(ds->spec(i)), static_cast<std::streamsize>(sizeof(float) * t * m));
+    for (const std::vector<int>& c : ds->clip(i).captions) {
+      std::vector<int64_t> row(static_cast<size_t>(l), 0);
+      for (size_t j = 0; j < c.size() && j < row.size(); ++j) row[j] = c[j];
+      tokens.write(reinterpret_cast<const char*>(row.data()), static_cast<std::streamsize>(sizeof(int64_t) * l));
+      owner.write(reinterpret_cast<const char*>(&i), sizeof(int64_t));
+      ++captions;
+    }
+  }
+  (*meta)[split] = {{"clips", ds->size()}, {"captions", captions}};
+  (*meta)["frames"] = t;
+  (*meta)["mels"] = m;
+  (*meta)["text_len"] = l;
+  (*meta)["vocab"] = ds->tokenizer().vocab_size();
+  return spec.good() && tokens.good() && owner.good();
+}
+
+std::string WorkerConfig(const Options& o, const std::string& ratio, const std::string& out_dir) {
+  std::ostringstream ini;
+  ini << "[model]\npreset = tiny\n[mask]\nratio = " << ratio << "\nstrategy = 2d\n[recon]\nweight = 1\n"
+      << "[train]\nseed = 1\nbatch_size = " << o.batch << "\nmax_seconds = " << o.seconds
+      << "\neval_every = " << o.eval_every << "\nlog_every = " << o.eval_every << "\noutput_dir = " << out_dir
+      << "\n[data]\npath = " << o.data << "\n";
+  return ini.str();
+}
+
+bool RunWorker(const Options& o, const std::string& worker, const std::string& ratio, Outcome* result) {
+  const std::string dir = o.out + "/worker-r" + ratio;
+  fs::create_directories(dir);
+  std::ofstream(dir + "/trial.ini") << WorkerConfig(o, ratio, dir);
+  std::string command = worker + " train --config " + dir + "/trial.ini";
+  for (const std::string& kv : o.worker_set) {
+    const size_t eq = kv.find('=');
+    command += " --" + kv.substr(0, eq) + " " + kv.substr(eq + 1);
+  }
+  command += " > " + dir + "/log.txt 2>&1";
+  if (Run(command) != 0) {
+    std::cerr << "flap-worker failed: see " << dir << "/log.txt\n";
+    return false;
+  }
+  std::ifstream in(dir + "/summary.json");
+  const json s = json::parse(in, nullptr, false);
+  if (s.is_discarded()) return false;
+  std::vector<std::pair<double, double>> curve;
+  for (const json& e : s["eval_history"]) curve.emplace_back(e["train_seconds"].get<double>(), e["t2a_r1"].get<double>());
+  result->samples_per_second = s["samples_per_second"].get<double>();
+  result->time_to_target = TimeToTarget(curve, o.target);
+  result->r1_at_budget = curve.empty() ? 0 : curve.back().second;
+  result->steps = s["steps"].get<int64_t>();
+  result->extra = {{"data_wait_fraction", s["data"]["wait_fraction"]},
+                   {"minor_faults_per_step", s["host"]["minor_faults_per_step"]},
+                   {"system_time_share", s["host"]["system_time_share"]},
+                   {"threads", std::to_string(s["host"]["compute_threads"].get<int>()) + "+" +
+                                   std::to_string(s["host"]["loader_threads"].get<int>())},
+                   {"allocator", s["host"]["allocator"]},
+                   {"step_seconds", s["step_seconds"]},
+                   {"loader", s["data"]}};
+  return true;
+}
+
+bool RunPlain(const Options& o, const std::string& export_dir, const std::string& ratio, int total_steps,
+              Outcome* result) {
+  const std::string dir = o.out + "/plain-r" + ratio;
+  fs::create_directories(dir);
+  std::ostringstream command;
+  command << "/usr/bin/python3 " << FLAP_BENCH_DIR << "/train_loop_bench.py --features " << export_dir
+          << " --ratio " << ratio << " --batch " << o.batch << " --seconds " << o.seconds << " --eval-every "
+          << o.eval_every << " --total-steps " << total_steps << " --threads "
+          << (o.threads > 0 ? o.threads : flap::worker::UsableCores()) << " > " << dir << "/log.jsonl 2> "
+          << dir << "/stderr.txt";
+  if (Run(command.str()) != 0) {
+    std::cerr << "plain loop failed: see " << dir << "/stderr.txt\n";
+    return false;
+  }
+  std::ifstream in(dir + "/log.jsonl");
+  std::vector<std::pair<double, double>> curve;
+  std::string line;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    if (j.contains("t2a_r1")) curve.emplace_back(j["train_seconds"].get<double>(), j["t2a_r1"].get<double>());
+    if (j.contains("samples_per_second")) {
+      result->samples_per_second = j["samples_per_second"].get<double>();
+      result->steps = j["steps"].get<int64_t>();
+    }
+  }
+  result->time_to_target = TimeToTarget(curve, o.target);
+  result->r1_at_budget = curve.empty() ? 0 : curve.back().second;
+  return !curve.empty();
+}
+
+std::string Seconds(double s) {
+  if (s < 0) return "not reached";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f s", s);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data") o.data = next();
+    else if (a == "--out") o.out = next();
+    else if (a == "--train") o.train = std::atoi(next().c_str());
+    else if (a == "--eval") o.eval = std::atoi(next().c_str());
+    else if (a == "--seconds") o.seconds = std::atof(next().c_str());
+    else if (a == "--ratios") o.ratios = Split(next());
+    else if (a == "--batch") o.batch = std::atoi(next().c_str());
+    else if (a == "--eval-every") o.eval_every = std::atoi(next().c_str());
+    else if (a == "--target") o.target = std::atof(next().c_str());
+    else if (a == "--threads") o.threads = std::atoi(next().c_str());
+    else if (a == "--runs") o.runs = Split(next());
+    else if (a == "--worker-set") o.worker_set = Split(next());
+    else {
+      std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
+                   "[--batch N] [--eval-every N] [--target R1] [--threads N] [--runs worker,plain] "
+                   "[--worker-set KEY=VALUE,...] [--out DIR]\n";
+      return 2;
+    }
+  }
+  const std::string bin = FLAP_BUILD_DIR;
+  fs::create_directories(o.out);
+  if (!fs::exists(o.data + "/manifest.json")) {
+    std::ostringstream synth;
+    synth << bin << "/flapctl/flapctl data synth --out " << o.data << " --train " << o.train << " --eval " << o.eval
+          << " --seed 1 > " << o.out << "/synth.log 2>&1";
+    if (Run(synth.str()) != 0) {
+      std::cerr << "flapctl data synth failed: see " << o.out << "/synth.log\n";
+      return 1;
+    }
+  }
+  // The worker's config as the plain loop needs it (model, schedule), from the same INI.
+  const std::string probe = o.out + "/probe.ini";
+  std::ofstream(probe) << WorkerConfig(o, "0", o.out);
+  auto loaded = flap::LoadTrialConfigFile(probe);
+  if (!loaded.ok()) {
+    std::cerr << loaded.status().ToString() << "\n";
+    return 1;
+  }
+  const flap::TrialConfig config = *loaded;
+  const std::string export_dir = o.out + "/features";
+  const bool plain = std::find(o.runs.begin(), o.runs.end(), "plain") != o.runs.end();
+  if (plain && !fs::exists(export_dir + "/meta.json")) {
+    fs::create_directories(export_dir);
+    json meta;
+    if (!ExportSplit(o.data, "train", config, export_dir, &meta) || !ExportSplit(o.data, "eval", config, export_dir, &meta)) {
+      return 1;
+    }
+    std::ofstream(export_dir + "/meta.json") << meta.dump(2);
+  }
+  // The learning-rate schedule both follow: the worker's (warm-up, cosine over the epochs' steps).
+  auto manifest = flap::sharding::ReadManifest(o.data);
+  if (!manifest.ok()) {
+    std::cerr << manifest.status().ToString() << "\n";
+    return 1;
+  }
+  int64_t train_clips = 0;
+  for (const auto& shard : manifest->ShardsOf("train")) train_clips += shard.num_samples;
+  const int total_steps = static_cast<int>(train_clips / o.batch * config.train.epochs);
+
+  std::map<std::string, std::map<std::string, Outcome>> results;  // run -> ratio
+  for (const std::string& ratio : o.ratios) {
+    for (const std::string& run : o.runs) {
+      Outcome r;
+      const bool ok = run == "worker" ? RunWorker(o, bin + "/worker/flap-worker", ratio, &r)
+                                      : RunPlain(o, export_dir, ratio, total_steps, &r);
+      if (!ok) return 1;
+      results[run][ratio] = r;
+      std::printf("%-6s r=%-5s %7.1f samples/s  %5lld steps  t2a R@1 %5.1f%% at %.0f s  time to %.0f%%: %s\n",
+                  run.c_str(), ratio.c_str(), r.samples_per_second, static_cast<long long>(r.steps),
+                  100 * r.r1_at_budget, o.seconds, 100 * o.target, Seconds(r.time_to_target).c_str());
+      if (!r.extra.is_null()) std::printf("       %s\n", r.extra.dump().c_str());
+      std::fflush(stdout);
+    }
+  }
+  if (results.count("worker") && results.count("plain")) {
+    std::printf("\n%-6s %12s %12s %8s %14s %14s %8s %12s %12s\n", "ratio", "worker sps", "plain sps", "x",
+                "worker to R@1", "plain to R@1", "x", "worker R@1", "plain R@1");
+    for (const std::string& ratio : o.ratios) {
+      const Outcome& w = results["worker"][ratio];
+      const Outcome& p = results["plain"][ratio];
+      char speed[16], time[16];
+      std::snprintf(speed, sizeof(speed), "%.2f", w.samples_per_second / p.samples_per_second);
+      if (w.time_to_target >= 0 && p.time_to_target > 0) {
+        std::snprintf(time, sizeof(time), "%.2f", w.time_to_target / p.time_to_target);
+      } else {
+        std::snprintf(time, sizeof(time), "-");
+      }
+      std::printf("%-6s %12.1f %12.1f %8s %14s %14s %8s %11.1f%% %11.1f%%\n", ratio.c_str(), w.samples_per_second,
+                  p.samples_per_second, speed, Seconds(w.time_to_target).c_str(), Seconds(p.time_to_target).c_str(),
+                  time, 100 * w.r1_at_budget, 100 * p.r1_at_budget);
+    }
+  }
+  return 0;
+}
