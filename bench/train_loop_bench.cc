@@ -1,12 +1,15 @@
 // End-to-end training-loop benchmark: `flap-worker train` against a plain PyTorch loop
 // (bench/train_loop_bench.py: the same model, losses, optimiser and schedule, features
 // precomputed once) on the same generated dataset, for the same training-time budget at each
-// mask ratio, evaluating at the same steps. Prints per run and ratio: loop samples/s, time to
-// the target t2a R@1, R@1 at the budget, and the worker's data wait, page faults per step,
-// system-time share and step phases; then the ratios worker / plain.
+// mask ratio, evaluating at the same steps. Prints per run and ratio: loop samples/s, the
+// training seconds to each target t2a R@1 (interpolated between evaluations), R@1 at the budget,
+// and the worker's data wait, page faults per step, system-time share and step phases; then the
+// ratios worker / plain. "plain-passive" runs the plain loop with the worker's idle-thread
+// settings; --reuse reads the runs already in --out instead of running them again.
 //
 //   train_loop_bench [--data DIR] [--train 3000] [--eval 200] [--seconds 180] [--ratios 0,0.5,0.75]
-//                    [--batch 64] [--eval-every 25] [--target 0.30] [--threads N] [--runs worker,plain]
+//                    [--batch 64] [--eval-every 25] [--targets 0.1,0.3] [--threads N] [--reuse]
+//                    [--runs worker,plain,plain-passive]
 //                    [--worker-set KEY=VALUE,...] [--out DIR]
 //
 // --data: a dataset folder (made with `flapctl data synth` when it has no manifest.json);
@@ -60,14 +63,16 @@ int Run(const std::string& command) {
 struct Options {
   std::string data = "train-loop-data", out = "train-loop-bench";
   int train = 3000, eval = 200, batch = 64, eval_every = 25, threads = 0;
-  double seconds = 180, target = 0.30;
+  double seconds = 180;
+  std::vector<double> targets = {0.10, 0.30};
   std::vector<std::string> ratios = {"0", "0.5", "0.75"}, runs = {"worker", "plain"}, worker_set;
+  bool reuse = false;  // read a run's earlier output instead of running it again
 };
 
 // One run's figures.
 struct Outcome {
   double samples_per_second = 0;
-  double time_to_target = -1;  // training seconds; < 0: not reached
+  std::vector<std::pair<double, double>> curve;  // (training seconds, t2a R@1) per evaluation
   double r1_at_budget = 0;
   int64_t steps = 0;
   json extra;                  // the worker's data wait, faults, phases
@@ -141,17 +146,16 @@ bool RunWorker(const Options& o, const std::string& worker, const std::string& r
     command += " --" + kv.substr(0, eq) + " " + kv.substr(eq + 1);
   }
   command += " > " + dir + "/log.txt 2>&1";
-  if (Run(command) != 0) {
+  if (!(o.reuse && fs::exists(dir + "/summary.json")) && Run(command) != 0) {
     std::cerr << "flap-worker failed: see " << dir << "/log.txt\n";
     return false;
   }
   std::ifstream in(dir + "/summary.json");
   const json s = json::parse(in, nullptr, false);
   if (s.is_discarded()) return false;
-  std::vector<std::pair<double, double>> curve;
+  std::vector<std::pair<double, double>>& curve = result->curve;
   for (const json& e : s["eval_history"]) curve.emplace_back(e["train_seconds"].get<double>(), e["t2a_r1"].get<double>());
   result->samples_per_second = s["samples_per_second"].get<double>();
-  result->time_to_target = TimeToTarget(curve, o.target);
   result->r1_at_budget = curve.empty() ? 0 : curve.back().second;
   result->steps = s["steps"].get<int64_t>();
   result->extra = {{"data_wait_fraction", s["data"]["wait_fraction"]},
@@ -165,22 +169,25 @@ bool RunWorker(const Options& o, const std::string& worker, const std::string& r
   return true;
 }
 
-bool RunPlain(const Options& o, const std::string& export_dir, const std::string& ratio, int total_steps,
-              Outcome* result) {
-  const std::string dir = o.out + "/plain-r" + ratio;
+// run "plain": as a PyTorch user runs it; "plain-passive": with the idle-thread settings the
+// worker gives itself (thread_budget.h), to tell the loop's own speed from the threads' waiting.
+bool RunPlain(const Options& o, const std::string& run, const std::string& export_dir, const std::string& ratio,
+              int total_steps, Outcome* result) {
+  const std::string dir = o.out + "/" + run + "-r" + ratio;
   fs::create_directories(dir);
   std::ostringstream command;
+  if (run == "plain-passive") command << "OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4 ";
   command << "/usr/bin/python3 " << FLAP_BENCH_DIR << "/train_loop_bench.py --features " << export_dir
           << " --ratio " << ratio << " --batch " << o.batch << " --seconds " << o.seconds << " --eval-every "
           << o.eval_every << " --total-steps " << total_steps << " --threads "
           << (o.threads > 0 ? o.threads : flap::worker::UsableCores()) << " > " << dir << "/log.jsonl 2> "
           << dir << "/stderr.txt";
-  if (Run(command.str()) != 0) {
+  if (!(o.reuse && fs::exists(dir + "/log.jsonl")) && Run(command.str()) != 0) {
     std::cerr << "plain loop failed: see " << dir << "/stderr.txt\n";
     return false;
   }
   std::ifstream in(dir + "/log.jsonl");
-  std::vector<std::pair<double, double>> curve;
+  std::vector<std::pair<double, double>>& curve = result->curve;
   std::string line;
   while (std::getline(in, line)) {
     const json j = json::parse(line, nullptr, false);
@@ -191,7 +198,6 @@ bool RunPlain(const Options& o, const std::string& export_dir, const std::string
       result->steps = j["steps"].get<int64_t>();
     }
   }
-  result->time_to_target = TimeToTarget(curve, o.target);
   result->r1_at_budget = curve.empty() ? 0 : curve.back().second;
   return !curve.empty();
 }
@@ -216,6 +222,10 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    if (a == "--reuse") {
+      o.reuse = true;
+      continue;
+    }
     if (a == "--data") o.data = next();
     else if (a == "--out") o.out = next();
     else if (a == "--train") o.train = std::atoi(next().c_str());
@@ -224,13 +234,17 @@ int main(int argc, char** argv) {
     else if (a == "--ratios") o.ratios = Split(next());
     else if (a == "--batch") o.batch = std::atoi(next().c_str());
     else if (a == "--eval-every") o.eval_every = std::atoi(next().c_str());
-    else if (a == "--target") o.target = std::atof(next().c_str());
+    else if (a == "--targets") {
+      o.targets.clear();
+      for (const std::string& t : Split(next())) o.targets.push_back(std::atof(t.c_str()));
+    }
+
     else if (a == "--threads") o.threads = std::atoi(next().c_str());
     else if (a == "--runs") o.runs = Split(next());
     else if (a == "--worker-set") o.worker_set = Split(next());
     else {
       std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
-                   "[--batch N] [--eval-every N] [--target R1] [--threads N] [--runs worker,plain] "
+                   "[--batch N] [--eval-every N] [--targets R1,...] [--threads N] [--runs worker,plain,plain-passive] "
                    "[--worker-set KEY=VALUE,...] [--out DIR]\n";
       return 2;
     }
@@ -256,7 +270,7 @@ int main(int argc, char** argv) {
   }
   const flap::TrialConfig config = *loaded;
   const std::string export_dir = o.out + "/features";
-  const bool plain = std::find(o.runs.begin(), o.runs.end(), "plain") != o.runs.end();
+  const bool plain = std::any_of(o.runs.begin(), o.runs.end(), [](const std::string& r) { return r != "worker"; });
   if (plain && !fs::exists(export_dir + "/meta.json")) {
     fs::create_directories(export_dir);
     json meta;
@@ -280,32 +294,39 @@ int main(int argc, char** argv) {
     for (const std::string& run : o.runs) {
       Outcome r;
       const bool ok = run == "worker" ? RunWorker(o, bin + "/worker/flap-worker", ratio, &r)
-                                      : RunPlain(o, export_dir, ratio, total_steps, &r);
+                                      : RunPlain(o, run, export_dir, ratio, total_steps, &r);
       if (!ok) return 1;
       results[run][ratio] = r;
-      std::printf("%-6s r=%-5s %7.1f samples/s  %5lld steps  t2a R@1 %5.1f%% at %.0f s  time to %.0f%%: %s\n",
-                  run.c_str(), ratio.c_str(), r.samples_per_second, static_cast<long long>(r.steps),
-                  100 * r.r1_at_budget, o.seconds, 100 * o.target, Seconds(r.time_to_target).c_str());
+      std::printf("%-13s r=%-5s %7.1f samples/s  %5lld steps  t2a R@1 %5.1f%% at %.0f s", run.c_str(), ratio.c_str(),
+                  r.samples_per_second, static_cast<long long>(r.steps), 100 * r.r1_at_budget, o.seconds);
+      for (double t : o.targets) std::printf("  to %.0f%%: %s", 100 * t, Seconds(TimeToTarget(r.curve, t)).c_str());
+      std::printf("\n");
       if (!r.extra.is_null()) std::printf("       %s\n", r.extra.dump().c_str());
       std::fflush(stdout);
     }
   }
-  if (results.count("worker") && results.count("plain")) {
-    std::printf("\n%-6s %12s %12s %8s %14s %14s %8s %12s %12s\n", "ratio", "worker sps", "plain sps", "x",
-                "worker to R@1", "plain to R@1", "x", "worker R@1", "plain R@1");
+  // worker / each plain run: samples/s, and time to each target (where both reach it).
+  for (const std::string& base : o.runs) {
+    if (base == "worker" || !results.count("worker") || !results.count(base)) continue;
+    std::printf("\nworker against %s\n%-6s %10s %10s %6s", base.c_str(), "ratio", "worker sps", "base sps", "x");
+    for (double t : o.targets) {
+      char head[32];
+      std::snprintf(head, sizeof(head), "worker to %.0f%%", 100 * t);
+      std::printf(" %15s %11s %6s", head, "base", "x");
+    }
+    std::printf(" %10s %10s\n", "worker R@1", "base R@1");
     for (const std::string& ratio : o.ratios) {
       const Outcome& w = results["worker"][ratio];
-      const Outcome& p = results["plain"][ratio];
-      char speed[16], time[16];
-      std::snprintf(speed, sizeof(speed), "%.2f", w.samples_per_second / p.samples_per_second);
-      if (w.time_to_target >= 0 && p.time_to_target > 0) {
-        std::snprintf(time, sizeof(time), "%.2f", w.time_to_target / p.time_to_target);
-      } else {
-        std::snprintf(time, sizeof(time), "-");
+      const Outcome& p = results[base][ratio];
+      std::printf("%-6s %10.1f %10.1f %6.2f", ratio.c_str(), w.samples_per_second, p.samples_per_second,
+                  w.samples_per_second / p.samples_per_second);
+      for (double t : o.targets) {
+        const double tw = TimeToTarget(w.curve, t), tp = TimeToTarget(p.curve, t);
+        char x[16] = "-";
+        if (tw >= 0 && tp > 0) std::snprintf(x, sizeof(x), "%.2f", tw / tp);
+        std::printf(" %15s %11s %6s", Seconds(tw).c_str(), Seconds(tp).c_str(), x);
       }
-      std::printf("%-6s %12.1f %12.1f %8s %14s %14s %8s %11.1f%% %11.1f%%\n", ratio.c_str(), w.samples_per_second,
-                  p.samples_per_second, speed, Seconds(w.time_to_target).c_str(), Seconds(p.time_to_target).c_str(),
-                  time, 100 * w.r1_at_budget, 100 * p.r1_at_budget);
+      std::printf(" %9.1f%% %9.1f%%\n", 100 * w.r1_at_budget, 100 * p.r1_at_budget);
     }
   }
   return 0;

@@ -16,7 +16,7 @@ target_link_libraries(flap_agent PUBLIC flap::worker flap::coordinator_client PR
 add_executable(flap-worker main.cc)
 target_link_libraries(flap-worker PRIVATE flap::agent)
 # tcmalloc (libgoogle-perftools-dev) keeps freed tensor buffers for reuse, where glibc's malloc
-# unmaps them and faults them in again every step (docs/benchmarks.md, "Allocation churn").
+# unmaps them and faults them in again every step (docs/benchmarks.md, "Training loop").
 # Without it the worker tunes glibc's thresholds instead (core::TuneHostAllocator).
 find_library(FLAP_TCMALLOC_LIB NAMES tcmalloc_minimal)
 if(FLAP_TCMALLOC_LIB)
