@@ -73,10 +73,14 @@ int main(int argc, char** argv) {
   int steps = 30, every = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--dir" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--mb" && i + 1 < argc) megabytes = std::atoll(argv[++i]);
-    else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
-    else if (a == "--every" && i + 1 < argc) every = std::atoi(argv[++i]);
+    if (a == "--dir" && i + 1 < argc)
+      dir = argv[++i];
+    else if (a == "--mb" && i + 1 < argc)
+      megabytes = std::atoll(argv[++i]);
+    else if (a == "--steps" && i + 1 < argc)
+      steps = std::atoi(argv[++i]);
+    else if (a == "--every" && i + 1 < argc)
+      every = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: %s [--dir DIR] [--mb N] [--steps N] [--every N]\n", argv[0]);
       return 2;
@@ -190,7 +194,8 @@ int main(int argc, char** argv) {
   auto with = run(true);
   auto none2 = run(false);
   const double baseline = 0.5 * (none.first + none2.first);
-  std::printf("\ntiny training step, %d steps, checkpoint (%.1f MB) every %d steps:\n", steps, with.second / 1e6, every);
+  std::printf("\ntiny training step, %d steps, checkpoint (%.1f MB) every %d steps:\n", steps, with.second / 1e6,
+              every);
   std::printf("  no checkpoints    %.4f s/step (mean of two runs around the other)\n", baseline);
   std::printf("  async checkpoints %.4f s/step  (%.1f%% slower)\n", with.first, 100.0 * (with.first / baseline - 1.0));
   std::filesystem::remove_all(dir);

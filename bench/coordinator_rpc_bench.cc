@@ -74,10 +74,16 @@ double Pct(std::vector<double>& v, double p) {
 class Rank {
  public:
   // Every `shard_every`-th heartbeat is followed by a LeaseShard and a CompleteShard.
-  Rank(v1::Coordinator::Stub* stub, std::string token, std::string group, v1::TrialRef trial,
-       int rank, int shard_every, Stats* stats)
-      : stub_(stub), token_(std::move(token)), group_(std::move(group)), trial_(std::move(trial)),
-        rank_(rank), shard_every_(shard_every), cycle_(rank), stats_(stats) {}
+  Rank(v1::Coordinator::Stub* stub, std::string token, std::string group, v1::TrialRef trial, int rank, int shard_every,
+       Stats* stats)
+      : stub_(stub),
+        token_(std::move(token)),
+        group_(std::move(group)),
+        trial_(std::move(trial)),
+        rank_(rank),
+        shard_every_(shard_every),
+        cycle_(rank),
+        stats_(stats) {}
   // Whether the next call is a heartbeat (paced on the clock; the others follow at once).
   bool next_is_heartbeat() const { return phase_ == kHeartbeat; }
 
@@ -93,16 +99,14 @@ class Rank {
         hb_req_.set_group_id(group_);
         hb_req_.clear_ranks();
         hb_req_.add_ranks(rank_);
-        stub_->async()->Heartbeat(ctx_.get(), &hb_req_, &hb_resp_,
-                                  [this](grpc::Status s) { Done(kHeartbeat, s); });
+        stub_->async()->Heartbeat(ctx_.get(), &hb_req_, &hb_resp_, [this](grpc::Status s) { Done(kHeartbeat, s); });
         break;
       case kLease:
         lease_req_.set_group_id(group_);
         *lease_req_.mutable_trial() = trial_;
         lease_req_.set_epoch(epoch_);
         lease_req_.set_rank(rank_);
-        stub_->async()->LeaseShard(ctx_.get(), &lease_req_, &lease_resp_,
-                                   [this](grpc::Status s) { Done(kLease, s); });
+        stub_->async()->LeaseShard(ctx_.get(), &lease_req_, &lease_resp_, [this](grpc::Status s) { Done(kLease, s); });
         break;
       default:
         done_req_.set_group_id(group_);
@@ -177,8 +181,7 @@ struct Run {
 // every shard_ms / heartbeat_ms-th one; saturating: every call right after the last.
 void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
   const std::string dir = std::filesystem::temp_directory_path() /
-                          ("flap_rpc_bench_" + std::to_string(::getpid()) + (sync ? "_s" : "_n") +
-                           (paced ? "p" : "c"));
+                          ("flap_rpc_bench_" + std::to_string(::getpid()) + (sync ? "_s" : "_n") + (paced ? "p" : "c"));
   std::filesystem::remove_all(dir);
   flap::coordinator::ServerOptions so;
   so.listen = "127.0.0.1:0";
@@ -230,11 +233,9 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
   }
   std::vector<std::unique_ptr<Rank>> ranks;
   for (int r = 0; r < a.ranks; ++r) {
-    ranks.push_back(std::make_unique<Rank>(stubs[r % a.channels].get(), co.token,
-                                           "g" + std::to_string(r / a.group_size),
-                                           trials[r / a.group_size], r % a.group_size,
-                                           paced ? std::max(1, a.shard_ms / a.heartbeat_ms) : 1,
-                                           &run->stats));
+    ranks.push_back(std::make_unique<Rank>(
+        stubs[r % a.channels].get(), co.token, "g" + std::to_string(r / a.group_size), trials[r / a.group_size],
+        r % a.group_size, paced ? std::max(1, a.shard_ms / a.heartbeat_ms) : 1, &run->stats));
   }
 
   std::atomic<bool> stop{false};
@@ -302,8 +303,7 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
       {
         std::lock_guard<std::mutex> l(mu);
         const auto now = Clock::now();
-        auto it = std::partition(pending_.begin(), pending_.end(),
-                                 [&](const auto& p) { return p.second > now; });
+        auto it = std::partition(pending_.begin(), pending_.end(), [&](const auto& p) { return p.second > now; });
         ready.assign(it, pending_.end());
         pending_.erase(it, pending_.end());
       }
@@ -329,15 +329,15 @@ void RunOnce(const Args& a, bool sync, bool paced, Run* run) {
 void Print(const char* title, Run& run) {
   size_t total = 0;
   for (auto& v : run.stats.ms) total += v.size();
-  std::printf("%s: %.0f calls/s over %.1f s, %lld errors%s%s\n", title, total / run.seconds,
-              run.seconds, static_cast<long long>(run.stats.errors),
-              run.stats.errors ? " (first: " : "", run.stats.errors ? (run.stats.first_error + ")").c_str() : "");
+  std::printf("%s: %.0f calls/s over %.1f s, %lld errors%s%s\n", title, total / run.seconds, run.seconds,
+              static_cast<long long>(run.stats.errors), run.stats.errors ? " (first: " : "",
+              run.stats.errors ? (run.stats.first_error + ")").c_str() : "");
   std::printf("  %-14s %9s %9s %9s %9s %9s\n", "call", "calls/s", "p50 ms", "p99 ms", "max ms", "");
   for (int k = 0; k < kNumKinds; ++k) {
     auto& v = run.stats.ms[k];
     const double n = v.size();
-    std::printf("  %-14s %9.0f %9.2f %9.2f %9.2f\n", kKindName[k], n / run.seconds, Pct(v, 0.5),
-                Pct(v, 0.99), Pct(v, 1.0));
+    std::printf("  %-14s %9.0f %9.2f %9.2f %9.2f\n", kKindName[k], n / run.seconds, Pct(v, 0.5), Pct(v, 0.99),
+                Pct(v, 1.0));
   }
 }
 
@@ -348,13 +348,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const double v = std::atof(argv[i + 1]);
-    if (k == "--ranks") a.ranks = static_cast<int>(v);
-    else if (k == "--heartbeat-ms") a.heartbeat_ms = static_cast<int>(v);
-    else if (k == "--shard-ms") a.shard_ms = static_cast<int>(v);
-    else if (k == "--group-size") a.group_size = static_cast<int>(v);
-    else if (k == "--seconds") a.seconds = v;
-    else if (k == "--shards") a.shards = static_cast<int>(v);
-    else if (k == "--channels") a.channels = static_cast<int>(v);
+    if (k == "--ranks")
+      a.ranks = static_cast<int>(v);
+    else if (k == "--heartbeat-ms")
+      a.heartbeat_ms = static_cast<int>(v);
+    else if (k == "--shard-ms")
+      a.shard_ms = static_cast<int>(v);
+    else if (k == "--group-size")
+      a.group_size = static_cast<int>(v);
+    else if (k == "--seconds")
+      a.seconds = v;
+    else if (k == "--shards")
+      a.shards = static_cast<int>(v);
+    else if (k == "--channels")
+      a.channels = static_cast<int>(v);
     else {
       std::fprintf(stderr, "unknown flag %s\n", k.c_str());
       return 2;
@@ -364,10 +371,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--ranks must be a multiple of --group-size\n");
     return 2;
   }
-  std::printf("coordinator_rpc_bench: %d ranks in %d groups of %d, %d shards per epoch, %d client "
-              "connections, %u hardware threads\n\n",
-              a.ranks, a.ranks / a.group_size, a.group_size, a.shards, a.channels,
-              std::thread::hardware_concurrency());
+  std::printf(
+      "coordinator_rpc_bench: %d ranks in %d groups of %d, %d shards per epoch, %d client "
+      "connections, %u hardware threads\n\n",
+      a.ranks, a.ranks / a.group_size, a.group_size, a.shards, a.channels, std::thread::hardware_concurrency());
   Run paced, saturated, unsynced;
   RunOnce(a, /*sync=*/true, /*paced=*/true, &paced);
   char title[128];
@@ -387,7 +394,7 @@ int main(int argc, char** argv) {
   std::printf("\nthroughput with fsync / without: %.2f\n", rate(saturated) / rate(unsynced));
   std::vector<double> paced_all;
   for (auto& v : paced.stats.ms) paced_all.insert(paced_all.end(), v.begin(), v.end());
-  std::printf("paced load, all calls: p50 %.2f ms, p99 %.2f ms (target p99 < 20 ms)\n",
-              Pct(paced_all, 0.5), Pct(paced_all, 0.99));
+  std::printf("paced load, all calls: p50 %.2f ms, p99 %.2f ms (target p99 < 20 ms)\n", Pct(paced_all, 0.5),
+              Pct(paced_all, 0.99));
   return 0;
 }

@@ -111,20 +111,33 @@ std::map<std::string, double> Launch(const Args& a, int world, bool overlap, dou
   const int port = 20000 + static_cast<int>(getpid() % 20000) + run;
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
-    std::vector<std::string> env = {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(world),
-                                    "LOCAL_RANK=" + std::to_string(r), "MASTER_ADDR=127.0.0.1",
-                                    "MASTER_PORT=" + std::to_string(port),
-                                    "OPENBLAS_NUM_THREADS=" + std::to_string(blas_threads)};
+    std::vector<std::string> env = {
+        "RANK=" + std::to_string(r),           "WORLD_SIZE=" + std::to_string(world),
+        "LOCAL_RANK=" + std::to_string(r),     "MASTER_ADDR=127.0.0.1",
+        "MASTER_PORT=" + std::to_string(port), "OPENBLAS_NUM_THREADS=" + std::to_string(blas_threads)};
     for (char** e = environ; *e; ++e) {
       if (std::string(*e).rfind("OPENBLAS_NUM_THREADS=", 0) != 0) env.emplace_back(*e);
     }
     std::vector<char*> envp;
     for (auto& v : env) envp.push_back(v.data());
     envp.push_back(nullptr);
-    std::vector<std::string> args = {"dist_bench", "--rank-mode", "1", "--global-batch", std::to_string(a.global_batch),
-                                     "--steps", std::to_string(a.steps), "--warmup", std::to_string(a.warmup),
-                                     "--mask", std::to_string(a.mask), "--overlap", overlap ? "1" : "0",
-                                     "--bucket-mb", std::to_string(bucket_mb), "--out", out};
+    std::vector<std::string> args = {"dist_bench",
+                                     "--rank-mode",
+                                     "1",
+                                     "--global-batch",
+                                     std::to_string(a.global_batch),
+                                     "--steps",
+                                     std::to_string(a.steps),
+                                     "--warmup",
+                                     std::to_string(a.warmup),
+                                     "--mask",
+                                     std::to_string(a.mask),
+                                     "--overlap",
+                                     overlap ? "1" : "0",
+                                     "--bucket-mb",
+                                     std::to_string(bucket_mb),
+                                     "--out",
+                                     out};
     std::vector<char*> argv;
     for (auto& v : args) argv.push_back(v.data());
     argv.push_back(nullptr);
@@ -155,17 +168,27 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--global-batch") a.global_batch = std::atoll(v.c_str());
-    else if (k == "--steps") a.steps = std::atoi(v.c_str());
-    else if (k == "--warmup") a.warmup = std::atoi(v.c_str());
-    else if (k == "--mask") a.mask = std::atof(v.c_str());
-    else if (k == "--rank-mode") a.rank_mode = v == "1";
-    else if (k == "--overlap") a.overlap = v == "1";
-    else if (k == "--bucket-mb") a.bucket_mb = std::atof(v.c_str());
-    else if (k == "--rounds") a.rounds = std::atoi(v.c_str());
-    else if (k == "--out") a.out = v;
+    if (k == "--global-batch")
+      a.global_batch = std::atoll(v.c_str());
+    else if (k == "--steps")
+      a.steps = std::atoi(v.c_str());
+    else if (k == "--warmup")
+      a.warmup = std::atoi(v.c_str());
+    else if (k == "--mask")
+      a.mask = std::atof(v.c_str());
+    else if (k == "--rank-mode")
+      a.rank_mode = v == "1";
+    else if (k == "--overlap")
+      a.overlap = v == "1";
+    else if (k == "--bucket-mb")
+      a.bucket_mb = std::atof(v.c_str());
+    else if (k == "--rounds")
+      a.rounds = std::atoi(v.c_str());
+    else if (k == "--out")
+      a.out = v;
     else {
-      std::cerr << "usage: dist_bench [--global-batch N] [--steps N] [--warmup N] [--mask R] [--bucket-mb X] [--rounds N]\n";
+      std::cerr
+          << "usage: dist_bench [--global-batch N] [--steps N] [--warmup N] [--mask R] [--bucket-mb X] [--rounds N]\n";
       return 2;
     }
   }
@@ -179,10 +202,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::printf("tiny preset, mask 2d %.2f, recon 0.5, global batch %lld, %d timed steps after %d warm-up\n",
-              a.mask, static_cast<long long>(a.global_batch), a.steps, a.warmup);
-  std::printf("Gloo over 127.0.0.1, %d cores: OpenBLAS threads %d for 1 rank, %d per rank for 2 ranks; buckets of %g MiB\n",
-              cores, cores, std::max(1, cores / 2), a.bucket_mb);
+  std::printf("tiny preset, mask 2d %.2f, recon 0.5, global batch %lld, %d timed steps after %d warm-up\n", a.mask,
+              static_cast<long long>(a.global_batch), a.steps, a.warmup);
+  std::printf(
+      "Gloo over 127.0.0.1, %d cores: OpenBLAS threads %d for 1 rank, %d per rank for 2 ranks; buckets of %g MiB\n",
+      cores, cores, std::max(1, cores / 2), a.bucket_mb);
   std::printf("best of %d rounds per setup (setups interleaved)\n\n", a.rounds);
   struct Setup {
     const char* name;
@@ -213,9 +237,10 @@ int main(int argc, char** argv) {
     std::printf("%-38s %7.3f %8.3f %7.4f %9.4f %7.0f %8.1f %9.2f\n", s.name, step, step - m["gather"] - m["allreduce"],
                 m["gather"], m["allreduce"], m["buckets"], static_cast<double>(a.global_batch) / step, base / step);
   }
-  std::printf("\ncompute: step - gather - allreduce (forward, backward, optimizer, on each rank's own rows)\n"
-              "gather: the embedding all-gather (forward) and its gradient all-reduce (backward)\n"
-              "allreduce: waiting for the gradient all-reduce after backward (what overlap did not hide)\n"
-              "vs 1 rank: 1-rank step time / this step time (above 1: faster)\n");
+  std::printf(
+      "\ncompute: step - gather - allreduce (forward, backward, optimizer, on each rank's own rows)\n"
+      "gather: the embedding all-gather (forward) and its gradient all-reduce (backward)\n"
+      "allreduce: waiting for the gradient all-reduce after backward (what overlap did not hide)\n"
+      "vs 1 rank: 1-rank step time / this step time (above 1: faster)\n");
   return 0;
 }

@@ -87,9 +87,9 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
               static_cast<long long>(batch));
   bool help = false;
   std::string help_text;
-  Check(flap::ParseTrialConfig({"--model.preset", preset, "--train.batch_size", std::to_string(batch),
-                                        "--mask.ratio", "0.75", "--mask.strategy", "2d"},
-                                       &s.config, &help, &help_text),
+  Check(flap::ParseTrialConfig({"--model.preset", preset, "--train.batch_size", std::to_string(batch), "--mask.ratio",
+                                "0.75", "--mask.strategy", "2d"},
+                               &s.config, &help, &help_text),
         "config");
   auto m = flap::sharding::ReadManifest(s.data);
   Check(m.status(), "manifest");
@@ -154,9 +154,10 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
               warm, warm / train_alone);
   std::printf("training step alone             %9.2f samples/s (%d steps)\n", train_alone, steps);
   for (const auto& [name, f] : {std::pair<const char*, Fed>{"no cache", plain}, {"fbank cache", cached}}) {
-    std::printf("training fed by the loader, %-11s %7.2f samples/s (%.2fx alone); data wait %.2f%% of step time "
-                "(%.3f s of %.1f s); first batch %.2f s\n",
-                name, f.rate, f.rate / train_alone, 100.0 * f.wait / f.loop, f.wait, f.loop, f.first);
+    std::printf(
+        "training fed by the loader, %-11s %7.2f samples/s (%.2fx alone); data wait %.2f%% of step time "
+        "(%.3f s of %.1f s); first batch %.2f s\n",
+        name, f.rate, f.rate / train_alone, 100.0 * f.wait / f.loop, f.wait, f.loop, f.first);
   }
 }
 
@@ -166,17 +167,23 @@ int main(int argc, char** argv) {
   std::string presets = "tiny,base";
   int threads = 1, tiny_steps = 30, base_steps = 4;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--presets")) presets = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--tiny-steps")) tiny_steps = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--base-steps")) base_steps = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--presets"))
+      presets = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--tiny-steps"))
+      tiny_steps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--base-steps"))
+      base_steps = std::atoi(argv[i + 1]);
     else {
-      std::fprintf(stderr, "usage: loader_bench [--presets tiny,base] [--threads 1] [--tiny-steps 30] [--base-steps 4]\n");
+      std::fprintf(stderr,
+                   "usage: loader_bench [--presets tiny,base] [--threads 1] [--tiny-steps 30] [--base-steps 4]\n");
       return 2;
     }
   }
   at::set_num_threads(1);  // the trainer's CPU default (config/trial_config.h, train.threads)
-  const std::string root = std::filesystem::temp_directory_path().string() + "/flap_loader_bench_" + std::to_string(getpid());
+  const std::string root =
+      std::filesystem::temp_directory_path().string() + "/flap_loader_bench_" + std::to_string(getpid());
   std::printf("loader_bench: %u cores, training with 1 intra-op thread, loader with %d feature thread%s\n",
               std::thread::hardware_concurrency(), threads, threads > 1 ? "s" : "");
   size_t pos = 0;

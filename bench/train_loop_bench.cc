@@ -75,7 +75,7 @@ struct Outcome {
   std::vector<std::pair<double, double>> curve;  // (training seconds, t2a R@1) per evaluation
   double r1_at_budget = 0;
   int64_t steps = 0;
-  json extra;                  // the worker's data wait, faults, phases
+  json extra;  // the worker's data wait, faults, phases
 };
 
 // Training seconds at which t2a R@1 first reaches `target`, interpolated linearly between the
@@ -154,7 +154,8 @@ bool RunWorker(const Options& o, const std::string& worker, const std::string& r
   const json s = json::parse(in, nullptr, false);
   if (s.is_discarded()) return false;
   std::vector<std::pair<double, double>>& curve = result->curve;
-  for (const json& e : s["eval_history"]) curve.emplace_back(e["train_seconds"].get<double>(), e["t2a_r1"].get<double>());
+  for (const json& e : s["eval_history"])
+    curve.emplace_back(e["train_seconds"].get<double>(), e["t2a_r1"].get<double>());
   result->samples_per_second = s["samples_per_second"].get<double>();
   result->r1_at_budget = curve.empty() ? 0 : curve.back().second;
   result->steps = s["steps"].get<int64_t>();
@@ -177,11 +178,11 @@ bool RunPlain(const Options& o, const std::string& run, const std::string& expor
   fs::create_directories(dir);
   std::ostringstream command;
   if (run == "plain-passive") command << "OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4 ";
-  command << "/usr/bin/python3 " << FLAP_BENCH_DIR << "/train_loop_bench.py --features " << export_dir
-          << " --ratio " << ratio << " --batch " << o.batch << " --seconds " << o.seconds << " --eval-every "
-          << o.eval_every << " --total-steps " << total_steps << " --threads "
-          << (o.threads > 0 ? o.threads : flap::worker::UsableCores()) << " > " << dir << "/log.jsonl 2> "
-          << dir << "/stderr.txt";
+  command << "/usr/bin/python3 " << FLAP_BENCH_DIR << "/train_loop_bench.py --features " << export_dir << " --ratio "
+          << ratio << " --batch " << o.batch << " --seconds " << o.seconds << " --eval-every " << o.eval_every
+          << " --total-steps " << total_steps << " --threads "
+          << (o.threads > 0 ? o.threads : flap::worker::UsableCores()) << " > " << dir << "/log.jsonl 2> " << dir
+          << "/stderr.txt";
   if (!(o.reuse && fs::exists(dir + "/log.jsonl")) && Run(command.str()) != 0) {
     std::cerr << "plain loop failed: see " << dir << "/stderr.txt\n";
     return false;
@@ -226,22 +227,33 @@ int main(int argc, char** argv) {
       o.reuse = true;
       continue;
     }
-    if (a == "--data") o.data = next();
-    else if (a == "--out") o.out = next();
-    else if (a == "--train") o.train = std::atoi(next().c_str());
-    else if (a == "--eval") o.eval = std::atoi(next().c_str());
-    else if (a == "--seconds") o.seconds = std::atof(next().c_str());
-    else if (a == "--ratios") o.ratios = Split(next());
-    else if (a == "--batch") o.batch = std::atoi(next().c_str());
-    else if (a == "--eval-every") o.eval_every = std::atoi(next().c_str());
+    if (a == "--data")
+      o.data = next();
+    else if (a == "--out")
+      o.out = next();
+    else if (a == "--train")
+      o.train = std::atoi(next().c_str());
+    else if (a == "--eval")
+      o.eval = std::atoi(next().c_str());
+    else if (a == "--seconds")
+      o.seconds = std::atof(next().c_str());
+    else if (a == "--ratios")
+      o.ratios = Split(next());
+    else if (a == "--batch")
+      o.batch = std::atoi(next().c_str());
+    else if (a == "--eval-every")
+      o.eval_every = std::atoi(next().c_str());
     else if (a == "--targets") {
       o.targets.clear();
       for (const std::string& t : Split(next())) o.targets.push_back(std::atof(t.c_str()));
     }
 
-    else if (a == "--threads") o.threads = std::atoi(next().c_str());
-    else if (a == "--runs") o.runs = Split(next());
-    else if (a == "--worker-set") o.worker_set = Split(next());
+    else if (a == "--threads")
+      o.threads = std::atoi(next().c_str());
+    else if (a == "--runs")
+      o.runs = Split(next());
+    else if (a == "--worker-set")
+      o.worker_set = Split(next());
     else {
       std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
                    "[--batch N] [--eval-every N] [--targets R1,...] [--threads N] [--runs worker,plain,plain-passive] "
@@ -274,7 +286,8 @@ int main(int argc, char** argv) {
   if (plain && !fs::exists(export_dir + "/meta.json")) {
     fs::create_directories(export_dir);
     json meta;
-    if (!ExportSplit(o.data, "train", config, export_dir, &meta) || !ExportSplit(o.data, "eval", config, export_dir, &meta)) {
+    if (!ExportSplit(o.data, "train", config, export_dir, &meta) ||
+        !ExportSplit(o.data, "eval", config, export_dir, &meta)) {
       return 1;
     }
     std::ofstream(export_dir + "/meta.json") << meta.dump(2);

@@ -131,8 +131,8 @@ Result RunCell(const flap::core::ModelConfig& c, const flap::core::MaskConfig& m
   }
   r.step_s = r.forward_s + r.backward_s + r.sync_s + r.optimizer_s;
   const flap::core::MaskGeometry g{c.freq_patches(), c.time_patches()};
-  r.flops = flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), host[0].tokens.size(1), recon,
-                                       mask.views);
+  r.flops =
+      flap::core::TrainStepFlops(c, batch, flap::core::NumKept(mask, g), host[0].tokens.size(1), recon, mask.views);
   r.peak_bytes = flap::core::PeakMemoryBytes(device);
   return r;
 }
@@ -144,12 +144,10 @@ double JsonNumber(const std::string& line, const std::string& key) {
 }
 
 // The PyTorch step for one cell, run right after the C++ one so both see the same load.
-double PythonStepSeconds(int64_t batch, int steps, int warmup, int threads, const std::string& strategy,
-                         double ratio) {
+double PythonStepSeconds(int64_t batch, int steps, int warmup, int threads, const std::string& strategy, double ratio) {
   const std::string cmd = "/usr/bin/python3 " FLAP_BENCH_DIR "/train_step_bench.py --batch " + std::to_string(batch) +
-                          " --steps " + std::to_string(steps) + " --warmup " + std::to_string(warmup) +
-                          " --threads " + std::to_string(threads) + " --strategies " + strategy +
-                          " --ratios " + std::to_string(ratio);
+                          " --steps " + std::to_string(steps) + " --warmup " + std::to_string(warmup) + " --threads " +
+                          std::to_string(threads) + " --strategies " + strategy + " --ratios " + std::to_string(ratio);
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return 0;
   char line[4096];
@@ -190,21 +188,36 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) std::exit(Usage(argv[0]));
       return argv[++i];
     };
-    if (a == "--preset") preset = text();
-    else if (a == "--device") device_spec = text();
-    else if (a == "--precision") precision_name = text();
-    else if (a == "--batch") batch = std::atoll(text().c_str());
-    else if (a == "--steps") steps = std::atoi(text().c_str());
-    else if (a == "--warmup") warmup = std::atoi(text().c_str());
-    else if (a == "--threads") threads = std::atoi(text().c_str());
-    else if (a == "--ratios") ratios = text();
-    else if (a == "--strategies") strategies = text();
-    else if (a == "--recon") recons = text();
-    else if (a == "--views") views = std::atoi(text().c_str());
-    else if (a == "--python") python = true;
-    else if (a == "--no-python") python = false;
-    else if (a == "--out") out_path = text();
-    else return Usage(argv[0]);
+    if (a == "--preset")
+      preset = text();
+    else if (a == "--device")
+      device_spec = text();
+    else if (a == "--precision")
+      precision_name = text();
+    else if (a == "--batch")
+      batch = std::atoll(text().c_str());
+    else if (a == "--steps")
+      steps = std::atoi(text().c_str());
+    else if (a == "--warmup")
+      warmup = std::atoi(text().c_str());
+    else if (a == "--threads")
+      threads = std::atoi(text().c_str());
+    else if (a == "--ratios")
+      ratios = text();
+    else if (a == "--strategies")
+      strategies = text();
+    else if (a == "--recon")
+      recons = text();
+    else if (a == "--views")
+      views = std::atoi(text().c_str());
+    else if (a == "--python")
+      python = true;
+    else if (a == "--no-python")
+      python = false;
+    else if (a == "--out")
+      out_path = text();
+    else
+      return Usage(argv[0]);
   }
   auto config = flap::core::ModelConfig::Preset(preset);
   auto device_or = flap::core::SelectDevice(device_spec, flap::core::ProcessEnvironment());
@@ -227,10 +240,11 @@ int main(int argc, char** argv) {
   const double peak = MatmulPeak(device, dtype, device.is_cuda() ? 8192 : 2048);
   std::ofstream out;
   if (!out_path.empty()) out.open(out_path, std::ios::app);
-  std::printf("%s preset, batch %lld, %d timed steps after %d warm-up, on %s (%s, %.1f GiB), %s, %d LibTorch thread(s)\n",
-              preset.c_str(), static_cast<long long>(batch), steps, warmup, info.device.c_str(), info.name.c_str(),
-              static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0), flap::core::PrecisionName(precision),
-              threads);
+  std::printf(
+      "%s preset, batch %lld, %d timed steps after %d warm-up, on %s (%s, %.1f GiB), %s, %d LibTorch thread(s)\n",
+      preset.c_str(), static_cast<long long>(batch), steps, warmup, info.device.c_str(), info.name.c_str(),
+      static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0), flap::core::PrecisionName(precision),
+      threads);
   std::printf("matrix product peak (%s, measured): %.2f TFLOP/s\n\n", flap::core::PrecisionName(precision), peak);
   if (out) {
     out << "{\"kind\":\"peak\",\"device\":\"" << info.device << "\",\"name\":\"" << info.name << "\",\"precision\":\""
@@ -266,28 +280,31 @@ int main(int argc, char** argv) {
                     100 * tflops / peak, MiB(r.peak_bytes).c_str());
         if (python) {
           const double py = PythonStepSeconds(batch, steps, warmup, threads, strategy, mask.ratio);
-          if (py > 0) std::printf(" | %8.1f %6.2f", batch / py, py / r.step_s);
-          else std::printf(" | %8s %6s", "-", "-");
+          if (py > 0)
+            std::printf(" | %8.1f %6.2f", batch / py, py / r.step_s);
+          else
+            std::printf(" | %8s %6s", "-", "-");
         }
         std::printf("\n");
         std::fflush(stdout);
         if (out) {
           out << "{\"kind\":\"cell\",\"preset\":\"" << preset << "\",\"device\":\"" << info.device
               << "\",\"precision\":\"" << flap::core::PrecisionName(precision) << "\",\"batch\":" << batch
-              << ",\"strategy\":\"" << strategy << "\",\"ratio\":" << mask.ratio << ",\"views\":" << mask.views << ",\"recon\":" << (recon ? "true" : "false")
-              << ",\"samples_per_second\":" << batch / r.step_s << ",\"step_s\":" << r.step_s
-              << ",\"forward_s\":" << r.forward_s << ",\"backward_s\":" << r.backward_s << ",\"gather_s\":" << r.gather_s
-              << ",\"allreduce_s\":" << r.sync_s << ",\"optimizer_s\":" << r.optimizer_s << ",\"h2d_s\":" << r.copy_s
-              << ",\"tflops\":" << tflops << ",\"mfu\":" << tflops / peak << ",\"peak_memory_bytes\":" << r.peak_bytes
-              << "}\n";
+              << ",\"strategy\":\"" << strategy << "\",\"ratio\":" << mask.ratio << ",\"views\":" << mask.views
+              << ",\"recon\":" << (recon ? "true" : "false") << ",\"samples_per_second\":" << batch / r.step_s
+              << ",\"step_s\":" << r.step_s << ",\"forward_s\":" << r.forward_s << ",\"backward_s\":" << r.backward_s
+              << ",\"gather_s\":" << r.gather_s << ",\"allreduce_s\":" << r.sync_s
+              << ",\"optimizer_s\":" << r.optimizer_s << ",\"h2d_s\":" << r.copy_s << ",\"tflops\":" << tflops
+              << ",\"mfu\":" << tflops / peak << ",\"peak_memory_bytes\":" << r.peak_bytes << "}\n";
           out.flush();
         }
       }
     }
   }
-  std::printf("\nfwd/bwd/opt: the step's parts (bwd without the all-reduce wait, sync); gath/sync: collectives\n"
-              "(zero for one rank); h2d: copying the batch to the device; enc_fb: the audio encoder's forward +\n"
-              "backward alone, enc/enc0 relative to the first ratio; MFU: model FLOP/s over the matrix-product\n"
-              "peak above; peakMB: peak device allocation (GPU) or peak resident memory (CPU).\n");
+  std::printf(
+      "\nfwd/bwd/opt: the step's parts (bwd without the all-reduce wait, sync); gath/sync: collectives\n"
+      "(zero for one rank); h2d: copying the batch to the device; enc_fb: the audio encoder's forward +\n"
+      "backward alone, enc/enc0 relative to the first ratio; MFU: model FLOP/s over the matrix-product\n"
+      "peak above; peakMB: peak device allocation (GPU) or peak resident memory (CPU).\n");
   return 0;
 }

@@ -30,10 +30,7 @@ class CkptCliTest : public ::testing::Test {
       m.config_hash = "abc";
       m.epoch = step / 100;
       m.metrics["map10"] = step / 1000.0;
-      ASSERT_OK(store.value()
-                      ->Save("trial-7", step, {{"model.bin", std::string(5000, 'm')},
-                                               {"state.json", "{}"}}, m)
-                      );
+      ASSERT_OK(store.value()->Save("trial-7", step, {{"model.bin", std::string(5000, 'm')}, {"state.json", "{}"}}, m));
     }
   }
   testing::TempDir dir_{"ckpt_cli"};

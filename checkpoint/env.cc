@@ -92,9 +92,7 @@ class PosixEnv : public Env {
     return flap::WriteFileAtomic(path, contents);
   }
 
-  StatusOr<std::string> ReadFile(const std::string& path) override {
-    return sharding::ReadFileToString(path);
-  }
+  StatusOr<std::string> ReadFile(const std::string& path) override { return sharding::ReadFileToString(path); }
 
   StatusOr<FileDigest> HashFile(const std::string& path) override {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -103,8 +101,7 @@ class PosixEnv : public Env {
       if (err == ENOENT) return Status::NotFound(path + ": no such file");
       return Status::IOError(path + ": cannot open: " + sharding::ErrnoMessage(err));
     }
-    std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> state(XXH64_createState(),
-                                                                       &XXH64_freeState);
+    std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> state(XXH64_createState(), &XXH64_freeState);
     XXH64_reset(state.get(), 0);
     constexpr size_t kChunk = 1 << 20;
     std::unique_ptr<char[]> buf(new char[kChunk]);

@@ -180,8 +180,7 @@ TEST(HardeningCkptGc, DeletesOnlyStepFoldersUnderTheTrial) {
   ASSERT_OK(report);
   EXPECT_EQ(report->deleted, std::vector<int64_t>{1});
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"t/000000000009"});
-  EXPECT_EQ(Names(trial), (std::vector<std::string>{"000000000002", "0000000000099", "12345",
-                                                     "notes", "projectA"}));
+  EXPECT_EQ(Names(trial), (std::vector<std::string>{"000000000002", "0000000000099", "12345", "notes", "projectA"}));
   EXPECT_EQ(testing::ReadFile(trial + "/projectA/data.txt"), "keep me");
 
   // A trial without an index (no save ever committed) as well.
@@ -273,8 +272,7 @@ TEST(HardeningCkptSave, FullDiskLeavesNoPartialFolder) {
   auto failed = store->Save("t", 2, big, Meta());
   ASSERT_FALSE(failed.ok());
   EXPECT_EQ(failed.status().code(), Status::Code::kIOError) << failed.status().ToString();
-  EXPECT_NE(failed.status().message().find("No space left"), std::string::npos)
-      << failed.status().ToString();
+  EXPECT_NE(failed.status().message().find("No space left"), std::string::npos) << failed.status().ToString();
   EXPECT_NE(failed.status().message().find("partial folder was removed"), std::string::npos)
       << failed.status().ToString();
   EXPECT_FALSE(fs::exists(store->CheckpointDir("t", 2)));

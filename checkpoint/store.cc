@@ -52,19 +52,18 @@ Status ValidateTrialId(const std::string& id) {
     return Status::InvalidArgument("bad trial id '" + id + "'");
   }
   for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
     if (!ok) {
-      return Status::InvalidArgument("bad trial id '" + id +
-                                     "': use letters, digits, '_', '-' and '.'");
+      return Status::InvalidArgument("bad trial id '" + id + "': use letters, digits, '_', '-' and '.'");
     }
   }
   return Status::OK();
 }
 
 Status ValidateFileName(const std::string& name) {
-  if (name.empty() || name[0] == '.' || name.find('/') != std::string::npos ||
-      name == kManifestName || (name.size() > 4 && name.substr(name.size() - 4) == ".tmp")) {
+  if (name.empty() || name[0] == '.' || name.find('/') != std::string::npos || name == kManifestName ||
+      (name.size() > 4 && name.substr(name.size() - 4) == ".tmp")) {
     return Status::InvalidArgument("bad checkpoint file name '" + name + "'");
   }
   return Status::OK();
@@ -73,8 +72,8 @@ Status ValidateFileName(const std::string& name) {
 Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return Status::OK();
   if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-    return Status::FailedPrecondition(
-        what + ": held by another process (one writing process per trial): " + s.ToString());
+    return Status::FailedPrecondition(what +
+                                      ": held by another process (one writing process per trial): " + s.ToString());
   }
   if (s.IsIOError() && !s.IsPathNotFound()) return Status::IOError(what + ": " + s.ToString());
   return Status::Corruption(what + ": " + s.ToString());
@@ -89,8 +88,8 @@ std::string CorruptIndexHint(const std::string& trial_id) {
 // Resumes writes to an index after a failed write (RocksDB stops writing after one).
 Status ResumeWrites(rocksdb::DB* db, bool* write_failed, const std::string& trial_id) {
   if (!*write_failed) return Status::OK();
-  FLAP_RETURN_IF_ERROR(FromRocks(db->Resume(), "index of trial " + trial_id +
-                                                   ": resuming writes after a failed write"));
+  FLAP_RETURN_IF_ERROR(
+      FromRocks(db->Resume(), "index of trial " + trial_id + ": resuming writes after a failed write"));
   *write_failed = false;
   return Status::OK();
 }
@@ -125,9 +124,7 @@ std::string ManifestText(const Entry& entry) {
 
 StatusOr<Entry> ParseManifest(const std::string& text, const std::string& dir) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  auto bad = [&](const std::string& why) {
-    return Status::Corruption("manifest of " + dir + " malformed: " + why);
-  };
+  auto bad = [&](const std::string& why) { return Status::Corruption("manifest of " + dir + " malformed: " + why); };
   if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
   if (j.value("format", "") != kFormat) return bad("format is not " + std::string(kFormat));
   Entry e;
@@ -167,9 +164,7 @@ StatusOr<Entry> ParseManifest(const std::string& text, const std::string& dir) {
 }
 
 Store::Store(std::string root, const StoreOptions& options)
-    : root_(std::move(root)),
-      options_(options),
-      env_(options.env != nullptr ? options.env : Env::Default()) {}
+    : root_(std::move(root)), options_(options), env_(options.env != nullptr ? options.env : Env::Default()) {}
 
 Store::~Store() = default;
 
@@ -204,8 +199,7 @@ Status Store::CheckTrialDir(const std::string& trial_id) {
 
 StatusOr<std::vector<std::string>> Store::Trials() {
   std::set<std::string> ids;
-  FLAP_ASSIGN_OR_RETURN(std::vector<std::string> indexed,
-                        env_->ListSubdirs(JoinPath(root_, kIndexDirName)));
+  FLAP_ASSIGN_OR_RETURN(std::vector<std::string> indexed, env_->ListSubdirs(JoinPath(root_, kIndexDirName)));
   for (const std::string& id : indexed) {
     if (ValidateTrialId(id).ok()) ids.insert(id);
   }
@@ -222,10 +216,9 @@ StatusOr<std::vector<std::string>> Store::Trials() {
   return out;
 }
 
-StatusOr<std::shared_ptr<Store::TrialIndex>> Store::GetTrial(const std::string& trial_id,
-                                                             bool create) {
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(static_cast<int64_t>(options_.lock_wait_s * 1000));
+StatusOr<std::shared_ptr<Store::TrialIndex>> Store::GetTrial(const std::string& trial_id, bool create) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.lock_wait_s * 1000));
   while (true) {
     StatusOr<std::shared_ptr<TrialIndex>> trial = TryGetTrial(trial_id, create);
     if (trial.ok() || trial.status().code() != Status::Code::kFailedPrecondition ||
@@ -236,8 +229,7 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::GetTrial(const std::string& 
   }
 }
 
-StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::string& trial_id,
-                                                                bool create) {
+StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::string& trial_id, bool create) {
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = trials_.find(trial_id);
@@ -248,13 +240,11 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::strin
     if (!create) {
       // No index: fine if the trial never saved, damage if checkpoint folders with manifests
       // exist (the index folder was lost).
-      FLAP_ASSIGN_OR_RETURN(std::vector<std::string> steps,
-                            env_->ListSubdirs(JoinPath(root_, trial_id)));
+      FLAP_ASSIGN_OR_RETURN(std::vector<std::string> steps, env_->ListSubdirs(JoinPath(root_, trial_id)));
       for (const std::string& s : steps) {
         if (env_->Exists(JoinPath(JoinPath(JoinPath(root_, trial_id), s), kManifestName))) {
           return Status::Corruption("index of trial " + trial_id + " (" + dir +
-                                    ") is missing but checkpoint folders exist" +
-                                    CorruptIndexHint(trial_id));
+                                    ") is missing but checkpoint folders exist" + CorruptIndexHint(trial_id));
         }
       }
       return std::shared_ptr<TrialIndex>();
@@ -269,9 +259,8 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::strin
   options.max_open_files = 64;
   options.keep_log_file_num = 2;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = options_.read_only
-                          ? rocksdb::DB::OpenForReadOnly(options, dir, &raw)
-                          : rocksdb::DB::Open(options, dir, &raw);
+  rocksdb::Status s =
+      options_.read_only ? rocksdb::DB::OpenForReadOnly(options, dir, &raw) : rocksdb::DB::Open(options, dir, &raw);
   if (!s.ok()) {
     Status st = FromRocks(s, "index of trial " + trial_id + " (" + dir + ") cannot be opened");
     if (st.code() == Status::Code::kCorruption) {
@@ -298,8 +287,7 @@ void Store::CloseIndex(const std::string& trial_id) {
   trial->db.reset();
 }
 
-StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step,
-                            const std::map<std::string, std::string>& files,
+StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std::map<std::string, std::string>& files,
                             const Metadata& metadata) {
   if (options_.read_only) return Status::FailedPrecondition("store opened read-only");
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
@@ -360,11 +348,12 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step,
     Status removed = env_->RemoveAll(entry.dir);
     if (removed.ok()) removed = env_->SyncDir(trial_dir);
     if (!removed.ok()) {
-      return written.WithContext("checkpoint " + trial_id + "/" + key + " not saved (its partial "
-                                 "folder could not be removed either: " + removed.message() + ")");
+      return written.WithContext("checkpoint " + trial_id + "/" + key +
+                                 " not saved (its partial "
+                                 "folder could not be removed either: " +
+                                 removed.message() + ")");
     }
-    return written.WithContext("checkpoint " + trial_id + "/" + key +
-                               " not saved (its partial folder was removed)");
+    return written.WithContext("checkpoint " + trial_id + "/" + key + " not saved (its partial folder was removed)");
   }
 
   // A failed commit leaves the folder: it is complete and durable, and the entry may still
@@ -372,8 +361,8 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step,
   // unindexed and the next Gc removes it.
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  Status committed = FromRocks(trial->db->Put(wo, key, manifest),
-                               "index of trial " + trial_id + ": commit of step " + key);
+  Status committed =
+      FromRocks(trial->db->Put(wo, key, manifest), "index of trial " + trial_id + ": commit of step " + key);
   if (!committed.ok()) {
     trial->write_failed = true;
     return committed;
@@ -398,8 +387,7 @@ StatusOr<std::vector<Entry>> Store::ListLocked(TrialIndex* trial, const std::str
     } else {
       StatusOr<Entry> e = ParseManifest(it->value().ToString(), CheckpointDir(trial_id, step));
       if (!e.ok()) {
-        bad = Status::Corruption("index entry of checkpoint " + name +
-                                 " malformed: " + e.status().message());
+        bad = Status::Corruption("index entry of checkpoint " + name + " malformed: " + e.status().message());
       } else if (e->step != step || e->trial_id != trial_id) {
         bad = Status::Corruption("index entry of checkpoint " + name + " names " + e->Name());
       } else {
@@ -411,14 +399,13 @@ StatusOr<std::vector<Entry>> Store::ListLocked(TrialIndex* trial, const std::str
     problems->push_back(bad.message());
   }
   if (!it->status().ok()) {
-    return Status::Corruption("index of trial " + trial_id + " unreadable: " +
-                              it->status().ToString() + CorruptIndexHint(trial_id));
+    return Status::Corruption("index of trial " + trial_id + " unreadable: " + it->status().ToString() +
+                              CorruptIndexHint(trial_id));
   }
   return entries;
 }
 
-StatusOr<std::vector<Entry>> Store::List(const std::string& trial_id,
-                                         std::vector<std::string>* problems) {
+StatusOr<std::vector<Entry>> Store::List(const std::string& trial_id, std::vector<std::string>* problems) {
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, false));
   if (!trial) return std::vector<Entry>();
   std::lock_guard<std::mutex> lock(trial->mu);
@@ -432,10 +419,9 @@ Status CheckManifest(Env* env, const Entry& entry) {
   const std::string name = "checkpoint " + entry.Name();
   StatusOr<std::string> manifest = env->ReadFile(JoinPath(entry.dir, kManifestName));
   if (!manifest.ok()) {
-    return Status::Corruption(name + ": " + kManifestName + ": " +
-                              (manifest.status().code() == Status::Code::kNotFound
-                                   ? std::string("missing")
-                                   : manifest.status().message()));
+    return Status::Corruption(
+        name + ": " + kManifestName + ": " +
+        (manifest.status().code() == Status::Code::kNotFound ? std::string("missing") : manifest.status().message()));
   }
   StatusOr<Entry> on_disk = ParseManifest(manifest.value(), entry.dir);
   if (!on_disk.ok()) return Status::Corruption(name + ": " + on_disk.status().message());
@@ -459,20 +445,18 @@ Status Store::Verify(const Entry& entry) {
       return Status::Corruption(name + ": " + f.name + ": " + d.status().message());
     }
     if (d->size != f.size) {
-      return Status::Corruption(name + ": " + f.name + ": " + std::to_string(d->size) +
-                                " bytes, the manifest says " + std::to_string(f.size) +
-                                (d->size < f.size ? " (truncated)" : ""));
+      return Status::Corruption(name + ": " + f.name + ": " + std::to_string(d->size) + " bytes, the manifest says " +
+                                std::to_string(f.size) + (d->size < f.size ? " (truncated)" : ""));
     }
     if (d->xxh64 != f.xxh64) {
-      return Status::Corruption(name + ": " + f.name + ": checksum " + HexDigest(d->xxh64) +
-                                ", the manifest says " + HexDigest(f.xxh64));
+      return Status::Corruption(name + ": " + f.name + ": checksum " + HexDigest(d->xxh64) + ", the manifest says " +
+                                HexDigest(f.xxh64));
     }
   }
   return Status::OK();
 }
 
-StatusOr<ResumePoint> Store::LatestVerified(const std::string& trial_id,
-                                            const std::string& config_hash, bool force) {
+StatusOr<ResumePoint> Store::LatestVerified(const std::string& trial_id, const std::string& config_hash, bool force) {
   ResumePoint point;
   FLAP_ASSIGN_OR_RETURN(std::vector<Entry> entries, List(trial_id, &point.warnings));
   if (entries.empty() && point.warnings.empty()) {
@@ -485,12 +469,12 @@ StatusOr<ResumePoint> Store::LatestVerified(const std::string& trial_id,
       continue;
     }
     if (e.metadata.config_hash != config_hash) {
-      const std::string msg = "checkpoint " + e.Name() + " was written with config hash " +
-                              e.metadata.config_hash + ", this run's config hash is " +
-                              config_hash;
+      const std::string msg = "checkpoint " + e.Name() + " was written with config hash " + e.metadata.config_hash +
+                              ", this run's config hash is " + config_hash;
       if (!force) {
-        return Status::FailedPrecondition(msg + ": refusing to resume a different config "
-                                                "(force it to resume anyway)");
+        return Status::FailedPrecondition(msg +
+                                          ": refusing to resume a different config "
+                                          "(force it to resume anyway)");
       }
       point.warnings.push_back(msg + ": resuming anyway (forced)");
     }
@@ -509,10 +493,9 @@ StatusOr<std::map<std::string, std::string>> Store::Load(const Entry& entry) {
   for (const FileEntry& f : entry.files) {
     StatusOr<std::string> bytes = env_->ReadFile(JoinPath(entry.dir, f.name));
     if (!bytes.ok()) {
-      return Status::Corruption(name + ": " + f.name + ": " +
-                                (bytes.status().code() == Status::Code::kNotFound
-                                     ? std::string("missing")
-                                     : bytes.status().message()));
+      return Status::Corruption(
+          name + ": " + f.name + ": " +
+          (bytes.status().code() == Status::Code::kNotFound ? std::string("missing") : bytes.status().message()));
     }
     if (bytes->size() != f.size) {
       return Status::Corruption(name + ": " + f.name + ": " + std::to_string(bytes->size()) +
@@ -520,8 +503,8 @@ StatusOr<std::map<std::string, std::string>> Store::Load(const Entry& entry) {
     }
     const uint64_t digest = Xxh64(bytes.value());
     if (digest != f.xxh64) {
-      return Status::Corruption(name + ": " + f.name + ": checksum " + HexDigest(digest) +
-                                ", the manifest says " + HexDigest(f.xxh64));
+      return Status::Corruption(name + ": " + f.name + ": checksum " + HexDigest(digest) + ", the manifest says " +
+                                HexDigest(f.xxh64));
     }
     out[f.name] = std::move(bytes).value();
   }
@@ -555,8 +538,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     return report;
   }
   std::lock_guard<std::mutex> lock(trial->mu);
-  FLAP_ASSIGN_OR_RETURN(std::vector<Entry> entries,
-                        ListLocked(trial.get(), trial_id, &report.warnings));
+  FLAP_ASSIGN_OR_RETURN(std::vector<Entry> entries, ListLocked(trial.get(), trial_id, &report.warnings));
   const bool malformed_entries = !report.warnings.empty();
   if (trial->db) FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
 
@@ -600,8 +582,8 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     }
     // Index entry first (synced), then the folder: a crash in between leaves an unindexed
     // folder, which the sweep below removes next time.
-    Status deleted = FromRocks(trial->db->Delete(wo, StepKey(e.step)),
-                               "index of trial " + trial_id + ": delete of " + e.Name());
+    Status deleted =
+        FromRocks(trial->db->Delete(wo, StepKey(e.step)), "index of trial " + trial_id + ": delete of " + e.Name());
     if (!deleted.ok()) {
       trial->write_failed = true;
       return deleted;
@@ -653,13 +635,14 @@ StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::
     rocksdb::Status ls = renv->LockFile(JoinPath(dir, "LOCK"), &index_lock);
     if (!ls.ok()) {
       return Status::FailedPrecondition(
-          "index of trial " + trial_id + " (" + dir + ") is locked by a process that has it "
+          "index of trial " + trial_id + " (" + dir +
+          ") is locked by a process that has it "
           "open, most likely a worker still running this trial: stop it before rebuilding the "
-          "index (" + ls.ToString() + ")");
+          "index (" +
+          ls.ToString() + ")");
     }
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     Status moved = env_->Rename(dir, dir + ".corrupt-" + std::to_string(now));
     if (moved.ok()) moved = env_->SyncDir(JoinPath(root_, kIndexDirName));
     // Released before the new index is made at the same path (RocksDB refuses to lock a file
@@ -684,8 +667,7 @@ StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::
     StatusOr<Entry> e = ParseManifest(text.value(), ckpt);
     if (!e.ok() || e->step != step || e->trial_id != trial_id) {
       if (problems) {
-        problems->push_back(ckpt + ": " + (e.ok() ? "manifest names another checkpoint"
-                                                  : e.status().message()));
+        problems->push_back(ckpt + ": " + (e.ok() ? "manifest names another checkpoint" : e.status().message()));
       }
       continue;
     }

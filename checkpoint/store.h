@@ -78,9 +78,9 @@ struct StoreOptions {
 
 // What the caller records with a checkpoint besides its files.
 struct Metadata {
-  std::string config_hash;                // the trial's resolved config hash (required)
-  int64_t epoch = 0;                      // the epoch the step belongs to
-  std::map<std::string, double> metrics;  // e.g. {"map10": 0.31}; used by Gc's keep-best
+  std::string config_hash;                          // the trial's resolved config hash (required)
+  int64_t epoch = 0;                                // the epoch the step belongs to
+  std::map<std::string, double> metrics;            // e.g. {"map10": 0.31}; used by Gc's keep-best
   nlohmann::json extra = nlohmann::json::object();  // anything else (data cursor summary, ...)
 };
 
@@ -111,18 +111,18 @@ struct ResumePoint {
 };
 
 struct GcOptions {
-  int keep_last = 1;         // keep the newest N entries (by step)
-  int keep_best = 0;         // and the best K by `metric` (entries without it don't count)
-  std::string metric;        // required when keep_best > 0
-  bool maximize = true;      // "max": higher is better; false: "min"
+  int keep_last = 1;     // keep the newest N entries (by step)
+  int keep_best = 0;     // and the best K by `metric` (entries without it don't count)
+  std::string metric;    // required when keep_best > 0
+  bool maximize = true;  // "max": higher is better; false: "min"
 };
 
 struct GcReport {
-  std::vector<int64_t> kept;                // steps still indexed, newest first
-  std::vector<int64_t> deleted;             // steps whose entries and folders were deleted
-  std::vector<std::string> removed_orphans; // unindexed folders swept (names)
-  std::vector<std::string> warnings;        // damaged checkpoints seen, malformed entries
-  int64_t newest_verified = -1;             // the step protected as newest verified; -1: none
+  std::vector<int64_t> kept;                 // steps still indexed, newest first
+  std::vector<int64_t> deleted;              // steps whose entries and folders were deleted
+  std::vector<std::string> removed_orphans;  // unindexed folders swept (names)
+  std::vector<std::string> warnings;         // damaged checkpoints seen, malformed entries
+  int64_t newest_verified = -1;              // the step protected as newest verified; -1: none
 };
 
 class Store {
@@ -130,8 +130,7 @@ class Store {
   // Opens (creating if needed, unless read_only) the root folder. The trials' indexes are
   // opened lazily, on first use. IOError if the root cannot be created; NotFound if read_only
   // and it does not exist.
-  static StatusOr<std::unique_ptr<Store>> Open(const std::string& root,
-                                               const StoreOptions& options = StoreOptions());
+  static StatusOr<std::unique_ptr<Store>> Open(const std::string& root, const StoreOptions& options = StoreOptions());
 
   ~Store();
   Store(const Store&) = delete;
@@ -149,15 +148,14 @@ class Store {
   // link; IOError if a write fails (nothing becomes visible then, and the folder is removed,
   // unless only the index commit failed: the complete folder is then left for the index
   // or the next Gc).
-  StatusOr<Entry> Save(const std::string& trial_id, int64_t step,
-                       const std::map<std::string, std::string>& files, const Metadata& metadata);
+  StatusOr<Entry> Save(const std::string& trial_id, int64_t step, const std::map<std::string, std::string>& files,
+                       const Metadata& metadata);
 
   // The trial's committed entries, newest (highest step) first; empty if the trial has none.
   // Corruption naming the index if it cannot be read (run RebuildIndex), or if it is missing
   // while manifests exist. A malformed entry: with `problems` null, Corruption naming it;
   // otherwise it is skipped and described in *problems.
-  StatusOr<std::vector<Entry>> List(const std::string& trial_id,
-                                    std::vector<std::string>* problems = nullptr);
+  StatusOr<std::vector<Entry>> List(const std::string& trial_id, std::vector<std::string>* problems = nullptr);
 
   // OK if the manifest on disk matches the entry and every file exists with the manifest's
   // size and XXH64. Corruption "checkpoint <trial>/<step>: <file>: ..." naming the first
@@ -168,8 +166,7 @@ class Store {
   // listed in warnings. NotFound if the trial has no checkpoint; Corruption listing them if
   // none verifies; Corruption from List if the index is unreadable. If its config hash differs
   // from `config_hash`: FailedPrecondition naming both, unless `force` (then a warning).
-  StatusOr<ResumePoint> LatestVerified(const std::string& trial_id, const std::string& config_hash,
-                                       bool force = false);
+  StatusOr<ResumePoint> LatestVerified(const std::string& trial_id, const std::string& config_hash, bool force = false);
 
   // The files' bytes (name -> bytes), after checking sizes and checksums (Corruption as Verify).
   StatusOr<std::map<std::string, std::string>> Load(const Entry& entry);

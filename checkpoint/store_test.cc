@@ -32,12 +32,8 @@ class FaultEnv : public Env {
     if (Hit(path)) return Status::IOError("injected fault: " + path);
     return Env::Default()->WriteFileAtomic(path, contents);
   }
-  StatusOr<std::string> ReadFile(const std::string& path) override {
-    return Env::Default()->ReadFile(path);
-  }
-  StatusOr<FileDigest> HashFile(const std::string& path) override {
-    return Env::Default()->HashFile(path);
-  }
+  StatusOr<std::string> ReadFile(const std::string& path) override { return Env::Default()->ReadFile(path); }
+  StatusOr<FileDigest> HashFile(const std::string& path) override { return Env::Default()->HashFile(path); }
   Status SyncDir(const std::string& dir) override {
     if (crashed) return Status::IOError("crashed: " + dir);
     if (!fail_sync_of.empty() && dir == fail_sync_of) {
@@ -141,8 +137,7 @@ TEST(StoreTest, SaveListLoadRoundTrip) {
   store.reset();
   store = OpenStore(tmp.path());
   EXPECT_EQ(Steps(*store->List("trial-a")), (std::vector<int64_t>{30, 20, 10}));
-  EXPECT_EQ(store->Save("trial-a", 20, Files(20), Meta()).status().code(),
-            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(store->Save("trial-a", 20, Files(20), Meta()).status().code(), Status::Code::kFailedPrecondition);
   EXPECT_TRUE(store->List("no-such-trial")->empty());
   auto trials = store->Trials();
   ASSERT_OK(trials);
@@ -152,16 +147,11 @@ TEST(StoreTest, SaveListLoadRoundTrip) {
 TEST(StoreTest, RejectsBadNames) {
   TempDir tmp;
   auto store = OpenStore(tmp.path());
-  EXPECT_EQ(store->Save("index", 1, Files(1), Meta()).status().code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(store->Save("a/b", 1, Files(1), Meta()).status().code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(store->Save("t", 1, {{"MANIFEST.json", "x"}}, Meta()).status().code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(store->Save("t", -1, Files(1), Meta()).status().code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(store->Save("t", 1, Files(1), Metadata()).status().code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->Save("index", 1, Files(1), Meta()).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->Save("a/b", 1, Files(1), Meta()).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->Save("t", 1, {{"MANIFEST.json", "x"}}, Meta()).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->Save("t", -1, Files(1), Meta()).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->Save("t", 1, Files(1), Metadata()).status().code(), Status::Code::kInvalidArgument);
 }
 
 TEST(StoreTest, TwoTrialsSaveConcurrently) {
@@ -248,8 +238,7 @@ TEST(StoreDamageTest, MalformedIndexEntry) {
   }
   auto strict = store->List("t");
   ASSERT_EQ(strict.status().code(), Status::Code::kCorruption);
-  EXPECT_NE(strict.status().message().find("t/000000000003"), std::string::npos)
-      << strict.status().message();
+  EXPECT_NE(strict.status().message().find("t/000000000003"), std::string::npos) << strict.status().message();
   std::vector<std::string> problems;
   EXPECT_EQ(Steps(*store->List("t", &problems)), (std::vector<int64_t>{2, 1}));
   ASSERT_EQ(problems.size(), 1u);
@@ -397,8 +386,7 @@ TEST(StoreCrashTest, CrashMidGcLeavesARootTheNextGcCleans) {
   EXPECT_EQ(report->deleted, (std::vector<int64_t>{1}));
   EXPECT_EQ(report->removed_orphans, std::vector<std::string>{"t/000000000002"});
   EXPECT_EQ(Steps(*store->List("t")), (std::vector<int64_t>{3}));
-  EXPECT_EQ(*Env::Default()->ListSubdirs(tmp.path() + "/t"),
-            std::vector<std::string>{"000000000003"});
+  EXPECT_EQ(*Env::Default()->ListSubdirs(tmp.path() + "/t"), std::vector<std::string>{"000000000003"});
 }
 
 TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
@@ -426,10 +414,8 @@ TEST(StoreCrashTest, CrashMidSaveIsInvisibleAndCleaned) {
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 1);
   auto report = store->Gc("t", GcOptions{});
   ASSERT_OK(report);
-  EXPECT_EQ(report->removed_orphans,
-            (std::vector<std::string>{"t/000000000002", "t/000000000003", "t/000000000004"}));
-  EXPECT_EQ(*Env::Default()->ListSubdirs(tmp.path() + "/t"),
-            std::vector<std::string>{"000000000001"});
+  EXPECT_EQ(report->removed_orphans, (std::vector<std::string>{"t/000000000002", "t/000000000003", "t/000000000004"}));
+  EXPECT_EQ(*Env::Default()->ListSubdirs(tmp.path() + "/t"), std::vector<std::string>{"000000000001"});
   // A save of a step whose leftovers were not yet swept replaces them.
   env.fail_on = "000000000005/MANIFEST.json";
   EXPECT_FALSE(store->Save("t", 5, Files(5), Meta()).ok());
@@ -450,8 +436,7 @@ TEST(StoreTest, ReadOnlyStoreReadsWhileAWriterHoldsTheIndex) {
   auto list = reader.value()->List("t");
   ASSERT_OK(list);
   EXPECT_EQ(list->size(), 3u);
-  EXPECT_EQ(reader.value()->Gc("t", GcOptions{}).status().code(),
-            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(reader.value()->Gc("t", GcOptions{}).status().code(), Status::Code::kFailedPrecondition);
   // A second writer on the same trial is refused by RocksDB's lock.
   auto second = OpenStore(tmp.path());
   EXPECT_FALSE(second->Save("t", 9, Files(9), Meta()).ok());
@@ -489,8 +474,7 @@ TEST(Store, WriterWaitsForAnIndexHeldByAStoppingWriter) {
   short_wait.lock_wait_s = 0.5;
   StatusOr<std::unique_ptr<Store>> third = Store::Open(tmp.path(), short_wait);
   ASSERT_OK(third);
-  EXPECT_EQ((*third)->Save("t", 10, Files(10), Meta()).status().code(),
-            Status::Code::kFailedPrecondition);
+  EXPECT_EQ((*third)->Save("t", 10, Files(10), Meta()).status().code(), Status::Code::kFailedPrecondition);
 }
 
 }  // namespace

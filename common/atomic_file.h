@@ -56,11 +56,9 @@ inline void SplitPath(const std::string& path, std::string* dir, std::string* na
 inline std::string RandomSuffix() {
   thread_local std::mt19937_64 gen([] {
     std::random_device rd;
-    const uint64_t t = static_cast<uint64_t>(
-        std::chrono::steady_clock::now().time_since_epoch().count());
+    const uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     const uint64_t tid = std::hash<std::thread::id>()(std::this_thread::get_id());
-    return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ t ^ (tid << 7) ^
-           (static_cast<uint64_t>(::getpid()) << 40);
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ t ^ (tid << 7) ^ (static_cast<uint64_t>(::getpid()) << 40);
   }());
   static const char kChars[] = "0123456789abcdefghijklmnopqrstuvwxyz";
   std::string s(6, '0');
@@ -108,8 +106,8 @@ class AtomicFile {
       if (last_err == EINTR || last_err == EEXIST) continue;
       return Status::IOError(tmp + ": cannot create: " + atomic_file_internal::ErrnoText(last_err));
     }
-    return Status::IOError(prefix + "*: cannot create a unique temporary file: " +
-                           atomic_file_internal::ErrnoText(last_err));
+    return Status::IOError(prefix +
+                           "*: cannot create a unique temporary file: " + atomic_file_internal::ErrnoText(last_err));
   }
 
   AtomicFile(const AtomicFile&) = delete;
@@ -184,8 +182,7 @@ class AtomicFile {
 
 // Writes `contents` to `path` atomically (see above), creating the file with `mode` (umask
 // applied). IOError naming the file on failure; nothing is left behind then.
-inline Status WriteFileAtomic(const std::string& path, const std::string& contents,
-                              mode_t mode = 0644) {
+inline Status WriteFileAtomic(const std::string& path, const std::string& contents, mode_t mode = 0644) {
   FLAP_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(path, mode));
   FLAP_RETURN_IF_ERROR(file->Write(contents));
   return file->Commit();

@@ -19,12 +19,11 @@ inline constexpr size_t kMaxPathNameLength = 64;
 inline std::string PathNameProblem(const std::string& name, size_t max_length = kMaxPathNameLength) {
   if (name.empty()) return "is empty";
   if (name.size() > max_length) {
-    return "is " + std::to_string(name.size()) + " bytes; at most " + std::to_string(max_length) +
-           " allowed";
+    return "is " + std::to_string(name.size()) + " bytes; at most " + std::to_string(max_length) + " allowed";
   }
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
     if (!ok) return "has characters outside [A-Za-z0-9_.-]";
   }
   if (name[0] == '.') return "starts with a dot (names become folders and files)";

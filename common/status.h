@@ -20,20 +20,20 @@ class [[nodiscard]] Status {
     kOk = 0,
     kCancelled = 1,
     kUnknown = 2,
-    kInvalidArgument = 3,  // the caller's input (config, flag, request) is wrong
+    kInvalidArgument = 3,   // the caller's input (config, flag, request) is wrong
     kDeadlineExceeded = 4,  // a wait on the network or on other ranks timed out
     kNotFound = 5,          // a file, key or id does not exist
     kAlreadyExists = 6,     // what the caller would create exists already
     kPermissionDenied = 7,
-    kResourceExhausted = 8,  // a quota or size limit was reached
+    kResourceExhausted = 8,   // a quota or size limit was reached
     kFailedPrecondition = 9,  // the state does not allow it (e.g. a stale attempt)
     kAborted = 10,            // lost a race with another change (e.g. an expired lease)
     kOutOfRange = 11,
     kUnimplemented = 12,
     kInternal = 13,
-    kUnavailable = 14,  // the operating system refused a read or write, or a peer is down:
-                        // trying again later may succeed
-    kDataLoss = 15,     // data on disk or on the wire is damaged or malformed
+    kUnavailable = 14,      // the operating system refused a read or write, or a peer is down:
+                            // trying again later may succeed
+    kDataLoss = 15,         // data on disk or on the wire is damaged or malformed
     kUnauthenticated = 16,  // no or wrong credentials
     kIOError = kUnavailable,
     kCorruption = kDataLoss,
@@ -45,12 +45,8 @@ class [[nodiscard]] Status {
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
-  static Status FailedPrecondition(std::string msg) {
-    return {Code::kFailedPrecondition, std::move(msg)};
-  }
-  static Status DeadlineExceeded(std::string msg) {
-    return {Code::kDeadlineExceeded, std::move(msg)};
-  }
+  static Status FailedPrecondition(std::string msg) { return {Code::kFailedPrecondition, std::move(msg)}; }
+  static Status DeadlineExceeded(std::string msg) { return {Code::kDeadlineExceeded, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
   static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, std::move(msg)}; }
   static Status Unauthenticated(std::string msg) { return {Code::kUnauthenticated, std::move(msg)}; }
@@ -82,23 +78,40 @@ class [[nodiscard]] Status {
 
   static const char* CodeName(Code c) {
     switch (c) {
-      case Code::kOk: return "OK";
-      case Code::kCancelled: return "cancelled";
-      case Code::kUnknown: return "unknown";
-      case Code::kInvalidArgument: return "invalid argument";
-      case Code::kDeadlineExceeded: return "deadline exceeded";
-      case Code::kNotFound: return "not found";
-      case Code::kAlreadyExists: return "already exists";
-      case Code::kPermissionDenied: return "permission denied";
-      case Code::kResourceExhausted: return "resource exhausted";
-      case Code::kFailedPrecondition: return "failed precondition";
-      case Code::kAborted: return "aborted";
-      case Code::kOutOfRange: return "out of range";
-      case Code::kUnimplemented: return "unimplemented";
-      case Code::kInternal: return "internal error";
-      case Code::kUnavailable: return "I/O error";
-      case Code::kDataLoss: return "corruption";
-      case Code::kUnauthenticated: return "unauthenticated";
+      case Code::kOk:
+        return "OK";
+      case Code::kCancelled:
+        return "cancelled";
+      case Code::kUnknown:
+        return "unknown";
+      case Code::kInvalidArgument:
+        return "invalid argument";
+      case Code::kDeadlineExceeded:
+        return "deadline exceeded";
+      case Code::kNotFound:
+        return "not found";
+      case Code::kAlreadyExists:
+        return "already exists";
+      case Code::kPermissionDenied:
+        return "permission denied";
+      case Code::kResourceExhausted:
+        return "resource exhausted";
+      case Code::kFailedPrecondition:
+        return "failed precondition";
+      case Code::kAborted:
+        return "aborted";
+      case Code::kOutOfRange:
+        return "out of range";
+      case Code::kUnimplemented:
+        return "unimplemented";
+      case Code::kInternal:
+        return "internal error";
+      case Code::kUnavailable:
+        return "I/O error";
+      case Code::kDataLoss:
+        return "corruption";
+      case Code::kUnauthenticated:
+        return "unauthenticated";
     }
     return "unknown";
   }
@@ -151,8 +164,7 @@ const Status& GetStatus(const StatusOr<T>& s) {
   } while (0)
 
 // Declares `lhs` from a StatusOr expression, returning its status early on failure.
-#define FLAP_ASSIGN_OR_RETURN(lhs, expr) \
-  FLAP_ASSIGN_OR_RETURN_IMPL_(FLAP_CONCAT_(flap_statusor_, __LINE__), lhs, expr)
+#define FLAP_ASSIGN_OR_RETURN(lhs, expr) FLAP_ASSIGN_OR_RETURN_IMPL_(FLAP_CONCAT_(flap_statusor_, __LINE__), lhs, expr)
 #define FLAP_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                                \
   if (!tmp.ok()) return tmp.status();               \

@@ -67,8 +67,10 @@ std::string FormatDouble(double v, const char* format = "%.17g") {
 
 template <typename T>
 std::string Show(T v) {
-  if constexpr (std::is_floating_point<T>::value) return FormatDouble(v, "%.10g");
-  else return std::to_string(v);
+  if constexpr (std::is_floating_point<T>::value)
+    return FormatDouble(v, "%.10g");
+  else
+    return std::to_string(v);
 }
 
 // What a number must satisfy by itself.
@@ -112,8 +114,10 @@ Field Number(std::string name, std::string help, Ref<T> ref, Domain<T> domain = 
   f.key.numeric = true;
   f.set = [name, ref](TrialConfig& c, const std::string& v) { return ParseNumber(name, v, &ref(c)); };
   f.get = [ref](const TrialConfig& c) {
-    if constexpr (std::is_floating_point<T>::value) return FormatDouble(Get(ref, c));
-    else return std::to_string(Get(ref, c));
+    if constexpr (std::is_floating_point<T>::value)
+      return FormatDouble(Get(ref, c));
+    else
+      return std::to_string(Get(ref, c));
   };
   f.show = [ref](const TrialConfig& c) { return Show(Get(ref, c)); };
   if (domain.holds) {
@@ -153,9 +157,12 @@ Field Bool(std::string name, std::string help, Ref<bool> ref) {
   f.key.name = name;
   f.key.help = std::move(help);
   f.set = [name, ref](TrialConfig& c, const std::string& v) -> Status {
-    if (v == "true" || v == "1" || v == "on") ref(c) = true;
-    else if (v == "false" || v == "0" || v == "off") ref(c) = false;
-    else return BadValue(name, v, "true or false");
+    if (v == "true" || v == "1" || v == "on")
+      ref(c) = true;
+    else if (v == "false" || v == "0" || v == "off")
+      ref(c) = false;
+    else
+      return BadValue(name, v, "true or false");
     return Status::OK();
   };
   f.get = [ref](const TrialConfig& c) { return std::string(Get(ref, c) ? "true" : "false"); };
@@ -182,7 +189,8 @@ Field Since(const char* earlier_default, Field f) {
 
 std::vector<Field> ModelFields() {
   std::vector<Field> f;
-  Field preset = Choice("model.preset", "architecture preset: tiny | base", FLAP_REF(std::string, preset), {"tiny", "base"});
+  Field preset =
+      Choice("model.preset", "architecture preset: tiny | base", FLAP_REF(std::string, preset), {"tiny", "base"});
   preset.set = [](TrialConfig& c, const std::string& v) -> Status {
     FLAP_ASSIGN_OR_RETURN(c.model, core::ModelConfig::Preset(v));
     c.preset = v;
@@ -205,16 +213,22 @@ std::vector<Field> ModelFields() {
   f.push_back(Number("model.decoder_width", "decoder width", FLAP_REF(int, model.decoder_width), MultipleOf(4)));
   f.push_back(Number("model.decoder_depth", "decoder depth", FLAP_REF(int, model.decoder_depth), Above(0)));
   f.push_back(Number("model.decoder_heads", "decoder heads", FLAP_REF(int, model.decoder_heads), Above(0)));
-  f.push_back(Since("", Text("model.init_audio", "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
-                             FLAP_REF(std::string, init_audio))));
-  f.push_back(Since("", Text("model.init_text", "safetensors file initialising the text encoder (CLIP text names, docs/warm_start.md); empty = none",
-                             FLAP_REF(std::string, init_text))));
+  f.push_back(Since(
+      "",
+      Text("model.init_audio",
+           "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
+           FLAP_REF(std::string, init_audio))));
+  f.push_back(Since(
+      "", Text("model.init_text",
+               "safetensors file initialising the text encoder (CLIP text names, docs/warm_start.md); empty = none",
+               FLAP_REF(std::string, init_text))));
   return f;
 }
 
 std::vector<Field> MaskLossOptimFields() {
   std::vector<Field> f;
-  f.push_back(Number("mask.ratio", "fraction of tokens dropped in training, [0, 1)", FLAP_REF(double, mask.ratio), HalfOpen(0, 1)));
+  f.push_back(Number("mask.ratio", "fraction of tokens dropped in training, [0, 1)", FLAP_REF(double, mask.ratio),
+                     HalfOpen(0, 1)));
   Field strategy;  // an enum: set refuses anything but its names
   strategy.key.name = "mask.strategy";
   strategy.key.help = "token dropping: 2d (random patches) | 1d (whole time columns)";
@@ -225,9 +239,13 @@ std::vector<Field> MaskLossOptimFields() {
   strategy.get = [](const TrialConfig& c) { return std::string(core::MaskStrategyName(c.mask.strategy)); };
   strategy.show = strategy.get;
   f.push_back(strategy);
-  f.push_back(Since("1", Number("mask.views", "masked views of each clip per step (independent keep sets, losses averaged); > 1 needs mask.ratio > 0",
-                                FLAP_REF(int, mask.views), Between(1, 16))));
-  f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight), AtLeast(0.0)));
+  f.push_back(Since(
+      "1",
+      Number("mask.views",
+             "masked views of each clip per step (independent keep sets, losses averaged); > 1 needs mask.ratio > 0",
+             FLAP_REF(int, mask.views), Between(1, 16))));
+  f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight),
+                     AtLeast(0.0)));
   f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
   f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
   Field augment = Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, augment));
@@ -244,7 +262,8 @@ std::vector<Field> MaskLossOptimFields() {
   f.push_back(Number("optim.beta1", "AdamW beta1", FLAP_REF(double, optim.beta1), HalfOpen(0, 1)));
   f.push_back(Number("optim.beta2", "AdamW beta2", FLAP_REF(double, optim.beta2), HalfOpen(0, 1)));
   f.push_back(Number("optim.eps", "AdamW epsilon", FLAP_REF(double, optim.eps), Above(0.0)));
-  f.push_back(Number("optim.warmup_steps", "linear warm-up steps", FLAP_REF(int64_t, optim.warmup_steps), AtLeast<int64_t>(0)));
+  f.push_back(
+      Number("optim.warmup_steps", "linear warm-up steps", FLAP_REF(int64_t, optim.warmup_steps), AtLeast<int64_t>(0)));
   f.push_back(Number("optim.total_steps", "schedule length; 0 = the run's length", FLAP_REF(int64_t, optim.total_steps),
                      AtLeast<int64_t>(0)));
   f.push_back(Number("optim.grad_clip", "max gradient norm; <= 0 = off", FLAP_REF(double, optim.grad_clip)));
@@ -256,58 +275,79 @@ std::vector<Field> TrainDataFields() {
   f.push_back(Number("train.seed", "trial seed", FLAP_REF(uint64_t, train.seed)));
   f.push_back(Number("train.batch_size", "samples per step and rank", FLAP_REF(int64_t, train.batch_size),
                      AtLeast<int64_t>(2, " (contrastive negatives)")));
-  f.push_back(Number("train.epochs", "passes over the training split", FLAP_REF(int64_t, train.epochs), AtLeast<int64_t>(1)));
-  f.push_back(Number("train.max_steps", "stop after this many steps; 0 = epochs decide", FLAP_REF(int64_t, train.max_steps),
-                     AtLeast<int64_t>(0)));
-  f.push_back(Since("0", Number("train.max_seconds", "wall budget in seconds of the training loop (evaluation excluded; kept across resumes); 0 = none",
-                                FLAP_REF(double, train.max_seconds), AtLeast(0.0, " (0: no time budget)"))));
-  f.push_back(Since("0", Number("train.max_samples", "stop once this many training samples (all ranks) are seen; 0 = none",
-                                FLAP_REF(int64_t, train.max_samples), AtLeast<int64_t>(0, " (0: no sample budget)"))));
-  f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only", FLAP_REF(int64_t, train.eval_every),
-                     AtLeast<int64_t>(0)));
-  f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size), AtLeast<int64_t>(1)));
-  f.push_back(Operational(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every), AtLeast<int64_t>(1))));
-  f.push_back(Operational(Number("train.threads", "LibTorch intra-op threads; 0 = automatic (1 on CPU)", FLAP_REF(int, train.threads), AtLeast(0))));
-  f.push_back(Local(Text("train.output_dir", "folder for summary.json and model.pt", FLAP_REF(std::string, train.output_dir))));
-  Field device = Local(Text("train.device", "auto | cpu | cuda | cuda:N; auto = this rank's GPU when one is visible, else the CPU",
-                            FLAP_REF(std::string, train.device)));
+  f.push_back(
+      Number("train.epochs", "passes over the training split", FLAP_REF(int64_t, train.epochs), AtLeast<int64_t>(1)));
+  f.push_back(Number("train.max_steps", "stop after this many steps; 0 = epochs decide",
+                     FLAP_REF(int64_t, train.max_steps), AtLeast<int64_t>(0)));
+  f.push_back(Since(
+      "0", Number("train.max_seconds",
+                  "wall budget in seconds of the training loop (evaluation excluded; kept across resumes); 0 = none",
+                  FLAP_REF(double, train.max_seconds), AtLeast(0.0, " (0: no time budget)"))));
+  f.push_back(
+      Since("0", Number("train.max_samples", "stop once this many training samples (all ranks) are seen; 0 = none",
+                        FLAP_REF(int64_t, train.max_samples), AtLeast<int64_t>(0, " (0: no sample budget)"))));
+  f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only",
+                     FLAP_REF(int64_t, train.eval_every), AtLeast<int64_t>(0)));
+  f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size),
+                     AtLeast<int64_t>(1)));
+  f.push_back(Operational(Number("train.log_every", "steps between progress lines", FLAP_REF(int64_t, train.log_every),
+                                 AtLeast<int64_t>(1))));
+  f.push_back(Operational(Number("train.threads", "LibTorch intra-op threads; 0 = automatic (1 on CPU)",
+                                 FLAP_REF(int, train.threads), AtLeast(0))));
+  f.push_back(
+      Local(Text("train.output_dir", "folder for summary.json and model.pt", FLAP_REF(std::string, train.output_dir))));
+  Field device =
+      Local(Text("train.device", "auto | cpu | cuda | cuda:N; auto = this rank's GPU when one is visible, else the CPU",
+                 FLAP_REF(std::string, train.device)));
   device.must = "auto, cpu, cuda or cuda:N";
   device.holds = [](const TrialConfig& c) { return core::ParseDeviceSpec(c.train.device).ok(); };
   f.push_back(device);
-  f.push_back(Since("fp32", Choice("train.precision", "fp32 | bf16 (bf16 autocast forward; losses and optimizer stay fp32)",
-                                   FLAP_REF(std::string, train.precision), {"fp32", "bf16"})));
+  f.push_back(
+      Since("fp32", Choice("train.precision", "fp32 | bf16 (bf16 autocast forward; losses and optimizer stay fp32)",
+                           FLAP_REF(std::string, train.precision), {"fp32", "bf16"})));
   f.push_back(Local(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path))));
   f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
   f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
-  f.push_back(Operational(Number("data.loader_threads", "loader feature threads; 0 = one per core", FLAP_REF(int, data.loader_threads), AtLeast(0))));
-  f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together", FLAP_REF(int, data.shuffle_shards), AtLeast(1)));
-  f.push_back(Operational(Number("data.prefetch_batches", "ready batches queued ahead of training", FLAP_REF(int, data.prefetch_batches),
-                                 AtLeast(1))));
-  f.push_back(Local(Text("data.fbank_cache", "feature cache: auto (memory up to data.feature_memory_mb, the rest under DATA/.fbank-cache) | off | a folder",
-                         FLAP_REF(std::string, data.fbank_cache))));
-  f.push_back(Operational(Number("data.feature_memory_mb", "feature cache memory budget of the process in MiB; 0 = disk only",
-                                 FLAP_REF(int64_t, data.feature_memory_mb), AtLeast<int64_t>(0))));
+  f.push_back(Operational(Number("data.loader_threads", "loader feature threads; 0 = one per core",
+                                 FLAP_REF(int, data.loader_threads), AtLeast(0))));
+  f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together",
+                     FLAP_REF(int, data.shuffle_shards), AtLeast(1)));
+  f.push_back(Operational(Number("data.prefetch_batches", "ready batches queued ahead of training",
+                                 FLAP_REF(int, data.prefetch_batches), AtLeast(1))));
+  f.push_back(Local(Text(
+      "data.fbank_cache",
+      "feature cache: auto (memory up to data.feature_memory_mb, the rest under DATA/.fbank-cache) | off | a folder",
+      FLAP_REF(std::string, data.fbank_cache))));
+  f.push_back(
+      Operational(Number("data.feature_memory_mb", "feature cache memory budget of the process in MiB; 0 = disk only",
+                         FLAP_REF(int64_t, data.feature_memory_mb), AtLeast<int64_t>(0))));
   f.push_back(Number("data.max_frames", "longest stored features of a clip in frames (10 ms); crops are cut from them",
                      FLAP_REF(int, data.max_frames)));
   f.push_back(Choice("data.crop", "training window of a longer clip: random (seeded by seed, clip, epoch) | first",
                      FLAP_REF(std::string, data.crop), {"random", "first"}));
-  f.push_back(Choice("eval.crop", "evaluation window of a longer clip: first | center | chunks (mean over windows covering it)",
+  f.push_back(Choice("eval.crop",
+                     "evaluation window of a longer clip: first | center | chunks (mean over windows covering it)",
                      FLAP_REF(std::string, eval.crop), {"first", "center", "chunks"}));
   return f;
 }
 
 std::vector<Field> OperationFields() {
   std::vector<Field> f;
-  f.push_back(Local(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root))));
-  f.push_back(Operational(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals", FLAP_REF(int64_t, ckpt.every),
-                                 AtLeast<int64_t>(0))));
-  f.push_back(Operational(Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last), AtLeast(1))));
-  f.push_back(Operational(Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best), AtLeast(0))));
-  f.push_back(Operational(Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric))));
+  f.push_back(
+      Local(Text("ckpt.root", "checkpoint root folder; empty = no checkpoints", FLAP_REF(std::string, ckpt.root))));
+  f.push_back(Operational(Number("ckpt.every", "steps between checkpoints; 0 = at the end and on stop signals",
+                                 FLAP_REF(int64_t, ckpt.every), AtLeast<int64_t>(0))));
+  f.push_back(Operational(
+      Number("ckpt.keep_last", "retention: newest N checkpoints", FLAP_REF(int, ckpt.keep_last), AtLeast(1))));
+  f.push_back(Operational(
+      Number("ckpt.keep_best", "retention: best K by ckpt.metric", FLAP_REF(int, ckpt.keep_best), AtLeast(0))));
+  f.push_back(Operational(
+      Text("ckpt.metric", "evaluation metric for keep_best (map10, t2a_r1, ...)", FLAP_REF(std::string, ckpt.metric))));
   f.push_back(Operational(Number("ckpt.stop_deadline", "seconds from a stop signal to exit, whatever is in flight",
                                  FLAP_REF(double, ckpt.stop_deadline), AtLeast(0.0))));
-  Field launcher = Operational(Text("dist.launcher", "where rank and world size come from: auto | none | env | mpi | slurm",
-                                    FLAP_REF(std::string, dist.launcher)));
+  Field launcher =
+      Operational(Text("dist.launcher", "where rank and world size come from: auto | none | env | mpi | slurm",
+                       FLAP_REF(std::string, dist.launcher)));
   launcher.set = [](TrialConfig& c, const std::string& v) -> Status {
     FLAP_RETURN_IF_ERROR(core::ParseLauncher(v).status());
     c.dist.launcher = v;
@@ -330,7 +370,8 @@ std::vector<Field> OperationFields() {
   f.push_back(trial_id);
   f.push_back(Local(Text("metrics.listen", "host:port to serve Prometheus /metrics on (port 0: any); empty = off",
                          FLAP_REF(std::string, metrics.listen))));
-  f.push_back(Local(Text("metrics.sd_dir", "folder for this rank's Prometheus file_sd target file", FLAP_REF(std::string, metrics.sd_dir))));
+  f.push_back(Local(Text("metrics.sd_dir", "folder for this rank's Prometheus file_sd target file",
+                         FLAP_REF(std::string, metrics.sd_dir))));
   return f;
 }
 
@@ -468,8 +509,8 @@ Status TrialConfig::Validate() const {
   if (o.total_steps == 0) o.total_steps = 1;  // derived later from the data
   FLAP_RETURN_IF_ERROR(o.Validate());
   if (data.max_frames < model.target_frames) {
-    return Status::InvalidArgument("data.max_frames (" + std::to_string(data.max_frames) + ") must be >= model.target_frames (" +
-                                   std::to_string(model.target_frames) + ")");
+    return Status::InvalidArgument("data.max_frames (" + std::to_string(data.max_frames) +
+                                   ") must be >= model.target_frames (" + std::to_string(model.target_frames) + ")");
   }
   return Status::OK();
 }
@@ -494,15 +535,13 @@ std::string TrialConfig::Hash() const {
     canonical += k + "=" + v + "\n";
   }
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx",
-                static_cast<unsigned long long>(core::Mix64(core::HashString(canonical))));
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(core::Mix64(core::HashString(canonical))));
   return buf;
 }
 
 std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }
 
-StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text,
-                                                             const std::string& source) {
+StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source) {
   const po::options_description desc = Describe();
   std::istringstream in(text);
   po::variables_map vm;
@@ -541,8 +580,8 @@ StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::st
   return config;
 }
 
-Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config,
-                        bool* help_requested, std::string* help_text) {
+Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,
+                        std::string* help_text) {
   po::options_description general("General");
   general.add_options()("help,h", "show the keys")("config,c", po::value<std::string>(), "INI config file");
   po::options_description all;
@@ -554,7 +593,8 @@ Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* confi
     std::string flag = e.get_option_name();
     flag.erase(0, flag.find_first_not_of('-'));
     const std::string close = ClosestConfigKey(flag);
-    return Status::InvalidArgument("unknown flag '--" + flag + "'" + (close.empty() ? "" : "; did you mean --" + close + "?") +
+    return Status::InvalidArgument("unknown flag '--" + flag + "'" +
+                                   (close.empty() ? "" : "; did you mean --" + close + "?") +
                                    " (--help lists the keys)");
   } catch (const po::error& e) {
     return Status::InvalidArgument(std::string("command line: ") + e.what());

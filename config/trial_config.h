@@ -40,12 +40,12 @@
 namespace flap {
 
 struct DataConfig {
-  std::string path;                  // dataset folder (manifest.json, shards, tokenizer.model)
+  std::string path;  // dataset folder (manifest.json, shards, tokenizer.model)
   std::string train_split = "train";
   std::string eval_split = "eval";
-  int loader_threads = 0;            // feature threads of the loader; 0: one per core
-  int shuffle_shards = 4;            // shards whose samples are shuffled together (loader.h)
-  int prefetch_batches = 4;          // ready batches the loader keeps queued
+  int loader_threads = 0;    // feature threads of the loader; 0: one per core
+  int shuffle_shards = 4;    // shards whose samples are shuffled together (loader.h)
+  int prefetch_batches = 4;  // ready batches the loader keeps queued
   // The feature cache (shard_features.h, "Caches"): "auto" keeps features in this process's
   // memory up to feature_memory_mb and writes the shards beyond it to <path>/.fbank-cache;
   // "off" computes every shard each time it is read; a folder: on disk there (shared by the
@@ -55,7 +55,7 @@ struct DataConfig {
   // Longest stored features of a clip, in frames (10 ms each); training crops and evaluation
   // windows are cut from them. Clips shorter than model.target_frames are zero-padded to it.
   int max_frames = 3000;
-  std::string crop = "random";       // training window: random (seeded by seed, clip, epoch) | first
+  std::string crop = "random";  // training window: random (seeded by seed, clip, epoch) | first
 };
 
 // Evaluation (worker/evaluator.h).
@@ -66,23 +66,23 @@ struct EvalConfig {
 };
 
 struct TrainConfig {
-  uint64_t seed = 1;             // trial seed: init, masks, caption choice, sample order
-  int64_t batch_size = 32;       // per rank; the global batch is world size x this
+  uint64_t seed = 1;        // trial seed: init, masks, caption choice, sample order
+  int64_t batch_size = 32;  // per rank; the global batch is world size x this
   int64_t epochs = 10;
-  int64_t max_steps = 0;         // > 0: stop after this many steps, whatever the epochs
+  int64_t max_steps = 0;  // > 0: stop after this many steps, whatever the epochs
   // Compute budgets (worker/trainer.h, "Budgets"): > 0 stops the trial once the training loop
   // has run this many wall seconds (evaluation excluded) or seen this many samples (all ranks);
   // the first budget reached (steps, seconds, samples) ends the trial. Both carry over a resume.
   double max_seconds = 0;
   int64_t max_samples = 0;
-  int64_t eval_every = 0;        // steps between evaluations; 0: only at the end
+  int64_t eval_every = 0;  // steps between evaluations; 0: only at the end
   int64_t eval_batch_size = 64;
-  int64_t log_every = 20;        // steps between progress lines
+  int64_t log_every = 20;  // steps between progress lines
   // LibTorch intra-op threads; 0: automatic (1 on CPU, where OpenBLAS already spreads every
   // matrix product over all cores and a second pool of spinning OpenMP threads only competes
   // with it: bench/README.md has the measurement).
   int threads = 0;
-  std::string output_dir;        // where summary.json and model.pt go; empty: nowhere
+  std::string output_dir;  // where summary.json and model.pt go; empty: nowhere
   // auto | cpu | cuda | cuda:N (worker/core/device_spec.h): auto takes this rank's GPU when one
   // is visible. Where training runs does not change what it computes (not in Hash()): a
   // checkpoint moves between devices.
@@ -91,10 +91,10 @@ struct TrainConfig {
 };
 
 struct CheckpointConfig {
-  std::string root;           // checkpoint root folder; empty: no checkpoints
-  int64_t every = 0;          // steps between checkpoints; 0: only at the end and on a stop signal
-  int keep_last = 3;          // retention: the newest N
-  int keep_best = 1;          // and the best K by `metric` (evaluation metrics)
+  std::string root;   // checkpoint root folder; empty: no checkpoints
+  int64_t every = 0;  // steps between checkpoints; 0: only at the end and on a stop signal
+  int keep_last = 3;  // retention: the newest N
+  int keep_best = 1;  // and the best K by `metric` (evaluation metrics)
   std::string metric = "map10";
   double stop_deadline = 25.0;  // seconds from a stop signal to exit, whatever is in flight
 };
@@ -104,15 +104,15 @@ struct CheckpointConfig {
 struct DistConfig {
   std::string launcher = "auto";  // auto | none | env | mpi | slurm (worker/core/launcher.h)
   std::string backend = "auto";   // auto (NCCL for CUDA when compiled in, else Gloo) | gloo | nccl
-  double timeout = 300.0;         // seconds: rendezvous and every collective; then the run fails naming the missing rank
-  double bucket_mb = 4.0;         // gradient all-reduce bucket size in MiB (tiny: ~4 buckets); 0: one per parameter
-  bool overlap = true;            // start bucket all-reduces from gradient hooks during backward; false: after it
+  double timeout = 300.0;  // seconds: rendezvous and every collective; then the run fails naming the missing rank
+  double bucket_mb = 4.0;  // gradient all-reduce bucket size in MiB (tiny: ~4 buckets); 0: one per parameter
+  bool overlap = true;     // start bucket all-reduces from gradient hooks during backward; false: after it
 };
 
 // The worker's Prometheus endpoint (metrics/worker_metrics.h, docs/metrics.md).
 struct MetricsConfig {
-  std::string listen;   // host:port to serve /metrics on (port 0: any free one); empty: off
-  std::string sd_dir;   // folder where the rank writes its file_sd target file while it runs
+  std::string listen;  // host:port to serve /metrics on (port 0: any free one); empty: off
+  std::string sd_dir;  // folder where the rank writes its file_sd target file while it runs
 };
 
 struct TrialConfig {
@@ -126,16 +126,16 @@ struct TrialConfig {
   std::string init_text;
   core::MaskConfig mask;
   core::LossConfig loss;
-  core::OptimConfig optim;       // optim.total_steps 0: derived from epochs and data size
+  core::OptimConfig optim;  // optim.total_steps 0: derived from epochs and data size
   TrainConfig train;
   DataConfig data;
   EvalConfig eval;
   CheckpointConfig ckpt;
   DistConfig dist;
   MetricsConfig metrics;
-  std::string trial_id;          // names the trial's checkpoints; empty: "trial-<Hash()>"
-  std::string augment = "off";   // text.augment: off | on | probability of the augmented caption
-  double augment_prob = 0.0;     // parsed form of `augment`
+  std::string trial_id;         // names the trial's checkpoints; empty: "trial-<Hash()>"
+  std::string augment = "off";  // text.augment: off | on | probability of the augmented caption
+  double augment_prob = 0.0;    // parsed form of `augment`
 
   // Every key's own domain (CheckConfigValue), then the checks across keys; the first
   // failure, naming its key.
@@ -180,8 +180,7 @@ Status CheckConfigValue(const std::string& key, const std::string& value);
 // The keys and values of a config file's text (INI: "[section]" headers, "key = value" lines,
 // '#' comments), by "<section>.<key>". InvalidArgument naming `source` on a syntax error, an
 // unknown key (with the closest known one) or a key written twice. Values are not checked.
-StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text,
-                                                             const std::string& source);
+StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source);
 
 // Sets the keys of `values` on *config, in ConfigKeys() order. InvalidArgument naming the key
 // for an unknown key or a value that does not parse; no Validate().
@@ -195,8 +194,8 @@ StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::st
 // Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional
 // arguments) into *config. Returns InvalidArgument naming the key and the file on any error.
 // `--help` is reported through *help_requested with the help text in *help_text.
-Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config,
-                        bool* help_requested, std::string* help_text);
+Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,
+                        std::string* help_text);
 
 // Reads only a config file (no command line).
 StatusOr<TrialConfig> LoadTrialConfigFile(const std::string& path);

@@ -32,7 +32,7 @@ TEST(TrialConfig, FileSectionsAndCommandLineOverrides) {
   TrialConfig c;
   ASSERT_TRUE(Parse({"--config", path, "--mask.ratio", "0.75", "--train.seed=9"}, &c).ok());
   EXPECT_EQ(c.model.audio_depth, 2);
-  EXPECT_EQ(c.model.audio_width, 192);  // from the preset
+  EXPECT_EQ(c.model.audio_width, 192);   // from the preset
   EXPECT_DOUBLE_EQ(c.mask.ratio, 0.75);  // the flag beats the file
   EXPECT_EQ(c.mask.strategy, core::MaskStrategy::k1d);
   EXPECT_DOUBLE_EQ(c.loss.recon_weight, 0.3);
@@ -131,8 +131,10 @@ namespace {
 TEST(TrialConfig, DistKeysParseAndDoNotChangeTheHash) {
   TrialConfig a, b;
   ASSERT_TRUE(Parse({}, &a).ok());
-  ASSERT_TRUE(Parse({"--dist.launcher", "slurm", "--dist.backend", "gloo", "--dist.timeout", "30",
-                     "--dist.bucket_mb", "0", "--dist.overlap", "false"}, &b).ok());
+  ASSERT_TRUE(Parse({"--dist.launcher", "slurm", "--dist.backend", "gloo", "--dist.timeout", "30", "--dist.bucket_mb",
+                     "0", "--dist.overlap", "false"},
+                    &b)
+                  .ok());
   EXPECT_EQ(b.dist.launcher, "slurm");
   EXPECT_EQ(b.dist.timeout, 30.0);
   EXPECT_EQ(b.dist.bucket_mb, 0.0);
@@ -143,9 +145,11 @@ TEST(TrialConfig, DistKeysParseAndDoNotChangeTheHash) {
 }
 
 TEST(TrialConfig, BadDistValuesAreNamed) {
-  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
-           {"dist.launcher", "pbs"}, {"dist.backend", "mpi"}, {"dist.timeout", "0"},
-           {"dist.bucket_mb", "-1"}, {"dist.overlap", "maybe"}}) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{{"dist.launcher", "pbs"},
+                                                                                   {"dist.backend", "mpi"},
+                                                                                   {"dist.timeout", "0"},
+                                                                                   {"dist.bucket_mb", "-1"},
+                                                                                   {"dist.overlap", "maybe"}}) {
     TrialConfig c;
     Status s = Parse({"--" + key, value}, &c);
     ASSERT_FALSE(s.ok()) << key;
@@ -170,11 +174,15 @@ TEST(TrialConfigHash, IsStable) {
     EXPECT_EQ(c.Hash(), hash) << name;
   }
   TrialConfig mixed;
-  ASSERT_OK(Parse({"--model.preset", "base", "--mask.ratio", "0.75", "--mask.views", "2", "--mask.strategy", "1d",
-                   "--recon.weight", "0.3", "--text.augment", "0.5", "--train.precision", "bf16", "--train.max_seconds", "30",
-                   "--train.max_samples", "1000", "--model.init_audio", "/x/a.safetensors", "--optim.lr", "0.0005",
-                   "--train.seed", "7", "--data.crop", "first", "--eval.crop", "center", "--data.max_frames", "2000",
-                   "--ckpt.every", "5", "--dist.timeout", "10"},
+  ASSERT_OK(Parse({"--model.preset",      "base",   "--mask.ratio",        "0.75",
+                   "--mask.views",        "2",      "--mask.strategy",     "1d",
+                   "--recon.weight",      "0.3",    "--text.augment",      "0.5",
+                   "--train.precision",   "bf16",   "--train.max_seconds", "30",
+                   "--train.max_samples", "1000",   "--model.init_audio",  "/x/a.safetensors",
+                   "--optim.lr",          "0.0005", "--train.seed",        "7",
+                   "--data.crop",         "first",  "--eval.crop",         "center",
+                   "--data.max_frames",   "2000",   "--ckpt.every",        "5",
+                   "--dist.timeout",      "10"},
                   &mixed));
   EXPECT_EQ(mixed.Hash(), "88b142206dc007d1");
 }
@@ -185,14 +193,16 @@ TEST(ConfigKeys, FlagsAreTheRegistrys) {
     if (k.operational) operational.insert(k.name);
     if (k.local_only) local.insert(k.name);
   }
-  EXPECT_EQ(local, (std::set<std::string>{"ckpt.root", "data.path", "data.fbank_cache", "train.output_dir", "train.device",
-                                          "metrics.listen", "metrics.sd_dir"}));
+  EXPECT_EQ(local, (std::set<std::string>{"ckpt.root", "data.path", "data.fbank_cache", "train.output_dir",
+                                          "train.device", "metrics.listen", "metrics.sd_dir"}));
   EXPECT_EQ(operational,
-            (std::set<std::string>{"train.output_dir", "train.log_every", "train.threads", "train.device", "data.loader_threads",
-                                   "data.prefetch_batches", "data.fbank_cache", "data.feature_memory_mb", "data.path",
-                                   "train.trial_id", "ckpt.root", "ckpt.every", "ckpt.keep_last", "ckpt.keep_best",
-                                   "ckpt.metric", "ckpt.stop_deadline", "dist.launcher", "dist.backend", "dist.timeout",
-                                   "dist.bucket_mb", "dist.overlap", "metrics.listen", "metrics.sd_dir"}));
+            (std::set<std::string>{
+                "train.output_dir",    "train.log_every",       "train.threads",    "train.device",
+                "data.loader_threads", "data.prefetch_batches", "data.fbank_cache", "data.feature_memory_mb",
+                "data.path",           "train.trial_id",        "ckpt.root",        "ckpt.every",
+                "ckpt.keep_last",      "ckpt.keep_best",        "ckpt.metric",      "ckpt.stop_deadline",
+                "dist.launcher",       "dist.backend",          "dist.timeout",     "dist.bucket_mb",
+                "dist.overlap",        "metrics.listen",        "metrics.sd_dir"}));
   EXPECT_TRUE(IsLocalOnlyKey("ckpt.root"));
   EXPECT_FALSE(IsLocalOnlyKey("optim.lr"));
   EXPECT_FALSE(IsLocalOnlyKey("train.trial_id"));
@@ -236,9 +246,9 @@ TEST(CheckConfigValue, NamesTheKeyAndTheValue) {
 }
 
 TEST(TrialConfigFromText, AppliesTheTextThenTheOverrides) {
-  ASSERT_OK_AND_ASSIGN(
-      TrialConfig c, TrialConfigFromText("[model]\naudio_depth = 2\n[mask]\nratio = 0.5\n", "base config",
-                                         {{"mask.ratio", "0.75"}, {"model.preset", "base"}, {"train.seed", "3"}}));
+  ASSERT_OK_AND_ASSIGN(TrialConfig c,
+                       TrialConfigFromText("[model]\naudio_depth = 2\n[mask]\nratio = 0.5\n", "base config",
+                                           {{"mask.ratio", "0.75"}, {"model.preset", "base"}, {"train.seed", "3"}}));
   EXPECT_DOUBLE_EQ(c.mask.ratio, 0.75);  // the override wins
   EXPECT_EQ(c.model.audio_width, 768);   // the preset, applied first...
   EXPECT_EQ(c.model.audio_depth, 2);     // ...then the text's model key
@@ -251,7 +261,8 @@ TEST(TrialConfigFromText, ErrorsNameTheSourceAndTheKey) {
   auto unknown = TrialConfigFromText("[mask]\nratoi = 0.5\n", "base config of sweep s");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("base config of sweep s"), std::string::npos) << unknown.status().message();
-  EXPECT_NE(unknown.status().message().find("did you mean mask.ratio?"), std::string::npos) << unknown.status().message();
+  EXPECT_NE(unknown.status().message().find("did you mean mask.ratio?"), std::string::npos)
+      << unknown.status().message();
   auto bad_override = TrialConfigFromText("", "base", {{"mask.ratio", "1.5"}});
   ASSERT_FALSE(bad_override.ok());
   EXPECT_NE(bad_override.status().message().find("mask.ratio must be in [0, 1)"), std::string::npos);

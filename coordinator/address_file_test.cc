@@ -92,9 +92,9 @@ TEST(AddressFile, CoordinatorWritesItOnceListeningAndRemovesItAtShutdown) {
 TEST(AddressFile, CoordinatorRefusesToStartWhenItCannotWriteIt) {
   flap::testing::TempDir dir("address-file-bad");
   flap::testing::WriteFile(dir / "plain", "x");
-  const flap::testing::RunResult r = flap::testing::RunCommand(
-      std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + dir / "state" +
-      " --listen 127.0.0.1:0 --address-file " + dir / "plain/coordinator.address");
+  const flap::testing::RunResult r =
+      flap::testing::RunCommand(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + dir / "state" +
+                                " --listen 127.0.0.1:0 --address-file " + dir / "plain/coordinator.address");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("--address-file"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(dir / "plain/coordinator.address"), std::string::npos) << r.output;

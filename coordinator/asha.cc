@@ -14,8 +14,8 @@ namespace ji = json_internal;
 bool IsMetricName(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
   for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '@' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '@' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -31,29 +31,27 @@ StatusOr<AshaMode> ParseAshaMode(const std::string& text) {
   return Status::InvalidArgument("mode must be max or min, got '" + text + "'");
 }
 
-const char* AshaActionName(AshaAction action) {
-  return action == AshaAction::kContinue ? "continue" : "stop";
-}
+const char* AshaActionName(AshaAction action) { return action == AshaAction::kContinue ? "continue" : "stop"; }
 
 std::vector<std::pair<std::string, std::string>> AshaConfig::Problems() const {
   std::vector<std::pair<std::string, std::string>> problems;
   if (!IsMetricName(metric)) {
-    problems.emplace_back("metric", "expected a metric name of [A-Za-z0-9_.@-] (at most 64 "
-                                    "characters), got '" + metric + "'");
+    problems.emplace_back("metric",
+                          "expected a metric name of [A-Za-z0-9_.@-] (at most 64 "
+                          "characters), got '" +
+                              metric + "'");
   }
   if (rungs.empty()) problems.emplace_back("rungs", "at least one rung (a step count) is needed");
   for (size_t i = 0; i < rungs.size(); ++i) {
     if (rungs[i] <= 0) {
       problems.emplace_back("rungs", "steps must be > 0, got " + std::to_string(rungs[i]));
     } else if (i > 0 && rungs[i] <= rungs[i - 1]) {
-      problems.emplace_back("rungs", "steps must be strictly increasing, got " +
-                                         std::to_string(rungs[i - 1]) + " then " +
-                                         std::to_string(rungs[i]));
+      problems.emplace_back("rungs", "steps must be strictly increasing, got " + std::to_string(rungs[i - 1]) +
+                                         " then " + std::to_string(rungs[i]));
     }
   }
   if (reduction < 2) {
-    problems.emplace_back("reduction",
-                          "must be an integer >= 2, got " + std::to_string(reduction));
+    problems.emplace_back("reduction", "must be an integer >= 2, got " + std::to_string(reduction));
   }
   return problems;
 }
@@ -68,8 +66,7 @@ Status AshaConfig::Validate() const {
 }
 
 nlohmann::json AshaConfig::ToJson() const {
-  return {{"metric", metric}, {"mode", AshaModeName(mode)}, {"rungs", rungs},
-          {"reduction", reduction}};
+  return {{"metric", metric}, {"mode", AshaModeName(mode)}, {"rungs", rungs}, {"reduction", reduction}};
 }
 
 StatusOr<AshaConfig> AshaConfig::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -88,8 +85,11 @@ StatusOr<AshaConfig> AshaConfig::FromJson(const nlohmann::json& j, const std::st
 }
 
 nlohmann::json AshaDecision::ToJson() const {
-  return {{"action", AshaActionName(action)}, {"rung", rung}, {"rank", rank},
-          {"num_results", num_results}, {"num_promoted", num_promoted}};
+  return {{"action", AshaActionName(action)},
+          {"rung", rung},
+          {"rank", rank},
+          {"num_results", num_results},
+          {"num_promoted", num_promoted}};
 }
 
 StatusOr<AshaDecision> AshaDecision::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -105,8 +105,7 @@ StatusOr<AshaDecision> AshaDecision::FromJson(const nlohmann::json& j, const std
   } else if (action == "stop") {
     d.action = AshaAction::kStop;
   } else {
-    return Status::Corruption(what + ": field 'action' must be continue or stop, got '" +
-                              action + "'");
+    return Status::Corruption(what + ": field 'action' must be continue or stop, got '" + action + "'");
   }
   return d;
 }
@@ -127,16 +126,14 @@ bool Asha::Better(double a, double b) const {
 StatusOr<AshaDecision> Asha::Decide(const std::string& trial_id, int rung_index, double value) {
   if (trial_id.empty()) return Status::InvalidArgument("ASHA: empty trial id");
   if (rung_index < 0 || rung_index >= static_cast<int>(rungs_.size())) {
-    return Status::InvalidArgument("ASHA: trial " + trial_id + " reported rung " +
-                                   std::to_string(rung_index) + ", but there are " +
-                                   std::to_string(rungs_.size()) + " rungs");
+    return Status::InvalidArgument("ASHA: trial " + trial_id + " reported rung " + std::to_string(rung_index) +
+                                   ", but there are " + std::to_string(rungs_.size()) + " rungs");
   }
   auto& rung = rungs_[rung_index];
   if (auto it = rung.find(trial_id); it != rung.end()) return it->second.decision;
   if (auto stopped = StoppedAt(trial_id); stopped && *stopped < rung_index) {
-    return Status::FailedPrecondition("ASHA: trial " + trial_id + " was stopped at rung " +
-                                      std::to_string(*stopped) + " and cannot report rung " +
-                                      std::to_string(rung_index));
+    return Status::FailedPrecondition("ASHA: trial " + trial_id + " was stopped at rung " + std::to_string(*stopped) +
+                                      " and cannot report rung " + std::to_string(rung_index));
   }
 
   AshaDecision d;
@@ -191,9 +188,8 @@ nlohmann::json Asha::ToJson() const {
   for (const auto& rung : rungs_) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& [trial, result] : rung) {
-      results.push_back({{"trial", trial},
-                         {"value", ji::Number(result.value)},
-                         {"decision", result.decision.ToJson()}});
+      results.push_back(
+          {{"trial", trial}, {"value", ji::Number(result.value)}, {"decision", result.decision.ToJson()}});
     }
     rungs.push_back(std::move(results));
   }
@@ -208,8 +204,8 @@ StatusOr<Asha> Asha::FromJson(const nlohmann::json& j, const std::string& what) 
   Asha asha(std::move(config));
   auto rungs = j.find("rungs");
   if (rungs == j.end() || !rungs->is_array() || rungs->size() != asha.rungs_.size()) {
-    return Status::Corruption(what + ": field 'rungs' must be an array of " +
-                              std::to_string(asha.rungs_.size()) + " rungs");
+    return Status::Corruption(what + ": field 'rungs' must be an array of " + std::to_string(asha.rungs_.size()) +
+                              " rungs");
   }
   for (size_t k = 0; k < rungs->size(); ++k) {
     const nlohmann::json& results = (*rungs)[k];
@@ -223,8 +219,7 @@ StatusOr<Asha> Asha::FromJson(const nlohmann::json& j, const std::string& what) 
       FLAP_RETURN_IF_ERROR(ji::Get(results[i], "value", at, &r.value));
       if (!results[i].contains("decision")) return ji::Bad(at, "decision", "present");
       FLAP_ASSIGN_OR_RETURN(r.decision, AshaDecision::FromJson(results[i]["decision"], at));
-      if (trial.empty() || r.decision.rung != static_cast<int>(k) ||
-          !asha.rungs_[k].emplace(trial, r).second) {
+      if (trial.empty() || r.decision.rung != static_cast<int>(k) || !asha.rungs_[k].emplace(trial, r).second) {
         return Status::Corruption(at + ": empty, duplicate or misplaced trial '" + trial + "'");
       }
     }

@@ -43,10 +43,10 @@ StatusOr<AshaMode> ParseAshaMode(const std::string& text);
 
 // The [asha] section of a sweep.
 struct AshaConfig {
-  std::string metric;            // evaluation metric name, e.g. "map10"; [A-Za-z0-9_.@-]+
+  std::string metric;  // evaluation metric name, e.g. "map10"; [A-Za-z0-9_.@-]+
   AshaMode mode = AshaMode::kMax;
-  std::vector<int64_t> rungs;    // steps, > 0 and strictly increasing; at least one
-  int reduction = 3;             // eta >= 2: the top 1/eta continue at each rung
+  std::vector<int64_t> rungs;  // steps, > 0 and strictly increasing; at least one
+  int reduction = 3;           // eta >= 2: the top 1/eta continue at each rung
 
   // Every problem, as (key, message) pairs: key is "metric", "rungs" or "reduction".
   std::vector<std::pair<std::string, std::string>> Problems() const;
@@ -69,8 +69,8 @@ struct AshaDecision {
   int num_promoted = 0;  // floor(num_results / eta) (0 when num_results < eta: all continue)
 
   bool operator==(const AshaDecision& o) const {
-    return action == o.action && rung == o.rung && rank == o.rank &&
-           num_results == o.num_results && num_promoted == o.num_promoted;
+    return action == o.action && rung == o.rung && rank == o.rank && num_results == o.num_results &&
+           num_promoted == o.num_promoted;
   }
   nlohmann::json ToJson() const;
   static StatusOr<AshaDecision> FromJson(const nlohmann::json& j, const std::string& what);

@@ -81,10 +81,10 @@ TEST(Asha, FewerThanEtaResultsAlwaysContinue) {
 TEST(Asha, TiesAtTheBoundaryAllContinue) {
   Asha a = Make(AshaMode::kMax, 2);
   EXPECT_EQ(Act(a, "t1", 0, 0.5), kGo);
-  EXPECT_EQ(Act(a, "t2", 0, 0.5), kGo);   // n=2, top 1: nothing strictly better
-  EXPECT_EQ(Act(a, "t3", 0, 0.5), kGo);   // n=3, top 1: still a tie for first
-  EXPECT_EQ(Act(a, "t4", 0, 0.4), kStop); // three better
-  EXPECT_EQ(Act(a, "t5", 0, 0.6), kGo);   // n=5, top 2: best
+  EXPECT_EQ(Act(a, "t2", 0, 0.5), kGo);    // n=2, top 1: nothing strictly better
+  EXPECT_EQ(Act(a, "t3", 0, 0.5), kGo);    // n=3, top 1: still a tie for first
+  EXPECT_EQ(Act(a, "t4", 0, 0.4), kStop);  // three better
+  EXPECT_EQ(Act(a, "t5", 0, 0.6), kGo);    // n=5, top 2: best
 }
 
 TEST(Asha, TieRankCountsOnlyStrictlyBetterResults) {
@@ -105,8 +105,8 @@ TEST(Asha, TieRankCountsOnlyStrictlyBetterResults) {
 
 TEST(Asha, NaNIsWorstAndStopsOnceTheRungHasEtaResults) {
   Asha a = Make(AshaMode::kMax, 2);
-  EXPECT_EQ(Act(a, "t1", 0, kNaN), kGo);   // fewer than eta results
-  EXPECT_EQ(Act(a, "t2", 0, -5.0), kGo);   // n=2, top 1: a NaN is never better
+  EXPECT_EQ(Act(a, "t1", 0, kNaN), kGo);  // fewer than eta results
+  EXPECT_EQ(Act(a, "t2", 0, -5.0), kGo);  // n=2, top 1: a NaN is never better
   EXPECT_EQ(Act(a, "t3", 0, kNaN), kStop);
   auto d = a.DecisionFor("t3", 0);
   ASSERT_TRUE(d.has_value());
@@ -169,8 +169,8 @@ TEST(Asha, RungsAreRankedIndependently) {
   Act(a, "t1", 0, 0.9);
   Act(a, "t2", 0, 0.8);  // n=2, top 1 -> stop
   Act(a, "t3", 0, 0.95);
-  EXPECT_EQ(Act(a, "t1", 1, 0.1), kGo);    // rung 1 has 1 result
-  EXPECT_EQ(Act(a, "t3", 1, 0.05), kStop); // rung 1: 0.1 is better
+  EXPECT_EQ(Act(a, "t1", 1, 0.1), kGo);     // rung 1 has 1 result
+  EXPECT_EQ(Act(a, "t3", 1, 0.05), kStop);  // rung 1: 0.1 is better
 }
 
 TEST(Asha, SkippingARungIsAllowed) {

@@ -59,24 +59,21 @@ StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(const Cl
   return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(options, std::move(channel)));
 }
 
-CoordinatorClient::CoordinatorClient(const ClientOptions& options,
-                                     std::shared_ptr<grpc::Channel> channel)
+CoordinatorClient::CoordinatorClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel)
     : options_(options), channel_(std::move(channel)), stub_(v1::Coordinator::NewStub(channel_)) {}
 
 void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(options_.deadline_ms));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.deadline_ms));
   ctx->AddMetadata("x-flap-token", options_.token);
 }
 
-#define FLAP_CALL(method, req, resp)                          \
-  grpc::ClientContext ctx;                                    \
-  Prepare(&ctx);                                              \
+#define FLAP_CALL(method, req, resp) \
+  grpc::ClientContext ctx;           \
+  Prepare(&ctx);                     \
   FLAP_RETURN_IF_ERROR(FromGrpc(stub_->method(&ctx, req, &resp)))
 
 StatusOr<v1::RegisterGroupResponse> CoordinatorClient::Register(const std::string& group_id,
-                                                                const std::string& incarnation,
-                                                                int world_size,
+                                                                const std::string& incarnation, int world_size,
                                                                 const std::string& host,
                                                                 const std::vector<std::string>& metrics_endpoints) {
   v1::RegisterGroupRequest req;
@@ -139,9 +136,8 @@ StatusOr<v1::BeginEpochResponse> CoordinatorClient::BeginEpoch(
   return resp;
 }
 
-StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id,
-                                                   const v1::TrialRef& trial, int epoch, int rank,
-                                                   int slot) {
+StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id, const v1::TrialRef& trial, int epoch,
+                                                   int rank, int slot) {
   v1::LeaseShardRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
@@ -163,8 +159,8 @@ StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id,
 }
 
 StatusOr<v1::CompleteShardResponse> CoordinatorClient::CompleteShard(const std::string& group_id,
-                                                                     const v1::TrialRef& trial,
-                                                                     int epoch, uint64_t lease_id) {
+                                                                     const v1::TrialRef& trial, int epoch,
+                                                                     uint64_t lease_id) {
   v1::CompleteShardRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
@@ -175,12 +171,10 @@ StatusOr<v1::CompleteShardResponse> CoordinatorClient::CompleteShard(const std::
   return resp;
 }
 
-StatusOr<v1::Action> CoordinatorClient::ReportMetrics(const std::string& group_id,
-                                                      const v1::TrialRef& trial,
-                                                      MetricKind kind, int64_t step,
-                                                      int epoch,
-                                                      const std::map<std::string, double>& values,
-                                                      int64_t total_steps, std::string* reason) {
+StatusOr<v1::Action> CoordinatorClient::ReportMetrics(const std::string& group_id, const v1::TrialRef& trial,
+                                                      MetricKind kind, int64_t step, int epoch,
+                                                      const std::map<std::string, double>& values, int64_t total_steps,
+                                                      std::string* reason) {
   v1::ReportMetricsRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
@@ -216,16 +210,21 @@ Status CoordinatorClient::Finish(const std::string& group_id, const v1::TrialRef
   return Status::OK();
 }
 
-StatusOr<TrialState> CoordinatorClient::Fail(const std::string& group_id,
-                                              const v1::TrialRef& trial, FailureCause cause,
-                                              const std::string& error) {
+StatusOr<TrialState> CoordinatorClient::Fail(const std::string& group_id, const v1::TrialRef& trial, FailureCause cause,
+                                             const std::string& error) {
   v1::FailTrialRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
   switch (cause) {
-    case FailureCause::kPreemption: req.set_cause(v1::FailTrialRequest::PREEMPTION); break;
-    case FailureCause::kNodeFault: req.set_cause(v1::FailTrialRequest::NODE_FAULT); break;
-    case FailureCause::kTrialError: req.set_cause(v1::FailTrialRequest::TRIAL_ERROR); break;
+    case FailureCause::kPreemption:
+      req.set_cause(v1::FailTrialRequest::PREEMPTION);
+      break;
+    case FailureCause::kNodeFault:
+      req.set_cause(v1::FailTrialRequest::NODE_FAULT);
+      break;
+    case FailureCause::kTrialError:
+      req.set_cause(v1::FailTrialRequest::TRIAL_ERROR);
+      break;
   }
   req.set_error(error);
   v1::FailTrialResponse resp;
@@ -278,8 +277,7 @@ StatusOr<std::vector<v1::MetricRecord>> CoordinatorClient::GetMetrics(const std:
   return std::vector<v1::MetricRecord>(resp.records().begin(), resp.records().end());
 }
 
-StatusOr<std::vector<v1::ReportFile>> CoordinatorClient::GetReport(const std::string& sweep_id,
-                                                                   double target) {
+StatusOr<std::vector<v1::ReportFile>> CoordinatorClient::GetReport(const std::string& sweep_id, double target) {
   v1::GetReportRequest req;
   req.set_sweep_id(sweep_id);
   req.set_target(target);

@@ -90,45 +90,37 @@ class CoordinatorClient {
   static StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const ClientOptions& options);
 
   // ---- Worker group calls ----
-  StatusOr<v1::RegisterGroupResponse> Register(const std::string& group_id,
-                                               const std::string& incarnation, int world_size,
-                                               const std::string& host = "",
+  StatusOr<v1::RegisterGroupResponse> Register(const std::string& group_id, const std::string& incarnation,
+                                               int world_size, const std::string& host = "",
                                                const std::vector<std::string>& metrics_endpoints = {});
-  StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& group_id,
-                                            const std::vector<int>& ranks = {});
+  StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& group_id, const std::vector<int>& ranks = {});
   StatusOr<NextTrialResult> NextTrial(const std::string& group_id);
   // Shards as (name, samples).
-  StatusOr<v1::BeginEpochResponse> BeginEpoch(
-      const std::string& group_id, const v1::TrialRef& trial, int epoch,
-      const std::vector<std::pair<std::string, int64_t>>& shards);
+  StatusOr<v1::BeginEpochResponse> BeginEpoch(const std::string& group_id, const v1::TrialRef& trial, int epoch,
+                                              const std::vector<std::pair<std::string, int64_t>>& shards);
   // slot: which of the rank's read-ahead slots asks (service.h).
-  StatusOr<ShardLease> LeaseShard(const std::string& group_id, const v1::TrialRef& trial,
-                                  int epoch, int rank, int slot = 0);
-  StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id,
-                                                    const v1::TrialRef& trial, int epoch,
+  StatusOr<ShardLease> LeaseShard(const std::string& group_id, const v1::TrialRef& trial, int epoch, int rank,
+                                  int slot = 0);
+  StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id, const v1::TrialRef& trial, int epoch,
                                                     uint64_t lease_id);
   // Returns the action: CONTINUE, or STOP (with reason in *reason).
-  StatusOr<v1::Action> ReportMetrics(const std::string& group_id, const v1::TrialRef& trial,
-                                     MetricKind kind, int64_t step, int epoch,
-                                     const std::map<std::string, double>& values,
+  StatusOr<v1::Action> ReportMetrics(const std::string& group_id, const v1::TrialRef& trial, MetricKind kind,
+                                     int64_t step, int epoch, const std::map<std::string, double>& values,
                                      int64_t total_steps = 0, std::string* reason = nullptr);
-  Status ReportCheckpoint(const std::string& group_id, const v1::TrialRef& trial,
-                          const std::string& ref, int64_t step);
+  Status ReportCheckpoint(const std::string& group_id, const v1::TrialRef& trial, const std::string& ref, int64_t step);
   Status Finish(const std::string& group_id, const v1::TrialRef& trial);
   // Gives the trial back; `cause` (trial_state.h) picks the retry budget it counts against.
   // Returns the trial's new state: kPending (requeued) or kFailed (the budget ran out).
-  StatusOr<TrialState> Fail(const std::string& group_id, const v1::TrialRef& trial,
-                             FailureCause cause, const std::string& error);
+  StatusOr<TrialState> Fail(const std::string& group_id, const v1::TrialRef& trial, FailureCause cause,
+                            const std::string& error);
 
   // ---- User calls ----
-  StatusOr<v1::SubmitSweepResponse> SubmitSweep(const std::string& sweep_text,
-                                                const std::string& source,
+  StatusOr<v1::SubmitSweepResponse> SubmitSweep(const std::string& sweep_text, const std::string& source,
                                                 const std::string& base_config);
   StatusOr<v1::SweepStatus> GetSweep(const std::string& sweep_id);
   StatusOr<v1::ListSweepsResponse> ListSweeps();
   StatusOr<int> CancelSweep(const std::string& sweep_id);
-  StatusOr<std::vector<v1::MetricRecord>> GetMetrics(const std::string& sweep_id,
-                                                     const std::string& trial_id = "");
+  StatusOr<std::vector<v1::MetricRecord>> GetMetrics(const std::string& sweep_id, const std::string& trial_id = "");
   StatusOr<std::vector<v1::ReportFile>> GetReport(const std::string& sweep_id, double target = 0);
 
   v1::Coordinator::Stub* stub() { return stub_.get(); }

@@ -160,8 +160,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
     for (const auto& m : sim::SimEvalMetrics()) {
       EXPECT_NEAR(std::stod(row.at(m)), sim::SimMetric(ov, m, 20, 20), 1e-5) << row.at("trial") << " " << m;
     }
-    EXPECT_NEAR(std::stod(row.at("samples_per_second")),
-                sim::SimMetric(ov, "samples_per_second", 1, 20), 1e-3);
+    EXPECT_NEAR(std::stod(row.at("samples_per_second")), sim::SimMetric(ov, "samples_per_second", 1, 20), 1e-3);
   }
   // Cells: mean over the two seeds (seed 1 and 2 differ by 0.001 in map10).
   const auto cells = ParseCsv(FileNamed(*report, "cells.csv"));
@@ -198,8 +197,7 @@ TEST(CoordinatorE2E, GroupsRunAWholeSweepAndTheReportMatchesWhatWasReported) {
       }
     }
     EXPECT_EQ(s.at("reached"), std::to_string(reached)) << s.at("mask.strategy") << s.at("mask.ratio");
-    EXPECT_NEAR(std::stod(s.at("samples_per_second")),
-                100.0 / (1.0 - std::stod(s.at("mask.ratio"))) + 1.5, 1e-3);
+    EXPECT_NEAR(std::stod(s.at("samples_per_second")), 100.0 / (1.0 - std::stod(s.at("mask.ratio"))) + 1.5, 1e-3);
   }
 }
 
@@ -468,8 +466,7 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   // The report lists it as stopped, out of the means.
   auto files = user->GetReport("asha");
   ASSERT_OK(files);
-  EXPECT_TRUE(Contains(FileNamed(*files, "trials.csv"), "t0001,1,1,0.5,stopped"))
-      << FileNamed(*files, "trials.csv");
+  EXPECT_TRUE(Contains(FileNamed(*files, "trials.csv"), "t0001,1,1,0.5,stopped")) << FileNamed(*files, "trials.csv");
 }
 
 TEST(CoordinatorE2E, CancelStopsRunningGroupsAndEndsTheSweep) {

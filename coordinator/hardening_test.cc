@@ -82,12 +82,11 @@ std::string LocalKeySweep(const std::string& key) {
 }
 
 TEST(HardeningLocalKeys, SweepRefusesFactorsThatAreLocalToTheWorkerNamingThem) {
-  for (const char* key : {"ckpt.root", "data.path", "train.output_dir", "metrics.listen",
-                          "metrics.sd_dir", "data.fbank_cache", "train.device"}) {
+  for (const char* key : {"ckpt.root", "data.path", "train.output_dir", "metrics.listen", "metrics.sd_dir",
+                          "data.fbank_cache", "train.device"}) {
     auto spec = ParseSweepText(LocalKeySweep(key), "s.ini");
     ASSERT_FALSE(spec.ok()) << key << " accepted as a factor";
-    EXPECT_TRUE(Contains(spec.status().message(), "[factor." + std::string(key) + "]"))
-        << spec.status().message();
+    EXPECT_TRUE(Contains(spec.status().message(), "[factor." + std::string(key) + "]")) << spec.status().message();
     EXPECT_TRUE(Contains(spec.status().message(), "local to each worker")) << spec.status().message();
   }
   // Other trainer keys stay factors (the worker validates their values).

@@ -7,8 +7,7 @@
 
 namespace flap::coordinator {
 
-StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir,
-                                                 const JournalOptions& options) {
+StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir, const JournalOptions& options) {
   rocksdb::Options db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.paranoid_checks = true;
@@ -23,10 +22,7 @@ StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir,
 }
 
 Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, const JournalOptions& options)
-    : dir_(std::move(dir)),
-      options_(options),
-      db_(std::move(db)),
-      pending_(std::make_unique<rocksdb::WriteBatch>()) {
+    : dir_(std::move(dir)), options_(options), db_(std::move(db)), pending_(std::make_unique<rocksdb::WriteBatch>()) {
   committer_ = std::thread([this] { CommitLoop(); });
 }
 
@@ -140,8 +136,7 @@ void Journal::CommitLoop() {
   }
 }
 
-StatusOr<std::vector<std::pair<std::string, std::string>>> Journal::Scan(
-    const std::string& prefix) const {
+StatusOr<std::vector<std::pair<std::string, std::string>>> Journal::Scan(const std::string& prefix) const {
   std::vector<std::pair<std::string, std::string>> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {

@@ -40,7 +40,7 @@ class WriteBatch;
 namespace flap::coordinator {
 
 struct JournalOptions {
-  bool sync = true;              // fsync every commit (false only for throwaway benchmarks)
+  bool sync = true;  // fsync every commit (false only for throwaway benchmarks)
   bool create_if_missing = true;
   // Called once, on the committer thread, when a write fails (after the waiting callbacks got
   // the error). flap-coordinator exits from it so that its supervisor restarts it from the
@@ -102,10 +102,10 @@ class Journal {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::unique_ptr<rocksdb::WriteBatch> pending_;  // GUARDED_BY(mu_)
-  uint64_t appended_ = 0;                  // GUARDED_BY(mu_)
-  uint64_t durable_ = 0;                   // GUARDED_BY(mu_)
-  Status status_;                          // GUARDED_BY(mu_): the first write failure
-  bool stop_ = false;                      // GUARDED_BY(mu_)
+  uint64_t appended_ = 0;                         // GUARDED_BY(mu_)
+  uint64_t durable_ = 0;                          // GUARDED_BY(mu_)
+  Status status_;                                 // GUARDED_BY(mu_): the first write failure
+  bool stop_ = false;                             // GUARDED_BY(mu_)
   std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters_;  // GUARDED_BY(mu_)
   std::thread committer_;
 };

@@ -24,8 +24,7 @@ inline Status Bad(const std::string& what, const std::string& field, const char*
 
 // Converts one JSON value to T. `field` names it in the error.
 template <typename T>
-Status Convert(const nlohmann::json& v, const std::string& what, const std::string& field,
-               T* out) {
+Status Convert(const nlohmann::json& v, const std::string& what, const std::string& field, T* out) {
   if constexpr (std::is_same_v<T, std::string>) {
     if (!v.is_string()) return Bad(what, field, "a string");
     *out = v.get<std::string>();
@@ -82,16 +81,14 @@ Status Get(const nlohmann::json& j, const char* key, const std::string& what, T*
 
 // Reads object field `key` (an array) of `j` into `out`.
 template <typename T>
-Status GetArray(const nlohmann::json& j, const char* key, const std::string& what,
-                std::vector<T>* out) {
+Status GetArray(const nlohmann::json& j, const char* key, const std::string& what, std::vector<T>* out) {
   if (!j.is_object()) return Status::Corruption(what + ": expected a JSON object");
   auto it = j.find(key);
   if (it == j.end() || !it->is_array()) return Bad(what, key, "an array");
   out->clear();
   for (size_t i = 0; i < it->size(); ++i) {
     T v{};
-    FLAP_RETURN_IF_ERROR(
-        Convert((*it)[i], what, std::string(key) + "[" + std::to_string(i) + "]", &v));
+    FLAP_RETURN_IF_ERROR(Convert((*it)[i], what, std::string(key) + "[" + std::to_string(i) + "]", &v));
     out->push_back(std::move(v));
   }
   return Status::OK();

@@ -17,9 +17,12 @@ namespace ji = json_internal;
 
 const char* LeaseStateName(LeaseState state) {
   switch (state) {
-    case LeaseState::kActive: return "active";
-    case LeaseState::kCompleted: return "completed";
-    case LeaseState::kExpired: return "expired";
+    case LeaseState::kActive:
+      return "active";
+    case LeaseState::kCompleted:
+      return "completed";
+    case LeaseState::kExpired:
+      return "expired";
   }
   return "unknown";
 }
@@ -56,12 +59,10 @@ StatusOr<Lease> Lease::FromJson(const nlohmann::json& j, const std::string& what
   return l;
 }
 
-StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards,
-                                        const LeaseOptions& options) {
+StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards, const LeaseOptions& options) {
   if (shards.empty()) return Status::InvalidArgument("lease table: an epoch needs shards");
   if (options.ttl_ms <= 0) {
-    return Status::InvalidArgument("lease table: ttl_ms must be > 0, got " +
-                                   std::to_string(options.ttl_ms));
+    return Status::InvalidArgument("lease table: ttl_ms must be > 0, got " + std::to_string(options.ttl_ms));
   }
   std::set<std::string> names;
   for (size_t i = 0; i < shards.size(); ++i) {
@@ -105,10 +106,9 @@ int LeaseTable::ExtendAll(int64_t now_ms) {
 }
 
 Status LeaseTable::Dead(const Lease& lease, const char* action) const {
-  return Status::Aborted(
-      "lease " + std::to_string(lease.id) + " of shard '" + lease.shard_name + "' held by " +
-      lease.rank + " expired at " + std::to_string(lease.deadline_ms) + " ms; cannot " + action +
-      " it (the shard goes back to the pool and counts under its next lease)");
+  return Status::Aborted("lease " + std::to_string(lease.id) + " of shard '" + lease.shard_name + "' held by " +
+                         lease.rank + " expired at " + std::to_string(lease.deadline_ms) + " ms; cannot " + action +
+                         " it (the shard goes back to the pool and counts under its next lease)");
 }
 
 StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now_ms) {
@@ -152,8 +152,8 @@ StatusOr<Lease> LeaseTable::Renew(uint64_t lease_id, int64_t now_ms) {
   if (it == leases_.end()) return Status::NotFound("unknown lease " + std::to_string(lease_id));
   Lease& l = it->second;
   if (l.state == LeaseState::kCompleted) {
-    return Status::FailedPrecondition("lease " + std::to_string(lease_id) + " of shard '" +
-                                      l.shard_name + "' is already completed");
+    return Status::FailedPrecondition("lease " + std::to_string(lease_id) + " of shard '" + l.shard_name +
+                                      "' is already completed");
   }
   if (l.state == LeaseState::kExpired || now_ms >= l.deadline_ms) return Dead(l, "renew");
   l.deadline_ms = now_ms + options_.ttl_ms;
@@ -253,14 +253,13 @@ StatusOr<LeaseTable> LeaseTable::FromHeaderFields(const nlohmann::json& j, const
 }
 
 Status LeaseTable::Replay(const Lease& l, const std::string& at) {
-  if (l.id == 0 || l.id >= next_lease_id_ || leases_.count(l.id) != 0 || l.shard < 0 ||
-      l.shard >= num_shards() || l.shard_name != shards_[l.shard].name || l.rank.empty()) {
+  if (l.id == 0 || l.id >= next_lease_id_ || leases_.count(l.id) != 0 || l.shard < 0 || l.shard >= num_shards() ||
+      l.shard_name != shards_[l.shard].name || l.rank.empty()) {
     return Status::Corruption(at + ": bad id, shard or rank");
   }
   if (l.state == LeaseState::kActive) {
     if (holder_[l.shard] != 0 || completions_[l.shard] != 0) {
-      return Status::Corruption(at + ": shard '" + l.shard_name +
-                                "' is leased twice or leased after it was done");
+      return Status::Corruption(at + ": shard '" + l.shard_name + "' is leased twice or leased after it was done");
     }
     holder_[l.shard] = l.id;
     active_.insert(l.id);
@@ -290,8 +289,8 @@ Status LeaseTable::CheckShards(const std::string& what) const {
 StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::string& what) {
   int64_t ttl_ms = 0;  // read first, as FromHeaderFields does: a damaged ttl is named first
   FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &ttl_ms));
-  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() ||
-      !j.contains("leases") || !j["leases"].is_array()) {
+  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() || !j.contains("leases") ||
+      !j["leases"].is_array()) {
     return Status::Corruption(what + ": fields 'shards' and 'leases' must be arrays");
   }
   FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(j, what));
@@ -306,8 +305,7 @@ StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::st
   return t;
 }
 
-StatusOr<LeaseTable> LeaseTable::FromHeader(const nlohmann::json& header,
-                                            const std::vector<Lease>& leases,
+StatusOr<LeaseTable> LeaseTable::FromHeader(const nlohmann::json& header, const std::vector<Lease>& leases,
                                             const std::string& what) {
   FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(header, what));
   for (const Lease& l : leases) t.next_lease_id_ = std::max(t.next_lease_id_, l.id + 1);

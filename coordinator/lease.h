@@ -53,10 +53,10 @@ enum class LeaseState { kActive, kCompleted, kExpired };
 const char* LeaseStateName(LeaseState state);  // "active", "completed", "expired"
 
 struct Lease {
-  uint64_t id = 0;          // >= 1
-  int shard = 0;            // index into the table's shards
+  uint64_t id = 0;  // >= 1
+  int shard = 0;    // index into the table's shards
   std::string shard_name;
-  std::string rank;         // who holds it
+  std::string rank;  // who holds it
   int64_t granted_ms = 0;
   int64_t deadline_ms = 0;  // dead from this instant on (now >= deadline_ms)
   LeaseState state = LeaseState::kActive;
@@ -148,11 +148,11 @@ class LeaseTable {
 
   LeaseOptions options_;
   std::vector<EpochShard> shards_;
-  std::vector<uint64_t> holder_;     // per shard: the active lease holding it, 0 if none
-  std::vector<int> completions_;     // per shard: times completed (0 or 1)
-  std::set<int> free_;               // shard indices neither leased nor done
-  std::map<uint64_t, Lease> leases_; // every lease granted, by id
-  std::set<uint64_t> active_;        // ids of active leases
+  std::vector<uint64_t> holder_;      // per shard: the active lease holding it, 0 if none
+  std::vector<int> completions_;      // per shard: times completed (0 or 1)
+  std::set<int> free_;                // shard indices neither leased nor done
+  std::map<uint64_t, Lease> leases_;  // every lease granted, by id
+  std::set<uint64_t> active_;         // ids of active leases
   uint64_t next_lease_id_ = 1;
   int done_shards_ = 0;
   int64_t done_samples_ = 0;

@@ -242,7 +242,7 @@ TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
       t.RenewRank(rank, now);
     } else if (roll == 8) {
       held[r].clear();  // the rank dies silently; its leases expire
-    }  // roll 9: the rank stalls this tick
+    }                   // roll 9: the rank stalls this tick
     for (int s = 0; s < kShards; ++s) ASSERT_LE(t.CompletionsOf(s), 1) << "shard " << s;
   }
   ASSERT_TRUE(t.EpochDone());
@@ -260,8 +260,7 @@ TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
 }
 
 TEST(LeaseTable, CreateRefusesBadInput) {
-  EXPECT_EQ(LeaseTable::Create({}, LeaseOptions{}).status().code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(LeaseTable::Create({}, LeaseOptions{}).status().code(), Status::Code::kInvalidArgument);
   EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}, {"a.tar", 1}}, LeaseOptions{}).ok());
   EXPECT_FALSE(LeaseTable::Create({{"", 1}}, LeaseOptions{}).ok());
   EXPECT_FALSE(LeaseTable::Create({{"a.tar", -1}}, LeaseOptions{}).ok());
@@ -306,8 +305,7 @@ TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
   auto r = LeaseTable::FromJson(twice, "epoch 0");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
-  EXPECT_NE(r.status().message().find("completed twice"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("completed twice"), std::string::npos) << r.status().message();
 
   nlohmann::json future_id = j;
   future_id["next_lease_id"] = 1;  // lease 1 exists: ids would be reused

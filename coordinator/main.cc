@@ -32,25 +32,30 @@ int main(int argc, char** argv) {
       "listen", po::value(&o.listen)->default_value(o.listen), "host:port (port 0: any free)")(
       "token-file", po::value(&o.token_file),
       "the shared token; created with mode 0600 when absent (default DIR/token)")(
-      "tls-cert", po::value(&o.tls_cert), "PEM certificate chain: serve TLS")(
-      "tls-key", po::value(&o.tls_key), "PEM private key of --tls-cert")(
+      "tls-cert", po::value(&o.tls_cert), "PEM certificate chain: serve TLS")("tls-key", po::value(&o.tls_key),
+                                                                              "PEM private key of --tls-cert")(
       "insecure", po::bool_switch(&o.insecure),
       "allow plaintext gRPC on an address that is not loopback (the token crosses the network in the clear)")(
-      "heartbeat-interval-ms", po::value(&s.heartbeat_interval_ms)->default_value(s.heartbeat_interval_ms), "told to groups")(
-      "heartbeat-timeout-ms", po::value(&s.heartbeat_timeout_ms)->default_value(s.heartbeat_timeout_ms), "a group silent this long loses its trial")(
-      "lease-ttl-ms", po::value(&s.lease_ttl_ms)->default_value(s.lease_ttl_ms), "shard lease lifetime after grant or renewal")(
-      "retries.preemption", po::value(&s.budgets.preemption)->default_value(s.budgets.preemption), "requeues after preemption")(
-      "retries.node_fault", po::value(&s.budgets.node_fault)->default_value(s.budgets.node_fault), "requeues after node faults / lost groups")(
-      "retries.trial_error", po::value(&s.budgets.trial_error)->default_value(s.budgets.trial_error), "requeues after errors of the trial itself")(
-      "report-dir", po::value(&s.report_dir), "write each sweep's report to DIR/<sweep>/ when it ends")(
+      "heartbeat-interval-ms", po::value(&s.heartbeat_interval_ms)->default_value(s.heartbeat_interval_ms),
+      "told to groups")("heartbeat-timeout-ms",
+                        po::value(&s.heartbeat_timeout_ms)->default_value(s.heartbeat_timeout_ms),
+                        "a group silent this long loses its trial")(
+      "lease-ttl-ms", po::value(&s.lease_ttl_ms)->default_value(s.lease_ttl_ms),
+      "shard lease lifetime after grant or renewal")(
+      "retries.preemption", po::value(&s.budgets.preemption)->default_value(s.budgets.preemption),
+      "requeues after preemption")("retries.node_fault",
+                                   po::value(&s.budgets.node_fault)->default_value(s.budgets.node_fault),
+                                   "requeues after node faults / lost groups")(
+      "retries.trial_error", po::value(&s.budgets.trial_error)->default_value(s.budgets.trial_error),
+      "requeues after errors of the trial itself")("report-dir", po::value(&s.report_dir),
+                                                   "write each sweep's report to DIR/<sweep>/ when it ends")(
       "metrics-listen", po::value(&o.metrics_listen),
       "serve Prometheus /metrics on HOST:PORT (port 0: any free; the endpoint is printed on stderr)")(
       "metrics-ended-sweeps", po::value(&s.metrics_ended_sweeps)->default_value(s.metrics_ended_sweeps),
       "ended sweeps whose series /metrics keeps (the most recently submitted)")(
       "sd-file", po::value(&s.sd_file),
       "keep a Prometheus file_sd file at PATH listing every live group's rank endpoints and, "
-      "with --metrics-listen, the coordinator's own (docs/metrics.md)")(
-      "no-plots", "do not run gnuplot for reports");
+      "with --metrics-listen, the coordinator's own (docs/metrics.md)")("no-plots", "do not run gnuplot for reports");
   std::string address_file;  // coordinator/address_file.h
   desc.add_options()("address-file", po::value(&address_file),
                      "once listening, write HOST:PORT to FILE (atomically; the host name when listening on "
@@ -86,8 +91,7 @@ int main(int argc, char** argv) {
   // UNAVAILABLE from then on. Exit instead, so that the supervisor restarts the coordinator
   // from what was committed.
   s.on_journal_failure = [](const flap::Status& failure) {
-    std::cerr << "flap-coordinator: " << failure.message()
-              << "; exiting (status " << kJournalFailureExit
+    std::cerr << "flap-coordinator: " << failure.message() << "; exiting (status " << kJournalFailureExit
               << ") to be restarted from the committed state" << std::endl;
     kill(getpid(), SIGUSR1);
   };
@@ -107,7 +111,8 @@ int main(int argc, char** argv) {
   }
   std::cout << "flap-coordinator listening on " << (*server)->address() << std::endl;
   if (!(*server)->metrics_endpoint().empty()) {
-    std::cerr << "flap-coordinator serves metrics on http://" << (*server)->metrics_endpoint() << "/metrics" << std::endl;
+    std::cerr << "flap-coordinator serves metrics on http://" << (*server)->metrics_endpoint() << "/metrics"
+              << std::endl;
   }
   int sig = 0;
   sigwait(&stop, &sig);

@@ -55,13 +55,12 @@ TEST(HardeningListen, PlaintextOnANonLoopbackAddressIsRefusedUnlessInsecure) {
 
 TEST(HardeningListen, CoordinatorExitsTwoOnPlaintextNonLoopback) {
   flap::testing::TempDir dir("listen_exit");
-  auto r = flap::testing::RunCommand("timeout 20 " + std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + dir / "state" +
-                                     " --listen 0.0.0.0:0");
+  auto r = flap::testing::RunCommand("timeout 20 " + std::string(FLAP_COORDINATOR_BIN) + " --state-dir " +
+                                     dir / "state" + " --listen 0.0.0.0:0");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(Contains(r.output, "not a loopback address")) << r.output;
   EXPECT_TRUE(Contains(r.output, "--insecure")) << r.output;
 }
-
 
 // 8,000 values used to take seconds of the coordinator's CPU (a quadratic repeat check) and
 // were accepted; now the count is refused at once, with a message that says the limit.
@@ -92,7 +91,8 @@ TEST(HardeningSubmit, RepeatsAreFoundAtTheValueLimit) {
   for (int i = 0; i < kMaxFactorValues - 1; ++i) values += std::to_string(1 + i) + "e-5, ";
   values += "1.0e-5";
   const auto t0 = std::chrono::steady_clock::now();
-  auto spec = ParseSweepText("[sweep]\nname = rep\nseeds = 1\n\n[factor.optim.lr]\nvalues = " + values + "\n", "rep.ini");
+  auto spec =
+      ParseSweepText("[sweep]\nname = rep\nseeds = 1\n\n[factor.optim.lr]\nvalues = " + values + "\n", "rep.ini");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
   ASSERT_FALSE(spec.ok());
   EXPECT_TRUE(Contains(spec.status().message(), "value '1.0e-5' repeats '1e-5'")) << spec.status().message();
@@ -136,7 +136,7 @@ TEST(HardeningMemory, EndedSweepsLeaveNoLeaseTablesOrReportThreads) {
   for (int n = 0; n < kSweeps; ++n) {
     const std::string name = "s" + std::to_string(n);
     ASSERT_OK(client->SubmitSweep("[sweep]\nname = " + name + "\nseeds = 1, 2\n\n[factor.optim.lr]\nvalues = 0.001\n",
-                                    name + ".ini", ""));
+                                  name + ".ini", ""));
     for (int t = 0; t < 2; ++t) {
       auto next = client->NextTrial("g1");
       ASSERT_OK(next);

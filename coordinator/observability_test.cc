@@ -72,17 +72,16 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
   ASSERT_OK(client->BeginEpoch("g1", ref, 0, {{"a.tar", 10}, {"b.tar", 10}}));
   auto lease = client->LeaseShard("g1", ref, 0, 0);
   ASSERT_TRUE(lease.ok() && lease->kind == ShardLease::Kind::kGranted);
-  const std::map<std::string, double> train = {{"loss", 3},           {"contrastive", 2.5}, {"recon", 0.5},
-                                               {"logit_scale", 14},   {"samples_per_second", 120},
-                                               {"lr", 1e-3},          {"global_batch", 64},
-                                               {"negatives_per_step", 128}, {"epoch", 0.25}};
+  const std::map<std::string, double> train = {{"loss", 3},          {"contrastive", 2.5},        {"recon", 0.5},
+                                               {"logit_scale", 14},  {"samples_per_second", 120}, {"lr", 1e-3},
+                                               {"global_batch", 64}, {"negatives_per_step", 128}, {"epoch", 0.25}};
   ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kTrain, 5, 0, train, 20));
   ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kEval, 5, 0, {{"t2a_r1", 0.125}, {"map10", 0.25}}, 20));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_OK(client->ReportMetrics("g1", ref, MetricKind::kTrain, 10, 0, train, 20));
 
   const auto m = Scrape(c);
-  const Labels t0 = {{"sweep", "abl"},        {"trial", "t0000"},      {"mask_ratio", "0.5"}, {"mask_strategy", "1d"},
+  const Labels t0 = {{"sweep", "abl"},        {"trial", "t0000"},     {"mask_ratio", "0.5"}, {"mask_strategy", "1d"},
                      {"recon_weight", "0.5"}, {"text_augment", "on"}, {"seed", "1"}};
   auto with = [&](const std::string& k, const std::string& v) {
     Labels l = t0;
@@ -117,8 +116,9 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
   EXPECT_EQ(One(m, "flap_trial_failures_total", with("class", "preemption")), 0);
   EXPECT_GT(One(m, "flap_trial_eta_seconds", t0), 0);  // 10 steps left at the measured rate
   // A pending trial: its own factors, no records yet.
-  EXPECT_EQ(One(m, "flap_trial_state", {{"trial", "t0003"}, {"mask_ratio", "0.75"}, {"mask_strategy", "2d"},
-                                        {"state", "pending"}}), 1);
+  EXPECT_EQ(One(m, "flap_trial_state",
+                {{"trial", "t0003"}, {"mask_ratio", "0.75"}, {"mask_strategy", "2d"}, {"state", "pending"}}),
+            1);
   EXPECT_TRUE(FindSamples(m, "flap_trial_loss", {{"trial", "t0003"}}).empty());
   // The sweep and the coordinator.
   EXPECT_EQ(One(m, "flap_sweep_trials", {{"sweep", "abl"}, {"state", "pending"}}), 3);

@@ -18,12 +18,11 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
                              : in.spec.asha          ? in.spec.asha->metric
                              : spec_target           ? spec_target->metric
                                                      : "map10";
-  const bool max_mode = !in.spec.asha || in.spec.asha->metric != metric ||
-                        in.spec.asha->mode == AshaMode::kMax;
+  const bool max_mode = !in.spec.asha || in.spec.asha->metric != metric || in.spec.asha->mode == AshaMode::kMax;
   // The target's metric and direction.
   const std::string target_metric = spec_target ? spec_target->metric : metric;
-  const bool target_max = !in.spec.asha || in.spec.asha->metric != target_metric ||
-                          in.spec.asha->mode == AshaMode::kMax;
+  const bool target_max =
+      !in.spec.asha || in.spec.asha->metric != target_metric || in.spec.asha->mode == AshaMode::kMax;
   const bool metric_pct = IsFractionMetric(metric), target_pct = IsFractionMetric(target_metric);
 
   // Gather each trial's facts.
@@ -80,9 +79,10 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
       facts[i].samples_to_target = c.samples;
     }
   }
-  const std::string target_text =
-      target_metric + (target_max ? " >= " : " <= ") +
-      (std::isnan(target) ? "-" : target_pct ? Percent(target) : Num(target));
+  const std::string target_text = target_metric + (target_max ? " >= " : " <= ") +
+                                  (std::isnan(target) ? "-"
+                                   : target_pct       ? Percent(target)
+                                                      : Num(target));
 
   ReportFacts out;
   out.in = &in;
@@ -156,9 +156,9 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
      << " | samples/s | error |\n|---|---|---|---|---|---|---|---|\n";
   for (const auto& f : facts) {
     md << "| " << f.spec->id << " | " << CellLabel(*f.spec) << " | " << f.spec->seed << " | "
-       << (f.record ? TrialStateName(f.record->state) : "") << " | "
-       << (f.record ? f.record->step : 0) << " | " << Show(Value(f.final_eval, metric), metric_pct) << " | "
-       << Num(f.samples_per_second) << " | " << (f.record ? f.record->last_error : "") << " |\n";
+       << (f.record ? TrialStateName(f.record->state) : "") << " | " << (f.record ? f.record->step : 0) << " | "
+       << Show(Value(f.final_eval, metric), metric_pct) << " | " << Num(f.samples_per_second) << " | "
+       << (f.record ? f.record->last_error : "") << " |\n";
   }
 
   std::vector<ReportFile> files;

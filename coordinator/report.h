@@ -74,19 +74,19 @@ struct MetricPoint {
 struct ReportInput {
   std::string sweep_id;
   SweepSpec spec;
-  std::string state;                   // running | finished | cancelled
-  std::vector<TrialSpec> trials;       // in trial order
-  std::vector<TrialRecord> records;    // same order
-  std::vector<MetricPoint> metrics;    // any order
+  std::string state;                 // running | finished | cancelled
+  std::vector<TrialSpec> trials;     // in trial order
+  std::vector<TrialRecord> records;  // same order
+  std::vector<MetricPoint> metrics;  // any order
 };
 
 struct ReportOptions {
-  std::string metric;   // primary metric; "" = the ASHA metric, else "map10"
-  double target = 0;    // time-to-target threshold; 0 = 80% of the best final value
+  std::string metric;  // primary metric; "" = the ASHA metric, else "map10"
+  double target = 0;   // time-to-target threshold; 0 = 80% of the best final value
 };
 
 struct ReportFile {
-  std::string name;     // "report.md", "trials.csv", "throughput.gp", ...
+  std::string name;  // "report.md", "trials.csv", "throughput.gp", ...
   std::string content;
 };
 
@@ -135,7 +135,6 @@ struct WriteReportOptions {
 // renamed), then runs gnuplot in `dir` on each .gp file, making the .svg files. IOError naming
 // the file on a write failure; FailedPrecondition when gnuplot is missing or fails (the text
 // files are written all the same).
-Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
-                   const WriteReportOptions& options);
+Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir, const WriteReportOptions& options);
 
 }  // namespace flap::coordinator

@@ -63,16 +63,14 @@ struct TrialFacts {
   const TrialRecord* record = nullptr;
   std::map<std::string, double> final_eval;  // the EVAL record with the highest step
   int64_t final_eval_step = -1;
-  double samples_per_second = kNaN;          // mean over TRAIN records
-  double time_to_target_s = kNaN;            // training seconds to the target; NaN: not reached
+  double samples_per_second = kNaN;  // mean over TRAIN records
+  double time_to_target_s = kNaN;    // training seconds to the target; NaN: not reached
   double samples_to_target = kNaN;
   bool reached = false;
 };
 
 // Completed trials make the means and effects (report.h).
-inline bool Completed(const TrialFacts& f) {
-  return f.record && f.record->state == TrialState::kCompleted;
-}
+inline bool Completed(const TrialFacts& f) { return f.record && f.record->state == TrialState::kCompleted; }
 
 // The facts of every trial and what the report measures them by.
 struct ReportFacts {
@@ -81,10 +79,10 @@ struct ReportFacts {
   bool max_mode = true;       // higher is better for it
   std::string target_metric;  // the metric of the target
   bool target_max = true;
-  bool metric_pct = false;    // printed as percentages
+  bool metric_pct = false;  // printed as percentages
   bool target_pct = false;
-  double target = kNaN;       // NaN: no target (nothing completed to take 80% of)
-  std::string target_text;    // "t2a_r1 >= 30.0%"
+  double target = kNaN;            // NaN: no target (nothing completed to take 80% of)
+  std::string target_text;         // "t2a_r1 >= 30.0%"
   std::vector<TrialFacts> trials;  // in trial order
 };
 ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options);

@@ -15,10 +15,9 @@ namespace {
 
 // Two-sided 95% Student t quantile for `df` degrees of freedom.
 double T95(int df) {
-  static const double kTable[] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365,
-                                  2.306, 2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-                                  2.120, 2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069,
-                                  2.064, 2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
+  static const double kTable[] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                  2.201, 2.179,  2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080,
+                                  2.074, 2.069,  2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
   if (df <= 0) return kNaN;
   if (df <= 30) return kTable[df];
   if (df <= 60) return 2.000;
@@ -135,7 +134,7 @@ using json_internal::Number;
 nlohmann::json MetricPoint::ToJson() const {
   nlohmann::json values_json = nlohmann::json::object();
   for (const auto& [k, v] : values) values_json[k] = Number(v);
-  return {{"trial_id", trial_id}, {"attempt", attempt}, {"kind", kind}, {"step", step},
+  return {{"trial_id", trial_id}, {"attempt", attempt}, {"kind", kind},         {"step", step},
           {"epoch", epoch},       {"time_ms", time_ms}, {"values", values_json}};
 }
 
@@ -161,15 +160,14 @@ StatusOr<MetricPoint> MetricPoint::FromJson(const nlohmann::json& j, const std::
 }
 
 const std::vector<std::string>& RetrievalMetrics() {
-  static const std::vector<std::string> kMetrics = {"t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1",
+  static const std::vector<std::string> kMetrics = {"t2a_r1", "t2a_r5",  "t2a_r10", "a2t_r1",
                                                     "a2t_r5", "a2t_r10", "map10"};
   return kMetrics;
 }
 
 bool IsFractionMetric(const std::string& metric) {
   const auto& rm = RetrievalMetrics();
-  return std::find(rm.begin(), rm.end(), metric) != rm.end() || metric == "t2a_map10" ||
-         metric == "a2t_map10";
+  return std::find(rm.begin(), rm.end(), metric) != rm.end() || metric == "t2a_map10" || metric == "a2t_map10";
 }
 
 std::string Percent(double v) {

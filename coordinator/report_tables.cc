@@ -35,13 +35,13 @@ Table TrialsTable(const ReportFacts& rf) {
   for (const auto& f : facts) {
     trials_csv << f.spec->id << "," << f.spec->cell << "," << f.spec->seed;
     for (const auto& name : factor_names) trials_csv << "," << Csv(FactorValue(*f.spec, name));
-    trials_csv << "," << (f.record ? TrialStateName(f.record->state) : "") << ","
-               << (f.record ? f.record->attempt : 0) << "," << (f.record ? f.record->step : 0)
-               << "," << (f.final_eval_step >= 0 ? std::to_string(f.final_eval_step) : "");
+    trials_csv << "," << (f.record ? TrialStateName(f.record->state) : "") << "," << (f.record ? f.record->attempt : 0)
+               << "," << (f.record ? f.record->step : 0) << ","
+               << (f.final_eval_step >= 0 ? std::to_string(f.final_eval_step) : "");
     for (const auto& m : rm) trials_csv << "," << Num(Value(f.final_eval, m));
-    trials_csv << "," << Num(f.samples_per_second) << "," << Num(f.time_to_target_s) << ","
-               << Num(f.samples_to_target) << "," << Num(Value(f.final_eval, "train_seconds")) << ","
-               << Num(Value(f.final_eval, "samples")) << "," << Csv(f.record ? f.record->last_error : "") << "\n";
+    trials_csv << "," << Num(f.samples_per_second) << "," << Num(f.time_to_target_s) << "," << Num(f.samples_to_target)
+               << "," << Num(Value(f.final_eval, "train_seconds")) << "," << Num(Value(f.final_eval, "samples")) << ","
+               << Csv(f.record ? f.record->last_error : "") << "\n";
   }
   return {trials_csv.str(), ""};
 }
@@ -115,10 +115,12 @@ Table BudgetTable(const ReportFacts& rf, const CellGroups& groups) {
       budget_csv << "," << Num(ms.mean) << "," << Num(ms.ci);
       budget_md << " " << MeanCi(ms, [pct](double v) { return Show(v, pct); }) << " |";
     }
-    budget_csv << "," << Num(tt.mean) << "," << Num(tt.ci) << "," << Num(st.mean) << "," << Num(st.ci) << ","
-               << reached << "\n";
+    budget_csv << "," << Num(tt.mean) << "," << Num(tt.ci) << "," << Num(st.mean) << "," << Num(st.ci) << "," << reached
+               << "\n";
     budget_md << " "
-              << (members.empty() ? "-" : reached == 0 ? "not reached" : MeanCi(tt, [](double v) { return Seconds(v); }))
+              << (members.empty() ? "-"
+                  : reached == 0  ? "not reached"
+                                  : MeanCi(tt, [](double v) { return Seconds(v); }))
               << " | " << (reached == 0 || st.n == 0 ? "-" : MeanCi(st, [](double v) { return Count(v); })) << " | "
               << reached << "/" << members.size() << " |\n";
   }
@@ -150,12 +152,11 @@ Table EffectsTable(const ReportFacts& rf, Stats* grand_out) {
     for (const auto& level : levels) {
       Stats s = Summarise(by_level[level]);
       const double lo = s.mean - s.ci, hi = s.mean + s.ci;
-      effects_csv << Csv(fs.name) << "," << Csv(level) << "," << s.n << "," << Num(s.mean) << ","
-                  << Num(lo) << "," << Num(hi) << "," << Num(s.mean - grand.mean) << "\n";
-      effects_md << "| " << fs.name << " | " << level << " | " << s.n << " | " << Show(s.mean, metric_pct)
-                 << " | "
-                 << (std::isnan(s.ci) ? "-" : "[" + Show(lo, metric_pct) + ", " + Show(hi, metric_pct) + "]")
-                 << " | " << (s.n ? ShowDelta(s.mean - grand.mean, metric_pct) : "-") << " |\n";
+      effects_csv << Csv(fs.name) << "," << Csv(level) << "," << s.n << "," << Num(s.mean) << "," << Num(lo) << ","
+                  << Num(hi) << "," << Num(s.mean - grand.mean) << "\n";
+      effects_md << "| " << fs.name << " | " << level << " | " << s.n << " | " << Show(s.mean, metric_pct) << " | "
+                 << (std::isnan(s.ci) ? "-" : "[" + Show(lo, metric_pct) + ", " + Show(hi, metric_pct) + "]") << " | "
+                 << (s.n ? ShowDelta(s.mean - grand.mean, metric_pct) : "-") << " |\n";
     }
   }
   *grand_out = grand;
@@ -188,11 +189,10 @@ SpeedTable Speed(const ReportFacts& rf) {
   std::map<std::string, std::vector<std::pair<double, std::pair<double, double>>>> plot;
   for (const auto& [key, c] : speed) {
     Stats sps = Summarise(c.sps), ttt = Summarise(c.ttt);
-    speed_csv << Csv(key.first) << "," << Csv(key.second) << "," << c.n << "," << Num(sps.mean)
-              << "," << Num(ttt.mean) << "," << ttt.n << "\n";
-    speed_md << "| " << key.first << " | " << key.second << " | " << c.n << " | "
-             << (sps.n ? Num(sps.mean) : "-") << " | " << (ttt.n ? Num(ttt.mean) : "-") << " | "
-             << ttt.n << "/" << c.n << " |\n";
+    speed_csv << Csv(key.first) << "," << Csv(key.second) << "," << c.n << "," << Num(sps.mean) << "," << Num(ttt.mean)
+              << "," << ttt.n << "\n";
+    speed_md << "| " << key.first << " | " << key.second << " | " << c.n << " | " << (sps.n ? Num(sps.mean) : "-")
+             << " | " << (ttt.n ? Num(ttt.mean) : "-") << " | " << ttt.n << "/" << c.n << " |\n";
     char* end = nullptr;
     const double r = std::strtod(key.second.c_str(), &end);
     if (end && *end == '\0' && !key.second.empty()) plot[key.first].push_back({r, {sps.mean, ttt.mean}});

@@ -163,8 +163,15 @@ ReportInput Budgeted() {
       const double seconds = 25.0 * (k + 1);
       const int64_t step = static_cast<int64_t>(seconds * per_second / 10);
       // Wall time runs on (evaluations take time); the report must use training seconds.
-      in.metrics.push_back({r.id, 1, "eval", step, 0, 1000 + 40000 * (k + 1),
-                            {{"t2a_r1", r1[i][k]}, {"a2t_r1", r1[i][k] / 2}, {"train_seconds", seconds},
+      in.metrics.push_back({r.id,
+                            1,
+                            "eval",
+                            step,
+                            0,
+                            1000 + 40000 * (k + 1),
+                            {{"t2a_r1", r1[i][k]},
+                             {"a2t_r1", r1[i][k] / 2},
+                             {"train_seconds", seconds},
                              {"samples", seconds * per_second}}});
     }
   }

@@ -19,15 +19,15 @@ namespace {
 std::string GnuplotText(const std::string& s) {
   std::string out;
   for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-' || c == '+' || c == ' ' || c == ':';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '.' || c == '-' || c == '+' || c == ' ' || c == ':';
     out += ok ? c : '_';
   }
   return out.substr(0, 64);
 }
 
-std::string GnuplotScript(const std::string& sweep_id, const std::vector<std::string>& series,
-                          const std::string& out, const std::string& ylabel, int column) {
+std::string GnuplotScript(const std::string& sweep_id, const std::vector<std::string>& series, const std::string& out,
+                          const std::string& ylabel, int column) {
   std::ostringstream gp;
   gp << "# " << out << ": " << ylabel << " against mask.ratio, one line per mask.strategy\n"
      << "set terminal svg size 640,400 dynamic\nset output '" << out << "'\n"
@@ -54,12 +54,10 @@ std::vector<ReportFile> PlotScripts(const std::string& sweep_id, const std::stri
   }
   if (series.empty()) return {};
   return {{"throughput.gp", GnuplotScript(sweep_id, series, "throughput.svg", "samples/s", 2)},
-          {"time_to_target.gp",
-           GnuplotScript(sweep_id, series, "time_to_target.svg", "time-to-target (s)", 3)}};
+          {"time_to_target.gp", GnuplotScript(sweep_id, series, "time_to_target.svg", "time-to-target (s)", 3)}};
 }
 
-Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
-                   const WriteReportOptions& options) {
+Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir, const WriteReportOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::IOError("cannot create report folder " + dir + ": " + ec.message());
@@ -89,10 +87,9 @@ Status WriteReport(const std::vector<ReportFile>& files, const std::string& dir,
     if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
       const int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
       return Status::FailedPrecondition(
-          code == 127 ? "plots not made: '" + options.gnuplot +
-                            "' not found (install gnuplot-nox); the text files are written"
-                      : "plots not made: gnuplot failed on " + dir + "/" + f.name +
-                            " (exit " + std::to_string(code) + ")");
+          code == 127
+              ? "plots not made: '" + options.gnuplot + "' not found (install gnuplot-nox); the text files are written"
+              : "plots not made: gnuplot failed on " + dir + "/" + f.name + " (exit " + std::to_string(code) + ")");
     }
   }
   return Status::OK();

@@ -106,8 +106,7 @@ StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
       return Status::IOError("cannot create the token file " + path + ": " + std::strerror(errno));
     }
     const std::string line = token + "\n";
-    const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-                    ::fsync(fd) == 0;
+    const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
     ::close(fd);
     if (!ok) return Status::IOError("cannot write the token file " + path);
     return token;
@@ -171,8 +170,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   }
   FLAP_RETURN_IF_ERROR(CheckListenSecurity(options));
   if (options.service.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
-  const std::string token_file =
-      options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
+  const std::string token_file = options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
   // The state folder holds the token and the journal: private to its owner (0700) when made
   // here; its missing parents get the usual mode.
   std::string state_dir = options.service.state_dir;
@@ -181,8 +179,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   const std::filesystem::path state_parent = std::filesystem::path(state_dir).parent_path();
   if (!state_parent.empty()) std::filesystem::create_directories(state_parent, ec);
   if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Status::IOError("cannot create the state folder " + options.service.state_dir + ": " +
-                           std::strerror(errno));
+    return Status::IOError("cannot create the state folder " + options.service.state_dir + ": " + std::strerror(errno));
   }
   FLAP_ASSIGN_OR_RETURN(server->token_, LoadOrCreateToken(token_file));
   std::shared_ptr<grpc::ServerCredentials> creds;
@@ -207,8 +204,8 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   grpc::ServerBuilder builder;
   if (server->metrics_server_) {
     CoordinatorService* service = server->service_.get();
-    server->metrics_ = std::make_shared<metrics::CoordinatorMetrics>(
-        server->metrics_server_->registry(), [service] { return service->MetricsSnapshot(); });
+    server->metrics_ = std::make_shared<metrics::CoordinatorMetrics>(server->metrics_server_->registry(),
+                                                                     [service] { return service->MetricsSnapshot(); });
     server->metrics_server_->AddCollectable(server->metrics_);
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
     interceptors.push_back(std::make_unique<RpcMetricsFactory>(server->metrics_.get()));
@@ -224,8 +221,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   builder.SetResourceQuota(quota);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
-    return Status::IOError("cannot listen on " + options.listen +
-                           " (address in use, or not an address of this host?)");
+    return Status::IOError("cannot listen on " + options.listen + " (address in use, or not an address of this host?)");
   }
   return server;
 }

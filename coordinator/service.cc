@@ -17,16 +17,14 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 
 CoordinatorService::CoordinatorService(const ServiceOptions& options) : options_(options) {}
 
-StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
-    const ServiceOptions& options) {
+StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(const ServiceOptions& options) {
   if (options.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
   if (options.token.empty()) return Status::InvalidArgument("token: not set");
-  if (options.heartbeat_interval_ms <= 0 || options.heartbeat_timeout_ms <= 0 ||
-      options.lease_ttl_ms <= 0 || options.reap_interval_ms <= 0) {
+  if (options.heartbeat_interval_ms <= 0 || options.heartbeat_timeout_ms <= 0 || options.lease_ttl_ms <= 0 ||
+      options.reap_interval_ms <= 0) {
     return Status::InvalidArgument("heartbeat, lease and reap times must be > 0 ms");
   }
-  if (options.budgets.preemption < 0 || options.budgets.node_fault < 0 ||
-      options.budgets.trial_error < 0) {
+  if (options.budgets.preemption < 0 || options.budgets.node_fault < 0 || options.budgets.trial_error < 0) {
     return Status::InvalidArgument("retry budgets must be >= 0");
   }
   std::unique_ptr<CoordinatorService> service(new CoordinatorService(options));
@@ -68,8 +66,7 @@ CoordinatorService::~CoordinatorService() {
 
 int64_t CoordinatorService::Now() const {
   if (options_.now_ms) return options_.now_ms();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -116,8 +113,7 @@ Status CoordinatorService::Load() {
     if (!t.trial.record().group.empty()) {
       auto g = groups_.find(t.trial.record().group);
       if (g == groups_.end()) {
-        return Status::Corruption(key + ": held by group '" + t.trial.record().group +
-                                  "', which is not registered");
+        return Status::Corruption(key + ": held by group '" + t.trial.record().group + "', which is not registered");
       }
       g->second.trial_key = tkey;
       g->second.attempt = t.trial.attempt();
@@ -136,8 +132,8 @@ Status CoordinatorService::Load() {
   for (auto& [tkey, p] : metrics) {
     auto t = trials_.find(tkey);
     if (t == trials_.end()) {
-      return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + p.kind + "/" +
-                                std::to_string(p.step) + ": metrics of an unknown trial");
+      return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + p.kind + "/" + std::to_string(p.step) +
+                                ": metrics of an unknown trial");
     }
     (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
   }
@@ -150,15 +146,14 @@ Status CoordinatorService::Load() {
       return Status::Corruption(TablePrefix(Table::kEpoch) + ekey + ": lease table of an unknown trial");
     }
     if (IsTerminal(trials_.at(tkey).trial.state())) continue;  // ended: nothing leases its shards
-    table.ExtendAll(now);  // the grace period
+    table.ExtendAll(now);                                      // the grace period
     epochs_[tkey].insert(std::stoi(ekey.substr(slash + 1)));
     leases_.emplace(ekey, std::move(table));
   }
   // A report a crash kept from being written is written now.
   if (!options_.report_dir.empty()) {
     for (const auto& [id, s] : sweeps_) {
-      if (s.state != SweepState::kRunning &&
-          !std::filesystem::exists(options_.report_dir + "/" + id + "/report.md")) {
+      if (s.state != SweepState::kRunning && !std::filesystem::exists(options_.report_dir + "/" + id + "/report.md")) {
         WriteReportInBackground(id);
       }
     }
@@ -186,12 +181,10 @@ grpc::Status CoordinatorService::Authorize(grpc::CallbackServerContext* ctx) con
   return grpc::Status::OK;
 }
 
-void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t seq,
-                                          grpc::Status status) {
+void CoordinatorService::ReplyWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t seq, grpc::Status status) {
   store_->WhenDurable(seq, [reactor, status](const Status& durable) {
     if (!durable.ok()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                   durable.message() + "; restart the coordinator"));
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, durable.message() + "; restart the coordinator"));
     } else {
       reactor->Finish(status);
     }
@@ -209,37 +202,32 @@ grpc::Status CoordinatorService::FindGroup(const std::string& group_id, GroupEnt
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::OpenTrial(const std::string& group_id, const v1::TrialRef& ref,
-                                           TrialScope* out) {
+grpc::Status CoordinatorService::OpenTrial(const std::string& group_id, const v1::TrialRef& ref, TrialScope* out) {
   FLAP_RETURN_IF_GRPC_ERROR(CheckId("group_id", group_id));
   FLAP_RETURN_IF_GRPC_ERROR(CheckRef(ref));
   GroupEntry* g = nullptr;
   FLAP_RETURN_IF_GRPC_ERROR(FindGroup(group_id, &g));
   if (!sweeps_.count(ref.sweep_id())) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        "trial.sweep_id: no sweep " + Quote(ref.sweep_id()));
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "trial.sweep_id: no sweep " + Quote(ref.sweep_id()));
   }
   const std::string key = TrialKey(ref.sweep_id(), ref.trial_id());
   auto t = trials_.find(key);
   if (t == trials_.end()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "trial.trial_id: no trial " +
-                                                         Quote(ref.trial_id()) + " in sweep " +
-                                                         Quote(ref.sweep_id()));
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "trial.trial_id: no trial " + Quote(ref.trial_id()) + " in sweep " + Quote(ref.sweep_id()));
   }
   const TrialRecord& r = t->second.trial.record();
   if (IsTerminal(r.state)) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "trial " + key + " is " + TrialStateName(r.state) +
-                            (r.last_error.empty() ? "" : " (" + r.last_error + ")") +
-                            ": stop running it");
+                            (r.last_error.empty() ? "" : " (" + r.last_error + ")") + ": stop running it");
   }
   if (ref.attempt() != r.attempt || g->trial_key != key) {
-    return grpc::Status(
-        grpc::StatusCode::FAILED_PRECONDITION,
-        "stale attempt: group " + Quote(group_id) + " does not hold attempt " +
-            std::to_string(ref.attempt()) + " of trial " + key + " (its current attempt is " +
-            std::to_string(r.attempt) + (r.group.empty() ? "" : " on group " + Quote(r.group)) +
-            "): stop running it");
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "stale attempt: group " + Quote(group_id) + " does not hold attempt " +
+                            std::to_string(ref.attempt()) + " of trial " + key + " (its current attempt is " +
+                            std::to_string(r.attempt) + (r.group.empty() ? "" : " on group " + Quote(r.group)) +
+                            "): stop running it");
   }
   g->last_heartbeat_ms = Now();
   out->key = key;
@@ -267,8 +255,7 @@ void CoordinatorService::EnsureRunning(const TrialScope& scope, StateBatch* batc
   }
 }
 
-void CoordinatorService::ReleaseGroup(const std::string& group_id, const std::string& reason,
-                                      StateBatch* /*batch*/) {
+void CoordinatorService::ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* /*batch*/) {
   auto g = groups_.find(group_id);
   if (g == groups_.end()) return;
   if (!reason.empty() && !g->second.trial_key.empty()) {
@@ -302,15 +289,14 @@ void CoordinatorService::PruneEndedSweep(const std::string& sweep_id) {
   }
 }
 
-void CoordinatorService::ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now,
-                                      StateBatch* batch) {
+void CoordinatorService::ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, StateBatch* batch) {
   const std::vector<Lease> expired = table->Expire(now);
   leases_expired_ += static_cast<int64_t>(expired.size());
   batch->PutLeases(ekey, expired);
 }
 
-void CoordinatorService::EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
-                                    const std::string& error, StateBatch* batch) {
+void CoordinatorService::EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause, const std::string& error,
+                                    StateBatch* batch) {
   StatusOr<TrialState> next = t->trial.Requeue(t->trial.attempt(), cause, error);
   if (!next.ok()) return;  // not live: nothing to end
   RevokeLeases(key, batch);
@@ -331,8 +317,7 @@ void CoordinatorService::MaybeFinishSweep(const std::string& sweep_id, StateBatc
   PruneEndedSweep(sweep_id);
 }
 
-void CoordinatorService::FillAssignment(const std::string& key, const TrialEntry& t,
-                                        v1::Assignment* a) const {
+void CoordinatorService::FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const {
   const TrialRecord& r = t.trial.record();
   const SweepEntry& s = sweeps_.at(t.sweep);
   a->mutable_trial()->set_sweep_id(t.sweep);

@@ -182,53 +182,37 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   ~CoordinatorService() override;
 
   // The RPCs (see the protocol above). Each checks the token first.
-  grpc::ServerUnaryReactor* RegisterGroup(grpc::CallbackServerContext* ctx,
-                                          const v1::RegisterGroupRequest* req,
+  grpc::ServerUnaryReactor* RegisterGroup(grpc::CallbackServerContext* ctx, const v1::RegisterGroupRequest* req,
                                           v1::RegisterGroupResponse* resp) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
-                                      const v1::HeartbeatRequest* req,
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) override;
-  grpc::ServerUnaryReactor* NextTrial(grpc::CallbackServerContext* ctx,
-                                      const v1::NextTrialRequest* req,
+  grpc::ServerUnaryReactor* NextTrial(grpc::CallbackServerContext* ctx, const v1::NextTrialRequest* req,
                                       v1::NextTrialResponse* resp) override;
-  grpc::ServerUnaryReactor* BeginEpoch(grpc::CallbackServerContext* ctx,
-                                       const v1::BeginEpochRequest* req,
+  grpc::ServerUnaryReactor* BeginEpoch(grpc::CallbackServerContext* ctx, const v1::BeginEpochRequest* req,
                                        v1::BeginEpochResponse* resp) override;
-  grpc::ServerUnaryReactor* LeaseShard(grpc::CallbackServerContext* ctx,
-                                       const v1::LeaseShardRequest* req,
+  grpc::ServerUnaryReactor* LeaseShard(grpc::CallbackServerContext* ctx, const v1::LeaseShardRequest* req,
                                        v1::LeaseShardResponse* resp) override;
-  grpc::ServerUnaryReactor* CompleteShard(grpc::CallbackServerContext* ctx,
-                                          const v1::CompleteShardRequest* req,
+  grpc::ServerUnaryReactor* CompleteShard(grpc::CallbackServerContext* ctx, const v1::CompleteShardRequest* req,
                                           v1::CompleteShardResponse* resp) override;
-  grpc::ServerUnaryReactor* ReportMetrics(grpc::CallbackServerContext* ctx,
-                                          const v1::ReportMetricsRequest* req,
+  grpc::ServerUnaryReactor* ReportMetrics(grpc::CallbackServerContext* ctx, const v1::ReportMetricsRequest* req,
                                           v1::ReportMetricsResponse* resp) override;
-  grpc::ServerUnaryReactor* ReportCheckpoint(grpc::CallbackServerContext* ctx,
-                                             const v1::ReportCheckpointRequest* req,
+  grpc::ServerUnaryReactor* ReportCheckpoint(grpc::CallbackServerContext* ctx, const v1::ReportCheckpointRequest* req,
                                              v1::ReportCheckpointResponse* resp) override;
-  grpc::ServerUnaryReactor* FinishTrial(grpc::CallbackServerContext* ctx,
-                                        const v1::FinishTrialRequest* req,
+  grpc::ServerUnaryReactor* FinishTrial(grpc::CallbackServerContext* ctx, const v1::FinishTrialRequest* req,
                                         v1::FinishTrialResponse* resp) override;
-  grpc::ServerUnaryReactor* FailTrial(grpc::CallbackServerContext* ctx,
-                                      const v1::FailTrialRequest* req,
+  grpc::ServerUnaryReactor* FailTrial(grpc::CallbackServerContext* ctx, const v1::FailTrialRequest* req,
                                       v1::FailTrialResponse* resp) override;
-  grpc::ServerUnaryReactor* SubmitSweep(grpc::CallbackServerContext* ctx,
-                                        const v1::SubmitSweepRequest* req,
+  grpc::ServerUnaryReactor* SubmitSweep(grpc::CallbackServerContext* ctx, const v1::SubmitSweepRequest* req,
                                         v1::SubmitSweepResponse* resp) override;
-  grpc::ServerUnaryReactor* GetSweep(grpc::CallbackServerContext* ctx,
-                                     const v1::GetSweepRequest* req,
+  grpc::ServerUnaryReactor* GetSweep(grpc::CallbackServerContext* ctx, const v1::GetSweepRequest* req,
                                      v1::SweepStatus* resp) override;
-  grpc::ServerUnaryReactor* ListSweeps(grpc::CallbackServerContext* ctx,
-                                       const v1::ListSweepsRequest* req,
+  grpc::ServerUnaryReactor* ListSweeps(grpc::CallbackServerContext* ctx, const v1::ListSweepsRequest* req,
                                        v1::ListSweepsResponse* resp) override;
-  grpc::ServerUnaryReactor* CancelSweep(grpc::CallbackServerContext* ctx,
-                                        const v1::CancelSweepRequest* req,
+  grpc::ServerUnaryReactor* CancelSweep(grpc::CallbackServerContext* ctx, const v1::CancelSweepRequest* req,
                                         v1::CancelSweepResponse* resp) override;
-  grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* ctx,
-                                       const v1::GetMetricsRequest* req,
+  grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* ctx, const v1::GetMetricsRequest* req,
                                        v1::GetMetricsResponse* resp) override;
-  grpc::ServerUnaryReactor* GetReport(grpc::CallbackServerContext* ctx,
-                                      const v1::GetReportRequest* req,
+  grpc::ServerUnaryReactor* GetReport(grpc::CallbackServerContext* ctx, const v1::GetReportRequest* req,
                                       v1::GetReportResponse* resp) override;
 
   // Blocks until every report started so far has been written (tests, shutdown).
@@ -270,10 +254,10 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     int64_t rate_step1 = -1;
   };
   struct GroupEntry : GroupRecord {
-    std::string trial_key;     // "sweep/trial" it holds, "" = none
+    std::string trial_key;  // "sweep/trial" it holds, "" = none
     int attempt = 0;
     int64_t last_heartbeat_ms = 0;  // in memory only (grace period on restart)
-    v1::TrialRef revoked;      // the trial taken from it, told by Heartbeat as STOP
+    v1::TrialRef revoked;           // the trial taken from it, told by Heartbeat as STOP
     std::string revoked_reason;
   };
 
@@ -292,10 +276,10 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   grpc::Status FindGroup(const std::string& group_id, GroupEntry** out);
   // A trial-scoped request, checked by OpenTrial.
   struct TrialScope {
-    std::string key;               // the trial key, "sweep/trial"
-    int attempt = 0;               // the request's attempt: the trial's current one
+    std::string key;  // the trial key, "sweep/trial"
+    int attempt = 0;  // the request's attempt: the trial's current one
     TrialEntry* trial = nullptr;
-    GroupEntry* group = nullptr;   // the group that sends the request and holds the attempt
+    GroupEntry* group = nullptr;  // the group that sends the request and holds the attempt
   };
   // The preamble of every trial-scoped handler, called once: the request's group id and trial
   // reference are well-formed, the group is registered, the trial exists and is not terminal,
@@ -304,15 +288,14 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   grpc::Status OpenTrial(const std::string& group_id, const v1::TrialRef& ref, TrialScope* out);
   // The lease table of an epoch BeginEpoch declared for the scope's trial, as the key of
   // leases_ and the table; NOT_FOUND naming the epoch and the trial otherwise.
-  grpc::Status BegunEpoch(const TrialScope& scope, int epoch,
-                          std::map<std::string, LeaseTable>::iterator* out);
+  grpc::Status BegunEpoch(const TrialScope& scope, int epoch, std::map<std::string, LeaseTable>::iterator* out);
   // Moves the scope's assigned attempt to running (its first report).
   void EnsureRunning(const TrialScope& scope, StateBatch* batch);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.
   void ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* batch);
   // Requeues (or fails) a trial whose attempt ended, revoking its leases.
-  void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause,
-                  const std::string& error, StateBatch* batch);
+  void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause, const std::string& error,
+                  StateBatch* batch);
   void RevokeLeases(const std::string& key, StateBatch* batch);
   // Drops the lease tables of an ended sweep's trials from memory (the journal keeps them; a
   // restart does not load the tables of ended trials): nothing leases shards of an ended trial.
@@ -347,8 +330,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // is read.
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status status);
   // The committed metric history of a sweep (or one trial), in key order. Locks nothing.
-  StatusOr<std::vector<MetricPoint>> History(const std::string& sweep_id,
-                                             const std::string& trial_id) const;
+  StatusOr<std::vector<MetricPoint>> History(const std::string& sweep_id, const std::string& trial_id) const;
   // What the report of a sweep needs; takes mu_.
   StatusOr<ReportInput> ReportInputFor(const std::string& sweep_id) const;
   void WriteReportInBackground(const std::string& sweep_id);
@@ -357,24 +339,24 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   std::unique_ptr<StateStore> store_;
 
   mutable std::mutex mu_;
-  std::map<std::string, SweepEntry> sweeps_;       // GUARDED_BY(mu_)
-  std::map<std::string, TrialEntry> trials_;       // GUARDED_BY(mu_): by "sweep/trial"
-  std::map<std::string, GroupEntry> groups_;       // GUARDED_BY(mu_)
-  std::map<std::string, LeaseTable> leases_;       // GUARDED_BY(mu_): by "sweep/trial/epoch"
-  std::map<std::string, std::set<int>> epochs_;    // GUARDED_BY(mu_): trial key -> its epochs
-  Counters counters_;                              // GUARDED_BY(mu_)
-  std::vector<std::string> reports_due_;           // GUARDED_BY(mu_): sweeps just ended
-  int64_t leases_expired_ = 0;                     // GUARDED_BY(mu_): since start
+  std::map<std::string, SweepEntry> sweeps_;     // GUARDED_BY(mu_)
+  std::map<std::string, TrialEntry> trials_;     // GUARDED_BY(mu_): by "sweep/trial"
+  std::map<std::string, GroupEntry> groups_;     // GUARDED_BY(mu_)
+  std::map<std::string, LeaseTable> leases_;     // GUARDED_BY(mu_): by "sweep/trial/epoch"
+  std::map<std::string, std::set<int>> epochs_;  // GUARDED_BY(mu_): trial key -> its epochs
+  Counters counters_;                            // GUARDED_BY(mu_)
+  std::vector<std::string> reports_due_;         // GUARDED_BY(mu_): sweeps just ended
+  int64_t leases_expired_ = 0;                   // GUARDED_BY(mu_): since start
   // What sd_file holds, and the last error writing it: reaper thread (or Create) only.
   std::vector<metrics::ScrapeTarget> sd_written_;
   bool sd_written_once_ = false;
   std::string sd_error_;
-  bool stop_ = false;                              // GUARDED_BY(mu_)
+  bool stop_ = false;  // GUARDED_BY(mu_)
   std::condition_variable stop_cv_;
 
   mutable std::mutex report_mu_;
   std::condition_variable report_cv_;
-  int reports_in_flight_ = 0;                      // GUARDED_BY(report_mu_)
+  int reports_in_flight_ = 0;  // GUARDED_BY(report_mu_)
   // Report threads by number, and the numbers of those that have finished (joined and
   // removed when the next report starts, or at destruction).
   std::map<uint64_t, std::thread> report_threads_;  // GUARDED_BY(report_mu_)

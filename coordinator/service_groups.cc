@@ -1,4 +1,5 @@
-// CoordinatorService: the worker-group RPCs: RegisterGroup, Heartbeat, NextTrial (coordinator/service.h has the protocol).
+// CoordinatorService: the worker-group RPCs: RegisterGroup, Heartbeat, NextTrial (coordinator/service.h has the
+// protocol).
 #include "coordinator/service.h"
 
 #include <algorithm>
@@ -38,15 +39,14 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
     }
     const int64_t now = Now();
     auto it = groups_.find(id);
-    if (it != groups_.end() && it->second.incarnation != req->incarnation() &&
-        !it->second.trial_key.empty()) {
+    if (it != groups_.end() && it->second.incarnation != req->incarnation() && !it->second.trial_key.empty()) {
       // The group restarted: the trial it held is lost with its processes.
       const std::string key = it->second.trial_key;
       TrialEntry& t = trials_.at(key);
-      EndAttempt(key, &t, FailureCause::kNodeFault,
-                 "group " + id + " restarted (new incarnation) while running attempt " +
-                     std::to_string(t.trial.attempt()),
-                 batch);
+      EndAttempt(
+          key, &t, FailureCause::kNodeFault,
+          "group " + id + " restarted (new incarnation) while running attempt " + std::to_string(t.trial.attempt()),
+          batch);
       ReleaseGroup(id, "", batch);
     }
     GroupEntry& g = groups_[id];
@@ -71,17 +71,15 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
-                                                        const v1::HeartbeatRequest* req,
-                                                        v1::HeartbeatResponse* resp) {
+                                                        const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp) {
   return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     GroupEntry* g = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));
     if (req->ranks_size() > kMaxWorldSize) return Invalid("ranks", "lists more than 65536 ranks");
     for (int i = 0; i < req->ranks_size(); ++i) {
       if (req->ranks(i) < 0 || req->ranks(i) >= g->world_size) {
-        return Invalid("ranks[" + std::to_string(i) + "]",
-                       "is " + std::to_string(req->ranks(i)) + "; the group has " +
-                           std::to_string(g->world_size) + " ranks");
+        return Invalid("ranks[" + std::to_string(i) + "]", "is " + std::to_string(req->ranks(i)) + "; the group has " +
+                                                               std::to_string(g->world_size) + " ranks");
       }
     }
     const int64_t now = Now();
@@ -117,8 +115,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerContext* ctx,
-                                                        const v1::NextTrialRequest* req,
-                                                        v1::NextTrialResponse* resp) {
+                                                        const v1::NextTrialRequest* req, v1::NextTrialResponse* resp) {
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     GroupEntry* g = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));

@@ -16,9 +16,9 @@
 #include "coordinator/service.h"
 
 // Returns the grpc::Status `expr` from the enclosing handler when it is not OK.
-#define FLAP_RETURN_IF_GRPC_ERROR(expr)              \
-  do {                                               \
-    ::grpc::Status flap_grpc_status_ = (expr);       \
+#define FLAP_RETURN_IF_GRPC_ERROR(expr)                    \
+  do {                                                     \
+    ::grpc::Status flap_grpc_status_ = (expr);             \
     if (!flap_grpc_status_.ok()) return flap_grpc_status_; \
   } while (0)
 
@@ -109,8 +109,8 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
     return reactor;
   }
   if (!store_->healthy()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                 store_->status().message() + "; restart the coordinator"));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, store_->status().message() + "; restart the coordinator"));
     return reactor;
   }
   uint64_t seq = 0;
@@ -128,8 +128,8 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
 }
 
 template <typename Request, typename Fn>
-grpc::ServerUnaryReactor* CoordinatorService::HandleTrial(grpc::CallbackServerContext* ctx,
-                                                          const Request& req, Fn&& fn) {
+grpc::ServerUnaryReactor* CoordinatorService::HandleTrial(grpc::CallbackServerContext* ctx, const Request& req,
+                                                          Fn&& fn) {
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     TrialScope scope;
     FLAP_RETURN_IF_GRPC_ERROR(OpenTrial(req.group_id(), req.trial(), &scope));

@@ -1,4 +1,5 @@
-// CoordinatorService: the shard-lease RPCs: BeginEpoch, LeaseShard, CompleteShard (coordinator/service.h has the protocol).
+// CoordinatorService: the shard-lease RPCs: BeginEpoch, LeaseShard, CompleteShard (coordinator/service.h has the
+// protocol).
 #include "coordinator/service.h"
 
 #include <algorithm>
@@ -22,8 +23,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       return Invalid("epoch", "is " + std::to_string(req->epoch()) + "; must be in [0, 1000000]");
     }
     if (req->shards_size() < 1 || req->shards_size() > kMaxShards) {
-      return Invalid("shards", "has " + std::to_string(req->shards_size()) +
-                                   " entries; must have 1 to 100000");
+      return Invalid("shards", "has " + std::to_string(req->shards_size()) + " entries; must have 1 to 100000");
     }
     std::vector<EpochShard> shards;
     std::map<std::string, int> seen;
@@ -36,8 +36,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
       if (sh.num_samples() < 0) return Invalid(field + ".num_samples", "is negative");
       auto [it, fresh] = seen.emplace(sh.name(), i);
       if (!fresh) {
-        return Invalid(field + ".name", Quote(sh.name()) + " repeats shards[" +
-                                            std::to_string(it->second) + "]");
+        return Invalid(field + ".name", Quote(sh.name()) + " repeats shards[" + std::to_string(it->second) + "]");
       }
       shards.push_back({sh.name(), sh.num_samples()});
     }
@@ -50,9 +49,9 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
         same = stored[i].name == shards[i].name && stored[i].num_samples == shards[i].num_samples;
       }
       if (!same) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "shards: epoch " + std::to_string(req->epoch()) + " of trial " + scope.key +
-                                " was begun with a different shard list");
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "shards: epoch " + std::to_string(req->epoch()) +
+                                                                       " of trial " + scope.key +
+                                                                       " was begun with a different shard list");
       }
     } else {
       LeaseOptions lo;
@@ -79,8 +78,8 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
   return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     const int world = scope.group->world_size;
     if (req->rank() < 0 || req->rank() >= world) {
-      return Invalid("rank", "is " + std::to_string(req->rank()) + "; the group has " +
-                                 std::to_string(world) + " ranks");
+      return Invalid("rank",
+                     "is " + std::to_string(req->rank()) + "; the group has " + std::to_string(world) + " ranks");
     }
     std::map<std::string, LeaseTable>::iterator it;
     FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(scope, req->epoch(), &it));
@@ -89,7 +88,8 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     LeaseTable& table = it->second;
     ExpireLeases(it->first, &table, now, batch);
     if (req->slot() < 0 || req->slot() > kMaxSlot) {
-      return Invalid("slot", "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
+      return Invalid("slot",
+                     "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
     }
     const std::string rank = RankId(req->group_id(), req->rank()) + "#" + std::to_string(req->slot());
     // A slot holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
@@ -132,14 +132,14 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServer
     LeaseTable& table = it->second;
     StatusOr<Lease> lease = table.Get(req->lease_id());
     if (!lease.ok()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "lease_id: no lease " + std::to_string(req->lease_id()) + " in epoch " +
-                              std::to_string(req->epoch()) + " of trial " + scope.key);
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "lease_id: no lease " + std::to_string(req->lease_id()) +
+                                                           " in epoch " + std::to_string(req->epoch()) + " of trial " +
+                                                           scope.key);
     }
     if (lease->rank.compare(0, req->group_id().size() + 1, req->group_id() + "/") != 0) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "lease_id: lease " + std::to_string(req->lease_id()) + " is held by " +
-                              lease->rank + ", not by group " + Quote(req->group_id()));
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "lease_id: lease " + std::to_string(req->lease_id()) +
+                                                                     " is held by " + lease->rank + ", not by group " +
+                                                                     Quote(req->group_id()));
     }
     const bool already = lease->state == LeaseState::kCompleted;
     StatusOr<Lease> done = table.Complete(req->lease_id(), Now());

@@ -1,4 +1,5 @@
-// CoordinatorService: metrics snapshots, scrape targets, the reaper and the report threads (coordinator/service.h has the protocol).
+// CoordinatorService: metrics snapshots, scrape targets, the reaper and the report threads (coordinator/service.h has
+// the protocol).
 #include "coordinator/service.h"
 
 #include <algorithm>
@@ -160,9 +161,8 @@ void CoordinatorService::Reap() {
       }
       const std::string key = g.trial_key;
       TrialEntry& t = trials_.at(key);
-      const std::string why = "group " + gid + " missed heartbeats for " +
-                              std::to_string(now - g.last_heartbeat_ms) + " ms (timeout " +
-                              std::to_string(options_.heartbeat_timeout_ms) + " ms)";
+      const std::string why = "group " + gid + " missed heartbeats for " + std::to_string(now - g.last_heartbeat_ms) +
+                              " ms (timeout " + std::to_string(options_.heartbeat_timeout_ms) + " ms)";
       EndAttempt(key, &t, FailureCause::kNodeFault, why, &batch);
       ReleaseGroup(gid, "trial taken: " + why, &batch);
     }

@@ -1,4 +1,5 @@
-// CoordinatorService: the user RPCs: SubmitSweep, GetSweep, ListSweeps, CancelSweep, GetMetrics, GetReport (coordinator/service.h has the protocol).
+// CoordinatorService: the user RPCs: SubmitSweep, GetSweep, ListSweeps, CancelSweep, GetMetrics, GetReport
+// (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
 #include <cmath>
@@ -43,17 +44,16 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
     const std::string id = spec->name;
     auto existing = sweeps_.find(id);
     if (existing != sweeps_.end()) {
-      if (existing->second.text == req->sweep_text() &&
-          existing->second.base_config == req->base_config()) {
+      if (existing->second.text == req->sweep_text() && existing->second.base_config == req->base_config()) {
         resp->set_sweep_id(id);
         resp->set_num_trials(static_cast<int>(existing->second.trial_ids.size()));
         resp->set_already_submitted(true);
         return grpc::Status::OK;
       }
-      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                          "sweep " + Quote(id) + " already exists (submitted from " +
-                              existing->second.source + ") with a different file: choose another "
-                              "name in [sweep] name");
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "sweep " + Quote(id) + " already exists (submitted from " +
+                                                                existing->second.source +
+                                                                ") with a different file: choose another "
+                                                                "name in [sweep] name");
     }
     SweepEntry s;
     s.spec = *spec;
@@ -83,8 +83,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
   });
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Finish(grpc::CallbackServerContext* ctx,
-                                                     grpc::Status status) {
+grpc::ServerUnaryReactor* CoordinatorService::Finish(grpc::CallbackServerContext* ctx, grpc::Status status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   grpc::Status auth = Authorize(ctx);
   reactor->Finish(auth.ok() ? status : auth);
@@ -113,8 +112,7 @@ void CoordinatorService::FillTrialStatus(const TrialEntry& t, v1::TrialStatus* o
   out->set_trial_errors(r.trial_errors);
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerContext* ctx,
-                                                       const v1::GetSweepRequest* req,
+grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerContext* ctx, const v1::GetSweepRequest* req,
                                                        v1::SweepStatus* resp) {
   return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("sweep_id", req->sweep_id()));
@@ -137,8 +135,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerConte
   });
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerContext* ctx,
-                                                         const v1::ListSweepsRequest*,
+grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerContext* ctx, const v1::ListSweepsRequest*,
                                                          v1::ListSweepsResponse* resp) {
   return Handle(ctx, [&](StateBatch*) -> grpc::Status {
     for (const auto& [id, sw] : sweeps_) {
@@ -210,8 +207,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetMetrics(grpc::CallbackServerCon
     }
     if (!req->trial_id().empty() && !trials_.count(TrialKey(req->sweep_id(), req->trial_id()))) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "trial_id: no trial " + Quote(req->trial_id()) + " in sweep " +
-                              Quote(req->sweep_id()));
+                          "trial_id: no trial " + Quote(req->trial_id()) + " in sweep " + Quote(req->sweep_id()));
     }
     // Committed records only, which include every record whose report was answered.
     StatusOr<std::vector<MetricPoint>> points = History(req->sweep_id(), req->trial_id());
@@ -250,8 +246,7 @@ StatusOr<ReportInput> CoordinatorService::ReportInputFor(const std::string& swee
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetReport(grpc::CallbackServerContext* ctx,
-                                                        const v1::GetReportRequest* req,
-                                                        v1::GetReportResponse* resp) {
+                                                        const v1::GetReportRequest* req, v1::GetReportResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   grpc::Status s = Authorize(ctx);
   if (s.ok()) s = CheckId("sweep_id", req->sweep_id());

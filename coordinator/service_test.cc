@@ -96,7 +96,8 @@ TEST(CoordinatorTls, ServesTlsWithAGivenCertAndKey) {
   const std::string cert = dir / "cert.pem", key = dir / "key.pem";
   auto gen = flap::testing::RunCommand(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
-      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " + key + " -out " + cert);
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      key + " -out " + cert);
   if (gen.exit_code != 0) GTEST_SKIP() << "openssl cannot make a test certificate: " << gen.output;
   ServerOptions o;
   o.listen = "127.0.0.1:0";
@@ -226,7 +227,8 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   *no_kind.mutable_trial() = ref;
   (*no_kind.mutable_values())["loss"] = 1;
   v1::ReportMetricsResponse metrics_resp;
-  Status bad_kind = raw([&](grpc::ClientContext* ctx) { return client->stub()->ReportMetrics(ctx, no_kind, &metrics_resp); });
+  Status bad_kind =
+      raw([&](grpc::ClientContext* ctx) { return client->stub()->ReportMetrics(ctx, no_kind, &metrics_resp); });
   EXPECT_TRUE(Contains(bad_kind.message(), "kind")) << bad_kind.message();
   auto bad_name = client->ReportMetrics("g1", ref, MetricKind::kTrain, 1, 0, {{"Loss!", 1}});
   EXPECT_TRUE(Contains(bad_name.status().message(), "values")) << bad_name.status().message();
@@ -278,7 +280,8 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   no_cause.set_group_id("g1");
   *no_cause.mutable_trial() = ref;
   v1::FailTrialResponse fail_resp;
-  Status bad_cause = raw([&](grpc::ClientContext* ctx) { return client->stub()->FailTrial(ctx, no_cause, &fail_resp); });
+  Status bad_cause =
+      raw([&](grpc::ClientContext* ctx) { return client->stub()->FailTrial(ctx, no_cause, &fail_resp); });
   EXPECT_TRUE(Contains(bad_cause.message(), "cause")) << bad_cause.message();
   auto bad_id = client->GetSweep("no such");
   EXPECT_TRUE(Contains(bad_id.status().message(), "sweep_id"));
@@ -307,8 +310,7 @@ TEST(CoordinatorClientLib, EveryCallHasADeadline) {
   auto r = (*c)->ListSweeps();
   const auto waited = std::chrono::steady_clock::now() - t0;
   ASSERT_FALSE(r.ok());
-  EXPECT_TRUE(r.status().code() == Status::Code::kUnavailable ||
-              r.status().code() == Status::Code::kDeadlineExceeded);
+  EXPECT_TRUE(r.status().code() == Status::Code::kUnavailable || r.status().code() == Status::Code::kDeadlineExceeded);
   EXPECT_LT(waited, std::chrono::seconds(5));
 }
 

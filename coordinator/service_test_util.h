@@ -48,8 +48,7 @@ class TestCoordinator {
     Start();
   }
 
-  std::unique_ptr<CoordinatorClient> Client(const std::string& token_override = "",
-                                            int64_t deadline_ms = 5000) const {
+  std::unique_ptr<CoordinatorClient> Client(const std::string& token_override = "", int64_t deadline_ms = 5000) const {
     ClientOptions o;
     o.target = server_->address();
     o.token = token_override.empty() ? server_->token() : token_override;
@@ -84,8 +83,7 @@ inline int ListeningPort(flap::testing::ChildProcess& coordinator, double timeou
 inline std::string MaskSweep(const std::string& name, const std::string& seeds = "1, 2",
                              const std::string& extra = "") {
   return "[sweep]\nname = " + name + "\nsearch = grid\nseeds = " + seeds +
-         "\n\n[factor.mask.ratio]\nvalues = 0.5, 0.75\n\n[factor.mask.strategy]\nvalues = 1d, 2d\n" +
-         extra;
+         "\n\n[factor.mask.ratio]\nvalues = 0.5, 0.75\n\n[factor.mask.strategy]\nvalues = 1d, 2d\n" + extra;
 }
 
 }  // namespace flap::coordinator::testing

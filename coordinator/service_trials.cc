@@ -1,4 +1,5 @@
-// CoordinatorService: the trial's reports: ReportMetrics, ReportCheckpoint, FinishTrial, FailTrial (coordinator/service.h has the protocol).
+// CoordinatorService: the trial's reports: ReportMetrics, ReportCheckpoint, FinishTrial, FailTrial
+// (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
 #include <cmath>
@@ -28,8 +29,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
       return Invalid("total_steps", "is " + std::to_string(req->total_steps()) + "; must be in [0, 1e12]");
     }
     if (req->values().empty() || req->values().size() > kMaxMetrics) {
-      return Invalid("values", "has " + std::to_string(req->values().size()) +
-                                   " entries; must have 1 to 64");
+      return Invalid("values", "has " + std::to_string(req->values().size()) + " entries; must have 1 to 64");
     }
     MetricPoint p;
     for (const auto& [name, value] : req->values()) {
@@ -63,17 +63,15 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
       std::optional<int> rung = sw.asha->RungReachedAt(p.step);
       if (rung && !sw.asha->DecisionFor(t->spec.id, *rung)) {
-        StatusOr<AshaDecision> d =
-            sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
+        StatusOr<AshaDecision> d = sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
         if (d.ok()) {
           batch->PutAsha(t->sweep, *sw.asha);
           if (d->action == AshaAction::kStop && t->trial.Stop(scope.attempt).ok()) {
-            const std::string reason =
-                "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
-                std::to_string(sw.asha->config().rungs[*rung]) + "): " +
-                sw.asha->config().metric + " ranked " + std::to_string(d->rank + 1) + " of " +
-                std::to_string(d->num_results) + ", " + std::to_string(d->num_promoted) +
-                " continue";
+            const std::string reason = "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
+                                       std::to_string(sw.asha->config().rungs[*rung]) +
+                                       "): " + sw.asha->config().metric + " ranked " + std::to_string(d->rank + 1) +
+                                       " of " + std::to_string(d->num_results) + ", " +
+                                       std::to_string(d->num_promoted) + " continue";
             ReleaseGroup(req->group_id(), reason, batch);
             resp->set_action(v1::STOP);
             resp->set_reason(reason);
@@ -87,9 +85,9 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
   });
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
-    grpc::CallbackServerContext* ctx, const v1::ReportCheckpointRequest* req,
-    v1::ReportCheckpointResponse*) {
+grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(grpc::CallbackServerContext* ctx,
+                                                               const v1::ReportCheckpointRequest* req,
+                                                               v1::ReportCheckpointResponse*) {
   return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     if (req->ref().empty() || req->ref().size() > 1024) return Invalid("ref", "must be 1 to 1024 bytes");
     if (req->step() < 0 || req->step() > kMaxStep) {
@@ -104,8 +102,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerContext* ctx,
-                                                          const v1::FinishTrialRequest* req,
-                                                          v1::FinishTrialResponse*) {
+                                                          const v1::FinishTrialRequest* req, v1::FinishTrialResponse*) {
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     // A retry of a finish that was committed: OK, nothing changes.
     auto done = trials_.find(TrialKey(req->trial().sweep_id(), req->trial().trial_id()));
@@ -127,15 +124,21 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerContext* ctx,
-                                                        const v1::FailTrialRequest* req,
-                                                        v1::FailTrialResponse* resp) {
+                                                        const v1::FailTrialRequest* req, v1::FailTrialResponse* resp) {
   return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
     FailureCause cause;
     switch (req->cause()) {
-      case v1::FailTrialRequest::PREEMPTION: cause = FailureCause::kPreemption; break;
-      case v1::FailTrialRequest::NODE_FAULT: cause = FailureCause::kNodeFault; break;
-      case v1::FailTrialRequest::TRIAL_ERROR: cause = FailureCause::kTrialError; break;
-      default: return Invalid("cause", "must be PREEMPTION, NODE_FAULT or TRIAL_ERROR");
+      case v1::FailTrialRequest::PREEMPTION:
+        cause = FailureCause::kPreemption;
+        break;
+      case v1::FailTrialRequest::NODE_FAULT:
+        cause = FailureCause::kNodeFault;
+        break;
+      case v1::FailTrialRequest::TRIAL_ERROR:
+        cause = FailureCause::kTrialError;
+        break;
+      default:
+        return Invalid("cause", "must be PREEMPTION, NODE_FAULT or TRIAL_ERROR");
     }
     if (req->error().size() > 4096) return Invalid("error", "is longer than 4096 bytes");
     EndAttempt(scope.key, scope.trial, cause, req->error().empty() ? FailureCauseName(cause) : req->error(), batch);

@@ -46,8 +46,8 @@ struct SimOptions {
 };
 
 // The value the simulated trial reports for `metric` at `step` of `total`.
-inline double SimMetric(const std::map<std::string, std::string>& overrides,
-                        const std::string& metric, int64_t step, int64_t total) {
+inline double SimMetric(const std::map<std::string, std::string>& overrides, const std::string& metric, int64_t step,
+                        int64_t total) {
   auto get = [&](const std::string& k, const std::string& d) {
     auto it = overrides.find(k);
     return it == overrides.end() ? d : it->second;
@@ -66,8 +66,7 @@ inline double SimMetric(const std::map<std::string, std::string>& overrides,
 }
 
 inline const std::vector<std::string>& SimEvalMetrics() {
-  static const std::vector<std::string> k = {"t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1",
-                                             "a2t_r5", "a2t_r10", "map10"};
+  static const std::vector<std::string> k = {"t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1", "a2t_r5", "a2t_r10", "map10"};
   return k;
 }
 
@@ -126,9 +125,7 @@ class SimGroup {
   }
 
   // A refused trial call: the trial is no longer ours.
-  static bool Refused(const Status& s) {
-    return s.code() == Status::Code::kFailedPrecondition;
-  }
+  static bool Refused(const Status& s) { return s.code() == Status::Code::kFailedPrecondition; }
 
   Status RunTrial(const TrialAssignment& a, const std::atomic<bool>* stop) {
     const v1::TrialRef& ref = a.trial;
@@ -198,17 +195,17 @@ class SimGroup {
       }
       if (step % o_.ckpt_every == 0) {
         Status c = Retry([&] {
-          Status s = client_->ReportCheckpoint(id_, ref, "ckpt/" + tid + "/" + std::to_string(step), step);
-          return s.ok() ? StatusOr<int>(0) : StatusOr<int>(s);
-        }).status();
+                     Status s = client_->ReportCheckpoint(id_, ref, "ckpt/" + tid + "/" + std::to_string(step), step);
+                     return s.ok() ? StatusOr<int>(0) : StatusOr<int>(s);
+                   }).status();
         if (Refused(c)) return Drop(tid);
         if (!c.ok()) return c;
       }
     }
     Status f = Retry([&] {
-      Status s = client_->Finish(id_, ref);
-      return s.ok() ? StatusOr<int>(0) : StatusOr<int>(s);
-    }).status();
+                 Status s = client_->Finish(id_, ref);
+                 return s.ok() ? StatusOr<int>(0) : StatusOr<int>(s);
+               }).status();
     if (Refused(f)) return Drop(tid);
     if (!f.ok()) return f;
     log_.finished.push_back({tid, ref.attempt()});
@@ -218,9 +215,7 @@ class SimGroup {
   Status Report(const TrialAssignment& a, MetricKind kind, int64_t step, int epoch,
                 const std::map<std::string, double>& values, bool* stopped) {
     std::string reason;
-    auto r = Retry([&] {
-      return client_->ReportMetrics(id_, a.trial, kind, step, epoch, values, o_.steps, &reason);
-    });
+    auto r = Retry([&] { return client_->ReportMetrics(id_, a.trial, kind, step, epoch, values, o_.steps, &reason); });
     if (Refused(r.status())) {
       log_.dropped.push_back(a.trial.trial_id());
       *stopped = true;

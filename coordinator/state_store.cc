@@ -21,9 +21,7 @@ StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& k
 // ---------------------------------------------------------------------------------------------
 // Records, each to JSON and back (`what`: the stored key, named in errors).
 
-nlohmann::json Encode(const Counters& c) {
-  return {{"next_group", c.next_group}, {"next_order", c.next_order}};
-}
+nlohmann::json Encode(const Counters& c) { return {{"next_group", c.next_group}, {"next_order", c.next_order}}; }
 
 StatusOr<Counters> DecodeCounters(const nlohmann::json& j, const std::string& what) {
   Counters c;
@@ -33,13 +31,9 @@ StatusOr<Counters> DecodeCounters(const nlohmann::json& j, const std::string& wh
 }
 
 nlohmann::json Encode(const SweepRecord& s) {
-  return {{"spec", s.spec.ToJson()},
-          {"text", s.text},
-          {"source", s.source},
-          {"base_config", s.base_config},
-          {"state", SweepStateName(s.state)},
-          {"order", s.order},
-          {"trial_ids", s.trial_ids}};
+  return {
+      {"spec", s.spec.ToJson()},          {"text", s.text},   {"source", s.source},      {"base_config", s.base_config},
+      {"state", SweepStateName(s.state)}, {"order", s.order}, {"trial_ids", s.trial_ids}};
 }
 
 StatusOr<SweepRecord> DecodeSweep(const nlohmann::json& j, const std::string& what) {
@@ -103,9 +97,12 @@ std::string Padded(const char* format, unsigned long long n) {
 
 const char* SweepStateName(SweepState state) {
   switch (state) {
-    case SweepState::kRunning: return "running";
-    case SweepState::kFinished: return "finished";
-    case SweepState::kCancelled: return "cancelled";
+    case SweepState::kRunning:
+      return "running";
+    case SweepState::kFinished:
+      return "finished";
+    case SweepState::kCancelled:
+      return "cancelled";
   }
   return "running";
 }
@@ -119,21 +116,27 @@ StatusOr<SweepState> ParseSweepState(const std::string& name, const std::string&
 
 const char* TablePrefix(Table table) {
   switch (table) {
-    case Table::kCounters: return "meta/counters";
-    case Table::kSweep: return "sweep/";
-    case Table::kAsha: return "asha/";
-    case Table::kGroup: return "group/";
-    case Table::kTrial: return "trial/";
-    case Table::kMetric: return "metric/";
-    case Table::kEpoch: return "epoch/";
-    case Table::kLease: return "lease/";
+    case Table::kCounters:
+      return "meta/counters";
+    case Table::kSweep:
+      return "sweep/";
+    case Table::kAsha:
+      return "asha/";
+    case Table::kGroup:
+      return "group/";
+    case Table::kTrial:
+      return "trial/";
+    case Table::kMetric:
+      return "metric/";
+    case Table::kEpoch:
+      return "epoch/";
+    case Table::kLease:
+      return "lease/";
   }
   return "";
 }
 
-std::string TrialKey(const std::string& sweep_id, const std::string& trial_id) {
-  return sweep_id + "/" + trial_id;
-}
+std::string TrialKey(const std::string& sweep_id, const std::string& trial_id) { return sweep_id + "/" + trial_id; }
 
 std::string EpochKey(const std::string& trial_key, int epoch) {
   return trial_key + "/" + Padded("%06llu", static_cast<unsigned long long>(epoch));
@@ -157,9 +160,7 @@ void StateBatch::PutSweep(const std::string& sweep_id, const SweepRecord& sweep)
   Put(Table::kSweep, sweep_id, Encode(sweep));
 }
 
-void StateBatch::PutAsha(const std::string& sweep_id, const Asha& asha) {
-  Put(Table::kAsha, sweep_id, asha.ToJson());
-}
+void StateBatch::PutAsha(const std::string& sweep_id, const Asha& asha) { Put(Table::kAsha, sweep_id, asha.ToJson()); }
 
 void StateBatch::PutGroup(const std::string& group_id, const GroupRecord& group) {
   Put(Table::kGroup, group_id, Encode(group));
@@ -181,16 +182,14 @@ void StateBatch::PutEpoch(const std::string& epoch_key, const LeaseTable& table)
 
 void StateBatch::PutLeases(const std::string& epoch_key, const std::vector<Lease>& leases) {
   for (const Lease& l : leases) {
-    Put(Table::kLease, epoch_key + "/" + Padded("%012llu", static_cast<unsigned long long>(l.id)),
-        l.ToJson());
+    Put(Table::kLease, epoch_key + "/" + Padded("%012llu", static_cast<unsigned long long>(l.id)), l.ToJson());
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The store
 
-StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir,
-                                                       const JournalOptions& options) {
+StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, const JournalOptions& options) {
   FLAP_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(dir, options));
   return std::unique_ptr<StateStore>(new StateStore(std::move(journal)));
 }
@@ -222,20 +221,15 @@ StatusOr<Counters> StateStore::ReadCounters() const {
   return rows.empty() ? Counters() : rows.back().second;
 }
 
-StatusOr<Rows<SweepRecord>> StateStore::Sweeps() const {
-  return Scan<SweepRecord>(Table::kSweep, "", DecodeSweep);
-}
+StatusOr<Rows<SweepRecord>> StateStore::Sweeps() const { return Scan<SweepRecord>(Table::kSweep, "", DecodeSweep); }
 
 StatusOr<Rows<Asha>> StateStore::Ashas() const { return Scan<Asha>(Table::kAsha, "", Asha::FromJson); }
 
-StatusOr<Rows<GroupRecord>> StateStore::Groups() const {
-  return Scan<GroupRecord>(Table::kGroup, "", DecodeGroup);
-}
+StatusOr<Rows<GroupRecord>> StateStore::Groups() const { return Scan<GroupRecord>(Table::kGroup, "", DecodeGroup); }
 
 StatusOr<Rows<TrialRow>> StateStore::Trials() const { return Scan<TrialRow>(Table::kTrial, "", DecodeTrial); }
 
-StatusOr<Rows<MetricPoint>> StateStore::Metrics(const std::string& sweep_id,
-                                                const std::string& trial_id) const {
+StatusOr<Rows<MetricPoint>> StateStore::Metrics(const std::string& sweep_id, const std::string& trial_id) const {
   const std::string under = sweep_id.empty() ? "" : sweep_id + "/" + (trial_id.empty() ? "" : trial_id + "/");
   FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> rows, Scan<MetricPoint>(Table::kMetric, under, MetricPoint::FromJson));
   for (auto& [key, point] : rows) key = key.substr(0, key.find('/', key.find('/') + 1));  // the trial key
@@ -250,8 +244,7 @@ StatusOr<Rows<LeaseTable>> StateStore::LeaseTables() const {
     FLAP_ASSIGN_OR_RETURN(Rows<Lease> leases, Scan<Lease>(Table::kLease, ekey + "/", Lease::FromJson));
     std::vector<Lease> granted;
     for (auto& [lkey, lease] : leases) granted.push_back(std::move(lease));
-    FLAP_ASSIGN_OR_RETURN(LeaseTable table,
-                          LeaseTable::FromHeader(h, granted, TablePrefix(Table::kEpoch) + ekey));
+    FLAP_ASSIGN_OR_RETURN(LeaseTable table, LeaseTable::FromHeader(h, granted, TablePrefix(Table::kEpoch) + ekey));
     out.emplace_back(ekey, std::move(table));
   }
   return out;

@@ -67,11 +67,11 @@ struct Counters {
 // A submitted sweep as stored.
 struct SweepRecord {
   SweepSpec spec;
-  std::string text;         // the sweep file as submitted
+  std::string text;  // the sweep file as submitted
   std::string source;
   std::string base_config;  // the base config's text
   SweepState state = SweepState::kRunning;
-  int64_t order = 0;        // submission order
+  int64_t order = 0;                   // submission order
   std::vector<std::string> trial_ids;  // in trial order
 };
 
@@ -118,8 +118,7 @@ class StateBatch {
 class StateStore {
  public:
   // Opens (creating if allowed) the journal in `dir`: IOError as Journal::Open.
-  static StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
-                                                    const JournalOptions& options);
+  static StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir, const JournalOptions& options);
 
   // Staging and durability: as Journal's Append, appended, WhenDurable, Wait, healthy, status.
   uint64_t Append(StateBatch batch);
@@ -137,8 +136,7 @@ class StateStore {
   StatusOr<Rows<TrialRow>> Trials() const;
   // The metric records of a sweep, or of one of its trials (trial_id non-empty), or of every
   // sweep (sweep_id empty), keyed by trial key, in key order (trial, kind, step).
-  StatusOr<Rows<MetricPoint>> Metrics(const std::string& sweep_id = "",
-                                      const std::string& trial_id = "") const;
+  StatusOr<Rows<MetricPoint>> Metrics(const std::string& sweep_id = "", const std::string& trial_id = "") const;
   // Every lease table restored from its header and its leases, keyed by epoch key.
   StatusOr<Rows<LeaseTable>> LeaseTables() const;
 

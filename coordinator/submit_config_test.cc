@@ -34,9 +34,9 @@ void ExpectRefused(TestCoordinator& c, const std::string& sweep, const std::stri
 
 TEST(SubmitConfig, MisspeltFactorKeyIsRefusedNamingTheKeyAndTheClosestOne) {
   TestCoordinator c("submit_config_misspelt");
-  ExpectRefused(c, "[sweep]\nname = typo\n\n[factor.mask.ratoi]\nvalues = 0.5, 0.75\n", "",
-                {"s.ini:4: [factor.mask.ratoi]", "unknown key mask.ratoi in [factor.mask.ratoi]",
-                 "did you mean mask.ratio?"});
+  ExpectRefused(
+      c, "[sweep]\nname = typo\n\n[factor.mask.ratoi]\nvalues = 0.5, 0.75\n", "",
+      {"s.ini:4: [factor.mask.ratoi]", "unknown key mask.ratoi in [factor.mask.ratoi]", "did you mean mask.ratio?"});
 }
 
 TEST(SubmitConfig, OutOfRangeFactorValueIsRefusedNamingTheKey) {
@@ -58,16 +58,18 @@ TEST(SubmitConfig, BaseConfigKeysAreChecked) {
 TEST(SubmitConfig, TrialsWhoseValuesDoNotGoTogetherAreRefused) {
   TestCoordinator c("submit_config_trials");
   // mask.views 2 needs a mask ratio above 0: the cells with ratio 0 cannot run.
-  ExpectRefused(c, "[sweep]\nname = views\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n", "[mask]\nviews = 2\n",
+  ExpectRefused(c, "[sweep]\nname = views\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n",
+                "[mask]\nviews = 2\n",
                 {"trial t0000 (mask.ratio=0, seed 1)", "mask.views 2 needs mask.ratio > 0", "(and 1 more trials)"});
 }
 
 TEST(SubmitConfig, AValidSweepIsAccepted) {
   TestCoordinator c("submit_config_ok");
   auto client = c.Client();
-  auto r = client->SubmitSweep("[sweep]\nname = ok\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n\n"
-                               "[factor.mask.views]\nvalues = 2\nwhen = mask.ratio != 0\n",
-                               "s.ini", "[model]\npreset = tiny\n[train]\nbatch_size = 16\n");
+  auto r = client->SubmitSweep(
+      "[sweep]\nname = ok\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n\n"
+      "[factor.mask.views]\nvalues = 2\nwhen = mask.ratio != 0\n",
+      "s.ini", "[model]\npreset = tiny\n[train]\nbatch_size = 16\n");
   ASSERT_OK(r);
   EXPECT_EQ(r->num_trials(), 2);
 }

@@ -62,11 +62,10 @@ std::vector<RawSection> ParseIni(const std::string& text, Errors* errors) {
         errors->AddAt(line, "", "", "malformed section header '" + s + "'");
         continue;
       }
-      auto dup = std::find_if(sections.begin(), sections.end(),
-                              [&name](const RawSection& r) { return r.name == name; });
+      auto dup =
+          std::find_if(sections.begin(), sections.end(), [&name](const RawSection& r) { return r.name == name; });
       if (dup != sections.end()) {
-        errors->AddAt(line, name, "",
-                      "the section repeats (first at line " + std::to_string(dup->line) + ")");
+        errors->AddAt(line, name, "", "the section repeats (first at line " + std::to_string(dup->line) + ")");
         continue;
       }
       sections.push_back(RawSection{name, line, {}, {}});
@@ -92,8 +91,7 @@ std::vector<RawSection> ParseIni(const std::string& text, Errors* errors) {
       continue;
     }
     if (auto it = sec.keys.find(key); it != sec.keys.end()) {
-      errors->AddAt(line, sec.name, key,
-                    "the key repeats (first at line " + std::to_string(it->second.line) + ")");
+      errors->AddAt(line, sec.name, key, "the key repeats (first at line " + std::to_string(it->second.line) + ")");
       continue;
     }
     sec.keys.emplace(key, RawKey{value, line});
@@ -136,9 +134,9 @@ class SectionReader {
     const RawKey* raw = Find(key);
     if (raw == nullptr) return;
     if (!ParseInteger(raw->value, out)) {
-      Refuse(key, *raw, std::string("expected ") +
-                            (std::is_unsigned_v<T> ? "a non-negative integer" : "an integer") +
-                            ", got '" + raw->value + "'");
+      Refuse(key, *raw,
+             std::string("expected ") + (std::is_unsigned_v<T> ? "a non-negative integer" : "an integer") + ", got '" +
+                 raw->value + "'");
     }
   }
 
@@ -150,9 +148,9 @@ class SectionReader {
     for (const std::string& item : SplitList(raw->value)) {
       T v{};
       if (!ParseInteger(item, &v)) {
-        Refuse(key, *raw, std::string("expected a list of ") +
-                              (std::is_unsigned_v<T> ? "non-negative integers" : "integers") +
-                              ", got '" + item + "' in '" + raw->value + "'");
+        Refuse(key, *raw,
+               std::string("expected a list of ") + (std::is_unsigned_v<T> ? "non-negative integers" : "integers") +
+                   ", got '" + item + "' in '" + raw->value + "'");
         return;
       }
       out->push_back(v);
@@ -177,17 +175,14 @@ class SectionReader {
   }
 
  private:
-  std::string SectionKind() const {
-    return sec_.name.rfind("factor.", 0) == 0 ? "factor.*" : sec_.name;
-  }
+  std::string SectionKind() const { return sec_.name.rfind("factor.", 0) == 0 ? "factor.*" : sec_.name; }
 
   const RawSection& sec_;
   Errors* errors_;
 };
 
 void ReadSweepSection(SectionReader* r, SweepSpec* spec) {
-  r->RefuseUnknown(
-      {"name", "search", "budget", "seeds", "priority", "base_config", "search_seed"});
+  r->RefuseUnknown({"name", "search", "budget", "seeds", "priority", "base_config", "search_seed"});
   r->String("name", &spec->name);
   if (const RawKey* raw = r->Find("search")) {
     if (raw->value == "grid") {
@@ -205,8 +200,7 @@ void ReadSweepSection(SectionReader* r, SweepSpec* spec) {
   r->Integer("search_seed", &spec->search_seed);
 }
 
-void ReadFactorSection(SectionReader* r, const std::string& section, Errors* errors,
-                       FactorSpec* f) {
+void ReadFactorSection(SectionReader* r, const std::string& section, Errors* errors, FactorSpec* f) {
   r->RefuseUnknown({"values", "range", "log", "integer", "when"});
   if (const RawKey* raw = r->Find("values")) {
     for (const std::string& item : SplitList(raw->value)) {
@@ -284,8 +278,9 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
   sections = ParseIni(text, &errors);
 
   if (sections.empty() && errors.empty()) {
-    errors.AddAt(0, "", "", "the file is empty: a sweep needs a [sweep] section and at least "
-                            "one [factor.<section>.<key>] section");
+    errors.AddAt(0, "", "",
+                 "the file is empty: a sweep needs a [sweep] section and at least "
+                 "one [factor.<section>.<key>] section");
     return errors.ToStatus();
   }
 

@@ -122,8 +122,8 @@ StatusOr<Condition> ParseCondition(const std::string& text);
 // [report] target: the report's time-to-target is the training time at which `metric` first
 // reaches `value` (report.h).
 struct ReportTarget {
-  std::string metric;  // an evaluation metric: t2a_r1, map10, ...
-  double value = 0;    // in (0, 1]
+  std::string metric;            // an evaluation metric: t2a_r1, map10, ...
+  double value = 0;              // in (0, 1]
   std::string ToString() const;  // "t2a_r1:0.3", as ParseReportTarget reads it
 };
 
@@ -137,8 +137,8 @@ struct FactorSpec {
   bool has_range = false;           // random search: draw from [lo, hi] instead of values
   double lo = 0;
   double hi = 0;
-  bool log = false;                 // log-uniform draw
-  bool integer = false;             // integer draw, both ends inclusive
+  bool log = false;      // log-uniform draw
+  bool integer = false;  // integer draw, both ends inclusive
   std::optional<Condition> when;
 };
 
@@ -150,8 +150,8 @@ struct SweepSpec {
   int priority = 0;
   std::string base_config;
   uint64_t search_seed = 0;
-  std::vector<FactorSpec> factors;  // in file order
-  std::optional<AshaConfig> asha;   // no early stopping when absent
+  std::vector<FactorSpec> factors;            // in file order
+  std::optional<AshaConfig> asha;             // no early stopping when absent
   std::optional<ReportTarget> report_target;  // [report] target; absent: the report's default
 
   nlohmann::json ToJson() const;
@@ -161,10 +161,10 @@ struct SweepSpec {
 
 // One trial to run: the base config, overridden by `factors`, with train.seed = `seed`.
 struct TrialSpec {
-  std::string id;                             // "t0007", unique within its sweep
-  std::map<std::string, std::string> factors; // the factors that apply, by name
-  uint64_t seed = 0;                          // replicate seed
-  int cell = 0;                               // index of its cell (the factors without seed)
+  std::string id;                              // "t0007", unique within its sweep
+  std::map<std::string, std::string> factors;  // the factors that apply, by name
+  uint64_t seed = 0;                           // replicate seed
+  int cell = 0;                                // index of its cell (the factors without seed)
 
   bool operator==(const TrialSpec& o) const {
     return id == o.id && factors == o.factors && seed == o.seed && cell == o.cell;
@@ -196,8 +196,8 @@ std::map<std::string, std::string> ConfigValues(const std::string& text);
 // ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line
 // ("<source>: N errors in the sweep:") then each distinct error, one per line, naming the
 // first trial that shows it and how many more do.
-Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials,
-                         const std::string& base_config, const std::string& source);
+Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
+                         const std::string& source);
 
 // Checks a spec built any other way (code, JSON) with the same rules as the parser, listing
 // every error as "<source>: [<section>] <key>: <what is wrong>". OK or InvalidArgument.

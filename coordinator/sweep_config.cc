@@ -14,11 +14,10 @@ std::map<std::string, std::string> ConfigValues(const std::string& text) {
   return values.ok() ? *values : std::map<std::string, std::string>{};
 }
 
-Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials,
-                         const std::string& base_config, const std::string& source) {
+Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
+                         const std::string& source) {
   sweep_internal::Errors errors(source, [](const std::string&, const std::string&) { return 0; });
-  const std::string base_name =
-      "the base config" + (spec.base_config.empty() ? "" : " (" + spec.base_config + ")");
+  const std::string base_name = "the base config" + (spec.base_config.empty() ? "" : " (" + spec.base_config + ")");
   StatusOr<std::map<std::string, std::string>> base = ParseConfigText(base_config, base_name);
   if (!base.ok()) {
     errors.AddAt(0, "", "", base.status().message());
@@ -47,14 +46,15 @@ Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& tr
     }
     std::string factors;
     for (const auto& [key, value] : t.factors) factors += (factors.empty() ? "" : ", ") + key + "=" + value;
-    it->second.first = "trial " + t.id + " (" + (factors.empty() ? "" : factors + ", ") + "seed " +
-                       std::to_string(t.seed) + ")";
+    it->second.first =
+        "trial " + t.id + " (" + (factors.empty() ? "" : factors + ", ") + "seed " + std::to_string(t.seed) + ")";
     order.push_back(s.message());
   }
   for (const std::string& message : order) {
     const Seen& seen = problems.at(message);
-    errors.AddAt(0, "", "", seen.first + " on " + base_name + ": " + message +
-                                (seen.more > 0 ? " (and " + std::to_string(seen.more) + " more trials)" : ""));
+    errors.AddAt(0, "", "",
+                 seen.first + " on " + base_name + ": " + message +
+                     (seen.more > 0 ? " (and " + std::to_string(seen.more) + " more trials)" : ""));
   }
   return errors.ToStatus();
 }

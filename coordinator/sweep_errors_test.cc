@@ -46,17 +46,14 @@ TEST(SweepErrors, FactorWithoutValues) {
 }
 
 TEST(SweepErrors, ValueOutOfRange) {
-  std::vector<std::string> errors =
-      Refuse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0, 1.0, -0.1\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0, 1.0, -0.1\n");
   ASSERT_EQ(errors.size(), 2u) << Joined(errors);
-  EXPECT_EQ(errors[0],
-            "bad.ini:4: [factor.mask.ratio] values: mask.ratio must be in [0, 1), got '1.0'");
+  EXPECT_EQ(errors[0], "bad.ini:4: [factor.mask.ratio] values: mask.ratio must be in [0, 1), got '1.0'");
   EXPECT_NE(errors[1].find("got '-0.1'"), std::string::npos);
 }
 
 TEST(SweepErrors, UnknownStrategy) {
-  std::vector<std::string> errors =
-      Refuse(std::string(kHeader) + "[factor.mask.strategy]\nvalues = 2d, 3d\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.mask.strategy]\nvalues = 2d, 3d\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_EQ(errors[0], "bad.ini:4: [factor.mask.strategy] values: mask.strategy must be '1d' or '2d', got '3d'");
 }
@@ -102,15 +99,11 @@ colour = blue
   EXPECT_TRUE(AnyContains(errors, "bad.ini:8: [factor.mask.strategy] values: mask.strategy must be '1d' or '2d'"))
       << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:9: [factor.mask.strategy] when:")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [factor.recon.weight] values: the factor has no"))
-      << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:11: [factor.lr]: a factor is a trial config key"))
-      << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:13: [factor.train.seed]: the trial seed is not a"))
-      << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [factor.recon.weight] values: the factor has no")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:11: [factor.lr]: a factor is a trial config key")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:13: [factor.train.seed]: the trial seed is not a")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:15: [schedule]: unknown section")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:18: [asha] rungs: steps must be strictly increasing"))
-      << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:18: [asha] rungs: steps must be strictly increasing")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:19: [asha] reduction:")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:20: [asha] colour: unknown key; [asha] takes")) << all;
   EXPECT_EQ(errors.size(), 13u) << all;
@@ -123,34 +116,29 @@ colour = blue
   }
   // The summary line counts them.
   auto s = ParseSweepText(text, "bad.ini");
-  EXPECT_EQ(s.status().message().rfind("bad.ini: 13 errors in the sweep:", 0), 0u)
-      << s.status().message();
+  EXPECT_EQ(s.status().message().rfind("bad.ini: 13 errors in the sweep:", 0), 0u) << s.status().message();
 }
 
 TEST(SweepErrors, SyntaxErrorsAreLocated) {
   std::vector<std::string> errors = Refuse(
-      "values = 1\n"              // 1: outside any section
+      "values = 1\n"  // 1: outside any section
       "[sweep]\n"
       "name = s\n"
-      "name = t\n"                // 4: repeated key
-      "just words\n"              // 5: not key = value
-      "[factor.mask.ratio\n"      // 6: malformed header
+      "name = t\n"            // 4: repeated key
+      "just words\n"          // 5: not key = value
+      "[factor.mask.ratio\n"  // 6: malformed header
       "[factor.mask.ratio]\n"
       "values = 0.5\n"
-      "Values = 0.5\n"            // 9: malformed key
-      "[sweep]\n"                 // 10: repeated section
+      "Values = 0.5\n"  // 9: malformed key
+      "[sweep]\n"       // 10: repeated section
       "name = u\n");
   const std::string all = Joined(errors);
   EXPECT_TRUE(AnyContains(errors, "bad.ini:1: values: the key is outside any [section]")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:4: [sweep] name: the key repeats (first at line 3)"))
-      << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:5: [sweep]: expected '[section]' or 'key = value'"))
-      << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:4: [sweep] name: the key repeats (first at line 3)")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:5: [sweep]: expected '[section]' or 'key = value'")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:6: malformed section header")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:9: [factor.mask.ratio]: malformed key 'Values'"))
-      << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [sweep]: the section repeats (first at line 2)"))
-      << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:9: [factor.mask.ratio]: malformed key 'Values'")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [sweep]: the section repeats (first at line 2)")) << all;
   EXPECT_EQ(errors.size(), 6u) << all;
 }
 
@@ -164,8 +152,7 @@ TEST(SweepErrors, MissingSweepSectionAndNoFactors) {
 
 TEST(SweepErrors, FactorNamesMustBeSectionDotKey) {
   for (const char* name : {"lr", "Mask.ratio", "mask.ratio.extra", "mask.", ".ratio", "9a.b"}) {
-    std::vector<std::string> errors =
-        Refuse(std::string(kHeader) + "[factor." + name + "]\nvalues = 1\n");
+    std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor." + name + "]\nvalues = 1\n");
     ASSERT_EQ(errors.size(), 1u) << name << "\n" << Joined(errors);
     EXPECT_NE(errors[0].find("a factor is a trial config key"), std::string::npos) << errors[0];
   }
@@ -177,18 +164,17 @@ TEST(SweepErrors, KnownFactorsAreRangeChecked) {
     const char* value;
     const char* expected;
   };
-  for (const Case& c : {Case{"recon.weight", "-1", "recon.weight must be >= 0, got '-1'"},
-                        Case{"text.augment", "1.5", "off, on or a probability"},
-                        Case{"text.augment", "sometimes", "off, on or a probability"},
-                        Case{"optim.lr", "0", "optim.lr must be > 0, got '0'"},
-                        Case{"optim.lr", "fast", "expected a number, got 'fast'"},
-                        Case{"model.preset", "huge", "'tiny' or 'base'"},
-                        Case{"mask.ratio", "0x1p-1", "expected a number"},
-                        Case{"mask.ratio", "nan", "expected a number"},
-                        Case{"train.batch_size", "1", "train.batch_size must be >= 2"},
-                        Case{"data.crop", "middle", "data.crop must be random or first, got 'middle'"}}) {
-    std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor." + c.factor +
-                                             "]\nvalues = " + c.value + "\n");
+  for (const Case& c :
+       {Case{"recon.weight", "-1", "recon.weight must be >= 0, got '-1'"},
+        Case{"text.augment", "1.5", "off, on or a probability"},
+        Case{"text.augment", "sometimes", "off, on or a probability"},
+        Case{"optim.lr", "0", "optim.lr must be > 0, got '0'"},
+        Case{"optim.lr", "fast", "expected a number, got 'fast'"}, Case{"model.preset", "huge", "'tiny' or 'base'"},
+        Case{"mask.ratio", "0x1p-1", "expected a number"}, Case{"mask.ratio", "nan", "expected a number"},
+        Case{"train.batch_size", "1", "train.batch_size must be >= 2"},
+        Case{"data.crop", "middle", "data.crop must be random or first, got 'middle'"}}) {
+    std::vector<std::string> errors =
+        Refuse(std::string(kHeader) + "[factor." + c.factor + "]\nvalues = " + c.value + "\n");
     ASSERT_EQ(errors.size(), 1u) << c.factor << "=" << c.value << "\n" << Joined(errors);
     EXPECT_NE(errors[0].find(c.expected), std::string::npos) << errors[0];
     EXPECT_NE(errors[0].find(std::string("[factor.") + c.factor + "] values"), std::string::npos);
@@ -211,8 +197,7 @@ TEST(SweepErrors, UnknownFactorKeyIsNamedWithTheClosestKey) {
 }
 
 TEST(SweepErrors, RepeatedValuesAreRefusedNumerically) {
-  std::vector<std::string> errors =
-      Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0.5, 1, 0.50\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0.5, 1, 0.50\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_NE(errors[0].find("value '0.50' repeats '0.5'"), std::string::npos) << errors[0];
 }
@@ -223,8 +208,7 @@ TEST(SweepErrors, ConditionThatNeverHoldsIsRefused) {
                                            "[factor.mask.strategy]\nvalues = 1d, 2d\n"
                                            "when = mask.ratio == 0.3\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
-  EXPECT_NE(errors[0].find("never holds (mask.ratio takes 0.5, 0.75)"), std::string::npos)
-      << errors[0];
+  EXPECT_NE(errors[0].find("never holds (mask.ratio takes 0.5, 0.75)"), std::string::npos) << errors[0];
 }
 
 TEST(SweepErrors, ConditionCycleIsRefused) {
@@ -234,20 +218,19 @@ TEST(SweepErrors, ConditionCycleIsRefused) {
                                            "[factor.mask.strategy]\nvalues = 1d, 2d\n"
                                            "when = mask.ratio != 0\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
-  EXPECT_NE(errors[0].find("cycle among mask.ratio, mask.strategy"), std::string::npos)
-      << errors[0];
+  EXPECT_NE(errors[0].find("cycle among mask.ratio, mask.strategy"), std::string::npos) << errors[0];
 }
 
 TEST(SweepErrors, MalformedConditions) {
-  for (const char* when : {"mask.ratio", "mask.ratio > 0", "mask.ratio == 0, 0.5",
-                           "mask.ratio ==", "ratio == 0", "mask.ratio in"}) {
+  for (const char* when :
+       {"mask.ratio", "mask.ratio > 0", "mask.ratio == 0, 0.5", "mask.ratio ==", "ratio == 0", "mask.ratio in"}) {
     std::vector<std::string> errors = Refuse(std::string(kHeader) +
                                              "[factor.mask.ratio]\nvalues = 0, 0.5\n"
                                              "[factor.mask.strategy]\nvalues = 1d, 2d\n"
-                                             "when = " + when + "\n");
+                                             "when = " +
+                                             when + "\n");
     ASSERT_EQ(errors.size(), 1u) << when << "\n" << Joined(errors);
-    EXPECT_NE(errors[0].find("bad.ini:7: [factor.mask.strategy] when:"), std::string::npos)
-        << errors[0];
+    EXPECT_NE(errors[0].find("bad.ini:7: [factor.mask.strategy] when:"), std::string::npos) << errors[0];
   }
 }
 
@@ -260,15 +243,13 @@ TEST(SweepErrors, RangeRules) {
     EXPECT_TRUE(AnyContains(errors, needle)) << Joined(errors);
   };
   one(grid + "[factor.optim.lr]\nrange = 1e-4, 1e-2\n", "range is for random search only");
-  one(random + "[factor.optim.lr]\nvalues = 1e-3\nrange = 1e-4, 1e-2\n",
-      "give values or range, not both");
+  one(random + "[factor.optim.lr]\nvalues = 1e-3\nrange = 1e-4, 1e-2\n", "give values or range, not both");
   one(random + "[factor.optim.lr]\nrange = 1e-2, 1e-4\n", "needs lo < hi");
   one(random + "[factor.recon.weight]\nrange = 0, 1\nlog = true\n", "needs lo > 0");
   one(random + "[factor.mask.strategy]\nrange = 1, 2\n", "takes words");
   one(random + "[factor.mask.ratio]\nrange = 0.5, 1\n", "got '1'");
   one(random + "[factor.optim.lr]\nvalues = 1e-3\nlog = true\n", "log applies to a range only");
-  one(random + "[factor.train.batch_size]\nrange = 8.5, 64\ninteger = true\n",
-      "integer ends");
+  one(random + "[factor.train.batch_size]\nrange = 8.5, 64\ninteger = true\n", "integer ends");
   one(random + "[factor.optim.lr]\nrange = 1e-4\n", "expected 'lo, hi'");
   one(random + "[factor.optim.lr]\nrange = 1e-4, 1e-2\nlog = yes\n", "expected true or false");
   one(random + "[factor.optim.lr]\n", "give values = v1, v2, ... or range = lo, hi");
@@ -292,12 +273,10 @@ TEST(SweepErrors, SweepKeys) {
 }
 
 TEST(SweepErrors, FactorWithEmptyListItem) {
-  std::vector<std::string> errors =
-      Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0,,1\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0,,1\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_NE(errors[0].find("empty item"), std::string::npos) << errors[0];
 }
-
 
 }  // namespace
 }  // namespace flap::coordinator

@@ -13,8 +13,7 @@ namespace sweep_internal {
 // A topological order of the factors (each after the factor its condition names), preferring
 // file order. Conditions on unknown factors are ignored here (the validator reports them).
 // Returns false, with the factors left over in `cycle`, when the conditions form a cycle.
-bool ConditionOrder(const SweepSpec& spec, std::vector<int>* order,
-                    std::vector<std::string>* cycle) {
+bool ConditionOrder(const SweepSpec& spec, std::vector<int>* order, std::vector<std::string>* cycle) {
   const int n = static_cast<int>(spec.factors.size());
   std::map<std::string, int> index;
   for (int i = 0; i < n; ++i) index.emplace(spec.factors[i].name, i);
@@ -82,9 +81,7 @@ class SplitMix64 {
   // Uniform in [0, 1), 53 bits.
   double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
   // Uniform in [0, n), n >= 1 (multiply-shift; the bias is below 2^-40 for our n).
-  uint64_t Below(uint64_t n) {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(Next()) * n) >> 64);
-  }
+  uint64_t Below(uint64_t n) { return static_cast<uint64_t>((static_cast<unsigned __int128>(Next()) * n) >> 64); }
 
  private:
   uint64_t state_;
@@ -95,9 +92,9 @@ std::string Draw(const FactorSpec& f, SplitMix64* rng) {
   if (f.integer) {
     const int64_t lo = static_cast<int64_t>(f.lo), hi = static_cast<int64_t>(f.hi);
     if (f.log) {
-      double v = std::floor(std::exp(std::log(static_cast<double>(lo)) +
-                                     rng->Uniform() * (std::log(static_cast<double>(hi) + 1) -
-                                                       std::log(static_cast<double>(lo)))));
+      double v = std::floor(
+          std::exp(std::log(static_cast<double>(lo)) +
+                   rng->Uniform() * (std::log(static_cast<double>(hi) + 1) - std::log(static_cast<double>(lo)))));
       int64_t i = std::clamp(static_cast<int64_t>(v), lo, hi);
       return std::to_string(i);
     }

@@ -59,13 +59,10 @@ TEST(SweepGrid, IdsCellsAndSeedsAreCellMajor) {
     EXPECT_EQ(trials[i].factors, trials[i - i % 3].factors);  // replicates share the cell
   }
   // File order, first factor slowest: ratio 0 first, with both recon weights.
-  EXPECT_EQ(trials[0].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"},
-                                                                    {"recon.weight", "0"}}));
-  EXPECT_EQ(trials[3].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"},
-                                                                    {"recon.weight", "0.5"}}));
-  EXPECT_EQ(trials[6].factors,
-            (std::map<std::string, std::string>{
-                {"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"recon.weight", "0"}}));
+  EXPECT_EQ(trials[0].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"recon.weight", "0"}}));
+  EXPECT_EQ(trials[3].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"recon.weight", "0.5"}}));
+  EXPECT_EQ(trials[6].factors, (std::map<std::string, std::string>{
+                                   {"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"recon.weight", "0"}}));
   EXPECT_EQ(trials[29].id, "t0029");
   EXPECT_EQ(trials[29].cell, 9);
 }
@@ -75,8 +72,7 @@ TEST(SweepGrid, SameSpecAlwaysExpandsIdentically) {
   std::vector<TrialSpec> b = Expand(Parse(kAblation));
   EXPECT_EQ(a, b);
   // Also through the spec's JSON (how the coordinator stores it).
-  auto restored = SweepSpec::FromJson(nlohmann::json::parse(Parse(kAblation).ToJson().dump()),
-                                      "sweeps/mask-ablation");
+  auto restored = SweepSpec::FromJson(nlohmann::json::parse(Parse(kAblation).ToJson().dump()), "sweeps/mask-ablation");
   ASSERT_TRUE(restored.ok()) << restored.status().ToString();
   EXPECT_EQ(Expand(*restored), a);
 }
@@ -125,8 +121,7 @@ TEST(SweepGrid, BudgetCapsTheGridSize) {
   text.replace(text.find("budget = 0"), 10, "budget = 9");
   std::vector<std::string> errors = Refuse(text);
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
-  EXPECT_NE(errors[0].find("[sweep] budget: the grid has 10 cells, more than the budget of 9"),
-            std::string::npos)
+  EXPECT_NE(errors[0].find("[sweep] budget: the grid has 10 cells, more than the budget of 9"), std::string::npos)
       << errors[0];
   text.replace(text.find("budget = 9"), 10, "budget = 10");
   EXPECT_EQ(Expand(Parse(text)).size(), 30u);
@@ -134,7 +129,8 @@ TEST(SweepGrid, BudgetCapsTheGridSize) {
 
 TEST(SweepGrid, RefusesAGridBeyondTheTrialLimit) {
   std::string text = std::string(kHeader);
-  for (const char* key : {"train.epochs", "train.max_steps", "train.eval_every", "optim.warmup_steps", "optim.total_steps"}) {
+  for (const char* key :
+       {"train.epochs", "train.max_steps", "train.eval_every", "optim.warmup_steps", "optim.total_steps"}) {
     text += std::string("[factor.") + key + "]\nvalues = 1,2,3,4,5,6,7,8,9,10\n";
   }
   std::vector<std::string> errors = Refuse(text);  // 10^5 cells
@@ -213,7 +209,6 @@ TEST(SweepRandom, ConditionsApplyToDraws) {
     EXPECT_EQ(t.factors.count("mask.strategy"), t.factors.at("mask.ratio") == "0" ? 0u : 1u);
   }
 }
-
 
 }  // namespace
 }  // namespace flap::coordinator

@@ -75,15 +75,13 @@ class Errors {
   // when unknown (a spec that did not come from a file).
   using Locator = std::function<int(const std::string&, const std::string&)>;
 
-  Errors(std::string source, Locator locate)
-      : source_(std::move(source)), locate_(std::move(locate)) {}
+  Errors(std::string source, Locator locate) : source_(std::move(source)), locate_(std::move(locate)) {}
 
   void Add(const std::string& section, const std::string& key, const std::string& message) {
     if (silenced_.count({section, key}) != 0) return;
     AddAt(locate_(section, key), section, key, message);
   }
-  void AddAt(int line, const std::string& section, const std::string& key,
-             const std::string& message) {
+  void AddAt(int line, const std::string& section, const std::string& key, const std::string& message) {
     std::string e = source_ + (line > 0 ? ":" + std::to_string(line) : "") + ": ";
     if (!section.empty()) e += "[" + section + "]";
     if (!key.empty()) e += (section.empty() ? "" : " ") + key;
@@ -92,9 +90,7 @@ class Errors {
   }
   // Later errors about (section, key) are dropped: its text was already refused, so what the
   // spec holds there is a default, not what was written.
-  void Silence(const std::string& section, const std::string& key) {
-    silenced_.insert({section, key});
-  }
+  void Silence(const std::string& section, const std::string& key) { silenced_.insert({section, key}); }
   bool empty() const { return list_.empty(); }
 
   // InvalidArgument listing the errors in file order (those without a line last), or OK.
@@ -105,8 +101,8 @@ class Errors {
       auto key = [](int line) { return line > 0 ? line : std::numeric_limits<int>::max(); };
       return key(a.first) < key(b.first);
     });
-    std::string msg = source_ + ": " + std::to_string(sorted.size()) +
-                      (sorted.size() == 1 ? " error" : " errors") + " in the sweep:";
+    std::string msg =
+        source_ + ": " + std::to_string(sorted.size()) + (sorted.size() == 1 ? " error" : " errors") + " in the sweep:";
     for (const auto& e : sorted) msg += "\n  " + e.second;
     return Status::InvalidArgument(msg);
   }
@@ -134,8 +130,7 @@ using Cell = std::map<std::string, std::string>;
 // A topological order of the factors (each after the factor its condition names), preferring
 // file order. Conditions on unknown factors are ignored here (the validator reports them).
 // Returns false, with the factors left over in `cycle`, when the conditions form a cycle.
-bool ConditionOrder(const SweepSpec& spec, std::vector<int>* order,
-                    std::vector<std::string>* cycle);
+bool ConditionOrder(const SweepSpec& spec, std::vector<int>* order, std::vector<std::string>* cycle);
 // Appends the grid's cells to `cells`; false once more than `limit` cells would be produced.
 bool GridCells(const SweepSpec& spec, const std::vector<int>& order, size_t pos, Cell* current,
                std::vector<Cell>* cells, size_t limit);

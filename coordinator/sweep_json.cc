@@ -98,9 +98,7 @@ StatusOr<SweepSpec> SweepSpec::FromJson(const nlohmann::json& j, const std::stri
   return s;
 }
 
-nlohmann::json TrialSpec::ToJson() const {
-  return {{"id", id}, {"factors", factors}, {"seed", seed}, {"cell", cell}};
-}
+nlohmann::json TrialSpec::ToJson() const { return {{"id", id}, {"factors", factors}, {"seed", seed}, {"cell", cell}}; }
 
 StatusOr<TrialSpec> TrialSpec::FromJson(const nlohmann::json& j, const std::string& what) {
   TrialSpec t;

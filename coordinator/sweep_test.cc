@@ -94,7 +94,7 @@ TEST(Condition, ParsesTheThreeForms) {
   EXPECT_TRUE(in->HoldsFor("0.50"));
   EXPECT_FALSE(in->HoldsFor("off"));
   EXPECT_FALSE(in->Holds({{"mask.ratio", "0.5"}}));  // text.augment absent: false
-  EXPECT_FALSE(ne->Holds({}));                        // even for !=
+  EXPECT_FALSE(ne->Holds({}));                       // even for !=
 }
 
 TEST(SweepSpecCode, ValidateAndExpandASpecBuiltInCode) {
@@ -112,8 +112,7 @@ TEST(SweepSpecCode, ValidateAndExpandASpecBuiltInCode) {
   ratio.values = {"0.75"};
   s.factors.push_back(ratio);
   Status bad = ValidateSweep(s, "coded");
-  EXPECT_NE(bad.message().find("coded: [factor.mask.ratio]: the factor appears twice"),
-            std::string::npos)
+  EXPECT_NE(bad.message().find("coded: [factor.mask.ratio]: the factor appears twice"), std::string::npos)
       << bad.message();
   EXPECT_EQ(ExpandSweep(s).status().code(), Status::Code::kInvalidArgument);
 }
@@ -203,16 +202,16 @@ TEST(CheckTrialConfigs, NamesTheFirstTrialOfEachProblem) {
   EXPECT_OK(CheckTrialConfigs(spec, trials, "[model]\npreset = base\n", "s.ini"));
   Status views = CheckTrialConfigs(spec, trials, "[mask]\nviews = 2\n", "s.ini");
   EXPECT_EQ(views.code(), Status::Code::kInvalidArgument);
-  EXPECT_NE(views.message().find("s.ini: 1 error in the sweep:\n  s.ini: trial t0000 (mask.ratio=0, seed 1) on the base "
-                                 "config: mask.views 2 needs mask.ratio > 0"),
-            std::string::npos)
+  EXPECT_NE(
+      views.message().find("s.ini: 1 error in the sweep:\n  s.ini: trial t0000 (mask.ratio=0, seed 1) on the base "
+                           "config: mask.views 2 needs mask.ratio > 0"),
+      std::string::npos)
       << views.message();
   EXPECT_NE(views.message().find("(and 1 more trials)"), std::string::npos) << views.message();
   Status unknown = CheckTrialConfigs(spec, trials, "[optim]\nrl = 1\n", "s.ini");
   EXPECT_NE(unknown.message().find("unknown key 'optim.rl'; did you mean optim.lr?"), std::string::npos)
       << unknown.message();
 }
-
 
 }  // namespace
 }  // namespace flap::coordinator

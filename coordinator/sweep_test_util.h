@@ -58,9 +58,7 @@ inline std::vector<std::string> ErrorLines(const Status& s) {
   size_t start = s.message().find('\n');
   while (start != std::string::npos) {
     size_t end = s.message().find('\n', start + 1);
-    lines.push_back(s.message().substr(start + 3, end == std::string::npos
-                                                      ? std::string::npos
-                                                      : end - start - 3));
+    lines.push_back(s.message().substr(start + 3, end == std::string::npos ? std::string::npos : end - start - 3));
     start = end;
   }
   return lines;

@@ -11,26 +11,32 @@ namespace flap::coordinator {
 namespace sweep_internal {
 namespace {
 
-void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
-                    const std::map<std::string, int>& names, bool refuse_unknown_keys, Errors* errors) {
+void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<std::string, int>& names,
+                    bool refuse_unknown_keys, Errors* errors) {
   const std::string section = FactorSection(f.name);
   const bool grid = spec.search == SearchKind::kGrid;
   if (!IsFactorName(f.name)) {
-    errors->Add(section, "", "a factor is a trial config key '<section>.<key>', each word of "
-                             "[a-z0-9_] starting with a letter; got '" + f.name + "'");
+    errors->Add(section, "",
+                "a factor is a trial config key '<section>.<key>', each word of "
+                "[a-z0-9_] starting with a letter; got '" +
+                    f.name + "'");
   } else if (f.name == "train.seed") {
-    errors->Add(section, "", "the trial seed is not a factor: list replicate seeds in [sweep] "
-                             "seeds = 1, 2, 3");
+    errors->Add(section, "",
+                "the trial seed is not a factor: list replicate seeds in [sweep] "
+                "seeds = 1, 2, 3");
   } else if (refuse_unknown_keys && FindConfigKey(f.name) == nullptr) {
     const std::string close = ClosestConfigKey(f.name);
-    errors->Add(section, "", "unknown key " + f.name + " in [" + section + "]" +
-                                 (close.empty() ? "" : "; did you mean " + close + "?") +
-                                 " (a factor is a trial config key: flap-worker train --help "
-                                 "lists them)");
+    errors->Add(section, "",
+                "unknown key " + f.name + " in [" + section + "]" +
+                    (close.empty() ? "" : "; did you mean " + close + "?") +
+                    " (a factor is a trial config key: flap-worker train --help "
+                    "lists them)");
   } else if (IsLocalOnlyKey(f.name)) {
-    errors->Add(section, "", f.name + " is local to each worker (a folder, endpoint or device of "
-                             "its machine), not a sweep factor: set it in the worker's config "
-                             "or flags");
+    errors->Add(section, "",
+                f.name +
+                    " is local to each worker (a folder, endpoint or device of "
+                    "its machine), not a sweep factor: set it in the worker's config "
+                    "or flags");
   }
 
   const bool has_values = !f.values.empty();
@@ -48,8 +54,9 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
 
   if (f.values.size() > static_cast<size_t>(kMaxFactorValues)) {
     // Refused before looking at each value: the error is about the count.
-    errors->Add(section, "values", "lists " + std::to_string(f.values.size()) + " values; a factor takes at most " +
-                                       std::to_string(kMaxFactorValues));
+    errors->Add(section, "values",
+                "lists " + std::to_string(f.values.size()) + " values; a factor takes at most " +
+                    std::to_string(kMaxFactorValues));
   } else {
     // Repeats, found in n log n: numbers by value (SameValue: "0.5" == "0.50"), the rest by text.
     std::map<double, size_t> numbers;
@@ -75,12 +82,12 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
       errors->Add(section, "range", f.name + " takes words; list them with values = ...");
     } else {
       if (!(f.lo < f.hi)) {
-        errors->Add(section, "range", "needs lo < hi, got " + FormatEndpoint(f.lo, false) +
-                                          ", " + FormatEndpoint(f.hi, false));
+        errors->Add(section, "range",
+                    "needs lo < hi, got " + FormatEndpoint(f.lo, false) + ", " + FormatEndpoint(f.hi, false));
       }
       if (f.log && !(f.lo > 0)) errors->Add(section, "log", "a log-uniform range needs lo > 0");
-      if (f.integer && (f.lo != std::floor(f.lo) || f.hi != std::floor(f.hi) ||
-                        std::fabs(f.lo) > 9e15 || std::fabs(f.hi) > 9e15)) {
+      if (f.integer &&
+          (f.lo != std::floor(f.lo) || f.hi != std::floor(f.hi) || std::fabs(f.lo) > 9e15 || std::fabs(f.hi) > 9e15)) {
         errors->Add(section, "integer", "an integer range needs integer ends");
       } else {
         for (double end : {f.lo, f.hi}) {
@@ -100,18 +107,18 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
     } else if (c.factor == f.name) {
       errors->Add(section, "when", "a factor's condition cannot name the factor itself");
     } else if (it == names.end()) {
-      errors->Add(section, "when", "the condition '" + c.ToString() + "' refers to '" + c.factor +
-                                       "', which is not a factor of this sweep");
+      errors->Add(
+          section, "when",
+          "the condition '" + c.ToString() + "' refers to '" + c.factor + "', which is not a factor of this sweep");
     } else {
       const FactorSpec& dep = spec.factors[it->second];
       if (!dep.has_range && !dep.values.empty() &&
-          std::none_of(dep.values.begin(), dep.values.end(),
-                       [&c](const std::string& v) { return c.HoldsFor(v); })) {
+          std::none_of(dep.values.begin(), dep.values.end(), [&c](const std::string& v) { return c.HoldsFor(v); })) {
         std::string listed;
         for (const std::string& v : dep.values) listed += (listed.empty() ? "" : ", ") + v;
-        errors->Add(section, "when", "the condition '" + c.ToString() + "' never holds (" +
-                                         dep.name + " takes " + listed +
-                                         "), so the factor would never apply");
+        errors->Add(section, "when",
+                    "the condition '" + c.ToString() + "' never holds (" + dep.name + " takes " + listed +
+                        "), so the factor would never apply");
       }
     }
   }
@@ -121,8 +128,10 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f,
 
 void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
   if (std::string p = PathNameProblem(spec.name); !p.empty()) {
-    errors->Add("sweep", "name", "a sweep needs a name of [A-Za-z0-9_.-] (at most 64 "
-                                 "characters, not starting with a dot); '" + spec.name + "' " + p);
+    errors->Add("sweep", "name",
+                "a sweep needs a name of [A-Za-z0-9_.-] (at most 64 "
+                "characters, not starting with a dot); '" +
+                    spec.name + "' " + p);
   }
   if (spec.budget < 0) {
     errors->Add("sweep", "budget", "must be >= 0, got " + std::to_string(spec.budget));
@@ -131,8 +140,9 @@ void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
   }
   if (spec.seeds.empty()) errors->Add("sweep", "seeds", "at least one seed is needed");
   if (spec.seeds.size() > static_cast<size_t>(kMaxTrials)) {
-    errors->Add("sweep", "seeds", "lists " + std::to_string(spec.seeds.size()) + " seeds; a sweep holds at most " +
-                                      std::to_string(kMaxTrials) + " trials");
+    errors->Add("sweep", "seeds",
+                "lists " + std::to_string(spec.seeds.size()) + " seeds; a sweep holds at most " +
+                    std::to_string(kMaxTrials) + " trials");
   } else {
     std::set<decltype(spec.seeds)::value_type> seen;
     for (const auto& seed : spec.seeds) {
@@ -142,8 +152,9 @@ void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
   if (spec.factors.empty()) {
     errors->Add("", "", "no [factor.<section>.<key>] section: a sweep needs at least one factor");
   } else if (spec.factors.size() > static_cast<size_t>(kMaxFactors)) {
-    errors->Add("", "", "the sweep has " + std::to_string(spec.factors.size()) + " factors; at most " +
-                            std::to_string(kMaxFactors) + " are allowed");
+    errors->Add("", "",
+                "the sweep has " + std::to_string(spec.factors.size()) + " factors; at most " +
+                    std::to_string(kMaxFactors) + " are allowed");
     return;
   }
 
@@ -178,17 +189,14 @@ void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
     Cell current;
     const size_t limit = static_cast<size_t>(kMaxTrials / seeds);
     if (!GridCells(spec, order, 0, &current, &cells, limit)) {
-      errors->Add("sweep", "", "the grid exceeds " + std::to_string(kMaxTrials) +
-                                   " trials (cells x seeds)");
+      errors->Add("sweep", "", "the grid exceeds " + std::to_string(kMaxTrials) + " trials (cells x seeds)");
     } else if (spec.budget > 0 && static_cast<int64_t>(cells.size()) > spec.budget) {
-      errors->Add("sweep", "budget", "the grid has " + std::to_string(cells.size()) +
-                                         " cells, more than the budget of " +
-                                         std::to_string(spec.budget) +
-                                         " (raise it, or 0 for no limit)");
+      errors->Add("sweep", "budget",
+                  "the grid has " + std::to_string(cells.size()) + " cells, more than the budget of " +
+                      std::to_string(spec.budget) + " (raise it, or 0 for no limit)");
     }
   } else if (spec.budget > kMaxTrials / seeds) {
-    errors->Add("sweep", "budget", "budget x seeds exceeds " + std::to_string(kMaxTrials) +
-                                       " trials");
+    errors->Add("sweep", "budget", "budget x seeds exceeds " + std::to_string(kMaxTrials) + " trials");
   }
 }
 

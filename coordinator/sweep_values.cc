@@ -48,7 +48,6 @@ bool ParseDouble(const std::string& s, double* out) {
   return true;
 }
 
-
 bool ParseBool(const std::string& s, bool* out) {
   if (s == "true") {
     *out = true;
@@ -152,17 +151,16 @@ StatusOr<ReportTarget> ParseReportTarget(const std::string& text) {
   return r;
 }
 
-const char* SearchKindName(SearchKind kind) {
-  return kind == SearchKind::kGrid ? "grid" : "random";
-}
+const char* SearchKindName(SearchKind kind) { return kind == SearchKind::kGrid ? "grid" : "random"; }
 
 bool Condition::HoldsFor(const std::string& value) const {
   switch (op) {
-    case Op::kEq: return !values.empty() && SameValue(value, values[0]);
-    case Op::kNe: return !values.empty() && !SameValue(value, values[0]);
+    case Op::kEq:
+      return !values.empty() && SameValue(value, values[0]);
+    case Op::kNe:
+      return !values.empty() && !SameValue(value, values[0]);
     case Op::kIn:
-      return std::any_of(values.begin(), values.end(),
-                         [&value](const std::string& v) { return SameValue(value, v); });
+      return std::any_of(values.begin(), values.end(), [&value](const std::string& v) { return SameValue(value, v); });
   }
   return false;
 }
@@ -176,9 +174,12 @@ std::string Condition::ToString() const {
   std::string list;
   for (const std::string& v : values) list += (list.empty() ? "" : ", ") + v;
   switch (op) {
-    case Op::kEq: return factor + " == " + list;
-    case Op::kNe: return factor + " != " + list;
-    case Op::kIn: return factor + " in " + list;
+    case Op::kEq:
+      return factor + " == " + list;
+    case Op::kNe:
+      return factor + " != " + list;
+    case Op::kIn:
+      return factor + " in " + list;
   }
   return factor;
 }
@@ -186,8 +187,7 @@ std::string Condition::ToString() const {
 StatusOr<Condition> ParseCondition(const std::string& text) {
   const std::string t = Trim(text);
   auto usage = [&t](const std::string& why) {
-    return Status::InvalidArgument(why + " in condition '" + t +
-                                   "' (expected 'F == v', 'F != v' or 'F in v1, v2')");
+    return Status::InvalidArgument(why + " in condition '" + t + "' (expected 'F == v', 'F != v' or 'F in v1, v2')");
   };
   Condition c;
   std::string rhs;

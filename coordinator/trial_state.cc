@@ -11,9 +11,8 @@ namespace {
 
 namespace ji = json_internal;
 
-constexpr TrialState kAllStates[] = {TrialState::kPending,   TrialState::kAssigned,
-                                     TrialState::kRunning,   TrialState::kCompleted,
-                                     TrialState::kStopped,   TrialState::kFailed,
+constexpr TrialState kAllStates[] = {TrialState::kPending,   TrialState::kAssigned, TrialState::kRunning,
+                                     TrialState::kCompleted, TrialState::kStopped,  TrialState::kFailed,
                                      TrialState::kCancelled};
 
 // Empty when `r` is consistent, else what is wrong with it.
@@ -39,13 +38,20 @@ std::string Inconsistency(const TrialRecord& r) {
 
 const char* TrialStateName(TrialState state) {
   switch (state) {
-    case TrialState::kPending: return "pending";
-    case TrialState::kAssigned: return "assigned";
-    case TrialState::kRunning: return "running";
-    case TrialState::kCompleted: return "completed";
-    case TrialState::kStopped: return "stopped";
-    case TrialState::kFailed: return "failed";
-    case TrialState::kCancelled: return "cancelled";
+    case TrialState::kPending:
+      return "pending";
+    case TrialState::kAssigned:
+      return "assigned";
+    case TrialState::kRunning:
+      return "running";
+    case TrialState::kCompleted:
+      return "completed";
+    case TrialState::kStopped:
+      return "stopped";
+    case TrialState::kFailed:
+      return "failed";
+    case TrialState::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -58,44 +64,42 @@ StatusOr<TrialState> ParseTrialState(const std::string& name) {
 }
 
 bool IsTerminal(TrialState state) {
-  return state == TrialState::kCompleted || state == TrialState::kStopped ||
-         state == TrialState::kFailed || state == TrialState::kCancelled;
+  return state == TrialState::kCompleted || state == TrialState::kStopped || state == TrialState::kFailed ||
+         state == TrialState::kCancelled;
 }
 
 const char* FailureCauseName(FailureCause cause) {
   switch (cause) {
-    case FailureCause::kPreemption: return "preemption";
-    case FailureCause::kNodeFault: return "node_fault";
-    case FailureCause::kTrialError: return "trial_error";
+    case FailureCause::kPreemption:
+      return "preemption";
+    case FailureCause::kNodeFault:
+      return "node_fault";
+    case FailureCause::kTrialError:
+      return "trial_error";
   }
   return "unknown";
 }
 
 StatusOr<FailureCause> ParseFailureCause(const std::string& name) {
-  for (FailureCause c :
-       {FailureCause::kPreemption, FailureCause::kNodeFault, FailureCause::kTrialError}) {
+  for (FailureCause c : {FailureCause::kPreemption, FailureCause::kNodeFault, FailureCause::kTrialError}) {
     if (name == FailureCauseName(c)) return c;
   }
   return Status::InvalidArgument("unknown failure cause '" + name + "'");
 }
 
 nlohmann::json TrialRecord::ToJson() const {
-  return {{"id", id},
-          {"state", TrialStateName(state)},
-          {"attempt", attempt},
-          {"group", group},
-          {"step", step},
-          {"checkpoint", checkpoint},
-          {"checkpoint_step", checkpoint_step},
-          {"budgets",
-           {{"preemption", budgets.preemption},
-            {"node_fault", budgets.node_fault},
-            {"trial_error", budgets.trial_error}}},
-          {"failures",
-           {{"preemption", preemptions},
-            {"node_fault", node_faults},
-            {"trial_error", trial_errors}}},
-          {"last_error", last_error}};
+  return {
+      {"id", id},
+      {"state", TrialStateName(state)},
+      {"attempt", attempt},
+      {"group", group},
+      {"step", step},
+      {"checkpoint", checkpoint},
+      {"checkpoint_step", checkpoint_step},
+      {"budgets",
+       {{"preemption", budgets.preemption}, {"node_fault", budgets.node_fault}, {"trial_error", budgets.trial_error}}},
+      {"failures", {{"preemption", preemptions}, {"node_fault", node_faults}, {"trial_error", trial_errors}}},
+      {"last_error", last_error}};
 }
 
 StatusOr<TrialRecord> TrialRecord::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -144,19 +148,16 @@ StatusOr<Trial> Trial::FromRecord(TrialRecord record) {
 
 Status Trial::Illegal(TrialState to) const {
   return Status::FailedPrecondition("trial " + record_.id + ": illegal transition from " +
-                                    TrialStateName(record_.state) + " to " +
-                                    TrialStateName(to));
+                                    TrialStateName(record_.state) + " to " + TrialStateName(to));
 }
 
 Status Trial::Stale(int attempt, const std::string& action) const {
-  return Status::FailedPrecondition("trial " + record_.id + ": stale attempt " +
-                                    std::to_string(attempt) + " (current attempt " +
-                                    std::to_string(record_.attempt) + ", " +
+  return Status::FailedPrecondition("trial " + record_.id + ": stale attempt " + std::to_string(attempt) +
+                                    " (current attempt " + std::to_string(record_.attempt) + ", " +
                                     TrialStateName(record_.state) + ") cannot " + action);
 }
 
-Status Trial::CheckLive(int attempt, TrialState to,
-                        std::initializer_list<TrialState> from) const {
+Status Trial::CheckLive(int attempt, TrialState to, std::initializer_list<TrialState> from) const {
   if (attempt != record_.attempt) {
     return Stale(attempt, std::string("move it to ") + TrialStateName(to));
   }
@@ -187,8 +188,7 @@ Status Trial::Start(int attempt) {
 
 Status Trial::ReportProgress(int attempt, int64_t step) {
   if (step < 0) {
-    return Status::InvalidArgument("trial " + record_.id + ": negative step " +
-                                   std::to_string(step));
+    return Status::InvalidArgument("trial " + record_.id + ": negative step " + std::to_string(step));
   }
   FLAP_RETURN_IF_ERROR(CheckLive(attempt, TrialState::kRunning, {TrialState::kRunning}));
   record_.step = step;
@@ -197,8 +197,7 @@ Status Trial::ReportProgress(int attempt, int64_t step) {
 
 Status Trial::ReportCheckpoint(int attempt, const std::string& ref, int64_t step) {
   if (ref.empty() || step < 0) {
-    return Status::InvalidArgument("trial " + record_.id +
-                                   ": a checkpoint needs a reference and a step >= 0");
+    return Status::InvalidArgument("trial " + record_.id + ": a checkpoint needs a reference and a step >= 0");
   }
   if (attempt != record_.attempt) return Stale(attempt, "record a checkpoint");
   if (record_.state != TrialState::kAssigned && record_.state != TrialState::kRunning) {
@@ -227,8 +226,7 @@ Status Trial::Stop(int attempt) {
 }
 
 StatusOr<TrialState> Trial::Requeue(int attempt, FailureCause cause, const std::string& error) {
-  FLAP_RETURN_IF_ERROR(CheckLive(attempt, TrialState::kPending,
-                                 {TrialState::kAssigned, TrialState::kRunning}));
+  FLAP_RETURN_IF_ERROR(CheckLive(attempt, TrialState::kPending, {TrialState::kAssigned, TrialState::kRunning}));
   int* count = nullptr;
   int budget = 0;
   switch (cause) {
@@ -250,9 +248,8 @@ StatusOr<TrialState> Trial::Requeue(int attempt, FailureCause cause, const std::
   record_.step = record_.checkpoint_step;
   if (*count > budget) {
     record_.state = TrialState::kFailed;
-    record_.last_error = std::string(FailureCauseName(cause)) + " budget of " +
-                         std::to_string(budget) + " retries exhausted after " +
-                         std::to_string(*count) + " failures; last error: " + error;
+    record_.last_error = std::string(FailureCauseName(cause)) + " budget of " + std::to_string(budget) +
+                         " retries exhausted after " + std::to_string(*count) + " failures; last error: " + error;
   } else {
     record_.state = TrialState::kPending;
     record_.last_error = error;

@@ -76,25 +76,24 @@ struct RetryBudgets {
   int trial_error = 2;  // a trial that fails the same way 3 times will not succeed
 
   bool operator==(const RetryBudgets& o) const {
-    return preemption == o.preemption && node_fault == o.node_fault &&
-           trial_error == o.trial_error;
+    return preemption == o.preemption && node_fault == o.node_fault && trial_error == o.trial_error;
   }
 };
 
 // Everything the state machine knows about one trial: a plain value to store and ship.
 struct TrialRecord {
-  std::string id;                        // the trial id, e.g. "t0007" (non-empty)
+  std::string id;  // the trial id, e.g. "t0007" (non-empty)
   TrialState state = TrialState::kPending;
-  int attempt = 0;                       // current or last attempt; 0 = never assigned
-  std::string group;                     // worker group holding it; set iff assigned/running
-  int64_t step = 0;                      // latest step reported (or resumed from)
-  std::string checkpoint;                // latest checkpoint reference; "" = none
-  int64_t checkpoint_step = 0;           // the step that checkpoint holds
+  int attempt = 0;              // current or last attempt; 0 = never assigned
+  std::string group;            // worker group holding it; set iff assigned/running
+  int64_t step = 0;             // latest step reported (or resumed from)
+  std::string checkpoint;       // latest checkpoint reference; "" = none
+  int64_t checkpoint_step = 0;  // the step that checkpoint holds
   RetryBudgets budgets;
-  int preemptions = 0;                   // failures so far, per cause
+  int preemptions = 0;  // failures so far, per cause
   int node_faults = 0;
   int trial_errors = 0;
-  std::string last_error;                // the latest failure's error ("" = none)
+  std::string last_error;  // the latest failure's error ("" = none)
 
   nlohmann::json ToJson() const;
   // Corruption naming `what` and the field when `j` is not a consistent TrialRecord (e.g. a

@@ -44,8 +44,8 @@ Trial InState(TrialState state) {
 void ExpectIllegal(const Status& s, TrialState from, TrialState to) {
   ASSERT_FALSE(s.ok()) << TrialStateName(from) << " -> " << TrialStateName(to);
   EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition) << s.ToString();
-  const std::string want = std::string("trial t7: illegal transition from ") +
-                           TrialStateName(from) + " to " + TrialStateName(to);
+  const std::string want =
+      std::string("trial t7: illegal transition from ") + TrialStateName(from) + " to " + TrialStateName(to);
   EXPECT_EQ(s.message(), want);
 }
 
@@ -56,9 +56,8 @@ void ExpectStale(const Status& s) {
 }
 
 TEST(TrialState, NamesRoundTrip) {
-  for (TrialState s : {TrialState::kPending, TrialState::kAssigned, TrialState::kRunning,
-                       TrialState::kCompleted, TrialState::kStopped, TrialState::kFailed,
-                       TrialState::kCancelled}) {
+  for (TrialState s : {TrialState::kPending, TrialState::kAssigned, TrialState::kRunning, TrialState::kCompleted,
+                       TrialState::kStopped, TrialState::kFailed, TrialState::kCancelled}) {
     auto parsed = ParseTrialState(TrialStateName(s));
     ASSERT_OK(parsed);
     EXPECT_EQ(*parsed, s);
@@ -137,39 +136,30 @@ TEST(Trial, EveryIllegalTransitionIsRefusedAndChangesNothing) {
       {TrialState::kRunning, [](Trial& t) { return t.Start(t.attempt()); }},
       {TrialState::kCompleted, [](Trial& t) { return t.Complete(t.attempt()); }},
       {TrialState::kStopped, [](Trial& t) { return t.Stop(t.attempt()); }},
-      {TrialState::kPending,
-       [](Trial& t) { return t.Requeue(t.attempt(), FailureCause::kPreemption, "x").status(); }},
+      {TrialState::kPending, [](Trial& t) { return t.Requeue(t.attempt(), FailureCause::kPreemption, "x").status(); }},
       {TrialState::kCancelled, [](Trial& t) { return t.Cancel(); }},
   };
   // (from, to) pairs that succeed: the legal transitions plus the idempotent repeats.
   const std::vector<std::pair<TrialState, TrialState>> legal = {
-      {TrialState::kPending, TrialState::kAssigned},
-      {TrialState::kPending, TrialState::kCancelled},
-      {TrialState::kAssigned, TrialState::kRunning},
-      {TrialState::kAssigned, TrialState::kPending},
-      {TrialState::kAssigned, TrialState::kCancelled},
-      {TrialState::kRunning, TrialState::kRunning},  // Start repeated
-      {TrialState::kRunning, TrialState::kCompleted},
-      {TrialState::kRunning, TrialState::kStopped},
-      {TrialState::kRunning, TrialState::kPending},
-      {TrialState::kRunning, TrialState::kCancelled},
+      {TrialState::kPending, TrialState::kAssigned},    {TrialState::kPending, TrialState::kCancelled},
+      {TrialState::kAssigned, TrialState::kRunning},    {TrialState::kAssigned, TrialState::kPending},
+      {TrialState::kAssigned, TrialState::kCancelled},  {TrialState::kRunning, TrialState::kRunning},  // Start repeated
+      {TrialState::kRunning, TrialState::kCompleted},   {TrialState::kRunning, TrialState::kStopped},
+      {TrialState::kRunning, TrialState::kPending},     {TrialState::kRunning, TrialState::kCancelled},
       {TrialState::kCompleted, TrialState::kCompleted},  // Complete repeated
       {TrialState::kStopped, TrialState::kStopped},      // Stop repeated
       {TrialState::kCancelled, TrialState::kCancelled},  // Cancel repeated
   };
   int refused = 0;
-  for (TrialState from : {TrialState::kPending, TrialState::kAssigned, TrialState::kRunning,
-                          TrialState::kCompleted, TrialState::kStopped, TrialState::kFailed,
-                          TrialState::kCancelled}) {
+  for (TrialState from : {TrialState::kPending, TrialState::kAssigned, TrialState::kRunning, TrialState::kCompleted,
+                          TrialState::kStopped, TrialState::kFailed, TrialState::kCancelled}) {
     for (const Op& op : ops) {
       Trial t = InState(from);
       const nlohmann::json before = t.record().ToJson();
       Status s = op.run(t);
-      bool is_legal = std::find(legal.begin(), legal.end(), std::make_pair(from, op.to)) !=
-                      legal.end();
+      bool is_legal = std::find(legal.begin(), legal.end(), std::make_pair(from, op.to)) != legal.end();
       if (is_legal) {
-        EXPECT_OK(s) << TrialStateName(from) << " -> " << TrialStateName(op.to) << ": "
-                            << s.ToString();
+        EXPECT_OK(s) << TrialStateName(from) << " -> " << TrialStateName(op.to) << ": " << s.ToString();
       } else {
         ExpectIllegal(s, from, op.to);
         EXPECT_EQ(t.record().ToJson(), before);
@@ -224,8 +214,7 @@ TEST(Trial, StaleMessageNamesTrialAndAttempts) {
   ASSERT_OK(t.Requeue(1, FailureCause::kPreemption, "preempted"));
   ASSERT_OK(t.Assign("g2"));
   Status s = t.Complete(1);
-  EXPECT_EQ(s.message(),
-            "trial t7: stale attempt 1 (current attempt 2, assigned) cannot move it to completed");
+  EXPECT_EQ(s.message(), "trial t7: stale attempt 1 (current attempt 2, assigned) cannot move it to completed");
 }
 
 TEST(Trial, ReportAfterRequeueWithTheOldAttemptIsRefused) {

@@ -53,28 +53,30 @@ int RunDataAugment(const std::vector<std::string>& args) {
       "  flapctl data augment --data data/clotho \\\n"
       "    --endpoint http://127.0.0.1:8080/v1/chat/completions --model llama-3-8b-instruct\n\n"
       "Options");
-  visible.add_options()
-      ("help,h", "show this help")
-      ("data", po::value<std::string>(&data)->required(), "dataset folder (required)")
-      ("split", po::value<std::vector<std::string>>(&splits)->composing(), "split to augment (repeatable; default train)")
-      ("endpoint", po::value<std::string>(&chat.url), "chat-completions URL; none: offline templates")
-      ("model", po::value<std::string>(&chat.model), "model name sent to the endpoint")
-      ("api-key-env", po::value<std::string>()->default_value("FLAP_AUGMENT_API_KEY"),
-       "environment variable holding the API key (OPENAI_API_KEY is tried after it)")
-      ("prompt", po::value<std::string>(&prompt_file)->default_value(std::string(FLAP_CONFIG_DIR) + "/augment_prompt.txt"),
-       "prompt template file; {caption} and {tags} are filled in")
-      ("tags", po::value<std::string>(&options.tags_file), "tags file (JSON lines {key, tags}, e.g. from flap-worker tag); "
-                                                          "default: the samples' own tags")
-      ("cache", po::value<std::string>(&options.cache_dir), "RocksDB cache folder (default DIR/augment-cache)")
-      ("concurrency", po::value<int>(&options.concurrency)->default_value(options.concurrency), "requests in flight")
-      ("timeout", po::value<double>(&chat.timeout_s)->default_value(chat.timeout_s), "seconds per request")
-      ("attempts", po::value<int>(&options.max_attempts)->default_value(options.max_attempts), "tries per caption")
-      ("backoff", po::value<double>(&options.backoff_s)->default_value(options.backoff_s),
-       "seconds before the first retry; doubles each retry")
-      ("min-chars", po::value<size_t>(&bounds.min_chars)->default_value(bounds.min_chars), "shortest accepted reply")
-      ("max-chars", po::value<size_t>(&bounds.max_chars)->default_value(bounds.max_chars), "longest accepted reply")
-      ("on-error", po::value<std::string>(&on_error)->default_value(on_error),
-       "skip: report captions that failed and go on; fail: write nothing if any failed (exit 1)");
+  visible.add_options()("help,h", "show this help")("data", po::value<std::string>(&data)->required(),
+                                                    "dataset folder (required)")(
+      "split", po::value<std::vector<std::string>>(&splits)->composing(),
+      "split to augment (repeatable; default train)")("endpoint", po::value<std::string>(&chat.url),
+                                                      "chat-completions URL; none: offline templates")(
+      "model", po::value<std::string>(&chat.model), "model name sent to the endpoint")(
+      "api-key-env", po::value<std::string>()->default_value("FLAP_AUGMENT_API_KEY"),
+      "environment variable holding the API key (OPENAI_API_KEY is tried after it)")(
+      "prompt",
+      po::value<std::string>(&prompt_file)->default_value(std::string(FLAP_CONFIG_DIR) + "/augment_prompt.txt"),
+      "prompt template file; {caption} and {tags} are filled in")(
+      "tags", po::value<std::string>(&options.tags_file),
+      "tags file (JSON lines {key, tags}, e.g. from flap-worker tag); "
+      "default: the samples' own tags")("cache", po::value<std::string>(&options.cache_dir),
+                                        "RocksDB cache folder (default DIR/augment-cache)")(
+      "concurrency", po::value<int>(&options.concurrency)->default_value(options.concurrency), "requests in flight")(
+      "timeout", po::value<double>(&chat.timeout_s)->default_value(chat.timeout_s), "seconds per request")(
+      "attempts", po::value<int>(&options.max_attempts)->default_value(options.max_attempts), "tries per caption")(
+      "backoff", po::value<double>(&options.backoff_s)->default_value(options.backoff_s),
+      "seconds before the first retry; doubles each retry")(
+      "min-chars", po::value<size_t>(&bounds.min_chars)->default_value(bounds.min_chars), "shortest accepted reply")(
+      "max-chars", po::value<size_t>(&bounds.max_chars)->default_value(bounds.max_chars), "longest accepted reply")(
+      "on-error", po::value<std::string>(&on_error)->default_value(on_error),
+      "skip: report captions that failed and go on; fail: write nothing if any failed (exit 1)");
   po::variables_map vm;
   if (!ParseArgs("data augment", args, visible, {}, {}, &vm)) return kExitUsage;
   if (vm.count("help")) {

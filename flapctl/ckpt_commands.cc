@@ -23,8 +23,7 @@ struct CommonArgs {
 int Parse(const std::string& command, const std::string& usage, const std::vector<std::string>& args,
           po::options_description* extra, CommonArgs* common, po::variables_map* vm) {
   po::options_description visible(usage + "\n\nOptions");
-  visible.add_options()("help,h", "show this help")(
-      "trial", po::value<std::string>(&common->trial), "only this trial");
+  visible.add_options()("help,h", "show this help")("trial", po::value<std::string>(&common->trial), "only this trial");
   visible.add(*extra);
   po::options_description hidden;
   hidden.add_options()("root", po::value<std::string>(&common->root), "checkpoint root");
@@ -80,7 +79,8 @@ int CkptList(const std::vector<std::string>& args) {
   CommonArgs common;
   po::options_description extra;
   po::variables_map vm;
-  int rc = Parse("list", "Usage: flapctl ckpt list ROOT [--trial T]\n\nLists the committed "
+  int rc = Parse("list",
+                 "Usage: flapctl ckpt list ROOT [--trial T]\n\nLists the committed "
                  "checkpoints, newest first, and whether each verifies.",
                  args, &extra, &common, &vm);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
@@ -95,8 +95,9 @@ int CkptList(const std::vector<std::string>& args) {
     return kExitFailure;
   }
   bool ok = true;
-  std::cout << std::left << std::setw(20) << "TRIAL" << std::setw(14) << "STEP" << std::setw(7)
-            << "EPOCH" << std::setw(11) << "SIZE" << std::setw(10) << "VERIFIED" << "METRICS\n";
+  std::cout << std::left << std::setw(20) << "TRIAL" << std::setw(14) << "STEP" << std::setw(7) << "EPOCH"
+            << std::setw(11) << "SIZE" << std::setw(10) << "VERIFIED"
+            << "METRICS\n";
   for (const std::string& trial : *trials) {
     std::vector<std::string> problems;
     auto entries = store.value()->List(trial, &problems);
@@ -108,9 +109,9 @@ int CkptList(const std::vector<std::string>& args) {
     for (const std::string& p : problems) std::cerr << "index damaged: " << p << "\n";
     for (const checkpoint::Entry& e : *entries) {
       const bool verified = store.value()->Verify(e).ok();
-      std::cout << std::left << std::setw(20) << trial << std::setw(14) << e.step << std::setw(7)
-                << e.metadata.epoch << std::setw(11) << HumanBytes(e.TotalBytes())
-                << std::setw(10) << (verified ? "yes" : "DAMAGED") << Metrics(e) << "\n";
+      std::cout << std::left << std::setw(20) << trial << std::setw(14) << e.step << std::setw(7) << e.metadata.epoch
+                << std::setw(11) << HumanBytes(e.TotalBytes()) << std::setw(10) << (verified ? "yes" : "DAMAGED")
+                << Metrics(e) << "\n";
     }
   }
   return ok ? kExitOk : kExitFailure;
@@ -120,7 +121,8 @@ int CkptVerify(const std::vector<std::string>& args) {
   CommonArgs common;
   po::options_description extra;
   po::variables_map vm;
-  int rc = Parse("verify", "Usage: flapctl ckpt verify ROOT [--trial T]\n\nChecks every "
+  int rc = Parse("verify",
+                 "Usage: flapctl ckpt verify ROOT [--trial T]\n\nChecks every "
                  "committed checkpoint's files against its manifest (sizes, XXH64).\nExits 1 "
                  "naming each damaged checkpoint and file.",
                  args, &extra, &common, &vm);
@@ -158,8 +160,7 @@ int CkptVerify(const std::vector<std::string>& args) {
     }
   }
   if (damaged > 0) {
-    std::cerr << "flapctl ckpt verify: " << damaged << " damaged (" << checked
-              << " checkpoints checked)\n";
+    std::cerr << "flapctl ckpt verify: " << damaged << " damaged (" << checked << " checkpoints checked)\n";
     return kExitFailure;
   }
   std::cout << "OK: " << checked << " checkpoints verified\n";
@@ -171,13 +172,13 @@ int CkptGc(const std::vector<std::string>& args) {
   checkpoint::GcOptions options;
   std::string mode = "max";
   po::options_description extra;
-  extra.add_options()
-      ("keep-last", po::value<int>(&options.keep_last)->required(), "keep the newest N (required)")
-      ("keep-best", po::value<int>(&options.keep_best)->default_value(0), "and the best K by --metric")
-      ("metric", po::value<std::string>(&options.metric), "metric for --keep-best")
-      ("mode", po::value<std::string>(&mode)->default_value("max"), "max or min: which is best");
+  extra.add_options()("keep-last", po::value<int>(&options.keep_last)->required(), "keep the newest N (required)")(
+      "keep-best", po::value<int>(&options.keep_best)->default_value(0), "and the best K by --metric")(
+      "metric", po::value<std::string>(&options.metric), "metric for --keep-best")(
+      "mode", po::value<std::string>(&mode)->default_value("max"), "max or min: which is best");
   po::variables_map vm;
-  int rc = Parse("gc", "Usage: flapctl ckpt gc ROOT --trial T --keep-last N [--keep-best K "
+  int rc = Parse("gc",
+                 "Usage: flapctl ckpt gc ROOT --trial T --keep-last N [--keep-best K "
                  "--metric M --mode max|min]\n\nDeletes the trial's checkpoints but the newest N, "
                  "the best K and the newest verified one,\nand removes unindexed step folders "
                  "(interrupted saves and deletions) while some indexed\ncheckpoint verifies. "
@@ -186,8 +187,7 @@ int CkptGc(const std::vector<std::string>& args) {
                  "while a\nprocess (a running worker) writes the trial.",
                  args, &extra, &common, &vm);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
-  if (common.trial.empty() || (mode != "max" && mode != "min") ||
-      (options.keep_best > 0 && options.metric.empty())) {
+  if (common.trial.empty() || (mode != "max" && mode != "min") || (options.keep_best > 0 && options.metric.empty())) {
     std::cerr << "flapctl ckpt gc: needs --trial, --mode max|min, and --metric with --keep-best\n";
     return kExitUsage;
   }
@@ -205,8 +205,8 @@ int CkptGc(const std::vector<std::string>& args) {
   for (const std::string& w : report->warnings) std::cerr << "warning: " << w << "\n";
   for (int64_t step : report->deleted) std::cout << "deleted " << common.trial << " step " << step << "\n";
   for (const std::string& o : report->removed_orphans) std::cout << "removed unindexed " << o << "\n";
-  std::cout << "kept " << report->kept.size() << " checkpoints; newest verified step "
-            << report->newest_verified << "\n";
+  std::cout << "kept " << report->kept.size() << " checkpoints; newest verified step " << report->newest_verified
+            << "\n";
   return kExitOk;
 }
 
@@ -214,7 +214,8 @@ int CkptRebuildIndex(const std::vector<std::string>& args) {
   CommonArgs common;
   po::options_description extra;
   po::variables_map vm;
-  int rc = Parse("reindex", "Usage: flapctl ckpt reindex ROOT --trial T\n\n"
+  int rc = Parse("reindex",
+                 "Usage: flapctl ckpt reindex ROOT --trial T\n\n"
                  "Recreates a trial's index from its checkpoints' manifests (the old index is "
                  "moved aside).\nRefused while a process (a running worker) has the index "
                  "open: stop it first.",
@@ -248,15 +249,14 @@ int RunCkptGc(const std::vector<std::string>& args) { return CkptGc(args); }
 int RunCkptRebuildIndex(const std::vector<std::string>& args) { return CkptRebuildIndex(args); }
 
 CommandGroup CkptCommandGroup() {
-  return CommandGroup{
-      "ckpt",
-      "Inspect, verify and clean a checkpoint root.",
-      {
-          {"list", "list checkpoints (newest first) and whether each verifies", RunCkptList},
-          {"verify", "check every checkpoint against its manifest", RunCkptVerify},
-          {"gc", "apply retention (newest N, best K) and remove leftovers", RunCkptGc},
-          {"reindex", "recreate a trial's index from its manifests", RunCkptRebuildIndex},
-      }};
+  return CommandGroup{"ckpt",
+                      "Inspect, verify and clean a checkpoint root.",
+                      {
+                          {"list", "list checkpoints (newest first) and whether each verifies", RunCkptList},
+                          {"verify", "check every checkpoint against its manifest", RunCkptVerify},
+                          {"gc", "apply retention (newest N, best K) and remove leftovers", RunCkptGc},
+                          {"reindex", "recreate a trial's index from its manifests", RunCkptRebuildIndex},
+                      }};
 }
 
 }  // namespace flap::flapctl

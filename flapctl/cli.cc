@@ -12,8 +12,7 @@ namespace {
 bool IsHelp(const std::string& arg) { return arg == "--help" || arg == "-h" || arg == "help"; }
 
 void PrintGroupHelp(const CommandGroup& group, std::ostream& out) {
-  out << "Usage: flapctl " << group.name << " COMMAND [ARGS...]\n\n"
-      << group.summary << "\n\nCommands:\n";
+  out << "Usage: flapctl " << group.name << " COMMAND [ARGS...]\n\n" << group.summary << "\n\nCommands:\n";
   for (const Command& c : group.commands) {
     out << "  " << std::left << std::setw(10) << c.name << c.summary << "\n";
   }
@@ -33,9 +32,9 @@ void PrintTopHelp(const std::vector<CommandGroup>& groups, std::ostream& out) {
 
 }  // namespace
 
-bool ParseArgs(const std::string& command, const std::vector<std::string>& args,
-               const po::options_description& visible, const po::options_description& hidden,
-               const po::positional_options_description& positional, po::variables_map* vm) {
+bool ParseArgs(const std::string& command, const std::vector<std::string>& args, const po::options_description& visible,
+               const po::options_description& hidden, const po::positional_options_description& positional,
+               po::variables_map* vm) {
   po::options_description all;
   all.add(visible).add(hidden);
   try {
@@ -49,7 +48,6 @@ bool ParseArgs(const std::string& command, const std::vector<std::string>& args,
   return true;
 }
 
-
 int RunCli(const std::vector<CommandGroup>& groups, int argc, const char* const* argv) {
   std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   if (args.empty()) {
@@ -60,8 +58,7 @@ int RunCli(const std::vector<CommandGroup>& groups, int argc, const char* const*
     PrintTopHelp(groups, std::cout);
     return kExitOk;
   }
-  auto group = std::find_if(groups.begin(), groups.end(),
-                            [&](const CommandGroup& g) { return g.name == args[0]; });
+  auto group = std::find_if(groups.begin(), groups.end(), [&](const CommandGroup& g) { return g.name == args[0]; });
   if (group == groups.end()) {
     std::cerr << "flapctl: unknown command '" << args[0] << "'\n"
               << "Run 'flapctl --help' for the list of commands.\n";
@@ -75,8 +72,8 @@ int RunCli(const std::vector<CommandGroup>& groups, int argc, const char* const*
     PrintGroupHelp(*group, std::cout);
     return kExitOk;
   }
-  auto command = std::find_if(group->commands.begin(), group->commands.end(),
-                              [&](const Command& c) { return c.name == args[1]; });
+  auto command =
+      std::find_if(group->commands.begin(), group->commands.end(), [&](const Command& c) { return c.name == args[1]; });
   if (command == group->commands.end()) {
     std::cerr << "flapctl " << group->name << ": unknown command '" << args[1] << "'\n"
               << "Run 'flapctl " << group->name << " --help' for the list of commands.\n";

@@ -25,9 +25,7 @@ namespace po = boost::program_options;
 
 namespace {
 
-std::string Plural(int64_t n, const std::string& noun) {
-  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
-}
+std::string Plural(int64_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
 
 // ---- data synth ----
 
@@ -39,25 +37,20 @@ int DataSynth(const std::vector<std::string>& args) {
       "Usage: flapctl data synth --out DIR [options]\n\n"
       "Writes a deterministic synthetic audio-caption dataset (shards, tokenizer, manifest).\n"
       "The same options always give the same bytes.\n\nOptions");
-  visible.add_options()
-      ("help,h", "show this help")
-      ("out", po::value<std::string>(&out_dir)->required(), "output dataset folder (required)")
-      ("seed", po::value<int64_t>(&seed)->default_value(seed), "generator seed (>= 0)")
-      ("train", po::value<int>(&options.num_train)->default_value(options.num_train),
-       "clips in split 'train'")
-      ("eval", po::value<int>(&options.num_eval)->default_value(options.num_eval),
-       "clips in split 'eval'")
-      ("clip-seconds", po::value<double>(&options.clip_seconds)->default_value(options.clip_seconds, "2.56"),
-       "length of every clip in seconds [0.5, 60]")
-      ("shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
-       "clips per shard")
-      ("vocab-size", po::value<int>(&options.vocab_size)->default_value(options.vocab_size),
-       "tokenizer vocabulary size (soft limit)")
-      ("name", po::value<std::string>(&options.name)->default_value(options.name),
-       "dataset name recorded in the manifest");
+  visible.add_options()("help,h", "show this help")("out", po::value<std::string>(&out_dir)->required(),
+                                                    "output dataset folder (required)")(
+      "seed", po::value<int64_t>(&seed)->default_value(seed), "generator seed (>= 0)")(
+      "train", po::value<int>(&options.num_train)->default_value(options.num_train), "clips in split 'train'")(
+      "eval", po::value<int>(&options.num_eval)->default_value(options.num_eval), "clips in split 'eval'")(
+      "clip-seconds", po::value<double>(&options.clip_seconds)->default_value(options.clip_seconds, "2.56"),
+      "length of every clip in seconds [0.5, 60]")(
+      "shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
+      "clips per shard")("vocab-size", po::value<int>(&options.vocab_size)->default_value(options.vocab_size),
+                         "tokenizer vocabulary size (soft limit)")(
+      "name", po::value<std::string>(&options.name)->default_value(options.name),
+      "dataset name recorded in the manifest");
   po::variables_map vm;
-  if (!ParseArgs("data synth", args, visible, po::options_description(),
-                 po::positional_options_description(), &vm)) {
+  if (!ParseArgs("data synth", args, visible, po::options_description(), po::positional_options_description(), &vm)) {
     return kExitUsage;
   }
   if (vm.count("help")) {
@@ -71,17 +64,16 @@ int DataSynth(const std::vector<std::string>& args) {
   options.seed = static_cast<uint64_t>(seed);
   const auto start = std::chrono::steady_clock::now();
   Status s = sharding::GenerateSynthetic(options, out_dir);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!s.ok()) {
     std::cerr << "flapctl data synth: " << s.ToString() << "\n";
     return s.code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
   }
   const int shards = (options.num_train + options.samples_per_shard - 1) / options.samples_per_shard +
                      (options.num_eval + options.samples_per_shard - 1) / options.samples_per_shard;
-  std::cout << "wrote " << options.num_train << " train + " << options.num_eval
-            << " eval clips in " << Plural(shards, "shard") << " to " << out_dir << " in " << std::fixed
-            << std::setprecision(1) << seconds << " s\n";
+  std::cout << "wrote " << options.num_train << " train + " << options.num_eval << " eval clips in "
+            << Plural(shards, "shard") << " to " << out_dir << " in " << std::fixed << std::setprecision(1) << seconds
+            << " s\n";
   return kExitOk;
 }
 
@@ -113,10 +105,8 @@ ShardCheck CheckShard(const std::string& dir, const sharding::ShardInfo& info) {
     ++check.samples;
   }
   if (check.samples != info.num_samples) {
-    check.status = Status::Corruption(sharding::JoinPath(dir, info.name) + ": holds " +
-                                      std::to_string(check.samples) +
-                                      " samples, the manifest says " +
-                                      std::to_string(info.num_samples));
+    check.status = Status::Corruption(sharding::JoinPath(dir, info.name) + ": holds " + std::to_string(check.samples) +
+                                      " samples, the manifest says " + std::to_string(info.num_samples));
   }
   return check;
 }
@@ -189,9 +179,8 @@ int DataVerify(const std::vector<std::string>& args) {
         ++shards_bad;
       }
     }
-    std::cout << "  " << split << ": " << Plural(shards, "shard") << ", "
-              << Plural(m.NumSamples(split), "sample") << " in the manifest, " << samples_ok
-              << " verified";
+    std::cout << "  " << split << ": " << Plural(shards, "shard") << ", " << Plural(m.NumSamples(split), "sample")
+              << " in the manifest, " << samples_ok << " verified";
     if (shards_bad > 0) std::cout << ", " << Plural(shards_bad, "shard") << " damaged";
     std::cout << "\n";
   }
@@ -213,13 +202,12 @@ int RunDataSynth(const std::vector<std::string>& args) { return DataSynth(args);
 int RunDataVerify(const std::vector<std::string>& args) { return DataVerify(args); }
 
 CommandGroup DataCommandGroup() {
-  return CommandGroup{
-      "data",
-      "Prepare and check datasets (shards, manifest, tokenizer).",
-      {
-          {"synth", "write a deterministic synthetic audio-caption dataset", RunDataSynth},
-          {"verify", "check a dataset's shards against its manifest", RunDataVerify},
-      }};
+  return CommandGroup{"data",
+                      "Prepare and check datasets (shards, manifest, tokenizer).",
+                      {
+                          {"synth", "write a deterministic synthetic audio-caption dataset", RunDataSynth},
+                          {"verify", "check a dataset's shards against its manifest", RunDataVerify},
+                      }};
 }
 
 }  // namespace flap::flapctl

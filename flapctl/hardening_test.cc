@@ -27,8 +27,7 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 // Answers GetReport with `files`, whatever the sweep; every other call is UNIMPLEMENTED.
 class HostileCoordinator final : public v1::Coordinator::Service {
  public:
-  explicit HostileCoordinator(std::vector<std::pair<std::string, std::string>> files)
-      : files_(std::move(files)) {
+  explicit HostileCoordinator(std::vector<std::pair<std::string, std::string>> files) : files_(std::move(files)) {
     grpc::ServerBuilder b;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     b.RegisterService(this);
@@ -37,8 +36,7 @@ class HostileCoordinator final : public v1::Coordinator::Service {
   ~HostileCoordinator() override { server_->Shutdown(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
-  grpc::Status GetReport(grpc::ServerContext*, const v1::GetReportRequest*,
-                         v1::GetReportResponse* resp) override {
+  grpc::Status GetReport(grpc::ServerContext*, const v1::GetReportRequest*, v1::GetReportResponse* resp) override {
     for (const auto& [name, content] : files_) {
       v1::ReportFile* f = resp->add_files();
       f->set_name(name);
@@ -59,16 +57,14 @@ const char kSpeedDat[] =
 TEST(HardeningReport, ReceivedGnuplotScriptsAreNeverRun) {
   TempDir dir("hardening_report");
   const std::string marker = dir / "pwned";
-  const std::string evil = "set terminal svg\nset output 'throughput.svg'\nsystem(\"touch " + marker +
-                           "\")\nplot 'speed.dat' using 1:2\n";
-  HostileCoordinator c({{"report.md", "# report\n"},
-                        {"speed.dat", kSpeedDat},
-                        {"throughput.gp", evil},
-                        {"extra.gp", evil}});
+  const std::string evil =
+      "set terminal svg\nset output 'throughput.svg'\nsystem(\"touch " + marker + "\")\nplot 'speed.dat' using 1:2\n";
+  HostileCoordinator c(
+      {{"report.md", "# report\n"}, {"speed.dat", kSpeedDat}, {"throughput.gp", evil}, {"extra.gp", evil}});
   WriteFile(dir / "token", "t\n");
   const std::string out = dir / "report";
-  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " +
-                      c.address() + " --token-file " + (dir / "token"));
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " + c.address() +
+                      " --token-file " + (dir / "token"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(std::filesystem::exists(marker)) << "a received gnuplot script was run: " << r.output;
   EXPECT_FALSE(std::filesystem::exists(out + "/extra.gp"));
@@ -86,8 +82,8 @@ TEST(HardeningReport, SeriesNamesCannotBreakOutOfTheLocalScript) {
   HostileCoordinator c({{"report.md", "# report\n"}, {"speed.dat", dat}});
   WriteFile(dir / "token", "t\n");
   const std::string out = dir / "report";
-  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " +
-                      c.address() + " --token-file " + (dir / "token"));
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " + c.address() +
+                      " --token-file " + (dir / "token"));
   EXPECT_FALSE(std::filesystem::exists(marker)) << r.output;
   EXPECT_FALSE(Contains(ReadFile(out + "/throughput.gp"), "system")) << ReadFile(out + "/throughput.gp");
 }

@@ -64,37 +64,36 @@ int RunDataIngest(const std::vector<std::string>& args) {
       "Rerunning with the same inputs and options resumes: finished shards are checked and\n"
       "kept, the rest written; the result equals an uninterrupted run's, byte for byte.\n\n"
       "Options");
-  visible.add_options()
-      ("help,h", "show this help")
-      ("format", po::value<std::string>(&format)->required(), "clotho, audiocaps or wds (required)")
-      ("out", po::value<std::string>(&out_dir)->required(), "output dataset folder (required)")
-      ("csv", po::value<std::vector<std::string>>(&csvs)->composing(), "captions CSV (repeatable)")
-      ("audio", po::value<std::vector<std::string>>(&audios)->composing(),
-       "audio folder: one for all CSVs, or one per CSV")
-      ("shards", po::value<std::vector<std::string>>(&shard_globs)->composing(),
-       "WebDataset shard glob, quoted (repeatable)")
-      ("split", po::value<std::vector<std::string>>(&splits)->composing(),
-       "split name of the matching input (repeatable; none: seeded split)")
-      ("eval-fraction", po::value<double>(&options.eval_fraction)->default_value(options.eval_fraction),
-       "seeded split: share of clips in 'eval', in [0, 1)")
-      ("seed", po::value<int64_t>(&seed)->default_value(seed), "seeded split's seed (>= 0)")
-      ("shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
-       "clips per shard (at most; rejected clips leave their shard shorter)")
-      ("min-seconds", po::value<double>(&options.min_seconds)->default_value(options.min_seconds, "0.1"),
-       "reject clips shorter than this (too_short)")
-      ("max-seconds", po::value<double>(&options.max_seconds)->default_value(options.max_seconds, "30"),
-       "reject clips longer than this (too_long), or crop them with --crop")
-      ("crop", po::bool_switch(&options.crop), "crop over-long clips to --max-seconds")
-      ("on-error", po::value<std::string>(&on_error)->default_value(on_error),
-       "skip: report bad clips and go on; fail: stop at the first, naming it (exit 1)")
-      ("threads", po::value<int>(&options.threads)->default_value(options.threads),
-       "decode/write threads (0: all cores); never changes the output")
-      ("vocab-size", po::value<int>(&options.vocab_size)->default_value(options.vocab_size),
-       "tokenizer vocabulary size (soft limit)")
-      ("train-split", po::value<std::string>(&options.train_split)->default_value(options.train_split),
-       "the split whose captions train the tokenizer")
-      ("name", po::value<std::string>(&options.name)->default_value(options.name),
-       "dataset name recorded in the manifest");
+  visible.add_options()("help,h", "show this help")("format", po::value<std::string>(&format)->required(),
+                                                    "clotho, audiocaps or wds (required)")(
+      "out", po::value<std::string>(&out_dir)->required(), "output dataset folder (required)")(
+      "csv", po::value<std::vector<std::string>>(&csvs)->composing(), "captions CSV (repeatable)")(
+      "audio", po::value<std::vector<std::string>>(&audios)->composing(),
+      "audio folder: one for all CSVs, or one per CSV")("shards",
+                                                        po::value<std::vector<std::string>>(&shard_globs)->composing(),
+                                                        "WebDataset shard glob, quoted (repeatable)")(
+      "split", po::value<std::vector<std::string>>(&splits)->composing(),
+      "split name of the matching input (repeatable; none: seeded split)")(
+      "eval-fraction", po::value<double>(&options.eval_fraction)->default_value(options.eval_fraction),
+      "seeded split: share of clips in 'eval', in [0, 1)")("seed", po::value<int64_t>(&seed)->default_value(seed),
+                                                           "seeded split's seed (>= 0)")(
+      "shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
+      "clips per shard (at most; rejected clips leave their shard shorter)")(
+      "min-seconds", po::value<double>(&options.min_seconds)->default_value(options.min_seconds, "0.1"),
+      "reject clips shorter than this (too_short)")(
+      "max-seconds", po::value<double>(&options.max_seconds)->default_value(options.max_seconds, "30"),
+      "reject clips longer than this (too_long), or crop them with --crop")("crop", po::bool_switch(&options.crop),
+                                                                            "crop over-long clips to --max-seconds")(
+      "on-error", po::value<std::string>(&on_error)->default_value(on_error),
+      "skip: report bad clips and go on; fail: stop at the first, naming it (exit 1)")(
+      "threads", po::value<int>(&options.threads)->default_value(options.threads),
+      "decode/write threads (0: all cores); never changes the output")(
+      "vocab-size", po::value<int>(&options.vocab_size)->default_value(options.vocab_size),
+      "tokenizer vocabulary size (soft limit)")(
+      "train-split", po::value<std::string>(&options.train_split)->default_value(options.train_split),
+      "the split whose captions train the tokenizer")(
+      "name", po::value<std::string>(&options.name)->default_value(options.name),
+      "dataset name recorded in the manifest");
   po::variables_map vm;
   if (!ParseArgs("data ingest", args, visible, {}, {}, &vm)) return kExitUsage;
   if (vm.count("help")) {
@@ -141,8 +140,7 @@ int RunDataIngest(const std::vector<std::string>& args) {
   const auto start = std::chrono::steady_clock::now();
   sharding::IngestReport report;
   Status s = sharding::Ingest(options, out_dir, &report);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!s.ok()) {
     std::cerr << kCommand << ": " << s.ToString() << "\n";
     if (!report.issues.empty()) {
@@ -156,9 +154,8 @@ int RunDataIngest(const std::vector<std::string>& args) {
     std::cout << (first ? "" : ", ") << split << ": " << count;
     first = false;
   }
-  std::cout << ") into " << out_dir << " in " << std::fixed << std::setprecision(1) << seconds
-            << " s; shards written " << report.shards_written << ", kept from an earlier run "
-            << report.shards_reused << "\n";
+  std::cout << ") into " << out_dir << " in " << std::fixed << std::setprecision(1) << seconds << " s; shards written "
+            << report.shards_written << ", kept from an earlier run " << report.shards_reused << "\n";
   if (!report.issues.empty()) {
     std::cout << "rejected " << report.issues.size() << ":";
     for (const auto& [reason, count] : report.by_reason) std::cout << " " << reason << " " << count;
@@ -168,8 +165,7 @@ int RunDataIngest(const std::vector<std::string>& args) {
 }
 
 Command DataIngestCommand() {
-  return Command{"ingest", "ingest a Clotho, AudioCaps or WebDataset corpus into shards",
-                 RunDataIngest};
+  return Command{"ingest", "ingest a Clotho, AudioCaps or WebDataset corpus into shards", RunDataIngest};
 }
 
 }  // namespace flap::flapctl

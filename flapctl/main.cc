@@ -11,7 +11,7 @@ int main(int argc, char** argv) {
   flap::flapctl::CommandGroup data = flap::flapctl::DataCommandGroup();
   data.commands.push_back(flap::flapctl::DataIngestCommand());
   data.commands.push_back(flap::flapctl::DataAugmentCommand());
-  const std::vector<flap::flapctl::CommandGroup> groups = {
-      data, flap::flapctl::CkptCommandGroup(), flap::flapctl::SweepCommandGroup()};
+  const std::vector<flap::flapctl::CommandGroup> groups = {data, flap::flapctl::CkptCommandGroup(),
+                                                           flap::flapctl::SweepCommandGroup()};
   return flap::flapctl::RunCli(groups, argc, argv);
 }

@@ -67,8 +67,8 @@ int Fail(const std::string& command, const Status& s) {
 // Parses `args` with the connection options, `extra` and an optional positional SWEEP.
 // Returns -1 after --help, else an exit code (kExitOk to go on).
 int Parse(const std::string& command, const std::string& usage, const std::vector<std::string>& args,
-          po::options_description* extra, Connection* conn, std::string* positional_value,
-          const char* positional_name, bool required) {
+          po::options_description* extra, Connection* conn, std::string* positional_value, const char* positional_name,
+          bool required) {
   po::options_description visible(usage + "\n\nOptions");
   visible.add_options()("help,h", "show this help");
   visible.add(*extra);
@@ -94,9 +94,12 @@ std::string Duration(double seconds) {
   if (seconds < 0) return "?";
   const long s = std::lround(seconds);
   std::ostringstream out;
-  if (s >= 3600) out << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
-  else if (s >= 60) out << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
-  else out << s << "s";
+  if (s >= 3600)
+    out << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
+  else if (s >= 60)
+    out << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
+  else
+    out << s << "s";
   return out.str();
 }
 
@@ -172,10 +175,9 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
     fw = std::max(fw, f.size());
     factors.push_back(f);
   }
-  out << std::left << std::setw(7) << "trial" << std::setw(fw + 2) << "factors" << std::setw(6)
-      << "seed" << std::setw(10) << "state" << std::setw(14) << "step" << std::setw(21)
-      << "progress" << std::setw(11) << "time" << std::setw(9) << "loss" << std::setw(9) << eval
-      << std::setw(9) << "samp/s"
+  out << std::left << std::setw(7) << "trial" << std::setw(fw + 2) << "factors" << std::setw(6) << "seed"
+      << std::setw(10) << "state" << std::setw(14) << "step" << std::setw(21) << "progress" << std::setw(11) << "time"
+      << std::setw(9) << "loss" << std::setw(9) << eval << std::setw(9) << "samp/s"
       << "ETA\n";
   for (int i = 0; i < s.trials_size(); ++i) {
     const auto& t = s.trials(i);
@@ -186,11 +188,10 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
     if (total > 0) step += "/" + std::to_string(total);
     std::string state = t.state();
     if (t.attempt() > 1 && state != "pending") state += "#" + std::to_string(t.attempt());
-    out << std::left << std::setw(7) << t.trial_id() << std::setw(fw + 2) << factors[i]
-        << std::setw(6) << t.seed() << std::setw(10) << state << std::setw(14) << step
-        << std::setw(21) << Bar(t.step(), total) << std::setw(11) << TimeBudget(t) << std::setw(9)
-        << Metric(t.latest_train(), "loss") << std::setw(9) << Metric(t.latest_eval(), eval)
-        << std::setw(9) << Metric(t.latest_train(), "samples_per_second")
+    out << std::left << std::setw(7) << t.trial_id() << std::setw(fw + 2) << factors[i] << std::setw(6) << t.seed()
+        << std::setw(10) << state << std::setw(14) << step << std::setw(21) << Bar(t.step(), total) << std::setw(11)
+        << TimeBudget(t) << std::setw(9) << Metric(t.latest_train(), "loss") << std::setw(9)
+        << Metric(t.latest_eval(), eval) << std::setw(9) << Metric(t.latest_train(), "samples_per_second")
         << (t.state() == "running" || t.state() == "assigned" ? Duration(t.eta_seconds()) : "-");
     if (!t.last_error().empty() && t.state() != "completed") out << "  (" << t.last_error() << ")";
     out << "\n";
@@ -198,9 +199,7 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
   return out.str();
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config) {
   // Refuse a bad file here, with every error, before talking to anyone.
@@ -271,8 +270,8 @@ int RunSubmit(const std::vector<std::string>& args) {
   extra.add_options()("base-config", po::value(&base_config),
                       "the trial config the factors override (default: [sweep] base_config, "
                       "relative to the sweep file's folder or the current one)");
-  int rc = Parse("submit", "usage: flapctl sweep submit SWEEP.ini [options]", args, &extra, &conn,
-                 &file, "sweep-file", true);
+  int rc = Parse("submit", "usage: flapctl sweep submit SWEEP.ini [options]", args, &extra, &conn, &file, "sweep-file",
+                 true);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   auto files = ReadSweepFiles(file, base_config);
   if (!files.ok()) {
@@ -283,8 +282,8 @@ int RunSubmit(const std::vector<std::string>& args) {
   if (!client.ok()) return Fail("submit", client.status());
   auto r = (*client)->SubmitSweep(files->text, file, files->base_config);
   if (!r.ok()) return Fail("submit", r.status());
-  std::cout << (r->already_submitted() ? "already submitted: sweep " : "submitted sweep ")
-            << r->sweep_id() << " (" << r->num_trials() << " trials)\n";
+  std::cout << (r->already_submitted() ? "already submitted: sweep " : "submitted sweep ") << r->sweep_id() << " ("
+            << r->num_trials() << " trials)\n";
   return kExitOk;
 }
 
@@ -292,20 +291,19 @@ int RunStatus(const std::vector<std::string>& args) {
   Connection conn;
   std::string sweep;
   po::options_description extra;
-  int rc = Parse("status", "usage: flapctl sweep status [SWEEP] [options]", args, &extra, &conn,
-                 &sweep, "sweep", false);
+  int rc =
+      Parse("status", "usage: flapctl sweep status [SWEEP] [options]", args, &extra, &conn, &sweep, "sweep", false);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   auto client = Connect(conn);
   if (!client.ok()) return Fail("status", client.status());
   if (sweep.empty()) {
     auto list = (*client)->ListSweeps();
     if (!list.ok()) return Fail("status", list.status());
-    std::cout << std::left << std::setw(24) << "sweep" << std::setw(11) << "state" << std::setw(10)
-              << "priority" << "trials done\n";
+    std::cout << std::left << std::setw(24) << "sweep" << std::setw(11) << "state" << std::setw(10) << "priority"
+              << "trials done\n";
     for (const auto& s : list->sweeps()) {
-      std::cout << std::left << std::setw(24) << s.sweep_id() << std::setw(11) << s.state()
-                << std::setw(10) << s.priority() << s.num_terminal() << "/" << s.num_trials()
-                << "\n";
+      std::cout << std::left << std::setw(24) << s.sweep_id() << std::setw(11) << s.state() << std::setw(10)
+                << s.priority() << s.num_terminal() << "/" << s.num_trials() << "\n";
     }
     return kExitOk;
   }
@@ -323,8 +321,7 @@ int RunWatch(const std::vector<std::string>& args) {
   po::options_description extra;
   extra.add_options()("interval", po::value(&interval)->default_value(interval), "seconds between refreshes")(
       "count", po::value(&count)->default_value(count), "stop after this many refreshes (0: until the sweep ends)");
-  int rc = Parse("watch", "usage: flapctl sweep watch SWEEP [options]", args, &extra, &conn, &sweep,
-                 "sweep", true);
+  int rc = Parse("watch", "usage: flapctl sweep watch SWEEP [options]", args, &extra, &conn, &sweep, "sweep", true);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   if (interval <= 0) {
     std::cerr << "flapctl sweep watch: --interval must be > 0\n";
@@ -347,8 +344,7 @@ int RunCancel(const std::vector<std::string>& args) {
   Connection conn;
   std::string sweep;
   po::options_description extra;
-  int rc = Parse("cancel", "usage: flapctl sweep cancel SWEEP [options]", args, &extra, &conn,
-                 &sweep, "sweep", true);
+  int rc = Parse("cancel", "usage: flapctl sweep cancel SWEEP [options]", args, &extra, &conn, &sweep, "sweep", true);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   auto client = Connect(conn);
   if (!client.ok()) return Fail("cancel", client.status());
@@ -367,8 +363,8 @@ int RunReport(const std::vector<std::string>& args) {
       "target", po::value(&target)->default_value(0),
       "time-to-target threshold on the primary metric (0: 80% of the best final value)")(
       "no-plots", "write Markdown and CSV only (no gnuplot)");
-  int rc = Parse("report", "usage: flapctl sweep report SWEEP --out DIR [options]", args, &extra,
-                 &conn, &sweep, "sweep", true);
+  int rc = Parse("report", "usage: flapctl sweep report SWEEP --out DIR [options]", args, &extra, &conn, &sweep,
+                 "sweep", true);
   if (rc != kExitOk) return rc < 0 ? kExitOk : rc;
   if (out.empty()) {
     std::cerr << "flapctl sweep report: missing --out DIR\n";
@@ -396,17 +392,16 @@ int RunReport(const std::vector<std::string>& args) {
 }  // namespace
 
 CommandGroup SweepCommandGroup() {
-  return CommandGroup{
-      "sweep",
-      "Submit, watch, cancel and report sweeps on a flap-coordinator.",
-      {
-          {"submit", "validate a sweep file and submit it", RunSubmit},
-          {"status", "the trial table of a sweep (or the list of sweeps)", RunStatus},
-          {"watch", "the trial table, refreshed until the sweep ends", RunWatch},
-          {"cancel", "cancel every unfinished trial of a sweep", RunCancel},
-          {"report", "write the ablation report (Markdown, CSV, plots)", RunReport},
-          {"run", "run a sweep on this machine: a coordinator and N local worker groups", RunSweepRun},
-      }};
+  return CommandGroup{"sweep",
+                      "Submit, watch, cancel and report sweeps on a flap-coordinator.",
+                      {
+                          {"submit", "validate a sweep file and submit it", RunSubmit},
+                          {"status", "the trial table of a sweep (or the list of sweeps)", RunStatus},
+                          {"watch", "the trial table, refreshed until the sweep ends", RunWatch},
+                          {"cancel", "cancel every unfinished trial of a sweep", RunCancel},
+                          {"report", "write the ablation report (Markdown, CSV, plots)", RunReport},
+                          {"run", "run a sweep on this machine: a coordinator and N local worker groups", RunSweepRun},
+                      }};
 }
 
 }  // namespace flap::flapctl

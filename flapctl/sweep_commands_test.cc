@@ -31,8 +31,8 @@ class SweepCli : public ::testing::Test {
   }
   // Runs flapctl sweep ARGS against the test coordinator.
   flap::testing::RunResult Flapctl(const std::string& args) {
-    return RunCommand(std::string(FLAPCTL_BIN) + " sweep " + args + " --coordinator " +
-                      c_.server()->address() + " --token-file " + (c_.dir() / "state/token"));
+    return RunCommand(std::string(FLAPCTL_BIN) + " sweep " + args + " --coordinator " + c_.server()->address() +
+                      " --token-file " + (c_.dir() / "state/token"));
   }
   TestCoordinator c_;
 };
@@ -84,8 +84,8 @@ TEST_F(SweepCli, WrongTokenIsReportedClearly) {
   WriteFile(file, coordinator::testing::MaskSweep("s", "1"));
   const std::string bad = c_.dir() / "bad_token";
   WriteFile(bad, "nope\n");
-  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep submit " + file + " --coordinator " +
-                      c_.server()->address() + " --token-file " + bad);
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep submit " + file + " --coordinator " + c_.server()->address() +
+                      " --token-file " + bad);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(Contains(r.output, "UNAUTHENTICATED")) << r.output;
   EXPECT_TRUE(Contains(r.output, "wrong token")) << r.output;
@@ -133,11 +133,14 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   ASSERT_TRUE(hb.ok());
   auto next = group->NextTrial("g1");
   ASSERT_TRUE(next.ok() && next->assigned);
-  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, coordinator::MetricKind::kTrain, 4, 0,
-                                   {{"loss", 1.25}, {"samples_per_second", 321}, {"train_seconds", 42.4},
-                                    {"max_seconds", 60}},
-                                   10).ok());
-  ASSERT_TRUE(group->ReportMetrics("g1", next->assignment.trial, coordinator::MetricKind::kEval, 4, 0, {{"map10", 0.6234}}, 10).ok());
+  ASSERT_TRUE(group
+                  ->ReportMetrics(
+                      "g1", next->assignment.trial, coordinator::MetricKind::kTrain, 4, 0,
+                      {{"loss", 1.25}, {"samples_per_second", 321}, {"train_seconds", 42.4}, {"max_seconds", 60}}, 10)
+                  .ok());
+  ASSERT_TRUE(
+      group->ReportMetrics("g1", next->assignment.trial, coordinator::MetricKind::kEval, 4, 0, {{"map10", 0.6234}}, 10)
+          .ok());
   EXPECT_TRUE(st.ok() && st->sweep_text().find("base_config") != std::string::npos);
 
   auto status = Flapctl("status mask");
@@ -190,7 +193,8 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   EXPECT_GE(unfinished, 5);
   auto cancel = Flapctl("cancel mask");
   ASSERT_EQ(cancel.exit_code, 0) << cancel.output;
-  EXPECT_TRUE(Contains(cancel.output, "cancelled sweep mask (" + std::to_string(unfinished) + " trials")) << cancel.output;
+  EXPECT_TRUE(Contains(cancel.output, "cancelled sweep mask (" + std::to_string(unfinished) + " trials"))
+      << cancel.output;
   auto after = Flapctl("status mask");
   EXPECT_TRUE(Contains(after.output, "sweep mask: cancelled")) << after.output;
   // watch ends at once on a sweep that is over.

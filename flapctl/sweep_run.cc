@@ -97,11 +97,16 @@ class LocalSweep {
 
 Status LocalSweep::StartCoordinator() {
   std::vector<std::string> argv = {o_.coordinator_bin,
-                                   "--state-dir", Path("state"),
-                                   "--listen", "127.0.0.1:" + std::to_string(port_),
-                                   "--heartbeat-interval-ms", "1000",
-                                   "--heartbeat-timeout-ms", std::to_string(o_.heartbeat_timeout_ms),
-                                   "--lease-ttl-ms", std::to_string(o_.lease_ttl_ms)};
+                                   "--state-dir",
+                                   Path("state"),
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(port_),
+                                   "--heartbeat-interval-ms",
+                                   "1000",
+                                   "--heartbeat-timeout-ms",
+                                   std::to_string(o_.heartbeat_timeout_ms),
+                                   "--lease-ttl-ms",
+                                   std::to_string(o_.lease_ttl_ms)};
   if (o_.metrics) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
   if (!o_.sd_file.empty()) argv.insert(argv.end(), {"--sd-file", fs::absolute(o_.sd_file).string()});
   FLAP_ASSIGN_OR_RETURN(coordinator_, Process::Start(argv, {}, Path("logs/coordinator.log")));
@@ -134,27 +139,27 @@ Status LocalSweep::WaitForCoordinator(double timeout_s) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return Status::DeadlineExceeded("flap-coordinator did not answer within " + std::to_string(static_cast<int>(timeout_s)) +
-                                  " s: " + last.message());
+  return Status::DeadlineExceeded("flap-coordinator did not answer within " +
+                                  std::to_string(static_cast<int>(timeout_s)) + " s: " + last.message());
 }
 
 Status LocalSweep::StartGroup(Group* g) {
   g->ranks.clear();
   FLAP_ASSIGN_OR_RETURN(int master_port, FreeLocalPort());
   for (int r = 0; r < o_.ranks; ++r) {
-    std::vector<std::string> argv = {o_.worker_bin, "agent",
+    std::vector<std::string> argv = {o_.worker_bin,   "agent",
                                      "--coordinator", "127.0.0.1:" + std::to_string(port_),
-                                     "--token-file", Path("state/token"),
-                                     "--group", "local-" + std::to_string(g->index),
-                                     "--ckpt.root", Path("ckpt")};
+                                     "--token-file",  Path("state/token"),
+                                     "--group",       "local-" + std::to_string(g->index),
+                                     "--ckpt.root",   Path("ckpt")};
     if (!o_.data.empty()) argv.insert(argv.end(), {"--data.path", o_.data});
     if (o_.metrics) argv.insert(argv.end(), {"--metrics.listen", "127.0.0.1:0"});
     std::vector<std::string> env;
     if (o_.ranks > 1) {
       argv.insert(argv.end(), {"--dist.launcher", "env"});
-      env = {"MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(master_port), "RANK=" + std::to_string(r),
-             "WORLD_SIZE=" + std::to_string(o_.ranks), "LOCAL_RANK=" + std::to_string(r),
-             "LOCAL_WORLD_SIZE=" + std::to_string(o_.ranks)};
+      env = {"MASTER_ADDR=127.0.0.1",           "MASTER_PORT=" + std::to_string(master_port),
+             "RANK=" + std::to_string(r),       "WORLD_SIZE=" + std::to_string(o_.ranks),
+             "LOCAL_RANK=" + std::to_string(r), "LOCAL_WORLD_SIZE=" + std::to_string(o_.ranks)};
     }
     for (const std::string& kv : o_.worker_args) {
       const size_t eq = kv.find('=');
@@ -247,8 +252,9 @@ int LocalSweep::Run() {
   }
   const std::string sweep = submitted->sweep_id();
   Log(std::string(submitted->already_submitted() ? "resuming" : "submitted") + " sweep " + sweep + " (" +
-      std::to_string(submitted->num_trials()) + " trials) on flap-coordinator 127.0.0.1:" + std::to_string(port_) + ", " +
-      std::to_string(o_.groups) + " group(s) of " + std::to_string(o_.ranks) + " rank(s); logs in " + Path("logs"));
+      std::to_string(submitted->num_trials()) + " trials) on flap-coordinator 127.0.0.1:" + std::to_string(port_) +
+      ", " + std::to_string(o_.groups) + " group(s) of " + std::to_string(o_.ranks) + " rank(s); logs in " +
+      Path("logs"));
   groups_.resize(static_cast<size_t>(o_.groups));
   for (int i = 0; i < o_.groups; ++i) {
     groups_[static_cast<size_t>(i)].index = i;
@@ -285,7 +291,8 @@ int LocalSweep::Run() {
         rc = kExitFailure;
         break;
       }
-      Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) + ": restarting it from its journal");
+      Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
+          ": restarting it from its journal");
       s = StartCoordinator();
       if (!s.ok()) {
         std::cerr << "flapctl sweep run: " << s.message() << "\n";
@@ -316,7 +323,8 @@ int LocalSweep::Run() {
       if (!any_failed) continue;
       for (auto& r : g.ranks) r.Stop(5);
       if (++g.restarts > o_.max_restarts) {
-        Log("group local-" + std::to_string(g.index) + " failed " + std::to_string(g.restarts) + " times; not restarting it");
+        Log("group local-" + std::to_string(g.index) + " failed " + std::to_string(g.restarts) +
+            " times; not restarting it");
         g.done = true;
         continue;
       }
@@ -388,19 +396,20 @@ int RunSweepRun(const std::vector<std::string>& args) {
       "(flap-worker agent), progress on stdout, the report in DIR/report when it ends. Ctrl-C stops\n"
       "everything cleanly; the same command resumes.\n\nOptions");
   const std::string self = SelfDir();
-  visible.add_options()("help,h", "show this help")(
-      "dir", po::value(&o.dir)->required(), "folder of the run: state, checkpoints, logs, report")(
+  visible.add_options()("help,h", "show this help")("dir", po::value(&o.dir)->required(),
+                                                    "folder of the run: state, checkpoints, logs, report")(
       "groups", po::value(&o.groups)->default_value(o.groups), "worker groups")(
       "ranks", po::value(&o.ranks)->default_value(o.ranks), "ranks per group")(
       "data", po::value(&o.data), "dataset folder (data.path of every trial; default: the base config's)")(
       "base-config", po::value(&o.base_config), "the trial config the factors override (default: [sweep] base_config)")(
-      "worker-arg", po::value(&o.worker_args)->composing(), "KEY=VALUE: a config override for every trial (repeatable)")(
+      "worker-arg", po::value(&o.worker_args)->composing(),
+      "KEY=VALUE: a config override for every trial (repeatable)")(
       "metrics", "the coordinator and the workers serve Prometheus metrics on 127.0.0.1 (any free port)")(
       "sd-file", po::value(&o.sd_file),
       "the coordinator keeps a Prometheus file_sd file at PATH listing itself and every worker rank "
       "(with --metrics; e.g. deploy/prometheus/sd/flap.json, docs/metrics.md)")(
-      "no-plots", "report without gnuplot plots")(
-      "interval", po::value(&o.interval)->default_value(o.interval), "seconds between progress updates")(
+      "no-plots", "report without gnuplot plots")("interval", po::value(&o.interval)->default_value(o.interval),
+                                                  "seconds between progress updates")(
       "heartbeat-timeout-ms", po::value(&o.heartbeat_timeout_ms)->default_value(o.heartbeat_timeout_ms),
       "a group silent this long loses its trial")(
       "lease-ttl-ms", po::value(&o.lease_ttl_ms)->default_value(o.lease_ttl_ms), "shard lease lifetime")(
@@ -423,11 +432,16 @@ int RunSweepRun(const std::vector<std::string>& args) {
   o.metrics = vm.count("metrics") > 0;
   o.plots = vm.count("no-plots") == 0;
   std::string error;
-  if (o.sweep_file.empty()) error = "missing the sweep file";
-  else if (o.groups < 1 || o.groups > 64) error = "--groups must be in [1, 64]";
-  else if (o.ranks < 1 || o.ranks > 64) error = "--ranks must be in [1, 64]";
-  else if (!(o.interval > 0)) error = "--interval must be > 0";
-  else if (o.heartbeat_timeout_ms < 1000) error = "--heartbeat-timeout-ms must be >= 1000";
+  if (o.sweep_file.empty())
+    error = "missing the sweep file";
+  else if (o.groups < 1 || o.groups > 64)
+    error = "--groups must be in [1, 64]";
+  else if (o.ranks < 1 || o.ranks > 64)
+    error = "--ranks must be in [1, 64]";
+  else if (!(o.interval > 0))
+    error = "--interval must be > 0";
+  else if (o.heartbeat_timeout_ms < 1000)
+    error = "--heartbeat-timeout-ms must be >= 1000";
   for (const std::string& kv : o.worker_args) {
     if (kv.find('=') == std::string::npos || kv.find('=') == 0) error = "--worker-arg '" + kv + "': expected KEY=VALUE";
   }
@@ -437,7 +451,8 @@ int RunSweepRun(const std::vector<std::string>& args) {
   }
   auto find = [&](const std::string& given, const std::string& name, const std::string& sub) -> StatusOr<std::string> {
     if (!given.empty()) return FindProgram(name, {given});
-    return FindProgram(name, {self + "/" + name, self + "/../" + sub + "/" + name, "/usr/local/bin/" + name, "/usr/bin/" + name});
+    return FindProgram(
+        name, {self + "/" + name, self + "/../" + sub + "/" + name, "/usr/local/bin/" + name, "/usr/bin/" + name});
   };
   auto coordinator_bin = find(o.coordinator_bin, "flap-coordinator", "coordinator");
   auto worker_bin = find(o.worker_bin, "flap-worker", "worker");

@@ -27,11 +27,13 @@ struct Def {
 
 constexpr Def kTrialState{"flap_trial_state", "1 for the state the trial is in (label state)", MetricType::Gauge};
 constexpr Def kTrialStep{"flap_trial_step", "Latest step the trial reported", MetricType::Gauge};
-constexpr Def kTrialPlanned{"flap_trial_planned_steps", "Steps the trial will run, as its workers report", MetricType::Gauge};
+constexpr Def kTrialPlanned{"flap_trial_planned_steps", "Steps the trial will run, as its workers report",
+                            MetricType::Gauge};
 constexpr Def kTrialProgress{"flap_trial_progress_ratio", "Fraction of the planned steps done (1 once completed)",
                              MetricType::Gauge};
 constexpr Def kTrialEpoch{"flap_trial_epoch", "Epochs completed (fractional), latest TRAIN record", MetricType::Gauge};
-constexpr Def kTrialLoss{"flap_trial_loss", "Latest training loss by kind (total, contrastive, recon)", MetricType::Gauge};
+constexpr Def kTrialLoss{"flap_trial_loss", "Latest training loss by kind (total, contrastive, recon)",
+                         MetricType::Gauge};
 constexpr Def kTrialLogitScale{"flap_trial_logit_scale", "exp(learned log logit scale), latest TRAIN record",
                                MetricType::Gauge};
 constexpr Def kTrialLr{"flap_trial_learning_rate", "Learning rate, latest TRAIN record", MetricType::Gauge};
@@ -39,8 +41,8 @@ constexpr Def kTrialRate{"flap_trial_samples_per_second", "Global training throu
                          MetricType::Gauge};
 constexpr Def kTrialBatch{"flap_trial_global_batch", "Samples per step over all ranks, latest TRAIN record",
                           MetricType::Gauge};
-constexpr Def kTrialNegatives{"flap_trial_negatives_per_step",
-                              "Contrastive candidates per query, latest TRAIN record", MetricType::Gauge};
+constexpr Def kTrialNegatives{"flap_trial_negatives_per_step", "Contrastive candidates per query, latest TRAIN record",
+                              MetricType::Gauge};
 constexpr Def kTrialEval{"flap_trial_eval", "Latest evaluation by metric (t2a_r1 ... a2t_r10, map10), as fractions",
                          MetricType::Gauge};
 constexpr Def kTrialEta{"flap_trial_eta_seconds", "Estimated time until the trial's last step", MetricType::Gauge};
@@ -183,7 +185,7 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry, SnapshotF
 
 void CoordinatorMetrics::ObserveRpc(const std::string& method, const std::string& code, double seconds) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                                    0.1,    0.25,  0.5,    1,     2.5,   5,    10};
+                                                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
   rpcs_->Add({{"method", method}, {"code", code}}).Increment();
   rpc_seconds_->Add({{"method", method}}, kBuckets).Observe(seconds);
 }

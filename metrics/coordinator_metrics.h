@@ -58,20 +58,20 @@ struct TrialSnapshot {
   std::string trial;                          // "t0003"
   std::map<std::string, std::string> config;  // FactorLabels() keys the trial runs with
   uint64_t seed = 0;
-  std::string state;                          // pending | assigned | running | completed | ...
-  int attempts = 0;                           // assignments so far
-  std::map<std::string, int> failures;        // failures so far by cause ("preemption", ...)
-  int64_t step = 0;                           // latest step reported
-  int64_t total_steps = 0;                    // planned steps; 0 = not reported yet
-  double eta_seconds = -1;                    // -1 = not known
-  std::map<std::string, double> train;        // the latest TRAIN record (loss, lr, ...)
-  std::map<std::string, double> eval;         // the latest EVAL record (t2a_r1, map10, ...)
+  std::string state;                    // pending | assigned | running | completed | ...
+  int attempts = 0;                     // assignments so far
+  std::map<std::string, int> failures;  // failures so far by cause ("preemption", ...)
+  int64_t step = 0;                     // latest step reported
+  int64_t total_steps = 0;              // planned steps; 0 = not reported yet
+  double eta_seconds = -1;              // -1 = not known
+  std::map<std::string, double> train;  // the latest TRAIN record (loss, lr, ...)
+  std::map<std::string, double> eval;   // the latest EVAL record (t2a_r1, map10, ...)
 };
 
 struct SweepSnapshot {
   std::string sweep;
-  std::string state;        // running | finished | cancelled
-  double eta_seconds = -1;  // -1 = not known
+  std::string state;                           // running | finished | cancelled
+  double eta_seconds = -1;                     // -1 = not known
   std::map<std::string, int> trials_by_state;  // every trial state, 0 included
   std::vector<TrialSnapshot> trials;           // all of the sweep's trials
 };
@@ -82,7 +82,7 @@ struct CoordinatorSnapshot {
   int groups_live = 0;                         // heartbeat within the timeout
   int groups_busy = 0;                         // live and holding a trial
   int64_t leases_active = 0;
-  int64_t leases_expired = 0;                  // since the coordinator started
+  int64_t leases_expired = 0;  // since the coordinator started
 };
 
 class CoordinatorMetrics : public prometheus::Collectable {

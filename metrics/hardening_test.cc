@@ -87,7 +87,9 @@ TEST(HardeningMetricsServer, SlowAndNonReadingClientsDoNotStallScrapesOrShutdown
   ::close(slow);
   trickle.join();
   shutdown.get();
-  if (prompt) EXPECT_LT(SecondsSince(t1), 3.0);
+  if (prompt) {
+    EXPECT_LT(SecondsSince(t1), 3.0);
+  }
 }
 
 // Stalled connections are dropped at their deadlines, freeing their slots; beyond the
@@ -105,7 +107,8 @@ TEST(HardeningMetricsServer, StalledConnectionsAreDroppedAndExcessIsRefused) {
   ::send(a, "G", 1, MSG_NOSIGNAL);
   ::send(b, "G", 1, MSG_NOSIGNAL);
   const auto until = Clock::now() + std::chrono::seconds(2);
-  while (server->active_connections() < 2 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (server->active_connections() < 2 && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(server->active_connections(), 2);
   // Both slots are taken: a third scrape is refused at once.
   const auto t0 = Clock::now();

@@ -122,7 +122,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   s->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (s->fd_ < 0 || ::bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(s->fd_, 64) != 0) {
+  if (s->fd_ < 0 || ::bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(s->fd_, 64) != 0) {
     return Status::IOError("cannot serve metrics on '" + listen + "': " + std::strerror(errno));
   }
   socklen_t len = sizeof(addr);

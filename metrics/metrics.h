@@ -49,8 +49,8 @@ StatusOr<HostPort> ParseHostPort(const std::string& address);
 class MetricsServer {
  public:
   struct Limits {
-    int max_connections = 16;           // served at once; more are refused with 503
-    int64_t request_timeout_ms = 5000;  // the whole request head must arrive within this
+    int max_connections = 16;             // served at once; more are refused with 503
+    int64_t request_timeout_ms = 5000;    // the whole request head must arrive within this
     int64_t response_timeout_ms = 15000;  // the whole response must be taken within this
   };
 
@@ -78,9 +78,9 @@ class MetricsServer {
   };
 
   MetricsServer() = default;
-  void Serve();                  // the accepting thread
-  void Respond(int fd);          // one connection, on its own thread; closes fd
-  void JoinFinished(bool all);   // joins finished connection threads (all: every one)
+  void Serve();                                     // the accepting thread
+  void Respond(int fd);                             // one connection, on its own thread; closes fd
+  void JoinFinished(bool all);                      // joins finished connection threads (all: every one)
   std::vector<prometheus::MetricFamily> Collect();  // the registry's families, then the collectables'
   std::shared_ptr<prometheus::Registry> registry_;
   Limits limits_;

@@ -128,10 +128,9 @@ TEST(CoordinatorMetrics, ASnapshotBecomesLabelledFamilies) {
   snap.leases_expired = 5;
 
   const auto all = ParseExposition(prometheus::TextSerializer().Serialize(SnapshotFamilies(snap)));
-  const std::map<std::string, std::string> t1 = {{"sweep", "abl"},         {"trial", "t0001"},
-                                                 {"mask_ratio", "0.5"},    {"mask_strategy", "1d"},
-                                                 {"recon_weight", "-"},    {"text_augment", "-"},
-                                                 {"seed", "3"}};
+  const std::map<std::string, std::string> t1 = {
+      {"sweep", "abl"},      {"trial", "t0001"},    {"mask_ratio", "0.5"}, {"mask_strategy", "1d"},
+      {"recon_weight", "-"}, {"text_augment", "-"}, {"seed", "3"}};
   auto one = [&](const std::string& name, std::map<std::string, std::string> labels) {
     auto found = FindSamples(all, name, labels);
     EXPECT_EQ(found.size(), 1u) << flap::testing::Describe(name, labels);
@@ -185,8 +184,8 @@ TEST(MetricsServer, RealPrometheusScrapesTargetsFromAFileSdFile) {
   ASSERT_OK(WriteFileSd(dir / "targets.json", {{(*server)->endpoint(), {{"job", "flap-worker"}, {"sweep", "s1"}}}}));
   const std::string config =
       "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-      "scrape_configs:\n  - job_name: flap-workers\n    file_sd_configs:\n      - files: ['" + dir / "targets.json" +
-      "']\n        refresh_interval: 1s\n";
+      "scrape_configs:\n  - job_name: flap-workers\n    file_sd_configs:\n      - files: ['" +
+      dir / "targets.json" + "']\n        refresh_interval: 1s\n";
   flap::testing::PrometheusServer prom(dir / "prom", config);
   ASSERT_TRUE(prom.ok()) << prom.Log();
   auto result = prom.WaitFor("flap_worker_samples_total{trial=\"trial-sd\",sweep=\"s1\"}", 30);

@@ -51,9 +51,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
   data_wait_ = Add(phase, With(labels_, "phase", "data_wait"), r);
   compute_ = Add(phase, With(labels_, "phase", "compute"), r);
   communication_ = Add(phase, With(labels_, "phase", "communication"), r);
-  step_duration_ = Add(histogram("flap_worker_step_duration_seconds", "Wall time of one training step, data wait included"),
-                       labels_, r,
-                       prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
+  step_duration_ =
+      Add(histogram("flap_worker_step_duration_seconds", "Wall time of one training step, data wait included"), labels_,
+          r, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
   step_ = Add(gauge("flap_worker_step", "Global step of the trial"), labels_, r);
   epoch_ = Add(gauge("flap_worker_epoch", "Epochs completed (fractional)"), labels_, r);
   rate_ = Add(gauge("flap_worker_samples_per_second", "Global training throughput over the last logging window"),
@@ -67,10 +67,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
   negatives_ = Add(gauge("flap_worker_negatives_per_step", "Contrastive candidates per query (gathered across ranks)"),
                    labels_, r);
   ckpt_saves_ = Add(counter("flap_worker_checkpoint_saves_total", "Checkpoints written"), labels_, r);
-  ckpt_seconds_ = Add(histogram("flap_worker_checkpoint_save_seconds",
-                                "Time to write, index and retain one checkpoint (in the background)"),
-                      labels_, r,
-                      prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+  ckpt_seconds_ =
+      Add(histogram("flap_worker_checkpoint_save_seconds",
+                    "Time to write, index and retain one checkpoint (in the background)"),
+          labels_, r, prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
   ckpt_bytes_ = Add(gauge("flap_worker_checkpoint_bytes", "Size of the last checkpoint"), labels_, r);
   memory_ = Add(gauge("flap_worker_resident_memory_bytes", "Resident set size of the worker process"), labels_, r);
   eval_family_ = &gauge("flap_worker_eval", "Latest evaluation by metric (R@k both ways, mAP@10), as fractions");
@@ -127,7 +127,8 @@ void WorkerMetrics::SetEvaluation(const std::map<std::string, double>& metrics) 
 void WorkerMetrics::UpdateMemory() {
   std::ifstream statm("/proc/self/statm");
   long pages = 0, resident = 0;
-  if (statm >> pages >> resident) memory_->Set(static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  if (statm >> pages >> resident)
+    memory_->Set(static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
 }
 
 }  // namespace flap::metrics

@@ -31,10 +31,17 @@ sf_count_t VioSeek(sf_count_t offset, int whence, void* user) {
   auto* f = static_cast<MemoryFile*>(user);
   sf_count_t base = 0;
   switch (whence) {
-    case SEEK_SET: base = 0; break;
-    case SEEK_CUR: base = f->pos; break;
-    case SEEK_END: base = f->Size(); break;
-    default: return -1;
+    case SEEK_SET:
+      base = 0;
+      break;
+    case SEEK_CUR:
+      base = f->pos;
+      break;
+    case SEEK_END:
+      base = f->Size();
+      break;
+    default:
+      return -1;
   }
   sf_count_t target = base + offset;
   if (target < 0) return -1;
@@ -93,8 +100,8 @@ std::string WavTruncation(const unsigned char* bytes, size_t size) {
     if (std::memcmp(bytes + pos, "data", 4) == 0) {
       const uint64_t have = size - (pos + 8);
       if (chunk == 0 || chunk == 0xFFFFFFFFu || chunk <= have) return "";
-      return "truncated WAV: its data chunk declares " + std::to_string(chunk) +
-             " bytes, the file holds " + std::to_string(have);
+      return "truncated WAV: its data chunk declares " + std::to_string(chunk) + " bytes, the file holds " +
+             std::to_string(have);
     }
     pos += 8 + static_cast<size_t>(chunk) + (chunk & 1);  // chunks are padded to even sizes
   }
@@ -103,15 +110,11 @@ std::string WavTruncation(const unsigned char* bytes, size_t size) {
 
 }  // namespace
 
-const char* AudioFormatExtension(AudioFormat format) {
-  return format == AudioFormat::kFlac ? "flac" : "wav";
-}
+const char* AudioFormatExtension(AudioFormat format) { return format == AudioFormat::kFlac ? "flac" : "wav"; }
 
-StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const std::string& what,
-                                         int target_rate) {
+StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const std::string& what, int target_rate) {
   if (target_rate <= 0) {
-    return Status::InvalidArgument(what + ": target sample rate must be positive, got " +
-                                   std::to_string(target_rate));
+    return Status::InvalidArgument(what + ": target sample rate must be positive, got " + std::to_string(target_rate));
   }
   if (data == nullptr || size == 0) return Status::Corruption(what + ": empty audio data");
   MemoryFile file;
@@ -128,16 +131,15 @@ StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const st
   const int rate = info.samplerate;
   if (channels <= 0 || channels > 256 || rate <= 0) {
     sf_close(snd);
-    return Status::Corruption(what + ": bad audio header (" + std::to_string(channels) +
-                              " channels, " + std::to_string(rate) + " Hz)");
+    return Status::Corruption(what + ": bad audio header (" + std::to_string(channels) + " channels, " +
+                              std::to_string(rate) + " Hz)");
   }
   // A rate far from real audio makes the resampler's output (and memory) explode: 1 Hz to
   // 16 kHz multiplies the length by 16,000.
   if (rate < kMinSampleRate || rate > kMaxSampleRate) {
     sf_close(snd);
     return Status::Corruption(what + ": sample rate " + std::to_string(rate) + " Hz is outside " +
-                              std::to_string(kMinSampleRate) + ".." + std::to_string(kMaxSampleRate) +
-                              " Hz");
+                              std::to_string(kMinSampleRate) + ".." + std::to_string(kMaxSampleRate) + " Hz");
   }
   if (std::string t = WavTruncation(static_cast<const unsigned char*>(data), size); !t.empty()) {
     sf_close(snd);
@@ -193,12 +195,10 @@ StatusOr<std::vector<float>> DecodeAudioFile(const std::string& path, int target
   return DecodeAudio(bytes.data(), bytes.size(), path, target_rate);
 }
 
-StatusOr<std::string> EncodeAudio(const std::vector<float>& mono, int sample_rate,
-                                  AudioFormat format) {
+StatusOr<std::string> EncodeAudio(const std::vector<float>& mono, int sample_rate, AudioFormat format) {
   if (mono.empty()) return Status::InvalidArgument("EncodeAudio: empty signal");
   if (sample_rate <= 0) {
-    return Status::InvalidArgument("EncodeAudio: sample rate must be positive, got " +
-                                   std::to_string(sample_rate));
+    return Status::InvalidArgument("EncodeAudio: sample rate must be positive, got " + std::to_string(sample_rate));
   }
   std::vector<int16_t> pcm(mono.size());
   for (size_t i = 0; i < mono.size(); ++i) {
@@ -218,8 +218,8 @@ StatusOr<std::string> EncodeAudio(const std::vector<float>& mono, int sample_rat
   info.format = (format == AudioFormat::kFlac ? SF_FORMAT_FLAC : SF_FORMAT_WAV) | SF_FORMAT_PCM_16;
   SNDFILE* snd = sf_open_virtual(&vio, SFM_WRITE, &info, &file);
   if (snd == nullptr) {
-    return Status::Internal(std::string("EncodeAudio: libsndfile refused to open a ") +
-                            AudioFormatExtension(format) + " writer: " + sf_strerror(nullptr));
+    return Status::Internal(std::string("EncodeAudio: libsndfile refused to open a ") + AudioFormatExtension(format) +
+                            " writer: " + sf_strerror(nullptr));
   }
   sf_count_t written = sf_write_short(snd, pcm.data(), static_cast<sf_count_t>(pcm.size()));
   std::string err_text = written != static_cast<sf_count_t>(pcm.size()) ? sf_strerror(snd) : "";
@@ -241,8 +241,8 @@ std::vector<float> Resample(const std::vector<float>& in, int from_rate, int to_
   soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
   soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);
   soxr_runtime_spec_t runtime = soxr_runtime_spec(1);
-  soxr_error_t error = soxr_oneshot(from_rate, to_rate, 1, in.data(), in.size(), nullptr,
-                                    out.data(), out.size(), &done, &io, &quality, &runtime);
+  soxr_error_t error = soxr_oneshot(from_rate, to_rate, 1, in.data(), in.size(), nullptr, out.data(), out.size(), &done,
+                                    &io, &quality, &runtime);
   if (error != nullptr) return {};
   out.resize(done);
   // soxr's flushed length can differ from the ideal by a sample; make the length contract exact.

@@ -41,15 +41,13 @@ StatusOr<std::vector<float>> DecodeAudio(const void* data, size_t size, const st
 
 // Reads `path` and decodes it as DecodeAudio does. NotFound / IOError if the file cannot be
 // read; Corruption naming the path if it cannot be decoded.
-StatusOr<std::vector<float>> DecodeAudioFile(const std::string& path,
-                                             int target_rate = kSampleRate);
+StatusOr<std::vector<float>> DecodeAudioFile(const std::string& path, int target_rate = kSampleRate);
 
 // Encodes `mono` (clamped to [-1, 1], NaN as 0) as 16-bit PCM in a WAV or FLAC container at
 // `sample_rate`. The bytes are a pure function of the arguments (for a given libsndfile /
 // libFLAC). InvalidArgument for an empty signal or sample_rate <= 0; Internal if libsndfile
 // refuses.
-StatusOr<std::string> EncodeAudio(const std::vector<float>& mono, int sample_rate,
-                                  AudioFormat format);
+StatusOr<std::string> EncodeAudio(const std::vector<float>& mono, int sample_rate, AudioFormat format);
 
 // Resamples `in` from `from_rate` to `to_rate` with libsoxr (HQ, single thread, deterministic).
 // The result has round(in.size() * to_rate / from_rate) samples. Returns `in` unchanged when the

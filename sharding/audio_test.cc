@@ -30,8 +30,8 @@ std::string MakeWav(int channels, int rate, const std::vector<int16_t>& interlea
   const uint32_t data_bytes = static_cast<uint32_t>(interleaved.size() * 2);
   std::string wav = "RIFF" + u32(36 + data_bytes) + "WAVE" + "fmt " + u32(16) + u16(1) +
                     u16(static_cast<uint16_t>(channels)) + u32(static_cast<uint32_t>(rate)) +
-                    u32(static_cast<uint32_t>(rate * channels * 2)) +
-                    u16(static_cast<uint16_t>(channels * 2)) + u16(16) + "data" + u32(data_bytes);
+                    u32(static_cast<uint32_t>(rate * channels * 2)) + u16(static_cast<uint16_t>(channels * 2)) +
+                    u16(16) + "data" + u32(data_bytes);
   for (int16_t s : interleaved) wav += u16(static_cast<uint16_t>(s));
   return wav;
 }
@@ -56,13 +56,9 @@ void ExpectRoundTrip(AudioFormat format) {
   }
 }
 
-TEST(Audio, WavRoundTripWithin16BitPrecision) {
-  ExpectRoundTrip(AudioFormat::kWav);
-}
+TEST(Audio, WavRoundTripWithin16BitPrecision) { ExpectRoundTrip(AudioFormat::kWav); }
 
-TEST(Audio, FlacRoundTripWithin16BitPrecision) {
-  ExpectRoundTrip(AudioFormat::kFlac);
-}
+TEST(Audio, FlacRoundTripWithin16BitPrecision) { ExpectRoundTrip(AudioFormat::kFlac); }
 
 TEST(Audio, FlacIsSmallerThanWavAndStartsWithMagic) {
   std::vector<float> in = Sine(300.0, kSampleRate, 1.0, 0.3);
@@ -164,10 +160,8 @@ TEST(Audio, TruncatedFlacHeaderIsCorruption) {
 }
 
 TEST(Audio, EncodeRejectsBadArguments) {
-  EXPECT_EQ(EncodeAudio({}, kSampleRate, AudioFormat::kFlac).status().code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(EncodeAudio({0.1f}, 0, AudioFormat::kWav).status().code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(EncodeAudio({}, kSampleRate, AudioFormat::kFlac).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(EncodeAudio({0.1f}, 0, AudioFormat::kWav).status().code(), Status::Code::kInvalidArgument);
 }
 
 TEST(Audio, DecodeAudioFileReadsAndReportsMissingFiles) {

@@ -46,7 +46,8 @@ bool ValidUtf8(const std::string& s) {
 // "the clip" -> comparable form: lower case, no trailing punctuation or spaces.
 std::string Comparable(const std::string& s) {
   std::string t = Lower(Trim(s));
-  while (!t.empty() && (std::ispunct(static_cast<unsigned char>(t.back())) || std::isspace(static_cast<unsigned char>(t.back())))) {
+  while (!t.empty() &&
+         (std::ispunct(static_cast<unsigned char>(t.back())) || std::isspace(static_cast<unsigned char>(t.back())))) {
     t.pop_back();
   }
   return t;
@@ -81,16 +82,30 @@ class TemplateAugmenter : public Augmenter {
     if (!tags.empty()) {
       const std::string t = TagList(tags);
       switch (h % 4) {
-        case 0: out = base + ", with " + t + " audible"; break;
-        case 1: out = "A recording of " + t + ": " + lower; break;
-        case 2: out = base + "; the sounds are " + t; break;
-        default: out = "Sounds of " + t + " as " + lower; break;
+        case 0:
+          out = base + ", with " + t + " audible";
+          break;
+        case 1:
+          out = "A recording of " + t + ": " + lower;
+          break;
+        case 2:
+          out = base + "; the sounds are " + t;
+          break;
+        default:
+          out = "Sounds of " + t + " as " + lower;
+          break;
       }
     } else {
       switch (h % 3) {
-        case 0: out = "A recording in which " + lower; break;
-        case 1: out = "The sound of " + lower; break;
-        default: out = "An audio clip where " + lower; break;
+        case 0:
+          out = "A recording in which " + lower;
+          break;
+        case 1:
+          out = "The sound of " + lower;
+          break;
+        default:
+          out = "An audio clip where " + lower;
+          break;
       }
     }
     out += ".";
@@ -186,8 +201,10 @@ StatusOr<std::string> ValidateReply(const std::string& reply, const std::string&
   }
   if (t.empty()) return Status::InvalidArgument("empty reply");
   if (!ValidUtf8(t)) return Status::InvalidArgument("reply is not valid UTF-8");
-  if (t.size() < bounds.min_chars) return Status::InvalidArgument("reply shorter than " + std::to_string(bounds.min_chars) + " characters");
-  if (t.size() > bounds.max_chars) return Status::InvalidArgument("reply longer than " + std::to_string(bounds.max_chars) + " characters");
+  if (t.size() < bounds.min_chars)
+    return Status::InvalidArgument("reply shorter than " + std::to_string(bounds.min_chars) + " characters");
+  if (t.size() > bounds.max_chars)
+    return Status::InvalidArgument("reply longer than " + std::to_string(bounds.max_chars) + " characters");
   const std::string p = Trim(prompt);
   if (!p.empty() && t.find(p) != std::string::npos) return Status::InvalidArgument("reply copies the prompt");
   std::string instructions = p;
@@ -237,18 +254,26 @@ StatusOr<std::unique_ptr<Augmenter>> MakeChatAugmenter(const ChatOptions& chat, 
 nlohmann::json AugmentReport::ToJson() const {
   nlohmann::json f = nlohmann::json::array();
   for (const auto& x : failures) {
-    f.push_back({{"key", x.key}, {"caption", x.caption}, {"reason", x.reason}, {"detail", x.detail}, {"attempts", x.attempts}});
+    f.push_back(
+        {{"key", x.key}, {"caption", x.caption}, {"reason", x.reason}, {"detail", x.detail}, {"attempts", x.attempts}});
   }
-  return {{"clips", clips},         {"captions", captions}, {"augmented", augmented},
-          {"from_cache", from_cache}, {"requests", requests}, {"retries", retries},
-          {"attempt_failures", attempt_failures}, {"failed", failures.size()}, {"failures", f}};
+  return {{"clips", clips},
+          {"captions", captions},
+          {"augmented", augmented},
+          {"from_cache", from_cache},
+          {"requests", requests},
+          {"retries", retries},
+          {"attempt_failures", attempt_failures},
+          {"failed", failures.size()},
+          {"failures", f}};
 }
 
 StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Augmenter& augmenter,
                                         const AugmentOptions& options) {
   if (options.concurrency < 1) return Status::InvalidArgument("concurrency must be >= 1");
   if (options.max_attempts < 1) return Status::InvalidArgument("attempts must be >= 1");
-  if (!(options.backoff_s >= 0) || !(options.max_backoff_s >= 0)) return Status::InvalidArgument("backoff must be >= 0");
+  if (!(options.backoff_s >= 0) || !(options.max_backoff_s >= 0))
+    return Status::InvalidArgument("backoff must be >= 0");
   FLAP_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(dataset_dir));
   std::map<std::string, std::vector<std::string>> tag_override;
   if (!options.tags_file.empty()) {
@@ -373,9 +398,9 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
     for (size_t k = 0; k < report.failures.size() && k < 5; ++k) {
       list += "\n  " + report.failures[k].key + " '" + report.failures[k].caption + "': " + report.failures[k].reason;
     }
-    return Status::FailedPrecondition(std::to_string(report.failures.size()) +
-                                      " captions failed after their retries (nothing written; see augment-report.json):" +
-                                      list);
+    return Status::FailedPrecondition(
+        std::to_string(report.failures.size()) +
+        " captions failed after their retries (nothing written; see augment-report.json):" + list);
   }
 
   // 4. Output: the side file, then the manifest that names it.

@@ -48,8 +48,8 @@ struct ReplyBounds {
 // InvalidArgument saying why it is refused: empty, shorter or longer than the bounds, several
 // lines, not valid UTF-8, a copy of the prompt (contains it, or the prompt contains the whole
 // reply beyond the caption), or the original caption unchanged.
-StatusOr<std::string> ValidateReply(const std::string& reply, const std::string& prompt,
-                                    const std::string& caption, const ReplyBounds& bounds);
+StatusOr<std::string> ValidateReply(const std::string& reply, const std::string& prompt, const std::string& caption,
+                                    const ReplyBounds& bounds);
 
 // `{caption}` and `{tags}` (comma-separated, underscores as spaces; "none" when empty) in
 // `prompt_template` replaced.
@@ -85,14 +85,14 @@ StatusOr<std::unique_ptr<Augmenter>> MakeChatAugmenter(const ChatOptions& chat, 
 
 struct AugmentOptions {
   std::vector<std::string> splits = {"train"};  // splits whose captions are augmented
-  std::string tags_file;        // JSON lines {"key", "tags"}; empty: the samples' own tags
-  std::string cache_dir;        // RocksDB cache; empty: "<dataset>/augment-cache"
-  int concurrency = 4;          // requests in flight (>= 1)
-  int max_attempts = 4;         // per caption, the first included (>= 1)
-  double backoff_s = 1.0;       // first retry's delay; doubles each retry, capped by max_backoff_s
+  std::string tags_file;                        // JSON lines {"key", "tags"}; empty: the samples' own tags
+  std::string cache_dir;                        // RocksDB cache; empty: "<dataset>/augment-cache"
+  int concurrency = 4;                          // requests in flight (>= 1)
+  int max_attempts = 4;                         // per caption, the first included (>= 1)
+  double backoff_s = 1.0;                       // first retry's delay; doubles each retry, capped by max_backoff_s
   double max_backoff_s = 30.0;
-  bool fail_on_error = false;   // true: a caption that fails after its retries fails the run
-                                // (nothing written); false: it is skipped and reported
+  bool fail_on_error = false;  // true: a caption that fails after its retries fails the run
+                               // (nothing written); false: it is skipped and reported
 };
 
 struct AugmentFailure {
@@ -101,12 +101,12 @@ struct AugmentFailure {
 };
 
 struct AugmentReport {
-  int64_t clips = 0;          // clips of the chosen splits
-  int64_t captions = 0;       // original captions to rewrite
-  int64_t augmented = 0;      // captions with an accepted rewrite (cached ones included)
-  int64_t from_cache = 0;     // of which already in the cache
-  int64_t requests = 0;       // rewrite attempts made in this run
-  int64_t retries = 0;        // of which retries
+  int64_t clips = 0;                                // clips of the chosen splits
+  int64_t captions = 0;                             // original captions to rewrite
+  int64_t augmented = 0;                            // captions with an accepted rewrite (cached ones included)
+  int64_t from_cache = 0;                           // of which already in the cache
+  int64_t requests = 0;                             // rewrite attempts made in this run
+  int64_t retries = 0;                              // of which retries
   std::map<std::string, int64_t> attempt_failures;  // failed attempts by reason
   std::vector<AugmentFailure> failures;             // captions left without a rewrite
   nlohmann::json ToJson() const;

@@ -207,7 +207,8 @@ TEST(ReadAugmentFile, NamesTheDamagedLine) {
   testing::WriteAll(dir.File(kAugmentFileName), "{\"key\": \"a\", \"text_augment\": [\"x y z\"]}\nnot json\n");
   auto r = ReadAugmentFile(dir.path(), m);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find(std::string(kAugmentFileName) + ":2"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(std::string(kAugmentFileName) + ":2"), std::string::npos)
+      << r.status().ToString();
   EXPECT_TRUE(ReadAugmentFile(dir.path(), Manifest{})->empty());
 }
 

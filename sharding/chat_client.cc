@@ -37,13 +37,20 @@ std::string Excerpt(const std::string& s) { return s.size() > 200 ? s.substr(0, 
 
 const char* ChatOutcomeName(ChatOutcome outcome) {
   switch (outcome) {
-    case ChatOutcome::kOk: return "ok";
-    case ChatOutcome::kTimeout: return "timeout";
-    case ChatOutcome::kTransport: return "transport";
-    case ChatOutcome::kRateLimited: return "rate_limited";
-    case ChatOutcome::kServerError: return "server_error";
-    case ChatOutcome::kClientError: return "client_error";
-    case ChatOutcome::kMalformed: return "malformed_reply";
+    case ChatOutcome::kOk:
+      return "ok";
+    case ChatOutcome::kTimeout:
+      return "timeout";
+    case ChatOutcome::kTransport:
+      return "transport";
+    case ChatOutcome::kRateLimited:
+      return "rate_limited";
+    case ChatOutcome::kServerError:
+      return "server_error";
+    case ChatOutcome::kClientError:
+      return "client_error";
+    case ChatOutcome::kMalformed:
+      return "malformed_reply";
   }
   return "unknown";
 }
@@ -75,7 +82,8 @@ ChatResult ChatClient::Complete(const std::string& prompt) const {
     return r;
   }
   struct curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  if (!options_.api_key.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + options_.api_key).c_str());
+  if (!options_.api_key.empty())
+    headers = curl_slist_append(headers, ("Authorization: Bearer " + options_.api_key).c_str());
   curl_easy_setopt(curl, CURLOPT_URL, options_.url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());

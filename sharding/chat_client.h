@@ -17,32 +17,32 @@
 namespace flap::sharding {
 
 struct ChatOptions {
-  std::string url;              // e.g. http://127.0.0.1:8080/v1/chat/completions
-  std::string model;            // the "model" field of the request
-  std::string api_key;          // empty: no Authorization header
-  double timeout_s = 30.0;      // whole request, connecting included
+  std::string url;          // e.g. http://127.0.0.1:8080/v1/chat/completions
+  std::string model;        // the "model" field of the request
+  std::string api_key;      // empty: no Authorization header
+  double timeout_s = 30.0;  // whole request, connecting included
   double connect_timeout_s = 5.0;
-  int max_tokens = 128;         // "max_tokens" of the request
+  int max_tokens = 128;  // "max_tokens" of the request
   double temperature = 0.7;
 };
 
 // How a call ended, for the retry policy.
 enum class ChatOutcome {
-  kOk,          // HTTP 200 and a parsable reply with a string content
-  kTimeout,     // no complete reply within timeout_s
-  kTransport,   // could not connect, connection reset, ...
-  kRateLimited, // HTTP 429
-  kServerError, // HTTP 5xx
-  kClientError, // other HTTP 4xx (bad key, bad model: retrying does not help)
-  kMalformed,   // HTTP 200 but the body is not the chat-completions JSON
+  kOk,           // HTTP 200 and a parsable reply with a string content
+  kTimeout,      // no complete reply within timeout_s
+  kTransport,    // could not connect, connection reset, ...
+  kRateLimited,  // HTTP 429
+  kServerError,  // HTTP 5xx
+  kClientError,  // other HTTP 4xx (bad key, bad model: retrying does not help)
+  kMalformed,    // HTTP 200 but the body is not the chat-completions JSON
 };
 const char* ChatOutcomeName(ChatOutcome outcome);
 
 struct ChatResult {
   ChatOutcome outcome = ChatOutcome::kOk;
-  std::string content;      // kOk: the reply's text
-  std::string detail;       // otherwise: what went wrong (HTTP status, curl error, body excerpt)
-  double retry_after_s = 0; // from a Retry-After header (seconds form), else 0
+  std::string content;       // kOk: the reply's text
+  std::string detail;        // otherwise: what went wrong (HTTP status, curl error, body excerpt)
+  double retry_after_s = 0;  // from a Retry-After header (seconds form), else 0
 };
 
 class ChatClient {

@@ -28,8 +28,8 @@ std::string Wav(uint32_t rate, uint32_t frames, uint32_t declared_bytes) {
   Put32(&s, 36 + declared_bytes);
   s += "WAVEfmt ";
   Put32(&s, 16);
-  Put16(&s, 1);         // PCM
-  Put16(&s, 1);         // mono
+  Put16(&s, 1);  // PCM
+  Put16(&s, 1);  // mono
   Put32(&s, rate);
   Put32(&s, rate * 2);  // bytes per second
   Put16(&s, 2);         // block align
@@ -61,8 +61,7 @@ TEST(HardeningAudio, SampleRatesOutsideRealAudioAreRefusedBeforeResampling) {
     auto a = DecodeAudio(wav.data(), wav.size(), "odd.wav");
     ASSERT_FALSE(a.ok()) << rate << " Hz accepted (" << a->size() << " samples)";
     EXPECT_EQ(a.status().code(), Status::Code::kCorruption);
-    EXPECT_TRUE(Contains(a.status().message(), "sample rate " + std::to_string(rate) + " Hz"))
-        << a.status().message();
+    EXPECT_TRUE(Contains(a.status().message(), "sample rate " + std::to_string(rate) + " Hz")) << a.status().message();
   }
   for (uint32_t rate : {1000u, 384000u}) {
     const std::string wav = Wav(rate, 4000, 8000);

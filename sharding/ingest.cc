@@ -38,7 +38,7 @@ constexpr int kIngestVersion = 1;  // bump when shard contents for the same inpu
 struct Candidate {
   std::string key;
   std::string split;
-  std::string origin;  // file or "csv:line" that introduced it, for messages
+  std::string origin;      // file or "csv:line" that introduced it, for messages
   std::string audio_path;  // empty for WebDataset sources (source_shard below)
   // WebDataset sources: the sample's shard and position in it (read again, and decoded, only
   // when its chunk is written, so memory does not grow with the corpus), and the XXH64 of its
@@ -56,8 +56,8 @@ struct Candidate {
 struct Chunk {
   std::string split;
   int index = 0;
-  std::string name;               // "<split>-%06d.tar"
-  size_t first = 0, count = 0;    // range in the sorted candidate list
+  std::string name;             // "<split>-%06d.tar"
+  size_t first = 0, count = 0;  // range in the sorted candidate list
 };
 
 // What writing one chunk produced.
@@ -175,8 +175,7 @@ class Planner {
       if (row.fields.size() == 1 && Trim(row.fields[0]).empty()) continue;  // blank line
       if (row.fields.size() != header.size()) {
         Issue(where, "", kReasonBadRow,
-              std::to_string(row.fields.size()) + " fields, the header has " +
-                  std::to_string(header.size()));
+              std::to_string(row.fields.size()) + " fields, the header has " + std::to_string(header.size()));
         continue;
       }
       const std::string file_name = row.fields[static_cast<size_t>(file_col)];
@@ -241,8 +240,7 @@ class Planner {
       if (row.fields.size() == 1 && Trim(row.fields[0]).empty()) continue;
       if (row.fields.size() != header.size()) {
         Issue(where, "", kReasonBadRow,
-              std::to_string(row.fields.size()) + " fields, the header has " +
-                  std::to_string(header.size()));
+              std::to_string(row.fields.size()) + " fields, the header has " + std::to_string(header.size()));
         continue;
       }
       const std::string ytid = Trim(row.fields[static_cast<size_t>(yt_col)]);
@@ -313,8 +311,7 @@ class Planner {
       for (int64_t ordinal = 0;; ++ordinal) {
         StatusOr<bool> more = reader.value()->Next(&sample);
         if (!more.ok()) {
-          Issue(path, "", kReasonCorruptShard,
-                "samples after the damage are lost: " + more.status().ToString());
+          Issue(path, "", kReasonCorruptShard, "samples after the damage are lost: " + more.status().ToString());
           break;
         }
         if (!more.value()) break;
@@ -362,8 +359,7 @@ class Planner {
   }
 
   std::string SplitFor(const IngestInput& input, const std::string& key) const {
-    return input.split.empty() ? SeededSplit(options_.seed, key, options_.eval_fraction)
-                               : input.split;
+    return input.split.empty() ? SeededSplit(options_.seed, key, options_.eval_fraction) : input.split;
   }
 
   void AddFileCandidate(Candidate c, const IngestInput& input) {
@@ -512,12 +508,13 @@ std::map<size_t, StatusOr<std::vector<float>>> DecodeSourceClips(const std::vect
       if (ordinal != it->first) continue;
       const Candidate& c = candidates[it->second];
       if (SanitizeKey(sample.key) != c.key) {
-        out.emplace(it->second, Status::Corruption(source + ": sample " + std::to_string(ordinal) + " is '" + sample.key +
-                                                   "', planned '" + c.key + "' (changed during ingestion?)"));
+        out.emplace(it->second,
+                    Status::Corruption(source + ": sample " + std::to_string(ordinal) + " is '" + sample.key +
+                                       "', planned '" + c.key + "' (changed during ingestion?)"));
       } else {
         const std::string& raw = reader.value()->raw_audio();
-        out.emplace(it->second, DecodeAudio(raw.data(), raw.size(),
-                                            source + ": member " + reader.value()->raw_audio_name()));
+        out.emplace(it->second,
+                    DecodeAudio(raw.data(), raw.size(), source + ": member " + reader.value()->raw_audio_name()));
       }
       ++it;
     }
@@ -527,8 +524,8 @@ std::map<size_t, StatusOr<std::vector<float>>> DecodeSourceClips(const std::vect
 }
 
 // Writes one chunk into its shard. Stops early (result.done false) when `stop` is raised.
-ChunkResult WriteChunk(const IngestOptions& options, const std::vector<Candidate>& candidates,
-                       const Chunk& chunk, const std::string& out_dir, std::atomic<bool>* stop) {
+ChunkResult WriteChunk(const IngestOptions& options, const std::vector<Candidate>& candidates, const Chunk& chunk,
+                       const std::string& out_dir, std::atomic<bool>* stop) {
   ChunkResult result;
   const std::string path = JoinPath(out_dir, chunk.name);
   std::unique_ptr<ShardWriter> writer;
@@ -631,9 +628,8 @@ Status WriteReport(const std::string& out_dir, const IngestReport& report) {
   for (const IngestIssue& i : report.issues) issues.push_back(IssueToJson(i));
   int64_t rejected = 0;
   for (const auto& [reason, n] : report.by_reason) rejected += n;
-  json j = {{"accepted", report.accepted},      {"rejected", rejected},
-            {"per_split", report.per_split},    {"by_reason", report.by_reason},
-            {"issues", issues},                 {"shards_written", report.shards_written},
+  json j = {{"accepted", report.accepted},          {"rejected", rejected}, {"per_split", report.per_split},
+            {"by_reason", report.by_reason},        {"issues", issues},     {"shards_written", report.shards_written},
             {"shards_reused", report.shards_reused}};
   return WriteFileAtomic(JoinPath(out_dir, kIngestReportFileName), j.dump(2) + "\n");
 }
@@ -649,9 +645,12 @@ StatusOr<IngestFormat> ParseIngestFormat(const std::string& name) {
 
 const char* IngestFormatName(IngestFormat format) {
   switch (format) {
-    case IngestFormat::kClotho: return "clotho";
-    case IngestFormat::kAudioCaps: return "audiocaps";
-    case IngestFormat::kWebDataset: return "wds";
+    case IngestFormat::kClotho:
+      return "clotho";
+    case IngestFormat::kAudioCaps:
+      return "audiocaps";
+    case IngestFormat::kWebDataset:
+      return "wds";
   }
   return "unknown";
 }
@@ -685,8 +684,8 @@ bool IsValidUtf8(const std::string& s) {
       if ((p[i + static_cast<size_t>(k)] & 0xc0) != 0x80) return false;
       cp = (cp << 6) | (p[i + static_cast<size_t>(k)] & 0x3f);
     }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
       return false;
     }
     i += static_cast<size_t>(len);
@@ -711,8 +710,7 @@ StatusOr<std::vector<CsvRow>> ParseCsv(const std::string& text, const std::strin
         ++i;
         while (true) {
           if (i >= text.size()) {
-            return Status::Corruption(what + ":" + std::to_string(quote_line) +
-                                      ": unterminated quoted field");
+            return Status::Corruption(what + ":" + std::to_string(quote_line) + ": unterminated quoted field");
           }
           const char c = text[i++];
           if (c == '"') {
@@ -759,8 +757,7 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
   if (!(options.eval_fraction >= 0.0 && options.eval_fraction < 1.0)) {
     return Status::InvalidArgument("ingest: eval_fraction must lie in [0, 1)");
   }
-  if (!(options.min_seconds >= 0.0 && options.max_seconds > 0.0 &&
-        options.min_seconds <= options.max_seconds)) {
+  if (!(options.min_seconds >= 0.0 && options.max_seconds > 0.0 && options.min_seconds <= options.max_seconds)) {
     return Status::InvalidArgument("ingest: need 0 <= min_seconds <= max_seconds and max_seconds > 0");
   }
   if (options.vocab_size < 8) return Status::InvalidArgument("ingest: vocab_size must be at least 8");
@@ -779,9 +776,15 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
   Planner planner(options);
   for (const IngestInput& in : options.inputs) {
     switch (options.format) {
-      case IngestFormat::kClotho: FLAP_RETURN_IF_ERROR(planner.AddClotho(in)); break;
-      case IngestFormat::kAudioCaps: FLAP_RETURN_IF_ERROR(planner.AddAudioCaps(in)); break;
-      case IngestFormat::kWebDataset: FLAP_RETURN_IF_ERROR(planner.AddWebDataset(in)); break;
+      case IngestFormat::kClotho:
+        FLAP_RETURN_IF_ERROR(planner.AddClotho(in));
+        break;
+      case IngestFormat::kAudioCaps:
+        FLAP_RETURN_IF_ERROR(planner.AddAudioCaps(in));
+        break;
+      case IngestFormat::kWebDataset:
+        FLAP_RETURN_IF_ERROR(planner.AddWebDataset(in));
+        break;
     }
   }
   FLAP_RETURN_IF_ERROR(MakeDirs(out_dir));
@@ -794,9 +797,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
     return IssueToStatus(report.issues.front());
   }
   std::vector<Candidate>& cands = planner.candidates();
-  std::sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {
-    return std::tie(a.split, a.key) < std::tie(b.split, b.key);
-  });
+  std::sort(cands.begin(), cands.end(),
+            [](const Candidate& a, const Candidate& b) { return std::tie(a.split, a.key) < std::tie(b.split, b.key); });
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < cands.size();) {
     size_t j = i;
@@ -820,8 +822,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
   json content_options = OptionsToJson(options);
   content_options.erase("vocab_size");  // the tokenizer's options do not touch the shards
   content_options.erase("train_split");
-  std::string fp = "flap ingest v" + std::to_string(kIngestVersion) + "\n" +
-                   content_options.dump() + "\n" + planner.fingerprint_text();
+  std::string fp = "flap ingest v" + std::to_string(kIngestVersion) + "\n" + content_options.dump() + "\n" +
+                   planner.fingerprint_text();
   for (const Candidate& c : cands) {
     fp += c.split + "\t" + c.key + "\t" + c.audio_path + "\t" + std::to_string(c.file_size) + "\t" +
           std::to_string(c.file_mtime_ns) + "\t" + c.source_shard + "\t" + std::to_string(c.source_index) + "\t" +
@@ -841,8 +843,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
     StatusOr<std::string> old = ReadFileToString(state_path);
     if (old.ok()) {
       json parsed = json::parse(old.value(), nullptr, /*allow_exceptions=*/false);
-      if (parsed.is_object() && parsed.value("fingerprint", "") == fingerprint &&
-          parsed.contains("shards") && parsed["shards"].is_object()) {
+      if (parsed.is_object() && parsed.value("fingerprint", "") == fingerprint && parsed.contains("shards") &&
+          parsed["shards"].is_object()) {
         state = parsed;
       }
     }
@@ -881,8 +883,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
       results[k] = std::move(r);
     }
   };
-  const size_t hw = options.threads > 0 ? static_cast<size_t>(options.threads)
-                                        : std::max(1u, std::thread::hardware_concurrency());
+  const size_t hw =
+      options.threads > 0 ? static_cast<size_t>(options.threads) : std::max(1u, std::thread::hardware_concurrency());
   const size_t num_threads = std::max<size_t>(1, std::min(hw, todo.size()));
   std::vector<std::thread> threads;
   for (size_t t = 1; t < num_threads; ++t) threads.emplace_back(work);
@@ -925,8 +927,7 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
   for (size_t k = 0; k < chunks.size(); ++k) {
     const Chunk& chunk = chunks[k];
     if (results[k].num_samples > 0) {
-      manifest.shards.push_back(
-          {chunk.name, chunk.split, results[k].num_samples, results[k].bytes, results[k].xxh64});
+      manifest.shards.push_back({chunk.name, chunk.split, results[k].num_samples, results[k].bytes, results[k].xxh64});
       report.accepted += results[k].num_samples;
       report.per_split[chunk.split] += results[k].num_samples;
     }
@@ -940,8 +941,8 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
   if (texts.empty()) {
     FLAP_RETURN_IF_ERROR(WriteReport(out_dir, report));
     if (report_out) *report_out = report;
-    return Status::InvalidArgument("ingest: no accepted clip in the training split '" +
-                                   options.train_split + "' to train the tokenizer on");
+    return Status::InvalidArgument("ingest: no accepted clip in the training split '" + options.train_split +
+                                   "' to train the tokenizer on");
   }
   FLAP_RETURN_IF_ERROR(TrainTokenizer(texts, JoinPath(out_dir, manifest.tokenizer), options.vocab_size));
   FLAP_RETURN_IF_ERROR(WriteReport(out_dir, report));

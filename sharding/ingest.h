@@ -46,17 +46,17 @@ StatusOr<IngestFormat> ParseIngestFormat(const std::string& name);
 const char* IngestFormatName(IngestFormat format);
 
 // Why a clip (or caption row, or source shard) was rejected.
-inline constexpr char kReasonMissingFile[] = "missing_file";      // audio file not found
-inline constexpr char kReasonUndecodable[] = "undecodable";       // libsndfile cannot decode it
-inline constexpr char kReasonTruncated[] = "truncated";           // fewer frames than declared
-inline constexpr char kReasonZeroLength[] = "zero_length";        // no audio frames at all
-inline constexpr char kReasonTooShort[] = "too_short";            // under min_seconds
-inline constexpr char kReasonTooLong[] = "too_long";              // over max_seconds, no crop
-inline constexpr char kReasonEmptyCaption[] = "empty_caption";    // a caption is blank
-inline constexpr char kReasonInvalidUtf8[] = "invalid_utf8";      // a caption is not UTF-8
-inline constexpr char kReasonDuplicateKey[] = "duplicate_key";    // key seen before (first kept)
-inline constexpr char kReasonBadRow[] = "bad_row";                // CSV row malformed
-inline constexpr char kReasonCorruptShard[] = "corrupt_shard";    // WDS source damaged midway
+inline constexpr char kReasonMissingFile[] = "missing_file";    // audio file not found
+inline constexpr char kReasonUndecodable[] = "undecodable";     // libsndfile cannot decode it
+inline constexpr char kReasonTruncated[] = "truncated";         // fewer frames than declared
+inline constexpr char kReasonZeroLength[] = "zero_length";      // no audio frames at all
+inline constexpr char kReasonTooShort[] = "too_short";          // under min_seconds
+inline constexpr char kReasonTooLong[] = "too_long";            // over max_seconds, no crop
+inline constexpr char kReasonEmptyCaption[] = "empty_caption";  // a caption is blank
+inline constexpr char kReasonInvalidUtf8[] = "invalid_utf8";    // a caption is not UTF-8
+inline constexpr char kReasonDuplicateKey[] = "duplicate_key";  // key seen before (first kept)
+inline constexpr char kReasonBadRow[] = "bad_row";              // CSV row malformed
+inline constexpr char kReasonCorruptShard[] = "corrupt_shard";  // WDS source damaged midway
 
 // One corpus part. Clotho/AudioCaps: `csv` and `audio_dir`. WebDataset: `shards` (paths).
 // `split` names the split of every clip of this input; empty: the seeded split decides.
@@ -81,7 +81,7 @@ struct IngestOptions {
   OnError on_error = OnError::kSkip;
   int threads = 0;  // decode/write threads; 0: hardware concurrency
   int vocab_size = 1000;
-  std::string name = "ingested";   // dataset name in the manifest
+  std::string name = "ingested";      // dataset name in the manifest
   std::string train_split = "train";  // whose captions train the tokenizer
   // Test hook: when >= 0, stop (FailedPrecondition) once this many shards were newly written
   // in this run, as a kill would, before the tokenizer, report and manifest.
@@ -96,12 +96,12 @@ struct IngestIssue {
 };
 
 struct IngestReport {
-  int64_t accepted = 0;                       // clips written into shards
-  std::map<std::string, int64_t> per_split;   // accepted clips by split
-  std::map<std::string, int64_t> by_reason;   // rejected clips by reason
-  std::vector<IngestIssue> issues;            // every rejection, in plan order
-  int shards_written = 0;                     // shards (re)written by this run
-  int shards_reused = 0;                      // shards kept from an earlier run
+  int64_t accepted = 0;                      // clips written into shards
+  std::map<std::string, int64_t> per_split;  // accepted clips by split
+  std::map<std::string, int64_t> by_reason;  // rejected clips by reason
+  std::vector<IngestIssue> issues;           // every rejection, in plan order
+  int shards_written = 0;                    // shards (re)written by this run
+  int shards_reused = 0;                     // shards kept from an earlier run
 };
 
 inline constexpr char kIngestReportFileName[] = "ingest_report.json";
@@ -113,8 +113,7 @@ inline constexpr char kIngestStateFileName[] = "ingest_state.json";
 // options or an unreadable/headerless CSV; NotFound for a missing CSV or source shard;
 // with OnError::kFail, InvalidArgument "<file>: <reason>: <detail>" for the first bad clip
 // (the report written so far is still saved); IOError when writing fails.
-Status Ingest(const IngestOptions& options, const std::string& out_dir,
-              IngestReport* report = nullptr);
+Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestReport* report = nullptr);
 
 // ---- Helpers, exposed for tests ----
 

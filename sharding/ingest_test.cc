@@ -46,8 +46,7 @@ void WriteTone(const std::string& path, int rate, int channels, double seconds, 
           static_cast<float>(0.3 * std::sin(2 * 3.14159265 * (440.0 + 110 * c) * i / rate));
     }
   }
-  ASSERT_EQ(sf_writef_float(snd, data.data(), static_cast<sf_count_t>(frames)),
-            static_cast<sf_count_t>(frames));
+  ASSERT_EQ(sf_writef_float(snd, data.data(), static_cast<sf_count_t>(frames)), static_cast<sf_count_t>(frames));
   sf_close(snd);
 }
 
@@ -55,7 +54,8 @@ constexpr int kWav = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
 constexpr int kFlac = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
 constexpr int kOgg = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
 
-std::map<std::string, Sample> ReadAllSamples(const std::string& dir, std::map<std::string, std::string>* split_of = nullptr) {
+std::map<std::string, Sample> ReadAllSamples(const std::string& dir,
+                                             std::map<std::string, std::string>* split_of = nullptr) {
   std::map<std::string, Sample> out;
   StatusOr<Manifest> m = ReadManifest(dir);
   EXPECT_OK(m);
@@ -114,19 +114,18 @@ ClothoCorpus WriteClotho(const std::string& root) {
   std::string flac = ReadAll(c.audio + "/trunc.flac");
   WriteAll(c.audio + "/trunc.flac", flac.substr(0, flac.size() / 2));
   const std::string header = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n";
-  WriteAll(c.dev_csv,
-           header +
-               "a dog.wav,A dog barks,\"A dog, loudly, barks\",\"The \"\"dog\"\" barks\",dog,barking\n"
-               "b.flac,b one,b two,b three,b four,b five\r\n"
-               "c.ogg,\"multi\nline caption\",c2,c3,c4,c5\n"
-               "d.v2.wav,d1,d2,d3,d4,d5\n"
-               "e.wav,e1,   ,e3,e4,e5\n"
-               "f.wav,f1,f2,\xff\xfe bad,f4,f5\n"
-               "long.wav,l1,l2,l3,l4,l5\n"
-               "broken.wav,x1,x2,x3,x4,x5\n"
-               "zero.wav,z1,z2,z3,z4,z5\n"
-               "trunc.flac,t1,t2,t3,t4,t5\n"
-               "missing.wav,m1,m2,m3,m4,m5\n");
+  WriteAll(c.dev_csv, header +
+                          "a dog.wav,A dog barks,\"A dog, loudly, barks\",\"The \"\"dog\"\" barks\",dog,barking\n"
+                          "b.flac,b one,b two,b three,b four,b five\r\n"
+                          "c.ogg,\"multi\nline caption\",c2,c3,c4,c5\n"
+                          "d.v2.wav,d1,d2,d3,d4,d5\n"
+                          "e.wav,e1,   ,e3,e4,e5\n"
+                          "f.wav,f1,f2,\xff\xfe bad,f4,f5\n"
+                          "long.wav,l1,l2,l3,l4,l5\n"
+                          "broken.wav,x1,x2,x3,x4,x5\n"
+                          "zero.wav,z1,z2,z3,z4,z5\n"
+                          "trunc.flac,t1,t2,t3,t4,t5\n"
+                          "missing.wav,m1,m2,m3,m4,m5\n");
   WriteAll(c.eval_csv, header +
                            "g.ogg,g1,g2,g3,g4,g5\n"
                            "a dog.wav,again,again,again,again,again\n");
@@ -160,9 +159,9 @@ TEST(IngestCsv, ParsesQuotesCommasDoubledQuotesAndLineBreaks) {
 TEST(IngestUtf8, AcceptsUtf8AndRejectsMalformedBytes) {
   EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb6"));
   EXPECT_FALSE(IsValidUtf8("\xff"));
-  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
-  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
-  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));          // cut short
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));      // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));  // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));      // cut short
 }
 
 TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
@@ -181,8 +180,7 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
   EXPECT_EQ(split_of["g"], "eval");
   EXPECT_EQ(split_of["a dog"], "train");
   EXPECT_EQ(samples["a dog"].captions,
-            (std::vector<std::string>{"A dog barks", "A dog, loudly, barks", "The \"dog\" barks",
-                                      "dog", "barking"}));
+            (std::vector<std::string>{"A dog barks", "A dog, loudly, barks", "The \"dog\" barks", "dog", "barking"}));
   EXPECT_EQ(samples["c"].captions[0], "multi\nline caption");
   ExpectNear16k(samples["a dog"], 1.0);  // 44.1 kHz mono WAV
   ExpectNear16k(samples["b"], 1.5);      // 48 kHz stereo FLAC
@@ -192,15 +190,13 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
 
   EXPECT_EQ(IssueNames(report),
             (std::multiset<std::string>{"dev.csv:7: empty_caption", "dev.csv:8: invalid_utf8",
-                                        "missing.wav: missing_file", "a dog.wav: duplicate_key",
-                                        "long.wav: too_long", "broken.wav: undecodable",
-                                        "zero.wav: zero_length", "trunc.flac: truncated"}));
+                                        "missing.wav: missing_file", "a dog.wav: duplicate_key", "long.wav: too_long",
+                                        "broken.wav: undecodable", "zero.wav: zero_length", "trunc.flac: truncated"}));
   nlohmann::json j = ReadReport(out);
   EXPECT_EQ(j["accepted"], 5);
   EXPECT_EQ(j["rejected"], 8);
-  for (const char* reason : {kReasonEmptyCaption, kReasonInvalidUtf8, kReasonMissingFile,
-                             kReasonDuplicateKey, kReasonTooLong, kReasonUndecodable,
-                             kReasonZeroLength, kReasonTruncated}) {
+  for (const char* reason : {kReasonEmptyCaption, kReasonInvalidUtf8, kReasonMissingFile, kReasonDuplicateKey,
+                             kReasonTooLong, kReasonUndecodable, kReasonZeroLength, kReasonTruncated}) {
     EXPECT_EQ(j["by_reason"][reason], 1) << reason;
   }
   EXPECT_EQ(j["issues"].size(), 8u);
@@ -279,8 +275,8 @@ TEST(IngestAudioCaps, GroupsRowsPerClipAndFindsFilesWithOrWithoutStartTime) {
   ExpectNear16k(samples["yt-AAA"], 1.0);
   ExpectNear16k(samples["ytBBB"], 2.0);
   ExpectNear16k(samples["ytCCC"], 1.5);
-  EXPECT_EQ(IssueNames(report), (std::multiset<std::string>{"train.csv:7: empty_caption",
-                                                            "ytMISSING_0.*: missing_file"}));
+  EXPECT_EQ(IssueNames(report),
+            (std::multiset<std::string>{"train.csv:7: empty_caption", "ytMISSING_0.*: missing_file"}));
   int64_t total = 0;
   for (const auto& [split, n] : report.per_split) total += n;
   EXPECT_EQ(total, 3);
@@ -295,7 +291,9 @@ IngestOptions ManyClips(const std::string& root, int n) {
     const std::string name = "clip" + std::to_string(i) + (i % 3 == 0 ? ".flac" : i % 3 == 1 ? ".ogg" : ".wav");
     const int rates[] = {44100, 48000, 22050};
     WriteTone(audio + "/" + name, rates[i % 3], 1 + i % 2, 0.3 + 0.05 * (i % 5),
-              i % 3 == 0 ? kFlac : i % 3 == 1 ? kOgg : kWav);
+              i % 3 == 0   ? kFlac
+              : i % 3 == 1 ? kOgg
+                           : kWav);
     csv += name + ",caption number " + std::to_string(i) + ",another " + std::to_string(i) + "\n";
   }
   csv += "nothere.wav,lost,lost\n";
@@ -414,7 +412,9 @@ TEST(IngestWebDataset, UndecodableMemberCostsOnlyItsClip) {
     WriteAll(dir.File(std::string("m/") + k + ".json"), std::string("{\"text\": [\"clip ") + k + "\"]}");
   }
   ASSERT_EQ(std::system(("tar -cf " + dir.File("src.tar") + " -C " + dir.File("m") +
-                         " a1.wav a1.json a2.wav a2.json a3.wav a3.json").c_str()), 0);
+                         " a1.wav a1.json a2.wav a2.json a3.wav a3.json")
+                            .c_str()),
+            0);
   IngestOptions o;
   o.format = IngestFormat::kWebDataset;
   o.inputs = {{"", "", {dir.File("src.tar")}, "train"}};

@@ -32,8 +32,7 @@ bool IsHex16(const std::string& s) {
 }
 
 // Field readers: each returns an empty string on success, else what is wrong with `field`.
-std::string GetString(const nlohmann::json& j, const char* field, const std::string& where,
-                      std::string* out) {
+std::string GetString(const nlohmann::json& j, const char* field, const std::string& where, std::string* out) {
   auto it = j.find(field);
   if (it == j.end()) return where + field + " is missing";
   if (!it->is_string()) return where + field + " is not a string";
@@ -41,8 +40,7 @@ std::string GetString(const nlohmann::json& j, const char* field, const std::str
   return "";
 }
 
-std::string GetInt(const nlohmann::json& j, const char* field, const std::string& where,
-                   int64_t* out) {
+std::string GetInt(const nlohmann::json& j, const char* field, const std::string& where, int64_t* out) {
   auto it = j.find(field);
   if (it == j.end()) return where + field + " is missing";
   if (!it->is_number_integer()) return where + field + " is not an integer";
@@ -108,11 +106,8 @@ nlohmann::json ManifestToJson(const Manifest& m) {
   j["tokenizer"] = m.tokenizer;
   nlohmann::json shards = nlohmann::json::array();
   for (const ShardInfo& s : m.shards) {
-    shards.push_back({{"name", s.name},
-                      {"split", s.split},
-                      {"num_samples", s.num_samples},
-                      {"bytes", s.bytes},
-                      {"xxh64", s.xxh64}});
+    shards.push_back(
+        {{"name", s.name}, {"split", s.split}, {"num_samples", s.num_samples}, {"bytes", s.bytes}, {"xxh64", s.xxh64}});
   }
   j["shards"] = std::move(shards);
   j["provenance"] = m.provenance;
@@ -180,8 +175,7 @@ Status WriteManifest(const std::string& dataset_dir, const Manifest& m) {
   const std::string path = JoinPath(dataset_dir, kManifestFileName);
   std::string problem = CheckManifest(m);
   if (!problem.empty()) return Status::InvalidArgument(path + ": " + problem);
-  std::string text =
-      ManifestToJson(m).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::string text = ManifestToJson(m).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return WriteFileAtomic(path, text);
 }
 
@@ -224,8 +218,8 @@ Status VerifyShard(const std::string& dataset_dir, const ShardInfo& info) {
     return Status::IOError(path + ": cannot stat shard: " + ErrnoMessage(err));
   }
   if (static_cast<int64_t>(st.st_size) != info.bytes) {
-    return Status::Corruption(path + ": shard has " + std::to_string(st.st_size) +
-                              " bytes, the manifest says " + std::to_string(info.bytes));
+    return Status::Corruption(path + ": shard has " + std::to_string(st.st_size) + " bytes, the manifest says " +
+                              std::to_string(info.bytes));
   }
   FLAP_ASSIGN_OR_RETURN(std::string digest, FileXxh64(path));
   if (digest != info.xxh64) {
@@ -235,8 +229,7 @@ Status VerifyShard(const std::string& dataset_dir, const ShardInfo& info) {
   return Status::OK();
 }
 
-StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& split,
-                                  int64_t num_samples) {
+StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& split, int64_t num_samples) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     int err = errno;
@@ -253,7 +246,7 @@ StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& sp
 }
 
 StatusOr<std::map<std::string, std::vector<std::string>>> ReadAugmentFile(const std::string& dataset_dir,
-                                                                        const Manifest& manifest) {
+                                                                          const Manifest& manifest) {
   std::map<std::string, std::vector<std::string>> out;
   if (!manifest.augment.is_object() || !manifest.augment.contains("file")) return out;
   if (!manifest.augment["file"].is_string()) return Status::Corruption("manifest: augment.file is not a string");
@@ -266,7 +259,8 @@ StatusOr<std::map<std::string, std::vector<std::string>>> ReadAugmentFile(const 
     const auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("key") || !j["key"].is_string() ||
         !j.contains("text_augment") || !j["text_augment"].is_array()) {
-      return Status::Corruption(path + ":" + std::to_string(n) + ": expected {\"key\": string, \"text_augment\": [strings]}");
+      return Status::Corruption(path + ":" + std::to_string(n) +
+                                ": expected {\"key\": string, \"text_augment\": [strings]}");
     }
     std::vector<std::string> texts;
     for (const auto& t : j["text_augment"]) {

@@ -28,19 +28,19 @@ inline constexpr char kManifestFileName[] = "manifest.json";
 inline constexpr int kManifestFormatVersion = 1;
 
 struct ShardInfo {
-  std::string name;          // file name inside the dataset folder (no '/')
-  std::string split;         // e.g. "train", "eval"
+  std::string name;   // file name inside the dataset folder (no '/')
+  std::string split;  // e.g. "train", "eval"
   int64_t num_samples = 0;
-  int64_t bytes = 0;         // file size
-  std::string xxh64;         // 16 lowercase hex digits of XXH64 (seed 0) of the file
+  int64_t bytes = 0;  // file size
+  std::string xxh64;  // 16 lowercase hex digits of XXH64 (seed 0) of the file
 };
 
 struct Manifest {
   int format_version = kManifestFormatVersion;
   std::string name;
   int sample_rate = kSampleRate;
-  std::string tokenizer = "tokenizer.model";  // file name inside the dataset folder
-  std::vector<ShardInfo> shards;               // in manifest order
+  std::string tokenizer = "tokenizer.model";             // file name inside the dataset folder
+  std::vector<ShardInfo> shards;                         // in manifest order
   nlohmann::json provenance = nlohmann::json::object();  // how it was made
   // How the augmented-captions side file was made (augment.h); null when there is none.
   nlohmann::json augment = nullptr;
@@ -77,8 +77,7 @@ StatusOr<std::string> FileXxh64(const std::string& path);
 Status VerifyShard(const std::string& dataset_dir, const ShardInfo& info);
 
 // Describes `path` as a ShardInfo (name = file name, size, checksum), for building manifests.
-StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& split,
-                                  int64_t num_samples);
+StatusOr<ShardInfo> DescribeShard(const std::string& path, const std::string& split, int64_t num_samples);
 
 // The augmented-captions side file (augment.h) that a manifest's "augment" section names.
 inline constexpr char kAugmentFileName[] = "text_augment.jsonl";
@@ -86,6 +85,6 @@ inline constexpr char kAugmentFileName[] = "text_augment.jsonl";
 // The side file of a dataset, if its manifest names one: key -> augmented captions. Empty map
 // when there is none; Corruption naming the file and line for a damaged one.
 StatusOr<std::map<std::string, std::vector<std::string>>> ReadAugmentFile(const std::string& dataset_dir,
-                                                                        const Manifest& manifest);
+                                                                          const Manifest& manifest);
 
 }  // namespace flap::sharding

@@ -28,10 +28,7 @@ Manifest TwoSplitManifest() {
   return m;
 }
 
-Status WriteManifestJson(const std::string& dir, const std::string& text) {
-  WriteAll(dir + "/manifest.json", text);
-  return Status::OK();
-}
+void WriteManifestJson(const std::string& dir, const std::string& text) { WriteAll(dir + "/manifest.json", text); }
 
 void ExpectCorruptionMentioning(const StatusOr<Manifest>& m, const std::string& what) {
   ASSERT_FALSE(m.ok());

@@ -19,8 +19,7 @@ namespace {
 constexpr la_int64_t kMaxMemberBytes = la_int64_t{1} << 30;  // a 1 GiB member is damage
 
 bool IsAudioExtension(const std::string& ext) {
-  return ext == "flac" || ext == "wav" || ext == "ogg" || ext == "oga" || ext == "opus" ||
-         ext == "mp3";
+  return ext == "flac" || ext == "wav" || ext == "ogg" || ext == "oga" || ext == "opus" || ext == "mp3";
 }
 
 std::string ArchiveError(struct archive* a) {
@@ -34,8 +33,7 @@ bool IsBlank(const std::string& s) {
 
 // Reads a field that may be a string or a list of strings into *out (blank strings dropped).
 // `required`: the field must exist. Returns an empty string on success, else what is wrong.
-std::string ReadStringList(const nlohmann::json& meta, const char* field,
-                           std::vector<std::string>* out) {
+std::string ReadStringList(const nlohmann::json& meta, const char* field, std::vector<std::string>* out) {
   out->clear();
   auto it = meta.find(field);
   if (it == meta.end() || it->is_null()) return "";
@@ -94,10 +92,10 @@ StatusOr<bool> ShardReader::NextMember(Member* member) {
     int rc = archive_read_next_header(archive_, &entry);
     if (rc == ARCHIVE_EOF) return false;
     if (rc < ARCHIVE_WARN) {
-      return Status::Corruption(path_ + ": damaged tar archive" +
-                                (last_member_.empty() ? std::string(" at its start")
-                                                      : " after member " + last_member_) +
-                                ": " + ArchiveError(archive_));
+      return Status::Corruption(
+          path_ + ": damaged tar archive" +
+          (last_member_.empty() ? std::string(" at its start") : " after member " + last_member_) + ": " +
+          ArchiveError(archive_));
     }
     const char* name = archive_entry_pathname_utf8(entry);
     if (name == nullptr) name = archive_entry_pathname(entry);
@@ -125,8 +123,7 @@ Status ShardReader::ReadMemberData(const std::string& name, std::string* data) {
     la_ssize_t n = archive_read_data(archive_, buf, sizeof(buf));
     if (n == 0) break;
     if (n < 0) {
-      return Status::Corruption(path_ + ": member " + name + " is damaged or truncated: " +
-                                ArchiveError(archive_));
+      return Status::Corruption(path_ + ": member " + name + " is damaged or truncated: " + ArchiveError(archive_));
     }
     if (static_cast<la_int64_t>(data->size()) + n > kMaxMemberBytes) {
       return Status::Corruption(path_ + ": member " + name + " is larger than 1 GiB");
@@ -136,12 +133,10 @@ Status ShardReader::ReadMemberData(const std::string& name, std::string* data) {
   return Status::OK();
 }
 
-Status ShardReader::BuildSample(const std::string& key, const std::string& audio_name,
-                                const std::string& audio, const std::string& json_name,
-                                const std::string& json, Sample* sample) const {
+Status ShardReader::BuildSample(const std::string& key, const std::string& audio_name, const std::string& audio,
+                                const std::string& json_name, const std::string& json, Sample* sample) const {
   if (audio_name.empty()) {
-    return Status::Corruption(path_ + ": key '" + key +
-                              "' has no audio member (.flac, .wav, .ogg, .opus or .mp3)");
+    return Status::Corruption(path_ + ": key '" + key + "' has no audio member (.flac, .wav, .ogg, .opus or .mp3)");
   }
   if (json_name.empty()) {
     return Status::Corruption(path_ + ": key '" + key + "' has no .json member");
@@ -216,8 +211,8 @@ StatusOr<bool> ShardReader::Next(Sample* sample) {
         return error_;
       }
     } else if (archive_read_data_skip(archive_) < ARCHIVE_WARN) {
-      error_ = Status::Corruption(path_ + ": member " + member.name +
-                                  " is damaged or truncated: " + ArchiveError(archive_));
+      error_ =
+          Status::Corruption(path_ + ": member " + member.name + " is damaged or truncated: " + ArchiveError(archive_));
       return error_;
     }
   }

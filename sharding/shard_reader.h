@@ -53,15 +53,14 @@ class ShardReader {
   // Reads the next regular member's header into *member; false at the end of the archive.
   StatusOr<bool> NextMember(Member* member);
   Status ReadMemberData(const std::string& name, std::string* data);
-  Status BuildSample(const std::string& key, const std::string& audio_name,
-                     const std::string& audio, const std::string& json_name,
-                     const std::string& json, Sample* sample) const;
+  Status BuildSample(const std::string& key, const std::string& audio_name, const std::string& audio,
+                     const std::string& json_name, const std::string& json, Sample* sample) const;
 
   const std::string path_;
   struct archive* archive_ = nullptr;
   const bool decode_audio_ = true;
   std::string raw_audio_, raw_audio_name_;
-  Status error_;                    // sticky failure
+  Status error_;                     // sticky failure
   std::unique_ptr<Member> pending_;  // header read but belonging to the next key
   bool at_end_ = false;
   std::string last_member_;  // name of the last member header read, for messages

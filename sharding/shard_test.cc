@@ -83,8 +83,7 @@ std::string Flac(double freq) {
   return EncodeAudio(MakeSample("x", freq, {"x"}).audio, kSampleRate, AudioFormat::kFlac).value();
 }
 
-void ExpectCorruption(const StatusOr<std::vector<Sample>>& result, const std::string& path,
-                      const std::string& detail) {
+void ExpectCorruption(const StatusOr<std::vector<Sample>>& result, const std::string& path, const std::string& detail) {
   ASSERT_FALSE(result.ok()) << "expected an error mentioning " << detail;
   EXPECT_EQ(result.status().code(), Status::Code::kCorruption) << result.status().ToString();
   EXPECT_NE(result.status().message().find(path), std::string::npos) << result.status().ToString();
@@ -129,8 +128,7 @@ TEST(Shard, GnuTarListsTheMembersInOrder) {
   ASSERT_OK(WriteShard(path, ThreeSamples()));
   std::string listing;
   ASSERT_EQ(RunShell("/usr/bin/tar -tf '" + path + "'", &listing), 0);
-  EXPECT_EQ(listing,
-            "clip-0.flac\nclip-0.json\nclip-1.flac\nclip-1.json\nclip_2 x.flac\nclip_2 x.json\n");
+  EXPECT_EQ(listing, "clip-0.flac\nclip-0.json\nclip-1.flac\nclip-1.json\nclip_2 x.flac\nclip_2 x.json\n");
   std::string verbose;
   ASSERT_EQ(RunShell("/usr/bin/tar -tvf '" + path + "' clip-0.json", &verbose), 0);
   EXPECT_EQ(verbose.substr(0, 10), "-rw-r--r--");
@@ -241,16 +239,15 @@ TEST(Shard, EmptyShardHasNoSamples) {
 
 TEST(Shard, ReadsLaionStyleShardsWithTextAsAString) {
   ScratchDir dir;
-  const std::string wav =
-      EncodeAudio(MakeSample("x", 700.0, {"x"}).audio, 48000, AudioFormat::kWav).value();
-  const std::string tar = MakeTarWithGnuTar(
-      dir, "laion.tar",
-      {{"part/000001.json", R"({"text": "a dog barks", "tag": ["dog"], "original_data": {}})"},
-       {"part/000001.txt", "ignored"},
-       {"part/000001.wav", wav},
-       {"part/000002.flac", Flac(440.0)},
-       {"part/000002.json", R"({"text": ["one", "  ", "two"], "tags": "bird"})"},
-       {"README", "no extension: ignored"}});
+  const std::string wav = EncodeAudio(MakeSample("x", 700.0, {"x"}).audio, 48000, AudioFormat::kWav).value();
+  const std::string tar =
+      MakeTarWithGnuTar(dir, "laion.tar",
+                        {{"part/000001.json", R"({"text": "a dog barks", "tag": ["dog"], "original_data": {}})"},
+                         {"part/000001.txt", "ignored"},
+                         {"part/000001.wav", wav},
+                         {"part/000002.flac", Flac(440.0)},
+                         {"part/000002.json", R"({"text": ["one", "  ", "two"], "tags": "bird"})"},
+                         {"README", "no extension: ignored"}});
   auto out = ReadShard(tar);
   ASSERT_OK(out);
   ASSERT_EQ(out->size(), 2u);
@@ -290,9 +287,8 @@ TEST(Shard, TruncatedTarIsCorruptionNamingShardAndMember) {
 
 TEST(Shard, KeyWithoutJsonIsCorruption) {
   ScratchDir dir;
-  const std::string tar = MakeTarWithGnuTar(
-      dir, "t.tar",
-      {{"a.flac", Flac(440)}, {"a.json", R"({"text": "x"})"}, {"b.flac", Flac(440)}});
+  const std::string tar =
+      MakeTarWithGnuTar(dir, "t.tar", {{"a.flac", Flac(440)}, {"a.json", R"({"text": "x"})"}, {"b.flac", Flac(440)}});
   ExpectCorruption(ReadShard(tar), tar, "key 'b' has no .json member");
 }
 
@@ -304,24 +300,20 @@ TEST(Shard, KeyWithoutAudioIsCorruption) {
 
 TEST(Shard, BadJsonIsCorruptionNamingTheMember) {
   ScratchDir dir;
-  const std::string tar =
-      MakeTarWithGnuTar(dir, "t.tar", {{"a.flac", Flac(440)}, {"a.json", "{\"text\": [\"x\""}});
+  const std::string tar = MakeTarWithGnuTar(dir, "t.tar", {{"a.flac", Flac(440)}, {"a.json", "{\"text\": [\"x\""}});
   ExpectCorruption(ReadShard(tar), tar, "a.json is not valid JSON");
 }
 
 TEST(Shard, MissingOrEmptyTextIsCorruption) {
   ScratchDir dir;
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {R"({"caption": "x"})", "has no \"text\""},
-      {R"({"text": ""})", "no non-empty caption"},
-      {R"({"text": []})", "no non-empty caption"},
-      {R"({"text": 7})", "neither a string nor a list"},
-      {R"({"text": ["x", 3]})", "non-string element"},
-      {R"(["x"])", "not a JSON object"},
+      {R"({"caption": "x"})", "has no \"text\""},      {R"({"text": ""})", "no non-empty caption"},
+      {R"({"text": []})", "no non-empty caption"},     {R"({"text": 7})", "neither a string nor a list"},
+      {R"({"text": ["x", 3]})", "non-string element"}, {R"(["x"])", "not a JSON object"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string tar = MakeTarWithGnuTar(dir, "t" + std::to_string(i) + ".tar",
-                                              {{"k.flac", Flac(440)}, {"k.json", cases[i].first}});
+    const std::string tar =
+        MakeTarWithGnuTar(dir, "t" + std::to_string(i) + ".tar", {{"k.flac", Flac(440)}, {"k.json", cases[i].first}});
     SCOPED_TRACE(cases[i].first);
     ExpectCorruption(ReadShard(tar), "k.json", cases[i].second);
   }
@@ -329,16 +321,15 @@ TEST(Shard, MissingOrEmptyTextIsCorruption) {
 
 TEST(Shard, UndecodableAudioIsCorruptionNamingTheMember) {
   ScratchDir dir;
-  const std::string tar = MakeTarWithGnuTar(
-      dir, "t.tar", {{"k.flac", "definitely not flac"}, {"k.json", R"({"text": "x"})"}});
+  const std::string tar =
+      MakeTarWithGnuTar(dir, "t.tar", {{"k.flac", "definitely not flac"}, {"k.json", R"({"text": "x"})"}});
   ExpectCorruption(ReadShard(tar), tar, "k.flac");
 }
 
 TEST(Shard, ErrorsAreSticky) {
   ScratchDir dir;
   const std::string tar = MakeTarWithGnuTar(
-      dir, "t.tar",
-      {{"a.json", R"({"text": "x"})"}, {"b.flac", Flac(440)}, {"b.json", R"({"text": "x"})"}});
+      dir, "t.tar", {{"a.json", R"({"text": "x"})"}, {"b.flac", Flac(440)}, {"b.json", R"({"text": "x"})"}});
   auto reader = ShardReader::Open(tar);
   ASSERT_OK(reader);
   Sample s;

@@ -21,8 +21,7 @@ Status ValidateSampleKey(const std::string& key) {
   }
   for (unsigned char c : key) {
     if (c == '.' || c == '/' || c == '\\') {
-      return Status::InvalidArgument("sample key '" + key + "' contains '" +
-                                     std::string(1, static_cast<char>(c)) +
+      return Status::InvalidArgument("sample key '" + key + "' contains '" + std::string(1, static_cast<char>(c)) +
                                      "' (keys may not hold '.', '/' or '\\')");
     }
     if (c < 0x20 || c == 0x7f) {
@@ -49,14 +48,12 @@ void ShardWriter::Abandon() {
   closed_ = true;
 }
 
-StatusOr<std::unique_ptr<ShardWriter>> ShardWriter::Create(const std::string& path,
-                                                           AudioFormat format) {
+StatusOr<std::unique_ptr<ShardWriter>> ShardWriter::Create(const std::string& path, AudioFormat format) {
   auto file = AtomicFile::Create(path);
   if (!file.ok()) return file.status().WithContext("cannot create shard " + path);
   struct archive* a = archive_write_new();
   if (a == nullptr) return Status::Internal(path + ": archive_write_new failed");
-  if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-      archive_write_add_filter_none(a) != ARCHIVE_OK ||
+  if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK || archive_write_add_filter_none(a) != ARCHIVE_OK ||
       archive_write_open_fd(a, file.value()->fd()) != ARCHIVE_OK) {
     std::string msg = archive_error_string(a) ? archive_error_string(a) : "unknown error";
     archive_write_free(a);
@@ -77,15 +74,15 @@ Status ShardWriter::WriteMember(const std::string& name, const std::string& data
   int rc = archive_write_header(archive_, entry);
   archive_entry_free(entry);
   if (rc < ARCHIVE_WARN) {
-    return Status::IOError(temp_path() + ": writing tar header of " + name + " failed: " +
-                           (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
+    return Status::IOError(temp_path() + ": writing tar header of " + name +
+                           " failed: " + (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
   }
   size_t done = 0;
   while (done < data.size()) {
     la_ssize_t n = archive_write_data(archive_, data.data() + done, data.size() - done);
     if (n <= 0) {
-      return Status::IOError(temp_path() + ": writing member " + name + " failed: " +
-                             (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
+      return Status::IOError(temp_path() + ": writing member " + name +
+                             " failed: " + (archive_error_string(archive_) ? archive_error_string(archive_) : ""));
     }
     done += static_cast<size_t>(n);
   }

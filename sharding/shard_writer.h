@@ -53,8 +53,7 @@ class ShardWriter {
   std::string temp_path() const { return file_ ? file_->temp_path() : std::string(); }
 
  private:
-  ShardWriter(std::string path, AudioFormat format, std::unique_ptr<AtomicFile> file,
-              struct archive* archive);
+  ShardWriter(std::string path, AudioFormat format, std::unique_ptr<AtomicFile> file, struct archive* archive);
   Status WriteMember(const std::string& name, const std::string& data);
   void Abandon();
 

@@ -25,8 +25,7 @@ void SetError(const std::string& msg, char* err, size_t cap) {
 // Feeds the sentences to the trainer from memory (no temporary corpus file); skips empty ones.
 class ArraySentenceIterator : public sentencepiece::SentenceIterator {
  public:
-  ArraySentenceIterator(const char* const* texts, const size_t* lens, size_t n)
-      : texts_(texts), lens_(lens), n_(n) {
+  ArraySentenceIterator(const char* const* texts, const size_t* lens, size_t n) : texts_(texts), lens_(lens), n_(n) {
     Skip();
   }
   bool done() const override { return index_ >= n_; }
@@ -49,9 +48,7 @@ class ArraySentenceIterator : public sentencepiece::SentenceIterator {
   std::string current_;
 };
 
-sentencepiece::SentencePieceProcessor* P(void* h) {
-  return static_cast<sentencepiece::SentencePieceProcessor*>(h);
-}
+sentencepiece::SentencePieceProcessor* P(void* h) { return static_cast<sentencepiece::SentencePieceProcessor*>(h); }
 
 }  // namespace
 
@@ -94,8 +91,7 @@ long flap_spm_decode(void* handle, const int* ids, size_t n, char* out, size_t c
 }
 
 int flap_spm_train(const char* args, const char* const* texts, const size_t* lens, size_t n,
-                   void (*sink)(void* ctx, const char* data, size_t size), void* ctx, char* err,
-                   size_t err_cap) {
+                   void (*sink)(void* ctx, const char* data, size_t size), void* ctx, char* err, size_t err_cap) {
   sentencepiece::logging::SetMinLogLevel(2);  // warnings and errors only
   ArraySentenceIterator iterator(texts, lens, n);
   std::string serialized;

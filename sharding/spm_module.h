@@ -25,7 +25,6 @@ long flap_spm_decode(void* handle, const int* ids, size_t n, char* out, size_t c
 // Trains a model with trainer flags `args` on n texts; on success calls sink(ctx, bytes, size)
 // once with the serialized model and returns 0; else returns -1 with a message in err.
 int flap_spm_train(const char* args, const char* const* texts, const size_t* lens, size_t n,
-                   void (*sink)(void* ctx, const char* data, size_t size), void* ctx, char* err,
-                   size_t err_cap);
+                   void (*sink)(void* ctx, const char* data, size_t size), void* ctx, char* err, size_t err_cap);
 
 }  // extern "C"

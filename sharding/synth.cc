@@ -60,10 +60,8 @@ class Rng {
     const uint64_t a = Next();
     const uint64_t b = Next();
     constexpr double kScale = 1.0 / 4294967296.0;
-    const double sum = static_cast<double>(a & 0xffffffffu) * kScale +
-                       static_cast<double>(a >> 32) * kScale +
-                       static_cast<double>(b & 0xffffffffu) * kScale +
-                       static_cast<double>(b >> 32) * kScale;
+    const double sum = static_cast<double>(a & 0xffffffffu) * kScale + static_cast<double>(a >> 32) * kScale +
+                       static_cast<double>(b & 0xffffffffu) * kScale + static_cast<double>(b >> 32) * kScale;
     return (sum - 2.0) * 1.7320508075688772;  // sqrt(12 / 4)
   }
   template <typename T>
@@ -94,44 +92,34 @@ const std::vector<EventWords>& Vocabulary() {
        {{"low tone", true}, {"low-pitched hum", true}, {"deep tone", true}, {"low hum", true}},
        "low-pitched steady hum"},
       {"tone_mid",
-       {{"mid-pitched tone", true}, {"medium tone", true}, {"steady beep", true},
-        {"tone of medium pitch", true}},
+       {{"mid-pitched tone", true}, {"medium tone", true}, {"steady beep", true}, {"tone of medium pitch", true}},
        "steady medium-pitched beep"},
       {"tone_high",
-       {{"high tone", true}, {"high-pitched whistle", true}, {"shrill beep", true},
-        {"high-pitched tone", true}},
+       {{"high tone", true}, {"high-pitched whistle", true}, {"shrill beep", true}, {"high-pitched tone", true}},
        "shrill high-pitched whistle"},
       {"chirp_up",
-       {{"rising chirp", true}, {"upward sweep", true}, {"tone rising in pitch", true},
-        {"rising whistle", true}},
+       {{"rising chirp", true}, {"upward sweep", true}, {"tone rising in pitch", true}, {"rising whistle", true}},
        "chirp that sweeps upward in pitch"},
       {"chirp_down",
-       {{"falling chirp", true}, {"downward sweep", true}, {"tone falling in pitch", true},
-        {"falling whistle", true}},
+       {{"falling chirp", true}, {"downward sweep", true}, {"tone falling in pitch", true}, {"falling whistle", true}},
        "chirp that sweeps downward in pitch"},
       {"noise_white",
-       {{"white noise", false}, {"burst of white noise", true}, {"hiss", true},
-        {"static", false}},
+       {{"white noise", false}, {"burst of white noise", true}, {"hiss", true}, {"static", false}},
        "burst of hissing white noise"},
       {"noise_pink",
-       {{"pink noise", false}, {"burst of pink noise", true}, {"rushing noise", true},
-        {"whooshing sound", true}},
+       {{"pink noise", false}, {"burst of pink noise", true}, {"rushing noise", true}, {"whooshing sound", true}},
        "burst of rushing pink noise"},
       {"noise_brown",
-       {{"brown noise", false}, {"deep rumble", true}, {"rumbling noise", true},
-        {"rumble", true}},
+       {{"brown noise", false}, {"deep rumble", true}, {"rumbling noise", true}, {"rumble", true}},
        "deep rumbling burst of brown noise"},
       {"clicks",
-       {{"series of clicks", true}, {"clicking", false}, {"ticking sound", true},
-        {"train of clicks", true}},
+       {{"series of clicks", true}, {"clicking", false}, {"ticking sound", true}, {"train of clicks", true}},
        "rapid series of sharp clicks"},
       {"tremolo",
-       {{"warbling tone", true}, {"pulsing tone", true}, {"tremolo tone", true},
-        {"wavering tone", true}},
+       {{"warbling tone", true}, {"pulsing tone", true}, {"tremolo tone", true}, {"wavering tone", true}},
        "warbling tone that pulses in volume"},
       {"chord",
-       {{"chord", true}, {"musical chord", true}, {"few notes played together", true},
-        {"harmonious chord", true}},
+       {{"chord", true}, {"musical chord", true}, {"few notes played together", true}, {"harmonious chord", true}},
        "sustained musical chord"},
   };
   return *words;
@@ -159,9 +147,8 @@ const std::vector<std::vector<std::string>>& CaptionTemplates() {
       {"{A}", "{A} is heard", "the sound of {A}", "there is {A}", "{A} plays", "you can hear {A}"},
       {"{A} followed by {B}", "{B} comes after {A}", "first {A}, then {B}", "{A} and then {B}",
        "{A}, after which {B} plays", "{B} following {A}"},
-      {"{A}, then {B}, then {C}", "{A} followed by {B} and then {C}",
-       "first {A}, next {B}, and finally {C}", "{A}, {B} and {C} one after another",
-       "{A} and then {B}, followed by {C}"},
+      {"{A}, then {B}, then {C}", "{A} followed by {B} and then {C}", "first {A}, next {B}, and finally {C}",
+       "{A}, {B} and {C} one after another", "{A} and then {B}, followed by {C}"},
   };
   return *templates;
 }
@@ -222,8 +209,7 @@ std::string AugmentedCaption(const ClipPlan& plan, Rng& rng) {
       s = rng.Chance(0.5) ? p[0] + " is heard" : p[0] + " sounds on its own";
       break;
     case 2:
-      s = rng.Chance(0.5) ? p[0] + " is followed by " + p[1]
-                          : p[0] + " plays first, and then " + p[1] + " follows";
+      s = rng.Chance(0.5) ? p[0] + " is followed by " + p[1] : p[0] + " plays first, and then " + p[1] + " follows";
       break;
     default:
       s = rng.Chance(0.5) ? p[0] + " is followed by " + p[1] + ", and finally " + p[2]
@@ -281,8 +267,7 @@ ClipPlan PlanClip(uint64_t seed, const std::string& split, int64_t index, double
   for (int c = 0; c < num_captions; ++c) {
     std::string text = templates[order[static_cast<size_t>(c)]];
     for (int i = 0; i < n; ++i) {
-      text = Replace(text, kSlots[i], PlainPhrase(plan.events[static_cast<size_t>(i)],
-                                                  rng.Chance(0.4), rng));
+      text = Replace(text, kSlots[i], PlainPhrase(plan.events[static_cast<size_t>(i)], rng.Chance(0.4), rng));
     }
     plan.captions.push_back(text);
   }
@@ -324,11 +309,21 @@ std::vector<double> RenderRaw(SoundEvent type, size_t n, Rng& rng) {
     }
   };
   switch (type) {
-    case SoundEvent::kToneLow: sine(rng.Uniform(200.0, 300.0), 1.0, rng.Uniform(0, 2 * kPi)); break;
-    case SoundEvent::kToneMid: sine(rng.Uniform(700.0, 1000.0), 1.0, rng.Uniform(0, 2 * kPi)); break;
-    case SoundEvent::kToneHigh: sine(rng.Uniform(2500.0, 4000.0), 1.0, rng.Uniform(0, 2 * kPi)); break;
-    case SoundEvent::kChirpUp: sweep(rng.Uniform(250.0, 400.0), rng.Uniform(2500.0, 3500.0)); break;
-    case SoundEvent::kChirpDown: sweep(rng.Uniform(2500.0, 3500.0), rng.Uniform(250.0, 400.0)); break;
+    case SoundEvent::kToneLow:
+      sine(rng.Uniform(200.0, 300.0), 1.0, rng.Uniform(0, 2 * kPi));
+      break;
+    case SoundEvent::kToneMid:
+      sine(rng.Uniform(700.0, 1000.0), 1.0, rng.Uniform(0, 2 * kPi));
+      break;
+    case SoundEvent::kToneHigh:
+      sine(rng.Uniform(2500.0, 4000.0), 1.0, rng.Uniform(0, 2 * kPi));
+      break;
+    case SoundEvent::kChirpUp:
+      sweep(rng.Uniform(250.0, 400.0), rng.Uniform(2500.0, 3500.0));
+      break;
+    case SoundEvent::kChirpDown:
+      sweep(rng.Uniform(2500.0, 3500.0), rng.Uniform(250.0, 400.0));
+      break;
     case SoundEvent::kNoiseWhite:
       for (double& v : x) v = rng.Normal();
       NormalizeRms(&x, 0.35);
@@ -366,8 +361,7 @@ std::vector<double> RenderRaw(SoundEvent type, size_t n, Rng& rng) {
     case SoundEvent::kClicks: {
       const double period = fs / rng.Uniform(8.0, 14.0);
       const size_t click_len = static_cast<size_t>(0.004 * fs);
-      for (double t = rng.Uniform(0.0, period); t < static_cast<double>(n);
-           t += period * rng.Uniform(0.95, 1.05)) {
+      for (double t = rng.Uniform(0.0, period); t < static_cast<double>(n); t += period * rng.Uniform(0.95, 1.05)) {
         size_t at = static_cast<size_t>(t);
         for (size_t k = 0; k < click_len && at + k < n; ++k) {
           x[at + k] += rng.Normal() * 0.8 * std::exp(-static_cast<double>(k) / (0.0008 * fs));
@@ -478,12 +472,9 @@ void RunShardJob(const SynthOptions& options, const std::string& out_dir, ShardJ
 
 }  // namespace
 
-const char* SoundEventTag(SoundEvent event) {
-  return Vocabulary()[static_cast<size_t>(event)].tag;
-}
+const char* SoundEventTag(SoundEvent event) { return Vocabulary()[static_cast<size_t>(event)].tag; }
 
-Sample SynthesizeSample(uint64_t seed, const std::string& split, int64_t index,
-                        double clip_seconds) {
+Sample SynthesizeSample(uint64_t seed, const std::string& split, int64_t index, double clip_seconds) {
   ClipPlan plan = PlanClip(seed, split, index, clip_seconds);
   Sample sample;
   char key[32];
@@ -554,8 +545,7 @@ Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir
     for (std::string& c : plan.captions) texts.push_back(std::move(c));
     texts.push_back(std::move(plan.augment));
   }
-  FLAP_RETURN_IF_ERROR(
-      TrainTokenizer(texts, JoinPath(out_dir, manifest.tokenizer), options.vocab_size));
+  FLAP_RETURN_IF_ERROR(TrainTokenizer(texts, JoinPath(out_dir, manifest.tokenizer), options.vocab_size));
 
   manifest.provenance = {
       {"generator", "flap synthetic"},

@@ -66,8 +66,7 @@ Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir
 // Clip `index` of `split`: a pure function of its arguments. Its key is "<split>-<index as 8
 // digits>", its audio holds round(clip_seconds * kSampleRate) samples in [-1, 1].
 // clip_seconds is clamped to [0.5, 60].
-Sample SynthesizeSample(uint64_t seed, const std::string& split, int64_t index,
-                        double clip_seconds);
+Sample SynthesizeSample(uint64_t seed, const std::string& split, int64_t index, double clip_seconds);
 
 // One event alone, loud, without background noise or other events, `seconds` long (at
 // kSampleRate, with 10 ms fades): what SynthesizeSample mixes in. For tests and for listening.

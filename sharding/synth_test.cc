@@ -128,8 +128,7 @@ TEST(Synth, SamplesHaveTheDocumentedShape) {
     for (float v : s.audio) ASSERT_LE(std::fabs(v), 1.0f);
     ASSERT_GE(s.captions.size(), 2u);
     ASSERT_LE(s.captions.size(), 3u);
-    EXPECT_EQ(std::set<std::string>(s.captions.begin(), s.captions.end()).size(),
-              s.captions.size());
+    EXPECT_EQ(std::set<std::string>(s.captions.begin(), s.captions.end()).size(), s.captions.size());
     for (const std::string& c : s.captions) EXPECT_FALSE(c.empty());
     ASSERT_EQ(s.captions_augment.size(), 1u);
     EXPECT_GT(s.captions_augment[0].size(), s.captions[0].size() / 2);
@@ -166,8 +165,7 @@ TEST(Synth, ChirpsMoveInTheirDirection) {
   std::vector<float> down = SynthesizeEvent(SoundEvent::kChirpDown, 3, 1.0);
   const size_t half = up.size() / 2;
   EXPECT_LT(Centroid(PowerSpectrum(up, 0, half)) * 2, Centroid(PowerSpectrum(up, half, up.size())));
-  EXPECT_GT(Centroid(PowerSpectrum(down, 0, half)),
-            Centroid(PowerSpectrum(down, half, down.size())) * 2);
+  EXPECT_GT(Centroid(PowerSpectrum(down, 0, half)), Centroid(PowerSpectrum(down, half, down.size())) * 2);
 }
 
 TEST(Synth, ClicksAreBroadbandAndSparseInTime) {
@@ -213,10 +211,8 @@ TEST(Synth, ClipsContainTheEventsTheirTagsName) {
 TEST(Synth, AugmentedCaptionNamesLoudness) {
   for (int i = 0; i < 20; ++i) {
     const std::string aug = SynthesizeSample(4, "train", i, 2.56).captions_augment[0];
-    const bool names_loudness = aug.find("loud") != std::string::npos ||
-                                aug.find("quiet") != std::string::npos ||
-                                aug.find("soft") != std::string::npos ||
-                                aug.find("faint") != std::string::npos;
+    const bool names_loudness = aug.find("loud") != std::string::npos || aug.find("quiet") != std::string::npos ||
+                                aug.find("soft") != std::string::npos || aug.find("faint") != std::string::npos;
     EXPECT_TRUE(names_loudness) << aug;
   }
 }

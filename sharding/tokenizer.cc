@@ -72,7 +72,8 @@ StatusOr<const SpmApi*> Spm() {
     if (lib == nullptr) {
       status = Status::FailedPrecondition(
           "cannot load the SentencePiece module libflap_spm.so (set FLAP_SPM_MODULE to its "
-          "path); tried:" + tried);
+          "path); tried:" +
+          tried);
       return;
     }
     bool ok = true;
@@ -123,9 +124,8 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
   int ids[4];
   api->special_ids(handle, ids);
   if (ids[0] != kPadId || ids[1] != kUnkId || ids[2] != kBosId || ids[3] != kEosId) {
-    return Status::Corruption(model_path + ": special ids pad/unk/bos/eos are " +
-                              std::to_string(ids[0]) + "/" + std::to_string(ids[1]) + "/" +
-                              std::to_string(ids[2]) + "/" + std::to_string(ids[3]) +
+    return Status::Corruption(model_path + ": special ids pad/unk/bos/eos are " + std::to_string(ids[0]) + "/" +
+                              std::to_string(ids[1]) + "/" + std::to_string(ids[2]) + "/" + std::to_string(ids[3]) +
                               ", expected 0/1/2/3");
   }
   return Tokenizer(std::move(model));
@@ -164,11 +164,9 @@ std::string Tokenizer::Decode(const std::vector<int>& ids) const {
 
 int Tokenizer::vocab_size() const { return model_->api()->vocab_size(model_->handle()); }
 
-Status TrainTokenizer(const std::vector<std::string>& texts, const std::string& model_path,
-                      int vocab_size) {
+Status TrainTokenizer(const std::vector<std::string>& texts, const std::string& model_path, int vocab_size) {
   if (vocab_size < 8) {
-    return Status::InvalidArgument("tokenizer vocab_size must be at least 8, got " +
-                                   std::to_string(vocab_size));
+    return Status::InvalidArgument("tokenizer vocab_size must be at least 8, got " + std::to_string(vocab_size));
   }
   std::vector<const char*> data;
   std::vector<size_t> lens;
@@ -181,18 +179,14 @@ Status TrainTokenizer(const std::vector<std::string>& texts, const std::string& 
   FLAP_ASSIGN_OR_RETURN(const SpmApi* api, Spm());
 
   // Single-threaded and without sampling so that the model is a pure function of the texts.
-  const std::string args =
-      "--model_type=unigram --vocab_size=" + std::to_string(vocab_size) +
-      " --character_coverage=1.0 --hard_vocab_limit=false --pad_id=0 --unk_id=1 --bos_id=2"
-      " --eos_id=3 --num_threads=1 --input_sentence_size=0 --shuffle_input_sentence=false"
-      " --minloglevel=2";
+  const std::string args = "--model_type=unigram --vocab_size=" + std::to_string(vocab_size) +
+                           " --character_coverage=1.0 --hard_vocab_limit=false --pad_id=0 --unk_id=1 --bos_id=2"
+                           " --eos_id=3 --num_threads=1 --input_sentence_size=0 --shuffle_input_sentence=false"
+                           " --minloglevel=2";
   std::string serialized;
-  auto sink = [](void* ctx, const char* bytes, size_t size) {
-    static_cast<std::string*>(ctx)->assign(bytes, size);
-  };
+  auto sink = [](void* ctx, const char* bytes, size_t size) { static_cast<std::string*>(ctx)->assign(bytes, size); };
   char err[1024] = {0};
-  if (api->train(args.c_str(), data.data(), lens.data(), data.size(), sink, &serialized, err,
-                 sizeof(err)) != 0) {
+  if (api->train(args.c_str(), data.data(), lens.data(), data.size(), sink, &serialized, err, sizeof(err)) != 0) {
     return Status::Internal("training the tokenizer for " + model_path + " failed: " + err);
   }
   return WriteFileAtomic(model_path, serialized);

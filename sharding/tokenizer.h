@@ -51,7 +51,6 @@ class Tokenizer {
 // few). Deterministic: the same texts give the same model bytes. InvalidArgument for no
 // non-empty text or vocab_size < 8; Internal if SentencePiece fails; IOError if writing fails;
 // FailedPrecondition if the SentencePiece module cannot be loaded.
-Status TrainTokenizer(const std::vector<std::string>& texts, const std::string& model_path,
-                      int vocab_size);
+Status TrainTokenizer(const std::vector<std::string>& texts, const std::string& model_path, int vocab_size);
 
 }  // namespace flap::sharding

@@ -18,7 +18,7 @@ using testing::ScratchDir;
 using testing::WriteAll;
 
 std::vector<std::string> Corpus() {
-  const std::vector<std::string> first = {"a low tone", "a high whistle", "white noise",
+  const std::vector<std::string> first = {"a low tone",     "a high whistle",     "white noise",
                                           "a rising chirp", "a series of clicks", "a chord"};
   const std::vector<std::string> link = {" followed by ", " and then ", " before "};
   std::vector<std::string> texts;
@@ -102,10 +102,8 @@ TEST(Tokenizer, LoadErrors) {
 TEST(Tokenizer, TrainRejectsBadArguments) {
   ScratchDir dir;
   EXPECT_EQ(TrainTokenizer({}, dir.File("t.model"), 64).code(), Status::Code::kInvalidArgument);
-  EXPECT_EQ(TrainTokenizer({"", ""}, dir.File("t.model"), 64).code(),
-            Status::Code::kInvalidArgument);
-  EXPECT_EQ(TrainTokenizer(Corpus(), dir.File("t.model"), 4).code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(TrainTokenizer({"", ""}, dir.File("t.model"), 64).code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(TrainTokenizer(Corpus(), dir.File("t.model"), 4).code(), Status::Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -89,7 +89,8 @@ TEST(AugmentIntegration, OfflineTemplatesByDefault) {
   auto m = nlohmann::json::parse(testing::ReadFile(dir / "d/manifest.json"));
   EXPECT_EQ(m["augment"]["method"], "template");
   EXPECT_EQ(m["augment"]["counts"]["failed"], 0);
-  auto bad = RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + dir / "d" + " --endpoint ftp://x --model m");
+  auto bad =
+      RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + dir / "d" + " --endpoint ftp://x --model m");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("must start with http"), std::string::npos) << bad.output;
 }

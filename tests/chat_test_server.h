@@ -103,8 +103,10 @@ class ChatTestServer {
   }
 
   static void Send(int c, int status, const std::string& body, const std::string& extra = "") {
-    const char* reason = status == 200 ? "OK" : status == 429 ? "Too Many Requests" : status == 401 ? "Unauthorized"
-                                                                                             : "Internal Server Error";
+    const char* reason = status == 200   ? "OK"
+                         : status == 429 ? "Too Many Requests"
+                         : status == 401 ? "Unauthorized"
+                                         : "Internal Server Error";
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason +
                       "\r\nContent-Type: application/json\r\nConnection: close\r\n" + extra +
                       "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -117,10 +119,11 @@ class ChatTestServer {
   }
 
   static std::string Reply(const std::string& content) {
-    return nlohmann::json{{"id", "test"},
-                          {"object", "chat.completion"},
-                          {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", content}}},
-                                        {"finish_reason", "stop"}}}}}
+    return nlohmann::json{
+        {"id", "test"},
+        {"object", "chat.completion"},
+        {"choices",
+         {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", content}}}, {"finish_reason", "stop"}}}}}
         .dump();
   }
 

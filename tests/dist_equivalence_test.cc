@@ -48,9 +48,9 @@ class DistEquivalence : public ::testing::Test {
     const int port = testing::FreePort();
     std::vector<pid_t> pids;
     for (int r = 0; r < world; ++r) {
-      pids.push_back(testing::Spawn(std::string(FLAP_DIST_PROBE_BIN) + " --global-batch 12 --steps 3 --out " +
-                                        (*dir_) / name + " " + extra,
-                                    testing::RankEnv(r, world, port), (*dir_) / (name + ".log." + std::to_string(r))));
+      pids.push_back(testing::Spawn(
+          std::string(FLAP_DIST_PROBE_BIN) + " --global-batch 12 --steps 3 --out " + (*dir_) / name + " " + extra,
+          testing::RankEnv(r, world, port), (*dir_) / (name + ".log." + std::to_string(r))));
     }
     bool ok = true;
     for (int r = 0; r < world; ++r) {
@@ -87,9 +87,11 @@ class DistEquivalence : public ::testing::Test {
           scale = std::max(scale, static_cast<double>(std::abs(want[i])));
           diff = std::max(diff, static_cast<double>(std::abs(have[i] - want[i])));
         }
-        EXPECT_LE(diff, 1e-4 * scale + 1e-7) << key << " on rank " << r << " of " << world << ": max diff " << diff
-                                             << ", max |g| " << scale;
-        if (key == "logit_scale") EXPECT_GT(scale, 0.0) << "the logit scale has a gradient";
+        EXPECT_LE(diff, 1e-4 * scale + 1e-7)
+            << key << " on rank " << r << " of " << world << ": max diff " << diff << ", max |g| " << scale;
+        if (key == "logit_scale") {
+          EXPECT_GT(scale, 0.0) << "the logit scale has a gradient";
+        }
         if (scale > 0) worst = std::max(worst, diff / scale);
       }
     }

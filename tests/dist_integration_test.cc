@@ -65,7 +65,9 @@ class DistTrain : public ::testing::Test {
     }
     return pids;
   }
-  static std::string Log(const std::string& name, int rank) { return (*dir_) / (name + ".log." + std::to_string(rank)); }
+  static std::string Log(const std::string& name, int rank) {
+    return (*dir_) / (name + ".log." + std::to_string(rank));
+  }
 
   static TempDir* dir_;
 };
@@ -108,7 +110,8 @@ TEST_F(DistTrain, SrunLaunchesTwoRanksOnAOneNodeSlurmCluster) {
 TEST_F(DistTrain, StopSignalOnRankZeroStopsBothAndResumeIsBitIdentical) {
   const std::string ckpt = " --train.trial_id t --ckpt.every 2 --ckpt.root " + (*dir_) / "ckpt";
   auto ref = SpawnRanks(2, "ref", 10, "--dist.timeout 60");
-  for (int r = 0; r < 2; ++r) ASSERT_EQ(testing::WaitExit(ref[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("ref", r));
+  for (int r = 0; r < 2; ++r)
+    ASSERT_EQ(testing::WaitExit(ref[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("ref", r));
   auto pids = SpawnRanks(2, "stop", 10, "--dist.timeout 60" + ckpt);
   bool started = false;
   for (int i = 0; i < 3000 && !started; ++i) {
@@ -120,8 +123,10 @@ TEST_F(DistTrain, StopSignalOnRankZeroStopsBothAndResumeIsBitIdentical) {
   int finished = 0;
   for (int r = 0; r < 2; ++r) {
     const int code = testing::WaitExit(pids[static_cast<size_t>(r)], 120);
-    if (code == 0) ++finished;
-    else EXPECT_EQ(code, 75) << "rank " << r << ":\n" << testing::ReadFile(Log("stop", r));
+    if (code == 0)
+      ++finished;
+    else
+      EXPECT_EQ(code, 75) << "rank " << r << ":\n" << testing::ReadFile(Log("stop", r));
   }
   if (finished == 2) GTEST_SKIP() << "training finished before the signal arrived; nothing to check";
   ASSERT_EQ(finished, 0) << "one rank stopped and the other finished";

@@ -38,7 +38,8 @@ struct Args {
 void Write(std::ofstream& out, const std::string& name, const at::Tensor& t) {
   at::Tensor c = t.detach().to(at::kFloat).contiguous();
   out << name << " " << c.numel() << "\n";
-  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()), static_cast<std::streamsize>(c.numel() * sizeof(float)));
+  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()),
+            static_cast<std::streamsize>(c.numel() * sizeof(float)));
 }
 
 Status Run(const Args& a) {
@@ -97,11 +98,16 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--out") a.out = v;
-    else if (k == "--global-batch") a.global_batch = std::atoll(v.c_str());
-    else if (k == "--steps") a.steps = std::atoi(v.c_str());
-    else if (k == "--overlap") a.overlap = v == "1";
-    else if (k == "--bucket-mb") a.bucket_mb = std::atof(v.c_str());
+    if (k == "--out")
+      a.out = v;
+    else if (k == "--global-batch")
+      a.global_batch = std::atoll(v.c_str());
+    else if (k == "--steps")
+      a.steps = std::atoi(v.c_str());
+    else if (k == "--overlap")
+      a.overlap = v == "1";
+    else if (k == "--bucket-mb")
+      a.bucket_mb = std::atof(v.c_str());
     else {
       std::cerr << "flap_dist_probe: unknown flag " << k << "\n";
       return 2;

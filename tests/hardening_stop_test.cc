@@ -74,7 +74,8 @@ TEST(HardeningStop, SigusrSoonAfterTheStartExitsStopped) {
   const pid_t pid = Spawn(std::string(FLAP_WORKER_BIN) + " train --config " + FLAP_CONFIG_DIR +
                               "/tiny.ini --data.path " + (dir / "data") +
                               " --model.target_frames 96 --train.batch_size 8 --train.epochs 50"
-                              " --ckpt.root " + (dir / "ckpt") + " --ckpt.stop_deadline 20",
+                              " --ckpt.root " +
+                              (dir / "ckpt") + " --ckpt.stop_deadline 20",
                           {}, dir / "log");
   ASSERT_GT(pid, 0);
   // 0.3 s, or as soon as the handlers are in when the machine is slower than that to reach main.

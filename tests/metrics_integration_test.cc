@@ -27,7 +27,8 @@ TEST(WorkerMetrics, PrometheusScrapesATrainingWorkerFoundThroughFileSd) {
   std::filesystem::create_directories(sd);
   testing::PrometheusServer prom(dir / "prom",
                                  "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: flap-workers\n"
-                                 "    file_sd_configs:\n      - files: ['" + sd + "/*.json']\n        refresh_interval: 1s\n");
+                                 "    file_sd_configs:\n      - files: ['" +
+                                     sd + "/*.json']\n        refresh_interval: 1s\n");
   ASSERT_TRUE(prom.ok()) << prom.Log();
 
   testing::ChildProcess::Options options;
@@ -35,7 +36,8 @@ TEST(WorkerMetrics, PrometheusScrapesATrainingWorkerFoundThroughFileSd) {
   testing::ChildProcess worker = testing::ChildProcess::Shell(
       std::string(FLAP_WORKER_BIN) + " train --data.path " + dir / "data" +
           " --model.target_frames 96 --train.batch_size 8 --train.epochs 1000 --train.max_steps 400"
-          " --train.log_every 2 --train.trial_id metrics-t --metrics.listen 127.0.0.1:0 --metrics.sd_dir " + sd,
+          " --train.log_every 2 --train.trial_id metrics-t --metrics.listen 127.0.0.1:0 --metrics.sd_dir " +
+          sd,
       options);
   auto steps = prom.WaitFor("flap_worker_steps_total{trial=\"metrics-t\",rank=\"0\"} > 2", 90);
   auto loss = prom.WaitFor("flap_worker_loss{trial=\"metrics-t\",kind=\"contrastive\"}", 30);

@@ -29,10 +29,10 @@ class PrometheusServer {
     port_ = flap::testing::FreePort();
     ChildProcess::Options options;
     options.log_path = dir + "/prometheus.log";
-    process_ = ChildProcess::Exec({"prometheus", "--config.file=" + dir + "/prometheus.yml",
-                                   "--storage.tsdb.path=" + dir + "/data",
-                                   "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
-                                  options);
+    process_ = ChildProcess::Exec(
+        {"prometheus", "--config.file=" + dir + "/prometheus.yml", "--storage.tsdb.path=" + dir + "/data",
+         "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
+        options);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (std::chrono::steady_clock::now() < deadline) {
       if (HttpGet(url() + "/-/ready", 1.0).status == 200) {
@@ -56,8 +56,8 @@ class PrometheusServer {
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     const bool ok = r.status == 200 && !j.is_discarded() && j.value("status", "") == "success";
     if (error) {
-      *error = ok ? "" : "HTTP " + std::to_string(r.status) + ": " +
-                             (j.is_object() ? j.value("error", r.body) : r.body);
+      *error =
+          ok ? "" : "HTTP " + std::to_string(r.status) + ": " + (j.is_object() ? j.value("error", r.body) : r.body);
     }
     if (!ok) return nlohmann::json::array();
     return j["data"]["result"];
@@ -71,7 +71,6 @@ class PrometheusServer {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
   }
-
 
  private:
   std::string dir_;

@@ -38,18 +38,19 @@ class Resume : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete dir_; }
 
-
  public:
   // The training command of run `name` (checkpoints and outputs in their own folders).
-  static std::string Command(const std::string& name, const std::string& extra = "",
-                             const std::string& ckpt_of = "") {
+  static std::string Command(const std::string& name, const std::string& extra = "", const std::string& ckpt_of = "") {
     return std::string(FLAP_WORKER_BIN) + " train --data.path " + (*dir_) / "data" +
            " --model.target_frames 96 --train.batch_size 8 --train.epochs 4 --train.log_every 8"
            " --mask.ratio 0.5 --recon.weight 0.5 --train.eval_every 16 --ckpt.every 2 --train.trial_id t"
-           " --ckpt.root " + (*dir_) / ("ckpt_" + (ckpt_of.empty() ? name : ckpt_of)) + " --train.output_dir " + (*dir_) / ("out_" + name) +
-           " " + extra;
+           " --ckpt.root " +
+           (*dir_) / ("ckpt_" + (ckpt_of.empty() ? name : ckpt_of)) + " --train.output_dir " +
+           (*dir_) / ("out_" + name) + " " + extra;
   }
-  static std::string Model(const std::string& name) { return testing::ReadFile((*dir_) / ("out_" + name) + "/model.pt"); }
+  static std::string Model(const std::string& name) {
+    return testing::ReadFile((*dir_) / ("out_" + name) + "/model.pt");
+  }
 
   // Starts `command` in the background.
   static testing::ChildProcess Start(const std::string& command) { return testing::ChildProcess::Shell(command); }

@@ -16,9 +16,7 @@
 namespace flap::testing {
 namespace {
 
-bool OnPath(const std::string& program) {
-  return RunCommand("command -v " + program + " >/dev/null").exit_code == 0;
-}
+bool OnPath(const std::string& program) { return RunCommand("command -v " + program + " >/dev/null").exit_code == 0; }
 
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -141,9 +139,9 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
     daemons_.push_back(pid);
     return Status::OK();
   };
-  FLAP_RETURN_IF_ERROR(launch("munged -F -f --socket=" + sock + " --key-file=" + dir_ + "/munge/munge.key --log-file=" +
-                                  dir_ + "/log/munged.log --pid-file=" + dir_ + "/munge/munged.pid --seed-file=" + dir_ +
-                                  "/munge/munged.seed",
+  FLAP_RETURN_IF_ERROR(launch("munged -F -f --socket=" + sock + " --key-file=" + dir_ +
+                                  "/munge/munge.key --log-file=" + dir_ + "/log/munged.log --pid-file=" + dir_ +
+                                  "/munge/munged.pid --seed-file=" + dir_ + "/munge/munged.seed",
                               "munged.out"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.start_timeout_s);
   while (!std::filesystem::exists(sock)) {
@@ -157,7 +155,11 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
   std::string state;
   while (std::chrono::steady_clock::now() < deadline) {
     for (size_t i = 0; i < daemons_.size(); ++i) {
-      if (!Alive(daemons_[i])) return Status::Internal(std::string(i == 0 ? "munged" : i == 1 ? "slurmctld" : "slurmd") + " exited during start");
+      if (!Alive(daemons_[i]))
+        return Status::Internal(std::string(i == 0   ? "munged"
+                                            : i == 1 ? "slurmctld"
+                                                     : "slurmd") +
+                                " exited during start");
     }
     state = Trim(Client("sinfo -h -n " + node_ + " -o %T", 10).output);
     if (state == "idle") return Status::OK();
@@ -240,8 +242,9 @@ std::vector<SlurmCluster::JobRecord> SlurmCluster::ShowJobs(const std::string& j
     std::string token;
     while (tokens >> token) {
       const size_t eq = token.find('=');
-      const bool field = eq != std::string::npos && eq > 0 &&
-                         token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:/") >= eq;
+      const bool field =
+          eq != std::string::npos && eq > 0 &&
+          token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:/") >= eq;
       if (field) {
         last = token.substr(0, eq);
         job[last] = token.substr(eq + 1);

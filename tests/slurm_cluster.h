@@ -36,13 +36,13 @@
 namespace flap::testing {
 
 struct SlurmClusterOptions {
-  int cpus = 4;                          // CPUs the node advertises
-  int real_memory_mb = 4096;             // memory it advertises
-  double start_timeout_s = 60.0;         // until the node is idle
-  std::string partition = "debug";       // the one (default) partition
-  int requeue_delay_s = 0;               // how long a requeued job waits before it may start
-                                         // again (AuthInfo cred_expire); 0 = Slurm's 120 s
-  std::vector<std::string> extra_config; // lines appended to slurm.conf (preemption, requeue, ...)
+  int cpus = 4;                           // CPUs the node advertises
+  int real_memory_mb = 4096;              // memory it advertises
+  double start_timeout_s = 60.0;          // until the node is idle
+  std::string partition = "debug";        // the one (default) partition
+  int requeue_delay_s = 0;                // how long a requeued job waits before it may start
+                                          // again (AuthInfo cred_expire); 0 = Slurm's 120 s
+  std::vector<std::string> extra_config;  // lines appended to slurm.conf (preemption, requeue, ...)
 };
 
 class SlurmCluster {
@@ -60,8 +60,8 @@ class SlurmCluster {
   void Stop();
 
   const std::string& dir() const { return dir_; }
-  const std::string& conf() const { return conf_; }    // slurm.conf path
-  const std::string& node() const { return node_; }    // the node's name (this hostname)
+  const std::string& conf() const { return conf_; }  // slurm.conf path
+  const std::string& node() const { return node_; }  // the node's name (this hostname)
   // "env SLURM_CONF=... MARKER=... " to put before a client command line.
   std::string EnvPrefix() const;
 

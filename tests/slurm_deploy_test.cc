@@ -47,8 +47,8 @@ constexpr int kTrials = 3;
 
 // A worker job that was preempted, and what its trial had then.
 struct Preemption {
-  std::string how;      // the command
-  std::string job;      // "<array job>_<task>"
+  std::string how;  // the command
+  std::string job;  // "<array job>_<task>"
   std::string trial;
   int64_t attempt = 0;  // the attempt that was running
   int64_t checkpoint_step = 0;
@@ -71,8 +71,7 @@ class SlurmDeploy : public ::testing::Test {
     }
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(RunDir() + "/logs", ec)) {
-      out += "--- " + e.path().string() + " (last 80 lines)\n" +
-             RunCommand("tail -n 80 " + e.path().string()).output;
+      out += "--- " + e.path().string() + " (last 80 lines)\n" + RunCommand("tail -n 80 " + e.path().string()).output;
     }
     return out + cluster_->Logs();
   }
@@ -95,7 +94,8 @@ class SlurmDeploy : public ::testing::Test {
       if (!std::regex_search(log, step_failed)) continue;
       const std::string tail = RunCommand("tail -n 60 " + e.path().string()).output;
       const std::string hint = SlurmCluster::Hint(tail);
-      return "a worker step failed; " + e.path().string() + " (last 60 lines):\n" + tail + (hint.empty() ? "" : hint + "\n");
+      return "a worker step failed; " + e.path().string() + " (last 60 lines):\n" + tail +
+             (hint.empty() ? "" : hint + "\n");
     }
     return "";
   }
@@ -114,9 +114,10 @@ class SlurmDeploy : public ::testing::Test {
 
   // Waits until the job has ended; its final state ("" after the timeout, a test failure).
   std::string WaitJobEnd(const std::string& job, double timeout_s) const {
-    Status s = cluster_->WaitJobState(
-        job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"},
-        timeout_s);
+    Status s = cluster_->WaitJobState(job,
+                                      {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                                       "PREEMPTED", "BOOT_FAIL", "DEADLINE"},
+                                      timeout_s);
     if (!s.ok()) {
       ADD_FAILURE() << s.ToString();
       return "";
@@ -161,8 +162,8 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   SlurmClusterOptions options;
-  options.cpus = 8;              // coordinator job 2 + 2 groups x 2 ranks
-  options.requeue_delay_s = 5;   // a requeued job may start again after 5 s, not 120
+  options.cpus = 8;             // coordinator job 2 + 2 groups x 2 ranks
+  options.requeue_delay_s = 5;  // a requeued job may start again after 5 s, not 120
   auto cluster = SlurmCluster::Start(options);
   ASSERT_OK(cluster);
   cluster_ = std::move(*cluster);
@@ -173,16 +174,20 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // 2 ranks of batch 4: the global batch of 8 that kTinyTrialConfig gives one rank, so a
   // trial is kTinyTrialSteps steps.
-  WriteFile(dir_ / "base.ini", std::regex_replace(kTinyTrialConfig, std::regex("batch_size = 8\n"), "batch_size = 4\n"));
+  WriteFile(dir_ / "base.ini",
+            std::regex_replace(kTinyTrialConfig, std::regex("batch_size = 8\n"), "batch_size = 4\n"));
   const std::string sweep_file = dir_ / "sweep.ini";
-  WriteFile(sweep_file, std::string("[sweep]\nname = ") + kSweep +
-                            "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0, 0.5, 1\n");
+  WriteFile(sweep_file,
+            std::string("[sweep]\nname = ") + kSweep +
+                "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0, 0.5, 1\n");
 
   // Everything the scripts need comes through the environment, as on a real cluster.
   const std::string launch =
       std::string("env FLAP_RUN_DIR=") + RunDir() + " FLAP_DATA=" + data + " FLAP_GROUPS=2 FLAP_RANKS=2" +
-      " FLAP_COORDINATOR_BIN=" + FLAP_COORDINATOR_BIN + " FLAPCTL_BIN=" + FLAPCTL_BIN + " FLAP_WORKER_BIN=" + FLAP_WORKER_BIN +
-      " FLAP_COORDINATOR_ARGS='--heartbeat-interval-ms 1000 --heartbeat-timeout-ms 20000 --lease-ttl-ms 20000 --no-plots'" +
+      " FLAP_COORDINATOR_BIN=" + FLAP_COORDINATOR_BIN + " FLAPCTL_BIN=" + FLAPCTL_BIN +
+      " FLAP_WORKER_BIN=" + FLAP_WORKER_BIN +
+      " FLAP_COORDINATOR_ARGS='--heartbeat-interval-ms 1000 --heartbeat-timeout-ms 20000 --lease-ttl-ms 20000 "
+      "--no-plots'" +
       " FLAP_POLL_S=1 FLAP_LINGER_S=20 FLAP_RPC_RETRY_S=120 FLAP_WORKER_ARGS='--dist.timeout 60'" +
       " OPENBLAS_NUM_THREADS=1 bash " + FLAP_SOURCE_DIR + "/deploy/slurm/launch.sh " + sweep_file;
   r = cluster_->Client(launch, 60);
@@ -215,10 +220,11 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
 
   // Two preemptions of running worker jobs, each once its trial has a checkpoint.
   std::vector<Preemption> preempted;
-  for (const auto& [how, min_checkpoint] : std::vector<std::pair<std::string, int64_t>>{
-           {"scontrol requeue", 8}, {"scancel --signal=USR1", 4}}) {
+  for (const auto& [how, min_checkpoint] :
+       std::vector<std::pair<std::string, int64_t>>{{"scontrol requeue", 8}, {"scancel --signal=USR1", 4}}) {
     const v1::SweepStatus st = WaitForSweep(
-        *client, kSweep, 600, [&](const v1::SweepStatus& s) { return Victim(s, min_checkpoint, preempted).has_value(); },
+        *client, kSweep, 600,
+        [&](const v1::SweepStatus& s) { return Victim(s, min_checkpoint, preempted).has_value(); },
         [&] { return FailureAfter(elapsed()); });
     if (HasFailure()) return;  // a job failed (reported with its log)
     std::optional<Preemption> victim = Victim(st, min_checkpoint, preempted);

@@ -80,8 +80,8 @@ inline std::unique_ptr<coordinator::CoordinatorClient> ConnectCoordinator(const 
 // sweep's workers has failed): a non-empty answer ends the wait at once as a test failure
 // with that text, instead of waiting out the timeout.
 template <typename Pred, typename Abort>
-coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep,
-                                          double timeout_s, Pred pred, Abort abort) {
+coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep, double timeout_s,
+                                          Pred pred, Abort abort) {
   coordinator::v1::SweepStatus last;
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < until) {
@@ -102,8 +102,8 @@ coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, con
 }
 
 template <typename Pred>
-coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep,
-                                          double timeout_s, Pred pred) {
+coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, const std::string& sweep, double timeout_s,
+                                          Pred pred) {
   return WaitForSweep(c, sweep, timeout_s, pred, [] { return std::string(); });
 }
 
@@ -117,7 +117,8 @@ inline void ExpectCompleteAndIntact(const coordinator::v1::SweepStatus& status,
   std::map<std::string, std::set<int64_t>> train_steps, eval_steps;
   for (const auto& r : records) {
     auto& seen = r.kind() == "train" ? train_steps[r.trial_id()] : eval_steps[r.trial_id()];
-    EXPECT_TRUE(seen.insert(r.step()).second) << r.trial_id() << " has two " << r.kind() << " records at step " << r.step();
+    EXPECT_TRUE(seen.insert(r.step()).second)
+        << r.trial_id() << " has two " << r.kind() << " records at step " << r.step();
   }
   for (const auto& t : status.trials()) {
     EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
@@ -133,8 +134,8 @@ inline void ExpectCompleteAndIntact(const coordinator::v1::SweepStatus& status,
 // -1 when there is none. A trial that resumed from a checkpoint at step c after attempt
 // min_attempt - 1 ended has this past c (a record of a step seen again is overwritten by the
 // later attempt, so only steps after the resume point can carry the later attempts).
-inline int64_t FirstTrainStepFrom(const std::vector<coordinator::v1::MetricRecord>& records,
-                                  const std::string& trial, int64_t min_attempt) {
+inline int64_t FirstTrainStepFrom(const std::vector<coordinator::v1::MetricRecord>& records, const std::string& trial,
+                                  int64_t min_attempt) {
   int64_t first = -1;
   for (const auto& r : records) {
     if (r.trial_id() == trial && r.kind() == "train" && r.attempt() >= min_attempt) {

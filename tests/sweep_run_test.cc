@@ -129,8 +129,8 @@ class SweepRun : public ::testing::Test {
   Final ReadBack(const std::string& sweep) {
     Final f;
     const int port = FreePort();
-    const pid_t pid = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() + "/state --listen 127.0.0.1:" +
-                                std::to_string(port),
+    const pid_t pid = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() +
+                                "/state --listen 127.0.0.1:" + std::to_string(port),
                             {}, dir_.path() + "/readback.log");
     std::string error;
     auto c = ConnectCoordinator("127.0.0.1:" + std::to_string(port), RunDir() + "/state/token", &error);
@@ -163,7 +163,8 @@ class SweepRun : public ::testing::Test {
 TempDir* SweepRun::data_ = nullptr;
 
 TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
-  const std::string sweep = WriteSweep("small", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep =
+      WriteSweep("small", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
   const RunResult r = RunCommand(Command(sweep, 2));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("4 trials (4 completed)"), std::string::npos) << r.output;
@@ -182,7 +183,8 @@ TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
   for (int g = 0; g < 2; ++g) {
     const std::string log = ReadFile(RunDir() + "/logs/group-" + std::to_string(g) + "-rank-0.log");
     int here = 0;
-    for (size_t at = log.find("finished at step"); at != std::string::npos; at = log.find("finished at step", at + 1)) ++here;
+    for (size_t at = log.find("finished at step"); at != std::string::npos; at = log.find("finished at step", at + 1))
+      ++here;
     EXPECT_GE(here, 1) << "group " << g << " ran no trial:\n" << log;
     finished += here;
   }
@@ -237,14 +239,17 @@ TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
     EXPECT_EQ(t.trial_errors(), 0);
     // The next attempt resumed from the checkpoint: its first training record comes after it.
     const int64_t first = FirstTrainStepFrom(f.records, victim_trial, t.attempt());
-    EXPECT_GT(first, ckpt_step) << "attempt " << t.attempt() << " started over instead of resuming at step " << ckpt_step;
+    EXPECT_GT(first, ckpt_step) << "attempt " << t.attempt() << " started over instead of resuming at step "
+                                << ckpt_step;
   }
-  const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
+  const std::string logs =
+      ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
   EXPECT_NE(logs.find("resumed from checkpoint"), std::string::npos);
 }
 
 TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) {
-  const std::string sweep = WriteSweep("coordkill", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep =
+      WriteSweep("coordkill", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -273,7 +278,8 @@ TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) 
   std::set<std::tuple<std::string, std::string, int64_t>> after;
   for (const auto& r : f.records) after.insert({r.trial_id(), r.kind(), r.step()});
   for (const auto& r : *before) {
-    EXPECT_TRUE(after.count({r.trial_id(), r.kind(), r.step()})) << r.trial_id() << " lost " << r.kind() << " at " << r.step();
+    EXPECT_TRUE(after.count({r.trial_id(), r.kind(), r.step()}))
+        << r.trial_id() << " lost " << r.kind() << " at " << r.step();
   }
 }
 
@@ -312,13 +318,15 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
 // Cancelling a sweep reaches the running groups through their heartbeats: each stops its
 // trial between two steps (no failure reported), and the run ends.
 TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
-  const std::string sweep = WriteSweep("cancel", "[factor.recon.weight]\nvalues = 0, 0.5\n[factor.mask.strategy]\nvalues = 1d, 2d\n");
+  const std::string sweep =
+      WriteSweep("cancel", "[factor.recon.weight]\nvalues = 0, 0.5\n[factor.mask.strategy]\nvalues = 1d, 2d\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
   WaitForSweep(*c, "cancel", 300, [](const v1::SweepStatus& s) {
     int running = 0;
-    for (const auto& t : s.trials()) running += t.state() == "running" && t.step() >= 8 && t.step() < kStepsPerTrial - 8;
+    for (const auto& t : s.trials())
+      running += t.state() == "running" && t.step() >= 8 && t.step() < kStepsPerTrial - 8;
     return running >= 1;
   });
   auto cancelled = c->CancelSweep("cancel");
@@ -335,7 +343,8 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
     stopped_mid_trial += t.state() == "cancelled" && t.step() > 0;
   }
   EXPECT_GE(stopped_mid_trial, 1);
-  const std::string logs = ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
+  const std::string logs =
+      ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
   EXPECT_NE(logs.find("stopped at step"), std::string::npos) << logs;
 }
 
@@ -344,8 +353,8 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
 TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
   const int port = FreePort();
   const std::string state = dir_.path() + "/state";
-  const pid_t coordinator = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + state + " --listen 127.0.0.1:" +
-                                      std::to_string(port) + " --heartbeat-interval-ms 200",
+  const pid_t coordinator = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + state +
+                                      " --listen 127.0.0.1:" + std::to_string(port) + " --heartbeat-interval-ms 200",
                                   {}, dir_.path() + "/coordinator.log");
   std::string error;
   std::unique_ptr<coordinator::CoordinatorClient> c;
@@ -354,14 +363,14 @@ TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
     c = ConnectCoordinator("127.0.0.1:" + std::to_string(port), state + "/token", &error);
   }
   ASSERT_TRUE(c) << error;
-  const pid_t agent = Spawn(std::string(FLAP_WORKER_BIN) + " agent --coordinator 127.0.0.1:" + std::to_string(port) +
-                                " --token-file " + state + "/token --group early --data.path " + data_->path() +
-                                " --ckpt.root " + dir_.path() + "/ckpt",
-                            {}, dir_.path() + "/agent.log");
+  const pid_t agent =
+      Spawn(std::string(FLAP_WORKER_BIN) + " agent --coordinator 127.0.0.1:" + std::to_string(port) + " --token-file " +
+                state + "/token --group early --data.path " + data_->path() + " --ckpt.root " + dir_.path() + "/ckpt",
+            {}, dir_.path() + "/agent.log");
   std::this_thread::sleep_for(std::chrono::seconds(3));
   int status = 0;
-  ASSERT_EQ(waitpid(agent, &status, WNOHANG), 0)
-      << "the agent left before any sweep was submitted:\n" << ReadFile(dir_.path() + "/agent.log");
+  ASSERT_EQ(waitpid(agent, &status, WNOHANG), 0) << "the agent left before any sweep was submitted:\n"
+                                                 << ReadFile(dir_.path() + "/agent.log");
   const LocalSweepText files = ReadLocalSweep(WriteSweep("late", "[factor.recon.weight]\nvalues = 0\n"));
   ASSERT_OK(c->SubmitSweep(files.text, "late.ini", files.base_config));
   EXPECT_EQ(WaitExit(agent, 300), 0) << ReadFile(dir_.path() + "/agent.log");
@@ -386,8 +395,9 @@ TEST_F(SweepRun, CaptionAugmentationAblationRunsAndTheReportShowsItsEffect) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   WriteFile(dir_.path() + "/base.ini", kBaseConfig);
   const std::string sweep = dir_.path() + "/augment.ini";
-  WriteFile(sweep, "[sweep]\nname = augment\nsearch = grid\nseeds = 1, 2\nbase_config = base.ini\n"
-                   "[factor.text.augment]\nvalues = off, on, 0.5\n");
+  WriteFile(sweep,
+            "[sweep]\nname = augment\nsearch = grid\nseeds = 1, 2\nbase_config = base.ini\n"
+            "[factor.text.augment]\nvalues = off, on, 0.5\n");
   std::string command = Command(sweep, 2);
   command.replace(command.find(data_->path()), data_->path().size(), data.path());
   r = RunCommand(command);

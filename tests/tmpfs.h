@@ -28,8 +28,8 @@ class TmpfsMount {
     }
     const std::string options = "size=" + std::to_string(bytes) + ",mode=0755";
     if (::mount("tmpfs", path_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
-      why_ = "cannot mount a " + std::to_string(bytes) + "-byte tmpfs on " + path_ + " (" +
-             std::strerror(errno) + "): needs root or CAP_SYS_ADMIN";
+      why_ = "cannot mount a " + std::to_string(bytes) + "-byte tmpfs on " + path_ + " (" + std::strerror(errno) +
+             "): needs root or CAP_SYS_ADMIN";
       return;
     }
     mounted_ = true;

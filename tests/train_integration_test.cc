@@ -71,7 +71,8 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   worker::TagOptions tag_options;
   tag_options.threshold = -1.0;  // rank every label; top 3 kept
   std::ostringstream tag_log;
-  auto tagged = worker::RunTagging(*config, model_path, "eval", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
+  auto tagged =
+      worker::RunTagging(*config, model_path, "eval", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
   ASSERT_OK(tagged);
   std::cout << tag_log.str();
   const auto& a = (*tagged)["agreement"];

@@ -36,8 +36,7 @@ class WorkerCli : public ::testing::Test {
   }
   static std::string Train(const std::string& data, const std::string& extra = "") {
     return std::string(FLAP_WORKER_BIN) +
-           " train --train.batch_size 8 --train.max_steps 2 --model.target_frames 96 --data.path " + data + " " +
-           extra;
+           " train --train.batch_size 8 --train.max_steps 2 --model.target_frames 96 --data.path " + data + " " + extra;
   }
   static TempDir* dir_;
 };
@@ -51,7 +50,7 @@ TEST_F(WorkerCli, TrainsAndPrintsJsonSummary) {
   EXPECT_TRUE(std::filesystem::exists((*dir_) / "out/summary.json"));
   EXPECT_TRUE(std::filesystem::exists((*dir_) / "out/model.pt"));
   auto e = RunCommand(std::string(FLAP_WORKER_BIN) + " eval --model.target_frames 96 --data.path " + (*dir_) / "data" +
-               " --model " + (*dir_) / "out/model.pt");
+                      " --model " + (*dir_) / "out/model.pt");
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_NE(e.output.find("\"num_clips\": 16"), std::string::npos) << e.output;
 }
@@ -145,7 +144,8 @@ TEST_F(WorkerCli, EmptyCaptionIsNamed) {
 
 TEST(FlapctlCli, SynthWritesShardsReadableByTar) {
   TempDir dir("flapctl");
-  auto r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "d" + " --train 20 --eval 5 --shard-size 10");
+  auto r =
+      RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "d" + " --train 20 --eval 5 --shard-size 10");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto t = RunCommand("tar -tf " + dir / "d/train-000000.tar");
   ASSERT_EQ(t.exit_code, 0) << t.output;

@@ -65,14 +65,16 @@ std::string RandomIncarnation() {
 // host:port from the options: given, or read from the coordinator file once it exists.
 StatusOr<std::string> CoordinatorAddress(const AgentOptions& o) {
   if (!o.coordinator.empty()) return o.coordinator;
-  if (o.coordinator_file.empty()) return Status::InvalidArgument("give --coordinator HOST:PORT or --coordinator-file FILE");
+  if (o.coordinator_file.empty())
+    return Status::InvalidArgument("give --coordinator HOST:PORT or --coordinator-file FILE");
   const auto until = Clock::now() + std::chrono::duration<double>(o.rpc_retry_s);
   for (;;) {
     std::ifstream in(o.coordinator_file);
     std::string address;
     if (in >> address && !address.empty()) return address;
     if (Clock::now() > until) {
-      return Status::DeadlineExceeded("coordinator file '" + o.coordinator_file + "' did not appear (or stayed empty) within " +
+      return Status::DeadlineExceeded("coordinator file '" + o.coordinator_file +
+                                      "' did not appear (or stayed empty) within " +
                                       std::to_string(static_cast<int>(o.rpc_retry_s)) + " s");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -98,9 +100,16 @@ struct Instruction {
   std::vector<int64_t> rungs;
 
   std::string Encode() const {
-    nlohmann::json j = {{"kind", kind}, {"wait_ms", wait_ms}, {"exit_code", exit_code}, {"group", group},
-                        {"sweep", trial.sweep_id()}, {"trial", trial.trial_id()}, {"attempt", trial.attempt()},
-                        {"base_config", base_config}, {"overrides", overrides}, {"rungs", rungs}};
+    nlohmann::json j = {{"kind", kind},
+                        {"wait_ms", wait_ms},
+                        {"exit_code", exit_code},
+                        {"group", group},
+                        {"sweep", trial.sweep_id()},
+                        {"trial", trial.trial_id()},
+                        {"attempt", trial.attempt()},
+                        {"base_config", base_config},
+                        {"overrides", overrides},
+                        {"rungs", rungs}};
     return j.dump();
   }
   static StatusOr<Instruction> Decode(const std::string& bytes) {
@@ -134,9 +143,9 @@ StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<st
   }
   auto out = merged.find("train.output_dir");
   if (out != merged.end() && !out->second.empty()) out->second += "/" + merged["train.trial_id"];
-  return TrialConfigFromText(in.base_config,
-                             "trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config (the sweep's base config)",
-                             merged);
+  return TrialConfigFromText(
+      in.base_config,
+      "trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config (the sweep's base config)", merged);
 }
 
 bool SameAttempt(const v1::TrialRef& a, const v1::TrialRef& b) {
@@ -153,12 +162,13 @@ class Speaker {
   Status Register(int world, const std::vector<std::string>& endpoints) {
     const std::string incarnation = RandomIncarnation();
     v1::RegisterGroupResponse resp;
-    FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
-      auto r = client_->Register(group_, incarnation, world, HostName(), endpoints);
-      if (!r.ok()) return r.status();
-      resp = *r;
-      return Status::OK();
-    }).WithContext("registering group '" + group_ + "' with the coordinator at " + client_->options().target));
+    FLAP_RETURN_IF_ERROR(
+        RetryUnavailable(retry_s_, [&]() -> Status {
+          auto r = client_->Register(group_, incarnation, world, HostName(), endpoints);
+          if (!r.ok()) return r.status();
+          resp = *r;
+          return Status::OK();
+        }).WithContext("registering group '" + group_ + "' with the coordinator at " + client_->options().target));
     group_ = resp.group_id();
     interval_ms_ = std::max<int64_t>(100, resp.heartbeat_interval_ms());
     ranks_.clear();
@@ -184,11 +194,11 @@ class Speaker {
     in.group = group_;
     coordinator::NextTrialResult next;
     FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
-      auto r = client_->NextTrial(group_);
-      if (!r.ok()) return r.status();
-      next = *r;
-      return Status::OK();
-    }).WithContext("asking the coordinator for a trial"));
+                           auto r = client_->NextTrial(group_);
+                           if (!r.ok()) return r.status();
+                           next = *r;
+                           return Status::OK();
+                         }).WithContext("asking the coordinator for a trial"));
     if (next.assigned) {
       in.kind = "trial";
       in.trial = next.assignment.trial;
@@ -249,12 +259,14 @@ class Speaker {
       return Status::OK();
     });
     if (!s.ok()) {
-      log_ << "agent: reporting " << coordinator::MetricKindName(kind) << " metrics at step " << step << " failed: " << s.ToString() << std::endl;
+      log_ << "agent: reporting " << coordinator::MetricKindName(kind) << " metrics at step " << step
+           << " failed: " << s.ToString() << std::endl;
       // A stale attempt: the trial is no longer this group's.
       return s.code() == Status::Code::kFailedPrecondition;
     }
     if (action == v1::STOP) {
-      log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason) << std::endl;
+      log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason)
+           << std::endl;
       return true;
     }
     return false;
@@ -269,9 +281,9 @@ class Speaker {
   }
   // From the stop watchdog, about to exit (stop_signal.h): one call, no retries.
   void ReportPreemptionNow(const v1::TrialRef& trial, int signal) {
-    auto r = client_->Fail(group_, trial, coordinator::FailureCause::kPreemption,
-                           "stopped by signal " + std::to_string(signal) +
-                               "; the stop deadline passed before a last checkpoint");
+    auto r = client_->Fail(
+        group_, trial, coordinator::FailureCause::kPreemption,
+        "stopped by signal " + std::to_string(signal) + "; the stop deadline passed before a last checkpoint");
     if (!r.ok()) log_ << "agent: reporting the preemption failed: " << r.status().ToString() << std::endl;
   }
   void Fail(const v1::TrialRef& trial, coordinator::FailureCause cause, const std::string& error) {
@@ -283,7 +295,8 @@ class Speaker {
       return Status::OK();
     });
     if (s.ok()) {
-      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed (" << coordinator::FailureCauseName(cause) << "), now " << coordinator::TrialStateName(state) << std::endl;
+      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed ("
+           << coordinator::FailureCauseName(cause) << "), now " << coordinator::TrialStateName(state) << std::endl;
     } else {
       log_ << "agent: reporting the failure of trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
     }
@@ -332,8 +345,7 @@ class Speaker {
 // Whether an error means the group itself is broken (a rank lost, its checkpoint storage
 // failing: worker/checkpointer.h) rather than the trial.
 bool GroupFault(const Status& s, const core::WorkerGroup& group) {
-  return !group.status().ok() || s.code() == Status::Code::kDeadlineExceeded ||
-         IsCheckpointStorageFault(s);
+  return !group.status().ok() || s.code() == Status::Code::kDeadlineExceeded || IsCheckpointStorageFault(s);
 }
 
 }  // namespace
@@ -350,10 +362,13 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     std::string text;
     Status s = ParseTrialConfig(options.overrides, &local, &help, &text);
     if (!s.ok()) return fail(s, 2);
-    if (options.overrides.size() % 2 != 0) return fail(Status::InvalidArgument("overrides must be --KEY VALUE pairs"), 2);
+    if (options.overrides.size() % 2 != 0)
+      return fail(Status::InvalidArgument("overrides must be --KEY VALUE pairs"), 2);
     for (size_t i = 0; i < options.overrides.size(); i += 2) {
       if (options.overrides[i] == "--config" || options.overrides[i] == "-c") {
-        return fail(Status::InvalidArgument("the agent takes --KEY VALUE overrides, not --config: the sweep's base config is the file"), 2);
+        return fail(Status::InvalidArgument(
+                        "the agent takes --KEY VALUE overrides, not --config: the sweep's base config is the file"),
+                    2);
       }
     }
   }
@@ -398,11 +413,15 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
                                         options.rpc_retry_s, log);
     Status s = speaker->Register(world, *endpoints);
     if (!s.ok()) {
-      std::string bye = Instruction{"exit", 0, 1}.Encode();
+      Instruction goodbye;
+      goodbye.kind = "exit";
+      goodbye.exit_code = 1;
+      std::string bye = goodbye.Encode();
       (void)core::BroadcastBytes(*group, &bye, 0);
       return fail(s, 1);
     }
-    log << "agent: group '" << speaker->group() << "' of " << world << " rank(s) registered with " << co.target << std::endl;
+    log << "agent: group '" << speaker->group() << "' of " << world << " rank(s) registered with " << co.target
+        << std::endl;
   }
 
   std::ostream null_log(nullptr);
@@ -437,7 +456,8 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     const Instruction in = std::move(*decoded);
     if (in.kind == "exit") {
       if (rank == 0) speaker->StopHeartbeat();
-      if (in.exit_code == 0 && rank == 0) log << "agent: every sweep is done (" << trials_run << " trial(s) run here)" << std::endl;
+      if (in.exit_code == 0 && rank == 0)
+        log << "agent: every sweep is done (" << trials_run << " trial(s) run here)" << std::endl;
       return in.exit_code;
     }
     if (in.kind == "wait") {
@@ -530,7 +550,8 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       continue;
     }
     if (taken) {
-      log << "agent: trial " << trial.trial_id() << " ended (" << why << "): " << outcome.status().ToString() << std::endl;
+      log << "agent: trial " << trial.trial_id() << " ended (" << why << "): " << outcome.status().ToString()
+          << std::endl;
       continue;
     }
     const bool group_fault = GroupFault(outcome.status(), *group);

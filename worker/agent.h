@@ -13,9 +13,9 @@
 // (site settings: data.path, ckpt.root, threads, metrics...), then the trial's overrides
 // (factor values, train.seed, train.trial_id), which always win except on the keys local to
 // the worker (config/trial_config.h, ConfigKey::local_only), which the trial cannot set; all
-// applied in memory. train.output_dir, when set, gets the trial id appended. With ckpt.root set a trial resumes from its newest verified
-// checkpoint, so a requeued trial continues where its last group stopped; ckpt.root must be
-// shared by every group that may run the trial.
+// applied in memory. train.output_dir, when set, gets the trial id appended. With ckpt.root set a trial resumes from
+// its newest verified checkpoint, so a requeued trial continues where its last group stopped; ckpt.root must be shared
+// by every group that may run the trial.
 //
 // What ends a trial and what the coordinator hears:
 //   finished                      FinishTrial; next trial
@@ -44,16 +44,16 @@
 namespace flap::worker {
 
 struct AgentOptions {
-  std::string coordinator;       // host:port of flap-coordinator
-  std::string coordinator_file;  // or a file holding host:port (waited for: a coordinator job
-                                 // writes it when it starts)
-  std::string token_file;        // "" = $FLAP_COORDINATOR_TOKEN / $FLAP_COORDINATOR_TOKEN_FILE
-  std::string tls_ca;            // PEM file of the CA to trust; "" = plaintext
-  std::string group_id;          // "" = $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, $SLURM_JOB_ID,
-                                 // or host-pid
+  std::string coordinator;             // host:port of flap-coordinator
+  std::string coordinator_file;        // or a file holding host:port (waited for: a coordinator job
+                                       // writes it when it starts)
+  std::string token_file;              // "" = $FLAP_COORDINATOR_TOKEN / $FLAP_COORDINATOR_TOKEN_FILE
+  std::string tls_ca;                  // PEM file of the CA to trust; "" = plaintext
+  std::string group_id;                // "" = $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, $SLURM_JOB_ID,
+                                       // or host-pid
   std::vector<std::string> overrides;  // --KEY VALUE pairs over the sweep's base config
-  double rpc_retry_s = 120.0;    // retry transient RPC failures (and wait for the coordinator file) this long
-  int max_trials = 0;            // > 0: exit 0 after this many trials
+  double rpc_retry_s = 120.0;          // retry transient RPC failures (and wait for the coordinator file) this long
+  int max_trials = 0;                  // > 0: exit 0 after this many trials
 };
 
 // Runs the agent; returns the process exit code described above. Progress goes to `log`.

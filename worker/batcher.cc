@@ -26,14 +26,15 @@ size_t CycleIndex(uint64_t seed, const std::string& key, int64_t epoch, size_t n
 
 }  // namespace
 
-CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key,
-                            int64_t epoch, size_t num_original, size_t num_augmented) {
+CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key, int64_t epoch,
+                            size_t num_original, size_t num_augmented) {
   core::DrawRng rng(core::DrawPurpose::kCaption, seed, key, epoch);
   CaptionChoice c;
   const double u = rng.Uniform();
   c.augmented = num_augmented > 0 && u < augment_prob;
   // Streams 1 and 2 of the caption draw: the originals' and the augmented captions' cycles.
-  c.index = c.augmented ? CycleIndex(seed, key, epoch, num_augmented, 2) : CycleIndex(seed, key, epoch, num_original, 1);
+  c.index =
+      c.augmented ? CycleIndex(seed, key, epoch, num_augmented, 2) : CycleIndex(seed, key, epoch, num_original, 1);
   return c;
 }
 

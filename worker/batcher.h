@@ -27,8 +27,8 @@ struct CaptionChoice {
   bool augmented = false;
   size_t index = 0;
 };
-CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key,
-                            int64_t epoch, size_t num_original, size_t num_augmented);
+CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key, int64_t epoch,
+                            size_t num_original, size_t num_augmented);
 
 // Pads or truncates token lists into a (B, L) int64 tensor (0 = padding), L the length of the
 // longest caption capped at max_len.
@@ -50,8 +50,8 @@ int64_t CropStart(const TrialConfig& config, const std::string& key, int64_t epo
 // The training batch of `samples` in `epoch`, on the CPU: each sample's window (CropStart)
 // copied in order, each
 // sample's caption picked by ChooseCaption and its kept patches by core::KeepIndices, one draw
-// per view (mask.views; view-major rows; undefined keep when mask.ratio is 0). A pure function of its arguments. `pinned`: allocated in pinned
-// (page-locked) host memory, for asynchronous copies to a GPU (needs a CUDA build).
+// per view (mask.views; view-major rows; undefined keep when mask.ratio is 0). A pure function of its arguments.
+// `pinned`: allocated in pinned (page-locked) host memory, for asynchronous copies to a GPU (needs a CUDA build).
 core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch, const TrialConfig& config,
                           bool pinned = false);
 

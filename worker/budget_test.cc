@@ -256,7 +256,7 @@ TEST_F(Budget, GroupStopsTogetherOnRankZerosClockAndEvaluatesOnce) {
       }
       std::ostringstream log;
       outcomes[r] = RunTraining(c, log, {}, hooks);
-      (*group)->Shutdown();
+      EXPECT_OK((*group)->Shutdown());
     });
   }
   for (auto& t : threads) t.join();

@@ -32,8 +32,7 @@ bool IsCheckpointStorageFault(const Status& s) {
   return s.code() == Status::Code::kIOError && s.message().find(kStorageFault) != std::string::npos;
 }
 
-StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(const CheckpointConfig& config,
-                                                           const std::string& trial_id,
+StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(const CheckpointConfig& config, const std::string& trial_id,
                                                            const std::string& config_hash) {
   checkpoint::StoreOptions options;
   // A trial handed on from a group that is still stopping it (saving its last checkpoint)
@@ -64,8 +63,8 @@ Status Checkpointer::Wait() {
   failed_saves_ = 0;
   if (!r.status.ok() && r.status.code() == Status::Code::kIOError) {
     // The checkpoint is committed; only deleting old ones failed. The next save retries.
-    *log_ << "checkpoint: WARNING: " << r.status.ToString() << " (the checkpoint at step "
-          << in_flight_step_ << " is saved; retention is retried after the next save)" << std::endl;
+    *log_ << "checkpoint: WARNING: " << r.status.ToString() << " (the checkpoint at step " << in_flight_step_
+          << " is saved; retention is retried after the next save)" << std::endl;
     return Status::OK();
   }
   return r.status;
@@ -81,8 +80,7 @@ Status Checkpointer::OnFailedSave(int64_t step, const Status& status) {
     *log_ << "checkpoint: ERROR: the save at step " << step << " failed, " << failed_saves_
           << " failed saves in a row: giving up on this node's checkpoint storage" << std::endl;
     return Status::IOError(std::string(kStorageFault) + ": " + std::to_string(failed_saves_) +
-                           " checkpoint saves in a row failed" + where + " (the last: " +
-                           status.message() + ")");
+                           " checkpoint saves in a row failed" + where + " (the last: " + status.message() + ")");
   }
   // Training goes on only if what a restart would resume from is intact: the newest committed
   // checkpoint (none yet: a restart begins at step 0 either way).
@@ -91,15 +89,14 @@ Status Checkpointer::OnFailedSave(int64_t step, const Status& status) {
   Status intact = entries.ok() ? Status::OK() : entries.status();
   if (entries.ok() && !entries->empty()) {
     intact = store_->Verify(entries->front());
-    previous = "a restart would resume from step " + std::to_string(entries->front().step) +
-               " (verified)";
+    previous = "a restart would resume from step " + std::to_string(entries->front().step) + " (verified)";
   }
   if (!intact.ok()) {
     *log_ << "checkpoint: ERROR: the save at step " << step << " failed and the newest checkpoint "
           << "does not verify: " << intact.ToString() << std::endl;
-    return Status::IOError(std::string(kStorageFault) + ": the save at step " +
-                           std::to_string(step) + " failed" + where + " (" + status.message() +
-                           ") and the newest checkpoint does not verify (" + intact.message() + ")");
+    return Status::IOError(std::string(kStorageFault) + ": the save at step " + std::to_string(step) + " failed" +
+                           where + " (" + status.message() + ") and the newest checkpoint does not verify (" +
+                           intact.message() + ")");
   }
   *log_ << "checkpoint: WARNING: the save at step " << step << " FAILED (" << failed_saves_ << " of "
         << max_failed_saves_ << " failed saves in a row allowed before this node's storage is "
@@ -175,7 +172,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
 }
 
 StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core::FlapModel& model,
-                                        torch::optim::Optimizer& optimizer, std::ostream& log) {
+                                              torch::optim::Optimizer& optimizer, std::ostream& log) {
   checkpoint::Entry entry;
   if (options.from_step >= 0) {
     FLAP_ASSIGN_OR_RETURN(std::vector<checkpoint::Entry> entries, store_->List(trial_id_, nullptr));

@@ -46,9 +46,9 @@ inline constexpr int kMaxConsecutiveFailedSaves = 3;
 bool IsCheckpointStorageFault(const Status& s);
 
 struct ResumeOptions {
-  bool resume = false;        // from the newest checkpoint that verifies (fresh start if none)
-  int64_t from_step = -1;     // >= 0: from exactly this step's checkpoint
-  bool force = false;         // accept a checkpoint whose config hash differs
+  bool resume = false;     // from the newest checkpoint that verifies (fresh start if none)
+  int64_t from_step = -1;  // >= 0: from exactly this step's checkpoint
+  bool force = false;      // accept a checkpoint whose config hash differs
 };
 
 struct RestoredState {
@@ -62,8 +62,7 @@ inline constexpr double kIndexLockWaitS = 120;
 
 class Checkpointer {
  public:
-  static StatusOr<std::unique_ptr<Checkpointer>> Open(const CheckpointConfig& config,
-                                                      const std::string& trial_id,
+  static StatusOr<std::unique_ptr<Checkpointer>> Open(const CheckpointConfig& config, const std::string& trial_id,
                                                       const std::string& config_hash);
   ~Checkpointer();  // waits for the save in flight
 
@@ -71,13 +70,13 @@ class Checkpointer {
   // cursor, or NotFound when there is nothing to resume from (a fresh start); damaged
   // checkpoints passed over are reported on `log`.
   StatusOr<RestoredState> Restore(const ResumeOptions& options, core::FlapModel& model,
-                            torch::optim::Optimizer& optimizer, std::ostream& log);
+                                  torch::optim::Optimizer& optimizer, std::ostream& log);
 
   // Copies the state now and writes it in the background. Returns the previous save's
   // status if it failed.
-  Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step,
-                   int64_t steps_per_epoch, const std::map<std::string, double>& metrics,
-                   const nlohmann::json& data_cursor = nullptr, const nlohmann::json& progress = nullptr);
+  Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step, int64_t steps_per_epoch,
+                   const std::map<std::string, double>& metrics, const nlohmann::json& data_cursor = nullptr,
+                   const nlohmann::json& progress = nullptr);
   // Waits for the save in flight; its status (OK for a failed save that training outlives: see
   // above).
   Status Wait();

@@ -115,7 +115,7 @@ TEST_F(HardeningCheckpointer, PersistentSaveFailureIsAStorageFault) {
   ASSERT_EQ(ckpt_->max_consecutive_failed_saves(), kMaxConsecutiveFailedSaves);
   ASSERT_EQ(kMaxConsecutiveFailedSaves, 3);
   ASSERT_TRUE(Save(20).ok());
-  ASSERT_TRUE(Save(30).ok());  // collects step 20's failure: OK
+  ASSERT_TRUE(Save(30).ok());       // collects step 20's failure: OK
   ASSERT_TRUE(ckpt_->Wait().ok());  // step 30's: OK
   ASSERT_TRUE(Save(40).ok());
   Status s = ckpt_->Wait();

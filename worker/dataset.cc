@@ -15,21 +15,19 @@ int64_t Dataset::num_captions() const {
   return n;
 }
 
-StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split,
-                                const FeatureOptions& options) {
+StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split, const FeatureOptions& options) {
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(dir));
   const std::vector<sharding::ShardInfo> shards = manifest.ShardsOf(split);
   if (shards.empty()) {
     return Status::NotFound("dataset '" + dir + "' has no shards in split '" + split + "'");
   }
-  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tok,
-                        sharding::Tokenizer::Load(dir + "/" + manifest.tokenizer));
+  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tok, sharding::Tokenizer::Load(dir + "/" + manifest.tokenizer));
   Dataset ds(tok);
   ds.frames_ = options.target_frames;
   ds.bins_ = options.num_mel_bins;
   FeatureOptions fo = options;
-  fo.threads = options.threads > 0 ? options.threads
-                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  fo.threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   FLAP_ASSIGN_OR_RETURN(auto augment, sharding::ReadAugmentFile(dir, manifest));
   fo.augment = &augment;
   // One shard's audio is held at a time.

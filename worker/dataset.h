@@ -1,8 +1,7 @@
 // The worker's in-memory view of one split of a dataset: every clip's normalised log-mel
 // spectrogram (its stored length, shard_features.h; computed once, in parallel, at load, or
-// taken from the feature caches) and its captions as token ids. Evaluation uses it (it needs every clip at once); training streams its
-// split through loader.h instead. Both are built from the same per-shard unit
-// (shard_features.h).
+// taken from the feature caches) and its captions as token ids. Evaluation uses it (it needs every clip at once);
+// training streams its split through loader.h instead. Both are built from the same per-shard unit (shard_features.h).
 //
 // Load verifies each shard's size and checksum against the manifest before reading it, and
 // fails naming the shard (and member) for anything missing, damaged or undecodable.

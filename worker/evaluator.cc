@@ -104,10 +104,9 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
 }
 
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m) {
-  return {{"t2a_r1", m.t2a_r1},       {"t2a_r5", m.t2a_r5},       {"t2a_r10", m.t2a_r10},
-          {"a2t_r1", m.a2t_r1},       {"a2t_r5", m.a2t_r5},       {"a2t_r10", m.a2t_r10},
-          {"t2a_map10", m.t2a_map10}, {"a2t_map10", m.a2t_map10}, {"map10", m.map10},
-          {"num_clips", m.num_clips}, {"num_captions", m.num_captions}};
+  return {{"t2a_r1", m.t2a_r1}, {"t2a_r5", m.t2a_r5},       {"t2a_r10", m.t2a_r10},          {"a2t_r1", m.a2t_r1},
+          {"a2t_r5", m.a2t_r5}, {"a2t_r10", m.a2t_r10},     {"t2a_map10", m.t2a_map10},      {"a2t_map10", m.a2t_map10},
+          {"map10", m.map10},   {"num_clips", m.num_clips}, {"num_captions", m.num_captions}};
 }
 
 std::string FormatMetricsTable(const core::RetrievalMetrics& m) {
@@ -119,9 +118,8 @@ std::string FormatMetricsTable(const core::RetrievalMetrics& m) {
                 "  audio->text  %6.2f  %6.2f  %6.2f  %6.2f\n"
                 "  mean mAP@10  %6.2f\n",
                 static_cast<long long>(m.num_clips), static_cast<long long>(m.num_captions),
-                100.0 * core::ChanceRecall(1, m.num_clips), 100 * m.t2a_r1, 100 * m.t2a_r5,
-                100 * m.t2a_r10, 100 * m.t2a_map10, 100 * m.a2t_r1, 100 * m.a2t_r5,
-                100 * m.a2t_r10, 100 * m.a2t_map10, 100 * m.map10);
+                100.0 * core::ChanceRecall(1, m.num_clips), 100 * m.t2a_r1, 100 * m.t2a_r5, 100 * m.t2a_r10,
+                100 * m.t2a_map10, 100 * m.a2t_r1, 100 * m.a2t_r5, 100 * m.a2t_r10, 100 * m.a2t_map10, 100 * m.map10);
   return buf;
 }
 

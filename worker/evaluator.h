@@ -29,7 +29,7 @@ StatusOr<EvalCrop> ParseEvalCrop(const std::string& name);
 std::vector<int64_t> EvalWindows(EvalCrop crop, int64_t frames, int64_t window);
 
 core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
-                               core::Precision precision = core::Precision::kFp32, EvalCrop crop = EvalCrop::kFirst);
+                                core::Precision precision = core::Precision::kFp32, EvalCrop crop = EvalCrop::kFirst);
 
 // (clips, D) normalised fp32 audio embeddings of every clip of `dataset` (its windows by
 // `crop`), on the model's device, no token dropping, no gradient; the model is put in eval

@@ -89,9 +89,8 @@ inline void LogInPlace(float* __restrict v, int n) {
 
 // h radix-2 DIT butterflies: (x, y) <- (x + w y, x - w y), split re/im arrays. The restrict
 // parameters let the compiler vectorise the loop without alias checks.
-inline void Butterflies(int h, const float* __restrict wr, const float* __restrict wi,
-                        float* __restrict xr, float* __restrict xi, float* __restrict yr,
-                        float* __restrict yi) {
+inline void Butterflies(int h, const float* __restrict wr, const float* __restrict wi, float* __restrict xr,
+                        float* __restrict xi, float* __restrict yr, float* __restrict yi) {
   for (int j = 0; j < h; ++j) {
     const float tr = wr[j] * yr[j] - wi[j] * yi[j];
     const float ti = wr[j] * yi[j] + wi[j] * yr[j];
@@ -110,21 +109,19 @@ Status Fbank::Validate(const FbankOptions& o) {
   const int window = WindowSamples(o.sample_rate, o.frame_length_ms);
   const int shift = WindowSamples(o.sample_rate, o.frame_shift_ms);
   if (window < 5) {  // the FFT needs >= 8 points (torchaudio allows 2, nobody uses < 5)
-    return Status::InvalidArgument("fbank: frame_length_ms gives a window of " +
-                                   std::to_string(window) + " samples (need >= 5)");
+    return Status::InvalidArgument("fbank: frame_length_ms gives a window of " + std::to_string(window) +
+                                   " samples (need >= 5)");
   }
   if (shift <= 0) {
-    return Status::InvalidArgument("fbank: frame_shift_ms gives a shift of " +
-                                   std::to_string(shift) + " samples (need >= 1)");
+    return Status::InvalidArgument("fbank: frame_shift_ms gives a shift of " + std::to_string(shift) +
+                                   " samples (need >= 1)");
   }
   if (o.num_mel_bins <= 3) return Status::InvalidArgument("fbank: num_mel_bins must be > 3");
   const double nyquist = 0.5 * o.sample_rate;
   const double high = o.high_freq <= 0.0 ? o.high_freq + nyquist : o.high_freq;
-  if (!(o.low_freq >= 0.0 && o.low_freq < nyquist && high > 0.0 && high <= nyquist &&
-        o.low_freq < high)) {
-    return Status::InvalidArgument("fbank: bad low_freq " + std::to_string(o.low_freq) +
-                                   " / high_freq " + std::to_string(o.high_freq) +
-                                   " for Nyquist " + std::to_string(nyquist));
+  if (!(o.low_freq >= 0.0 && o.low_freq < nyquist && high > 0.0 && high <= nyquist && o.low_freq < high)) {
+    return Status::InvalidArgument("fbank: bad low_freq " + std::to_string(o.low_freq) + " / high_freq " +
+                                   std::to_string(o.high_freq) + " for Nyquist " + std::to_string(nyquist));
   }
   if (!(o.preemphasis >= 0.0 && o.preemphasis <= 1.0)) {
     return Status::InvalidArgument("fbank: preemphasis must be in [0, 1]");
@@ -185,8 +182,7 @@ Fbank::Fbank(const FbankOptions& options) : options_(options) {
   // mel_low_freq and mel_freq_delta are doubles rounded to float when they meet a tensor).
   // Only FFT bins k < N/2 are covered: the Nyquist bin has weight 0.
   const double nyquist = 0.5 * options.sample_rate;
-  const double high_freq = options.high_freq <= 0.0 ? options.high_freq + nyquist
-                                                    : options.high_freq;
+  const double high_freq = options.high_freq <= 0.0 ? options.high_freq + nyquist : options.high_freq;
   const double mel_low = MelScale(options.low_freq);
   const double mel_high = MelScale(high_freq);
   const double mel_delta = (mel_high - mel_low) / (num_mel_bins_ + 1);
@@ -205,16 +201,13 @@ Fbank::Fbank(const FbankOptions& options) : options_(options) {
   const int groups = (num_mel_bins_ + kMelGroup - 1) / kMelGroup;
   std::vector<float> dense(static_cast<size_t>(groups) * kMelGroup * m, 0.0f);
   for (int b = 0; b < num_mel_bins_; ++b) {
-    auto edge = [&](int i) {
-      return F(static_cast<double>(F(static_cast<double>(i) * mel_delta_f)) + mel_low_f);
-    };
+    auto edge = [&](int i) { return F(static_cast<double>(F(static_cast<double>(i) * mel_delta_f)) + mel_low_f); };
     const float left = edge(b), center = edge(b + 1), right = edge(b + 2);
     const float up_den = F(static_cast<double>(center) - left);
     const float down_den = F(static_cast<double>(right) - center);
     for (int k = 0; k < m; ++k) {
       const float up = F(static_cast<double>(F(static_cast<double>(fft_mel[k]) - left)) / up_den);
-      const float down =
-          F(static_cast<double>(F(static_cast<double>(right) - fft_mel[k])) / down_den);
+      const float down = F(static_cast<double>(F(static_cast<double>(right) - fft_mel[k])) / down_den);
       dense[static_cast<size_t>(b) * m + k] = std::max(0.0f, std::min(up, down));
     }
   }
@@ -297,8 +290,7 @@ int Fbank::ComputeFrames(const float* wave, size_t n, int max_frames, float* out
 
   // Scratch for the whole call (one allocation, none per frame).
   const int padded_bins = static_cast<int>(mel_group_len_.size()) * kMelGroup;
-  std::vector<float> scratch(
-      static_cast<size_t>(fft_size_) + 3 * static_cast<size_t>(m) + padded_bins, 0.0f);
+  std::vector<float> scratch(static_cast<size_t>(fft_size_) + 3 * static_cast<size_t>(m) + padded_bins, 0.0f);
   float* __restrict x = scratch.data();  // fft_size_: the windowed, zero-padded frame
   float* __restrict re = x + fft_size_;  // m
   float* __restrict im = re + m;         // m
@@ -372,8 +364,7 @@ void Fbank::Compute(const float* wave, size_t n, std::vector<float>* out) const 
   ComputeFrames(wave, n, frames, out->data());
 }
 
-void Fbank::ComputeNormalized(const float* wave, size_t n, int target_frames,
-                              std::vector<float>* out) const {
+void Fbank::ComputeNormalized(const float* wave, size_t n, int target_frames, std::vector<float>* out) const {
   target_frames = std::max(0, target_frames);
   const size_t total = static_cast<size_t>(target_frames) * num_mel_bins_;
   out->resize(total);

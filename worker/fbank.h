@@ -69,11 +69,10 @@ class Fbank {  // immutable after construction; Compute is thread-safe
   // Compute, then pad with zero rows / crop to target_frames (>= 0), then normalise every
   // value (padding included) as (x - kFbankMean) / (2 * kFbankStd).
   // Output: target_frames x num_mel_bins(), row-major.
-  void ComputeNormalized(const float* wave, size_t n, int target_frames,
-                         std::vector<float>* out) const;
+  void ComputeNormalized(const float* wave, size_t n, int target_frames, std::vector<float>* out) const;
 
   int num_mel_bins() const { return num_mel_bins_; }
-  int window_size() const { return window_size_; }  // samples per frame (400 by default)
+  int window_size() const { return window_size_; }    // samples per frame (400 by default)
   int window_shift() const { return window_shift_; }  // samples between frames (160)
   int fft_size() const { return fft_size_; }          // padded window (512)
 
@@ -91,11 +90,11 @@ class Fbank {  // immutable after construction; Compute is thread-safe
   int fft_size_ = 0;  // N: power of two >= window_size_ (>= 8)
   int half_ = 0;      // M = N / 2: size of the complex FFT
 
-  std::vector<float> window_;            // window_size_
-  std::vector<int> bitrev_;              // M: bit reversal of log2(M) bits
-  std::vector<float> stage_tw_re_;       // twiddles of all stages, stage of length L at L/2-1
+  std::vector<float> window_;       // window_size_
+  std::vector<int> bitrev_;         // M: bit reversal of log2(M) bits
+  std::vector<float> stage_tw_re_;  // twiddles of all stages, stage of length L at L/2-1
   std::vector<float> stage_tw_im_;
-  std::vector<float> post_tw_re_;        // e^{-2 pi i k / N}, k < M: real-FFT untangling
+  std::vector<float> post_tw_re_;  // e^{-2 pi i k / N}, k < M: real-FFT untangling
   std::vector<float> post_tw_im_;
   // Mel filters in groups of kMelGroup consecutive filters, each group over the union of its
   // filters' nonzero FFT-bin ranges, bin-major (see the constructor).

@@ -63,8 +63,7 @@ Fixture LoadFixture(const std::string& name) {
   const std::string path = std::string(FLAP_FIXTURE_DIR) + "/fbank_" + name + ".bin";
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open " + path);
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                   std::istreambuf_iterator<char>());
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.size() < 16 || std::memcmp(bytes.data(), "FBK1", 4) != 0) {
     throw std::runtime_error(path + ": bad header");
   }
@@ -108,9 +107,10 @@ Diff DiffAgainstTorchaudio(const std::string& name) {
       if (ref[b] >= peak - kLoudRangeLog) diff.loud = std::max(diff.loud, d);
     }
   }
-  std::printf("fbank_%s: %d x %d, max abs diff vs torchaudio: %.3g within 60 dB of the frame "
-              "peak, %.3g over all bins\n",
-              name.c_str(), fx.frames, fx.bins, diff.loud, diff.all);
+  std::printf(
+      "fbank_%s: %d x %d, max abs diff vs torchaudio: %.3g within 60 dB of the frame "
+      "peak, %.3g over all bins\n",
+      name.c_str(), fx.frames, fx.bins, diff.loud, diff.all);
   return diff;
 }
 
@@ -131,9 +131,7 @@ std::vector<double> ReferenceFbank(const FbankOptions& o, const std::vector<floa
   const int shift = static_cast<int>(o.sample_rate * o.frame_shift_ms * 0.001);
   int n_fft = 1;
   while (n_fft < len) n_fft *= 2;
-  const int frames = wave.size() < static_cast<size_t>(len)
-                         ? 0
-                         : 1 + static_cast<int>((wave.size() - len) / shift);
+  const int frames = wave.size() < static_cast<size_t>(len) ? 0 : 1 + static_cast<int>((wave.size() - len) / shift);
   const double nyquist = 0.5 * o.sample_rate;
   const double high = o.high_freq <= 0.0 ? o.high_freq + nyquist : o.high_freq;
   const double mel_low = Mel(o.low_freq), mel_high = Mel(high);
@@ -167,8 +165,7 @@ std::vector<double> ReferenceFbank(const FbankOptions& o, const std::vector<floa
       double e = 0.0;
       for (int k = 0; k < n_fft / 2; ++k) {
         const double mel = Mel(static_cast<double>(o.sample_rate) / n_fft * k);
-        const double w = std::max(0.0, std::min((mel - left) / (center - left),
-                                                (right - mel) / (right - center)));
+        const double w = std::max(0.0, std::min((mel - left) / (center - left), (right - mel) / (right - center)));
         e += w * power[k];
       }
       out.push_back(std::log(std::max(e, static_cast<double>(FLT_EPSILON))));
@@ -186,8 +183,7 @@ std::vector<float> MixedSignal(int sample_rate, double seconds) {
     h = h * 1664525u + 1013904223u;
     const double noise = (h >> 8) / 8388608.0 - 1.0;
     w[i] = static_cast<float>(0.05 + 0.3 * std::sin(2 * kPi * 440.0 * t) +
-                              0.1 * std::sin(2 * kPi * (200.0 * t + 1500.0 * t * t)) +
-                              0.01 * noise);
+                              0.1 * std::sin(2 * kPi * (200.0 * t + 1500.0 * t * t)) + 0.01 * noise);
   }
   return w;
 }
@@ -276,7 +272,7 @@ TEST(FbankGeometry, NumFramesEdgeCases) {
   EXPECT_EQ(fbank.NumFrames(559), 1);
   EXPECT_EQ(fbank.NumFrames(560), 2);
   EXPECT_EQ(fbank.NumFrames(16000), 98);
-  EXPECT_EQ(fbank.NumFrames(40960), 254);   // 2.56 s
+  EXPECT_EQ(fbank.NumFrames(40960), 254);    // 2.56 s
   EXPECT_EQ(fbank.NumFrames(163840), 1022);  // 10.24 s
 }
 
@@ -364,8 +360,8 @@ TEST(FbankSpectrum, LouderToneRaisesLogEnergyBy2LnGain) {
   fbank.Compute(quiet.data(), quiet.size(), &a);
   fbank.Compute(loud.data(), loud.size(), &b);
   ASSERT_EQ(a.size(), b.size());
-  const int expected = static_cast<int>(
-      std::lround((Mel(1000.0) - Mel(20.0)) / ((Mel(8000.0) - Mel(20.0)) / 129.0) - 1.0));
+  const int expected =
+      static_cast<int>(std::lround((Mel(1000.0) - Mel(20.0)) / ((Mel(8000.0) - Mel(20.0)) / 129.0) - 1.0));
   // Power scales with the gain squared: +2 ln(10) in every bin well above the floor.
   EXPECT_NEAR(b[expected] - a[expected], 2.0 * std::log(10.0), 1e-3);
 }
@@ -416,8 +412,7 @@ TEST(FbankOptions, ValidateRejectsBadOptions) {
   EXPECT_FALSE(bad([](FbankOptions& o) { o.high_freq = 9000.0; }).ok());
   EXPECT_FALSE(bad([](FbankOptions& o) { o.high_freq = -8000.0; }).ok());
   EXPECT_FALSE(bad([](FbankOptions& o) { o.preemphasis = 1.5; }).ok());
-  EXPECT_EQ(bad([](FbankOptions& o) { o.num_mel_bins = 2; }).code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(bad([](FbankOptions& o) { o.num_mel_bins = 2; }).code(), Status::Code::kInvalidArgument);
   FbankOptions o;
   o.num_mel_bins = 2;
   EXPECT_THROW(Fbank{o}, std::invalid_argument);

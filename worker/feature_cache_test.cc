@@ -47,7 +47,8 @@ class FeatureCacheTest : public ::testing::Test {
     fo.max_frames = max_frames;
     return fo;
   }
-  static std::shared_ptr<const ShardFeatures> Fetch(size_t shard, const FeatureOptions& fo, bool* from_memory = nullptr) {
+  static std::shared_ptr<const ShardFeatures> Fetch(size_t shard, const FeatureOptions& fo,
+                                                    bool* from_memory = nullptr) {
     auto f = FetchShardFeatures(Data(), (*shards_)[shard], *tokenizer_, fo, from_memory);
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? *f : nullptr;
@@ -87,7 +88,7 @@ TEST_F(FeatureCacheTest, MemoryCacheHitsMissesAndSharesOneCopy) {
   auto a = Fetch(0, fo, &from_memory);
   EXPECT_FALSE(from_memory);  // miss: computed
   auto b = Fetch(0, fo, &from_memory);
-  EXPECT_TRUE(from_memory);   // hit: the same object, no copy
+  EXPECT_TRUE(from_memory);  // hit: the same object, no copy
   EXPECT_EQ(a.get(), b.get());
   auto c = Fetch(1, fo, &from_memory);
   EXPECT_FALSE(from_memory);
@@ -239,7 +240,8 @@ TEST(Crop, RandomWindowsAreSeededInRangeAndExactOnResume) {
   TrialConfig other = c;
   other.train.seed = 6;
   int differ = 0;
-  for (int64_t epoch = 0; epoch < 10; ++epoch) differ += CropStart(c, "clip-7", epoch, 100) != CropStart(other, "clip-7", epoch, 100);
+  for (int64_t epoch = 0; epoch < 10; ++epoch)
+    differ += CropStart(c, "clip-7", epoch, 100) != CropStart(other, "clip-7", epoch, 100);
   EXPECT_GT(differ, 5);
   EXPECT_EQ(CropStart(c, "clip-7", 3, 32), 0);  // nothing to choose
   EXPECT_EQ(CropStart(CropConfig("first"), "clip-7", 3, 100), 0);

@@ -19,8 +19,8 @@ Status RetryUnavailable(double retry_for_s, const std::function<Status()>& call)
 }
 
 StatusOr<std::unique_ptr<LeaseShardSource>> LeaseShardSource::Create(coordinator::CoordinatorClient* client,
-                                                                      const std::vector<sharding::ShardInfo>& shards,
-                                                                      const LeaseSourceOptions& options) {
+                                                                     const std::vector<sharding::ShardInfo>& shards,
+                                                                     const LeaseSourceOptions& options) {
   if (client == nullptr) return Status::InvalidArgument("lease source: no coordinator client");
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return Status::InvalidArgument("lease source: rank " + std::to_string(options.rank) + " of " +
@@ -40,7 +40,8 @@ StatusOr<std::unique_ptr<LeaseShardSource>> LeaseShardSource::Create(coordinator
   }
   src->steps_per_epoch_ = total / (options.batch_size * options.world_size);
   if (src->steps_per_epoch_ < 1) {
-    return Status::InvalidArgument("the split has " + std::to_string(total) + " samples, fewer than one global batch of " +
+    return Status::InvalidArgument("the split has " + std::to_string(total) +
+                                   " samples, fewer than one global batch of " +
                                    std::to_string(options.batch_size * options.world_size));
   }
   return src;
@@ -52,11 +53,11 @@ Status LeaseShardSource::BeginEpoch(int64_t epoch) {
   for (const auto& s : shards_) list.emplace_back(s.name, s.num_samples);
   coordinator::v1::BeginEpochResponse resp;
   FLAP_RETURN_IF_ERROR(RetryUnavailable(options_.retry_for_s, [&]() -> Status {
-    auto r = client_->BeginEpoch(options_.group_id, options_.trial, static_cast<int>(epoch), list);
-    if (!r.ok()) return r.status();
-    resp = *r;
-    return Status::OK();
-  }).WithContext("epoch " + std::to_string(epoch) + ": declaring its shards"));
+                         auto r = client_->BeginEpoch(options_.group_id, options_.trial, static_cast<int>(epoch), list);
+                         if (!r.ok()) return r.status();
+                         resp = *r;
+                         return Status::OK();
+                       }).WithContext("epoch " + std::to_string(epoch) + ": declaring its shards"));
   epoch_ = epoch;
   const int64_t undone = resp.num_shards() - resp.done_shards();
   share_ = (undone + options_.world_size - 1) / options_.world_size;
@@ -71,12 +72,12 @@ StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::ShardAt(int64_t e
   if (!dry_ && leased_in_epoch_ < share_) {
     coordinator::ShardLease lease;
     FLAP_RETURN_IF_ERROR(RetryUnavailable(options_.retry_for_s, [&]() -> Status {
-      auto r = client_->LeaseShard(options_.group_id, options_.trial, static_cast<int>(epoch), options_.rank,
-                                   static_cast<int>(index % 4096));
-      if (!r.ok()) return r.status();
-      lease = *r;
-      return Status::OK();
-    }).WithContext("epoch " + std::to_string(epoch) + ": leasing a shard"));
+                           auto r = client_->LeaseShard(options_.group_id, options_.trial, static_cast<int>(epoch),
+                                                        options_.rank, static_cast<int>(index % 4096));
+                           if (!r.ok()) return r.status();
+                           lease = *r;
+                           return Status::OK();
+                         }).WithContext("epoch " + std::to_string(epoch) + ": leasing a shard"));
     if (lease.kind == coordinator::ShardLease::Kind::kGranted) {
       auto it = by_name_.find(lease.shard_name);
       if (it == by_name_.end()) {

@@ -48,8 +48,8 @@ struct LeaseSourceOptions {
   coordinator::v1::TrialRef trial;
   int rank = 0;
   int world_size = 1;
-  int64_t batch_size = 32;        // per rank
-  double retry_for_s = 120.0;     // retry UNAVAILABLE / DEADLINE_EXCEEDED this long
+  int64_t batch_size = 32;     // per rank
+  double retry_for_s = 120.0;  // retry UNAVAILABLE / DEADLINE_EXCEEDED this long
 };
 
 // Retries `call` while it fails with UNAVAILABLE or DEADLINE_EXCEEDED (the gRPC code of the
@@ -84,11 +84,11 @@ class LeaseShardSource : public ShardSource {
   std::map<std::string, size_t> by_name_;
   int64_t steps_per_epoch_ = 0;
 
-  int64_t epoch_ = -1;          // the epoch begun last
-  int64_t share_ = 0;           // leases this rank may take in epoch_
+  int64_t epoch_ = -1;  // the epoch begun last
+  int64_t share_ = 0;   // leases this rank may take in epoch_
   int64_t leased_in_epoch_ = 0;
   int64_t padding_next_ = 0;
-  bool dry_ = false;            // the coordinator has nothing more for this rank in epoch_
+  bool dry_ = false;  // the coordinator has nothing more for this rank in epoch_
   // (epoch, shard name) -> lease id, for Done(); padding shards are absent.
   std::map<std::pair<int64_t, std::string>, uint64_t> leases_;
 

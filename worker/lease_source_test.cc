@@ -92,8 +92,9 @@ TEST(LeaseShardSource, RanksShareTheEpochsShardsEachCountedOnceAndPadWhenShort) 
   // Completing again (a retried Done) or a padding shard counts nothing.
   ASSERT_OK(r1->Done(0, b[3]));
   EXPECT_EQ(r0->completed() + r1->completed(), 5);
-  auto epoch = t.client->BeginEpoch("g", t.ref, 0, {{"train-0.tar", 10}, {"train-1.tar", 10}, {"train-2.tar", 10},
-                                                    {"train-3.tar", 2}, {"train-4.tar", 2}});
+  auto epoch = t.client->BeginEpoch(
+      "g", t.ref, 0,
+      {{"train-0.tar", 10}, {"train-1.tar", 10}, {"train-2.tar", 10}, {"train-3.tar", 2}, {"train-4.tar", 2}});
   ASSERT_OK(epoch);
   EXPECT_EQ(epoch->done_shards(), 5);
   EXPECT_EQ(epoch->done_samples(), 34);

@@ -65,7 +65,10 @@ StatusOr<std::optional<sharding::ShardInfo>> FixedShardSource::ShardAt(int64_t e
 // LoaderCursor
 
 nlohmann::json LoaderCursor::ToJson() const {
-  return {{"epoch", epoch}, {"shards_done", shards_done}, {"position", position}, {"step_in_epoch", step_in_epoch},
+  return {{"epoch", epoch},
+          {"shards_done", shards_done},
+          {"position", position},
+          {"step_in_epoch", step_in_epoch},
           {"block", block}};
 }
 
@@ -146,14 +149,14 @@ struct StreamingLoader::Impl {
   int64_t gen_epoch = 0, gen_next_shard = 0, gen_planned = 0;
 
   std::mutex mu;
-  std::condition_variable work_cv;   // feature threads: a job is queued or stop
-  std::condition_variable done_cv;   // assembler: a job finished or stop
-  std::condition_variable ready_cv;  // consumer: a batch is ready; assembler: room in the queue
-  bool stop = false;                                 // guarded by mu
-  std::deque<std::shared_ptr<Job>> queued;           // guarded by mu
-  std::deque<LoadedBatch> ready;                     // guarded by mu
-  Status error;                                      // guarded by mu; sticky
-  LoaderStats stats;                                 // guarded by mu
+  std::condition_variable work_cv;          // feature threads: a job is queued or stop
+  std::condition_variable done_cv;          // assembler: a job finished or stop
+  std::condition_variable ready_cv;         // consumer: a batch is ready; assembler: room in the queue
+  bool stop = false;                        // guarded by mu
+  std::deque<std::shared_ptr<Job>> queued;  // guarded by mu
+  std::deque<LoadedBatch> ready;            // guarded by mu
+  Status error;                             // guarded by mu; sticky
+  LoaderStats stats;                        // guarded by mu
   std::vector<std::thread> threads;
 
   // The next block in reading order; its jobs are queued for the feature threads.
@@ -211,9 +214,12 @@ struct StreamingLoader::Impl {
         stats.feature_seconds += cpu;
         job->done = true;
         if (f.ok()) {
-          if (from_memory) ++stats.shards_from_memory;
-          else if ((*f)->from_cache) ++stats.shards_cached;
-          else ++stats.shards_computed;
+          if (from_memory)
+            ++stats.shards_from_memory;
+          else if ((*f)->from_cache)
+            ++stats.shards_cached;
+          else
+            ++stats.shards_computed;
           if (!from_memory && !(*f)->cache_note.empty()) stats.notes.push_back((*f)->cache_note);
           job->features = std::move(*f);
         } else {
@@ -254,8 +260,9 @@ struct StreamingLoader::Impl {
     std::deque<Block> window;
     FLAP_ASSIGN_OR_RETURN(Block first, NextBlock());
     if (!start.block.empty() && start.block != first.Names()) {
-      return Status::InvalidArgument("the data cursor's block [" + JoinNames(start.block) + "] differs from this rank's shards at that point [" +
-                                     JoinNames(first.Names()) + "]: the dataset, the seed or the group size changed");
+      return Status::InvalidArgument("the data cursor's block [" + JoinNames(start.block) +
+                                     "] differs from this rank's shards at that point [" + JoinNames(first.Names()) +
+                                     "]: the dataset, the seed or the group size changed");
     }
     window.push_back(std::move(first));
     FLAP_ASSIGN_OR_RETURN(Block ahead, NextBlock());
@@ -309,8 +316,8 @@ struct StreamingLoader::Impl {
           out.after = LoaderCursor{epoch + 1, 0, 0, 0, {}};
           epoch_done = true;
         } else if (p + 1 == n) {
-          out.after = LoaderCursor{epoch, cur.first_shard + static_cast<int64_t>(cur.jobs.size()), 0, step,
-                                   window[1].Names()};
+          out.after =
+              LoaderCursor{epoch, cur.first_shard + static_cast<int64_t>(cur.jobs.size()), 0, step, window[1].Names()};
         } else {
           out.after = LoaderCursor{epoch, cur.first_shard, p + 1, step, cur.Names()};
         }
@@ -336,8 +343,10 @@ struct StreamingLoader::Impl {
   void AssemblerThread() {
     Status s = Assemble();
     std::lock_guard<std::mutex> lock(mu);
-    if (!s.ok()) error = s;
-    else if (!stop) error = Status::Internal("the loader stopped unexpectedly");
+    if (!s.ok())
+      error = s;
+    else if (!stop)
+      error = Status::Internal("the loader stopped unexpectedly");
     ready_cv.notify_all();
   }
 };
@@ -392,7 +401,8 @@ StatusOr<std::unique_ptr<StreamingLoader>> StreamingLoader::Start(const LoaderOp
         count += info->num_samples;
         names.push_back(info->name);
       }
-      if (names.empty()) return Status::Internal("cannot place step " + std::to_string(start.step_in_epoch) + " in the epoch's shards");
+      if (names.empty())
+        return Status::Internal("cannot place step " + std::to_string(start.step_in_epoch) + " in the epoch's shards");
       if (before + count > target) {
         impl->start.shards_done = index;
         impl->start.position = target - before;

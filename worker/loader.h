@@ -73,9 +73,8 @@ class FixedShardSource : public ShardSource {
  public:
   // InvalidArgument if there are fewer shards than ranks or a rank has fewer samples than one
   // batch, naming the split and the counts.
-  static StatusOr<std::unique_ptr<FixedShardSource>> Create(const std::vector<sharding::ShardInfo>& shards,
-                                                            int rank, int world_size, int64_t batch_size,
-                                                            uint64_t seed);
+  static StatusOr<std::unique_ptr<FixedShardSource>> Create(const std::vector<sharding::ShardInfo>& shards, int rank,
+                                                            int world_size, int64_t batch_size, uint64_t seed);
   StatusOr<std::optional<sharding::ShardInfo>> ShardAt(int64_t epoch, int64_t index) override;
   int64_t StepsPerEpoch() const override { return steps_per_epoch_; }
   // This rank's shards in manifest order.
@@ -92,11 +91,11 @@ class FixedShardSource : public ShardSource {
 
 struct LoaderCursor {
   int64_t epoch = 0;
-  int64_t shards_done = 0;    // shards of the epoch's order in fully consumed blocks; -1:
-                              // unknown, derived from step_in_epoch (needs a source that can
-                              // be read from index 0 again, as the fixed one can)
-  int64_t position = 0;       // samples consumed in the current block
-  int64_t step_in_epoch = 0;  // batches of the epoch already handed out
+  int64_t shards_done = 0;         // shards of the epoch's order in fully consumed blocks; -1:
+                                   // unknown, derived from step_in_epoch (needs a source that can
+                                   // be read from index 0 again, as the fixed one can)
+  int64_t position = 0;            // samples consumed in the current block
+  int64_t step_in_epoch = 0;       // batches of the epoch already handed out
   std::vector<std::string> block;  // the current block's shards (a check on restore; may be empty)
 
   nlohmann::json ToJson() const;
@@ -109,12 +108,12 @@ struct LoaderCursor {
 };
 
 struct LoaderOptions {
-  std::string dataset_dir;                // folder with manifest.json and the shards
-  int threads = 1;                        // feature threads (>= 1)
-  int shuffle_shards = 4;                 // shards mixed together in one block (>= 1)
-  int prefetch_batches = 4;               // ready batches queued ahead (>= 1)
-  bool pin_memory = false;                // batches in pinned host memory (training on a GPU)
-  FeatureOptions features;                // frames, bins, checksums, caches (threads ignored)
+  std::string dataset_dir;   // folder with manifest.json and the shards
+  int threads = 1;           // feature threads (>= 1)
+  int shuffle_shards = 4;    // shards mixed together in one block (>= 1)
+  int prefetch_batches = 4;  // ready batches queued ahead (>= 1)
+  bool pin_memory = false;   // batches in pinned host memory (training on a GPU)
+  FeatureOptions features;   // frames, bins, checksums, caches (threads ignored)
 };
 
 struct LoadedBatch {
@@ -122,18 +121,18 @@ struct LoadedBatch {
   std::vector<std::string> keys;  // sample keys in batch order
   int64_t epoch = 0;
   int64_t step_in_epoch = 0;
-  LoaderCursor after;             // the cursor once this batch is consumed
+  LoaderCursor after;  // the cursor once this batch is consumed
 };
 
 struct LoaderStats {
-  double wait_seconds = 0;     // time Next() spent blocked waiting for a batch
-  int64_t batches = 0;         // batches returned by Next()
-  int64_t shards_computed = 0; // shards decoded and featurised
-  int64_t shards_cached = 0;   // shards read from the disk cache
+  double wait_seconds = 0;         // time Next() spent blocked waiting for a batch
+  int64_t batches = 0;             // batches returned by Next()
+  int64_t shards_computed = 0;     // shards decoded and featurised
+  int64_t shards_cached = 0;       // shards read from the disk cache
   int64_t shards_from_memory = 0;  // shards found in the process's memory cache
-  double busy_seconds = 0;     // CPU time of the loader's threads: feature_seconds + assembly_seconds
-  double feature_seconds = 0;  // of which fetching or computing shard features
-  double assembly_seconds = 0; // of which assembling batches (crops, masks, captions, tokens)
+  double busy_seconds = 0;         // CPU time of the loader's threads: feature_seconds + assembly_seconds
+  double feature_seconds = 0;      // of which fetching or computing shard features
+  double assembly_seconds = 0;     // of which assembling batches (crops, masks, captions, tokens)
   std::vector<std::string> notes;  // cache notes (ignored or unwritable cache files)
 };
 

@@ -66,7 +66,8 @@ class LoaderTest : public ::testing::Test {
                                                 int shuffle_shards = 3) {
     auto src = FixedShardSource::Create(manifest_->ShardsOf("train"), rank, world, c.train.batch_size, c.train.seed);
     EXPECT_TRUE(src.ok()) << src.status().ToString();
-    auto loader = StreamingLoader::Start(Options(threads, cache, shuffle_shards), c, *tokenizer_, std::move(*src), cursor);
+    auto loader =
+        StreamingLoader::Start(Options(threads, cache, shuffle_shards), c, *tokenizer_, std::move(*src), cursor);
     EXPECT_TRUE(loader.ok()) << loader.status().ToString();
     return std::move(*loader);
   }
@@ -177,7 +178,8 @@ TEST_F(LoaderTest, CursorOfAnotherRunIsRefused) {
   EXPECT_FALSE(l->Next().ok());  // sticky
   auto src = FixedShardSource::Create(manifest_->ShardsOf("train"), 0, 1, 8, 1);
   ASSERT_TRUE(src.ok());
-  auto out_of_range = StreamingLoader::Start(Options(1), c, *tokenizer_, std::move(*src), LoaderCursor{0, 0, 0, 999, {}});
+  auto out_of_range =
+      StreamingLoader::Start(Options(1), c, *tokenizer_, std::move(*src), LoaderCursor{0, 0, 0, 999, {}});
   EXPECT_FALSE(out_of_range.ok());
   EXPECT_FALSE(LoaderCursor::FromJson({{"epoch", 1}}, "ckpt").ok());
 }
@@ -201,8 +203,8 @@ TEST_F(LoaderTest, RanksSplitShardsWithoutOverlapAndShareStepsPerEpoch) {
     for (const auto& b : batches) {
       for (const auto& k : b.keys) {
         const int index = std::stoi(k.substr(k.find('-') + 1));
-        const std::string shard = "train-" + std::string(6 - std::to_string(index / 23).size(), '0') +
-                                  std::to_string(index / 23) + ".tar";
+        const std::string shard =
+            "train-" + std::string(6 - std::to_string(index / 23).size(), '0') + std::to_string(index / 23) + ".tar";
         EXPECT_TRUE(mine.count(shard)) << k << " read by rank " << r << " which does not own " << shard;
       }
     }
@@ -292,7 +294,7 @@ TEST_F(LoaderTest, SideFileAugmentedCaptionsReplaceTheShards) {
   ASSERT_EQ(f->clips[1].key, "train-00000001");
   ASSERT_EQ(f->clips[1].captions_augment.size(), 1u);
   EXPECT_EQ(f->clips[1].captions_augment[0], tokenizer_->Encode("a dog barks in the rain"));
-  EXPECT_EQ(f->clips[1].captions, plain->clips[1].captions);            // originals untouched
+  EXPECT_EQ(f->clips[1].captions, plain->clips[1].captions);                  // originals untouched
   EXPECT_EQ(f->clips[0].captions_augment, plain->clips[0].captions_augment);  // unlisted clip
   EXPECT_NE(f->clips[1].captions_augment, plain->clips[1].captions_augment);
 }

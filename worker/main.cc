@@ -69,13 +69,20 @@ int main(int argc, char** argv) {
       if (i + 1 >= args.size()) return Fail(flap::Status::InvalidArgument(a + " needs a value"), 2);
       const std::string& v = args[i + 1];
       try {
-        if (a == "--coordinator") agent.coordinator = v;
-        else if (a == "--coordinator-file") agent.coordinator_file = v;
-        else if (a == "--token-file") agent.token_file = v;
-        else if (a == "--tls-ca") agent.tls_ca = v;
-        else if (a == "--group") agent.group_id = v;
-        else if (a == "--rpc-retry") agent.rpc_retry_s = std::stod(v);
-        else agent.max_trials = std::stoi(v);
+        if (a == "--coordinator")
+          agent.coordinator = v;
+        else if (a == "--coordinator-file")
+          agent.coordinator_file = v;
+        else if (a == "--token-file")
+          agent.token_file = v;
+        else if (a == "--tls-ca")
+          agent.tls_ca = v;
+        else if (a == "--group")
+          agent.group_id = v;
+        else if (a == "--rpc-retry")
+          agent.rpc_retry_s = std::stod(v);
+        else
+          agent.max_trials = std::stoi(v);
       } catch (const std::exception&) {
         return Fail(flap::Status::InvalidArgument(a + ": expected a number, got '" + v + "'"), 2);
       }
@@ -104,8 +111,10 @@ int main(int argc, char** argv) {
       labels_path = args[i + 1];
     } else if (tag && (args[i] == "--threshold" || args[i] == "--top-k") && has_value) {
       try {
-        if (args[i] == "--threshold") tag_options.threshold = std::stod(args[i + 1]);
-        else tag_options.top_k = std::stoi(args[i + 1]);
+        if (args[i] == "--threshold")
+          tag_options.threshold = std::stod(args[i + 1]);
+        else
+          tag_options.top_k = std::stoi(args[i + 1]);
       } catch (const std::exception&) {
         return Fail(flap::Status::InvalidArgument(args[i] + ": expected a number, got '" + args[i + 1] + "'"), 2);
       }
@@ -140,7 +149,8 @@ int main(int argc, char** argv) {
     auto outcome = flap::worker::RunTraining(config, std::cerr, resume);
     // A run cut short by a stop request is a stop (resume me), whatever broke on the way.
     if (!outcome.ok() && flap::worker::StopRequested() != 0) return Fail(outcome.status(), flap::worker::kExitStopped);
-    if (!outcome.ok()) return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+    if (!outcome.ok())
+      return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
     if (outcome->stop_signal != 0) {
       std::cout << outcome->summary.dump(2) << std::endl;
       return flap::worker::kExitStopped;
@@ -151,12 +161,14 @@ int main(int argc, char** argv) {
   }
   if (command == "tag") {
     auto summary = flap::worker::RunTagging(config, model_path, split, labels_path, tag_options, out_path, std::cerr);
-    if (!summary.ok()) return Fail(summary.status(), summary.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+    if (!summary.ok())
+      return Fail(summary.status(), summary.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
     std::cout << summary->dump(2) << std::endl;
     return 0;
   }
   auto metrics = flap::worker::RunEvaluation(config, model_path, std::cerr);
-  if (!metrics.ok()) return Fail(metrics.status(), metrics.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
+  if (!metrics.ok())
+    return Fail(metrics.status(), metrics.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
   std::cerr << flap::worker::FormatMetricsTable(*metrics);
   std::cout << flap::worker::MetricsToJson(*metrics).dump(2) << std::endl;
   return 0;

@@ -37,11 +37,11 @@ struct Dtype {
 // (so their byte counts are checked) but not converted.
 const std::vector<Dtype>& Dtypes() {
   static const std::vector<Dtype> dtypes = {
-      {"F64", 8, true, at::kDouble},   {"F32", 4, true, at::kFloat},    {"F16", 2, true, at::kHalf},
-      {"BF16", 2, true, at::kBFloat16}, {"I64", 8, true, at::kLong},     {"I32", 4, true, at::kInt},
-      {"I16", 2, true, at::kShort},    {"I8", 1, true, at::kChar},      {"U8", 1, true, at::kByte},
-      {"BOOL", 1, true, at::kByte},    {"U16", 2, false, at::kFloat},   {"U32", 4, false, at::kFloat},
-      {"U64", 8, false, at::kFloat},   {"F8_E4M3", 1, false, at::kFloat}, {"F8_E5M2", 1, false, at::kFloat},
+      {"F64", 8, true, at::kDouble},    {"F32", 4, true, at::kFloat},      {"F16", 2, true, at::kHalf},
+      {"BF16", 2, true, at::kBFloat16}, {"I64", 8, true, at::kLong},       {"I32", 4, true, at::kInt},
+      {"I16", 2, true, at::kShort},     {"I8", 1, true, at::kChar},        {"U8", 1, true, at::kByte},
+      {"BOOL", 1, true, at::kByte},     {"U16", 2, false, at::kFloat},     {"U32", 4, false, at::kFloat},
+      {"U64", 8, false, at::kFloat},    {"F8_E4M3", 1, false, at::kFloat}, {"F8_E5M2", 1, false, at::kFloat},
   };
   return dtypes;
 }
@@ -75,17 +75,9 @@ struct Header {
   std::map<std::string, std::string> metadata;
 };
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Parses and checks the JSON header against a byte buffer of `buffer_bytes`.
 StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, const std::string& file) {
-  auto bad = [&](const std::string& what) {
-    return Status::Corruption("safetensors file '" + file + "': " + what);
-  };
+  auto bad = [&](const std::string& what) { return Status::Corruption("safetensors file '" + file + "': " + what); };
   if (text.empty() || text[0] != '{') return bad("the header does not start with a JSON object");
   std::set<std::string> seen;
   std::string duplicate;
@@ -136,9 +128,12 @@ StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, con
     for (const auto& d : v["shape"]) {
       if (!d.is_number_unsigned()) return bad_tensor("\"shape\" holds " + d.dump() + ", not a non-negative integer");
       const uint64_t n = d.get<uint64_t>();
-      if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) overflow = true;
-      else if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n) overflow = true;
-      else numel *= n;
+      if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        overflow = true;
+      else if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n)
+        overflow = true;
+      else
+        numel *= n;
       e.shape.push_back(overflow ? 0 : static_cast<int64_t>(n));
     }
     const auto& offsets = v["data_offsets"];
@@ -179,8 +174,8 @@ StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, con
                  std::to_string(previous->end) + ")");
     }
     if (e->begin > pos) {
-      return bad("bytes " + std::to_string(pos) + ".." + std::to_string(e->begin) + " of the data buffer, before tensor '" +
-                 e->name + "', belong to no tensor");
+      return bad("bytes " + std::to_string(pos) + ".." + std::to_string(e->begin) +
+                 " of the data buffer, before tensor '" + e->name + "', belong to no tensor");
     }
     pos = e->end;
     previous = e;
@@ -195,8 +190,8 @@ StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, con
 // Converts one checked entry whose bytes start at `data`.
 StatusOr<at::Tensor> ToTensor(const Entry& e, const char* data, const std::string& file) {
   if (!e.dtype->supported) {
-    return Status::InvalidArgument("safetensors file '" + file + "': tensor '" + e.name + "': dtype '" +
-                                   e.dtype->name + "' is not supported (readable: " + SupportedList() + ")");
+    return Status::InvalidArgument("safetensors file '" + file + "': tensor '" + e.name + "': dtype '" + e.dtype->name +
+                                   "' is not supported (readable: " + SupportedList() + ")");
   }
   at::Tensor raw = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
   if (e.end > e.begin) std::memcpy(raw.data_ptr(), data, static_cast<size_t>(e.end - e.begin));
@@ -240,11 +235,16 @@ StatusOr<uint64_t> HeaderLength(const char* prefix, uint64_t total, const std::s
 
 std::string DtypeName(at::ScalarType t) {
   switch (t) {
-    case at::kDouble: return "F64";
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    default: return "";
+    case at::kDouble:
+      return "F64";
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    default:
+      return "";
   }
 }
 
@@ -278,7 +278,8 @@ StatusOr<SafetensorsContents> ReadSafetensorsWithMetadata(const std::string& pat
   FLAP_ASSIGN_OR_RETURN(Header header, ParseHeader(text, buffer_bytes, path));
   std::string buffer(buffer_bytes, '\0');
   if (!read(buffer.data(), buffer_bytes)) {
-    return Status::IOError("safetensors file '" + path + "': read of the data buffer failed (file changed while read?)");
+    return Status::IOError("safetensors file '" + path +
+                           "': read of the data buffer failed (file changed while read?)");
   }
   return Materialise(header, buffer.data(), path);
 }

@@ -26,8 +26,8 @@
 namespace flap::worker {
 
 struct SafetensorsContents {
-  std::map<std::string, at::Tensor> tensors;      // float32, CPU, contiguous
-  std::map<std::string, std::string> metadata;   // "__metadata__", empty when absent
+  std::map<std::string, at::Tensor> tensors;    // float32, CPU, contiguous
+  std::map<std::string, std::string> metadata;  // "__metadata__", empty when absent
 };
 
 // Reads every tensor of the file at `path` as float32 on the CPU.

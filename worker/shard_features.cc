@@ -58,8 +58,7 @@ struct Texts {
   std::vector<std::vector<std::string>> text, text_augment, tags;
 };
 
-StatusOr<std::vector<std::vector<int>>> Tokenize(const sharding::Tokenizer& tok,
-                                                 const std::vector<std::string>& texts,
+StatusOr<std::vector<std::vector<int>>> Tokenize(const sharding::Tokenizer& tok, const std::vector<std::string>& texts,
                                                  const std::string& shard, const std::string& key) {
   std::vector<std::vector<int>> out;
   out.reserve(texts.size());
@@ -84,8 +83,8 @@ std::string EncodeCache(const sharding::ShardInfo& info, const FeatureOptions& o
                      {"text_augment", texts.text_augment[i]},
                      {"tags", texts.tags[i]}});
   }
-  const nlohmann::json header = {{"shard_xxh64", info.xxh64}, {"front_end", FrontEndText(options)}, {"bins", f.bins},
-                                 {"clips", clips}};
+  const nlohmann::json header = {
+      {"shard_xxh64", info.xxh64}, {"front_end", FrontEndText(options)}, {"bins", f.bins}, {"clips", clips}};
   const std::string h = header.dump();
   std::string out;
   const uint64_t hlen = h.size();
@@ -102,14 +101,16 @@ std::string EncodeCache(const sharding::ShardInfo& info, const FeatureOptions& o
 // Parses a cache file; an error explains why it cannot be used.
 Status DecodeCache(const std::string& bytes, const sharding::ShardInfo& info, const FeatureOptions& options,
                    Texts* texts, ShardFeatures* f) {
-  if (bytes.size() < 24 || std::memcmp(bytes.data(), kMagic, 8) != 0) return Status::Corruption("not a feature cache file");
+  if (bytes.size() < 24 || std::memcmp(bytes.data(), kMagic, 8) != 0)
+    return Status::Corruption("not a feature cache file");
   uint64_t sum = 0, hlen = 0;
   std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
-  if (XXH64(bytes.data(), bytes.size() - 8, 0) != sum) return Status::Corruption("checksum mismatch (truncated or damaged)");
+  if (XXH64(bytes.data(), bytes.size() - 8, 0) != sum)
+    return Status::Corruption("checksum mismatch (truncated or damaged)");
   std::memcpy(&hlen, bytes.data() + 8, 8);
   if (hlen > bytes.size() - 24) return Status::Corruption("header length out of range");
-  const auto header = nlohmann::json::parse(bytes.begin() + 16, bytes.begin() + 16 + static_cast<std::ptrdiff_t>(hlen),
-                                            nullptr, false);
+  const auto header =
+      nlohmann::json::parse(bytes.begin() + 16, bytes.begin() + 16 + static_cast<std::ptrdiff_t>(hlen), nullptr, false);
   if (header.is_discarded() || !header.is_object()) return Status::Corruption("header does not parse");
   try {
     if (header.at("shard_xxh64").get<std::string>() != info.xxh64) return Status::Corruption("made for another shard");
@@ -119,7 +120,8 @@ Status DecodeCache(const std::string& bytes, const sharding::ShardInfo& info, co
     const auto& clips = header.at("clips");
     for (const auto& c : clips) {
       const int frames = c.at("frames").get<int>();
-      if (frames < options.target_frames || frames > MaxFrames(options)) return Status::Corruption("clip length out of range");
+      if (frames < options.target_frames || frames > MaxFrames(options))
+        return Status::Corruption("clip length out of range");
       f->frames.push_back(frames);
       texts->keys.push_back(c.at("key").get<std::string>());
       texts->text.push_back(c.at("text").get<std::vector<std::string>>());
@@ -171,7 +173,8 @@ Status ComputeFromShard(const std::string& dir, const sharding::ShardInfo& info,
     std::vector<float> buf;
     for (size_t i = next++; i < samples.size(); i = next++) {
       fbank.ComputeNormalized(samples[i].audio.data(), samples[i].audio.size(), f->frames[i], &buf);
-      std::copy(buf.begin(), buf.end(), f->specs.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(f->offsets[i]) * bins));
+      std::copy(buf.begin(), buf.end(),
+                f->specs.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(f->offsets[i]) * bins));
     }
   };
   std::vector<std::thread> pool;
@@ -198,8 +201,8 @@ StatusOr<ShardFeatures> Load(const std::string& dir, const sharding::ShardInfo& 
         computed = false;
         out.from_cache = true;
       } else {
-        out.cache_note = "feature cache '" + path + "' ignored: " +
-                         (s.ok() ? std::string("sample count differs from the manifest") : s.message());
+        out.cache_note = "feature cache '" + path +
+                         "' ignored: " + (s.ok() ? std::string("sample count differs from the manifest") : s.message());
         *texts = Texts();
         out.specs.clear();
         out.frames.clear();
@@ -212,7 +215,8 @@ StatusOr<ShardFeatures> Load(const std::string& dir, const sharding::ShardInfo& 
     FLAP_RETURN_IF_ERROR(ComputeFromShard(dir, info, options, texts, &out));
     if (write_disk && !options.cache_dir.empty()) {
       Status s = sharding::MakeDirs(options.cache_dir);
-      if (s.ok()) s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, *texts, out));
+      if (s.ok())
+        s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, *texts, out));
       if (!s.ok()) out.cache_note += (out.cache_note.empty() ? "" : "; ") + ("cache not written: " + s.message());
     }
   }
@@ -312,8 +316,8 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   }
   FeatureMemoryCache& cache = FeatureMemoryCache::Process();
   const std::string front_end = FrontEndKey(options);
-  const std::string key = dir + "\n" + info.name + "\n" + info.xxh64 + "\n" + front_end +
-                          (options.augment != nullptr ? "\naugment" : "");
+  const std::string key =
+      dir + "\n" + info.name + "\n" + info.xxh64 + "\n" + front_end + (options.augment != nullptr ? "\naugment" : "");
   std::shared_ptr<FeatureMemoryCache::Entry> entry;
   bool owner = false;
   {
@@ -347,8 +351,8 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
       features = std::make_shared<const ShardFeatures>(std::move(*loaded));
       const int64_t need = features->bytes();
       // Room: unused entries of another front end go first.
-      for (auto it = cache.entries_.begin(); cache.stats_.bytes + need > options.memory_budget_bytes &&
-                                            it != cache.entries_.end();) {
+      for (auto it = cache.entries_.begin();
+           cache.stats_.bytes + need > options.memory_budget_bytes && it != cache.entries_.end();) {
         auto& e = it->second;
         if (e != entry && e->admitted && e->front_end != front_end && e->features.use_count() == 1) {
           cache.stats_.bytes -= e->features->bytes();
@@ -382,7 +386,8 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   if (!admitted && options.disk_overflow_only && !features->from_cache && !options.cache_dir.empty()) {
     // Beyond the memory budget: this shard is read from disk next time.
     Status s = sharding::MakeDirs(options.cache_dir);
-    if (s.ok()) s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, texts, *features));
+    if (s.ok())
+      s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, texts, *features));
     if (!s.ok()) {
       auto copy = std::make_shared<ShardFeatures>(*features);
       copy->cache_note += (copy->cache_note.empty() ? "" : "; ") + ("cache not written: " + s.message());

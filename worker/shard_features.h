@@ -50,12 +50,12 @@ struct Clip {
 };
 
 struct FeatureOptions {
-  int target_frames = 256;       // the model's window T: shorter clips are padded to it
-  int max_frames = 0;            // frames kept per clip (>= target_frames); 0: target_frames
+  int target_frames = 256;  // the model's window T: shorter clips are padded to it
+  int max_frames = 0;       // frames kept per clip (>= target_frames); 0: target_frames
   int num_mel_bins = 128;
-  int threads = 1;               // fbank threads within the shard (>= 1)
-  bool verify_checksums = true;  // check the shard's size and XXH64 against the manifest
-  std::string cache_dir;         // disk cache folder; empty: none
+  int threads = 1;                  // fbank threads within the shard (>= 1)
+  bool verify_checksums = true;     // check the shard's size and XXH64 against the manifest
+  std::string cache_dir;            // disk cache folder; empty: none
   bool disk_overflow_only = false;  // write the disk cache only for shards memory did not admit
   int64_t memory_budget_bytes = 0;  // FetchShardFeatures: the memory cache's budget; 0: not used
   // Augmented captions from the dataset's side file (sharding::ReadAugmentFile): a listed
@@ -64,14 +64,14 @@ struct FeatureOptions {
 };
 
 struct ShardFeatures {
-  std::string shard;           // the shard's file name
-  std::vector<Clip> clips;     // in shard order
-  std::vector<float> specs;    // every clip's frames x bins, row-major, clip after clip
-  std::vector<int> frames;     // stored frames of each clip (target_frames..max_frames)
+  std::string shard;             // the shard's file name
+  std::vector<Clip> clips;       // in shard order
+  std::vector<float> specs;      // every clip's frames x bins, row-major, clip after clip
+  std::vector<int> frames;       // stored frames of each clip (target_frames..max_frames)
   std::vector<int64_t> offsets;  // first frame of each clip in specs (in frames)
   int bins = 0;
-  bool from_cache = false;     // true: read from the disk cache
-  std::string cache_note;      // why an existing cache file was not used (empty if none)
+  bool from_cache = false;  // true: read from the disk cache
+  std::string cache_note;   // why an existing cache file was not used (empty if none)
 
   int64_t size() const { return static_cast<int64_t>(clips.size()); }
   const float* spec(int64_t i) const { return specs.data() + offsets[static_cast<size_t>(i)] * bins; }
@@ -85,8 +85,7 @@ struct ShardFeatures {
 // caption without tokens; IOError if a cache file cannot be written (the features are still
 // valid then, and are returned: a failed cache write is reported in cache_note, not fatal).
 StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding::ShardInfo& info,
-                                          const sharding::Tokenizer& tokenizer,
-                                          const FeatureOptions& options);
+                                          const sharding::Tokenizer& tokenizer, const FeatureOptions& options);
 
 // The cache file that holds shard `info`'s features for these options.
 std::string FeatureCachePath(const sharding::ShardInfo& info, const FeatureOptions& options);
@@ -99,10 +98,10 @@ std::string FrontEndKey(const FeatureOptions& options);
 class FeatureMemoryCache {
  public:
   struct Stats {
-    int64_t hits = 0;        // fetches answered from memory (or from a fetch in flight)
-    int64_t loads = 0;       // fetches that read the disk cache or computed
+    int64_t hits = 0;          // fetches answered from memory (or from a fetch in flight)
+    int64_t loads = 0;         // fetches that read the disk cache or computed
     int64_t not_admitted = 0;  // loaded shards left out for the budget
-    int64_t bytes = 0;       // features held
+    int64_t bytes = 0;         // features held
     int64_t entries = 0;
   };
   static FeatureMemoryCache& Process();
@@ -110,8 +109,10 @@ class FeatureMemoryCache {
   void Clear();  // drops every entry (tests)
 
  private:
-  friend StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(
-      const std::string&, const sharding::ShardInfo&, const sharding::Tokenizer&, const FeatureOptions&, bool*);
+  friend StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::string&,
+                                                                           const sharding::ShardInfo&,
+                                                                           const sharding::Tokenizer&,
+                                                                           const FeatureOptions&, bool*);
   struct Entry;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> entries_;  // key: dir, shard, checksum, front end

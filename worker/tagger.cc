@@ -124,8 +124,8 @@ TagAgreement CompareTags(const Dataset& dataset, const std::vector<ClipTags>& pr
 }
 
 StatusOr<nlohmann::json> RunTagging(const TrialConfig& config_in, const std::string& model_path,
-                                    const std::string& split, const std::string& labels_path,
-                                    const TagOptions& options, const std::string& out_path, std::ostream& log) {
+                                    const std::string& split, const std::string& labels_path, const TagOptions& options,
+                                    const std::string& out_path, std::ostream& log) {
   TrialConfig config = config_in;
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
@@ -137,8 +137,8 @@ StatusOr<nlohmann::json> RunTagging(const TrialConfig& config_in, const std::str
   TagOptions tag_options = options;
   FLAP_ASSIGN_OR_RETURN(tag_options.crop, ParseEvalCrop(config.eval.crop));
   FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, data.tokenizer().vocab_size(), model_path));
-  log << "tagging " << data.size() << " clips of split '" << split << "' with " << labels.size() << " labels (threshold "
-      << options.threshold << ", top " << options.top_k << ")" << std::endl;
+  log << "tagging " << data.size() << " clips of split '" << split << "' with " << labels.size()
+      << " labels (threshold " << options.threshold << ", top " << options.top_k << ")" << std::endl;
   FLAP_ASSIGN_OR_RETURN(std::vector<ClipTags> tags, TagClips(model, data, labels, tag_options));
   std::string lines;
   int64_t tagged = 0;

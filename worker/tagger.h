@@ -34,9 +34,9 @@ struct TagLabel {
 StatusOr<std::vector<TagLabel>> ReadTagLabels(const std::string& path);
 
 struct TagOptions {
-  double threshold = 0.1;    // minimum cosine similarity of a kept label
-  int top_k = 3;             // labels kept per clip at most (>= 1)
-  int64_t batch_size = 64;   // clips per forward pass
+  double threshold = 0.1;            // minimum cosine similarity of a kept label
+  int top_k = 3;                     // labels kept per clip at most (>= 1)
+  int64_t batch_size = 64;           // clips per forward pass
   EvalCrop crop = EvalCrop::kFirst;  // which frames of a long clip are embedded (eval.crop)
 };
 
@@ -64,8 +64,8 @@ TagAgreement CompareTags(const Dataset& dataset, const std::vector<ClipTags>& pr
 // `flap-worker tag`: loads split `split` of data.path and the model at `model_path`, tags
 // every clip, writes JSON lines {"key", "tags", "scores"} to `out_path` atomically, and
 // returns a summary (counts, and the agreement when the corpus has tags).
-StatusOr<nlohmann::json> RunTagging(const TrialConfig& config, const std::string& model_path,
-                                    const std::string& split, const std::string& labels_path,
-                                    const TagOptions& options, const std::string& out_path, std::ostream& log);
+StatusOr<nlohmann::json> RunTagging(const TrialConfig& config, const std::string& model_path, const std::string& split,
+                                    const std::string& labels_path, const TagOptions& options,
+                                    const std::string& out_path, std::ostream& log);
 
 }  // namespace flap::worker

@@ -31,8 +31,9 @@ ThreadPlan PlanThreads(int cores, bool gpu, bool features_cached, int train_thre
   }
   p.loader = loader_threads > 0 ? loader_threads : std::max(1, cores / 2);
   p.compute = train_threads > 0 ? train_threads : std::max(1, cores - p.loader);
-  p.why = "CPU, no feature cache: " + std::string(loader_threads > 0 ? "loader as set" : "loader takes the smaller half") +
-          ", compute " + (train_threads > 0 ? "as set" : "the rest");
+  p.why =
+      "CPU, no feature cache: " + std::string(loader_threads > 0 ? "loader as set" : "loader takes the smaller half") +
+      ", compute " + (train_threads > 0 ? "as set" : "the rest");
   return p;
 }
 

@@ -38,8 +38,10 @@ std::string FormatGiB(int64_t bytes) {
 std::string FormatDuration(double s) {
   char buf[32];
   const long total = static_cast<long>(s + 0.5);
-  if (total >= 3600) std::snprintf(buf, sizeof(buf), "%ldh%02ldm", total / 3600, (total % 3600) / 60);
-  else std::snprintf(buf, sizeof(buf), "%ldm%02lds", total / 60, total % 60);
+  if (total >= 3600)
+    std::snprintf(buf, sizeof(buf), "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  else
+    std::snprintf(buf, sizeof(buf), "%ldm%02lds", total / 60, total % 60);
   return buf;
 }
 
@@ -122,8 +124,8 @@ Status Trainer::SetUpHost() {
   cores_ = UsableCores();
   feature_options_ = DataOptions(config_);
   const bool features_cached = feature_options_.memory_budget_bytes > 0 || !feature_options_.cache_dir.empty();
-  thread_plan_ = PlanThreads(cores_, device_.is_cuda(), features_cached, config_.train.threads,
-                             config_.data.loader_threads);
+  thread_plan_ =
+      PlanThreads(cores_, device_.is_cuda(), features_cached, config_.train.threads, config_.data.loader_threads);
   core::SetComputeThreads(thread_plan_.compute);
   FLAP_ASSIGN_OR_RETURN(precision_, core::ParsePrecision(config_.train.precision));
   FLAP_ASSIGN_OR_RETURN(eval_crop_, ParseEvalCrop(config_.eval.crop));
@@ -151,7 +153,8 @@ Status Trainer::LoadData() {
   eval_.emplace(std::move(eval));
   load_s_ = Since(start_);
   const std::vector<sharding::ShardInfo> shards = manifest_.ShardsOf(d.train_split);
-  if (shards.empty()) return Status::NotFound("dataset '" + d.path + "' has no shards in split '" + d.train_split + "'");
+  if (shards.empty())
+    return Status::NotFound("dataset '" + d.path + "' has no shards in split '" + d.train_split + "'");
   if (hooks_.make_source) {
     auto made = hooks_.make_source(shards, rank_, world_);
     if (!made.ok()) return made.status().WithContext("split '" + d.train_split + "'");
@@ -225,8 +228,8 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     }
   }
   if (world_ > 1 && resuming) {
-    FLAP_RETURN_IF_ERROR(ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &start_step_,
-                                            &trained_s0_, &samples_));
+    FLAP_RETURN_IF_ERROR(
+        ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &start_step_, &trained_s0_, &samples_));
   }
   const TrainConfig& t = config_.train;
   if (t.max_samples > 0 && start_step_ > 0) {
@@ -272,16 +275,17 @@ void Trainer::LogPlan() {
     *log_ << "augmented captions for " << augment_.size() << " clips from " << sharding::kAugmentFileName << " ("
           << manifest_.augment.value("method", "?") << ")" << std::endl;
   }
-  *log_ << "train: " << train_clips_ << " clips streamed by " << loader_options_.threads << " loader threads, eval: "
-        << eval_->size() << " clips / " << eval_->num_captions() << " captions, features in "
-        << FormatDuration(load_s_) << "; preset " << c.preset << ", mask " << c.mask.ratio << " "
-        << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
+  *log_ << "train: " << train_clips_ << " clips streamed by " << loader_options_.threads
+        << " loader threads, eval: " << eval_->size() << " clips / " << eval_->num_captions()
+        << " captions, features in " << FormatDuration(load_s_) << "; preset " << c.preset << ", mask " << c.mask.ratio
+        << " " << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
         << " tokens kept), recon.weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
-        << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_ << " rank(s) x train.batch_size "
-        << b << " per rank; " << global_batch_ << " negatives per step); threads: " << thread_plan_.compute
-        << " compute + " << loader_options_.threads << " loader of " << cores_ << " cores (" << thread_plan_.why
-        << "), " << allocator_ << "; device " << device_info_.device << " (" << device_info_.name << ", "
-        << FormatGiB(device_info_.memory_bytes) << "), " << core::PrecisionName(precision_) << std::endl;
+        << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_
+        << " rank(s) x train.batch_size " << b << " per rank; " << global_batch_
+        << " negatives per step); threads: " << thread_plan_.compute << " compute + " << loader_options_.threads
+        << " loader of " << cores_ << " cores (" << thread_plan_.why << "), " << allocator_ << "; device "
+        << device_info_.device << " (" << device_info_.name << ", " << FormatGiB(device_info_.memory_bytes) << "), "
+        << core::PrecisionName(precision_) << std::endl;
 }
 
 double Trainer::Now() const {
@@ -323,9 +327,9 @@ StatusOr<TrainOutcome> Trainer::Run() {
       if (next == Next::kEnded) return std::move(outcome_);
       if (next == Next::kBudgetSpent) return Finish();
       FLAP_RETURN_IF_ERROR(Step(epoch, i));
-      const bool eval_due = (t.eval_every > 0 && (step_ + 1) % t.eval_every == 0) ||
-                            std::find(hooks_.eval_steps.begin(), hooks_.eval_steps.end(), step_ + 1) !=
-                                hooks_.eval_steps.end();
+      const bool eval_due =
+          (t.eval_every > 0 && (step_ + 1) % t.eval_every == 0) ||
+          std::find(hooks_.eval_steps.begin(), hooks_.eval_steps.end(), step_ + 1) != hooks_.eval_steps.end();
       if (eval_due && step_ + 1 < total_steps_) FLAP_RETURN_IF_ERROR(Evaluate(step_ + 1));
       if (config_.ckpt.every > 0 && (step_ + 1) % config_.ckpt.every == 0 && step_ + 1 < total_steps_) {
         FLAP_RETURN_IF_ERROR(Checkpoint(step_ + 1));
@@ -378,8 +382,8 @@ Status Trainer::Step(int64_t epoch, int64_t i) {
   if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step_));
   if (batch->epoch != epoch || batch->step_in_epoch != i) {
     return Status::Internal("loader out of step: batch of epoch " + std::to_string(batch->epoch) + " step " +
-                            std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) +
-                            " step " + std::to_string(i) + " was due");
+                            std::to_string(batch->step_in_epoch) + " where epoch " + std::to_string(epoch) + " step " +
+                            std::to_string(i) + " was due");
   }
   const double waited = Since(t0);
   phases_.data_wait += waited;
@@ -426,7 +430,8 @@ void Trainer::LogWindow() {
   }
   char buf[320];
   std::snprintf(buf, sizeof(buf),
-                "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f samples/s%s | eta %s",
+                "step %lld/%lld epoch %.2f loss %.4f (contrastive %.4f recon %.4f) scale %.1f lr %.2e | %.1f "
+                "samples/s%s | eta %s",
                 static_cast<long long>(done), static_cast<long long>(planned), epochs, last_.loss, last_.contrastive,
                 last_.recon, last_.logit_scale, last_.lr, rate, budget_text, FormatDuration(eta).c_str());
   *log_ << buf << std::endl;
@@ -483,8 +488,8 @@ Status Trainer::Evaluate(int64_t step) {
   std::snprintf(buf, sizeof(buf),
                 "eval  step %lld (%.1f s, %lld samples trained): R@1 t2a %.1f%% a2t %.1f%%, R@10 t2a %.1f%% a2t "
                 "%.1f%%, mAP@10 %.1f%% (%.1f s)",
-                static_cast<long long>(step), trained, static_cast<long long>(samples_), 100 * m.t2a_r1,
-                100 * m.a2t_r1, 100 * m.t2a_r10, 100 * m.a2t_r10, 100 * m.map10, eval_dt);
+                static_cast<long long>(step), trained, static_cast<long long>(samples_), 100 * m.t2a_r1, 100 * m.a2t_r1,
+                100 * m.t2a_r10, 100 * m.a2t_r10, 100 * m.map10, eval_dt);
   *log_ << buf << std::endl;
   eval_budget_s_ += Now() - t0;  // reporting it is not training either
   return Status::OK();
@@ -507,7 +512,8 @@ void Trainer::ObserveSaves() {
   if (ckpt_ && ckpt_->saves_completed() != rank_metrics_->saves_seen) {
     rank_metrics_->saves_seen = ckpt_->saves_completed();
     if (wm_ != nullptr) wm_->ObserveCheckpoint(ckpt_->last_save_seconds(), ckpt_->last_save_bytes());
-    if (hooks_.on_checkpoint) hooks_.on_checkpoint(ckpt_->CheckpointRef(ckpt_->last_saved_step()), ckpt_->last_saved_step());
+    if (hooks_.on_checkpoint)
+      hooks_.on_checkpoint(ckpt_->CheckpointRef(ckpt_->last_saved_step()), ckpt_->last_saved_step());
   }
 }
 
@@ -550,9 +556,12 @@ nlohmann::json Trainer::Summary(double train_s) const {
   s["steps"] = step;
   s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch_);
   s["samples_seen"] = samples_;
-  s["budget"] = {{"reached", outcome_.budget_reached}, {"train_seconds", outcome_.train_seconds},
-                 {"samples", samples_},                {"max_steps", total_steps_},
-                 {"max_seconds", c.train.max_seconds}, {"max_samples", c.train.max_samples}};
+  s["budget"] = {{"reached", outcome_.budget_reached},
+                 {"train_seconds", outcome_.train_seconds},
+                 {"samples", samples_},
+                 {"max_steps", total_steps_},
+                 {"max_seconds", c.train.max_seconds},
+                 {"max_samples", c.train.max_samples}};
   s["resumed_from_step"] = start_step_;
   s["trial_id"] = c.TrialId();
   s["world_size"] = world_;
@@ -571,7 +580,9 @@ nlohmann::json Trainer::Summary(double train_s) const {
                  {"memory_bytes", device_info_.memory_bytes},
                  {"precision", core::PrecisionName(precision_)},
                  {"peak_memory_bytes", core::PeakMemoryBytes(device_)}};
-  s["final_loss"] = {{"total", last_.loss}, {"contrastive", last_.contrastive}, {"recon", last_.recon},
+  s["final_loss"] = {{"total", last_.loss},
+                     {"contrastive", last_.contrastive},
+                     {"recon", last_.recon},
                      {"logit_scale", last_.logit_scale}};
   s["eval"] = MetricsToJson(outcome_.final_metrics);
   s["eval_history"] = history_;
@@ -601,11 +612,16 @@ nlohmann::json Trainer::Summary(double train_s) const {
   const double n = static_cast<double>(steps_run);
   const PhaseSeconds& p = phases_;
   const double covered = p.stop + p.data_wait + p.to_device + p.forward + p.backward + p.optimizer + p.bookkeeping;
-  s["step_seconds"] = {{"stop_check", p.stop / n},       {"data_wait", p.data_wait / n},
-                       {"to_device", p.to_device / n},   {"forward", p.forward / n},
-                       {"backward", p.backward / n},     {"optimizer", p.optimizer / n},
-                       {"bookkeeping", p.bookkeeping / n}, {"gather", p.gather / n},
-                       {"grad_sync", p.grad_sync / n},   {"loop", train_s / n},
+  s["step_seconds"] = {{"stop_check", p.stop / n},
+                       {"data_wait", p.data_wait / n},
+                       {"to_device", p.to_device / n},
+                       {"forward", p.forward / n},
+                       {"backward", p.backward / n},
+                       {"optimizer", p.optimizer / n},
+                       {"bookkeeping", p.bookkeeping / n},
+                       {"gather", p.gather / n},
+                       {"grad_sync", p.grad_sync / n},
+                       {"loop", train_s / n},
                        {"other", std::max(0.0, train_s - covered) / n}};
   s["wall_seconds"] = Since(start_);
   s["train_seconds"] = train_s;
@@ -641,7 +657,7 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log,
 }
 
 StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
-                                     const c10::Device& device) {
+                                    const c10::Device& device) {
   core::FlapModel model = BuildSeededModel(config, vocab_size);
   model->to(device);
   if (model_path.empty()) return model;
@@ -649,8 +665,8 @@ StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const s
   try {
     torch::load(model, model_path, device);
   } catch (const c10::Error& e) {
-    return Status::Corruption("model file '" + model_path + "' does not match this config or is damaged: " +
-                              e.what_without_backtrace());
+    return Status::Corruption("model file '" + model_path +
+                              "' does not match this config or is damaged: " + e.what_without_backtrace());
   }
   return model;
 }
@@ -664,8 +680,7 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
   FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
   FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
-  FLAP_ASSIGN_OR_RETURN(core::FlapModel model,
-                        LoadModel(&config, eval.tokenizer().vocab_size(), model_path, device));
+  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer().vocab_size(), model_path, device));
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
       << config.data.eval_split << "' on " << core::DescribeDevice(device).device << ", "
       << core::PrecisionName(precision) << std::endl;

@@ -64,15 +64,15 @@ struct TrainOutcome {
   nlohmann::json summary;
   core::RetrievalMetrics final_metrics;
   core::FlapModel model{nullptr};
-  int stop_signal = 0;      // non-zero: stopped by this signal after a last checkpoint
-  bool stopped = false;     // stopped because TrainingHooks::report or should_stop said so
-  int64_t steps_done = 0;   // the step training reached
+  int stop_signal = 0;     // non-zero: stopped by this signal after a last checkpoint
+  bool stopped = false;    // stopped because TrainingHooks::report or should_stop said so
+  int64_t steps_done = 0;  // the step training reached
   // The budget that ended the trial: "epochs", "steps", "samples" or "seconds"; empty when it
   // was stopped (signal, hooks) before any.
   std::string budget_reached;
-  double train_seconds = 0;       // training-loop seconds, resumes included (the budget's clock)
-  int64_t samples_seen = 0;       // training samples of all ranks, resumes included
-  int evaluations_computed = 0;   // evaluations this rank ran itself (rank 0: all; others: none)
+  double train_seconds = 0;      // training-loop seconds, resumes included (the budget's clock)
+  int64_t samples_seen = 0;      // training samples of all ranks, resumes included
+  int evaluations_computed = 0;  // evaluations this rank ran itself (rank 0: all; others: none)
 };
 
 // How a caller that runs trials for someone else (the agent: worker/agent.h) plugs into a
@@ -115,8 +115,8 @@ struct TrainingHooks {
 // arrives (stop_signal.h); `resume` picks the checkpoint to start from. A resumed run ends
 // with the parameters an uninterrupted run would have had, bit for bit on CPU (with the fixed
 // shard source).
-StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log,
-                                   const ResumeOptions& resume = {}, const TrainingHooks& hooks = {});
+StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log, const ResumeOptions& resume = {},
+                                   const TrainingHooks& hooks = {});
 
 // Joins the worker group that the launcher's variables describe (dist.* keys; a group of one
 // without any) and says so on `log` when it has several ranks; *launcher_name gets the
@@ -134,7 +134,7 @@ void SetThreads(int threads);
 // names: auto = memory within data.feature_memory_mb plus DATA/.fbank-cache for the rest).
 FeatureOptions DataOptions(const TrialConfig& config);
 StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
-                                     const c10::Device& device = c10::Device(c10::DeviceType::CPU));
+                                    const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 
 // The device train.device names for this rank (core/device.h: local rank, visible GPUs), made
 // current. InvalidArgument when CUDA is asked for and none is visible.

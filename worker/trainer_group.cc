@@ -73,9 +73,9 @@ Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::o
 
 StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked, int budget) {
   if (g.world_size() == 1) return StopDecision{local_signal, local_asked, budget};
-  at::Tensor flag = at::tensor({local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f,
-                                g.rank() == 0 ? static_cast<float>(budget) : 0.0f},
-                               at::kFloat);
+  at::Tensor flag = at::tensor(
+      {local_signal != 0 ? 1.0f : 0.0f, local_asked ? 1.0f : 0.0f, g.rank() == 0 ? static_cast<float>(budget) : 0.0f},
+      at::kFloat);
   FLAP_RETURN_IF_ERROR(g.AllReduceSum(flag));
   StopDecision d;
   if (flag[0].item<float>() != 0.0f) d.signal = local_signal != 0 ? local_signal : 15;
@@ -96,14 +96,23 @@ int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples) {
 
 Status ShareMetrics(core::WorkerGroup& g, core::RetrievalMetrics* m) {
   if (g.world_size() == 1) return Status::OK();
-  at::Tensor t = at::tensor({m->t2a_r1, m->t2a_r5, m->t2a_r10, m->a2t_r1, m->a2t_r5, m->a2t_r10, m->t2a_map10,
-                             m->a2t_map10, m->map10, static_cast<double>(m->num_clips),
-                             static_cast<double>(m->num_captions)},
-                            at::kDouble);
+  at::Tensor t =
+      at::tensor({m->t2a_r1, m->t2a_r5, m->t2a_r10, m->a2t_r1, m->a2t_r5, m->a2t_r10, m->t2a_map10, m->a2t_map10,
+                  m->map10, static_cast<double>(m->num_clips), static_cast<double>(m->num_captions)},
+                 at::kDouble);
   FLAP_RETURN_IF_ERROR(g.Broadcast(t, 0));
   const auto v = [&t](int i) { return t[i].item<double>(); };
-  *m = core::RetrievalMetrics{v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7), v(8),
-                              static_cast<int64_t>(std::llround(v(9))), static_cast<int64_t>(std::llround(v(10)))};
+  *m = core::RetrievalMetrics{v(0),
+                              v(1),
+                              v(2),
+                              v(3),
+                              v(4),
+                              v(5),
+                              v(6),
+                              v(7),
+                              v(8),
+                              static_cast<int64_t>(std::llround(v(9))),
+                              static_cast<int64_t>(std::llround(v(10)))};
   return Status::OK();
 }
 

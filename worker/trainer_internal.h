@@ -121,7 +121,7 @@ class Trainer {
   Status StartLoader();
   void LogPlan();
 
-  StatusOr<Next> BeforeStep();                  // stop agreement; kEnded: outcome_ is final
+  StatusOr<Next> BeforeStep();  // stop agreement; kEnded: outcome_ is final
   Status Step(int64_t epoch, int64_t i);
   void LogWindow();
   Status Evaluate(int64_t step);
@@ -132,7 +132,7 @@ class Trainer {
   Status WriteOutputs() const;
 
   double Now() const;
-  double TrainedSeconds() const;           // the budgets' clock
+  double TrainedSeconds() const;  // the budgets' clock
   int64_t PlannedSteps(int64_t at_step) const;
   void Report(const std::string& kind, int64_t at_step, const std::map<std::string, double>& values);
   std::map<std::string, double> MetricsForRetention() const;
@@ -190,7 +190,7 @@ class Trainer {
   int64_t last_saved_ = 0;
   double trained_s0_ = 0;  // training seconds and samples before this run (the checkpoint's)
   int64_t samples_ = 0;
-  bool stop_asked_ = false;  // rank 0: a hook asked to stop the trial
+  bool stop_asked_ = false;         // rank 0: a hook asked to stop the trial
   int budget_spent_ = kBudgetNone;  // the budget (seconds, samples) that ended the loop
   nlohmann::json history_ = nlohmann::json::array();
   core::StepStats last_;

@@ -51,8 +51,9 @@ std::string MapBlockTensor(const std::string& rest, const std::map<std::string, 
 // Inside an audio block: timm / AudioMAE names and this model's own.
 const std::map<std::string, std::string>& AudioBlockTable() {
   static const std::map<std::string, std::string> t = {
-      {"norm1", "norm1"},     {"attn.qkv", "attn.qkv"}, {"attn.proj", "attn.proj"}, {"norm2", "norm2"},
-      {"mlp.fc1", "fc1"},     {"mlp.fc2", "fc2"},       {"fc1", "fc1"},             {"fc2", "fc2"},
+      {"norm1", "norm1"}, {"attn.qkv", "attn.qkv"}, {"attn.proj", "attn.proj"},
+      {"norm2", "norm2"}, {"mlp.fc1", "fc1"},       {"mlp.fc2", "fc2"},
+      {"fc1", "fc1"},     {"fc2", "fc2"},
   };
   return t;
 }
@@ -236,7 +237,8 @@ StatusOr<WarmStartResult> LoadEncoderFile(core::FlapModel& model, Encoder encode
 
 Status WarmStart(core::FlapModel& model, const std::string& init_audio, const std::string& init_text,
                  std::ostream& log) {
-  for (const auto& [encoder, path] : {std::make_pair(Encoder::kAudio, init_audio), std::make_pair(Encoder::kText, init_text)}) {
+  for (const auto& [encoder, path] :
+       {std::make_pair(Encoder::kAudio, init_audio), std::make_pair(Encoder::kText, init_text)}) {
     if (path.empty()) continue;
     const std::string key = encoder == Encoder::kAudio ? "model.init_audio" : "model.init_text";
     auto loaded = LoadEncoderFile(model, encoder, path);

@@ -77,9 +77,9 @@ TensorMap AudioMaeLayout(core::FlapModel& m, const std::string& prefix = "") {
   out[prefix + "patch_embed.proj.weight"] =
       p["patch_embed.weight"].detach().reshape({c.audio_width, 1, c.patch_size, c.patch_size}).clone();
   out[prefix + "patch_embed.proj.bias"] = p["patch_embed.bias"].detach().clone();
-  const std::vector<std::pair<std::string, std::string>> block = {
-      {"norm1", "norm1"}, {"attn.qkv", "attn.qkv"}, {"attn.proj", "attn.proj"},
-      {"norm2", "norm2"}, {"mlp.fc1", "fc1"},       {"mlp.fc2", "fc2"}};
+  const std::vector<std::pair<std::string, std::string>> block = {{"norm1", "norm1"},         {"attn.qkv", "attn.qkv"},
+                                                                  {"attn.proj", "attn.proj"}, {"norm2", "norm2"},
+                                                                  {"mlp.fc1", "fc1"},         {"mlp.fc2", "fc2"}};
   for (int i = 0; i < c.audio_depth; ++i) {
     for (const auto& [theirs, ours] : block) {
       for (const char* wb : {".weight", ".bias"}) {
@@ -138,7 +138,9 @@ bool SameParameters(const TensorMap& a, const TensorMap& b) {
   return true;
 }
 
-at::Tensor Spec(const core::ModelConfig& c, int64_t batch) { return at::randn({batch, c.target_frames, c.num_mel_bins}); }
+at::Tensor Spec(const core::ModelConfig& c, int64_t batch) {
+  return at::randn({batch, c.target_frames, c.num_mel_bins});
+}
 
 at::Tensor Tokens(const core::ModelConfig& c) {
   // Rows of different lengths, padding (0) at the end.
@@ -236,20 +238,24 @@ TEST_F(Safetensors, RefusesMalformedFilesNamingFileAndTensor) {
   ExpectRefused(Path("overflow"),
                 Header(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})") + data,
                 {"tensor 'w'", "does not take"});
-  ExpectRefused(Path("overlap"),
-                Header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})") +
-                    data,
-                {"tensor 'b'", "overlaps tensor 'a'"});
+  ExpectRefused(
+      Path("overlap"),
+      Header(
+          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})") +
+          data,
+      {"tensor 'b'", "overlaps tensor 'a'"});
   ExpectRefused(Path("hole"), Header(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})") + data,
                 {"bytes 0..4", "belong to no tensor"});
   ExpectRefused(Path("tail"), Header(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})") + data,
                 {"bytes 4..8", "belong to no tensor"});
   ExpectRefused(Path("json"), Header(R"({"w":{"dtype":"F32",)") + data, {"not valid JSON"});
   ExpectRefused(Path("array"), Header("[1, 2]") + data, {"does not start with a JSON object"});
-  ExpectRefused(Path("twice"),
-                Header(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})") +
-                    data,
-                {"tensor 'w' is listed twice"});
+  ExpectRefused(
+      Path("twice"),
+      Header(
+          R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})") +
+          data,
+      {"tensor 'w' is listed twice"});
   ExpectRefused(Path("fields"), Header(R"({"w":{"dtype":"F32","shape":[2]}})") + data, {"tensor 'w'", "data_offsets"});
   ExpectRefused(Path("metadata"), Header(R"({"__metadata__":{"a":1}})"), {"__metadata__"});
 
@@ -280,13 +286,16 @@ TEST_F(WarmStart, AudioMaeLayoutGivesTheSourceModelsAudioForward) {
   EXPECT_EQ(loaded->loaded, 2 + 12 * c.audio_depth + 2);
   EXPECT_EQ(loaded->ignored.size(), 5u);  // cls_token, pos_embed, mask_token, decoder_* x2
   EXPECT_TRUE(torch::allclose(target->EncodeAudio(spec).pooled, source->EncodeAudio(spec).pooled, 1e-6, 1e-7));
-  EXPECT_TRUE(torch::allclose(target->EncodeAudio(spec, keep).pooled, source->EncodeAudio(spec, keep).pooled, 1e-6, 1e-7));
+  EXPECT_TRUE(
+      torch::allclose(target->EncodeAudio(spec, keep).pooled, source->EncodeAudio(spec, keep).pooled, 1e-6, 1e-7));
   // Nothing outside the audio encoder moved.
   auto after = Parameters(target);
   for (const auto& [name, t] : text_before) {
-    const bool audio = name.rfind("patch_embed.", 0) == 0 || name.rfind("audio_blocks.", 0) == 0 ||
-                       name.rfind("audio_norm.", 0) == 0;
-    if (!audio) EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
+    const bool audio =
+        name.rfind("patch_embed.", 0) == 0 || name.rfind("audio_blocks.", 0) == 0 || name.rfind("audio_norm.", 0) == 0;
+    if (!audio) {
+      EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
+    }
   }
 }
 
@@ -302,7 +311,8 @@ at::Tensor ReferenceAudioMae(const TensorMap& t, const core::ModelConfig& c, con
   for (int i = 0; i < c.audio_depth; ++i) {
     auto g = [&](const std::string& name) { return t.at("blocks." + std::to_string(i) + "." + name); };
     auto y = at::layer_norm(x, {w}, g("norm1.weight"), g("norm1.bias"), 1e-6);
-    auto qkv = at::linear(y, g("attn.qkv.weight"), g("attn.qkv.bias")).reshape({b, n, 3, h, hd}).permute({2, 0, 3, 1, 4});
+    auto qkv =
+        at::linear(y, g("attn.qkv.weight"), g("attn.qkv.bias")).reshape({b, n, 3, h, hd}).permute({2, 0, 3, 1, 4});
     auto attn = at::softmax(at::matmul(qkv[0], qkv[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(hd)), -1);
     auto o = at::matmul(attn, qkv[2]).transpose(1, 2).reshape({b, n, w});
     x = x + at::linear(o, g("attn.proj.weight"), g("attn.proj.bias"));
@@ -388,7 +398,9 @@ TEST_F(WarmStart, ClipAttentionPackingMatchesMultiheadAttention) {
   const auto pad = tokens.eq(0);
   auto x = at::embedding(file.at("token_embedding.weight"), tokens) + file.at("positional_embedding").slice(0, 0, len);
   for (int i = 0; i < c.text_depth; ++i) {
-    auto g = [&](const std::string& name) { return file.at("transformer.resblocks." + std::to_string(i) + "." + name); };
+    auto g = [&](const std::string& name) {
+      return file.at("transformer.resblocks." + std::to_string(i) + "." + name);
+    };
     torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(w, c.text_heads));
     mha->eval();
     mha->in_proj_weight.copy_(g("attn.in_proj_weight"));
@@ -405,8 +417,8 @@ TEST_F(WarmStart, ClipAttentionPackingMatchesMultiheadAttention) {
   const auto keep = pad.logical_not().unsqueeze(-1).to(at::kFloat);
   const auto pooled = (x * keep).sum(1) / keep.sum(1);
   auto p = model->named_parameters();
-  auto e = at::linear(at::relu(at::linear(pooled, p["text_proj1.weight"], p["text_proj1.bias"])), p["text_proj2.weight"],
-                      p["text_proj2.bias"]);
+  auto e = at::linear(at::relu(at::linear(pooled, p["text_proj1.weight"], p["text_proj1.bias"])),
+                      p["text_proj2.weight"], p["text_proj2.bias"]);
   e = e / e.norm(2, -1, true);
   const auto ours = model->EncodeText(tokens);
   EXPECT_TRUE(torch::allclose(ours, e, 1e-4, 1e-5)) << (ours - e).abs().max();
@@ -431,7 +443,9 @@ TEST_F(WarmStart, OwnNamesAndFcNormLoadToo) {
   auto want = Parameters(source);
   for (const auto& [name, t] : after) {
     if (name.rfind("patch_embed.", 0) == 0 || name.rfind("audio_", 0) == 0) {
-      if (name.rfind("audio_proj", 0) != 0) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+      if (name.rfind("audio_proj", 0) != 0) {
+        EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+      }
     }
   }
 }
@@ -462,7 +476,8 @@ void ExpectLoadRefused(core::FlapModel& model, Encoder encoder, const TensorMap&
   auto r = LoadEncoder(model, encoder, file, "bad.safetensors");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
-  for (const auto& p : parts) EXPECT_NE(r.status().message().find(p), std::string::npos) << p << "\n" << r.status().ToString();
+  for (const auto& p : parts)
+    EXPECT_NE(r.status().message().find(p), std::string::npos) << p << "\n" << r.status().ToString();
   EXPECT_NE(r.status().message().find("bad.safetensors"), std::string::npos);
   EXPECT_TRUE(SameParameters(before, Parameters(model)));
 }
@@ -493,9 +508,10 @@ TEST_F(WarmStart, UnmappedMissingAndMismatchedTensorsAreNamed) {
   TensorMap shapes = AudioMaeLayout(source);
   shapes["patch_embed.proj.weight"] = at::zeros({c.audio_width, 3, 16, 16});
   shapes["blocks.0.attn.qkv.weight"] = at::zeros({3 * 48, 48});
-  ExpectLoadRefused(target, Encoder::kAudio, shapes,
-                    {"shape mismatches (2)", "patch_embed.proj.weight (file [32, 3, 16, 16], model patch_embed.weight [32, 256])",
-                     "blocks.0.attn.qkv.weight (file [144, 48], model audio_blocks.0.attn.qkv.weight [96, 32])"});
+  ExpectLoadRefused(
+      target, Encoder::kAudio, shapes,
+      {"shape mismatches (2)", "patch_embed.proj.weight (file [32, 3, 16, 16], model patch_embed.weight [32, 256])",
+       "blocks.0.attn.qkv.weight (file [144, 48], model audio_blocks.0.attn.qkv.weight [96, 32])"});
 
   TensorMap twice = AudioMaeLayout(source);
   twice["audio_blocks.0.fc1.weight"] = twice.at("blocks.0.mlp.fc1.weight");
@@ -530,8 +546,7 @@ TEST_F(WarmStart, ConfigKeysAndHash) {
   bool help = false;
   std::string text;
   ASSERT_OK(ParseTrialConfig({"--model.init_audio", "a.safetensors", "--model.init_text", "t.safetensors"}, &config,
-                               &help, &text)
-                  );
+                             &help, &text));
   EXPECT_EQ(config.init_audio, "a.safetensors");
   EXPECT_EQ(config.init_text, "t.safetensors");
   EXPECT_EQ(config.ToMap().at("model.init_audio"), "a.safetensors");

@@ -222,8 +222,7 @@ int ChildProcess::Kill(int signal, double timeout_s) {
 
 const std::string& ChildProcess::ReadStdoutUntil(const std::string& text, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (stdout_fd_ >= 0 && stdout_.find(text) == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
+  while (stdout_fd_ >= 0 && stdout_.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
     pollfd p{stdout_fd_, POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
     char buf[4096];

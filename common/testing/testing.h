@@ -145,7 +145,7 @@ template <typename T>
 // returning from the test function) and prints its status.
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
   FLAP_ASSERT_OK_AND_ASSIGN_IMPL_(FLAP_CONCAT_(flap_statusor_, __LINE__), lhs, expr)
-#define FLAP_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)                      \
-  auto tmp = (expr);                                                          \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString();          \
+#define FLAP_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)              \
+  auto tmp = (expr);                                                 \
+  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
   lhs = std::move(tmp).value()

@@ -127,8 +127,10 @@ Status GroupGradientSync::Finish() {
         Bucket& b = buckets_[bucket_of_[k]];
         at::Tensor slot = b.flat.narrow(0, offset_of_[k], params_[k].numel());
         const at::Tensor& g = params_[k].grad();
-        if (g.defined()) slot.copy_(g.reshape(-1));
-        else slot.zero_();
+        if (g.defined())
+          slot.copy_(g.reshape(-1));
+        else
+          slot.zero_();
         copied_[k] = true;
         ++b.ready;
       }
@@ -175,7 +177,8 @@ Status BroadcastBytes(WorkerGroup& group, std::string* bytes, int root) {
   at::Tensor buf = at::empty({n.item<int64_t>()}, at::kByte);
   if (group.rank() == root) std::memcpy(buf.data_ptr<uint8_t>(), bytes->data(), bytes->size());
   FLAP_RETURN_IF_ERROR(group.Broadcast(buf, root));
-  if (group.rank() != root) bytes->assign(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(buf.numel()));
+  if (group.rank() != root)
+    bytes->assign(reinterpret_cast<const char*>(buf.data_ptr<uint8_t>()), static_cast<size_t>(buf.numel()));
   return Status::OK();
 }
 

@@ -54,8 +54,8 @@ class GroupGather : public EmbeddingGather {
 };
 
 struct GradSyncOptions {
-  double bucket_mb = 4.0;   // bucket capacity in MiB; 0: one all-reduce per parameter
-  bool overlap = true;      // start buckets from gradient hooks during backward; false: after it
+  double bucket_mb = 4.0;  // bucket capacity in MiB; 0: one all-reduce per parameter
+  bool overlap = true;     // start buckets from gradient hooks during backward; false: after it
 };
 
 class GroupGradientSync : public GradientSync {
@@ -70,9 +70,9 @@ class GroupGradientSync : public GradientSync {
 
  private:
   struct Bucket {
-    std::vector<size_t> params;    // indices into params_
-    at::Tensor flat;               // the bucket's gradients, concatenated
-    size_t ready = 0;              // gradients copied in this step
+    std::vector<size_t> params;  // indices into params_
+    at::Tensor flat;             // the bucket's gradients, concatenated
+    size_t ready = 0;            // gradients copied in this step
     std::unique_ptr<WorkerGroup::Pending> pending;
   };
   void OnGradient(size_t index, const at::Tensor& grad);
@@ -81,13 +81,13 @@ class GroupGradientSync : public GradientSync {
   WorkerGroup* group_;
   GradSyncOptions options_;
   std::vector<at::Tensor> params_;
-  std::vector<size_t> bucket_of_;     // per parameter
-  std::vector<int64_t> offset_of_;    // per parameter, within its bucket
-  std::vector<bool> copied_;          // per parameter, this step
-  std::vector<unsigned> hooks_;       // per parameter (overlap only)
+  std::vector<size_t> bucket_of_;   // per parameter
+  std::vector<int64_t> offset_of_;  // per parameter, within its bucket
+  std::vector<bool> copied_;        // per parameter, this step
+  std::vector<unsigned> hooks_;     // per parameter (overlap only)
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
-  Status error_;                      // first failure of this step
+  Status error_;  // first failure of this step
 };
 
 // Bytes between ranks, for the small messages around training (an agent's instructions, a

@@ -22,10 +22,10 @@
 namespace flap::core {
 namespace {
 
-#define FLAP_REQUIRE_CUDA()                                                                        \
-  do {                                                                                             \
-    if (!CudaCompiledIn()) GTEST_SKIP() << "this LibTorch was built without CUDA";                 \
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device is visible";                       \
+#define FLAP_REQUIRE_CUDA()                                                        \
+  do {                                                                             \
+    if (!CudaCompiledIn()) GTEST_SKIP() << "this LibTorch was built without CUDA"; \
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device is visible";       \
   } while (0)
 
 const c10::Device kCuda(c10::DeviceType::CUDA, 0);

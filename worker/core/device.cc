@@ -54,7 +54,8 @@ StatusOr<int> LocalRankFromEnv(const EnvLookup& env) {
     if (!value) continue;
     int rank = 0;
     if (!ParseIndex(*value, &rank)) {
-      return Status::InvalidArgument(std::string(name) + " must be a local rank (an integer >= 0), got '" + *value + "'");
+      return Status::InvalidArgument(std::string(name) + " must be a local rank (an integer >= 0), got '" + *value +
+                                     "'");
     }
     return rank;
   }
@@ -69,7 +70,9 @@ StatusOr<c10::Device> ResolveDevice(const DeviceSpec& spec, int local_rank, int 
     return Status::InvalidArgument(
         "train.device " + std::string(spec.index >= 0 ? "cuda:" + std::to_string(spec.index) : "cuda") +
         ": no CUDA device is visible" + VisibleNote(cuda_visible) +
-        (backend::CudaBuilt() ? "" : "; this build's LibTorch has no CUDA support (docs/gpu.md: building against PyTorch's LibTorch)") +
+        (backend::CudaBuilt()
+             ? ""
+             : "; this build's LibTorch has no CUDA support (docs/gpu.md: building against PyTorch's LibTorch)") +
         " (train.device cpu or auto trains on the CPU)");
   }
   int index = spec.index;
@@ -79,10 +82,10 @@ StatusOr<c10::Device> ResolveDevice(const DeviceSpec& spec, int local_rank, int 
     } else if (local_rank < visible) {
       index = local_rank;
     } else {
-      return Status::InvalidArgument("train.device " + std::string(spec.kind == DeviceSpec::Kind::kAuto ? "auto" : "cuda") +
-                                     ": local rank " + std::to_string(local_rank) + " has no GPU of its own, only " +
-                                     std::to_string(visible) + " are visible" + VisibleNote(cuda_visible) +
-                                     " (start one rank per GPU)");
+      return Status::InvalidArgument(
+          "train.device " + std::string(spec.kind == DeviceSpec::Kind::kAuto ? "auto" : "cuda") + ": local rank " +
+          std::to_string(local_rank) + " has no GPU of its own, only " + std::to_string(visible) + " are visible" +
+          VisibleNote(cuda_visible) + " (start one rank per GPU)");
     }
   } else if (index >= visible) {
     return Status::InvalidArgument("train.device cuda:" + std::to_string(index) + ": only " + std::to_string(visible) +

@@ -34,8 +34,6 @@ int64_t CudaPeakAllocated(int index) {
   return stats.allocated_bytes[0].peak;
 }
 
-void ResetCudaPeak(int index) {
-  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
-}
+void ResetCudaPeak(int index) { c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index)); }
 
 }  // namespace flap::core::backend

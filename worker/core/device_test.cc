@@ -44,8 +44,7 @@ TEST(LocalRank, TorchrunThenOpenMpiThenSlurm) {
   EXPECT_EQ(*LocalRankFromEnv(Env({})), 0);
   EXPECT_EQ(*LocalRankFromEnv(Env({{"SLURM_LOCALID", "3"}})), 3);
   EXPECT_EQ(*LocalRankFromEnv(Env({{"SLURM_LOCALID", "3"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}})), 2);
-  EXPECT_EQ(*LocalRankFromEnv(
-                Env({{"SLURM_LOCALID", "3"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}, {"LOCAL_RANK", "1"}})),
+  EXPECT_EQ(*LocalRankFromEnv(Env({{"SLURM_LOCALID", "3"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}, {"LOCAL_RANK", "1"}})),
             1);
   auto bad = LocalRankFromEnv(Env({{"LOCAL_RANK", "one"}}));
   ASSERT_FALSE(bad.ok());
@@ -176,7 +175,9 @@ TEST(TrainStepBf16, StaysCloseToFp32AndKeepsFp32State) {
     }
     for (const auto& param : model->parameters()) {
       EXPECT_EQ(param.scalar_type(), at::kFloat);
-      if (param.grad().defined()) EXPECT_EQ(param.grad().scalar_type(), at::kFloat);
+      if (param.grad().defined()) {
+        EXPECT_EQ(param.grad().scalar_type(), at::kFloat);
+      }
     }
     return stats;
   };

@@ -54,7 +54,8 @@ class DrawRng {
   uint64_t Below(uint64_t n) {
     const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;
-    do x = Next(); while (x >= limit);
+    do x = Next();
+    while (x >= limit);
     return x % n;
   }
   // Uniform in [0, 1) with 53 random bits.

@@ -138,11 +138,16 @@ StatusOr<Launcher> ParseLauncher(const std::string& name) {
 
 const char* LauncherName(Launcher launcher) {
   switch (launcher) {
-    case Launcher::kAuto: return "auto";
-    case Launcher::kNone: return "none";
-    case Launcher::kEnv: return "env";
-    case Launcher::kMpi: return "mpi";
-    case Launcher::kSlurm: return "slurm";
+    case Launcher::kAuto:
+      return "auto";
+    case Launcher::kNone:
+      return "none";
+    case Launcher::kEnv:
+      return "env";
+    case Launcher::kMpi:
+      return "mpi";
+    case Launcher::kSlurm:
+      return "slurm";
   }
   return "?";
 }
@@ -165,11 +170,16 @@ EnvLookup ProcessEnvironment() {
 
 StatusOr<Rendezvous> DetectRendezvous(const EnvLookup& env, Launcher launcher) {
   switch (launcher) {
-    case Launcher::kNone: return Rendezvous{};
-    case Launcher::kEnv: return FromTorchrun(env);
-    case Launcher::kMpi: return FromMpi(env);
-    case Launcher::kSlurm: return FromSlurm(env);
-    case Launcher::kAuto: break;
+    case Launcher::kNone:
+      return Rendezvous{};
+    case Launcher::kEnv:
+      return FromTorchrun(env);
+    case Launcher::kMpi:
+      return FromMpi(env);
+    case Launcher::kSlurm:
+      return FromSlurm(env);
+    case Launcher::kAuto:
+      break;
   }
   if (env("RANK") || env("WORLD_SIZE")) return FromTorchrun(env);
   if (env("OMPI_COMM_WORLD_SIZE")) return FromMpi(env);

@@ -42,7 +42,7 @@ struct Rendezvous {
   Launcher launcher = Launcher::kNone;  // which launcher the values came from
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;                   // rank among the ranks of this node (device index)
+  int local_rank = 0;                     // rank among the ranks of this node (device index)
   std::string master_addr = "127.0.0.1";  // host of rank 0's TCPStore
   int master_port = 29500;
 };

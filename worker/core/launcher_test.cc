@@ -18,8 +18,8 @@ TEST(Launcher, NoVariablesMeansOneProcess) {
 }
 
 TEST(Launcher, TorchrunVariables) {
-  auto r = DetectRendezvous(Env({{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "0"},
-                                 {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29511"}}));
+  auto r = DetectRendezvous(Env(
+      {{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "0"}, {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29511"}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->launcher, Launcher::kEnv);
   EXPECT_EQ(r->rank, 2);
@@ -44,8 +44,10 @@ TEST(Launcher, RankOutsideWorldIsRefused) {
 }
 
 TEST(Launcher, OpenMpiOnOneNodeUsesLoopbackAndAJobDerivedPort) {
-  auto r = DetectRendezvous(Env({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
-                                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+  auto r = DetectRendezvous(Env({{"OMPI_COMM_WORLD_RANK", "1"},
+                                 {"OMPI_COMM_WORLD_SIZE", "2"},
+                                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                 {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
                                  {"OMPI_MCA_ess_base_jobid", "123456"}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->launcher, Launcher::kMpi);
@@ -56,8 +58,8 @@ TEST(Launcher, OpenMpiOnOneNodeUsesLoopbackAndAJobDerivedPort) {
 }
 
 TEST(Launcher, OpenMpiAcrossNodesNeedsAnAddress) {
-  auto env = std::map<std::string, std::string>{{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "4"},
-                                                {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}};
+  auto env = std::map<std::string, std::string>{
+      {"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}};
   EXPECT_FALSE(DetectRendezvous(Env(env)).ok());
   env["MASTER_ADDR"] = "head";
   env["MASTER_PORT"] = "4000";
@@ -68,8 +70,11 @@ TEST(Launcher, OpenMpiAcrossNodesNeedsAnAddress) {
 }
 
 TEST(Launcher, SlurmStepUsesTheFirstHostOfTheJob) {
-  auto r = DetectRendezvous(Env({{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
-                                 {"SLURM_JOB_NODELIST", "gpu[07-09,12],cpu1"}, {"SLURM_JOB_ID", "4242"},
+  auto r = DetectRendezvous(Env({{"SLURM_PROCID", "3"},
+                                 {"SLURM_NTASKS", "8"},
+                                 {"SLURM_LOCALID", "1"},
+                                 {"SLURM_JOB_NODELIST", "gpu[07-09,12],cpu1"},
+                                 {"SLURM_JOB_ID", "4242"},
                                  {"SLURM_STEP_ID", "0"}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->launcher, Launcher::kSlurm);
@@ -88,8 +93,13 @@ TEST(Launcher, SlurmBatchShellIsNotARank) {
 }
 
 TEST(Launcher, TorchrunVariablesWinOverSlurm) {
-  auto r = DetectRendezvous(Env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "9"},
-                                 {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_STEP_ID", "0"}}));
+  auto r = DetectRendezvous(Env({{"RANK", "1"},
+                                 {"WORLD_SIZE", "2"},
+                                 {"MASTER_ADDR", "a"},
+                                 {"MASTER_PORT", "9"},
+                                 {"SLURM_PROCID", "0"},
+                                 {"SLURM_NTASKS", "1"},
+                                 {"SLURM_STEP_ID", "0"}}));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->launcher, Launcher::kEnv);
   EXPECT_EQ(r->rank, 1);

@@ -54,14 +54,13 @@ class LocalGather : public EmbeddingGather {
 
 // audio, text: (B, D) normalised embeddings of this rank; logit_scale: scalar log-scale.
 // Returns this rank's mean loss, 0.5 * (CE(audio->text) + CE(text->audio)).
-at::Tensor ContrastiveLoss(const at::Tensor& audio, const at::Tensor& text,
-                           const at::Tensor& logit_scale, EmbeddingGather& gather);
+at::Tensor ContrastiveLoss(const at::Tensor& audio, const at::Tensor& text, const at::Tensor& logit_scale,
+                           EmbeddingGather& gather);
 
 // Per-patch normalised targets: (p - mean(p)) / sqrt(var(p) + 1e-6) over each patch's values.
 at::Tensor NormalizePatches(const at::Tensor& patches);
 
 // pred, target: (B, N, P); keep: (B, K) kept indices or undefined (nothing dropped).
-at::Tensor ReconstructionLoss(const at::Tensor& pred, const at::Tensor& target,
-                              const at::Tensor& keep);
+at::Tensor ReconstructionLoss(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& keep);
 
 }  // namespace flap::core

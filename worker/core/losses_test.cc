@@ -8,9 +8,7 @@
 namespace flap::core {
 namespace {
 
-at::Tensor T(std::vector<float> v, std::vector<int64_t> shape) {
-  return at::tensor(v, at::kFloat).reshape(shape);
-}
+at::Tensor T(std::vector<float> v, std::vector<int64_t> shape) { return at::tensor(v, at::kFloat).reshape(shape); }
 
 TEST(ContrastiveLoss, IdentityPairsAtUnitScale) {
   LocalGather g;

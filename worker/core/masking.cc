@@ -36,8 +36,8 @@ int NumKept(const MaskConfig& mask, const MaskGeometry& g) {
   return g.num_patches() - NumDropped(mask.ratio, g.num_patches());
 }
 
-std::vector<int64_t> KeepIndices(const MaskConfig& mask, const MaskGeometry& g, uint64_t seed,
-                                 const std::string& key, int64_t epoch, int64_t view) {
+std::vector<int64_t> KeepIndices(const MaskConfig& mask, const MaskGeometry& g, uint64_t seed, const std::string& key,
+                                 int64_t epoch, int64_t view) {
   DrawRng rng(DrawPurpose::kMask, seed, key, epoch, view);
   if (mask.strategy == MaskStrategy::k1d) {
     const int kept_cols = g.time_patches - NumDropped(mask.ratio, g.time_patches);

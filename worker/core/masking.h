@@ -16,8 +16,8 @@
 namespace flap::core {
 
 struct MaskGeometry {
-  int freq_patches = 8;  // F
-  int time_patches = 16; // W
+  int freq_patches = 8;   // F
+  int time_patches = 16;  // W
   int num_patches() const { return freq_patches * time_patches; }
 };
 
@@ -26,7 +26,7 @@ struct MaskGeometry {
 int NumKept(const MaskConfig& mask, const MaskGeometry& g);
 
 // The sorted indices of the kept patches for one sample.
-std::vector<int64_t> KeepIndices(const MaskConfig& mask, const MaskGeometry& g, uint64_t seed,
-                                 const std::string& key, int64_t epoch, int64_t view = 0);
+std::vector<int64_t> KeepIndices(const MaskConfig& mask, const MaskGeometry& g, uint64_t seed, const std::string& key,
+                                 int64_t epoch, int64_t view = 0);
 
 }  // namespace flap::core

@@ -151,8 +151,8 @@ torch::Tensor FlapModelImpl::Decode(const torch::Tensor& pooled) {
   return decoder_out_->forward(decoder_norm_->forward(x));
 }
 
-ModelOutput FlapModelImpl::forward(const torch::Tensor& spec, const torch::Tensor& keep,
-                                   const torch::Tensor& tokens, bool with_recon) {
+ModelOutput FlapModelImpl::forward(const torch::Tensor& spec, const torch::Tensor& keep, const torch::Tensor& tokens,
+                                   bool with_recon) {
   ModelOutput out;
   AudioOutput audio = EncodeAudio(spec, keep);
   out.audio = audio.embedding;
@@ -162,8 +162,8 @@ ModelOutput FlapModelImpl::forward(const torch::Tensor& spec, const torch::Tenso
   return out;
 }
 
-double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len,
-                      bool with_decoder, int views) {
+double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len, bool with_decoder,
+                      int views) {
   // Per token and layer: qkv + proj (4 w^2) and MLP (2 * ratio * w^2) multiply-adds, plus
   // attention scores and mixing (2 * L * w). Two FLOPs per multiply-add.
   auto encoder = [&](double width, double depth, double len) {

@@ -79,8 +79,8 @@ class FlapModelImpl : public torch::nn::Module {
   torch::Tensor Decode(const torch::Tensor& pooled);
 
   // Everything a training step needs; the decoder runs only if with_recon.
-  ModelOutput forward(const torch::Tensor& spec, const torch::Tensor& keep,
-                      const torch::Tensor& tokens, bool with_recon);
+  ModelOutput forward(const torch::Tensor& spec, const torch::Tensor& keep, const torch::Tensor& tokens,
+                      bool with_recon);
 
   const ModelConfig& config() const { return config_; }
   torch::Tensor& logit_scale() { return logit_scale_; }
@@ -114,7 +114,7 @@ TORCH_MODULE(FlapModel);
 // matrix products only) for a batch of `batch` samples keeping `kept` audio tokens each and
 // `text_len` text tokens, with the decoder on or off, each clip encoded `views` times. Used to
 // report achieved FLOP/s and MFU.
-double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len,
-                      bool with_decoder, int views = 1);
+double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t text_len, bool with_decoder,
+                      int views = 1);
 
 }  // namespace flap::core

@@ -42,8 +42,8 @@ Status Positive(const char* field, int64_t v) {
 }
 Status Divisible(const char* field, int64_t v, const char* by_field, int64_t by) {
   if (by <= 0 || v % by != 0) {
-    return Status::InvalidArgument(std::string(field) + " (" + std::to_string(v) +
-                                   ") must be a multiple of " + by_field + " (" + std::to_string(by) + ")");
+    return Status::InvalidArgument(std::string(field) + " (" + std::to_string(v) + ") must be a multiple of " +
+                                   by_field + " (" + std::to_string(by) + ")");
   }
   return Status::OK();
 }
@@ -71,8 +71,7 @@ Status ModelConfig::Validate() const {
   FLAP_RETURN_IF_ERROR(Positive("model.text_width", text_width));
   FLAP_RETURN_IF_ERROR(Divisible("model.audio_width", audio_width, "model.audio_heads", audio_heads));
   FLAP_RETURN_IF_ERROR(Divisible("model.text_width", text_width, "model.text_heads", text_heads));
-  FLAP_RETURN_IF_ERROR(
-      Divisible("model.decoder_width", decoder_width, "model.decoder_heads", decoder_heads));
+  FLAP_RETURN_IF_ERROR(Divisible("model.decoder_width", decoder_width, "model.decoder_heads", decoder_heads));
   return Status::OK();
 }
 
@@ -80,17 +79,18 @@ Status MaskConfig::Validate() const {
   if (!(ratio >= 0.0 && ratio < 1.0)) {
     return Status::InvalidArgument("mask.ratio must be in [0, 1), got " + std::to_string(ratio));
   }
-  if (views < 1 || views > 16) return Status::InvalidArgument("mask.views must be in [1, 16], got " + std::to_string(views));
+  if (views < 1 || views > 16)
+    return Status::InvalidArgument("mask.views must be in [1, 16], got " + std::to_string(views));
   if (views > 1 && ratio == 0.0) {
-    return Status::InvalidArgument("mask.views " + std::to_string(views) + " needs mask.ratio > 0 (unmasked views are identical)");
+    return Status::InvalidArgument("mask.views " + std::to_string(views) +
+                                   " needs mask.ratio > 0 (unmasked views are identical)");
   }
   return Status::OK();
 }
 
 Status LossConfig::Validate() const {
   if (!(recon_weight >= 0.0) || !std::isfinite(recon_weight)) {
-    return Status::InvalidArgument("recon.weight must be a finite number >= 0, got " +
-                                   std::to_string(recon_weight));
+    return Status::InvalidArgument("recon.weight must be a finite number >= 0, got " + std::to_string(recon_weight));
   }
   if (!(logit_scale_init <= logit_scale_max)) {
     return Status::InvalidArgument("loss.logit_scale_init must not exceed loss.logit_scale_max");
@@ -119,8 +119,7 @@ double LearningRate(const OptimConfig& c, int64_t step) {
     return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
   }
   const int64_t decay_steps = std::max<int64_t>(1, c.total_steps - c.warmup_steps);
-  const double progress =
-      std::min(1.0, static_cast<double>(step - c.warmup_steps) / static_cast<double>(decay_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - c.warmup_steps) / static_cast<double>(decay_steps));
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 

@@ -22,9 +22,9 @@ StatusOr<MaskStrategy> ParseMaskStrategy(const std::string& name);
 
 struct ModelConfig {
   // Audio front end.
-  int num_mel_bins = 128;    // frequency extent of the spectrogram
-  int target_frames = 256;   // T: frames after padding / cropping (10 ms each)
-  int patch_size = 16;       // square patches over (time, freq)
+  int num_mel_bins = 128;   // frequency extent of the spectrogram
+  int target_frames = 256;  // T: frames after padding / cropping (10 ms each)
+  int patch_size = 16;      // square patches over (time, freq)
 
   // Audio encoder (pre-LN ViT, mean-pooled).
   int audio_width = 192;
@@ -32,14 +32,14 @@ struct ModelConfig {
   int audio_heads = 3;
 
   // Text encoder (pre-LN transformer over SentencePiece ids, mean-pooled over non-pad).
-  int vocab_size = 256;      // set from the dataset's tokenizer
-  int text_max_len = 32;     // tokens per caption after truncation
+  int vocab_size = 256;   // set from the dataset's tokenizer
+  int text_max_len = 32;  // tokens per caption after truncation
   int text_width = 192;
   int text_depth = 2;
   int text_heads = 3;
 
-  int mlp_ratio = 4;         // MLP hidden width = mlp_ratio * width
-  int embed_dim = 128;       // D: joint audio-text embedding size
+  int mlp_ratio = 4;    // MLP hidden width = mlp_ratio * width
+  int embed_dim = 128;  // D: joint audio-text embedding size
 
   // Reconstruction decoder (fed only by the pooled audio embedding).
   int decoder_width = 128;
@@ -57,7 +57,7 @@ struct ModelConfig {
 };
 
 struct MaskConfig {
-  double ratio = 0.0;                        // r in [0, 1): fraction of tokens dropped in training
+  double ratio = 0.0;  // r in [0, 1): fraction of tokens dropped in training
   MaskStrategy strategy = MaskStrategy::k2d;
   // V: each clip of a training step is encoded V times with independent keep sets (draw
   // view 0..V-1), each view contrasted with the texts and reconstructed from its own dropped
@@ -67,7 +67,7 @@ struct MaskConfig {
 };
 
 struct LossConfig {
-  double recon_weight = 0.0;                 // lambda; 0 turns reconstruction off
+  double recon_weight = 0.0;                    // lambda; 0 turns reconstruction off
   double logit_scale_init = 2.659260036932778;  // ln(1 / 0.07)
   double logit_scale_max = 4.605170185988092;   // ln(100)
   Status Validate() const;
@@ -76,7 +76,8 @@ struct LossConfig {
 struct OptimConfig {
   double lr = 1e-3;            // peak learning rate
   double min_lr = 1e-5;        // end of the cosine
-  double weight_decay = 0.05;  // AdamW, on weight matrices only (not biases, norms, the logit scale, the token embedding or the text positions)
+  double weight_decay = 0.05;  // AdamW, on weight matrices only (not biases, norms, the logit scale, the token
+                               // embedding or the text positions)
   double beta1 = 0.9;
   double beta2 = 0.98;
   double eps = 1e-6;

@@ -72,8 +72,7 @@ TEST(FlapModel, KeepingEveryPatchEqualsNoDropping) {
   FlapModel model(Small());
   auto spec = at::randn({2, 64, 32});
   auto all = at::arange(8, at::kLong).unsqueeze(0).expand({2, 8}).contiguous();
-  EXPECT_TRUE(at::allclose(model->EncodeAudio(spec, all).embedding,
-                           model->EncodeAudio(spec).embedding, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(model->EncodeAudio(spec, all).embedding, model->EncodeAudio(spec).embedding, 1e-5, 1e-6));
 }
 
 TEST(FlapModel, TextPaddingDoesNotChangeTheEmbedding) {

@@ -43,8 +43,8 @@ RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks) {
   return m;
 }
 
-RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
-                                  int64_t num_clips, const std::vector<int64_t>& caption_clip) {
+RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions, int64_t num_clips,
+                                  const std::vector<int64_t>& caption_clip) {
   RetrievalRanks ranks;
   if (num_captions == 0 || num_clips == 0) {
     RetrievalMetrics m;
@@ -126,8 +126,7 @@ RetrievalMetrics ComputeRetrievalBlocked(const at::Tensor& text_in, const at::Te
     most = std::max(most, captions_of[caption_clip[i]].size());
   }
   ranks.a2t.resize(static_cast<size_t>(num_clips));
-  const int64_t clips_per_block =
-      std::max<int64_t>(1, max_block / (num_captions * static_cast<int64_t>(1 + most)));
+  const int64_t clips_per_block = std::max<int64_t>(1, max_block / (num_captions * static_cast<int64_t>(1 + most)));
   for (int64_t c0 = 0; c0 < num_clips; c0 += clips_per_block) {
     const int64_t n = std::min(clips_per_block, num_clips - c0);
     std::vector<int64_t> pair_clip, pair_caption;
@@ -138,7 +137,7 @@ RetrievalMetrics ComputeRetrievalBlocked(const at::Tensor& text_in, const at::Te
       }
     }
     if (pair_clip.empty()) continue;
-    const at::Tensor s = at::matmul(audio.narrow(0, c0, n), text.t());  // (n, captions)
+    const at::Tensor s = at::matmul(audio.narrow(0, c0, n), text.t());                       // (n, captions)
     const at::Tensor rows_of = s.index_select(0, at::tensor(pair_clip, long_opts).to(dev));  // (P, captions)
     const at::Tensor st = rows_of.gather(1, at::tensor(pair_caption, long_opts).to(dev).unsqueeze(1));
     const at::Tensor greater = rows_of.gt(st).sum(1).to(at::kCPU).contiguous();

@@ -21,14 +21,14 @@ struct RetrievalMetrics {
   double t2a_r1 = 0, t2a_r5 = 0, t2a_r10 = 0;  // text->audio recall@k, over captions
   double a2t_r1 = 0, a2t_r5 = 0, a2t_r10 = 0;  // audio->text recall@k, over clips
   double t2a_map10 = 0, a2t_map10 = 0;
-  double map10 = 0;                            // mean of the two mAP@10
+  double map10 = 0;  // mean of the two mAP@10
   int64_t num_clips = 0, num_captions = 0;
 };
 
 // sim: num_captions x num_clips cosine similarities, row-major (caption i, clip j).
 // caption_clip[i]: the clip that caption i describes. Every clip must have >= 1 caption.
-RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions,
-                                  int64_t num_clips, const std::vector<int64_t>& caption_clip);
+RetrievalMetrics ComputeRetrieval(const std::vector<float>& sim, int64_t num_captions, int64_t num_clips,
+                                  const std::vector<int64_t>& caption_clip);
 
 // The ranks behind the metrics: t2a[i] is the rank of caption i's clip among all clips;
 // a2t[c] the sorted ranks of clip c's true captions among all captions.

@@ -66,7 +66,6 @@ TEST(Retrieval, ChanceRecall) {
   EXPECT_DOUBLE_EQ(ChanceRecall(10, 5), 1.0);
 }
 
-
 void ExpectSameMetrics(const RetrievalMetrics& a, const RetrievalMetrics& b) {
   EXPECT_DOUBLE_EQ(a.t2a_r1, b.t2a_r1);
   EXPECT_DOUBLE_EQ(a.t2a_r5, b.t2a_r5);

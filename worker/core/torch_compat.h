@@ -67,8 +67,7 @@ inline bool AutocastEnabled(c10::DeviceType type) {
 
 // q, k, v: (B, H, L, d). key_pad: (B, L) bool, true = padding (not attended to); may be
 // undefined. Returns (B, H, L, d).
-inline at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& key_pad) {
+inline at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_pad) {
 #if FLAP_TORCH_AT_LEAST(2, 0)
   at::Tensor mask;
   if (key_pad.defined()) mask = key_pad.logical_not().view({key_pad.size(0), 1, 1, key_pad.size(1)});

@@ -33,8 +33,8 @@ Batch ToDevice(const Batch& batch, const c10::Device& device) {
   return Batch{move(batch.spec), move(batch.tokens), move(batch.keep)};
 }
 
-TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
-                     EmbeddingGather* gather, GradientSync* sync, Precision precision)
+TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim, EmbeddingGather* gather,
+                     GradientSync* sync, Precision precision)
     : model_(std::move(model)),
       loss_(loss),
       optim_(optim),
@@ -57,15 +57,11 @@ TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig&
   std::vector<torch::optim::OptimizerParamGroup> groups;
   auto options = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(optim_.lr)
-            .betas({optim_.beta1, optim_.beta2})
-            .eps(optim_.eps)
-            .weight_decay(wd));
+        torch::optim::AdamWOptions(optim_.lr).betas({optim_.beta1, optim_.beta2}).eps(optim_.eps).weight_decay(wd));
   };
   groups.emplace_back(decay, options(optim_.weight_decay));
   groups.emplace_back(no_decay, options(0.0));
-  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups),
-                                                     torch::optim::AdamWOptions(optim_.lr));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), torch::optim::AdamWOptions(optim_.lr));
   if (sync_) sync_->Attach(synced);
 }
 

@@ -49,12 +49,12 @@ class GradientSync {
 
 struct StepStats {
   double loss = 0, contrastive = 0, recon = 0;
-  double logit_scale = 0;   // exp(log scale) after the step's clamp
+  double logit_scale = 0;  // exp(log scale) after the step's clamp
   double lr = 0;
-  double grad_norm = 0;     // global L2 norm before clipping
+  double grad_norm = 0;                                   // global L2 norm before clipping
   double forward_s = 0, backward_s = 0, optimizer_s = 0;  // backward_s includes sync_s
-  double gather_s = 0;      // in the embedding gather's collectives (within forward and backward)
-  double sync_s = 0;        // waiting for the gradient all-reduce after backward (not overlapped)
+  double gather_s = 0;  // in the embedding gather's collectives (within forward and backward)
+  double sync_s = 0;    // waiting for the gradient all-reduce after backward (not overlapped)
 };
 
 class TrainStep {
@@ -63,9 +63,8 @@ class TrainStep {
   // The model's parameters must already be on their device (the batch's). With bf16 the
   // forward pass runs under autocast (device.h); the embeddings, the reconstruction and
   // every loss are then computed in fp32.
-  TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim,
-            EmbeddingGather* gather = nullptr, GradientSync* sync = nullptr,
-            Precision precision = Precision::kFp32);
+  TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim, EmbeddingGather* gather = nullptr,
+            GradientSync* sync = nullptr, Precision precision = Precision::kFp32);
 
   // Runs step number `step` (0-based; sets the learning rate) on `batch`: ComputeGradients,
   // then clipping, AdamW and the logit-scale clamp. A failed collective (a rank of the group

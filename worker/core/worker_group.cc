@@ -67,18 +67,18 @@ struct WorkerGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // the main client (rank 0: also the server)
   c10::intrusive_ptr<Comm> comm;
 
-  std::mutex issue_mu;              // orders the issue of collectives
-  std::atomic<uint64_t> seq{0};     // collectives started
+  std::mutex issue_mu;           // orders the issue of collectives
+  std::atomic<uint64_t> seq{0};  // collectives started
 
-  std::mutex fail_mu;               // one diagnosis at a time; guards `failure`, `missing`
-  Status failure;                   // GUARDED_BY(fail_mu)
-  std::vector<int> missing;         // GUARDED_BY(fail_mu): ranks the diagnosis named
+  std::mutex fail_mu;        // one diagnosis at a time; guards `failure`, `missing`
+  Status failure;            // GUARDED_BY(fail_mu)
+  std::vector<int> missing;  // GUARDED_BY(fail_mu): ranks the diagnosis named
 
   std::mutex beat_mu;
   std::condition_variable beat_cv;
-  bool beat_stop = false;           // GUARDED_BY(beat_mu)
+  bool beat_stop = false;  // GUARDED_BY(beat_mu)
   std::thread beat_thread;
-  bool shut_down = false;           // main thread only
+  bool shut_down = false;  // main thread only
 
   std::string Where() const {
     return "worker group (rank " + std::to_string(rdv.rank) + " of " + std::to_string(rdv.world_size) + ")";
@@ -181,8 +181,8 @@ struct WorkerGroup::Impl {
     std::lock_guard<std::mutex> l(fail_mu);
     if (!failure.ok()) return failure;
     const std::string who = Diagnose(n);
-    failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " +
-                                       who + " [" + backend + ": " + detail + "; collectives time out after " +
+    failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " + who +
+                                       " [" + backend + ": " + detail + "; collectives time out after " +
                                        Fixed(timeout.count() / 1000.0) + " s]");
     try {
       store->set("exit/" + std::to_string(rdv.rank), Bytes("failed"));
@@ -401,7 +401,8 @@ StatusOr<std::unique_ptr<WorkerGroup::Pending>> WorkerGroup::StartAllReduceSum(a
   std::vector<at::Tensor> ts{tensor};
   uint64_t n = 0;
   c10::intrusive_ptr<c10d::Work> work;
-  FLAP_RETURN_IF_ERROR(impl_->Issue("all_reduce", [&] { return impl_->comm->allreduce(ts); }, &n, &work));
+  FLAP_RETURN_IF_ERROR(impl_->Issue(
+      "all_reduce", [&] { return impl_->comm->allreduce(ts); }, &n, &work));
   return std::unique_ptr<Pending>(new PendingWork(impl_.get(), n, std::move(work)));
 }
 
@@ -437,9 +438,10 @@ Status WorkerGroup::Shutdown() {
     if (rank() == 0) {
       // Keep the store up until the others have left (after a failure: until they had time
       // to diagnose, since the ranks named missing never will).
-      const auto deadline = Clock::now() + (failed ? std::chrono::duration_cast<Millis>(
-                                                         std::chrono::duration<double>(4.0 * m.beat_s + 2.0))
-                                                   : m.timeout);
+      const auto deadline =
+          Clock::now() + (failed
+                              ? std::chrono::duration_cast<Millis>(std::chrono::duration<double>(4.0 * m.beat_s + 2.0))
+                              : m.timeout);
       std::vector<int> missing;
       {
         std::lock_guard<std::mutex> l(m.fail_mu);

@@ -65,8 +65,7 @@ class WorkerGroup {
   // Joins the group described by `rendezvous`. Blocks until every rank has joined or
   // timeout_s has passed: DeadlineExceeded naming the ranks that did not come. InvalidArgument
   // for a backend this build lacks.
-  static StatusOr<std::unique_ptr<WorkerGroup>> Create(const Rendezvous& rendezvous,
-                                                       const GroupOptions& options = {});
+  static StatusOr<std::unique_ptr<WorkerGroup>> Create(const Rendezvous& rendezvous, const GroupOptions& options = {});
   // A group of one (no network).
   static std::unique_ptr<WorkerGroup> Single();
   ~WorkerGroup();

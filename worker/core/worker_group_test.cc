@@ -68,7 +68,9 @@ TEST(WorkerGroup, AllGatherIsRankMajorAndAllReduceSums) {
 TEST(WorkerGroup, GatherBackwardSumsEachRanksSliceAcrossRanks) {
   // Rank r's loss is sum(gathered * w_r); d/dx_r of the sum of all losses is sum_s w_s[rows of r].
   const int world = 2, rows = 3, dim = 4;
-  auto weight = [&](int s) { return at::arange(world * rows * dim, at::kFloat).reshape({world * rows, dim}) * (s + 1); };
+  auto weight = [&](int s) {
+    return at::arange(world * rows * dim, at::kFloat).reshape({world * rows, dim}) * (s + 1);
+  };
   RunRanks(world, [&](int rank, WorkerGroup& g) {
     GroupGather gather(&g);
     at::Tensor x = at::randn({rows, dim}).requires_grad_(true);
@@ -88,7 +90,10 @@ void CheckAveraging(const GradSyncOptions& options) {
     GroupGradientSync sync(&g, options);
     sync.Attach({w1, w2, unused});
     for (int step = 0; step < 2; ++step) {
-      if (w1.grad().defined()) { w1.mutable_grad().zero_(); w2.mutable_grad().zero_(); }
+      if (w1.grad().defined()) {
+        w1.mutable_grad().zero_();
+        w2.mutable_grad().zero_();
+      }
       const float k = static_cast<float>(rank + 1 + step);
       ((w1 * k).sum() + (w2 * 2 * k).sum()).backward();
       ASSERT_OK(sync.Finish());
@@ -128,21 +133,24 @@ TEST(WorkerGroup, RankThatDoesNotReachACollectiveIsNamed) {
   GroupOptions o;
   o.timeout_s = 3.0;  // above the store client's 1 s connect retry
   o.heartbeat_s = 0.2;
-  RunRanks(2, [&](int rank, WorkerGroup& g) {
-    at::Tensor x = at::ones({8});
-    if (rank == 0) {
-      Status s = g.AllReduceSum(x);
-      ASSERT_FALSE(s.ok());
-      EXPECT_EQ(s.code(), Status::Code::kDeadlineExceeded);
-      EXPECT_NE(s.message().find("rank 1 is alive but has not reached collective #1"), std::string::npos)
-          << s.message();
-      // Broken: later calls fail at once with the same error.
-      EXPECT_EQ(g.AllReduceSum(x).message(), s.message());
-    } else {
-      // Busy elsewhere until rank 0 has given up and diagnosed.
-      std::this_thread::sleep_for(std::chrono::milliseconds(8000));
-    }
-  }, o);
+  RunRanks(
+      2,
+      [&](int rank, WorkerGroup& g) {
+        at::Tensor x = at::ones({8});
+        if (rank == 0) {
+          Status s = g.AllReduceSum(x);
+          ASSERT_FALSE(s.ok());
+          EXPECT_EQ(s.code(), Status::Code::kDeadlineExceeded);
+          EXPECT_NE(s.message().find("rank 1 is alive but has not reached collective #1"), std::string::npos)
+              << s.message();
+          // Broken: later calls fail at once with the same error.
+          EXPECT_EQ(g.AllReduceSum(x).message(), s.message());
+        } else {
+          // Busy elsewhere until rank 0 has given up and diagnosed.
+          std::this_thread::sleep_for(std::chrono::milliseconds(8000));
+        }
+      },
+      o);
 }
 
 }  // namespace
