@@ -180,10 +180,17 @@ int main(int argc, char** argv) {
     b.spec = at::randn({32, c.target_frames, c.num_mel_bins});
     b.tokens = at::randint(1, c.vocab_size, {32, 12}, at::kLong);
     b.keep = at::arange(32, at::kLong).unsqueeze(0).expand({32, 32}).contiguous();
-    step.Run(b, 0);  // warm-up
+    auto run_step = [&](int64_t i) {
+      auto stats = step.Run(b, i);
+      if (!stats.ok()) {
+        std::fprintf(stderr, "step %lld: %s\n", static_cast<long long>(i), stats.status().ToString().c_str());
+        std::exit(1);
+      }
+    };
+    run_step(0);  // warm-up
     auto t0 = Clock::now();
     for (int i = 1; i <= steps; ++i) {
-      step.Run(b, i);
+      run_step(i);
       if (ckpt && i % every == 0) (void)ckpt->SaveAsync(model, step.optimizer(), i, 1000, {});
     }
     const double s = Since(t0) / steps;

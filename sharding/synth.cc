@@ -495,6 +495,16 @@ std::vector<float> SynthesizeEvent(SoundEvent event, uint64_t seed, double secon
   return ToFloat(mix);
 }
 
+SynthOptions SmallSynth(int num_train, int num_eval, double clip_seconds, int samples_per_shard, int vocab_size) {
+  SynthOptions o;
+  o.num_train = num_train;
+  o.num_eval = num_eval;
+  o.clip_seconds = clip_seconds;
+  o.samples_per_shard = samples_per_shard;
+  o.vocab_size = vocab_size;
+  return o;
+}
+
 Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir) {
   if (options.num_train < 1) return Status::InvalidArgument("synth: num_train must be at least 1");
   if (options.num_eval < 0) return Status::InvalidArgument("synth: num_eval must not be negative");

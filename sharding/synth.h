@@ -35,6 +35,11 @@ struct SynthOptions {
   std::string name = "synth";   // the manifest's dataset name
 };
 
+// A small dataset's options (tests, examples): `num_train` and `num_eval` clips of
+// `clip_seconds`, `samples_per_shard` clips per shard, a `vocab_size`-token tokenizer; the rest
+// as declared above.
+SynthOptions SmallSynth(int num_train, int num_eval, double clip_seconds, int samples_per_shard, int vocab_size = 256);
+
 // The kinds of sound event a clip is built from.
 enum class SoundEvent {
   kToneLow,     // steady sine at ~200-300 Hz

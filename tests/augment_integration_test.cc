@@ -30,11 +30,7 @@ std::string Augment(const std::string& data, const std::string& url) {
 
 TEST(AugmentIntegration, KilledRunResumesFromTheCacheWithTheSameOutput) {
   TempDir dir("augment_kill");
-  sharding::SynthOptions o;
-  o.num_train = 60;
-  o.num_eval = 4;
-  o.clip_seconds = 0.5;
-  o.samples_per_shard = 20;
+  const sharding::SynthOptions o = sharding::SmallSynth(60, 4, 0.5, 20);
   ASSERT_OK(sharding::GenerateSynthetic(o, dir / "a"));
   std::filesystem::copy(dir / "a", dir / "b", std::filesystem::copy_options::recursive);
   testing::ChatTestServer server;
@@ -78,10 +74,7 @@ TEST(AugmentIntegration, KilledRunResumesFromTheCacheWithTheSameOutput) {
 
 TEST(AugmentIntegration, OfflineTemplatesByDefault) {
   TempDir dir("augment_offline");
-  sharding::SynthOptions o;
-  o.num_train = 10;
-  o.num_eval = 2;
-  o.clip_seconds = 0.5;
+  const sharding::SynthOptions o = sharding::SmallSynth(10, 2, 0.5, 250);
   ASSERT_OK(sharding::GenerateSynthetic(o, dir / "d"));
   auto r = RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + dir / "d");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -23,12 +23,8 @@ class DistTrain : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("dist_train");
-    sharding::SynthOptions o;
-    o.num_train = 48;
-    o.num_eval = 8;
-    o.clip_seconds = 1.0;
-    o.vocab_size = 64;
-    o.samples_per_shard = 8;  // 6 training shards: every rank of 2 or 3 gets its own
+    // 6 training shards: every rank of 2 or 3 gets its own
+    const sharding::SynthOptions o = sharding::SmallSynth(48, 8, 1.0, 8, 64);
     ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
   }
   static void TearDownTestSuite() { delete dir_; }

@@ -64,12 +64,7 @@ TEST(HardeningStop, SignalWhileTheDataLoadsIsAStopNotACrash) {
 // As reported: SIGUSR1 about 0.3 s after the start, on real data.
 TEST(HardeningStop, SigusrSoonAfterTheStartExitsStopped) {
   TempDir dir("hardening_stop_early");
-  sharding::SynthOptions o;
-  o.num_train = 64;
-  o.num_eval = 16;
-  o.clip_seconds = 1.0;
-  o.vocab_size = 64;
-  o.samples_per_shard = 32;
+  const sharding::SynthOptions o = sharding::SmallSynth(64, 16, 1.0, 32, 64);
   ASSERT_OK(sharding::GenerateSynthetic(o, dir / "data"));
   const pid_t pid = Spawn(std::string(FLAP_WORKER_BIN) + " train --config " + FLAP_CONFIG_DIR +
                               "/tiny.ini --data.path " + (dir / "data") +

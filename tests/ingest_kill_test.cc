@@ -30,11 +30,7 @@ std::map<std::string, std::string> Outputs(const std::string& dir) {
 
 TEST(IngestKill, SigkilledIngestionRerunEqualsAnUninterruptedRun) {
   testing::TempDir dir("ingest_kill");
-  sharding::SynthOptions o;
-  o.num_train = 240;
-  o.num_eval = 0;
-  o.clip_seconds = 2.0;
-  o.samples_per_shard = 40;
+  const sharding::SynthOptions o = sharding::SmallSynth(240, 0, 2.0, 40);
   ASSERT_OK(sharding::GenerateSynthetic(o, dir / "src"));
   auto ingest = [&](const std::string& out) {
     return std::string(FLAPCTL_BIN) + " data ingest --format wds --shards '" + dir / "src" + "/train-*.tar'" +

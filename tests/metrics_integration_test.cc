@@ -17,11 +17,7 @@ namespace {
 
 TEST(WorkerMetrics, PrometheusScrapesATrainingWorkerFoundThroughFileSd) {
   testing::TempDir dir("worker_metrics");
-  sharding::SynthOptions o;
-  o.num_train = 32;
-  o.num_eval = 4;
-  o.clip_seconds = 1.0;
-  o.vocab_size = 64;
+  const sharding::SynthOptions o = sharding::SmallSynth(32, 4, 1.0, 250, 64);
   ASSERT_OK(sharding::GenerateSynthetic(o, dir / "data"));
   const std::string sd = dir / "sd";
   std::filesystem::create_directories(sd);

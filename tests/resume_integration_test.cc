@@ -26,12 +26,7 @@ class Resume : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("resume");
-    sharding::SynthOptions o;
-    o.num_train = 64;
-    o.num_eval = 16;
-    o.clip_seconds = 1.0;
-    o.vocab_size = 64;
-    o.samples_per_shard = 32;
+    const sharding::SynthOptions o = sharding::SmallSynth(64, 16, 1.0, 32, 64);
     ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
     auto r = RunCommand(Command("ref"));
     ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -17,12 +17,7 @@ class WorkerCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("cli");
-    sharding::SynthOptions o;
-    o.num_train = 48;
-    o.num_eval = 16;
-    o.samples_per_shard = 32;
-    o.clip_seconds = 1.0;
-    o.vocab_size = 64;
+    const sharding::SynthOptions o = sharding::SmallSynth(48, 16, 1.0, 32, 64);
     ASSERT_OK(sharding::GenerateSynthetic(o, (*dir_) / "data"));
   }
   static void TearDownTestSuite() { delete dir_; }

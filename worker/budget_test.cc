@@ -26,11 +26,8 @@ class Budget : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new flap::testing::TempDir("budget");
-    sharding::SynthOptions synth;
-    synth.num_train = 32;
-    synth.num_eval = 4;
-    synth.clip_seconds = 0.5;
-    synth.samples_per_shard = 8;  // 4 shards: 2 per rank in a group of 2
+    // 4 shards: 2 per rank in a group of 2
+    const sharding::SynthOptions synth = sharding::SmallSynth(32, 4, 0.5, 8);
     ASSERT_TRUE(sharding::GenerateSynthetic(synth, (*dir_) / "data").ok());
   }
   static void TearDownTestSuite() { delete dir_; }

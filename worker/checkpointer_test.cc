@@ -17,23 +17,9 @@ namespace {
 namespace fs = std::filesystem;
 
 core::ModelConfig SmallModel() {
-  core::ModelConfig m;
-  m.num_mel_bins = 32;
-  m.target_frames = 32;
-  m.patch_size = 16;
-  m.audio_width = 16;
-  m.audio_depth = 1;
-  m.audio_heads = 1;
-  m.vocab_size = 32;
-  m.text_max_len = 8;
-  m.text_width = 16;
-  m.text_depth = 1;
-  m.text_heads = 1;
+  core::ModelConfig m = core::ModelConfig::Small(32, 32, 16, 1, 1, 32);
   m.mlp_ratio = 2;
-  m.embed_dim = 16;
-  m.decoder_width = 16;
-  m.decoder_depth = 1;
-  m.decoder_heads = 1;
+  m.embed_dim = m.decoder_width = 16;
   return m;
 }
 

@@ -23,11 +23,7 @@ class FeatureCacheTest : public ::testing::Test {
   static constexpr int kClipFrames = 68;
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir("feature_cache");
-    sharding::SynthOptions o;
-    o.num_train = 30;
-    o.num_eval = 4;
-    o.clip_seconds = 0.7;
-    o.samples_per_shard = 10;
+    const sharding::SynthOptions o = sharding::SmallSynth(30, 4, 0.7, 10);
     ASSERT_OK(sharding::GenerateSynthetic(o, Data()));
     ASSERT_OK_AND_ASSIGN(sharding::Manifest m, sharding::ReadManifest(Data()));
     shards_ = new std::vector<sharding::ShardInfo>(m.ShardsOf("train"));

@@ -21,11 +21,7 @@ class LoaderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir("loader");
-    sharding::SynthOptions o;
-    o.num_train = 199;
-    o.num_eval = 10;
-    o.clip_seconds = 0.7;
-    o.samples_per_shard = 23;
+    const sharding::SynthOptions o = sharding::SmallSynth(199, 10, 0.7, 23);
     ASSERT_TRUE(sharding::GenerateSynthetic(o, Data()).ok());
     auto m = sharding::ReadManifest(Data());
     ASSERT_TRUE(m.ok());

@@ -25,23 +25,9 @@ using TensorMap = std::map<std::string, at::Tensor>;
 // Frames and mel bins differ (2 time x 3 frequency patches), so any mix-up of the token order
 // or of the order of values inside a patch shows.
 core::ModelConfig Small() {
-  core::ModelConfig m;
-  m.num_mel_bins = 48;
-  m.target_frames = 32;
-  m.patch_size = 16;
-  m.audio_width = 32;
-  m.audio_depth = 2;
-  m.audio_heads = 2;
-  m.vocab_size = 40;
-  m.text_max_len = 8;
+  core::ModelConfig m = core::ModelConfig::Small(32, 48, 32, 2, 2, 40);
   m.text_width = 24;
-  m.text_depth = 2;
-  m.text_heads = 2;
   m.mlp_ratio = 2;
-  m.embed_dim = 16;
-  m.decoder_width = 16;
-  m.decoder_depth = 1;
-  m.decoder_heads = 2;
   return m;
 }
 
@@ -569,11 +555,7 @@ TEST_F(WarmStart, ConfigKeysAndHash) {
 // Training starts from the file: with a negligible learning rate the trained audio encoder is
 // still the file's; a file that does not fit fails the run naming the key.
 TEST_F(WarmStart, TrainingStartsFromTheFile) {
-  sharding::SynthOptions synth;
-  synth.num_train = 8;
-  synth.num_eval = 4;
-  synth.clip_seconds = 0.5;
-  synth.samples_per_shard = 8;
+  const sharding::SynthOptions synth = sharding::SmallSynth(8, 4, 0.5, 8);
   ASSERT_OK(sharding::GenerateSynthetic(synth, Path("data")));
   TrialConfig config;
   config.model = Small();

@@ -32,19 +32,7 @@ const c10::Device kCuda(c10::DeviceType::CUDA, 0);
 const c10::Device kCpu(c10::DeviceType::CPU);
 
 ModelConfig Small() {
-  ModelConfig c;
-  c.target_frames = 128;
-  c.num_mel_bins = 64;
-  c.audio_width = 128;
-  c.audio_depth = 2;
-  c.audio_heads = 4;
-  c.text_width = 128;
-  c.text_depth = 2;
-  c.text_heads = 4;
-  c.embed_dim = 64;
-  c.decoder_width = 64;
-  c.decoder_heads = 4;
-  c.vocab_size = 100;
+  ModelConfig c = ModelConfig::Small(128, 64, 128, 2, 4, 100);
   c.text_max_len = 16;
   return c;
 }

@@ -136,20 +136,8 @@ TEST(AutocastGuard, Bf16MatmulsInsideFp32Outside) {
 }
 
 ModelConfig Small() {
-  ModelConfig c;
-  c.target_frames = 64;
-  c.num_mel_bins = 32;
-  c.audio_width = 64;
-  c.audio_depth = 2;
-  c.audio_heads = 2;
-  c.text_width = 64;
+  ModelConfig c = ModelConfig::Small(64, 32, 64, 2, 2, 50);
   c.text_depth = 1;
-  c.text_heads = 2;
-  c.embed_dim = 32;
-  c.decoder_width = 32;
-  c.decoder_heads = 2;
-  c.vocab_size = 50;
-  c.text_max_len = 8;
   return c;
 }
 

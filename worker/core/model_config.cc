@@ -35,6 +35,19 @@ StatusOr<ModelConfig> ModelConfig::Preset(const std::string& name) {
   return Status::InvalidArgument("model.preset must be 'tiny' or 'base', got '" + name + "'");
 }
 
+ModelConfig ModelConfig::Small(int frames, int mel_bins, int width, int depth, int heads, int vocab_size) {
+  ModelConfig c;
+  c.target_frames = frames;
+  c.num_mel_bins = mel_bins;
+  c.audio_width = c.text_width = width;
+  c.audio_depth = c.text_depth = depth;
+  c.audio_heads = c.text_heads = c.decoder_heads = heads;
+  c.embed_dim = c.decoder_width = width / 2;
+  c.vocab_size = vocab_size;
+  c.text_max_len = 8;
+  return c;
+}
+
 namespace {
 Status Positive(const char* field, int64_t v) {
   if (v <= 0) return Status::InvalidArgument(std::string(field) + " must be > 0, got " + std::to_string(v));

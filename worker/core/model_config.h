@@ -53,6 +53,10 @@ struct ModelConfig {
 
   // "tiny" (CPU tests and demos) or "base" (ViT-B lineage); InvalidArgument otherwise.
   static StatusOr<ModelConfig> Preset(const std::string& name);
+  // A small model for tests and examples: `frames` x `mel_bins` input; audio and text encoders of
+  // `width` channels, `depth` blocks and `heads` heads; embedding and decoder width / 2 with
+  // `heads` heads; a `vocab_size`-token vocabulary and captions of 8 tokens; the rest as declared.
+  static ModelConfig Small(int frames, int mel_bins, int width, int depth, int heads, int vocab_size);
   Status Validate() const;
 };
 

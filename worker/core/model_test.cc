@@ -12,23 +12,8 @@
 namespace flap::core {
 namespace {
 
-ModelConfig Small() {
-  ModelConfig c;  // tiny, shrunk further so tests are quick
-  c.target_frames = 64;
-  c.num_mel_bins = 32;
-  c.audio_width = 32;
-  c.audio_depth = 1;
-  c.audio_heads = 2;
-  c.text_width = 32;
-  c.text_depth = 1;
-  c.text_heads = 2;
-  c.embed_dim = 16;
-  c.decoder_width = 16;
-  c.decoder_heads = 2;
-  c.vocab_size = 50;
-  c.text_max_len = 8;
-  return c;
-}
+// The tiny preset shrunk further so that tests are quick.
+ModelConfig Small() { return ModelConfig::Small(64, 32, 32, 1, 2, 50); }
 
 TEST(Patchify, RoundTripAndLayout) {
   auto spec = at::randn({2, 64, 32});
