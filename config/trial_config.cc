@@ -9,6 +9,7 @@
 #include <functional>
 #include <sstream>
 #include <type_traits>
+#include <nlohmann/json.hpp>
 
 #include "common/path_name.h"
 #include "worker/core/device_spec.h"

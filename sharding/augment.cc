@@ -11,6 +11,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <nlohmann/json.hpp>
 
 #include "sharding/file_util.h"
 #include "sharding/shard_reader.h"

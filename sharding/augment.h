@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "common/status.h"
 #include "sharding/chat_client.h"

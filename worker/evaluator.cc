@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <utility>
+#include <nlohmann/json.hpp>
 
 #include "worker/batcher.h"
 

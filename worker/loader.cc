@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <nlohmann/json.hpp>
 
 #include "worker/batcher.h"
 #include "worker/core/draw.h"

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <ostream>
 #include <set>
+#include <nlohmann/json.hpp>
 
 #include "sharding/file_util.h"
 #include "worker/batcher.h"
