@@ -10,11 +10,14 @@
 //   train_loop_bench [--data DIR] [--train 3000] [--eval 200] [--seconds 180] [--ratios 0,0.5,0.75]
 //                    [--batch 64] [--eval-every 25] [--targets 0.1,0.3] [--threads N] [--reuse]
 //                    [--runs worker,plain,plain-passive]
-//                    [--worker-set KEY=VALUE,...] [--out DIR]
+//                    [--seeds 1,2,...] [--worker-set KEY=VALUE,...] [--out DIR]
 //
 // --data: a dataset folder (made with `flapctl data synth` when it has no manifest.json);
 // --threads: the plain loop's intra-op threads (default: every usable core); the worker plans its
-// own (thread_budget.h) unless --worker-set train.threads=N. The features the plain loop reads are
+// own (thread_budget.h) unless --worker-set train.threads=N; --worker-set's keys also set the
+// schedule both loops follow (train.epochs=20: the plain loop's cosine spans the same steps);
+// --seeds runs every cell once per seed (the worker's train.seed, the plain loop's --seed) and
+// summarises each cell as the mean with the range over seeds. The features the plain loop reads are
 // exported once from the worker's own front end (the dataset's first T frames of every clip).
 #include <torch/utils.h>
 
@@ -66,6 +69,7 @@ struct Options {
   double seconds = 180;
   std::vector<double> targets = {0.10, 0.30};
   std::vector<std::string> ratios = {"0", "0.5", "0.75"}, runs = {"worker", "plain"}, worker_set;
+  std::vector<int> seeds = {1};
   bool reuse = false;  // read a run's earlier output instead of running it again
 };
 
@@ -127,19 +131,24 @@ bool ExportSplit(const std::string& data, const std::string& split, const flap::
   return spec.good() && tokens.good() && owner.good();
 }
 
-std::string WorkerConfig(const Options& o, const std::string& ratio, const std::string& out_dir) {
+// A run's folder: OUT/RUN-rRATIO-sSEED.
+std::string RunDir(const Options& o, const std::string& run, const std::string& ratio, int seed) {
+  return o.out + "/" + run + "-r" + ratio + "-s" + std::to_string(seed);
+}
+
+std::string WorkerConfig(const Options& o, const std::string& ratio, int seed, const std::string& out_dir) {
   std::ostringstream ini;
   ini << "[model]\npreset = tiny\n[mask]\nratio = " << ratio << "\nstrategy = 2d\n[recon]\nweight = 1\n"
-      << "[train]\nseed = 1\nbatch_size = " << o.batch << "\nmax_seconds = " << o.seconds
+      << "[train]\nseed = " << seed << "\nbatch_size = " << o.batch << "\nmax_seconds = " << o.seconds
       << "\neval_every = " << o.eval_every << "\nlog_every = " << o.eval_every << "\noutput_dir = " << out_dir
       << "\n[data]\npath = " << o.data << "\n";
   return ini.str();
 }
 
-bool RunWorker(const Options& o, const std::string& worker, const std::string& ratio, Outcome* result) {
-  const std::string dir = o.out + "/worker-r" + ratio;
+bool RunWorker(const Options& o, const std::string& worker, const std::string& ratio, int seed, Outcome* result) {
+  const std::string dir = RunDir(o, "worker", ratio, seed);
   fs::create_directories(dir);
-  std::ofstream(dir + "/trial.ini") << WorkerConfig(o, ratio, dir);
+  std::ofstream(dir + "/trial.ini") << WorkerConfig(o, ratio, seed, dir);
   std::string command = worker + " train --config " + dir + "/trial.ini";
   for (const std::string& kv : o.worker_set) {
     const size_t eq = kv.find('=');
@@ -173,14 +182,14 @@ bool RunWorker(const Options& o, const std::string& worker, const std::string& r
 // run "plain": as a PyTorch user runs it; "plain-passive": with the idle-thread settings the
 // worker gives itself (thread_budget.h), to tell the loop's own speed from the threads' waiting.
 bool RunPlain(const Options& o, const std::string& run, const std::string& export_dir, const std::string& ratio,
-              int total_steps, Outcome* result) {
-  const std::string dir = o.out + "/" + run + "-r" + ratio;
+              int seed, int total_steps, Outcome* result) {
+  const std::string dir = RunDir(o, run, ratio, seed);
   fs::create_directories(dir);
   std::ostringstream command;
   if (run == "plain-passive") command << "OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4 ";
   command << "/usr/bin/python3 " << FLAP_BENCH_DIR << "/train_loop_bench.py --features " << export_dir << " --ratio "
           << ratio << " --batch " << o.batch << " --seconds " << o.seconds << " --eval-every " << o.eval_every
-          << " --total-steps " << total_steps << " --threads "
+          << " --total-steps " << total_steps << " --seed " << seed << " --threads "
           << (o.threads > 0 ? o.threads : flap::worker::UsableCores()) << " > " << dir << "/log.jsonl 2> " << dir
           << "/stderr.txt";
   if (!(o.reuse && fs::exists(dir + "/log.jsonl")) && Run(command.str()) != 0) {
@@ -208,6 +217,77 @@ std::string Seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.0f s", s);
   return buf;
+}
+
+// One figure over seeds: the mean and range of the seeds where it exists (a time to target
+// exists where the target was reached).
+struct Range {
+  double mean = 0, lo = 0, hi = 0;
+  int n = 0, of = 0;
+  bool reached = false;       // every seed has it
+  std::string MeanText() const { return reached ? Seconds(mean) : n == 0 ? "not reached" : Partial(); }
+  std::string SecondsText() const {
+    if (!reached) return n == 0 ? "not reached" : Partial();
+    char buf[64];
+    if (of > 1)
+      std::snprintf(buf, sizeof(buf), "%.0f s [%.0f-%.0f]", mean, lo, hi);
+    else
+      std::snprintf(buf, sizeof(buf), "%.0f s", mean);
+    return buf;
+  }
+  std::string Percent() const {
+    char buf[64];
+    if (of > 1)
+      std::snprintf(buf, sizeof(buf), "%.1f%% [%.1f-%.1f]", 100 * mean, 100 * lo, 100 * hi);
+    else
+      std::snprintf(buf, sizeof(buf), "%.1f%%", 100 * mean);
+    return buf;
+  }
+  std::string Partial() const { return std::to_string(n) + " of " + std::to_string(of) + " seeds"; }
+};
+
+Range RangeOf(const std::vector<double>& values) {  // values < 0: not there
+  Range r;
+  r.of = static_cast<int>(values.size());
+  double sum = 0;
+  for (double v : values) {
+    if (v < 0) continue;
+    r.lo = r.n == 0 ? v : std::min(r.lo, v);
+    r.hi = r.n == 0 ? v : std::max(r.hi, v);
+    sum += v;
+    ++r.n;
+  }
+  r.mean = r.n > 0 ? sum / r.n : 0;
+  r.reached = r.n > 0 && r.n == r.of;
+  return r;
+}
+
+struct Cell {
+  double sps = 0;
+  Range r1;
+  std::vector<Range> to_target;  // per target
+};
+
+Cell Summarise(const std::vector<Outcome>& seeds, const std::vector<double>& targets) {
+  Cell c;
+  std::vector<double> r1;
+  for (const Outcome& s : seeds) {
+    c.sps += s.samples_per_second / static_cast<double>(seeds.size());
+    r1.push_back(s.r1_at_budget);
+  }
+  c.r1 = RangeOf(r1);
+  for (double t : targets) {
+    std::vector<double> times;
+    for (const Outcome& s : seeds) times.push_back(TimeToTarget(s.curve, t));
+    c.to_target.push_back(RangeOf(times));
+  }
+  return c;
+}
+
+std::string JoinSeeds(const std::vector<int>& seeds) {
+  std::string out;
+  for (int s : seeds) out += (out.empty() ? "" : ",") + std::to_string(s);
+  return out;
 }
 
 }  // namespace
@@ -254,10 +334,14 @@ int main(int argc, char** argv) {
       o.runs = Split(next());
     else if (a == "--worker-set")
       o.worker_set = Split(next());
+    else if (a == "--seeds") {
+      o.seeds.clear();
+      for (const std::string& v : Split(next())) o.seeds.push_back(std::atoi(v.c_str()));
+    }
     else {
       std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
                    "[--batch N] [--eval-every N] [--targets R1,...] [--threads N] [--runs worker,plain,plain-passive] "
-                   "[--worker-set KEY=VALUE,...] [--out DIR]\n";
+                   "[--seeds N,...] [--worker-set KEY=VALUE,...] [--out DIR]\n";
       return 2;
     }
   }
@@ -274,11 +358,24 @@ int main(int argc, char** argv) {
   }
   // The worker's config as the plain loop needs it (model, schedule), from the same INI.
   const std::string probe = o.out + "/probe.ini";
-  std::ofstream(probe) << WorkerConfig(o, "0", o.out);
+  std::ofstream(probe) << WorkerConfig(o, "0", 1, o.out);
   auto loaded = flap::LoadTrialConfigFile(probe);
   if (!loaded.ok()) {
     std::cerr << loaded.status().ToString() << "\n";
     return 1;
+  }
+  std::map<std::string, std::string> overrides;
+  for (const std::string& kv : o.worker_set) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) {
+      std::cerr << "--worker-set: '" << kv << "' is not KEY=VALUE\n";
+      return 2;
+    }
+    overrides[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (const flap::Status st = flap::ApplyConfigValues(overrides, &*loaded); !st.ok()) {
+    std::cerr << "--worker-set: " << st.ToString() << "\n";
+    return 2;
   }
   const flap::TrialConfig config = *loaded;
   const std::string export_dir = o.out + "/features";
@@ -302,45 +399,86 @@ int main(int argc, char** argv) {
   for (const auto& shard : manifest->ShardsOf("train")) train_clips += shard.num_samples;
   const int total_steps = static_cast<int>(train_clips / o.batch * config.train.epochs);
 
-  std::map<std::string, std::map<std::string, Outcome>> results;  // run -> ratio
-  for (const std::string& ratio : o.ratios) {
-    for (const std::string& run : o.runs) {
-      Outcome r;
-      const bool ok = run == "worker" ? RunWorker(o, bin + "/worker/flap-worker", ratio, &r)
-                                      : RunPlain(o, run, export_dir, ratio, total_steps, &r);
-      if (!ok) return 1;
-      results[run][ratio] = r;
-      std::printf("%-13s r=%-5s %7.1f samples/s  %5lld steps  t2a R@1 %5.1f%% at %.0f s", run.c_str(), ratio.c_str(),
-                  r.samples_per_second, static_cast<long long>(r.steps), 100 * r.r1_at_budget, o.seconds);
-      for (double t : o.targets) std::printf("  to %.0f%%: %s", 100 * t, Seconds(TimeToTarget(r.curve, t)).c_str());
-      std::printf("\n");
-      if (!r.extra.is_null()) std::printf("       %s\n", r.extra.dump().c_str());
-      std::fflush(stdout);
+  std::map<std::string, std::map<std::string, std::vector<Outcome>>> results;  // run -> ratio -> per seed
+  for (const int seed : o.seeds) {
+    for (const std::string& ratio : o.ratios) {
+      for (const std::string& run : o.runs) {
+        Outcome r;
+        const bool ok = run == "worker" ? RunWorker(o, bin + "/worker/flap-worker", ratio, seed, &r)
+                                        : RunPlain(o, run, export_dir, ratio, seed, total_steps, &r);
+        if (!ok) return 1;
+        results[run][ratio].push_back(r);
+        std::printf("%-13s r=%-5s s=%-2d %7.1f samples/s  %5lld steps  t2a R@1 %5.1f%% at %.0f s", run.c_str(),
+                    ratio.c_str(), seed, r.samples_per_second, static_cast<long long>(r.steps), 100 * r.r1_at_budget,
+                    o.seconds);
+        for (double t : o.targets) std::printf("  to %.0f%%: %s", 100 * t, Seconds(TimeToTarget(r.curve, t)).c_str());
+        std::printf("\n");
+        if (!r.extra.is_null()) std::printf("       %s\n", r.extra.dump().c_str());
+        std::fflush(stdout);
+      }
     }
   }
-  // worker / each plain run: samples/s, and time to each target (where both reach it).
-  for (const std::string& base : o.runs) {
-    if (base == "worker" || !results.count("worker") || !results.count(base)) continue;
-    std::printf("\nworker against %s\n%-6s %10s %10s %6s", base.c_str(), "ratio", "worker sps", "base sps", "x");
-    for (double t : o.targets) {
-      char head[32];
-      std::snprintf(head, sizeof(head), "worker to %.0f%%", 100 * t);
-      std::printf(" %15s %11s %6s", head, "base", "x");
-    }
-    std::printf(" %10s %10s\n", "worker R@1", "base R@1");
+  // Each cell over its seeds: the mean, and [min-max] where there are several.
+  std::map<std::string, std::map<std::string, Cell>> cells;
+  if (o.seeds.size() > 1) std::printf("\nover seeds %s (mean [min-max])\n", JoinSeeds(o.seeds).c_str());
+  for (const std::string& run : o.runs) {
     for (const std::string& ratio : o.ratios) {
-      const Outcome& w = results["worker"][ratio];
-      const Outcome& p = results[base][ratio];
-      std::printf("%-6s %10.1f %10.1f %6.2f", ratio.c_str(), w.samples_per_second, p.samples_per_second,
-                  w.samples_per_second / p.samples_per_second);
-      for (double t : o.targets) {
-        const double tw = TimeToTarget(w.curve, t), tp = TimeToTarget(p.curve, t);
-        char x[16] = "-";
-        if (tw >= 0 && tp > 0) std::snprintf(x, sizeof(x), "%.2f", tw / tp);
-        std::printf(" %15s %11s %6s", Seconds(tw).c_str(), Seconds(tp).c_str(), x);
-      }
-      std::printf(" %9.1f%% %9.1f%%\n", 100 * w.r1_at_budget, 100 * p.r1_at_budget);
+      const Cell c = Summarise(results[run][ratio], o.targets);
+      cells[run][ratio] = c;
+      if (o.seeds.size() < 2) continue;
+      std::printf("%-13s r=%-5s %7.1f samples/s  t2a R@1 %s at %.0f s", run.c_str(), ratio.c_str(), c.sps,
+                  c.r1.Percent().c_str(), o.seconds);
+      for (size_t k = 0; k < o.targets.size(); ++k)
+        std::printf("  to %.0f%%: %s", 100 * o.targets[k], c.to_target[k].SecondsText().c_str());
+      std::printf("\n");
     }
+  }
+  // worker / each plain run at the same ratio; then each ratio / ratio 0 within a run. A time
+  // ratio where the baseline did not reach the target within the budget on some or all seeds is
+  // an upper bound ("<0.62"): those seeds count as the budget, less than they would need.
+  auto time_ratio = [&](const Range& a, const Range& b) -> std::string {
+    char x[16] = "-";
+    if (a.reached && b.reached) {
+      std::snprintf(x, sizeof(x), "%.2f", a.mean / b.mean);
+    } else if (a.reached) {
+      const double b_at_least = (b.mean * b.n + (b.of - b.n) * o.seconds) / b.of;
+      std::snprintf(x, sizeof(x), "<%.2f", a.mean / b_at_least);
+    }
+    return x;
+  };
+  auto table = [&](const std::string& title, const std::string& head_a, const std::string& head_b,
+                   const std::vector<std::pair<std::string, std::pair<const Cell*, const Cell*>>>& rows) {
+    std::printf("\n%s\n%-6s %9s %9s %6s", title.c_str(), "ratio", (head_a + " sps").c_str(),
+                (head_b + " sps").c_str(), "x");
+    for (double t : o.targets) {
+      char a[32], b[32];
+      std::snprintf(a, sizeof(a), "%s to %.0f%%", head_a.c_str(), 100 * t);
+      std::snprintf(b, sizeof(b), "%s to %.0f%%", head_b.c_str(), 100 * t);
+      std::printf(" %15s %15s %6s", a, b, "x");
+    }
+    std::printf(" %9s %9s\n", (head_a + " R@1").c_str(), (head_b + " R@1").c_str());
+    for (const auto& [ratio, pair] : rows) {
+      const Cell& a = *pair.first;
+      const Cell& b = *pair.second;
+      std::printf("%-6s %9.1f %9.1f %6.2f", ratio.c_str(), a.sps, b.sps, a.sps / b.sps);
+      for (size_t k = 0; k < o.targets.size(); ++k)
+        std::printf(" %15s %15s %6s", a.to_target[k].MeanText().c_str(), b.to_target[k].MeanText().c_str(),
+                    time_ratio(a.to_target[k], b.to_target[k]).c_str());
+      std::printf(" %8.1f%% %8.1f%%\n", 100 * a.r1.mean, 100 * b.r1.mean);
+    }
+  };
+  for (const std::string& base : o.runs) {
+    if (base == "worker" || !cells.count("worker")) continue;
+    std::vector<std::pair<std::string, std::pair<const Cell*, const Cell*>>> rows;
+    for (const std::string& ratio : o.ratios) rows.push_back({ratio, {&cells["worker"][ratio], &cells[base][ratio]}});
+    table("worker against " + base, "worker", base, rows);
+  }
+  for (const std::string& run : o.runs) {
+    if (!cells[run].count("0") || o.ratios.size() < 2) continue;
+    std::vector<std::pair<std::string, std::pair<const Cell*, const Cell*>>> rows;
+    for (const std::string& ratio : o.ratios)
+      if (ratio != "0") rows.push_back({ratio, {&cells[run][ratio], &cells[run]["0"]}});
+    table(run + ": each ratio against ratio 0", "r", "r=0", rows);
   }
   return 0;
 }
