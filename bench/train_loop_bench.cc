@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -68,7 +69,8 @@ struct Options {
   int train = 3000, eval = 200, batch = 64, eval_every = 25, threads = 0;
   double seconds = 180;
   std::vector<double> targets = {0.10, 0.30};
-  std::vector<std::string> ratios = {"0", "0.5", "0.75"}, runs = {"worker", "plain"}, worker_set;
+  std::vector<std::string> ratios = {"0", "0.5", "0.75"}, runs = {"worker", "plain"};
+  std::map<std::string, std::string> worker_set;  // --worker-set KEY=VALUE,...
   std::vector<int> seeds = {1};
   bool reuse = false;  // read a run's earlier output instead of running it again
 };
@@ -150,10 +152,7 @@ bool RunWorker(const Options& o, const std::string& worker, const std::string& r
   fs::create_directories(dir);
   std::ofstream(dir + "/trial.ini") << WorkerConfig(o, ratio, seed, dir);
   std::string command = worker + " train --config " + dir + "/trial.ini";
-  for (const std::string& kv : o.worker_set) {
-    const size_t eq = kv.find('=');
-    command += " --" + kv.substr(0, eq) + " " + kv.substr(eq + 1);
-  }
+  for (const auto& [key, value] : o.worker_set) command += " --" + key + " " + value;
   command += " > " + dir + "/log.txt 2>&1";
   if (!(o.reuse && fs::exists(dir + "/summary.json")) && Run(command) != 0) {
     std::cerr << "flap-worker failed: see " << dir << "/log.txt\n";
@@ -224,7 +223,7 @@ std::string Seconds(double s) {
 struct Range {
   double mean = 0, lo = 0, hi = 0;
   int n = 0, of = 0;
-  bool reached = false;       // every seed has it
+  bool reached = false;  // every seed has it
   std::string MeanText() const { return reached ? Seconds(mean) : n == 0 ? "not reached" : Partial(); }
   std::string SecondsText() const {
     if (!reached) return n == 0 ? "not reached" : Partial();
@@ -332,13 +331,27 @@ int main(int argc, char** argv) {
       o.threads = std::atoi(next().c_str());
     else if (a == "--runs")
       o.runs = Split(next());
-    else if (a == "--worker-set")
-      o.worker_set = Split(next());
-    else if (a == "--seeds") {
+    else if (a == "--worker-set") {
+      for (const std::string& kv : Split(next())) {
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          std::cerr << "--worker-set: '" << kv << "' is not KEY=VALUE\n";
+          return 2;
+        }
+        o.worker_set[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+    } else if (a == "--seeds") {
       o.seeds.clear();
-      for (const std::string& v : Split(next())) o.seeds.push_back(std::atoi(v.c_str()));
-    }
-    else {
+      for (const std::string& v : Split(next())) {
+        char* end = nullptr;
+        const long seed = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || seed < 0 || seed > INT32_MAX) {
+          std::cerr << "--seeds: '" << v << "' is not a non-negative integer\n";
+          return 2;
+        }
+        o.seeds.push_back(static_cast<int>(seed));
+      }
+    } else {
       std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
                    "[--batch N] [--eval-every N] [--targets R1,...] [--threads N] [--runs worker,plain,plain-passive] "
                    "[--seeds N,...] [--worker-set KEY=VALUE,...] [--out DIR]\n";
@@ -364,16 +377,7 @@ int main(int argc, char** argv) {
     std::cerr << loaded.status().ToString() << "\n";
     return 1;
   }
-  std::map<std::string, std::string> overrides;
-  for (const std::string& kv : o.worker_set) {
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) {
-      std::cerr << "--worker-set: '" << kv << "' is not KEY=VALUE\n";
-      return 2;
-    }
-    overrides[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  if (const flap::Status st = flap::ApplyConfigValues(overrides, &*loaded); !st.ok()) {
+  if (const flap::Status st = flap::ApplyConfigValues(o.worker_set, &*loaded); !st.ok()) {
     std::cerr << "--worker-set: " << st.ToString() << "\n";
     return 2;
   }
@@ -448,8 +452,8 @@ int main(int argc, char** argv) {
   };
   auto table = [&](const std::string& title, const std::string& head_a, const std::string& head_b,
                    const std::vector<std::pair<std::string, std::pair<const Cell*, const Cell*>>>& rows) {
-    std::printf("\n%s\n%-6s %9s %9s %6s", title.c_str(), "ratio", (head_a + " sps").c_str(),
-                (head_b + " sps").c_str(), "x");
+    std::printf("\n%s\n%-6s %9s %9s %6s", title.c_str(), "ratio", (head_a + " sps").c_str(), (head_b + " sps").c_str(),
+                "x");
     for (double t : o.targets) {
       char a[32], b[32];
       std::snprintf(a, sizeof(a), "%s to %.0f%%", head_a.c_str(), 100 * t);
