@@ -21,8 +21,9 @@
 // --seconds) trains the baselines (ratio 0, and the plain runs) for S seconds so that their time
 // to each target is measured rather than bounded by the budget, and reads their R@1 at the budget
 // off their evaluation curve at --seconds (the schedule is set by the epochs, not the budget, so
-// the first --seconds of a longer run are those of a run of --seconds). The features the plain loop reads are
-// exported once from the worker's own front end (the dataset's first T frames of every clip).
+// the first --seconds of a longer run are those of a run of --seconds). The features the plain
+// loop reads are exported once from the worker's own front end (the dataset's first T frames of
+// every clip).
 #include <torch/utils.h>
 
 #include <algorithm>
@@ -90,12 +91,17 @@ struct Outcome {
   json extra;  // the worker's data wait, faults, phases
 };
 
+// y at x on the line through (x0, y0) and (x1, y1); y1 where the two points share x.
+double Lerp(double x0, double y0, double x1, double y1, double x) {
+  return x1 == x0 ? y1 : y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+}
+
 // Training seconds at which t2a R@1 first reaches `target`, interpolated linearly between the
 // evaluations before and after; -1 when it never does.
 double TimeToTarget(const std::vector<std::pair<double, double>>& curve, double target) {
   double prev_t = 0, prev_r = 0;
   for (const auto& [t, r] : curve) {
-    if (r >= target) return r == prev_r ? t : prev_t + (t - prev_t) * (target - prev_r) / (r - prev_r);
+    if (r >= target) return Lerp(prev_r, prev_t, r, t, target);
     prev_t = t;
     prev_r = r;
   }
@@ -107,7 +113,7 @@ double TimeToTarget(const std::vector<std::pair<double, double>>& curve, double 
 double R1At(const std::vector<std::pair<double, double>>& curve, double seconds) {
   double prev_t = 0, prev_r = 0;
   for (const auto& [t, r] : curve) {
-    if (t >= seconds) return t == prev_t ? r : prev_r + (r - prev_r) * (seconds - prev_t) / (t - prev_t);
+    if (t >= seconds) return Lerp(prev_t, prev_r, t, r, seconds);
     prev_t = t;
     prev_r = r;
   }
