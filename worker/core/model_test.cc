@@ -60,6 +60,26 @@ TEST(FlapModel, KeepingEveryPatchEqualsNoDropping) {
   EXPECT_TRUE(at::allclose(model->EncodeAudio(spec, all).embedding, model->EncodeAudio(spec).embedding, 1e-5, 1e-6));
 }
 
+TEST(FlapModel, KeptTokensAreTheirPatchesEmbeddedPlusTheirPositions) {
+  // Without encoder blocks the pooled output is the mean of the normalised kept tokens, so it
+  // can be checked against embedding every patch, adding every position and dropping after.
+  torch::manual_seed(0);
+  ModelConfig c = Small();
+  c.audio_depth = 0;
+  FlapModel model(c);
+  auto spec = at::randn({2, 64, 32});
+  auto keep = at::tensor(std::vector<int64_t>{1, 4, 6, 0, 2, 7}, at::kLong).reshape({2, 3});
+  auto params = model->named_parameters();
+  auto buffers = model->named_buffers();
+  auto all =
+      at::linear(Patchify(spec, 16), params["patch_embed.weight"], params["patch_embed.bias"]) + buffers["audio_pos"];
+  auto kept = all.gather(1, keep.unsqueeze(-1).expand({2, 3, all.size(2)}));
+  auto expect =
+      at::layer_norm(kept, {c.audio_width}, params["audio_norm.weight"], params["audio_norm.bias"], 1e-6).mean(1);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(at::allclose(model->EncodeAudio(spec, keep).pooled, expect, 1e-5, 1e-6));
+}
+
 TEST(FlapModel, TextPaddingDoesNotChangeTheEmbedding) {
   torch::manual_seed(0);
   FlapModel model(Small());
