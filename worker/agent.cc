@@ -192,6 +192,10 @@ class Speaker {
   StatusOr<Instruction> Next() {
     Instruction in;
     in.group = group_;
+    // Asked before NextTrial: a sweep submitted between the two calls must not turn a
+    // "nothing submitted yet" answer into "all done".
+    if (!sweeps_seen_) sweeps_seen_ = SweepsExist();
+    const bool sweeps_before = sweeps_seen_;
     coordinator::NextTrialResult next;
     FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
                            auto r = client_->NextTrial(group_);
@@ -205,7 +209,7 @@ class Speaker {
       in.base_config = next.assignment.base_config;
       in.overrides = next.assignment.overrides;
       if (!next.assignment.asha_metric.empty()) in.rungs = next.assignment.asha_rungs;
-    } else if (next.all_done && SweepsExist()) {
+    } else if (next.all_done && sweeps_before) {
       in.kind = "exit";
       in.exit_code = 0;
     } else {
@@ -217,6 +221,7 @@ class Speaker {
 
   // Whether the coordinator holds any sweep: with none yet, "all done" means "nothing
   // submitted so far", and a group started ahead of the first submission waits for it.
+  // Sweeps are never deleted, so once one is seen the question is settled.
   bool SweepsExist() {
     bool exist = true;
     Status s = RetryUnavailable(retry_s_, [&]() -> Status {
@@ -331,6 +336,7 @@ class Speaker {
   std::ostream& log_;
   int64_t interval_ms_ = 1000;
   std::vector<int> ranks_;
+  bool sweeps_seen_ = false;  // Next() only
   std::thread heartbeat_;
   std::mutex mu_;
   std::condition_variable cv_;
