@@ -151,7 +151,9 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
       }
     }
     resp->set_assigned(false);
-    resp->set_all_done(!any_live);
+    // With no sweep submitted yet nothing is done: a group started ahead of the first
+    // submission waits for it.
+    resp->set_all_done(!sweeps_.empty() && !any_live);
     resp->set_retry_after_ms(options_.heartbeat_interval_ms);
     return grpc::Status::OK;
   });

@@ -166,6 +166,27 @@ TEST(CoordinatorSubmit, SameSweepAgainIsANoOpAndADifferentOneUnderTheNameIsRefus
   EXPECT_EQ(st->trials_size(), 8);
 }
 
+// "All done" only once a sweep exists: before the first submission a group is told to
+// wait, so an agent started ahead of it does not exit; after every sweep has ended it is.
+TEST(CoordinatorNextTrial, NothingIsDoneBeforeTheFirstSweepIsSubmitted) {
+  TestCoordinator c("next_before_submit");
+  auto client = c.Client();
+  ASSERT_OK(client->Register("g1", "inc-1", 1));
+  auto before = client->NextTrial("g1");
+  ASSERT_OK(before);
+  EXPECT_FALSE(before->assigned);
+  EXPECT_FALSE(before->all_done);
+  EXPECT_GT(before->retry_after_ms, 0);
+  ASSERT_OK(client->SubmitSweep(MaskSweep("s1"), "s1.ini", ""));
+  auto cancelled = client->CancelSweep("s1");
+  ASSERT_OK(cancelled);
+  EXPECT_EQ(*cancelled, 8);
+  auto after = client->NextTrial("g1");
+  ASSERT_OK(after);
+  EXPECT_FALSE(after->assigned);
+  EXPECT_TRUE(after->all_done);
+}
+
 TEST(CoordinatorValidation, BadRequestsNameTheField) {
   TestCoordinator c("validation");
   auto client = c.Client();

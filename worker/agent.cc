@@ -192,10 +192,6 @@ class Speaker {
   StatusOr<Instruction> Next() {
     Instruction in;
     in.group = group_;
-    // Asked before NextTrial: a sweep submitted between the two calls must not turn a
-    // "nothing submitted yet" answer into "all done".
-    if (!sweeps_seen_) sweeps_seen_ = SweepsExist();
-    const bool sweeps_before = sweeps_seen_;
     coordinator::NextTrialResult next;
     FLAP_RETURN_IF_ERROR(RetryUnavailable(retry_s_, [&]() -> Status {
                            auto r = client_->NextTrial(group_);
@@ -209,7 +205,7 @@ class Speaker {
       in.base_config = next.assignment.base_config;
       in.overrides = next.assignment.overrides;
       if (!next.assignment.asha_metric.empty()) in.rungs = next.assignment.asha_rungs;
-    } else if (next.all_done && sweeps_before) {
+    } else if (next.all_done) {
       in.kind = "exit";
       in.exit_code = 0;
     } else {
@@ -217,20 +213,6 @@ class Speaker {
       in.wait_ms = std::clamp<int64_t>(next.retry_after_ms, 50, 1000);
     }
     return in;
-  }
-
-  // Whether the coordinator holds any sweep: with none yet, "all done" means "nothing
-  // submitted so far", and a group started ahead of the first submission waits for it.
-  // Sweeps are never deleted, so once one is seen the question is settled.
-  bool SweepsExist() {
-    bool exist = true;
-    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
-      auto r = client_->ListSweeps();
-      if (!r.ok()) return r.status();
-      exist = r->sweeps_size() > 0;
-      return Status::OK();
-    });
-    return !s.ok() || exist;
   }
 
   void BeginTrial(const v1::TrialRef& trial) {
@@ -336,7 +318,6 @@ class Speaker {
   std::ostream& log_;
   int64_t interval_ms_ = 1000;
   std::vector<int> ranks_;
-  bool sweeps_seen_ = false;  // Next() only
   std::thread heartbeat_;
   std::mutex mu_;
   std::condition_variable cv_;
