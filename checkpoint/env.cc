@@ -1,6 +1,7 @@
 // The POSIX Env of checkpoint/env.h. Atomic writes and directory fsyncs are
 // common/atomic_file.h's; hashing streams the file so that multi-GiB model files are never
-// held twice; removal walks the tree by descriptors (openat / unlinkat, O_NOFOLLOW), so that
+// held twice; reading and hashing open regular files only, never through a symbolic link
+// (O_NOFOLLOW); removal walks the tree by descriptors (openat / unlinkat, O_NOFOLLOW), so that
 // it never follows a symbolic link.
 #include "checkpoint/env.h"
 
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <system_error>
 
@@ -86,39 +88,68 @@ Status RemoveContents(int dir_fd, const std::string& where) {
   return Status::OK();
 }
 
+// Streams the file at `path` through `sink` in chunks of up to 1 MiB, reserving its size in
+// *reserve first when given. Only a regular file is read: a symbolic link is refused, never
+// followed (O_NOFOLLOW; a checkpoint's files are the store's own, inside the root), and so is
+// anything else (a FIFO would block the reader: opened O_NONBLOCK, then refused).
+Status ReadChunks(const std::string& path, const std::function<void(const char*, size_t)>& sink,
+                  std::string* reserve = nullptr) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return Status::NotFound(path + ": no such file");
+    if (err == ELOOP) return Status::IOError(path + ": is a symbolic link (refused: never followed)");
+    return Status::IOError(path + ": cannot open: " + sharding::ErrnoMessage(err));
+  }
+  struct stat st = {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::IOError(path + ": cannot stat: " + sharding::ErrnoMessage(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::IOError(path + ": is not a regular file (refused)");
+  }
+  if (reserve != nullptr && st.st_size > 0) reserve->reserve(static_cast<size_t>(st.st_size));
+  constexpr size_t kChunk = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kChunk]);
+  while (true) {
+    const ssize_t n = ::read(fd, buf.get(), kChunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return Status::IOError(path + ": read failed: " + sharding::ErrnoMessage(err));
+    }
+    if (n == 0) break;
+    sink(buf.get(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return Status::OK();
+}
+
 class PosixEnv : public Env {
  public:
   Status WriteFileAtomic(const std::string& path, const std::string& contents) override {
     return flap::WriteFileAtomic(path, contents);
   }
 
-  StatusOr<std::string> ReadFile(const std::string& path) override { return sharding::ReadFileToString(path); }
+  StatusOr<std::string> ReadFile(const std::string& path) override {
+    std::string out;
+    FLAP_RETURN_IF_ERROR(ReadChunks(
+        path, [&](const char* data, size_t n) { out.append(data, n); }, &out));
+    return out;
+  }
 
   StatusOr<FileDigest> HashFile(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      int err = errno;
-      if (err == ENOENT) return Status::NotFound(path + ": no such file");
-      return Status::IOError(path + ": cannot open: " + sharding::ErrnoMessage(err));
-    }
     std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> state(XXH64_createState(), &XXH64_freeState);
     XXH64_reset(state.get(), 0);
-    constexpr size_t kChunk = 1 << 20;
-    std::unique_ptr<char[]> buf(new char[kChunk]);
     FileDigest digest;
-    while (true) {
-      ssize_t n = ::read(fd, buf.get(), kChunk);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
-        ::close(fd);
-        return Status::IOError(path + ": read failed: " + sharding::ErrnoMessage(err));
-      }
-      if (n == 0) break;
-      XXH64_update(state.get(), buf.get(), static_cast<size_t>(n));
-      digest.size += static_cast<uint64_t>(n);
-    }
-    ::close(fd);
+    FLAP_RETURN_IF_ERROR(ReadChunks(path, [&](const char* data, size_t n) {
+      XXH64_update(state.get(), data, n);
+      digest.size += n;
+    }));
     digest.xxh64 = XXH64_digest(state.get());
     return digest;
   }

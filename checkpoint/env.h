@@ -33,10 +33,11 @@ class Env {
   // left behind then.
   virtual Status WriteFileAtomic(const std::string& path, const std::string& contents) = 0;
 
-  // Reads the whole file. NotFound if it does not exist, IOError otherwise.
+  // Reads the whole file. NotFound if it does not exist, IOError otherwise, and IOError for a
+  // symbolic link (never followed) or anything but a regular file.
   virtual StatusOr<std::string> ReadFile(const std::string& path) = 0;
 
-  // Streams the file through XXH64. NotFound if it does not exist, IOError otherwise.
+  // Streams the file through XXH64. NotFound and IOError as ReadFile.
   virtual StatusOr<FileDigest> HashFile(const std::string& path) = 0;
 
   // fsyncs a directory so that entries created, renamed or removed in it are durable.

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <thread>
 #include <utility>
@@ -287,8 +288,24 @@ void Store::CloseIndex(const std::string& trial_id) {
   trial->db.reset();
 }
 
+StatusOr<std::string> Store::Quarantine(const std::string& trial_id, int64_t step) {
+  const std::string trial_dir = JoinPath(root_, trial_id);
+  const std::string dir = CheckpointDir(trial_id, step);
+  if (!env_->Exists(dir) && !env_->IsSymlink(dir)) return std::string();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string base = dir + kQuarantineInfix + std::to_string(now);
+  std::string aside = base;
+  for (int n = 1; env_->Exists(aside) || env_->IsSymlink(aside); ++n) aside = base + "." + std::to_string(n);
+  // A rename moves a link itself, never what it points to.
+  FLAP_RETURN_IF_ERROR(env_->Rename(dir, aside));
+  FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
+  return aside;
+}
+
 StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std::map<std::string, std::string>& files,
-                            const Metadata& metadata) {
+                            const Metadata& metadata, std::string* quarantined) {
+  if (quarantined != nullptr) quarantined->clear();
   if (options_.read_only) return Status::FailedPrecondition("store opened read-only");
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
   if (step < 0 || step > kMaxStep) {
@@ -311,10 +328,21 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   const std::string key = StepKey(step);
   std::string existing;
   rocksdb::Status gs = trial->db->Get(rocksdb::ReadOptions(), key, &existing);
+  if (!gs.ok() && !gs.IsNotFound()) return FromRocks(gs, "index of trial " + trial_id);
   if (gs.ok()) {
-    return Status::FailedPrecondition("checkpoint " + trial_id + "/" + key + " already exists");
+    // A committed checkpoint that verifies is never replaced. One that does not (a file or its
+    // manifest damaged or missing, its folder deleted or a link, its index entry malformed)
+    // is the one resume passed over: its folder is moved aside and this save replaces it, the
+    // index entry swapped by the commit below.
+    StatusOr<Entry> old = ParseIndexEntry(trial_id, key, existing);
+    Status damage = old.ok() ? Verify(old.value()) : old.status();
+    if (damage.ok()) return Status::FailedPrecondition("checkpoint " + trial_id + "/" + key + " already exists");
+    FLAP_ASSIGN_OR_RETURN(std::string aside, Quarantine(trial_id, step));
+    if (quarantined != nullptr) {
+      *quarantined =
+          damage.message() + (aside.empty() ? "; no folder left to move aside" : "; moved aside to " + aside);
+    }
   }
-  if (!gs.IsNotFound()) return FromRocks(gs, "index of trial " + trial_id);
 
   Entry entry;
   entry.trial_id = trial_id;
@@ -370,6 +398,21 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   return entry;
 }
 
+StatusOr<Entry> Store::ParseIndexEntry(const std::string& trial_id, const std::string& key,
+                                       const std::string& value) const {
+  int64_t step = 0;
+  if (!ParseStepKey(key, &step)) {
+    return Status::Corruption("index of trial " + trial_id + ": malformed key '" + key + "'");
+  }
+  const std::string name = trial_id + "/" + key;
+  StatusOr<Entry> e = ParseManifest(value, CheckpointDir(trial_id, step));
+  if (!e.ok()) return Status::Corruption("index entry of checkpoint " + name + " malformed: " + e.status().message());
+  if (e->step != step || e->trial_id != trial_id) {
+    return Status::Corruption("index entry of checkpoint " + name + " names " + e->Name());
+  }
+  return e;
+}
+
 StatusOr<std::vector<Entry>> Store::ListLocked(TrialIndex* trial, const std::string& trial_id,
                                                std::vector<std::string>* problems) {
   std::vector<Entry> entries;
@@ -378,25 +421,13 @@ StatusOr<std::vector<Entry>> Store::ListLocked(TrialIndex* trial, const std::str
   ro.verify_checksums = true;
   std::unique_ptr<rocksdb::Iterator> it(trial->db->NewIterator(ro));
   for (it->SeekToLast(); it->Valid(); it->Prev()) {
-    const std::string key = it->key().ToString();
-    const std::string name = trial_id + "/" + key;
-    int64_t step = 0;
-    Status bad;
-    if (!ParseStepKey(key, &step)) {
-      bad = Status::Corruption("index of trial " + trial_id + ": malformed key '" + key + "'");
-    } else {
-      StatusOr<Entry> e = ParseManifest(it->value().ToString(), CheckpointDir(trial_id, step));
-      if (!e.ok()) {
-        bad = Status::Corruption("index entry of checkpoint " + name + " malformed: " + e.status().message());
-      } else if (e->step != step || e->trial_id != trial_id) {
-        bad = Status::Corruption("index entry of checkpoint " + name + " names " + e->Name());
-      } else {
-        entries.push_back(std::move(e).value());
-        continue;
-      }
+    StatusOr<Entry> e = ParseIndexEntry(trial_id, it->key().ToString(), it->value().ToString());
+    if (e.ok()) {
+      entries.push_back(std::move(e).value());
+      continue;
     }
-    if (problems == nullptr) return bad;
-    problems->push_back(bad.message());
+    if (problems == nullptr) return e.status();
+    problems->push_back(e.status().message());
   }
   if (!it->status().ok()) {
     return Status::Corruption("index of trial " + trial_id + " unreadable: " + it->status().ToString() +
@@ -414,9 +445,19 @@ StatusOr<std::vector<Entry>> Store::List(const std::string& trial_id, std::vecto
 
 namespace {
 
-// OK if the manifest on disk describes the same checkpoint as `entry`.
+// OK if the manifest on disk describes the same checkpoint as `entry`, in a real folder: a
+// checkpoint folder or trial folder that is a symbolic link is refused, never read through
+// (the files themselves are opened without following a link: Env::ReadFile, HashFile).
 Status CheckManifest(Env* env, const Entry& entry) {
   const std::string name = "checkpoint " + entry.Name();
+  const std::string trial_dir = std::filesystem::path(entry.dir).parent_path().string();
+  for (const std::string& dir : {trial_dir, entry.dir}) {
+    if (env->IsSymlink(dir)) {
+      return Status::Corruption(name + ": " + dir +
+                                " is a symbolic link (refused: a checkpoint is read only from "
+                                "real folders under the root)");
+    }
+  }
   StatusOr<std::string> manifest = env->ReadFile(JoinPath(entry.dir, kManifestName));
   if (!manifest.ok()) {
     return Status::Corruption(
@@ -659,8 +700,10 @@ StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::
   for (const std::string& s : steps) {
     const std::string ckpt = JoinPath(trial_dir, s);
     int64_t step = 0;
+    // Only step folders are the store's (not a quarantined checkpoint, nor a user's folder).
+    if (!ParseStepKey(s, &step)) continue;
     StatusOr<std::string> text = env_->ReadFile(JoinPath(ckpt, kManifestName));
-    if (!ParseStepKey(s, &step) || !text.ok()) {
+    if (!text.ok()) {
       if (problems) problems->push_back(ckpt + ": no manifest (left for gc)");
       continue;
     }

@@ -10,6 +10,10 @@
 //                                   MANIFEST.json: trial, step, epoch, config hash, metrics,
 //                                   extra metadata, and each file's size and XXH64 (16 hex
 //                                   digits)
+//   ROOT/<trial_id>/<step:012d>.damaged-<unix seconds>/
+//                                   a damaged checkpoint that a later save of its step
+//                                   replaced, moved aside for inspection (never deleted by
+//                                   the store: not a step folder)
 //
 // The index maps the step (12 digits, so that keys sort by step) to the manifest's JSON text.
 //
@@ -20,14 +24,19 @@
 // sync=true). A save that fails before the commit (a full disk, an I/O error) removes its
 // folder before returning. A crash at any point before the commit leaves a folder that no
 // index entry names: invisible to List/LatestVerified, removed by the next Gc (or by a Save of
-// the same step). The files are the truth once the manifest is durable, so a lost or corrupt
-// index can be rebuilt from the manifests (RebuildIndex), by a process that holds the index's
-// lock: RebuildIndex refuses while another process (a running worker) has the index open.
+// the same step). A committed checkpoint that stops verifying (a damaged file, a folder deleted
+// by hand, a malformed index entry) is passed over by LatestVerified and replaced by the next
+// Save of its step (its folder moved aside first), so damage never blocks a trial's progress. The files are the truth
+// once the manifest is durable, so a lost or corrupt index can be rebuilt from the manifests (RebuildIndex), by a
+// process that holds the index's lock: RebuildIndex refuses while another process (a running worker) has the index
+// open.
 //
 // What the store deletes: only folders named like a step (12 digits) directly under a trial's
 // folder, never another name a user keeps there, never through a symbolic link (a link is
 // removed itself, never followed), and nothing at all under a trial folder that is a symbolic
-// link (Save, Gc and RebuildIndex refuse it).
+// link (Save, Gc and RebuildIndex refuse it). What the store reads is never read through a
+// link either: a checkpoint whose trial folder, step folder or files are symbolic links does
+// not verify (Verify, Load, LatestVerified).
 //
 // Deletion (Gc) goes the other way: the index entry is deleted first (synced), then the folder.
 // A crash in between leaves an unindexed folder: invisible, and removed by the next Gc's sweep
@@ -63,6 +72,8 @@ namespace flap::checkpoint {
 
 inline constexpr char kManifestName[] = "MANIFEST.json";
 inline constexpr char kIndexDirName[] = "index";
+// A damaged checkpoint replaced by a save is moved aside to <step folder> + this + <unix seconds>.
+inline constexpr char kQuarantineInfix[] = ".damaged-";
 inline constexpr int64_t kMaxStep = 999999999999;  // 12 digits
 
 struct StoreOptions {
@@ -144,12 +155,20 @@ class Store {
   // Durably writes a checkpoint of `trial_id` at `step` (see the protocol above) and returns
   // its entry. `files` maps names (no '/', not starting with '.', not MANIFEST.json) to
   // bytes. InvalidArgument for a bad trial id, step or file name or an empty config hash;
-  // FailedPrecondition if the step is already committed or the trial's folder is a symbolic
-  // link; IOError if a write fails (nothing becomes visible then, and the folder is removed,
+  // FailedPrecondition if the step is already committed (and verifies) or the trial's folder is
+  // a symbolic link; IOError if a write fails (nothing becomes visible then, and the folder is removed,
   // unless only the index commit failed: the complete folder is then left for the index
   // or the next Gc).
+  //
+  // A committed checkpoint at `step` that no longer verifies (what LatestVerified passes over:
+  // a file or the manifest damaged or missing, the folder deleted or a symbolic link, the index
+  // entry malformed) is replaced: its folder is first moved aside, never deleted, to
+  // ROOT/<trial_id>/<step:012d>.damaged-<unix seconds> (Quarantine), and the commit swaps the
+  // index entry; *quarantined (when given) then describes the damage and where the folder went
+  // (empty when nothing was replaced). Until that commit the old entry stays and still fails to
+  // verify, so a crash in between changes nothing a reader sees.
   StatusOr<Entry> Save(const std::string& trial_id, int64_t step, const std::map<std::string, std::string>& files,
-                       const Metadata& metadata);
+                       const Metadata& metadata, std::string* quarantined = nullptr);
 
   // The trial's committed entries, newest (highest step) first; empty if the trial has none.
   // Corruption naming the index if it cannot be read (run RebuildIndex), or if it is missing
@@ -159,7 +178,8 @@ class Store {
 
   // OK if the manifest on disk matches the entry and every file exists with the manifest's
   // size and XXH64. Corruption "checkpoint <trial>/<step>: <file>: ..." naming the first
-  // damaged file (missing, truncated, altered) or the missing/different manifest.
+  // damaged file (missing, truncated, altered, a symbolic link or not a regular file) or the
+  // missing/different manifest, or the trial or step folder that is a symbolic link.
   Status Verify(const Entry& entry);
 
   // The checkpoint to resume from: the newest entry that verifies, the damaged ones passed over
@@ -209,6 +229,12 @@ class Store {
   // Waits up to options.lock_wait_s while another process holds the index.
   StatusOr<std::shared_ptr<TrialIndex>> GetTrial(const std::string& trial_id, bool create);
   StatusOr<std::shared_ptr<TrialIndex>> TryGetTrial(const std::string& trial_id, bool create);
+  // The entry of index key `key` (a step) holding `value`; Corruption naming it if the key is
+  // no step or the value is no manifest of this trial and step.
+  StatusOr<Entry> ParseIndexEntry(const std::string& trial_id, const std::string& key, const std::string& value) const;
+  // Moves the folder of a damaged checkpoint at `step` aside, next to it: <step:012d>.damaged-<unix
+  // seconds>[.N]. Returns the new path, or "" if there was no folder (nor link) there.
+  StatusOr<std::string> Quarantine(const std::string& trial_id, int64_t step);
   StatusOr<std::vector<Entry>> ListLocked(TrialIndex* trial, const std::string& trial_id,
                                           std::vector<std::string>* problems);
   // FailedPrecondition if ROOT/<trial_id> is a symbolic link: nothing is written or deleted

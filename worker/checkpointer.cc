@@ -61,6 +61,10 @@ Status Checkpointer::Wait() {
   last_saved_step_ = in_flight_step_;
   ++saves_completed_;
   failed_saves_ = 0;
+  if (!r.replaced.empty()) {
+    *log_ << "checkpoint: saved step " << in_flight_step_ << " over a damaged checkpoint (" << r.replaced << ")"
+          << std::endl;
+  }
   if (!r.status.ok() && r.status.code() == Status::Code::kIOError) {
     // The checkpoint is committed; only deleting old ones failed. The next save retries.
     *log_ << "checkpoint: WARNING: " << r.status.ToString() << " (the checkpoint at step " << in_flight_step_
@@ -152,7 +156,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
   in_flight_ = std::async(std::launch::async, [this, files = std::move(files), meta, step]() {
     SaveResult r;
     const auto start = std::chrono::steady_clock::now();
-    auto entry = store_->Save(trial_id_, step, files, meta);
+    auto entry = store_->Save(trial_id_, step, files, meta, &r.replaced);
     if (!entry.ok()) {
       r.status = entry.status().WithContext("checkpoint at step " + std::to_string(step));
       return r;

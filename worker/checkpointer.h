@@ -9,7 +9,9 @@
 //
 // SaveAsync copies the state into bytes on the calling (training) thread and writes them on a
 // background thread, then applies retention; one save is in flight at a time (a new one waits
-// for the previous). Not thread-safe: one Checkpointer per training thread.
+// for the previous). A damaged checkpoint that Restore passed over is replaced when training
+// saves its step again (moved aside first: checkpoint::Store::Save), and the log says so. Not thread-safe: one
+// Checkpointer per training thread.
 //
 // A save that fails for an I/O error (a full disk, a failing or vanished file system) does not
 // fail the trial by itself: the store has removed its partial folder, and if the newest
@@ -108,7 +110,8 @@ class Checkpointer {
   std::unique_ptr<checkpoint::Store> store_;
   struct SaveResult {
     Status status;
-    bool saved = false;  // the checkpoint was committed (status may still hold a retention error)
+    bool saved = false;    // the checkpoint was committed (status may still hold a retention error)
+    std::string replaced;  // a damaged checkpoint of the step that the save replaced (Store::Save)
     int64_t bytes = 0;
     double seconds = 0;
   };

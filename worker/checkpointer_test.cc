@@ -1,13 +1,15 @@
 // Regression tests of the Checkpointer's handling of failed saves (issue 16, "Hardening"): a
 // full disk (a small tmpfs, mounted when the test may) fails a save without failing the trial
 // while the newest checkpoint is intact, and persistent failure becomes a checkpoint storage
-// fault, which the agent reports as a node fault.
+// fault, which the agent reports as a node fault. And a damaged newest checkpoint is passed over
+// at resume and replaced when its step is saved again (issue 32).
 #include "worker/checkpointer.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "tests/tmpfs.h"
@@ -135,6 +137,71 @@ TEST_F(HardeningCheckpointer, OtherSaveFailuresAreNotStorageFaults) {
   EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition) << s.ToString();
   EXPECT_FALSE(IsCheckpointStorageFault(s));
   EXPECT_EQ(ckpt_->consecutive_failed_saves(), 0);
+}
+
+// Issue 32, item 1, as training sees it: a byte flipped in the newest checkpoint's model.pt made
+// the resumed run pass it over and then fail at its step ("checkpoint t/000000000020 already
+// exists") on every rerun: so did `flap-worker train --resume` from outside with the binary
+// before the fix (d6a2f28), and the store's part of it (checkpoint/damage_test.cc) failed when
+// run against that code. Now the save replaces it, the damaged folder kept aside, and the next
+// restart resumes from it.
+TEST(CheckpointerDamage, ADamagedNewestCheckpointIsPassedOverAndSavedAgainAtItsStep) {
+  std::string tmpl = (fs::temp_directory_path() / "flap_ckpt_damage_XXXXXX").string();
+  const std::string dir = ::mkdtemp(tmpl.data());
+  torch::manual_seed(1);
+  core::FlapModel model(SmallModel());
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-3));
+  CheckpointConfig c;
+  c.root = dir + "/ck";
+  c.keep_best = 0;
+  auto open = [&](std::ostringstream* log) {
+    auto ckpt = Checkpointer::Open(c, "t", "cafef00d");
+    EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    (*ckpt)->set_log(log);
+    return std::move(ckpt).value();
+  };
+  std::ostringstream first_log;
+  {
+    auto ckpt = open(&first_log);
+    for (int64_t step : {10, 20}) ASSERT_TRUE(ckpt->SaveAsync(model, optimizer, step, 100, {}).ok());
+    ASSERT_TRUE(ckpt->Wait().ok());
+  }
+  const std::string model_file = c.root + "/t/000000000020/model.pt";
+  {
+    std::fstream f(model_file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    const int byte = f.get();
+    f.seekp(100);
+    f.put(static_cast<char>(byte ^ 0x5a));
+  }
+  std::ostringstream log;
+  auto ckpt = open(&log);
+  ResumeOptions resume;
+  resume.resume = true;
+  auto restored = ckpt->Restore(resume, model, optimizer, log);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  EXPECT_EQ(restored->step, 10);
+  EXPECT_NE(log.str().find("passed over damaged checkpoint t/000000000020: model.pt"), std::string::npos) << log.str();
+
+  ASSERT_TRUE(ckpt->SaveAsync(model, optimizer, 20, 100, {}).ok());
+  Status saved = ckpt->Wait();
+  ASSERT_TRUE(saved.ok()) << saved.ToString();
+  EXPECT_EQ(ckpt->last_saved_step(), 20);
+  EXPECT_NE(log.str().find("saved step 20 over a damaged checkpoint (checkpoint t/000000000020: model.pt: checksum"),
+            std::string::npos)
+      << log.str();
+  EXPECT_NE(log.str().find("moved aside to " + c.root + "/t/000000000020.damaged-"), std::string::npos) << log.str();
+  ckpt.reset();
+
+  std::ostringstream again_log;
+  auto again = open(&again_log);
+  auto resumed = again->Restore(resume, model, optimizer, again_log);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->step, 20);
+  EXPECT_EQ(again_log.str().find("passed over"), std::string::npos) << again_log.str();
+  again.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
 }
 
 }  // namespace
