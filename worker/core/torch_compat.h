@@ -8,15 +8,21 @@
 //   Attention   softmax(q k^T / sqrt(d)) v with a key padding mask: LibTorch 2.x's fused
 //               scaled_dot_product_attention (flash / memory-efficient kernels on GPUs; no
 //               L x L matrix kept for backward), the plain matmul-softmax-matmul before 2.0.
+//               No mask is an absent optional: SDPA refuses an undefined tensor as a mask.
+//   StoreOptions  c10d TCPStore options for a server or a client: from 2.2 the store can run
+//               on libuv, which 2.4+ asks for by default, but only a build with libuv has it
+//               (PyTorch's wheels do, Debian's LibTorch does not); the option follows the build.
 //
-// Header-only; the c10d alias needs the c10d headers, so it is only declared where
-// FLAP_COMPAT_C10D is defined before inclusion (worker_group.cc, the only c10d user).
+// Header-only; the c10d names need the c10d headers, so they are only declared where
+// FLAP_COMPAT_C10D is defined before inclusion (worker_group.cc, the only c10d user, and its
+// tests).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -25,8 +31,12 @@
 
 #ifdef FLAP_COMPAT_C10D
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if FLAP_TORCH_AT_LEAST(2, 0)
 #include <torch/csrc/distributed/c10d/Backend.hpp>
+#endif
+#if FLAP_TORCH_AT_LEAST(2, 2)
+#include <torch/csrc/distributed/c10d/TCPStoreBackend.hpp>
 #endif
 #endif
 
@@ -38,6 +48,30 @@ using Comm = c10d::Backend;
 #else
 using Comm = c10d::ProcessGroup;
 #endif
+
+// Whether this LibTorch's TCPStore can run on libuv.
+inline bool StoreHasLibuv() {
+#if FLAP_TORCH_AT_LEAST(2, 2)
+  return c10d::detail::is_libuv_tcpstore_backend_available();
+#else
+  return false;
+#endif
+}
+
+// TCPStore options for `port`: the server (hosting `workers` ranks) or a client, with
+// `timeout` on every wait, on libuv only where this build has it.
+inline c10d::TCPStoreOptions StoreOptions(int port, bool is_server, size_t workers, std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(port);
+  o.isServer = is_server;
+  o.numWorkers = workers;
+  o.waitWorkers = false;
+  o.timeout = timeout;
+#if FLAP_TORCH_AT_LEAST(2, 2)
+  o.useLibUV = StoreHasLibuv();
+#endif
+  return o;
+}
 #endif
 
 // Autocast for `type` (kCPU or kCUDA) on or off, casting eligible ops to `dtype` while on.
@@ -69,7 +103,7 @@ inline bool AutocastEnabled(c10::DeviceType type) {
 // undefined. Returns (B, H, L, d).
 inline at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_pad) {
 #if FLAP_TORCH_AT_LEAST(2, 0)
-  at::Tensor mask;
+  c10::optional<at::Tensor> mask;
   if (key_pad.defined()) mask = key_pad.logical_not().view({key_pad.size(0), 1, 1, key_pad.size(1)});
   return at::scaled_dot_product_attention(q, k, v, mask);
 #else

@@ -93,12 +93,8 @@ struct WorkerGroup::Impl {
   void Beat() {
     c10::intrusive_ptr<c10d::TCPStore> client;
     try {
-      c10d::TCPStoreOptions o;
-      o.port = static_cast<uint16_t>(rdv.master_port);
-      o.isServer = false;
-      o.waitWorkers = false;
-      o.timeout = timeout;
-      client = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr, o);
+      client = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr,
+                                                   compat::StoreOptions(rdv.master_port, false, 0, timeout));
     } catch (const std::exception&) {
       return;  // the store is gone: nothing to beat into; diagnosis will say so
     }
@@ -246,13 +242,10 @@ struct WorkerGroup::Impl {
     backend = b;
 
     try {
-      c10d::TCPStoreOptions o;
-      o.port = static_cast<uint16_t>(rdv.master_port);
-      o.isServer = rdv.rank == 0;
-      o.numWorkers = static_cast<size_t>(rdv.world_size);
-      o.waitWorkers = false;  // we wait below, naming the ranks that do not come
-      o.timeout = timeout;
-      store = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr, o);
+      // waitWorkers is off: we wait below, naming the ranks that do not come.
+      store = c10::make_intrusive<c10d::TCPStore>(
+          rdv.master_addr,
+          compat::StoreOptions(rdv.master_port, rdv.rank == 0, static_cast<size_t>(rdv.world_size), timeout));
       store->set("join/" + std::to_string(rdv.rank), Bytes("1"));
     } catch (const std::exception& e) {
       return Status::DeadlineExceeded(Where() + ": cannot " + (rdv.rank == 0 ? "host" : "reach") +
