@@ -558,6 +558,18 @@ StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& 
   return values;
 }
 
+std::string ConfigText(const std::map<std::string, std::string>& values) {
+  std::string text, section;
+  for (const auto& [name, value] : values) {  // sorted: a section's keys are together
+    const size_t dot = name.find('.');
+    const std::string s = name.substr(0, dot);
+    if (text.empty() || s != section) text += (text.empty() ? "[" : "\n[") + s + "]\n";
+    section = s;
+    text += name.substr(dot + 1) + " = " + value + "\n";
+  }
+  return text;
+}
+
 Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config) {
   for (const auto& [key, value] : values) {
     if (FindField(key) == nullptr) return Status::InvalidArgument(UnknownKeyMessage(key) + kKeysHint);
@@ -579,6 +591,32 @@ StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::st
   if (s.ok()) s = config.Validate();
   FLAP_RETURN_IF_ERROR(s.WithContext(source + (overrides.empty() ? "" : " with overrides")));
   return config;
+}
+
+std::map<std::string, std::string> TakeLocalKeys(std::map<std::string, std::string>* values) {
+  std::map<std::string, std::string> local;
+  for (auto it = values->begin(); it != values->end();) {
+    if (IsLocalOnlyKey(it->first)) {
+      local.insert(*it);
+      it = values->erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return local;
+}
+
+StatusOr<TrialConfig> WorkerTrialConfig(const std::string& base_text, const std::string& source,
+                                        const std::map<std::string, std::string>& local,
+                                        const std::map<std::string, std::string>& trial) {
+  using Values = std::map<std::string, std::string>;
+  FLAP_ASSIGN_OR_RETURN(Values values, ParseConfigText(base_text, source));
+  TakeLocalKeys(&values);
+  Values from_trial = trial;
+  TakeLocalKeys(&from_trial);
+  for (const auto& [key, value] : local) values[key] = value;
+  for (const auto& [key, value] : from_trial) values[key] = value;
+  return TrialConfigFromText("", source, values);
 }
 
 Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,

@@ -182,6 +182,10 @@ Status CheckConfigValue(const std::string& key, const std::string& value);
 // unknown key (with the closest known one) or a key written twice. Values are not checked.
 StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source);
 
+// The INI text of `values` ("<section>.<key>" -> value): a "[section]" header per section, then
+// "key = value" lines; ParseConfigText reads it back to the same values.
+std::string ConfigText(const std::map<std::string, std::string>& values);
+
 // Sets the keys of `values` on *config, in ConfigKeys() order. InvalidArgument naming the key
 // for an unknown key or a value that does not parse; no Validate().
 Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config);
@@ -190,6 +194,18 @@ Status ApplyConfigValues(const std::map<std::string, std::string>& values, Trial
 // the text; model.preset is still applied first), validated. Errors name `source`.
 StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::string& source,
                                           const std::map<std::string, std::string>& overrides = {});
+
+// Removes the keys local to each worker (ConfigKey::local_only) from *values and returns them.
+std::map<std::string, std::string> TakeLocalKeys(std::map<std::string, std::string>* values);
+
+// The config of a trial that a worker runs for a coordinator: `base_text` (the sweep's base
+// config), then `local` (the worker's own settings), then `trial` (the trial's overrides, which
+// win), applied in memory and validated; errors name `source`. The keys local to the worker
+// are taken from `local` only, never from `base_text` or `trial`: nothing a sweep or its
+// coordinator sends sets the worker's folders, device or metrics endpoint.
+StatusOr<TrialConfig> WorkerTrialConfig(const std::string& base_text, const std::string& source,
+                                        const std::map<std::string, std::string>& local,
+                                        const std::map<std::string, std::string>& trial);
 
 // Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional
 // arguments) into *config. Returns InvalidArgument naming the key and the file on any error.

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "common/testing/testing.h"
 
@@ -120,6 +121,48 @@ TEST(TrialConfig, ShippedConfigsParse) {
     auto c = LoadTrialConfigFile(std::string(FLAP_CONFIG_DIR) + "/" + name);
     EXPECT_TRUE(c.ok()) << name << ": " << c.status().ToString();
   }
+}
+
+// Issue 32, item 2, on the worker's side: a sweep's base config set train.output_dir,
+// data.fbank_cache and metrics.sd_dir and the worker wrote where it said (`flapctl sweep run`
+// with the binaries before the fix, d6a2f28, wrote the trial's model.pt and summary.json there).
+// The keys local to the worker now come from its own settings only.
+TEST(WorkerTrialConfig, LocalKeysComeFromTheWorkerOnly) {
+  const std::string base =
+      "[train]\nbatch_size = 16\noutput_dir = /tmp/sweep-out\n[data]\npath = /tmp/sweep-data\n"
+      "fbank_cache = /tmp/sweep-cache\n[metrics]\nsd_dir = /tmp/sweep-sd\nlisten = 0.0.0.0:9\n";
+  auto c = WorkerTrialConfig(base, "trial s/t0000", {{"data.path", "/mine"}},
+                             {{"mask.ratio", "0.5"}, {"ckpt.root", "/tmp/sweep-ckpt"}, {"train.batch_size", "8"}});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->data.path, "/mine");
+  EXPECT_EQ(c->train.output_dir, "");
+  EXPECT_EQ(c->data.fbank_cache, "auto");
+  EXPECT_EQ(c->metrics.sd_dir, "");
+  EXPECT_EQ(c->metrics.listen, "");
+  EXPECT_EQ(c->ckpt.root, "");
+  EXPECT_DOUBLE_EQ(c->mask.ratio, 0.5);
+  EXPECT_EQ(c->train.batch_size, 8);  // the trial's overrides win over the base config
+  auto bad = WorkerTrialConfig("[train]\nbatchsize = 1\n", "trial s/t0000", {}, {});
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("trial s/t0000"), std::string::npos) << bad.status().message();
+}
+
+// ConfigText writes values that ParseConfigText reads back unchanged (flapctl sweep run submits
+// a base config without its local keys this way).
+TEST(ConfigText, ReadsBackToTheSameValues) {
+  for (const char* name : {"tiny.ini", "base.ini", "demo.ini"}) {
+    std::ifstream in(std::string(FLAP_CONFIG_DIR) + "/" + name);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto values = ParseConfigText(text.str(), name);
+    ASSERT_TRUE(values.ok()) << values.status().ToString();
+    const std::string written = ConfigText(*values);
+    auto again = ParseConfigText(written, "ConfigText");
+    ASSERT_TRUE(again.ok()) << again.status().ToString() << "\n" << written;
+    EXPECT_EQ(*again, *values) << written;
+  }
+  EXPECT_EQ(ConfigText({{"data.path", "d"}, {"data.loader_threads", "1"}, {"model.preset", "tiny"}}),
+            "[data]\nloader_threads = 1\npath = d\n\n[model]\npreset = tiny\n");
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // SubmitSweep checks a sweep against the trial configuration (config/trial_config.h) over real
 // gRPC: a misspelt factor key, an out-of-range factor value, a bad base config and trials whose
 // values do not go together are refused with INVALID_ARGUMENT naming the key, before any trial
-// exists.
+// exists; and so are keys local to each worker and keys the coordinator sets for each trial,
+// wherever the sweep names them (a factor, a condition, the base config).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -61,6 +62,43 @@ TEST(SubmitConfig, TrialsWhoseValuesDoNotGoTogetherAreRefused) {
   ExpectRefused(c, "[sweep]\nname = views\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n",
                 "[mask]\nviews = 2\n",
                 {"trial t0000 (mask.ratio=0, seed 1)", "mask.views 2 needs mask.ratio > 0", "(and 1 more trials)"});
+}
+
+// Issue 32, item 2: local-only keys were refused as factors only, so a base config setting
+// train.output_dir, data.fbank_cache or metrics.sd_dir made every worker write where the sweep
+// said; and a train.trial_id factor was accepted and silently replaced by the coordinator's
+// trial id. Run against the code before the fix (d6a2f28): both tests failed (every sweep
+// below was accepted).
+TEST(HardeningLocalKeys, RefusedWhereverTheSweepNamesThem) {
+  TestCoordinator c("submit_config_local");
+  const std::string sweep = "[sweep]\nname = local\nbase_config = b.ini\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n";
+  ExpectRefused(c, sweep,
+                "[train]\noutput_dir = /tmp/elsewhere\n[data]\nfbank_cache = /tmp/cache\n"
+                "[metrics]\nsd_dir = /tmp/sd\n",
+                {"3 errors", "the base config (b.ini) sets train.output_dir: train.output_dir is local to each worker",
+                 "the base config (b.ini) sets data.fbank_cache", "the base config (b.ini) sets metrics.sd_dir",
+                 "set it in the worker's own config or flags"});
+  ExpectRefused(c, "[sweep]\nname = local\n\n[factor.data.path]\nvalues = /a, /b\n", "",
+                {"s.ini:4: [factor.data.path]: data.path is local to each worker"});
+  ExpectRefused(c,
+                "[sweep]\nname = local\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n\n[factor.mask.views]\n"
+                "values = 2\nwhen = ckpt.root == /x\n",
+                "", {"[factor.mask.views] when: the condition 'ckpt.root == /x': ckpt.root is local to each worker"});
+}
+
+TEST(HardeningReservedKeys, RefusedAtSubmission) {
+  TestCoordinator c("submit_config_reserved");
+  ExpectRefused(c, "[sweep]\nname = tid\n\n[factor.train.trial_id]\nvalues = mine\n", "",
+                {"[factor.train.trial_id]: train.trial_id is set by the coordinator for each trial"});
+  ExpectRefused(c, "[sweep]\nname = tid\n\n[factor.mask.ratio]\nvalues = 0.5\n", "[train]\ntrial_id = mine\n",
+                {"the base config sets train.trial_id: train.trial_id is set by the coordinator"});
+  ExpectRefused(c, "[sweep]\nname = seed\n\n[factor.train.seed]\nvalues = 1, 2\n", "",
+                {"[factor.train.seed]: the trial seed is not a factor"});
+  // A base config's seed is the default the sweep's seeds replace, as in the shipped configs.
+  auto r = c.Client()->SubmitSweep("[sweep]\nname = seed\nseeds = 3\n\n[factor.mask.ratio]\nvalues = 0.5\n", "s.ini",
+                                   "[train]\nseed = 1\n");
+  ASSERT_OK(r);
+  EXPECT_EQ(r->num_trials(), 1);
 }
 
 TEST(SubmitConfig, AValidSweepIsAccepted) {

@@ -48,10 +48,12 @@
 // mask.strategy 1d or 2d, train.batch_size >= 2, and so on for every key (the registry's
 // domains). How the values combine with the base config and with each other is checked per
 // trial at submission (CheckTrialConfigs). The trial seed is not a factor: [sweep] seeds sets
-// it, so [factor.train.seed] is refused, and so are the keys local to each worker
-// (ConfigKey::local_only: ckpt.root, data.path, data.fbank_cache, train.output_dir,
-// train.device, metrics.*). Values of one factor may not repeat (numerically: 0.5 and 0.50 are
-// the same value).
+// it, so [factor.train.seed] is refused, and so is train.trial_id, which the coordinator sets
+// for each trial. The keys local to each worker (ConfigKey::local_only: ckpt.root, data.path,
+// data.fbank_cache, train.output_dir, train.device, metrics.*) are refused wherever a sweep
+// names them: as a factor, in a condition, and in the base config (CheckTrialConfigs), which
+// may not set train.trial_id either (its train.seed is replaced by the sweep's seeds). Values of
+// one factor may not repeat (numerically: 0.5 and 0.50 are the same value).
 //
 // Conditions: "when = F == v", "when = F != v" or "when = F in v1, v2, ...", where F is another
 // factor of the sweep; numbers compare numerically, anything else as text. A factor applies
@@ -190,7 +192,8 @@ std::map<std::string, std::string> ConfigValues(const std::string& text);
 // Checks a sweep's trials against its base config (the text of a trial config file; may be
 // empty) with the trial configuration's rules (config/trial_config.h), so that no trial of a
 // submitted sweep fails on its configuration: the base config parses (every key known, an
-// unknown one named with the closest known key; every value well-formed), and each trial's
+// unknown one named with the closest known key; every value well-formed; no key local to each
+// worker, nor train.trial_id: SweepKeyProblem in sweep_internal.h), and each trial's
 // config (the base config, then its factor values, seed and trial id) validates, which checks
 // the keys against each other (mask.views > 1 needs mask.ratio > 0). `trials` are
 // ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line

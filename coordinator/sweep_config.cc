@@ -1,5 +1,6 @@
 // Sweep files (sweep.h): the sweep against the trial configuration (config/trial_config.h):
-// the base config's keys, and every trial's config checked whole at submission.
+// the base config's keys (none that a sweep cannot set: SweepKeyProblem), and every trial's
+// config checked whole at submission.
 #include <map>
 #include <utility>
 
@@ -23,6 +24,14 @@ Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& tr
     errors.AddAt(0, "", "", base.status().message());
     return errors.ToStatus();
   }
+  // The base config is sent to every worker as it is: it may not set what a sweep cannot.
+  for (const auto& entry : *base) {
+    const std::string& key = entry.first;
+    if (std::string p = sweep_internal::SweepKeyProblem(key, /*in_base=*/true); !p.empty()) {
+      errors.AddAt(0, "", "", base_name + " sets " + key + ": " + p);
+    }
+  }
+  if (!errors.empty()) return errors.ToStatus();
   // Each distinct problem once, with the first trial that shows it and how many more do.
   struct Seen {
     std::string first;

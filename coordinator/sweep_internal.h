@@ -117,10 +117,22 @@ class Errors {
 // ---------------------------------------------------------------------------------------------
 // Validation (sweep_validate.cc), shared by the parser and by ValidateSweep / FromJson.
 
-// Adds every problem of `spec` to `errors`. A factor that is no trial config key is refused
-// (naming the closest key) when `refuse_unknown_keys`; a stored spec is read back without that
-// check, so that a key removed since its submission does not make the journal unreadable.
-void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys = true);
+// Adds every problem of `spec` to `errors`. `at_submission` adds the checks of a new
+// submission: a factor that is no trial config key (naming the closest key), and a factor or
+// condition naming a key the coordinator sets for each trial (SweepKeyProblem); a stored spec is
+// read back without them, so that a key removed or reserved since its submission does not make
+// the journal unreadable.
+void Validate(const SweepSpec& spec, Errors* errors, bool at_submission = true);
+
+// Why a sweep may not set the trial config key `key` (in a factor or a condition, or, with
+// `in_base`, in its base config), or "" when it may:
+//   - a key local to each worker (ConfigKey::local_only: its folders, device, metrics
+//     endpoint), whoever writes it: the worker's own config sets it;
+//   - train.trial_id, which the coordinator sets for each trial (<sweep>-<trial>; it names the
+//     trial's checkpoints);
+//   - train.seed as a factor ([sweep] seeds sets it; a base config may hold it, as a worker's
+//     config file does, and the sweep's seeds replace it).
+std::string SweepKeyProblem(const std::string& key, bool in_base);
 
 // ---------------------------------------------------------------------------------------------
 // Condition order and expansion (sweep_expand.cc).

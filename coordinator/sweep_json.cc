@@ -92,7 +92,7 @@ StatusOr<SweepSpec> SweepSpec::FromJson(const nlohmann::json& j, const std::stri
     s.report_target = *t;
   }
   sweep_internal::Errors errors(what, [](const std::string&, const std::string&) { return 0; });
-  sweep_internal::Validate(s, &errors, /*refuse_unknown_keys=*/false);
+  sweep_internal::Validate(s, &errors, /*at_submission=*/false);
   Status valid = errors.ToStatus();
   if (!valid.ok()) return Status::Corruption(valid.message());
   return s;

@@ -12,7 +12,7 @@ namespace sweep_internal {
 namespace {
 
 void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<std::string, int>& names,
-                    bool refuse_unknown_keys, Errors* errors) {
+                    bool at_submission, Errors* errors) {
   const std::string section = FactorSection(f.name);
   const bool grid = spec.search == SearchKind::kGrid;
   if (!IsFactorName(f.name)) {
@@ -20,23 +20,15 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<s
                 "a factor is a trial config key '<section>.<key>', each word of "
                 "[a-z0-9_] starting with a letter; got '" +
                     f.name + "'");
-  } else if (f.name == "train.seed") {
-    errors->Add(section, "",
-                "the trial seed is not a factor: list replicate seeds in [sweep] "
-                "seeds = 1, 2, 3");
-  } else if (refuse_unknown_keys && FindConfigKey(f.name) == nullptr) {
+  } else if (at_submission && FindConfigKey(f.name) == nullptr) {
     const std::string close = ClosestConfigKey(f.name);
     errors->Add(section, "",
                 "unknown key " + f.name + " in [" + section + "]" +
                     (close.empty() ? "" : "; did you mean " + close + "?") +
                     " (a factor is a trial config key: flap-worker train --help "
                     "lists them)");
-  } else if (IsLocalOnlyKey(f.name)) {
-    errors->Add(section, "",
-                f.name +
-                    " is local to each worker (a folder, endpoint or device of "
-                    "its machine), not a sweep factor: set it in the worker's config "
-                    "or flags");
+  } else if (std::string p = SweepKeyProblem(f.name, /*in_base=*/false); at_submission && !p.empty()) {
+    errors->Add(section, "", p);
   }
 
   const bool has_values = !f.values.empty();
@@ -106,6 +98,8 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<s
       errors->Add(section, "when", "the condition compares with no value");
     } else if (c.factor == f.name) {
       errors->Add(section, "when", "a factor's condition cannot name the factor itself");
+    } else if (std::string p = SweepKeyProblem(c.factor, /*in_base=*/false); at_submission && !p.empty()) {
+      errors->Add(section, "when", "the condition '" + c.ToString() + "': " + p);
     } else if (it == names.end()) {
       errors->Add(
           section, "when",
@@ -126,7 +120,22 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<s
 
 }  // namespace
 
-void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
+std::string SweepKeyProblem(const std::string& key, bool in_base) {
+  if (IsLocalOnlyKey(key)) {
+    return key +
+           " is local to each worker (a folder, endpoint or device of its machine): a sweep cannot set it; set it "
+           "in the worker's own config or flags";
+  }
+  if (key == "train.trial_id") {
+    return key +
+           " is set by the coordinator for each trial (<sweep>-<trial>: it names the trial's checkpoints): a sweep "
+           "cannot set it";
+  }
+  if (key == "train.seed" && !in_base) return "the trial seed is not a factor: list replicate seeds in [sweep] seeds";
+  return "";
+}
+
+void Validate(const SweepSpec& spec, Errors* errors, bool at_submission) {
   if (std::string p = PathNameProblem(spec.name); !p.empty()) {
     errors->Add("sweep", "name",
                 "a sweep needs a name of [A-Za-z0-9_.-] (at most 64 "
@@ -164,7 +173,7 @@ void Validate(const SweepSpec& spec, Errors* errors, bool refuse_unknown_keys) {
       errors->Add(FactorSection(spec.factors[i].name), "", "the factor appears twice");
     }
   }
-  for (const FactorSpec& f : spec.factors) ValidateFactor(spec, f, names, refuse_unknown_keys, errors);
+  for (const FactorSpec& f : spec.factors) ValidateFactor(spec, f, names, at_submission, errors);
 
   std::vector<int> order;
   std::vector<std::string> cycle;

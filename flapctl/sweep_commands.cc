@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/path_name.h"
+#include "config/trial_config.h"
 #include "coordinator/client.h"
 #include "coordinator/report.h"
 #include "coordinator/sweep.h"
@@ -201,7 +202,7 @@ std::string FormatSweepStatus(const v1::SweepStatus& s) {
 
 namespace {}  // namespace
 
-StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config) {
+StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config, bool local_keys_to_workers) {
   // Refuse a bad file here, with every error, before talking to anyone.
   StatusOr<coordinator::SweepSpec> spec = coordinator::ParseSweepFile(file);
   if (!spec.ok()) return spec.status();
@@ -222,6 +223,14 @@ StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string ba
     std::stringstream ss;
     ss << in.rdbuf();
     out.base_config = ss.str();
+  }
+  if (local_keys_to_workers) {
+    // A base config that does not parse is left for CheckTrialConfigs to report.
+    StatusOr<std::map<std::string, std::string>> values = ParseConfigText(out.base_config, base_config);
+    if (values.ok()) {
+      out.worker_values = TakeLocalKeys(&values.value());
+      if (!out.worker_values.empty()) out.base_config = ConfigText(*values);
+    }
   }
   // The coordinator's check at submission, here first: every trial's config must validate.
   using Trials = std::vector<coordinator::TrialSpec>;

@@ -20,6 +20,7 @@
 // Thread-safety: as the other command groups (calling thread, std::cout / std::cerr).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,11 +38,19 @@ CommandGroup SweepCommandGroup();
 // --base-config, else the file's [sweep] base_config, looked up beside the sweep file first).
 // An invalid sweep file is refused with every error listed (InvalidArgument; NotFound when
 // it does not exist), and so is a sweep whose trials' configs do not validate against the base
-// config (coordinator::CheckTrialConfigs, the coordinator's own check at submission).
+// config (coordinator::CheckTrialConfigs, the coordinator's own check at submission), which
+// refuses a base config setting a key local to each worker (ConfigKey::local_only).
+//
+// `local_keys_to_workers` (sweep run, whose workers are this machine's): those keys are taken
+// out of the base config instead, into worker_values, for the workers' own config (their
+// `--KEY VALUE` flags); the base config is then submitted as ConfigText of the rest (unchanged
+// when it sets none).
 struct LocalSweepFiles {
   std::string path, name, text, base_config;
+  std::map<std::string, std::string> worker_values;  // local keys taken out of the base config
 };
-StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config = "");
+StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string base_config = "",
+                                         bool local_keys_to_workers = false);
 
 // Fetches a sweep's report and writes it into `out` (coordinator/report.h WriteReport; plots
 // through gnuplot unless `plots` is false); *written gets the file names.

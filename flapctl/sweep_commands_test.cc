@@ -64,12 +64,29 @@ TEST_F(SweepCli, SubmitsTheShippedMaskSweepWithItsBaseConfig) {
   EXPECT_EQ(a->assignment.overrides.count("mask.strategy"), 0u);
 }
 
+// configs/demo.ini, the base config of the demo and augmentation sweeps, sets data.path (it also
+// serves `flap-worker train --config configs/demo.ini`): a key local to each worker, which submit
+// refuses, before sending anything, as the coordinator would (`sweep run` gives it to its own
+// workers instead: tests/sweep_run_test.cc). With a base config that leaves it to the workers,
+// both sweeps are accepted.
 TEST_F(SweepCli, SubmitsTheShippedDemoAndAugmentationSweeps) {
-  auto demo = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/demo-sweep.ini");
+  auto refused = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/demo-sweep.ini");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_TRUE(Contains(refused.output, "the base config (demo.ini) sets data.path: data.path is local to each worker"))
+      << refused.output;
+  auto list = c_.Client()->ListSweeps();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->sweeps_size(), 0);
+
+  std::string base = ReadFile(std::string(FLAP_CONFIG_DIR) + "/demo.ini");
+  base.erase(base.find("path = demo-data\n"), std::string("path = demo-data\n").size());
+  const std::string base_file = c_.dir() / "demo-base.ini";
+  WriteFile(base_file, base);
+  auto demo = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/demo-sweep.ini --base-config " + base_file);
   ASSERT_EQ(demo.exit_code, 0) << demo.output;
   // ratio 0, 0.5, 0.75 x seeds 1, 2, with a [report] target.
   EXPECT_TRUE(Contains(demo.output, "submitted sweep demo-ablation (6 trials)")) << demo.output;
-  auto augment = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/augment-sweep.ini");
+  auto augment = Flapctl(std::string("submit ") + FLAP_CONFIG_DIR + "/augment-sweep.ini --base-config " + base_file);
   ASSERT_EQ(augment.exit_code, 0) << augment.output;
   EXPECT_TRUE(Contains(augment.output, "submitted sweep augment-ablation (9 trials)")) << augment.output;
   auto st = c_.Client()->GetSweep("augment-ablation");
@@ -77,6 +94,33 @@ TEST_F(SweepCli, SubmitsTheShippedDemoAndAugmentationSweeps) {
   std::map<std::string, int> levels;
   for (const auto& t : st->trials()) levels[t.factors().at("text.augment")]++;
   EXPECT_EQ(levels, (std::map<std::string, int>{{"0.5", 3}, {"off", 3}, {"on", 3}}));
+}
+
+// Issue 32, item 2: submit checks a sweep as the coordinator does, so a base config setting
+// train.output_dir, data.fbank_cache and metrics.sd_dir, and a train.trial_id factor, are
+// refused here, naming each key, and nothing is sent. Run against the code before the fix
+// (d6a2f28): both were submitted.
+TEST_F(SweepCli, SubmitRefusesKeysASweepCannotSet) {
+  const std::string base = c_.dir() / "paths.ini";
+  WriteFile(base, "[train]\noutput_dir = /tmp/out\n[data]\nfbank_cache = /tmp/cache\n[metrics]\nsd_dir = /tmp/sd\n");
+  const std::string paths = c_.dir() / "paths-sweep.ini";
+  WriteFile(paths, "[sweep]\nname = paths\nbase_config = paths.ini\n\n[factor.mask.ratio]\nvalues = 0.5\n");
+  auto r = Flapctl("submit " + paths);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  for (const char* key : {"train.output_dir", "data.fbank_cache", "metrics.sd_dir"}) {
+    EXPECT_TRUE(Contains(
+        r.output, std::string("the base config (paths.ini) sets ") + key + ": " + key + " is local to each worker"))
+        << r.output;
+  }
+  const std::string tid = c_.dir() / "tid.ini";
+  WriteFile(tid, "[sweep]\nname = tid\n\n[factor.train.trial_id]\nvalues = mine\n");
+  r = Flapctl("submit " + tid);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tid.ini:4: [factor.train.trial_id]: train.trial_id is set by the coordinator"))
+      << r.output;
+  auto list = c_.Client()->ListSweeps();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->sweeps_size(), 0);
 }
 
 TEST_F(SweepCli, WrongTokenIsReportedClearly) {

@@ -11,6 +11,10 @@
 // running, and running the same command again resumes the sweep (the coordinator's state,
 // checkpoints and the fbank cache live in --dir).
 //
+// The base config's keys local to each worker (data.path, ...), which the coordinator refuses
+// in a sweep, are this machine's workers' own: they are taken out of the submitted base config
+// and passed to every rank as flags (--data, --worker-arg and the run's own flags win).
+//
 // Layout of --dir:
 //   state/        the coordinator's RocksDB state and token
 //   ckpt/         checkpoints of every trial (shared by the groups)
@@ -93,6 +97,7 @@ class LocalSweep {
   int coordinator_restarts_ = 0;
   std::unique_ptr<coordinator::CoordinatorClient> client_;
   std::vector<Group> groups_;
+  std::map<std::string, std::string> base_worker_values_;  // ReadSweepFiles' worker_values
 };
 
 Status LocalSweep::StartCoordinator() {
@@ -166,6 +171,10 @@ Status LocalSweep::StartGroup(Group* g) {
       argv.push_back("--" + kv.substr(0, eq));
       argv.push_back(kv.substr(eq + 1));
     }
+    // The base config's keys local to the workers are theirs to set (and the flags above win).
+    for (const auto& [key, value] : base_worker_values_) {
+      if (std::find(argv.begin(), argv.end(), "--" + key) == argv.end()) argv.insert(argv.end(), {"--" + key, value});
+    }
     const std::string log = Path("logs/group-" + std::to_string(g->index) + "-rank-" + std::to_string(r) + ".log");
     auto p = Process::Start(argv, env, log);
     if (!p.ok()) {
@@ -224,11 +233,12 @@ int LocalSweep::Run() {
       return kExitFailure;
     }
   }
-  auto files = ReadSweepFiles(o_.sweep_file, o_.base_config);
+  auto files = ReadSweepFiles(o_.sweep_file, o_.base_config, /*local_keys_to_workers=*/true);
   if (!files.ok()) {
     std::cerr << files.status().message() << "\n";
     return files.status().code() == Status::Code::kNotFound ? kExitFailure : kExitUsage;
   }
+  base_worker_values_ = files->worker_values;
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);

@@ -191,6 +191,25 @@ TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
   EXPECT_EQ(finished, 4);
 }
 
+// A base config may set keys local to each worker (data.path, data.fbank_cache), as the shipped
+// configs/demo.ini does: the coordinator refuses them (issue 32, item 2), so sweep run, whose
+// workers are this machine's, gives them to its workers as their own config instead. The sweep
+// runs without --data, on the base config's data.path, and the features go to its cache folder.
+TEST_F(SweepRun, TheBaseConfigsLocalKeysBecomeTheWorkersOwn) {
+  const std::string cache = dir_.path() + "/fbank-cache";
+  WriteFile(dir_.path() + "/base.ini",
+            std::string(kBaseConfig) + "path = " + data_->path() + "\nfbank_cache = " + cache + "\n");
+  const std::string sweep = dir_.path() + "/local.ini";
+  WriteFile(sweep, "[sweep]\nname = local\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0\n");
+  std::string command = Command(sweep, 1);
+  command.replace(command.find(" --data " + data_->path()), 8 + data_->path().size(), "");
+  const RunResult r = RunCommand(command);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("1 trials (1 completed)"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(cache) && !fs::is_empty(cache)) << "nothing cached in " << cache;
+  ExpectCompleteAndIntact(ReadBack("local"), 1);
+}
+
 TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
   const std::string sweep = WriteSweep("groupkill", "[factor.recon.weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");

@@ -134,18 +134,20 @@ struct Instruction {
 };
 
 // The trial's config: base config, then the agent's overrides, then the trial's (which win),
-// applied in memory (config/trial_config.h).
+// applied in memory; keys local to this machine (ConfigKey::local_only) are never taken from
+// the coordinator (WorkerTrialConfig, config/trial_config.h).
 StatusOr<TrialConfig> TrialConfigFor(const Instruction& in, const std::vector<std::string>& local) {
-  std::map<std::string, std::string> merged = PairsToMap(local);
-  // Keys local to this machine (ConfigKey::local_only) are never taken from the coordinator.
-  for (const auto& [k, v] : in.overrides) {
-    if (!IsLocalOnlyKey(k)) merged[k] = v;
+  std::map<std::string, std::string> own = PairsToMap(local);
+  auto out = own.find("train.output_dir");
+  if (out != own.end() && !out->second.empty()) {
+    // The trial's id, as the trial's overrides (which win) or else this agent's set it.
+    const auto& ids = in.overrides.count("train.trial_id") ? in.overrides : own;
+    out->second += "/" + (ids.count("train.trial_id") ? ids.at("train.trial_id") : std::string());
   }
-  auto out = merged.find("train.output_dir");
-  if (out != merged.end() && !out->second.empty()) out->second += "/" + merged["train.trial_id"];
-  return TrialConfigFromText(
+  return WorkerTrialConfig(
       in.base_config,
-      "trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config (the sweep's base config)", merged);
+      "trial " + in.trial.sweep_id() + "/" + in.trial.trial_id() + "'s config (the sweep's base config)", own,
+      in.overrides);
 }
 
 bool SameAttempt(const v1::TrialRef& a, const v1::TrialRef& b) {
