@@ -87,7 +87,11 @@ awk -F'\t' '
     if (p in prov) { m = split(prov[p], q, " "); for (k = 1; k <= m; k++) add(q[k]) }
   }
   END {
-    for (r in roots) { if (r in inst) add(r); else print "-" r }
+    for (r in roots) {  # "A|B": the first of them that is installed
+      m = split(r, ra, /\|/); found = 0
+      for (i = 1; i <= m && !found; i++) if (ra[i] in inst) { add(ra[i]); found = 1 }
+      if (!found) print "-" r
+    }
     for (b in base) add(b)
     for (qi = 1; qi <= qn; qi++) {
       n = split(deps[queue[qi]], groups, /,/)

@@ -9,9 +9,9 @@
 //               scaled_dot_product_attention (flash / memory-efficient kernels on GPUs; no
 //               L x L matrix kept for backward), the plain matmul-softmax-matmul before 2.0.
 //               No mask is an absent optional: SDPA refuses an undefined tensor as a mask.
-//   StoreOptions  c10d TCPStore options for a server or a client: from 2.2 the store can run
-//               on libuv, which 2.4+ asks for by default, but only a build with libuv has it
-//               (PyTorch's wheels do, Debian's LibTorch does not); the option follows the build.
+//   MakeStore   a c10d TCPStore, server or client: from 2.2 the server can run on libuv, which
+//               2.4+ asks for by default, but only a build with libuv has it (PyTorch's wheels
+//               do, Debian's LibTorch does not); the backend follows the build.
 //
 // Header-only; the c10d names need the c10d headers, so they are only declared where
 // FLAP_COMPAT_C10D is defined before inclusion (worker_group.cc, the only c10d user, and its
@@ -22,9 +22,11 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #define FLAP_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -34,9 +36,6 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if FLAP_TORCH_AT_LEAST(2, 0)
 #include <torch/csrc/distributed/c10d/Backend.hpp>
-#endif
-#if FLAP_TORCH_AT_LEAST(2, 2)
-#include <torch/csrc/distributed/c10d/TCPStoreBackend.hpp>
 #endif
 #endif
 
@@ -49,18 +48,14 @@ using Comm = c10d::Backend;
 using Comm = c10d::ProcessGroup;
 #endif
 
-// Whether this LibTorch's TCPStore can run on libuv.
-inline bool StoreHasLibuv() {
-#if FLAP_TORCH_AT_LEAST(2, 2)
-  return c10d::detail::is_libuv_tcpstore_backend_available();
-#else
-  return false;
-#endif
-}
-
-// TCPStore options for `port`: the server (hosting `workers` ranks) or a client, with
-// `timeout` on every wait, on libuv only where this build has it.
-inline c10d::TCPStoreOptions StoreOptions(int port, bool is_server, size_t workers, std::chrono::milliseconds timeout) {
+// A TCPStore at host:port: the server (hosting `workers` ranks) or a client, with `timeout` on
+// every wait. From 2.2 the server can run on libuv (2.4+ asks for it by default), but only a
+// build with libuv has it (PyTorch's wheels do, Debian's LibTorch does not) and the build does
+// not export the query: a server is started on libuv first and, where that fails, on the classic
+// backend, which every build has (an error that is not about libuv recurs there and is thrown).
+// Clients speak to either.
+inline c10::intrusive_ptr<c10d::TCPStore> MakeStore(const std::string& host, int port, bool is_server, size_t workers,
+                                                    std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(port);
   o.isServer = is_server;
@@ -68,9 +63,20 @@ inline c10d::TCPStoreOptions StoreOptions(int port, bool is_server, size_t worke
   o.waitWorkers = false;
   o.timeout = timeout;
 #if FLAP_TORCH_AT_LEAST(2, 2)
-  o.useLibUV = StoreHasLibuv();
+  static std::atomic<bool> libuv{true};  // false once this build has refused it
+  o.useLibUV = is_server && libuv.load();
+  if (o.useLibUV) {
+    try {
+      return c10::make_intrusive<c10d::TCPStore>(host, o);
+    } catch (const std::exception&) {
+      o.useLibUV = false;
+      auto store = c10::make_intrusive<c10d::TCPStore>(host, o);
+      libuv = false;
+      return store;
+    }
+  }
 #endif
-  return o;
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
 }
 #endif
 

@@ -93,8 +93,7 @@ struct WorkerGroup::Impl {
   void Beat() {
     c10::intrusive_ptr<c10d::TCPStore> client;
     try {
-      client = c10::make_intrusive<c10d::TCPStore>(rdv.master_addr,
-                                                   compat::StoreOptions(rdv.master_port, false, 0, timeout));
+      client = compat::MakeStore(rdv.master_addr, rdv.master_port, false, 0, timeout);
     } catch (const std::exception&) {
       return;  // the store is gone: nothing to beat into; diagnosis will say so
     }
@@ -243,9 +242,8 @@ struct WorkerGroup::Impl {
 
     try {
       // waitWorkers is off: we wait below, naming the ranks that do not come.
-      store = c10::make_intrusive<c10d::TCPStore>(
-          rdv.master_addr,
-          compat::StoreOptions(rdv.master_port, rdv.rank == 0, static_cast<size_t>(rdv.world_size), timeout));
+      store = compat::MakeStore(rdv.master_addr, rdv.master_port, rdv.rank == 0, static_cast<size_t>(rdv.world_size),
+                                timeout);
       store->set("join/" + std::to_string(rdv.rank), Bytes("1"));
     } catch (const std::exception& e) {
       return Status::DeadlineExceeded(Where() + ": cannot " + (rdv.rank == 0 ? "host" : "reach") +
