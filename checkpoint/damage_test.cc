@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/forwarding_env.h"
 #include "checkpoint/store.h"
 #include "common/testing/testing.h"
 
@@ -156,7 +157,7 @@ TEST(HardeningCkptDamage, AVerifiedCheckpointIsNeverReplaced) {
 
 // A failure after the damaged folder was moved aside and before the commit: the old entry
 // stays, still damaged, so resume still takes step 2, and the next save of step 3 succeeds.
-class FailingWritesEnv : public Env {
+class FailingWritesEnv : public ForwardingEnv {
  public:
   std::string fail_on;  // WriteFileAtomic of a path containing this fails once
   Status WriteFileAtomic(const std::string& path, const std::string& contents) override {
@@ -164,19 +165,8 @@ class FailingWritesEnv : public Env {
       fail_on.clear();
       return Status::IOError("injected fault: " + path);
     }
-    return Env::Default()->WriteFileAtomic(path, contents);
+    return ForwardingEnv::WriteFileAtomic(path, contents);
   }
-  StatusOr<std::string> ReadFile(const std::string& path) override { return Env::Default()->ReadFile(path); }
-  StatusOr<FileDigest> HashFile(const std::string& path) override { return Env::Default()->HashFile(path); }
-  Status SyncDir(const std::string& dir) override { return Env::Default()->SyncDir(dir); }
-  Status MakeDirs(const std::string& dir) override { return Env::Default()->MakeDirs(dir); }
-  Status RemoveAll(const std::string& path) override { return Env::Default()->RemoveAll(path); }
-  Status Rename(const std::string& from, const std::string& to) override { return Env::Default()->Rename(from, to); }
-  StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) override {
-    return Env::Default()->ListSubdirs(dir);
-  }
-  bool Exists(const std::string& path) override { return Env::Default()->Exists(path); }
-  bool IsSymlink(const std::string& path) override { return Env::Default()->IsSymlink(path); }
 };
 
 TEST(HardeningCkptDamage, AReplacementThatFailsBeforeItsCommitChangesNothingVisible) {

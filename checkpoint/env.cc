@@ -1,8 +1,9 @@
 // The POSIX Env of checkpoint/env.h. Atomic writes and directory fsyncs are
 // common/atomic_file.h's; hashing streams the file so that multi-GiB model files are never
 // held twice; reading and hashing open regular files only, never through a symbolic link
-// (O_NOFOLLOW); removal walks the tree by descriptors (openat / unlinkat, O_NOFOLLOW), so that
-// it never follows a symbolic link.
+// (O_NOFOLLOW); removal walks down from the root's descriptor (openat / fstatat / unlinkat,
+// every folder opened O_NOFOLLOW | O_DIRECTORY from its parent's), so that it never follows a
+// symbolic link, not even one swapped in for a folder above the one removed.
 #include "checkpoint/env.h"
 
 #include <dirent.h>
@@ -39,6 +40,8 @@ Status RemoveError(const std::string& path, const char* what, int err) {
   return Status::IOError(path + ": cannot remove (" + what + "): " + sharding::ErrnoMessage(err));
 }
 
+Status RemoveEntry(int dir_fd, const std::string& name, const std::string& path);
+
 // Removes every entry of the open folder `dir_fd` (`where` names it in messages), descending
 // into real folders only: a symbolic link is unlinked, never followed.
 Status RemoveContents(int dir_fd, const std::string& where) {
@@ -59,32 +62,36 @@ Status RemoveContents(int dir_fd, const std::string& where) {
   const int read_err = errno;
   ::closedir(d);
   if (read_err != 0) return RemoveError(where, "readdir", read_err);
-  for (const std::string& name : names) {
-    const std::string path = sharding::JoinPath(where, name);
-    struct stat st;
-    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      return RemoveError(path, "lstat", errno);
-    }
-    if (S_ISDIR(st.st_mode)) {
-      const int sub = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub >= 0) {
-        Status s = RemoveContents(sub, path);
-        ::close(sub);
-        FLAP_RETURN_IF_ERROR(s);
-        if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-          return RemoveError(path, "rmdir", errno);
-        }
-        continue;
-      }
-      if (errno == ENOENT) continue;
-      // ELOOP / ENOTDIR: replaced by a link or a file meanwhile; unlink that below.
-      if (errno != ELOOP && errno != ENOTDIR) return RemoveError(path, "open", errno);
-    }
-    if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-      return RemoveError(path, "unlink", errno);
-    }
+  for (const std::string& name : names)
+    FLAP_RETURN_IF_ERROR(RemoveEntry(dir_fd, name, sharding::JoinPath(where, name)));
+  return Status::OK();
+}
+
+// Removes the entry `name` of the open folder `dir_fd` (`path` names it in messages): a real
+// folder with everything in it (opened O_NOFOLLOW | O_DIRECTORY), anything else, a symbolic
+// link included, unlinked itself. OK if it is gone.
+Status RemoveEntry(int dir_fd, const std::string& name, const std::string& path) {
+  struct stat st;
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return Status::OK();
+    return RemoveError(path, "lstat", errno);
   }
+  if (S_ISDIR(st.st_mode)) {
+    const int sub = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub >= 0) {
+      Status s = RemoveContents(sub, path);
+      ::close(sub);
+      FLAP_RETURN_IF_ERROR(s);
+      if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        return RemoveError(path, "rmdir", errno);
+      }
+      return Status::OK();
+    }
+    if (errno == ENOENT) return Status::OK();
+    // ELOOP / ENOTDIR: replaced by a link or a file meanwhile; unlink that below.
+    if (errno != ELOOP && errno != ENOTDIR) return RemoveError(path, "open", errno);
+  }
+  if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) return RemoveError(path, "unlink", errno);
   return Status::OK();
 }
 
@@ -158,26 +165,44 @@ class PosixEnv : public Env {
 
   Status MakeDirs(const std::string& dir) override { return sharding::MakeDirs(dir); }
 
-  Status RemoveAll(const std::string& path) override {
-    struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT) return Status::OK();
-      return RemoveError(path, "lstat", errno);
+  Status RemoveAll(const std::string& root, const std::string& relative) override {
+    std::vector<std::string> parts;
+    for (size_t b = 0; b <= relative.size();) {
+      const size_t e = std::min(relative.find('/', b), relative.size());
+      parts.push_back(relative.substr(b, e - b));
+      b = e + 1;
     }
-    if (S_ISDIR(st.st_mode)) {
-      const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd >= 0) {
-        Status s = RemoveContents(fd, path);
-        ::close(fd);
-        FLAP_RETURN_IF_ERROR(s);
-        if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return RemoveError(path, "rmdir", errno);
-        return Status::OK();
+    for (const std::string& p : parts) {
+      if (p.empty() || p == "." || p == "..") {
+        return Status::InvalidArgument("cannot remove '" + relative + "' under " + root + ": not a relative path");
       }
-      if (errno == ENOENT) return Status::OK();
-      if (errno != ELOOP && errno != ENOTDIR) return RemoveError(path, "open", errno);
     }
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return RemoveError(path, "unlink", errno);
-    return Status::OK();
+    // The root is the caller's own folder (its path may go through links); below it, every
+    // folder is opened from its parent's descriptor without following a link.
+    int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? Status::OK() : RemoveError(root, "open", errno);
+    std::string path = root;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      path = sharding::JoinPath(path, parts[i]);
+      const int next = ::openat(fd, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      const int err = errno;
+      struct stat st;
+      const bool link =
+          next < 0 && ::fstatat(fd, parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+      ::close(fd);
+      if (next < 0) {
+        if (err == ENOENT) return Status::OK();
+        if (link) {
+          return Status::FailedPrecondition(path + " is a symbolic link: refusing to remove " +
+                                            sharding::JoinPath(root, relative) + " through it");
+        }
+        return RemoveError(path, "open", err);
+      }
+      fd = next;
+    }
+    Status s = RemoveEntry(fd, parts.back(), sharding::JoinPath(root, relative));
+    ::close(fd);
+    return s;
   }
 
   Status Rename(const std::string& from, const std::string& to) override {

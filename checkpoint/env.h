@@ -46,10 +46,13 @@ class Env {
   // Creates `dir` and missing parents; OK if it exists.
   virtual Status MakeDirs(const std::string& dir) = 0;
 
-  // Removes a file or a directory tree; OK if it does not exist. Never follows a symbolic
-  // link: a link (at `path` or anywhere in the tree) is removed itself, never what it points
-  // to. The folders above `path` are the caller's to check (IsSymlink).
-  virtual Status RemoveAll(const std::string& path) = 0;
+  // Removes the file or directory tree at `root`/`relative` (`relative`: names joined by '/',
+  // none empty, "." or ".."); OK if it does not exist. Never follows a symbolic link below
+  // `root`: the walk starts from the root's descriptor and opens each folder of `relative`
+  // from its parent's (O_NOFOLLOW | O_DIRECTORY), so a folder of `relative` that is (or is
+  // swapped for) a link refuses the removal (FailedPrecondition), and a link at `relative`
+  // itself or anywhere in the tree is removed itself, never what it points to.
+  virtual Status RemoveAll(const std::string& root, const std::string& relative) = 0;
 
   // Renames a file or directory (same file system).
   virtual Status Rename(const std::string& from, const std::string& to) = 0;

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "checkpoint/forwarding_env.h"
 #include "checkpoint/store.h"
 #include "common/atomic_file.h"
 #include "sharding/file_util.h"
@@ -251,6 +252,75 @@ TEST(HardeningCkptGc, NeverFollowsASymbolicLinkInsideTheTrialFolder) {
   EXPECT_EQ(testing::ReadFile(tmp / "victim2/sub/data.txt"), "precious");
   EXPECT_EQ(testing::ReadFile(tmp / "victim3.txt"), "precious");
   EXPECT_TRUE(fs::is_symlink(root + "/t/000000000005"));  // not a step folder: left alone
+}
+
+// Issue 32, item 3: the trial folder swapped for a symbolic link after Gc checked it, just
+// before its first removal. Removal used to open the whole path (O_NOFOLLOW guards its last
+// component only), so it deleted the step folders the link pointed at, outside the root; it
+// now walks down from the root's descriptor and refuses the link. Against the code before the
+// fix this test failed: outside/000000000001 was deleted.
+class SwapTrialAtFirstRemovalEnv : public ForwardingEnv {
+ public:
+  std::string trial_dir, outside;
+  bool armed = false;  // swap at the next RemoveAll
+  Status RemoveAll(const std::string& root, const std::string& relative) override {
+    if (armed) {
+      armed = false;
+      fs::rename(trial_dir, trial_dir + ".real");
+      fs::create_directory_symlink(outside, trial_dir);
+    }
+    return ForwardingEnv::RemoveAll(root, relative);
+  }
+};
+
+TEST(HardeningCkptGc, ATrialFolderSwappedForALinkDuringGcDeletesNothingOutsideTheRoot) {
+  TempDir tmp;
+  const std::string root = tmp / "ck";
+  SwapTrialAtFirstRemovalEnv env;
+  env.trial_dir = root + "/t";
+  env.outside = tmp / "outside";
+  StoreOptions options;
+  options.env = &env;
+  auto store = Store::Open(root, options);
+  ASSERT_OK(store);
+  for (int64_t step : {1, 2, 3}) ASSERT_OK((*store)->Save("t", step, Files(step), Meta()));
+  for (const char* step : {"000000000001", "000000000002"}) Write(tmp / "outside/" + step + "/data.txt", "precious");
+
+  GcOptions gc;
+  gc.keep_last = 1;
+  env.armed = true;
+  auto report = (*store)->Gc("t", gc);
+  EXPECT_FALSE(report.ok()) << "gc removed through the link";
+  EXPECT_NE(report.status().message().find("symbolic link"), std::string::npos) << report.status().ToString();
+  EXPECT_EQ(Names(tmp / "outside"), (std::vector<std::string>{"000000000001", "000000000002"}));
+  for (const char* step : {"000000000001", "000000000002"}) {
+    EXPECT_EQ(testing::ReadFile(tmp / "outside/" + step + "/data.txt"), "precious") << step;
+  }
+  // The real trial folder, moved aside, still holds every step: nothing was removed anywhere.
+  EXPECT_EQ(Names(root + "/t.real"), (std::vector<std::string>{"000000000001", "000000000002", "000000000003"}));
+}
+
+// The walk itself: a folder of the relative path that is a link refuses the removal; a link
+// at the path is removed itself; a path that climbs out of the root is refused.
+TEST(HardeningCkptGc, RemovalBelowTheRootNeverGoesThroughALink) {
+  TempDir tmp;
+  const std::string root = tmp / "ck";
+  Write(tmp / "outside/000000000001/data.txt", "precious");
+  Write(root + "/t/000000000002/data.txt", "garbage");
+  fs::create_directory_symlink(tmp / "outside", root + "/linked");
+  fs::create_directory_symlink(tmp / "outside/000000000001", root + "/t/000000000003");
+  Env* env = Env::Default();
+
+  Status through = env->RemoveAll(root, "linked/000000000001");
+  EXPECT_EQ(through.code(), Status::Code::kFailedPrecondition) << through.ToString();
+  EXPECT_NE(through.message().find("symbolic link"), std::string::npos) << through.ToString();
+  EXPECT_EQ(env->RemoveAll(root, "../outside/000000000001").code(), Status::Code::kInvalidArgument);
+  EXPECT_OK(env->RemoveAll(root, "t/000000000003"));  // the link goes, not its target
+  EXPECT_FALSE(fs::exists(fs::symlink_status(root + "/t/000000000003")));
+  EXPECT_EQ(testing::ReadFile(tmp / "outside/000000000001/data.txt"), "precious");
+  EXPECT_OK(env->RemoveAll(root, "t/000000000002"));
+  EXPECT_FALSE(fs::exists(root + "/t/000000000002"));
+  EXPECT_OK(env->RemoveAll(root, "missing/000000000001"));  // nothing there: nothing to do
 }
 
 // ---- 3. a full disk during a save ------------------------------------------------------------

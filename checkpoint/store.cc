@@ -352,7 +352,7 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   const std::string trial_dir = JoinPath(root_, trial_id);
   const bool new_trial_dir = !env_->Exists(trial_dir);
   // Leftovers of a save of this step that crashed before its commit: never visible, replace.
-  FLAP_RETURN_IF_ERROR(env_->RemoveAll(entry.dir));
+  FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, key)));
   for (const auto& [name, bytes] : files) {
     entry.files.push_back(FileEntry{name, bytes.size(), Xxh64(bytes)});
   }
@@ -373,7 +373,7 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   };
   Status written = write_files();
   if (!written.ok()) {
-    Status removed = env_->RemoveAll(entry.dir);
+    Status removed = env_->RemoveAll(root_, JoinPath(trial_id, key));
     if (removed.ok()) removed = env_->SyncDir(trial_dir);
     if (!removed.ok()) {
       return written.WithContext("checkpoint " + trial_id + "/" + key +
@@ -572,7 +572,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     for (const std::string& s : names) {
       int64_t step = 0;
       if (!ParseStepKey(s, &step)) continue;
-      FLAP_RETURN_IF_ERROR(env_->RemoveAll(JoinPath(trial_dir, s)));
+      FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
     if (!report.removed_orphans.empty()) FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
@@ -629,7 +629,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
       trial->write_failed = true;
       return deleted;
     }
-    FLAP_RETURN_IF_ERROR(env_->RemoveAll(e.dir));
+    FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, StepKey(e.step))));
     report.deleted.push_back(e.step);
   }
 
@@ -650,7 +650,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     for (const std::string& s : names) {
       int64_t step = 0;
       if (!ParseStepKey(s, &step) || indexed.count(step)) continue;
-      FLAP_RETURN_IF_ERROR(env_->RemoveAll(JoinPath(trial_dir, s)));
+      FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
   }

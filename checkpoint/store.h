@@ -34,9 +34,10 @@
 // What the store deletes: only folders named like a step (12 digits) directly under a trial's
 // folder, never another name a user keeps there, never through a symbolic link (a link is
 // removed itself, never followed), and nothing at all under a trial folder that is a symbolic
-// link (Save, Gc and RebuildIndex refuse it). What the store reads is never read through a
-// link either: a checkpoint whose trial folder, step folder or files are symbolic links does
-// not verify (Verify, Load, LatestVerified).
+// link (Save, Gc and RebuildIndex refuse it; removal walks down from the root's descriptor,
+// Env::RemoveAll, so a trial folder swapped for a link after that check refuses it too). What the store reads is never
+// read through a link either: a checkpoint whose trial folder, step folder or files are symbolic links does not verify
+// (Verify, Load, LatestVerified).
 //
 // Deletion (Gc) goes the other way: the index entry is deleted first (synced), then the folder.
 // A crash in between leaves an unindexed folder: invisible, and removed by the next Gc's sweep

@@ -1,6 +1,7 @@
 // Tests of checkpoint/store.h against a real RocksDB in a temporary folder: the save/list/load
 // round trip, concurrent trials, damage detection and fallback, config hash refusal, retention,
 // and crashes (simulated with a fault-injecting Env) during saves and garbage collection.
+#include "checkpoint/forwarding_env.h"
 #include "checkpoint/store.h"
 
 #include <gtest/gtest.h>
@@ -22,7 +23,7 @@ using ::flap::testing::TempDir;
 // Fails the first call whose path contains `fail_on` (WriteFileAtomic, SyncDir or RemoveAll),
 // as a crash at that point would: the calls before it happened, the ones after do not (every
 // later change fails too, until the test clears `crashed`, its restart).
-class FaultEnv : public Env {
+class FaultEnv : public ForwardingEnv {
  public:
   std::string fail_on;       // substring of a WriteFileAtomic or RemoveAll path
   std::string fail_sync_of;  // exact directory of a SyncDir
@@ -32,8 +33,6 @@ class FaultEnv : public Env {
     if (Hit(path)) return Status::IOError("injected fault: " + path);
     return Env::Default()->WriteFileAtomic(path, contents);
   }
-  StatusOr<std::string> ReadFile(const std::string& path) override { return Env::Default()->ReadFile(path); }
-  StatusOr<FileDigest> HashFile(const std::string& path) override { return Env::Default()->HashFile(path); }
   Status SyncDir(const std::string& dir) override {
     if (crashed) return Status::IOError("crashed: " + dir);
     if (!fail_sync_of.empty() && dir == fail_sync_of) {
@@ -47,20 +46,16 @@ class FaultEnv : public Env {
     if (crashed) return Status::IOError("crashed: " + dir);
     return Env::Default()->MakeDirs(dir);
   }
-  Status RemoveAll(const std::string& path) override {
+  Status RemoveAll(const std::string& root, const std::string& relative) override {
+    const std::string path = root + "/" + relative;
     if (crashed) return Status::IOError("crashed: " + path);
     if (Hit(path)) return Status::IOError("injected fault: " + path);
-    return Env::Default()->RemoveAll(path);
+    return ForwardingEnv::RemoveAll(root, relative);
   }
   Status Rename(const std::string& from, const std::string& to) override {
     if (crashed) return Status::IOError("crashed: " + from);
     return Env::Default()->Rename(from, to);
   }
-  StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) override {
-    return Env::Default()->ListSubdirs(dir);
-  }
-  bool Exists(const std::string& path) override { return Env::Default()->Exists(path); }
-  bool IsSymlink(const std::string& path) override { return Env::Default()->IsSymlink(path); }
 
  private:
   bool Hit(const std::string& path) {
