@@ -4,8 +4,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@ namespace flap::flapctl {
 StatusOr<Process> Process::Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                                  const std::string& log_path) {
   if (argv.empty()) return Status::InvalidArgument("no program to start");
+  // Everything the child needs is made before fork: between fork and exec it makes system
+  // calls only (this process has threads: gRPC's).
   std::vector<std::string> vars(env);
   for (char** e = environ; *e != nullptr; ++e) vars.emplace_back(*e);
   std::vector<char*> envp, args;
@@ -30,26 +33,54 @@ StatusOr<Process> Process::Start(const std::vector<std::string>& argv, const std
   std::vector<std::string> argv_copy(argv);
   for (auto& a : argv_copy) args.push_back(a.data());
   args.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
+  // The child reports a failure before exec (its errno) through this pipe; exec closes it.
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return Status::IOError(std::string("pipe: ") + std::strerror(errno));
+  sigset_t all, old_mask;
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return Status::IOError("cannot start '" + argv[0] + "': " + std::strerror(rc));
+  // No signal handler of this process may run in the child before its dispositions are reset.
+  pthread_sigmask(SIG_SETMASK, &all, &old_mask);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto fail = [&](int err) {
+      (void)!::write(report[1], &err, sizeof(err));
+      ::_exit(127);
+    };
+    // Dies with the thread that started it (SIGKILL), however that ends; if it has already
+    // ended, getppid() is no longer its pid.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(errno);
+    if (::getppid() != parent) ::_exit(128 + SIGKILL);
+    if (::setpgid(0, 0) != 0) fail(errno);
+    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (log < 0 || null < 0) fail(errno);
+    if (::dup2(log, 1) < 0 || ::dup2(log, 2) < 0 || ::dup2(null, 0) < 0) fail(errno);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);  // fails harmlessly for KILL, STOP
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    ::execve(args[0], args.data(), envp.data());
+    fail(errno);
+  }
+  const int fork_err = errno;
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::close(report[1]);
+  if (pid < 0) {
+    ::close(report[0]);
+    return Status::IOError("cannot start '" + argv[0] + "': fork: " + std::strerror(fork_err));
+  }
+  int child_err = 0;
+  ssize_t n;
+  do {
+    n = ::read(report[0], &child_err, sizeof(child_err));
+  } while (n < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (n == static_cast<ssize_t>(sizeof(child_err))) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return Status::IOError("cannot start '" + argv[0] + "': " + std::strerror(child_err));
+  }
   Process p;
   p.pid_ = pid;
   return p;

@@ -1,8 +1,12 @@
-// Child processes for `flapctl sweep run`: started with posix_spawn in their own process group
+// Child processes for `flapctl sweep run`: started (fork, exec) in their own process group
 // (so a Ctrl-C at the terminal reaches flapctl alone, which then stops them in order), with
-// stdout and stderr appended to a log file, and watched without blocking.
+// stdout and stderr appended to a log file, and watched without blocking. A child dies with
+// the thread that started it: its parent-death signal (prctl PR_SET_PDEATHSIG) is SIGKILL,
+// set before exec, so a flapctl killed with SIGKILL leaves nothing running (no coordinator
+// holding the journal's lock, no group holding a trial), and the same command resumes at once.
 //
-// Thread-safety: one Process per owner thread.
+// Thread-safety: one Process per owner thread; start children from a thread that lives as long
+// as they should (sweep run: the main thread).
 #pragma once
 
 #include <sys/types.h>
@@ -17,8 +21,8 @@ namespace flap::flapctl {
 class Process {
  public:
   // Starts argv[0] (a path) with `env` ("NAME=value") added to this process's environment;
-  // stdout and stderr go to `log_path` (appended). IOError naming the program when it
-  // cannot be started.
+  // stdout and stderr go to `log_path` (appended); SIGKILL when the calling thread ends.
+  // IOError naming the program when it cannot be started (exec failed, log not writable).
   static StatusOr<Process> Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                                  const std::string& log_path);
   Process() = default;

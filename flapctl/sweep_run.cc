@@ -28,7 +28,9 @@
 //
 // Child processes live in their own process groups, so a terminal's Ctrl-C reaches flapctl
 // alone and it stops them in order (workers first, so they can still report to the
-// coordinator).
+// coordinator). Killed itself (SIGKILL), flapctl takes them along: each has SIGKILL as its
+// parent-death signal (process.h), so nothing keeps the journal locked and the same command
+// resumes at once.
 #include <signal.h>
 #include <unistd.h>
 

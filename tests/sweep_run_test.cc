@@ -334,6 +334,37 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
   EXPECT_GE(preempted, 1);
 }
 
+// Issue 32, item 5: `kill -9` of `flapctl sweep run` left the coordinator and the worker
+// groups running, and the same command then failed ("flap-coordinator exited with 1 at
+// start": the orphaned coordinator held the journal's lock) until they were killed by hand.
+// The children now die with the run (a parent-death signal set before exec), and the same
+// command resumes the sweep. Against the code before the fix this test failed: every child
+// was still alive after 30 s.
+TEST_F(SweepRun, KilledRunTakesItsChildrenAlongAndTheSameCommandResumes) {
+  const std::string sweep = WriteSweep("runkill", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const pid_t run = Start(Command(sweep, 1), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitForSweep(*c, "runkill", 300, [](const v1::SweepStatus& s) {
+    for (const auto& t : s.trials()) {
+      if (t.checkpoint_step() >= 4 && t.state() == "running") return true;
+    }
+    return false;
+  });
+  const std::vector<pid_t> children = AllPids();
+  ASSERT_EQ(children.size(), 2u);
+  ASSERT_EQ(kill(run, SIGKILL), 0);
+  EXPECT_EQ(WaitExit(run, 30), 128 + SIGKILL);
+  run_ = -1;
+  const std::vector<pid_t> left = WaitGone(children, 30);
+  EXPECT_TRUE(left.empty()) << left.size() << " child process(es) outlived the killed run, e.g. " << left.front();
+
+  const RunResult again = RunCommand(Command(sweep, 1));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("resuming sweep runkill"), std::string::npos) << again.output;
+  ExpectCompleteAndIntact(ReadBack("runkill"), 2);
+}
+
 // Cancelling a sweep reaches the running groups through their heartbeats: each stops its
 // trial between two steps (no failure reported), and the run ends.
 TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {

@@ -115,6 +115,29 @@ int WaitExit(pid_t pid, double timeout_s) {
   return -1;
 }
 
+bool ProcessAlive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  // /proc/PID/stat: "PID (COMM) STATE ...", COMM may hold spaces and parentheses.
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;  // gone meanwhile
+  const char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+std::vector<pid_t> WaitGone(const std::vector<pid_t>& pids, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::vector<pid_t> alive;
+  for (;;) {
+    alive.clear();
+    for (pid_t pid : pids) {
+      if (ProcessAlive(pid)) alive.push_back(pid);
+    }
+    if (alive.empty() || std::chrono::steady_clock::now() >= deadline) return alive;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 ChildProcess ChildProcess::Exec(const std::vector<std::string>& argv, const Options& options) {
   ChildProcess child;
   std::vector<std::string> args(argv);

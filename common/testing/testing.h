@@ -59,6 +59,13 @@ pid_t Spawn(const std::string& command, const std::vector<std::string>& env = {}
 // when it was still running (it is then killed with SIGKILL and reaped).
 int WaitExit(pid_t pid, double timeout_s);
 
+// Whether process `pid` exists and has not ended: a zombie (ended, not yet reaped, as are
+// orphans where the init process does not reap) counts as ended.
+bool ProcessAlive(pid_t pid);
+// Waits up to `timeout_s` for every process of `pids` to end (ProcessAlive false); those still
+// alive then, empty when all ended.
+std::vector<pid_t> WaitGone(const std::vector<pid_t>& pids, double timeout_s);
+
 // A child process owned by the test: killed (SIGKILL) and reaped at destruction if it still
 // runs, so a failing assertion never leaves it behind. Move-only.
 class ChildProcess {
