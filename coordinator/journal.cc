@@ -2,27 +2,125 @@
 #include "coordinator/journal.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <cstdarg>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
 namespace flap::coordinator {
+namespace {
+
+// RocksDB's info log as a plain file (DIR/LOG, the previous one kept as DIR/LOG.old) whose
+// write errors are ignored. RocksDB's own file logger asserts on its next line once a write
+// failed, so on a full disk any later log line (opening, closing) aborted the process.
+class IgnoringErrorsLogger : public rocksdb::Logger {
+ public:
+  explicit IgnoringErrorsLogger(const std::string& dir) : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    std::filesystem::rename(dir + "/LOG", dir + "/LOG.old", ec);
+    file_ = std::fopen((dir + "/LOG").c_str(), "w");
+  }
+  ~IgnoringErrorsLogger() override {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (file_ == nullptr) return;
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&now, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof(stamp), "%Y/%m/%d-%H:%M:%S ", &tm);
+    std::fputs(stamp, file_);
+    std::vfprintf(file_, format, ap);
+    std::fputc('\n', file_);
+    std::fflush(file_);  // a full disk loses log lines, nothing else
+    std::clearerr(file_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace
+
+// Passes RocksDB's background errors (a failed flush, compaction or WAL write) to the journal,
+// which then fails as on a failed write, and keeps RocksDB from resuming on its own.
+class Journal::ErrorListener : public rocksdb::EventListener {
+ public:
+  void Attach(Journal* journal) {
+    std::lock_guard<std::mutex> lock(mu_);
+    journal_ = journal;
+  }
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (journal_ == nullptr) return;
+    journal_->Fail(Status::IOError("coordinator journal in " + journal_->dir_ + " failed in the background (" +
+                                   ReasonName(reason) + "): " + error->ToString()));
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status, bool* auto_recovery) override {
+    if (auto_recovery != nullptr) *auto_recovery = false;
+  }
+
+ private:
+  static std::string ReasonName(rocksdb::BackgroundErrorReason reason) {
+    switch (reason) {
+      case rocksdb::BackgroundErrorReason::kFlush:
+        return "flush";
+      case rocksdb::BackgroundErrorReason::kCompaction:
+        return "compaction";
+      case rocksdb::BackgroundErrorReason::kWriteCallback:
+        return "write";
+      case rocksdb::BackgroundErrorReason::kMemTable:
+        return "memtable";
+      case rocksdb::BackgroundErrorReason::kManifestWrite:
+        return "manifest write";
+      case rocksdb::BackgroundErrorReason::kFlushNoWAL:
+        return "flush";
+      case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL:
+        return "manifest write";
+    }
+    return "background work";
+  }
+
+  std::mutex mu_;
+  Journal* journal_ = nullptr;  // GUARDED_BY(mu_)
+};
 
 StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir, const JournalOptions& options) {
+  auto listener = std::make_shared<ErrorListener>();
   rocksdb::Options db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.paranoid_checks = true;
   db_options.max_open_files = 256;
-  db_options.keep_log_file_num = 4;
+  db_options.info_log = std::make_shared<IgnoringErrorsLogger>(dir);
+  db_options.listeners.push_back(listener);
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, &raw);
   if (!s.ok()) {
     return Status::IOError("cannot open the coordinator state in " + dir + ": " + s.ToString());
   }
-  return std::unique_ptr<Journal>(new Journal(dir, std::unique_ptr<rocksdb::DB>(raw), options));
+  return std::unique_ptr<Journal>(new Journal(dir, std::unique_ptr<rocksdb::DB>(raw), std::move(listener), options));
 }
 
-Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, const JournalOptions& options)
-    : dir_(std::move(dir)), options_(options), db_(std::move(db)), pending_(std::make_unique<rocksdb::WriteBatch>()) {
+Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<ErrorListener> listener,
+                 const JournalOptions& options)
+    : dir_(std::move(dir)),
+      options_(options),
+      db_(std::move(db)),
+      listener_(std::move(listener)),
+      pending_(std::make_unique<rocksdb::WriteBatch>()) {
+  listener_->Attach(this);
   committer_ = std::thread([this] { CommitLoop(); });
 }
 
@@ -33,6 +131,39 @@ Journal::~Journal() {
   }
   cv_.notify_all();
   committer_.join();
+  listener_->Attach(nullptr);
+  if (!healthy()) {
+    // Closing a database whose files saw a write error makes RocksDB flush and sync them again,
+    // which its assertions refuse; the process ends anyway, and the files hold what was
+    // committed.
+    (void)db_.release();
+  }
+}
+
+void Journal::Fail(const Status& failure) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Settle(lock, failure);
+}
+
+void Journal::Settle(std::unique_lock<std::mutex>& lock, const Status& failure) {
+  const bool failed_now = !failure.ok() && status_.ok();
+  if (failed_now) status_ = failure;
+  std::vector<std::function<void(const Status&)>> ready;
+  auto it = waiters_.begin();
+  while (it != waiters_.end()) {
+    if (!status_.ok() || it->first <= durable_) {
+      ready.push_back(std::move(it->second));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const Status result = status_;
+  if (!status_.ok()) durable_ = appended_;  // nothing more will be written
+  lock.unlock();
+  for (auto& fn : ready) fn(result);
+  if (failed_now && options_.on_failure) options_.on_failure(result);
+  lock.lock();
 }
 
 uint64_t Journal::Append(JournalBatch batch) {
@@ -114,25 +245,8 @@ void Journal::CommitLoop() {
       }
     }
     lock.lock();
-    const bool failed_now = !s.ok() && status_.ok();
-    if (failed_now) status_ = s;
-    if (status_.ok()) durable_ = target;
-    std::vector<std::function<void(const Status&)>> ready;
-    auto it = waiters_.begin();
-    while (it != waiters_.end()) {
-      if (!status_.ok() || it->first <= durable_) {
-        ready.push_back(std::move(it->second));
-        it = waiters_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    const Status result = status_;
-    if (!status_.ok()) durable_ = appended_;  // nothing more will be written
-    lock.unlock();
-    for (auto& fn : ready) fn(result);
-    if (failed_now && options_.on_failure) options_.on_failure(result);
-    lock.lock();
+    if (s.ok() && status_.ok()) durable_ = target;
+    Settle(lock, s);
   }
 }
 

@@ -9,10 +9,14 @@
 // What it is not: a general database layer. Reads go straight to RocksDB (Scan, Get) and see
 // only committed data.
 //
-// Failure. A failed write is permanent: every waiting and later callback gets the error, and
-// healthy() turns false. The in-memory state of the caller is then ahead of the disk, so the
+// Failure. A failed write, or an error of RocksDB's background work (flush, compaction: a full
+// disk), is permanent: every waiting and later callback gets the error, and healthy() turns
+// false. The in-memory state of the caller is then ahead of the disk, so the
 // service refuses every later call (UNAVAILABLE) until it is restarted from what was committed,
-// and JournalOptions::on_failure is called (flap-coordinator exits non-zero from it).
+// and JournalOptions::on_failure is called (flap-coordinator exits 74 from it). A failed journal
+// is not closed at destruction (RocksDB's assertions refuse closing files that saw a write
+// error); what was committed stays on disk. RocksDB's info log (DIR/LOG) ignores its own write
+// errors.
 //
 // Thread-safety: thread-safe. Callbacks run on the committer thread (or on the caller's thread
 // when the sequence number is already durable); they must not block.
@@ -42,9 +46,9 @@ namespace flap::coordinator {
 struct JournalOptions {
   bool sync = true;  // fsync every commit (false only for throwaway benchmarks)
   bool create_if_missing = true;
-  // Called once, on the committer thread, when a write fails (after the waiting callbacks got
-  // the error). flap-coordinator exits from it so that its supervisor restarts it from the
-  // committed state; it must not block.
+  // Called once, on the committer thread or RocksDB's, when a write or background work fails (after the waiting
+  // callbacks got the error). flap-coordinator exits from it so that its supervisor restarts it from the committed
+  // state; it must not block.
   std::function<void(const Status&)> on_failure;
 };
 
@@ -92,12 +96,22 @@ class Journal {
   const std::string& dir() const { return dir_; }
 
  private:
-  Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, const JournalOptions& options);
+  class ErrorListener;
+
+  Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<ErrorListener> listener,
+          const JournalOptions& options);
   void CommitLoop();
+  // Fails the journal with `failure` (the first failure wins).
+  void Fail(const Status& failure);
+  // With mu_ held by `lock`: records `failure` unless OK or one came before, then runs the
+  // callbacks that are settled (all of them once failed) and, on the first failure, on_failure,
+  // with the lock released.
+  void Settle(std::unique_lock<std::mutex>& lock, const Status& failure);
 
   const std::string dir_;
   const JournalOptions options_;
   std::unique_ptr<rocksdb::DB> db_;  // thread-safe itself
+  std::shared_ptr<ErrorListener> listener_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
