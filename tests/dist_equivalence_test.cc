@@ -9,10 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <map>
 
 #include "tests/test_util.h"
+#include "tests/two_nodes.h"
 
 namespace flap {
 namespace {
@@ -44,13 +46,22 @@ class DistEquivalence : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   // Runs W probe processes on global batch 12; true when all exit 0 (logs printed otherwise).
-  static bool RunProbe(int world, const std::string& name, const std::string& extra) {
+  // `on` gives the command line that runs a rank's command where it runs (the same command
+  // here; on another node for the two-node tests), `master` rank 0's address.
+  using Placement = std::function<std::string(int rank, const std::string& command)>;
+  static bool RunProbe(int world, const std::string& name, const std::string& extra, const Placement& on = nullptr,
+                       const std::string& master = "127.0.0.1") {
     const int port = testing::FreePort();
     std::vector<pid_t> pids;
     for (int r = 0; r < world; ++r) {
-      pids.push_back(testing::Spawn(
-          std::string(FLAP_DIST_PROBE_BIN) + " --global-batch 12 --steps 3 --out " + (*dir_) / name + " " + extra,
-          testing::RankEnv(r, world, port), (*dir_) / (name + ".log." + std::to_string(r))));
+      const std::string command =
+          std::string(FLAP_DIST_PROBE_BIN) + " --global-batch 12 --steps 3 --out " + (*dir_) / name + " " + extra;
+      std::vector<std::string> env = testing::RankEnv(r, world, port);
+      for (auto& v : env) {
+        if (v.rfind("MASTER_ADDR=", 0) == 0) v = "MASTER_ADDR=" + master;
+      }
+      pids.push_back(
+          testing::Spawn(on ? on(r, command) : command, env, (*dir_) / (name + ".log." + std::to_string(r))));
     }
     bool ok = true;
     for (int r = 0; r < world; ++r) {
@@ -122,6 +133,21 @@ TEST_F(DistEquivalence, ThreeRanksOfFourMatchOneRankOfTwelve) {
 TEST_F(DistEquivalence, PlainAllReducePathMatchesToo) {
   ASSERT_TRUE(RunProbe(2, "plain", "--overlap 0 --bucket-mb 0"));
   Check(2, "plain");
+}
+
+// The same invariant across two hosts (tests/two_nodes.h): rank 0 on node A hosts the store at
+// A's address, rank 1 on node B reaches it over the veth link only, and Gloo picks the address
+// toward rank 0 on each node (worker/core/route.h), not the host name's.
+class TwoNodesDist : public DistEquivalence {};
+
+TEST_F(TwoNodesDist, TwoRanksOnTwoNodesMatchOneRankOfTwelve) {
+  auto nodes = testing::TwoNodes::Create();
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+  const testing::TwoNodes& n = **nodes;
+  ASSERT_TRUE(RunProbe(
+      2, "twonodes", "", [&](int rank, const std::string& command) { return n.On(rank == 0 ? n.a() : n.b(), command); },
+      n.a().address));
+  Check(2, "twonodes");
 }
 
 }  // namespace

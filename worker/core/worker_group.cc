@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #define FLAP_COMPAT_C10D
 #include "worker/core/torch_compat.h"
+#include "worker/core/route.h"
 #ifdef FLAP_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -282,6 +283,9 @@ struct WorkerGroup::Impl {
           o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
         } else if (IsLoopback(rdv.master_addr)) {
           o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        } else if (auto route = RouteToward(rdv.master_addr); route.ok()) {
+          // The address this node reaches rank 0 from, not the host name's (route.h).
+          o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(route->address));
         } else {
           o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
         }
@@ -296,6 +300,13 @@ struct WorkerGroup::Impl {
         // once the timeout has passed, so a dead peer surfaces here as a Status (Fail names it).
         setenv("NCCL_BLOCKING_WAIT", "1", 0);
         setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+        // NCCL's bootstrap and socket transport on the interface toward rank 0 (route.h),
+        // unless NCCL_SOCKET_IFNAME names one.
+        if (!IsLoopback(rdv.master_addr)) {
+          if (auto route = RouteToward(rdv.master_addr); route.ok() && !route->interface.empty()) {
+            setenv("NCCL_SOCKET_IFNAME", ("=" + route->interface).c_str(), 0);
+          }
+        }
         auto o = c10d::ProcessGroupNCCL::Options::create();
         o->timeout = timeout;
         comm = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rdv.rank, rdv.world_size, o);

@@ -1,0 +1,110 @@
+#include "tests/two_nodes.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <string>
+
+#include "common/testing/testing.h"
+
+namespace flap::testing {
+namespace {
+
+constexpr char kPrefix[] = "flapn";  // namespaces: flapn-<pid>-a, flapn-<pid>-b
+
+Status Unavailable(std::string why) { return Status::FromCode(Status::Code::kUnavailable, std::move(why)); }
+
+Status Run(const std::string& command) {
+  const RunResult r = RunCommand(command + " 2>&1");
+  if (r.exit_code != 0) return Unavailable("'" + command + "' exited " + std::to_string(r.exit_code) + ": " + r.output);
+  return Status::OK();
+}
+
+std::string HostsFile(const std::string& netns) { return "/etc/netns/" + netns + "/hosts"; }
+
+void Remove(const std::string& netns) {
+  RunCommand("ip netns del " + netns + " 2>/dev/null");
+  std::error_code ec;
+  std::filesystem::remove_all("/etc/netns/" + netns, ec);
+}
+
+// Namespaces of test processes that no longer run (killed before their destructor ran).
+void RemoveStale() {
+  const RunResult r = RunCommand("ip netns list 2>/dev/null");
+  size_t at = 0;
+  while (at < r.output.size()) {
+    size_t end = r.output.find('\n', at);
+    if (end == std::string::npos) end = r.output.size();
+    const std::string line = r.output.substr(at, end - at);
+    at = end + 1;
+    const std::string name = line.substr(0, line.find(' '));
+    if (name.rfind(std::string(kPrefix) + "-", 0) != 0) continue;
+    const std::string rest = name.substr(sizeof(kPrefix));
+    const pid_t pid = static_cast<pid_t>(std::atol(rest.c_str()));
+    if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) Remove(name);
+  }
+}
+
+}  // namespace
+
+std::string ShellQuote(const std::string& text) {
+  std::string q = "'";
+  for (char c : text) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
+  if (geteuid() != 0) return Unavailable("network namespaces need root");
+  if (RunCommand("command -v ip && command -v unshare").exit_code != 0) {
+    return Unavailable("ip (iproute2) or unshare (util-linux) is missing");
+  }
+  RemoveStale();
+  std::unique_ptr<TwoNodes> n(new TwoNodes());
+  const std::string base = std::string(kPrefix) + "-" + std::to_string(getpid());
+  n->a_ = {"node-a", "192.0.2.1", base + "-a", "fv" + std::to_string(getpid()) + "a"};
+  n->b_ = {"node-b", "192.0.2.2", base + "-b", "fv" + std::to_string(getpid()) + "b"};
+  n->made_ = true;  // from here on the destructor removes whatever exists
+  for (const Node* node : {&n->a_, &n->b_}) {
+    FLAP_RETURN_IF_ERROR(Run("ip netns add " + node->netns));
+    // As Debian writes it: the node's own name on 127.0.1.1, so that software which binds to
+    // the address of its host name listens where no other node can reach it.
+    const Node& other = node == &n->a_ ? n->b_ : n->a_;
+    const std::string hosts =
+        "127.0.0.1 localhost\n127.0.1.1 " + node->host + "\n" + other.address + " " + other.host + "\n";
+    std::error_code ec;
+    std::filesystem::create_directories("/etc/netns/" + node->netns, ec);
+    if (ec || !WriteFile(HostsFile(node->netns), hosts)) {
+      return Unavailable("cannot write " + HostsFile(node->netns));
+    }
+  }
+  FLAP_RETURN_IF_ERROR(Run("ip link add " + n->a_.link + " type veth peer name " + n->b_.link));
+  for (const Node* node : {&n->a_, &n->b_}) {
+    FLAP_RETURN_IF_ERROR(Run("ip link set " + node->link + " netns " + node->netns));
+    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " addr add " + node->address + "/24 dev " + node->link));
+    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set lo up"));
+    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set " + node->link + " up"));
+  }
+  return n;
+}
+
+TwoNodes::~TwoNodes() {
+  if (!made_) return;
+  Remove(a_.netns);  // removing a namespace removes its end of the veth pair, and so the pair
+  Remove(b_.netns);
+}
+
+std::string TwoNodes::On(const Node& node, const std::string& command) const {
+  return "ip netns exec " + node.netns + " unshare --uts -- /bin/sh -c " +
+         ShellQuote("hostname " + node.host + " && exec /bin/sh -c " + ShellQuote(command));
+}
+
+Status TwoNodes::SetLink(bool up) const {
+  for (const Node* node : {&a_, &b_}) {
+    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set " + node->link + (up ? " up" : " down")));
+  }
+  return Status::OK();
+}
+
+}  // namespace flap::testing
