@@ -1,8 +1,19 @@
 // Implementation of coordinator/client.h.
 #include "coordinator/client.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -15,32 +26,104 @@ std::string Trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
-StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound("cannot read the token file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string token = Trim(ss.str());
-  if (token.empty()) return Status::InvalidArgument("the token file " + path + " is empty");
-  return token;
-}
-
 }  // namespace
 
 const char* MetricKindName(MetricKind kind) { return kind == MetricKind::kEval ? "eval" : "train"; }
 
+Status CheckTokenLength(const std::string& token, const std::string& where) {
+  if (token.size() >= kMinTokenChars) return Status::OK();
+  return Status::InvalidArgument("the token in " + where + " has " + std::to_string(token.size()) +
+                                 " characters: a token needs at least " + std::to_string(kMinTokenChars) +
+                                 " (128 bits as hex digits; make one with `openssl rand -hex 32`)");
+}
+
+StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::NotFound("cannot read the token file " + path + ": " + std::strerror(errno));
+  struct stat st = {};
+  const bool stated = ::fstat(fd, &st) == 0;
+  ::close(fd);
+  if (!stated) return Status::IOError("cannot stat the token file " + path + ": " + std::strerror(errno));
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::FailedPrecondition("the token file " + path + " has mode " + mode +
+                                      ": group or others may read it; run chmod 600 " + path);
+  }
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (!in) return Status::NotFound("cannot read the token file " + path);
+  std::string token = Trim(ss.str());
+  if (token.empty()) return Status::InvalidArgument("the token file " + path + " is empty");
+  FLAP_RETURN_IF_ERROR(CheckTokenLength(token, "the token file " + path));
+  return token;
+}
+
 StatusOr<std::string> ReadToken(const std::string& path) {
   if (!path.empty()) return ReadTokenFile(path);
-  if (const char* t = std::getenv("FLAP_COORDINATOR_TOKEN"); t && *t) return Trim(t);
+  if (const char* t = std::getenv("FLAP_COORDINATOR_TOKEN"); t && *t) {
+    std::string token = Trim(t);
+    FLAP_RETURN_IF_ERROR(CheckTokenLength(token, "$FLAP_COORDINATOR_TOKEN"));
+    return token;
+  }
   if (const char* f = std::getenv("FLAP_COORDINATOR_TOKEN_FILE"); f && *f) return ReadTokenFile(f);
   return Status::NotFound(
       "no coordinator token: give --token-file, or set $FLAP_COORDINATOR_TOKEN or "
       "$FLAP_COORDINATOR_TOKEN_FILE (the coordinator writes it to <state-dir>/token)");
 }
 
+bool IsLoopbackHost(const std::string& host_in) {
+  std::string host = host_in;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "*" || host == "0.0.0.0" || host == "::") return false;
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  // A name: loopback when every address it resolves to is.
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
+  bool all = true;
+  for (addrinfo* a = found; a != nullptr && all; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      all = (ntohl(reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+    } else if (a->ai_family == AF_INET6) {
+      all = IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    } else {
+      all = false;
+    }
+  }
+  ::freeaddrinfo(found);
+  return all;
+}
+
+Status CheckTargetSecurity(const ClientOptions& options) {
+  if (!options.tls_ca.empty() || options.insecure) return Status::OK();
+  std::string target = options.target;
+  if (target.rfind("unix:", 0) == 0) return Status::OK();
+  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
+    if (target.rfind(scheme, 0) == 0) target = target.substr(std::string(scheme).size());
+  }
+  // "host:port", "[v6]:port", or a host (a bare IPv6 address included) without a port.
+  std::string host = target;
+  if (!target.empty() && target.front() == '[') {
+    host = target.substr(0, target.find(']') + 1);
+  } else if (std::count(target.begin(), target.end(), ':') == 1) {
+    host = target.substr(0, target.find(':'));
+  }
+  if (IsLoopbackHost(host)) return Status::OK();
+  return Status::InvalidArgument("refusing to send the token in plaintext to " + options.target +
+                                 ", which is not a loopback address: give the coordinator's CA (--tls-ca, or "
+                                 "$FLAP_COORDINATOR_TLS_CA), or pass --insecure on a network you trust");
+}
+
 StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(const ClientOptions& options) {
   if (options.token.empty()) return Status::InvalidArgument("coordinator client: empty token");
   if (options.target.empty()) return Status::InvalidArgument("coordinator client: empty target");
+  FLAP_RETURN_IF_ERROR(CheckTargetSecurity(options));
   if (options.deadline_ms <= 0) return Status::InvalidArgument("coordinator client: deadline_ms <= 0");
   std::shared_ptr<grpc::ChannelCredentials> creds;
   grpc::ChannelArguments args;

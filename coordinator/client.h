@@ -41,13 +41,38 @@ struct ClientOptions {
   std::string token;                      // the shared token (required)
   std::string tls_ca;                     // PEM of the CA to trust; "" = plaintext
   std::string tls_server_name;            // override of the name checked in the cert; "" = host
+  bool insecure = false;                  // allow plaintext to a target that is not loopback
   int64_t deadline_ms = 10000;            // per call
 };
 
-// Reads the token: from `path` if non-empty, else from $FLAP_COORDINATOR_TOKEN, else from
-// $FLAP_COORDINATOR_TOKEN_FILE. Surrounding whitespace is dropped. NotFound / InvalidArgument
-// saying where it looked.
+// A token has at least this many characters: 128 bits when they are hex digits (`openssl rand
+// -hex 16`; the coordinator makes 64, from 32 random bytes).
+inline constexpr size_t kMinTokenChars = 32;
+
+// InvalidArgument naming `where` the token came from unless it has kMinTokenChars characters
+// or more.
+Status CheckTokenLength(const std::string& token, const std::string& where);
+
+// Reads a token file, surrounding whitespace dropped. FailedPrecondition naming the file, its
+// mode and the chmod that fixes it when group or others may read it; NotFound when it cannot
+// be read; InvalidArgument when it is empty or the token too short (CheckTokenLength).
+StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// Reads the token: from `path` if non-empty (ReadTokenFile), else from $FLAP_COORDINATOR_TOKEN,
+// else from the file $FLAP_COORDINATOR_TOKEN_FILE. Surrounding whitespace is dropped. NotFound /
+// InvalidArgument saying where it looked; a token file or a token refused as ReadTokenFile.
 StatusOr<std::string> ReadToken(const std::string& path);
+
+// Whether `host` (an address or a name, IPv6 in brackets or not) is a loopback address:
+// 127.0.0.0/8, ::1, or a name that resolves to loopback addresses only. "", "*", "0.0.0.0" and
+// "[::]" (every interface) are not loopback.
+bool IsLoopbackHost(const std::string& host);
+
+// Plaintext to a target that is not loopback would put the token on the network in the clear:
+// InvalidArgument saying to give a CA (--tls-ca) or --insecure, unless the options have a CA
+// or `insecure` set. A "unix:" target is local. OK otherwise. (The server's side:
+// CheckListenSecurity.)
+Status CheckTargetSecurity(const ClientOptions& options);
 
 // What ReportMetrics reports: training progress or an evaluation.
 enum class MetricKind { kTrain, kEval };

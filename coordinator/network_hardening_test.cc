@@ -3,6 +3,8 @@
 // validated in linear time, an oversized message refused by the transport, and the in-memory
 // state of finished sweeps pruned once their report is written.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <string>
@@ -60,6 +62,99 @@ TEST(HardeningListen, CoordinatorExitsTwoOnPlaintextNonLoopback) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(Contains(r.output, "not a loopback address")) << r.output;
   EXPECT_TRUE(Contains(r.output, "--insecure")) << r.output;
+}
+
+// Issue 32, item 7: clients sent the token in plaintext to any host. Like the server
+// (CheckListenSecurity), a client now refuses plaintext to a target that is not loopback
+// unless it has a CA or is told --insecure.
+TEST(HardeningClientTarget, PlaintextToATargetNotOnLoopbackIsRefusedUnlessInsecureOrTls) {
+  ClientOptions o;
+  o.token = flap::testing::kTestToken;
+  for (const char* local : {"127.0.0.1:7070", "localhost:7070", "[::1]:7070", "::1", "unix:/tmp/flap.sock",
+                            "dns:///localhost:7070", "ipv4:127.0.0.2:1"}) {
+    o.target = local;
+    EXPECT_OK(CheckTargetSecurity(o)) << local;
+  }
+  for (const char* remote : {"192.0.2.1:7070", "[2001:db8::1]:7070", "0.0.0.0:7070", "dns:///192.0.2.1:7070"}) {
+    o.target = remote;
+    Status refused = CheckTargetSecurity(o);
+    EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument) << remote;
+    EXPECT_TRUE(Contains(refused.message(), "--insecure")) << refused.message();
+    EXPECT_TRUE(Contains(refused.message(), "--tls-ca")) << refused.message();
+    EXPECT_EQ(CoordinatorClient::Connect(o).status().code(), Status::Code::kInvalidArgument) << remote;
+    o.insecure = true;
+    EXPECT_OK(CheckTargetSecurity(o)) << remote;
+    o.insecure = false;
+    o.tls_ca = "PEM";
+    EXPECT_OK(CheckTargetSecurity(o)) << remote;
+    o.tls_ca.clear();
+  }
+}
+
+// Issue 32, item 7: a token file others may read, and a token of fewer than 128 bits, are
+// refused by the coordinator and the clients alike.
+TEST(HardeningToken, ReadableOrShortTokenFilesAreRefused) {
+  flap::testing::TempDir dir("token_rules");
+  const std::string path = dir / "token";
+  ASSERT_TRUE(flap::testing::WriteTokenFile(path, std::string(kMinTokenChars - 1, 'a')));
+  for (const auto& read : {ReadTokenFile(path), LoadOrCreateToken(path)}) {
+    EXPECT_EQ(read.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_TRUE(Contains(read.status().message(), "has 31 characters: a token needs at least 32"))
+        << read.status().message();
+  }
+  ASSERT_TRUE(flap::testing::WriteTokenFile(path));
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  for (const auto& read : {ReadTokenFile(path), LoadOrCreateToken(path)}) {
+    EXPECT_EQ(read.status().code(), Status::Code::kFailedPrecondition);
+    EXPECT_TRUE(Contains(read.status().message(), path + " has mode 0640")) << read.status().message();
+    EXPECT_TRUE(Contains(read.status().message(), "chmod 600 " + path)) << read.status().message();
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ(ReadTokenFile(path).value(), flap::testing::kTestToken);
+  // The token the coordinator makes passes the rule.
+  const std::string made = dir / "made";
+  auto token = LoadOrCreateToken(made);
+  ASSERT_OK(token);
+  EXPECT_OK(ReadTokenFile(made));
+  EXPECT_EQ(token->size(), 64u);
+}
+
+// Issue 32, item 7: `sweep run` made its state folder and journal 0755, and a state folder made
+// 0777 beforehand was used as it was. The coordinator now makes both 0700 and tightens a wider
+// one; a state folder of another user is refused. (Reproduced against a5e0d09's binaries:
+// state/ and state/db 0755 under sweep run, a 0777 state/ left 0777.)
+TEST(HardeningStateDir, StateFolderAndJournalArePrivateAndAWiderOneIsTightened) {
+  flap::testing::TempDir dir("state_private");
+  const std::string state = dir / "state";
+  ASSERT_EQ(::mkdir(state.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(state.c_str(), 0777), 0);  // whatever the umask
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.service = FastServiceOptions();
+  o.service.state_dir = state;
+  auto server = CoordinatorServer::Start(o);
+  ASSERT_OK(server);
+  server->reset();
+  for (const std::string& folder : {state, state + "/db"}) {
+    struct stat st = {};
+    ASSERT_EQ(::stat(folder.c_str(), &st), 0) << folder;
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << folder;
+  }
+}
+
+TEST(HardeningStateDir, AStateFolderOfAnotherUserIsRefused) {
+  flap::testing::TempDir dir("state_foreign");
+  const std::string state = dir / "state";
+  ASSERT_EQ(::mkdir(state.c_str(), 0700), 0);
+  if (::chown(state.c_str(), 65534, 65534) != 0) GTEST_SKIP() << "cannot give a folder to another user here (not root)";
+  Status s = MakePrivateDir(state, "state folder");
+  EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition) << s.ToString();
+  EXPECT_TRUE(Contains(s.message(), "belongs to uid 65534")) << s.message();
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.service = FastServiceOptions();
+  o.service.state_dir = state;
+  EXPECT_EQ(CoordinatorServer::Start(o).status().code(), Status::Code::kFailedPrecondition);
 }
 
 // 8,000 values used to take seconds of the coordinator's CPU (a quadratic repeat check) and

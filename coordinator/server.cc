@@ -93,6 +93,33 @@ std::string RandomHex(size_t bytes) {
 
 }  // namespace
 
+Status MakePrivateDir(const std::string& dir_in, const std::string& what) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::IOError("cannot create the " + what + " " + dir + ": " + std::strerror(errno));
+  }
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return Status::FailedPrecondition("the " + what + " " + dir + " is not a folder: " + std::strerror(errno));
+  struct stat st = {};
+  Status s;
+  if (::fstat(fd, &st) != 0) {
+    s = Status::IOError("cannot stat the " + what + " " + dir + ": " + std::strerror(errno));
+  } else if (st.st_uid != ::geteuid()) {
+    s = Status::FailedPrecondition("the " + what + " " + dir + " belongs to uid " + std::to_string(st.st_uid) +
+                                   ", not to this user (uid " + std::to_string(::geteuid()) +
+                                   "): refusing to keep the token and the journal there; give a folder of your own");
+  } else if ((st.st_mode & 077) != 0 && ::fchmod(fd, 0700) != 0) {
+    s = Status::IOError("cannot make the " + what + " " + dir + " private (chmod 700): " + std::strerror(errno));
+  }
+  ::close(fd);
+  return s;
+}
+
 StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -111,43 +138,7 @@ StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
     if (!ok) return Status::IOError("cannot write the token file " + path);
     return token;
   }
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Status::FailedPrecondition("the token file " + path + " has mode " + mode +
-                                      ": others could read it; run chmod 600 " + path);
-  }
-  FLAP_ASSIGN_OR_RETURN(std::string text, ReadAll(path, "token file"));
-  const auto b = text.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return Status::InvalidArgument("the token file " + path + " is empty");
-  return text.substr(b, text.find_last_not_of(" \t\r\n") - b + 1);
-}
-
-bool IsLoopbackHost(const std::string& host_in) {
-  std::string host = host_in;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (host.empty() || host == "*" || host == "0.0.0.0" || host == "::") return false;
-  if (host == "localhost") return true;
-  in_addr v4{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6{};
-  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
-  // A name: loopback when every address it resolves to is.
-  addrinfo hints{}, *found = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
-  bool all = true;
-  for (addrinfo* a = found; a != nullptr && all; a = a->ai_next) {
-    if (a->ai_family == AF_INET) {
-      all = (ntohl(reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
-    } else if (a->ai_family == AF_INET6) {
-      all = IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
-    } else {
-      all = false;
-    }
-  }
-  ::freeaddrinfo(found);
-  return all;
+  return ReadTokenFile(path);  // the same checks as the clients': private, 128 bits at least
 }
 
 Status CheckListenSecurity(const ServerOptions& options) {
@@ -171,16 +162,10 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
   FLAP_RETURN_IF_ERROR(CheckListenSecurity(options));
   if (options.service.state_dir.empty()) return Status::InvalidArgument("state_dir: not set");
   const std::string token_file = options.token_file.empty() ? options.service.state_dir + "/token" : options.token_file;
-  // The state folder holds the token and the journal: private to its owner (0700) when made
-  // here; its missing parents get the usual mode.
-  std::string state_dir = options.service.state_dir;
-  while (state_dir.size() > 1 && state_dir.back() == '/') state_dir.pop_back();
-  std::error_code ec;
-  const std::filesystem::path state_parent = std::filesystem::path(state_dir).parent_path();
-  if (!state_parent.empty()) std::filesystem::create_directories(state_parent, ec);
-  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Status::IOError("cannot create the state folder " + options.service.state_dir + ": " + std::strerror(errno));
-  }
+  // The state folder holds the token and the journal (its db folder): both private to their
+  // owner.
+  FLAP_RETURN_IF_ERROR(MakePrivateDir(options.service.state_dir, "state folder"));
+  FLAP_RETURN_IF_ERROR(MakePrivateDir(options.service.state_dir + "/db", "journal folder"));
   FLAP_ASSIGN_OR_RETURN(server->token_, LoadOrCreateToken(token_file));
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (options.tls_cert.empty()) {

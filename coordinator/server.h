@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "coordinator/client.h"
 #include "coordinator/service.h"
 #include "metrics/coordinator_metrics.h"
 #include "metrics/metrics.h"
@@ -38,14 +39,17 @@ struct ServerOptions {
 
 // Reads the token from `path`; when the file does not exist, generates 32 random bytes (hex)
 // and writes them with mode 0600 (created exclusively, so two coordinators cannot race).
-// FailedPrecondition when the file exists but group or others may read it (the message says
-// to chmod 600); InvalidArgument when it is empty; IOError on a read or write failure.
+// An existing file is read with the clients' checks (ReadTokenFile, coordinator/client.h):
+// FailedPrecondition when group or others may read it (the message says to chmod 600);
+// InvalidArgument when it is empty or its token shorter than kMinTokenChars; IOError on a read
+// or write failure.
 StatusOr<std::string> LoadOrCreateToken(const std::string& path);
 
-// Whether `host` (the host part of a listen address) only reaches this machine: "localhost",
-// 127.0.0.0/8, ::1, or a name that resolves to loopback addresses only. "", "*", "0.0.0.0" and
-// "[::]" (every interface) are not loopback.
-bool IsLoopbackHost(const std::string& host);
+// Makes the folder `dir` (`what` names it in messages; its missing parents get the usual mode)
+// private to this user: created with mode 0700, or tightened to 0700 when it exists wider (a
+// state folder made 0755 or 0777 before). FailedPrecondition when it is not a folder or belongs
+// to another user; IOError when it cannot be created or tightened.
+Status MakePrivateDir(const std::string& dir, const std::string& what);
 
 // Plaintext on a non-loopback address puts the token and every reply on the network in the
 // clear: InvalidArgument saying to give --tls-cert / --tls-key or --insecure, unless TLS is set

@@ -79,7 +79,7 @@ TEST(HardeningCoordinator, StateFolderIsCreatedWithMode0700) {
 TEST(CoordinatorAuth, TokenFileReadableByOthersIsRefused) {
   flap::testing::TempDir dir("auth_mode");
   const std::string path = dir / "token";
-  flap::testing::WriteFile(path, "secret\n");
+  flap::testing::WriteFile(path, std::string(flap::testing::kTestToken) + "\n");
   ::chmod(path.c_str(), 0644);
   auto t = LoadOrCreateToken(path);
   ASSERT_FALSE(t.ok());
@@ -88,7 +88,7 @@ TEST(CoordinatorAuth, TokenFileReadableByOthersIsRefused) {
   ::chmod(path.c_str(), 0600);
   t = LoadOrCreateToken(path);
   ASSERT_OK(t);
-  EXPECT_EQ(*t, "secret");
+  EXPECT_EQ(*t, flap::testing::kTestToken);
 }
 
 TEST(CoordinatorTls, ServesTlsWithAGivenCertAndKey) {

@@ -3,6 +3,7 @@
 // commands on the user's machine) and refuses sweep names that are not folder names.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <memory>
@@ -61,7 +62,7 @@ TEST(HardeningReport, ReceivedGnuplotScriptsAreNeverRun) {
       "set terminal svg\nset output 'throughput.svg'\nsystem(\"touch " + marker + "\")\nplot 'speed.dat' using 1:2\n";
   HostileCoordinator c(
       {{"report.md", "# report\n"}, {"speed.dat", kSpeedDat}, {"throughput.gp", evil}, {"extra.gp", evil}});
-  WriteFile(dir / "token", "t\n");
+  ASSERT_TRUE(flap::testing::WriteTokenFile(dir / "token"));
   const std::string out = dir / "report";
   auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " + c.address() +
                       " --token-file " + (dir / "token"));
@@ -80,7 +81,7 @@ TEST(HardeningReport, SeriesNamesCannotBreakOutOfTheLocalScript) {
   const std::string marker = dir / "pwned";
   const std::string dat = "# mask.strategy x'\nsystem(\"touch " + marker + "\")\n#'\n0.5 1 NaN\n\n\n";
   HostileCoordinator c({{"report.md", "# report\n"}, {"speed.dat", dat}});
-  WriteFile(dir / "token", "t\n");
+  ASSERT_TRUE(flap::testing::WriteTokenFile(dir / "token"));
   const std::string out = dir / "report";
   auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report s --out " + out + " --coordinator " + c.address() +
                       " --token-file " + (dir / "token"));
@@ -91,12 +92,52 @@ TEST(HardeningReport, SeriesNamesCannotBreakOutOfTheLocalScript) {
 TEST(HardeningNames, FlapctlReportRefusesSweepNamesThatAreNotFolderNames) {
   TempDir dir("hardening_report_names");
   HostileCoordinator c(std::vector<std::pair<std::string, std::string>>{{"report.md", "# report\n"}});
-  WriteFile(dir / "token", "t\n");
+  ASSERT_TRUE(flap::testing::WriteTokenFile(dir / "token"));
   for (const char* bad : {"..", ".", ".hidden"}) {
     auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep report " + bad + " --out " + (dir / "r") +
                         " --coordinator " + c.address() + " --token-file " + (dir / "token"));
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.output;
     EXPECT_TRUE(Contains(r.output, "starts with a dot")) << r.output;
+  }
+}
+
+// Issue 32, item 7: flapctl sent a token from a file anyone could read, a 1-byte token, and sent
+// it in plaintext to any host. Each is now refused before anything is sent, with a message
+// that says what to do. (Reproduced against a5e0d09's flapctl: the 0644 file and the 1-byte
+// token were sent to the coordinator, and the call to 192.0.2.1 went out in plaintext.)
+TEST(HardeningToken, FlapctlRefusesAReadableOrShortTokenAndPlaintextToAHostNotOnLoopback) {
+  TempDir dir("hardening_token");
+  const std::string status = std::string(FLAPCTL_BIN) + " sweep status --timeout-ms 2000 --coordinator ";
+  const std::string readable = dir / "readable", shortened = dir / "short", good = dir / "good";
+  ASSERT_TRUE(flap::testing::WriteTokenFile(readable));
+  ASSERT_EQ(::chmod(readable.c_str(), 0644), 0);
+  ASSERT_TRUE(flap::testing::WriteTokenFile(shortened, "x"));
+  ASSERT_TRUE(flap::testing::WriteTokenFile(good));
+
+  auto r = RunCommand(status + "127.0.0.1:1 --token-file " + readable);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, readable + " has mode 0644")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "chmod 600 " + readable)) << r.output;
+
+  r = RunCommand(status + "127.0.0.1:1 --token-file " + shortened);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "has 1 characters: a token needs at least 32")) << r.output;
+  r = RunCommand("FLAP_COORDINATOR_TOKEN=x " + status + "127.0.0.1:1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "$FLAP_COORDINATOR_TOKEN has 1 characters")) << r.output;
+
+  // 192.0.2.1 (TEST-NET-1) is not loopback: refused before any connection is made.
+  r = RunCommand(status + "192.0.2.1:7070 --token-file " + good);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "refusing to send the token in plaintext to 192.0.2.1:7070")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--insecure")) << r.output;
+  // --insecure (or $FLAP_COORDINATOR_INSECURE=1) lets the call go out: it fails to connect.
+  for (const std::string& insecure :
+       {status + "192.0.2.1:1 --insecure", "FLAP_COORDINATOR_INSECURE=1 " + status + "192.0.2.1:1"}) {
+    r = RunCommand(insecure + " --token-file " + good);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_FALSE(Contains(r.output, "plaintext")) << r.output;
+    EXPECT_TRUE(Contains(r.output, "UNAVAILABLE") || Contains(r.output, "DEADLINE_EXCEEDED")) << r.output;
   }
 }
 

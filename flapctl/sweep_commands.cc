@@ -29,6 +29,7 @@ struct Connection {
   std::string coordinator;
   std::string token_file;
   std::string tls_ca;
+  bool insecure = false;
   int64_t timeout_ms = 10000;
 };
 
@@ -37,18 +38,24 @@ void AddConnectionOptions(po::options_description* d, Connection* c) {
   c->coordinator = env && *env ? env : "127.0.0.1:7070";
   const char* ca = std::getenv("FLAP_COORDINATOR_TLS_CA");
   if (ca && *ca) c->tls_ca = ca;
+  const char* insecure = std::getenv("FLAP_COORDINATOR_INSECURE");
+  c->insecure = insecure && std::string(insecure) == "1";
   d->add_options()("coordinator", po::value(&c->coordinator)->default_value(c->coordinator),
                    "flap-coordinator's HOST:PORT ($FLAP_COORDINATOR)")(
       "token-file", po::value(&c->token_file),
       "the coordinator's token (default $FLAP_COORDINATOR_TOKEN or $FLAP_COORDINATOR_TOKEN_FILE)")(
       "tls-ca", po::value(&c->tls_ca), "PEM CA certificate: connect with TLS (default $FLAP_COORDINATOR_TLS_CA)")(
-      "timeout-ms", po::value(&c->timeout_ms)->default_value(c->timeout_ms), "deadline of each call");
+      "insecure", po::bool_switch(&c->insecure)->default_value(c->insecure),
+      "allow plaintext to a coordinator that is not on loopback: the token crosses the network in the clear "
+      "($FLAP_COORDINATOR_INSECURE=1)")("timeout-ms", po::value(&c->timeout_ms)->default_value(c->timeout_ms),
+                                        "deadline of each call");
 }
 
 StatusOr<std::unique_ptr<coordinator::CoordinatorClient>> Connect(const Connection& c) {
   coordinator::ClientOptions o;
   o.target = c.coordinator;
   o.deadline_ms = c.timeout_ms;
+  o.insecure = c.insecure;
   FLAP_ASSIGN_OR_RETURN(o.token, coordinator::ReadToken(c.token_file));
   if (!c.tls_ca.empty()) {
     std::ifstream in(c.tls_ca);

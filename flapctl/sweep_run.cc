@@ -227,7 +227,8 @@ std::string Summary(const v1::SweepStatus& s) {
 }
 
 int LocalSweep::Run() {
-  for (const char* sub : {"logs", "ckpt", "report", "state"}) {
+  // state/ is the coordinator's to make, private to this user (0700).
+  for (const char* sub : {"logs", "ckpt", "report"}) {
     std::error_code ec;
     fs::create_directories(Path(sub), ec);
     if (ec) {

@@ -363,6 +363,11 @@ TEST_F(SweepRun, KilledRunTakesItsChildrenAlongAndTheSameCommandResumes) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("resuming sweep runkill"), std::string::npos) << again.output;
   ExpectCompleteAndIntact(ReadBack("runkill"), 2);
+  // The state folder and the journal are private to this user (issue 32, item 7: they were
+  // 0755).
+  for (const std::string& folder : {RunDir() + "/state", RunDir() + "/state/db"}) {
+    EXPECT_EQ(fs::status(folder).permissions() & fs::perms::all, fs::perms::owner_all) << folder;
+  }
 }
 
 // Cancelling a sweep reaches the running groups through their heartbeats: each stops its

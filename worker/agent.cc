@@ -368,6 +368,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
   coordinator::ClientOptions co;
   co.target = *address;
   co.token = *token;
+  co.insecure = options.insecure;
   if (!options.tls_ca.empty()) {
     std::ifstream in(options.tls_ca);
     std::stringstream pem;

@@ -49,6 +49,7 @@ struct AgentOptions {
                                        // writes it when it starts)
   std::string token_file;              // "" = $FLAP_COORDINATOR_TOKEN / $FLAP_COORDINATOR_TOKEN_FILE
   std::string tls_ca;                  // PEM file of the CA to trust; "" = plaintext
+  bool insecure = false;               // allow plaintext to a coordinator that is not on loopback
   std::string group_id;                // "" = $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, $SLURM_JOB_ID,
                                        // or host-pid
   std::vector<std::string> overrides;  // --KEY VALUE pairs over the sweep's base config

@@ -25,7 +25,8 @@ constexpr const char* kUsage =
     "       flap-worker tag   --model model.pt --out tags.jsonl [--labels FILE] [--split train]\n"
     "                         [--threshold 0.1] [--top-k 3] [--config FILE] [--KEY VALUE ...]\n"
     "       flap-worker agent (--coordinator HOST:PORT | --coordinator-file FILE) [--token-file FILE]\n"
-    "                         [--tls-ca FILE] [--group ID] [--rpc-retry SECONDS] [--max-trials N] [--KEY VALUE ...]\n"
+    "                         [--tls-ca FILE | --insecure] [--group ID] [--rpc-retry SECONDS] [--max-trials N] [--KEY "
+    "VALUE ...]\n"
     "                         runs the trials a flap-coordinator assigns (worker/agent.h); exit 0 when every\n"
     "                         sweep is done, 75 after a stop signal (the trial is requeued as preempted)\n"
     "       flap-worker COMMAND --help   lists every configuration key\n";
@@ -61,6 +62,11 @@ int main(int argc, char** argv) {
       if (a == "--help" || a == "-h") {
         std::cout << kUsage;
         return 0;
+      }
+      if (a == "--insecure") {  // plaintext to a coordinator that is not on loopback
+        agent.insecure = true;
+        ++i;
+        continue;
       }
       if (!flag) {
         agent.overrides.push_back(a);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,6 +114,10 @@ int WaitExit(pid_t pid, double timeout_s) {
   ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);
   return -1;
+}
+
+bool WriteTokenFile(const std::string& path, const std::string& token) {
+  return WriteFile(path, token + "\n") && ::chmod(path.c_str(), 0600) == 0;
 }
 
 bool ProcessAlive(pid_t pid) {

@@ -40,6 +40,12 @@ std::string ReadFile(const std::string& path);
 // Replaces the file's contents (creating it); false on failure.
 bool WriteFile(const std::string& path, const std::string& data);
 
+// A token that passes the coordinator's and the clients' checks (32 hex digits, 128 bits).
+inline constexpr char kTestToken[] = "0123456789abcdef0123456789abcdef";
+// Writes `token` (and a newline) to `path` with mode 0600, as a token file must be; false on
+// failure.
+bool WriteTokenFile(const std::string& path, const std::string& token = kTestToken);
+
 struct RunResult {
   int exit_code = -1;  // 128 + N when killed by signal N
   std::string output;  // stdout and stderr together

@@ -81,7 +81,8 @@ fi
 workers=${workers%%;*}
 
 flapctl=${FLAPCTL_BIN:-${FLAP_BIN_DIR:+$FLAP_BIN_DIR/}flapctl}
-tls_line=
+tls_line="
+  export FLAP_COORDINATOR_INSECURE=1"
 [ "$FLAP_TLS" = 0 ] || tls_line="
   export FLAP_COORDINATOR_TLS_CA=$FLAP_RUN_DIR/coordinator-ca.pem"
 cat <<EOF
