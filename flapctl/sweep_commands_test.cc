@@ -127,7 +127,7 @@ TEST_F(SweepCli, WrongTokenIsReportedClearly) {
   const std::string file = c_.dir() / "s.ini";
   WriteFile(file, coordinator::testing::MaskSweep("s", "1"));
   const std::string bad = c_.dir() / "bad_token";
-  WriteFile(bad, "nope\n");
+  ASSERT_TRUE(flap::testing::WriteTokenFile(bad, "ffffffffffffffffffffffffffffffff"));  // well formed, wrong
   auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep submit " + file + " --coordinator " + c_.server()->address() +
                       " --token-file " + bad);
   EXPECT_EQ(r.exit_code, 1) << r.output;
