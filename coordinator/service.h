@@ -55,7 +55,11 @@
 //   6. ReportMetrics(trial, kind, step, values): TRAIN records (loss, contrastive, recon,
 //      logit_scale, samples_per_second, ...) and EVAL records (t2a_r1/r5/r10, a2t_r1/r5/r10,
 //      map10, ...). The history is kept per (trial, kind, step): a retry or a resumed attempt
-//      reporting a step again overwrites that step. When the sweep has ASHA and an EVAL record
+//      reporting a step again overwrites that step (a record re-sent because its reply was
+//      lost is stored once). A record of an attempt that ended by requeue or failure is refused
+//      as stale but kept as history where its (kind, step) has no record yet: a group that lost
+//      its trial while the coordinator was away still delivers what it trained before the
+//      resumed attempt's checkpoint. When the sweep has ASHA and an EVAL record
 //      carries its metric at or past a rung the trial has no decision for, ASHA decides; STOP
 //      in the reply means the trial was stopped (state stopped; its checkpoints and results
 //      stay) and the group is free for its next trial.
@@ -289,6 +293,10 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // The lease table of an epoch BeginEpoch declared for the scope's trial, as the key of
   // leases_ and the table; NOT_FOUND naming the epoch and the trial otherwise.
   grpc::Status BegunEpoch(const TrialScope& scope, int epoch, std::map<std::string, LeaseTable>::iterator* out);
+  // A metric record of an attempt that ended by requeue or failure (ReportMetrics refused it as
+  // stale): staged as history when its (trial, kind, step) has no committed record, so a record
+  // its group could not deliver before the attempt ended is not lost and never replaces one.
+  void KeepLateMetric(const v1::TrialRef& ref, MetricPoint point, StateBatch* batch);
   // Moves the scope's assigned attempt to running (its first report).
   void EnsureRunning(const TrialScope& scope, StateBatch* batch);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.

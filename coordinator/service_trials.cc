@@ -16,8 +16,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServerContext* ctx,
                                                             const v1::ReportMetricsRequest* req,
                                                             v1::ReportMetricsResponse* resp) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
-    TrialEntry* t = scope.trial;
+  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
     if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL) {
       return Invalid("kind", "must be TRAIN or EVAL");
     }
@@ -39,6 +38,16 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
       if (std::isinf(value)) return Invalid("values[" + name + "]", "is infinite");
       p.values[name] = value;
     }
+    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN ? "train" : "eval";
+    p.step = req->step();
+    p.epoch = req->epoch();
+    TrialScope scope;
+    const grpc::Status open = OpenTrial(req->group_id(), req->trial(), &scope);
+    if (!open.ok()) {
+      if (open.error_code() == grpc::StatusCode::FAILED_PRECONDITION) KeepLateMetric(req->trial(), p, batch);
+      return open;
+    }
+    TrialEntry* t = scope.trial;
     EnsureRunning(scope, batch);
     const Status progress = t->trial.ReportProgress(scope.attempt, req->step());
     if (!progress.ok()) return ToGrpc(progress);
@@ -52,9 +61,6 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     t->rate_t1_ms = now;
     p.trial_id = t->spec.id;
     p.attempt = scope.attempt;
-    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN ? "train" : "eval";
-    p.step = req->step();
-    p.epoch = req->epoch();
     p.time_ms = now;
     (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
     batch->PutMetric(scope.key, p);
@@ -83,6 +89,23 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     batch->PutTrial(scope.key, t->row());
     return grpc::Status::OK;
   });
+}
+
+void CoordinatorService::KeepLateMetric(const v1::TrialRef& ref, MetricPoint point, StateBatch* batch) {
+  const std::string key = TrialKey(ref.sweep_id(), ref.trial_id());
+  auto t = trials_.find(key);
+  if (t == trials_.end() || ref.attempt() < 1) return;
+  const TrialRecord& r = t->second.trial.record();
+  const bool ended_by_requeue_or_failure =
+      ref.attempt() < r.attempt ||
+      (ref.attempt() == r.attempt && (r.state == TrialState::kPending || r.state == TrialState::kFailed));
+  if (!ended_by_requeue_or_failure) return;
+  const StatusOr<bool> stored = store_->HasMetric(key, point.kind, point.step);
+  if (!stored.ok() || *stored) return;
+  point.trial_id = t->second.spec.id;
+  point.attempt = ref.attempt();
+  point.time_ms = Now();
+  batch->PutMetric(key, point);
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(grpc::CallbackServerContext* ctx,

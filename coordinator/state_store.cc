@@ -170,10 +170,15 @@ void StateBatch::PutTrial(const std::string& trial_key, const TrialRow& trial) {
   Put(Table::kTrial, trial_key, Encode(trial));
 }
 
+namespace {
+// A metric record's key within its table.
+std::string MetricKey(const std::string& trial_key, const std::string& kind, int64_t step) {
+  return trial_key + "/" + kind + "/" + Padded("%012llu", static_cast<unsigned long long>(step));
+}
+}  // namespace
+
 void StateBatch::PutMetric(const std::string& trial_key, const MetricPoint& point) {
-  Put(Table::kMetric,
-      trial_key + "/" + point.kind + "/" + Padded("%012llu", static_cast<unsigned long long>(point.step)),
-      point.ToJson());
+  Put(Table::kMetric, MetricKey(trial_key, point.kind, point.step), point.ToJson());
 }
 
 void StateBatch::PutEpoch(const std::string& epoch_key, const LeaseTable& table) {
@@ -234,6 +239,11 @@ StatusOr<Rows<MetricPoint>> StateStore::Metrics(const std::string& sweep_id, con
   FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> rows, Scan<MetricPoint>(Table::kMetric, under, MetricPoint::FromJson));
   for (auto& [key, point] : rows) key = key.substr(0, key.find('/', key.find('/') + 1));  // the trial key
   return rows;
+}
+
+StatusOr<bool> StateStore::HasMetric(const std::string& trial_key, const std::string& kind, int64_t step) const {
+  FLAP_ASSIGN_OR_RETURN(auto stored, journal_->Scan(TablePrefix(Table::kMetric) + MetricKey(trial_key, kind, step)));
+  return !stored.empty();
 }
 
 StatusOr<Rows<LeaseTable>> StateStore::LeaseTables() const {

@@ -137,6 +137,8 @@ class StateStore {
   // The metric records of a sweep, or of one of its trials (trial_id non-empty), or of every
   // sweep (sweep_id empty), keyed by trial key, in key order (trial, kind, step).
   StatusOr<Rows<MetricPoint>> Metrics(const std::string& sweep_id = "", const std::string& trial_id = "") const;
+  // Whether a metric record of the trial's `kind` ("train" / "eval") at `step` is committed.
+  StatusOr<bool> HasMetric(const std::string& trial_key, const std::string& kind, int64_t step) const;
   // Every lease table restored from its header and its leases, keyed by epoch key.
   StatusOr<Rows<LeaseTable>> LeaseTables() const;
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "worker/core/worker_group.h"
 #include "worker/checkpointer.h"
 #include "worker/lease_source.h"
+#include "worker/outbox.h"
 #include "worker/stop_signal.h"
 #include "worker/trainer.h"
 
@@ -159,7 +161,7 @@ class Speaker {
  public:
   Speaker(coordinator::CoordinatorClient* client, std::string group, double retry_s, std::ostream& log)
       : client_(client), group_(std::move(group)), retry_s_(retry_s), log_(log) {}
-  ~Speaker() { StopHeartbeat(); }
+  ~Speaker() { Shutdown(); }
 
   Status Register(int world, const std::vector<std::string>& endpoints) {
     const std::string incarnation = RandomIncarnation();
@@ -175,7 +177,9 @@ class Speaker {
     interval_ms_ = std::max<int64_t>(100, resp.heartbeat_interval_ms());
     ranks_.clear();
     for (int r = 0; r < world; ++r) ranks_.push_back(r);
+    FLAP_RETURN_IF_ERROR(OpenOutbox());
     heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+    sender_ = std::thread([this] { SendLoop(); });
     return Status::OK();
   }
 
@@ -188,6 +192,41 @@ class Speaker {
     }
     cv_.notify_all();
     if (heartbeat_.joinable()) heartbeat_.join();
+  }
+
+  // Before the process exits: waits up to rpc_retry_s for the outbox to be acknowledged, stops
+  // the threads and leaves what is left in the outbox's folder for the next agent of the group.
+  void Shutdown() {
+    StopHeartbeat();
+    if (outbox_ && outbox_->size() > 0) outbox_->WaitAcknowledged(outbox_->last(), RetryWindow());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_sender_ = true;
+    }
+    cv_.notify_all();
+    if (sender_.joinable()) sender_.join();
+    if (outbox_) {
+      const size_t left = outbox_->size();
+      const Status s = outbox_->Close();
+      if (left > 0) {
+        log_ << "agent: " << left << " record(s) not acknowledged by the coordinator "
+             << (s.ok() ? "are kept in " + outbox_dir_ + " for the group's next start" : "are lost: " + s.ToString())
+             << std::endl;
+      }
+      outbox_.reset();
+    }
+  }
+
+  // Whether the coordinator has acknowledged every record sent so far, waiting up to `wait`.
+  // The end of a trial must reach it before the group asks for the next trial, however long it
+  // is away; the caller keeps the other ranks waiting meanwhile.
+  bool Drained(std::chrono::milliseconds wait) {
+    if (outbox_->WaitAcknowledged(outbox_->last(), wait)) return true;
+    if (Clock::now() > next_drain_word_) {
+      log_ << "agent: waiting for the coordinator to acknowledge " << outbox_->size() << " record(s)" << std::endl;
+      next_drain_word_ = Clock::now() + std::chrono::seconds(30);
+    }
+    return false;
   }
 
   // The next instruction for the group.
@@ -236,38 +275,26 @@ class Speaker {
     return taken_;
   }
 
-  // Hooks of the running trial.
+  // Hooks of the running trial: records through the outbox (SendLoop delivers them). An
+  // evaluation's answer is waited for (up to rpc_retry_s) since it may meet an ASHA rung, so
+  // that a stop lands at the rung's step; the rest do not hold up training.
   bool Report(const v1::TrialRef& trial, coordinator::MetricKind kind, int64_t step, int64_t epoch, int64_t total,
               const std::map<std::string, double>& values) {
-    v1::Action action = v1::CONTINUE;
-    std::string reason;
-    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
-      auto r = client_->ReportMetrics(group_, trial, kind, step, static_cast<int>(epoch), values, total, &reason);
-      if (!r.ok()) return r.status();
-      action = *r;
-      return Status::OK();
-    });
-    if (!s.ok()) {
-      log_ << "agent: reporting " << coordinator::MetricKindName(kind) << " metrics at step " << step
-           << " failed: " << s.ToString() << std::endl;
-      // A stale attempt: the trial is no longer this group's.
-      return s.code() == Status::Code::kFailedPrecondition;
-    }
-    if (action == v1::STOP) {
-      log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason)
-           << std::endl;
-      return true;
-    }
-    return false;
+    nlohmann::json vs = nlohmann::json::object();
+    for (const auto& [name, value] : values) vs[name] = std::isnan(value) ? nlohmann::json() : nlohmann::json(value);
+    const uint64_t seq = Enqueue(Record("metrics", trial,
+                                        {{"kind", coordinator::MetricKindName(kind)},
+                                         {"step", step},
+                                         {"epoch", epoch},
+                                         {"total", total},
+                                         {"values", vs}}));
+    if (kind == coordinator::MetricKind::kEval) outbox_->WaitAcknowledged(seq, RetryWindow());
+    return Taken(nullptr);
   }
   void Checkpoint(const v1::TrialRef& trial, const std::string& ref, int64_t step) {
-    Status s = RetryUnavailable(retry_s_, [&] { return client_->ReportCheckpoint(group_, trial, ref, step); });
-    if (!s.ok()) log_ << "agent: reporting the checkpoint at step " << step << " failed: " << s.ToString() << std::endl;
+    Enqueue(Record("checkpoint", trial, {{"ref", ref}, {"step", step}}));
   }
-  void Finish(const v1::TrialRef& trial) {
-    Status s = RetryUnavailable(retry_s_, [&] { return client_->Finish(group_, trial); });
-    if (!s.ok()) log_ << "agent: finishing trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
-  }
+  void Finish(const v1::TrialRef& trial) { Enqueue(Record("finish", trial, nlohmann::json::object())); }
   // From the stop watchdog, about to exit (stop_signal.h): one call, no retries.
   void ReportPreemptionNow(const v1::TrialRef& trial, int signal) {
     auto r = client_->Fail(
@@ -276,22 +303,161 @@ class Speaker {
     if (!r.ok()) log_ << "agent: reporting the preemption failed: " << r.status().ToString() << std::endl;
   }
   void Fail(const v1::TrialRef& trial, coordinator::FailureCause cause, const std::string& error) {
-    coordinator::TrialState state = coordinator::TrialState::kPending;
-    Status s = RetryUnavailable(retry_s_, [&]() -> Status {
-      auto r = client_->Fail(group_, trial, cause, error.substr(0, 4000));
-      if (!r.ok()) return r.status();
-      state = *r;
-      return Status::OK();
-    });
-    if (s.ok()) {
-      log_ << "agent: trial " << trial.sweep_id() << "/" << trial.trial_id() << " failed ("
-           << coordinator::FailureCauseName(cause) << "), now " << coordinator::TrialStateName(state) << std::endl;
-    } else {
-      log_ << "agent: reporting the failure of trial " << trial.trial_id() << " failed: " << s.ToString() << std::endl;
-    }
+    Enqueue(Record("fail", trial, {{"cause", static_cast<int>(cause)}, {"error", error.substr(0, 4000)}}));
   }
 
  private:
+  std::chrono::milliseconds RetryWindow() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(retry_s_ * 1000));
+  }
+
+  // The group's outbox: $TMPDIR/flap-outbox-<uid>/<coordinator>-<group> (another process's
+  // group of the same name and coordinator gets a folder of its own).
+  Status OpenOutbox() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string name = client_->options().target + "-" + group_;
+    for (char& c : name) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+    }
+    OutboxOptions o;
+    o.dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/flap-outbox-" + std::to_string(getuid()) +
+            "/" + name;
+    auto box = Outbox::Open(o);
+    if (!box.ok() && box.status().code() == Status::Code::kFailedPrecondition) {
+      o.dir += "-" + std::to_string(getpid());
+      box = Outbox::Open(o);
+    }
+    if (!box.ok()) return box.status().WithContext("the agent's outbox");
+    outbox_ = std::move(*box);
+    outbox_dir_ = o.dir;
+    if (outbox_->size() > 0) {
+      log_ << "agent: resending " << outbox_->size() << " record(s) an earlier agent of the group left in " << o.dir
+           << std::endl;
+    }
+    return Status::OK();
+  }
+
+  nlohmann::json Record(const std::string& type, const v1::TrialRef& trial, nlohmann::json fields) const {
+    fields["type"] = type;
+    fields["sweep"] = trial.sweep_id();
+    fields["trial"] = trial.trial_id();
+    fields["attempt"] = trial.attempt();
+    return fields;
+  }
+
+  uint64_t Enqueue(const nlohmann::json& record) {
+    Status spill;
+    const uint64_t seq = outbox_->Push(record.dump(), &spill);
+    if (!spill.ok()) log_ << "agent: " << spill.ToString() << " (the record is kept in memory)" << std::endl;
+    return seq;
+  }
+
+  // The coordinator took the trial of `trial`'s attempt (a STOP, or its report refused as stale).
+  void MarkTaken(const v1::TrialRef& trial, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running_ && SameAttempt(trial, trial_) && !taken_) {
+      taken_ = true;
+      taken_reason_ = why;
+    }
+  }
+
+  // Sends the outbox's records in order, each until the coordinator answers it: a transient
+  // failure (UNAVAILABLE, DEADLINE_EXCEEDED: the coordinator away or restarting) is retried with
+  // backoff for as long as it lasts; any answer, refusals included, acknowledges the record.
+  void SendLoop() {
+    auto backoff = std::chrono::milliseconds(100);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_sender_) return;
+      }
+      uint64_t seq = 0;
+      std::string bytes;
+      if (!outbox_->Front(&seq, &bytes, std::chrono::milliseconds(200))) continue;
+      const Status s = Deliver(bytes);
+      if (s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, backoff, [this] { return stop_sender_; });
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(100);
+      const Status popped = outbox_->Pop();
+      if (!popped.ok()) log_ << "agent: " << popped.ToString() << std::endl;
+    }
+  }
+
+  // One call for one record; logs the coordinator's answer where it matters.
+  Status Deliver(const std::string& bytes) {
+    nlohmann::json r;
+    v1::TrialRef trial;
+    std::string type;
+    try {
+      r = nlohmann::json::parse(bytes);
+      type = r.at("type").get<std::string>();
+      trial.set_sweep_id(r.at("sweep").get<std::string>());
+      trial.set_trial_id(r.at("trial").get<std::string>());
+      trial.set_attempt(r.at("attempt").get<int>());
+    } catch (const nlohmann::json::exception& e) {
+      log_ << "agent: dropping a malformed outbox record: " << e.what() << std::endl;
+      return Status::OK();
+    }
+    const std::string what = trial.sweep_id() + "/" + trial.trial_id();
+    try {
+      if (type == "metrics") {
+        const std::string kind_name = r.at("kind").get<std::string>();
+        const auto kind = kind_name == "eval" ? coordinator::MetricKind::kEval : coordinator::MetricKind::kTrain;
+        const int64_t step = r.at("step").get<int64_t>();
+        std::map<std::string, double> values;
+        for (const auto& [name, v] : r.at("values").items()) {
+          values[name] = v.is_null() ? std::nan("") : v.get<double>();
+        }
+        std::string reason;
+        auto a = client_->ReportMetrics(group_, trial, kind, step, static_cast<int>(r.at("epoch").get<int64_t>()),
+                                        values, r.at("total").get<int64_t>(), &reason);
+        if (a.ok() && *a == v1::STOP) {
+          log_ << "agent: the coordinator stopped the trial at step " << step << (reason.empty() ? "" : ": " + reason)
+               << std::endl;
+          MarkTaken(trial, reason);
+        }
+        if (!a.ok())
+          return Answered(a.status(),
+                          "reporting " + kind_name + " metrics of " + what + " at step " + std::to_string(step), trial);
+        return Status::OK();
+      }
+      if (type == "checkpoint") {
+        const int64_t step = r.at("step").get<int64_t>();
+        return Answered(client_->ReportCheckpoint(group_, trial, r.at("ref").get<std::string>(), step),
+                        "reporting the checkpoint of " + what + " at step " + std::to_string(step), trial);
+      }
+      if (type == "finish") return Answered(client_->Finish(group_, trial), "finishing trial " + what, trial);
+      if (type == "fail") {
+        const auto cause = static_cast<coordinator::FailureCause>(r.at("cause").get<int>());
+        auto state = client_->Fail(group_, trial, cause, r.at("error").get<std::string>());
+        if (state.ok()) {
+          log_ << "agent: trial " << what << " failed (" << coordinator::FailureCauseName(cause) << "), now "
+               << coordinator::TrialStateName(*state) << std::endl;
+          return Status::OK();
+        }
+        return Answered(state.status(), "reporting the failure of trial " + what, trial);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      log_ << "agent: dropping a malformed outbox record: " << e.what() << std::endl;
+      return Status::OK();
+    }
+    log_ << "agent: dropping an outbox record of unknown type '" << type << "'" << std::endl;
+    return Status::OK();
+  }
+
+  // A call's status, logged when the coordinator refused it (transient failures are retried).
+  Status Answered(const Status& s, const std::string& what, const v1::TrialRef& trial) {
+    if (s.ok() || s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded) return s;
+    log_ << "agent: " << what << " failed: " << s.ToString() << std::endl;
+    // A stale attempt: the trial is no longer this group's.
+    if (s.code() == Status::Code::kFailedPrecondition) MarkTaken(trial, s.message());
+    return s;
+  }
+
   void HeartbeatLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
@@ -321,9 +487,14 @@ class Speaker {
   int64_t interval_ms_ = 1000;
   std::vector<int> ranks_;
   std::thread heartbeat_;
+  std::unique_ptr<Outbox> outbox_;
+  std::string outbox_dir_;
+  Clock::time_point next_drain_word_ = Clock::now() + std::chrono::seconds(30);
+  std::thread sender_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  bool stop_sender_ = false;
   bool running_ = false;
   bool taken_ = false;
   std::string taken_reason_;
@@ -427,6 +598,9 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
         log << "agent: stop signal " << StopRequested() << " while idle: exiting" << std::endl;
       } else if (options.max_trials > 0 && trials_run >= options.max_trials) {
         in.kind = "exit";
+      } else if (!speaker->Drained(std::chrono::milliseconds(500))) {
+        in.kind = "wait";
+        in.wait_ms = 50;
       } else {
         auto next = speaker->Next();
         if (!next.ok()) {
@@ -445,7 +619,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     if (!decoded.ok()) return fail(decoded.status(), 1);
     const Instruction in = std::move(*decoded);
     if (in.kind == "exit") {
-      if (rank == 0) speaker->StopHeartbeat();
+      if (rank == 0) speaker->Shutdown();
       if (in.exit_code == 0 && rank == 0)
         log << "agent: every sweep is done (" << trials_run << " trial(s) run here)" << std::endl;
       return in.exit_code;
@@ -525,7 +699,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       speaker->Fail(trial, coordinator::FailureCause::kPreemption,
                     "stopped by signal " + std::to_string(outcome->stop_signal) + " at step " +
                         std::to_string(outcome->steps_done) + " after a last checkpoint");
-      speaker->StopHeartbeat();
+      speaker->Shutdown();
       return kExitStopped;
     }
     if (outcome.ok() && outcome->stopped) {
@@ -548,7 +722,7 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     speaker->Fail(trial, group_fault ? coordinator::FailureCause::kNodeFault : coordinator::FailureCause::kTrialError,
                   outcome.status().ToString());
     if (group_fault) {
-      speaker->StopHeartbeat();
+      speaker->Shutdown();
       return fail(outcome.status(), 1);
     }
   }

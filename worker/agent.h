@@ -32,9 +32,17 @@
 // sweep yet is waited on: groups may start before the first submission), 75 after a stop signal
 // while idle, 1 when the coordinator stays unreachable past `rpc_retry_s`, 2 for bad options.
 //
+// Records (metrics, checkpoints, FinishTrial, FailTrial) go through an outbox (worker/outbox.h)
+// in $TMPDIR/flap-outbox-<uid>/<coordinator>-<group>: a sender thread delivers them in order,
+// retrying each through transient failures for as long as the coordinator is away, so none is
+// lost to a restart of any length; training waits only on an evaluation's answer (an ASHA rung),
+// for at most rpc_retry_s. Before asking for its next trial the group waits (telling its ranks
+// to wait) until every record of the last one is acknowledged. At exit the agent waits up to
+// rpc_retry_s for them, and leaves the rest in the folder for the group's next start.
+//
 // Timeouts: every RPC has a deadline and transient failures (UNAVAILABLE, DEADLINE_EXCEEDED:
-// a coordinator restarting) are retried for rpc_retry_s; ranks waiting for rank 0's next
-// instruction wait at most dist.timeout (rank 0 sends one at least every second).
+// a coordinator restarting) of the other calls are retried for rpc_retry_s; ranks waiting for
+// rank 0's next instruction wait at most dist.timeout (rank 0 sends one at least every second).
 #pragma once
 
 #include <iosfwd>

@@ -9,7 +9,7 @@ target_link_libraries(flap_worker
 
 # The agent (a worker group serving a coordinator): the worker library plus the coordinator's
 # client (gRPC; no SentencePiece is linked here, it is a dlopen'd module).
-add_library(flap_agent agent.cc lease_source.cc)
+add_library(flap_agent agent.cc lease_source.cc outbox.cc)
 add_library(flap::agent ALIAS flap_agent)
 target_link_libraries(flap_agent PUBLIC flap::worker flap::coordinator_client PRIVATE Threads::Threads)
 
