@@ -6,6 +6,7 @@
 // Not part of the API.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -35,6 +36,34 @@ constexpr size_t kMaxMetrics = 64;
 
 inline grpc::Status Invalid(const std::string& field, const std::string& what) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": " + what);
+}
+
+// A status message's bytes at most, so that it fits gRPC's metadata limit (8 KiB by default on
+// the client: a longer list reached a client as "received initial metadata size exceeds limit").
+inline constexpr size_t kMaxErrorListBytes = 4096;
+
+// ToGrpc(s) with its error list (a summary line, then one error per line) cut to the summary
+// line, the first errors whole and a last line saying how many more there are, within
+// `max_bytes`.
+inline grpc::Status ToGrpcCapped(const Status& s, size_t max_bytes = kMaxErrorListBytes) {
+  const std::string& m = s.message();
+  if (m.size() <= max_bytes) return ToGrpc(s);
+  std::vector<std::string> lines;
+  for (size_t at = 0; at <= m.size();) {
+    const size_t nl = std::min(m.find('\n', at), m.size());
+    lines.push_back(m.substr(at, nl - at));
+    at = nl + 1;
+  }
+  const std::string tail_room(64, ' ');  // room for the count line
+  std::string out = lines[0].substr(0, max_bytes - tail_room.size());
+  size_t kept = 1;
+  while (kept < lines.size() && out.size() + 1 + lines[kept].size() + tail_room.size() <= max_bytes) {
+    out += "\n" + lines[kept++];
+  }
+  const size_t more = lines.size() - kept;
+  out += "\n  ... and " + std::to_string(more) + (more == 1 ? " more error" : " more errors") +
+         " (flapctl sweep submit lists them all)";
+  return grpc::Status(ToGrpcCode(s.code()), out);
 }
 
 inline std::string Quote(const std::string& s) {

@@ -39,8 +39,8 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
     }
   }
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    if (!spec.ok()) return ToGrpc(spec.status());
-    if (!trials.ok()) return ToGrpc(trials.status());
+    if (!spec.ok()) return ToGrpcCapped(spec.status());
+    if (!trials.ok()) return ToGrpcCapped(trials.status());
     const std::string id = spec->name;
     auto existing = sweeps_.find(id);
     if (existing != sweeps_.end()) {

@@ -5,6 +5,7 @@
 // wherever the sweep names them (a factor, a condition, the base config).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "common/testing/testing.h"
@@ -110,6 +111,35 @@ TEST(SubmitConfig, AValidSweepIsAccepted) {
       "s.ini", "[model]\npreset = tiny\n[train]\nbatch_size = 16\n");
   ASSERT_OK(r);
   EXPECT_EQ(r->num_trials(), 2);
+}
+
+}  // namespace
+}  // namespace flap::coordinator
+
+namespace flap::coordinator {
+namespace {
+
+// A sweep with 1,000 errors reaches a gRPC client as INVALID_ARGUMENT listing the first errors
+// and how many more there are, within 4 KiB. Against commit a5e0d09 the whole list (about
+// 100 KB) went into the status message and the client got "received initial metadata
+// size exceeds limit" (RESOURCE_EXHAUSTED) instead.
+TEST(SubmitConfig, AThousandErrorsAreCappedToTheFirstOnesAndACount) {
+  TestCoordinator c("submit_config_thousand");
+  std::string values;
+  for (int i = 0; i < 1000; ++i) values += (i ? ", " : "") + std::to_string(i + 1) + ".5";
+  auto client = c.Client();
+  auto r = client->SubmitSweep("[sweep]\nname = many\n\n[factor.mask.ratio]\nvalues = " + values + "\n", "s.ini", "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << r.status().ToString().substr(0, 500);
+  const std::string& m = r.status().message();
+  EXPECT_LE(m.size(), 4096u + 64u);
+  EXPECT_TRUE(Contains(m, "1000 errors in the sweep:")) << m;
+  EXPECT_TRUE(Contains(m, "1.5")) << m;  // the first error
+  const size_t more = m.find("... and ");
+  ASSERT_NE(more, std::string::npos) << m;
+  const int listed = static_cast<int>(std::count(m.begin(), m.begin() + more, '\n')) - 1;  // less the summary
+  EXPECT_GE(listed, 10) << m;
+  EXPECT_TRUE(Contains(m, "... and " + std::to_string(1000 - listed) + " more errors")) << m;
 }
 
 }  // namespace

@@ -342,6 +342,7 @@ class Planner {
         c.split = SplitFor(input, c.key);
         AddCandidate(std::move(c));
       }
+      for (const std::string& warning : reader.value()->warnings()) Issue(path, "", kReasonBadMember, warning);
     }
     return Status::OK();
   }

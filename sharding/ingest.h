@@ -57,6 +57,7 @@ inline constexpr char kReasonInvalidUtf8[] = "invalid_utf8";    // a caption is 
 inline constexpr char kReasonDuplicateKey[] = "duplicate_key";  // key seen before (first kept)
 inline constexpr char kReasonBadRow[] = "bad_row";              // CSV row malformed
 inline constexpr char kReasonCorruptShard[] = "corrupt_shard";  // WDS source damaged midway
+inline constexpr char kReasonBadMember[] = "bad_member";        // WDS member not a regular file (skipped)
 
 // One corpus part. Clotho/AudioCaps: `csv` and `audio_dir`. WebDataset: `shards` (paths).
 // `split` names the split of every clip of this input; empty: the seeded split decides.

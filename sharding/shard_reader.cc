@@ -56,8 +56,29 @@ std::string ReadStringList(const nlohmann::json& meta, const char* field, std::v
 struct ShardReader::Member {
   std::string name;  // full member path
   std::string key;
-  std::string ext;  // lower case
+  std::string ext;          // lower case
+  std::string not_regular;  // "" for a regular file, else what it is ("a symbolic link", ...)
 };
+
+namespace {
+// What a tar member that is neither a regular file nor a folder is.
+std::string MemberType(mode_t type) {
+  switch (type) {
+    case AE_IFLNK:
+      return "a symbolic link";
+    case AE_IFCHR:
+      return "a character device";
+    case AE_IFBLK:
+      return "a block device";
+    case AE_IFIFO:
+      return "a FIFO";
+    case AE_IFSOCK:
+      return "a socket";
+    default:
+      return "not a regular file";
+  }
+}
+}  // namespace
 
 ShardReader::ShardReader(std::string path, struct archive* archive, bool decode_audio)
     : path_(std::move(path)), archive_(archive), decode_audio_(decode_audio) {}
@@ -100,7 +121,10 @@ StatusOr<bool> ShardReader::NextMember(Member* member) {
     const char* name = archive_entry_pathname_utf8(entry);
     if (name == nullptr) name = archive_entry_pathname(entry);
     if (name == nullptr) continue;
-    if (archive_entry_filetype(entry) != AE_IFREG) continue;
+    const mode_t type = archive_entry_filetype(entry);
+    if (type == AE_IFDIR) continue;
+    // A hard link has a regular file's type and a link target: it carries no data of its own.
+    const bool hardlink = archive_entry_hardlink(entry) != nullptr;
     std::string full(name);
     size_t slash = full.rfind('/');
     size_t base = slash == std::string::npos ? 0 : slash + 1;
@@ -110,6 +134,7 @@ StatusOr<bool> ShardReader::NextMember(Member* member) {
     member->name = full;
     member->key = full.substr(0, dot);
     member->ext = full.substr(dot + 1);
+    member->not_regular = hardlink ? "a hard link" : type == AE_IFREG ? "" : MemberType(type);
     std::transform(member->ext.begin(), member->ext.end(), member->ext.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return true;
@@ -169,8 +194,16 @@ Status ShardReader::BuildSample(const std::string& key, const std::string& audio
 
 StatusOr<bool> ShardReader::Next(Sample* sample) {
   if (!error_.ok()) return error_;
-  if (at_end_) return false;
-  std::string key, audio_name, audio, json_name, json;
+  for (;;) {
+    if (at_end_ && pending_ == nullptr) return false;
+    StatusOr<bool> got = NextKey(sample);
+    if (!got.ok() || *got || !skipped_key_) return got;
+  }
+}
+
+StatusOr<bool> ShardReader::NextKey(Sample* sample) {
+  skipped_key_ = false;
+  std::string key, audio_name, audio, json_name, json, bad_member;
   bool have_key = false;
   while (true) {
     Member member;
@@ -197,7 +230,10 @@ StatusOr<bool> ShardReader::Next(Sample* sample) {
       have_key = true;
     }
     std::string* target = nullptr;
-    if (IsAudioExtension(member.ext) && audio_name.empty()) {
+    if (!member.not_regular.empty()) {
+      warnings_.push_back(path_ + ": member " + member.name + " is " + member.not_regular + ": skipped");
+      if (bad_member.empty()) bad_member = member.name;
+    } else if (IsAudioExtension(member.ext) && audio_name.empty()) {
       audio_name = member.name;
       target = &audio;
     } else if (member.ext == "json" && json_name.empty()) {
@@ -217,6 +253,13 @@ StatusOr<bool> ShardReader::Next(Sample* sample) {
     }
   }
   if (!have_key) return false;
+  if (!bad_member.empty() && (audio_name.empty() || json_name.empty())) {
+    // Its audio or caption was the member skipped: the sample is skipped, the shard read on.
+    warnings_.push_back(path_ + ": key '" + key + "' skipped: it has no " + (audio_name.empty() ? "audio" : ".json") +
+                        " member that is a regular file");
+    skipped_key_ = true;
+    return false;
+  }
   Status s = BuildSample(key, audio_name, audio, json_name, json, sample);
   if (!s.ok()) {
     error_ = s;

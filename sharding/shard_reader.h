@@ -4,8 +4,10 @@
 // key must be adjacent. A key needs one audio member (.flac, .wav, .ogg, .oga, .opus, .mp3: any
 // libsndfile can decode; decoded to mono kSampleRate) and one .json member whose "text" is a
 // string or a list of strings; optional "text_augment" and "tags" (string or list of strings).
-// Other members, directories and names without an extension are skipped. Compressed tars
-// (.tar.gz, ...) are read too.
+// Other members, directories and names without an extension are skipped. A member that is not
+// a regular file (a symbolic or hard link, a device, a FIFO) is skipped with a warning
+// (warnings()), and so is a key whose audio or .json member was such a member: the rest of the
+// shard is read. Compressed tars (.tar.gz, ...) are read too.
 //
 // Thread-safety: not thread-safe; one thread uses a reader at a time. Different readers may
 // run on different threads.
@@ -43,6 +45,9 @@ class ShardReader {
   StatusOr<bool> Next(Sample* sample);
 
   const std::string& path() const { return path_; }
+  // What was skipped so far (members that are not regular files, the keys they left without
+  // audio or caption), one line each naming the shard and the member or key.
+  const std::vector<std::string>& warnings() const { return warnings_; }
   // With decode_audio false: the last sample's encoded audio member and its name.
   const std::string& raw_audio() const { return raw_audio_; }
   const std::string& raw_audio_name() const { return raw_audio_name_; }
@@ -50,8 +55,12 @@ class ShardReader {
  private:
   struct Member;
   ShardReader(std::string path, struct archive* archive, bool decode_audio);
-  // Reads the next regular member's header into *member; false at the end of the archive.
+  // Reads the next member header (folders and names without an extension passed over) into
+  // *member; false at the end of the archive.
   StatusOr<bool> NextMember(Member* member);
+  // The members of the next key: a sample (true), the end (false), or a key skipped (false,
+  // skipped_key_ set).
+  StatusOr<bool> NextKey(Sample* sample);
   Status ReadMemberData(const std::string& name, std::string* data);
   Status BuildSample(const std::string& key, const std::string& audio_name, const std::string& audio,
                      const std::string& json_name, const std::string& json, Sample* sample) const;
@@ -64,6 +73,8 @@ class ShardReader {
   std::unique_ptr<Member> pending_;  // header read but belonging to the next key
   bool at_end_ = false;
   std::string last_member_;  // name of the last member header read, for messages
+  std::vector<std::string> warnings_;
+  bool skipped_key_ = false;  // the last NextKey skipped its key
 };
 
 // Reads every sample of the shard at `path`, in order. Errors as ShardReader::Open and Next.

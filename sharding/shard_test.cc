@@ -292,6 +292,44 @@ TEST(Shard, KeyWithoutJsonIsCorruption) {
   ExpectCorruption(ReadShard(tar), tar, "key 'b' has no .json member");
 }
 
+// A member that is not a regular file is skipped with a warning, with its key where it was the
+// audio or the caption, and the rest of the shard is read. Against commit a5e0d09 the symbolic
+// link ended the shard ("key 'b' has no audio member"): c was lost.
+TEST(Shard, MembersThatAreNotRegularFilesAreSkippedWithAWarningAndTheShardReadOn) {
+  ScratchDir dir;
+  const std::string src = dir.File("t.tar.d");
+  std::filesystem::create_directories(src);
+  for (const char* key : {"a", "b", "c"}) {
+    if (std::string(key) != "b") WriteAll(src + "/" + key + ".flac", Flac(440));
+    WriteAll(src + "/" + key + ".json", std::string(R"({"text": "clip )") + key + "\"}");
+  }
+  std::filesystem::create_symlink("/etc/passwd", src + "/b.flac");
+  std::filesystem::create_symlink("a.flac", src + "/c.wav");  // c keeps its own audio
+  const std::string tar = dir.File("t.tar");
+  std::string out;
+  ASSERT_EQ(
+      RunShell("/usr/bin/tar -cf '" + tar + "' -C '" + src + "' a.flac a.json b.flac b.json c.flac c.wav c.json", &out),
+      0)
+      << out;
+  auto reader = ShardReader::Open(tar);
+  ASSERT_OK(reader);
+  std::vector<std::string> keys;
+  Sample sample;
+  for (;;) {
+    auto more = (*reader)->Next(&sample);
+    ASSERT_OK(more);
+    if (!*more) break;
+    keys.push_back(sample.key);
+    EXPECT_EQ(sample.captions, std::vector<std::string>{"clip " + sample.key});
+  }
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "c"}));
+  const std::vector<std::string>& warnings = (*reader)->warnings();
+  ASSERT_EQ(warnings.size(), 3u);
+  EXPECT_NE(warnings[0].find("member b.flac is a symbolic link: skipped"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("key 'b' skipped"), std::string::npos) << warnings[1];
+  EXPECT_NE(warnings[2].find("member c.wav is a symbolic link: skipped"), std::string::npos) << warnings[2];
+}
+
 TEST(Shard, KeyWithoutAudioIsCorruption) {
   ScratchDir dir;
   const std::string tar = MakeTarWithGnuTar(dir, "t.tar", {{"a.json", R"({"text": "x"})"}});
