@@ -65,7 +65,7 @@ class Journal::ErrorListener : public rocksdb::EventListener {
     if (error == nullptr || error->ok()) return;
     std::lock_guard<std::mutex> lock(mu_);
     if (journal_ == nullptr) return;
-    journal_->Fail(Status::IOError("coordinator journal in " + journal_->dir_ + " failed in the background (" +
+    journal_->Fail(Status::IOError("coordinator journal write to " + journal_->dir_ + " failed (RocksDB, " +
                                    ReasonName(reason) + "): " + error->ToString()));
   }
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status, bool* auto_recovery) override {
