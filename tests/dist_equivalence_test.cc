@@ -150,5 +150,17 @@ TEST_F(TwoNodesDist, TwoRanksOnTwoNodesMatchOneRankOfTwelve) {
   Check(2, "twonodes");
 }
 
+// MASTER_ADDR as a name (as Slurm gives it: the first host of the node list), which node A's
+// own /etc/hosts puts on 127.0.1.1: rank 0 takes the address rank 1 reached it at.
+TEST_F(TwoNodesDist, RankZeroNamedByItsHostNameBindsWhereTheOtherNodeReachesIt) {
+  auto nodes = testing::TwoNodes::Create();
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+  const testing::TwoNodes& n = **nodes;
+  ASSERT_TRUE(RunProbe(
+      2, "twonames", "", [&](int rank, const std::string& command) { return n.On(rank == 0 ? n.a() : n.b(), command); },
+      n.a().host));
+  Check(2, "twonames");
+}
+
 }  // namespace
 }  // namespace flap

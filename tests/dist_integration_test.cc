@@ -13,6 +13,7 @@
 #include "sharding/synth.h"
 #include "tests/slurm_cluster.h"
 #include "tests/test_util.h"
+#include "tests/two_nodes.h"
 
 namespace flap {
 namespace {
@@ -174,6 +175,93 @@ TEST_F(DistFailure, KilledRankIsNamedByTheOthers) {
 TEST_F(DistFailure, StoppedRankIsNamedAfterTheTimeout) {
   // SIGSTOP: the connection stays open, so only the collective timeout can notice.
   Check("stopped", 2, SIGSTOP, "rank 2 is not responding (no heartbeat");
+}
+
+// A network partition between two hosts (tests/two_nodes.h) in the middle of an epoch: rank 0 on
+// node A (which hosts the store), rank 1 on node B; the link goes down after step 3. Each rank
+// names the other within the timeout plus the diagnosis and exits 1 (the group's failure code),
+// none hangs; once the link is back the same command with --resume ends with the parameters of
+// an uninterrupted run of the same two nodes, bit for bit.
+class TwoNodesTrain : public DistTrain {
+ protected:
+  std::vector<pid_t> SpawnOnNodes(const testing::TwoNodes& n, const std::string& name, const std::string& extra) {
+    const int port = testing::FreePort();
+    std::vector<pid_t> pids;
+    for (int r = 0; r < 2; ++r) {
+      std::vector<std::string> env = testing::RankEnv(r, 2, port);
+      for (auto& v : env) {
+        if (v.rfind("MASTER_ADDR=", 0) == 0) v = "MASTER_ADDR=" + n.a().address;
+        if (v.rfind("LOCAL_RANK=", 0) == 0) v = "LOCAL_RANK=0";  // one rank per node
+      }
+      pids.push_back(testing::Spawn(n.On(r == 0 ? n.a() : n.b(), Command(name, 40, extra)), env, Log(name, r)));
+    }
+    return pids;
+  }
+};
+
+// Slurm across the two nodes: slurmctld and a slurmd on node A, a slurmd on node B; srun -N2
+// puts one rank on each, the rendezvous address is node-a (the first host of the node list),
+// which node A's own /etc/hosts puts on 127.0.1.1, and the group trains across the link.
+TEST_F(TwoNodesTrain, SrunTrainsOneGroupAcrossBothNodes) {
+  if (const std::string missing = testing::SlurmCluster::MissingPrograms(); !missing.empty()) {
+    GTEST_SKIP() << "Slurm not installed (missing " << missing << "; apt-get install slurm-wlm munge)";
+  }
+  auto nodes = testing::TwoNodes::Create();
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+  testing::SlurmClusterOptions o;
+  o.nodes = nodes->get();
+  auto cluster = testing::SlurmCluster::Start(o);
+  ASSERT_OK(cluster.status());
+  auto hosts = (*cluster)->Srun("-N2 --ntasks-per-node=1 hostname", 120);
+  ASSERT_EQ(hosts.exit_code, 0) << hosts.output << (*cluster)->Logs();
+  EXPECT_NE(hosts.output.find("node-a"), std::string::npos) << hosts.output;
+  EXPECT_NE(hosts.output.find("node-b"), std::string::npos) << hosts.output;
+  auto r = (*cluster)->Srun("-N2 --ntasks-per-node=1 --mpi=pmix " + Command("srun2", 3, "--dist.timeout 60"), 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output << (*cluster)->Logs();
+  EXPECT_NE(r.output.find(" of 2 joined (slurm launcher"), std::string::npos) << r.output;
+  CheckSummary("srun2", "slurm", r.output);
+}
+
+TEST_F(TwoNodesTrain, PartitionIsNamedByBothRanksAndResumeAfterItIsExact) {
+  auto nodes = testing::TwoNodes::Create();
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+  const testing::TwoNodes& n = **nodes;
+  const std::string ckpt = " --train.trial_id t --ckpt.every 2 --ckpt.root " + (*dir_) / "ckpt_part";
+  auto ref = SpawnOnNodes(n, "part_ref", "--dist.timeout 60");
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(testing::WaitExit(ref[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("part_ref", r));
+  }
+  auto pids = SpawnOnNodes(n, "part", "--dist.timeout 5" + ckpt);
+  bool started = false;
+  for (int i = 0; i < 3000 && !started; ++i) {
+    started = testing::ReadFile(Log("part", 0)).find("step 3/") != std::string::npos;
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(started) << testing::ReadFile(Log("part", 0));
+  ASSERT_OK(n.SetLink(false));
+  const auto t = std::chrono::steady_clock::now();
+  const char* expect[2] = {"rank 1 is not responding", "rank 0 is gone"};
+  for (int r = 0; r < 2; ++r) {
+    // 5 s timeout + 3 s diagnosis + a step or a save in flight on a loaded machine.
+    const int code = testing::WaitExit(pids[static_cast<size_t>(r)], 60);
+    const std::string log = testing::ReadFile(Log("part", r));
+    EXPECT_EQ(code, 1) << "rank " << r << (code == -1 ? " still running after 60 s (killed)" : "") << ":\n" << log;
+    EXPECT_NE(log.find(expect[r]), std::string::npos) << "rank " << r << ":\n" << log;
+  }
+  std::cout << "partition: both ranks exited "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count()
+            << " s after the link went down" << std::endl;
+  ASSERT_OK(n.SetLink(true));
+  auto resumed = SpawnOnNodes(n, "part", "--dist.timeout 60 --resume" + ckpt);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(testing::WaitExit(resumed[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("part", r));
+  }
+  EXPECT_NE(testing::ReadFile(Log("part", 0)).find("resumed from checkpoint t/"), std::string::npos)
+      << testing::ReadFile(Log("part", 0));
+  const std::string want = testing::ReadFile((*dir_) / "out_part_ref/model.pt");
+  ASSERT_FALSE(want.empty());
+  EXPECT_TRUE(want == testing::ReadFile((*dir_) / "out_part/model.pt"))
+      << "the run cut by the partition and resumed ends with other parameters than the uninterrupted one";
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -75,21 +76,32 @@ SlurmCluster::~SlurmCluster() { Stop(); }
 std::string SlurmCluster::EnvPrefix() const { return "env SLURM_CONF=" + conf_ + " " + marker_ + " "; }
 
 RunResult SlurmCluster::Client(const std::string& command_line, double timeout_s) const {
-  return RunCommand(EnvPrefix() + "timeout -k 5 " + std::to_string(static_cast<int>(timeout_s)) + " " + command_line);
+  const std::string command =
+      EnvPrefix() + "timeout -k 5 " + std::to_string(static_cast<int>(timeout_s)) + " " + command_line;
+  return RunCommand(nodes_ == nullptr ? command : nodes_->On(nodes_->a(), command));
 }
 
 Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
   if (const std::string missing = MissingPrograms(); !missing.empty()) {
     return Status::FailedPrecondition("missing programs: " + missing + " (apt-get install slurm-wlm munge)");
   }
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  node_ = host;
-  addrinfo* ai = nullptr;
-  if (getaddrinfo(node_.c_str(), nullptr, nullptr, &ai) != 0) {
-    return Status::FailedPrecondition("hostname '" + node_ + "' does not resolve (add it to /etc/hosts)");
+  nodes_ = o.nodes;
+  // Each node: name, address (and where its daemons run).
+  std::vector<std::pair<std::string, std::string>> nodes;
+  if (nodes_ != nullptr) {
+    nodes = {{nodes_->a().host, nodes_->a().address}, {nodes_->b().host, nodes_->b().address}};
+    node_ = nodes_->a().host;
+  } else {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    node_ = host;
+    addrinfo* ai = nullptr;
+    if (getaddrinfo(node_.c_str(), nullptr, nullptr, &ai) != 0) {
+      return Status::FailedPrecondition("hostname '" + node_ + "' does not resolve (add it to /etc/hosts)");
+    }
+    freeaddrinfo(ai);
+    nodes = {{node_, "127.0.0.1"}};
   }
-  freeaddrinfo(ai);
 
   std::random_device rd;
   dir_ = ::testing::TempDir() + "/flap_slurm_" + std::to_string(getpid()) + "_" + std::to_string(rd() % 100000);
@@ -113,23 +125,25 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
   {
     std::ofstream c(conf_);
     c << "ClusterName=flaptest\n"
-      << "SlurmctldHost=" << node_ << "(127.0.0.1)\n"
+      << "SlurmctldHost=" << node_ << "(" << nodes[0].second << ")\n"
       << "SlurmctldPort=" << ctld_port << "\nSlurmdPort=" << slurmd_port << "\n"
       << "SlurmUser=root\nSlurmdUser=root\n"
       << "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=" << sock
       << (o.requeue_delay_s > 0 ? ",cred_expire=" + std::to_string(o.requeue_delay_s) : std::string()) << "\n"
-      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool\n"
-      << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd.pid\n"
-      << "SlurmctldLogFile=" << dir_ << "/log/slurmctld.log\nSlurmdLogFile=" << dir_ << "/log/slurmd.log\n"
+      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool/%n\n"
+      << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd-%n.pid\n"
+      << "SlurmctldLogFile=" << dir_ << "/log/slurmctld.log\nSlurmdLogFile=" << dir_ << "/log/slurmd-%n.log\n"
       << "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n"
       << "AccountingStorageType=accounting_storage/none\nSwitchType=switch/none\nMpiDefault=none\n"
       << "SchedulerType=sched/backfill\nSelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
       << "ReturnToService=2\nSlurmdParameters=config_overrides\n"
       << "SlurmctldTimeout=30\nSlurmdTimeout=30\nInactiveLimit=0\nMinJobAge=300\nKillWait=30\n";
     for (const auto& line : o.extra_config) c << line << "\n";
-    c << "NodeName=" << node_ << " NodeAddr=127.0.0.1 CPUs=" << o.cpus << " RealMemory=" << o.real_memory_mb
-      << " State=UNKNOWN\n"
-      << "PartitionName=" << o.partition << " Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n";
+    for (const auto& [name, address] : nodes) {
+      c << "NodeName=" << name << " NodeAddr=" << address << " CPUs=" << o.cpus << " RealMemory=" << o.real_memory_mb
+        << " State=UNKNOWN\n";
+    }
+    c << "PartitionName=" << o.partition << " Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n";
   }
 
   const std::vector<std::string> env = {"SLURM_CONF=" + conf_, marker_};
@@ -150,23 +164,49 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  FLAP_RETURN_IF_ERROR(launch("slurmctld -D -f " + conf_, "slurmctld.out"));
-  FLAP_RETURN_IF_ERROR(launch("slurmd -D -f " + conf_ + " -N " + node_, "slurmd.out"));
+  // On a node of the two-node fixture, or here.
+  auto on = [&](size_t node, const std::string& cmd) {
+    return nodes_ == nullptr ? cmd : nodes_->On(node == 0 ? nodes_->a() : nodes_->b(), cmd);
+  };
+  // Each node's slurmd reads its own copy of slurm.conf, beside an mpi.conf of its own: the
+  // nodes share this machine's /tmp, where PMIx would put both nodes' client folders under one
+  // name.
+  std::vector<std::string> node_conf(nodes.size(), conf_);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const std::string& name = nodes[i].first;
+    std::filesystem::create_directories(dir_ + "/spool/" + name);
+    if (nodes.size() == 1) break;
+    const std::string etc = dir_ + "/etc-" + name;
+    std::filesystem::create_directories(etc);
+    std::filesystem::create_directories(dir_ + "/pmix/" + name);
+    std::filesystem::copy_file(conf_, etc + "/slurm.conf", std::filesystem::copy_options::overwrite_existing);
+    if (!WriteFile(etc + "/mpi.conf", "PMIxCliTmpDirBase=" + dir_ + "/pmix/" + name + "\n")) {
+      return Status::Internal("cannot write " + etc + "/mpi.conf");
+    }
+    node_conf[i] = etc + "/slurm.conf";
+  }
+  FLAP_RETURN_IF_ERROR(launch(on(0, "slurmctld -D -f " + conf_), "slurmctld.out"));
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    FLAP_RETURN_IF_ERROR(
+        launch(on(i, "slurmd -D -f " + node_conf[i] + " -N " + nodes[i].first), "slurmd-" + nodes[i].first + ".out"));
+  }
   std::string state;
   while (std::chrono::steady_clock::now() < deadline) {
     for (size_t i = 0; i < daemons_.size(); ++i) {
       if (!Alive(daemons_[i]))
         return Status::Internal(std::string(i == 0   ? "munged"
                                             : i == 1 ? "slurmctld"
-                                                     : "slurmd") +
+                                                     : "slurmd of " + nodes[i - 2].first) +
                                 " exited during start");
     }
-    state = Trim(Client("sinfo -h -n " + node_ + " -o %T", 10).output);
-    if (state == "idle") return Status::OK();
+    state = Trim(Client("sinfo -h -N -o %T", 10).output);
+    std::string idle;
+    for (size_t i = 0; i < nodes.size(); ++i) idle += std::string(i ? "\n" : "") + "idle";
+    if (state == idle) return Status::OK();
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  return Status::DeadlineExceeded("node '" + node_ + "' not idle after " + std::to_string(o.start_timeout_s) +
-                                  " s (last state: '" + state + "')");
+  return Status::DeadlineExceeded("node(s) not idle after " + std::to_string(o.start_timeout_s) + " s (last states: '" +
+                                  state + "')");
 }
 
 RunResult SlurmCluster::Srun(const std::string& args, double timeout_s) const {
@@ -286,9 +326,11 @@ std::string SlurmCluster::FailedJobs(const std::vector<std::string>& job_ids, in
 
 std::string SlurmCluster::Logs() const {
   std::string out;
-  for (const char* f : {"munged.out", "slurmctld.out", "slurmctld.log", "slurmd.out", "slurmd.log"}) {
-    out += std::string("--- ") + f + "\n" + Tail(dir_ + "/log/" + f, 15);
-  }
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/log", ec)) files.push_back(e.path().filename());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) out += "--- " + f + "\n" + Tail(dir_ + "/log/" + f, 15);
   return out;
 }
 

@@ -1,6 +1,8 @@
 // A real one-node Slurm cluster for tests: munged, slurmctld and slurmd started on loopback
 // from a configuration generated in a private temporary folder, driven through the real
-// client commands (srun, sbatch, squeue, scontrol, scancel), and torn down completely.
+// client commands (srun, sbatch, squeue, scontrol, scancel), and torn down completely. With
+// SlurmClusterOptions::nodes, a two-node cluster across the hosts of tests/two_nodes.h
+// (slurmctld on node A, a slurmd on each node, munged's socket shared through the file system).
 //
 // What it needs (Debian 12): packages slurm-wlm (slurmctld, slurmd, slurm-client,
 // slurm-wlm-basic-plugins: mpi/pmix is mpi_pmix_v4.so, which dlopens the unversioned
@@ -32,6 +34,7 @@
 
 #include "common/status.h"
 #include "tests/test_util.h"
+#include "tests/two_nodes.h"
 
 namespace flap::testing {
 
@@ -43,6 +46,10 @@ struct SlurmClusterOptions {
   int requeue_delay_s = 0;                // how long a requeued job waits before it may start
                                           // again (AuthInfo cred_expire); 0 = Slurm's 120 s
   std::vector<std::string> extra_config;  // lines appended to slurm.conf (preemption, requeue, ...)
+  // Two nodes instead of one (tests/two_nodes.h): slurmctld and a slurmd on node A, a slurmd
+  // on node B, each at its node's address; client commands run on node A. Not owned; must
+  // outlive the cluster.
+  const TwoNodes* nodes = nullptr;
 };
 
 class SlurmCluster {
@@ -61,7 +68,7 @@ class SlurmCluster {
 
   const std::string& dir() const { return dir_; }
   const std::string& conf() const { return conf_; }  // slurm.conf path
-  const std::string& node() const { return node_; }  // the node's name (this hostname)
+  const std::string& node() const { return node_; }  // the (first) node's name: this hostname, or node-a
   // "env SLURM_CONF=... MARKER=... " to put before a client command line.
   std::string EnvPrefix() const;
 
@@ -106,7 +113,8 @@ class SlurmCluster {
   Status Launch(const SlurmClusterOptions& options);
 
   std::string dir_, conf_, node_, marker_;
-  std::vector<pid_t> daemons_;  // munged, slurmctld, slurmd
+  std::vector<pid_t> daemons_;  // munged, slurmctld, slurmd (one per node)
+  const TwoNodes* nodes_ = nullptr;
   bool stopped_ = false;
 };
 

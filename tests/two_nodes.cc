@@ -57,8 +57,8 @@ std::string ShellQuote(const std::string& text) {
 
 StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
   if (geteuid() != 0) return Unavailable("network namespaces need root");
-  if (RunCommand("command -v ip && command -v unshare").exit_code != 0) {
-    return Unavailable("ip (iproute2) or unshare (util-linux) is missing");
+  if (RunCommand("command -v ip && command -v unshare && command -v nsenter").exit_code != 0) {
+    return Unavailable("ip (iproute2), unshare or nsenter (util-linux) is missing");
   }
   RemoveStale();
   std::unique_ptr<TwoNodes> n(new TwoNodes());
@@ -96,8 +96,11 @@ TwoNodes::~TwoNodes() {
 }
 
 std::string TwoNodes::On(const Node& node, const std::string& command) const {
-  return "ip netns exec " + node.netns + " unshare --uts -- /bin/sh -c " +
-         ShellQuote("hostname " + node.host + " && exec /bin/sh -c " + ShellQuote(command));
+  // Only the network namespace is the node's (nsenter); /sys and its cgroup mounts stay the
+  // host's, which slurmd needs (ip netns exec would mount a fresh sysfs without them).
+  return "nsenter --net=/run/netns/" + node.netns + " unshare --mount --uts -- /bin/sh -c " +
+         ShellQuote("mount --bind " + HostsFile(node.netns) + " /etc/hosts && hostname " + node.host +
+                    " && exec /bin/sh -c " + ShellQuote(command));
 }
 
 Status TwoNodes::SetLink(bool up) const {

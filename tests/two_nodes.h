@@ -5,8 +5,9 @@
 // run on a node sees only that node's network stack: its loopback is its own, and the other
 // node is reached over the veth link alone, which the test can take down and bring back.
 //
-// How: `ip netns add`, `ip link add ... type veth`; `ip netns exec` mounts /etc/netns/NS/hosts
-// over /etc/hosts for the command; `unshare --uts` gives it the node's host name. Needs root and
+// How: `ip netns add`, `ip link add ... type veth`; a command enters the node's network
+// namespace (`nsenter --net`) and private mount and UTS namespaces (`unshare --mount --uts`) in
+// which the node's hosts file is bind-mounted over /etc/hosts and the host name set. Needs root and
 // a kernel with network namespaces; Create says why not otherwise, and the tests skip saying
 // so. Everything made here is removed by the destructor, also when a test fails; namespaces
 // left by a killed test process (named after its pid) are removed by the next Create.

@@ -18,8 +18,9 @@ std::string Numeric(const sockaddr* a, socklen_t len) {
   return buf;
 }
 
-// The interface that holds `address`, "" when none does.
-std::string InterfaceOf(const std::string& address) {
+}  // namespace
+
+std::string InterfaceHolding(const std::string& address) {
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return "";
   std::unique_ptr<ifaddrs, decltype(&freeifaddrs)> hold(list, freeifaddrs);
@@ -33,7 +34,7 @@ std::string InterfaceOf(const std::string& address) {
   return "";
 }
 
-}  // namespace
+bool IsLoopbackAddress(const std::string& address) { return address.rfind("127.", 0) == 0 || address == "::1"; }
 
 StatusOr<Route> RouteToward(const std::string& host) {
   addrinfo hints{};
@@ -59,7 +60,8 @@ StatusOr<Route> RouteToward(const std::string& host) {
     Route route;
     route.address = Numeric(reinterpret_cast<const sockaddr*>(&local), len);
     if (route.address.empty()) continue;
-    route.interface = InterfaceOf(route.address);
+    route.interface = InterfaceHolding(route.address);
+    route.toward = Numeric(a->ai_addr, a->ai_addrlen);
     return route;
   }
   return Status::NotFound("no route toward " + host + ": " + why);

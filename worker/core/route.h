@@ -15,12 +15,19 @@
 namespace flap::core {
 
 struct Route {
-  std::string address;    // numeric, e.g. "192.0.2.1" or "::1"
+  std::string address;    // the source: numeric, e.g. "192.0.2.1" or "::1"
   std::string interface;  // e.g. "eth0", "lo"; empty when no interface holds the address
+  std::string toward;     // the destination, numeric: what `host` resolved to
 };
 
 // The route toward `host` (a name or a numeric address). NotFound naming the host when it does
 // not resolve or no route leads there.
 StatusOr<Route> RouteToward(const std::string& host);
+
+// The interface of this host that holds `address` (numeric), "" when none does.
+std::string InterfaceHolding(const std::string& address);
+
+// Whether `address` (numeric) is a loopback address (127.0.0.0/8, ::1).
+bool IsLoopbackAddress(const std::string& address);
 
 }  // namespace flap::core

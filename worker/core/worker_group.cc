@@ -91,6 +91,21 @@ struct WorkerGroup::Impl {
     return failure;
   }
 
+  // The address this rank's collectives bind to, "" to leave it to the library: the source of
+  // the route toward rank 0 (route.h), not the host name's address. On rank 0's own node that
+  // source is a loopback address when rank 0's name resolves there to 127.0.1.1 (Debian's
+  // /etc/hosts); then it is the address at which the ranks of other nodes reached rank 0
+  // (their join records), which this node holds. Called once every rank has joined.
+  std::string BindAddress(const StatusOr<Route>& route) {
+    if (!route.ok()) return "";
+    if (!IsLoopbackAddress(route->address)) return route->address;
+    for (int r = 0; r < rdv.world_size; ++r) {
+      const std::string seen = Text(store->get("join/" + std::to_string(r)));
+      if (seen != "?" && !IsLoopbackAddress(seen) && !InterfaceHolding(seen).empty()) return seen;
+    }
+    return route->address;  // every rank is on this node
+  }
+
   void Beat() {
     c10::intrusive_ptr<c10d::TCPStore> client;
     try {
@@ -240,12 +255,15 @@ struct WorkerGroup::Impl {
                                      options.device.str() + " (dist.backend gloo or auto for the CPU)");
     }
     backend = b;
+    const StatusOr<Route> route =
+        IsLoopback(rdv.master_addr) ? StatusOr<Route>(Status::NotFound("loopback")) : RouteToward(rdv.master_addr);
 
     try {
       // waitWorkers is off: we wait below, naming the ranks that do not come.
       store = compat::MakeStore(rdv.master_addr, rdv.master_port, rdv.rank == 0, static_cast<size_t>(rdv.world_size),
                                 timeout);
-      store->set("join/" + std::to_string(rdv.rank), Bytes("1"));
+      // Each rank records the address it reached rank 0 at (bind_address below).
+      store->set("join/" + std::to_string(rdv.rank), Bytes(route.ok() ? route->toward : std::string("?")));
     } catch (const std::exception& e) {
       return Status::DeadlineExceeded(Where() + ": cannot " + (rdv.rank == 0 ? "host" : "reach") +
                                       " the rendezvous store at " + StoreAddress() + " within " +
@@ -274,6 +292,13 @@ struct WorkerGroup::Impl {
                                       StoreAddress() + " within " + Fixed(options.timeout_s) + " s");
     }
     beat_thread = std::thread([this] { Beat(); });
+    std::string bind_address;
+    try {
+      bind_address = BindAddress(route);
+    } catch (const std::exception& e) {
+      return Status::DeadlineExceeded(Where() + ": rendezvous store at " + StoreAddress() +
+                                      " failed while ranks joined (rank 0 gone?): " + What(e));
+    }
 
     try {
       auto prefixed = c10::make_intrusive<c10d::PrefixStore>(backend, store);
@@ -283,9 +308,8 @@ struct WorkerGroup::Impl {
           o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
         } else if (IsLoopback(rdv.master_addr)) {
           o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        } else if (auto route = RouteToward(rdv.master_addr); route.ok()) {
-          // The address this node reaches rank 0 from, not the host name's (route.h).
-          o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(route->address));
+        } else if (!bind_address.empty()) {
+          o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_address));
         } else {
           o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
         }
@@ -302,10 +326,8 @@ struct WorkerGroup::Impl {
         setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
         // NCCL's bootstrap and socket transport on the interface toward rank 0 (route.h),
         // unless NCCL_SOCKET_IFNAME names one.
-        if (!IsLoopback(rdv.master_addr)) {
-          if (auto route = RouteToward(rdv.master_addr); route.ok() && !route->interface.empty()) {
-            setenv("NCCL_SOCKET_IFNAME", ("=" + route->interface).c_str(), 0);
-          }
+        if (const std::string ifname = bind_address.empty() ? "" : InterfaceHolding(bind_address); !ifname.empty()) {
+          setenv("NCCL_SOCKET_IFNAME", ("=" + ifname).c_str(), 0);
         }
         auto o = c10d::ProcessGroupNCCL::Options::create();
         o->timeout = timeout;
