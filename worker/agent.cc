@@ -6,6 +6,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -214,6 +215,8 @@ class Speaker {
              << std::endl;
       }
       outbox_.reset();
+      std::error_code ec;
+      if (left == 0 && s.ok()) std::filesystem::remove_all(outbox_dir_, ec);  // nothing to hand over
     }
   }
 

@@ -38,7 +38,8 @@
 // lost to a restart of any length; training waits only on an evaluation's answer (an ASHA rung),
 // for at most rpc_retry_s. Before asking for its next trial the group waits (telling its ranks
 // to wait) until every record of the last one is acknowledged. At exit the agent waits up to
-// rpc_retry_s for them, and leaves the rest in the folder for the group's next start.
+// rpc_retry_s for them, and leaves the rest in the folder for the group's next start (an empty
+// folder is removed).
 //
 // Timeouts: every RPC has a deadline and transient failures (UNAVAILABLE, DEADLINE_EXCEEDED:
 // a coordinator restarting) of the other calls are retried for rpc_retry_s; ranks waiting for
