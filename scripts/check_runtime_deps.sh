@@ -57,7 +57,7 @@ programs=(
   munged:munge slurmctld:slurmctld slurmd:slurmd slurmstepd:slurmd srun:slurm-client
   sbatch:slurm-client squeue:slurm-client scontrol:slurm-client scancel:slurm-client
   sinfo:slurm-client mpirun:openmpi-bin 'orted|prted:openmpi-bin' prometheus:prometheus
-  gnuplot:gnuplot-nox openssl:openssl tar:tar timeout:coreutils
+  gnuplot:gnuplot-nox openssl:openssl tar:tar timeout:coreutils ip:iproute2 nsenter:util-linux unshare:util-linux
 )
 
 problems=$tmp/problems   # one line per problem

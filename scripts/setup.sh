@@ -29,6 +29,8 @@ PACKAGES=(
   # installs (docs/slurm.md); scripts/check_runtime_deps.sh checks this list is complete.
   # A | B: the first that this release has (Debian 13 renamed libraries in its 64-bit time_t move).
   slurm-wlm munge 'libpmix2|libpmix2t64' libpmix-dev
+  # The multi-node tests' two hosts: network namespaces and a veth link (tests/two_nodes.h).
+  iproute2 util-linux
 )
 
 if [[ "${FLAP_SKIP_APT:-0}" != 1 ]]; then

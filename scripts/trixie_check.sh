@@ -113,7 +113,7 @@ grep -qw "$host" "$root/etc/hosts" || echo "127.0.1.1 $host" >>"$root/etc/hosts"
 echo "$host" >"$root/etc/hostname"
 
 bind /proc proc
-bind /sys sys
+bind /sys sys r  # with its cgroup mounts, which slurmd needs
 bind /dev dev r
 bind "$src" flap
 
