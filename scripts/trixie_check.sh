@@ -164,7 +164,10 @@ cpu)
   rc=${PIPESTATUS[0]}
   set -e
   build_info cpu build-trixie-cpu || true
-  grep -A200 'The following tests did not run' "$root/tmp/test.log" | grep -E '^\s+[0-9]+ - ' | sed 's/^/trixie_check: skipped: /' || true
+  grep -A200 'The following tests did not run' "$root/tmp/test.log" | grep -E '^\s+[0-9]+ - .*\(Skipped\)' |
+    sed 's/^\s*/trixie_check: skipped: /' || true
+  grep -A200 'The following tests FAILED' "$root/tmp/test.log" | grep -E '^\s+[0-9]+ - ' |
+    sed 's/^\s*/trixie_check: failed: /' || true
   say "cpu: $(count "$root/tmp/test.log" || echo 'no test ran')"
   exit "$rc"
   ;;
