@@ -24,6 +24,12 @@ Status Run(const std::string& command) {
 
 std::string HostsFile(const std::string& netns) { return "/etc/netns/" + netns + "/hosts"; }
 
+// `command` in the network namespace alone (nsenter: `ip -n` and `ip netns exec` also remount
+// /sys, which fails inside a chroot such as scripts/trixie_check.sh's).
+std::string InNetns(const std::string& netns, const std::string& command) {
+  return "nsenter --net=/run/netns/" + netns + " " + command;
+}
+
 void Remove(const std::string& netns) {
   RunCommand("ip netns del " + netns + " 2>/dev/null");
   std::error_code ec;
@@ -82,9 +88,9 @@ StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
   FLAP_RETURN_IF_ERROR(Run("ip link add " + n->a_.link + " type veth peer name " + n->b_.link));
   for (const Node* node : {&n->a_, &n->b_}) {
     FLAP_RETURN_IF_ERROR(Run("ip link set " + node->link + " netns " + node->netns));
-    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " addr add " + node->address + "/24 dev " + node->link));
-    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set lo up"));
-    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set " + node->link + " up"));
+    FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip addr add " + node->address + "/24 dev " + node->link)));
+    FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set lo up")));
+    FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set " + node->link + " up")));
   }
   return n;
 }
@@ -105,7 +111,7 @@ std::string TwoNodes::On(const Node& node, const std::string& command) const {
 
 Status TwoNodes::SetLink(bool up) const {
   for (const Node* node : {&a_, &b_}) {
-    FLAP_RETURN_IF_ERROR(Run("ip -n " + node->netns + " link set " + node->link + (up ? " up" : " down")));
+    FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set " + node->link + (up ? " up" : " down"))));
   }
   return Status::OK();
 }
