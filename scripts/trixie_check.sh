@@ -112,6 +112,10 @@ getent hosts "$host" >/dev/null || echo "127.0.1.1 $host" >>"$root/etc/hosts"
 grep -qw "$host" "$root/etc/hosts" || echo "127.0.1.1 $host" >>"$root/etc/hosts"
 echo "$host" >"$root/etc/hostname"
 
+# The root a mount point of its own, so that `unshare --mount` in it (tests/two_nodes.h) can
+# make its mounts private.
+mount --bind "$root" "$root"
+mounted+=("$root")
 bind /proc proc
 bind /sys sys r  # with its cgroup mounts, which slurmd needs
 bind /dev dev r
