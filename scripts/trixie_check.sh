@@ -74,6 +74,8 @@ cleanup() {
   for p in /proc/[0-9]*; do  # processes a test left running in the root
     [[ $(readlink "$p/root" 2>/dev/null) == "$root" ]] && kill -9 "${p#/proc/}" 2>/dev/null
   done
+  # ip netns (the multinode tests) mounts the root's /run/netns; the tests remove the namespaces.
+  mountpoint -q "$root/run/netns" && umount -l "$root/run/netns"
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -R -l "${mounted[i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
