@@ -12,6 +12,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 
 #include "tests/test_util.h"
 #include "tests/two_nodes.h"
@@ -138,28 +139,31 @@ TEST_F(DistEquivalence, PlainAllReducePathMatchesToo) {
 // The same invariant across two hosts (tests/two_nodes.h): rank 0 on node A hosts the store at
 // A's address, rank 1 on node B reaches it over the veth link only, and Gloo picks the address
 // toward rank 0 on each node (worker/core/route.h), not the host name's.
-class TwoNodesDist : public DistEquivalence {};
+class TwoNodesDist : public DistEquivalence {
+ protected:
+  void SetUp() override {
+    auto n = testing::TwoNodes::Create();
+    if (!n.ok()) GTEST_SKIP() << "no two-node fixture here: " << n.status().ToString();
+    nodes_ = std::move(*n);
+  }
+  // Two probe ranks, rank 0 on node A and rank 1 on node B, meeting at `master`; checked
+  // against the one-rank run.
+  void RunAcross(const std::string& name, const std::string& master) {
+    const testing::TwoNodes& n = *nodes_;
+    ASSERT_TRUE(RunProbe(
+        2, name, "", [&](int rank, const std::string& command) { return n.On(rank == 0 ? n.a() : n.b(), command); },
+        master));
+    Check(2, name);
+  }
+  std::unique_ptr<testing::TwoNodes> nodes_;
+};
 
-TEST_F(TwoNodesDist, TwoRanksOnTwoNodesMatchOneRankOfTwelve) {
-  auto nodes = testing::TwoNodes::Create();
-  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
-  const testing::TwoNodes& n = **nodes;
-  ASSERT_TRUE(RunProbe(
-      2, "twonodes", "", [&](int rank, const std::string& command) { return n.On(rank == 0 ? n.a() : n.b(), command); },
-      n.a().address));
-  Check(2, "twonodes");
-}
+TEST_F(TwoNodesDist, TwoRanksOnTwoNodesMatchOneRankOfTwelve) { RunAcross("twonodes", nodes_->a().address); }
 
 // MASTER_ADDR as a name (as Slurm gives it: the first host of the node list), which node A's
 // own /etc/hosts puts on 127.0.1.1: rank 0 takes the address rank 1 reached it at.
 TEST_F(TwoNodesDist, RankZeroNamedByItsHostNameBindsWhereTheOtherNodeReachesIt) {
-  auto nodes = testing::TwoNodes::Create();
-  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
-  const testing::TwoNodes& n = **nodes;
-  ASSERT_TRUE(RunProbe(
-      2, "twonames", "", [&](int rank, const std::string& command) { return n.On(rank == 0 ? n.a() : n.b(), command); },
-      n.a().host));
-  Check(2, "twonames");
+  RunAcross("twonames", nodes_->a().host);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/testing/testing.h"
 #include "tests/tmpfs.h"
 
 namespace flap::worker {
@@ -146,8 +147,8 @@ TEST_F(HardeningCheckpointer, OtherSaveFailuresAreNotStorageFaults) {
 // run against that code. Now the save replaces it, the damaged folder kept aside, and the next
 // restart resumes from it.
 TEST(CheckpointerDamage, ADamagedNewestCheckpointIsPassedOverAndSavedAgainAtItsStep) {
-  std::string tmpl = (fs::temp_directory_path() / "flap_ckpt_damage_XXXXXX").string();
-  const std::string dir = ::mkdtemp(tmpl.data());
+  const flap::testing::TempDir tmp("ckpt_damage");  // removed at the end, whatever happens
+  const std::string dir = tmp.path();
   torch::manual_seed(1);
   core::FlapModel model(SmallModel());
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-3));
