@@ -247,6 +247,10 @@ std::vector<Field> MaskLossOptimFields() {
              FLAP_REF(int, mask.views), Between(1, 16))));
   f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight),
                      AtLeast(0.0)));
+  f.push_back(Since("pooled", Choice("recon.source",
+                                     "what the decoder reconstructs from: embedding (the projected, normalised "
+                                     "per-sample audio embedding, as the paper) | pooled (the encoder's pooled output)",
+                                     FLAP_REF(std::string, model.recon_source), {"embedding", "pooled"})));
   f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
   f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
   Field augment = Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, augment));
@@ -287,6 +291,9 @@ std::vector<Field> TrainDataFields() {
   f.push_back(
       Since("0", Number("train.max_samples", "stop once this many training samples (all ranks) are seen; 0 = none",
                         FLAP_REF(int64_t, train.max_samples), AtLeast<int64_t>(0, " (0: no sample budget)"))));
+  f.push_back(Since("0", Number("train.max_flops",
+                                "stop once the training steps (all ranks) have spent this many model FLOPs; 0 = none",
+                                FLAP_REF(double, train.max_flops), AtLeast(0.0, " (0: no FLOPs budget)"))));
   f.push_back(Number("train.eval_every", "steps between evaluations; 0 = at the end only",
                      FLAP_REF(int64_t, train.eval_every), AtLeast<int64_t>(0)));
   f.push_back(Number("train.eval_batch_size", "evaluation batch size", FLAP_REF(int64_t, train.eval_batch_size),
@@ -308,7 +315,11 @@ std::vector<Field> TrainDataFields() {
                            FLAP_REF(std::string, train.precision), {"fp32", "bf16"})));
   f.push_back(Local(Text("data.path", "dataset folder (manifest.json)", FLAP_REF(std::string, data.path))));
   f.push_back(Text("data.train_split", "training split name", FLAP_REF(std::string, data.train_split)));
-  f.push_back(Text("data.eval_split", "evaluation split name", FLAP_REF(std::string, data.eval_split)));
+  f.push_back(Text("data.val_split",
+                   "validation split: evaluations during training and everything they decide (old manifests: eval)",
+                   FLAP_REF(std::string, data.val_split)));
+  f.push_back(Text("data.test_split", "test split: evaluated once, at the end, on the checkpoint validation selected",
+                   FLAP_REF(std::string, data.test_split)));
   f.push_back(Operational(Number("data.loader_threads", "loader feature threads; 0 = one per core",
                                  FLAP_REF(int, data.loader_threads), AtLeast(0))));
   f.push_back(Number("data.shuffle_shards", "shards whose samples are shuffled together",

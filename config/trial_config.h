@@ -41,8 +41,13 @@ namespace flap {
 
 struct DataConfig {
   std::string path;  // dataset folder (manifest.json, shards, tokenizer.model)
+  // The three roles of a dataset's splits (docs/data.md, "Splits"): training; validation, which
+  // drives every decision (evaluation during training, early stopping, ckpt.keep_best, the
+  // checkpoint a trial ends with, time-to-target); test, evaluated once at the end of a trial on
+  // the checkpoint validation selected and read by nothing that decides.
   std::string train_split = "train";
-  std::string eval_split = "eval";
+  std::string val_split = "val";
+  std::string test_split = "test";
   int loader_threads = 0;    // feature threads of the loader; 0: one per core
   int shuffle_shards = 4;    // shards whose samples are shuffled together (loader.h)
   int prefetch_batches = 4;  // ready batches the loader keeps queued
@@ -71,10 +76,13 @@ struct TrainConfig {
   int64_t epochs = 10;
   int64_t max_steps = 0;  // > 0: stop after this many steps, whatever the epochs
   // Compute budgets (worker/trainer.h, "Budgets"): > 0 stops the trial once the training loop
-  // has run this many wall seconds (evaluation excluded) or seen this many samples (all ranks);
-  // the first budget reached (steps, seconds, samples) ends the trial. Both carry over a resume.
+  // has run this many wall seconds (evaluation excluded), seen this many samples (all ranks)
+  // or spent this many model FLOPs (all ranks, counted per step from the tokens it kept); the
+  // first budget reached (steps, seconds, samples, FLOPs) ends the trial, and the learning-rate
+  // schedule is fitted to the one that binds. All carry over a resume.
   double max_seconds = 0;
   int64_t max_samples = 0;
+  double max_flops = 0;
   int64_t eval_every = 0;  // steps between evaluations; 0: only at the end
   int64_t eval_batch_size = 64;
   int64_t log_every = 20;  // steps between progress lines

@@ -149,7 +149,7 @@ Status Trainer::LoadData() {
   FLAP_ASSIGN_OR_RETURN(manifest_, sharding::ReadManifest(d.path));
   FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer, sharding::Tokenizer::Load(d.path + "/" + manifest_.tokenizer));
   tokenizer_.emplace(std::move(tokenizer));
-  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(d.path, d.eval_split, feature_options_));
+  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(d.path, d.val_split, feature_options_));
   eval_.emplace(std::move(eval));
   load_s_ = Since(start_);
   const std::vector<sharding::ShardInfo> shards = manifest_.ShardsOf(d.train_split);
@@ -677,12 +677,12 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   FLAP_RETURN_IF_ERROR(config.Validate());
   if (config.data.path.empty()) return Status::InvalidArgument("data.path is not set");
   SetThreads(config.train.threads);
-  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.eval_split, DataOptions(config)));
+  FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.val_split, DataOptions(config)));
   FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
   FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
   FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer().vocab_size(), model_path, device));
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
-      << config.data.eval_split << "' on " << core::DescribeDevice(device).device << ", "
+      << config.data.val_split << "' on " << core::DescribeDevice(device).device << ", "
       << core::PrecisionName(precision) << std::endl;
   FLAP_ASSIGN_OR_RETURN(const EvalCrop eval_crop, ParseEvalCrop(config.eval.crop));
   return Evaluate(model, eval, config.train.eval_batch_size, precision, eval_crop);

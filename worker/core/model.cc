@@ -106,7 +106,7 @@ FlapModelImpl::FlapModelImpl(const ModelConfig& c, double logit_scale_init) : co
   InitLinear(text_proj1_);
   InitLinear(text_proj2_);
 
-  decoder_in_ = register_module("decoder_in", torch::nn::Linear(c.audio_width, c.decoder_width));
+  decoder_in_ = register_module("decoder_in", torch::nn::Linear(c.recon_from_embedding() ? c.embed_dim : c.audio_width, c.decoder_width));
   InitLinear(decoder_in_);
   decoder_pos_ = register_buffer("decoder_pos", SinCos2d(c.decoder_width, c.time_patches(), c.freq_patches()));
   decoder_blocks_ = register_module("decoder_blocks", torch::nn::ModuleList());
@@ -166,7 +166,7 @@ ModelOutput FlapModelImpl::forward(const torch::Tensor& spec, const torch::Tenso
   out.audio = audio.embedding;
   out.text = EncodeText(tokens);
   out.logit_scale = logit_scale_;
-  if (with_recon) out.recon = Decode(audio.pooled);
+  if (with_recon) out.recon = Decode(config_.recon_from_embedding() ? audio.embedding : audio.pooled);
   return out;
 }
 

@@ -63,6 +63,8 @@ Status Divisible(const char* field, int64_t v, const char* by_field, int64_t by)
 }  // namespace
 
 Status ModelConfig::Validate() const {
+  if (recon_source != "embedding" && recon_source != "pooled")
+    return Status::InvalidArgument("recon_source must be embedding or pooled, not '" + recon_source + "'");
   FLAP_RETURN_IF_ERROR(Positive("model.patch_size", patch_size));
   FLAP_RETURN_IF_ERROR(Divisible("model.num_mel_bins", num_mel_bins, "model.patch_size", patch_size));
   FLAP_RETURN_IF_ERROR(Divisible("model.target_frames", target_frames, "model.patch_size", patch_size));

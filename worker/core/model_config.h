@@ -41,10 +41,15 @@ struct ModelConfig {
   int mlp_ratio = 4;    // MLP hidden width = mlp_ratio * width
   int embed_dim = 128;  // D: joint audio-text embedding size
 
-  // Reconstruction decoder (fed only by the pooled audio embedding).
+  // Reconstruction decoder, fed only by one vector per clip: recon_source "embedding" (the
+  // per-sample audio embedding, projected and L2-normalised, as the paper does: reconstruction
+  // then shapes the contrastive embedding's projection too) or "pooled" (the encoder's mean-pooled
+  // output before the projection).
   int decoder_width = 128;
   int decoder_depth = 1;
   int decoder_heads = 4;
+  std::string recon_source = "embedding";
+  bool recon_from_embedding() const { return recon_source == "embedding"; }
 
   int freq_patches() const { return num_mel_bins / patch_size; }
   int time_patches() const { return target_frames / patch_size; }
