@@ -77,7 +77,8 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
   const int64_t batch = base ? 4 : 32;
   flap::sharding::SynthOptions so;
   so.num_train = base ? 128 : 768;
-  so.num_eval = 1;
+  so.num_val = 1;
+  so.num_test = 0;
   so.clip_seconds = base ? 10.24 : 2.56;
   so.samples_per_shard = base ? 16 : 64;
   auto t0 = Clock::now();

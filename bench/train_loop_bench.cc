@@ -7,7 +7,7 @@
 // ratios worker / plain. "plain-passive" runs the plain loop with the worker's idle-thread
 // settings; --reuse reads the runs already in --out instead of running them again.
 //
-//   train_loop_bench [--data DIR] [--train 3000] [--eval 200] [--seconds 180] [--ratios 0,0.5,0.75]
+//   train_loop_bench [--data DIR] [--train 3000] [--val 200] [--seconds 180] [--ratios 0,0.5,0.75]
 //                    [--batch 64] [--eval-every 25] [--targets 0.1,0.3] [--threads N] [--reuse]
 //                    [--runs worker,plain,plain-passive]
 //                    [--seeds 1,2,...] [--worker-set KEY=VALUE,...] [--baseline-seconds S] [--out DIR]
@@ -345,7 +345,7 @@ int main(int argc, char** argv) {
       o.out = next();
     else if (a == "--train")
       o.train = std::atoi(next().c_str());
-    else if (a == "--eval")
+    else if (a == "--val" || a == "--eval")  // --eval: the old name
       o.eval = std::atoi(next().c_str());
     else if (a == "--seconds")
       o.seconds = std::atof(next().c_str());
@@ -387,7 +387,7 @@ int main(int argc, char** argv) {
         o.seeds.push_back(static_cast<int>(seed));
       }
     } else {
-      std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--eval N] [--seconds S] [--ratios LIST] "
+      std::cerr << "usage: train_loop_bench [--data DIR] [--train N] [--val N] [--seconds S] [--ratios LIST] "
                    "[--batch N] [--eval-every N] [--targets R1,...] [--threads N] [--runs worker,plain,plain-passive] "
                    "[--seeds N,...] [--worker-set KEY=VALUE,...] [--baseline-seconds S] [--out DIR]\n";
       return 2;
@@ -397,7 +397,7 @@ int main(int argc, char** argv) {
   fs::create_directories(o.out);
   if (!fs::exists(o.data + "/manifest.json")) {
     std::ostringstream synth;
-    synth << bin << "/flapctl/flapctl data synth --out " << o.data << " --train " << o.train << " --eval " << o.eval
+    synth << bin << "/flapctl/flapctl data synth --out " << o.data << " --train " << o.train << " --val " << o.eval
           << " --seed 1 > " << o.out << "/synth.log 2>&1";
     if (Run(synth.str()) != 0) {
       std::cerr << "flapctl data synth failed: see " << o.out << "/synth.log\n";
@@ -423,7 +423,7 @@ int main(int argc, char** argv) {
     fs::create_directories(export_dir);
     json meta;
     if (!ExportSplit(o.data, "train", config, export_dir, &meta) ||
-        !ExportSplit(o.data, "eval", config, export_dir, &meta)) {
+        !ExportSplit(o.data, "val", config, export_dir, &meta)) {
       return 1;
     }
     std::ofstream(export_dir + "/meta.json") << meta.dump(2);

@@ -5,7 +5,7 @@ The model, losses and AdamW step of bench/train_step_bench.py (the worker's arch
 the loop a PyTorch user writes: features precomputed once (exported by train_loop_bench from the
 worker's front end), a shuffled epoch of batches, one random caption per clip, random keep sets
 for the masked patches, warm-up + cosine learning rate, evaluation (text-to-audio and
-audio-to-text retrieval on the eval split) every --eval-every steps. Trains until --seconds of
+audio-to-text retrieval on the val split) every --eval-every steps. Trains until --seconds of
 training (evaluations excluded) are spent. Prints one JSON line per evaluation and a last one
 with the loop's samples/s. Run with Debian's interpreter (/usr/bin/python3, python3-torch).
 """
@@ -92,7 +92,7 @@ def main():
     torch.manual_seed(args.seed)
     meta = json.load(open(f"{args.features}/meta.json"))
     train_spec, train_tokens, train_owner = load_split(args.features, "train", meta)
-    eval_spec, eval_tokens, eval_owner = load_split(args.features, "eval", meta)
+    eval_spec, eval_tokens, eval_owner = load_split(args.features, "val", meta)
     # Each clip's captions, to draw one per clip and step.
     captions = [[] for _ in range(len(train_spec))]
     for i, c in enumerate(train_owner.tolist()):

@@ -35,13 +35,17 @@ int DataSynth(const std::vector<std::string>& args) {
   int64_t seed = static_cast<int64_t>(options.seed);
   po::options_description visible(
       "Usage: flapctl data synth --out DIR [options]\n\n"
-      "Writes a deterministic synthetic audio-caption dataset (shards, tokenizer, manifest).\n"
+      "Writes a deterministic synthetic audio-caption dataset (shards, tokenizer, manifest)\n"
+      "with splits 'train', 'val' (model selection) and 'test' (reported at the end).\n"
       "The same options always give the same bytes.\n\nOptions");
   visible.add_options()("help,h", "show this help")("out", po::value<std::string>(&out_dir)->required(),
                                                     "output dataset folder (required)")(
       "seed", po::value<int64_t>(&seed)->default_value(seed), "generator seed (>= 0)")(
       "train", po::value<int>(&options.num_train)->default_value(options.num_train), "clips in split 'train'")(
-      "eval", po::value<int>(&options.num_eval)->default_value(options.num_eval), "clips in split 'eval'")(
+      "val", po::value<int>(&options.num_val)->default_value(options.num_val), "clips in split 'val'")(
+      "test", po::value<int>(&options.num_test),
+      "clips in split 'test' (default: as many as --val)")(
+      "eval", po::value<int>(), "old name of --val")(
       "clip-seconds", po::value<double>(&options.clip_seconds)->default_value(options.clip_seconds, "2.56"),
       "length of every clip in seconds [0.5, 60]")(
       "shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
@@ -62,6 +66,14 @@ int DataSynth(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   options.seed = static_cast<uint64_t>(seed);
+  if (vm.count("eval")) {
+    if (!vm["val"].defaulted()) {
+      std::cerr << "flapctl data synth: give --val or its old name --eval, not both\n";
+      return kExitUsage;
+    }
+    options.num_val = vm["eval"].as<int>();
+  }
+  if (!vm.count("test")) options.num_test = options.num_val;
   const auto start = std::chrono::steady_clock::now();
   Status s = sharding::GenerateSynthetic(options, out_dir);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -69,9 +81,12 @@ int DataSynth(const std::vector<std::string>& args) {
     std::cerr << "flapctl data synth: " << s.ToString() << "\n";
     return s.code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
   }
-  const int shards = (options.num_train + options.samples_per_shard - 1) / options.samples_per_shard +
-                     (options.num_eval + options.samples_per_shard - 1) / options.samples_per_shard;
-  std::cout << "wrote " << options.num_train << " train + " << options.num_eval << " eval clips in "
+  int shards = 0;
+  for (int n : {options.num_train, options.num_val, options.num_test}) {
+    shards += (n + options.samples_per_shard - 1) / options.samples_per_shard;
+  }
+  std::cout << "wrote " << options.num_train << " train + " << options.num_val << " val + " << options.num_test
+            << " test clips in "
             << Plural(shards, "shard") << " to " << out_dir << " in " << std::fixed << std::setprecision(1) << seconds
             << " s\n";
   return kExitOk;
@@ -182,6 +197,9 @@ int DataVerify(const std::vector<std::string>& args) {
     std::cout << "  " << split << ": " << Plural(shards, "shard") << ", " << Plural(m.NumSamples(split), "sample")
               << " in the manifest, " << samples_ok << " verified";
     if (shards_bad > 0) std::cout << ", " << Plural(shards_bad, "shard") << " damaged";
+    if (split != sharding::kValSplit && m.ResolveSplit(sharding::kValSplit) == split) {
+      std::cout << " (read as '" << sharding::kValSplit << "': made before the val and test splits)";
+    }
     std::cout << "\n";
   }
   if (!damaged.empty()) {

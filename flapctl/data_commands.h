@@ -1,7 +1,8 @@
 // flapctl's "data" commands (preparing and checking datasets).
 //
-//   flapctl data synth --out DIR [--seed N --train N --eval N --clip-seconds S --shard-size N
-//                                 --vocab-size N --name NAME]
+//   flapctl data synth --out DIR [--seed N --train N --val N --test N --clip-seconds S
+//                                 --shard-size N --vocab-size N --name NAME]
+//     (--eval N: the old name of --val; --test defaults to --val's count)
 //   flapctl data verify DIR
 //
 // Thread-safety: see flapctl/cli.h.

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
+#include <utility>
 
 #include "sharding/ingest.h"
+#include "sharding/manifest.h"
 
 namespace flap::flapctl {
 namespace po = boost::program_options;
@@ -42,6 +44,8 @@ int RunDataIngest(const std::vector<std::string>& args) {
   std::string format, out_dir, on_error = "skip";
   std::vector<std::string> csvs, audios, shard_globs, splits;
   int64_t seed = 0;
+  int64_t shuffle_seed = static_cast<int64_t>(sharding::kDefaultShuffleSeed);
+  double val_fraction = 0.0, eval_fraction = 0.0;
   po::options_description visible(
       "Usage: flapctl data ingest --format clotho|audiocaps|wds --out DIR INPUTS [options]\n\n"
       "Turns a corpus into a dataset folder: shards of --shard-size clips (16 kHz mono FLAC),\n"
@@ -54,12 +58,19 @@ int RunDataIngest(const std::vector<std::string>& args) {
       "             (files <youtube_id>.EXT or <youtube_id>_<start>.EXT; rows of one clip are\n"
       "             grouped into one sample)\n"
       "  wds:       --shards 'GLOB' (existing WebDataset shards, re-sharded)\n"
-      "Without --split, clips are split by a seeded hash of their key: 'eval' with\n"
-      "probability --eval-fraction, else 'train'.\n\n"
+      "Splits have roles: 'train' (training), 'val' (model selection during training) and\n"
+      "'test' (reported at the end). A --split names a role, a corpus's own split (Clotho:\n"
+      "development -> train, validation -> val, evaluation -> test; AudioCaps' train, val,\n"
+      "test are roles already) or any other split name.\n"
+      "Without --split, clips are split by a seeded hash of their key: 'val' with\n"
+      "probability --val-fraction, 'test' with probability --test-fraction, else 'train'.\n"
+      "The clips of each split are put in a seeded random order (--shuffle-seed) before\n"
+      "they are cut into shards, so a shard holds clips from all over the corpus.\n\n"
       "Example:\n"
       "  flapctl data ingest --format clotho --out data/clotho \\\n"
-      "    --csv clotho_captions_development.csv --split train \\\n"
-      "    --csv clotho_captions_validation.csv --split eval \\\n"
+      "    --csv clotho_captions_development.csv --split development \\\n"
+      "    --csv clotho_captions_validation.csv --split validation \\\n"
+      "    --csv clotho_captions_evaluation.csv --split evaluation \\\n"
       "    --audio clotho_audio_all --max-seconds 30 --crop\n\n"
       "Rerunning with the same inputs and options resumes: finished shards are checked and\n"
       "kept, the rest written; the result equals an uninterrupted run's, byte for byte.\n\n"
@@ -74,9 +85,15 @@ int RunDataIngest(const std::vector<std::string>& args) {
                                                         "WebDataset shard glob, quoted (repeatable)")(
       "split", po::value<std::vector<std::string>>(&splits)->composing(),
       "split name of the matching input (repeatable; none: seeded split)")(
-      "eval-fraction", po::value<double>(&options.eval_fraction)->default_value(options.eval_fraction),
-      "seeded split: share of clips in 'eval', in [0, 1)")("seed", po::value<int64_t>(&seed)->default_value(seed),
-                                                           "seeded split's seed (>= 0)")(
+      "val-fraction", po::value<double>(&val_fraction)->default_value(0.0),
+      "seeded split: share of clips in 'val', in [0, 1)")(
+      "test-fraction", po::value<double>(&options.test_fraction)->default_value(options.test_fraction),
+      "seeded split: share of clips in 'test', in [0, 1); with --val-fraction below 1")(
+      "eval-fraction", po::value<double>(&eval_fraction),
+      "old name of --val-fraction (accepted; the split is called 'val')")(
+      "seed", po::value<int64_t>(&seed)->default_value(seed), "seeded split's seed (>= 0)")(
+      "shuffle-seed", po::value<int64_t>(&shuffle_seed)->default_value(shuffle_seed),
+      "seed of the clips' order within each split (>= 0; recorded in the manifest)")(
       "shard-size", po::value<int>(&options.samples_per_shard)->default_value(options.samples_per_shard),
       "clips per shard (at most; rejected clips leave their shard shorter)")(
       "min-seconds", po::value<double>(&options.min_seconds)->default_value(options.min_seconds, "0.1"),
@@ -108,6 +125,20 @@ int RunDataIngest(const std::vector<std::string>& args) {
   options.on_error = on_error == "fail" ? sharding::OnError::kFail : sharding::OnError::kSkip;
   if (seed < 0) return Usage("--seed must not be negative");
   options.seed = static_cast<uint64_t>(seed);
+  if (shuffle_seed < 0) return Usage("--shuffle-seed must not be negative");
+  options.shuffle_seed = static_cast<uint64_t>(shuffle_seed);
+  if (vm.count("eval-fraction")) {
+    if (!vm["val-fraction"].defaulted()) return Usage("give --val-fraction or its old name --eval-fraction, not both");
+    val_fraction = eval_fraction;
+  }
+  options.val_fraction = val_fraction;
+  for (const auto& [flag, value] :
+       {std::pair<const char*, double>{"--val-fraction", options.val_fraction}, {"--test-fraction", options.test_fraction}}) {
+    if (!(value >= 0.0 && value < 1.0)) return Usage(std::string(flag) + " must lie in [0, 1)");
+  }
+  if (!(options.val_fraction + options.test_fraction < 1.0)) {
+    return Usage("--val-fraction + --test-fraction must be below 1");
+  }
   if (options.threads < 0) return Usage("--threads must not be negative");
 
   const bool wds = options.format == sharding::IngestFormat::kWebDataset;
@@ -156,6 +187,12 @@ int RunDataIngest(const std::vector<std::string>& args) {
   }
   std::cout << ") into " << out_dir << " in " << std::fixed << std::setprecision(1) << seconds << " s; shards written "
             << report.shards_written << ", kept from an earlier run " << report.shards_reused << "\n";
+  for (const char* role : {sharding::kValSplit, sharding::kTestSplit}) {
+    if (report.per_split.count(role) == 0) {
+      std::cout << "note: no clip in split '" << role << "' (give an input --split " << role
+                << (wds ? "" : " or its corpus name") << ", or --" << role << "-fraction)\n";
+    }
+  }
   if (!report.issues.empty()) {
     std::cout << "rejected " << report.issues.size() << ":";
     for (const auto& [reason, count] : report.by_reason) std::cout << " " << reason << " " << count;

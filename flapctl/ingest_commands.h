@@ -3,12 +3,16 @@
 //
 //   flapctl data ingest --format clotho|audiocaps|wds --out DIR
 //       [--csv FILE]... [--audio DIR]... [--shards GLOB]... [--split NAME]...
-//       [--eval-fraction F --seed S] [--shard-size N] [--min-seconds S --max-seconds S --crop]
+//       [--val-fraction F --test-fraction F --seed S] [--shuffle-seed S] [--shard-size N]
+//       [--min-seconds S --max-seconds S --crop]
 //       [--on-error skip|fail] [--threads N] [--vocab-size N] [--train-split NAME] [--name NAME]
 //
 // Inputs pair up by position: the i-th --csv (or --shards) with the i-th --split, and with the
-// i-th --audio (or the only one). An input without a --split is split by a seeded hash of each
-// key (--eval-fraction, --seed).
+// i-th --audio (or the only one). A --split is a role (train, val, test), a corpus's own split
+// name (Clotho's development, validation, evaluation: train, val, test) or any other name. An
+// input without a --split is split by a seeded hash of each key (--val-fraction,
+// --test-fraction, --seed; --eval-fraction is the old name of --val-fraction). The clips of each
+// split are ordered by a seeded permutation (--shuffle-seed) before they are cut into shards.
 //
 // Exit codes as flapctl/cli.h: 0 done, 1 ingestion failed (including --on-error fail on a bad
 // clip), 2 usage error.

@@ -284,7 +284,7 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
   // 1. Captions and tags, in shard order.
   std::vector<ClipText> clips;
   for (const std::string& split : options.splits) {
-    const std::vector<ShardInfo> shards = manifest.ShardsOf(split);
+    const std::vector<ShardInfo> shards = manifest.ShardsOf(manifest.ResolveSplit(split));
     if (shards.empty()) return Status::NotFound("dataset '" + dataset_dir + "' has no shards in split '" + split + "'");
     for (const ShardInfo& info : shards) {
       FLAP_RETURN_IF_ERROR(VerifyShard(dataset_dir, info));

@@ -1,4 +1,4 @@
-// Implementation of sharding/ingest.h: plan (CSV / source shards -> sorted clip list -> shard
+// Implementation of sharding/ingest.h: plan (CSV / source shards -> clips in seeded order ->
 // chunks), write (decode + ShardWriter per chunk, in a pool of threads), finish (tokenizer,
 // report, manifest). Resume state lives in ingest_state.json.
 #include "sharding/ingest.h"
@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -32,12 +33,14 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int kIngestVersion = 1;  // bump when shard contents for the same inputs change
+// Bump when shard contents for the same inputs change. 2: val / test roles, seeded clip order.
+constexpr int kIngestVersion = 2;
 
 // One clip as planned: where its audio comes from and what its captions are.
 struct Candidate {
   std::string key;
   std::string split;
+  uint64_t rank = 0;       // place in the seeded order of its split (ShuffleRank)
   std::string origin;      // file or "csv:line" that introduced it, for messages
   std::string audio_path;  // empty for WebDataset sources (source_shard below)
   // WebDataset sources: the sample's shard and position in it (read again, and decoded, only
@@ -102,10 +105,27 @@ uint64_t Mix64(uint64_t z) {
 }
 
 // The seeded split: a pure function of (seed, key).
-std::string SeededSplit(uint64_t seed, const std::string& key, double eval_fraction) {
+std::string SeededSplit(uint64_t seed, const std::string& key, double val_fraction, double test_fraction) {
   const uint64_t h = Mix64(XXH64(key.data(), key.size(), seed));
   const double u = static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
-  return u < eval_fraction ? "eval" : "train";
+  if (u < val_fraction) return kValSplit;
+  if (u < val_fraction + test_fraction) return kTestSplit;
+  return kTrainSplit;
+}
+
+// The clip's place in the seeded order of its split: a pure function of (shuffle_seed, key).
+// Sorting a split's clips by it applies a seeded permutation; the seed is mixed with a constant
+// first, so the order does not follow the seeded split's draw when both seeds are equal.
+uint64_t ShuffleRank(uint64_t shuffle_seed, const std::string& key) {
+  return Mix64(XXH64(key.data(), key.size(), Mix64(shuffle_seed ^ 0x73687566666c6521ULL)));
+}
+
+// Splits are ordered train, val, test, then the others by name.
+int SplitOrder(const std::string& split) {
+  if (split == kTrainSplit) return 0;
+  if (split == kValSplit) return 1;
+  if (split == kTestSplit) return 2;
+  return 3;
 }
 
 std::string Hex64(uint64_t v) {
@@ -360,7 +380,8 @@ class Planner {
   }
 
   std::string SplitFor(const IngestInput& input, const std::string& key) const {
-    return input.split.empty() ? SeededSplit(options_.seed, key, options_.eval_fraction) : input.split;
+    return input.split.empty() ? SeededSplit(options_.seed, key, options_.val_fraction, options_.test_fraction)
+                               : SplitRole(input.split);
   }
 
   void AddFileCandidate(Candidate c, const IngestInput& input) {
@@ -606,7 +627,8 @@ bool ReuseChunk(const std::string& out_dir, const Chunk& chunk, const json& entr
 json OptionsToJson(const IngestOptions& o) {
   json inputs = json::array();
   for (const IngestInput& in : o.inputs) {
-    json j = {{"split", in.split}};
+    json j = {{"split", in.split.empty() ? in.split : SplitRole(in.split)}};
+    if (SplitRole(in.split) != in.split) j["corpus_split"] = in.split;
     if (!in.csv.empty()) j["csv"] = in.csv;
     if (!in.audio_dir.empty()) j["audio_dir"] = in.audio_dir;
     if (!in.shards.empty()) j["shards"] = in.shards;
@@ -614,8 +636,10 @@ json OptionsToJson(const IngestOptions& o) {
   }
   return {{"format", IngestFormatName(o.format)},
           {"inputs", inputs},
-          {"eval_fraction", o.eval_fraction},
+          {"val_fraction", o.val_fraction},
+          {"test_fraction", o.test_fraction},
           {"seed", o.seed},
+          {"shuffle_seed", o.shuffle_seed},
           {"samples_per_shard", o.samples_per_shard},
           {"min_seconds", o.min_seconds},
           {"max_seconds", o.max_seconds},
@@ -642,6 +666,13 @@ StatusOr<IngestFormat> ParseIngestFormat(const std::string& name) {
   if (name == "audiocaps") return IngestFormat::kAudioCaps;
   if (name == "wds" || name == "webdataset") return IngestFormat::kWebDataset;
   return Status::InvalidArgument("unknown format '" + name + "' (clotho, audiocaps or wds)");
+}
+
+std::string SplitRole(const std::string& corpus_split) {
+  if (corpus_split == "development") return kTrainSplit;
+  if (corpus_split == "validation") return kValSplit;
+  if (corpus_split == "evaluation") return kTestSplit;
+  return corpus_split;
 }
 
 const char* IngestFormatName(IngestFormat format) {
@@ -755,8 +786,17 @@ StatusOr<std::vector<CsvRow>> ParseCsv(const std::string& text, const std::strin
 Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestReport* report_out) {
   if (options.inputs.empty()) return Status::InvalidArgument("ingest: no inputs");
   if (options.samples_per_shard < 1) return Status::InvalidArgument("ingest: samples_per_shard must be at least 1");
-  if (!(options.eval_fraction >= 0.0 && options.eval_fraction < 1.0)) {
-    return Status::InvalidArgument("ingest: eval_fraction must lie in [0, 1)");
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"val_fraction", options.val_fraction}, {"test_fraction", options.test_fraction}}) {
+    if (!(value >= 0.0 && value < 1.0)) {
+      return Status::InvalidArgument("ingest: " + std::string(name) + " is " + std::to_string(value) +
+                                     ", it must lie in [0, 1)");
+    }
+  }
+  if (!(options.val_fraction + options.test_fraction < 1.0)) {
+    return Status::InvalidArgument("ingest: val_fraction " + std::to_string(options.val_fraction) +
+                                   " + test_fraction " + std::to_string(options.test_fraction) +
+                                   " must be below 1 (nothing would be left for training)");
   }
   if (!(options.min_seconds >= 0.0 && options.max_seconds > 0.0 && options.min_seconds <= options.max_seconds)) {
     return Status::InvalidArgument("ingest: need 0 <= min_seconds <= max_seconds and max_seconds > 0");
@@ -798,8 +838,11 @@ Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestRe
     return IssueToStatus(report.issues.front());
   }
   std::vector<Candidate>& cands = planner.candidates();
-  std::sort(cands.begin(), cands.end(),
-            [](const Candidate& a, const Candidate& b) { return std::tie(a.split, a.key) < std::tie(b.split, b.key); });
+  for (Candidate& c : cands) c.rank = ShuffleRank(options.shuffle_seed, c.key);
+  std::sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {
+    const int oa = SplitOrder(a.split), ob = SplitOrder(b.split);
+    return std::tie(oa, a.split, a.rank, a.key) < std::tie(ob, b.split, b.rank, b.key);
+  });
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < cands.size();) {
     size_t j = i;

@@ -5,9 +5,12 @@
 // How a run goes:
 //   1. Plan (cheap, single-threaded): read every CSV (or every source shard), check captions
 //      (non-empty, valid UTF-8), keys (unique after sanitizing) and that each audio file
-//      exists; assign each clip a split (the input's --split, or a seeded hash of the key);
-//      sort by (split, key) and cut each split into fixed chunks of samples_per_shard clips.
-//      Chunk i of split S becomes shard "S-%06d.tar". The assignment is made before any audio
+//      exists; assign each clip a split (the input's --split, a corpus's own split name mapped
+//      to its role by SplitRole, or a seeded hash of the key); order the clips of each split
+//      by a seeded permutation (a hash of (shuffle_seed, key), so a shard holds clips from all
+//      over the corpus rather than alphabetical neighbours) and cut each split into fixed
+//      chunks of samples_per_shard clips. Splits come in the order train, val, test, then any
+//      others by name. Chunk i of split S becomes shard "S-%06d.tar". The assignment is made before any audio
 //      is decoded, so a shard's contents are a pure function of its chunk: clips rejected while
 //      decoding leave their shard shorter, they never shift clips into other shards.
 //   2. Write (parallel over shards): decode each clip to mono kSampleRate, apply the duration
@@ -39,6 +42,14 @@
 namespace flap::sharding {
 
 enum class IngestFormat { kClotho, kAudioCaps, kWebDataset };
+
+// The default IngestOptions::shuffle_seed (flapctl data ingest --shuffle-seed).
+inline constexpr uint64_t kDefaultShuffleSeed = 1;
+
+// The role of a corpus's own split name: Clotho's "development" -> "train", "validation" ->
+// "val", "evaluation" -> "test"; any other name (AudioCaps' "train", "val", "test" included)
+// is returned unchanged.
+std::string SplitRole(const std::string& corpus_split);
 enum class OnError { kSkip, kFail };
 
 // Parses "clotho" / "audiocaps" / "wds"; InvalidArgument otherwise.
@@ -60,7 +71,9 @@ inline constexpr char kReasonCorruptShard[] = "corrupt_shard";  // WDS source da
 inline constexpr char kReasonBadMember[] = "bad_member";        // WDS member not a regular file (skipped)
 
 // One corpus part. Clotho/AudioCaps: `csv` and `audio_dir`. WebDataset: `shards` (paths).
-// `split` names the split of every clip of this input; empty: the seeded split decides.
+// `split` names the split of every clip of this input (a role, "train" / "val" / "test", or a
+// corpus's own split name, mapped by SplitRole, or any other name); empty: the seeded split
+// decides.
 struct IngestInput {
   std::string csv;
   std::string audio_dir;
@@ -71,10 +84,15 @@ struct IngestInput {
 struct IngestOptions {
   IngestFormat format = IngestFormat::kClotho;
   std::vector<IngestInput> inputs;  // at least one
-  // Inputs without a split: a clip goes to "eval" when a hash of (seed, key) falls under
-  // eval_fraction, else to "train". In [0, 1).
-  double eval_fraction = 0.0;
+  // Inputs without a split: a hash of (seed, key) drawn uniformly in [0, 1) sends a clip to
+  // "val" when it falls under val_fraction, to "test" when it falls under val_fraction +
+  // test_fraction, else to "train". Each in [0, 1), their sum below 1.
+  double val_fraction = 0.0;
+  double test_fraction = 0.0;
   uint64_t seed = 0;
+  // The seed of the order of the clips within each split (recorded in the manifest's
+  // provenance as "shuffle_seed"). The same inputs and seed give the same shards.
+  uint64_t shuffle_seed = kDefaultShuffleSeed;
   int samples_per_shard = 256;  // chunk size; shards hold at most this many clips
   double min_seconds = 0.1;     // shorter clips are rejected (too_short)
   double max_seconds = 30.0;    // longer clips are rejected (too_long), or cropped if `crop`

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sndfile.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -91,14 +92,14 @@ void ExpectNear16k(const Sample& s, double seconds) {
   EXPECT_NEAR(static_cast<double>(s.audio.size()), seconds * kSampleRate, 2.0) << s.key;
 }
 
-// A Clotho-style corpus: a development CSV (split train) and an evaluation CSV (split eval)
-// with good clips in every format and one of each kind of bad entry.
+// A Clotho-style corpus: a development CSV (with good clips in every format and one of each
+// kind of bad entry), a validation CSV and an evaluation CSV.
 struct ClothoCorpus {
-  std::string dev_csv, eval_csv, audio;
+  std::string dev_csv, val_csv, eval_csv, audio;
 };
 
 ClothoCorpus WriteClotho(const std::string& root) {
-  ClothoCorpus c{root + "/dev.csv", root + "/eval.csv", root + "/audio"};
+  ClothoCorpus c{root + "/dev.csv", root + "/val.csv", root + "/eval.csv", root + "/audio"};
   std::filesystem::create_directories(c.audio);
   WriteTone(c.audio + "/a dog.wav", 44100, 1, 1.0, kWav);
   WriteTone(c.audio + "/b.flac", 48000, 2, 1.5, kFlac);
@@ -108,6 +109,7 @@ ClothoCorpus WriteClotho(const std::string& root) {
   WriteTone(c.audio + "/f.wav", 16000, 1, 0.5, kWav);
   WriteTone(c.audio + "/long.wav", 22050, 1, 5.0, kWav);
   WriteTone(c.audio + "/g.ogg", 44100, 1, 1.2, kOgg);
+  WriteTone(c.audio + "/h.wav", 16000, 1, 0.7, kWav);
   WriteAll(c.audio + "/broken.wav", "RIFF this is not audio at all, just text pretending");
   WriteTone(c.audio + "/zero.wav", 16000, 1, 0.0, kWav);
   WriteTone(c.audio + "/trunc.flac", 44100, 1, 2.0, kFlac);
@@ -126,6 +128,7 @@ ClothoCorpus WriteClotho(const std::string& root) {
                           "zero.wav,z1,z2,z3,z4,z5\n"
                           "trunc.flac,t1,t2,t3,t4,t5\n"
                           "missing.wav,m1,m2,m3,m4,m5\n");
+  WriteAll(c.val_csv, header + "h.wav,h1,h2,h3,h4,h5\n");
   WriteAll(c.eval_csv, header +
                            "g.ogg,g1,g2,g3,g4,g5\n"
                            "a dog.wav,again,again,again,again,again\n");
@@ -135,7 +138,10 @@ ClothoCorpus WriteClotho(const std::string& root) {
 IngestOptions ClothoOptions(const ClothoCorpus& c) {
   IngestOptions o;
   o.format = IngestFormat::kClotho;
-  o.inputs = {{c.dev_csv, c.audio, {}, "train"}, {c.eval_csv, c.audio, {}, "eval"}};
+  // The corpus's own split names, mapped to the roles train, val, test.
+  o.inputs = {{c.dev_csv, c.audio, {}, "development"},
+              {c.val_csv, c.audio, {}, "validation"},
+              {c.eval_csv, c.audio, {}, "evaluation"}};
   o.samples_per_shard = 2;
   o.max_seconds = 3.0;
   o.vocab_size = 40;
@@ -174,10 +180,11 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
 
   std::map<std::string, std::string> split_of;
   auto samples = ReadAllSamples(out, &split_of);
-  ASSERT_EQ(samples.size(), 5u);
-  EXPECT_EQ(report.accepted, 5);
-  EXPECT_EQ(report.per_split, (std::map<std::string, int64_t>{{"train", 4}, {"eval", 1}}));
-  EXPECT_EQ(split_of["g"], "eval");
+  ASSERT_EQ(samples.size(), 6u);
+  EXPECT_EQ(report.accepted, 6);
+  EXPECT_EQ(report.per_split, (std::map<std::string, int64_t>{{"train", 4}, {"val", 1}, {"test", 1}}));
+  EXPECT_EQ(split_of["g"], "test");
+  EXPECT_EQ(split_of["h"], "val");
   EXPECT_EQ(split_of["a dog"], "train");
   EXPECT_EQ(samples["a dog"].captions,
             (std::vector<std::string>{"A dog barks", "A dog, loudly, barks", "The \"dog\" barks", "dog", "barking"}));
@@ -193,7 +200,7 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
                                         "missing.wav: missing_file", "a dog.wav: duplicate_key", "long.wav: too_long",
                                         "broken.wav: undecodable", "zero.wav: zero_length", "trunc.flac: truncated"}));
   nlohmann::json j = ReadReport(out);
-  EXPECT_EQ(j["accepted"], 5);
+  EXPECT_EQ(j["accepted"], 6);
   EXPECT_EQ(j["rejected"], 8);
   for (const char* reason : {kReasonEmptyCaption, kReasonInvalidUtf8, kReasonMissingFile, kReasonDuplicateKey,
                              kReasonTooLong, kReasonUndecodable, kReasonZeroLength, kReasonTruncated}) {
@@ -204,7 +211,12 @@ TEST(IngestClotho, WritesGoodClipsAndReportsEachBadOneByReason) {
   StatusOr<Manifest> m = ReadManifest(out);
   ASSERT_OK(m);
   EXPECT_EQ(m->provenance["format"], "clotho");
-  EXPECT_EQ(m->provenance["inputs"].size(), 2u);
+  ASSERT_EQ(m->provenance["inputs"].size(), 3u);
+  EXPECT_EQ(m->provenance["inputs"][0]["split"], "train");
+  EXPECT_EQ(m->provenance["inputs"][0]["corpus_split"], "development");
+  EXPECT_EQ(m->provenance["inputs"][2]["split"], "test");
+  EXPECT_EQ(m->provenance["shuffle_seed"], kDefaultShuffleSeed);
+  EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "val", "test"}));  // roles first, in order
   EXPECT_TRUE(std::filesystem::exists(JoinPath(out, m->tokenizer)));
 }
 
@@ -261,7 +273,7 @@ TEST(IngestAudioCaps, GroupsRowsPerClipAndFindsFilesWithOrWithoutStartTime) {
   IngestOptions o;
   o.format = IngestFormat::kAudioCaps;
   o.inputs = {{csv, audio, {}, ""}};
-  o.eval_fraction = 0.34;
+  o.val_fraction = 0.34;
   o.seed = 3;
   o.vocab_size = 30;
   IngestReport report;
@@ -300,7 +312,8 @@ IngestOptions ManyClips(const std::string& root, int n) {
   WriteAll(root + "/c.csv", csv);
   IngestOptions o;
   o.inputs = {{root + "/c.csv", audio, {}, ""}};
-  o.eval_fraction = 0.3;
+  o.val_fraction = 0.2;
+  o.test_fraction = 0.2;
   o.seed = 7;
   o.samples_per_shard = 3;
   o.vocab_size = 40;
@@ -361,6 +374,116 @@ TEST(IngestResume, KilledRunRerunMatchesAnUninterruptedRun) {
   ASSERT_OK(Ingest(o, dir.File("resumed"), &repaired));
   EXPECT_EQ(repaired.shards_written, 1);
   EXPECT_EQ(ShardChecksums(dir.File("resumed")), whole);
+}
+
+// The keys of each split in shard order (manifest order, then order within each shard).
+std::map<std::string, std::vector<std::string>> KeysInShardOrder(const std::string& dir) {
+  std::map<std::string, std::vector<std::string>> out;
+  StatusOr<Manifest> m = ReadManifest(dir);
+  EXPECT_OK(m);
+  if (!m.ok()) return out;
+  for (const ShardInfo& info : m->shards) {
+    auto samples = ReadShard(JoinPath(dir, info.name));
+    EXPECT_OK(samples);
+    if (!samples.ok()) continue;
+    for (const Sample& sample : samples.value()) out[info.split].push_back(sample.key);
+  }
+  return out;
+}
+
+std::vector<std::string> Sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+TEST(IngestSplits, CorpusSplitNamesMapToRoles) {
+  EXPECT_EQ(SplitRole("development"), "train");  // Clotho
+  EXPECT_EQ(SplitRole("validation"), "val");
+  EXPECT_EQ(SplitRole("evaluation"), "test");
+  for (const char* same : {"train", "val", "test", "eval", "extra"}) EXPECT_EQ(SplitRole(same), same);  // AudioCaps, ...
+}
+
+TEST(IngestSplits, SeededFractionsDrawValAndTestPerKey) {
+  ScratchDir dir;
+  IngestOptions o = ManyClips(dir.path(), 40);
+  o.samples_per_shard = 100;
+  o.val_fraction = 0.3;
+  o.test_fraction = 0.0;
+  ASSERT_OK(Ingest(o, dir.File("val_only")));
+  o.test_fraction = 0.3;
+  IngestReport report;
+  ASSERT_OK(Ingest(o, dir.File("both"), &report));
+  auto val_only = KeysInShardOrder(dir.File("val_only"));
+  auto both = KeysInShardOrder(dir.File("both"));
+  EXPECT_EQ(val_only.count("test"), 0u);
+  ASSERT_EQ(both.size(), 3u);
+  ASSERT_GE(both["val"].size(), 1u);
+  ASSERT_GE(both["test"].size(), 1u);
+  ASSERT_GE(both["train"].size(), 1u);
+  EXPECT_EQ(both["val"].size() + both["test"].size() + both["train"].size(), 40u);
+  EXPECT_EQ(report.per_split["test"], static_cast<int64_t>(both["test"].size()));
+  // A key's draw does not depend on test_fraction: val is the same set; test comes out of train.
+  EXPECT_EQ(Sorted(both["val"]), Sorted(val_only["val"]));
+  std::vector<std::string> train_and_test = both["train"];
+  train_and_test.insert(train_and_test.end(), both["test"].begin(), both["test"].end());
+  EXPECT_EQ(Sorted(train_and_test), Sorted(val_only["train"]));
+  // Another seed draws other clips.
+  o.seed = 8;
+  ASSERT_OK(Ingest(o, dir.File("seed8")));
+  EXPECT_NE(Sorted(KeysInShardOrder(dir.File("seed8"))["val"]), Sorted(both["val"]));
+  auto m = ReadManifest(dir.File("both"));
+  ASSERT_OK(m);
+  EXPECT_EQ(m->provenance["val_fraction"], 0.3);
+  EXPECT_EQ(m->provenance["test_fraction"], 0.3);
+}
+
+TEST(IngestSplits, FractionsOutOfRangeAreRejectedByName) {
+  ScratchDir dir;
+  IngestOptions o = ManyClips(dir.path(), 1);
+  auto message = [&](double val, double test) {
+    o.val_fraction = val;
+    o.test_fraction = test;
+    Status s = Ingest(o, dir.File("out"));
+    EXPECT_EQ(s.code(), Status::Code::kInvalidArgument) << s.ToString();
+    return s.message();
+  };
+  EXPECT_NE(message(1.0, 0.0).find("val_fraction"), std::string::npos);
+  EXPECT_NE(message(-0.1, 0.0).find("val_fraction"), std::string::npos);
+  EXPECT_NE(message(0.0, 1.5).find("test_fraction"), std::string::npos);
+  EXPECT_NE(message(std::nan(""), 0.0).find("val_fraction"), std::string::npos);
+  const std::string sum = message(0.6, 0.5);
+  EXPECT_NE(sum.find("val_fraction"), std::string::npos) << sum;
+  EXPECT_NE(sum.find("test_fraction"), std::string::npos) << sum;
+  EXPECT_NE(sum.find("below 1"), std::string::npos) << sum;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("out/manifest.json")));
+}
+
+TEST(IngestShuffle, ClipsAreShardedInASeededOrderNotInKeyOrder) {
+  ScratchDir dir;
+  IngestOptions o = ManyClips(dir.path(), 24);
+  o.val_fraction = 0.0;
+  o.test_fraction = 0.0;
+  o.samples_per_shard = 5;
+  ASSERT_OK(Ingest(o, dir.File("a")));
+  ASSERT_OK(Ingest(o, dir.File("b")));
+  // The same inputs and seed: the same shards, byte for byte.
+  EXPECT_EQ(ShardChecksums(dir.File("a")), ShardChecksums(dir.File("b")));
+  const std::vector<std::string> a = KeysInShardOrder(dir.File("a"))["train"];
+  ASSERT_EQ(a.size(), 24u);
+  EXPECT_NE(a, Sorted(a));  // not sorted by key
+
+  o.shuffle_seed = 2;
+  ASSERT_OK(Ingest(o, dir.File("c")));
+  const std::vector<std::string> c = KeysInShardOrder(dir.File("c"))["train"];
+  EXPECT_NE(c, a);                  // another order
+  EXPECT_EQ(Sorted(c), Sorted(a));  // of the same clips
+  EXPECT_NE(c, Sorted(c));
+  auto m = ReadManifest(dir.File("c"));
+  ASSERT_OK(m);
+  EXPECT_EQ(m->provenance["shuffle_seed"], 2);
+  auto ma = ReadManifest(dir.File("a"));
+  ASSERT_OK(ma);
+  EXPECT_EQ(ma->provenance["shuffle_seed"], kDefaultShuffleSeed);
 }
 
 TEST(IngestWebDataset, ReshardsExistingShardsKeepingSamples) {

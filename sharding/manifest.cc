@@ -98,6 +98,12 @@ std::vector<std::string> Manifest::Splits() const {
   return out;
 }
 
+std::string Manifest::ResolveSplit(const std::string& split) const {
+  if (!ShardsOf(split).empty()) return split;
+  if (split == kValSplit && !ShardsOf(kLegacyEvalSplit).empty()) return kLegacyEvalSplit;
+  return "";
+}
+
 nlohmann::json ManifestToJson(const Manifest& m) {
   nlohmann::json j = nlohmann::json::object();
   j["format_version"] = m.format_version;

@@ -9,6 +9,12 @@
 //                "bytes": 123456, "xxh64": "0123456789abcdef"}, ...],
 //    "provenance": {...}}
 //
+// Split roles: a dataset's clips serve in three roles, each a split of that name: "train"
+// (training), "val" (model selection: evaluation during training, early stopping, keeping the
+// best checkpoint) and "test" (reported once training is over). Datasets made before the roles
+// existed have "train" and one held-out split "eval", which is read in the val role; they have
+// no test split (Manifest::ResolveSplit holds this rule). Other split names are allowed too.
+//
 // Thread-safety: Manifest is a value; the functions keep no shared state and are safe from any
 // thread.
 #pragma once
@@ -27,9 +33,15 @@ namespace flap::sharding {
 inline constexpr char kManifestFileName[] = "manifest.json";
 inline constexpr int kManifestFormatVersion = 1;
 
+// The split roles, and the held-out split of datasets made before val and test existed.
+inline constexpr char kTrainSplit[] = "train";
+inline constexpr char kValSplit[] = "val";
+inline constexpr char kTestSplit[] = "test";
+inline constexpr char kLegacyEvalSplit[] = "eval";
+
 struct ShardInfo {
   std::string name;   // file name inside the dataset folder (no '/')
-  std::string split;  // e.g. "train", "eval"
+  std::string split;  // e.g. "train", "val", "test"
   int64_t num_samples = 0;
   int64_t bytes = 0;  // file size
   std::string xxh64;  // 16 lowercase hex digits of XXH64 (seed 0) of the file
@@ -51,6 +63,11 @@ struct Manifest {
   int64_t NumSamples(const std::string& split) const;
   // The distinct splits, in order of first appearance.
   std::vector<std::string> Splits() const;
+  // The split to read for `split` (a role, or any split name): `split` itself when it has
+  // shards; for "val" in a manifest with no "val" shards but "eval" shards (made before the
+  // roles existed), "eval"; otherwise "" (the dataset has no such split; an old dataset has no
+  // "test").
+  std::string ResolveSplit(const std::string& split) const;
 };
 
 // Reads "<dataset_dir>/manifest.json". NotFound if it is missing; IOError if unreadable;

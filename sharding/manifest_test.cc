@@ -70,6 +70,30 @@ TEST(Manifest, SplitsAreQueriedInManifestOrder) {
   EXPECT_EQ(m.Splits(), (std::vector<std::string>{"train", "eval"}));
 }
 
+TEST(Manifest, ResolveSplitReadsAnOldEvalSplitAsValAndFindsNoTestInIt) {
+  // Made before the roles: "eval" serves as val; there is no test split.
+  const Manifest old = TwoSplitManifest();
+  EXPECT_EQ(old.ResolveSplit("train"), "train");
+  EXPECT_EQ(old.ResolveSplit("val"), "eval");
+  EXPECT_EQ(old.ResolveSplit("eval"), "eval");
+  EXPECT_EQ(old.ResolveSplit("test"), "");
+  EXPECT_EQ(old.ResolveSplit("other"), "");
+
+  // With the roles: each is itself, "eval" is no role.
+  Manifest roles = TwoSplitManifest();
+  roles.shards[2] = {"val-000000.tar", "val", 40, 3000, "00000000000000ff"};
+  roles.shards.push_back({"test-000000.tar", "test", 30, 3000, "00000000000000fe"});
+  EXPECT_EQ(roles.ResolveSplit("val"), "val");
+  EXPECT_EQ(roles.ResolveSplit("test"), "test");
+  EXPECT_EQ(roles.ResolveSplit("eval"), "");
+
+  // A manifest with both reads "val" as itself.
+  Manifest both = TwoSplitManifest();
+  both.shards.push_back({"val-000000.tar", "val", 40, 3000, "00000000000000fd"});
+  EXPECT_EQ(both.ResolveSplit("val"), "val");
+  EXPECT_EQ(both.ResolveSplit("eval"), "eval");
+}
+
 TEST(Manifest, MissingManifestIsNotFound) {
   ScratchDir dir;
   auto m = ReadManifest(dir.path());

@@ -23,7 +23,7 @@ constexpr double kPi = 3.14159265358979323846;
 constexpr double kMinClipSeconds = 0.5;
 constexpr double kMaxClipSeconds = 60.0;
 constexpr double kFadeSeconds = 0.01;
-constexpr int kSynthVersion = 1;  // bump when the generated content changes
+constexpr int kSynthVersion = 2;  // bump when the generated content changes (2: splits val and test)
 
 uint64_t SplitMix64(uint64_t* state) {
   uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
@@ -495,10 +495,11 @@ std::vector<float> SynthesizeEvent(SoundEvent event, uint64_t seed, double secon
   return ToFloat(mix);
 }
 
-SynthOptions SmallSynth(int num_train, int num_eval, double clip_seconds, int samples_per_shard, int vocab_size) {
+SynthOptions SmallSynth(int num_train, int num_held_out, double clip_seconds, int samples_per_shard, int vocab_size) {
   SynthOptions o;
   o.num_train = num_train;
-  o.num_eval = num_eval;
+  o.num_val = num_held_out;
+  o.num_test = num_held_out;
   o.clip_seconds = clip_seconds;
   o.samples_per_shard = samples_per_shard;
   o.vocab_size = vocab_size;
@@ -507,7 +508,8 @@ SynthOptions SmallSynth(int num_train, int num_eval, double clip_seconds, int sa
 
 Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir) {
   if (options.num_train < 1) return Status::InvalidArgument("synth: num_train must be at least 1");
-  if (options.num_eval < 0) return Status::InvalidArgument("synth: num_eval must not be negative");
+  if (options.num_val < 0) return Status::InvalidArgument("synth: num_val must not be negative");
+  if (options.num_test < 0) return Status::InvalidArgument("synth: num_test must not be negative");
   if (!(options.clip_seconds >= kMinClipSeconds && options.clip_seconds <= kMaxClipSeconds)) {
     return Status::InvalidArgument("synth: clip_seconds must lie in [0.5, 60]");
   }
@@ -519,8 +521,9 @@ Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir
   FLAP_RETURN_IF_ERROR(MakeDirs(out_dir));
 
   std::vector<ShardJob> jobs;
-  for (const auto& [split, count] : {std::pair<std::string, int>{"train", options.num_train},
-                                     std::pair<std::string, int>{"eval", options.num_eval}}) {
+  for (const auto& [split, count] : {std::pair<std::string, int>{kTrainSplit, options.num_train},
+                                     std::pair<std::string, int>{kValSplit, options.num_val},
+                                     std::pair<std::string, int>{kTestSplit, options.num_test}}) {
     for (int64_t first = 0, shard = 0; first < count; first += options.samples_per_shard, ++shard) {
       ShardJob job;
       job.split = split;
@@ -562,7 +565,8 @@ Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir
       {"generator_version", kSynthVersion},
       {"seed", options.seed},
       {"num_train", options.num_train},
-      {"num_eval", options.num_eval},
+      {"num_val", options.num_val},
+      {"num_test", options.num_test},
       {"clip_seconds", options.clip_seconds},
       {"samples_per_shard", options.samples_per_shard},
       {"vocab_size", options.vocab_size},

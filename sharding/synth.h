@@ -28,17 +28,19 @@ namespace flap::sharding {
 struct SynthOptions {
   uint64_t seed = 1;
   int num_train = 2000;         // clips in split "train" (>= 1)
-  int num_eval = 200;           // clips in split "eval" (>= 0)
+  int num_val = 200;            // clips in split "val" (>= 0)
+  int num_test = 200;           // clips in split "test" (>= 0)
   double clip_seconds = 2.56;   // every clip's length, in [0.5, 60]
   int samples_per_shard = 250;  // clips per shard (the last shard of a split may hold fewer)
   int vocab_size = 256;         // tokenizer vocabulary (soft limit)
   std::string name = "synth";   // the manifest's dataset name
 };
 
-// A small dataset's options (tests, examples): `num_train` and `num_eval` clips of
-// `clip_seconds`, `samples_per_shard` clips per shard, a `vocab_size`-token tokenizer; the rest
-// as declared above.
-SynthOptions SmallSynth(int num_train, int num_eval, double clip_seconds, int samples_per_shard, int vocab_size = 256);
+// A small dataset's options (tests, examples): `num_train` training clips and `num_held_out`
+// clips in each of "val" and "test", of `clip_seconds`, `samples_per_shard` clips per shard, a
+// `vocab_size`-token tokenizer; the rest as declared above.
+SynthOptions SmallSynth(int num_train, int num_held_out, double clip_seconds, int samples_per_shard,
+                        int vocab_size = 256);
 
 // The kinds of sound event a clip is built from.
 enum class SoundEvent {
@@ -61,11 +63,12 @@ inline constexpr int kNumSoundEvents = 11;
 const char* SoundEventTag(SoundEvent event);
 
 // Writes a synthetic dataset into `out_dir` (created if missing; files of the same names are
-// replaced): shards "train-000000.tar", ... and "eval-000000.tar", ... (FLAC members, keys
-// "train-00000000", ...), a tokenizer "tokenizer.model" trained on the training captions
-// (original and augmented), and "manifest.json" (splits "train" and "eval"; written last, so a
-// folder with a manifest is complete). InvalidArgument for options out of range; IOError /
-// Internal if writing or training fails.
+// replaced): shards "train-000000.tar", ..., "val-000000.tar", ... and "test-000000.tar", ...
+// (FLAC members, keys "train-00000000", ...; a split with no clips has no shards), a tokenizer
+// "tokenizer.model" trained on the training captions (original and augmented), and
+// "manifest.json" (splits "train", "val", "test"; written last, so a folder with a manifest is
+// complete). InvalidArgument for options out of range; IOError / Internal if writing or
+// training fails.
 Status GenerateSynthetic(const SynthOptions& options, const std::string& out_dir);
 
 // Clip `index` of `split`: a pure function of its arguments. Its key is "<split>-<index as 8

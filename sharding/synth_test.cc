@@ -220,7 +220,8 @@ TEST(Synth, AugmentedCaptionNamesLoudness) {
 SynthOptions SmallOptions() {
   SynthOptions o;
   o.num_train = 24;
-  o.num_eval = 8;
+  o.num_val = 8;
+  o.num_test = 12;
   o.clip_seconds = 1.0;
   o.samples_per_shard = 10;
   o.vocab_size = 64;
@@ -242,7 +243,7 @@ TEST(Synth, GenerationIsDeterministicToTheByte) {
   ASSERT_OK(GenerateSynthetic(SmallOptions(), a.path()));
   ASSERT_OK(GenerateSynthetic(SmallOptions(), b.path()));
   auto sums = Checksums(a.path());
-  EXPECT_EQ(sums.size(), 6u);  // 3 train shards, 1 eval shard, tokenizer, manifest
+  EXPECT_EQ(sums.size(), 8u);  // 3 train shards, 1 val shard, 2 test shards, tokenizer, manifest
   EXPECT_EQ(sums, Checksums(b.path()));
   SynthOptions other = SmallOptions();
   other.seed = 2;
@@ -257,12 +258,18 @@ TEST(Synth, GeneratedDatasetMatchesItsManifest) {
   auto m = ReadManifest(dir.path());
   ASSERT_OK(m);
   EXPECT_EQ(m->name, "tiny");
-  EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "eval"}));
+  EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "val", "test"}));
   ASSERT_EQ(m->ShardsOf("train").size(), 3u);
   EXPECT_EQ(m->ShardsOf("train")[2].name, "train-000002.tar");
   EXPECT_EQ(m->ShardsOf("train")[2].num_samples, 4);
   EXPECT_EQ(m->NumSamples("train"), 24);
-  EXPECT_EQ(m->NumSamples("eval"), 8);
+  EXPECT_EQ(m->NumSamples("val"), 8);
+  ASSERT_EQ(m->ShardsOf("test").size(), 2u);
+  EXPECT_EQ(m->ShardsOf("test")[1].name, "test-000001.tar");
+  EXPECT_EQ(m->NumSamples("test"), 12);
+  EXPECT_EQ(m->ShardsOf("eval").size(), 0u);
+  EXPECT_EQ(m->provenance.value("num_val", 0), 8);
+  EXPECT_EQ(m->provenance.value("num_test", 0), 12);
   EXPECT_EQ(m->provenance.value("seed", 0), 1);
   for (const ShardInfo& info : m->shards) EXPECT_OK(VerifyShard(dir.path(), info));
 
@@ -278,9 +285,30 @@ TEST(Synth, GeneratedDatasetMatchesItsManifest) {
   ASSERT_EQ(got.audio.size(), expected.audio.size());
   for (size_t i = 0; i < got.audio.size(); ++i) ASSERT_NEAR(got.audio[i], expected.audio[i], 1e-4);
 
+  // The three splits hold different clips (keys and audio).
+  auto val = ReadShard(dir.File("val-000000.tar"));
+  auto test = ReadShard(dir.File("test-000000.tar"));
+  ASSERT_OK(val);
+  ASSERT_OK(test);
+  EXPECT_EQ((*val)[0].key, "val-00000000");
+  EXPECT_EQ((*test)[0].key, "test-00000000");
+  EXPECT_NE((*val)[0].audio, (*test)[0].audio);
+  EXPECT_EQ((*test)[0].captions, SynthesizeSample(options.seed, "test", 0, options.clip_seconds).captions);
+
   auto tok = Tokenizer::Load(dir.File(m->tokenizer));
   ASSERT_OK(tok);
   for (int id : tok->Encode(expected.captions[0])) EXPECT_NE(id, Tokenizer::kUnkId);
+}
+
+TEST(Synth, AnEmptyHeldOutSplitHasNoShards) {
+  ScratchDir dir;
+  SynthOptions o = SmallOptions();
+  o.num_test = 0;
+  ASSERT_OK(GenerateSynthetic(o, dir.path()));
+  auto m = ReadManifest(dir.path());
+  ASSERT_OK(m);
+  EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "val"}));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("test-000000.tar")));
 }
 
 TEST(Synth, RejectsBadOptions) {
@@ -288,6 +316,12 @@ TEST(Synth, RejectsBadOptions) {
   auto code = [&](SynthOptions o) { return GenerateSynthetic(o, dir.path()).code(); };
   SynthOptions o = SmallOptions();
   o.num_train = 0;
+  EXPECT_EQ(code(o), Status::Code::kInvalidArgument);
+  o = SmallOptions();
+  o.num_val = -1;
+  EXPECT_EQ(code(o), Status::Code::kInvalidArgument);
+  o = SmallOptions();
+  o.num_test = -1;
   EXPECT_EQ(code(o), Status::Code::kInvalidArgument);
   o = SmallOptions();
   o.clip_seconds = 0.1;
