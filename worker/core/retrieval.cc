@@ -4,8 +4,105 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <random>
 
 namespace flap::core {
+namespace {
+
+// The p-quantile of sorted values, linear between order statistics.
+double Quantile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const double pos = p * static_cast<double>(sorted.size() - 1);
+  const size_t i = static_cast<size_t>(pos);
+  if (i + 1 >= sorted.size()) return sorted.back();
+  return sorted[i] + (pos - static_cast<double>(i)) * (sorted[i + 1] - sorted[i]);
+}
+
+// A uniform index in [0, n) from 64 random bits (multiply-shift: the same on every platform,
+// unlike std::uniform_int_distribution).
+size_t Draw(std::mt19937_64& rng, size_t n) {
+  return static_cast<size_t>((static_cast<unsigned __int128>(rng()) * n) >> 64);
+}
+
+// 1 - C(n - m, k) / C(n, k): at least one of m true items in the first k of n shuffled.
+double ChanceAnyInTopK(int64_t k, int64_t m, int64_t n) {
+  if (m <= 0 || n <= 0) return 0;
+  if (k >= n - m + 1) return 1;
+  double none = 1;  // prod_{i < k} (n - m - i) / (n - i)
+  for (int64_t i = 0; i < k; ++i) none *= static_cast<double>(n - m - i) / static_cast<double>(n - i);
+  return 1 - none;
+}
+
+}  // namespace
+
+void BootstrapRetrieval(const RetrievalRanks& ranks, int resamples, uint64_t seed, RetrievalMetrics* m) {
+  // Per-query values: hits at 1, 5, 10 and the query's mAP@10 term.
+  struct Query {
+    uint8_t r1, r5, r10;
+    double ap;
+  };
+  std::vector<Query> t2a, a2t;
+  t2a.reserve(ranks.t2a.size());
+  for (int64_t rank : ranks.t2a) {
+    t2a.push_back({rank < 1, rank < 5, rank < 10, rank < 10 ? 1.0 / static_cast<double>(rank + 1) : 0.0});
+  }
+  a2t.reserve(ranks.a2t.size());
+  for (const auto& r : ranks.a2t) {
+    double ap = 0;
+    for (size_t k = 0; k < r.size() && r[k] < 10; ++k) ap += static_cast<double>(k + 1) / static_cast<double>(r[k] + 1);
+    if (r.empty()) {
+      a2t.push_back({0, 0, 0, 0.0});  // a clip without captions is a miss
+    } else {
+      a2t.push_back({r[0] < 1, r[0] < 5, r[0] < 10, ap / static_cast<double>(r.size())});
+    }
+  }
+  struct Bound {
+    double point;
+    double *lo, *hi;
+    std::vector<double> v;
+  };
+  Bound b[7] = {{m->t2a_r1, &m->t2a_r1_lo, &m->t2a_r1_hi, {}},    {m->t2a_r5, &m->t2a_r5_lo, &m->t2a_r5_hi, {}},
+                {m->t2a_r10, &m->t2a_r10_lo, &m->t2a_r10_hi, {}}, {m->a2t_r1, &m->a2t_r1_lo, &m->a2t_r1_hi, {}},
+                {m->a2t_r5, &m->a2t_r5_lo, &m->a2t_r5_hi, {}},    {m->a2t_r10, &m->a2t_r10_lo, &m->a2t_r10_hi, {}},
+                {m->map10, &m->map10_lo, &m->map10_hi, {}}};
+  if (t2a.empty() || a2t.empty() || resamples < 1) {
+    for (Bound& x : b) *x.lo = *x.hi = x.point;
+    return;
+  }
+  for (Bound& x : b) x.v.reserve(static_cast<size_t>(resamples));
+  std::mt19937_64 rng(seed);
+  for (int s = 0; s < resamples; ++s) {
+    int64_t t1 = 0, t5 = 0, t10 = 0, a1 = 0, a5 = 0, a10 = 0;
+    double tap = 0, aap = 0;
+    for (size_t i = 0; i < t2a.size(); ++i) {
+      const Query& q = t2a[Draw(rng, t2a.size())];
+      t1 += q.r1;
+      t5 += q.r5;
+      t10 += q.r10;
+      tap += q.ap;
+    }
+    for (size_t i = 0; i < a2t.size(); ++i) {
+      const Query& q = a2t[Draw(rng, a2t.size())];
+      a1 += q.r1;
+      a5 += q.r5;
+      a10 += q.r10;
+      aap += q.ap;
+    }
+    const double nt = static_cast<double>(t2a.size()), na = static_cast<double>(a2t.size());
+    b[0].v.push_back(static_cast<double>(t1) / nt);
+    b[1].v.push_back(static_cast<double>(t5) / nt);
+    b[2].v.push_back(static_cast<double>(t10) / nt);
+    b[3].v.push_back(static_cast<double>(a1) / na);
+    b[4].v.push_back(static_cast<double>(a5) / na);
+    b[5].v.push_back(static_cast<double>(a10) / na);
+    b[6].v.push_back(0.5 * (tap / nt + aap / na));
+  }
+  for (Bound& x : b) {
+    std::sort(x.v.begin(), x.v.end());
+    *x.lo = std::min(x.point, Quantile(x.v, 0.025));
+    *x.hi = std::max(x.point, Quantile(x.v, 0.975));
+  }
+}
 
 RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks) {
   RetrievalMetrics m;
@@ -40,6 +137,19 @@ RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks) {
   m.a2t_r10 /= num_clips;
   m.a2t_map10 /= num_clips;
   m.map10 = 0.5 * (m.t2a_map10 + m.a2t_map10);
+  m.chance_t2a_r1 = ChanceRecall(1, num_clips);
+  m.chance_t2a_r5 = ChanceRecall(5, num_clips);
+  m.chance_t2a_r10 = ChanceRecall(10, num_clips);
+  for (const auto& r : ranks.a2t) {
+    const int64_t true_captions = static_cast<int64_t>(r.size());
+    m.chance_a2t_r1 += ChanceAnyInTopK(1, true_captions, num_captions);
+    m.chance_a2t_r5 += ChanceAnyInTopK(5, true_captions, num_captions);
+    m.chance_a2t_r10 += ChanceAnyInTopK(10, true_captions, num_captions);
+  }
+  m.chance_a2t_r1 /= num_clips;
+  m.chance_a2t_r5 /= num_clips;
+  m.chance_a2t_r10 /= num_clips;
+  BootstrapRetrieval(ranks, kBootstrapResamples, kBootstrapSeed, &m);
   return m;
 }
 
