@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coordinator/json_util.h"
+#include "sharding/shard_order.h"
 
 namespace flap::coordinator {
 namespace {
@@ -64,6 +65,10 @@ StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards, const Le
   if (options.ttl_ms <= 0) {
     return Status::InvalidArgument("lease table: ttl_ms must be > 0, got " + std::to_string(options.ttl_ms));
   }
+  if (options.order && options.order->epoch < 0) {
+    return Status::InvalidArgument("lease table: the order's epoch must be >= 0, got " +
+                                   std::to_string(options.order->epoch));
+  }
   std::set<std::string> names;
   for (size_t i = 0; i < shards.size(); ++i) {
     const EpochShard& s = shards[i];
@@ -75,9 +80,21 @@ StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards, const Le
   LeaseTable t;
   t.options_ = options;
   t.shards_ = std::move(shards);
+  const int n = static_cast<int>(t.shards_.size());
+  t.order_.resize(static_cast<size_t>(n));
+  if (options.order) {
+    std::vector<std::string> names;
+    for (const EpochShard& s : t.shards_) names.push_back(s.name);
+    const std::vector<size_t> order = sharding::EpochShardOrder(options.order->seed, options.order->epoch, names);
+    for (int p = 0; p < n; ++p) t.order_[p] = static_cast<int>(order[p]);
+  } else {
+    for (int p = 0; p < n; ++p) t.order_[p] = p;
+  }
+  t.position_.assign(static_cast<size_t>(n), 0);
+  for (int p = 0; p < n; ++p) t.position_[t.order_[p]] = p;
   t.holder_.assign(t.shards_.size(), 0);
   t.completions_.assign(t.shards_.size(), 0);
-  for (int i = 0; i < static_cast<int>(t.shards_.size()); ++i) t.free_.insert(i);
+  for (int p = 0; p < n; ++p) t.free_.insert(p);
   return t;
 }
 
@@ -129,7 +146,7 @@ StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now
     }
     return r;
   }
-  const int shard = *free_.begin();
+  const int shard = order_[*free_.begin()];
   free_.erase(free_.begin());
   Lease l;
   l.id = next_lease_id_++;
@@ -198,7 +215,7 @@ std::vector<Lease> LeaseTable::Expire(int64_t now_ms) {
     }
     l.state = LeaseState::kExpired;
     holder_[l.shard] = 0;
-    free_.insert(l.shard);
+    free_.insert(position_[l.shard]);
     expired.push_back(l);
     it = active_.erase(it);
   }
@@ -211,7 +228,7 @@ std::vector<Lease> LeaseTable::RevokeAll() {
     Lease& l = leases_.at(id);
     l.state = LeaseState::kExpired;
     holder_[l.shard] = 0;
-    free_.insert(l.shard);
+    free_.insert(position_[l.shard]);
     revoked.push_back(l);
   }
   active_.clear();
@@ -223,7 +240,9 @@ nlohmann::json LeaseTable::HeaderToJson() const {
   for (const EpochShard& s : shards_) {
     shards.push_back({{"name", s.name}, {"num_samples", s.num_samples}});
   }
-  return {{"ttl_ms", options_.ttl_ms}, {"shards", std::move(shards)}};
+  nlohmann::json j = {{"ttl_ms", options_.ttl_ms}, {"shards", std::move(shards)}};
+  if (options_.order) j["order"] = {{"seed", options_.order->seed}, {"epoch", options_.order->epoch}};
+  return j;
 }
 
 nlohmann::json LeaseTable::ToJson() const {
@@ -247,6 +266,13 @@ StatusOr<LeaseTable> LeaseTable::FromHeaderFields(const nlohmann::json& j, const
     FLAP_RETURN_IF_ERROR(ji::Get(j["shards"][i], "num_samples", at, &s.num_samples));
     shards.push_back(std::move(s));
   }
+  if (j.contains("order")) {
+    const std::string at = what + ": order";
+    LeaseOrder order;
+    FLAP_RETURN_IF_ERROR(ji::Get(j["order"], "seed", at, &order.seed));
+    FLAP_RETURN_IF_ERROR(ji::Get(j["order"], "epoch", at, &order.epoch));
+    options.order = order;
+  }
   auto created = Create(std::move(shards), options);
   if (!created.ok()) return Status::Corruption(what + ": " + created.status().message());
   return created;
@@ -263,7 +289,7 @@ Status LeaseTable::Replay(const Lease& l, const std::string& at) {
     }
     holder_[l.shard] = l.id;
     active_.insert(l.id);
-    free_.erase(l.shard);
+    free_.erase(position_[l.shard]);
   } else if (l.state == LeaseState::kCompleted) {
     if (completions_[l.shard] != 0) {
       return Status::Corruption(at + ": shard '" + l.shard_name + "' completed twice");
@@ -271,7 +297,7 @@ Status LeaseTable::Replay(const Lease& l, const std::string& at) {
     completions_[l.shard] = 1;
     done_shards_ += 1;
     done_samples_ += shards_[l.shard].num_samples;
-    free_.erase(l.shard);
+    free_.erase(position_[l.shard]);
   }
   leases_.emplace(l.id, l);
   return Status::OK();

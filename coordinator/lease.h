@@ -17,9 +17,11 @@
 //     sample is counted once per epoch whatever fails. A late completion of an expired lease
 //     is refused, because its shard has been (or will be) handed out again and the new lease
 //     is the one that counts.
-//   - Free shards are handed out lowest index first (the order given to the constructor), so a
-//     returned shard is redone before untouched ones and the same sequence of calls always
-//     produces the same leases.
+//   - Free shards are handed out earliest in the epoch's order first: the permutation
+//     sharding::EpochShardOrder draws from (trial seed, epoch, shard names) when the options
+//     name one (the coordinator always does: docs/data.md, "Shard order"), else the order given
+//     to the constructor. So a returned shard is redone before untouched ones, and the same
+//     sequence of calls always produces the same leases.
 //   - Lease ids are 1, 2, 3, ... within the table, never reused. They are unique within one
 //     table only: the service must scope them by (sweep, trial, epoch).
 // The caller must call Expire(now) itself (e.g. before each Acquire, or on a timer): nothing
@@ -31,6 +33,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -45,8 +48,19 @@ struct EpochShard {
   int64_t num_samples = 0;  // for progress accounting (>= 0)
 };
 
+// What draws the epoch's shard order (sharding/shard_order.h).
+struct LeaseOrder {
+  uint64_t seed = 0;  // the trial seed (train.seed)
+  int64_t epoch = 0;  // >= 0
+  bool operator==(const LeaseOrder& o) const { return seed == o.seed && epoch == o.epoch; }
+};
+
 struct LeaseOptions {
   int64_t ttl_ms = 30000;  // a lease lives this long after its grant or latest renewal (> 0)
+  // Set: free shards are handed out in sharding::EpochShardOrder(seed, epoch, the shards'
+  // names). Unset: in the order given to Create() (lease tables journaled before the order
+  // existed).
+  std::optional<LeaseOrder> order;
 };
 
 enum class LeaseState { kActive, kCompleted, kExpired };
@@ -80,11 +94,12 @@ struct AcquireResult {
 
 class LeaseTable {
  public:
-  // InvalidArgument for no shards, an empty or duplicate name, negative samples or ttl <= 0.
+  // InvalidArgument for no shards, an empty or duplicate name, negative samples, ttl <= 0 or
+  // a negative order epoch.
   static StatusOr<LeaseTable> Create(std::vector<EpochShard> shards, const LeaseOptions& options);
 
-  // Leases the lowest-index free shard to `rank` (non-empty, else InvalidArgument) until
-  // now + ttl. Does not expire anything itself: call Expire(now) first.
+  // Leases the free shard earliest in the epoch's order to `rank` (non-empty, else
+  // InvalidArgument) until now + ttl. Does not expire anything itself: call Expire(now) first.
   StatusOr<AcquireResult> Acquire(const std::string& rank, int64_t now_ms);
   // Extends an active lease to now + ttl and returns it. NotFound: unknown id.
   // FailedPrecondition: the lease is completed. Aborted: it expired or is past its deadline.
@@ -112,8 +127,11 @@ class LeaseTable {
   // True when every shard is done.
   bool EpochDone() const { return done_shards_ == static_cast<int>(shards_.size()); }
   int num_shards() const { return static_cast<int>(shards_.size()); }
-  // The epoch's shards, in the order given to Create().
+  // The epoch's shards, in the order given to Create() (leases name shards by this index).
   const std::vector<EpochShard>& shards() const { return shards_; }
+  // The order shards are handed out in: order()[p] is the index in shards() of the p-th.
+  const std::vector<int>& order() const { return order_; }
+  const std::optional<LeaseOrder>& order_key() const { return options_.order; }
   int done_shards() const { return done_shards_; }
   int free_shards() const { return static_cast<int>(free_.size()); }
   int active_leases() const { return static_cast<int>(active_.size()); }
@@ -128,10 +146,10 @@ class LeaseTable {
   // the invariants above and returns Corruption naming `what` when they do not hold.
   nlohmann::json ToJson() const;
   static StatusOr<LeaseTable> FromJson(const nlohmann::json& j, const std::string& what);
-  // The table without its leases (ttl and shards: what does not change after Create), and the
-  // table restored from it and every lease it granted, in id order (the coordinator journals
-  // the header once and each lease on its own); the next id follows the highest. The same
-  // checks as FromJson.
+  // The table without its leases (ttl, shards and the order's seed and epoch: what does not
+  // change after Create; "order" is absent for a table without one), and the table restored
+  // from it and every lease it granted, in id order (the coordinator journals the header once
+  // and each lease on its own); the next id follows the highest. The same checks as FromJson.
   nlohmann::json HeaderToJson() const;
   static StatusOr<LeaseTable> FromHeader(const nlohmann::json& header, const std::vector<Lease>& leases,
                                          const std::string& what);
@@ -139,7 +157,7 @@ class LeaseTable {
  private:
   LeaseTable() = default;
   Status Dead(const Lease& lease, const char* action) const;
-  // A table of no leases from the header fields of `j` (ttl_ms, shards).
+  // A table of no leases from the header fields of `j` (ttl_ms, shards, order).
   static StatusOr<LeaseTable> FromHeaderFields(const nlohmann::json& j, const std::string& what);
   // Replays a lease's final state onto the shards; Corruption naming `at` when it cannot hold.
   Status Replay(const Lease& l, const std::string& at);
@@ -148,9 +166,11 @@ class LeaseTable {
 
   LeaseOptions options_;
   std::vector<EpochShard> shards_;
+  std::vector<int> order_;            // position in the hand-out order -> shard index
+  std::vector<int> position_;         // shard index -> position in order_
   std::vector<uint64_t> holder_;      // per shard: the active lease holding it, 0 if none
   std::vector<int> completions_;      // per shard: times completed (0 or 1)
-  std::set<int> free_;                // shard indices neither leased nor done
+  std::set<int> free_;                // positions (in order_) of shards neither leased nor done
   std::map<uint64_t, Lease> leases_;  // every lease granted, by id
   std::set<uint64_t> active_;         // ids of active leases
   uint64_t next_lease_id_ = 1;

@@ -7,22 +7,43 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
 #include <string>
 #include <vector>
+
+#include "sharding/shard_order.h"
 
 namespace flap::coordinator {
 namespace {
 
 constexpr int64_t kTtl = 1000;
 
-LeaseTable MakeTable(int num_shards, int64_t samples_per_shard = 10) {
+std::vector<EpochShard> MakeShards(int num_shards, int64_t samples_per_shard = 10) {
   std::vector<EpochShard> shards;
   for (int i = 0; i < num_shards; ++i) {
     shards.push_back({"train-" + std::to_string(i) + ".tar", samples_per_shard});
   }
-  auto t = LeaseTable::Create(shards, LeaseOptions{kTtl});
+  return shards;
+}
+
+// `order` unset: shards go out in the order given; set: in the permutation of (seed, epoch).
+LeaseTable MakeTable(int num_shards, int64_t samples_per_shard = 10, std::optional<LeaseOrder> order = {}) {
+  auto t = LeaseTable::Create(MakeShards(num_shards, samples_per_shard), LeaseOptions{kTtl, order});
   EXPECT_OK(t);
   return std::move(t).value();
+}
+
+// The shard names of a whole epoch, leased and completed one at a time by one rank.
+std::vector<std::string> LeaseWholeEpoch(LeaseTable& t) {
+  std::vector<std::string> names;
+  for (int64_t now = 0;; ++now) {
+    auto r = t.Acquire("r0", now);
+    EXPECT_OK(r);
+    if (!r.ok() || r->kind != AcquireResult::Kind::kGranted) break;
+    names.push_back(r->lease.shard_name);
+    EXPECT_OK(t.Complete(r->lease.id, now));
+  }
+  return names;
 }
 
 Lease Grant(LeaseTable& t, const std::string& rank, int64_t now) {
@@ -206,57 +227,61 @@ TEST(LeaseTable, RevokeAllReturnsEveryActiveLeaseAtOnce) {
 
 // A long, deterministic run with ranks that stall, die and retry: at the end every shard is
 // done exactly once and the samples add up, whatever failed along the way.
+// Both with the order given to Create() and with a seed's permutation.
 TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
-  constexpr int kShards = 40;
-  constexpr int kRanks = 6;
-  LeaseTable t = MakeTable(kShards, 7);
-  std::vector<std::vector<uint64_t>> held(kRanks);  // lease ids each rank works on
-  int64_t now = 0;
-  int refused_late = 0;
-  uint64_t x = 12345;  // a tiny LCG: the same "random" failures every run
-  auto next = [&x]() { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
-  for (int tick = 0; tick < 5000 && !t.EpochDone(); ++tick) {
-    now += 50;
-    t.Expire(now);
-    const int r = static_cast<int>(next() % kRanks);
-    const std::string rank = "r" + std::to_string(r);
-    const uint64_t roll = next() % 10;
-    if (held[r].empty() || roll < 2) {
-      auto a = t.Acquire(rank, now);
-      ASSERT_OK(a);
-      if (a->kind == AcquireResult::Kind::kGranted) held[r].push_back(a->lease.id);
-    } else if (roll < 6) {
-      // Finish the oldest shard, sometimes twice (a retried RPC), sometimes too late.
-      const uint64_t id = held[r].front();
-      held[r].erase(held[r].begin());
-      auto c = t.Complete(id, now);
-      if (c.ok()) {
-        if (roll == 5) {
-          ASSERT_OK(t.Complete(id, now + 1));
+  for (std::optional<LeaseOrder> order : {std::optional<LeaseOrder>(), std::optional<LeaseOrder>(LeaseOrder{5, 2})}) {
+    SCOPED_TRACE(order ? "permuted order" : "order given");
+    constexpr int kShards = 40;
+    constexpr int kRanks = 6;
+    LeaseTable t = MakeTable(kShards, 7, order);
+    std::vector<std::vector<uint64_t>> held(kRanks);  // lease ids each rank works on
+    int64_t now = 0;
+    int refused_late = 0;
+    uint64_t x = 12345;  // a tiny LCG: the same "random" failures every run
+    auto next = [&x]() { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
+    for (int tick = 0; tick < 5000 && !t.EpochDone(); ++tick) {
+      now += 50;
+      t.Expire(now);
+      const int r = static_cast<int>(next() % kRanks);
+      const std::string rank = "r" + std::to_string(r);
+      const uint64_t roll = next() % 10;
+      if (held[r].empty() || roll < 2) {
+        auto a = t.Acquire(rank, now);
+        ASSERT_OK(a);
+        if (a->kind == AcquireResult::Kind::kGranted) held[r].push_back(a->lease.id);
+      } else if (roll < 6) {
+        // Finish the oldest shard, sometimes twice (a retried RPC), sometimes too late.
+        const uint64_t id = held[r].front();
+        held[r].erase(held[r].begin());
+        auto c = t.Complete(id, now);
+        if (c.ok()) {
+          if (roll == 5) {
+            ASSERT_OK(t.Complete(id, now + 1));
+          }
+        } else {
+          EXPECT_EQ(c.status().code(), Status::Code::kAborted);
+          ++refused_late;
         }
-      } else {
-        EXPECT_EQ(c.status().code(), Status::Code::kAborted);
-        ++refused_late;
-      }
-    } else if (roll < 8) {
-      t.RenewRank(rank, now);
-    } else if (roll == 8) {
-      held[r].clear();  // the rank dies silently; its leases expire
-    }                   // roll 9: the rank stalls this tick
-    for (int s = 0; s < kShards; ++s) ASSERT_LE(t.CompletionsOf(s), 1) << "shard " << s;
+      } else if (roll < 8) {
+        t.RenewRank(rank, now);
+      } else if (roll == 8) {
+        held[r].clear();  // the rank dies silently; its leases expire
+      }                   // roll 9: the rank stalls this tick
+      for (int s = 0; s < kShards; ++s) ASSERT_LE(t.CompletionsOf(s), 1) << "shard " << s;
+    }
+    ASSERT_TRUE(t.EpochDone());
+    EXPECT_GT(refused_late, 0);  // the scenario did exercise late completions
+    EXPECT_EQ(t.done_shards(), kShards);
+    EXPECT_EQ(t.done_samples(), 7 * kShards);
+    for (int s = 0; s < kShards; ++s) EXPECT_EQ(t.CompletionsOf(s), 1) << "shard " << s;
+    // And the completed leases in the journaled state say the same: one per shard.
+    std::vector<int> completed(kShards, 0);
+    const nlohmann::json state = t.ToJson();
+    for (const auto& l : state["leases"]) {
+      if (l["state"] == "completed") ++completed[l["shard"].get<int>()];
+    }
+    for (int s = 0; s < kShards; ++s) EXPECT_EQ(completed[s], 1) << "shard " << s;
   }
-  ASSERT_TRUE(t.EpochDone());
-  EXPECT_GT(refused_late, 0);  // the scenario did exercise late completions
-  EXPECT_EQ(t.done_shards(), kShards);
-  EXPECT_EQ(t.done_samples(), 7 * kShards);
-  for (int s = 0; s < kShards; ++s) EXPECT_EQ(t.CompletionsOf(s), 1) << "shard " << s;
-  // And the completed leases in the journaled state say the same: one per shard.
-  std::vector<int> completed(kShards, 0);
-  const nlohmann::json state = t.ToJson();
-  for (const auto& l : state["leases"]) {
-    if (l["state"] == "completed") ++completed[l["shard"].get<int>()];
-  }
-  for (int s = 0; s < kShards; ++s) EXPECT_EQ(completed[s], 1) << "shard " << s;
 }
 
 TEST(LeaseTable, CreateRefusesBadInput) {
@@ -264,7 +289,7 @@ TEST(LeaseTable, CreateRefusesBadInput) {
   EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}, {"a.tar", 1}}, LeaseOptions{}).ok());
   EXPECT_FALSE(LeaseTable::Create({{"", 1}}, LeaseOptions{}).ok());
   EXPECT_FALSE(LeaseTable::Create({{"a.tar", -1}}, LeaseOptions{}).ok());
-  EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}}, LeaseOptions{0}).ok());
+  EXPECT_FALSE(LeaseTable::Create({{"a.tar", 1}}, LeaseOptions{0, {}}).ok());
   LeaseTable t = MakeTable(1);
   EXPECT_EQ(t.Acquire("", 0).status().code(), Status::Code::kInvalidArgument);
 }
@@ -317,7 +342,7 @@ TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
 }
 
 TEST(LeaseTable, ExtendAllRestartsTheClockOfActiveLeasesOnly) {
-  auto t = LeaseTable::Create({{"a.tar", 10}, {"b.tar", 10}}, LeaseOptions{1000});
+  auto t = LeaseTable::Create({{"a.tar", 10}, {"b.tar", 10}}, LeaseOptions{1000, {}});
   ASSERT_OK(t);
   auto a = t->Acquire("r0", 0);
   auto b = t->Acquire("r1", 0);
@@ -331,6 +356,97 @@ TEST(LeaseTable, ExtendAllRestartsTheClockOfActiveLeasesOnly) {
   EXPECT_TRUE(t->Expire(5999).empty());
   EXPECT_OK(t->Complete(a->lease.id, 5999));
   EXPECT_TRUE(t->EpochDone());
+}
+
+TEST(LeaseTable, AnOrderedEpochLeasesEveryShardOnceInItsSeedsPermutation) {
+  LeaseTable t = MakeTable(12, 10, LeaseOrder{3, 1});
+  const std::vector<std::string> got = LeaseWholeEpoch(t);
+  std::vector<std::string> names;
+  for (const EpochShard& s : t.shards()) names.push_back(s.name);
+  std::vector<std::string> want;
+  for (size_t i : sharding::EpochShardOrder(3, 1, names)) want.push_back(names[i]);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(std::set<std::string>(got.begin(), got.end()).size(), 12u);  // each shard once
+  EXPECT_TRUE(t.EpochDone());
+  EXPECT_EQ(t.done_samples(), 120);
+  ASSERT_EQ(t.order().size(), 12u);
+  for (size_t p = 0; p < got.size(); ++p) EXPECT_EQ(t.shards()[t.order()[p]].name, got[p]);
+  // Not the order given: the permutation is in effect.
+  EXPECT_NE(got, names);
+}
+
+TEST(LeaseTable, TwoSeedsGiveDifferentShardOrdersAndEachEpochItsOwn) {
+  LeaseTable seed1 = MakeTable(16, 10, LeaseOrder{1, 0});
+  LeaseTable seed2 = MakeTable(16, 10, LeaseOrder{2, 0});
+  LeaseTable seed1_epoch1 = MakeTable(16, 10, LeaseOrder{1, 1});
+  LeaseTable seed1_again = MakeTable(16, 10, LeaseOrder{1, 0});
+  const auto a = LeaseWholeEpoch(seed1), b = LeaseWholeEpoch(seed2), c = LeaseWholeEpoch(seed1_epoch1),
+             d = LeaseWholeEpoch(seed1_again);
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(a, d);
+  for (const auto* order : {&a, &b, &c}) {
+    EXPECT_EQ(std::set<std::string>(order->begin(), order->end()).size(), 16u);
+  }
+}
+
+TEST(LeaseTable, AShardReturnedToAnOrderedPoolIsLeasedBeforeUntouchedOnes) {
+  LeaseTable t = MakeTable(8, 10, LeaseOrder{9, 0});
+  Lease first = Grant(t, "r0", 0);
+  Lease second = Grant(t, "r1", 500);
+  ASSERT_OK(t.Complete(second.id, 600));
+  EXPECT_EQ(t.Expire(kTtl).size(), 1u);  // the first lease dies
+  Lease again = Grant(t, "r2", kTtl + 1);
+  EXPECT_EQ(again.shard, first.shard);
+  Lease third = Grant(t, "r2", kTtl + 2);
+  EXPECT_EQ(third.shard, t.order()[2]);
+  // RevokeAll returns its shards in the epoch's order as well.
+  t.RevokeAll();
+  EXPECT_EQ(Grant(t, "r3", kTtl + 3).shard, first.shard);
+  EXPECT_EQ(Grant(t, "r3", kTtl + 4).shard, t.order()[2]);
+}
+
+TEST(LeaseTable, TheOrderSurvivesTheJournalAndBadOrdersAreRefused) {
+  LeaseTable t = MakeTable(10, 10, LeaseOrder{4, 3});
+  Lease a = Grant(t, "r0", 0);
+  Lease b = Grant(t, "r1", 0);
+  ASSERT_OK(t.Complete(b.id, 1));
+  const nlohmann::json header = t.HeaderToJson();
+  EXPECT_EQ(header["order"], (nlohmann::json{{"seed", 4}, {"epoch", 3}}));
+  auto whole = LeaseTable::FromJson(nlohmann::json::parse(t.ToJson().dump()), "epoch 3");
+  ASSERT_OK(whole);
+  auto parts = LeaseTable::FromHeader(nlohmann::json::parse(header.dump()), {a, *t.Get(b.id)}, "epoch 3");
+  ASSERT_OK(parts);
+  for (LeaseTable* u : {&*whole, &*parts}) {
+    EXPECT_EQ(u->ToJson(), t.ToJson());
+    EXPECT_EQ(u->order(), t.order());
+    ASSERT_TRUE(u->order_key().has_value());
+    EXPECT_EQ(*u->order_key(), (LeaseOrder{4, 3}));
+    // The restored table goes on where the original would.
+    EXPECT_EQ(Grant(*u, "r2", 2).shard, t.order()[2]);
+  }
+  // A table journaled without an order hands out in the order given, and writes none back.
+  nlohmann::json plain = MakeTable(3).HeaderToJson();
+  EXPECT_FALSE(plain.contains("order"));
+  auto old = LeaseTable::FromHeader(plain, {}, "epoch 0");
+  ASSERT_OK(old);
+  EXPECT_EQ(LeaseWholeEpoch(*old), (std::vector<std::string>{"train-0.tar", "train-1.tar", "train-2.tar"}));
+
+  for (const auto& [order, field] : {std::pair<nlohmann::json, std::string>{{{"seed", -1}, {"epoch", 0}}, "seed"},
+                                     {{{"seed", 1}}, "epoch"},
+                                     {{{"seed", 1}, {"epoch", "x"}}, "epoch"},
+                                     {{{"seed", 1}, {"epoch", -2}}, "epoch"}}) {
+    nlohmann::json bad = header;
+    bad["order"] = order;
+    auto r = LeaseTable::FromHeader(bad, {}, "epoch 3");
+    ASSERT_FALSE(r.ok()) << order.dump();
+    EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
+    EXPECT_NE(r.status().message().find("epoch 3"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  }
+  auto negative = LeaseTable::Create(MakeShards(2), LeaseOptions{kTtl, LeaseOrder{1, -1}});
+  ASSERT_FALSE(negative.ok());
+  EXPECT_EQ(negative.status().code(), Status::Code::kInvalidArgument);
 }
 
 }  // namespace

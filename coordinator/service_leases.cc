@@ -56,6 +56,9 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
     } else {
       LeaseOptions lo;
       lo.ttl_ms = options_.lease_ttl_ms;
+      // The epoch's shards go out in the order the trial seed and the epoch draw (the seed the
+      // trial's config gets: FillAssignment), whatever the trial's other factors.
+      lo.order = LeaseOrder{scope.trial->spec.seed, req->epoch()};
       StatusOr<LeaseTable> table = LeaseTable::Create(std::move(shards), lo);
       if (!table.ok()) return ToGrpc(table.status());
       existing = leases_.emplace(ekey, std::move(*table)).first;

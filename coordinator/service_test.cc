@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "coordinator/client.h"
 #include "coordinator/journal.h"
@@ -285,8 +287,10 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   auto slot1 = client->LeaseShard("g1", ref, 0, 0, 1);
   auto slot0_again = client->LeaseShard("g1", ref, 0, 0, 0);
   ASSERT_TRUE(slot0.ok() && slot1.ok() && slot0_again.ok());
-  EXPECT_EQ(slot0->shard_name, "a.tar");
-  EXPECT_EQ(slot1->shard_name, "b.tar");
+  const auto order =
+      testing::ShardsInLeaseOrder(std::stoull(next->assignment.overrides.at("train.seed")), 0, {"a.tar", "b.tar"});
+  EXPECT_EQ(slot0->shard_name, order[0]);
+  EXPECT_EQ(slot1->shard_name, order[1]);
   EXPECT_NE(slot0->lease_id, slot1->lease_id);
   EXPECT_EQ(slot0_again->lease_id, slot0->lease_id);
   auto renew = client->Heartbeat("g1", {0});
@@ -317,6 +321,70 @@ TEST(CoordinatorValidation, BadRequestsNameTheField) {
   ASSERT_OK(st);
   EXPECT_EQ(st->trials(0).state(), "running");  // BeginEpoch started it
   EXPECT_EQ(st->trials(0).step(), 0);
+}
+
+// An epoch's shards go out in the order its trial's seed draws: the arms of one seed (mask.ratio
+// 0.5 and 0.75, strategy 1d and 2d) lease the same order in each epoch, so their comparison is
+// paired; the two seeds lease different orders, every epoch its own, each shard once.
+TEST(CoordinatorLeases, ArmsOfOneSeedLeaseTheSameShardOrderAndTwoSeedsDifferent) {
+  ServiceOptions so = testing::FastServiceOptions();
+  so.heartbeat_timeout_ms = 60000;  // no group is lost while the test runs
+  so.lease_ttl_ms = 60000;
+  TestCoordinator c("lease_order", so);
+  auto client = c.Client();
+  ASSERT_OK(client->SubmitSweep(MaskSweep("order", "1, 2"), "order.ini", ""));
+  std::vector<std::string> names;
+  std::vector<std::pair<std::string, int64_t>> shards;
+  for (int i = 0; i < 12; ++i) {
+    names.push_back("train-" + std::to_string(i) + ".tar");
+    shards.emplace_back(names.back(), 10);
+  }
+  // (seed, epoch) -> the order each arm of that seed leased; seed -> its arms' mask.ratio.
+  std::map<std::pair<std::string, int>, std::vector<std::vector<std::string>>> orders;
+  std::map<std::string, std::set<std::string>> ratios;
+  for (int g = 0; g < 8; ++g) {  // 2 ratios x 2 strategies x 2 seeds
+    const std::string gid = "g" + std::to_string(g);
+    ASSERT_OK(client->Register(gid, gid, 1));
+    auto next = client->NextTrial(gid);
+    ASSERT_TRUE(next.ok() && next->assigned) << gid;
+    const v1::TrialRef ref = next->assignment.trial;
+    const std::string seed = next->assignment.overrides.at("train.seed");
+    ratios[seed].insert(next->assignment.overrides.at("mask.ratio"));
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      ASSERT_OK(client->BeginEpoch(gid, ref, epoch, shards));
+      std::vector<std::string> leased;
+      for (int i = 0; i <= 12; ++i) {
+        auto lease = client->LeaseShard(gid, ref, epoch, 0);
+        ASSERT_OK(lease);
+        if (lease->kind != ShardLease::Kind::kGranted) {
+          EXPECT_EQ(lease->kind, ShardLease::Kind::kEpochDone);
+          break;
+        }
+        leased.push_back(lease->shard_name);
+        ASSERT_OK(client->CompleteShard(gid, ref, epoch, lease->lease_id));
+      }
+      EXPECT_EQ(std::set<std::string>(leased.begin(), leased.end()), std::set<std::string>(names.begin(), names.end()))
+          << "seed " << seed << ", epoch " << epoch << ": every shard once";
+      EXPECT_EQ(leased.size(), names.size());
+      EXPECT_EQ(leased, testing::ShardsInLeaseOrder(std::stoull(seed), epoch, names));
+      orders[{seed, epoch}].push_back(leased);
+    }
+  }
+  ASSERT_EQ(ratios.size(), 2u);
+  for (const auto& [seed, r] : ratios) EXPECT_EQ(r.size(), 2u) << "seed " << seed << " ran both mask ratios";
+  ASSERT_EQ(orders.size(), 4u);
+  for (const auto& [key, arms] : orders) {
+    ASSERT_EQ(arms.size(), 4u);
+    for (const auto& arm : arms) EXPECT_EQ(arm, arms[0]) << "seed " << key.first << ", epoch " << key.second;
+  }
+  const auto& seed1 = orders[{"1", 0}][0];
+  const auto& seed2 = orders[{"2", 0}][0];
+  const auto& seed1_epoch1 = orders[{"1", 1}][0];
+  const auto& seed2_epoch1 = orders[{"2", 1}][0];
+  EXPECT_NE(seed1, seed2);
+  EXPECT_NE(seed1_epoch1, seed2_epoch1);
+  EXPECT_NE(seed1, seed1_epoch1);
+  EXPECT_NE(seed1, names);  // not the manifest order
 }
 
 TEST(CoordinatorClientLib, EveryCallHasADeadline) {

@@ -6,9 +6,11 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "coordinator/client.h"
 #include "coordinator/server.h"
+#include "sharding/shard_order.h"
 #include "tests/test_util.h"
 
 namespace flap::coordinator::testing {
@@ -77,6 +79,15 @@ inline int ListeningPort(flap::testing::ChildProcess& coordinator, double timeou
   const size_t colon = out.rfind(':');
   if (out.find("listening on") == std::string::npos || colon == std::string::npos) return 0;
   return std::stoi(out.substr(colon + 1));
+}
+
+// `names` in the order the coordinator leases them in `epoch` of a trial of seed `seed`
+// (sharding/shard_order.h).
+inline std::vector<std::string> ShardsInLeaseOrder(uint64_t seed, int64_t epoch,
+                                                   const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (size_t i : sharding::EpochShardOrder(seed, epoch, names)) out.push_back(names[i]);
+  return out;
 }
 
 // A sweep file: mask.ratio x mask.strategy, `seeds` seeds.
