@@ -4,10 +4,13 @@
 //
 // Per epoch: the first ShardAt of an epoch declares the epoch's shards (BeginEpoch with the
 // split's shards in manifest order; every rank sends the same list, which is idempotent) and
-// learns how many are still undone. The rank then leases shards one per read-ahead slot (the
-// loader's index in the epoch is the slot), up to its fair share: ceil(undone / world size),
-// so that a loader reading a block ahead cannot starve the other ranks. Done() completes the
-// lease: the coordinator counts the shard once for the epoch, whatever fails afterwards.
+// learns how many are still undone. The coordinator hands them out in
+// sharding::EpochShardOrder(trial seed, epoch, their names), the order a standalone run of the
+// seed reads them in (FixedShardSource, one rank). The rank then leases shards one per
+// read-ahead slot (the loader's index in the epoch is the slot), up to its fair share:
+// ceil(undone / world size), so that a loader reading a block ahead cannot starve the other
+// ranks. Done() completes the lease: the coordinator counts the shard once for the epoch,
+// whatever fails afterwards.
 //
 // Every rank of a group must run the same number of steps per epoch (the collectives are
 // matched), while leases hand out shards first come, first served. StepsPerEpoch is therefore
@@ -17,9 +20,10 @@
 // lease, rank-dependent round-robin, never counted. The same convention as PyTorch's
 // DistributedSampler, which repeats samples to even out ranks.
 //
-// The order is not a pure function of the seed (it depends on which rank asks first), so a
-// trial resumed from a checkpoint continues the epoch at the checkpoint's step with the shards
-// still undone (TrainingHooks::exact_resume = false), not with the same samples.
+// Which rank reads which shard is not a pure function of the seed (it depends on which rank asks
+// first, and on leases that expire), so a trial resumed from a checkpoint continues the epoch at
+// the checkpoint's step with the shards still undone (TrainingHooks::exact_resume = false), not
+// with the same samples.
 //
 // Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED (a coordinator restarting) are retried
 // with backoff for up to `retry_for_s`; a completion refused because its lease expired is

@@ -9,6 +9,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "sharding/shard_order.h"
 #include "worker/batcher.h"
 #include "worker/core/draw.h"
 
@@ -52,10 +53,10 @@ StatusOr<std::unique_ptr<FixedShardSource>> FixedShardSource::Create(const std::
 
 StatusOr<std::optional<sharding::ShardInfo>> FixedShardSource::ShardAt(int64_t epoch, int64_t index) {
   if (epoch != order_epoch_) {
-    order_.resize(mine_.size());
-    for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
-    core::DrawRng rng(core::DrawPurpose::kOrder, seed_, "shard-order", epoch);
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.Below(i)]);
+    std::vector<std::string> names;
+    names.reserve(mine_.size());
+    for (const auto& s : mine_) names.push_back(s.name);
+    order_ = sharding::EpochShardOrder(seed_, epoch, names);
     order_epoch_ = epoch;
   }
   if (index < 0 || index >= static_cast<int64_t>(order_.size())) return std::optional<sharding::ShardInfo>();

@@ -3,13 +3,15 @@
 // exactly from a cursor.
 //
 // The order. A ShardSource says which shards this rank reads in an epoch, in order (the fixed
-// source: this rank's share of the split, shuffled per epoch by the seed). The epoch's shard
-// list is cut into blocks of `shuffle_shards` consecutive shards; the samples of one block are
-// shuffled together (seeded by the seed, the epoch and the block's shard names) and consumed
-// in that order, block after block, B at a time, for steps_per_epoch steps (a number every
-// rank of the group shares; samples past it are not used that epoch). Thread timing never
-// enters: features are computed per shard into their own slots and batches are assembled by a
-// single thread in that order.
+// source: this rank's share of the split in sharding::EpochShardOrder(seed, epoch, its names),
+// the order a coordinator leases a split in; a lease source: the shards in the order their
+// leases come). The epoch's shard list is cut into blocks of `shuffle_shards` consecutive
+// shards, so the shards mixed together change with every epoch and every seed; the samples of
+// all the shards of one block are shuffled together (seeded by the seed, the epoch and the
+// block's shard names) and consumed in that order, block after block, B at a time, for
+// steps_per_epoch steps (a number every rank of the group shares; samples past it are not used
+// that epoch). Thread timing never enters: features are computed per shard into their own
+// slots and batches are assembled by a single thread in that order.
 //
 // The cursor (LoaderCursor): epoch, shards of this epoch whose block is fully consumed, the
 // position inside the current block, and the step in the epoch. Every batch carries the cursor
@@ -25,8 +27,9 @@
 // blocks of features plus the queued batches, besides what the memory cache keeps.
 //
 // Shards and ranks: the fixed source gives rank r the split's shards r, r + W, r + 2W, ... of
-// the manifest order (no overlap, every shard used); a coordinator-backed source handing out
-// shards by lease implements the same interface.
+// the manifest order (no overlap, every shard used); with one rank that is the whole split, read
+// in the very order a coordinator leases it to a trial of the same seed. A coordinator-backed
+// source handing out shards by lease implements the same interface.
 //
 // Thread-safety: ShardSource implementations are called from the loader's threads one call at
 // a time. StreamingLoader's methods are called from one thread (the training loop).
@@ -67,7 +70,8 @@ class ShardSource {
 };
 
 // The fixed list: rank `rank` of `world_size` takes shards rank, rank + W, ... of `shards`
-// (manifest order) and reads them in an order shuffled per epoch from `seed`.
+// (manifest order) and reads them in sharding::EpochShardOrder(seed, epoch, their names): a
+// new order every epoch, the same for every run of the seed whatever its other settings.
 // StepsPerEpoch = min over ranks of (samples of the rank's shards) / batch_size.
 class FixedShardSource : public ShardSource {
  public:
@@ -86,7 +90,7 @@ class FixedShardSource : public ShardSource {
   uint64_t seed_ = 0;
   int64_t steps_per_epoch_ = 0;
   int64_t order_epoch_ = -1;
-  std::vector<size_t> order_;  // permutation of mine_ for order_epoch_
+  std::vector<size_t> order_;  // EpochShardOrder of mine_ for order_epoch_
 };
 
 struct LoaderCursor {

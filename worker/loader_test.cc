@@ -9,6 +9,7 @@
 #include <set>
 
 #include "sharding/manifest.h"
+#include "sharding/shard_order.h"
 #include "sharding/synth.h"
 #include "tests/test_util.h"
 
@@ -268,6 +269,112 @@ TEST_F(LoaderTest, DamagedShardIsReportedByNameThroughNext) {
   }
   ASSERT_FALSE(error.ok()) << "the damaged shard was never read";
   EXPECT_NE(error.message().find(shards[4].name), std::string::npos) << error.ToString();
+}
+
+// The shard of a clip of this fixture (23 clips per shard, keys "train-<index>").
+int ShardOfKey(const std::string& key) { return std::stoi(key.substr(key.find('-') + 1)) / 23; }
+
+// The fixed source's shards of `epoch`, in reading order.
+std::vector<std::string> ShardOrder(FixedShardSource& src, int64_t epoch) {
+  std::vector<std::string> names;
+  for (int64_t i = 0;; ++i) {
+    auto s = src.ShardAt(epoch, i);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    if (!s.ok() || !s->has_value()) break;
+    names.push_back((*s)->name);
+  }
+  return names;
+}
+
+TEST_F(LoaderTest, TwoSeedsGiveDifferentShardOrdersEachCoveringEveryShardOnce) {
+  const auto split = manifest_->ShardsOf("train");
+  std::set<std::string> all;
+  for (const auto& s : split) all.insert(s.name);
+  std::map<std::pair<uint64_t, int64_t>, std::vector<std::string>> orders;
+  for (uint64_t seed : {11, 12}) {
+    auto src = FixedShardSource::Create(split, 0, 1, 8, seed);
+    ASSERT_TRUE(src.ok());
+    for (int64_t epoch : {0, 1}) {
+      const auto order = ShardOrder(**src, epoch);
+      EXPECT_EQ(order.size(), split.size()) << "seed " << seed << ", epoch " << epoch;
+      EXPECT_EQ(std::set<std::string>(order.begin(), order.end()), all) << "seed " << seed << ", epoch " << epoch;
+      orders[{seed, epoch}] = order;
+    }
+  }
+  const auto& seed11 = orders[{11, 0}];
+  const auto& seed12 = orders[{12, 0}];
+  const auto& seed11_epoch1 = orders[{11, 1}];
+  const auto& seed12_epoch1 = orders[{12, 1}];
+  EXPECT_NE(seed11, seed12);
+  EXPECT_NE(seed11_epoch1, seed12_epoch1);
+  EXPECT_NE(seed11, seed11_epoch1);
+  // The order the coordinator leases the split in to a trial of the seed (the same function).
+  std::vector<std::string> names;
+  for (const auto& s : split) names.push_back(s.name);
+  for (const auto& [key, order] : orders) {
+    std::vector<std::string> leased;
+    for (size_t i : sharding::EpochShardOrder(key.first, key.second, names)) leased.push_back(names[i]);
+    EXPECT_EQ(order, leased) << "seed " << key.first << ", epoch " << key.second;
+  }
+
+  // The loader reads the blocks in that order, so which shards are mixed together changes with
+  // the seed: the first block's shards are the first three of the order.
+  for (uint64_t seed : {11, 12}) {
+    TrialConfig c = Config();
+    c.train.seed = seed;
+    auto l = Start(c, 1);
+    auto batches = Take(*l, 2);
+    ASSERT_EQ(batches.size(), 2u);
+    const auto& order = orders[{seed, 0}];
+    const std::set<std::string> first_block(order.begin(), order.begin() + 3);
+    for (const auto& b : batches) {
+      for (const auto& k : b.keys) EXPECT_TRUE(first_block.count(split[static_cast<size_t>(ShardOfKey(k))].name)) << k;
+    }
+  }
+}
+
+TEST_F(LoaderTest, ArmsOfOneSeedReadTheSameSamplesInTheSameOrder) {
+  // Two arms of a sweep: the same seed, other mask ratio, strategy, learning rate and caption
+  // policy. They read the same samples in the same batches, every epoch: a paired comparison.
+  const TrialConfig a = Config();
+  TrialConfig b = Config();
+  b.mask.ratio = 0.75;
+  b.mask.strategy = core::MaskStrategy::k1d;
+  b.optim.lr = 3e-3;
+  b.augment = "off";
+  b.augment_prob = 0.0;
+  auto la = Start(a, 1), lb = Start(b, 2);
+  const int n = 2 * static_cast<int>(la->steps_per_epoch());
+  auto ba = Take(*la, n), bb = Take(*lb, n);
+  ASSERT_EQ(ba.size(), bb.size());
+  for (size_t i = 0; i < ba.size(); ++i) {
+    EXPECT_EQ(ba[i].keys, bb[i].keys) << "batch " << i;
+    EXPECT_TRUE(ba[i].after == bb[i].after) << "batch " << i;
+  }
+  EXPECT_FALSE(at::equal(ba[0].batch.keep, bb[0].batch.keep));  // the arms do differ
+  // Another seed reads other batches.
+  TrialConfig other = Config();
+  other.train.seed = 12;
+  auto lo = Start(other, 1);
+  auto bo = Take(*lo, 3);
+  ASSERT_EQ(bo.size(), 3u);
+  EXPECT_NE(ba[0].keys, bo[0].keys);
+}
+
+TEST_F(LoaderTest, ABlocksSamplesAreMixedAcrossItsShards) {
+  const TrialConfig c = Config();
+  auto l = Start(c, 1);
+  const int steps = static_cast<int>(l->steps_per_epoch());
+  auto batches = Take(*l, steps);
+  int mixed = 0;
+  for (const auto& b : batches) {
+    std::set<int> shards;
+    for (const auto& k : b.keys) shards.insert(ShardOfKey(k));
+    mixed += shards.size() >= 2;
+  }
+  // Blocks of 3 shards of 23 clips: a batch of 8 drawn from the block's mixed samples comes from
+  // one shard alone with probability about 3 x (1/3)^8; read shard by shard, most would.
+  EXPECT_GE(mixed, steps - 1) << mixed << " of " << steps << " batches mix shards";
 }
 
 }  // namespace
