@@ -28,7 +28,12 @@ std::string Trim(const std::string& s) {
 
 }  // namespace
 
-const char* MetricKindName(MetricKind kind) { return kind == MetricKind::kEval ? "eval" : "train"; }
+const char* MetricKindName(MetricKind kind) {
+  return kind == MetricKind::kEval ? "eval" : kind == MetricKind::kTest ? "test" : "train";
+}
+MetricKind MetricKindFromName(const std::string& name) {
+  return name == "eval" ? MetricKind::kEval : name == "test" ? MetricKind::kTest : MetricKind::kTrain;
+}
 
 Status CheckTokenLength(const std::string& token, const std::string& where) {
   if (token.size() >= kMinTokenChars) return Status::OK();
@@ -261,7 +266,9 @@ StatusOr<v1::Action> CoordinatorClient::ReportMetrics(const std::string& group_i
   v1::ReportMetricsRequest req;
   req.set_group_id(group_id);
   *req.mutable_trial() = trial;
-  req.set_kind(kind == MetricKind::kEval ? v1::ReportMetricsRequest::EVAL : v1::ReportMetricsRequest::TRAIN);
+  req.set_kind(kind == MetricKind::kEval   ? v1::ReportMetricsRequest::EVAL
+               : kind == MetricKind::kTest ? v1::ReportMetricsRequest::TEST
+                                           : v1::ReportMetricsRequest::TRAIN);
   req.set_step(step);
   req.set_epoch(epoch);
   req.set_total_steps(total_steps);

@@ -469,6 +469,65 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   EXPECT_TRUE(Contains(FileNamed(*files, "trials.csv"), "t0001,1,1,0.5,stopped")) << FileNamed(*files, "trials.csv");
 }
 
+// Only validation decides. Before each EVAL record every trial sends a TEST record at the same
+// step whose map10 inverts the ranking (the sort of a test split a leak would reward): were ASHA
+// to read it, t1's rung would be decided on its test figure (0.9, the best: continue) and its
+// evaluation would not be decided again. The decisions, the status and the history after a
+// restart are exactly those of the run without TEST records above.
+TEST(CoordinatorE2E, TestRecordsAreStoredButNeverDecide) {
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 10000;
+  TestCoordinator c("e2e_test_records", so);
+  auto user = c.Client();
+  const std::string sweep =
+      "[sweep]\nname = asha\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0.25, 0.5, 0.75\n\n"
+      "[asha]\nmetric = map10\nmode = max\nrungs = 10, 20\nreduction = 2\n";
+  ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", ""));
+  std::vector<std::unique_ptr<CoordinatorClient>> clients;
+  std::vector<v1::TrialRef> refs;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(c.Client());
+    const std::string gid = "g" + std::to_string(i);
+    ASSERT_OK(clients[i]->Register(gid, gid, 1));
+    auto next = clients[i]->NextTrial(gid);
+    ASSERT_TRUE(next.ok() && next->assigned);
+    refs.push_back(next->assignment.trial);
+  }
+  auto report = [&](int i, MetricKind kind, double map10) {
+    const std::string gid = "g" + std::to_string(i);
+    std::string reason;
+    auto a = clients[i]->ReportMetrics(gid, refs[i], kind, 10, 0, {{"map10", map10}, {"selected_step", 10}}, 30,
+                                       &reason);
+    EXPECT_OK(a);
+    return a.ok() ? *a : v1::ACTION_UNSPECIFIED;
+  };
+  const double val[3] = {0.30, 0.10, 0.50};
+  for (int i : {0, 2, 1}) {
+    EXPECT_EQ(report(i, MetricKind::kTest, 1.0 - val[i]), v1::CONTINUE) << "t" << i << " test";
+    const v1::Action decided = report(i, MetricKind::kEval, val[i]);
+    EXPECT_EQ(decided, i == 1 ? v1::STOP : v1::CONTINUE) << "t" << i << " eval";
+  }
+  auto check = [&](const char* when) {
+    auto st = user->GetSweep("asha");
+    ASSERT_OK(st);
+    EXPECT_EQ(st->trials(1).state(), "stopped") << when;
+    EXPECT_EQ(st->trials(0).state(), "running") << when;
+    EXPECT_EQ(st->trials(2).state(), "running") << when;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_DOUBLE_EQ(st->trials(i).latest_eval().at("map10"), val[i]) << when << ": t" << i;
+    }
+    auto history = user->GetMetrics("asha", refs[1].trial_id());
+    ASSERT_OK(history);
+    std::set<std::string> kinds;
+    for (const auto& r : *history) kinds.insert(r.kind());
+    EXPECT_EQ(kinds, (std::set<std::string>{"eval", "test"})) << when;
+  };
+  check("served");
+  c.Restart();
+  user = c.Client();
+  check("after a restart");
+}
+
 TEST(CoordinatorE2E, CancelStopsRunningGroupsAndEndsTheSweep) {
   ServiceOptions so = FastServiceOptions();
   so.heartbeat_timeout_ms = 10000;

@@ -38,10 +38,20 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
       return a->step != b->step ? a->step < b->step : a->time_ms < b->time_ms;
     });
     std::vector<double> sps;
+    if (!points.empty()) f.t0_ms = points.front()->time_ms;
     for (const MetricPoint* p : points) {
-      if (p->kind == "eval" && p->step >= f.final_eval_step) {
-        f.final_eval = p->values;
-        f.final_eval_step = p->step;
+      f.t0_ms = std::min(f.t0_ms, p->time_ms);
+      if (p->kind == "eval") {
+        f.evals.push_back(p);
+        if (p->step >= f.final_eval_step) {
+          f.final_eval = p->values;
+          f.final_eval_step = p->step;
+        }
+      }
+      // The test split's record: reported, never part of a decision below.
+      if (p->kind == "test" && p->step >= f.test_step) {
+        f.test = p->values;
+        f.test_step = p->step;
       }
       if (p->kind == "train") sps.push_back(Value(p->values, "samples_per_second"));
     }
@@ -60,29 +70,55 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
     }
     target = std::isnan(best) ? kNaN : 0.8 * best;
   }
-  for (size_t i = 0; i < facts.size(); ++i) {
-    const auto& points = by_trial[in.trials[i].id];
-    if (points.empty() || std::isnan(target)) continue;
-    int64_t t0 = points.front()->time_ms;
-    for (const MetricPoint* p : points) t0 = std::min(t0, p->time_ms);
-    std::vector<EvalPoint> evals;
-    for (const MetricPoint* p : points) {
-      if (p->kind != "eval") continue;
-      const double trained = Value(p->values, "train_seconds");
-      evals.push_back({std::isnan(trained) ? (p->time_ms - t0) / 1000.0 : trained, Value(p->values, "samples"),
-                       Value(p->values, target_metric)});
-    }
-    const TargetCrossing c = TimeToTarget(evals, target, target_max);
-    facts[i].reached = c.reached;
+  for (TrialFacts& f : facts) {
+    if (f.evals.empty() || std::isnan(target)) continue;
+    const TargetCrossing c = TimeToTarget(f.Along(target_metric), target, target_max);
+    f.reached = c.reached;
     if (c.reached) {
-      facts[i].time_to_target_s = c.seconds;
-      facts[i].samples_to_target = c.samples;
+      f.time_to_target_s = c.seconds;
+      f.samples_to_target = c.samples;
+      f.flops_to_target = c.flops;
     }
+  }
+
+  // The baseline arm: the lowest cell whose factors all take their first value (or do not apply).
+  int baseline = -1, lowest = -1;
+  const TrialSpec* baseline_spec = nullptr;
+  for (const TrialFacts& f : facts) {
+    if (lowest < 0 || f.spec->cell < lowest) lowest = f.spec->cell;
+    bool first_values = true;
+    for (const auto& fs : in.spec.factors) {
+      const std::string v = FactorValue(*f.spec, fs.name);
+      if (v != "-" && !fs.values.empty() && v != fs.values.front()) first_values = false;
+      if (v != "-" && fs.values.empty()) first_values = false;  // a drawn value: no first one
+    }
+    if (first_values && (baseline < 0 || f.spec->cell < baseline)) {
+      baseline = f.spec->cell;
+      baseline_spec = f.spec;
+    }
+  }
+  if (baseline < 0 && lowest >= 0) {
+    baseline = lowest;
+    for (const TrialFacts& f : facts) {
+      if (f.spec->cell == lowest) baseline_spec = f.spec;
+    }
+  }
+
+  // Equal FLOPs: the least final FLOPs over the completed trials that report FLOPs.
+  double equal_flops = kNaN;
+  for (const TrialFacts& f : facts) {
+    if (!Completed(f)) continue;
+    double reached = kNaN;
+    for (const MetricPoint* p : f.evals) {
+      const double x = Value(p->values, "flops");
+      if (!std::isnan(x) && (std::isnan(reached) || x > reached)) reached = x;
+    }
+    if (!std::isnan(reached) && (std::isnan(equal_flops) || reached < equal_flops)) equal_flops = reached;
   }
   const std::string target_text = target_metric + (target_max ? " >= " : " <= ") +
                                   (std::isnan(target) ? "-"
                                    : target_pct       ? Percent(target)
-                                                      : Num(target));
+                                                      : Plain(target));
 
   ReportFacts out;
   out.in = &in;
@@ -95,6 +131,9 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
   out.target = target;
   out.target_text = target_text;
   out.trials = std::move(facts);
+  out.baseline_cell = baseline;
+  out.baseline_label = baseline_spec ? CellLabel(*baseline_spec) : "";
+  out.equal_flops = equal_flops;
   return out;
 }
 
@@ -112,6 +151,10 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   const Table trials = TrialsTable(rf);
   const Table per_cell = CellsTable(cells);
   const Table budget = BudgetTable(rf, cells);
+  std::string set_flags;
+  const Table sets = SetsTable(rf, cells, &set_flags);
+  const Table paired = PairedTable(rf, cells);
+  const Table equal_flops = EqualFlopsTable(rf, cells);
   Stats grand;
   const Table effects = EffectsTable(rf, &grand);
   const SpeedTable speed = Speed(rf);
@@ -129,22 +172,54 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   }
   md << "); search " << SearchKindName(in.spec.search) << "; primary metric " << metric << " ("
      << (rf.max_mode ? "higher" : "lower") << " is better).\n\n"
-     << "Means and effects use completed trials only, each at its final evaluation; spread is "
-        "the sample standard deviation over seeds"
-     << (metric_pct ? "; retrieval in percent, spreads and effects in percentage points" : "") << ".\n\n"
-     << "## Equal budgets and time to target\n\n"
+     << "How to read it:\n\n"
+     << "- **val** is the validation split (EVAL records): it selects (ASHA, the checkpoint kept, time to target, "
+        "the default target). **test** is the test split (TEST records), evaluated once per trial on the "
+        "checkpoint validation selected (its step: \"step\" in the test rows); it is reported, never used to "
+        "decide.\n"
+     << "- Means use completed trials only, validation at their final evaluation. \"± x\" is the sample "
+        "standard deviation over seeds.\n"
+     << "- \"[lo, hi]\" after a retrieval figure is the 95% percentile bootstrap over the eval set's queries "
+        "(captions for t2a, clips for a2t, both for map10; 1000 resamples), each trial's bounds averaged over "
+        "its cell's seeds: the uncertainty from the set's size, there even with one seed.\n"
+     << "- Paired differences compare each cell with the baseline cell "
+     << (rf.baseline_cell >= 0 ? std::to_string(rf.baseline_cell) + " (" + rf.baseline_label + ")" : std::string("-"))
+     << ", the lowest cell whose factors all take their first listed value (or do not apply), seed by seed over "
+        "the seeds both completed; \"[lo, hi]\" there is the 95% Student t interval over those seeds.\n"
+     << (metric_pct ? "- Retrieval in percent; spreads, effects and differences in percentage points.\n" : "")
+     << "\n## Evaluation sets\n\n"
+     << "The identity of each set the trials were evaluated on (clips, captions, a hash of its content) and "
+        "its chance level; two reports compare the same set only where these agree. \"n/a\": records "
+        "without it.\n\n"
+     << sets.md << "\n"
+     << (set_flags.empty() ? std::string("Every cell's trials agree on each set's hash.\n") : set_flags)
+     << "\n## Equal budgets and time to target\n\n"
      << "Each cell's completed trials at the end of their budgets (the final evaluation): training "
-        "seconds (evaluations excluded) and samples there, retrieval as mean [95% CI over seeds], and "
-        "the training seconds and samples at which "
+        "seconds (evaluations excluded), samples and model FLOPs there, validation retrieval, and the training "
+        "seconds, FLOPs and samples at which "
      << target_text
-     << " was first reached (interpolated linearly between evaluations; mean [95% CI] over the seeds "
-        "that reached it).\n\n"
-     << budget.md << "\n## Retrieval per cell (mean ± sd over seeds)\n\n"
-     << per_cell.md << "\n## Main effects on " << metric << "\n\n"
+     << " was first reached (interpolated linearly between evaluations; mean ± sd over the seeds that "
+        "reached it).\n\n"
+     << budget.md << "\n## Retrieval per cell: validation and test\n\n"
+     << "Per cell, validation at the final evaluation (\"step\": its steps) and the test split at the "
+        "checkpoint validation selected (\"step\": the selected steps).\n\n"
+     << per_cell.md << "\n## Paired differences against the baseline\n\n"
+     << "Each cell minus the baseline cell, seed by seed (mean [95% CI over the paired seeds]; one pair: no "
+        "interval).\n\n"
+     << paired.md << "\n## Retrieval at equal FLOPs\n\n";
+  if (std::isnan(rf.equal_flops)) {
+    md << "n/a: no completed trial's evaluations carry flops.\n\n";
+  } else {
+    md << "Validation retrieval of each completed trial interpolated at " << Flops(rf.equal_flops)
+       << ", the largest model FLOPs every completed trial reached (linearly between its evaluations; mean ± sd "
+          "over seeds).\n\n"
+       << equal_flops.md << "\n";
+  }
+  md << "## Main effects on " << metric << "\n\n"
      << "Grand mean " << (grand.n ? Show(grand.mean, metric_pct) : "-") << " over " << grand.n
-     << " completed trials; 95% confidence intervals (Student t) over the trials at each level.\n\n"
+     << " completed trials (validation); 95% confidence intervals (Student t) over the trials at each level.\n\n"
      << effects.md << "\n## Speed against masking\n\n"
-     << "Time to target: training seconds to " << target_text << " (as above), over every trial that "
+     << "Time to target: training seconds and FLOPs to " << target_text << " (as above), over every trial that "
      << "reported.\n\n"
      << speed.table.md << "\n";
   if (have_plots) {
@@ -152,12 +227,14 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   } else {
     md << "(No plot: no trial has a numeric mask.ratio.)\n\n";
   }
-  md << "## Trials\n\n| trial | factors | seed | state | step | " << metric
-     << " | samples/s | error |\n|---|---|---|---|---|---|---|---|\n";
+  md << "## Trials\n\n| trial | factors | seed | state | step | " << metric << " val | " << metric
+     << " test | selected step | samples/s | error |\n|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& f : facts) {
+    const double selected = Value(f.test, "selected_step");
     md << "| " << f.spec->id << " | " << CellLabel(*f.spec) << " | " << f.spec->seed << " | "
        << (f.record ? TrialStateName(f.record->state) : "") << " | " << (f.record ? f.record->step : 0) << " | "
-       << Show(Value(f.final_eval, metric), metric_pct) << " | " << Num(f.samples_per_second) << " | "
+       << Show(Value(f.final_eval, metric), metric_pct) << " | " << Show(Value(f.test, metric), metric_pct) << " | "
+       << (std::isnan(selected) ? "-" : Count(selected)) << " | " << Rate(f.samples_per_second) << " | "
        << (f.record ? f.record->last_error : "") << " |\n";
   }
 
@@ -166,6 +243,9 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
   files.push_back({"trials.csv", trials.csv});
   files.push_back({"budget.csv", budget.csv});
   files.push_back({"cells.csv", per_cell.csv});
+  files.push_back({"sets.csv", sets.csv});
+  files.push_back({"paired.csv", paired.csv});
+  files.push_back({"equal_flops.csv", equal_flops.csv});
   files.push_back({"effects.csv", effects.csv});
   files.push_back({"speed.csv", speed.table.csv});
   if (have_plots) {

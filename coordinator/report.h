@@ -2,25 +2,38 @@
 // spec, its trials' records and their metric history. BuildReport is a pure function (the same
 // input gives the same files); WriteReport writes the files to a folder and runs gnuplot.
 //
-// What the report holds (report.md; the numbers also in the CSV files):
+// What the report holds (report.md; the numbers also in the CSV files; docs/sweeps.md shows it):
+//   - Splits: EVAL records are the validation split, which decides (ASHA, the default target,
+//     time to target, the final evaluation); the TEST record of a trial (the test split for the
+//     checkpoint validation selected, with selected_step) is reported and never decides.
 //   - Per trial (trials.csv): factors, seed, state, step, the final evaluation (the EVAL record
 //     with the highest step: t2a_r1/r5/r10, a2t_r1/r5/r10, map10), mean samples/s over its
-//     TRAIN records, time and samples to target, and the training seconds and samples of the
-//     final evaluation.
+//     TRAIN records, time, samples and FLOPs to target, the training seconds, samples and FLOPs
+//     of the final evaluation, the set hashes, and its TEST record (selected_step, test_<metric>).
+//   - Evaluation sets (sets.csv): each identity per split (set_clips, set_captions, set_hash,
+//     chance_*) with its trials; report.md flags a split whose hash differs between trials, a
+//     cell whose trials disagree on a set's hash, and a trial tested on its validation set.
 //   - Equal budgets and time to target per cell (budget.csv): the cell's completed trials at
-//     the end of their budgets (train.max_seconds / max_samples / max_steps: the final
-//     evaluation), with their training seconds and samples there, the target metric, t2a_r1
-//     and a2t_r1 (mean and 95% confidence interval over seeds), and time and samples to target
-//     (mean and 95% confidence interval over the seeds that reached it, with how many did;
-//     "not reached" when none did).
-//   - Per cell (cells.csv): the cell's completed trials (one per seed): mean and sample
-//     standard deviation of each retrieval metric over seeds.
+//     the end of their budgets (the final evaluation), with their training seconds, samples and
+//     FLOPs there, the target metric, t2a_r1 and a2t_r1 (mean, 95% interval over seeds in the
+//     CSV, and the bootstrap bounds over queries averaged over seeds), and time, samples and
+//     FLOPs to target (over the seeds that reached it, with how many did; "not reached" when
+//     none did).
+//   - Per cell (cells.csv): validation (final evaluation) and test (the selected checkpoint):
+//     mean, sample standard deviation over seeds and averaged bootstrap bounds of each metric.
+//   - Paired differences (paired.csv) against the baseline cell (the lowest cell whose factors
+//     all take their first listed value or do not apply): per cell and metric (the primary,
+//     t2a_r1, a2t_r1), validation and test, the mean difference over the seeds both completed
+//     and its 95% Student t interval over those pairs.
+//   - Equal FLOPs (equal_flops.csv): validation metrics interpolated at the largest FLOPs every
+//     completed trial reached.
 //   - Main effects (effects.csv): for each factor and each of its levels ("-" where the factor
 //     does not apply), the mean of the primary metric over completed trials at that level, its
-//     95% confidence interval (Student t over those trials), and the effect: that mean minus
-//     the grand mean.
-//   - Speed (speed.csv, throughput.svg, time_to_target.svg): mean samples/s and time-to-target
-//     against mask.ratio, one line per mask.strategy (values from the factors, else "base").
+//     95% confidence interval (Student t over those trials; a fraction's kept in [0, 1]), and the
+//     effect: that mean minus the grand mean.
+//   - Speed (speed.csv, throughput.svg, time_to_target.svg): mean samples/s and time (and FLOPs)
+//     to target against mask.ratio, one line per mask.strategy (values from the factors, else
+//     "base").
 // Stopped, failed and cancelled trials are listed with their latest evaluation but kept out of
 // the means and effects: their results are from fewer steps. Speed uses every trial that
 // reported anything (samples/s does not depend on how far a trial got).
@@ -30,22 +43,26 @@
 // Target: the sweep's [report] target (metric and value; ReportOptions::target, when > 0,
 // replaces the value), else ReportOptions::target or 80% of the best final primary metric
 // among completed trials, on the primary metric.
-// Time-to-target (TimeToTarget below): the training seconds and samples at which a trial's
-// target metric first reaches the target (>= for max mode, <= for min), interpolated
+// Time-to-target (TimeToTarget below): the training seconds, samples and FLOPs at which a
+// trial's target metric first reaches the target (>= for max mode, <= for min), interpolated
 // linearly between the two evaluations around the crossing; the first evaluation's own when it
 // already reaches it (there is no evaluation before training); empty when never reached.
-// Training seconds and samples are those each EVAL record carries (train_seconds, samples:
-// the worker's budget counters, evaluation time excluded); records without them (groups that
-// do not send them) count wall seconds from the trial's first metric record, and no samples.
+// Training seconds, samples and FLOPs are those each EVAL record carries (train_seconds,
+// samples, flops: the worker's budget counters, evaluation time excluded); records without
+// train_seconds (groups that do not send them) count wall seconds from the trial's first metric
+// record; without samples or flops those read "n/a".
 //
-// report.md prints retrieval metrics (RetrievalMetrics() and t2a_map10 / a2t_map10) as
-// percentages with one decimal ("62.3%"; spreads and effects in percentage points); the CSV
-// files keep the fractions.
+// report.md formats every figure: retrieval metrics (RetrievalMetrics() and t2a_map10 /
+// a2t_map10) as percentages with one decimal ("62.3%"; spreads, effects and differences in
+// percentage points), seconds and samples/s with one decimal, FLOPs as "3.2 TFLOP", other
+// metrics with 3 significant digits; recall bounds within [0, 100%], time bounds >= 0. The CSV
+// files keep the fractions and plain numbers.
 //
 // Thread-safety: pure functions; safe from any thread.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -61,7 +78,7 @@ namespace flap::coordinator {
 struct MetricPoint {
   std::string trial_id;
   int attempt = 0;
-  std::string kind;  // "train" | "eval"
+  std::string kind;  // "train" | "eval" (validation) | "test" (the test split, never decides)
   int64_t step = 0;
   int epoch = 0;
   int64_t time_ms = 0;  // when the coordinator received it (wall clock)
@@ -98,22 +115,39 @@ const std::vector<std::string>& RetrievalMetrics();
 bool IsFractionMetric(const std::string& metric);
 std::string Percent(double v);
 
-// One evaluation along a trial's training: where (training seconds, samples; NaN when
-// unknown) and the target metric's value there.
+// What training is measured in: training seconds, samples, model FLOPs (every rank).
+enum class TrainingUnit { kSeconds, kSamples, kFlops };
+
+// One evaluation along a trial's training: where (in each unit; NaN when unknown) and a
+// metric's value there.
 struct EvalPoint {
   double seconds = 0;
   double samples = 0;
   double value = 0;
+  double flops = std::numeric_limits<double>::quiet_NaN();
+  double At(TrainingUnit unit) const;
 };
 struct TargetCrossing {
   bool reached = false;
   double seconds = 0;  // NaN when the points' seconds are
   double samples = 0;  // NaN when the points' samples are
+  double flops = std::numeric_limits<double>::quiet_NaN();
+  double At(TrainingUnit unit) const;
 };
-// Where `points` (in training order) first reach `target` (>= in max mode, <= in min mode):
-// linear interpolation between the last point short of it and the first at or past it; the
-// first point itself when it already reaches it. Not reached when no point does.
+// Where `points` (in training order) first reach `target` (>= in max mode, <= in min mode), in
+// every unit: linear interpolation between the last point short of it and the first at or past
+// it; the first point itself when it already reaches it. Not reached when no point does.
 TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target, bool max_mode);
+// The metric at `x` in `unit` (points in training order): linear interpolation between the
+// evaluations around x (the same interpolation as TimeToTarget's, the other way round); NaN
+// before the first evaluation, past the last, or where the points lack the unit.
+double ValueAt(const std::vector<EvalPoint>& points, TrainingUnit unit, double x);
+
+// Number formats of report.md: FLOPs "3.2 TFLOP" (one decimal, SI prefix from k to Y, "3.2e27
+// FLOP" past it); a 48-bit set hash as 12 hex digits; "n/a" for NaN (a hash: for a value that is
+// not an integer in [0, 2^48) too).
+std::string Flops(double v);
+std::string HashHex(double v);
 
 // Builds report.md, trials.csv, cells.csv, effects.csv, speed.csv and the gnuplot scripts
 // (throughput.gp, time_to_target.gp) with their data (speed.dat).

@@ -64,13 +64,31 @@ Stats Summarise(const std::vector<double>& xs) {
   return s;
 }
 
-// A metric's value for people: a percentage for retrieval fractions, else as is.
-std::string Show(double v, bool fraction) { return fraction ? Percent(v) : Num(v); }
+std::string Plain(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
+  return buf;
+}
+
+// A metric's value for people: a percentage for retrieval fractions, else 3 significant digits.
+std::string Show(double v, bool fraction) { return fraction ? Percent(v) : Plain(v); }
 // A difference or a spread: percentage points for retrieval fractions.
 std::string ShowDelta(double v, bool fraction) {
-  if (!fraction || std::isnan(v)) return Num(v);
+  if (!fraction || std::isnan(v)) return Plain(v);
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f", 100.0 * v);
+  return buf;
+}
+
+std::string SignedDelta(double v, bool fraction) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  if (fraction) {
+    std::snprintf(buf, sizeof(buf), "%+.1f", 100.0 * v);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%+.3g", v);
+  }
   return buf;
 }
 
@@ -80,17 +98,28 @@ std::string MeanSd(const Stats& s, bool fraction) {
   return Show(s.mean, fraction) + " ± " + ShowDelta(s.sd, fraction);
 }
 
-// "mean [lo, hi]" with the 95% interval over seeds; the mean alone for one seed.
-std::string MeanCi(const Stats& s, const std::function<std::string(double)>& show) {
+std::pair<double, double> Interval(const Stats& s, double floor, double ceiling) {
+  return {std::clamp(s.mean - s.ci, floor, ceiling), std::clamp(s.mean + s.ci, floor, ceiling)};
+}
+
+std::string MeanCi(const Stats& s, const std::function<std::string(double)>& show, double floor, double ceiling) {
   if (s.n == 0) return "-";
   if (std::isnan(s.ci)) return show(s.mean);
-  return show(s.mean) + " [" + show(s.mean - s.ci) + ", " + show(s.mean + s.ci) + "]";
+  const auto [lo, hi] = Interval(s, floor, ceiling);
+  return show(s.mean) + " [" + show(lo) + ", " + show(hi) + "]";
 }
 
 std::string Seconds(double v) {
   if (std::isnan(v)) return "-";
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", v);
+  return buf;
+}
+
+std::string Rate(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", v);
   return buf;
 }
 
@@ -117,6 +146,47 @@ double Value(const std::map<std::string, double>& m, const std::string& k) {
   return it == m.end() ? kNaN : it->second;
 }
 
+const std::vector<std::string>& ChanceMetrics() {
+  static const std::vector<std::string> kNames = {"chance_t2a_r1", "chance_t2a_r5", "chance_t2a_r10",
+                                                  "chance_a2t_r1", "chance_a2t_r5", "chance_a2t_r10"};
+  return kNames;
+}
+
+SetIdentity IdentityOf(const std::map<std::string, double>& values) {
+  SetIdentity id;
+  id.clips = Value(values, "set_clips");
+  id.captions = Value(values, "set_captions");
+  id.hash = Value(values, "set_hash");
+  for (size_t i = 0; i < ChanceMetrics().size(); ++i) id.chance[i] = Value(values, ChanceMetrics()[i]);
+  return id;
+}
+
+bool SetIdentity::operator<(const SetIdentity& o) const {
+  // NaN sorts first and equals NaN.
+  auto key = [](double v) { return std::make_pair(!std::isnan(v), std::isnan(v) ? 0.0 : v); };
+  if (key(hash) != key(o.hash)) return key(hash) < key(o.hash);
+  if (key(clips) != key(o.clips)) return key(clips) < key(o.clips);
+  if (key(captions) != key(o.captions)) return key(captions) < key(o.captions);
+  for (int i = 0; i < 6; ++i) {
+    if (key(chance[i]) != key(o.chance[i])) return key(chance[i]) < key(o.chance[i]);
+  }
+  return false;
+}
+
+std::vector<EvalPoint> TrialFacts::Along(const std::string& metric) const {
+  std::vector<EvalPoint> out;
+  for (const MetricPoint* p : evals) {
+    const double trained = Value(p->values, "train_seconds");
+    EvalPoint e;
+    e.seconds = std::isnan(trained) ? (p->time_ms - t0_ms) / 1000.0 : trained;
+    e.samples = Value(p->values, "samples");
+    e.flops = Value(p->values, "flops");
+    e.value = Value(p->values, metric);
+    out.push_back(e);
+  }
+  return out;
+}
+
 }  // namespace report_internal
 
 namespace {
@@ -129,6 +199,7 @@ bool ReachesTarget(double v, double target, bool max_mode) {
 }  // namespace
 
 using json_internal::Get;
+using report_internal::kNaN;
 using json_internal::Number;
 
 nlohmann::json MetricPoint::ToJson() const {
@@ -146,8 +217,8 @@ StatusOr<MetricPoint> MetricPoint::FromJson(const nlohmann::json& j, const std::
   FLAP_RETURN_IF_ERROR(Get(j, "step", what, &p.step));
   FLAP_RETURN_IF_ERROR(Get(j, "epoch", what, &p.epoch));
   FLAP_RETURN_IF_ERROR(Get(j, "time_ms", what, &p.time_ms));
-  if (p.kind != "train" && p.kind != "eval") {
-    return Status::Corruption(what + ": field 'kind' is '" + p.kind + "', not train or eval");
+  if (p.kind != "train" && p.kind != "eval" && p.kind != "test") {
+    return Status::Corruption(what + ": field 'kind' is '" + p.kind + "', not train, eval or test");
   }
   auto it = j.find("values");
   if (it == j.end() || !it->is_object()) return json_internal::Bad(what, "values", "an object");
@@ -177,6 +248,21 @@ std::string Percent(double v) {
   return buf;
 }
 
+double EvalPoint::At(TrainingUnit unit) const {
+  return unit == TrainingUnit::kSeconds ? seconds : unit == TrainingUnit::kSamples ? samples : flops;
+}
+
+double TargetCrossing::At(TrainingUnit unit) const {
+  return unit == TrainingUnit::kSeconds ? seconds : unit == TrainingUnit::kSamples ? samples : flops;
+}
+
+namespace {
+
+// a + f (b - a): the one interpolation behind TimeToTarget and ValueAt.
+double Lerp(double a, double b, double f) { return a + f * (b - a); }
+
+}  // namespace
+
 TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target, bool max_mode) {
   TargetCrossing c;
   if (std::isnan(target)) return c;
@@ -184,17 +270,62 @@ TargetCrossing TimeToTarget(const std::vector<EvalPoint>& points, double target,
     const EvalPoint& p = points[i];
     if (!ReachesTarget(p.value, target, max_mode)) continue;
     c.reached = true;
-    c.seconds = p.seconds;
-    c.samples = p.samples;
+    // Where between the previous evaluation (short of it) and this one the target lies: 1 at
+    // this one (the first evaluation; or the same value twice).
+    double f = 1;
+    const EvalPoint* q = &p;
     if (i > 0 && !std::isnan(points[i - 1].value) && p.value != points[i - 1].value) {
-      const EvalPoint& q = points[i - 1];
-      const double f = (target - q.value) / (p.value - q.value);  // in (0, 1]: q is short of it
-      c.seconds = q.seconds + f * (p.seconds - q.seconds);
-      c.samples = q.samples + f * (p.samples - q.samples);
+      q = &points[i - 1];
+      f = (target - q->value) / (p.value - q->value);  // in (0, 1]: q is short of it
+    }
+    for (TrainingUnit u : {TrainingUnit::kSeconds, TrainingUnit::kSamples, TrainingUnit::kFlops}) {
+      const double at = Lerp(q->At(u), p.At(u), f);
+      (u == TrainingUnit::kSeconds ? c.seconds : u == TrainingUnit::kSamples ? c.samples : c.flops) = at;
     }
     return c;
   }
   return c;
+}
+
+double ValueAt(const std::vector<EvalPoint>& points, TrainingUnit unit, double x) {
+  if (std::isnan(x)) return kNaN;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const EvalPoint& p = points[i];
+    const double px = p.At(unit);
+    if (std::isnan(px) || px < x) continue;
+    if (px == x) return p.value;
+    if (i == 0) return kNaN;  // before the first evaluation
+    const EvalPoint& q = points[i - 1];
+    const double qx = q.At(unit);
+    if (std::isnan(qx) || qx > x) return kNaN;
+    return Lerp(q.value, p.value, (x - qx) / (px - qx));
+  }
+  return kNaN;  // past the last evaluation
+}
+
+std::string Flops(double v) {
+  if (std::isnan(v)) return "n/a";
+  static const char* kPrefix[] = {"", "k", "M", "G", "T", "P", "E", "Z", "Y"};
+  double m = v;
+  int p = 0;
+  while (std::fabs(m) >= 999.95 && p < 8) {
+    m /= 1000;
+    ++p;
+  }
+  char buf[48];
+  if (std::fabs(m) >= 999.95) {
+    std::snprintf(buf, sizeof(buf), "%.1e FLOP", v);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f %sFLOP", m, kPrefix[p]);
+  }
+  return buf;
+}
+
+std::string HashHex(double v) {
+  if (std::isnan(v) || v < 0 || v >= 281474976710656.0 || v != std::floor(v)) return "n/a";
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "%012llx", static_cast<unsigned long long>(v));
+  return buf;
 }
 
 }  // namespace flap::coordinator

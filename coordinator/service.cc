@@ -135,6 +135,7 @@ Status CoordinatorService::Load() {
       return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + p.kind + "/" + std::to_string(p.step) +
                                 ": metrics of an unknown trial");
     }
+    if (p.kind == "test") continue;  // the test split's record: for the report only
     (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
   }
   // Lease tables.

@@ -54,7 +54,11 @@
 //      under its next lease), so each sample is counted once per epoch whatever fails.
 //   6. ReportMetrics(trial, kind, step, values): TRAIN records (loss, contrastive, recon,
 //      logit_scale, samples_per_second, ...) and EVAL records (t2a_r1/r5/r10, a2t_r1/r5/r10,
-//      map10, ...). The history is kept per (trial, kind, step): a retry or a resumed attempt
+//      map10, ...: evaluations on the validation split, which decide) and, once at the end of a
+//      trial, a TEST record (the test split's metrics for the checkpoint validation selected,
+//      with selected_step; step is the trial's last step). A TEST record is stored for the
+//      report only: it moves no progress, status, ETA or Prometheus figure and never reaches
+//      ASHA. The history is kept per (trial, kind, step): a retry or a resumed attempt
 //      reporting a step again overwrites that step (a record re-sent because its reply was
 //      lost is stored once). A record of an attempt that ended by requeue or failure is refused
 //      as stale but kept as history where its (kind, step) has no record yet: a group that lost

@@ -2,6 +2,7 @@
 // (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -17,8 +18,9 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
                                                             const v1::ReportMetricsRequest* req,
                                                             v1::ReportMetricsResponse* resp) {
   return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
-    if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL) {
-      return Invalid("kind", "must be TRAIN or EVAL");
+    if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL &&
+        req->kind() != v1::ReportMetricsRequest::TEST) {
+      return Invalid("kind", "must be TRAIN, EVAL or TEST");
     }
     if (req->step() < 0 || req->step() > kMaxStep) {
       return Invalid("step", "is " + std::to_string(req->step()) + "; must be in [0, 1e12]");
@@ -38,7 +40,12 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
       if (std::isinf(value)) return Invalid("values[" + name + "]", "is infinite");
       p.values[name] = value;
     }
-    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN ? "train" : "eval";
+    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN  ? "train"
+             : req->kind() == v1::ReportMetricsRequest::EVAL ? "eval"
+                                                             : "test";
+    // A TEST record (the test split, for the checkpoint validation selected) is stored for the
+    // report and nothing else: no progress, no rate, no status, no ASHA.
+    const bool test = p.kind == "test";
     p.step = req->step();
     p.epoch = req->epoch();
     TrialScope scope;
@@ -49,23 +56,27 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     }
     TrialEntry* t = scope.trial;
     EnsureRunning(scope, batch);
-    const Status progress = t->trial.ReportProgress(scope.attempt, req->step());
+    const Status progress =
+        t->trial.ReportProgress(scope.attempt, test ? std::max(req->step(), t->trial.record().step) : req->step());
     if (!progress.ok()) return ToGrpc(progress);
     const int64_t now = Now();
-    if (req->total_steps() > 0) t->total_steps = req->total_steps();
-    if (t->rate_step0 < 0) {
-      t->rate_step0 = req->step();
-      t->rate_t0_ms = now;
+    if (!test) {
+      if (req->total_steps() > 0) t->total_steps = req->total_steps();
+      if (t->rate_step0 < 0) {
+        t->rate_step0 = req->step();
+        t->rate_t0_ms = now;
+      }
+      t->rate_step1 = req->step();
+      t->rate_t1_ms = now;
     }
-    t->rate_step1 = req->step();
-    t->rate_t1_ms = now;
     p.trial_id = t->spec.id;
     p.attempt = scope.attempt;
     p.time_ms = now;
-    (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
+    if (!test) (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
     batch->PutMetric(scope.key, p);
     resp->set_action(v1::CONTINUE);
     SweepEntry& sw = sweeps_.at(t->sweep);
+    // Only validation decides: a TEST record never reaches ASHA.
     if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
       std::optional<int> rung = sw.asha->RungReachedAt(p.step);
       if (rung && !sw.asha->DecisionFor(t->spec.id, *rung)) {

@@ -409,7 +409,7 @@ class Speaker {
     try {
       if (type == "metrics") {
         const std::string kind_name = r.at("kind").get<std::string>();
-        const auto kind = kind_name == "eval" ? coordinator::MetricKind::kEval : coordinator::MetricKind::kTrain;
+        const auto kind = coordinator::MetricKindFromName(kind_name);
         const int64_t step = r.at("step").get<int64_t>();
         std::map<std::string, double> values;
         for (const auto& [name, v] : r.at("values").items()) {
@@ -679,8 +679,8 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
       Speaker* sp = speaker.get();
       hooks.report = [sp, trial](const std::string& kind, int64_t step, int64_t epoch, int64_t total,
                                  const std::map<std::string, double>& values) {
-        // The trainer names the kind of its reports: "train" or "eval".
-        const auto metric_kind = kind == "eval" ? coordinator::MetricKind::kEval : coordinator::MetricKind::kTrain;
+        // The trainer names the kind of its reports: "train", "eval" or "test".
+        const auto metric_kind = coordinator::MetricKindFromName(kind);
         return sp->Report(trial, metric_kind, step, epoch, total, values);
       };
       hooks.on_checkpoint = [sp, trial](const std::string& ref, int64_t step) { sp->Checkpoint(trial, ref, step); };
