@@ -1,11 +1,118 @@
+// Implementation of worker/dataset.h.
 #include "worker/dataset.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "sharding/manifest.h"
 
 namespace flap::worker {
+namespace {
+
+std::mutex observer_mu;
+std::shared_ptr<const SplitLoadObserver> observer;  // guarded by observer_mu; null: none
+
+void NotifySplitLoad(const std::string& dir, const std::string& split) {
+  std::shared_ptr<const SplitLoadObserver> o;
+  {
+    std::lock_guard<std::mutex> lock(observer_mu);
+    o = observer;
+  }
+  if (o) (*o)(dir, split);  // outside the lock: the observer may load or install observers
+}
+
+std::string JoinSplits(const std::vector<std::string>& splits) {
+  std::string out;
+  for (const std::string& s : splits) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+double ChanceT2aRecall(int64_t clips, int k) {
+  if (clips <= 0) return 0.0;
+  return std::min(1.0, static_cast<double>(k) / static_cast<double>(clips));
+}
+
+double ChanceA2tRecall(const std::vector<int64_t>& captions_per_clip, int k) {
+  if (captions_per_clip.empty()) return 0.0;
+  int64_t n = 0;
+  for (int64_t m : captions_per_clip) n += m;
+  double sum = 0.0;
+  for (int64_t m : captions_per_clip) {
+    // C(N - m, k) / C(N, k) = prod_{i < k} (N - m - i) / (N - i): the chance that k captions
+    // drawn from N miss all m of the clip's. k >= N draws every caption.
+    double miss = 1.0;
+    if (static_cast<int64_t>(k) >= n) {
+      miss = m > 0 ? 0.0 : 1.0;
+    } else {
+      for (int i = 0; i < k && miss > 0.0; ++i) {
+        miss *= std::max<double>(0.0, static_cast<double>(n - m - i)) / static_cast<double>(n - i);
+      }
+    }
+    sum += 1.0 - miss;
+  }
+  return sum / static_cast<double>(captions_per_clip.size());
+}
+
+EvalSetIdentity EvalSetIdentity::Of(std::string split, std::string read_as, const std::vector<std::string>& keys,
+                                    const std::vector<int64_t>& captions_per_clip) {
+  EvalSetIdentity id;
+  id.split = std::move(split);
+  id.read_as = std::move(read_as);
+  id.clips = static_cast<int64_t>(keys.size());
+  for (int64_t m : captions_per_clip) id.captions += m;
+  std::vector<std::string> sorted = keys;
+  std::sort(sorted.begin(), sorted.end());
+  std::string text;
+  for (const std::string& k : sorted) text += k + "\n";
+  id.key_hash = XXH64(text.data(), text.size(), 0) & ((uint64_t{1} << 48) - 1);
+  id.chance_t2a_r1 = ChanceT2aRecall(id.clips, 1);
+  id.chance_t2a_r5 = ChanceT2aRecall(id.clips, 5);
+  id.chance_t2a_r10 = ChanceT2aRecall(id.clips, 10);
+  id.chance_a2t_r1 = ChanceA2tRecall(captions_per_clip, 1);
+  id.chance_a2t_r5 = ChanceA2tRecall(captions_per_clip, 5);
+  id.chance_a2t_r10 = ChanceA2tRecall(captions_per_clip, 10);
+  return id;
+}
+
+std::string EvalSetIdentity::HashHex() const {
+  char buf[13];
+  std::snprintf(buf, sizeof(buf), "%012llx", static_cast<unsigned long long>(key_hash));
+  return buf;
+}
+
+std::string EvalSetIdentity::Describe() const {
+  std::string out = "split '" + split + "'";
+  if (read_as != split) {
+    out += " (read from '" + read_as + "': the dataset was made before the val and test splits)";
+  }
+  return out + ": " + std::to_string(clips) + " clips, " + std::to_string(captions) + " captions, set " + HashHex();
+}
+
+std::map<std::string, double> EvalSetIdentity::ToRecord() const {
+  return {{"set_clips", static_cast<double>(clips)},
+          {"set_captions", static_cast<double>(captions)},
+          {"set_hash", static_cast<double>(key_hash)},
+          {"chance_t2a_r1", chance_t2a_r1},
+          {"chance_t2a_r5", chance_t2a_r5},
+          {"chance_t2a_r10", chance_t2a_r10},
+          {"chance_a2t_r1", chance_a2t_r1},
+          {"chance_a2t_r5", chance_a2t_r5},
+          {"chance_a2t_r10", chance_a2t_r10}};
+}
+
+SplitLoadObserver SetSplitLoadObserver(SplitLoadObserver o) {
+  std::shared_ptr<const SplitLoadObserver> next = o ? std::make_shared<const SplitLoadObserver>(std::move(o)) : nullptr;
+  std::lock_guard<std::mutex> lock(observer_mu);
+  std::shared_ptr<const SplitLoadObserver> previous = std::move(observer);
+  observer = std::move(next);
+  return previous ? *previous : SplitLoadObserver();
+}
 
 int64_t Dataset::num_captions() const {
   int64_t n = 0;
@@ -17,10 +124,17 @@ int64_t Dataset::num_captions() const {
 
 StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split, const FeatureOptions& options) {
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(dir));
-  const std::vector<sharding::ShardInfo> shards = manifest.ShardsOf(split);
-  if (shards.empty()) {
-    return Status::NotFound("dataset '" + dir + "' has no shards in split '" + split + "'");
+  const std::string read_as = manifest.ResolveSplit(split);
+  if (read_as.empty()) {
+    std::string why;
+    if (split == sharding::kTestSplit && manifest.ResolveSplit(sharding::kValSplit) == sharding::kLegacyEvalSplit) {
+      why = "; it was made before the val and test splits: its held-out split 'eval' is read as 'val'";
+    }
+    return Status::NotFound("dataset '" + dir + "' has no split '" + split + "'" + why +
+                            " (its splits: " + JoinSplits(manifest.Splits()) + ")");
   }
+  const std::vector<sharding::ShardInfo> shards = manifest.ShardsOf(read_as);
+  NotifySplitLoad(dir, read_as);
   FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tok, sharding::Tokenizer::Load(dir + "/" + manifest.tokenizer));
   Dataset ds(tok);
   ds.frames_ = options.target_frames;
@@ -36,6 +150,15 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
     for (size_t j = 0; j < f->clips.size(); ++j) ds.index_.emplace_back(ds.shards_.size(), j);
     ds.shards_.push_back(std::move(f));
   }
+  std::vector<std::string> keys;
+  std::vector<int64_t> captions;
+  keys.reserve(ds.index_.size());
+  captions.reserve(ds.index_.size());
+  for (int64_t i = 0; i < ds.size(); ++i) {
+    keys.push_back(ds.clip(i).key);
+    captions.push_back(static_cast<int64_t>(ds.clip(i).captions.size()));
+  }
+  ds.identity_ = EvalSetIdentity::Of(split, read_as, keys, captions);
   return ds;
 }
 
