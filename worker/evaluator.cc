@@ -105,9 +105,37 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
 }
 
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m) {
-  return {{"t2a_r1", m.t2a_r1}, {"t2a_r5", m.t2a_r5},       {"t2a_r10", m.t2a_r10},          {"a2t_r1", m.a2t_r1},
-          {"a2t_r5", m.a2t_r5}, {"a2t_r10", m.a2t_r10},     {"t2a_map10", m.t2a_map10},      {"a2t_map10", m.a2t_map10},
-          {"map10", m.map10},   {"num_clips", m.num_clips}, {"num_captions", m.num_captions}};
+  return {{"t2a_r1", m.t2a_r1},
+          {"t2a_r5", m.t2a_r5},
+          {"t2a_r10", m.t2a_r10},
+          {"a2t_r1", m.a2t_r1},
+          {"a2t_r5", m.a2t_r5},
+          {"a2t_r10", m.a2t_r10},
+          {"t2a_map10", m.t2a_map10},
+          {"a2t_map10", m.a2t_map10},
+          {"map10", m.map10},
+          {"num_clips", m.num_clips},
+          {"num_captions", m.num_captions},
+          {"t2a_r1_lo", m.t2a_r1_lo},
+          {"t2a_r1_hi", m.t2a_r1_hi},
+          {"t2a_r5_lo", m.t2a_r5_lo},
+          {"t2a_r5_hi", m.t2a_r5_hi},
+          {"t2a_r10_lo", m.t2a_r10_lo},
+          {"t2a_r10_hi", m.t2a_r10_hi},
+          {"a2t_r1_lo", m.a2t_r1_lo},
+          {"a2t_r1_hi", m.a2t_r1_hi},
+          {"a2t_r5_lo", m.a2t_r5_lo},
+          {"a2t_r5_hi", m.a2t_r5_hi},
+          {"a2t_r10_lo", m.a2t_r10_lo},
+          {"a2t_r10_hi", m.a2t_r10_hi},
+          {"map10_lo", m.map10_lo},
+          {"map10_hi", m.map10_hi},
+          {"chance_t2a_r1", m.chance_t2a_r1},
+          {"chance_t2a_r5", m.chance_t2a_r5},
+          {"chance_t2a_r10", m.chance_t2a_r10},
+          {"chance_a2t_r1", m.chance_a2t_r1},
+          {"chance_a2t_r5", m.chance_a2t_r5},
+          {"chance_a2t_r10", m.chance_a2t_r10}};
 }
 
 std::string FormatMetricsTable(const core::RetrievalMetrics& m) {

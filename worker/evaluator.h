@@ -40,6 +40,9 @@ at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t ba
 // The device that `model`'s parameters live on.
 c10::Device ModelDevice(core::FlapModel& model);
 
+// The metrics (t2a_r1 ... map10, num_clips, num_captions), their 95% bootstrap bounds over the
+// queries (t2a_r1_lo, t2a_r1_hi, ..., map10_lo, map10_hi) and the chance levels (chance_t2a_r1
+// ... chance_a2t_r10): retrieval.h has their definitions.
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m);
 // The retrieval table printed for people: R@1/5/10 both ways, mAP@10, counts.
 std::string FormatMetricsTable(const core::RetrievalMetrics& m);

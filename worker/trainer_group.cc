@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <sstream>
+#include <vector>
 
 #include "metrics/metrics.h"
 #include "metrics/worker_metrics.h"
@@ -96,23 +97,28 @@ int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples) {
 
 Status ShareMetrics(core::WorkerGroup& g, core::RetrievalMetrics* m) {
   if (g.world_size() == 1) return Status::OK();
-  at::Tensor t =
-      at::tensor({m->t2a_r1, m->t2a_r5, m->t2a_r10, m->a2t_r1, m->a2t_r5, m->a2t_r10, m->t2a_map10, m->a2t_map10,
-                  m->map10, static_cast<double>(m->num_clips), static_cast<double>(m->num_captions)},
-                 at::kDouble);
+  // Every double of RetrievalMetrics (the counts travel as doubles: exact below 2^53).
+  double num_clips = static_cast<double>(m->num_clips), num_captions = static_cast<double>(m->num_captions);
+  double* const fields[] = {&m->t2a_r1,         &m->t2a_r5,         &m->t2a_r10,        &m->a2t_r1,
+                            &m->a2t_r5,         &m->a2t_r10,        &m->t2a_map10,      &m->a2t_map10,
+                            &m->map10,          &num_clips,         &num_captions,      &m->t2a_r1_lo,
+                            &m->t2a_r1_hi,      &m->t2a_r5_lo,      &m->t2a_r5_hi,      &m->t2a_r10_lo,
+                            &m->t2a_r10_hi,     &m->a2t_r1_lo,      &m->a2t_r1_hi,      &m->a2t_r5_lo,
+                            &m->a2t_r5_hi,      &m->a2t_r10_lo,     &m->a2t_r10_hi,     &m->map10_lo,
+                            &m->map10_hi,       &m->chance_t2a_r1,  &m->chance_t2a_r5,  &m->chance_t2a_r10,
+                            &m->chance_a2t_r1,  &m->chance_a2t_r5,  &m->chance_a2t_r10};
+  constexpr int64_t kFields = static_cast<int64_t>(sizeof(fields) / sizeof(fields[0]));
+  static_assert(sizeof(core::RetrievalMetrics) == (kFields - 2) * sizeof(double) + 2 * sizeof(int64_t),
+                "ShareMetrics must carry every field of RetrievalMetrics");
+  std::vector<double> values;
+  for (double* f : fields) values.push_back(*f);
+  at::Tensor t = at::tensor(values, at::kDouble);
   FLAP_RETURN_IF_ERROR(g.Broadcast(t, 0));
-  const auto v = [&t](int i) { return t[i].item<double>(); };
-  *m = core::RetrievalMetrics{v(0),
-                              v(1),
-                              v(2),
-                              v(3),
-                              v(4),
-                              v(5),
-                              v(6),
-                              v(7),
-                              v(8),
-                              static_cast<int64_t>(std::llround(v(9))),
-                              static_cast<int64_t>(std::llround(v(10)))};
+  t = t.contiguous();
+  const double* v = t.data_ptr<double>();
+  for (int64_t i = 0; i < kFields; ++i) *fields[i] = v[i];
+  m->num_clips = static_cast<int64_t>(std::llround(num_clips));
+  m->num_captions = static_cast<int64_t>(std::llround(num_captions));
   return Status::OK();
 }
 
