@@ -14,7 +14,7 @@ DATA="${FLAP_DEMO_DATA:-demo-data}"
 RUN="${FLAP_DEMO_RUN:-demo-run}"
 
 if [[ ! -f "$DATA/manifest.json" ]]; then
-  "$BUILD_DIR/flapctl/flapctl" data synth --out "$DATA" --train 1000 --eval 200 --seed 1
+  "$BUILD_DIR/flapctl/flapctl" data synth --out "$DATA" --train 1000 --val 200 --test 200 --seed 1
 fi
 echo "== sweep configs/demo-sweep.ini: flap-coordinator + 2 worker groups (logs in $RUN/logs)"
 "$BUILD_DIR/flapctl/flapctl" sweep run configs/demo-sweep.ini --dir "$RUN" --groups 2 --data "$DATA" \
