@@ -1,7 +1,9 @@
 // Asha (asha.h): ASHA stop-or-continue decisions and their JSON state.
 #include "coordinator/asha.h"
 
+#include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <utility>
 
 #include "coordinator/json_util.h"
@@ -33,6 +35,24 @@ StatusOr<AshaMode> ParseAshaMode(const std::string& text) {
 
 const char* AshaActionName(AshaAction action) { return action == AshaAction::kContinue ? "continue" : "stop"; }
 
+const std::vector<std::string>& AshaUnits() {
+  static const std::vector<std::string> units = {"steps", "samples", "flops", "seconds"};
+  return units;
+}
+
+const std::string& AshaConfig::Unit() const {
+  static const std::string steps = "steps";
+  return unit.empty() ? steps : unit;
+}
+
+namespace {
+std::string FormatRung(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> AshaConfig::Problems() const {
   std::vector<std::pair<std::string, std::string>> problems;
   if (!IsMetricName(metric)) {
@@ -41,13 +61,18 @@ std::vector<std::pair<std::string, std::string>> AshaConfig::Problems() const {
                           "characters), got '" +
                               metric + "'");
   }
-  if (rungs.empty()) problems.emplace_back("rungs", "at least one rung (a step count) is needed");
+  if (!unit.empty() && std::find(AshaUnits().begin(), AshaUnits().end(), unit) == AshaUnits().end()) {
+    problems.emplace_back("unit", "expected steps, samples, flops or seconds, got '" + unit + "'");
+  }
+  if (rungs.empty()) problems.emplace_back("rungs", "at least one rung is needed");
   for (size_t i = 0; i < rungs.size(); ++i) {
-    if (rungs[i] <= 0) {
-      problems.emplace_back("rungs", "steps must be > 0, got " + std::to_string(rungs[i]));
+    if (!(rungs[i] > 0) || !std::isfinite(rungs[i])) {
+      problems.emplace_back("rungs", "rungs must be > 0, got " + FormatRung(rungs[i]));
     } else if (i > 0 && rungs[i] <= rungs[i - 1]) {
-      problems.emplace_back("rungs", "steps must be strictly increasing, got " + std::to_string(rungs[i - 1]) +
-                                         " then " + std::to_string(rungs[i]));
+      problems.emplace_back("rungs", "rungs must be strictly increasing, got " + FormatRung(rungs[i - 1]) + " then " +
+                                         FormatRung(rungs[i]));
+    } else if (Unit() == "steps" && rungs[i] != std::floor(rungs[i])) {
+      problems.emplace_back("rungs", "rungs in steps must be whole numbers, got " + FormatRung(rungs[i]));
     }
   }
   if (reduction < 2) {
@@ -66,7 +91,18 @@ Status AshaConfig::Validate() const {
 }
 
 nlohmann::json AshaConfig::ToJson() const {
-  return {{"metric", metric}, {"mode", AshaModeName(mode)}, {"rungs", rungs}, {"reduction", reduction}};
+  // Whole rungs as integers: the records of sweeps whose rungs count steps keep their bytes.
+  nlohmann::json points = nlohmann::json::array();
+  for (double r : rungs) {
+    if (r == std::floor(r) && std::fabs(r) < 9007199254740992.0) {
+      points.push_back(static_cast<int64_t>(r));
+    } else {
+      points.push_back(r);
+    }
+  }
+  nlohmann::json j = {{"metric", metric}, {"mode", AshaModeName(mode)}, {"rungs", points}, {"reduction", reduction}};
+  if (!unit.empty()) j["unit"] = unit;
+  return j;
 }
 
 StatusOr<AshaConfig> AshaConfig::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -75,6 +111,7 @@ StatusOr<AshaConfig> AshaConfig::FromJson(const nlohmann::json& j, const std::st
   FLAP_RETURN_IF_ERROR(ji::Get(j, "metric", what, &c.metric));
   FLAP_RETURN_IF_ERROR(ji::Get(j, "mode", what, &mode));
   FLAP_RETURN_IF_ERROR(ji::GetArray(j, "rungs", what, &c.rungs));
+  if (j.contains("unit")) FLAP_RETURN_IF_ERROR(ji::Get(j, "unit", what, &c.unit));
   FLAP_RETURN_IF_ERROR(ji::Get(j, "reduction", what, &c.reduction));
   auto m = ParseAshaMode(mode);
   if (!m.ok()) return Status::Corruption(what + ": " + m.status().message());
@@ -175,9 +212,9 @@ int Asha::NumResults(int rung_index) const {
   return static_cast<int>(rungs_[rung_index].size());
 }
 
-std::optional<int> Asha::RungReachedAt(int64_t step) const {
+std::optional<int> Asha::RungReachedAt(double position) const {
   std::optional<int> reached;
-  for (size_t k = 0; k < config_.rungs.size() && config_.rungs[k] <= step; ++k) {
+  for (size_t k = 0; k < config_.rungs.size() && config_.rungs[k] <= position; ++k) {
     reached = static_cast<int>(k);
   }
   return reached;
@@ -225,6 +262,20 @@ StatusOr<Asha> Asha::FromJson(const nlohmann::json& j, const std::string& what) 
     }
   }
   return asha;
+}
+
+std::optional<double> RecordPosition(const std::string& unit, int64_t step, const std::map<std::string, double>& values) {
+  if (unit.empty() || unit == "steps") return static_cast<double>(step);
+  const std::string key = unit == "seconds" ? "train_seconds" : unit;
+  auto it = values.find(key);
+  if (it == values.end() || !std::isfinite(it->second)) return std::nullopt;
+  return it->second;
+}
+
+double ValueAtRung(double point, std::optional<std::pair<double, double>> before, double x1, double y1) {
+  if (!before || !(before->first < point) || !(point <= x1) || !(x1 > before->first)) return y1;
+  const double w = (point - before->first) / (x1 - before->first);
+  return before->second + w * (y1 - before->second);
 }
 
 }  // namespace flap::coordinator

@@ -3,8 +3,14 @@
 // answers; it does not talk to workers, persist itself or know about steps beyond the rungs.
 //
 // How it runs. A sweep's [asha] section names an evaluation metric, a mode (max or min), rungs
-// (training steps at which trials are compared, increasing) and a reduction factor eta. When a
-// trial's evaluation at rung k arrives, Decide() records the value among all the values recorded
+// (points at which trials are compared, increasing) counted in a unit, and a reduction factor
+// eta. The unit is the sweep's budget unit: steps, samples, flops (model FLOPs: at equal FLOPs a
+// masked arm has had the compute of the unmasked one, where at equal steps it has had a third of
+// it) or seconds; a sweep with a FLOPs budget counts its rungs in FLOPs unless it says otherwise
+// (ResolveAshaUnit). A trial evaluates at the first step boundary at or past each rung; its value
+// at the rung is interpolated between that evaluation and its one before (ValueAtRung), so
+// trials whose evaluations do not line up are compared at the same point. When a trial's
+// evaluation at rung k arrives, Decide() records the value among all the values recorded
 // at rung k so far (from every trial of the sweep, in arrival order) and answers:
 //   - fewer than eta results at rung k (counting this one): continue;
 //   - otherwise, with n results, the top floor(n / eta) continue and the rest stop. A trial's
@@ -41,14 +47,22 @@ enum class AshaMode { kMax, kMin };  // kMax: a larger metric is better
 const char* AshaModeName(AshaMode mode);
 StatusOr<AshaMode> ParseAshaMode(const std::string& text);
 
+// The units rungs are counted in (AshaConfig::unit).
+const std::vector<std::string>& AshaUnits();
+
 // The [asha] section of a sweep.
 struct AshaConfig {
   std::string metric;  // evaluation metric name, e.g. "map10"; [A-Za-z0-9_.@-]+
   AshaMode mode = AshaMode::kMax;
-  std::vector<int64_t> rungs;  // steps, > 0 and strictly increasing; at least one
-  int reduction = 3;           // eta >= 2: the top 1/eta continue at each rung
+  // steps | samples | flops | seconds; empty in a sweep file that does not say: the sweep's
+  // budget unit is filled in at submission (ResolveAshaUnit in sweep.h).
+  std::string unit;
+  std::vector<double> rungs;  // in `unit`, > 0 and strictly increasing; at least one
+  int reduction = 3;          // eta >= 2: the top 1/eta continue at each rung
 
-  // Every problem, as (key, message) pairs: key is "metric", "rungs" or "reduction".
+  // The unit, "steps" when none was given.
+  const std::string& Unit() const;
+  // Every problem, as (key, message) pairs: key is "metric", "unit", "rungs" or "reduction".
   std::vector<std::pair<std::string, std::string>> Problems() const;
   // OK, or InvalidArgument listing every problem ("; "-separated) as "key: message".
   Status Validate() const;
@@ -95,8 +109,8 @@ class Asha {
   std::optional<int> StoppedAt(const std::string& trial_id) const;
   // Number of results recorded at a rung (0 for an index out of range).
   int NumResults(int rung_index) const;
-  // The index of the last rung whose step is <= `step`, or nullopt before the first rung.
-  std::optional<int> RungReachedAt(int64_t step) const;
+  // The index of the last rung at or below `position` (in the unit), or nullopt before the first.
+  std::optional<int> RungReachedAt(double position) const;
 
   // The whole state (config and every recorded result and decision), and back. NaN values are
   // written as null. FromJson: Corruption naming `what` when the state is malformed.
@@ -118,5 +132,13 @@ class Asha {
   // the set of values does), so a map keeps the state canonical.
   std::vector<std::map<std::string, Result>> rungs_;
 };
+
+// Where an evaluation record lies in `unit`: its step, or its values' "samples", "flops" or
+// "train_seconds"; nullopt when the record does not carry it (a worker that does not count it).
+std::optional<double> RecordPosition(const std::string& unit, int64_t step, const std::map<std::string, double>& values);
+
+// A trial's metric at `point` from its evaluation (x1, y1) at or past the point and the one
+// before it, (x0, y0), if any: linear between them when x0 < point <= x1, else y1.
+double ValueAtRung(double point, std::optional<std::pair<double, double>> before, double x1, double y1);
 
 }  // namespace flap::coordinator

@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
+#include <optional>
 #include <string>
 
 namespace flap::coordinator {
@@ -16,7 +18,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-Asha Make(AshaMode mode, int eta, std::vector<int64_t> rungs = {100, 200, 400}) {
+Asha Make(AshaMode mode, int eta, std::vector<double> rungs = {100, 200, 400}) {
   AshaConfig c;
   c.metric = "map10";
   c.mode = mode;
@@ -207,7 +209,18 @@ TEST(AshaConfig, InvalidConfigListsEveryProblem) {
   EXPECT_NE(m.find("strictly increasing"), std::string::npos) << m;
   EXPECT_NE(m.find("> 0"), std::string::npos) << m;
   EXPECT_NE(m.find("reduction:"), std::string::npos) << m;
-  EXPECT_FALSE(Asha::Create(AshaConfig{"map10", AshaMode::kMax, {}, 3}).ok());
+  EXPECT_FALSE(Asha::Create(AshaConfig{"map10", AshaMode::kMax, "", {}, 3}).ok());
+  // Units: one of steps, samples, flops, seconds; steps are whole.
+  AshaConfig unit{"map10", AshaMode::kMax, "tokens", {100}, 3};
+  EXPECT_NE(unit.Validate().message().find("unit: expected steps, samples, flops or seconds, got 'tokens'"),
+            std::string::npos)
+      << unit.Validate().ToString();
+  unit.unit = "steps";
+  unit.rungs = {10.5};
+  EXPECT_NE(unit.Validate().message().find("whole numbers"), std::string::npos) << unit.Validate().ToString();
+  unit.unit = "flops";
+  unit.rungs = {2.5e12, 5e12};
+  EXPECT_OK(unit.Validate());
 }
 
 TEST(Asha, JsonRoundTripKeepsResultsDecisionsAndNaN) {
@@ -244,6 +257,31 @@ TEST(Asha, FromJsonRefusesDamagedState) {
   nlohmann::json k = a.ToJson();
   k["rungs"].erase(1);
   EXPECT_EQ(Asha::FromJson(k, "asha.json").status().code(), Status::Code::kCorruption);
+}
+
+
+TEST(AshaUnits, RecordsArePlacedInTheRungsUnit) {
+  const std::map<std::string, double> v = {{"samples", 640}, {"flops", 3.5e12}, {"train_seconds", 61.5}};
+  EXPECT_EQ(RecordPosition("steps", 20, v), 20.0);
+  EXPECT_EQ(RecordPosition("", 20, v), 20.0);
+  EXPECT_EQ(RecordPosition("samples", 20, v), 640.0);
+  EXPECT_EQ(RecordPosition("flops", 20, v), 3.5e12);
+  EXPECT_EQ(RecordPosition("seconds", 20, v), 61.5);
+  EXPECT_EQ(RecordPosition("flops", 20, {}), std::nullopt);  // a worker that does not count FLOPs
+  Asha a = Make(AshaMode::kMax, 2, {1e12, 2e12});
+  EXPECT_EQ(a.RungReachedAt(0.99e12), std::nullopt);
+  EXPECT_EQ(a.RungReachedAt(1.3e12), 0);
+  EXPECT_EQ(a.RungReachedAt(2e12), 1);
+}
+
+TEST(AshaUnits, ValueAtARungIsInterpolatedBetweenTheEvaluationsAroundIt) {
+  // Evaluations at 0.6 (0.2) and 1.4 (0.6) around a rung at 1.0: halfway, 0.4.
+  EXPECT_DOUBLE_EQ(ValueAtRung(1.0, std::make_pair(0.6, 0.2), 1.4, 0.6), 0.4);
+  // Exactly at the rung: its own value.
+  EXPECT_DOUBLE_EQ(ValueAtRung(1.0, std::make_pair(0.6, 0.2), 1.0, 0.7), 0.7);
+  // No evaluation before the rung (or one not before it): the evaluation past it.
+  EXPECT_DOUBLE_EQ(ValueAtRung(1.0, std::nullopt, 1.2, 0.5), 0.5);
+  EXPECT_DOUBLE_EQ(ValueAtRung(1.0, std::make_pair(1.0, 0.1), 1.2, 0.5), 0.5);
 }
 
 }  // namespace

@@ -202,7 +202,12 @@ StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_
     r.assignment.resume_checkpoint = a.resume_checkpoint();
     r.assignment.resume_step = a.resume_step();
     r.assignment.asha_metric = a.asha_metric();
-    r.assignment.asha_rungs.assign(a.asha_rungs().begin(), a.asha_rungs().end());
+    if (a.asha_rung_points_size() > 0) {
+      r.assignment.asha_unit = a.asha_unit().empty() ? "steps" : a.asha_unit();
+      r.assignment.asha_rungs.assign(a.asha_rung_points().begin(), a.asha_rung_points().end());
+    } else {  // a coordinator that counts rungs in steps only
+      r.assignment.asha_rungs.assign(a.asha_rungs().begin(), a.asha_rungs().end());
+    }
   }
   return r;
 }

@@ -91,7 +91,8 @@ struct TrialAssignment {
   std::string resume_checkpoint;  // "" = from scratch
   int64_t resume_step = 0;
   std::string asha_metric;
-  std::vector<int64_t> asha_rungs;
+  std::string asha_unit = "steps";  // what asha_rungs count: steps | samples | flops | seconds
+  std::vector<double> asha_rungs;
 };
 
 struct NextTrialResult {

@@ -429,7 +429,8 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
     auto next = clients[i]->NextTrial(gid);
     ASSERT_TRUE(next.ok() && next->assigned);
     EXPECT_EQ(next->assignment.asha_metric, "map10");
-    EXPECT_EQ(next->assignment.asha_rungs, (std::vector<int64_t>{10, 20}));
+    EXPECT_EQ(next->assignment.asha_rungs, (std::vector<double>{10, 20}));
+    EXPECT_EQ(next->assignment.asha_unit, "steps");
     refs.push_back(next->assignment.trial);
   }
   // t0 reaches rung 10 first (alone: continues), then t2 (better: n = 2, top 1 continues),

@@ -136,6 +136,10 @@ Status CoordinatorService::Load() {
                                 ": metrics of an unknown trial");
     }
     if (p.kind == "test") continue;  // the test split's record: for the report only
+    if (p.kind == "eval" && p.step < t->second.latest_eval_step) continue;
+    if (p.kind == "eval") t->second.latest_eval_step = p.step;
+    if (p.kind == "train" && !t->second.latest_train.empty() && p.step < t->second.latest_train_step) continue;
+    if (p.kind == "train") t->second.latest_train_step = p.step;
     (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
   }
   // Lease tables.
@@ -332,7 +336,11 @@ void CoordinatorService::FillAssignment(const std::string& key, const TrialEntry
   a->set_resume_step(r.checkpoint_step);
   if (s.spec.asha) {
     a->set_asha_metric(s.spec.asha->metric);
-    for (int64_t rung : s.spec.asha->rungs) a->add_asha_rungs(rung);
+    a->set_asha_unit(s.spec.asha->Unit());
+    for (double rung : s.spec.asha->rungs) {
+      a->add_asha_rung_points(rung);
+      if (s.spec.asha->Unit() == "steps") a->add_asha_rungs(static_cast<int64_t>(rung));
+    }
   }
   (void)key;
 }

@@ -255,6 +255,8 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
     TrialRow row() const { return {spec, trial.record(), total_steps}; }
     std::map<std::string, double> latest_train;
     std::map<std::string, double> latest_eval;
+    int64_t latest_eval_step = -1;  // the step of latest_eval
+    int64_t latest_train_step = -1;
     // For the ETA, in memory only: when and at which step the current attempt was first seen.
     int64_t rate_t0_ms = 0;
     int64_t rate_step0 = -1;

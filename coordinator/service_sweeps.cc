@@ -30,6 +30,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
   StatusOr<std::vector<TrialSpec>> trials = Status::Internal("unset");
   if (Authorize(ctx).ok()) {
     spec = ParseSweepText(req->sweep_text(), source);
+    if (spec.ok()) ResolveAshaUnit(&*spec, req->base_config());
     if (spec.ok()) trials = ExpandSweep(*spec);
     // Every trial's config (base config, factor values, seed) must validate: a typo or a value
     // that cannot run is refused here rather than failing every trial.

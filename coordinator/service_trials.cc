@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <sstream>
 
 #include "coordinator/service_internal.h"
 
@@ -72,20 +73,33 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     p.trial_id = t->spec.id;
     p.attempt = scope.attempt;
     p.time_ms = now;
+    // The trial's evaluation before this one: ASHA interpolates its value at a rung from the two.
+    const std::map<std::string, double> previous_eval = t->latest_eval;
+    const int64_t previous_eval_step = t->latest_eval_step;
     if (!test) (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
+    if (p.kind == "eval") t->latest_eval_step = p.step;
     batch->PutMetric(scope.key, p);
     resp->set_action(v1::CONTINUE);
     SweepEntry& sw = sweeps_.at(t->sweep);
     // Only validation decides: a TEST record never reaches ASHA.
     if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
-      std::optional<int> rung = sw.asha->RungReachedAt(p.step);
+      const AshaConfig& ac = sw.asha->config();
+      const std::optional<double> at = RecordPosition(ac.Unit(), p.step, p.values);
+      std::optional<int> rung = at ? sw.asha->RungReachedAt(*at) : std::nullopt;
       if (rung && !sw.asha->DecisionFor(t->spec.id, *rung)) {
-        StatusOr<AshaDecision> d = sw.asha->Decide(t->spec.id, *rung, p.values.at(sw.asha->config().metric));
+        std::optional<std::pair<double, double>> before;
+        const std::optional<double> before_at =
+            previous_eval.count(ac.metric) ? RecordPosition(ac.Unit(), previous_eval_step, previous_eval) : std::nullopt;
+        if (before_at) before = std::make_pair(*before_at, previous_eval.at(ac.metric));
+        const double value = ValueAtRung(ac.rungs[*rung], before, *at, p.values.at(ac.metric));
+        StatusOr<AshaDecision> d = sw.asha->Decide(t->spec.id, *rung, value);
         if (d.ok()) {
           batch->PutAsha(t->sweep, *sw.asha);
           if (d->action == AshaAction::kStop && t->trial.Stop(scope.attempt).ok()) {
-            const std::string reason = "stopped early by ASHA at rung " + std::to_string(*rung) + " (step " +
-                                       std::to_string(sw.asha->config().rungs[*rung]) +
+            std::ostringstream point;
+            point << ac.rungs[*rung];
+            const std::string reason = "stopped early by ASHA at rung " + std::to_string(*rung) + " (" +
+                                       ac.Unit() + " " + point.str() +
                                        "): " + sw.asha->config().metric + " ranked " + std::to_string(d->rank + 1) +
                                        " of " + std::to_string(d->num_results) + ", " +
                                        std::to_string(d->num_promoted) + " continue";

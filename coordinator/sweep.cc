@@ -157,6 +157,20 @@ class SectionReader {
     }
   }
 
+  void NumberList(const std::string& key, std::vector<double>* out) {
+    const RawKey* raw = Find(key);
+    if (raw == nullptr) return;
+    out->clear();
+    for (const std::string& item : SplitList(raw->value)) {
+      double v = 0;
+      if (!ParseDouble(item, &v)) {
+        Refuse(key, *raw, "expected a list of numbers, got '" + item + "' in '" + raw->value + "'");
+        return;
+      }
+      out->push_back(v);
+    }
+  }
+
   void Bool(const std::string& key, bool* out) {
     const RawKey* raw = Find(key);
     if (raw != nullptr && !ParseBool(raw->value, out)) {
@@ -236,8 +250,9 @@ void ReadFactorSection(SectionReader* r, const std::string& section, Errors* err
 }
 
 void ReadAshaSection(SectionReader* r, AshaConfig* asha) {
-  r->RefuseUnknown({"metric", "mode", "rungs", "reduction"});
+  r->RefuseUnknown({"metric", "mode", "unit", "rungs", "reduction"});
   r->String("metric", &asha->metric);
+  r->String("unit", &asha->unit);
   if (const RawKey* raw = r->Find("mode")) {
     auto m = ParseAshaMode(raw->value);
     if (m.ok()) {
@@ -246,7 +261,7 @@ void ReadAshaSection(SectionReader* r, AshaConfig* asha) {
       r->Refuse("mode", *raw, "expected max or min, got '" + raw->value + "'");
     }
   }
-  r->IntegerList("rungs", &asha->rungs);
+  r->NumberList("rungs", &asha->rungs);
   r->Integer("reduction", &asha->reduction);
 }
 

@@ -199,6 +199,11 @@ std::map<std::string, std::string> ConfigValues(const std::string& text);
 // ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line
 // ("<source>: N errors in the sweep:") then each distinct error, one per line, naming the
 // first trial that shows it and how many more do.
+// The unit of ASHA's rungs when the sweep file does not name one: flops when the base config or
+// a factor sets train.max_flops (a FLOPs-budgeted sweep compares its arms at equal compute),
+// else steps. Nothing without [asha] or with a unit.
+void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config);
+
 Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
                          const std::string& source);
 

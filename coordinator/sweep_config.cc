@@ -15,6 +15,18 @@ std::map<std::string, std::string> ConfigValues(const std::string& text) {
   return values.ok() ? *values : std::map<std::string, std::string>{};
 }
 
+void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config) {
+  if (!spec->asha || !spec->asha->unit.empty()) return;
+  bool flops = false;
+  const std::map<std::string, std::string> base = ConfigValues(base_config);
+  if (auto it = base.find("train.max_flops"); it != base.end()) {
+    TrialConfig c;
+    flops = ApplyConfigValues({*it}, &c).ok() && c.train.max_flops > 0;
+  }
+  for (const FactorSpec& f : spec->factors) flops = flops || f.name == "train.max_flops";
+  spec->asha->unit = flops ? "flops" : "steps";
+}
+
 Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
                          const std::string& source) {
   sweep_internal::Errors errors(source, [](const std::string&, const std::string&) { return 0; });

@@ -103,7 +103,7 @@ colour = blue
   EXPECT_TRUE(AnyContains(errors, "bad.ini:11: [factor.lr]: a factor is a trial config key")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:13: [factor.train.seed]: the trial seed is not a")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:15: [schedule]: unknown section")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:18: [asha] rungs: steps must be strictly increasing")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:18: [asha] rungs: rungs must be strictly increasing")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:19: [asha] reduction:")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:20: [asha] colour: unknown key; [asha] takes")) << all;
   EXPECT_EQ(errors.size(), 13u) << all;

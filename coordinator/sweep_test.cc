@@ -39,8 +39,32 @@ TEST(SweepParse, ReadsEveryField) {
   EXPECT_EQ(s.factors[1].when->ToString(), "mask.ratio != 0");
   ASSERT_TRUE(s.asha.has_value());
   EXPECT_EQ(s.asha->metric, "map10");
-  EXPECT_EQ(s.asha->rungs, (std::vector<int64_t>{100, 200, 400}));
+  EXPECT_EQ(s.asha->rungs, (std::vector<double>{100, 200, 400}));
   EXPECT_EQ(s.asha->reduction, 3);
+}
+
+TEST(SweepParse, AshaRungsInTheSweepsBudgetUnit) {
+  const std::string asha = "[asha]\nmetric = map10\nrungs = 2.5e12, 5e12\n";
+  SweepSpec s = Parse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0, 0.75\n" + asha);
+  EXPECT_EQ(s.asha->rungs, (std::vector<double>{2.5e12, 5e12}));
+  EXPECT_EQ(s.asha->unit, "");  // not said: filled in at submission from the budget
+  // A base config with a FLOPs budget counts rungs in FLOPs...
+  SweepSpec flops = s;
+  ResolveAshaUnit(&flops, "[train]\nmax_flops = 1e13\n");
+  EXPECT_EQ(flops.asha->unit, "flops");
+  // ... as does a sweep that varies the FLOPs budget; other sweeps count steps.
+  SweepSpec varied = Parse(std::string(kHeader) + "[factor.train.max_flops]\nvalues = 1e13, 2e13\n" + asha);
+  ResolveAshaUnit(&varied, "");
+  EXPECT_EQ(varied.asha->unit, "flops");
+  SweepSpec steps = Parse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0\n[asha]\nmetric = map10\nrungs = 20\n");
+  ResolveAshaUnit(&steps, "[train]\nmax_seconds = 60\n");
+  EXPECT_EQ(steps.asha->unit, "steps");
+  // A unit the file names stays.
+  SweepSpec named = Parse(std::string(kHeader) + "[factor.mask.ratio]\nvalues = 0\n[asha]\nmetric = map10\nunit = "
+                          "seconds\nrungs = 30, 60\n");
+  ResolveAshaUnit(&named, "[train]\nmax_flops = 1e13\n");
+  EXPECT_EQ(named.asha->unit, "seconds");
+  EXPECT_EQ(named.asha->rungs, (std::vector<double>{30, 60}));
 }
 
 TEST(SweepParse, DefaultsApplyWhenKeysAreAbsent) {

@@ -100,7 +100,8 @@ struct Instruction {
   v1::TrialRef trial;
   std::string base_config;
   std::map<std::string, std::string> overrides;
-  std::vector<int64_t> rungs;
+  std::string rung_unit = "steps";
+  std::vector<double> rungs;  // ASHA's rungs, in rung_unit
 
   std::string Encode() const {
     nlohmann::json j = {{"kind", kind},
@@ -112,6 +113,7 @@ struct Instruction {
                         {"attempt", trial.attempt()},
                         {"base_config", base_config},
                         {"overrides", overrides},
+                        {"rung_unit", rung_unit},
                         {"rungs", rungs}};
     return j.dump();
   }
@@ -128,7 +130,8 @@ struct Instruction {
       in.trial.set_attempt(j.at("attempt").get<int>());
       in.base_config = j.at("base_config").get<std::string>();
       in.overrides = j.at("overrides").get<std::map<std::string, std::string>>();
-      in.rungs = j.at("rungs").get<std::vector<int64_t>>();
+      in.rung_unit = j.at("rung_unit").get<std::string>();
+      in.rungs = j.at("rungs").get<std::vector<double>>();
     } catch (const nlohmann::json::exception& e) {
       return Status::Corruption(std::string("instruction from rank 0 is malformed: ") + e.what());
     }
@@ -248,7 +251,10 @@ class Speaker {
       in.trial = next.assignment.trial;
       in.base_config = next.assignment.base_config;
       in.overrides = next.assignment.overrides;
-      if (!next.assignment.asha_metric.empty()) in.rungs = next.assignment.asha_rungs;
+      if (!next.assignment.asha_metric.empty()) {
+        in.rung_unit = next.assignment.asha_unit;
+        in.rungs = next.assignment.asha_rungs;
+      }
     } else if (next.all_done) {
       in.kind = "exit";
       in.exit_code = 0;
@@ -659,7 +665,8 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     hooks.group = group.get();
     hooks.exact_resume = false;
     hooks.metrics_server = metrics_server.get();
-    hooks.eval_steps = in.rungs;
+    hooks.eval_unit = in.rung_unit;
+    hooks.eval_at = in.rungs;
     const std::string group_id = in.group;
     const double retry_s = options.rpc_retry_s;
     hooks.make_source = [c, group_id, trial, retry_s, batch = config->train.batch_size](

@@ -1,6 +1,7 @@
-// Compute budgets of a trial (train.max_steps, train.max_seconds, train.max_samples): the first
-// budget reached ends the trial, evaluation time is not training time, the counters carry over
-// a resume, every rank of a group stops at the same step, and evaluation runs once per group.
+// Compute budgets of a trial (train.max_steps, train.max_seconds, train.max_samples,
+// train.max_flops): the first budget reached ends the trial, evaluation time is not training
+// time, the counters carry over a resume, every rank of a group stops at the same step, and
+// evaluation runs once per group; the learning-rate schedule is fitted to the budget that binds.
 // The time budget runs on a clock the test drives (TrainingHooks::clock): 10 s per training
 // step, 1000 s per evaluation, so that nothing here depends on how fast the machine is.
 #include <gtest/gtest.h>
@@ -16,6 +17,8 @@
 #include "tests/test_util.h"
 #include "config/trial_config.h"
 #include "worker/core/launcher.h"
+#include "worker/core/masking.h"
+#include "worker/core/model.h"
 #include "worker/core/worker_group.h"
 #include "worker/trainer.h"
 
@@ -89,6 +92,28 @@ class Budget : public ::testing::Test {
     for (const auto& e : o.summary["eval_history"]) v.push_back(e.at(key).get<double>());
     return v;
   }
+
+  // Every training record's values by step (log_every 1: one per step), on the test clock.
+  struct Recorder {
+    double now = 0;
+    std::map<int64_t, std::map<std::string, double>> train;
+    TrainingHooks Hooks() {
+      TrainingHooks h;
+      h.clock = [this] { return now; };
+      h.report = [this](const std::string& kind, int64_t step, int64_t, int64_t,
+                        const std::map<std::string, double>& v) {
+        now += kind == "train" ? 10.0 : 1000.0;
+        if (kind == "train") train[step] = v;
+        return false;
+      };
+      return h;
+    }
+    std::vector<double> Series(const std::string& key) const {
+      std::vector<double> out;
+      for (const auto& [step, v] : train) out.push_back(v.at(key));
+      return out;
+    }
+  };
 
   static flap::testing::TempDir* dir_;
 };
@@ -276,6 +301,167 @@ TEST_F(Budget, GroupStopsTogetherOnRankZerosClockAndEvaluatesOnce) {
   EXPECT_EQ(r1.final_metrics.map10, r0.final_metrics.map10);
   EXPECT_EQ(History(r0, "train_seconds"), (std::vector<double>{20, 40}));
   EXPECT_EQ(History(r1, "step"), (std::vector<double>{2, 4}));
+}
+
+// FLOPs are counted per step from what it computed (the kept tokens, the caption width of its
+// batch) and the FLOPs budget ends the trial at the first step boundary at or past it.
+TEST_F(Budget, FlopsBudgetCountsWhatEachStepComputedAndEndsAtTheFirstStepPastIt) {
+  TrialConfig c = Config();
+  c.train.max_steps = 4;
+  Recorder rec;
+  auto four = Train(c, {}, rec.Hooks());
+  ASSERT_TRUE(four.ok());
+  const std::vector<double> flops = rec.Series("flops");  // after steps 1..4
+  ASSERT_EQ(flops.size(), 4u);
+  const int kept = core::NumKept(c.mask, {c.model.freq_patches(), c.model.time_patches()});
+  double before = 0;
+  for (size_t i = 0; i < flops.size(); ++i) {
+    // Each step's FLOPs are the hand formula's for its batch's caption width (1..8 tokens).
+    bool matches = false;
+    for (int width = 1; width <= c.model.text_max_len; ++width) {
+      matches = matches || flops[i] - before == core::TrainStepFlops(c.model, 4, kept, width, false);
+    }
+    EXPECT_TRUE(matches) << "step " << i + 1 << ": " << flops[i] - before << " FLOPs";
+    before = flops[i];
+  }
+  EXPECT_EQ(four->summary["budget"]["flops"].get<double>(), flops[3]);
+
+  // A budget between the FLOPs after steps 2 and 3: step 3 runs, step 4 does not.
+  c.train.max_steps = 0;
+  c.train.max_flops = 0.5 * (flops[1] + flops[2]);
+  auto budget = Train(c);
+  ASSERT_TRUE(budget.ok());
+  EXPECT_EQ(budget->steps_done, 3);
+  EXPECT_EQ(budget->budget_reached, "flops");
+  EXPECT_EQ(budget->summary["budget"]["flops"].get<double>(), flops[2]);
+
+  // At equal FLOPs an arm that drops more tokens runs more steps.
+  TrialConfig masked = c;
+  masked.mask.ratio = 0.75;
+  masked.train.max_flops = flops[3];
+  TrialConfig unmasked = c;
+  unmasked.mask.ratio = 0;
+  unmasked.train.max_flops = flops[3];
+  auto m = Train(masked);
+  auto u = Train(unmasked);
+  ASSERT_TRUE(m.ok() && u.ok());
+  EXPECT_GT(m->steps_done, u->steps_done);
+  EXPECT_EQ(m->budget_reached, "flops");
+  EXPECT_EQ(u->budget_reached, "flops");
+}
+
+// Unless optim.total_steps is set, the cosine reaches optim.min_lr exactly when the budget that
+// binds is spent: steps, samples, FLOPs or seconds (steps fitted from the measured rate).
+TEST_F(Budget, ScheduleReachesItsFloorExactlyAtTheBudgetOfEachKind) {
+  TrialConfig base = Config();
+  base.optim.lr = 1e-3;
+  base.optim.min_lr = 1e-4;
+  base.optim.warmup_steps = 2;
+  // The FLOPs of 20 steps, from a run without a budget but steps.
+  TrialConfig probe = base;
+  probe.train.max_steps = 20;
+  Recorder probe_rec;
+  ASSERT_TRUE(Train(probe, {}, probe_rec.Hooks()).ok());
+  const double flops20 = probe_rec.Series("flops").back();
+
+  struct Case {
+    std::string budget;
+    std::function<void(TrialConfig*)> set;
+  };
+  const std::vector<Case> cases = {
+      {"steps", [](TrialConfig* c) { c->train.max_steps = 20; }},
+      {"samples", [](TrialConfig* c) { c->train.max_samples = 78; }},  // 20 steps of 4
+      {"flops", [&](TrialConfig* c) { c->train.max_flops = flops20 * (1 - 1e-9); }},
+      // 10 s a step on the test clock: the rate measured over steps 1-11 fits 20 steps to 200 s.
+      {"seconds", [](TrialConfig* c) { c->train.max_seconds = 200; }},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.budget);
+    TrialConfig c = base;
+    k.set(&c);
+    Recorder rec;
+    auto out = Train(c, {}, rec.Hooks());
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ(out->steps_done, 20);
+    EXPECT_EQ(out->budget_reached, k.budget);
+    const nlohmann::json& schedule = out->summary["schedule"];
+    EXPECT_EQ(schedule["progress"].get<double>(), 1.0);
+    EXPECT_EQ(schedule["lr"].get<double>(), c.optim.min_lr);
+    if (k.budget == "seconds") EXPECT_EQ(schedule["fitted_steps"].get<int64_t>(), 20);
+    // Warm-up, then a cosine that only goes down and has not reached the floor before the end.
+    const std::vector<double> lr = rec.Series("lr");
+    ASSERT_EQ(lr.size(), 20u);
+    EXPECT_DOUBLE_EQ(lr[0], 0.5e-3);
+    EXPECT_DOUBLE_EQ(lr[1], 1e-3);
+    for (size_t i = 2; i < lr.size(); ++i) EXPECT_LE(lr[i], lr[i - 1]) << "step " << i;
+    EXPECT_GT(lr.back(), c.optim.min_lr);
+    EXPECT_LT(lr.back(), 2e-4);  // one step before the floor
+  }
+}
+
+// A FLOPs-budgeted trial stopped and resumed ends at the same step with the same weights, and a
+// time-budgeted one keeps the step count it fitted before the stop.
+TEST_F(Budget, ResumedTrialKeepsItsFlopsAndItsFittedSchedule) {
+  TrialConfig c = Config();
+  Recorder probe_rec;
+  TrialConfig probe = c;
+  probe.train.max_steps = 6;
+  ASSERT_TRUE(Train(probe, {}, probe_rec.Hooks()).ok());
+  c.train.max_flops = probe_rec.Series("flops")[5] * (1 - 1e-9);  // 6 steps
+  for (const std::string budget : {"flops", "seconds"}) {
+    SCOPED_TRACE(budget);
+    TrialConfig t = c;
+    if (budget == "seconds") {
+      t.train.max_flops = 0;
+      t.train.max_seconds = 200;  // 20 steps fitted at step 11
+    }
+    auto whole = Train(t);
+    ASSERT_TRUE(whole.ok());
+    const int64_t steps = budget == "flops" ? 6 : 20;
+    ASSERT_EQ(whole->steps_done, steps);
+
+    flap::testing::TempDir ckpt("budget_flops_ckpt");
+    t.ckpt.root = ckpt.path();
+    t.ckpt.every = 1;
+    t.ckpt.keep_last = 30;
+    const int64_t stop_at = budget == "flops" ? 3 : 14;
+    Recorder first;
+    TrainingHooks hooks = first.Hooks();
+    hooks.should_stop = [&first, stop_at] { return first.train.count(stop_at) > 0; };
+    auto stopped = Train(t, {}, hooks);
+    ASSERT_TRUE(stopped.ok());
+    ASSERT_EQ(stopped->steps_done, stop_at);
+
+    ResumeOptions resume;
+    resume.resume = true;
+    auto resumed = Train(t, resume);  // on a fresh clock
+    ASSERT_TRUE(resumed.ok());
+    EXPECT_EQ(resumed->summary["resumed_from_step"], stop_at);
+    EXPECT_EQ(resumed->steps_done, steps);
+    EXPECT_EQ(resumed->budget_reached, budget);
+    EXPECT_EQ(resumed->summary["budget"]["flops"], whole->summary["budget"]["flops"]);
+    EXPECT_EQ(resumed->summary["schedule"], whole->summary["schedule"]);
+    auto a = whole->model->named_parameters();
+    auto b = resumed->model->named_parameters();
+    for (const auto& p : a) EXPECT_TRUE(torch::equal(p.value(), b[p.key()])) << p.key();
+  }
+}
+
+// Extra evaluations (ASHA's rungs) counted in FLOPs land at the first step boundary at or past
+// each point.
+TEST_F(Budget, RungsInFlopsEvaluateAtTheFirstStepPastEachPoint) {
+  TrialConfig c = Config();
+  c.train.max_steps = 5;
+  Recorder probe;
+  ASSERT_TRUE(Train(c, {}, probe.Hooks()).ok());
+  const std::vector<double> flops = probe.Series("flops");
+  TrainingHooks hooks;
+  hooks.eval_unit = "flops";
+  hooks.eval_at = {0.5 * (flops[0] + flops[1]), flops[3]};  // inside step 2; exactly after step 4
+  auto out = Train(c, {}, hooks);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(History(*out, "step"), (std::vector<double>{2, 4, 5}));
+  EXPECT_EQ(History(*out, "flops"), (std::vector<double>{flops[1], flops[3], flops[4]}));
 }
 
 }  // namespace

@@ -175,27 +175,42 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
   return Status::OK();
 }
 
+StatusOr<checkpoint::Entry> Checkpointer::EntryAt(int64_t step, bool force) const {
+  FLAP_ASSIGN_OR_RETURN(std::vector<checkpoint::Entry> entries, store_->List(trial_id_, nullptr));
+  const checkpoint::Entry* entry = nullptr;
+  for (const auto& e : entries) {
+    if (e.step == step) entry = &e;
+  }
+  if (entry == nullptr) {
+    return Status::NotFound("trial '" + trial_id_ + "' has no checkpoint at step " + std::to_string(step) +
+                            " under '" + config_.root + "'");
+  }
+  if (entry->metadata.config_hash != config_hash_ && !force) {
+    return Status::FailedPrecondition("checkpoint " + entry->Name() + " was made with config " +
+                                      entry->metadata.config_hash + ", this run's is " + config_hash_ +
+                                      " (--force to resume anyway)");
+  }
+  return *entry;
+}
+
+Status Checkpointer::LoadModelAt(int64_t step, core::FlapModel& model) {
+  FLAP_ASSIGN_OR_RETURN(const checkpoint::Entry entry, EntryAt(step, false));
+  FLAP_ASSIGN_OR_RETURN(auto files, store_->Load(entry));
+  if (!files.count("model.pt")) return Status::Corruption("checkpoint " + entry.Name() + " lacks model.pt");
+  try {
+    std::istringstream m(files["model.pt"]);
+    torch::load(model, m, model->parameters().front().device());
+  } catch (const c10::Error& e) {
+    return Status::Corruption("checkpoint " + entry.Name() + " does not fit this model: " + e.what_without_backtrace());
+  }
+  return Status::OK();
+}
+
 StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core::FlapModel& model,
                                               torch::optim::Optimizer& optimizer, std::ostream& log) {
   checkpoint::Entry entry;
   if (options.from_step >= 0) {
-    FLAP_ASSIGN_OR_RETURN(std::vector<checkpoint::Entry> entries, store_->List(trial_id_, nullptr));
-    bool found = false;
-    for (const auto& e : entries) {
-      if (e.step == options.from_step) {
-        entry = e;
-        found = true;
-      }
-    }
-    if (!found) {
-      return Status::NotFound("trial '" + trial_id_ + "' has no checkpoint at step " +
-                              std::to_string(options.from_step) + " under '" + config_.root + "'");
-    }
-    if (entry.metadata.config_hash != config_hash_ && !options.force) {
-      return Status::FailedPrecondition("checkpoint " + entry.Name() + " was made with config " +
-                                        entry.metadata.config_hash + ", this run's is " + config_hash_ +
-                                        " (--force to resume anyway)");
-    }
+    FLAP_ASSIGN_OR_RETURN(entry, EntryAt(options.from_step, options.force));
   } else {
     FLAP_ASSIGN_OR_RETURN(checkpoint::ResumePoint point,
                           store_->LatestVerified(trial_id_, config_hash_, options.force));

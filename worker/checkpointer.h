@@ -74,6 +74,11 @@ class Checkpointer {
   StatusOr<RestoredState> Restore(const ResumeOptions& options, core::FlapModel& model,
                                   torch::optim::Optimizer& optimizer, std::ostream& log);
 
+  // Loads only the parameters and buffers of the checkpoint at `step` (its checksums verified)
+  // into `model`: NotFound when there is none, FailedPrecondition for another config's,
+  // Corruption for one that is damaged or does not fit.
+  Status LoadModelAt(int64_t step, core::FlapModel& model);
+
   // Copies the state now and writes it in the background. Returns the previous save's
   // status if it failed.
   Status SaveAsync(core::FlapModel& model, torch::optim::Optimizer& optimizer, int64_t step, int64_t steps_per_epoch,
@@ -115,6 +120,8 @@ class Checkpointer {
     int64_t bytes = 0;
     double seconds = 0;
   };
+  // The index entry of the checkpoint at `step`, of this config unless `force`.
+  StatusOr<checkpoint::Entry> EntryAt(int64_t step, bool force) const;
   // A save at `step` failed with `status`: OK to train on, or the error to end the trial with.
   Status OnFailedSave(int64_t step, const Status& status);
   std::future<SaveResult> in_flight_;

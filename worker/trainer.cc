@@ -188,7 +188,9 @@ Status Trainer::BuildModel() {
     total_steps_ = for_samples;
     step_budget_ = "samples";
   }
-  if (config_.optim.total_steps == 0) config_.optim.total_steps = total_steps_;
+  step_budget_steps_ = total_steps_;
+  explicit_schedule_ = config_.optim.total_steps != 0;
+  if (!explicit_schedule_) config_.optim.total_steps = total_steps_;
   gather_ = std::make_unique<core::GroupGather>(group_);
   core::GradSyncOptions sync_options;
   sync_options.bucket_mb = config_.dist.bucket_mb;
@@ -208,16 +210,14 @@ Status Trainer::Restore(const ResumeOptions& resume) {
   if (!config_.ckpt.root.empty() && rank_ == 0) {
     FLAP_ASSIGN_OR_RETURN(ckpt_, Checkpointer::Open(config_.ckpt, config_.TrialId(), config_.Hash()));
   }
+  RunProgress progress;
   if (ckpt_ && resuming) {
     auto restored = ckpt_->Restore(resume, outcome_.model, step_runner_->optimizer(), *log_);
     if (restored.ok()) {
       start_step_ = restored->step;
       FLAP_ASSIGN_OR_RETURN(cursor_, CursorForStep(restored->data_cursor, start_step_, per_epoch_));
-      samples_ = start_step_ * global_batch_;
-      if (restored->progress.is_object()) {
-        trained_s0_ = restored->progress.value("train_seconds", 0.0);
-        samples_ = restored->progress.value("samples", samples_);
-      } else if (config_.train.max_seconds > 0) {
+      progress = RunProgress::FromJson(restored->progress, start_step_, global_batch_);
+      if (!restored->progress.is_object() && config_.train.max_seconds > 0) {
         *log_ << "checkpoint at step " << start_step_
               << " records no training seconds: the time budget counts from this resume" << std::endl;
       }
@@ -228,9 +228,16 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     }
   }
   if (world_ > 1 && resuming) {
-    FLAP_RETURN_IF_ERROR(
-        ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &start_step_, &trained_s0_, &samples_));
+    progress.step = start_step_;
+    FLAP_RETURN_IF_ERROR(ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &progress));
+    start_step_ = progress.step;
   }
+  trained_s0_ = progress.train_seconds;
+  samples_ = progress.samples;
+  flops_ = progress.flops;
+  warmup_end_ = progress.warmup_end;
+  fitted_steps_ = progress.fitted_steps;
+  selected_ = Selection::FromJson(progress.selected);
   const TrainConfig& t = config_.train;
   if (t.max_samples > 0 && start_step_ > 0) {
     // The samples still due decide the steps left (the same as before unless the global batch
@@ -238,6 +245,11 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     const int64_t left = std::max<int64_t>(0, t.max_samples - samples_);
     total_steps_ = std::min(per_epoch_ * t.epochs, start_step_ + (left + global_batch_ - 1) / global_batch_);
     if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
+    step_budget_steps_ = total_steps_;
+  }
+  if (fitted_steps_ > 0 && fitted_steps_ < total_steps_) {
+    total_steps_ = fitted_steps_;
+    step_budget_ = "seconds";
   }
   if (!hooks_.exact_resume) {
     // The epoch's order cannot be replayed: continue the epoch at the checkpoint's step with
@@ -292,18 +304,99 @@ double Trainer::Now() const {
   return hooks_.clock ? hooks_.clock() : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
 }
 
-// Training-loop seconds of this trial (earlier runs included), without this run's evaluations.
-double Trainer::TrainedSeconds() const { return trained_s0_ + (Now() - loop_t0_) - eval_budget_s_; }
+// Training-loop seconds of this trial (earlier runs included), without this run's evaluations
+// and waits for the loader.
+double Trainer::TrainedSeconds() const {
+  return trained_s0_ + (Now() - loop_t0_) - eval_budget_s_ - wait_budget_s_;
+}
 
 // The step the trial is expected to end at: the step budget, or earlier where the time budget
 // runs out at this run's rate so far.
 int64_t Trainer::PlannedSteps(int64_t at_step) const {
-  if (config_.train.max_seconds <= 0 || at_step <= start_step_) return total_steps_;
+  int64_t planned = total_steps_;
+  if (config_.train.max_flops > 0 && at_step > 0 && flops_ > 0) {
+    const double left = std::max(0.0, config_.train.max_flops - flops_) / (flops_ / static_cast<double>(at_step));
+    planned = std::min(planned, at_step + static_cast<int64_t>(std::ceil(left)));
+  }
+  if (config_.train.max_seconds <= 0 || fitted_steps_ > 0 || at_step <= start_step_) return planned;
   const double trained = TrainedSeconds();
   const double per_step = (trained - trained_s0_) / static_cast<double>(at_step - start_step_);
   if (!(per_step > 0)) return total_steps_;
   const double left = std::max(0.0, config_.train.max_seconds - trained) / per_step;
-  return std::min(total_steps_, at_step + static_cast<int64_t>(std::ceil(left)));
+  return std::min(planned, at_step + static_cast<int64_t>(std::ceil(left)));
+}
+
+double Trainer::ScheduleProgress() const {
+  double p = step_budget_steps_ > 0 ? static_cast<double>(step_) / static_cast<double>(step_budget_steps_) : 0.0;
+  if (config_.train.max_flops > 0) p = std::max(p, flops_ / config_.train.max_flops);
+  if (fitted_steps_ > 0) p = std::max(p, static_cast<double>(step_) / static_cast<double>(fitted_steps_));
+  return std::min(1.0, p);
+}
+
+std::optional<double> Trainer::ScheduledLr() {
+  if (explicit_schedule_) return std::nullopt;  // optim.total_steps: LearningRate over steps
+  // With a time budget the cosine starts once the step count is fitted: until then the rate
+  // stays at its peak after the warm-up.
+  const bool fitting = config_.train.max_seconds > 0 && fitted_steps_ == 0;
+  if (warmup_end_ < 0 && step_ >= config_.optim.warmup_steps && !fitting) warmup_end_ = ScheduleProgress();
+  if (warmup_end_ < 0 && step_ >= config_.optim.warmup_steps) return config_.optim.lr;
+  return core::ScheduledLearningRate(config_.optim, step_, ScheduleProgress(), std::max(0.0, warmup_end_));
+}
+
+// With a time budget, the step count is fixed from the throughput measured over a few steps
+// (after this run's first, so neither start-up nor the loader's first features count), so that
+// the schedule has a length to follow; saved in checkpoints, so a resume keeps it.
+Status Trainer::FitStepsToSeconds() {
+  constexpr int64_t kMeasuredSteps = 10;
+  if (config_.train.max_seconds <= 0 || fitted_steps_ > 0) return Status::OK();
+  if (fit_from_step_ < 0) {
+    if (step_ > start_step_) {
+      fit_from_step_ = step_;
+      fit_from_s_ = TrainedSeconds();
+    }
+    return Status::OK();
+  }
+  if (step_ < fit_from_step_ + kMeasuredSteps) return Status::OK();
+  int64_t fitted = total_steps_;
+  double per_step = 0;
+  if (rank_ == 0) {
+    const double trained = TrainedSeconds();
+    per_step = (trained - fit_from_s_) / static_cast<double>(step_ - fit_from_step_);
+    if (per_step > 0) {
+      const double left = std::max(0.0, config_.train.max_seconds - trained);
+      fitted = std::min(total_steps_, step_ + static_cast<int64_t>(std::ceil(left / per_step)));
+    }
+  }
+  FLAP_ASSIGN_OR_RETURN(fitted_steps_, BroadcastFromRankZero(*group_, fitted));
+  if (fitted_steps_ < total_steps_) {
+    total_steps_ = fitted_steps_;
+    step_budget_ = "seconds";
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "time budget: %lld steps in all at %.3f s per step (measured over steps %lld-%lld)",
+                static_cast<long long>(fitted_steps_), per_step, static_cast<long long>(fit_from_step_),
+                static_cast<long long>(step_));
+  *log_ << buf << std::endl;
+  return Status::OK();
+}
+
+double Trainer::Position() const {
+  const std::string& unit = hooks_.eval_unit;
+  if (unit == "samples") return static_cast<double>(samples_);
+  if (unit == "flops") return flops_;
+  if (unit == "seconds") return TrainedSeconds();
+  return static_cast<double>(step_);
+}
+
+// Whether a point of hooks_.eval_at lies in (before, now]: rank 0's clock decides for seconds.
+StatusOr<bool> Trainer::EvaluationDue(double before) {
+  if (hooks_.eval_at.empty()) return false;
+  const double now = hooks_.eval_unit == "steps" ? static_cast<double>(step_ + 1) : Position();
+  bool due = false;
+  for (double at : hooks_.eval_at) due = due || (before < at && at <= now);
+  if (hooks_.eval_unit != "seconds" || world_ == 1) return due;
+  FLAP_ASSIGN_OR_RETURN(const int64_t agreed, BroadcastFromRankZero(*group_, due ? 1 : 0));
+  return agreed != 0;
 }
 
 void Trainer::Report(const std::string& kind, int64_t at_step, const std::map<std::string, double>& values) {
@@ -326,12 +419,16 @@ StatusOr<TrainOutcome> Trainer::Run() {
       phases_.stop += Since(t0);
       if (next == Next::kEnded) return std::move(outcome_);
       if (next == Next::kBudgetSpent) return Finish();
+      const double before = Position();
       FLAP_RETURN_IF_ERROR(Step(epoch, i));
-      const bool eval_due =
-          (t.eval_every > 0 && (step_ + 1) % t.eval_every == 0) ||
-          std::find(hooks_.eval_steps.begin(), hooks_.eval_steps.end(), step_ + 1) != hooks_.eval_steps.end();
+      FLAP_ASSIGN_OR_RETURN(const bool rung_due, EvaluationDue(before));
+      const bool eval_due = (t.eval_every > 0 && (step_ + 1) % t.eval_every == 0) || rung_due;
       if (eval_due && step_ + 1 < total_steps_) FLAP_RETURN_IF_ERROR(Evaluate(step_ + 1));
-      if (config_.ckpt.every > 0 && (step_ + 1) % config_.ckpt.every == 0 && step_ + 1 < total_steps_) {
+      // A checkpoint at each new choice of validation, so that a resumed trial still has the
+      // weights it chose; and every ckpt.every steps.
+      const bool chosen = eval_due && new_best_ && step_ + 1 != last_saved_;
+      if (step_ + 1 < total_steps_ &&
+          (chosen || (config_.ckpt.every > 0 && (step_ + 1) % config_.ckpt.every == 0))) {
         FLAP_RETURN_IF_ERROR(Checkpoint(step_ + 1));
       }
     }
@@ -345,7 +442,7 @@ StatusOr<Trainer::Next> Trainer::BeforeStep() {
     ObserveSaves();
   }
   if (rank_ == 0 && hooks_.should_stop && hooks_.should_stop()) stop_asked_ = true;
-  const int budget = rank_ == 0 ? SpentBudget(config_.train, TrainedSeconds(), samples_) : kBudgetNone;
+  const int budget = rank_ == 0 ? SpentBudget(config_.train, TrainedSeconds(), samples_, flops_) : kBudgetNone;
   FLAP_ASSIGN_OR_RETURN(const StopDecision stop, AgreeOnStop(*group_, StopRequested(), stop_asked_, budget));
   outcome_.train_seconds = TrainedSeconds();
   outcome_.samples_seen = samples_;
@@ -373,12 +470,16 @@ StatusOr<Trainer::Next> Trainer::BeforeStep() {
     budget_spent_ = stop.budget;
     return Next::kBudgetSpent;
   }
+  FLAP_RETURN_IF_ERROR(FitStepsToSeconds());
+  if (step_ >= total_steps_) return Next::kBudgetSpent;  // the steps fitted to the time budget are done
   return Next::kStep;
 }
 
 Status Trainer::Step(int64_t epoch, int64_t i) {
   const auto t0 = Clock::now();
+  const double wait_from = Now();
   auto batch = loader_->Next();
+  wait_budget_s_ += Now() - wait_from;
   if (!batch.ok()) return batch.status().WithContext("training data at step " + std::to_string(step_));
   if (batch->epoch != epoch || batch->step_in_epoch != i) {
     return Status::Internal("loader out of step: batch of epoch " + std::to_string(batch->epoch) + " step " +
@@ -391,7 +492,10 @@ Status Trainer::Step(int64_t epoch, int64_t i) {
   const core::Batch on_device = core::ToDevice(batch->batch, device_);
   phases_.to_device += Since(t1);
   const auto t2 = Clock::now();
-  FLAP_ASSIGN_OR_RETURN(last_, step_runner_->Run(on_device, step_));
+  FLAP_ASSIGN_OR_RETURN(last_, step_runner_->Run(on_device, step_, ScheduledLr()));
+  local_step_flops_ = core::StepFlops(config_.model, on_device, config_.loss.recon_weight > 0);
+  FLAP_ASSIGN_OR_RETURN(const double step_flops, SumOverRanks(*group_, local_step_flops_));
+  flops_ += step_flops;
   const double run = Since(t2), comm = last_.gather_s + last_.sync_s;
   if (wm_ != nullptr) wm_->ObserveStep(waited, std::max(0.0, run - comm), comm, config_.train.batch_size);
   phases_.forward += last_.forward_s;
@@ -445,8 +549,11 @@ void Trainer::LogWindow() {
                                           {"negatives_per_step", static_cast<double>(global_batch_)},
                                           {"epoch", epochs},
                                           {"train_seconds", trained},
-                                          {"samples", static_cast<double>(samples_)}};
+                                          {"samples", static_cast<double>(samples_)},
+                                          {"flops", flops_},
+                                          {"data_wait_seconds", wait_budget_s_}};
   if (config_.train.max_seconds > 0) values["max_seconds"] = config_.train.max_seconds;
+  if (config_.train.max_flops > 0) values["max_flops"] = config_.train.max_flops;
   Report("train", done, values);
   if (wm_ != nullptr) {
     wm_->SetProgress(done, epochs, rate);
@@ -478,10 +585,28 @@ Status Trainer::Evaluate(int64_t step) {
   entry["step"] = step;
   entry["train_seconds"] = trained;
   entry["samples"] = samples_;
+  entry["flops"] = flops_;
   entry["eval_seconds"] = eval_dt;
   history_.push_back(entry);
+  // Validation's choice: rank 0 keeps the weights of the best evaluation by ckpt.metric.
+  new_best_ = false;
+  if (rank_ == 0 && entry.contains(config_.ckpt.metric) && entry[config_.ckpt.metric].is_number()) {
+    const double v = entry[config_.ckpt.metric].get<double>();
+    if (std::isfinite(v) && (selected_.step < 0 || v > selected_.value)) {
+      selected_ = Selection{v, step, flops_, trained, samples_};
+      at::NoGradGuard no_grad;
+      selected_weights_.clear();
+      for (const auto& p : outcome_.model->parameters()) selected_weights_.push_back(p.detach().to(at::kCPU).clone());
+      for (const auto& b : outcome_.model->buffers()) selected_weights_.push_back(b.detach().to(at::kCPU).clone());
+      new_best_ = true;
+    }
+  }
+  if (eval_ && rank_ == 0) {
+    for (const auto& [k, v] : eval_->identity().ToRecord()) values[k] = v;
+  }
   values["train_seconds"] = trained;
   values["samples"] = static_cast<double>(samples_);
+  values["flops"] = flops_;
   values["eval_seconds"] = eval_dt;
   Report("eval", step, values);
   char buf[224];
@@ -495,11 +620,102 @@ Status Trainer::Evaluate(int64_t step) {
   return Status::OK();
 }
 
+nlohmann::json Trainer::Selection::ToJson() const {
+  return {{"value", value}, {"step", step}, {"flops", flops}, {"train_seconds", train_seconds}, {"samples", samples}};
+}
+
+Trainer::Selection Trainer::Selection::FromJson(const nlohmann::json& j) {
+  Selection s;
+  if (!j.is_object()) return s;
+  s.value = j.value("value", 0.0);
+  s.step = j.value("step", int64_t{-1});
+  s.flops = j.value("flops", 0.0);
+  s.train_seconds = j.value("train_seconds", 0.0);
+  s.samples = j.value("samples", int64_t{0});
+  return s;
+}
+
+// The test split, read here for the first and only time, evaluated on the weights validation
+// chose: this run's copy, or the checkpoint of its step when the choice was made before a
+// resume. Nothing decides on it; it is reported (summary's "test", a "test" record).
+Status Trainer::EvaluateTest() {
+  const std::string& split = config_.data.test_split;
+  auto loaded = Dataset::Load(config_.data.path, split, feature_options_);
+  if (!loaded.ok()) {
+    if (loaded.status().code() != Status::Code::kNotFound) return loaded.status().WithContext("test split");
+    *log_ << "test: not evaluated: " << loaded.status().message() << std::endl;
+    test_ = {{"evaluated", false}, {"reason", loaded.status().message()}};
+    return Status::OK();
+  }
+  const Dataset& test = *loaded;
+  core::FlapModel& model = outcome_.model;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> tensors;
+  for (const auto& p : model->parameters()) tensors.push_back(p.detach());
+  for (const auto& b : model->buffers()) tensors.push_back(b.detach());
+  std::vector<at::Tensor> final_weights;  // restored after the test, when swapped out
+  Selection chosen = selected_;
+  std::string note;
+  if (chosen.step >= 0 && chosen.step != step_) {
+    for (const auto& t : tensors) final_weights.push_back(t.clone());
+    if (!selected_weights_.empty()) {
+      for (size_t i = 0; i < tensors.size(); ++i) tensors[i].copy_(selected_weights_[i]);
+    } else {
+      Status loaded_choice = ckpt_ ? ckpt_->LoadModelAt(chosen.step, model)
+                                   : Status::NotFound("no ckpt.root to read step " + std::to_string(chosen.step) + " from");
+      if (!loaded_choice.ok()) {
+        note = "the weights validation chose at step " + std::to_string(chosen.step) +
+               " before the resume could not be read (" + loaded_choice.message() + "): the final weights are tested";
+        *log_ << "test: " << note << std::endl;
+        for (size_t i = 0; i < tensors.size(); ++i) tensors[i].copy_(final_weights[i]);
+        chosen = Selection{0, step_, flops_, TrainedSeconds(), samples_};
+      }
+    }
+  } else if (chosen.step < 0) {
+    chosen = Selection{0, step_, flops_, TrainedSeconds(), samples_};
+  }
+  const double t0 = Now();
+  const core::RetrievalMetrics m = worker::Evaluate(model, test, config_.train.eval_batch_size, precision_, eval_crop_);
+  const double eval_dt = Now() - t0;
+  for (size_t i = 0; i < final_weights.size(); ++i) tensors[i].copy_(final_weights[i]);
+  nlohmann::json entry = MetricsToJson(m);
+  std::map<std::string, double> values;
+  for (auto& [k, v] : entry.items()) {
+    if (v.is_number_float()) values[k] = v.get<double>();
+  }
+  for (const auto& [k, v] : test.identity().ToRecord()) values[k] = v;
+  values["selected_step"] = static_cast<double>(chosen.step);
+  values["flops"] = chosen.flops;
+  values["train_seconds"] = chosen.train_seconds;
+  values["samples"] = static_cast<double>(chosen.samples);
+  values["eval_seconds"] = eval_dt;
+  entry["evaluated"] = true;
+  entry["split"] = test.identity().split;
+  entry["set"] = test.Describe();
+  entry["selected_step"] = chosen.step;
+  entry["selected_by"] = config_.ckpt.metric;
+  entry["flops"] = chosen.flops;
+  entry["train_seconds"] = chosen.train_seconds;
+  entry["samples"] = chosen.samples;
+  if (!note.empty()) entry["note"] = note;
+  test_ = entry;
+  if (hooks_.report) hooks_.report("test", step_, step_ / per_epoch_, step_, values);
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "test  step %lld (chosen by validation %s): R@1 t2a %.1f%% a2t %.1f%%, R@10 t2a %.1f%% a2t %.1f%%, "
+                "mAP@10 %.1f%% on ",
+                static_cast<long long>(chosen.step), config_.ckpt.metric.c_str(), 100 * m.t2a_r1, 100 * m.a2t_r1,
+                100 * m.t2a_r10, 100 * m.a2t_r10, 100 * m.map10);
+  *log_ << buf << test.Describe() << std::endl;
+  return Status::OK();
+}
+
 std::map<std::string, double> Trainer::MetricsForRetention() const {
   std::map<std::string, double> m;
   if (!history_.empty()) {
     for (auto& [k, v] : history_.back().items()) {
-      if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "eval_seconds") {
+      if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "flops" &&
+          k != "eval_seconds") {
         m[k] = v.get<double>();
       }
     }
@@ -520,7 +736,10 @@ void Trainer::ObserveSaves() {
 Status Trainer::Checkpoint(int64_t step) {
   if (!ckpt_) return Status::OK();
   Status s = ckpt_->SaveAsync(outcome_.model, step_runner_->optimizer(), step, per_epoch_, MetricsForRetention(),
-                              cursor_.ToJson(), {{"train_seconds", TrainedSeconds()}, {"samples", samples_}});
+                              cursor_.ToJson(),
+                              RunProgress{step, TrainedSeconds(), samples_, flops_, warmup_end_, fitted_steps_,
+                                          selected_.step >= 0 ? selected_.ToJson() : nlohmann::json()}
+                                  .ToJson());
   ObserveSaves();
   last_saved_ = step;
   return s;
@@ -533,13 +752,14 @@ StatusOr<TrainOutcome> Trainer::Finish() {
   outcome_.budget_reached = budget_spent_ != kBudgetNone ? BudgetName(budget_spent_) : step_budget_;
   *log_ << "training budget reached (" << outcome_.budget_reached << ") at step " << step_ << ": " << std::fixed
         << std::setprecision(1) << outcome_.train_seconds << std::defaultfloat << " s trained, " << samples_
-        << " samples" << std::endl;
+        << " samples, " << flops_ << " FLOPs" << std::endl;
   // The last evaluation, unless one was just made at this step.
   if (history_.empty() || history_.back().value("step", int64_t{-1}) != step_) FLAP_RETURN_IF_ERROR(Evaluate(step_));
   if (ckpt_ && step_ != last_saved_) FLAP_RETURN_IF_ERROR(Checkpoint(step_));
   if (ckpt_) FLAP_RETURN_IF_ERROR(ckpt_->Wait());
   ObserveSaves();
   if (hooks_.group == nullptr) FLAP_RETURN_IF_ERROR(group_->Shutdown());
+  if (rank_ == 0) FLAP_RETURN_IF_ERROR(EvaluateTest());
   outcome_.steps_done = step_;
   outcome_.summary = Summary(train_s);
   for (const std::string& n : loader_->stats().notes) *log_ << "loader: " << n << std::endl;
@@ -559,9 +779,22 @@ nlohmann::json Trainer::Summary(double train_s) const {
   s["budget"] = {{"reached", outcome_.budget_reached},
                  {"train_seconds", outcome_.train_seconds},
                  {"samples", samples_},
+                 {"flops", flops_},
                  {"max_steps", total_steps_},
                  {"max_seconds", c.train.max_seconds},
-                 {"max_samples", c.train.max_samples}};
+                 {"max_samples", c.train.max_samples},
+                 {"max_flops", c.train.max_flops},
+                 {"fitted_steps", fitted_steps_},
+                 {"loader_wait_seconds", wait_budget_s_}};
+  // Where the learning-rate schedule ended: its progress through the binding budget (1 when a
+  // budget ended the trial) and the rate it gives there (optim.min_lr at progress 1).
+  const double progress = ScheduleProgress();
+  s["schedule"] = {{"progress", progress},
+                   {"lr", explicit_schedule_ ? core::LearningRate(c.optim, step)
+                                             : core::ScheduledLearningRate(c.optim, step, progress,
+                                                                           std::max(0.0, warmup_end_))},
+                   {"warmup_end", warmup_end_},
+                   {"fitted_steps", fitted_steps_}};
   s["resumed_from_step"] = start_step_;
   s["trial_id"] = c.TrialId();
   s["world_size"] = world_;
@@ -585,6 +818,8 @@ nlohmann::json Trainer::Summary(double train_s) const {
                      {"recon", last_.recon},
                      {"logit_scale", last_.logit_scale}};
   s["eval"] = MetricsToJson(outcome_.final_metrics);
+  s["val_split"] = c.data.val_split;
+  s["test"] = test_;
   s["eval_history"] = history_;
   const int64_t steps_run = std::max<int64_t>(1, step - start_step_);
   s["samples_per_second"] = train_s > 0 ? static_cast<double>(steps_run * global_batch_) / train_s : 0.0;

@@ -16,16 +16,31 @@
 // ranks wait for them (so dist.timeout must exceed one evaluation on rank 0).
 //
 // Budgets. A trial trains until the first of: its step budget (train.epochs, train.max_steps,
-// and train.max_samples / global batch, rounded up; the learning-rate schedule spans this
-// one), train.max_seconds of training-loop wall time (evaluations excluded: their time is
-// recorded apart), or train.max_samples samples. The budgets are looked at before each step,
-// so a time budget ends at the first step boundary at or past it. Rank 0 decides with its own
-// clock and the group agrees on it in the same all-reduce as the stop signals, so every rank
-// stops at the same step. Seconds trained and samples seen are saved in each checkpoint and
+// and train.max_samples / global batch, rounded up), train.max_seconds of training-loop wall
+// time (evaluations and waits for the loader's batches excluded: their time is recorded
+// apart), train.max_samples samples, or train.max_flops model FLOPs. FLOPs are counted per step
+// from what the step computed (core::StepFlops: the audio tokens each clip kept, the caption
+// width, the decoder when reconstruction is on) and summed over the ranks, so the same config
+// and seed spend the same FLOPs on any machine: a FLOPs budget is the equal-compute budget that
+// does not depend on the machine or its load. The budgets are looked at before each step, so a
+// budget ends at the first step boundary at or past it. Rank 0 decides with its own clock and
+// the group agrees on it in the same all-reduce as the stop signals, so every rank stops at the
+// same step. Seconds trained, samples seen and FLOPs spent are saved in each checkpoint and
 // continue from there on resume (a checkpoint made before they were saved resumes with
-// samples = step x global batch and no seconds). Every evaluation records the training
-// seconds and samples at which it was made (summary's eval_history; the "eval" report), and
-// the summary's "budget" says which budget ended the trial.
+// samples = step x global batch and no seconds or FLOPs). Every evaluation records the training
+// seconds, samples and FLOPs at which it was made (summary's eval_history; the "eval" report),
+// and the summary's "budget" says which budget ended the trial.
+//
+// Schedule. Unless optim.total_steps is set (then the cosine counts steps to it), the
+// learning rate follows the fraction of the binding budget spent: progress is the largest of
+// step / step budget, FLOPs / train.max_flops and step / the steps fitted to train.max_seconds,
+// so the cosine reaches optim.min_lr exactly when the first budget runs out. The warm-up is
+// optim.warmup_steps steps; the cosine spans the progress left after it. With a time budget,
+// the run measures its seconds per step over ten steps after its first and fixes its total
+// steps from them (the rate stays at its peak until then, and the cosine spans the rest); the
+// fitted count is saved in checkpoints, so a resume continues the same schedule (and the trial
+// ends there, or earlier if the time runs out first). Step, sample and FLOPs budgets resume
+// bit-exact on CPU.
 //
 // On CPU the same config and seed give bit-identical parameters: every random choice comes
 // from the trial seed (model init through LibTorch's generator, masks, captions and order
@@ -102,8 +117,12 @@ struct TrainingHooks {
   std::function<void(const std::string& ref, int64_t step)> on_checkpoint;
   // Rank 0: polled before every step; true stops the trial like `report` does.
   std::function<bool()> should_stop;
-  // Extra evaluations at these steps (ASHA's rungs), besides train.eval_every and the end.
-  std::vector<int64_t> eval_steps;
+  // Extra evaluations (ASHA's rungs), besides train.eval_every and the end: at the first step
+  // boundary at or past each point of eval_at, counted in eval_unit: steps, samples (all
+  // ranks), flops (model FLOPs of all ranks) or seconds (the training clock of the time
+  // budget, rank 0's).
+  std::string eval_unit = "steps";
+  std::vector<double> eval_at;
   // Serve this rank's metrics on this server instead of starting one from metrics.listen.
   metrics::MetricsServer* metrics_server = nullptr;
   // Seconds on a monotonic clock, read by the time budget and the training seconds recorded

@@ -36,16 +36,55 @@ StatusOr<LoaderCursor> CursorForStep(const nlohmann::json& saved, int64_t step, 
   return c;
 }
 
+nlohmann::json RunProgress::ToJson() const {
+  nlohmann::json j = {{"train_seconds", train_seconds}, {"samples", samples}, {"flops", flops}};
+  if (warmup_end >= 0) j["warmup_end"] = warmup_end;
+  if (fitted_steps > 0) j["fitted_steps"] = fitted_steps;
+  if (!selected.is_null()) j["selected"] = selected;
+  return j;
+}
+
+RunProgress RunProgress::FromJson(const nlohmann::json& j, int64_t step, int64_t global_batch) {
+  RunProgress p;
+  p.step = step;
+  p.samples = step * global_batch;
+  if (!j.is_object()) return p;
+  p.train_seconds = j.value("train_seconds", 0.0);
+  p.samples = j.value("samples", p.samples);
+  p.flops = j.value("flops", 0.0);
+  p.warmup_end = j.value("warmup_end", -1.0);
+  p.fitted_steps = j.value("fitted_steps", int64_t{0});
+  if (j.contains("selected")) p.selected = j["selected"];
+  return p;
+}
+
+StatusOr<double> SumOverRanks(core::WorkerGroup& g, double local) {
+  if (g.world_size() == 1) return local;
+  at::Tensor t = at::tensor({local}, at::kDouble);
+  FLAP_RETURN_IF_ERROR(g.AllReduceSum(t));
+  return t.item<double>();
+}
+
+StatusOr<int64_t> BroadcastFromRankZero(core::WorkerGroup& g, int64_t value) {
+  if (g.world_size() == 1) return value;
+  at::Tensor t = at::tensor({value}, at::kLong);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(t, 0));
+  return t.item<int64_t>();
+}
+
 Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
-                          int64_t* step, double* trained_s, int64_t* samples) {
-  at::Tensor s = at::tensor({*step, *samples}, at::kLong);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(s, 0));
-  *step = s[0].item<int64_t>();
-  *samples = s[1].item<int64_t>();
-  at::Tensor seconds = at::tensor({*trained_s}, at::kDouble);
-  FLAP_RETURN_IF_ERROR(g.Broadcast(seconds, 0));
-  *trained_s = seconds.item<double>();
-  if (*step == 0) return Status::OK();
+                          RunProgress* p) {
+  at::Tensor counts = at::tensor({p->step, p->samples, p->fitted_steps}, at::kLong);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(counts, 0));
+  p->step = counts[0].item<int64_t>();
+  p->samples = counts[1].item<int64_t>();
+  p->fitted_steps = counts[2].item<int64_t>();
+  at::Tensor reals = at::tensor({p->train_seconds, p->flops, p->warmup_end}, at::kDouble);
+  FLAP_RETURN_IF_ERROR(g.Broadcast(reals, 0));
+  p->train_seconds = reals[0].item<double>();
+  p->flops = reals[1].item<double>();
+  p->warmup_end = reals[2].item<double>();
+  if (p->step == 0) return Status::OK();
   {
     at::NoGradGuard no_grad;
     for (auto& p : model->parameters()) {
@@ -86,11 +125,12 @@ StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool 
 }
 
 const char* BudgetName(int code) {
-  return code == kBudgetSeconds ? "seconds" : code == kBudgetSamples ? "samples" : "";
+  return code == kBudgetSeconds ? "seconds" : code == kBudgetSamples ? "samples" : code == kBudgetFlops ? "flops" : "";
 }
 
-int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples) {
+int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples, double flops) {
   if (t.max_samples > 0 && samples >= t.max_samples) return kBudgetSamples;
+  if (t.max_flops > 0 && flops >= t.max_flops) return kBudgetFlops;
   if (t.max_seconds > 0 && trained_s >= t.max_seconds) return kBudgetSeconds;
   return kBudgetNone;
 }

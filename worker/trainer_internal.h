@@ -43,9 +43,31 @@ struct HostUsage {
 HostUsage ReadHostUsage();
 
 // The budgets looked at before each step (the step budget is the loop's bound).
-enum BudgetCode { kBudgetNone = 0, kBudgetSeconds = 1, kBudgetSamples = 2 };
+enum BudgetCode { kBudgetNone = 0, kBudgetSeconds = 1, kBudgetSamples = 2, kBudgetFlops = 3 };
 const char* BudgetName(int code);
-int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples);
+int SpentBudget(const TrainConfig& t, double trained_s, int64_t samples, double flops);
+
+// How far a trial has come, as a checkpoint keeps it (its "progress") and a resume restores
+// it: the step, the budgets' counters, and the schedule's state (trainer.h, "Schedule").
+struct RunProgress {
+  int64_t step = 0;
+  double train_seconds = 0;  // training-loop seconds (evaluations and loader waits excluded)
+  int64_t samples = 0;       // training samples of all ranks
+  double flops = 0;          // model FLOPs of the training steps of all ranks
+  double warmup_end = -1;    // the schedule's progress when the warm-up ended; < 0: not yet
+  int64_t fitted_steps = 0;  // total steps fitted to train.max_seconds; 0: not yet
+  // Validation's choice so far (Trainer::Selection::ToJson; null: none). Rank 0's only.
+  nlohmann::json selected;
+  nlohmann::json ToJson() const;  // without the step (the checkpoint has its own)
+  // From a checkpoint's progress at `step` (null: a checkpoint from before progress was saved:
+  // samples = step x global_batch, the rest unknown).
+  static RunProgress FromJson(const nlohmann::json& j, int64_t step, int64_t global_batch);
+};
+
+// The sum of `local` over the ranks (every rank gets it; deterministic for a given group size).
+StatusOr<double> SumOverRanks(core::WorkerGroup& g, double local);
+// Rank 0's `value` on every rank.
+StatusOr<int64_t> BroadcastFromRankZero(core::WorkerGroup& g, int64_t value);
 
 // Whether any rank received a stop signal, or was asked to stop the trial (hooks), or rank 0
 // found a budget spent: all ranks stop at the same step. The signal is the local one, or
@@ -58,11 +80,11 @@ struct StopDecision {
 };
 StatusOr<StopDecision> AgreeOnStop(core::WorkerGroup& g, int local_signal, bool local_asked, int budget);
 
-// After rank 0 restored a checkpoint: every rank takes its step, budget progress (seconds
-// trained, samples seen), parameters and optimizer state (serialised and broadcast), so that
-// all ranks resume from the same state.
+// After rank 0 restored a checkpoint: every rank takes its progress (step, budgets, schedule),
+// parameters and optimizer state (serialised and broadcast), so that all ranks resume from the
+// same state.
 Status ShareRestoredState(core::WorkerGroup& g, core::FlapModel& model, torch::optim::Optimizer& optimizer,
-                          int64_t* step, double* trained_s, int64_t* samples);
+                          RunProgress* progress);
 // Rank 0's evaluation metrics, on every rank.
 Status ShareMetrics(core::WorkerGroup& g, core::RetrievalMetrics* m);
 // Losses averaged over the ranks (each rank's loss is its own rows' mean).
@@ -125,6 +147,7 @@ class Trainer {
   Status Step(int64_t epoch, int64_t i);
   void LogWindow();
   Status Evaluate(int64_t step);
+  Status EvaluateTest();  // rank 0, once, at the end: the test split on validation's choice
   Status Checkpoint(int64_t step);
   void ObserveSaves();
   StatusOr<TrainOutcome> Finish();
@@ -134,6 +157,14 @@ class Trainer {
   double Now() const;
   double TrainedSeconds() const;  // the budgets' clock
   int64_t PlannedSteps(int64_t at_step) const;
+  // The schedule (trainer.h, "Schedule"): the fraction of the binding budget spent before step
+  // step_, the learning rate of step step_, and the fit of the step count to train.max_seconds.
+  double ScheduleProgress() const;
+  std::optional<double> ScheduledLr();
+  Status FitStepsToSeconds();
+  // Where the run is in the unit of hooks_.eval_unit (steps, samples, flops, seconds).
+  double Position() const;
+  StatusOr<bool> EvaluationDue(double before);
   void Report(const std::string& kind, int64_t at_step, const std::map<std::string, double>& values);
   std::map<std::string, double> MetricsForRetention() const;
 
@@ -176,8 +207,11 @@ class Trainer {
   // Model and step.
   TrainOutcome outcome_;
   int64_t global_batch_ = 0;
-  int64_t total_steps_ = 0;
+  int64_t total_steps_ = 0;       // the loop's bound: the step budget, then the fitted steps
+  int64_t step_budget_steps_ = 0;  // the step budget (epochs, max_steps, max_samples)
   std::string step_budget_ = "epochs";
+  bool explicit_schedule_ = false;  // optim.total_steps was set: the schedule counts steps
+  double local_step_flops_ = 0;     // this rank's FLOPs of its last step
   int kept_ = 0;
   std::unique_ptr<core::GroupGather> gather_;
   std::unique_ptr<core::GroupGradientSync> sync_;
@@ -190,9 +224,29 @@ class Trainer {
   int64_t last_saved_ = 0;
   double trained_s0_ = 0;  // training seconds and samples before this run (the checkpoint's)
   int64_t samples_ = 0;
+  double flops_ = 0;          // model FLOPs of all ranks' training steps, resumes included
+  double warmup_end_ = -1;    // schedule progress when the warm-up ended; < 0: not yet
+  int64_t fitted_steps_ = 0;  // total steps fitted to train.max_seconds; 0: not yet
+  int64_t fit_from_step_ = -1;  // the fit's measurement: from this step, at this budget clock
+  double fit_from_s_ = 0;
   bool stop_asked_ = false;         // rank 0: a hook asked to stop the trial
   int budget_spent_ = kBudgetNone;  // the budget (seconds, samples) that ended the loop
   nlohmann::json history_ = nlohmann::json::array();
+  // Validation's choice (rank 0): the evaluation best by ckpt.metric (larger is better) so far,
+  // resumes included, where the budgets stood then, and, when it was made in this run, a CPU
+  // copy of the parameters and buffers it measured.
+  struct Selection {
+    double value = 0;
+    int64_t step = -1;  // -1: none yet
+    double flops = 0, train_seconds = 0;
+    int64_t samples = 0;
+    nlohmann::json ToJson() const;
+    static Selection FromJson(const nlohmann::json& j);
+  };
+  Selection selected_;
+  std::vector<at::Tensor> selected_weights_;  // empty: not made in this run
+  bool new_best_ = false;                     // the last evaluation became validation's choice
+  nlohmann::json test_;                       // the test evaluation (summary's "test")
   core::StepStats last_;
   PhaseSeconds phases_;
   double window_s_ = 0;
@@ -202,6 +256,7 @@ class Trainer {
   double loop_t0_ = 0;
   double eval_s_ = 0;         // evaluations of this run, wall seconds
   double eval_budget_s_ = 0;  // evaluations and their reporting: not training time
+  double wait_budget_s_ = 0;  // waits for the loader's batches: not training time either
 };
 
 }  // namespace flap::worker::internal

@@ -185,7 +185,9 @@ double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t
                  encoder(c.audio_width, c.audio_depth, static_cast<double>(kept)) +
                  2.0 * (c.audio_width + c.embed_dim) * c.embed_dim;
   if (with_decoder) {
-    audio += encoder(c.decoder_width, c.decoder_depth, n) + 2.0 * n * c.decoder_width * c.patch_dim();
+    const double decoder_in = c.recon_from_embedding() ? c.embed_dim : c.audio_width;
+    audio += 2.0 * decoder_in * c.decoder_width + encoder(c.decoder_width, c.decoder_depth, n) +
+             2.0 * n * c.decoder_width * c.patch_dim();
   }
   const double text = encoder(c.text_width, c.text_depth, static_cast<double>(text_len)) +
                       2.0 * (c.text_width + c.embed_dim) * c.embed_dim;

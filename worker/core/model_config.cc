@@ -129,13 +129,28 @@ Status OptimConfig::Validate() const {
   return Status::OK();
 }
 
+namespace {
+// lr at the start of the cosine (fraction 0) down to min_lr at its end (fraction 1 and on).
+double Cosine(const OptimConfig& c, double fraction) {
+  return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * std::min(1.0, std::max(0.0, fraction))));
+}
+}  // namespace
+
 double LearningRate(const OptimConfig& c, int64_t step) {
   if (c.warmup_steps > 0 && step < c.warmup_steps) {
     return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
   }
   const int64_t decay_steps = std::max<int64_t>(1, c.total_steps - c.warmup_steps);
-  const double progress = std::min(1.0, static_cast<double>(step - c.warmup_steps) / static_cast<double>(decay_steps));
-  return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * progress));
+  return Cosine(c, static_cast<double>(step - c.warmup_steps) / static_cast<double>(decay_steps));
+}
+
+double ScheduledLearningRate(const OptimConfig& c, int64_t step, double progress, double warmup_end) {
+  if (c.warmup_steps > 0 && step < c.warmup_steps) {
+    return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
+  }
+  if (progress >= 1.0) return c.min_lr;
+  const double span = 1.0 - warmup_end;
+  return Cosine(c, span > 0 ? (progress - warmup_end) / span : 1.0);
 }
 
 }  // namespace flap::core

@@ -96,7 +96,15 @@ struct OptimConfig {
   Status Validate() const;
 };
 
-// Learning rate at `step` (0-based): linear warm-up to lr, then cosine to min_lr.
+// Learning rate at `step` (0-based): linear warm-up to lr over warmup_steps, then cosine to
+// min_lr at total_steps.
 double LearningRate(const OptimConfig& c, int64_t step);
+
+// The same schedule fitted to a budget that is not counted in steps (FLOPs, seconds; trainer.h,
+// "Schedule"): `progress` in [0, 1] is the fraction of the binding budget spent before this
+// step and `warmup_end` the progress at which the warm-up ended (at step warmup_steps). Linear
+// warm-up over the first warmup_steps steps, then a cosine from lr to min_lr over the progress
+// from warmup_end to 1; min_lr from progress 1 on.
+double ScheduledLearningRate(const OptimConfig& c, int64_t step, double progress, double warmup_end);
 
 }  // namespace flap::core

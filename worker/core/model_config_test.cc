@@ -87,5 +87,26 @@ TEST(Schedule, WarmupThenCosine) {
   EXPECT_NEAR(LearningRate(c, 500), 0.0, 1e-12);  // stays at the floor past the end
 }
 
+TEST(Schedule, FittedToABudgetItFollowsTheFractionSpent) {
+  OptimConfig c;
+  c.lr = 1.0;
+  c.min_lr = 0.1;
+  c.warmup_steps = 10;
+  // The warm-up counts steps, whatever the budget.
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(c, 0, 0.0, 0.2), 0.1);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(c, 9, 0.19, 0.2), 1.0);
+  // The warm-up ended at progress 0.2: the cosine spans 0.2 to 1.
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(c, 10, 0.2, 0.2), 1.0);
+  EXPECT_NEAR(ScheduledLearningRate(c, 40, 0.6, 0.2), 0.55, 1e-12);
+  // The floor exactly when the budget is spent, and after.
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(c, 80, 1.0, 0.2), 0.1);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(c, 90, 1.3, 0.2), 0.1);
+  // With the progress of a step budget it is LearningRate's schedule.
+  c.total_steps = 110;
+  for (int64_t step : {10, 35, 60, 109, 110}) {
+    EXPECT_NEAR(ScheduledLearningRate(c, step, step / 110.0, 10 / 110.0), LearningRate(c, step), 1e-12) << step;
+  }
+}
+
 }  // namespace
 }  // namespace flap::core

@@ -269,5 +269,36 @@ TEST(TrainStepFlops, DroppingTokensCutsEncoderFlops) {
   EXPECT_LT(TrainStepFlops(c, 1, 32, 32, true, 2), 2 * TrainStepFlops(c, 1, 32, 32, true));
 }
 
+// The FLOPs a training step counts (train.max_flops), by hand for the tiny preset: one clip of
+// 128 patches (8 x 16 of 16 x 16 over 128 mel bins x 256 frames), a caption 10 tokens wide,
+// reconstruction on (from the 128-wide embedding). Two FLOPs per multiply-add; a block of width
+// w over L tokens costs (4 + 2 x 4) w^2 per token (qkv, output, MLP of ratio 4) plus 2 L w
+// (scores and mixing); backward is twice the forward.
+TEST(TrainStepFlops, StepFlopsIsTheHandCountAtRatiosZeroAndThreeQuarters) {
+  ASSERT_OK_AND_ASSIGN(const ModelConfig c, ModelConfig::Preset("tiny"));
+  ASSERT_EQ(c.num_patches(), 128);
+  const double decoder = 2.0 * 128 * 128                               // decoder input: 128 -> 128
+                         + 2.0 * 1 * 128 * (12.0 * 128 * 128 + 2.0 * 128 * 128)  // 1 block, 128 tokens
+                         + 2.0 * 128 * 128 * 256;                       // patch predictions
+  const double text = 2.0 * 2 * 10 * (12.0 * 192 * 192 + 2.0 * 10 * 192)  // 2 blocks, 10 tokens
+                      + 2.0 * (192 + 128) * 128;                          // projection
+  const double projection = 2.0 * (192 + 128) * 128;
+  auto audio = [](double kept) {
+    return 2.0 * kept * 256 * 192                                // patch embedding of the kept patches
+           + 2.0 * 4 * kept * (12.0 * 192 * 192 + 2.0 * kept * 192);  // 4 blocks over the kept tokens
+  };
+  const double hand_r0 = 3.0 * (audio(128) + projection + decoder + text);
+  const double hand_r75 = 3.0 * (audio(32) + projection + decoder + text);  // 2d, 0.75: 96 of 128 dropped
+  EXPECT_DOUBLE_EQ(hand_r0, 1803159552.0);
+  EXPECT_DOUBLE_EQ(hand_r75, 614074368.0);
+  for (const double ratio : {0.0, 0.75}) {
+    MaskConfig mask;
+    mask.ratio = ratio;
+    Batch b = SyntheticBatch(c, mask, 1, 0, 1, 7);
+    b.tokens = at::ones({1, 10}, at::kLong);
+    EXPECT_DOUBLE_EQ(StepFlops(c, b, true), ratio == 0 ? hand_r0 : hand_r75) << "ratio " << ratio;
+  }
+}
+
 }  // namespace
 }  // namespace flap::core

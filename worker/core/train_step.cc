@@ -122,8 +122,14 @@ StatusOr<StepStats> TrainStep::ComputeGradients(const Batch& batch) {
   return st;
 }
 
-StatusOr<StepStats> TrainStep::Run(const Batch& batch, int64_t step) {
-  const double lr = LearningRate(optim_, step);
+double StepFlops(const ModelConfig& c, const Batch& batch, bool with_decoder) {
+  const int64_t kept = batch.keep.defined() ? batch.keep.size(1) : c.num_patches();
+  return TrainStepFlops(c, batch.tokens.size(0), kept, batch.tokens.size(1), with_decoder,
+                        static_cast<int>(batch.views()));
+}
+
+StatusOr<StepStats> TrainStep::Run(const Batch& batch, int64_t step, std::optional<double> scheduled_lr) {
+  const double lr = scheduled_lr ? *scheduled_lr : LearningRate(optim_, step);
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   }

@@ -9,6 +9,7 @@
 #include <torch/optim/adamw.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct Batch {
   at::Tensor keep;
   int64_t views() const { return keep.defined() && tokens.size(0) > 0 ? keep.size(0) / tokens.size(0) : 1; }
 };
+
+// Model FLOPs of one training step on `batch` (TrainStepFlops of its clips, the audio tokens
+// each view kept, its caption width and its views): what train.max_flops counts.
+double StepFlops(const ModelConfig& c, const Batch& batch, bool with_decoder);
 
 // `batch` on `device`: the same tensors for the CPU; for CUDA, asynchronous copies from
 // pinned host memory (tensors that are not pinned yet are pinned first), ordered on the
@@ -66,10 +71,11 @@ class TrainStep {
   TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig& optim, EmbeddingGather* gather = nullptr,
             GradientSync* sync = nullptr, Precision precision = Precision::kFp32);
 
-  // Runs step number `step` (0-based; sets the learning rate) on `batch`: ComputeGradients,
-  // then clipping, AdamW and the logit-scale clamp. A failed collective (a rank of the group
-  // missing) comes back as its Status; the parameters are then unchanged.
-  StatusOr<StepStats> Run(const Batch& batch, int64_t step);
+  // Runs step number `step` (0-based) on `batch`: ComputeGradients, then clipping, AdamW and
+  // the logit-scale clamp, at learning rate `lr`, or LearningRate(optim, step) without one. A
+  // failed collective (a rank of the group missing) comes back as its Status; the parameters
+  // are then unchanged.
+  StatusOr<StepStats> Run(const Batch& batch, int64_t step, std::optional<double> lr = std::nullopt);
 
   // Forward, losses, backward and gradient averaging only: on success every parameter's
   // .grad() holds this step's (cross-rank mean) gradient. Fills the losses and timings.
