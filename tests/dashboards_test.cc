@@ -74,7 +74,7 @@ class LocalSweep {
 // why, when the data cannot be made or the run does not start.
 std::unique_ptr<LocalSweep> StartLocalSweep(const LocalSweepOptions& o, std::string* error) {
   const auto synth = testing::RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + o.dir +
-                                         "/data --train 64 --eval 16 --shard-size 16 --clip-seconds 1 --vocab-size 64");
+                                         "/data --train 64 --val 16 --shard-size 16 --clip-seconds 1 --vocab-size 64");
   if (synth.exit_code != 0) {
     *error = "flapctl data synth: " + synth.output;
     return nullptr;

@@ -170,7 +170,7 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
 
   const std::string data = dir_ / "data";
   RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data +
-                           " --train 128 --eval 32 --shard-size 16 --seed 3");
+                           " --train 128 --val 32 --shard-size 16 --seed 3");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // 2 ranks of batch 4: the global batch of 8 that kTinyTrialConfig gives one rank, so a
   // trial is kTinyTrialSteps steps.

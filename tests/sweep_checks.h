@@ -21,7 +21,7 @@
 
 namespace flap::testing {
 
-// 128 training clips in 8 shards (`flapctl data synth --train 128 --eval 32 --shard-size 16`):
+// 128 training clips in 8 shards (`flapctl data synth --train 128 --val 32 --shard-size 16`):
 // 16 steps per epoch at batch 8, 32 steps per trial, a checkpoint every 4 steps.
 inline constexpr const char* kTinyTrialConfig = R"([model]
 preset = tiny

@@ -39,7 +39,7 @@ class SweepRun : public ::testing::Test {
   static void SetUpTestSuite() {
     data_ = new TempDir("sweep-data");
     const RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data_->path() +
-                                   " --train 128 --eval 32 --shard-size 16 --seed 3");
+                                   " --train 128 --val 32 --shard-size 16 --seed 3");
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   static void TearDownTestSuite() {
@@ -444,7 +444,7 @@ TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
 TEST_F(SweepRun, CaptionAugmentationAblationRunsAndTheReportShowsItsEffect) {
   TempDir data("augment-data");
   RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data.path() +
-                           " --train 128 --eval 32 --shard-size 16 --seed 5");
+                           " --train 128 --val 32 --shard-size 16 --seed 5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = RunCommand(std::string(FLAPCTL_BIN) + " data augment --data " + data.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;

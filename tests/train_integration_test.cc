@@ -20,7 +20,8 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   testing::TempDir dir("train_integration");
   sharding::SynthOptions synth;
   synth.num_train = 1024;
-  synth.num_eval = 100;
+  synth.num_val = 100;
+  synth.num_test = 100;
   synth.seed = 7;
   ASSERT_OK(sharding::GenerateSynthetic(synth, dir / "data"));
 
@@ -72,7 +73,7 @@ TEST(TrainIntegration, TinyLearnsSyntheticRetrievalFarAboveChance) {
   tag_options.threshold = -1.0;  // rank every label; top 3 kept
   std::ostringstream tag_log;
   auto tagged =
-      worker::RunTagging(*config, model_path, "eval", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
+      worker::RunTagging(*config, model_path, "val", dir / "labels.txt", tag_options, dir / "tags.jsonl", tag_log);
   ASSERT_OK(tagged);
   std::cout << tag_log.str();
   const auto& a = (*tagged)["agreement"];

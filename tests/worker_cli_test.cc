@@ -118,20 +118,20 @@ void ReplaceShard(const std::string& data, const std::string& name,
 
 TEST_F(WorkerCli, UndecodableAudioIsNamed) {
   const std::string data = CopyData("undecodable");
-  ReplaceShard(data, "eval-000000.tar",
+  ReplaceShard(data, "val-000000.tar",
                {{"clip-a.flac", "this is not audio at all"}, {"clip-a.json", R"({"text": ["a low tone"]})"}}, 1);
   auto r = RunCommand(Train(data));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("clip-a"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("eval-000000.tar"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("val-000000.tar"), std::string::npos) << r.output;
 }
 
 TEST_F(WorkerCli, EmptyCaptionIsNamed) {
   const std::string data = CopyData("empty_caption");
-  auto sample = sharding::SynthesizeSample(1, "eval", 0, 1.0);
+  auto sample = sharding::SynthesizeSample(1, "val", 0, 1.0);
   auto wav = sharding::EncodeAudio(sample.audio, 16000, sharding::AudioFormat::kWav);
   ASSERT_OK(wav);
-  ReplaceShard(data, "eval-000000.tar", {{"clip-b.wav", *wav}, {"clip-b.json", R"({"text": [""]})"}}, 1);
+  ReplaceShard(data, "val-000000.tar", {{"clip-b.wav", *wav}, {"clip-b.json", R"({"text": [""]})"}}, 1);
   auto r = RunCommand(Train(data));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("clip-b"), std::string::npos) << r.output;
@@ -139,15 +139,57 @@ TEST_F(WorkerCli, EmptyCaptionIsNamed) {
 
 TEST(FlapctlCli, SynthWritesShardsReadableByTar) {
   TempDir dir("flapctl");
-  auto r =
-      RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "d" + " --train 20 --eval 5 --shard-size 10");
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "d" +
+                      " --train 20 --val 5 --test 3 --shard-size 10");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto m = sharding::ReadManifest(dir / "d");
+  ASSERT_OK(m);
+  EXPECT_EQ(m->Splits(), (std::vector<std::string>{"train", "val", "test"}));
+  EXPECT_EQ(m->NumSamples("val"), 5);
+  EXPECT_EQ(m->NumSamples("test"), 3);
   auto t = RunCommand("tar -tf " + dir / "d/train-000000.tar");
   ASSERT_EQ(t.exit_code, 0) << t.output;
   EXPECT_NE(t.output.find("train-00000000.flac"), std::string::npos) << t.output;
   EXPECT_NE(t.output.find("train-00000000.json"), std::string::npos) << t.output;
   auto v = RunCommand(std::string(FLAPCTL_BIN) + " data verify " + dir / "d");
   EXPECT_EQ(v.exit_code, 0) << v.output;
+  EXPECT_NE(v.output.find("test: 1 shard, 3 samples"), std::string::npos) << v.output;
+}
+
+TEST(FlapctlCli, SynthTakesEvalAsTheOldNameOfValAndTestDefaultsToValsCount) {
+  TempDir dir("flapctl");
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "d" +
+                      " --train 10 --eval 4 --shard-size 10 --clip-seconds 0.5 --vocab-size 64");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto m = sharding::ReadManifest(dir / "d");
+  ASSERT_OK(m);
+  EXPECT_EQ(m->NumSamples("val"), 4);
+  EXPECT_EQ(m->NumSamples("test"), 4);
+  EXPECT_EQ(m->NumSamples("eval"), 0);
+  auto both = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + dir / "e" + " --val 4 --eval 4");
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_NE(both.output.find("--eval"), std::string::npos) << both.output;
+}
+
+TEST(FlapctlCli, IngestRejectsFractionsOutOfRangeByName) {
+  TempDir dir("flapctl");
+  const std::string base = std::string(FLAPCTL_BIN) + " data ingest --format wds --out " + dir / "o" +
+                           " --shards '" + dir / "none-*.tar" + "'";
+  auto r = RunCommand(base + " --val-fraction 0.7 --test-fraction 0.4");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--val-fraction + --test-fraction"), std::string::npos) << r.output;
+  r = RunCommand(base + " --test-fraction 1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--test-fraction must lie in [0, 1)"), std::string::npos) << r.output;
+  r = RunCommand(base + " --eval-fraction 0.2 --val-fraction 0.1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--eval-fraction"), std::string::npos) << r.output;
+  r = RunCommand(base + " --shuffle-seed=-3");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--shuffle-seed"), std::string::npos) << r.output;
+  auto help = RunCommand(std::string(FLAPCTL_BIN) + " data ingest --help");
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_NE(help.output.find("old name of --val-fraction"), std::string::npos) << help.output;
 }
 
 }  // namespace
