@@ -710,9 +710,12 @@ Status Trainer::EvaluateTest() {
   return Status::OK();
 }
 
-std::map<std::string, double> Trainer::MetricsForRetention() const {
+// The metrics of the evaluation made at `step`, for the checkpoint of that step (retention's
+// best K): a checkpoint made at a step that was not evaluated has none, so the best kept are
+// weights that were measured.
+std::map<std::string, double> Trainer::MetricsForRetention(int64_t step) const {
   std::map<std::string, double> m;
-  if (!history_.empty()) {
+  if (!history_.empty() && history_.back().value("step", int64_t{-1}) == step) {
     for (auto& [k, v] : history_.back().items()) {
       if (v.is_number() && k != "step" && k != "train_seconds" && k != "samples" && k != "flops" &&
           k != "eval_seconds") {
@@ -735,7 +738,7 @@ void Trainer::ObserveSaves() {
 
 Status Trainer::Checkpoint(int64_t step) {
   if (!ckpt_) return Status::OK();
-  Status s = ckpt_->SaveAsync(outcome_.model, step_runner_->optimizer(), step, per_epoch_, MetricsForRetention(),
+  Status s = ckpt_->SaveAsync(outcome_.model, step_runner_->optimizer(), step, per_epoch_, MetricsForRetention(step),
                               cursor_.ToJson(),
                               RunProgress{step, TrainedSeconds(), samples_, flops_, warmup_end_, fitted_steps_,
                                           selected_.step >= 0 ? selected_.ToJson() : nlohmann::json()}

@@ -166,7 +166,7 @@ class Trainer {
   double Position() const;
   StatusOr<bool> EvaluationDue(double before);
   void Report(const std::string& kind, int64_t at_step, const std::map<std::string, double>& values);
-  std::map<std::string, double> MetricsForRetention() const;
+  std::map<std::string, double> MetricsForRetention(int64_t step) const;
 
   TrialConfig config_;
   std::ostream& log_in_;
