@@ -108,15 +108,18 @@ coordinator::v1::SweepStatus WaitForSweep(coordinator::CoordinatorClient& c, con
 }
 
 // The sweep finished with `trials` trials, each completed at its last step with an evaluation
-// there, and the training history of each (trial, step) recorded once, every 4th step there.
+// there and one test record (the test split on validation's choice), and the training history
+// of each (trial, step) recorded once, every 4th step there.
 inline void ExpectCompleteAndIntact(const coordinator::v1::SweepStatus& status,
                                     const std::vector<coordinator::v1::MetricRecord>& records, size_t trials,
                                     int64_t steps = kTinyTrialSteps) {
   ASSERT_EQ(static_cast<size_t>(status.trials_size()), trials);
   EXPECT_EQ(status.state(), "finished");
-  std::map<std::string, std::set<int64_t>> train_steps, eval_steps;
+  std::map<std::string, std::set<int64_t>> train_steps, eval_steps, test_steps;
   for (const auto& r : records) {
-    auto& seen = r.kind() == "train" ? train_steps[r.trial_id()] : eval_steps[r.trial_id()];
+    auto& seen = r.kind() == "train"  ? train_steps[r.trial_id()]
+                 : r.kind() == "test" ? test_steps[r.trial_id()]
+                                      : eval_steps[r.trial_id()];
     EXPECT_TRUE(seen.insert(r.step()).second)
         << r.trial_id() << " has two " << r.kind() << " records at step " << r.step();
   }
@@ -124,6 +127,7 @@ inline void ExpectCompleteAndIntact(const coordinator::v1::SweepStatus& status,
     EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
     EXPECT_EQ(t.step(), steps) << t.trial_id();
     EXPECT_TRUE(eval_steps[t.trial_id()].count(steps)) << t.trial_id() << " has no final evaluation";
+    EXPECT_EQ(test_steps[t.trial_id()], (std::set<int64_t>{steps})) << t.trial_id() << ": one test record at the end";
     for (int64_t s = 4; s <= steps; s += 4) {
       EXPECT_TRUE(train_steps[t.trial_id()].count(s)) << t.trial_id() << " lost its training record at step " << s;
     }
