@@ -212,7 +212,7 @@ namespace {
 TEST(TrialConfigHash, IsStable) {
   EXPECT_EQ(TrialConfig().Hash(), "bdf39319f8730685");
   const std::map<std::string, std::string> shipped = {
-      {"tiny.ini", "11a0fd689acdf054"}, {"base.ini", "cc4d564b67a9e5f6"}, {"demo.ini", "9c2773e9230955e4"}};
+      {"tiny.ini", "11a0fd689acdf054"}, {"base.ini", "cc4d564b67a9e5f6"}, {"demo.ini", "e3e12bd1f953d58d"}};
   for (const auto& [name, hash] : shipped) {
     ASSERT_OK_AND_ASSIGN(TrialConfig c, LoadTrialConfigFile(std::string(FLAP_CONFIG_DIR) + "/" + name));
     EXPECT_EQ(c.Hash(), hash) << name;

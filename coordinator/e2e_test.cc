@@ -470,6 +470,49 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   EXPECT_TRUE(Contains(FileNamed(*files, "trials.csv"), "t0001,1,1,0.5,stopped")) << FileNamed(*files, "trials.csv");
 }
 
+// A FLOPs-budgeted sweep counts its rungs in FLOPs, and each trial's value at a rung is
+// interpolated between its evaluations around it. Ratio 0 (t0) evaluates at 0.6 and 1.4 TFLOP
+// (map10 0.20 and 0.60: 0.40 at the 1 TFLOP rung); ratio 0.75 (t1), whose steps cost a third,
+// at 0.9 and 1.05 TFLOP (0.35 and 0.45: about 0.433 at the rung). Compared at the same FLOPs,
+// t1 is better and t0 stops; compared on their first evaluations past the rung (0.60 against
+// 0.45), t1 would have stopped.
+TEST(CoordinatorE2E, AshaRungsInFlopsCompareArmsAtTheSameFlops) {
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 10000;
+  TestCoordinator c("e2e_asha_flops", so);
+  auto user = c.Client();
+  const std::string sweep =
+      "[sweep]\nname = asha-flops\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0, 0.75\n\n"
+      "[asha]\nmetric = map10\nmode = max\nrungs = 1e12\nreduction = 2\n";
+  ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", "[train]\nmax_flops = 5e12\n"));
+  std::vector<std::unique_ptr<CoordinatorClient>> clients;
+  std::vector<v1::TrialRef> refs;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(c.Client());
+    const std::string gid = "g" + std::to_string(i);
+    ASSERT_OK(clients[i]->Register(gid, gid, 1));
+    auto next = clients[i]->NextTrial(gid);
+    ASSERT_TRUE(next.ok() && next->assigned);
+    EXPECT_EQ(next->assignment.asha_unit, "flops");  // from the base config's FLOPs budget
+    EXPECT_EQ(next->assignment.asha_rungs, (std::vector<double>{1e12}));
+    refs.push_back(next->assignment.trial);
+  }
+  auto eval = [&](int i, int64_t step, double flops, double map10) {
+    const std::string gid = "g" + std::to_string(i);
+    auto a = clients[i]->ReportMetrics(gid, refs[i], MetricKind::kEval, step, 0, {{"map10", map10}, {"flops", flops}});
+    EXPECT_OK(a);
+    return a.ok() ? *a : v1::ACTION_UNSPECIFIED;
+  };
+  EXPECT_EQ(eval(0, 10, 0.6e12, 0.20), v1::CONTINUE);  // before the rung: no decision
+  EXPECT_EQ(eval(1, 30, 0.9e12, 0.35), v1::CONTINUE);
+  EXPECT_EQ(eval(1, 35, 1.05e12, 0.45), v1::CONTINUE);  // alone at the rung: continues
+  EXPECT_EQ(eval(0, 20, 1.4e12, 0.60), v1::STOP);       // 0.40 at the rung against 0.433
+  auto st = user->GetSweep("asha-flops");
+  ASSERT_OK(st);
+  EXPECT_EQ(st->trials(0).state(), "stopped");
+  EXPECT_EQ(st->trials(1).state(), "running");
+}
+
 // Only validation decides. Before each EVAL record every trial sends a TEST record at the same
 // step whose map10 inverts the ranking (the sort of a test split a leak would reward): were ASHA
 // to read it, t1's rung would be decided on its test figure (0.9, the best: continue) and its

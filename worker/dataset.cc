@@ -33,31 +33,6 @@ std::string JoinSplits(const std::vector<std::string>& splits) {
 
 }  // namespace
 
-double ChanceT2aRecall(int64_t clips, int k) {
-  if (clips <= 0) return 0.0;
-  return std::min(1.0, static_cast<double>(k) / static_cast<double>(clips));
-}
-
-double ChanceA2tRecall(const std::vector<int64_t>& captions_per_clip, int k) {
-  if (captions_per_clip.empty()) return 0.0;
-  int64_t n = 0;
-  for (int64_t m : captions_per_clip) n += m;
-  double sum = 0.0;
-  for (int64_t m : captions_per_clip) {
-    // C(N - m, k) / C(N, k) = prod_{i < k} (N - m - i) / (N - i): the chance that k captions
-    // drawn from N miss all m of the clip's. k >= N draws every caption.
-    double miss = 1.0;
-    if (static_cast<int64_t>(k) >= n) {
-      miss = m > 0 ? 0.0 : 1.0;
-    } else {
-      for (int i = 0; i < k && miss > 0.0; ++i) {
-        miss *= std::max<double>(0.0, static_cast<double>(n - m - i)) / static_cast<double>(n - i);
-      }
-    }
-    sum += 1.0 - miss;
-  }
-  return sum / static_cast<double>(captions_per_clip.size());
-}
 
 EvalSetIdentity EvalSetIdentity::Of(std::string split, std::string read_as, const std::vector<std::string>& keys,
                                     const std::vector<int64_t>& captions_per_clip) {
@@ -71,12 +46,12 @@ EvalSetIdentity EvalSetIdentity::Of(std::string split, std::string read_as, cons
   std::string text;
   for (const std::string& k : sorted) text += k + "\n";
   id.key_hash = XXH64(text.data(), text.size(), 0) & ((uint64_t{1} << 48) - 1);
-  id.chance_t2a_r1 = ChanceT2aRecall(id.clips, 1);
-  id.chance_t2a_r5 = ChanceT2aRecall(id.clips, 5);
-  id.chance_t2a_r10 = ChanceT2aRecall(id.clips, 10);
-  id.chance_a2t_r1 = ChanceA2tRecall(captions_per_clip, 1);
-  id.chance_a2t_r5 = ChanceA2tRecall(captions_per_clip, 5);
-  id.chance_a2t_r10 = ChanceA2tRecall(captions_per_clip, 10);
+  id.chance_t2a_r1 = core::ChanceT2aRecall(id.clips, 1);
+  id.chance_t2a_r5 = core::ChanceT2aRecall(id.clips, 5);
+  id.chance_t2a_r10 = core::ChanceT2aRecall(id.clips, 10);
+  id.chance_a2t_r1 = core::ChanceA2tRecall(captions_per_clip, 1);
+  id.chance_a2t_r5 = core::ChanceA2tRecall(captions_per_clip, 5);
+  id.chance_a2t_r10 = core::ChanceA2tRecall(captions_per_clip, 10);
   return id;
 }
 

@@ -29,6 +29,7 @@
 
 #include "common/status.h"
 #include "sharding/tokenizer.h"
+#include "worker/core/retrieval.h"
 #include "worker/shard_features.h"
 
 namespace flap::worker {
@@ -65,11 +66,6 @@ struct EvalSetIdentity {
   std::map<std::string, double> ToRecord() const;
 };
 
-// Chance R@k of text->audio retrieval over `clips` clips: min(1, k / clips); 0 for no clips.
-double ChanceT2aRecall(int64_t clips, int k);
-// Chance R@k of audio->text retrieval: the mean over clips of 1 - C(N - m, k) / C(N, k), with
-// N the sum of captions_per_clip and m the clip's count; 0 for no clips.
-double ChanceA2tRecall(const std::vector<int64_t>& captions_per_clip, int k);
 
 // Called by Dataset::Load each time it reads a split, with the dataset folder and the split
 // name actually read ("eval" when "val" fell back to it), before any shard is read.

@@ -23,31 +23,31 @@ namespace flap::worker {
 namespace {
 
 TEST(EvalSetChance, TextToAudioIsKOverClipsCappedAtOne) {
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(20, 1), 0.05);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(20, 5), 0.25);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(20, 10), 0.5);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(4, 1), 0.25);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(4, 5), 1.0);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(4, 10), 1.0);
-  EXPECT_DOUBLE_EQ(ChanceT2aRecall(0, 1), 0.0);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(20, 1), 0.05);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(20, 5), 0.25);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(20, 10), 0.5);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(4, 1), 0.25);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(4, 5), 1.0);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(4, 10), 1.0);
+  EXPECT_DOUBLE_EQ(core::ChanceT2aRecall(0, 1), 0.0);
 }
 
 TEST(EvalSetChance, AudioToTextIsTheChanceThatOneOfTheClipsCaptionsIsDrawn) {
   // Clips with 1, 2 and 3 captions, N = 6.
   // k = 1: 1 - C(5,1)/C(6,1) = 1/6, 1 - C(4,1)/C(6,1) = 1/3, 1 - C(3,1)/C(6,1) = 1/2; mean 1/3.
-  EXPECT_NEAR(ChanceA2tRecall({1, 2, 3}, 1), 1.0 / 3.0, 1e-12);
+  EXPECT_NEAR(core::ChanceA2tRecall({1, 2, 3}, 1), 1.0 / 3.0, 1e-12);
   // k = 5: 1 - C(5,5)/C(6,5) = 5/6; C(4,5) = C(3,5) = 0, so 1 and 1; mean 17/18.
-  EXPECT_NEAR(ChanceA2tRecall({1, 2, 3}, 5), 17.0 / 18.0, 1e-12);
+  EXPECT_NEAR(core::ChanceA2tRecall({1, 2, 3}, 5), 17.0 / 18.0, 1e-12);
   // k = 10 >= N: every caption is in the top k.
-  EXPECT_DOUBLE_EQ(ChanceA2tRecall({1, 2, 3}, 10), 1.0);
+  EXPECT_DOUBLE_EQ(core::ChanceA2tRecall({1, 2, 3}, 10), 1.0);
   // Five captions per clip (Clotho), five clips, N = 25.
   const std::vector<int64_t> clotho(5, 5);
-  EXPECT_NEAR(ChanceA2tRecall(clotho, 1), 0.2, 1e-12);                             // 1 - 20/25
-  EXPECT_NEAR(ChanceA2tRecall(clotho, 5), 1.0 - 15504.0 / 53130.0, 1e-12);         // 1 - C(20,5)/C(25,5)
-  EXPECT_NEAR(ChanceA2tRecall(clotho, 10), 1.0 - 184756.0 / 3268760.0, 1e-12);     // 1 - C(20,10)/C(25,10)
+  EXPECT_NEAR(core::ChanceA2tRecall(clotho, 1), 0.2, 1e-12);                             // 1 - 20/25
+  EXPECT_NEAR(core::ChanceA2tRecall(clotho, 5), 1.0 - 15504.0 / 53130.0, 1e-12);         // 1 - C(20,5)/C(25,5)
+  EXPECT_NEAR(core::ChanceA2tRecall(clotho, 10), 1.0 - 184756.0 / 3268760.0, 1e-12);     // 1 - C(20,10)/C(25,10)
   // A clip without captions is never found; one with all of them always is.
-  EXPECT_DOUBLE_EQ(ChanceA2tRecall({0, 2}, 1), 0.5);
-  EXPECT_DOUBLE_EQ(ChanceA2tRecall({}, 1), 0.0);
+  EXPECT_DOUBLE_EQ(core::ChanceA2tRecall({0, 2}, 1), 0.5);
+  EXPECT_DOUBLE_EQ(core::ChanceA2tRecall({}, 1), 0.0);
 }
 
 TEST(EvalSetIdentity, HashIsOfTheSortedKeysIn48Bits) {
@@ -169,7 +169,7 @@ TEST_F(DatasetSplits, EachRoleIsItsOwnSplitAndTellsItsIdentity) {
   const EvalSetIdentity expected = EvalSetIdentity::Of("val", "val", Keys(New(), "val"), per_clip);
   EXPECT_EQ(v.key_hash, expected.key_hash);
   EXPECT_DOUBLE_EQ(v.chance_t2a_r1, 0.25);
-  EXPECT_DOUBLE_EQ(v.chance_a2t_r1, ChanceA2tRecall(per_clip, 1));
+  EXPECT_DOUBLE_EQ(v.chance_a2t_r1, core::ChanceA2tRecall(per_clip, 1));
   EXPECT_EQ(val.Describe(), "split 'val': 4 clips, " + std::to_string(v.captions) + " captions, set " + v.HashHex());
   EXPECT_EQ(test.identity().split, "test");
   EXPECT_EQ(test.identity().clips, 4);

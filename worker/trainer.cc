@@ -755,7 +755,8 @@ StatusOr<TrainOutcome> Trainer::Finish() {
   outcome_.budget_reached = budget_spent_ != kBudgetNone ? BudgetName(budget_spent_) : step_budget_;
   *log_ << "training budget reached (" << outcome_.budget_reached << ") at step " << step_ << ": " << std::fixed
         << std::setprecision(1) << outcome_.train_seconds << std::defaultfloat << " s trained, " << samples_
-        << " samples, " << flops_ << " FLOPs" << std::endl;
+        << " samples, " << std::scientific << std::setprecision(3) << flops_ << std::defaultfloat << " FLOPs"
+        << std::endl;
   // The last evaluation, unless one was just made at this step.
   if (history_.empty() || history_.back().value("step", int64_t{-1}) != step_) FLAP_RETURN_IF_ERROR(Evaluate(step_));
   if (ckpt_ && step_ != last_saved_) FLAP_RETURN_IF_ERROR(Checkpoint(step_));

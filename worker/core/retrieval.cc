@@ -24,16 +24,33 @@ size_t Draw(std::mt19937_64& rng, size_t n) {
   return static_cast<size_t>((static_cast<unsigned __int128>(rng()) * n) >> 64);
 }
 
-// 1 - C(n - m, k) / C(n, k): at least one of m true items in the first k of n shuffled.
-double ChanceAnyInTopK(int64_t k, int64_t m, int64_t n) {
-  if (m <= 0 || n <= 0) return 0;
-  if (k >= n - m + 1) return 1;
-  double none = 1;  // prod_{i < k} (n - m - i) / (n - i)
-  for (int64_t i = 0; i < k; ++i) none *= static_cast<double>(n - m - i) / static_cast<double>(n - i);
-  return 1 - none;
+}  // namespace
+
+double ChanceT2aRecall(int64_t clips, int k) {
+  if (clips <= 0) return 0.0;
+  return std::min(1.0, static_cast<double>(k) / static_cast<double>(clips));
 }
 
-}  // namespace
+double ChanceA2tRecall(const std::vector<int64_t>& captions_per_clip, int k) {
+  if (captions_per_clip.empty()) return 0.0;
+  int64_t n = 0;
+  for (int64_t m : captions_per_clip) n += m;
+  double sum = 0.0;
+  for (int64_t m : captions_per_clip) {
+    // C(N - m, k) / C(N, k) = prod_{i < k} (N - m - i) / (N - i): the chance that k captions
+    // drawn from N miss all m of the clip's. k >= N draws every caption.
+    double miss = 1.0;
+    if (static_cast<int64_t>(k) >= n) {
+      miss = m > 0 ? 0.0 : 1.0;
+    } else {
+      for (int i = 0; i < k && miss > 0.0; ++i) {
+        miss *= std::max<double>(0.0, static_cast<double>(n - m - i)) / static_cast<double>(n - i);
+      }
+    }
+    sum += 1.0 - miss;
+  }
+  return sum / static_cast<double>(captions_per_clip.size());
+}
 
 void BootstrapRetrieval(const RetrievalRanks& ranks, int resamples, uint64_t seed, RetrievalMetrics* m) {
   // Per-query values: hits at 1, 5, 10 and the query's mAP@10 term.
@@ -137,18 +154,14 @@ RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks) {
   m.a2t_r10 /= num_clips;
   m.a2t_map10 /= num_clips;
   m.map10 = 0.5 * (m.t2a_map10 + m.a2t_map10);
-  m.chance_t2a_r1 = ChanceRecall(1, num_clips);
-  m.chance_t2a_r5 = ChanceRecall(5, num_clips);
-  m.chance_t2a_r10 = ChanceRecall(10, num_clips);
-  for (const auto& r : ranks.a2t) {
-    const int64_t true_captions = static_cast<int64_t>(r.size());
-    m.chance_a2t_r1 += ChanceAnyInTopK(1, true_captions, num_captions);
-    m.chance_a2t_r5 += ChanceAnyInTopK(5, true_captions, num_captions);
-    m.chance_a2t_r10 += ChanceAnyInTopK(10, true_captions, num_captions);
-  }
-  m.chance_a2t_r1 /= num_clips;
-  m.chance_a2t_r5 /= num_clips;
-  m.chance_a2t_r10 /= num_clips;
+  std::vector<int64_t> captions_per_clip;
+  for (const auto& r : ranks.a2t) captions_per_clip.push_back(static_cast<int64_t>(r.size()));
+  m.chance_t2a_r1 = ChanceT2aRecall(num_clips, 1);
+  m.chance_t2a_r5 = ChanceT2aRecall(num_clips, 5);
+  m.chance_t2a_r10 = ChanceT2aRecall(num_clips, 10);
+  m.chance_a2t_r1 = ChanceA2tRecall(captions_per_clip, 1);
+  m.chance_a2t_r5 = ChanceA2tRecall(captions_per_clip, 5);
+  m.chance_a2t_r10 = ChanceA2tRecall(captions_per_clip, 10);
   BootstrapRetrieval(ranks, kBootstrapResamples, kBootstrapSeed, &m);
   return m;
 }

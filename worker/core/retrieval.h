@@ -55,6 +55,13 @@ struct RetrievalRanks {
   std::vector<int64_t> t2a;
   std::vector<std::vector<int64_t>> a2t;
 };
+// Chance R@k of text->audio retrieval over `clips` clips: min(1, k / clips); 0 for no clips.
+double ChanceT2aRecall(int64_t clips, int k);
+// Chance R@k of audio->text retrieval: the mean over clips of 1 - C(N - m, k) / C(N, k), with
+// N the sum of captions_per_clip and m the clip's count (the chance that at least one of its m
+// captions is among k drawn from N); 0 for no clips.
+double ChanceA2tRecall(const std::vector<int64_t>& captions_per_clip, int k);
+
 // The metrics with their bootstrap bounds (BootstrapRetrieval) and chance levels.
 RetrievalMetrics MetricsFromRanks(const RetrievalRanks& ranks);
 // Sets m's _lo / _hi bounds from `ranks` (m holds their point estimates, as MetricsFromRanks
