@@ -3,7 +3,8 @@
 
 The same architecture as worker/core/model.cc (pre-LN ViT audio encoder over 16x16 patches with
 token dropping, pre-LN text transformer, MLP projections, symmetric InfoNCE, reconstruction
-decoder fed by the pooled audio embedding) and the same AdamW step, written the way a PyTorch
+decoder fed by the per-sample audio embedding, as the worker's default recon.source) and the
+same AdamW step, written the way a PyTorch
 user would. Prints one JSON object per (ratio, strategy) with the mean step-time breakdown.
 Run with Debian's interpreter (/usr/bin/python3), which has python3-torch.
 """
@@ -80,7 +81,7 @@ class Flap(nn.Module):
         self.text_blocks = nn.ModuleList([Block(c["text_width"], c["text_heads"]) for _ in range(c["text_depth"])])
         self.text_norm = nn.LayerNorm(c["text_width"], eps=1e-6)
         self.text_proj = nn.Sequential(nn.Linear(c["text_width"], c["embed"]), nn.ReLU(), nn.Linear(c["embed"], c["embed"]))
-        self.decoder_in = nn.Linear(c["audio_width"], c["dec_width"])
+        self.decoder_in = nn.Linear(c["embed"], c["dec_width"])  # from the embedding (recon.source)
         self.register_buffer("decoder_pos", sincos_2d(c["dec_width"], w, f))
         self.decoder_blocks = nn.ModuleList([Block(c["dec_width"], c["dec_heads"]) for _ in range(c["dec_depth"])])
         self.decoder_norm = nn.LayerNorm(c["dec_width"], eps=1e-6)
@@ -113,7 +114,7 @@ class Flap(nn.Module):
 
 
 def loss_fn(model, spec, tokens, keep, recon_weight):
-    pooled, a = model.encode_audio(spec, keep)
+    _, a = model.encode_audio(spec, keep)
     t = model.encode_text(tokens)
     s = model.logit_scale.exp()
     labels = torch.arange(a.shape[0])
@@ -121,7 +122,7 @@ def loss_fn(model, spec, tokens, keep, recon_weight):
     if recon_weight > 0:
         target = patchify(spec, 16)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-        per = (model.decode(pooled) - target).pow(2).mean(-1)
+        per = (model.decode(a) - target).pow(2).mean(-1)
         if keep is not None:
             dropped = torch.ones_like(per).scatter_(1, keep, 0.0)
             per = (per * dropped).sum() / dropped.sum()

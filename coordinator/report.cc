@@ -202,7 +202,7 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
         "reached it).\n\n"
      << budget.md << "\n## Retrieval per cell: validation and test\n\n"
      << "Per cell, validation at the final evaluation (\"step\": its steps) and the test split at the "
-        "checkpoint validation selected (\"step\": the selected steps).\n\n"
+        "checkpoint validation selected (\"step\": the selected steps; \"FLOPs\": the model FLOPs trained there).\n\n"
      << per_cell.md << "\n## Paired differences against the baseline\n\n"
      << "Each cell minus the baseline cell, seed by seed (mean [95% CI over the paired seeds]; one pair: no "
         "interval).\n\n"

@@ -144,9 +144,9 @@ Table CellsTable(const CellGroups& groups) {
     cells_csv << ",test_" << m << "_mean,test_" << m << "_sd,test_" << m << "_qlo,test_" << m << "_qhi";
   }
   cells_csv << "\n";
-  cells_md << "| cell | factors | split | n | step |";
+  cells_md << "| cell | factors | split | n | step | FLOPs |";
   for (const auto& m : rm) cells_md << " " << m << " |";
-  cells_md << "\n|---|---|---|---|---|";
+  cells_md << "\n|---|---|---|---|---|---|";
   for (size_t i = 0; i < rm.size(); ++i) cells_md << "---|";
   cells_md << "\n";
   for (const auto& [cell, spec] : groups.spec) {
@@ -157,9 +157,12 @@ Table CellsTable(const CellGroups& groups) {
     std::vector<double> val_steps, test_steps;
     for (const TrialFacts* f : members) val_steps.push_back(f->final_eval_step >= 0 ? f->final_eval_step : kNaN);
     for (const TrialFacts* f : tested) test_steps.push_back(Value(f->test, "selected_step"));
+    // The model FLOPs trained at the final evaluation, and at the checkpoint the test evaluated.
+    const double val_flops = Over(members, ValOf, "flops").mean, test_flops = Over(tested, TestOf, "flops").mean;
     val_md << "| " << cell << " | " << CellLabel(*spec) << " | val | " << members.size() << " | "
-           << (members.empty() ? "-" : Steps(val_steps)) << " |";
-    test_md << "| | | test | " << tested.size() << " | " << (tested.empty() ? "-" : Steps(test_steps)) << " |";
+           << (members.empty() ? "-" : Steps(val_steps)) << " | " << Flops(val_flops) << " |";
+    test_md << "| | | test | " << tested.size() << " | " << (tested.empty() ? "-" : Steps(test_steps)) << " | "
+            << Flops(test_flops) << " |";
     for (const auto& m : rm) {
       const Stats s = Over(members, ValOf, m);
       const auto q = QueryBounds(members, ValOf, m);

@@ -427,9 +427,9 @@ TEST(Report, TestFiguresOfTheSelectedCheckpointStandNextToValidation) {
   EXPECT_EQ(c0["t2a_r1_qlo"], "0.36");
   EXPECT_EQ(c0["test_t2a_r1_qhi"], "0.44");
   const std::string md = File(files, "report.md");
-  EXPECT_TRUE(Contains(md, "| 0 | mask.ratio=0 | val | 2 | 400 | 41.0% ± 1.4 [36.0%, 46.0%] |")) << md;
-  EXPECT_TRUE(Contains(md, "| | | test | 2 | 400 | 39.0% ± 1.4 [34.0%, 44.0%] |")) << md;
-  EXPECT_TRUE(Contains(md, "| | | test | 2 | 300, 400 | 29.5% ± 9.2 [24.5%, 34.5%] |")) << md;
+  EXPECT_TRUE(Contains(md, "| 0 | mask.ratio=0 | val | 2 | 400 | 400.0 GFLOP | 41.0% ± 1.4 [36.0%, 46.0%] |")) << md;
+  EXPECT_TRUE(Contains(md, "| | | test | 2 | 400 | 400.0 GFLOP | 39.0% ± 1.4 [34.0%, 44.0%] |")) << md;
+  EXPECT_TRUE(Contains(md, "| | | test | 2 | 300, 400 | 140.0 GFLOP | 29.5% ± 9.2 [24.5%, 34.5%] |")) << md;
   const std::string trials = File(files, "trials.csv");
   EXPECT_EQ(Row(trials, "t0002")["selected_step"], "300");
   EXPECT_EQ(Row(trials, "t0002")["test_t2a_r1"], "0.23");

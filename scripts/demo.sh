@@ -2,9 +2,10 @@
 # The demo: a local ablation sweep. Installs and builds (scripts/setup.sh), generates the
 # built-in synthetic dataset, then `flapctl sweep run` starts flap-coordinator and two worker
 # groups on this machine and runs configs/demo-sweep.ini: tiny FLAP with masking ratio 0, 0.5
-# or 0.75, two seeds each, every trial on the same training time budget. It ends with the
+# or 0.75, two seeds each, every trial on the same budget of model FLOPs. It ends with the
 # ablation report (DEMO_RUN/report/report.md), whose tables are printed here; the last one is
-# masking ratio against retrieval at the end of the equal budget and the time to the target.
+# retrieval per masking ratio on validation and on the test split at the checkpoint validation
+# chose, with the FLOPs trained there.
 # Ctrl-C stops everything cleanly; running the script again resumes the sweep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,11 @@ echo "== sweep configs/demo-sweep.ini: flap-coordinator + 2 worker groups (logs 
   --interval 15 "$@"
 echo
 echo "== report: $RUN/report/report.md"
-sed -n '/^## Retrieval per cell/,/^## Trials/p' "$RUN/report/report.md" | sed '$d'
-sed -n '/^## Equal budgets/,/^## Retrieval per cell/p' "$RUN/report/report.md" | sed '$d'
+# The evaluation sets, then time to target in FLOPs and seconds, the paired differences against
+# ratio 0, and last the retrieval per cell: validation, and the test split on the checkpoint
+# validation chose, with the FLOPs trained there.
+section() { sed -n "/^## $1/,/^## /p" "$RUN/report/report.md" | sed '$d'; }
+section "Evaluation sets"
+section "Equal budgets and time to target"
+section "Paired differences"
+section "Retrieval per cell"
