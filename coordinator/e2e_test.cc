@@ -411,6 +411,25 @@ TEST(CoordinatorE2E, RetryBudgetsAreKeptApartByCause) {
   EXPECT_EQ(st->state(), "running");
 }
 
+// Groups g0 .. g<n-1> of coordinator `c`, each registered (one rank) and holding the trial it was
+// given, in that order.
+struct Groups {
+  std::vector<std::unique_ptr<CoordinatorClient>> clients;
+  std::vector<TrialAssignment> assigned;
+  std::vector<v1::TrialRef> refs;
+};
+void TakeTrials(TestCoordinator& c, int n, Groups* g) {
+  for (int i = 0; i < n; ++i) {
+    g->clients.push_back(c.Client());
+    const std::string gid = "g" + std::to_string(i);
+    ASSERT_OK(g->clients[i]->Register(gid, gid, 1));
+    auto next = g->clients[i]->NextTrial(gid);
+    ASSERT_TRUE(next.ok() && next->assigned) << gid;
+    g->assigned.push_back(next->assignment);
+    g->refs.push_back(next->assignment.trial);
+  }
+}
+
 TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
   ServiceOptions so = FastServiceOptions();
   so.heartbeat_timeout_ms = 10000;
@@ -420,18 +439,14 @@ TEST(CoordinatorE2E, AshaStopsAPoorTrialWhichKeepsItsCheckpointAndResults) {
       "[sweep]\nname = asha\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0.25, 0.5, 0.75\n\n"
       "[asha]\nmetric = map10\nmode = max\nrungs = 10, 20\nreduction = 2\n";
   ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", ""));
-  std::vector<std::unique_ptr<CoordinatorClient>> clients;
-  std::vector<v1::TrialRef> refs;
-  for (int i = 0; i < 3; ++i) {
-    clients.push_back(c.Client());
-    const std::string gid = "g" + std::to_string(i);
-    ASSERT_OK(clients[i]->Register(gid, gid, 1));
-    auto next = clients[i]->NextTrial(gid);
-    ASSERT_TRUE(next.ok() && next->assigned);
-    EXPECT_EQ(next->assignment.asha_metric, "map10");
-    EXPECT_EQ(next->assignment.asha_rungs, (std::vector<double>{10, 20}));
-    EXPECT_EQ(next->assignment.asha_unit, "steps");
-    refs.push_back(next->assignment.trial);
+  Groups g;
+  ASSERT_NO_FATAL_FAILURE(TakeTrials(c, 3, &g));
+  auto& clients = g.clients;
+  auto& refs = g.refs;
+  for (const TrialAssignment& a : g.assigned) {
+    EXPECT_EQ(a.asha_metric, "map10");
+    EXPECT_EQ(a.asha_rungs, (std::vector<double>{10, 20}));
+    EXPECT_EQ(a.asha_unit, "steps");
   }
   // t0 reaches rung 10 first (alone: continues), then t2 (better: n = 2, top 1 continues),
   // then t1, worse than t2: rank 1 of 3, floor(3/2) = 1 continue: stopped.
@@ -485,17 +500,13 @@ TEST(CoordinatorE2E, AshaRungsInFlopsCompareArmsAtTheSameFlops) {
       "[sweep]\nname = asha-flops\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0, 0.75\n\n"
       "[asha]\nmetric = map10\nmode = max\nrungs = 1e12\nreduction = 2\n";
   ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", "[train]\nmax_flops = 5e12\n"));
-  std::vector<std::unique_ptr<CoordinatorClient>> clients;
-  std::vector<v1::TrialRef> refs;
-  for (int i = 0; i < 2; ++i) {
-    clients.push_back(c.Client());
-    const std::string gid = "g" + std::to_string(i);
-    ASSERT_OK(clients[i]->Register(gid, gid, 1));
-    auto next = clients[i]->NextTrial(gid);
-    ASSERT_TRUE(next.ok() && next->assigned);
-    EXPECT_EQ(next->assignment.asha_unit, "flops");  // from the base config's FLOPs budget
-    EXPECT_EQ(next->assignment.asha_rungs, (std::vector<double>{1e12}));
-    refs.push_back(next->assignment.trial);
+  Groups g;
+  ASSERT_NO_FATAL_FAILURE(TakeTrials(c, 2, &g));
+  auto& clients = g.clients;
+  auto& refs = g.refs;
+  for (const TrialAssignment& a : g.assigned) {
+    EXPECT_EQ(a.asha_unit, "flops");  // from the base config's FLOPs budget
+    EXPECT_EQ(a.asha_rungs, (std::vector<double>{1e12}));
   }
   auto eval = [&](int i, int64_t step, double flops, double map10) {
     const std::string gid = "g" + std::to_string(i);
@@ -527,16 +538,10 @@ TEST(CoordinatorE2E, TestRecordsAreStoredButNeverDecide) {
       "[sweep]\nname = asha\nseeds = 1\n\n[factor.mask.ratio]\nvalues = 0.25, 0.5, 0.75\n\n"
       "[asha]\nmetric = map10\nmode = max\nrungs = 10, 20\nreduction = 2\n";
   ASSERT_OK(user->SubmitSweep(sweep, "asha.ini", ""));
-  std::vector<std::unique_ptr<CoordinatorClient>> clients;
-  std::vector<v1::TrialRef> refs;
-  for (int i = 0; i < 3; ++i) {
-    clients.push_back(c.Client());
-    const std::string gid = "g" + std::to_string(i);
-    ASSERT_OK(clients[i]->Register(gid, gid, 1));
-    auto next = clients[i]->NextTrial(gid);
-    ASSERT_TRUE(next.ok() && next->assigned);
-    refs.push_back(next->assignment.trial);
-  }
+  Groups g;
+  ASSERT_NO_FATAL_FAILURE(TakeTrials(c, 3, &g));
+  auto& clients = g.clients;
+  auto& refs = g.refs;
   auto report = [&](int i, MetricKind kind, double map10) {
     const std::string gid = "g" + std::to_string(i);
     std::string reason;

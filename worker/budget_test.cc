@@ -21,6 +21,7 @@
 #include "worker/core/model.h"
 #include "worker/core/worker_group.h"
 #include "worker/trainer.h"
+#include "worker/trainer_test_util.h"
 
 namespace flap::worker {
 namespace {
@@ -38,30 +39,8 @@ class Budget : public ::testing::Test {
   // A small model on 4 samples per rank; 8 steps per epoch on one rank, many epochs, a
   // progress record every step (the test clock advances there).
   static TrialConfig Config() {
-    TrialConfig c;
-    core::ModelConfig& m = c.model;
-    m.num_mel_bins = 32;
-    m.target_frames = 32;
-    m.audio_width = 32;
-    m.audio_depth = 1;
-    m.audio_heads = 2;
-    m.text_max_len = 8;
-    m.text_width = 32;
-    m.text_depth = 1;
-    m.text_heads = 2;
-    m.mlp_ratio = 2;
-    m.embed_dim = 16;
-    m.decoder_width = 16;
-    m.decoder_depth = 1;
-    m.decoder_heads = 2;
+    TrialConfig c = SmallTrialConfig((*dir_) / "data");
     c.mask.ratio = 0.5;
-    c.data.path = (*dir_) / "data";
-    c.data.loader_threads = 1;
-    c.train.batch_size = 4;
-    c.train.epochs = 100;
-    c.train.log_every = 1;
-    c.train.eval_batch_size = 4;
-    c.optim.warmup_steps = 1;
     return c;
   }
 

@@ -19,6 +19,7 @@
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
+#include "worker/trainer_test_util.h"
 
 namespace flap::worker {
 namespace {
@@ -32,32 +33,10 @@ class SplitRoles : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   static TrialConfig Config() {
-    TrialConfig c;
-    core::ModelConfig& m = c.model;
-    m.num_mel_bins = 32;
-    m.target_frames = 32;
-    m.audio_width = 32;
-    m.audio_depth = 1;
-    m.audio_heads = 2;
-    m.text_max_len = 8;
-    m.text_width = 32;
-    m.text_depth = 1;
-    m.text_heads = 2;
-    m.mlp_ratio = 2;
-    m.embed_dim = 16;
-    m.decoder_width = 16;
-    m.decoder_depth = 1;
-    m.decoder_heads = 2;
-    c.data.path = (*dir_) / "data";
-    c.data.loader_threads = 1;
-    c.train.batch_size = 4;
-    c.train.epochs = 100;
+    TrialConfig c = SmallTrialConfig((*dir_) / "data");
     c.train.max_steps = 12;
     c.train.eval_every = 2;
-    c.train.eval_batch_size = 4;
-    c.train.log_every = 1;
     c.optim.lr = 3e-3;
-    c.optim.warmup_steps = 1;
     return c;
   }
 
