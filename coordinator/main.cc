@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
                                                                               "PEM private key of --tls-cert")(
       "insecure", po::bool_switch(&o.insecure),
       "allow plaintext gRPC on an address that is not loopback (the token crosses the network in the clear)")(
+      "handshake-timeout-ms", po::value(&o.connections.handshake_timeout_ms)->default_value(o.connections.handshake_timeout_ms),
+      "close a connection that has not set up TLS and HTTP/2 within this")(
+      "max-connection-idle-ms", po::value(&o.connections.max_idle_ms)->default_value(o.connections.max_idle_ms),
+      "close a connection without calls for this long (clients reconnect by themselves)")(
       "heartbeat-interval-ms", po::value(&s.heartbeat_interval_ms)->default_value(s.heartbeat_interval_ms),
       "told to groups")("heartbeat-timeout-ms",
                         po::value(&s.heartbeat_timeout_ms)->default_value(s.heartbeat_timeout_ms),
@@ -96,6 +100,8 @@ int main(int argc, char** argv) {
     kill(getpid(), SIGUSR1);
   };
 
+  // Every connection takes a descriptor: as many as this user may have.
+  std::cerr << "flap-coordinator: " << flap::coordinator::RaiseOpenFileLimit() << std::endl;
   auto server = flap::coordinator::CoordinatorServer::Start(o);
   if (!server.ok()) {
     std::cerr << "flap-coordinator: " << server.status().ToString() << "\n";

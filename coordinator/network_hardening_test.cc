@@ -1,16 +1,24 @@
 // Regression tests of the coordinator's network hardening: plaintext gRPC refused on an
 // address that is not loopback (unless --insecure), sweep submissions bounded in size and
-// validated in linear time, an oversized message refused by the transport, and the in-memory
-// state of finished sweeps pruned once their report is written.
+// validated in linear time, an oversized message refused by the transport, the in-memory
+// state of finished sweeps pruned once their report is written, and connections that say
+// nothing or go idle closed within bounded times, holding up neither calls nor scrapes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "coordinator/service_test_util.h"
 #include "coordinator/sweep.h"
+#include "metrics/metrics.h"
+#include "tests/http_client.h"
+#include "tests/raw_socket.h"
 
 namespace flap::coordinator {
 namespace {
@@ -274,6 +282,143 @@ TEST(HardeningMemory, EndedSweepsLeaveNoLeaseTablesOrReportThreads) {
   auto again = c.Client()->GetSweep("s0");
   ASSERT_OK(again);
   EXPECT_EQ(again->state(), "finished");
+}
+
+
+// Connections of unauthenticated callers. Against the code before the connection bounds, the
+// first two tests failed: 48 silent sockets on the metrics port took its 16 slots, so the
+// scrape got 503; silent gRPC sockets stayed open for gRPC's 120 s handshake timeout; an
+// HTTP/2 connection without calls was never closed. The third failed as well: at the
+// descriptor limit the coordinator's accept4 failed ("Too many open files") and the call
+// timed out.
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Sockets that connect and send nothing, closed at the end of the test.
+struct SilentSockets {
+  std::vector<int> fds;
+  ~SilentSockets() { CloseAll(); }
+  void CloseAll() {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+  }
+  // Opens `n` to 127.0.0.1:port; false (with fds as far as it got) when one cannot connect.
+  bool Open(int port, int n) {
+    for (int i = 0; i < n; ++i) {
+      const int fd = flap::testing::ConnectLoopback(port);
+      if (fd < 0) return false;
+      fds.push_back(fd);
+    }
+    return true;
+  }
+  // How many of them the server closed within `timeout_s` (from now, for all together).
+  int ClosedByPeerWithin(double timeout_s) const {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+    int closed = 0;
+    for (int fd : fds) {
+      const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
+      if (flap::testing::WaitClosedByPeer(fd, std::max(0.001, left))) ++closed;
+    }
+    return closed;
+  }
+};
+
+int PortOf(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
+
+TEST(HardeningConnections, SilentSocketsHoldUpNeitherCallsNorScrapesAndAreClosedInTime) {
+  ServerOptions o;
+  o.service = FastServiceOptions();
+  o.metrics_listen = "127.0.0.1:0";
+  o.connections.handshake_timeout_ms = 1000;
+  o.metrics_limits.request_timeout_ms = 1000;
+  TestCoordinator c("silent_sockets", o);
+  const std::string metrics = c.server()->metrics_endpoint();
+  ASSERT_FALSE(metrics.empty());
+  constexpr int kSilent = 48;  // three times the responder's 16 scrapes at once
+  SilentSockets grpc_silent, metrics_silent;
+  ASSERT_TRUE(grpc_silent.Open(c.server()->port(), kSilent)) << "connecting to the gRPC port";
+  ASSERT_TRUE(metrics_silent.Open(PortOf(metrics), kSilent)) << "connecting to " << metrics;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both servers have taken them
+
+  const auto t0 = Clock::now();
+  auto listed = c.Client("", 3000)->ListSweeps();
+  EXPECT_OK(listed) << "a call while " << kSilent << " silent sockets are open";
+  EXPECT_LT(SecondsSince(t0), 2.0);
+  const auto t1 = Clock::now();
+  const flap::testing::HttpResponse scrape = flap::testing::HttpGet("http://" + metrics + "/metrics", 3.0);
+  EXPECT_EQ(scrape.status, 200) << "a scrape while " << kSilent << " silent sockets are open: " << scrape.body;
+  EXPECT_TRUE(Contains(scrape.body, "flap_coordinator_rpcs_total")) << scrape.body;
+  EXPECT_LT(SecondsSince(t1), 2.0);
+
+  // Bounds of 1 s: every silent socket is closed by the server within 4 s of connecting.
+  EXPECT_EQ(grpc_silent.ClosedByPeerWithin(3.5), kSilent) << "silent gRPC connections left open";
+  EXPECT_EQ(metrics_silent.ClosedByPeerWithin(0.5), kSilent) << "silent /metrics connections left open";
+}
+
+// A caller that sets up HTTP/2 (preface and SETTINGS, no token needed) and then makes no call
+// is closed after the idle bound; a real client's channel, closed the same way, connects again
+// by itself for its next call.
+TEST(HardeningConnections, AConnectionWithoutCallsIsClosedAndAClientReconnectsByItself) {
+  ServerOptions o;
+  o.service = FastServiceOptions();
+  o.connections.max_idle_ms = 1000;
+  TestCoordinator c("idle_connection", o);
+  auto client = c.Client("", 3000);
+  ASSERT_OK(client->ListSweeps());
+  const int fd = flap::testing::ConnectLoopback(c.server()->port());
+  ASSERT_GE(fd, 0);
+  const std::string preface = flap::testing::Http2ClientPreface();
+  ASSERT_EQ(::send(fd, preface.data(), preface.size(), MSG_NOSIGNAL), static_cast<ssize_t>(preface.size()));
+  const auto t0 = Clock::now();
+  const bool closed = flap::testing::WaitClosedByPeer(fd, 5.0);
+  ::close(fd);
+  EXPECT_TRUE(closed) << "an HTTP/2 connection without calls is still open after 5 s (idle bound 1 s)";
+  if (closed) EXPECT_GT(SecondsSince(t0), 0.5) << "closed before its idle bound";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_OK(client->ListSweeps()) << "the client's call after its idle connection was closed";
+}
+
+// flap-coordinator raises its soft descriptor limit to the hard one (here 64 -> 256), and at
+// that limit, silent sockets are closed after the handshake bound so that a real call, queued
+// behind 400 of them, gets through.
+TEST(HardeningConnections, AtTheDescriptorLimitSilentSocketsAreClosedAndACallGetsThrough) {
+  flap::testing::TempDir dir("fd_limit");
+  const std::string state = dir / "state";
+  const std::string err_path = dir / "stderr";
+  flap::testing::ChildProcess::Options options;
+  options.pipe_stdout = true;
+  options.log_path = err_path;
+  options.in_child = [] {
+    rlimit limit{64, 256};
+    setrlimit(RLIMIT_NOFILE, &limit);
+  };
+  auto coordinator = flap::testing::ChildProcess::Exec({FLAP_COORDINATOR_BIN, "--state-dir", state, "--listen",
+                                                        "127.0.0.1:0", "--handshake-timeout-ms", "1000"},
+                                                       options);
+  const int port = testing::ListeningPort(coordinator);
+  ASSERT_GT(port, 0) << coordinator.ReadStdoutUntil("\n", 0) << flap::testing::ReadFile(err_path);
+  const std::string err = flap::testing::ReadFile(err_path);
+  EXPECT_TRUE(Contains(err, "open files: 256 (soft limit raised from 64 to the hard limit)")) << err;
+
+  SilentSockets silent;  // more than the coordinator may hold: the rest wait in its backlog
+  ASSERT_TRUE(silent.Open(port, 400));
+  ClientOptions co;
+  co.target = "127.0.0.1:" + std::to_string(port);
+  co.token = flap::testing::ReadFile(state + "/token");
+  while (!co.token.empty() && co.token.back() == '\n') co.token.pop_back();
+  co.deadline_ms = 10000;
+  auto client = CoordinatorClient::Connect(co);
+  ASSERT_OK(client);
+  const auto t0 = Clock::now();
+  EXPECT_OK((*client)->ListSweeps()) << "a call behind 400 silent sockets at a limit of 256 descriptors; "
+                                     << flap::testing::ReadFile(err_path);
+  EXPECT_LT(SecondsSince(t0), 8.0);
+  // Still serving once they are gone.
+  silent.CloseAll();
+  EXPECT_OK((*client)->ListSweeps());
+  EXPECT_EQ(coordinator.Kill(SIGTERM, 10), 0) << flap::testing::ReadFile(err_path);
 }
 
 }  // namespace

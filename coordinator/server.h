@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,26 @@ inline constexpr int kMaxRequestBytes = 8 << 20;
 // The memory gRPC may use for every connection and call together (grpc::ResourceQuota).
 inline constexpr size_t kServerMemoryQuotaBytes = size_t{512} << 20;
 
+// How long a gRPC connection may stay without doing anything useful, so that callers who
+// connect and say nothing, or go idle, give their descriptors back (gRPC channel arguments).
+// A client's channel reconnects by itself on its next call.
+struct ConnectionLimits {
+  // TLS and the HTTP/2 setup (the client's preface and SETTINGS) must be done within this, or
+  // the connection is closed (GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS; gRPC's default is 120 s).
+  int64_t handshake_timeout_ms = 10000;
+  // A connection without a call for this long is sent GOAWAY and closed
+  // (GRPC_ARG_MAX_CONNECTION_IDLE_MS; gRPC's default: never).
+  int64_t max_idle_ms = 60000;
+  // Any connection is sent GOAWAY at this age, and closed max_age_grace_ms later, its calls
+  // ended (GRPC_ARG_MAX_CONNECTION_AGE_MS, _GRACE_MS; gRPC's default: never).
+  int64_t max_age_ms = 30 * 60 * 1000;
+  int64_t max_age_grace_ms = 60000;
+  // While calls are open, the server pings the client every keepalive_time_ms and closes the
+  // connection when no answer comes within keepalive_timeout_ms (a peer gone without a FIN).
+  int64_t keepalive_time_ms = 60000;
+  int64_t keepalive_timeout_ms = 20000;
+};
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // host:port; port 0 picks a free one
   std::string token_file;                 // "" = <state_dir>/token
@@ -34,6 +55,8 @@ struct ServerOptions {
   std::string tls_key;                    // PEM private key file (with tls_cert)
   std::string metrics_listen;             // host:port of /metrics (port 0: any free); "" = none
   bool insecure = false;                  // allow plaintext on an address that is not loopback
+  ConnectionLimits connections;           // gRPC connections' time bounds
+  metrics::MetricsServer::Limits metrics_limits;  // the /metrics responder's bounds
   ServiceOptions service;                 // service.token is filled from the token file
 };
 
@@ -55,6 +78,12 @@ Status MakePrivateDir(const std::string& dir, const std::string& what);
 // clear: InvalidArgument saying to give --tls-cert / --tls-key or --insecure, unless TLS is set
 // or options.insecure is. OK otherwise.
 Status CheckListenSecurity(const ServerOptions& options);
+
+// Raises this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit; a line
+// for the log saying what it is now ("open files: N (...)").
+std::string RaiseOpenFileLimit();
+
+class GrpcListener;  // server.cc: accepts the gRPC connections and hands them to gRPC
 
 class CoordinatorServer {
  public:
@@ -88,6 +117,7 @@ class CoordinatorServer {
   int port_ = 0;
   std::unique_ptr<CoordinatorService> service_;
   std::shared_ptr<metrics::CoordinatorMetrics> metrics_;  // counted by the interceptor
+  std::unique_ptr<GrpcListener> listener_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsServer> metrics_server_;  // collects metrics_, which reads service_
   bool shut_down_ = false;

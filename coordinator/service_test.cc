@@ -118,9 +118,20 @@ TEST(CoordinatorTls, ServesTlsWithAGivenCertAndKey) {
   ASSERT_OK(client);
   auto list = (*client)->ListSweeps();
   EXPECT_OK(list);
+  // A client that trusts another CA refuses the server's certificate.
+  const std::string other_cert = dir / "other.pem", other_key = dir / "other-key.pem";
+  ASSERT_EQ(flap::testing::RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+                                      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+                                      other_key + " -out " + other_cert)
+                .exit_code,
+            0);
+  co.tls_ca = flap::testing::ReadFile(other_cert);
+  co.deadline_ms = 1000;
+  auto untrusting = CoordinatorClient::Connect(co);
+  ASSERT_OK(untrusting);
+  EXPECT_FALSE((*untrusting)->ListSweeps().ok()) << "a client accepted a certificate its CA did not sign";
   // A plaintext client cannot talk to it.
   co.tls_ca.clear();
-  co.deadline_ms = 1000;
   auto plain = CoordinatorClient::Connect(co);
   EXPECT_FALSE((*plain)->ListSweeps().ok());
   // A cert without a key is refused before anything starts.

@@ -37,6 +37,12 @@ class TestCoordinator {
     options_.service.state_dir = dir_ / "state";
     Start();
   }
+  // With the server's options `server` (its listen address and state folder are the test's).
+  TestCoordinator(const std::string& name, const ServerOptions& server) : dir_(name), options_(server) {
+    options_.listen = "127.0.0.1:0";
+    options_.service.state_dir = dir_ / "state";
+    Start();
+  }
 
   void Start() {
     auto s = CoordinatorServer::Start(options_);

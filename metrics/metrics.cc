@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 
 #include <nlohmann/json.hpp>
 
@@ -119,7 +120,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->limits_ = limits;
   s->limits_.max_connections = std::max(1, limits.max_connections);
-  s->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  s->limits_.max_pending = std::max(1, limits.max_pending);
+  s->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);  // accepts until EAGAIN
   int one = 1;
   ::setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (s->fd_ < 0 || ::bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
@@ -181,58 +183,124 @@ void MetricsServer::JoinFinished(bool all) {
   for (std::thread& t : finished) t.join();
 }
 
-void MetricsServer::Serve() {
-  while (!stop_) {
-    JoinFinished(/*all=*/false);
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (c < 0) continue;
-    std::lock_guard<std::mutex> lock(conn_mu_);
-    if (active_ >= limits_.max_connections) {
-      // Busy: a short answer if the socket takes it at once, never a wait.
-      const std::string busy = HttpResponse("503 Service Unavailable", "text/plain", "too many scrapes at once\n");
-      [[maybe_unused]] const ssize_t n = ::send(c, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::close(c);
-      continue;
+namespace {
+
+// A connection whose request head is being read by the accepting thread.
+struct PendingRequest {
+  int fd = -1;
+  int64_t deadline_ms = 0;
+  std::string request;
+};
+
+constexpr size_t kMaxRequestHead = 16384;
+
+// Reads what has arrived on `p`'s non-blocking socket. kMore: wait for more; kComplete: the
+// head is whole (or as large as it may be, or the peer closed after sending some); kDrop:
+// nothing usable (closed empty, or an error).
+enum class ReadOutcome { kMore, kComplete, kDrop };
+ReadOutcome ReadSome(PendingRequest& p) {
+  char buf[2048];
+  for (;;) {
+    if (p.request.find("\r\n\r\n") != std::string::npos || p.request.size() >= kMaxRequestHead) {
+      return ReadOutcome::kComplete;
     }
-    ++active_;
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    connections_.push_back({std::thread([this, c, done] {
-                              Respond(c);
-                              {
-                                std::lock_guard<std::mutex> l(conn_mu_);
-                                --active_;
-                              }
-                              *done = true;
-                            }),
-                            done});
+    const ssize_t n = ::recv(p.fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      p.request.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return ReadOutcome::kMore;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return p.request.empty() || n < 0 ? ReadOutcome::kDrop : ReadOutcome::kComplete;
+    }
   }
 }
 
-void MetricsServer::Respond(int c) {
-  // Read the request head (bounded in size and in time as a whole); only its first line matters.
-  const int64_t read_deadline = NowMs() + limits_.request_timeout_ms;
-  std::string request;
-  char buf[2048];
-  bool complete = false;
-  while (request.size() < 16384) {
-    if (request.find("\r\n\r\n") != std::string::npos) {
-      complete = true;
-      break;
+}  // namespace
+
+void MetricsServer::Serve() {
+  std::deque<PendingRequest> pending;  // oldest first
+  int64_t accept_paused_until = 0;     // after running out of descriptors
+  std::vector<pollfd> polls;
+  while (!stop_) {
+    JoinFinished(/*all=*/false);
+    int64_t now = NowMs();
+    polls.clear();
+    const bool accepting = now >= accept_paused_until;
+    polls.push_back({accepting ? fd_ : -1, POLLIN, 0});
+    int64_t wait_ms = 100;
+    for (const PendingRequest& p : pending) {
+      polls.push_back({p.fd, POLLIN, 0});
+      wait_ms = std::min(wait_ms, std::max<int64_t>(0, p.deadline_ms - now));
     }
-    const ssize_t n = ::recv(c, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n > 0) {
-      request.append(buf, static_cast<size_t>(n));
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      if (!WaitReady(c, POLLIN, read_deadline, stop_)) break;
-    } else {
-      complete = !request.empty();  // the peer closed its side after a (short) request
-      break;
+    if (::poll(polls.data(), polls.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) continue;
+    now = NowMs();
+    std::deque<PendingRequest> waiting;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      PendingRequest& p = pending[i];
+      ReadOutcome outcome = ReadOutcome::kMore;
+      if (polls[i + 1].revents != 0) outcome = ReadSome(p);
+      if (outcome == ReadOutcome::kMore && now >= p.deadline_ms) {
+        // Too slow: answered if at least its first line came, else closed.
+        outcome = p.request.find("\r\n") != std::string::npos ? ReadOutcome::kComplete : ReadOutcome::kDrop;
+      }
+      if (outcome == ReadOutcome::kComplete) {
+        Dispatch(p.fd, p.request);
+      } else if (outcome == ReadOutcome::kDrop) {
+        ::close(p.fd);
+      } else {
+        waiting.push_back(std::move(p));
+      }
     }
+    pending = std::move(waiting);
+    if (accepting && (polls[0].revents & POLLIN) != 0) {
+      for (int n = 0; n < 64; ++n) {
+        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) {
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            accept_paused_until = NowMs() + 100;  // the listener stays readable: do not spin
+          }
+          break;
+        }
+        if (static_cast<int>(pending.size()) >= limits_.max_pending) {
+          ::close(pending.front().fd);  // the one that has waited longest without a request
+          pending.pop_front();
+        }
+        pending.push_back({c, NowMs() + limits_.request_timeout_ms, std::string()});
+      }
+    }
+    pending_count_ = static_cast<int>(pending.size());
   }
-  if (stop_ || (!complete && request.find("\r\n") == std::string::npos)) {
-    ::close(c);  // too slow, or nothing that names a path: no answer
+  for (const PendingRequest& p : pending) ::close(p.fd);
+  pending_count_ = 0;
+}
+
+void MetricsServer::Dispatch(int c, const std::string& request) {
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  if (active_ >= limits_.max_connections) {
+    // Busy: a short answer if the socket takes it at once, never a wait.
+    const std::string busy = HttpResponse("503 Service Unavailable", "text/plain", "too many scrapes at once\n");
+    [[maybe_unused]] const ssize_t n = ::send(c, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(c);
+    return;
+  }
+  ++active_;
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  connections_.push_back({std::thread([this, c, request, done] {
+                            Respond(c, request);
+                            {
+                              std::lock_guard<std::mutex> l(conn_mu_);
+                              --active_;
+                            }
+                            *done = true;
+                          }),
+                          done});
+}
+
+void MetricsServer::Respond(int c, const std::string& request) {
+  if (stop_) {
+    ::close(c);
     return;
   }
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;

@@ -37,19 +37,23 @@ struct HostPort {
 StatusOr<HostPort> ParseHostPort(const std::string& address);
 
 // The HTTP side is a small GET-only responder (each scrape: the registry collected and written
-// in the text format, then the connection closed). One thread accepts; each connection is
-// served on a thread of its own, at most Limits::max_connections at once (more are answered
-// 503 and closed), and within deadlines: the request must arrive within request_timeout_ms
-// and the response be taken within response_timeout_ms, else the connection is dropped. So a
-// slow or stalled client (a byte every few seconds, or one that never reads) holds only its
-// own connection, for a bounded time, and never delays other scrapes or shutdown (every wait
-// is cut into 100 ms slices that look at the stop flag). prometheus-cpp's own exposer
+// in the text format, then the connection closed). One thread accepts and reads the request
+// heads of every connection together (non-blocking, at most Limits::max_pending at once: a new
+// one beyond closes the one waiting longest); a connection whose request has not come within
+// request_timeout_ms is closed. So sockets that connect and say nothing take no answering slot
+// and hold up no scrape. A complete request is answered on a thread of its own, at most
+// Limits::max_connections at once (more are answered 503 and closed), and the response must be
+// taken within response_timeout_ms, else the connection is dropped. So a slow or stalled client
+// (a byte every few seconds, or one that never reads) holds only its own connection, for a
+// bounded time, and never delays other scrapes or shutdown (every wait is cut into 100 ms
+// slices that look at the stop flag). prometheus-cpp's own exposer
 // (CivetWeb) cannot start in a process that has loaded LibTorch 1.13: its server context
 // fails after a successful bind, so the workers could not use it.
 class MetricsServer {
  public:
   struct Limits {
-    int max_connections = 16;             // served at once; more are refused with 503
+    int max_connections = 16;             // answered at once; more are refused with 503
+    int max_pending = 256;                // waiting for their request; beyond, the oldest is closed
     int64_t request_timeout_ms = 5000;    // the whole request head must arrive within this
     int64_t response_timeout_ms = 15000;  // the whole response must be taken within this
   };
@@ -68,8 +72,10 @@ class MetricsServer {
   // "host:port" as a scraper reaches it (the listen host, or this machine's host name when
   // listening on every interface).
   std::string endpoint() const { return endpoint_; }
-  // Connections being served now (tests).
+  // Connections being answered now (tests).
   int active_connections() const;
+  // Connections whose request has not arrived yet (tests).
+  int pending_connections() const { return pending_count_; }
 
  private:
   struct Connection {
@@ -78,8 +84,9 @@ class MetricsServer {
   };
 
   MetricsServer() = default;
-  void Serve();                                     // the accepting thread
-  void Respond(int fd);                             // one connection, on its own thread; closes fd
+  void Serve();                                     // the accepting thread, which reads requests
+  void Dispatch(int fd, const std::string& request);  // answers on a thread of its own, or 503
+  void Respond(int fd, const std::string& request);   // one connection, on its own thread; closes fd
   void JoinFinished(bool all);                      // joins finished connection threads (all: every one)
   std::vector<prometheus::MetricFamily> Collect();  // the registry's families, then the collectables'
   std::shared_ptr<prometheus::Registry> registry_;
@@ -94,6 +101,7 @@ class MetricsServer {
   int port_ = 0;
   std::string endpoint_;
   std::atomic<bool> stop_{false};
+  std::atomic<int> pending_count_{0};
   std::thread thread_;
 };
 
