@@ -147,7 +147,7 @@ std::string FormatMetricsTable(const core::RetrievalMetrics& m) {
                 "  audio->text  %6.2f  %6.2f  %6.2f  %6.2f\n"
                 "  mean mAP@10  %6.2f\n",
                 static_cast<long long>(m.num_clips), static_cast<long long>(m.num_captions),
-                100.0 * core::ChanceRecall(1, m.num_clips), 100 * m.t2a_r1, 100 * m.t2a_r5, 100 * m.t2a_r10,
+                100.0 * core::ChanceT2aRecall(m.num_clips, 1), 100 * m.t2a_r1, 100 * m.t2a_r5, 100 * m.t2a_r10,
                 100 * m.t2a_map10, 100 * m.a2t_r1, 100 * m.a2t_r5, 100 * m.a2t_r10, 100 * m.a2t_map10, 100 * m.map10);
   return buf;
 }

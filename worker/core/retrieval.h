@@ -76,9 +76,4 @@ RetrievalMetrics ComputeRetrievalBlocked(const at::Tensor& text, const at::Tenso
                                          const std::vector<int64_t>& caption_clip,
                                          int64_t max_block = int64_t{1} << 24);
 
-// Chance-level recall@k for text->audio with num_clips clips (k / num_clips).
-inline double ChanceRecall(int64_t k, int64_t num_clips) {
-  return num_clips > 0 ? std::min(1.0, static_cast<double>(k) / static_cast<double>(num_clips)) : 0.0;
-}
-
 }  // namespace flap::core

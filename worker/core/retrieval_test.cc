@@ -65,8 +65,11 @@ TEST(Retrieval, AllTiesScoreAsBadlyAsPossible) {
 }
 
 TEST(Retrieval, ChanceRecall) {
-  EXPECT_DOUBLE_EQ(ChanceRecall(1, 100), 0.01);
-  EXPECT_DOUBLE_EQ(ChanceRecall(10, 5), 1.0);
+  EXPECT_DOUBLE_EQ(ChanceT2aRecall(100, 1), 0.01);
+  EXPECT_DOUBLE_EQ(ChanceT2aRecall(5, 10), 1.0);
+  EXPECT_DOUBLE_EQ(ChanceT2aRecall(0, 1), 0.0);
+  // Audio->text: captions {1, 2, 3} (N = 6): R@1 is the mean of 1/6, 2/6 and 3/6.
+  EXPECT_NEAR(ChanceA2tRecall({1, 2, 3}, 1), 1.0 / 3, 1e-12);
 }
 
 void ExpectSameMetrics(const RetrievalMetrics& a, const RetrievalMetrics& b) {
