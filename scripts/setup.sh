@@ -16,6 +16,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libsndfile1-dev libsoxr-dev libarchive-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libcurl4-openssl-dev
+  # Byte-level BPE (sharding/bpe_tokenizer.h): ICU's Unicode classes; its test's Python reference
+  # implementation (tests/bpe_reference.py) needs the regex module.
+  libicu-dev python3-regex
   gnuplot-nox openssl
   'python3-torch|python3-torch-cuda' python3-torchaudio
   prometheus
