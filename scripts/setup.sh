@@ -19,6 +19,8 @@ PACKAGES=(
   # Byte-level BPE (sharding/bpe_tokenizer.h): ICU's Unicode classes; its test's Python reference
   # implementation (tests/bpe_reference.py) needs the regex module.
   libicu-dev python3-regex
+  # The zero-shot confusion plot (worker/inference.h).
+  libpng-dev
   gnuplot-nox openssl
   'python3-torch|python3-torch-cuda' python3-torchaudio
   prometheus

@@ -145,6 +145,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
                           {"config_hash", config_hash_}};
   if (!data_cursor.is_null()) state["data_cursor"] = data_cursor;
   if (!progress.is_null()) state["progress"] = progress;
+  if (!run_config_.is_null()) state["config"] = run_config_;
   files["state.json"] = state.dump(2) + "\n";
   checkpoint::Metadata meta;
   meta.config_hash = config_hash_;

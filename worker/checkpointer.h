@@ -2,7 +2,7 @@
 //
 // A checkpoint holds model.pt (parameters and buffers), optimizer.pt (AdamW state),
 // rng.pt (LibTorch's CPU generator) and state.json (step, epoch, position in the epoch, config
-// hash, the streaming loader's data cursor: loader.h, and the training budgets' progress:
+// hash, the run's config when set_run_config gave it, the streaming loader's data cursor: loader.h, and the training budgets' progress:
 // seconds trained and samples seen, trainer.h). Batches, masks and captions are
 // pure functions of (trial seed, epoch, cursor), so restoring the cursor restores exactly the
 // samples still to come in the epoch.
@@ -106,12 +106,16 @@ class Checkpointer {
   // The step of the newest save known to be durable (-1: none yet), and where it is.
   int64_t last_saved_step() const { return last_saved_step_; }
   std::string CheckpointRef(int64_t step) const;
+  // The run's configuration (TrialConfig::ToJson), written into each later checkpoint's
+  // state.json as "config", so a checkpoint says what it was trained with (export.h reads it).
+  void set_run_config(nlohmann::json config) { run_config_ = std::move(config); }
 
  private:
   Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
                std::unique_ptr<checkpoint::Store> store);
   CheckpointConfig config_;
   std::string trial_id_, config_hash_;
+  nlohmann::json run_config_;  // null: none
   std::unique_ptr<checkpoint::Store> store_;
   struct SaveResult {
     Status status;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -95,6 +96,23 @@ int64_t Dataset::num_captions() const {
     for (const Clip& c : shard->clips) n += static_cast<int64_t>(c.captions.size());
   }
   return n;
+}
+
+Dataset Dataset::FromFeatures(sharding::Tokenizer tokenizer, ShardFeatures features, int target_frames,
+                              const std::string& name) {
+  Dataset ds(std::move(tokenizer));
+  ds.frames_ = target_frames;
+  ds.bins_ = features.bins;
+  for (size_t j = 0; j < features.clips.size(); ++j) ds.index_.emplace_back(0, j);
+  ds.shards_.push_back(std::make_shared<const ShardFeatures>(std::move(features)));
+  std::vector<std::string> keys;
+  std::vector<int64_t> captions;
+  for (int64_t i = 0; i < ds.size(); ++i) {
+    keys.push_back(ds.clip(i).key);
+    captions.push_back(static_cast<int64_t>(ds.clip(i).captions.size()));
+  }
+  ds.identity_ = EvalSetIdentity::Of(name, name, keys, captions);
+  return ds;
 }
 
 StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split, const FeatureOptions& options) {

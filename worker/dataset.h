@@ -81,6 +81,12 @@ class Dataset {
   // options.threads: fbank threads per shard (0: one per core); the caches as options say.
   static StatusOr<Dataset> Load(const std::string& dir, const std::string& split, const FeatureOptions& options);
 
+  // A set of clips that is no dataset's split (the audio files flap-worker embed and zeroshot
+  // read): `features` computed by ComputeClipFeatures with at least `target_frames` frames per
+  // clip, their keys (and captions, if any) in features.clips; identity().split is `name`.
+  static Dataset FromFeatures(sharding::Tokenizer tokenizer, ShardFeatures features, int target_frames,
+                              const std::string& name);
+
   int64_t size() const { return static_cast<int64_t>(index_.size()); }
   const Clip& clip(int64_t i) const { return Shard(i).clips[Local(i)]; }
   // num_frames(i) x num_mel_bins normalised log-mel values of clip i, row-major.

@@ -76,12 +76,7 @@ at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t ba
 core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
                                 core::Precision precision, EvalCrop crop) {
   at::Tensor audio = EmbedClips(model, dataset, batch_size, precision, crop);
-  at::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
-  const c10::Device device = ModelDevice(model);
   const int64_t n = dataset.size();
-  const int max_len = model->config().text_max_len;
   std::vector<const std::vector<int>*> captions;
   std::vector<int64_t> caption_clip;
   for (int64_t i = 0; i < n; ++i) {
@@ -90,18 +85,29 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
       caption_clip.push_back(i);
     }
   }
-  std::vector<at::Tensor> text_parts;
-  for (size_t start = 0; start < captions.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t end = std::min(captions.size(), start + static_cast<size_t>(batch_size));
-    std::vector<const std::vector<int>*> part(captions.begin() + start, captions.begin() + end);
+  if (captions.empty()) return core::ComputeRetrieval({}, 0, n, caption_clip);
+  return core::ComputeRetrievalBlocked(EmbedTexts(model, captions, batch_size, precision), audio, caption_clip);
+}
+
+at::Tensor EmbedTexts(core::FlapModel& model, const std::vector<const std::vector<int>*>& texts, int64_t batch_size,
+                      core::Precision precision) {
+  at::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const c10::Device device = ModelDevice(model);
+  const int max_len = model->config().text_max_len;
+  std::vector<at::Tensor> parts;
+  for (size_t start = 0; start < texts.size(); start += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(texts.size(), start + static_cast<size_t>(batch_size));
+    std::vector<const std::vector<int>*> part(texts.begin() + start, texts.begin() + end);
     at::Tensor tokens = PadTokens(part, max_len);
     if (!device.is_cpu()) tokens = tokens.to(device);
     core::AutocastGuard autocast(device, precision);
-    text_parts.push_back(model->EncodeText(tokens).to(at::kFloat));
+    parts.push_back(model->EncodeText(tokens).to(at::kFloat));
   }
   if (was_training) model->train();
-  if (text_parts.empty()) return core::ComputeRetrieval({}, 0, n, caption_clip);
-  return core::ComputeRetrievalBlocked(at::cat(text_parts, 0), audio, caption_clip);
+  if (parts.empty()) return at::empty({0, model->config().embed_dim}, at::TensorOptions().device(device).dtype(at::kFloat));
+  return at::cat(parts, 0);
 }
 
 nlohmann::json MetricsToJson(const core::RetrievalMetrics& m) {

@@ -37,6 +37,11 @@ core::RetrievalMetrics Evaluate(core::FlapModel& model, const Dataset& dataset, 
 at::Tensor EmbedClips(core::FlapModel& model, const Dataset& dataset, int64_t batch_size,
                       core::Precision precision = core::Precision::kFp32, EvalCrop crop = EvalCrop::kFirst);
 
+// (texts, D) normalised fp32 text embeddings of token-id lists (each non-empty; truncated to
+// the model's text_max_len), on the model's device, no gradient, `batch_size` at a time.
+at::Tensor EmbedTexts(core::FlapModel& model, const std::vector<const std::vector<int>*>& texts, int64_t batch_size,
+                      core::Precision precision = core::Precision::kFp32);
+
 // The device that `model`'s parameters live on.
 c10::Device ModelDevice(core::FlapModel& model);
 

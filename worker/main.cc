@@ -2,6 +2,7 @@
 //   train  run a trial standalone from a config file plus --key value overrides
 //   eval   retrieval metrics of a saved model (or of the untrained one) on a split
 //   tag    zero-shot sound-event tags of a split's clips with a trained model (tagger.h)
+//   export, embed, search, zeroshot: a trained model after training (export.h, inference.h)
 // Progress and tables go to stderr; the JSON result goes to stdout.
 // Exit codes: 0 success, 1 the run failed, 2 bad command line or config, 75 stopped by
 // SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT after a last checkpoint (resume with --resume).
@@ -12,6 +13,7 @@
 
 #include "worker/agent.h"
 #include "worker/evaluator.h"
+#include "worker/inference.h"
 #include "worker/stop_signal.h"
 #include "worker/tagger.h"
 #include "worker/thread_budget.h"
@@ -24,6 +26,12 @@ constexpr const char* kUsage =
     "       flap-worker eval  [--config FILE] [--model model.pt] [--KEY VALUE ...]\n"
     "       flap-worker tag   --model model.pt --out tags.jsonl [--labels FILE] [--split train]\n"
     "                         [--threshold 0.1] [--top-k 3] [--config FILE] [--KEY VALUE ...]\n"
+    "       flap-worker export   --model model.pt --out DIR [--card-extra FILE.json] [--force] [--config FILE] [--KEY VALUE ...]\n"
+    "       flap-worker embed    --model DIR|model.pt (--audio DIR|LIST|FILE | --split NAME | --captions FILE | --text TEXT)\n"
+    "                            --out PREFIX [--format npy|safetensors] [--batch-size N] [--KEY VALUE ...]\n"
+    "       flap-worker search   --model DIR|model.pt --index PREFIX.npy (--text TEXT | --audio FILE) [--top-k 10]\n"
+    "       flap-worker zeroshot --model DIR|model.pt --labels labels.csv --audio DIR [--prompt \"the sound of {}\"]\n"
+    "                            [--out DIR]\n"
     "       flap-worker agent (--coordinator HOST:PORT | --coordinator-file FILE) [--token-file FILE]\n"
     "                         [--tls-ca FILE | --insecure] [--group ID] [--rpc-retry SECONDS] [--max-trials N] [--KEY "
     "VALUE ...]\n"
@@ -96,6 +104,15 @@ int main(int argc, char** argv) {
       i += 2;
     }
     return flap::worker::RunAgent(agent, std::cerr);
+  }
+  if (command == "export" || command == "embed" || command == "search" || command == "zeroshot") {
+    for (const std::string& a : args) {
+      if (a == "--help" || a == "-h") {
+        std::cout << kUsage;
+        return 0;
+      }
+    }
+    return flap::worker::RunInferenceCommand(command, args, std::cout, std::cerr);
   }
   if (command != "train" && command != "eval" && command != "tag") {
     std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;

@@ -157,30 +157,9 @@ Status ComputeFromShard(const std::string& dir, const sharding::ShardInfo& info,
     texts->text_augment.push_back(std::move(s.captions_augment));
     texts->tags.push_back(std::move(s.tags));
   }
-  const Fbank fbank(FbankOf(options));
-  // Each clip keeps its whole length up to max_frames, at least target_frames (padded).
-  f->frames.clear();
-  for (const sharding::Sample& s : samples) {
-    f->frames.push_back(std::clamp(fbank.NumFrames(s.audio.size()), options.target_frames, MaxFrames(options)));
-  }
-  SetOffsets(f);
-  const size_t bins = static_cast<size_t>(options.num_mel_bins);
-  f->specs.assign(samples.empty() ? 0 : static_cast<size_t>(f->offsets.back() + f->frames.back()) * bins, 0.0f);
-  // Each clip's result lands in its own slot, so the order of threads never matters.
-  const int threads = std::max(1, std::min<int>(options.threads, static_cast<int>(samples.size())));
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    std::vector<float> buf;
-    for (size_t i = next++; i < samples.size(); i = next++) {
-      fbank.ComputeNormalized(samples[i].audio.data(), samples[i].audio.size(), f->frames[i], &buf);
-      std::copy(buf.begin(), buf.end(),
-                f->specs.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(f->offsets[i]) * bins));
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  std::vector<const std::vector<float>*> audio;
+  for (const sharding::Sample& s : samples) audio.push_back(&s.audio);
+  ComputeClipFeatures(audio, options, f);
   return Status::OK();
 }
 
@@ -245,6 +224,35 @@ Status FillClips(const sharding::ShardInfo& info, const sharding::Tokenizer& tok
 }
 
 }  // namespace
+
+void ComputeClipFeatures(const std::vector<const std::vector<float>*>& audio, const FeatureOptions& options,
+                         ShardFeatures* f) {
+  f->bins = options.num_mel_bins;
+  const Fbank fbank(FbankOf(options));
+  // Each clip keeps its whole length up to max_frames, at least target_frames (padded).
+  f->frames.clear();
+  for (const std::vector<float>* a : audio) {
+    f->frames.push_back(std::clamp(fbank.NumFrames(a->size()), options.target_frames, MaxFrames(options)));
+  }
+  SetOffsets(f);
+  const size_t bins = static_cast<size_t>(options.num_mel_bins);
+  f->specs.assign(audio.empty() ? 0 : static_cast<size_t>(f->offsets.back() + f->frames.back()) * bins, 0.0f);
+  // Each clip's result lands in its own slot, so the order of threads never matters.
+  const int threads = std::max(1, std::min<int>(options.threads, static_cast<int>(audio.size())));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    std::vector<float> buf;
+    for (size_t i = next++; i < audio.size(); i = next++) {
+      fbank.ComputeNormalized(audio[i]->data(), audio[i]->size(), f->frames[i], &buf);
+      std::copy(buf.begin(), buf.end(),
+                f->specs.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(f->offsets[i]) * bins));
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
 
 std::string FrontEndKey(const FeatureOptions& options) {
   const std::string text = FrontEndText(options);

@@ -87,6 +87,12 @@ struct ShardFeatures {
 StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding::ShardInfo& info,
                                           const sharding::Tokenizer& tokenizer, const FeatureOptions& options);
 
+// The normalised log-mel features of decoded mono clips (at the dataset's sample rate), as a
+// shard's are computed: each clip's stored length (frames, offsets) and values (specs, bins),
+// options.threads clips at a time. The clips and shard fields of *f are left as they are.
+void ComputeClipFeatures(const std::vector<const std::vector<float>*>& audio, const FeatureOptions& options,
+                         ShardFeatures* f);
+
 // The cache file that holds shard `info`'s features for these options.
 std::string FeatureCachePath(const sharding::ShardInfo& info, const FeatureOptions& options);
 

@@ -65,14 +65,7 @@ StatusOr<std::vector<ClipTags>> TagClips(core::FlapModel& model, const Dataset& 
   std::vector<const std::vector<int>*> ptrs;
   for (const auto& t : tokens) ptrs.push_back(&t);
   at::Tensor audio = EmbedClips(model, dataset, options.batch_size, core::Precision::kFp32, options.crop);
-  at::Tensor text;
-  {
-    at::NoGradGuard no_grad;
-    const bool was_training = model->is_training();
-    model->eval();
-    text = model->EncodeText(PadTokens(ptrs, model->config().text_max_len).to(ModelDevice(model)));
-    if (was_training) model->train();
-  }
+  const at::Tensor text = EmbedTexts(model, ptrs, options.batch_size);
   at::Tensor sim = at::matmul(audio, text.t()).to(at::kCPU).contiguous();  // (clips, labels)
   const auto acc = sim.accessor<float, 2>();
   std::vector<ClipTags> out;

@@ -209,6 +209,7 @@ Status Trainer::Restore(const ResumeOptions& resume) {
   // Rank 0 owns the trial's checkpoints; the others receive what it restores.
   if (!config_.ckpt.root.empty() && rank_ == 0) {
     FLAP_ASSIGN_OR_RETURN(ckpt_, Checkpointer::Open(config_.ckpt, config_.TrialId(), config_.Hash()));
+    ckpt_->set_run_config(config_.ToJson());
   }
   RunProgress progress;
   if (ckpt_ && resuming) {

@@ -168,6 +168,11 @@ StatusOr<WarmStartResult> LoadEncoder(core::FlapModel& model, Encoder encoder,
   }
 
   auto params = model->named_parameters(/*recurse=*/true);
+  // This model's own names outside the encoder (an exported model's other tower, projections,
+  // decoder and temperature) are passed over: an export warm-starts either encoder.
+  std::set<std::string> own;
+  for (const auto& p : params) own.insert(p.key());
+  for (const auto& b : model->named_buffers(/*recurse=*/true)) own.insert(b.key());
   WarmStartResult result;
   std::vector<std::string> unmapped, mismatched, duplicated, missing;
   std::map<std::string, std::pair<std::string, at::Tensor>> planned;  // model name -> (file name, value)
@@ -176,6 +181,8 @@ StatusOr<WarmStartResult> LoadEncoder(core::FlapModel& model, Encoder encoder,
     bool ignored = false;
     std::string target = MapTensorName(encoder, file_name, &ignored);
     if (!ignored && has_norm && StartsWith(StripWrappers(encoder, file_name), "fc_norm.")) ignored = true;
+    const std::string stripped = StripWrappers(encoder, file_name);
+    if (!ignored && own.count(stripped) && !InEncoder(encoder, stripped)) ignored = true;
     if (ignored) {
       result.ignored.push_back(file_name);
       continue;

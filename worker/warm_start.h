@@ -9,7 +9,8 @@
 // `ln_final`) or this model's own (`token_embed`, `text_pos`, `text_blocks.N.*`, `text_norm`).
 // A leading `module.`, `model.` or `audio_encoder.` / `text_encoder.` is removed first.
 // Position tables and class tokens of the audio file, MAE decoders and classifier heads are
-// ignored by name (and logged); any other tensor the map does not place, any encoder
+// ignored by name (and logged), and so are this model's own names outside the encoder (an
+// exported model's other tower, projections, decoder and temperature: export.h); any other tensor the map does not place, any encoder
 // parameter the file lacks and any shape that differs fail the load, each named, and leave
 // the model untouched.
 //
