@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "checkpoint/layout.h"
 #include "sharding/file_util.h"
 
 namespace flap::checkpoint {
@@ -32,21 +33,6 @@ struct Store::TrialIndex {
 namespace {
 
 constexpr char kFormat[] = "flap-checkpoint-v1";
-
-std::string StepKey(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
-  return buf;
-}
-
-bool ParseStepKey(const std::string& s, int64_t* step) {
-  if (s.size() != 12) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  *step = std::stoll(s);
-  return true;
-}
 
 Status ValidateTrialId(const std::string& id) {
   if (id.empty() || id.size() > 200 || id == kIndexDirName || id[0] == '.') {
@@ -103,7 +89,7 @@ uint64_t Entry::TotalBytes() const {
   return total;
 }
 
-std::string Entry::Name() const { return trial_id + "/" + StepKey(step); }
+std::string Entry::Name() const { return trial_id + "/" + StepDirName(step); }
 
 std::string ManifestText(const Entry& entry) {
   nlohmann::json files = nlohmann::json::array();
@@ -180,7 +166,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& root, const Stor
 }
 
 std::string Store::CheckpointDir(const std::string& trial_id, int64_t step) const {
-  return JoinPath(JoinPath(root_, trial_id), StepKey(step));
+  return JoinPath(JoinPath(root_, trial_id), StepDirName(step));
 }
 
 std::string Store::IndexDir(const std::string& trial_id) const {
@@ -325,7 +311,7 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   std::lock_guard<std::mutex> lock(trial->mu);
   if (!trial->db) return Status::FailedPrecondition("index of " + trial_id + " was closed");
   FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
-  const std::string key = StepKey(step);
+  const std::string key = StepDirName(step);
   std::string existing;
   rocksdb::Status gs = trial->db->Get(rocksdb::ReadOptions(), key, &existing);
   if (!gs.ok() && !gs.IsNotFound()) return FromRocks(gs, "index of trial " + trial_id);
@@ -401,7 +387,7 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
 StatusOr<Entry> Store::ParseIndexEntry(const std::string& trial_id, const std::string& key,
                                        const std::string& value) const {
   int64_t step = 0;
-  if (!ParseStepKey(key, &step)) {
+  if (!ParseStepDirName(key, &step)) {
     return Status::Corruption("index of trial " + trial_id + ": malformed key '" + key + "'");
   }
   const std::string name = trial_id + "/" + key;
@@ -571,7 +557,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     FLAP_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListSubdirs(trial_dir));
     for (const std::string& s : names) {
       int64_t step = 0;
-      if (!ParseStepKey(s, &step)) continue;
+      if (!ParseStepDirName(s, &step)) continue;
       FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
@@ -624,12 +610,12 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     // Index entry first (synced), then the folder: a crash in between leaves an unindexed
     // folder, which the sweep below removes next time.
     Status deleted =
-        FromRocks(trial->db->Delete(wo, StepKey(e.step)), "index of trial " + trial_id + ": delete of " + e.Name());
+        FromRocks(trial->db->Delete(wo, StepDirName(e.step)), "index of trial " + trial_id + ": delete of " + e.Name());
     if (!deleted.ok()) {
       trial->write_failed = true;
       return deleted;
     }
-    FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, StepKey(e.step))));
+    FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, StepDirName(e.step))));
     report.deleted.push_back(e.step);
   }
 
@@ -649,7 +635,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     FLAP_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListSubdirs(trial_dir));
     for (const std::string& s : names) {
       int64_t step = 0;
-      if (!ParseStepKey(s, &step) || indexed.count(step)) continue;
+      if (!ParseStepDirName(s, &step) || indexed.count(step)) continue;
       FLAP_RETURN_IF_ERROR(env_->RemoveAll(root_, JoinPath(trial_id, s)));
       report.removed_orphans.push_back(trial_id + "/" + s);
     }
@@ -701,7 +687,7 @@ StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::
     const std::string ckpt = JoinPath(trial_dir, s);
     int64_t step = 0;
     // Only step folders are the store's (not a quarantined checkpoint, nor a user's folder).
-    if (!ParseStepKey(s, &step)) continue;
+    if (!ParseStepDirName(s, &step)) continue;
     StatusOr<std::string> text = env_->ReadFile(JoinPath(ckpt, kManifestName));
     if (!text.ok()) {
       if (problems) problems->push_back(ckpt + ": no manifest (left for gc)");

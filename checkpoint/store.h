@@ -210,7 +210,7 @@ class Store {
   // the trial's folder is a symbolic link.
   StatusOr<int> RebuildIndex(const std::string& trial_id, std::vector<std::string>* problems);
 
-  // ROOT/<trial_id>/<step:012d>.
+  // ROOT/<trial_id>/<step:012d> (checkpoint/layout.h).
   std::string CheckpointDir(const std::string& trial_id, int64_t step) const;
 
   // For tests: the folder of the trial's RocksDB index.

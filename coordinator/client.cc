@@ -381,6 +381,14 @@ StatusOr<std::vector<v1::ReportFile>> CoordinatorClient::GetReport(const std::st
   return std::vector<v1::ReportFile>(resp.files().begin(), resp.files().end());
 }
 
+StatusOr<v1::GetBestResponse> CoordinatorClient::GetBest(const std::string& sweep_id) {
+  v1::GetBestRequest req;
+  req.set_sweep_id(sweep_id);
+  v1::GetBestResponse resp;
+  FLAP_CALL(GetBest, req, resp);
+  return resp;
+}
+
 #undef FLAP_CALL
 
 }  // namespace flap::coordinator

@@ -151,6 +151,8 @@ class CoordinatorClient {
   StatusOr<int> CancelSweep(const std::string& sweep_id);
   StatusOr<std::vector<v1::MetricRecord>> GetMetrics(const std::string& sweep_id, const std::string& trial_id = "");
   StatusOr<std::vector<v1::ReportFile>> GetReport(const std::string& sweep_id, double target = 0);
+  // Validation's choice in each cell of the sweep (coordinator/report.h SelectBest).
+  StatusOr<v1::GetBestResponse> GetBest(const std::string& sweep_id);
 
   v1::Coordinator::Stub* stub() { return stub_.get(); }
   const ClientOptions& options() const { return options_; }

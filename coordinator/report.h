@@ -95,6 +95,7 @@ struct ReportInput {
   std::vector<TrialSpec> trials;     // in trial order
   std::vector<TrialRecord> records;  // same order
   std::vector<MetricPoint> metrics;  // any order
+  std::string base_config;           // the sweep's base config text (SelectBest: each trial's ckpt.metric)
 };
 
 struct ReportOptions {
@@ -152,6 +153,41 @@ std::string HashHex(double v);
 // Builds report.md, trials.csv, cells.csv, effects.csv, speed.csv and the gnuplot scripts
 // (throughput.gp, time_to_target.gp) with their data (speed.dat).
 std::vector<ReportFile> BuildReport(const ReportInput& input, const ReportOptions& options);
+
+// Validation's choice in each cell: the trial and checkpoint to keep (flapctl sweep best, the
+// GetBest RPC). Test records never take part.
+//   - The objective: the primary metric and its direction (above).
+//   - Within a trial, the checkpoint validation selected: the step its TEST record names
+//     (selected_step, the trainer's own choice: its best evaluation by ckpt.metric, at which it
+//     forces a checkpoint); a trial without a TEST record: the step of its EVAL record with the
+//     highest ckpt.metric, the earliest of equal ones, as the trainer chooses (the trial's
+//     ckpt.metric from its factors, else the base config, else the default map10).
+//   - Across the trials of a cell: its completed trials (those its figures in the report are
+//     means of), ranked by the objective in the EVAL record at each one's selected step; the
+//     first in trial order among equal values. A trial without that value is no candidate.
+//   - The checkpoint's reference: the trial's latest reported reference when it is the selected
+//     step's, else the selected step's folder (checkpoint/layout.h) beside it; "" (with the
+//     reason) when that reference does not end in a step folder.
+struct CellChoice {
+  int cell = 0;
+  std::string label;                           // CellLabel: "mask.ratio=0.5, mask.strategy=2d"
+  std::map<std::string, std::string> factors;  // the factors that apply to the cell
+  int candidates = 0;                          // completed trials with the objective at their selected step
+  const TrialSpec* trial = nullptr;            // the choice; nullptr: none (`reason` says why)
+  int64_t selected_step = -1;
+  std::string checkpoint;  // "" = unknown (`reason` says why)
+  double objective = std::numeric_limits<double>::quiet_NaN();
+  std::map<std::string, double> validation;  // the EVAL record at selected_step
+  std::map<std::string, double> test;        // the trial's TEST record; empty: none
+  std::string reason;
+};
+struct BestChoices {
+  std::string metric;             // the objective
+  bool max_mode = true;           // higher is better
+  std::vector<CellChoice> cells;  // every cell, in cell order
+};
+// Points into `input` (CellChoice::trial): keep it alive while the result is used.
+BestChoices SelectBest(const ReportInput& input, const ReportOptions& options);
 
 // The gnuplot scripts (throughput.gp, time_to_target.gp) plotting `speed_dat` (speed.dat as
 // BuildReport writes it: one "# mask.strategy S" block per series). Made only from data and

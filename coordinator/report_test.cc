@@ -580,6 +580,53 @@ void ExpectFormatted(const ReportInput& in, const std::string& what) {
   }
 }
 
+// Validation's choice per cell without TEST records: within a trial its best evaluation by
+// ckpt.metric (map10 by default: the final one here), across the cell's completed trials the best
+// objective there; the selected step's checkpoint named beside the latest reported one.
+TEST(Report, SelectBestTakesEachCellsBestCompletedTrialAndNamesItsCheckpoint) {
+  ReportInput in = TwoCells();
+  for (TrialRecord& r : in.records) {
+    r.checkpoint = "root/r-" + r.id + "/000000000120";
+    r.checkpoint_step = 120;
+  }
+  in.records[2].state = TrialState::kStopped;  // the best of cell 0, but not completed
+  in.records[5].checkpoint = "elsewhere/latest";
+  const BestChoices best = SelectBest(in, ReportOptions());
+  EXPECT_EQ(best.metric, "map10");
+  EXPECT_TRUE(best.max_mode);
+  ASSERT_EQ(best.cells.size(), 2u);
+  const CellChoice& c0 = best.cells[0];
+  ASSERT_NE(c0.trial, nullptr);
+  EXPECT_EQ(c0.trial->id, in.trials[1].id);
+  EXPECT_EQ(c0.candidates, 2);
+  EXPECT_EQ(c0.selected_step, 100);
+  EXPECT_DOUBLE_EQ(c0.objective, 0.20);
+  EXPECT_EQ(c0.checkpoint, "root/r-" + in.trials[1].id + "/000000000100");
+  EXPECT_EQ(c0.label, "recon.weight=0");
+  EXPECT_TRUE(c0.test.empty());
+  const CellChoice& c1 = best.cells[1];
+  ASSERT_NE(c1.trial, nullptr);
+  EXPECT_EQ(c1.trial->id, in.trials[5].id);
+  EXPECT_EQ(c1.checkpoint, "");
+  EXPECT_TRUE(Contains(c1.reason, "'elsewhere/latest' (step 120) does not end in its step's folder")) << c1.reason;
+
+  // ckpt.metric from the base config: t2a_r1, which only the final evaluations carry.
+  in.base_config = "[ckpt]\nmetric = t2a_r1\n";
+  for (MetricPoint& p : in.metrics) {
+    if (p.kind == "eval" && p.step == 50) p.values["t2a_r1"] = 1.0;  // now the best by t2a_r1
+  }
+  const BestChoices by_t2a = SelectBest(in, ReportOptions());
+  EXPECT_EQ(by_t2a.cells[0].selected_step, 50);
+  EXPECT_DOUBLE_EQ(by_t2a.cells[0].objective, 0.10);  // map10 at step 50 of trial 1
+  EXPECT_EQ(by_t2a.cells[0].checkpoint, "root/r-" + in.trials[1].id + "/000000000050");
+
+  // A cell without a completed trial has no choice, and says why.
+  for (TrialRecord& r : in.records) r.state = TrialState::kRunning;
+  const BestChoices none = SelectBest(in, ReportOptions());
+  EXPECT_EQ(none.cells[0].trial, nullptr);
+  EXPECT_EQ(none.cells[0].reason, "no completed trial (3 running)");
+}
+
 TEST(Report, EveryFigureOfTheRenderedReportIsFormatted) {
   ExpectFormatted(Published(), "published");
   ExpectFormatted(Budgeted(), "budgeted");  // older records: no FLOPs, bounds or sets

@@ -329,9 +329,7 @@ void CoordinatorService::FillAssignment(const std::string& key, const TrialEntry
   a->mutable_trial()->set_trial_id(r.id);
   a->mutable_trial()->set_attempt(r.attempt);
   a->set_base_config(s.base_config);
-  for (const auto& [k, v] : t.spec.factors) (*a->mutable_overrides())[k] = v;
-  (*a->mutable_overrides())["train.seed"] = std::to_string(t.spec.seed);
-  (*a->mutable_overrides())["train.trial_id"] = t.sweep + "-" + r.id;
+  for (const auto& [k, v] : TrialOverrides(t.sweep, t.spec)) (*a->mutable_overrides())[k] = v;
   a->set_resume_checkpoint(r.checkpoint);
   a->set_resume_step(r.checkpoint_step);
   if (s.spec.asha) {

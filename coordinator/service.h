@@ -81,6 +81,9 @@
 //
 // When every trial of a sweep is terminal the sweep is finished and, if a report folder is
 // configured, its ablation report (coordinator/report.h) is written there in the background.
+// GetReport returns that report at any time; GetBest, validation's choice in each cell (the
+// trial, the step validation selected within it, its checkpoint's reference and its figures:
+// SelectBest in coordinator/report.h) with the sweep's base config; both from committed state.
 // CancelSweep cancels every trial not yet terminal; groups running them get STOP.
 //
 // ---------------------------------------------------------------------------------------------
@@ -222,6 +225,8 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
                                        v1::GetMetricsResponse* resp) override;
   grpc::ServerUnaryReactor* GetReport(grpc::CallbackServerContext* ctx, const v1::GetReportRequest* req,
                                       v1::GetReportResponse* resp) override;
+  grpc::ServerUnaryReactor* GetBest(grpc::CallbackServerContext* ctx, const v1::GetBestRequest* req,
+                                    v1::GetBestResponse* resp) override;
 
   // Blocks until every report started so far has been written (tests, shutdown).
   void WaitForReports();
@@ -347,6 +352,11 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   StatusOr<std::vector<MetricPoint>> History(const std::string& sweep_id, const std::string& trial_id) const;
   // What the report of a sweep needs; takes mu_.
   StatusOr<ReportInput> ReportInputFor(const std::string& sweep_id) const;
+  // Answers a read of a sweep's report input (GetReport, GetBest): the token, sweep_id and
+  // `checked` (the request's other checks) first; then, once everything staged before is
+  // committed, answer(ReportInputFor(sweep_id)) fills the reply (NOT_FOUND for an unknown sweep).
+  grpc::ServerUnaryReactor* FromReportInput(grpc::CallbackServerContext* ctx, const std::string& sweep_id,
+                                            grpc::Status checked, std::function<void(const ReportInput&)> answer);
   void WriteReportInBackground(const std::string& sweep_id);
 
   const ServiceOptions options_;

@@ -1,5 +1,5 @@
-// CoordinatorService: the user RPCs: SubmitSweep, GetSweep, ListSweeps, CancelSweep, GetMetrics, GetReport
-// (coordinator/service.h has the protocol).
+// CoordinatorService: the user RPCs: SubmitSweep, GetSweep, ListSweeps, CancelSweep, GetMetrics,
+// GetReport, GetBest (coordinator/service.h has the protocol).
 #include "coordinator/service.h"
 
 #include <cmath>
@@ -236,6 +236,7 @@ StatusOr<ReportInput> CoordinatorService::ReportInputFor(const std::string& swee
     in.sweep_id = sweep_id;
     in.spec = it->second.spec;
     in.state = SweepStateName(it->second.state);
+    in.base_config = it->second.base_config;
     for (const auto& tid : it->second.trial_ids) {
       const TrialEntry& t = trials_.at(TrialKey(sweep_id, tid));
       in.trials.push_back(t.spec);
@@ -246,39 +247,76 @@ StatusOr<ReportInput> CoordinatorService::ReportInputFor(const std::string& swee
   return in;
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetReport(grpc::CallbackServerContext* ctx,
-                                                        const v1::GetReportRequest* req, v1::GetReportResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::FromReportInput(grpc::CallbackServerContext* ctx,
+                                                              const std::string& sweep_id, grpc::Status checked,
+                                                              std::function<void(const ReportInput&)> answer) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   grpc::Status s = Authorize(ctx);
-  if (s.ok()) s = CheckId("sweep_id", req->sweep_id());
-  if (s.ok() && (std::isnan(req->target()) || std::isinf(req->target()))) {
-    s = Invalid("target", "must be a finite number");
-  }
+  if (s.ok()) s = CheckId("sweep_id", sweep_id);
+  if (s.ok()) s = checked;
   if (!s.ok()) {
     reactor->Finish(s);
     return reactor;
   }
-  // Wait for what was staged before, then read: the report shows only committed state.
-  store_->WhenDurable(store_->appended(), [this, reactor, req, resp](const Status& durable) {
+  // Wait for what was staged before, then read: the answer shows only committed state.
+  store_->WhenDurable(store_->appended(), [this, reactor, sweep_id, answer](const Status& durable) {
     if (!durable.ok()) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, durable.message()));
       return;
     }
-    StatusOr<ReportInput> in = ReportInputFor(req->sweep_id());
+    StatusOr<ReportInput> in = ReportInputFor(sweep_id);
     if (!in.ok()) {
       reactor->Finish(ToGrpc(in.status()));
       return;
     }
+    answer(*in);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetReport(grpc::CallbackServerContext* ctx,
+                                                        const v1::GetReportRequest* req, v1::GetReportResponse* resp) {
+  grpc::Status checked = grpc::Status::OK;
+  if (std::isnan(req->target()) || std::isinf(req->target())) checked = Invalid("target", "must be a finite number");
+  return FromReportInput(ctx, req->sweep_id(), checked, [req, resp](const ReportInput& in) {
     ReportOptions ro;
     ro.target = req->target();
-    for (auto& f : BuildReport(*in, ro)) {
+    for (auto& f : BuildReport(in, ro)) {
       auto* out = resp->add_files();
       out->set_name(f.name);
       out->set_content(std::move(f.content));
     }
-    reactor->Finish(grpc::Status::OK);
   });
-  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetBest(grpc::CallbackServerContext* ctx, const v1::GetBestRequest* req,
+                                                      v1::GetBestResponse* resp) {
+  return FromReportInput(ctx, req->sweep_id(), grpc::Status::OK, [resp](const ReportInput& in) {
+    const BestChoices best = SelectBest(in, ReportOptions{});
+    resp->set_sweep_id(in.sweep_id);
+    resp->set_state(in.state);
+    resp->set_metric(best.metric);
+    resp->set_higher_is_better(best.max_mode);
+    resp->set_base_config(in.base_config);
+    for (const CellChoice& c : best.cells) {
+      v1::CellChoice* out = resp->add_cells();
+      out->set_cell(c.cell);
+      out->set_label(c.label);
+      out->mutable_factors()->insert(c.factors.begin(), c.factors.end());
+      out->set_candidates(c.candidates);
+      if (c.trial != nullptr) {
+        out->set_trial_id(c.trial->id);
+        out->set_seed(c.trial->seed);
+        out->set_selected_step(c.selected_step);
+        out->set_checkpoint(c.checkpoint);
+        out->set_objective(c.objective);
+        out->mutable_validation()->insert(c.validation.begin(), c.validation.end());
+        out->mutable_test()->insert(c.test.begin(), c.test.end());
+      }
+      out->set_reason(c.reason);
+    }
+  });
 }
 
 }  // namespace flap::coordinator

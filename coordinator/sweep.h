@@ -189,21 +189,33 @@ StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
 // parse (a stored base config whose keys have changed since).
 std::map<std::string, std::string> ConfigValues(const std::string& text);
 
-// Checks a sweep's trials against its base config (the text of a trial config file; may be
-// empty) with the trial configuration's rules (config/trial_config.h), so that no trial of a
-// submitted sweep fails on its configuration: the base config parses (every key known, an
-// unknown one named with the closest known key; every value well-formed; no key local to each
-// worker, nor train.trial_id: SweepKeyProblem in sweep_internal.h), and each trial's
-// config (the base config, then its factor values, seed and trial id) validates, which checks
-// the keys against each other (mask.views > 1 needs mask.ratio > 0). `trials` are
-// ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line
-// ("<source>: N errors in the sweep:") then each distinct error, one per line, naming the
-// first trial that shows it and how many more do.
+// What the coordinator sets for a trial over the sweep's base config (a worker's
+// Assignment::overrides): its factor values, train.seed (the trial's seed) and train.trial_id
+// ("<sweep>-<trial>", which names its checkpoints).
+std::map<std::string, std::string> TrialOverrides(const std::string& sweep_id, const TrialSpec& trial);
+
+// The config values of a trial, but the keys local to a worker: the base config's keys (its
+// text, parsed by the trial configuration's parser; `source` names it in errors), then
+// TrialOverrides, which win. InvalidArgument when the base config does not parse.
+StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string& base_config,
+                                                               const std::string& source, const std::string& sweep_id,
+                                                               const TrialSpec& trial);
+
 // The unit of ASHA's rungs when the sweep file does not name one: flops when the base config or
 // a factor sets train.max_flops (a FLOPs-budgeted sweep compares its arms at equal compute),
 // else steps. Nothing without [asha] or with a unit.
 void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config);
 
+// Checks a sweep's trials against its base config (the text of a trial config file; may be
+// empty) with the trial configuration's rules (config/trial_config.h), so that no trial of a
+// submitted sweep fails on its configuration: the base config parses (every key known, an
+// unknown one named with the closest known key; every value well-formed; no key local to each
+// worker, nor train.trial_id: SweepKeyProblem in sweep_internal.h), and each trial's
+// config (TrialConfigValues: the base config, then its factor values, seed and trial id)
+// validates, which checks the keys against each other (mask.views > 1 needs mask.ratio > 0).
+// `trials` are ExpandSweep(spec)'s. On failure, InvalidArgument whose message is a summary line
+// ("<source>: N errors in the sweep:") then each distinct error, one per line, naming the
+// first trial that shows it and how many more do.
 Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
                          const std::string& source);
 

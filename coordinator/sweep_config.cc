@@ -15,6 +15,21 @@ std::map<std::string, std::string> ConfigValues(const std::string& text) {
   return values.ok() ? *values : std::map<std::string, std::string>{};
 }
 
+std::map<std::string, std::string> TrialOverrides(const std::string& sweep_id, const TrialSpec& trial) {
+  std::map<std::string, std::string> out = trial.factors;
+  out["train.seed"] = std::to_string(trial.seed);
+  out["train.trial_id"] = sweep_id + "-" + trial.id;
+  return out;
+}
+
+StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string& base_config,
+                                                               const std::string& source, const std::string& sweep_id,
+                                                               const TrialSpec& trial) {
+  FLAP_ASSIGN_OR_RETURN(auto values, ParseConfigText(base_config, source));
+  for (auto& [key, value] : TrialOverrides(sweep_id, trial)) values[key] = std::move(value);
+  return values;
+}
+
 void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config) {
   if (!spec->asha || !spec->asha->unit.empty()) return;
   bool flops = false;
@@ -53,9 +68,7 @@ Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& tr
   std::vector<std::string> order;
   for (const TrialSpec& t : trials) {
     std::map<std::string, std::string> values = *base;
-    for (const auto& [key, value] : t.factors) values[key] = value;
-    values["train.seed"] = std::to_string(t.seed);
-    values["train.trial_id"] = spec.name + "-" + t.id;
+    for (auto& [key, value] : TrialOverrides(spec.name, t)) values[key] = std::move(value);
     TrialConfig config;
     Status s = ApplyConfigValues(values, &config);
     if (s.ok()) s = config.Validate();

@@ -1,6 +1,7 @@
 // Regression tests of flapctl's hardening, against a stand-in coordinator that serves a hostile
 // report: flapctl never runs gnuplot scripts it receives (gnuplot's `system` would run their
-// commands on the user's machine) and refuses sweep names that are not folder names.
+// commands on the user's machine) and refuses sweep names that are not folder names; and a
+// hostile choice for `sweep best --export`, whose local keys and path-like values go nowhere.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -9,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "config/trial_config.h"
+#include "flapctl/fake_worker.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "tests/test_util.h"
 
@@ -25,10 +28,13 @@ bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-// Answers GetReport with `files`, whatever the sweep; every other call is UNIMPLEMENTED.
+// Answers GetReport with `files` and GetBest with `best`, whatever the sweep; every other call is
+// UNIMPLEMENTED.
 class HostileCoordinator final : public v1::Coordinator::Service {
  public:
-  explicit HostileCoordinator(std::vector<std::pair<std::string, std::string>> files) : files_(std::move(files)) {
+  explicit HostileCoordinator(std::vector<std::pair<std::string, std::string>> files,
+                              v1::GetBestResponse best = v1::GetBestResponse())
+      : files_(std::move(files)), best_(std::move(best)) {
     grpc::ServerBuilder b;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     b.RegisterService(this);
@@ -45,9 +51,14 @@ class HostileCoordinator final : public v1::Coordinator::Service {
     }
     return grpc::Status::OK;
   }
+  grpc::Status GetBest(grpc::ServerContext*, const v1::GetBestRequest*, v1::GetBestResponse* resp) override {
+    *resp = best_;
+    return grpc::Status::OK;
+  }
 
  private:
   std::vector<std::pair<std::string, std::string>> files_;
+  v1::GetBestResponse best_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -139,6 +150,53 @@ TEST(HardeningToken, FlapctlRefusesAReadableOrShortTokenAndPlaintextToAHostNotOn
     EXPECT_FALSE(Contains(r.output, "plaintext")) << r.output;
     EXPECT_TRUE(Contains(r.output, "UNAVAILABLE") || Contains(r.output, "DEADLINE_EXCEEDED")) << r.output;
   }
+}
+
+// A coordinator's choice for `sweep best --export` whose base config and factors set keys local
+// to this machine (where to read data from, where to write), with path-like values: the trial
+// config handed to flap-worker export has none of them (the user's own, after --, go as given),
+// and the export folder stays one folder inside --export DIR.
+TEST(HardeningBest, ExportTakesNoLocalKeyOrPathFromTheCoordinator) {
+  TempDir dir("hardening_best");
+  const std::string ckpt = dir / "ckpt/s-t0/000000000004";
+  std::filesystem::create_directories(ckpt);
+  v1::GetBestResponse best;
+  best.set_sweep_id("s");
+  best.set_state("finished");
+  best.set_metric("map10");
+  best.set_higher_is_better(true);
+  best.set_base_config("[model]\npreset = tiny\n[data]\npath = /etc\n[train]\noutput_dir = /tmp/flap-evil\n");
+  v1::CellChoice* c = best.add_cells();
+  c->set_cell(0);
+  c->set_label("train.device=../../evil");
+  (*c->mutable_factors())["train.device"] = "../../evil";
+  c->set_candidates(1);
+  c->set_trial_id("t0");
+  c->set_seed(1);
+  c->set_selected_step(4);
+  c->set_checkpoint(ckpt);
+  c->set_objective(0.5);
+  (*c->mutable_validation())["map10"] = 0.5;
+  HostileCoordinator coordinator({}, best);
+  ASSERT_TRUE(flap::testing::WriteTokenFile(dir / "token"));
+  const std::string worker = dir / "fake-worker";
+  ASSERT_TRUE(flapctl::testing::WriteFakeWorker(worker, dir / "calls.txt", 0));
+  const std::string out = dir / "models";
+  auto r = RunCommand(std::string(FLAPCTL_BIN) + " sweep best s --export " + out + " --worker " + worker +
+                      " --coordinator " + coordinator.address() + " --token-file " + (dir / "token") +
+                      " -- --data.path mine");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string exported = out + "/cell0-train.device-.._.._evil";
+  ASSERT_TRUE(std::filesystem::is_directory(exported)) << r.output;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(out), std::filesystem::directory_iterator()), 1);
+  const std::string config = ReadFile(exported + "/config.ini");
+  for (const char* key : {"/etc", "flap-evil", "evil", "[data]", "output_dir", "device"}) {
+    EXPECT_FALSE(Contains(config, key)) << key << " in\n" << config;
+  }
+  StatusOr<TrialConfig> loaded = LoadTrialConfigFile(exported + "/config.ini");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->trial_id, "s-t0");
+  EXPECT_TRUE(Contains(ReadFile(exported + "/args"), " --data.path mine\n")) << ReadFile(exported + "/args");
 }
 
 }  // namespace

@@ -130,6 +130,13 @@ StatusOr<std::string> FindProgram(const std::string& what, const std::vector<std
   return Status::NotFound("cannot find " + what + " (tried " + tried + ")");
 }
 
+StatusOr<std::string> FindFlapProgram(const std::string& given, const std::string& name, const std::string& subdir) {
+  if (!given.empty()) return FindProgram(name, {given});
+  const std::string self = SelfDir();
+  return FindProgram(
+      name, {self + "/" + name, self + "/../" + subdir + "/" + name, "/usr/local/bin/" + name, "/usr/bin/" + name});
+}
+
 StatusOr<int> FreeLocalPort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return Status::IOError(std::string("socket: ") + std::strerror(errno));

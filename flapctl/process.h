@@ -48,6 +48,10 @@ class Process {
 
 // The first existing file among `candidates`, or NotFound listing them.
 StatusOr<std::string> FindProgram(const std::string& what, const std::vector<std::string>& candidates);
+// A program of this project: `given` when set (NotFound unless it is an executable file), else
+// the first of `name` beside this executable, <this executable's folder>/../<subdir>/<name>
+// (the build tree), /usr/local/bin/<name> and /usr/bin/<name> (NotFound listing them).
+StatusOr<std::string> FindFlapProgram(const std::string& given, const std::string& name, const std::string& subdir);
 // A TCP port free on 127.0.0.1 right now (bound to port 0, then released).
 StatusOr<int> FreeLocalPort();
 // The folder of this executable (/proc/self/exe), "" if unknown.

@@ -18,20 +18,13 @@
 #include "coordinator/client.h"
 #include "coordinator/report.h"
 #include "coordinator/sweep.h"
+#include "flapctl/sweep_internal.h"
 
 namespace flap::flapctl {
 namespace po = boost::program_options;
 namespace v1 = coordinator::v1;
 
-namespace {
-
-struct Connection {
-  std::string coordinator;
-  std::string token_file;
-  std::string tls_ca;
-  bool insecure = false;
-  int64_t timeout_ms = 10000;
-};
+namespace sweep_internal {
 
 void AddConnectionOptions(po::options_description* d, Connection* c) {
   const char* env = std::getenv("FLAP_COORDINATOR");
@@ -72,8 +65,6 @@ int Fail(const std::string& command, const Status& s) {
   return kExitFailure;
 }
 
-// Parses `args` with the connection options, `extra` and an optional positional SWEEP.
-// Returns -1 after --help, else an exit code (kExitOk to go on).
 int Parse(const std::string& command, const std::string& usage, const std::vector<std::string>& args,
           po::options_description* extra, Connection* conn, std::string* positional_value, const char* positional_name,
           bool required) {
@@ -98,6 +89,21 @@ int Parse(const std::string& command, const std::string& usage, const std::vecto
   return kExitOk;
 }
 
+std::string Metric(const google::protobuf::Map<std::string, double>& m, const std::string& k) {
+  auto it = m.find(k);
+  if (it == m.end()) return "-";
+  if (coordinator::IsFractionMetric(k)) return coordinator::Percent(it->second);
+  std::ostringstream out;
+  out << std::setprecision(4) << it->second;
+  return out.str();
+}
+
+}  // namespace sweep_internal
+
+using namespace sweep_internal;  // NOLINT: this part's own helpers
+
+namespace {
+
 std::string Duration(double seconds) {
   if (seconds < 0) return "?";
   const long s = std::lround(seconds);
@@ -118,15 +124,6 @@ std::string Bar(int64_t step, int64_t total, int width = 12) {
   std::ostringstream out;
   out << "[" << std::string(filled, '#') << std::string(width - filled, '.') << "] " << std::setw(3)
       << std::lround(f * 100) << "%";
-  return out.str();
-}
-
-std::string Metric(const google::protobuf::Map<std::string, double>& m, const std::string& k) {
-  auto it = m.find(k);
-  if (it == m.end()) return "-";
-  if (coordinator::IsFractionMetric(k)) return coordinator::Percent(it->second);
-  std::ostringstream out;
-  out << std::setprecision(4) << it->second;
   return out.str();
 }
 
@@ -416,6 +413,10 @@ CommandGroup SweepCommandGroup() {
                           {"watch", "the trial table, refreshed until the sweep ends", RunWatch},
                           {"cancel", "cancel every unfinished trial of a sweep", RunCancel},
                           {"report", "write the ablation report (Markdown, CSV, plots)", RunReport},
+                          {"best",
+                           "per cell, the trial and checkpoint validation selects, with its figures (--export: "
+                           "write those models)",
+                           RunSweepBest},
                           {"run", "run a sweep on this machine: a coordinator and N local worker groups", RunSweepRun},
                       }};
 }

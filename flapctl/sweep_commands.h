@@ -6,6 +6,9 @@
 //   flapctl sweep watch SWEEP [--interval S] [--count N]  the table, refreshed until it ends
 //   flapctl sweep cancel SWEEP
 //   flapctl sweep report SWEEP --out DIR [--target X] [--no-plots]   Markdown, CSV, SVG plots
+//   flapctl sweep best SWEEP [--cell N] [--export DIR [--worker PATH] [-- --KEY VALUE ...]]
+//                                     validation's choice per cell: trial, step, checkpoint,
+//                                     figures; --export writes each model (flapctl/sweep_best.cc)
 //   flapctl sweep run SWEEP.ini --dir DIR [--groups N] [--ranks W] ...   the whole sweep on this
 //                                     machine (flapctl/sweep_run.cc)
 //
@@ -59,6 +62,25 @@ Status FetchReport(coordinator::CoordinatorClient& client, const std::string& sw
 
 // `flapctl sweep run` (flapctl/sweep_run.cc).
 int RunSweepRun(const std::vector<std::string>& args);
+
+// `flapctl sweep best` (flapctl/sweep_best.cc): the coordinator's GetBest (coordinator/report.h
+// SelectBest: per cell, the completed trial whose checkpoint validation selected scores best on
+// the sweep's objective at that checkpoint), printed per cell (or for --cell, a cell's number or
+// label): trial, seed, selected step, checkpoint reference, validation figures and, marked as
+// such, test figures. Exit 1 when no printed cell has a choice (each says why).
+// --export DIR: for each printed cell with a choice, first checks that DIR/<cell-name> does not
+// exist and that the checkpoint's folder does (nothing runs otherwise), then runs
+//   WORKER export --model <checkpoint>/model.pt --out DIR/<cell-name> --config <TRIAL.ini>
+//       --card-extra <CARD.json> [the --KEY VALUE pairs given after "--"]
+// WORKER: --worker, else flap-worker found as `sweep run` finds it (FindFlapProgram).
+// <cell-name>: "cell<N>-<key>-<value>_<key>-<value>..." (characters outside [A-Za-z0-9_.-] as
+// "_", at most 64). TRIAL.ini: the sweep's base config with the trial's TrialOverrides
+// (coordinator/sweep.h), validated; CARD.json: {"sweep", "cell" (label), "factors", "trial",
+// "seed", "selected_step", "checkpoint", "objective": {"metric", "value", "higher_is_better"},
+// "validation": {EVAL record}, "test": {TEST record} or null} (NaN as null). Both are written to
+// a temporary folder removed after the run. A worker exiting non-zero stops the exports: exit 1
+// naming the cell, the worker's exit status and the end of its output.
+int RunSweepBest(const std::vector<std::string>& args);
 
 // The status table of a sweep: a header line, then one row per trial with its factors, seed,
 // state, step / step budget with a progress bar (with a time budget: the step the budget is

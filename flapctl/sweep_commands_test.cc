@@ -1,13 +1,19 @@
 // flapctl sweep, run as a process against a real coordinator served on 127.0.0.1: submit
-// (refusing a bad file with every error), status, watch, cancel and report.
+// (refusing a bad file with every error), status, watch, cancel, report, and best (with
+// --export through a stand-in for flap-worker that records what it was given).
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "checkpoint/layout.h"
+#include "config/trial_config.h"
 #include "coordinator/service_test_util.h"
 #include "coordinator/sim_group.h"
+#include "flapctl/fake_worker.h"
 
 namespace flap::flapctl {
 namespace {
@@ -29,10 +35,13 @@ class SweepCli : public ::testing::Test {
     o.heartbeat_timeout_ms = 10000;
     return o;
   }
-  // Runs flapctl sweep ARGS against the test coordinator.
+  // Runs flapctl sweep ARGS against the test coordinator (its options before a " -- ").
   flap::testing::RunResult Flapctl(const std::string& args) {
-    return RunCommand(std::string(FLAPCTL_BIN) + " sweep " + args + " --coordinator " + c_.server()->address() +
-                      " --token-file " + (c_.dir() / "state/token"));
+    const std::string conn = " --coordinator " + c_.server()->address() + " --token-file " + (c_.dir() / "state/token");
+    const size_t dashes = args.find(" -- ");
+    return RunCommand(
+        std::string(FLAPCTL_BIN) + " sweep " +
+        (dashes == std::string::npos ? args + conn : args.substr(0, dashes) + conn + args.substr(dashes)));
   }
   TestCoordinator c_;
 };
@@ -248,6 +257,266 @@ TEST_F(SweepCli, SubmitStatusWatchReportAndCancel) {
   auto missing = Flapctl("status nosuch");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_TRUE(Contains(missing.output, "no sweep 'nosuch'")) << missing.output;
+}
+
+// `flapctl sweep best` on sweep "best" (mask.ratio x mask.strategy, seeds 1 and 2), whose trials
+// report, through the client as a worker group would, the records planned in BestPlan.
+class SweepBest : public SweepCli {
+ protected:
+  struct Plan {
+    std::vector<std::pair<int64_t, std::map<std::string, double>>> evals;  // validation, by step
+    std::map<std::string, double> test;                                    // none when empty
+    bool finish = true;
+  };
+  // Per cell (ratio, strategy) and seed. The objective is map10 (no [asha], no [report]).
+  //   0.5/1d:  seed 1 validation 40% at its selected step 4, test 90%; seed 2 validation 50% at
+  //            step 4 (its final evaluation, 45%, is not selected), test 30%: seed 2 is chosen
+  //            though seed 1's test figure is better.
+  //   0.5/2d:  seed 1 70% at step 4, test 50%; seed 2 30% at step 6, test 95%: seed 1.
+  //   0.75/2d: no test records: within a trial the step of its best ckpt.metric (t2a_r1, in the
+  //            base config): seed 1 step 4 (map10 30%; its best map10, 60% at step 2, is not
+  //            selected), seed 2 step 2 (map10 25%): seed 1.
+  //   0.75/1d: both trials evaluated, never completed: no choice.
+  static Plan BestPlan(const std::string& ratio, const std::string& strategy, int seed) {
+    auto eval = [](double map10, double t2a_r1) {
+      return std::map<std::string, double>{{"map10", map10}, {"t2a_r1", t2a_r1}, {"a2t_r1", map10 / 2}};
+    };
+    auto test = [](int64_t selected, double map10) {
+      return std::map<std::string, double>{
+          {"map10", map10}, {"t2a_r1", map10 / 3}, {"a2t_r1", map10 / 4}, {"selected_step", double(selected)}};
+    };
+    Plan p;
+    if (ratio == "0.5" && strategy == "1d") {
+      p.evals = seed == 1 ? decltype(p.evals){{2, eval(0.30, 0.1)}, {4, eval(0.40, 0.1)}, {6, eval(0.35, 0.1)}}
+                          : decltype(p.evals){{2, eval(0.20, 0.1)}, {4, eval(0.50, 0.2)}, {6, eval(0.45, 0.1)}};
+      p.test = seed == 1 ? test(4, 0.90) : test(4, 0.30);
+    } else if (ratio == "0.5" && strategy == "2d") {
+      p.evals = seed == 1 ? decltype(p.evals){{2, eval(0.60, 0.1)}, {4, eval(0.70, 0.1)}, {6, eval(0.65, 0.1)}}
+                          : decltype(p.evals){{2, eval(0.10, 0.1)}, {4, eval(0.20, 0.1)}, {6, eval(0.30, 0.1)}};
+      p.test = seed == 1 ? test(4, 0.50) : test(6, 0.95);
+    } else if (ratio == "0.75" && strategy == "2d") {
+      p.evals = seed == 1 ? decltype(p.evals){{2, eval(0.60, 0.1)}, {4, eval(0.30, 0.5)}, {6, eval(0.20, 0.2)}}
+                          : decltype(p.evals){{2, eval(0.25, 0.3)}, {4, eval(0.35, 0.2)}, {6, eval(0.10, 0.1)}};
+    } else {
+      p.evals = {{2, eval(0.99, 0.99)}};
+      p.finish = false;
+    }
+    return p;
+  }
+
+  void SetUp() override {
+    WriteFile(c_.dir() / "base.ini", "[model]\npreset = tiny\n[ckpt]\nmetric = t2a_r1\n");
+    std::string text = coordinator::testing::MaskSweep("best", "1, 2");
+    text.insert(text.find("search"), "base_config = base.ini\n");
+    WriteFile(c_.dir() / "best.ini", text);
+    auto sub = Flapctl("submit " + (c_.dir() / "best.ini"));
+    ASSERT_EQ(sub.exit_code, 0) << sub.output;
+  }
+
+  // Runs every trial as planned, each on its own group; the checkpoint of each evaluated step is
+  // reported as ROOT/<train.trial_id>/<step folder> and made as a folder there.
+  void RunTrials() {
+    auto client = c_.Client();
+    for (int i = 0; i < 8; ++i) {
+      const std::string group = "g" + std::to_string(i);
+      ASSERT_TRUE(client->Register(group, group, 1).ok());
+      auto next = client->NextTrial(group);
+      ASSERT_TRUE(next.ok() && next->assigned) << i;
+      const auto& a = next->assignment;
+      const Plan plan = BestPlan(a.overrides.at("mask.ratio"), a.overrides.at("mask.strategy"),
+                                 std::stoi(a.overrides.at("train.seed")));
+      for (const auto& [step, values] : plan.evals) {
+        ASSERT_TRUE(client->ReportMetrics(group, a.trial, coordinator::MetricKind::kEval, step, 0, values, 6).ok());
+        const std::string ref = Root() + "/" + a.overrides.at("train.trial_id") + "/" + checkpoint::StepDirName(step);
+        std::filesystem::create_directories(ref);
+        ASSERT_TRUE(client->ReportCheckpoint(group, a.trial, ref, step).ok());
+      }
+      if (!plan.test.empty()) {
+        ASSERT_TRUE(client->ReportMetrics(group, a.trial, coordinator::MetricKind::kTest, 6, 0, plan.test, 6).ok());
+      }
+      if (plan.finish) ASSERT_TRUE(client->Finish(group, a.trial).ok());
+    }
+  }
+
+  std::string Root() const { return c_.dir() / "ckpt"; }
+  // The trial id and cell of the trial with these factors and seed.
+  std::pair<std::string, int> Trial(const std::string& ratio, const std::string& strategy, int seed) {
+    auto st = c_.Client()->GetSweep("best");
+    EXPECT_TRUE(st.ok());
+    for (const auto& t : st->trials()) {
+      if (t.factors().at("mask.ratio") == ratio && t.factors().at("mask.strategy") == strategy &&
+          t.seed() == static_cast<uint64_t>(seed)) {
+        return {t.trial_id(), t.cell()};
+      }
+    }
+    ADD_FAILURE() << "no trial " << ratio << " " << strategy << " " << seed;
+    return {"", -1};
+  }
+  // A stand-in for flap-worker (flapctl/fake_worker.h) recording its calls in calls.txt.
+  std::string FakeWorker(const std::string& name, int status) {
+    const std::string path = c_.dir() / name;
+    EXPECT_TRUE(flapctl::testing::WriteFakeWorker(path, c_.dir() / "calls.txt", status));
+    return path;
+  }
+};
+
+TEST_F(SweepBest, NoEvaluatedTrialIsSaidClearly) {
+  auto r = Flapctl("best best");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "no choice: no completed trial (2 pending)")) << r.output;
+  EXPECT_TRUE(Contains(r.output,
+                       "sweep best has no trial to choose in any cell: no completed trial has a "
+                       "validation map10 at the step validation selected"))
+      << r.output;
+  auto one = Flapctl("best best --cell 0");
+  EXPECT_EQ(one.exit_code, 1) << one.output;
+  EXPECT_TRUE(Contains(one.output, "cell 0 of sweep best has no trial to choose: no completed trial (2 pending)"))
+      << one.output;
+  auto missing = Flapctl("best nosuch");
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_TRUE(Contains(missing.output, "no sweep 'nosuch'")) << missing.output;
+}
+
+TEST_F(SweepBest, ValidationChoosesPerCellAndTestNever) {
+  RunTrials();
+  auto r = Flapctl("best best");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::cout << r.output;  // what a user sees
+  EXPECT_TRUE(Contains(r.output, "best validation map10 (higher is better)")) << r.output;
+  // 0.5/1d: seed 2, at the step its test record names (4), whose reference is derived from the
+  // latest one (step 6); seed 1's better test figure does not count.
+  const auto [t_1d, cell_1d] = Trial("0.5", "1d", 2);
+  EXPECT_TRUE(Contains(r.output, "cell " + std::to_string(cell_1d) +
+                                     ": mask.ratio=0.5, mask.strategy=1d\n"
+                                     "  trial       " +
+                                     t_1d +
+                                     ", seed 2 (best of 2 completed trials)\n"
+                                     "  step        4 (validation's choice within the trial)\n"
+                                     "  checkpoint  " +
+                                     Root() + "/best-" + t_1d +
+                                     "/000000000004\n"
+                                     "  validation  map10 50.0%  t2a_r1 20.0%  a2t_r1 25.0%\n"
+                                     "  test        map10 30.0%  t2a_r1 10.0%  a2t_r1 7.5% (not used to choose)\n"))
+      << r.output;
+  const auto [t_2d, cell_2d] = Trial("0.5", "2d", 1);
+  EXPECT_TRUE(Contains(r.output, "  trial       " + t_2d +
+                                     ", seed 1 (best of 2 completed trials)\n"
+                                     "  step        4 (validation's choice within the trial)\n"
+                                     "  checkpoint  " +
+                                     Root() + "/best-" + t_2d +
+                                     "/000000000004\n"
+                                     "  validation  map10 70.0%"))
+      << r.output;
+  // Without test records: the best evaluation by the trial's ckpt.metric (t2a_r1).
+  const auto [t_75, cell_75] = Trial("0.75", "2d", 1);
+  EXPECT_TRUE(Contains(r.output, "  trial       " + t_75 +
+                                     ", seed 1 (best of 2 completed trials)\n"
+                                     "  step        4 (validation's choice within the trial)\n"
+                                     "  checkpoint  " +
+                                     Root() + "/best-" + t_75 +
+                                     "/000000000004\n"
+                                     "  validation  map10 30.0%  t2a_r1 50.0%  a2t_r1 15.0%\n"
+                                     "  test        none (no test record)\n"))
+      << r.output;
+  const int cell_none = Trial("0.75", "1d", 1).second;
+  EXPECT_TRUE(
+      Contains(r.output, "cell " + std::to_string(cell_none) +
+                             ": mask.ratio=0.75, mask.strategy=1d\n  no choice: no completed trial (2 running)"))
+      << r.output;
+
+  // --cell: that cell alone, by number or by label.
+  for (const std::string& which : {std::to_string(cell_2d), std::string("'mask.ratio=0.5, mask.strategy=2d'")}) {
+    auto one = Flapctl("best best --cell " + which);
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    EXPECT_TRUE(Contains(one.output, "  trial       " + t_2d + ", seed 1")) << one.output;
+    EXPECT_FALSE(Contains(one.output, t_1d)) << one.output;
+    EXPECT_FALSE(Contains(one.output, "mask.strategy=1d")) << one.output;
+  }
+  auto unknown = Flapctl("best best --cell 9");
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
+  EXPECT_TRUE(Contains(unknown.output, "no cell '9' in sweep best; its cells: 0 (")) << unknown.output;
+}
+
+TEST_F(SweepBest, ExportRunsTheWorkerWithTheTrialsConfigAndCard) {
+  RunTrials();
+  const std::string worker = FakeWorker("fake-worker", 0), out = c_.dir() / "models";
+  const auto [t_1d, cell_1d] = Trial("0.5", "1d", 2);
+  auto r = Flapctl("best best --cell " + std::to_string(cell_1d) + " --export " + out + " --worker " + worker +
+                   " -- --data.path data");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string name = "cell" + std::to_string(cell_1d) + "-mask.ratio-0.5_mask.strategy-1d";
+  EXPECT_TRUE(Contains(
+      r.output, "exported cell " + std::to_string(cell_1d) + " (trial " + t_1d + ", step 4) to " + out + "/" + name))
+      << r.output;
+  const std::string dir = out + "/" + name;
+  std::istringstream paths(ReadFile(dir + "/paths"));
+  std::string config_path, card_path;
+  paths >> config_path >> card_path;
+  EXPECT_EQ(ReadFile(dir + "/args"), "export --model " + Root() + "/best-" + t_1d + "/000000000004/model.pt --out " +
+                                         dir + " --config " + config_path + " --card-extra " + card_path +
+                                         " --data.path data\n");
+  // flapctl's files are gone once the worker has run.
+  EXPECT_FALSE(std::filesystem::exists(config_path)) << config_path;
+  EXPECT_FALSE(std::filesystem::exists(card_path)) << card_path;
+
+  // The config: the base config with the trial's factors, seed and trial id.
+  StatusOr<TrialConfig> config = LoadTrialConfigFile(dir + "/config.ini");
+  ASSERT_TRUE(config.ok()) << config.status().ToString() << "\n" << ReadFile(dir + "/config.ini");
+  EXPECT_EQ(config->mask.ratio, 0.5);
+  EXPECT_EQ(config->mask.strategy, core::MaskStrategy::k1d);
+  EXPECT_EQ(config->train.seed, 2u);
+  EXPECT_EQ(config->trial_id, "best-" + t_1d);
+  EXPECT_EQ(config->ckpt.metric, "t2a_r1");
+  EXPECT_EQ(config->preset, "tiny");
+
+  const nlohmann::json card = nlohmann::json::parse(ReadFile(dir + "/card.json"));
+  EXPECT_EQ(card["sweep"], "best");
+  EXPECT_EQ(card["cell"], "mask.ratio=0.5, mask.strategy=1d");
+  EXPECT_EQ(card["factors"], (nlohmann::json{{"mask.ratio", "0.5"}, {"mask.strategy", "1d"}}));
+  EXPECT_EQ(card["trial"], t_1d);
+  EXPECT_EQ(card["seed"], 2);
+  EXPECT_EQ(card["selected_step"], 4);
+  EXPECT_EQ(card["checkpoint"], Root() + "/best-" + t_1d + "/000000000004");
+  EXPECT_EQ(card["objective"]["metric"], "map10");
+  EXPECT_EQ(card["objective"]["value"], 0.5);
+  EXPECT_EQ(card["validation"]["map10"], 0.5);
+  EXPECT_EQ(card["validation"]["t2a_r1"], 0.2);
+  EXPECT_EQ(card["test"]["map10"], 0.3);
+  EXPECT_EQ(card["test"]["selected_step"], 4);
+
+  // Every cell with a choice; an existing export folder is refused, naming it, and nothing runs.
+  const size_t calls = ReadFile(c_.dir() / "calls.txt").size();
+  auto again = Flapctl("best best --export " + out + " --worker " + worker);
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_TRUE(Contains(again.output, dir + " already exists (cell " + std::to_string(cell_1d))) << again.output;
+  EXPECT_TRUE(Contains(again.output, "not exporting cell " + std::to_string(Trial("0.75", "1d", 1).second) +
+                                         " (mask.ratio=0.75, mask.strategy=1d): no completed trial"))
+      << again.output;
+  EXPECT_EQ(ReadFile(c_.dir() / "calls.txt").size(), calls);
+  const std::string all = c_.dir() / "all";
+  auto every = Flapctl("best best --export " + all + " --worker " + worker);
+  ASSERT_EQ(every.exit_code, 0) << every.output;
+  int exported = 0;
+  for (const auto& e : std::filesystem::directory_iterator(all)) exported += std::filesystem::exists(e.path() / "args");
+  EXPECT_EQ(exported, 3);
+
+  // A failing worker: exit 1 naming the cell, the worker's exit status and its output.
+  const std::string failing = FakeWorker("failing-worker", 3);
+  auto failed = Flapctl("best best --cell " + std::to_string(cell_1d) + " --export " + (c_.dir() / "failed") +
+                        " --worker " + failing);
+  EXPECT_EQ(failed.exit_code, 1) << failed.output;
+  EXPECT_TRUE(Contains(failed.output, "exporting cell " + std::to_string(cell_1d) +
+                                          " (mask.ratio=0.5, mask.strategy=1d) failed: " + failing +
+                                          " exited with status 3"))
+      << failed.output;
+  EXPECT_TRUE(Contains(failed.output, "no model.pt there")) << failed.output;
+
+  // Arguments after -- must be --KEY VALUE pairs, and only with --export.
+  auto odd = Flapctl("best best --export " + out + " --worker " + worker + " -- data.path data");
+  EXPECT_EQ(odd.exit_code, 2) << odd.output;
+  EXPECT_TRUE(Contains(odd.output, "after --, expected --KEY VALUE pairs")) << odd.output;
+  auto stray = Flapctl("best best -- --data.path data");
+  EXPECT_EQ(stray.exit_code, 2) << stray.output;
 }
 
 }  // namespace

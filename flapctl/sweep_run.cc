@@ -408,7 +408,6 @@ int RunSweepRun(const std::vector<std::string>& args) {
       "Runs the sweep on this machine: flap-coordinator and --groups worker groups of --ranks ranks\n"
       "(flap-worker agent), progress on stdout, the report in DIR/report when it ends. Ctrl-C stops\n"
       "everything cleanly; the same command resumes.\n\nOptions");
-  const std::string self = SelfDir();
   visible.add_options()("help,h", "show this help")("dir", po::value(&o.dir)->required(),
                                                     "folder of the run: state, checkpoints, logs, report")(
       "groups", po::value(&o.groups)->default_value(o.groups), "worker groups")(
@@ -462,13 +461,8 @@ int RunSweepRun(const std::vector<std::string>& args) {
     std::cerr << "flapctl sweep run: " << error << "\n";
     return kExitUsage;
   }
-  auto find = [&](const std::string& given, const std::string& name, const std::string& sub) -> StatusOr<std::string> {
-    if (!given.empty()) return FindProgram(name, {given});
-    return FindProgram(
-        name, {self + "/" + name, self + "/../" + sub + "/" + name, "/usr/local/bin/" + name, "/usr/bin/" + name});
-  };
-  auto coordinator_bin = find(o.coordinator_bin, "flap-coordinator", "coordinator");
-  auto worker_bin = find(o.worker_bin, "flap-worker", "worker");
+  auto coordinator_bin = FindFlapProgram(o.coordinator_bin, "flap-coordinator", "coordinator");
+  auto worker_bin = FindFlapProgram(o.worker_bin, "flap-worker", "worker");
   for (const auto* found : {&coordinator_bin, &worker_bin}) {
     if (!found->ok()) {
       std::cerr << "flapctl sweep run: " << found->status().message() << " (give --coordinator-bin / --worker-bin)\n";
