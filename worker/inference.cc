@@ -413,11 +413,13 @@ ZeroShotResult ScoreZeroShot(const at::Tensor& scores_in, const LabelSet& labels
       cs.top1 = static_cast<double>(hits1[static_cast<size_t>(j)]) / static_cast<double>(cs.clips);
       cs.average_precision = AveragePrecision(col, pos);
       ap_sum += cs.average_precision;
+      r.chance_map += static_cast<double>(cs.clips) / nn;
       ++with_clips;
     }
     r.classes.push_back(cs);
   }
   r.map = with_clips > 0 ? ap_sum / static_cast<double>(with_clips) : 0.0;
+  r.chance_map = with_clips > 0 ? r.chance_map / static_cast<double>(with_clips) : 0.0;
   return r;
 }
 
@@ -474,9 +476,9 @@ std::string FormatZeroShot(const ZeroShotResult& r) {
   char buf[256];
   std::snprintf(buf, sizeof(buf),
                 "zero-shot on %lld clips, %zu classes: top-1 %.1f%% (chance %.1f%%), top-5 %.1f%% (chance %.1f%%), "
-                "mAP %.1f%%\n  %-28s %6s %8s %8s\n",
+                "mAP %.1f%% (chance %.1f%%)\n  %-28s %6s %8s %8s\n",
                 static_cast<long long>(r.clips), r.classes.size(), 100 * r.top1, 100 * r.chance_top1, 100 * r.top5,
-                100 * r.chance_top5, 100 * r.map, "class", "clips", "top-1", "AP");
+                100 * r.chance_top5, 100 * r.map, 100 * r.chance_map, "class", "clips", "top-1", "AP");
   out << buf;
   for (const ClassScore& c : r.classes) {
     std::snprintf(buf, sizeof(buf), "  %-28s %6lld %7.1f%% %7.1f%%\n", c.name.c_str(), static_cast<long long>(c.clips),

@@ -120,6 +120,7 @@ struct ZeroShotResult {
   double top1 = 0, top5 = 0;  // a clip counts when one of its labels is the best (among the best 5)
   double map = 0;             // mean over classes (with clips) of average precision
   double chance_top1 = 0, chance_top5 = 0;  // what a random ranking of the classes scores
+  double chance_map = 0;  // what random scores give in expectation: each class's share of clips
   std::vector<ClassScore> classes;
   std::vector<std::vector<int64_t>> confusion;  // [true][predicted best], each clip's first label
 };

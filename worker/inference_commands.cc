@@ -304,6 +304,7 @@ int ZeroShot(std::vector<std::string> args, std::ostream& out, std::ostream& err
                             {"map", r.map},
                             {"chance_top1", r.chance_top1},
                             {"chance_top5", r.chance_top5},
+                            {"chance_map", r.chance_map},
                             {"per_class", per_class}};
   if (flags.has("--out")) {
     s = WriteZeroShot(flags.get("--out"), r, summary);

@@ -272,6 +272,47 @@ TEST_F(AfterTraining, EmbeddingsOfAudioFilesEqualTheEvaluatorsOfTheSameClips) {
   }
 }
 
+// Search through the commands: an index of the held-out clips but one, plus a near-duplicate
+// of it (the same samples but every 97th one step of 16-bit audio higher, as WAV); the left-out
+// clip as the query finds it first.
+TEST_F(AfterTraining, SearchRanksAPlantedNearDuplicateFirst) {
+  const std::string dir = Export("export-search");
+  auto files = ListAudioFiles(Path("audio"));
+  ASSERT_OK(files);
+  fs::create_directories(Path("index-audio"));
+  for (size_t i = 1; i < files->size(); ++i) fs::copy_file((*files)[i].path, Path("index-audio/" + (*files)[i].key));
+  auto wave = sharding::DecodeAudioFile((*files)[0].path);
+  ASSERT_OK(wave);
+  for (size_t i = 0; i < wave->size(); i += 97) (*wave)[i] += 1.0f / 32768;
+  ASSERT_TRUE(flap::testing::WriteFile(Path("index-audio/planted.wav"),
+                                       *sharding::EncodeAudio(*wave, sharding::kSampleRate, sharding::AudioFormat::kWav)));
+  auto run = [](const std::vector<std::string>& args, std::string* out) {
+    std::ostringstream o, e;
+    const int rc = RunInferenceCommand(args[0], std::vector<std::string>(args.begin() + 1, args.end()), o, e);
+    *out = o.str() + e.str();
+    return rc;
+  };
+  std::string out;
+  ASSERT_EQ(run({"embed", "--model", dir, "--audio", Path("index-audio"), "--out", Path("index/clips")}, &out), 0) << out;
+  ASSERT_EQ(run({"search", "--model", dir, "--index", Path("index/clips.npy"), "--audio", (*files)[0].path, "--top-k",
+                 "3"},
+                &out),
+            0)
+      << out;
+  const auto result = nlohmann::json::parse(out.substr(0, out.rfind('}') + 1));
+  ASSERT_EQ(result["hits"].size(), 3u) << out;
+  EXPECT_EQ(result["hits"][0]["key"], "planted.wav") << out;
+  EXPECT_GT(result["hits"][0]["score"].get<double>(), result["hits"][1]["score"].get<double>()) << out;
+  EXPECT_EQ(result["rows"], files->size());
+  // A text query against the same index, and an index of another width, refused.
+  ASSERT_EQ(run({"search", "--model", dir, "--index", Path("index/clips.npy"), "--text", "a low hum"}, &out), 0) << out;
+  const float wide[4] = {1, 0, 0, 0};
+  ASSERT_TRUE(flap::testing::WriteFile(Path("wide.npy"), EncodeNpy(wide, 1, 4)));
+  ASSERT_TRUE(flap::testing::WriteFile(Path("wide.csv"), "key,row\nx,0\n"));
+  EXPECT_EQ(run({"search", "--model", dir, "--index", Path("wide.npy"), "--text", "a low hum"}, &out), 2);
+  EXPECT_NE(out.find("another model's index"), std::string::npos) << out;
+}
+
 TEST(Search, RanksRowsByCosineBestFirst) {
   EmbeddingIndex index;
   index.keys = {"a", "b", "c", "d"};
@@ -305,6 +346,7 @@ TEST(ZeroShotScore, TopKMapAndConfusionByHand) {
   EXPECT_NEAR(r.classes[1].average_precision, 0.5, 1e-12);
   EXPECT_NEAR(r.classes[2].average_precision, 1.0, 1e-12);
   EXPECT_NEAR(r.map, ((1 + 2.0 / 3) / 2 + 0.5 + 1.0) / 3, 1e-12);
+  EXPECT_NEAR(r.chance_map, (2.0 / 4 + 1.0 / 4 + 1.0 / 4) / 3, 1e-12);
   EXPECT_EQ(r.classes[0].clips, 2);
   EXPECT_DOUBLE_EQ(r.classes[0].top1, 0.5);
   const std::vector<std::vector<int64_t>> confusion = {{1, 1, 0}, {0, 0, 1}, {0, 0, 1}};
