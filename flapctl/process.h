@@ -56,5 +56,8 @@ StatusOr<std::string> FindFlapProgram(const std::string& given, const std::strin
 StatusOr<int> FreeLocalPort();
 // The folder of this executable (/proc/self/exe), "" if unknown.
 std::string SelfDir();
+// The last `n` lines of the file at `path` (a child's log), each indented by two spaces and
+// ended by a newline; "" when it cannot be read.
+std::string LogTail(const std::string& path, size_t n);
 
 }  // namespace flap::flapctl

@@ -67,7 +67,7 @@ int Fail(const std::string& command, const Status& s) {
 
 int Parse(const std::string& command, const std::string& usage, const std::vector<std::string>& args,
           po::options_description* extra, Connection* conn, std::string* positional_value, const char* positional_name,
-          bool required) {
+          bool required, po::variables_map* vm_out) {
   po::options_description visible(usage + "\n\nOptions");
   visible.add_options()("help,h", "show this help");
   visible.add(*extra);
@@ -82,6 +82,7 @@ int Parse(const std::string& command, const std::string& usage, const std::vecto
     std::cout << visible << "\n";
     return -1;
   }
+  if (vm_out != nullptr) *vm_out = vm;
   if (required && positional_value->empty()) {
     std::cerr << "flapctl sweep " << command << ": missing the " << positional_name << "\n";
     return kExitUsage;

@@ -9,8 +9,9 @@
 //   flapctl sweep best SWEEP [--cell N] [--export DIR [--worker PATH] [-- --KEY VALUE ...]]
 //                                     validation's choice per cell: trial, step, checkpoint,
 //                                     figures; --export writes each model (flapctl/sweep_best.cc)
-//   flapctl sweep run SWEEP.ini --dir DIR [--groups N] [--ranks W] ...   the whole sweep on this
-//                                     machine (flapctl/sweep_run.cc)
+//   flapctl sweep best --dir RUN [SWEEP] ...   the same for a `sweep run` folder
+//   flapctl sweep run SWEEP.ini --dir DIR [--groups N] [--ranks W] [--export-best DIR] ...
+//                                     the whole sweep on this machine (flapctl/sweep_run.cc)
 //
 // Every command takes --coordinator HOST:PORT (default $FLAP_COORDINATOR, else
 // 127.0.0.1:7070), --token-file FILE (default $FLAP_COORDINATOR_TOKEN or
@@ -80,6 +81,14 @@ int RunSweepRun(const std::vector<std::string>& args);
 // "validation": {EVAL record}, "test": {TEST record} or null} (NaN as null). Both are written to
 // a temporary folder removed after the run. A worker exiting non-zero stops the exports: exit 1
 // naming the cell, the worker's exit status and the end of its output.
+// --dir RUN (a `sweep run` folder, flapctl/run_folder.h) instead of the connection options:
+// the coordinator answering at RUN/run.json's address with RUN/state/token (the run still
+// runs), else flap-coordinator (--coordinator-bin, else found as `sweep run` finds it) started
+// on RUN/state on a free 127.0.0.1 port for this command (log RUN/logs/best-coordinator.log)
+// and stopped after it; a state another process holds is refused (exit 1, saying RUN is in
+// use). SWEEP defaults to run.json's sweep, else the state's only one; with --export, run.json's
+// data folder is passed as --data.path unless one follows "--". A missing or foreign folder:
+// exit 2; --coordinator, --token-file, --tls-ca or --insecure with --dir: exit 2.
 int RunSweepBest(const std::vector<std::string>& args);
 
 // The status table of a sweep: a header line, then one row per trial with its factors, seed,

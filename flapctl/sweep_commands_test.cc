@@ -1,6 +1,7 @@
 // flapctl sweep, run as a process against a real coordinator served on 127.0.0.1: submit
 // (refusing a bad file with every error), status, watch, cancel, report, and best (with
-// --export through a stand-in for flap-worker that records what it was given).
+// --export through a stand-in for flap-worker that records what it was given; --dir's refusals of
+// what is not a `sweep run` folder).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -517,6 +518,36 @@ TEST_F(SweepBest, ExportRunsTheWorkerWithTheTrialsConfigAndCard) {
   EXPECT_TRUE(Contains(odd.output, "after --, expected --KEY VALUE pairs")) << odd.output;
   auto stray = Flapctl("best best -- --data.path data");
   EXPECT_EQ(stray.exit_code, 2) << stray.output;
+}
+
+// `sweep best --dir` names what is wrong with the folder before it starts anything (the whole
+// of --dir, with a coordinator on a run's state, is in tests/sweep_run_test.cc).
+TEST(SweepBestDir, RefusesWhatIsNotARunFolderAndOptionsForAnotherCoordinator) {
+  flap::testing::TempDir dir("best-dir");
+  const std::string best = std::string(FLAPCTL_BIN) + " sweep best ";
+  auto neither = RunCommand(best);
+  EXPECT_EQ(neither.exit_code, 2) << neither.output;
+  EXPECT_TRUE(Contains(neither.output, "missing the sweep (or --dir, a sweep run's folder)")) << neither.output;
+  auto missing = RunCommand(best + "--dir " + dir / "nosuch");
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_TRUE(Contains(missing.output, "--dir " + dir / "nosuch" + " is not a folder")) << missing.output;
+  auto empty = RunCommand(best + "--dir " + dir.path());
+  EXPECT_EQ(empty.exit_code, 2) << empty.output;
+  EXPECT_TRUE(Contains(empty.output, "is not a folder of flapctl sweep run: it has no " + dir / "state/token"))
+      << empty.output;
+  auto other = RunCommand(best + "--dir " + dir.path() + " --coordinator 127.0.0.1:1 --token-file t");
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_TRUE(Contains(other.output, "--coordinator, --token-file cannot go with it")) << other.output;
+  auto bin = RunCommand(best + "some --coordinator-bin /bin/true");
+  EXPECT_EQ(bin.exit_code, 2) << bin.output;
+  EXPECT_TRUE(Contains(bin.output, "--coordinator-bin is for --dir")) << bin.output;
+  // A run file that is not one.
+  std::filesystem::create_directories(dir / "state");
+  ASSERT_TRUE(flap::testing::WriteTokenFile(dir / "state/token"));
+  ASSERT_TRUE(WriteFile(dir / "run.json", "{"));
+  auto bad = RunCommand(best + "--dir " + dir.path());
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_TRUE(Contains(bad.output, dir / "run.json" + " is not a run file of flapctl sweep run")) << bad.output;
 }
 
 }  // namespace

@@ -20,7 +20,11 @@
 //   ckpt/         checkpoints of every trial (shared by the groups)
 //   logs/         coordinator.log, group-<g>-rank-<r>.log
 //   report/       the ablation report (report.md, CSV, SVG plots)
-//   run.json      pids and addresses of the running processes (for tools and tests)
+//   run.json      the coordinator's address and pid, the sweep, the workers' data folder and
+//                 the groups' pids (for tools and tests; `sweep best --dir` reads it)
+//
+// --export-best DIR: once the sweep has ended, validation's choice per cell is printed and
+// exported as `flapctl sweep best --dir DIR_OF_RUN --export DIR` does (sweep_best.cc).
 //
 // With --metrics every process serves Prometheus /metrics on 127.0.0.1 (the ranks give theirs
 // to the coordinator when they register), and --sd-file makes the coordinator keep a file_sd
@@ -50,7 +54,9 @@
 #include "coordinator/client.h"
 #include "flapctl/cli.h"
 #include "flapctl/process.h"
+#include "flapctl/run_folder.h"
 #include "flapctl/sweep_commands.h"
+#include "flapctl/sweep_internal.h"
 
 namespace flap::flapctl {
 namespace po = boost::program_options;
@@ -63,7 +69,7 @@ volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int sig) { g_stop_signal = sig; }
 
 struct RunOptions {
-  std::string sweep_file, base_config, dir, data, coordinator_bin, worker_bin, sd_file;
+  std::string sweep_file, base_config, dir, data, coordinator_bin, worker_bin, sd_file, export_best;
   int groups = 2, ranks = 1, max_restarts = 3;
   double interval = 2.0, stop_grace = 60.0;
   int64_t heartbeat_timeout_ms = 10000, lease_ttl_ms = 20000;
@@ -80,74 +86,50 @@ struct Group {
 
 class LocalSweep {
  public:
-  explicit LocalSweep(RunOptions o) : o_(std::move(o)) {}
+  explicit LocalSweep(RunOptions o) : o_(std::move(o)), run_(o_.dir) {}
 
   int Run();
 
  private:
   Status StartCoordinator();
-  Status WaitForCoordinator(double timeout_s);
   Status StartGroup(Group* g);
+  std::string WorkersDataPath() const;
   void StopGroups(double grace_s);
   void WriteRunFile() const;
   void Log(const std::string& line) const { std::cout << line << std::endl; }
-  std::string Path(const std::string& rel) const { return (fs::path(o_.dir) / rel).string(); }
+  std::string Path(const std::string& rel) const { return run_.Path(rel); }
 
   RunOptions o_;
+  RunFolder run_;
   int port_ = 0;
-  Process coordinator_;
+  LocalCoordinator coordinator_;
   int coordinator_restarts_ = 0;
-  std::unique_ptr<coordinator::CoordinatorClient> client_;
+  std::string sweep_;  // once submitted
   std::vector<Group> groups_;
   std::map<std::string, std::string> base_worker_values_;  // ReadSweepFiles' worker_values
 };
 
 Status LocalSweep::StartCoordinator() {
-  std::vector<std::string> argv = {o_.coordinator_bin,
-                                   "--state-dir",
-                                   Path("state"),
-                                   "--listen",
-                                   "127.0.0.1:" + std::to_string(port_),
-                                   "--heartbeat-interval-ms",
-                                   "1000",
-                                   "--heartbeat-timeout-ms",
-                                   std::to_string(o_.heartbeat_timeout_ms),
-                                   "--lease-ttl-ms",
-                                   std::to_string(o_.lease_ttl_ms)};
-  if (o_.metrics) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
-  if (!o_.sd_file.empty()) argv.insert(argv.end(), {"--sd-file", fs::absolute(o_.sd_file).string()});
-  FLAP_ASSIGN_OR_RETURN(coordinator_, Process::Start(argv, {}, Path("logs/coordinator.log")));
-  return WaitForCoordinator(30);
+  LocalCoordinator::Options co;
+  co.bin = o_.coordinator_bin;
+  co.port = port_;
+  co.log = Path("logs/coordinator.log");
+  co.extra_args = {"--heartbeat-interval-ms", "1000", "--heartbeat-timeout-ms", std::to_string(o_.heartbeat_timeout_ms),
+                   "--lease-ttl-ms", std::to_string(o_.lease_ttl_ms)};
+  if (o_.metrics) co.extra_args.insert(co.extra_args.end(), {"--metrics-listen", "127.0.0.1:0"});
+  if (!o_.sd_file.empty()) co.extra_args.insert(co.extra_args.end(), {"--sd-file", fs::absolute(o_.sd_file).string()});
+  return coordinator_.Start(run_, co);
 }
 
-Status LocalSweep::WaitForCoordinator(double timeout_s) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  Status last = Status::IOError("not started");
-  while (std::chrono::steady_clock::now() < until) {
-    if (coordinator_.Poll()) {
-      return Status::Internal("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
-                              " at start (see " + Path("logs/coordinator.log") + ")");
-    }
-    if (!client_ && fs::exists(Path("state/token"))) {
-      coordinator::ClientOptions co;
-      co.target = "127.0.0.1:" + std::to_string(port_);
-      co.deadline_ms = 5000;
-      auto token = coordinator::ReadToken(Path("state/token"));
-      if (token.ok()) {
-        co.token = *token;
-        auto c = coordinator::CoordinatorClient::Connect(co);
-        if (c.ok()) client_ = std::move(*c);
-      }
-    }
-    if (client_) {
-      auto r = client_->ListSweeps();
-      if (r.ok()) return Status::OK();
-      last = r.status();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+// The data folder the workers read (the last --data.path their flags give), absolute; "" when
+// they are given none (their trial config's, which a sweep never sets).
+std::string LocalSweep::WorkersDataPath() const {
+  std::string data = o_.data;
+  for (const std::string& kv : o_.worker_args) {
+    if (kv.compare(0, kv.find('='), "data.path") == 0) data = kv.substr(kv.find('=') + 1);
   }
-  return Status::DeadlineExceeded("flap-coordinator did not answer within " +
-                                  std::to_string(static_cast<int>(timeout_s)) + " s: " + last.message());
+  if (data.empty() && base_worker_values_.count("data.path")) data = base_worker_values_.at("data.path");
+  return data.empty() ? "" : fs::absolute(data).lexically_normal().string();
 }
 
 Status LocalSweep::StartGroup(Group* g) {
@@ -155,8 +137,8 @@ Status LocalSweep::StartGroup(Group* g) {
   FLAP_ASSIGN_OR_RETURN(int master_port, FreeLocalPort());
   for (int r = 0; r < o_.ranks; ++r) {
     std::vector<std::string> argv = {o_.worker_bin,   "agent",
-                                     "--coordinator", "127.0.0.1:" + std::to_string(port_),
-                                     "--token-file",  Path("state/token"),
+                                     "--coordinator", coordinator_.address(),
+                                     "--token-file",  run_.token_file(),
                                      "--group",       "local-" + std::to_string(g->index),
                                      "--ckpt.root",   Path("ckpt")};
     if (!o_.data.empty()) argv.insert(argv.end(), {"--data.path", o_.data});
@@ -205,16 +187,17 @@ void LocalSweep::StopGroups(double grace_s) {
 }
 
 void LocalSweep::WriteRunFile() const {
-  nlohmann::json j = {{"coordinator", {{"address", "127.0.0.1:" + std::to_string(port_)}, {"pid", coordinator_.pid()}}},
-                      {"token_file", Path("state/token")},
+  nlohmann::json j = {{"coordinator", {{"address", coordinator_.address()}, {"pid", coordinator_.pid()}}},
+                      {"token_file", run_.token_file()},
+                      {"sweep", sweep_},
+                      {"data", WorkersDataPath()},
                       {"groups", nlohmann::json::array()}};
   for (const auto& g : groups_) {
     nlohmann::json pids = nlohmann::json::array();
     for (const auto& r : g.ranks) pids.push_back(r.pid());
     j["groups"].push_back({{"group", "local-" + std::to_string(g.index)}, {"pids", pids}, {"restarts", g.restarts}});
   }
-  const std::string path = Path("run.json");
-  (void)flap::WriteFileAtomic(path, j.dump(2) + "\n");  // best effort: the run file is for the user
+  (void)flap::WriteFileAtomic(run_.run_file(), j.dump(2) + "\n");  // best effort: the run file is for the user
 }
 
 std::string Summary(const v1::SweepStatus& s) {
@@ -257,15 +240,16 @@ int LocalSweep::Run() {
     std::cerr << "flapctl sweep run: " << s.message() << "\n";
     return kExitFailure;
   }
-  auto submitted = client_->SubmitSweep(files->text, files->path, files->base_config);
+  auto submitted = coordinator_.client().SubmitSweep(files->text, files->path, files->base_config);
   if (!submitted.ok()) {
     coordinator_.Stop(10);
     std::cerr << "flapctl sweep run: " << submitted.status().message() << "\n";
     return kExitFailure;
   }
   const std::string sweep = submitted->sweep_id();
+  sweep_ = sweep;
   Log(std::string(submitted->already_submitted() ? "resuming" : "submitted") + " sweep " + sweep + " (" +
-      std::to_string(submitted->num_trials()) + " trials) on flap-coordinator 127.0.0.1:" + std::to_string(port_) +
+      std::to_string(submitted->num_trials()) + " trials) on flap-coordinator " + coordinator_.address() +
       ", " + std::to_string(o_.groups) + " group(s) of " + std::to_string(o_.ranks) + " rank(s); logs in " +
       Path("logs"));
   groups_.resize(static_cast<size_t>(o_.groups));
@@ -347,7 +331,7 @@ int LocalSweep::Run() {
       if (!s.ok()) Log("group local-" + std::to_string(g.index) + ": " + s.message());
       WriteRunFile();
     }
-    auto st = client_->GetSweep(sweep);
+    auto st = coordinator_.client().GetSweep(sweep);
     if (st.ok()) {
       status = *st;
       if (status.state() != "running") break;
@@ -376,7 +360,7 @@ int LocalSweep::Run() {
   if (rc == kExitOk) {
     std::cout << FormatSweepStatus(status);
     std::vector<std::string> names;
-    s = FetchReport(*client_, sweep, Path("report"), 0, o_.plots, &names);
+    s = FetchReport(coordinator_.client(), sweep, Path("report"), 0, o_.plots, &names);
     if (s.ok() || s.code() == Status::Code::kFailedPrecondition) {
       if (!s.ok()) std::cerr << "flapctl sweep run: " << s.message() << "\n";
       Log("report: " + Path("report/report.md"));
@@ -384,6 +368,16 @@ int LocalSweep::Run() {
       std::cerr << "flapctl sweep run: the report: " << s.message() << "\n";
       rc = kExitFailure;
     }
+  }
+  if (rc == kExitOk && !o_.export_best.empty()) {
+    sweep_internal::BestRequest best;
+    best.command = "run";
+    best.sweep = sweep;
+    best.export_dir = o_.export_best;
+    best.worker = o_.worker_bin;
+    const std::string data = WorkersDataPath();
+    if (!data.empty()) best.forwarded = {"--data.path", data};
+    rc = sweep_internal::ShowBest(coordinator_.client(), best);
   }
   // The groups exit by themselves once every sweep is done; whatever is left is stopped.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -430,7 +424,10 @@ int RunSweepRun(const std::vector<std::string>& args) {
       "stop-grace", po::value(&o.stop_grace)->default_value(o.stop_grace),
       "seconds the groups get to checkpoint and exit when stopping")(
       "coordinator-bin", po::value(&o.coordinator_bin), "flap-coordinator (default: found beside flapctl)")(
-      "worker-bin", po::value(&o.worker_bin), "flap-worker (default: found beside flapctl)");
+      "worker-bin", po::value(&o.worker_bin), "flap-worker (default: found beside flapctl)")(
+      "export-best", po::value(&o.export_best),
+      "once the sweep has ended, print validation's choice per cell and export those models to DIR "
+      "(as `flapctl sweep best --dir DIR_OF_RUN --export DIR`)");
   po::options_description hidden;
   hidden.add_options()("sweep-file", po::value(&o.sweep_file), "sweep file");
   po::positional_options_description positional;
@@ -471,6 +468,9 @@ int RunSweepRun(const std::vector<std::string>& args) {
   }
   o.coordinator_bin = *coordinator_bin;
   o.worker_bin = *worker_bin;
+  // Absolute, so that what the run records (checkpoint references, run.json) holds from any
+  // working folder.
+  o.dir = fs::absolute(o.dir).lexically_normal().string();
   return LocalSweep(o).Run();
 }
 

@@ -2,7 +2,9 @@
 // real worker groups (`flap-worker agent`, tiny FLAP on synthetic data) over 127.0.0.1. The
 // tests kill a worker group and the coordinator with SIGKILL mid-sweep, interrupt the whole
 // run with SIGINT and resume it, and check through the coordinator's own records that every
-// trial completed once, resumed from its checkpoint, with its metric history intact.
+// trial completed once, resumed from its checkpoint, with its metric history intact; and they
+// export each cell's model that validation selects from a run's folder (`sweep best --dir`,
+// `sweep run --export-best`) with the real `flap-worker export`.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -401,6 +403,94 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
   const std::string logs =
       ReadFile(RunDir() + "/logs/group-0-rank-0.log") + ReadFile(RunDir() + "/logs/group-1-rank-0.log");
   EXPECT_NE(logs.find("stopped at step"), std::string::npos) << logs;
+}
+
+// `flapctl sweep best --dir` on a `sweep run` folder, with the real flap-worker: while the run
+// runs, its own coordinator is asked; once it has ended, a coordinator started on the run's state
+// answers, and each cell's choice is exported to a folder that `flap-worker embed` loads on its
+// own, its card naming the cell, trial, step and factors. `sweep run --export-best` exports the
+// same choices at the end of the run, and --dir passes the run's data folder to the export. A
+// state held by another coordinator is refused, said so. About 25 s.
+TEST_F(SweepRun, BestOfARunFolderExportsEachCellsChoiceUsableOnItsOwn) {
+  const std::string sweep = WriteSweep("best", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string at_end = dir_.path() + "/at-end";
+  const pid_t run = Start(Command(sweep, 2) + " --export-best " + at_end, "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  const std::string best = std::string(FLAPCTL_BIN) + " sweep best --dir " + RunDir();
+  const RunResult during = RunCommand(best);
+  EXPECT_NE(during.output.find("asking the running coordinator of " + RunDir()), std::string::npos) << during.output;
+  EXPECT_NE(during.output.find("sweep best ("), std::string::npos) << during.output;
+  ASSERT_EQ(WaitExit(run, 300), 0) << ReadFile(dir_.path() + "/run.log");
+  run_ = -1;
+
+  const std::string out = dir_.path() + "/models";
+  const RunResult r = RunCommand(best + " --export " + out + " -- --data.path " + data_->path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("asking the running coordinator"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("sweep best (finished)"), std::string::npos) << r.output;
+  std::set<std::string> values;
+  for (const auto& cell : fs::directory_iterator(out)) {
+    const std::string dir = cell.path().string();
+    for (const char* file : {"model.safetensors", "config.json", "tokenizer.model", "card.json"}) {
+      EXPECT_TRUE(fs::is_regular_file(dir + "/" + file)) << dir << " has no " << file;
+    }
+    const nlohmann::json card = nlohmann::json::parse(ReadFile(dir + "/card.json"), nullptr, false);
+    ASSERT_TRUE(card.is_object() && card.contains("sweep")) << dir << "/card.json: " << ReadFile(dir + "/card.json");
+    const nlohmann::json& entry = card["sweep"];
+    const std::string value = entry["factors"].value("recon.weight", "");
+    values.insert(value);
+    EXPECT_EQ(entry["sweep"], "best");
+    EXPECT_EQ(entry["cell"], "recon.weight=" + value);
+    EXPECT_EQ(cell.path().filename().string().substr(5), "-recon.weight-" + value) << dir;
+    const std::string trial = entry.value("trial", "");
+    EXPECT_FALSE(trial.empty()) << card.dump(2);
+    EXPECT_EQ(card["model"]["trial_id"], "best-" + trial) << card.dump(2);
+    const int64_t step = entry.value("selected_step", int64_t{-1});
+    EXPECT_GT(step, 0) << card.dump(2);
+    EXPECT_EQ(step % 8, 0) << "validation chose step " << step << ", evaluated every 8 steps";
+    EXPECT_EQ(card["training"].value("step", int64_t{-2}), step) << "the export is not the selected checkpoint";
+    EXPECT_NE(r.output.find("step " + std::to_string(step) + ") to " + dir), std::string::npos) << r.output;
+    // The export stands on its own.
+    const RunResult e = RunCommand(std::string(FLAP_WORKER_BIN) + " embed --model " + dir +
+                                   " --text \"a low hum\" --out " + dir_.path() + "/embedding");
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    EXPECT_GT(fs::file_size(dir_.path() + "/embedding.npy"), 0u);
+    fs::remove(dir_.path() + "/embedding.npy");
+    // --export-best at the end of the run chose the same.
+    const std::string same = at_end + "/" + cell.path().filename().string() + "/card.json";
+    EXPECT_EQ(nlohmann::json::parse(ReadFile(same), nullptr, false)["sweep"], entry) << same;
+  }
+  EXPECT_EQ(values, (std::set<std::string>{"0", "0.5"}));
+
+  // Without -- --data.path: the run's data folder.
+  const RunResult one = RunCommand(best + " --cell 1 --export " + dir_.path() + "/one");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  int exported = 0;
+  for (const auto& cell : fs::directory_iterator(dir_.path() + "/one")) {
+    ++exported;
+    EXPECT_EQ(cell.path().filename().string().substr(0, 6), "cell1-");
+    const nlohmann::json card = nlohmann::json::parse(ReadFile(cell.path().string() + "/card.json"), nullptr, false);
+    EXPECT_EQ(card["data"]["path"], fs::path(data_->path()).lexically_normal().string()) << card.dump(2);
+  }
+  EXPECT_EQ(exported, 1);
+
+  // A state another coordinator holds.
+  const int port = FreePort();
+  ChildProcess other = ChildProcess::Shell(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() +
+                                           "/state --listen 127.0.0.1:" + std::to_string(port));
+  std::string error;
+  std::unique_ptr<coordinator::CoordinatorClient> held;
+  for (int i = 0; i < 100 && !(held && held->ListSweeps().ok()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    held = ConnectCoordinator("127.0.0.1:" + std::to_string(port), RunDir() + "/state/token", &error);
+  }
+  ASSERT_TRUE(held && held->ListSweeps().ok()) << error;
+  const RunResult refused = RunCommand(best);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find(RunDir() + " is in use by another process"),
+            std::string::npos)
+      << refused.output;
 }
 
 // A worker group started before any sweep is submitted waits for one (it is not "all done"),
