@@ -85,11 +85,11 @@ int main(int argc, char** argv) {
   config.data.loader_threads = cores;
   config.data.max_frames = config.model.target_frames;
   flap::worker::SetThreads(0);
-  auto tokenizer = flap::sharding::Tokenizer::Load(root + "/data/tokenizer.model");
+  auto tokenizer = flap::sharding::TextTokenizer::LoadSentencePiece(root + "/data/tokenizer.model");
   Check(tokenizer.status(), "tokenizer");
-  auto model = flap::worker::LoadModel(&config, tokenizer->vocab_size(), "");
+  auto model = flap::worker::LoadModel(&config, *tokenizer, "");
   Check(model.status(), "model");
-  flap::worker::InferenceModel inference{config, *model, *tokenizer, "", manifest->sample_rate, "untrained " + preset};
+  flap::worker::InferenceModel inference{config, *model, *tokenizer, manifest->sample_rate, "untrained " + preset};
   inference.model->eval();
   flap::worker::EmbedOptions options;
   options.batch_size = config.train.eval_batch_size;

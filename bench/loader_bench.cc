@@ -41,7 +41,7 @@ struct Setup {
   std::string data;
   flap::TrialConfig config;
   flap::sharding::Manifest manifest;
-  std::unique_ptr<flap::sharding::Tokenizer> tokenizer;
+  std::unique_ptr<flap::sharding::TextTokenizer> tokenizer;
 };
 
 std::unique_ptr<StreamingLoader> StartLoader(const Setup& s, int threads, const std::string& cache) {
@@ -95,9 +95,9 @@ void RunPreset(const std::string& preset, int threads, int steps, const std::str
   auto m = flap::sharding::ReadManifest(s.data);
   Check(m.status(), "manifest");
   s.manifest = *m;
-  auto tok = flap::sharding::Tokenizer::Load(s.data + "/tokenizer.model");
+  auto tok = flap::sharding::TextTokenizer::LoadSentencePiece(s.data + "/tokenizer.model");
   Check(tok.status(), "tokenizer");
-  s.tokenizer = std::make_unique<flap::sharding::Tokenizer>(*tok);
+  s.tokenizer = std::make_unique<flap::sharding::TextTokenizer>(*tok);
   s.config.model.vocab_size = s.tokenizer->vocab_size();
 
   // Loader alone.

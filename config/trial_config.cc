@@ -208,7 +208,21 @@ std::vector<Field> ModelFields() {
   f.push_back(Number("model.text_max_len", "caption tokens kept", FLAP_REF(int, model.text_max_len), Above(0)));
   f.push_back(Number("model.text_width", "text encoder width", FLAP_REF(int, model.text_width), Above(0)));
   f.push_back(Number("model.text_depth", "text encoder depth", FLAP_REF(int, model.text_depth), Above(0)));
-  f.push_back(Number("model.text_heads", "text encoder heads", FLAP_REF(int, model.text_heads), Above(0)));
+  Field text_heads = Number("model.text_heads", "text encoder heads", FLAP_REF(int, model.text_heads), Above(0));
+  text_heads.set = [set = text_heads.set](TrialConfig& c, const std::string& v) {
+    c.text_heads_set = true;
+    return set(c, v);
+  };
+  f.push_back(text_heads);
+  f.push_back(Since("flap", Choice("model.text_tower",
+                                   "text encoder: flap (pre-LN, mean-pooled) | roberta (RoBERTa, pooled at <s>; "
+                                   "its shape from model.init_text when set)",
+                                   FLAP_REF(std::string, model.text_tower), {"flap", "roberta"})));
+  f.push_back(Since("0", Number("model.text_intermediate", "roberta text tower MLP width; 0 = mlp_ratio x text_width",
+                                FLAP_REF(int, model.text_intermediate), AtLeast(0))));
+  f.push_back(Since("0", Number("model.text_positions",
+                                "roberta text tower position rows; 0 = text_max_len + the tokenizer's pad id + 1",
+                                FLAP_REF(int, model.text_positions), AtLeast(0))));
   f.push_back(Number("model.mlp_ratio", "MLP hidden = ratio x width", FLAP_REF(int, model.mlp_ratio), Above(0)));
   f.push_back(Number("model.embed_dim", "joint embedding size D", FLAP_REF(int, model.embed_dim), Above(0)));
   f.push_back(Number("model.decoder_width", "decoder width", FLAP_REF(int, model.decoder_width), MultipleOf(4)));
@@ -219,10 +233,14 @@ std::vector<Field> ModelFields() {
       Text("model.init_audio",
            "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
            FLAP_REF(std::string, init_audio))));
-  f.push_back(Since(
-      "", Text("model.init_text",
-               "safetensors file initialising the text encoder (CLIP text names, docs/warm_start.md); empty = none",
-               FLAP_REF(std::string, init_text))));
+  f.push_back(Since("", Text("model.init_text",
+                             "safetensors file initialising the text encoder (RoBERTa or CLIP text names, "
+                             "docs/warm_start.md); empty = none",
+                             FLAP_REF(std::string, init_text))));
+  f.push_back(Since("auto", Choice("model.audio_pos_layout",
+                                   "audio position channels: auto (audiomae when model.init_audio is an AudioMAE "
+                                   "file, else flap) | flap (time first) | audiomae (frequency first)",
+                                   FLAP_REF(std::string, model.audio_pos_layout), {"auto", "flap", "audiomae"})));
   return f;
 }
 
@@ -261,6 +279,10 @@ std::vector<Field> MaskLossOptimFields() {
     return Status::OK();
   };
   f.push_back(augment);
+  f.push_back(Since("", Text("text.tokenizer",
+                             "byte-level BPE tokenizer (folder with vocab.json + merges.txt, or a tokenizer.json); "
+                             "empty = the dataset's SentencePiece model",
+                             FLAP_REF(std::string, text_tokenizer))));
   f.push_back(Number("optim.lr", "peak learning rate", FLAP_REF(double, optim.lr), Above(0.0)));
   f.push_back(Number("optim.min_lr", "final learning rate", FLAP_REF(double, optim.min_lr), AtLeast(0.0)));
   f.push_back(Number("optim.weight_decay", "AdamW weight decay", FLAP_REF(double, optim.weight_decay), AtLeast(0.0)));

@@ -132,6 +132,13 @@ struct TrialConfig {
   // In Hash() by path, and only when set (so configs without them keep their hash).
   std::string init_audio;
   std::string init_text;
+  // Whether model.text_heads was given (a roberta tower's heads are not in its file's shapes:
+  // worker/warm_start.h, ResolveTextTower). Not a key.
+  bool text_heads_set = false;
+  // text.tokenizer: a byte-level BPE tokenizer (a folder with vocab.json and merges.txt, or a
+  // tokenizer.json) the loader tokenises captions with; empty: the dataset's SentencePiece
+  // model (sharding/text_tokenizer.h). In Hash() by path, and only when set.
+  std::string text_tokenizer;
   core::MaskConfig mask;
   core::LossConfig loss;
   core::OptimConfig optim;  // optim.total_steps 0: derived from epochs and data size

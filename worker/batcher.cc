@@ -38,18 +38,19 @@ CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::strin
   return c;
 }
 
-at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len) {
+at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len, int pad_id, int end_id) {
   // Only as wide as the longest caption: padding columns cost text-encoder time and change
   // nothing (padded keys are masked, positions of real tokens stay the same).
   size_t longest = 1;
   for (const std::vector<int>* c : captions) longest = std::max(longest, c->size());
   const int width = static_cast<int>(std::min<size_t>(longest, static_cast<size_t>(max_len)));
-  at::Tensor out = at::zeros({static_cast<int64_t>(captions.size()), width}, at::kLong);
+  at::Tensor out = at::full({static_cast<int64_t>(captions.size()), width}, pad_id, at::kLong);
   auto acc = out.accessor<int64_t, 2>();
   for (size_t i = 0; i < captions.size(); ++i) {
     const std::vector<int>& ids = *captions[i];
     const size_t n = std::min<size_t>(ids.size(), static_cast<size_t>(width));
     for (size_t j = 0; j < n; ++j) acc[static_cast<int64_t>(i)][static_cast<int64_t>(j)] = ids[j];
+    if (n < ids.size() && end_id >= 0 && ids.back() == end_id) acc[static_cast<int64_t>(i)][width - 1] = end_id;
   }
   return out;
 }
@@ -89,7 +90,7 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
       std::memcpy(batch.keep.data_ptr<int64_t>() + (v * b + i) * kept, keep.data(), sizeof(int64_t) * kept);
     }
   }
-  batch.tokens = PadTokens(captions, config.model.text_max_len);
+  batch.tokens = PadTokens(captions, config.model.text_max_len, config.model.text_pad_id, config.model.text_end_id);
   if (pinned) batch.tokens = batch.tokens.pin_memory();
   return batch;
 }

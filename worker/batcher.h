@@ -30,9 +30,12 @@ struct CaptionChoice {
 CaptionChoice ChooseCaption(double augment_prob, uint64_t seed, const std::string& key, int64_t epoch,
                             size_t num_original, size_t num_augmented);
 
-// Pads or truncates token lists into a (B, L) int64 tensor (0 = padding), L the length of the
-// longest caption capped at max_len.
-at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len);
+// Pads or truncates token lists into a (B, L) int64 tensor filled with `pad_id`, L the length
+// of the longest caption capped at max_len. A caption cut to L ids whose last id is `end_id`
+// (the tokenizer's end token, RoBERTa's </s>; -1: none) keeps it as its last id, as RoBERTa's
+// truncation does.
+at::Tensor PadTokens(const std::vector<const std::vector<int>*>& captions, int max_len, int pad_id = 0,
+                     int end_id = -1);
 
 // One sample as the batch builder sees it: its clip (key, captions) and its spectrogram
 // (frames x bins floats, frames >= model.target_frames). Both are borrowed.

@@ -146,6 +146,7 @@ Status Checkpointer::SaveAsync(core::FlapModel& model, torch::optim::Optimizer& 
   if (!data_cursor.is_null()) state["data_cursor"] = data_cursor;
   if (!progress.is_null()) state["progress"] = progress;
   if (!run_config_.is_null()) state["config"] = run_config_;
+  if (!tokenizer_.is_null()) state["tokenizer"] = tokenizer_;
   files["state.json"] = state.dump(2) + "\n";
   checkpoint::Metadata meta;
   meta.config_hash = config_hash_;

@@ -2,7 +2,7 @@
 //
 // A checkpoint holds model.pt (parameters and buffers), optimizer.pt (AdamW state),
 // rng.pt (LibTorch's CPU generator) and state.json (step, epoch, position in the epoch, config
-// hash, the run's config when set_run_config gave it, the streaming loader's data cursor: loader.h, and the training budgets' progress:
+// hash, the run's config and tokenizer when set_run_config and set_tokenizer gave them, the streaming loader's data cursor: loader.h, and the training budgets' progress:
 // seconds trained and samples seen, trainer.h). Batches, masks and captions are
 // pure functions of (trial seed, epoch, cursor), so restoring the cursor restores exactly the
 // samples still to come in the epoch.
@@ -109,6 +109,8 @@ class Checkpointer {
   // The run's configuration (TrialConfig::ToJson), written into each later checkpoint's
   // state.json as "config", so a checkpoint says what it was trained with (export.h reads it).
   void set_run_config(nlohmann::json config) { run_config_ = std::move(config); }
+  // The run's tokenizer (trainer.h, TokenizerRecord), written into state.json as "tokenizer".
+  void set_tokenizer(nlohmann::json tokenizer) { tokenizer_ = std::move(tokenizer); }
 
  private:
   Checkpointer(CheckpointConfig config, std::string trial_id, std::string config_hash,
@@ -116,6 +118,7 @@ class Checkpointer {
   CheckpointConfig config_;
   std::string trial_id_, config_hash_;
   nlohmann::json run_config_;  // null: none
+  nlohmann::json tokenizer_;   // null: none
   std::unique_ptr<checkpoint::Store> store_;
   struct SaveResult {
     Status status;

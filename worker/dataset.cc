@@ -98,7 +98,7 @@ int64_t Dataset::num_captions() const {
   return n;
 }
 
-Dataset Dataset::FromFeatures(sharding::Tokenizer tokenizer, ShardFeatures features, int target_frames,
+Dataset Dataset::FromFeatures(sharding::TextTokenizer tokenizer, ShardFeatures features, int target_frames,
                               const std::string& name) {
   Dataset ds(std::move(tokenizer));
   ds.frames_ = target_frames;
@@ -128,7 +128,8 @@ StatusOr<Dataset> Dataset::Load(const std::string& dir, const std::string& split
   }
   const std::vector<sharding::ShardInfo> shards = manifest.ShardsOf(read_as);
   NotifySplitLoad(dir, read_as);
-  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tok, sharding::Tokenizer::Load(dir + "/" + manifest.tokenizer));
+  FLAP_ASSIGN_OR_RETURN(sharding::TextTokenizer tok,
+                        sharding::TextTokenizer::ForDataset(dir, manifest, options.text_tokenizer));
   Dataset ds(tok);
   ds.frames_ = options.target_frames;
   ds.bins_ = options.num_mel_bins;

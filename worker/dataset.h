@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "sharding/tokenizer.h"
+#include "sharding/text_tokenizer.h"
 #include "worker/core/retrieval.h"
 #include "worker/shard_features.h"
 
@@ -75,7 +75,8 @@ SplitLoadObserver SetSplitLoadObserver(SplitLoadObserver observer);
 
 class Dataset {
  public:
-  // Reads split `split` of the dataset folder `dir` (manifest.json, shards, tokenizer.model);
+  // Reads split `split` of the dataset folder `dir` (manifest.json, shards, tokenizer.model),
+  // its captions tokenised by options.text_tokenizer's BPE when set;
   // "val" reads "eval" in a dataset made before val and test (Manifest::ResolveSplit). NotFound
   // naming the dataset and the split when it has no such split.
   // options.threads: fbank threads per shard (0: one per core); the caches as options say.
@@ -84,7 +85,7 @@ class Dataset {
   // A set of clips that is no dataset's split (the audio files flap-worker embed and zeroshot
   // read): `features` computed by ComputeClipFeatures with at least `target_frames` frames per
   // clip, their keys (and captions, if any) in features.clips; identity().split is `name`.
-  static Dataset FromFeatures(sharding::Tokenizer tokenizer, ShardFeatures features, int target_frames,
+  static Dataset FromFeatures(sharding::TextTokenizer tokenizer, ShardFeatures features, int target_frames,
                               const std::string& name);
 
   int64_t size() const { return static_cast<int64_t>(index_.size()); }
@@ -94,7 +95,7 @@ class Dataset {
   int num_frames(int64_t i) const { return Shard(i).num_frames(static_cast<int64_t>(Local(i))); }
   int target_frames() const { return frames_; }  // the model's window T (<= every num_frames)
   int num_mel_bins() const { return bins_; }
-  const sharding::Tokenizer& tokenizer() const { return tokenizer_; }
+  const sharding::TextTokenizer& tokenizer() const { return tokenizer_; }
   int64_t num_captions() const;
   // The split asked for, the one read, counts, key hash and chance levels.
   const EvalSetIdentity& identity() const { return identity_; }
@@ -102,10 +103,10 @@ class Dataset {
   std::string Describe() const { return identity_.Describe(); }
 
  private:
-  Dataset(sharding::Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
+  Dataset(sharding::TextTokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
   const ShardFeatures& Shard(int64_t i) const { return *shards_[index_[static_cast<size_t>(i)].first]; }
   size_t Local(int64_t i) const { return index_[static_cast<size_t>(i)].second; }
-  sharding::Tokenizer tokenizer_;
+  sharding::TextTokenizer tokenizer_;
   std::vector<std::shared_ptr<const ShardFeatures>> shards_;
   std::vector<std::pair<size_t, size_t>> index_;  // clip -> (shard, clip in shard)
   int frames_ = 0, bins_ = 0;

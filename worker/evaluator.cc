@@ -100,7 +100,7 @@ at::Tensor EmbedTexts(core::FlapModel& model, const std::vector<const std::vecto
   for (size_t start = 0; start < texts.size(); start += static_cast<size_t>(batch_size)) {
     const size_t end = std::min(texts.size(), start + static_cast<size_t>(batch_size));
     std::vector<const std::vector<int>*> part(texts.begin() + start, texts.begin() + end);
-    at::Tensor tokens = PadTokens(part, max_len);
+    at::Tensor tokens = PadTokens(part, max_len, model->config().text_pad_id, model->config().text_end_id);
     if (!device.is_cpu()) tokens = tokens.to(device);
     core::AutocastGuard autocast(device, precision);
     parts.push_back(model->EncodeText(tokens).to(at::kFloat));

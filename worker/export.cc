@@ -16,6 +16,7 @@
 #include "worker/evaluator.h"
 #include "worker/safetensors.h"
 #include "worker/trainer.h"
+#include "worker/warm_start.h"
 
 #ifndef FLAP_CODE_VERSION
 #define FLAP_CODE_VERSION "unknown"
@@ -284,27 +285,48 @@ StatusOr<nlohmann::json> ExportModel(const ExportOptions& options, const std::st
   FLAP_ASSIGN_OR_RETURN(RunRecord record, ReadRunRecord(options.model_path));
   if (!options.force) FLAP_RETURN_IF_ERROR(CheckAgainstRecord(config, record, options.model_path));
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
-  const std::string tokenizer_path = config.data.path + "/" + manifest.tokenizer;
-  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer, sharding::Tokenizer::Load(tokenizer_path));
-  FLAP_ASSIGN_OR_RETURN(std::string tokenizer_bytes, sharding::ReadFileToString(tokenizer_path));
-  FLAP_ASSIGN_OR_RETURN(std::string tokenizer_xxh64, sharding::FileXxh64(tokenizer_path));
+  FLAP_ASSIGN_OR_RETURN(sharding::TextTokenizer tokenizer,
+                        sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text_tokenizer));
+  // The tokenizer's files, copied under their usual names: tokenizer.model; vocab.json and
+  // merges.txt; or tokenizer.json.
+  std::map<std::string, std::string> tokenizer_files;
+  nlohmann::json tokenizer_names = nlohmann::json::array();
+  for (const std::string& path : tokenizer.files()) {
+    const std::string name =
+        tokenizer.kind() == sharding::TextTokenizer::Kind::kSentencePiece ? "tokenizer.model"
+                                                                          : fs::path(path).filename().string();
+    if (name == "model.safetensors" || name == "config.json" || name == "card.json") {
+      return Status::InvalidArgument("text.tokenizer '" + path + "': an export cannot hold a tokenizer file named '" +
+                                     name + "'");
+    }
+    FLAP_ASSIGN_OR_RETURN(tokenizer_files[name], sharding::ReadFileToString(path));
+    tokenizer_names.push_back(name);
+  }
   FLAP_ASSIGN_OR_RETURN(std::string manifest_xxh64,
                         sharding::FileXxh64(config.data.path + "/" + sharding::kManifestFileName));
-  auto model = LoadModel(&config, tokenizer.vocab_size(), options.model_path);
+  auto model = LoadModel(&config, tokenizer, options.model_path);
   if (!model.ok()) return Status::InvalidArgument(model.status().message());
   const std::map<std::string, at::Tensor> tensors = ModelTensors(*model);
+  // The layout the model was built with (an "auto" resolved against its warm-start file).
+  std::map<std::string, std::string> model_values = ModelConfigValues(config);
+  model_values["model.audio_pos_layout"] = (*model)->config().audio_pos_layout;
   int64_t parameters = 0;
   for (const auto& p : (*model)->parameters()) parameters += p.numel();
 
   nlohmann::json cfg = {{"format", kExportFormat},
                         {"format_version", kExportFormatVersion},
-                        {"config", ModelConfigValues(config)},
+                        {"config", model_values},
                         {"sample_rate", manifest.sample_rate},
                         {"tokenizer",
-                         {{"file", "tokenizer.model"},
-                          {"kind", "sentencepiece"},
-                          {"xxh64", tokenizer_xxh64},
+                         {{"kind", tokenizer.kind_name()},
+                          {"files", tokenizer_names},
+                          {"identity", tokenizer.identity()},
                           {"vocab_size", tokenizer.vocab_size()}}}};
+  if (tokenizer.kind() == sharding::TextTokenizer::Kind::kSentencePiece) {
+    // The fields of the format's first exports, which named one SentencePiece file.
+    cfg["tokenizer"]["file"] = "tokenizer.model";
+    cfg["tokenizer"]["xxh64"] = tokenizer.identity();
+  }
   nlohmann::json splits = nlohmann::json::object();
   for (const std::string& split : manifest.Splits()) splits[split] = manifest.NumSamples(split);
   nlohmann::json card = {
@@ -332,15 +354,18 @@ StatusOr<nlohmann::json> ExportModel(const ExportOptions& options, const std::st
       {"code_version", CodeVersion()}};
   if (!options.card_extra.is_null()) card["sweep"] = options.card_extra;
 
-  FLAP_ASSIGN_OR_RETURN(std::string weights, EncodeSafetensors(tensors, {{"format", kExportFormat},
-                                                                       {"format_version",
-                                                                        std::to_string(kExportFormatVersion)}}));
-  FLAP_RETURN_IF_ERROR(WriteNewFolder(out_dir, {{"model.safetensors", std::move(weights)},
-                                                {"config.json", cfg.dump(2) + "\n"},
-                                                {"tokenizer.model", std::move(tokenizer_bytes)},
-                                                {"card.json", card.dump(2) + "\n"}}));
-  log << "exported '" << options.model_path << "' (" << parameters << " parameters, tokenizer " << tokenizer_xxh64
-      << ") to '" << out_dir << "'" << std::endl;
+  FLAP_ASSIGN_OR_RETURN(std::string weights,
+                        EncodeSafetensors(tensors, {{"format", kExportFormat},
+                                                    {"format_version", std::to_string(kExportFormatVersion)},
+                                                    {kTokenizerKindKey, tokenizer.kind_name()},
+                                                    {kTokenizerIdentityKey, tokenizer.identity()}}));
+  std::map<std::string, std::string> files = std::move(tokenizer_files);
+  files["model.safetensors"] = std::move(weights);
+  files["config.json"] = cfg.dump(2) + "\n";
+  files["card.json"] = card.dump(2) + "\n";
+  FLAP_RETURN_IF_ERROR(WriteNewFolder(out_dir, files));
+  log << "exported '" << options.model_path << "' (" << parameters << " parameters, tokenizer "
+      << tokenizer.kind_name() << " " << tokenizer.identity() << ") to '" << out_dir << "'" << std::endl;
   return card;
 }
 
@@ -350,8 +375,8 @@ StatusOr<InferenceModel> LoadInferenceModel(const std::string& model, const Tria
   std::error_code ec;
   if (!fs::exists(model, ec)) return Status::NotFound("model '" + model + "' does not exist");
   TrialConfig config;
-  std::optional<sharding::Tokenizer> tokenizer;
-  std::string tokenizer_xxh64, source;
+  std::optional<sharding::TextTokenizer> tokenizer;
+  std::string source;
   int sample_rate = sharding::kSampleRate;
   core::FlapModel net{nullptr};
   if (fs::is_directory(model, ec)) {
@@ -379,26 +404,43 @@ StatusOr<InferenceModel> LoadInferenceModel(const std::string& model, const Tria
     FLAP_RETURN_IF_ERROR(ApplyConfigValues(values, &config).WithContext("'" + config_path + "'"));
     FLAP_RETURN_IF_ERROR(config.Validate().WithContext("'" + config_path + "'"));
     const nlohmann::json tok = cfg.value("tokenizer", nlohmann::json::object());
-    const std::string tok_file = tok.value("file", "tokenizer.model");
-    if (tok_file.empty() || tok_file.find('/') != std::string::npos) {
-      return Status::Corruption("'" + config_path + "': tokenizer.file must be a file name in the folder");
+    const std::string kind = tok.value("kind", "sentencepiece");
+    // sentencepiece: one model file ("file"; the first exports name it alone); bpe: vocab.json
+    // and merges.txt, or tokenizer.json ("files").
+    std::vector<std::string> tok_files;
+    if (tok.contains("files") && tok["files"].is_array()) {
+      for (const auto& f : tok["files"]) tok_files.push_back(f.is_string() ? f.get<std::string>() : "");
+    } else {
+      tok_files.push_back(tok.value("file", "tokenizer.model"));
     }
-    const std::string tok_path = model + "/" + tok_file;
-    FLAP_ASSIGN_OR_RETURN(tokenizer_xxh64, sharding::FileXxh64(tok_path));
-    if (tokenizer_xxh64 != tok.value("xxh64", "")) {
-      return Status::FailedPrecondition("tokenizer mismatch: '" + tok_path + "' has XXH64 " + tokenizer_xxh64 +
-                                        ", the model was trained with " + tok.value("xxh64", "?") + " ('" +
-                                        config_path + "')");
+    for (const std::string& f : tok_files) {
+      if (f.empty() || f.find('/') != std::string::npos) {
+        return Status::Corruption("'" + config_path + "': the tokenizer's files must be file names in the folder");
+      }
     }
-    FLAP_ASSIGN_OR_RETURN(tokenizer, sharding::Tokenizer::Load(tok_path));
+    const std::string want = tok.value("identity", tok.value("xxh64", ""));
+    if (kind == "sentencepiece" && tok_files.size() == 1) {
+      FLAP_ASSIGN_OR_RETURN(tokenizer, sharding::TextTokenizer::LoadSentencePiece(model + "/" + tok_files[0]));
+    } else if (kind == "bpe" && (tok_files.size() == 1 || tok_files.size() == 2)) {
+      // A tokenizer.json file, or the folder holding vocab.json and merges.txt.
+      FLAP_ASSIGN_OR_RETURN(
+          tokenizer, sharding::TextTokenizer::LoadBpe(tok_files.size() == 1 ? model + "/" + tok_files[0] : model));
+    } else {
+      return Status::Corruption("'" + config_path + "': tokenizer kind '" + kind + "' with " +
+                                std::to_string(tok_files.size()) + " files is not one this build reads");
+    }
+    if (tokenizer->identity() != want) {
+      return Status::FailedPrecondition("tokenizer mismatch: " + tokenizer->Describe() +
+                                        " in the folder, the model was trained with " + kind + " " +
+                                        (want.empty() ? "?" : want) + " ('" + config_path + "')");
+    }
     if (tokenizer->vocab_size() != tok.value("vocab_size", -1)) {
-      return Status::FailedPrecondition("tokenizer mismatch: '" + tok_path + "' has " +
+      return Status::FailedPrecondition("tokenizer mismatch: '" + tokenizer->path() + "' has " +
                                         std::to_string(tokenizer->vocab_size()) + " ids, config.json says " +
                                         std::to_string(tok.value("vocab_size", -1)));
     }
     sample_rate = cfg.value("sample_rate", sharding::kSampleRate);
-    config.model.vocab_size = tokenizer->vocab_size();
-    net = core::FlapModel(config.model, config.loss.logit_scale_init);
+    FLAP_ASSIGN_OR_RETURN(net, LoadModel(&config, *tokenizer, ""));  // the text tower's ids from the tokenizer
     const std::string weights = model + "/model.safetensors";
     FLAP_ASSIGN_OR_RETURN(auto tensors, ReadSafetensors(weights));
     FLAP_RETURN_IF_ERROR(LoadModelTensors(net, tensors, weights));
@@ -413,18 +455,17 @@ StatusOr<InferenceModel> LoadInferenceModel(const std::string& model, const Tria
     FLAP_ASSIGN_OR_RETURN(RunRecord record, ReadRunRecord(model));
     if (!force) FLAP_RETURN_IF_ERROR(CheckAgainstRecord(config, record, model));
     FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
-    const std::string tok_path = config.data.path + "/" + manifest.tokenizer;
-    FLAP_ASSIGN_OR_RETURN(tokenizer, sharding::Tokenizer::Load(tok_path));
-    FLAP_ASSIGN_OR_RETURN(tokenizer_xxh64, sharding::FileXxh64(tok_path));
+    FLAP_ASSIGN_OR_RETURN(tokenizer,
+                          sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text_tokenizer));
     sample_rate = manifest.sample_rate;
-    auto loaded = LoadModel(&config, tokenizer->vocab_size(), model);
+    auto loaded = LoadModel(&config, *tokenizer, model);
     if (!loaded.ok()) return Status::InvalidArgument(loaded.status().message());
     net = *loaded;
     source = "'" + model + "'";
   }
   net->to(device);
   net->eval();
-  return InferenceModel{std::move(config), net, std::move(*tokenizer), tokenizer_xxh64, sample_rate, source};
+  return InferenceModel{std::move(config), net, std::move(*tokenizer), sample_rate, source};
 }
 
 }  // namespace flap::worker

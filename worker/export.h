@@ -5,15 +5,19 @@
 // An export folder holds, and needs nothing else (no trial folder, no dataset):
 //   model.safetensors  every parameter and buffer of the model, float32, under the model's own
 //                      names (docs/training.md, "Exported models", lists them); its metadata
-//                      says {"format": "flap-export", "format_version": "1"}. The warm-start
+//                      says {"format": "flap-export", "format_version": "1", "tokenizer_kind",
+//                      "tokenizer_identity"} (a text warm start from it checks the identity). The warm-start
 //                      reader (warm_start.h) reads it: model.init_audio / model.init_text
 //                      initialise an encoder from it exactly.
 //   config.json        {"format": "flap-export", "format_version": 1, "config": {KEY: VALUE}
 //                      (the model.* keys, recon.source, data.max_frames and eval.crop: what
 //                      builds the model and feeds it), "sample_rate": the audio rate the
-//                      features expect, "tokenizer": {"file", "kind": "sentencepiece",
-//                      "xxh64": 16 hex digits of the file, "vocab_size"}}
-//   tokenizer.model    the dataset's tokenizer, byte for byte
+//                      features expect, "tokenizer": {"kind": "sentencepiece" | "bpe",
+//                      "files": its files in the folder, "identity" (sharding/text_tokenizer.h),
+//                      "vocab_size"; for sentencepiece also "file" and "xxh64", as the first
+//                      exports wrote them}}
+//   tokenizer.model    the run's tokenizer, byte for byte: the dataset's SentencePiece model, or
+//   (vocab.json and merges.txt, or tokenizer.json) the BPE text.tokenizer named
 //   card.json          where the model came from (ExportModel says what)
 // The folder is written under a temporary name beside the destination and renamed into place
 // once complete, so a failed export leaves nothing behind, and an existing destination is never
@@ -37,7 +41,7 @@
 
 #include "common/status.h"
 #include "config/trial_config.h"
-#include "sharding/tokenizer.h"
+#include "sharding/text_tokenizer.h"
 #include "worker/core/model.h"
 
 namespace flap::worker {
@@ -61,8 +65,8 @@ std::map<std::string, std::string> ModelConfigValues(const TrialConfig& config);
 struct ExportOptions {
   // A training run's model.pt: train.output_dir's, or a checkpoint's (ROOT/TRIAL/STEP/model.pt).
   std::string model_path;
-  // The run's config. data.path names its dataset: the tokenizer is copied from there and the
-  // card records the dataset's identity.
+  // The run's config. data.path names its dataset: the tokenizer is copied from there (or from
+  // text.tokenizer, a BPE) and the card records the dataset's identity.
   TrialConfig config;
   // A JSON object recorded in the card as "sweep" (flapctl sweep best: sweep, cell, factors,
   // trial, the figures validation selected it by); null: none.
@@ -91,8 +95,7 @@ StatusOr<nlohmann::json> ExportModel(const ExportOptions& options, const std::st
 struct InferenceModel {
   TrialConfig config;  // the model part set (ModelConfigValues); the rest defaults
   core::FlapModel model{nullptr};
-  sharding::Tokenizer tokenizer;
-  std::string tokenizer_xxh64;  // 16 hex digits of the tokenizer file
+  sharding::TextTokenizer tokenizer;  // its identity() is the one the model was trained with
   int sample_rate = 0;
   std::string source;  // what was loaded, for messages
 };

@@ -27,8 +27,8 @@ class FeatureCacheTest : public ::testing::Test {
     ASSERT_OK(sharding::GenerateSynthetic(o, Data()));
     ASSERT_OK_AND_ASSIGN(sharding::Manifest m, sharding::ReadManifest(Data()));
     shards_ = new std::vector<sharding::ShardInfo>(m.ShardsOf("train"));
-    ASSERT_OK_AND_ASSIGN(sharding::Tokenizer tok, sharding::Tokenizer::Load(Data() + "/tokenizer.model"));
-    tokenizer_ = new sharding::Tokenizer(tok);
+    ASSERT_OK_AND_ASSIGN(sharding::TextTokenizer tok, sharding::TextTokenizer::LoadSentencePiece(Data() + "/tokenizer.model"));
+    tokenizer_ = new sharding::TextTokenizer(tok);
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
@@ -52,11 +52,11 @@ class FeatureCacheTest : public ::testing::Test {
 
   static testing::TempDir* dir_;
   static std::vector<sharding::ShardInfo>* shards_;
-  static sharding::Tokenizer* tokenizer_;
+  static sharding::TextTokenizer* tokenizer_;
 };
 testing::TempDir* FeatureCacheTest::dir_ = nullptr;
 std::vector<sharding::ShardInfo>* FeatureCacheTest::shards_ = nullptr;
-sharding::Tokenizer* FeatureCacheTest::tokenizer_ = nullptr;
+sharding::TextTokenizer* FeatureCacheTest::tokenizer_ = nullptr;
 
 TEST_F(FeatureCacheTest, ClipsKeepTheirLengthUpToMaxFramesAndAtLeastTheWindow) {
   auto whole = Fetch(0, Options(32, 3000));

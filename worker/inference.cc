@@ -179,10 +179,9 @@ StatusOr<at::Tensor> EmbedCaptions(InferenceModel& model, const std::vector<std:
   std::vector<std::vector<int>> tokens;
   tokens.reserve(texts.size());
   for (size_t i = 0; i < texts.size(); ++i) {
-    tokens.push_back(model.tokenizer.Encode(texts[i]));
-    if (tokens.back().empty()) {
-      return Status::InvalidArgument("caption " + std::to_string(i + 1) + " ('" + texts[i] + "') has no tokens");
-    }
+    auto ids = model.tokenizer.Encode(texts[i]);
+    if (!ids.ok()) return ids.status().WithContext("caption " + std::to_string(i + 1));
+    tokens.push_back(std::move(*ids));
   }
   std::vector<const std::vector<int>*> ptrs;
   for (const auto& t : tokens) ptrs.push_back(&t);

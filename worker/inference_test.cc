@@ -87,7 +87,7 @@ flap::testing::TempDir* AfterTraining::dir_ = nullptr;
 
 TEST_F(AfterTraining, AnExportLoadsBackBitForBitAndTheWarmStartReadsIt) {
   TrialConfig config = Config();
-  auto original = LoadModel(&config, sharding::Tokenizer::Load(Data() + "/tokenizer.model")->vocab_size(), ModelPt());
+  auto original = LoadModel(&config, *sharding::TextTokenizer::LoadSentencePiece(Data() + "/tokenizer.model"), ModelPt());
   ASSERT_OK(original);
   const std::string dir = Export("export-roundtrip");
   for (const char* f : {"model.safetensors", "config.json", "tokenizer.model", "card.json"}) {

@@ -142,7 +142,7 @@ std::string JoinNames(const std::vector<std::string>& names) {
 struct StreamingLoader::Impl {
   LoaderOptions options;
   TrialConfig config;
-  const sharding::Tokenizer* tokenizer = nullptr;
+  const sharding::TextTokenizer* tokenizer = nullptr;
   std::unique_ptr<ShardSource> source;  // used by the assembler thread only
   LoaderCursor start;
   int64_t steps = 0, batch = 0;
@@ -368,7 +368,7 @@ StreamingLoader::~StreamingLoader() {
 
 StatusOr<std::unique_ptr<StreamingLoader>> StreamingLoader::Start(const LoaderOptions& options,
                                                                   const TrialConfig& config,
-                                                                  const sharding::Tokenizer& tokenizer,
+                                                                  const sharding::TextTokenizer& tokenizer,
                                                                   std::unique_ptr<ShardSource> source,
                                                                   const LoaderCursor& start) {
   if (options.threads < 1) return Status::InvalidArgument("loader threads must be >= 1");

@@ -146,7 +146,7 @@ class StreamingLoader {
   // policy; `tokenizer` must outlive the loader. InvalidArgument if the options are out of
   // range or the cursor does not fit this source (its step, position or block disagree).
   static StatusOr<std::unique_ptr<StreamingLoader>> Start(const LoaderOptions& options, const TrialConfig& config,
-                                                          const sharding::Tokenizer& tokenizer,
+                                                          const sharding::TextTokenizer& tokenizer,
                                                           std::unique_ptr<ShardSource> source,
                                                           const LoaderCursor& start = {});
   ~StreamingLoader();  // stops and joins the threads

@@ -27,9 +27,9 @@ class LoaderTest : public ::testing::Test {
     auto m = sharding::ReadManifest(Data());
     ASSERT_TRUE(m.ok());
     manifest_ = new sharding::Manifest(*m);
-    auto tok = sharding::Tokenizer::Load(Data() + "/tokenizer.model");
+    auto tok = sharding::TextTokenizer::LoadSentencePiece(Data() + "/tokenizer.model");
     ASSERT_TRUE(tok.ok());
-    tokenizer_ = new sharding::Tokenizer(*tok);
+    tokenizer_ = new sharding::TextTokenizer(*tok);
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
@@ -90,11 +90,11 @@ class LoaderTest : public ::testing::Test {
 
   static testing::TempDir* dir_;
   static sharding::Manifest* manifest_;
-  static sharding::Tokenizer* tokenizer_;
+  static sharding::TextTokenizer* tokenizer_;
 };
 testing::TempDir* LoaderTest::dir_ = nullptr;
 sharding::Manifest* LoaderTest::manifest_ = nullptr;
-sharding::Tokenizer* LoaderTest::tokenizer_ = nullptr;
+sharding::TextTokenizer* LoaderTest::tokenizer_ = nullptr;
 
 TEST_F(LoaderTest, EpochVisitsEachSampleOnceAndOrderDiffersByEpoch) {
   const TrialConfig c = Config();
@@ -396,7 +396,7 @@ TEST_F(LoaderTest, SideFileAugmentedCaptionsReplaceTheShards) {
   ASSERT_TRUE(plain.ok());
   ASSERT_EQ(f->clips[1].key, "train-00000001");
   ASSERT_EQ(f->clips[1].captions_augment.size(), 1u);
-  EXPECT_EQ(f->clips[1].captions_augment[0], tokenizer_->Encode("a dog barks in the rain"));
+  EXPECT_EQ(f->clips[1].captions_augment[0], *tokenizer_->Encode("a dog barks in the rain"));
   EXPECT_EQ(f->clips[1].captions, plain->clips[1].captions);                  // originals untouched
   EXPECT_EQ(f->clips[0].captions_augment, plain->clips[0].captions_augment);  // unlisted clip
   EXPECT_NE(f->clips[1].captions_augment, plain->clips[1].captions_augment);

@@ -257,27 +257,50 @@ StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes, const s
   return Materialise(header, bytes.data() + 8 + n, name);
 }
 
-StatusOr<SafetensorsContents> ReadSafetensorsWithMetadata(const std::string& path) {
+namespace {
+
+// Opens `path` and reads and checks its header against the file's size; *in is left at the
+// start of the data buffer, *buffer_bytes its length.
+StatusOr<Header> OpenAndReadHeader(const std::string& path, std::ifstream* in, uint64_t* buffer_bytes) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return Status::NotFound("safetensors file '" + path + "' does not exist");
   const uintmax_t total = std::filesystem::file_size(path, ec);
   if (ec) return Status::IOError("safetensors file '" + path + "': cannot read its size: " + ec.message());
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::IOError("safetensors file '" + path + "' cannot be opened: " + std::strerror(errno));
+  in->open(path, std::ios::binary);
+  if (!*in) return Status::IOError("safetensors file '" + path + "' cannot be opened: " + std::strerror(errno));
   auto read = [&](char* dst, uint64_t count) {
-    in.read(dst, static_cast<std::streamsize>(count));
-    return static_cast<uint64_t>(in.gcount()) == count;
+    in->read(dst, static_cast<std::streamsize>(count));
+    return static_cast<uint64_t>(in->gcount()) == count;
   };
   char prefix[8] = {};
   if (total >= 8 && !read(prefix, 8)) return Status::IOError("safetensors file '" + path + "': read failed");
   FLAP_ASSIGN_OR_RETURN(const uint64_t n, HeaderLength(prefix, total, path));
   std::string text(n, '\0');
   if (!read(text.data(), n)) return Status::IOError("safetensors file '" + path + "': read of the header failed");
-  const uint64_t buffer_bytes = total - 8 - n;
+  *buffer_bytes = total - 8 - n;
   // Everything is checked against the file's size before the buffer is read.
-  FLAP_ASSIGN_OR_RETURN(Header header, ParseHeader(text, buffer_bytes, path));
+  return ParseHeader(text, *buffer_bytes, path);
+}
+
+}  // namespace
+
+StatusOr<SafetensorsIndex> ReadSafetensorsIndex(const std::string& path) {
+  std::ifstream in;
+  uint64_t buffer_bytes = 0;
+  FLAP_ASSIGN_OR_RETURN(Header header, OpenAndReadHeader(path, &in, &buffer_bytes));
+  SafetensorsIndex index;
+  index.metadata = std::move(header.metadata);
+  for (const Entry& e : header.entries) index.tensors[e.name] = {e.dtype->name, e.shape};
+  return index;
+}
+
+StatusOr<SafetensorsContents> ReadSafetensorsWithMetadata(const std::string& path) {
+  std::ifstream in;
+  uint64_t buffer_bytes = 0;
+  FLAP_ASSIGN_OR_RETURN(Header header, OpenAndReadHeader(path, &in, &buffer_bytes));
   std::string buffer(buffer_bytes, '\0');
-  if (!read(buffer.data(), buffer_bytes)) {
+  in.read(buffer.data(), static_cast<std::streamsize>(buffer_bytes));
+  if (static_cast<uint64_t>(in.gcount()) != buffer_bytes) {
     return Status::IOError("safetensors file '" + path +
                            "': read of the data buffer failed (file changed while read?)");
   }

@@ -18,8 +18,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -35,6 +37,19 @@ struct SafetensorsContents {
 // malformed; InvalidArgument for a dtype this reader does not convert.
 StatusOr<std::map<std::string, at::Tensor>> ReadSafetensors(const std::string& path);
 StatusOr<SafetensorsContents> ReadSafetensorsWithMetadata(const std::string& path);
+
+// The header alone: each tensor's dtype (as the file names it: "F32", "BF16", ...) and shape,
+// and the metadata, with every check of ReadSafetensors but the reading of the data (so a
+// model's shape can be read from a large file cheaply). Errors as ReadSafetensors.
+struct SafetensorsTensorInfo {
+  std::string dtype;
+  std::vector<int64_t> shape;
+};
+struct SafetensorsIndex {
+  std::map<std::string, SafetensorsTensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+};
+StatusOr<SafetensorsIndex> ReadSafetensorsIndex(const std::string& path);
 
 // Parses a whole file held in memory; `name` stands for the file in error messages.
 StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes, const std::string& name);

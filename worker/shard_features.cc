@@ -58,16 +58,16 @@ struct Texts {
   std::vector<std::vector<std::string>> text, text_augment, tags;
 };
 
-StatusOr<std::vector<std::vector<int>>> Tokenize(const sharding::Tokenizer& tok, const std::vector<std::string>& texts,
-                                                 const std::string& shard, const std::string& key) {
+StatusOr<std::vector<std::vector<int>>> Tokenize(const sharding::TextTokenizer& tok,
+                                                 const std::vector<std::string>& texts, const std::string& shard,
+                                                 const std::string& key) {
   std::vector<std::vector<int>> out;
   out.reserve(texts.size());
   for (const std::string& t : texts) {
-    std::vector<int> ids = tok.Encode(t);
-    if (ids.empty()) {
-      return Status::Corruption("shard '" + shard + "', sample '" + key + "': caption '" + t + "' has no tokens");
-    }
-    out.push_back(std::move(ids));
+    auto ids = tok.Encode(t);
+    if (!ids.ok())
+      return Status::Corruption("shard '" + shard + "', sample '" + key + "': caption " + ids.status().message());
+    out.push_back(std::move(*ids));
   }
   return out;
 }
@@ -203,8 +203,8 @@ StatusOr<ShardFeatures> Load(const std::string& dir, const sharding::ShardInfo& 
 }
 
 // Tokenises the captions (augmented ones replaced from the side file) into out->clips.
-Status FillClips(const sharding::ShardInfo& info, const sharding::Tokenizer& tokenizer, const FeatureOptions& options,
-                 Texts texts, ShardFeatures* out) {
+Status FillClips(const sharding::ShardInfo& info, const sharding::TextTokenizer& tokenizer,
+                 const FeatureOptions& options, Texts texts, ShardFeatures* out) {
   if (options.augment != nullptr) {
     for (size_t i = 0; i < texts.keys.size(); ++i) {
       auto it = options.augment->find(texts.keys[i]);
@@ -266,7 +266,7 @@ std::string FeatureCachePath(const sharding::ShardInfo& info, const FeatureOptio
 }
 
 StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding::ShardInfo& info,
-                                          const sharding::Tokenizer& tokenizer, const FeatureOptions& options) {
+                                          const sharding::TextTokenizer& tokenizer, const FeatureOptions& options) {
   Texts texts;
   FLAP_ASSIGN_OR_RETURN(ShardFeatures out, Load(dir, info, options, /*write_disk=*/true, &texts));
   FLAP_RETURN_IF_ERROR(FillClips(info, tokenizer, options, std::move(texts), &out));
@@ -309,7 +309,7 @@ void FeatureMemoryCache::Clear() {
 
 StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::string& dir,
                                                                   const sharding::ShardInfo& info,
-                                                                  const sharding::Tokenizer& tokenizer,
+                                                                  const sharding::TextTokenizer& tokenizer,
                                                                   const FeatureOptions& options, bool* from_memory) {
   if (from_memory != nullptr) *from_memory = false;
   auto load = [&](bool write_disk, Texts* texts) -> StatusOr<ShardFeatures> {
@@ -324,8 +324,9 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   }
   FeatureMemoryCache& cache = FeatureMemoryCache::Process();
   const std::string front_end = FrontEndKey(options);
-  const std::string key =
-      dir + "\n" + info.name + "\n" + info.xxh64 + "\n" + front_end + (options.augment != nullptr ? "\naugment" : "");
+  // The captions are held as ids: the tokenizer is part of the key.
+  const std::string key = dir + "\n" + info.name + "\n" + info.xxh64 + "\n" + front_end + "\n" +
+                          tokenizer.identity() + (options.augment != nullptr ? "\naugment" : "");
   std::shared_ptr<FeatureMemoryCache::Entry> entry;
   bool owner = false;
   {

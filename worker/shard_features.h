@@ -16,7 +16,8 @@
 //    fewer bytes than the caller's budget; beyond it shards are not admitted (an epoch reads
 //    every shard in turn, so a fixed resident set beats evicting what the next read needs).
 //    Unused entries of another front end are dropped to make room. Concurrent fetches of one
-//    shard compute it once.
+//    shard compute it once. Entries hold token ids, so the tokenizer's identity is part of
+//    their key; the disk cache holds caption text, which any tokenizer reads.
 //  - On disk (FeatureOptions::cache_dir): "<cache_dir>/<shard xxh64>-<FrontEndKey>.fbank", so
 //    every trial of a sweep and every process naming the folder computes a shard once. A hit
 //    skips reading and decoding the shard entirely. Files are written atomically (temporary
@@ -38,7 +39,7 @@
 
 #include "common/status.h"
 #include "sharding/manifest.h"
-#include "sharding/tokenizer.h"
+#include "sharding/text_tokenizer.h"
 
 namespace flap::worker {
 
@@ -58,6 +59,9 @@ struct FeatureOptions {
   std::string cache_dir;            // disk cache folder; empty: none
   bool disk_overflow_only = false;  // write the disk cache only for shards memory did not admit
   int64_t memory_budget_bytes = 0;  // FetchShardFeatures: the memory cache's budget; 0: not used
+  // The BPE tokenizer of text.tokenizer (a folder or tokenizer.json) Dataset::Load tokenises
+  // with; empty: the dataset's SentencePiece model (sharding/text_tokenizer.h).
+  std::string text_tokenizer;
   // Augmented captions from the dataset's side file (sharding::ReadAugmentFile): a listed
   // clip's augmented captions replace those in its shard. Borrowed; null: none.
   const std::map<std::string, std::vector<std::string>>* augment = nullptr;
@@ -85,7 +89,7 @@ struct ShardFeatures {
 // caption without tokens; IOError if a cache file cannot be written (the features are still
 // valid then, and are returned: a failed cache write is reported in cache_note, not fatal).
 StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding::ShardInfo& info,
-                                          const sharding::Tokenizer& tokenizer, const FeatureOptions& options);
+                                          const sharding::TextTokenizer& tokenizer, const FeatureOptions& options);
 
 // The normalised log-mel features of decoded mono clips (at the dataset's sample rate), as a
 // shard's are computed: each clip's stored length (frames, offsets) and values (specs, bins),
@@ -117,7 +121,7 @@ class FeatureMemoryCache {
  private:
   friend StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::string&,
                                                                            const sharding::ShardInfo&,
-                                                                           const sharding::Tokenizer&,
+                                                                           const sharding::TextTokenizer&,
                                                                            const FeatureOptions&, bool*);
   struct Entry;
   mutable std::mutex mu_;
@@ -131,7 +135,7 @@ class FeatureMemoryCache {
 // answered.
 StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::string& dir,
                                                                   const sharding::ShardInfo& info,
-                                                                  const sharding::Tokenizer& tokenizer,
+                                                                  const sharding::TextTokenizer& tokenizer,
                                                                   const FeatureOptions& options,
                                                                   bool* from_memory = nullptr);
 

@@ -125,7 +125,7 @@ TEST_F(SplitRoles, TestIsReadOnceAfterTrainingAndEvaluatedOnValidationsChoice) {
   auto test = Dataset::Load(config.data.path, "test", DataOptions(config));
   ASSERT_TRUE(test.ok()) << test.status().ToString();
   TrialConfig model_config = config;
-  auto model = LoadModel(&model_config, test->tokenizer().vocab_size(), "");
+  auto model = LoadModel(&model_config, test->tokenizer(), "");
   ASSERT_TRUE(model.ok());
   const Status loaded = (*store)->LoadModelAt(chosen, *model);
   ASSERT_TRUE(loaded.ok()) << loaded.ToString();

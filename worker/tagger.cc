@@ -59,8 +59,9 @@ StatusOr<std::vector<ClipTags>> TagClips(core::FlapModel& model, const Dataset& 
   if (options.top_k < 1) return Status::InvalidArgument("top_k must be >= 1");
   std::vector<std::vector<int>> tokens;
   for (const TagLabel& l : labels) {
-    tokens.push_back(dataset.tokenizer().Encode(l.text));
-    if (tokens.back().empty()) return Status::InvalidArgument("label '" + l.name + "': its text has no tokens");
+    auto ids = dataset.tokenizer().Encode(l.text);
+    if (!ids.ok()) return ids.status().WithContext("label '" + l.name + "'");
+    tokens.push_back(std::move(*ids));
   }
   std::vector<const std::vector<int>*> ptrs;
   for (const auto& t : tokens) ptrs.push_back(&t);
@@ -130,7 +131,7 @@ StatusOr<nlohmann::json> RunTagging(const TrialConfig& config_in, const std::str
   FLAP_ASSIGN_OR_RETURN(Dataset data, Dataset::Load(config.data.path, split, DataOptions(config)));
   TagOptions tag_options = options;
   FLAP_ASSIGN_OR_RETURN(tag_options.crop, ParseEvalCrop(config.eval.crop));
-  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, data.tokenizer().vocab_size(), model_path));
+  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, data.tokenizer(), model_path));
   log << "tagging " << data.size() << " clips of split '" << split << "' with " << labels.size()
       << " labels (threshold " << options.threshold << ", top " << options.top_k << ")" << std::endl;
   FLAP_ASSIGN_OR_RETURN(std::vector<ClipTags> tags, TagClips(model, data, labels, tag_options));

@@ -20,6 +20,7 @@
 #include "worker/core/masking.h"
 #include "worker/stop_signal.h"
 #include "worker/trainer_internal.h"
+#include "worker/safetensors.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {
@@ -45,10 +46,35 @@ std::string FormatDuration(double s) {
   return buf;
 }
 
-core::FlapModel BuildSeededModel(TrialConfig* config, int vocab_size) {
-  config->model.vocab_size = vocab_size;
+// The text tower's ids from the run's tokenizer and, for a roberta tower warm-started from a
+// file, its shape from the file (written into *config, so the run records what it built).
+// `read_file` false: the shape from the config's keys alone.
+Status SetTextTower(TrialConfig* config, const sharding::TextTokenizer& tokenizer, bool read_file = true) {
+  config->model.vocab_size = tokenizer.vocab_size();
+  config->model.text_pad_id = tokenizer.pad_id();
+  config->model.text_end_id = tokenizer.end_id();
+  if (read_file && !config->init_text.empty()) {
+    // A file that records its tokenizer (an export) must have been trained with this one: checked
+    // before its shape, whose vocabulary would differ too.
+    auto index = ReadSafetensorsIndex(config->init_text);
+    if (!index.ok()) return index.status().WithContext("model.init_text");
+    FLAP_RETURN_IF_ERROR(
+        CheckTokenizerIdentity(index->metadata, config->init_text, tokenizer).WithContext("model.init_text"));
+  }
+  FLAP_ASSIGN_OR_RETURN(config->model, ResolveTextTower(config->model, read_file ? config->init_text : "",
+                                                        config->text_heads_set));
+  if (config->model.text_roberta() && !config->init_text.empty()) config->text_heads_set = true;
+  return config->Validate();
+}
+
+// The config's model (its audio position layout resolved: an unreadable warm-start file is
+// reported by the warm start itself), initialised from train.seed.
+core::FlapModel BuildSeededModel(TrialConfig* config) {
+  core::ModelConfig model = config->model;
+  auto layout = ResolveAudioPosLayout(model.audio_pos_layout, config->init_audio);
+  model.audio_pos_layout = layout.ok() ? *layout : "flap";
   torch::manual_seed(config->train.seed);
-  return core::FlapModel(config->model, config->loss.logit_scale_init);
+  return core::FlapModel(model, config->loss.logit_scale_init);
 }
 
 }  // namespace
@@ -61,6 +87,7 @@ FeatureOptions DataOptions(const TrialConfig& c) {
   o.max_frames = c.data.max_frames;
   o.num_mel_bins = c.model.num_mel_bins;
   o.threads = c.data.loader_threads;
+  o.text_tokenizer = c.text_tokenizer;
   const std::string& cache = c.data.fbank_cache;
   if (cache.empty() || cache == "off") return o;
   o.memory_budget_bytes = c.data.feature_memory_mb << 20;
@@ -147,7 +174,8 @@ Status Trainer::SetUpHost() {
 Status Trainer::LoadData() {
   const DataConfig& d = config_.data;
   FLAP_ASSIGN_OR_RETURN(manifest_, sharding::ReadManifest(d.path));
-  FLAP_ASSIGN_OR_RETURN(sharding::Tokenizer tokenizer, sharding::Tokenizer::Load(d.path + "/" + manifest_.tokenizer));
+  FLAP_ASSIGN_OR_RETURN(sharding::TextTokenizer tokenizer,
+                        sharding::TextTokenizer::ForDataset(d.path, manifest_, config_.text_tokenizer));
   tokenizer_.emplace(std::move(tokenizer));
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(d.path, d.val_split, feature_options_));
   eval_.emplace(std::move(eval));
@@ -172,8 +200,10 @@ Status Trainer::LoadData() {
 }
 
 Status Trainer::BuildModel() {
-  outcome_.model = BuildSeededModel(&config_, tokenizer_->vocab_size());
-  FLAP_RETURN_IF_ERROR(WarmStart(outcome_.model, config_.init_audio, config_.init_text, *log_));  // on the CPU
+  FLAP_RETURN_IF_ERROR(SetTextTower(&config_, *tokenizer_));
+  outcome_.model = BuildSeededModel(&config_);
+  // On the CPU; a text file recording another tokenizer is refused.
+  FLAP_RETURN_IF_ERROR(WarmStart(outcome_.model, config_.init_audio, config_.init_text, *log_, &*tokenizer_));
   outcome_.model->to(device_);  // initialised on the CPU from the seed, the same on every device
   // The step budget: epochs, max_steps and max_samples, whichever is fewest steps.
   const TrainConfig& t = config_.train;
@@ -210,6 +240,7 @@ Status Trainer::Restore(const ResumeOptions& resume) {
   if (!config_.ckpt.root.empty() && rank_ == 0) {
     FLAP_ASSIGN_OR_RETURN(ckpt_, Checkpointer::Open(config_.ckpt, config_.TrialId(), config_.Hash()));
     ckpt_->set_run_config(config_.ToJson());
+    ckpt_->set_tokenizer(TokenizerRecord(*tokenizer_));
   }
   RunProgress progress;
   if (ckpt_ && resuming) {
@@ -778,6 +809,8 @@ nlohmann::json Trainer::Summary(double train_s) const {
   nlohmann::json s;
   s["config"] = c.ToJson();
   s["config_hash"] = c.Hash();
+  s["tokenizer"] = TokenizerRecord(*tokenizer_);
+  s["audio_pos_layout"] = outcome_.model->config().audio_pos_layout;
   s["steps"] = step;
   s["epochs"] = static_cast<double>(step) / static_cast<double>(per_epoch_);
   s["samples_seen"] = samples_;
@@ -896,9 +929,18 @@ StatusOr<TrainOutcome> RunTraining(const TrialConfig& config, std::ostream& log,
   return trainer->Run();
 }
 
-StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
-                                    const c10::Device& device) {
-  core::FlapModel model = BuildSeededModel(config, vocab_size);
+nlohmann::json TokenizerRecord(const sharding::TextTokenizer& tokenizer) {
+  return {{"kind", tokenizer.kind_name()},
+          {"identity", tokenizer.identity()},
+          {"vocab_size", tokenizer.vocab_size()},
+          {"path", tokenizer.path()}};
+}
+
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, const sharding::TextTokenizer& tokenizer,
+                                    const std::string& model_path, const c10::Device& device) {
+  // A run's recorded config holds the shape it built: the warm-start file may be gone since.
+  FLAP_RETURN_IF_ERROR(SetTextTower(config, tokenizer, std::filesystem::exists(config->init_text)));
+  core::FlapModel model = BuildSeededModel(config);
   model->to(device);
   if (model_path.empty()) return model;
   if (!std::filesystem::exists(model_path)) return Status::NotFound("model file '" + model_path + "' does not exist");
@@ -920,7 +962,7 @@ StatusOr<core::RetrievalMetrics> RunEvaluation(const TrialConfig& config_in, con
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(config.data.path, config.data.val_split, DataOptions(config)));
   FLAP_ASSIGN_OR_RETURN(const c10::Device device, TrainingDevice(config));
   FLAP_ASSIGN_OR_RETURN(const core::Precision precision, core::ParsePrecision(config.train.precision));
-  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer().vocab_size(), model_path, device));
+  FLAP_ASSIGN_OR_RETURN(core::FlapModel model, LoadModel(&config, eval.tokenizer(), model_path, device));
   log << "evaluating " << (model_path.empty() ? "the untrained model" : "'" + model_path + "'") << " on split '"
       << config.data.val_split << "' on " << core::DescribeDevice(device).device << ", "
       << core::PrecisionName(precision) << std::endl;

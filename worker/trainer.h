@@ -145,15 +145,22 @@ StatusOr<std::unique_ptr<core::WorkerGroup>> JoinWorkerGroup(const TrialConfig& 
 
 // Shared set-up of the worker's commands: LibTorch's intra-op threads (train.threads; 0 -> 1 on
 // CPU), the in-memory dataset options of a config, and the model of a config with the
-// tokenizer's vocabulary, initialised from train.seed and then loaded from `model_path`
-// (model.pt of a training run) unless it is empty. LoadModel: NotFound for a missing file,
-// Corruption for one that does not fit the config.
+// tokenizer's vocabulary, padding and end ids, initialised from train.seed and then loaded from
+// `model_path` (model.pt of a training run) unless it is empty. A roberta text tower takes its
+// shape from model.init_text when that file exists (warm_start.h, ResolveTextTower; a run
+// records the shape it built, so its model.pt loads without the file), written into *config.
+// LoadModel: NotFound for a missing file, Corruption for one that does not fit the config,
+// InvalidArgument for a tower the tokenizer or init_text cannot serve.
 void SetThreads(int threads);
 // The feature options of a config (frames, bins, feature threads, the caches data.fbank_cache
 // names: auto = memory within data.feature_memory_mb plus DATA/.fbank-cache for the rest).
 FeatureOptions DataOptions(const TrialConfig& config);
-StatusOr<core::FlapModel> LoadModel(TrialConfig* config, int vocab_size, const std::string& model_path,
+StatusOr<core::FlapModel> LoadModel(TrialConfig* config, const sharding::TextTokenizer& tokenizer,
+                                    const std::string& model_path,
                                     const c10::Device& device = c10::Device(c10::DeviceType::CPU));
+// What a run records of its tokenizer (state.json and summary.json "tokenizer"): kind,
+// identity, vocab_size and path (sharding/text_tokenizer.h).
+nlohmann::json TokenizerRecord(const sharding::TextTokenizer& tokenizer);
 
 // The device train.device names for this rank (core/device.h: local rank, visible GPUs), made
 // current. InvalidArgument when CUDA is asked for and none is visible.

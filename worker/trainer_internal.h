@@ -16,7 +16,7 @@
 
 #include "common/status.h"
 #include "sharding/manifest.h"
-#include "sharding/tokenizer.h"
+#include "sharding/text_tokenizer.h"
 #include "worker/checkpointer.h"
 #include "config/trial_config.h"
 #include "worker/core/collectives.h"
@@ -193,7 +193,7 @@ class Trainer {
 
   // Data.
   sharding::Manifest manifest_;
-  std::optional<sharding::Tokenizer> tokenizer_;
+  std::optional<sharding::TextTokenizer> tokenizer_;
   std::optional<Dataset> eval_;
   double load_s_ = 0;
   std::unique_ptr<ShardSource> source_;

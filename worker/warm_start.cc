@@ -75,6 +75,44 @@ const std::map<std::string, std::string>& OwnBlockTable() {
   return t;
 }
 
+// RoBERTa (Hugging Face's RobertaModel names): the roberta tower's parameters carry the same
+// names under `roberta.` (worker/core/roberta.h), so a file tensor maps to `roberta.` + its name
+// without a leading `roberta.`. The tensors outside the layers, then those of layer N, under
+// `encoder.layer.N.` (each with .weight and .bias).
+const std::vector<std::string>& RobertaEmbeddingTensors() {
+  static const std::vector<std::string> t = {
+      "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+      "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"};
+  return t;
+}
+const std::vector<std::string>& RobertaLayerTensors() {
+  static const std::vector<std::string> t = {"attention.self.query", "attention.self.key", "attention.self.value",
+                                             "attention.output.dense", "attention.output.LayerNorm",
+                                             "intermediate.dense", "output.dense", "output.LayerNorm"};
+  return t;
+}
+
+// `n` without a leading "roberta.".
+std::string WithoutRobertaPrefix(std::string n) {
+  Consume(&n, "roberta.");
+  return n;
+}
+
+// The roberta tower's parameter for a RoBERTa file tensor; "" when the name is not one.
+std::string MapRoberta(const std::string& name) {
+  const std::string n = WithoutRobertaPrefix(name);
+  for (const std::string& e : RobertaEmbeddingTensors()) {
+    if (n == e) return "roberta." + n;
+  }
+  std::string index, rest;
+  if (SplitBlock(n, "encoder.layer.", &index, &rest)) {
+    for (const std::string& t : RobertaLayerTensors()) {
+      if (rest == t + ".weight" || rest == t + ".bias") return "roberta." + n;
+    }
+  }
+  return "";
+}
+
 bool IsIgnored(Encoder encoder, const std::string& n) {
   if (encoder == Encoder::kAudio) {
     // Learnt or fixed position tables (ours is fixed sin-cos, sized by the config), class and
@@ -84,7 +122,12 @@ bool IsIgnored(Encoder encoder, const std::string& n) {
            StartsWith(n, "head_dist.");
   }
   // CLIP: the joint projection, the temperature, the causal mask buffer, the image tower.
-  return n == "text_projection" || n == "logit_scale" || n == "attn_mask" || StartsWith(n, "visual.");
+  // RoBERTa: Hugging Face's pooler (FLAP pools the raw <s> state), the masked-LM head and the
+  // position / token-type id buffers some checkpoints carry.
+  const std::string r = WithoutRobertaPrefix(n);
+  return n == "text_projection" || n == "logit_scale" || n == "attn_mask" || StartsWith(n, "visual.") ||
+         StartsWith(r, "pooler.") || StartsWith(n, "lm_head.") || r == "embeddings.position_ids" ||
+         r == "embeddings.token_type_ids";
 }
 
 std::string MapStripped(Encoder encoder, const std::string& n) {
@@ -104,6 +147,7 @@ std::string MapStripped(Encoder encoder, const std::string& n) {
     }
     return "";
   }
+  if (const std::string roberta = MapRoberta(n); !roberta.empty()) return roberta;
   if (n == "token_embedding.weight" || n == "token_embed.weight") return "token_embed.weight";
   if (n == "positional_embedding" || n == "text_pos") return "text_pos";
   if (SplitBlock(n, "transformer.resblocks.", &index, &rest)) {
@@ -129,7 +173,7 @@ bool InEncoder(Encoder encoder, const std::string& name) {
     return StartsWith(name, "patch_embed.") || StartsWith(name, "audio_blocks.") || StartsWith(name, "audio_norm.");
   }
   return StartsWith(name, "token_embed.") || name == "text_pos" || StartsWith(name, "text_blocks.") ||
-         StartsWith(name, "text_norm.");
+         StartsWith(name, "text_norm.") || StartsWith(name, "roberta.");
 }
 
 std::string ShapeText(at::IntArrayRef shape) {
@@ -167,6 +211,25 @@ StatusOr<WarmStartResult> LoadEncoder(core::FlapModel& model, Encoder encoder,
     for (const auto& entry : tensors) has_norm = has_norm || StripWrappers(encoder, entry.first) == "norm.weight";
   }
 
+  if (encoder == Encoder::kText) {
+    // A RoBERTa file needs the roberta tower, and the roberta tower a RoBERTa file.
+    std::string roberta_tensor;
+    for (const auto& entry : tensors) {
+      bool ignored = false;
+      if (StartsWith(MapTensorName(encoder, entry.first, &ignored), "roberta.")) roberta_tensor = entry.first;
+    }
+    if (!roberta_tensor.empty() && !model->config().text_roberta()) {
+      return Status::InvalidArgument("'" + file + "' holds a RoBERTa text encoder (" + roberta_tensor +
+                                     "): it needs model.text_tower = roberta (this model's text tower is " +
+                                     model->config().text_tower + ")");
+    }
+    if (roberta_tensor.empty() && model->config().text_roberta()) {
+      return Status::InvalidArgument("'" + file +
+                                     "' holds no RoBERTa tensors (Hugging Face names such as "
+                                     "roberta.embeddings.word_embeddings.weight): model.text_tower = roberta loads "
+                                     "RoBERTa checkpoints only (name map: docs/warm_start.md)");
+    }
+  }
   auto params = model->named_parameters(/*recurse=*/true);
   // This model's own names outside the encoder (an exported model's other tower, projections,
   // decoder and temperature) are passed over: an export warm-starts either encoder.
@@ -237,18 +300,93 @@ StatusOr<WarmStartResult> LoadEncoder(core::FlapModel& model, Encoder encoder,
   return result;
 }
 
+StatusOr<std::string> ResolveAudioPosLayout(const std::string& layout, const std::string& init_audio) {
+  if (layout != "auto") return layout;
+  if (init_audio.empty()) return std::string("flap");
+  FLAP_ASSIGN_OR_RETURN(SafetensorsIndex index, ReadSafetensorsIndex(init_audio));
+  for (const auto& entry : index.tensors) {
+    if (StripWrappers(Encoder::kAudio, entry.first) == "patch_embed.proj.weight") return std::string("audiomae");
+  }
+  return std::string("flap");
+}
+
 StatusOr<WarmStartResult> LoadEncoderFile(core::FlapModel& model, Encoder encoder, const std::string& path) {
   FLAP_ASSIGN_OR_RETURN(auto tensors, ReadSafetensors(path));
   return LoadEncoder(model, encoder, tensors, path);
 }
 
+Status CheckTokenizerIdentity(const std::map<std::string, std::string>& metadata, const std::string& file,
+                              const sharding::TextTokenizer& tokenizer) {
+  auto it = metadata.find(kTokenizerIdentityKey);
+  if (it == metadata.end() || it->second == tokenizer.identity()) return Status::OK();
+  auto kind = metadata.find(kTokenizerKindKey);
+  return Status::InvalidArgument("'" + file + "' was trained with tokenizer " +
+                                 (kind == metadata.end() ? std::string("?") : kind->second) + " " + it->second +
+                                 ", this run tokenises with " + tokenizer.Describe() +
+                                 ": its token ids would not mean the same (give text.tokenizer the file's tokenizer; "
+                                 "an export's folder holds it)");
+}
+
+StatusOr<core::ModelConfig> ResolveTextTower(const core::ModelConfig& model, const std::string& init_text,
+                                             bool heads_given) {
+  if (!model.text_roberta() || init_text.empty()) return model;
+  FLAP_ASSIGN_OR_RETURN(SafetensorsIndex index, ReadSafetensorsIndex(init_text));
+  const std::string where = "model.init_text '" + init_text + "'";
+  std::map<std::string, std::vector<int64_t>> shapes;  // by roberta tower parameter
+  for (const auto& [name, info] : index.tensors) {
+    const std::string target = MapRoberta(StripWrappers(Encoder::kText, name));
+    if (!target.empty()) shapes[target] = info.shape;
+  }
+  auto matrix = [&](const std::string& name) -> StatusOr<std::vector<int64_t>> {
+    auto it = shapes.find("roberta." + name);
+    if (it == shapes.end() || it->second.size() != 2) {
+      return Status::InvalidArgument(
+          where + " has no 2-D tensor roberta." + name +
+          " (or without the roberta. prefix): not a RoBERTa checkpoint (docs/warm_start.md)");
+    }
+    return it->second;
+  };
+  FLAP_ASSIGN_OR_RETURN(auto words, matrix("embeddings.word_embeddings.weight"));
+  FLAP_ASSIGN_OR_RETURN(auto positions, matrix("embeddings.position_embeddings.weight"));
+  FLAP_ASSIGN_OR_RETURN(auto intermediate, matrix("encoder.layer.0.intermediate.dense.weight"));
+  int layers = 0;
+  while (shapes.count("roberta.encoder.layer." + std::to_string(layers) + ".attention.self.query.weight")) ++layers;
+  core::ModelConfig c = model;
+  if (words[0] != model.vocab_size) {
+    return Status::InvalidArgument(where + " has a " + std::to_string(words[0]) +
+                                   "-token vocabulary and this run's tokenizer " + std::to_string(model.vocab_size) +
+                                   " ids: give text.tokenizer the checkpoint's vocab.json + merges.txt");
+  }
+  c.text_width = static_cast<int>(words[1]);
+  c.text_depth = layers;
+  c.text_intermediate = static_cast<int>(intermediate[0]);
+  c.text_positions = static_cast<int>(positions[0]);
+  if (!heads_given) {
+    // Heads leave no trace in the tensors' shapes: RoBERTa's checkpoints use 64 channels per
+    // head (base: 768 / 12, large: 1024 / 16).
+    if (c.text_width % 64 != 0) {
+      return Status::InvalidArgument(where + " is " + std::to_string(c.text_width) +
+                                     " wide, not a multiple of 64: give its attention heads with model.text_heads");
+    }
+    c.text_heads = c.text_width / 64;
+  }
+  FLAP_RETURN_IF_ERROR(c.Validate().WithContext(where));
+  return c;
+}
+
 Status WarmStart(core::FlapModel& model, const std::string& init_audio, const std::string& init_text,
-                 std::ostream& log) {
+                 std::ostream& log, const sharding::TextTokenizer* tokenizer) {
   for (const auto& [encoder, path] :
        {std::make_pair(Encoder::kAudio, init_audio), std::make_pair(Encoder::kText, init_text)}) {
     if (path.empty()) continue;
     const std::string key = encoder == Encoder::kAudio ? "model.init_audio" : "model.init_text";
-    auto loaded = LoadEncoderFile(model, encoder, path);
+    auto load = [&, encoder = encoder, path = path]() -> StatusOr<WarmStartResult> {
+      if (encoder != Encoder::kText) return LoadEncoderFile(model, encoder, path);
+      FLAP_ASSIGN_OR_RETURN(SafetensorsContents contents, ReadSafetensorsWithMetadata(path));
+      if (tokenizer != nullptr) FLAP_RETURN_IF_ERROR(CheckTokenizerIdentity(contents.metadata, path, *tokenizer));
+      return LoadEncoder(model, encoder, contents.tensors, path);
+    };
+    auto loaded = load();
     if (!loaded.ok()) return loaded.status().WithContext(key);
     log << "warm start: " << EncoderName(encoder) << " encoder loaded from '" << path << "' (" << loaded->loaded
         << " tensors";

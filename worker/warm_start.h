@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "sharding/text_tokenizer.h"
 #include "worker/core/model.h"
 
 namespace flap::worker {
@@ -46,9 +47,39 @@ StatusOr<WarmStartResult> LoadEncoder(core::FlapModel& model, Encoder encoder,
 // Reads a safetensors file and loads it as above.
 StatusOr<WarmStartResult> LoadEncoderFile(core::FlapModel& model, Encoder encoder, const std::string& path);
 
+// The audio position layout (core::ModelConfig::audio_pos_layout) a model is built with: `layout`
+// when it is "flap" or "audiomae"; for "auto", "audiomae" when `init_audio` names a safetensors
+// file in AudioMAE's (timm's) names (its patch embedding a `patch_embed.proj.weight`
+// convolution), else "flap". Reads only the file's header; errors as ReadSafetensorsIndex.
+StatusOr<std::string> ResolveAudioPosLayout(const std::string& layout, const std::string& init_audio);
+
+// The safetensors metadata keys under which an export records the tokenizer its text encoder
+// was trained with (kind "sentencepiece" | "bpe", and its identity: text_tokenizer.h).
+inline constexpr char kTokenizerKindKey[] = "tokenizer_kind";
+inline constexpr char kTokenizerIdentityKey[] = "tokenizer_identity";
+
+// OK unless `metadata` (of `file`) records a tokenizer identity other than `tokenizer`'s:
+// then InvalidArgument naming both. A file that records none (a public checkpoint) passes.
+Status CheckTokenizerIdentity(const std::map<std::string, std::string>& metadata, const std::string& file,
+                              const sharding::TextTokenizer& tokenizer);
+
+// The model config to build for a roberta text tower warm-started from `init_text`: the
+// tower's shape read from the file's header (width and vocabulary from
+// embeddings.word_embeddings.weight, layers from the encoder.layer.N present, MLP width from
+// layer 0's intermediate.dense.weight, position rows from embeddings.position_embeddings.weight)
+// into text_width, text_depth, text_intermediate and text_positions; text_heads is kept when
+// `heads_given` (the config set model.text_heads), else width / 64 (RoBERTa's head size).
+// `model` itself for the flap tower or without a file. InvalidArgument naming the file when it
+// is no RoBERTa checkpoint, its vocabulary differs from model.vocab_size (the tokenizer's) or
+// the resulting config is invalid (model.text_max_len beyond its positions); read errors as
+// ReadSafetensorsIndex.
+StatusOr<core::ModelConfig> ResolveTextTower(const core::ModelConfig& model, const std::string& init_text,
+                                             bool heads_given);
+
 // The config's warm starts (each path may be empty = none), one log line per file loaded.
-// Call before the model moves to its device and before its optimizer exists.
+// Call before the model moves to its device and before its optimizer exists. With `tokenizer`,
+// a text file recording another tokenizer is refused (CheckTokenizerIdentity).
 Status WarmStart(core::FlapModel& model, const std::string& init_audio, const std::string& init_text,
-                 std::ostream& log);
+                 std::ostream& log, const sharding::TextTokenizer* tokenizer = nullptr);
 
 }  // namespace flap::worker

@@ -4,7 +4,7 @@ add_library(flap_worker shard_features.cc dataset.cc batcher.cc loader.cc evalua
   safetensors.cc warm_start.cc thread_budget.cc npy.cc export.cc inference.cc inference_commands.cc)
 add_library(flap::worker ALIAS flap_worker)
 target_link_libraries(flap_worker
-  PUBLIC flap::config flap::core flap::features flap::sharding flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
+  PUBLIC flap::config flap::core flap::features flap::sharding flap::text_tokenizer flap::checkpoint flap::metrics nlohmann_json::nlohmann_json
   PRIVATE PkgConfig::XXHASH PkgConfig::PNG Threads::Threads)
 # The code version an export's card records: the commit, "-dirty" with uncommitted changes
 # (read when CMake runs; a commit or checkout makes it run again).
@@ -50,6 +50,6 @@ if(FLAP_BUILD_TESTS)
   add_executable(flap_worker_test ${worker_tests})
   target_link_libraries(flap_worker_test PRIVATE flap::agent flap::coordinator flap::testing GTest::gtest_main)
   target_compile_definitions(flap_worker_test PRIVATE FLAP_CONFIG_DIR="${PROJECT_SOURCE_DIR}/configs"
-    FLAP_DOCS_DIR="${PROJECT_SOURCE_DIR}/docs")
+    FLAP_DOCS_DIR="${PROJECT_SOURCE_DIR}/docs" FLAP_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   flap_add_gtest(flap_worker_test LABELS unit)
 endif()

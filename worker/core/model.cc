@@ -29,12 +29,14 @@ void InitLinear(torch::nn::Linear& l) {
 
 }  // namespace
 
-torch::Tensor SinCos2d(int dim, int time_patches, int freq_patches) {
+torch::Tensor SinCos2d(int dim, int time_patches, int freq_patches, bool freq_first) {
   auto t = SinCos1d(dim / 2, time_patches);  // (W, dim/2)
   auto f = SinCos1d(dim / 2, freq_patches);  // (F, dim/2)
   auto tt = t.unsqueeze(1).expand({time_patches, freq_patches, dim / 2});
   auto ff = f.unsqueeze(0).expand({time_patches, freq_patches, dim / 2});
-  return at::cat({tt, ff}, 2).reshape({time_patches * freq_patches, dim}).contiguous();
+  return at::cat({freq_first ? ff : tt, freq_first ? tt : ff}, 2)
+      .reshape({time_patches * freq_patches, dim})
+      .contiguous();
 }
 
 torch::Tensor Patchify(const torch::Tensor& spec, int p) {
@@ -83,7 +85,8 @@ FlapModelImpl::FlapModelImpl(const ModelConfig& c, double logit_scale_init) : co
 
   patch_embed_ = register_module("patch_embed", torch::nn::Linear(c.patch_dim(), c.audio_width));
   InitLinear(patch_embed_);
-  audio_pos_ = register_buffer("audio_pos", SinCos2d(c.audio_width, c.time_patches(), c.freq_patches()));
+  audio_pos_ = register_buffer("audio_pos", SinCos2d(c.audio_width, c.time_patches(), c.freq_patches(),
+                                                            c.audio_pos_freq_first()));
   audio_blocks_ = register_module("audio_blocks", torch::nn::ModuleList());
   for (int i = 0; i < c.audio_depth; ++i) audio_blocks_->push_back(Block(c.audio_width, c.audio_heads, c.mlp_ratio));
   audio_norm_ = register_module("audio_norm", ln(c.audio_width));
@@ -92,15 +95,27 @@ FlapModelImpl::FlapModelImpl(const ModelConfig& c, double logit_scale_init) : co
   InitLinear(audio_proj1_);
   InitLinear(audio_proj2_);
 
-  token_embed_ = register_module("token_embed", torch::nn::Embedding(c.vocab_size, c.text_width));
-  // Unit-variance token embeddings: a token's identity dominates its 0.01-scale position in the
-  // residual stream. With N(0, 0.02) the text side learned far more slowly (docs/benchmarks.md:
-  // 1.4x the steps to t2a R@1 30% at mask ratio 0.75 on the synthetic set).
-  torch::nn::init::normal_(token_embed_->weight, 0.0, 1.0);
-  text_pos_ = register_parameter("text_pos", at::randn({c.text_max_len, c.text_width}) * 0.01);
-  text_blocks_ = register_module("text_blocks", torch::nn::ModuleList());
-  for (int i = 0; i < c.text_depth; ++i) text_blocks_->push_back(Block(c.text_width, c.text_heads, c.mlp_ratio));
-  text_norm_ = register_module("text_norm", ln(c.text_width));
+  if (c.text_roberta()) {
+    RobertaShape shape;
+    shape.vocab_size = c.vocab_size;
+    shape.hidden = c.text_width;
+    shape.layers = c.text_depth;
+    shape.heads = c.text_heads;
+    shape.intermediate = c.text_mlp();
+    shape.positions = c.text_position_rows();
+    shape.pad_id = c.text_pad_id;
+    roberta_ = register_module("roberta", RobertaText(shape));
+  } else {
+    token_embed_ = register_module("token_embed", torch::nn::Embedding(c.vocab_size, c.text_width));
+    // Unit-variance token embeddings: a token's identity dominates its 0.01-scale position in the
+    // residual stream. With N(0, 0.02) the text side learned far more slowly (docs/benchmarks.md:
+    // 1.4x the steps to t2a R@1 30% at mask ratio 0.75 on the synthetic set).
+    torch::nn::init::normal_(token_embed_->weight, 0.0, 1.0);
+    text_pos_ = register_parameter("text_pos", at::randn({c.text_max_len, c.text_width}) * 0.01);
+    text_blocks_ = register_module("text_blocks", torch::nn::ModuleList());
+    for (int i = 0; i < c.text_depth; ++i) text_blocks_->push_back(Block(c.text_width, c.text_heads, c.mlp_ratio));
+    text_norm_ = register_module("text_norm", ln(c.text_width));
+  }
   text_proj1_ = register_module("text_proj1", torch::nn::Linear(c.text_width, c.embed_dim));
   text_proj2_ = register_module("text_proj2", torch::nn::Linear(c.embed_dim, c.embed_dim));
   InitLinear(text_proj1_);
@@ -108,7 +123,8 @@ FlapModelImpl::FlapModelImpl(const ModelConfig& c, double logit_scale_init) : co
 
   decoder_in_ = register_module("decoder_in", torch::nn::Linear(c.recon_from_embedding() ? c.embed_dim : c.audio_width, c.decoder_width));
   InitLinear(decoder_in_);
-  decoder_pos_ = register_buffer("decoder_pos", SinCos2d(c.decoder_width, c.time_patches(), c.freq_patches()));
+  decoder_pos_ = register_buffer("decoder_pos", SinCos2d(c.decoder_width, c.time_patches(), c.freq_patches(),
+                                                                c.audio_pos_freq_first()));
   decoder_blocks_ = register_module("decoder_blocks", torch::nn::ModuleList());
   for (int i = 0; i < c.decoder_depth; ++i) {
     decoder_blocks_->push_back(Block(c.decoder_width, c.decoder_heads, c.mlp_ratio));
@@ -142,13 +158,18 @@ AudioOutput FlapModelImpl::EncodeAudio(const torch::Tensor& spec, const torch::T
 }
 
 torch::Tensor FlapModelImpl::EncodeText(const torch::Tensor& tokens) {
-  const int64_t len = tokens.size(1);
-  auto pad = tokens.eq(0);
-  auto x = token_embed_->forward(tokens) + text_pos_.slice(0, 0, len);
-  for (const auto& block : *text_blocks_) x = block->as<Block>()->forward(x, pad);
-  x = text_norm_->forward(x);
-  auto keep = pad.logical_not().unsqueeze(-1).to(x.scalar_type());  // (B, L, 1)
-  auto pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0);
+  torch::Tensor pooled;
+  if (roberta_) {
+    pooled = roberta_->forward(tokens).select(1, 0);  // the hidden state at <s>
+  } else {
+    const int64_t len = tokens.size(1);
+    auto pad = tokens.eq(config_.text_pad_id);
+    auto x = token_embed_->forward(tokens) + text_pos_.slice(0, 0, len);
+    for (const auto& block : *text_blocks_) x = block->as<Block>()->forward(x, pad);
+    x = text_norm_->forward(x);
+    auto keep = pad.logical_not().unsqueeze(-1).to(x.scalar_type());  // (B, L, 1)
+    pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0);
+  }
   auto e = text_proj2_->forward(at::relu(text_proj1_->forward(pooled))).to(at::kFloat);
   return e / e.norm(2, -1, true).clamp_min(1e-12);
 }
@@ -189,7 +210,9 @@ double TrainStepFlops(const ModelConfig& c, int64_t batch, int64_t kept, int64_t
     audio += 2.0 * decoder_in * c.decoder_width + encoder(c.decoder_width, c.decoder_depth, n) +
              2.0 * n * c.decoder_width * c.patch_dim();
   }
-  const double text = encoder(c.text_width, c.text_depth, static_cast<double>(text_len)) +
+  // The text encoder's MLP is text_mlp() wide (mlp_ratio x width for the flap tower).
+  const double tw = c.text_width, tl = static_cast<double>(text_len);
+  const double text = 2.0 * c.text_depth * tl * (4.0 * tw * tw + 2.0 * c.text_mlp() * tw + 2.0 * tl * tw) +
                       2.0 * (c.text_width + c.embed_dim) * c.embed_dim;
   return 3.0 * (static_cast<double>(views) * audio + text) * static_cast<double>(batch);
 }

@@ -15,12 +15,14 @@
 #include <torch/nn/pimpl.h>
 
 #include "worker/core/model_config.h"
+#include "worker/core/roberta.h"
 
 namespace flap::core {
 
 // Fixed 2-D sin-cos position embedding (MAE): (W * F, dim) for a time-major grid of W time
-// patches and F frequency patches; the first dim/2 channels encode time, the rest frequency.
-torch::Tensor SinCos2d(int dim, int time_patches, int freq_patches);
+// patches and F frequency patches; the first dim/2 channels encode time and the rest frequency,
+// or, with freq_first (AudioMAE's layout), frequency first and then time.
+torch::Tensor SinCos2d(int dim, int time_patches, int freq_patches, bool freq_first = false);
 
 // (B, T, M) spectrogram -> (B, N, p*p) patches, time-major (index w * F + f); each patch's
 // values are ordered (time, freq) within the patch.
@@ -73,7 +75,9 @@ class FlapModelImpl : public torch::nn::Module {
   // spec: (B, T, M) normalised log-mel. keep: (B, K) int64 sorted indices of kept patches, or
   // undefined to keep every patch (evaluation).
   AudioOutput EncodeAudio(const torch::Tensor& spec, const torch::Tensor& keep = {});
-  // tokens: (B, L) int64, 0 = padding; every row must hold at least one non-pad token.
+  // tokens: (B, L) int64 padded with config().text_pad_id; every row must hold at least one
+  // non-pad token. The flap tower mean-pools its normalised outputs over the non-pad tokens;
+  // the roberta tower takes the last hidden state at position 0 (<s>). Then the projection.
   torch::Tensor EncodeText(const torch::Tensor& tokens);
   // (B, audio_width) pooled audio -> (B, N, p*p) predicted patches.
   torch::Tensor Decode(const torch::Tensor& pooled);
@@ -93,7 +97,9 @@ class FlapModelImpl : public torch::nn::Module {
   torch::nn::ModuleList audio_blocks_{nullptr};
   torch::nn::LayerNorm audio_norm_{nullptr};
   torch::nn::Linear audio_proj1_{nullptr}, audio_proj2_{nullptr};
-  // Text.
+  // Text: the flap tower (token_embed_ .. text_norm_) or the roberta tower (roberta_), then
+  // the projection.
+  RobertaText roberta_{nullptr};
   torch::nn::Embedding token_embed_{nullptr};
   torch::Tensor text_pos_;  // parameter (text_max_len, text_width)
   torch::nn::ModuleList text_blocks_{nullptr};

@@ -63,6 +63,22 @@ Status Divisible(const char* field, int64_t v, const char* by_field, int64_t by)
 }  // namespace
 
 Status ModelConfig::Validate() const {
+  if (audio_pos_layout != "auto" && audio_pos_layout != "flap" && audio_pos_layout != "audiomae")
+    return Status::InvalidArgument("audio_pos_layout must be auto, flap or audiomae, not '" + audio_pos_layout + "'");
+  if (text_tower != "flap" && text_tower != "roberta")
+    return Status::InvalidArgument("model.text_tower must be flap or roberta, not '" + text_tower + "'");
+  if (text_roberta() && text_max_len + text_pad_id + 1 > text_position_rows()) {
+    return Status::InvalidArgument(
+        "model.text_max_len (" + std::to_string(text_max_len) + ") needs " +
+        std::to_string(text_max_len + text_pad_id + 1) + " rows of the RoBERTa position table (positions start after "
+        "the padding id " + std::to_string(text_pad_id) + "), it has " + std::to_string(text_position_rows()) +
+        " (model.text_positions)");
+  }
+  if (text_pad_id < 0 || text_pad_id >= vocab_size || text_end_id >= vocab_size) {
+    return Status::InvalidArgument("the tokenizer's padding id " + std::to_string(text_pad_id) + " or end id " +
+                                   std::to_string(text_end_id) + " lies outside its " + std::to_string(vocab_size) +
+                                   " ids");
+  }
   if (recon_source != "embedding" && recon_source != "pooled")
     return Status::InvalidArgument("recon_source must be embedding or pooled, not '" + recon_source + "'");
   FLAP_RETURN_IF_ERROR(Positive("model.patch_size", patch_size));
@@ -80,6 +96,8 @@ Status ModelConfig::Validate() const {
   FLAP_RETURN_IF_ERROR(Positive("model.text_max_len", text_max_len));
   FLAP_RETURN_IF_ERROR(Positive("model.embed_dim", embed_dim));
   FLAP_RETURN_IF_ERROR(Positive("model.mlp_ratio", mlp_ratio));
+  FLAP_RETURN_IF_ERROR(Positive("model.text_intermediate", text_mlp()));
+  FLAP_RETURN_IF_ERROR(Positive("model.text_positions", text_position_rows()));
   // 2-D sin-cos positions split the width in four (sin/cos for each axis).
   FLAP_RETURN_IF_ERROR(Divisible("model.audio_width", audio_width, "4", 4));
   FLAP_RETURN_IF_ERROR(Divisible("model.decoder_width", decoder_width, "4", 4));

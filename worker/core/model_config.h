@@ -26,13 +26,33 @@ struct ModelConfig {
   int target_frames = 256;  // T: frames after padding / cropping (10 ms each)
   int patch_size = 16;      // square patches over (time, freq)
 
+  // Channel layout of the fixed 2-D sin-cos audio positions (audio encoder and decoder): "flap"
+  // codes time in the first half of each position vector and frequency in the second;
+  // "audiomae" the other way round, as AudioMAE's get_2d_sincos_pos_embed_flexible (so an
+  // encoder warm-started from AudioMAE sees the codes it was pre-trained with); "auto" is
+  // "audiomae" when model.init_audio names a file with AudioMAE's (timm's) tensor names, else
+  // "flap" (the worker resolves it before building the model: worker/warm_start.h). Token order
+  // is time-major under every layout.
+  std::string audio_pos_layout = "auto";
+  bool audio_pos_freq_first() const { return audio_pos_layout == "audiomae"; }
+
   // Audio encoder (pre-LN ViT, mean-pooled).
   int audio_width = 192;
   int audio_depth = 4;
   int audio_heads = 3;
 
-  // Text encoder (pre-LN transformer over SentencePiece ids, mean-pooled over non-pad).
-  int vocab_size = 256;   // set from the dataset's tokenizer
+  // Text encoder: text_tower "flap" (pre-LN transformer, mean-pooled over non-pad tokens) or
+  // "roberta" (RoBERTa's post-LN encoder pooled at <s>: roberta.h; its width, depth and heads are
+  // text_width, text_depth and text_heads).
+  std::string text_tower = "flap";
+  int vocab_size = 256;  // set from the run's tokenizer
+  int text_pad_id = 0;   // set from the run's tokenizer: the padding id (RoBERTa's <pad>: 1)
+  int text_end_id = -1;  // set from the run's tokenizer: the id ending each caption (</s>), -1: none
+  int text_intermediate = 0;  // roberta: MLP hidden size; 0: mlp_ratio * text_width
+  int text_positions = 0;     // roberta: rows of the position table; 0: text_max_len + text_pad_id + 1
+  bool text_roberta() const { return text_tower == "roberta"; }
+  int text_mlp() const { return text_intermediate > 0 ? text_intermediate : mlp_ratio * text_width; }
+  int text_position_rows() const { return text_positions > 0 ? text_positions : text_max_len + text_pad_id + 1; }
   int text_max_len = 32;  // tokens per caption after truncation
   int text_width = 192;
   int text_depth = 2;

@@ -13,8 +13,9 @@ Batch SyntheticBatch(const ModelConfig& c, const MaskConfig& mask, int64_t globa
   at::manual_seed(seed);
   at::Tensor spec = at::randn({global, c.target_frames, c.num_mel_bins});
   at::Tensor tokens = at::randint(1, c.vocab_size, {global, c.text_max_len}, at::kLong);
+  if (c.text_pad_id != 0) tokens.masked_fill_(tokens.eq(c.text_pad_id), 0);  // a draw of the pad id
   at::Tensor lengths = at::randint(2, c.text_max_len + 1, {global}, at::kLong);
-  tokens.masked_fill_(at::arange(c.text_max_len, at::kLong).unsqueeze(0) >= lengths.unsqueeze(1), 0);
+  tokens.masked_fill_(at::arange(c.text_max_len, at::kLong).unsqueeze(0) >= lengths.unsqueeze(1), c.text_pad_id);
   Batch b;
   b.spec = spec.narrow(0, begin, count).contiguous();
   b.tokens = tokens.narrow(0, begin, count).contiguous();

@@ -16,7 +16,10 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 
 }  // namespace
 
-bool IsEmbeddingParameter(const std::string& name) { return name == "token_embed.weight" || name == "text_pos"; }
+bool IsEmbeddingParameter(const std::string& name) {
+  return name == "token_embed.weight" || name == "text_pos" ||
+         (name.rfind("roberta.embeddings.", 0) == 0 && name.find("_embeddings.weight") != std::string::npos);
+}
 bool IsDecoderParameter(const std::string& name) { return name.rfind("decoder_", 0) == 0; }
 
 void SynchronizeDevice(const at::Device& device) {
@@ -41,8 +44,8 @@ TrainStep::TrainStep(FlapModel model, const LossConfig& loss, const OptimConfig&
       gather_(gather ? gather : &local_gather_),
       sync_(sync),
       precision_(precision) {
-  // Weight decay on weight matrices only: biases, norms, the logit scale, the token embedding
-  // and the text positions are not decayed.
+  // Weight decay on weight matrices only: biases, norms, the logit scale and the text
+  // embeddings (IsEmbeddingParameter) are not decayed.
   std::vector<at::Tensor> decay, no_decay, synced;
   const bool with_recon = loss_.recon_weight > 0.0;
   for (const auto& item : model_->named_parameters()) {
