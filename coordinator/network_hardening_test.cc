@@ -375,7 +375,9 @@ TEST(HardeningConnections, AConnectionWithoutCallsIsClosedAndAClientReconnectsBy
   const bool closed = flap::testing::WaitClosedByPeer(fd, 5.0);
   ::close(fd);
   EXPECT_TRUE(closed) << "an HTTP/2 connection without calls is still open after 5 s (idle bound 1 s)";
-  if (closed) EXPECT_GT(SecondsSince(t0), 0.5) << "closed before its idle bound";
+  if (closed) {
+    EXPECT_GT(SecondsSince(t0), 0.5) << "closed before its idle bound";
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_OK(client->ListSweeps()) << "the client's call after its idle connection was closed";
 }
