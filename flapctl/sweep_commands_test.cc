@@ -335,7 +335,9 @@ class SweepBest : public SweepCli {
       if (!plan.test.empty()) {
         ASSERT_TRUE(client->ReportMetrics(group, a.trial, coordinator::MetricKind::kTest, 6, 0, plan.test, 6).ok());
       }
-      if (plan.finish) ASSERT_TRUE(client->Finish(group, a.trial).ok());
+      if (plan.finish) {
+        ASSERT_TRUE(client->Finish(group, a.trial).ok());
+      }
     }
   }
 

@@ -366,7 +366,9 @@ TEST_F(Budget, ScheduleReachesItsFloorExactlyAtTheBudgetOfEachKind) {
     const nlohmann::json& schedule = out->summary["schedule"];
     EXPECT_EQ(schedule["progress"].get<double>(), 1.0);
     EXPECT_EQ(schedule["lr"].get<double>(), c.optim.min_lr);
-    if (k.budget == "seconds") EXPECT_EQ(schedule["fitted_steps"].get<int64_t>(), 20);
+    if (k.budget == "seconds") {
+      EXPECT_EQ(schedule["fitted_steps"].get<int64_t>(), 20);
+    }
     // Warm-up, then a cosine that only goes down and has not reached the floor before the end.
     const std::vector<double> lr = rec.Series("lr");
     ASSERT_EQ(lr.size(), 20u);

@@ -27,14 +27,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string ShapeText(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
-
 // The JSON object in file `path`; NotFound when it is absent.
 StatusOr<nlohmann::json> ReadJsonObject(const std::string& path) {
   FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(path));

@@ -153,7 +153,9 @@ TEST(LeaseShardSource, OneRankReadsTheEpochsInTheOrderOfAStandaloneRunOfItsSeed)
     EXPECT_NE(names, other) << "epoch " << epoch;
     for (const auto& s : got) ASSERT_OK(leased->Done(epoch, s));
     if (epoch == 0) epoch0 = names;
-    if (epoch > 0) EXPECT_NE(names, epoch0) << "epoch " << epoch;
+    if (epoch > 0) {
+      EXPECT_NE(names, epoch0) << "epoch " << epoch;
+    }
   }
   EXPECT_EQ(leased->padded(), 0);
   EXPECT_EQ(leased->completed(), 30);

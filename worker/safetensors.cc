@@ -312,6 +312,12 @@ StatusOr<std::map<std::string, at::Tensor>> ReadSafetensors(const std::string& p
   return std::move(contents.tensors);
 }
 
+std::string ShapeText(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 StatusOr<std::string> EncodeSafetensors(const std::map<std::string, at::Tensor>& tensors,
                                         const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();

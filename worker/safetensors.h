@@ -54,6 +54,9 @@ StatusOr<SafetensorsIndex> ReadSafetensorsIndex(const std::string& path);
 // Parses a whole file held in memory; `name` stands for the file in error messages.
 StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes, const std::string& name);
 
+// "[2, 3]": a shape as messages about tensors print it.
+std::string ShapeText(at::IntArrayRef shape);
+
 // Serialises tensors (F64, F32, F16 or BF16; any device, copied to the CPU) in name order.
 StatusOr<std::string> EncodeSafetensors(const std::map<std::string, at::Tensor>& tensors,
                                         const std::map<std::string, std::string>& metadata = {});

@@ -176,14 +176,6 @@ bool InEncoder(Encoder encoder, const std::string& name) {
          StartsWith(name, "text_norm.") || StartsWith(name, "roberta.");
 }
 
-std::string ShapeText(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
-
 // Lists `names` (at most `limit`, then a count) for a log line.
 std::string Abbreviate(const std::vector<std::string>& names, size_t limit) {
   std::string s;
