@@ -20,6 +20,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -134,29 +136,38 @@ struct WorkerGroup::Impl {
     if (beat_thread.joinable()) beat_thread.join();
   }
 
-  // Heartbeats of every rank: (beat, collectives started), (-1, -1) when absent.
-  std::vector<std::pair<long long, long long>> ReadBeats() {
-    std::vector<std::pair<long long, long long>> v(static_cast<size_t>(rdv.world_size), {-1, -1});
-    for (int r = 0; r < rdv.world_size; ++r) {
+  // Which ranks are missing from collective #n, in words, and their numbers.
+  struct Diagnosis {
+    std::string text;
+    std::vector<int> missing;
+  };
+
+  // Heartbeats of every rank in `store`: (beat, collectives started), (-1, -1) when absent.
+  static std::vector<std::pair<long long, long long>> ReadBeats(c10d::Store& store, int world_size) {
+    std::vector<std::pair<long long, long long>> v(static_cast<size_t>(world_size), {-1, -1});
+    for (int r = 0; r < world_size; ++r) {
       const std::string key = "hb/" + std::to_string(r);
-      if (!store->check({key})) continue;
+      if (!store.check({key})) continue;
       long long beat = -1, n = -1;
-      std::sscanf(Text(store->get(key)).c_str(), "%lld %lld", &beat, &n);
+      std::sscanf(Text(store.get(key)).c_str(), "%lld %lld", &beat, &n);
       v[static_cast<size_t>(r)] = {beat, n};
     }
     return v;
   }
 
-  // Which rank is missing from collective #n, in words.
-  std::string Diagnose(uint64_t n) {
+  // The diagnosis of collective #n from the heartbeats in the store (two reads 3 beats apart).
+  // Self-contained (copies in, result out), so that it can run on a thread of its own.
+  static Diagnosis DiagnoseFromStore(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, double beat_s,
+                                     uint64_t n, const std::string& store_address) {
+    Diagnosis d;
     try {
-      const auto first = ReadBeats();
+      const auto first = ReadBeats(*store, world_size);
       const double wait_s = 3.0 * beat_s;
       std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
-      const auto second = ReadBeats();
+      const auto second = ReadBeats(*store, world_size);
       std::vector<std::string> reasons, left;
-      for (int r = 0; r < rdv.world_size; ++r) {
-        if (r == rdv.rank) continue;
+      for (int r = 0; r < world_size; ++r) {
+        if (r == rank) continue;
         const auto& a = first[static_cast<size_t>(r)];
         const auto& b = second[static_cast<size_t>(r)];
         const std::string name = "rank " + std::to_string(r);
@@ -173,18 +184,45 @@ struct WorkerGroup::Impl {
         }
         if (!why.empty()) {
           reasons.push_back(why);
-          missing.push_back(r);
+          d.missing.push_back(r);
         }
       }
       if (reasons.empty()) reasons = left;
-      if (reasons.empty()) return "no rank is missing";
-      std::string out;
-      for (const auto& m : reasons) out += (out.empty() ? "" : "; ") + m;
-      return out;
+      if (reasons.empty()) {
+        d.text = "no rank is missing";
+        return d;
+      }
+      for (const auto& m : reasons) d.text += (d.text.empty() ? "" : "; ") + m;
+      return d;
     } catch (const std::exception&) {
-      missing.push_back(0);
-      return "rank 0 is gone: its rendezvous store at " + StoreAddress() + " is unreachable";
+      return {"rank 0 is gone: its rendezvous store at " + store_address + " is unreachable", {0}};
     }
+  }
+
+  // Which rank is missing from collective #n, in words (and recorded in `missing`). The store
+  // is read on a thread of its own, waited for at most the diagnosis's own time plus the
+  // collective timeout: a store client whose peer's node became unreachable (a network
+  // partition: no reset ever arrives) can wait in a read far longer than that (LibTorch 2.x's
+  // client sets no receive timeout). The thread holds its own references, so it may outlive
+  // the group.
+  std::string Diagnose(uint64_t n) {
+    auto promise = std::make_shared<std::promise<Diagnosis>>();
+    std::future<Diagnosis> result = promise->get_future();
+    const std::string address = StoreAddress();
+    std::thread([promise, store = store, rank = rdv.rank, world = rdv.world_size, beat = beat_s, n, address] {
+      promise->set_value(DiagnoseFromStore(store, rank, world, beat, n, address));
+    }).detach();
+    const auto limit = std::chrono::duration<double>(3.0 * beat_s + 2.0) + timeout;
+    Diagnosis d;
+    if (result.wait_for(limit) == std::future_status::ready) {
+      d = result.get();
+    } else {
+      d = {"rank 0 is gone: its rendezvous store at " + address + " did not answer within " +
+               Fixed(std::chrono::duration<double>(limit).count()) + " s (its node unreachable: a network partition?)",
+           {0}};
+    }
+    missing.insert(missing.end(), d.missing.begin(), d.missing.end());
+    return d.text;
   }
 
   // Records the failure of collective #n (the first one wins) and returns it.
@@ -195,10 +233,13 @@ struct WorkerGroup::Impl {
     failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " + who +
                                        " [" + backend + ": " + detail + "; collectives time out after " +
                                        Fixed(timeout.count() / 1000.0) + " s]");
-    try {
-      store->set("exit/" + std::to_string(rdv.rank), Bytes("failed"));
-    } catch (const std::exception&) {
-    }
+    // The exit mark is sent from a thread of its own too: never waited for.
+    std::thread([store = store, key = "exit/" + std::to_string(rdv.rank)] {
+      try {
+        store->set(key, Bytes("failed"));
+      } catch (const std::exception&) {
+      }
+    }).detach();
     return failure;
   }
 
