@@ -296,6 +296,10 @@ Table PairedTable(const ReportFacts& rf, const CellGroups& groups) {
           md << " - |";
         } else if (s.n == 0) {
           md << " n/a |";
+        } else if (s.n >= 2 && s.sd <= 1e-9 * std::max(1.0, std::abs(s.mean))) {
+          // Every seed differs by the same amount: an interval of zero width would claim a
+          // certainty that so few seeds cannot give.
+          md << " " << SignedDelta(s.mean, pct) << " (no spread over " << s.n << " seeds) |";
         } else {
           md << " " << SignedDelta(s.mean, pct)
              << (std::isnan(s.ci) ? "" : " [" + SignedDelta(lo, pct) + ", " + SignedDelta(hi, pct) + "]") << " |";

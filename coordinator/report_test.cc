@@ -510,6 +510,14 @@ TEST(Report, PairedDifferencesAgainstTheBaselineArm) {
   EXPECT_EQ(one["pairs"], "1");
   EXPECT_EQ(one["t2a_r1_val_diff"], "-0.05");
   EXPECT_EQ(one["t2a_r1_val_ci95_low"], "");
+  // Both seeds differ by the same amount (0.35 - 0.40 and 0.37 - 0.42): said, not shown as an
+  // interval of zero width.
+  ReportInput alike = Published();
+  for (MetricPoint& p : alike.metrics) {
+    if (p.trial_id == "t0003" && p.kind == "eval" && p.step == 400) p.values["t2a_r1"] = 0.37;
+  }
+  const std::string alike_md = File(BuildReport(alike, ReportOptions()), "report.md");
+  EXPECT_TRUE(Contains(alike_md, "| 1 | mask.ratio=0.75 | 2 | -5.0 (no spread over 2 seeds) |")) << alike_md;
 }
 
 // Nothing that decides reads a TEST record: with TEST records whose figures invert every
