@@ -135,6 +135,9 @@ const char* CodeVersion() { return FLAP_CODE_VERSION; }
 
 Status CheckNewFolder(const std::string& out_dir) {
   std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(out_dir, ec))) {
+    return Status::InvalidArgument("'" + out_dir + "' is a symbolic link: name a new folder itself, not a link");
+  }
   if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
     return Status::AlreadyExists("'" + out_dir + "' already exists and is not an empty folder: nothing is overwritten");
   }

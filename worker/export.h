@@ -113,7 +113,8 @@ StatusOr<TrialConfig> RunConfigOf(const std::string& model_path, const std::vect
 
 // A new folder `out_dir` holding `files` (name -> contents), written under a temporary name
 // beside it and renamed into place once every file is durable: a failure leaves nothing
-// behind. AlreadyExists when out_dir exists and is not an empty folder (CheckNewFolder).
+// behind. AlreadyExists when out_dir exists and is not an empty folder, InvalidArgument when it
+// is a symbolic link (CheckNewFolder).
 Status CheckNewFolder(const std::string& out_dir);
 Status WriteNewFolder(const std::string& out_dir, const std::map<std::string, std::string>& files);
 

@@ -200,6 +200,16 @@ TEST_F(AfterTraining, AnExportOfACheckpointVerifiesItAndRecordsItsStep) {
   // An existing folder is never overwritten.
   auto again = ExportModel(ExportOptions{ModelPt(), Config(), nullptr, false}, Path("export-ckpt"), log);
   EXPECT_EQ(again.status().code(), Status::Code::kAlreadyExists);
+  // Nor is a symbolic link followed or replaced, dangling or to an empty folder.
+  fs::create_directories(Path("empty-target"));
+  fs::create_directory_symlink(Path("empty-target"), Path("link-to-empty"));
+  fs::create_directory_symlink(Path("nowhere"), Path("dangling-link"));
+  for (const char* link : {"link-to-empty", "dangling-link"}) {
+    auto linked = ExportModel(ExportOptions{ModelPt(), Config(), nullptr, false}, Path(link), log);
+    EXPECT_EQ(linked.status().code(), Status::Code::kInvalidArgument) << link << ": " << linked.status().ToString();
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(Path(link)))) << link;
+  }
+  EXPECT_TRUE(fs::is_empty(Path("empty-target")));
 }
 
 TEST_F(AfterTraining, EmbeddingsOfAudioFilesEqualTheEvaluatorsOfTheSameClips) {
