@@ -11,10 +11,9 @@
 #include <type_traits>
 #include <nlohmann/json.hpp>
 
+#include "common/draw.h"
 #include "common/path_name.h"
-#include "worker/core/device_spec.h"
-#include "worker/core/draw.h"
-#include "worker/core/launcher.h"
+#include "config/device_spec.h"
 
 namespace po = boost::program_options;
 
@@ -569,7 +568,7 @@ std::string TrialConfig::Hash() const {
     canonical += k + "=" + v + "\n";
   }
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(core::Mix64(core::HashString(canonical))));
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(Mix64(HashString(canonical))));
   return buf;
 }
 

@@ -35,7 +35,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "common/status.h"
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 
 namespace flap {
 

@@ -26,7 +26,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "worker/core/device_spec.h"
+#include "config/device_spec.h"
 #include "worker/core/launcher.h"
 
 namespace flap::core {

@@ -127,31 +127,6 @@ StatusOr<Rendezvous> FromSlurm(const EnvLookup& env) {
 
 }  // namespace
 
-StatusOr<Launcher> ParseLauncher(const std::string& name) {
-  if (name == "auto") return Launcher::kAuto;
-  if (name == "none") return Launcher::kNone;
-  if (name == "env") return Launcher::kEnv;
-  if (name == "mpi") return Launcher::kMpi;
-  if (name == "slurm") return Launcher::kSlurm;
-  return Status::InvalidArgument("dist.launcher must be auto, none, env, mpi or slurm, got '" + name + "'");
-}
-
-const char* LauncherName(Launcher launcher) {
-  switch (launcher) {
-    case Launcher::kAuto:
-      return "auto";
-    case Launcher::kNone:
-      return "none";
-    case Launcher::kEnv:
-      return "env";
-    case Launcher::kMpi:
-      return "mpi";
-    case Launcher::kSlurm:
-      return "slurm";
-  }
-  return "?";
-}
-
 EnvLookup FixedEnvironment(std::map<std::string, std::string> vars) {
   return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
     auto it = vars.find(name);

@@ -29,14 +29,11 @@
 #include <string>
 
 #include "common/status.h"
+#include "config/device_spec.h"
 
 namespace flap::core {
 
-enum class Launcher { kAuto, kNone, kEnv, kMpi, kSlurm };
-
-// "auto" | "none" | "env" | "mpi" | "slurm".
-StatusOr<Launcher> ParseLauncher(const std::string& name);
-const char* LauncherName(Launcher launcher);
+// Launcher, ParseLauncher and LauncherName: config/device_spec.h.
 
 struct Rendezvous {
   Launcher launcher = Launcher::kNone;  // which launcher the values came from

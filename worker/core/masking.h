@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 
 namespace flap::core {
 

@@ -14,7 +14,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 #include "worker/core/roberta.h"
 
 namespace flap::core {

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 #include "worker/core/train_step.h"
 
 namespace flap::core {

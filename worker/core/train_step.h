@@ -17,7 +17,7 @@
 #include "worker/core/device.h"
 #include "worker/core/losses.h"
 #include "worker/core/model.h"
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 
 namespace flap::core {
 

@@ -1,4 +1,4 @@
-#include "worker/core/device_spec.h"
+#include "config/device_spec.h"
 
 namespace flap::core {
 
@@ -29,5 +29,30 @@ StatusOr<Precision> ParsePrecision(const std::string& text) {
 }
 
 const char* PrecisionName(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+StatusOr<Launcher> ParseLauncher(const std::string& name) {
+  if (name == "auto") return Launcher::kAuto;
+  if (name == "none") return Launcher::kNone;
+  if (name == "env") return Launcher::kEnv;
+  if (name == "mpi") return Launcher::kMpi;
+  if (name == "slurm") return Launcher::kSlurm;
+  return Status::InvalidArgument("dist.launcher must be auto, none, env, mpi or slurm, got '" + name + "'");
+}
+
+const char* LauncherName(Launcher launcher) {
+  switch (launcher) {
+    case Launcher::kAuto:
+      return "auto";
+    case Launcher::kNone:
+      return "none";
+    case Launcher::kEnv:
+      return "env";
+    case Launcher::kMpi:
+      return "mpi";
+    case Launcher::kSlurm:
+      return "slurm";
+  }
+  return "?";
+}
 
 }  // namespace flap::core

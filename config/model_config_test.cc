@@ -1,4 +1,4 @@
-#include "worker/core/model_config.h"
+#include "config/model_config.h"
 #include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
