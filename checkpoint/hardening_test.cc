@@ -356,6 +356,30 @@ TEST(HardeningCkptSave, FullDiskLeavesNoPartialFolder) {
   EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 3);
 }
 
+// A trial's first save on a full disk, where making its index fails. Against the code before
+// the fix this aborted the process (RocksDB's own info log asserted on its next line after a
+// failed write: this test binary died with SIGABRT, as flap-worker did in the chaos soak,
+// tests/chaos_soak.cc); with only that mended, the half-made index folder stayed, and every
+// later save of the trial failed even with room again ("CURRENT: does not exist"). Now the save
+// fails with an I/O error, leaves no index folder, and the next save, once there is room,
+// succeeds.
+TEST(HardeningCkptSave, AFullDiskWhileATrialsIndexIsMadeLeavesNothingAndTheNextSaveWorks) {
+  TempDir tmp;
+  flap::testing::TmpfsMount disk(tmp / "disk", 2u << 20);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  auto store = OpenStore(disk.path() + "/ck");
+  disk.Fill("filler", 16 << 10);
+  auto failed = store->Save("t", 1, Files(1, 4 << 10), Meta());
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), Status::Code::kIOError) << failed.status().ToString();
+  EXPECT_NE(failed.status().message().find("No space left"), std::string::npos) << failed.status().ToString();
+  EXPECT_FALSE(fs::exists(disk.path() + "/ck/index/t"));
+
+  fs::remove(disk.path() + "/filler");
+  ASSERT_OK(store->Save("t", 2, Files(2, 4 << 10), Meta()));
+  EXPECT_EQ(store->LatestVerified("t", "cafef00d")->entry.step, 2);
+}
+
 // ---- 8. atomic writes: unique temporary files --------------------------------------------------
 
 // A link planted at the old fixed temporary name ("<path>.tmp") is neither followed nor left

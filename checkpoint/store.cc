@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "checkpoint/layout.h"
+#include "common/rocksdb_info_log.h"
 #include "sharding/file_util.h"
 
 namespace flap::checkpoint {
@@ -245,11 +246,20 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::strin
   options.paranoid_checks = true;
   options.max_open_files = 64;
   options.keep_log_file_num = 2;
+  // On a full disk RocksDB's own info log aborted the process (its next line asserted after a
+  // failed write); a reader leaves the writer's log alone.
+  if (!options_.read_only) options.info_log = std::make_shared<IgnoringErrorsLogger>(dir);
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
       options_.read_only ? rocksdb::DB::OpenForReadOnly(options, dir, &raw) : rocksdb::DB::Open(options, dir, &raw);
   if (!s.ok()) {
     Status st = FromRocks(s, "index of trial " + trial_id + " (" + dir + ") cannot be opened");
+    if (!exists && !options_.read_only) {
+      // The index this call was making (a full disk, say) holds nothing yet: removed, so that
+      // the next save makes it anew rather than finding a folder without a database.
+      options.info_log.reset();
+      (void)env_->RemoveAll(root_, JoinPath(kIndexDirName, trial_id));
+    }
     if (st.code() == Status::Code::kCorruption) {
       return Status::Corruption(st.message() + CorruptIndexHint(trial_id));
     }

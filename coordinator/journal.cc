@@ -7,51 +7,11 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
-#include <cstdarg>
-#include <cstdio>
-#include <ctime>
 #include <filesystem>
 
+#include "common/rocksdb_info_log.h"
+
 namespace flap::coordinator {
-namespace {
-
-// RocksDB's info log as a plain file (DIR/LOG, the previous one kept as DIR/LOG.old) whose
-// write errors are ignored. RocksDB's own file logger asserts on its next line once a write
-// failed, so on a full disk any later log line (opening, closing) aborted the process.
-class IgnoringErrorsLogger : public rocksdb::Logger {
- public:
-  explicit IgnoringErrorsLogger(const std::string& dir) : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    std::filesystem::rename(dir + "/LOG", dir + "/LOG.old", ec);
-    file_ = std::fopen((dir + "/LOG").c_str(), "w");
-  }
-  ~IgnoringErrorsLogger() override {
-    if (file_ != nullptr) std::fclose(file_);
-  }
-
-  using rocksdb::Logger::Logv;
-  void Logv(const char* format, va_list ap) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (file_ == nullptr) return;
-    const std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&now, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof(stamp), "%Y/%m/%d-%H:%M:%S ", &tm);
-    std::fputs(stamp, file_);
-    std::vfprintf(file_, format, ap);
-    std::fputc('\n', file_);
-    std::fflush(file_);  // a full disk loses log lines, nothing else
-    std::clearerr(file_);
-  }
-
- private:
-  std::mutex mu_;
-  std::FILE* file_ = nullptr;
-};
-
-}  // namespace
 
 // Passes RocksDB's background errors (a failed flush, compaction or WAL write) to the journal,
 // which then fails as on a failed write, and keeps RocksDB from resuming on its own.
