@@ -182,6 +182,9 @@ std::vector<ReportFile> BuildReport(const ReportInput& in, const ReportOptions& 
      << "- \"[lo, hi]\" after a retrieval figure is the 95% percentile bootstrap over the eval set's queries "
         "(captions for t2a, clips for a2t, both for map10; 1000 resamples), each trial's bounds averaged over "
         "its cell's seeds: the uncertainty from the set's size, there even with one seed.\n"
+     << "- Compare the two directions at R@1. a2t ranks every caption of the set, so where clips have several "
+        "captions each other clip's paraphrases take several of the k places: a2t R@5 and R@10 come out below "
+        "t2a's from that counting alone (docs/benchmarks.md, \"The a2t / t2a asymmetry\").\n"
      << "- Paired differences compare each cell with the baseline cell "
      << (rf.baseline_cell >= 0 ? std::to_string(rf.baseline_cell) + " (" + rf.baseline_label + ")" : std::string("-"))
      << ", the lowest cell whose factors all take their first listed value (or do not apply), seed by seed over "

@@ -445,6 +445,9 @@ TEST(Report, EachSetHasItsIdentityAndChanceAndDisagreementsAreFlagged) {
   EXPECT_TRUE(Contains(md, "| test | 1000 | 5000 | 0123456789ab | 0.1% | 0.5% | 1.0% | 0.1% | 0.5% | 1.0% | 4 |"))
       << md;
   EXPECT_TRUE(Contains(md, "Every cell's trials agree on each set's hash.")) << md;
+  // Equal chance levels do not make a2t's R@5 / R@10 comparable with t2a's: the reading notes say
+  // where the directions compare.
+  EXPECT_TRUE(Contains(md, "- Compare the two directions at R@1. a2t ranks every caption of the set")) << md;
   EXPECT_TRUE(Contains(File(files, "sets.csv"), "val,500,2500,abcdef012345,0.002,0.01,0.02,0.002,0.01,0.02,"))
       << File(files, "sets.csv");
   // t0003 (cell 1) was tested on another test set; t0001 (cell 0) validated on its test set.
