@@ -89,68 +89,19 @@ class SweepRun : public ::testing::Test {
     return run_;
   }
 
-  nlohmann::json RunFile() const {
-    try {
-      return nlohmann::json::parse(ReadFile(RunDir() + "/run.json"));
-    } catch (const nlohmann::json::exception&) {
-      return nullptr;
-    }
-  }
-  std::vector<pid_t> AllPids() const {
-    std::vector<pid_t> pids;
-    const nlohmann::json j = RunFile();
-    if (j.is_null()) return pids;
-    pids.push_back(j["coordinator"]["pid"].get<pid_t>());
-    for (const auto& g : j["groups"]) {
-      for (const auto& p : g["pids"]) pids.push_back(p.get<pid_t>());
-    }
-    return pids;
-  }
+  nlohmann::json RunFile() const { return run_folder_.RunFile(); }
+  std::vector<pid_t> AllPids() const { return run_folder_.AllPids(); }
 
   // A client of the coordinator the run started (waits for run.json and the token).
   std::unique_ptr<coordinator::CoordinatorClient> Client(double timeout_s = 60) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < until) {
-      const nlohmann::json j = RunFile();
-      if (!j.is_null() && fs::exists(RunDir() + "/state/token")) {
-        auto c = ConnectCoordinator(j["coordinator"]["address"].get<std::string>(), RunDir() + "/state/token");
-        if (c) return c;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ADD_FAILURE() << "no coordinator came up";
-    return nullptr;
+    return run_folder_.Client(timeout_s);
   }
 
   // The sweep's state and metric history from its journal: a coordinator started afresh on
   // the run's state folder after the run ended.
-  struct Final {
-    v1::SweepStatus status;
-    std::vector<v1::MetricRecord> records;
-  };
+  using Final = SweepRunFolder::Final;
   Final ReadBack(const std::string& sweep) {
-    Final f;
-    const int port = FreePort();
-    const pid_t pid = Spawn(std::string(FLAP_COORDINATOR_BIN) + " --state-dir " + RunDir() +
-                                "/state --listen 127.0.0.1:" + std::to_string(port),
-                            {}, dir_.path() + "/readback.log");
-    std::string error;
-    auto c = ConnectCoordinator("127.0.0.1:" + std::to_string(port), RunDir() + "/state/token", &error);
-    EXPECT_TRUE(c) << error;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (c && std::chrono::steady_clock::now() < until) {
-      auto st = c->GetSweep(sweep);
-      if (st.ok()) {
-        f.status = *st;
-        auto m = c->GetMetrics(sweep);
-        if (m.ok()) f.records = *m;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    kill(pid, SIGTERM);
-    WaitExit(pid, 20);
-    return f;
+    return run_folder_.ReadBack(FLAP_COORDINATOR_BIN, sweep, dir_.path() + "/readback.log");
   }
 
   static void ExpectCompleteAndIntact(const Final& f, size_t trials, int64_t steps_per_trial = kStepsPerTrial) {
@@ -159,6 +110,7 @@ class SweepRun : public ::testing::Test {
 
   static TempDir* data_;
   TempDir dir_{"sweep-run"};
+  SweepRunFolder run_folder_{RunDir()};
   pid_t run_ = -1;  // the flapctl sweep run started by Start()
 };
 
