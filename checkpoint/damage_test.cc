@@ -16,7 +16,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "checkpoint/forwarding_env.h"
+#include "checkpoint/testing/forwarding_env.h"
 #include "checkpoint/store.h"
 #include "common/testing/testing.h"
 

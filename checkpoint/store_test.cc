@@ -1,7 +1,7 @@
 // Tests of checkpoint/store.h against a real RocksDB in a temporary folder: the save/list/load
 // round trip, concurrent trials, damage detection and fallback, config hash refusal, retention,
 // and crashes (simulated with a fault-injecting Env) during saves and garbage collection.
-#include "checkpoint/forwarding_env.h"
+#include "checkpoint/testing/forwarding_env.h"
 #include "checkpoint/store.h"
 
 #include <gtest/gtest.h>

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "coordinator/client.h"
-#include "coordinator/service_test_util.h"
-#include "coordinator/sim_group.h"
+#include "coordinator/testing/service_test_util.h"
+#include "coordinator/testing/sim_group.h"
 
 namespace flap::coordinator {
 namespace {

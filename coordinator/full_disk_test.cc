@@ -12,7 +12,7 @@
 #include <string>
 
 #include "coordinator/client.h"
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 #include "tests/test_util.h"
 #include "tests/tmpfs.h"
 

@@ -18,7 +18,7 @@
 #include "common/path_name.h"
 #include "config/trial_config.h"
 #include "coordinator/client.h"
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 #include "coordinator/sweep.h"
 
 namespace flap::coordinator {

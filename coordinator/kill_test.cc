@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "coordinator/client.h"
-#include "coordinator/service_test_util.h"
-#include "coordinator/sim_group.h"
+#include "coordinator/testing/service_test_util.h"
+#include "coordinator/testing/sim_group.h"
 #include "tests/test_util.h"
 
 namespace flap::coordinator {

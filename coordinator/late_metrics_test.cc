@@ -12,7 +12,7 @@
 #include <set>
 #include <tuple>
 
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 
 namespace flap::coordinator {
 namespace {

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 #include "coordinator/sweep.h"
 #include "metrics/metrics.h"
 #include "tests/http_client.h"

@@ -10,7 +10,7 @@
 
 #include "coordinator/client.h"
 #include "coordinator/server.h"
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 #include "tests/exposition.h"
 #include "tests/http_client.h"
 

@@ -13,7 +13,7 @@
 #include "coordinator/client.h"
 #include "coordinator/journal.h"
 #include "coordinator/server.h"
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 
 namespace flap::coordinator {
 namespace {

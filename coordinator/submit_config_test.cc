@@ -10,7 +10,7 @@
 
 #include "common/testing/testing.h"
 #include "coordinator/client.h"
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 
 namespace flap::coordinator {
 namespace {

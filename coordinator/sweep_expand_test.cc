@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/sweep_test_util.h"
+#include "coordinator/testing/sweep_test_util.h"
 
 namespace flap::coordinator {
 namespace {

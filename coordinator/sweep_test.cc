@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/testing/testing.h"
-#include "coordinator/sweep_test_util.h"
+#include "coordinator/testing/sweep_test_util.h"
 
 namespace flap::coordinator {
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "config/trial_config.h"
-#include "flapctl/fake_worker.h"
+#include "flapctl/testing/fake_worker.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "tests/test_util.h"
 

@@ -12,9 +12,9 @@
 
 #include "checkpoint/layout.h"
 #include "config/trial_config.h"
-#include "coordinator/service_test_util.h"
-#include "coordinator/sim_group.h"
-#include "flapctl/fake_worker.h"
+#include "coordinator/testing/service_test_util.h"
+#include "coordinator/testing/sim_group.h"
+#include "flapctl/testing/fake_worker.h"
 
 namespace flap::flapctl {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 #include "common/testing/testing.h"
 
 namespace flap::sharding {

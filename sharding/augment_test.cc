@@ -7,7 +7,7 @@
 
 #include "sharding/manifest.h"
 #include "sharding/shard_writer.h"
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 #include "tests/chat_test_server.h"
 #include "common/testing/testing.h"
 

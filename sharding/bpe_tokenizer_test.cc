@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "common/testing/testing.h"
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 
 #ifndef FLAP_TESTS_DIR
 #error "FLAP_TESTS_DIR must name the tests/ folder"

@@ -21,7 +21,7 @@
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
 #include "sharding/shard_writer.h"
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 #include "common/testing/testing.h"
 
 namespace flap::sharding {

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 #include "common/testing/testing.h"
 
 namespace flap::sharding {

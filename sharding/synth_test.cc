@@ -14,7 +14,7 @@
 
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
-#include "sharding/test_util.h"
+#include "sharding/testing/test_util.h"
 #include "sharding/tokenizer.h"
 #include "common/testing/testing.h"
 

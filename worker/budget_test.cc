@@ -21,7 +21,7 @@
 #include "worker/core/model.h"
 #include "worker/core/worker_group.h"
 #include "worker/trainer.h"
-#include "worker/trainer_test_util.h"
+#include "worker/testing/trainer_test_util.h"
 
 namespace flap::worker {
 namespace {

@@ -23,7 +23,7 @@
 #include "worker/inference.h"
 #include "worker/npy.h"
 #include "worker/trainer.h"
-#include "worker/trainer_test_util.h"
+#include "worker/testing/trainer_test_util.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {

@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "coordinator/service_test_util.h"
+#include "coordinator/testing/service_test_util.h"
 
 namespace flap::worker {
 namespace {

@@ -22,7 +22,7 @@
 #include "worker/export.h"
 #include "worker/safetensors.h"
 #include "worker/trainer.h"
-#include "worker/trainer_test_util.h"
+#include "worker/testing/trainer_test_util.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {

@@ -19,7 +19,7 @@
 #include "worker/dataset.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
-#include "worker/trainer_test_util.h"
+#include "worker/testing/trainer_test_util.h"
 
 namespace flap::worker {
 namespace {
