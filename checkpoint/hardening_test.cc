@@ -16,10 +16,10 @@
 #include <sstream>
 #include <thread>
 
-#include "checkpoint/forwarding_env.h"
 #include "checkpoint/store.h"
+#include "checkpoint/testing/forwarding_env.h"
 #include "common/atomic_file.h"
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "common/testing/testing.h"
 #include "tests/tmpfs.h"
 
@@ -390,7 +390,7 @@ TEST(HardeningAtomicWrite, DoesNotFollowALinkPlantedAtTheTemporaryName) {
   const std::string path = tmp / "shared/cache.bin";
   fs::create_directories(tmp / "shared");
   fs::create_symlink(tmp / "victim.txt", path + ".tmp");
-  ASSERT_OK(sharding::WriteFileAtomic(path, "new contents"));
+  ASSERT_OK(WriteFileAtomic(path, "new contents"));
   EXPECT_EQ(testing::ReadFile(tmp / "victim.txt"), "precious");
   EXPECT_FALSE(fs::is_symlink(path));
   EXPECT_EQ(testing::ReadFile(path), "new contents");
@@ -416,7 +416,7 @@ TEST(HardeningAtomicWrite, ConcurrentWritersOfOnePathNeverMix) {
   for (int w = 0; w < kWriters; ++w) {
     threads.emplace_back([&, w] {
       for (int i = 0; i < kRounds; ++i) {
-        if (!sharding::WriteFileAtomic(path, contents[w]).ok()) ++failures;
+        if (!WriteFileAtomic(path, contents[w]).ok()) ++failures;
         const std::string now = testing::ReadFile(path);
         bool whole = false;
         for (const std::string& c : contents) whole |= now == c;
