@@ -4,6 +4,7 @@
 // the others exit with an error naming it, within the timeout instead of hanging.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <iostream>
@@ -262,6 +263,61 @@ TEST_F(TwoNodesTrain, PartitionIsNamedByBothRanksAndResumeAfterItIsExact) {
   ASSERT_FALSE(want.empty());
   EXPECT_TRUE(want == testing::ReadFile((*dir_) / "out_part/model.pt"))
       << "the run cut by the partition and resumed ends with other parameters than the uninterrupted one";
+}
+
+// mpirun across the nodes: run on node-a, it starts Open MPI's daemon (orted) on node-b through
+// an rsh agent that enters node-b (TwoNodes::On) where a cluster would use ssh; the daemon
+// reaches mpirun back at node-a's address, and the ranks meet at MASTER_ADDR, node-a's address
+// given with -x (launcher.h: mpirun alone gives no rendezvous address across nodes).
+TEST_F(TwoNodesTrain, MpirunLaunchesOneRankOnEachNodeThroughAnRshAgent) {
+  if (testing::RunCommand("command -v mpirun").exit_code != 0) GTEST_SKIP() << "mpirun not installed (openmpi-bin)";
+  auto nodes = testing::TwoNodes::Create();
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+  const testing::TwoNodes& n = **nodes;
+  // Called as `agent HOST COMMAND...`, as ssh would be; runs COMMAND on HOST.
+  const std::string agent = (*dir_) / "rsh_agent.sh";
+  const std::string on_host = "eval \"$FLAP_RSH_COMMAND\"";
+  ASSERT_TRUE(testing::WriteFile(agent, "#!/bin/sh\nhost=$1\nshift\necho \"rsh agent: $host\" >&2\n"
+                                        "export FLAP_RSH_COMMAND=\"$*\"\ncase $host in\n"
+                                        "  " + n.a().host + ") exec " + n.On(n.a(), on_host) + " ;;\n"
+                                        "  " + n.b().host + ") exec " + n.On(n.b(), on_host) + " ;;\n"
+                                        "  *) echo \"rsh agent: no host $host\" >&2; exit 255 ;;\nesac\n"));
+  ASSERT_EQ(chmod(agent.c_str(), 0755), 0);
+  const auto r = testing::RunCommand(n.On(
+      n.a(), "timeout -k 5 300 mpirun -np 2 --host " + n.a().host + ":1," + n.b().host +
+                 ":1 --allow-run-as-root --bind-to none --mca plm_rsh_agent " + agent + " -x MASTER_ADDR=" +
+                 n.a().address + " " + Command("mpi2", 3, "--dist.timeout 60") + " 2>&1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rsh agent: " + n.b().host), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" of 2 joined (mpi launcher, gloo, rendezvous " + n.a().address + ":"), std::string::npos)
+      << r.output;
+  CheckSummary("mpi2", "mpi", r.output);
+}
+
+// A slow link between the nodes: 5 ms added each way and 1% of the packets lost, what `tc qdisc
+// add dev LINK root netem delay 5ms loss 1%` makes (the kernel here has no sch_netem: the nodes
+// are joined by tests/link_relay.h, which does the same in user space). The group trains to its
+// last step all the same, TCP resending what the link lost; the relay shows that packets were
+// delayed through it and some lost. The cost in step time: docs/benchmarks.md (dist_nodes_bench).
+TEST_F(TwoNodesTrain, SlowLinkWithDelayAndLossStillTrainsToTheEnd) {
+  testing::TwoNodesOptions o;
+  o.delay_ms = 5;
+  o.loss = 0.01;
+  auto nodes = testing::TwoNodes::Create(o);
+  if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture with a slow link here: " << nodes.status().ToString();
+  auto pids = SpawnOnNodes(**nodes, "slow", "--dist.timeout 60");
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(testing::WaitExit(pids[static_cast<size_t>(r)], 300), 0) << testing::ReadFile(Log("slow", r));
+  }
+  const std::string log0 = testing::ReadFile(Log("slow", 0));
+  CheckSummary("slow", "env", log0);
+  const auto s = nlohmann::json::parse(testing::ReadFile((*dir_) / "out_slow/summary.json"));
+  EXPECT_EQ(s["steps"], 40) << log0;
+  const testing::LinkRelay::Stats st = (*nodes)->relay_stats();
+  std::cout << "slow link: " << st.relayed << " packets relayed, " << st.lost << " lost, " << st.overflow
+            << " over the queue; gather " << s["step_seconds"]["gather"] << " s a step" << std::endl;
+  EXPECT_GT(st.relayed, 1000);
+  EXPECT_GT(st.lost, 0) << "1% loss dropped nothing";
 }
 
 }  // namespace

@@ -137,7 +137,7 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
       << "AccountingStorageType=accounting_storage/none\nSwitchType=switch/none\nMpiDefault=none\n"
       << "SchedulerType=sched/backfill\nSelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
       << "ReturnToService=2\nSlurmdParameters=config_overrides\n"
-      << "SlurmctldTimeout=30\nSlurmdTimeout=30\nInactiveLimit=0\nMinJobAge=300\nKillWait=30\n";
+      << "SlurmctldTimeout=30\nSlurmdTimeout=" << o.slurmd_timeout_s << "\nInactiveLimit=0\nMinJobAge=300\nKillWait=30\n";
     for (const auto& line : o.extra_config) c << line << "\n";
     for (const auto& [name, address] : nodes) {
       c << "NodeName=" << name << " NodeAddr=" << address << " CPUs=" << o.cpus << " RealMemory=" << o.real_memory_mb
@@ -146,13 +146,7 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
     c << "PartitionName=" << o.partition << " Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n";
   }
 
-  const std::vector<std::string> env = {"SLURM_CONF=" + conf_, marker_};
-  auto launch = [&](const std::string& cmd, const std::string& log) -> Status {
-    const pid_t pid = Spawn(cmd, env, dir_ + "/log/" + log);
-    if (pid <= 0) return Status::Internal("cannot start: " + cmd);
-    daemons_.push_back(pid);
-    return Status::OK();
-  };
+  auto launch = [&](const std::string& cmd, const std::string& log) { return LaunchDaemon(cmd, log); };
   FLAP_RETURN_IF_ERROR(launch("munged -F -f --socket=" + sock + " --key-file=" + dir_ +
                                   "/munge/munge.key --log-file=" + dir_ + "/log/munged.log --pid-file=" + dir_ +
                                   "/munge/munged.pid --seed-file=" + dir_ + "/munge/munged.seed",
@@ -187,8 +181,9 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
   }
   FLAP_RETURN_IF_ERROR(launch(on(0, "slurmctld -D -f " + conf_), "slurmctld.out"));
   for (size_t i = 0; i < nodes.size(); ++i) {
-    FLAP_RETURN_IF_ERROR(
-        launch(on(i, "slurmd -D -f " + node_conf[i] + " -N " + nodes[i].first), "slurmd-" + nodes[i].first + ".out"));
+    slurmds_.push_back({nodes[i].first, on(i, "slurmd -D -f " + node_conf[i] + " -N " + nodes[i].first),
+                        daemons_.size()});
+    FLAP_RETURN_IF_ERROR(launch(slurmds_.back().command, "slurmd-" + nodes[i].first + ".out"));
   }
   std::string state;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -207,6 +202,51 @@ Status SlurmCluster::Launch(const SlurmClusterOptions& o) {
   }
   return Status::DeadlineExceeded("node(s) not idle after " + std::to_string(o.start_timeout_s) + " s (last states: '" +
                                   state + "')");
+}
+
+Status SlurmCluster::LaunchDaemon(const std::string& command, const std::string& log) {
+  const pid_t pid = Spawn(command, {"SLURM_CONF=" + conf_, marker_}, dir_ + "/log/" + log);
+  if (pid <= 0) return Status::Internal("cannot start: " + command);
+  daemons_.push_back(pid);
+  return Status::OK();
+}
+
+Status SlurmCluster::KillSlurmd(const std::string& node) {
+  for (const Slurmd& d : slurmds_) {
+    if (d.node != node) continue;
+    // The daemon started is the shell that entered the node's namespaces; slurmd may be its
+    // child. slurmd's own pid is in its pid file.
+    const pid_t shell = daemons_[d.daemon];
+    const std::string pid_file = dir_ + "/slurmd-" + node + ".pid";
+    const pid_t pid = static_cast<pid_t>(std::atol(ReadFile(pid_file).c_str()));
+    if (pid <= 0 || Trim(ReadFile("/proc/" + std::to_string(pid) + "/comm")) != "slurmd") {
+      return Status::Internal("no running slurmd of " + node + " in " + pid_file);
+    }
+    kill(pid, SIGKILL);
+    for (int i = 0; i < 200 && (Alive(shell) || kill(pid, 0) == 0); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (kill(pid, 0) == 0) return Status::Internal("the slurmd of " + node + " (pid " + std::to_string(pid) + ") did not end");
+    // Its pid file would tell a new slurmd that it still runs.
+    std::filesystem::remove(pid_file);
+    return Status::OK();
+  }
+  return Status::NotFound("this cluster has no node '" + node + "'");
+}
+
+Status SlurmCluster::RestartSlurmd(const std::string& node) {
+  for (Slurmd& d : slurmds_) {
+    if (d.node != node) continue;
+    if (Alive(daemons_[d.daemon])) return Status::FailedPrecondition("the slurmd of " + node + " still runs");
+    FLAP_RETURN_IF_ERROR(LaunchDaemon(d.command, "slurmd-" + node + ".out"));
+    d.daemon = daemons_.size() - 1;
+    return Status::OK();
+  }
+  return Status::NotFound("this cluster has no node '" + node + "'");
+}
+
+std::string SlurmCluster::NodeState(const std::string& node) const {
+  return Trim(Client("sinfo -h -N -n " + node + " -o %T", 10).output);
 }
 
 RunResult SlurmCluster::Srun(const std::string& args, double timeout_s) const {

@@ -43,6 +43,7 @@ struct SlurmClusterOptions {
   int real_memory_mb = 4096;              // memory it advertises
   double start_timeout_s = 60.0;          // until the node is idle
   std::string partition = "debug";        // the one (default) partition
+  int slurmd_timeout_s = 30;              // SlurmdTimeout: a node silent this long is set down
   int requeue_delay_s = 0;                // how long a requeued job waits before it may start
                                           // again (AuthInfo cred_expire); 0 = Slurm's 120 s
   std::vector<std::string> extra_config;  // lines appended to slurm.conf (preemption, requeue, ...)
@@ -108,12 +109,31 @@ class SlurmCluster {
   // The last lines of the daemons' logs (for failure messages).
   std::string Logs() const;
 
+  // A node's slurmd (`node` as in NodeName: node(), or the two-node fixture's host names)
+  // killed with SIGKILL, as when its machine fails: slurmctld stops hearing from it and marks
+  // the node down after SlurmdTimeout; the job steps on it (slurmstepd) are left running.
+  // NotFound for a node this cluster does not have; Internal when it does not end.
+  Status KillSlurmd(const std::string& node);
+  // Starts a node's slurmd again (after KillSlurmd); with ReturnToService=2 the node returns to
+  // service once it registers. FailedPrecondition while its slurmd still runs.
+  Status RestartSlurmd(const std::string& node);
+  // A node's state as sinfo reports it (idle, mixed, allocated, down*, ...); "" when unknown.
+  std::string NodeState(const std::string& node) const;
+
  private:
   SlurmCluster() = default;
   Status Launch(const SlurmClusterOptions& options);
 
+  // The slurmd of node i: its name, the slurm.conf it reads, the command that starts it.
+  struct Slurmd {
+    std::string node, command;
+    size_t daemon = 0;  // its index in daemons_
+  };
+  Status LaunchDaemon(const std::string& command, const std::string& log);
+
   std::string dir_, conf_, node_, marker_;
   std::vector<pid_t> daemons_;  // munged, slurmctld, slurmd (one per node)
+  std::vector<Slurmd> slurmds_;
   const TwoNodes* nodes_ = nullptr;
   bool stopped_ = false;
 };

@@ -18,6 +18,20 @@
 // plugin without libpmix.so, or whose step exits with an error and is restarted; the
 // coordinator job ending FAILED) ends the test at once with that job's log, instead of a
 // wait for a sweep that cannot progress.
+//
+// SlurmDeployTwoNodes runs the same deployment on the two hosts of tests/two_nodes.h (label
+// multinode): slurmctld, a slurmd and the coordinator job on node-a, a slurmd on node-b, each
+// worker group one step of 2 ranks across both nodes (-N2 --ntasks-per-node=1: rank 0 on
+// node-a, rank 1 on node-b). The coordinator serves TLS with a certificate for node-a's names and
+// addresses; the ranks dial the published node-a:PORT (rank 1 across the link: every rank
+// leases its own shards), and the test's client dials 192.0.2.1:PORT from node-a's network
+// stack, checking the certificate against that address. Faults across the network:
+//   - a partition: the link goes down while trials run with a checkpoint; each group's ranks
+//     name each other and exit, rank 0 hands the trial back as a node fault, the step is started
+//     again once the link is back, and each trial resumes from its checkpoint;
+//   - node-b's slurmd killed: Slurm marks node-b down and requeues the worker jobs, which wait
+//     (they need both nodes) until the slurmd is started again; the trials resume.
+// Either way the sweep completes with every record once (tests/sweep_checks.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -35,6 +49,7 @@
 #include "tests/slurm_cluster.h"
 #include "tests/sweep_checks.h"
 #include "tests/test_util.h"
+#include "tests/two_nodes.h"
 
 namespace flap::testing {
 namespace {
@@ -62,6 +77,120 @@ class SlurmDeploy : public ::testing::Test {
 
   std::string RunDir() const { return dir_ / "run"; }
 
+  // Why this machine cannot run a Slurm cluster; empty when it can.
+  static std::string WhyNoSlurm() {
+    if (getuid() != 0) return "needs root: the Slurm cluster runs slurmctld, slurmd and munged as root";
+    if (const std::string missing = SlurmCluster::MissingPrograms(); !missing.empty()) {
+      return "Slurm not installed (missing " + missing + "; apt-get install slurm-wlm munge)";
+    }
+    return "";
+  }
+
+  double Elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+
+  // The data, the 3-trial sweep and launch.sh with `env` (more VAR=value settings) on the
+  // cluster started; sets coordinator_job_ and worker_job_ (fatal failures otherwise).
+  void Launch(const std::string& env, int epochs = 2) {
+    trial_steps_ = kTinyTrialSteps / 2 * epochs;
+    const std::string data = dir_ / "data";
+    RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data +
+                             " --train 128 --val 32 --shard-size 16 --seed 3");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    // 2 ranks of batch 4: the global batch of 8 that kTinyTrialConfig gives one rank, so a
+    // trial of 2 epochs is kTinyTrialSteps steps.
+    const std::string base = std::regex_replace(kTinyTrialConfig, std::regex("batch_size = 8\n"), "batch_size = 4\n");
+    WriteFile(dir_ / "base.ini",
+              std::regex_replace(base, std::regex("epochs = 2\n"), "epochs = " + std::to_string(epochs) + "\n"));
+    const std::string sweep_file = dir_ / "sweep.ini";
+    WriteFile(sweep_file,
+              std::string("[sweep]\nname = ") + kSweep +
+                  "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0, 0.5, 1\n");
+
+    // Everything the scripts need comes through the environment, as on a real cluster.
+    const std::string launch =
+        std::string("env FLAP_RUN_DIR=") + RunDir() + " FLAP_DATA=" + data + " FLAP_GROUPS=2 FLAP_RANKS=2" +
+        " FLAP_COORDINATOR_BIN=" + FLAP_COORDINATOR_BIN + " FLAPCTL_BIN=" + FLAPCTL_BIN +
+        " FLAP_WORKER_BIN=" + FLAP_WORKER_BIN +
+        " FLAP_COORDINATOR_ARGS='--heartbeat-interval-ms 1000 --heartbeat-timeout-ms 20000 --lease-ttl-ms 20000 "
+        "--no-plots'" +
+        " FLAP_POLL_S=1 FLAP_LINGER_S=20 FLAP_RPC_RETRY_S=120 FLAP_WORKER_ARGS='--dist.timeout 60'" +
+        " OPENBLAS_NUM_THREADS=1 " + env + " bash " + FLAP_SOURCE_DIR + "/deploy/slurm/launch.sh " + sweep_file;
+    r = cluster_->Client(launch, 60);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.output, m, std::regex("coordinator job: ([0-9]+)"))) << r.output;
+    coordinator_job_ = m[1];
+    ASSERT_TRUE(std::regex_search(r.output, m, std::regex("worker job: ([0-9]+)"))) << r.output;
+    worker_job_ = m[1];
+    std::cout << r.output;
+  }
+
+  int64_t trial_steps_ = kTinyTrialSteps;  // steps of each trial of the sweep launched
+
+  // The coordinator's published address, once its job runs and the sweep is submitted; ""
+  // (a fatal failure) after 180 s or when a job fails.
+  std::string WaitForAddress() {
+    const std::string address_file = RunDir() + "/coordinator.address";
+    std::string address;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+         address.empty() && std::chrono::steady_clock::now() < until;) {
+      std::istringstream(ReadFile(address_file)) >> address;
+      if (address.empty()) {
+        const std::string failure = FailureAfter(Elapsed());
+        if (!failure.empty()) {
+          ADD_FAILURE() << failure;
+          return "";
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    if (address.empty()) ADD_FAILURE() << "no " << address_file << " after 180 s";
+    return address;
+  }
+
+  // Every worker array task and then the coordinator job ended COMPLETED, the run's end marker
+  // written and its address removed.
+  void ExpectJobsCompleted() {
+    for (int task = 0; task < 2; ++task) {
+      const std::string job = worker_job_ + "_" + std::to_string(task);
+      EXPECT_EQ(WaitJobEnd(job, 300), "COMPLETED") << "worker job " << job;
+    }
+    EXPECT_EQ(WaitJobEnd(coordinator_job_, 120), "COMPLETED") << "coordinator job " << coordinator_job_;
+    EXPECT_TRUE(fs::exists(RunDir() + "/sweeps.done"));
+    EXPECT_FALSE(fs::exists(RunDir() + "/coordinator.address")) << "the coordinator job left its address behind";
+  }
+
+  // The running trials of slurm groups, each with the attempt and checkpoint it has now.
+  static std::vector<Preemption> RunningTrials(const v1::SweepStatus& s) {
+    std::vector<Preemption> running;
+    for (const auto& t : s.trials()) {
+      if (t.state() != "running" || t.group_id().rfind("slurm-", 0) != 0) continue;
+      Preemption p;
+      p.job = t.group_id().substr(6);
+      p.trial = t.trial_id();
+      p.attempt = t.attempt();
+      p.checkpoint_step = t.checkpoint_step();
+      running.push_back(p);
+    }
+    return running;
+  }
+
+  // Each of `hit` (trials running when a fault struck) ran again in a later attempt that
+  // resumed past the checkpoint it had then.
+  static void ExpectResumedPastCheckpoints(const v1::SweepStatus& final_status,
+                                           const std::vector<v1::MetricRecord>& records,
+                                           const std::vector<Preemption>& hit) {
+    for (const auto& p : hit) {
+      for (const auto& t : final_status.trials()) {
+        if (t.trial_id() != p.trial) continue;
+        EXPECT_GT(t.attempt(), p.attempt) << p.trial << " (" << p.how << ") was not run again";
+        const int64_t first = FirstTrainStepFrom(records, p.trial, p.attempt + 1);
+        EXPECT_GT(first, p.checkpoint_step) << p.trial << " (" << p.how << "): attempt " << p.attempt + 1
+                                            << " started over instead of resuming past step " << p.checkpoint_step;
+      }
+    }
+  }
+
   // The jobs, the run's logs and the daemons' logs.
   std::string Diagnostics() const {
     if (!cluster_) return "(no cluster)";
@@ -87,11 +216,12 @@ class SlurmDeploy : public ::testing::Test {
       return "a job of the deployment ended in failure:\n" + failed;
     }
     static const std::regex step_failed("srun could not start the step|the step exited with [0-9]+: restart");
+    static const std::regex step_not_started("srun could not start the step");
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(RunDir() + "/logs", ec)) {
       if (e.path().filename().string().rfind("workers-", 0) != 0) continue;
       const std::string log = ReadFile(e.path().string());
-      if (!std::regex_search(log, step_failed)) continue;
+      if (!std::regex_search(log, step_restarts_expected_ ? step_not_started : step_failed)) continue;
       const std::string tail = RunCommand("tail -n 60 " + e.path().string()).output;
       const std::string hint = SlurmCluster::Hint(tail);
       return "a worker step failed; " + e.path().string() + " (last 60 lines):\n" + tail +
@@ -147,71 +277,28 @@ class SlurmDeploy : public ::testing::Test {
   }
 
   TempDir dir_{"slurm-deploy"};
+  std::unique_ptr<TwoNodes> nodes_;        // SlurmDeployTwoNodes's hosts; outlive the cluster
   std::unique_ptr<SlurmCluster> cluster_;  // stopped before dir_ goes
   std::string coordinator_job_, worker_job_;
   std::chrono::steady_clock::time_point next_job_check_{};
+  // A step that exits with an error and is started again is part of the test (a partition),
+  // not a reason to end it.
+  bool step_restarts_expected_ = false;
+  const std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
 TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
-  if (getuid() != 0) {
-    GTEST_SKIP() << "needs root: the one-node Slurm cluster runs slurmctld, slurmd and munged as root";
-  }
-  if (const std::string missing = SlurmCluster::MissingPrograms(); !missing.empty()) {
-    GTEST_SKIP() << "Slurm not installed (missing " << missing << "; apt-get install slurm-wlm munge)";
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  if (const std::string why = WhyNoSlurm(); !why.empty()) GTEST_SKIP() << why;
+  auto elapsed = [&] { return Elapsed(); };
   SlurmClusterOptions options;
   options.cpus = 8;             // coordinator job 2 + 2 groups x 2 ranks
   options.requeue_delay_s = 5;  // a requeued job may start again after 5 s, not 120
   auto cluster = SlurmCluster::Start(options);
   ASSERT_OK(cluster);
   cluster_ = std::move(*cluster);
-
-  const std::string data = dir_ / "data";
-  RunResult r = RunCommand(std::string(FLAPCTL_BIN) + " data synth --out " + data +
-                           " --train 128 --val 32 --shard-size 16 --seed 3");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  // 2 ranks of batch 4: the global batch of 8 that kTinyTrialConfig gives one rank, so a
-  // trial is kTinyTrialSteps steps.
-  WriteFile(dir_ / "base.ini",
-            std::regex_replace(kTinyTrialConfig, std::regex("batch_size = 8\n"), "batch_size = 4\n"));
-  const std::string sweep_file = dir_ / "sweep.ini";
-  WriteFile(sweep_file,
-            std::string("[sweep]\nname = ") + kSweep +
-                "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0, 0.5, 1\n");
-
-  // Everything the scripts need comes through the environment, as on a real cluster.
-  const std::string launch =
-      std::string("env FLAP_RUN_DIR=") + RunDir() + " FLAP_DATA=" + data + " FLAP_GROUPS=2 FLAP_RANKS=2" +
-      " FLAP_COORDINATOR_BIN=" + FLAP_COORDINATOR_BIN + " FLAPCTL_BIN=" + FLAPCTL_BIN +
-      " FLAP_WORKER_BIN=" + FLAP_WORKER_BIN +
-      " FLAP_COORDINATOR_ARGS='--heartbeat-interval-ms 1000 --heartbeat-timeout-ms 20000 --lease-ttl-ms 20000 "
-      "--no-plots'" +
-      " FLAP_POLL_S=1 FLAP_LINGER_S=20 FLAP_RPC_RETRY_S=120 FLAP_WORKER_ARGS='--dist.timeout 60'" +
-      " OPENBLAS_NUM_THREADS=1 bash " + FLAP_SOURCE_DIR + "/deploy/slurm/launch.sh " + sweep_file;
-  r = cluster_->Client(launch, 60);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("coordinator job: ([0-9]+)"))) << r.output;
-  coordinator_job_ = m[1];
-  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("worker job: ([0-9]+)"))) << r.output;
-  worker_job_ = m[1];
-  std::cout << r.output;
-
-  // The coordinator's address appears once its job runs and the sweep is submitted.
-  const std::string address_file = RunDir() + "/coordinator.address";
-  std::string address;
-  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(180);
-       address.empty() && std::chrono::steady_clock::now() < until;) {
-    std::istringstream(ReadFile(address_file)) >> address;
-    if (address.empty()) {
-      const std::string failure = FailureAfter(elapsed());
-      ASSERT_TRUE(failure.empty()) << failure;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-  }
-  ASSERT_FALSE(address.empty()) << "no " << address_file << " after 180 s";
+  ASSERT_NO_FATAL_FAILURE(Launch(""));
+  const std::string address = WaitForAddress();
+  ASSERT_FALSE(address.empty());
   std::string error;
   // coordinator.sbatch serves TLS (its default) with the run's CA, published beside the address.
   auto client = ConnectCoordinator(address, RunDir() + "/state/token", &error, RunDir() + "/coordinator-ca.pem");
@@ -230,7 +317,7 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
     std::optional<Preemption> victim = Victim(st, min_checkpoint, preempted);
     ASSERT_TRUE(victim) << "no running trial with a checkpoint to preempt (" << how << ")";
     victim->how = how;
-    r = cluster_->Client(how + " " + victim->job, 30);
+    const RunResult r = cluster_->Client(how + " " + victim->job, 30);
     ASSERT_EQ(r.exit_code, 0) << how << " " << victim->job << ": " << r.output;
     std::cout << how << " " << victim->job << " at " << elapsed() << " s: trial " << victim->trial << " attempt "
               << victim->attempt << ", checkpoint at step " << victim->checkpoint_step << std::endl;
@@ -253,30 +340,254 @@ TEST_F(SlurmDeploy, SweepCompletesThroughPreemptionsAndRequeuesOfWorkerJobs) {
     EXPECT_EQ(t.node_faults(), 0) << t.trial_id() << ": a preemption was counted as a node fault";
     EXPECT_EQ(t.trial_errors(), 0) << t.trial_id() << ": " << t.last_error();
     EXPECT_GE(t.preemptions(), preemptions_of[t.trial_id()]) << t.trial_id();
-    for (const auto& p : preempted) {
-      if (p.trial != t.trial_id()) continue;
-      EXPECT_GT(t.attempt(), p.attempt) << t.trial_id() << " (" << p.how << ")";
-      // Every later attempt resumed past the checkpoint the trial had when it was preempted.
-      const int64_t first = FirstTrainStepFrom(*records, p.trial, p.attempt + 1);
-      EXPECT_GT(first, p.checkpoint_step) << p.trial << " (" << p.how << "): attempt " << p.attempt + 1
-                                          << " started over instead of resuming past step " << p.checkpoint_step;
-    }
   }
+  ExpectResumedPastCheckpoints(final_status, *records, preempted);
 
   // Slurm's side: both preempted jobs came back and every job ended well.
-  for (int task = 0; task < 2; ++task) {
-    const std::string job = worker_job_ + "_" + std::to_string(task);
-    EXPECT_EQ(WaitJobEnd(job, 300), "COMPLETED") << "worker job " << job;
-  }
-  EXPECT_EQ(WaitJobEnd(coordinator_job_, 120), "COMPLETED") << "coordinator job " << coordinator_job_;
+  ExpectJobsCompleted();
   for (const auto& p : preempted) {
     EXPECT_GE(std::atoi(Field(p.job, "Restarts").c_str()), 1) << p.job << " was not requeued (" << p.how << ")";
   }
   const std::string signalled_log = ReadFile(RunDir() + "/logs/workers-" + preempted.back().job + ".out");
   EXPECT_NE(signalled_log.find("on a stop signal: requeueing job"), std::string::npos) << signalled_log;
-  EXPECT_TRUE(fs::exists(RunDir() + "/sweeps.done"));
-  EXPECT_FALSE(fs::exists(address_file)) << "the coordinator job left its address behind";
   std::cout << "every job ended after " << elapsed() << " s" << std::endl;
+}
+
+// The deployment across the two hosts of tests/two_nodes.h (see the file's comment).
+class SlurmDeployTwoNodes : public SlurmDeploy {
+ protected:
+  void SetUp() override {
+    if (const std::string why = WhyNoSlurm(); !why.empty()) GTEST_SKIP() << why;
+    auto nodes = TwoNodes::Create();
+    if (!nodes.ok()) GTEST_SKIP() << "no two-node fixture here: " << nodes.status().ToString();
+    nodes_ = std::move(*nodes);
+  }
+
+  // The cluster on both nodes (SlurmdTimeout `slurmd_timeout_s`), then launch.sh with the
+  // coordinator on node-a and each group one rank per node (rank 0 on node-a), `env` added,
+  // trials of `epochs` epochs; then the test's client, connected.
+  void LaunchAcrossNodes(const std::string& env, int slurmd_timeout_s = 30, int epochs = 2) {
+    SlurmClusterOptions options;
+    options.nodes = nodes_.get();
+    options.cpus = 4;             // node-a: the coordinator job's 2 + a rank of each group
+    options.requeue_delay_s = 5;  // a requeued job may start again after 5 s, not 120
+    options.slurmd_timeout_s = slurmd_timeout_s;
+    auto cluster = SlurmCluster::Start(options);
+    ASSERT_OK(cluster);
+    cluster_ = std::move(*cluster);
+    ASSERT_NO_FATAL_FAILURE(Launch("FLAP_COORDINATOR_SBATCH_ARGS='-w " + nodes_->a().host +
+                                   "' FLAP_WORKERS_SBATCH_ARGS='-N2 --ntasks-per-node=1' " + env,
+                                   epochs));
+    address_ = WaitForAddress();
+    ASSERT_FALSE(address_.empty());
+    // Published under node-a's host name, which the ranks resolve (node-b: 192.0.2.1 over the
+    // link; node-a: its own name's 127.0.1.1).
+    ASSERT_EQ(address_.rfind(nodes_->a().host + ":", 0), 0u) << address_;
+    const std::string port = address_.substr(address_.find(':') + 1);
+    // The test's client on node-a's network stack, at node-a's address: the certificate must
+    // name it.
+    auto in_a = nodes_->Enter(nodes_->a());
+    ASSERT_OK(in_a);
+    in_a_ = std::move(*in_a);
+    std::string error;
+    client_ = ConnectCoordinator(nodes_->a().address + ":" + port, RunDir() + "/state/token", &error,
+                                 RunDir() + "/coordinator-ca.pem");
+    ASSERT_TRUE(client_) << error;
+    auto sweeps = client_->GetSweep(kSweep);
+    ASSERT_OK(sweeps.status());
+    std::cout << "coordinator at " << address_ << ", reached at " << nodes_->a().address << ":" << port
+              << " over TLS after " << Elapsed() << " s" << std::endl;
+  }
+
+  void TearDown() override {
+    client_.reset();
+    in_a_.reset();
+    SlurmDeploy::TearDown();
+  }
+
+  // Waits until some trial runs with a checkpoint at step 4 or later and at least 8 steps to
+  // go; the running trials then (empty after a failure).
+  std::vector<Preemption> WaitForTrialsWithCheckpoints() {
+    const v1::SweepStatus st = WaitForSweep(
+        *client_, kSweep, 600,
+        [&](const v1::SweepStatus& s) {
+          for (const auto& p : RunningTrials(s)) {
+            for (const auto& t : s.trials()) {
+              if (t.trial_id() == p.trial && p.checkpoint_step >= 4 && t.step() <= trial_steps_ - 8) return true;
+            }
+          }
+          return false;
+        },
+        [&] { return FailureAfter(Elapsed()); });
+    if (HasFailure()) return {};
+    return RunningTrials(st);
+  }
+
+  // The groups spanned both nodes: rank 1 of each joined on node-b. It leased its own shards
+  // from the coordinator (worker/agent.h) across the link, so trials completed at the global
+  // batch of 2 ranks show it reached node-a:PORT over TLS from node-b.
+  void ExpectGroupsAcrossBothNodes() {
+    const std::string logs = WorkerLogs();
+    EXPECT_NE(logs.find("on node-a,node-b"), std::string::npos) << "no group across both nodes:\n" << logs;
+    EXPECT_NE(logs.find("\n1: rank 1 of 2 joined"), std::string::npos) << "rank 1 never joined:\n" << logs;
+  }
+
+  // Every worker job's log, one after another.
+  std::string WorkerLogs() const {
+    std::error_code ec;
+    std::string logs;
+    for (const auto& e : fs::directory_iterator(RunDir() + "/logs", ec)) {
+      if (e.path().filename().string().rfind("workers-", 0) == 0) logs += ReadFile(e.path().string());
+    }
+    return logs;
+  }
+
+  // The sweep's end: every trial completed with its records intact, and each of `hit` resumed
+  // past the checkpoint it had when the fault struck (with `only_interrupted`, each of `hit`
+  // that did not end in the attempt it was running then; at least one must not have). The
+  // final status (trial counters).
+  v1::SweepStatus ExpectSweepCompleted(std::vector<Preemption> hit, bool only_interrupted = false) {
+    const v1::SweepStatus final_status = WaitForSweep(
+        *client_, kSweep, 900, [](const v1::SweepStatus& s) { return s.state() != "running"; },
+        [&] { return FailureAfter(Elapsed()); });
+    if (HasFailure()) return final_status;
+    auto records = client_->GetMetrics(kSweep);
+    EXPECT_OK(records.status());
+    if (!records.ok()) return final_status;
+    std::cout << "sweep " << final_status.state() << " after " << Elapsed() << " s" << std::endl;
+    ExpectCompleteAndIntact(final_status, *records, kTrials, trial_steps_);
+    if (only_interrupted) {
+      std::vector<Preemption> interrupted;
+      for (const auto& p : hit) {
+        for (const auto& t : final_status.trials()) {
+          if (t.trial_id() == p.trial && t.attempt() > p.attempt) interrupted.push_back(p);
+        }
+      }
+      EXPECT_FALSE(interrupted.empty()) << "every trial running when the fault struck ended in that attempt: "
+                                           "nothing shows a resume";
+      hit = interrupted;
+      for (const auto& p : hit) {
+        std::cout << p.trial << " (attempt " << p.attempt << ", checkpoint at step " << p.checkpoint_step
+                  << ") was cut by the fault" << std::endl;
+      }
+    }
+    ExpectResumedPastCheckpoints(final_status, *records, hit);
+    for (const auto& t : final_status.trials()) {
+      EXPECT_EQ(t.trial_errors(), 0) << t.trial_id() << ": " << t.last_error();
+      std::cout << t.trial_id() << ": " << t.attempt() << " attempt(s), " << t.preemptions() << " preemption(s), "
+                << t.node_faults() << " node fault(s)" << std::endl;
+    }
+    return final_status;
+  }
+
+  std::string address_;
+  std::unique_ptr<TwoNodes::InNode> in_a_;  // the client's sockets on node-a's stack
+  std::unique_ptr<coordinator::CoordinatorClient> client_;
+};
+
+// The link between the nodes goes down while trials run with a checkpoint, and comes back once
+// a group's step has failed: the trials it cut are handed back as node faults and resume from
+// their checkpoints.
+TEST_F(SlurmDeployTwoNodes, PartitionMidEpochRequeuesTheTrialsWhichResumeFromTheirCheckpoints) {
+  step_restarts_expected_ = true;
+  // dist.timeout 10 s: the ranks name each other and the group exits well before Slurm would
+  // find node-b unreachable (SlurmdTimeout, 30 s) and requeue the whole job; the batch script
+  // starts the step again in the same allocation.
+  ASSERT_NO_FATAL_FAILURE(LaunchAcrossNodes("FLAP_WORKER_ARGS='--dist.timeout 10'"));
+  std::vector<Preemption> hit = WaitForTrialsWithCheckpoints();
+  ASSERT_FALSE(hit.empty());
+  for (auto& p : hit) p.how = "partition";
+  ASSERT_OK(nodes_->SetLink(false));
+  const double cut_at = Elapsed();
+  for (const auto& p : hit) {
+    std::cout << "link down at " << cut_at << " s: trial " << p.trial << " attempt " << p.attempt << " in job "
+              << p.job << ", checkpoint at step " << p.checkpoint_step << std::endl;
+  }
+  // Rank 0 (node-a, beside the coordinator) names its lost peer within dist.timeout (60 s) and
+  // the heartbeat diagnosis, and hands the trial back; then the link returns.
+  const v1::SweepStatus handed_back = WaitForSweep(
+      *client_, kSweep, 120,
+      [&](const v1::SweepStatus& s) {
+        for (const auto& p : hit) {
+          for (const auto& t : s.trials()) {
+            if (t.trial_id() == p.trial && t.attempt() == p.attempt && t.state() == "running") return false;
+          }
+        }
+        return true;
+      },
+      [&] { return FailureAfter(Elapsed()); });
+  const double back_at = Elapsed();
+  ASSERT_OK(nodes_->SetLink(true));
+  if (HasFailure()) return;
+  std::cout << "every cut trial handed back " << back_at - cut_at << " s after the cut; link up again" << std::endl;
+
+  const v1::SweepStatus final_status = ExpectSweepCompleted(hit);
+  // Both ranks of a cut group named the other.
+  const std::string logs = WorkerLogs();
+  EXPECT_TRUE(std::regex_search(logs, std::regex("\\n0: .*rank 1 is not responding"))) << logs;
+  EXPECT_TRUE(std::regex_search(logs, std::regex("\\n1: .*rank 0 is gone"))) << logs;
+  for (const auto& p : hit) {
+    for (const auto& t : final_status.trials()) {
+      if (t.trial_id() == p.trial) {
+        EXPECT_GE(t.node_faults(), 1) << t.trial_id() << ": the partition was not counted as a node fault";
+      }
+    }
+  }
+  ExpectGroupsAcrossBothNodes();
+  ExpectJobsCompleted();
+  std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
+}
+
+// node-b's slurmd is killed while trials run with a checkpoint: Slurm marks node-b down and
+// requeues the worker jobs, which need both nodes and wait until its slurmd is back; the sweep
+// then completes, every cut trial resumed from its checkpoint.
+TEST_F(SlurmDeployTwoNodes, SlurmdKilledOnANodeRequeuesTheJobsAndTheSweepCompletesWhenItReturns) {
+  step_restarts_expected_ = true;
+  // SlurmdTimeout 10 s and trials of 8 epochs (128 steps): Slurm finds node-b gone (about
+  // 30 s after its slurmd) while trials still run: the ranks there train on without their slurmd
+  // until then.
+  ASSERT_NO_FATAL_FAILURE(LaunchAcrossNodes("", 10, 8));
+  std::vector<Preemption> hit = WaitForTrialsWithCheckpoints();
+  ASSERT_FALSE(hit.empty());
+  for (auto& p : hit) p.how = "slurmd killed";
+  const std::string node_b = nodes_->b().host;
+  ASSERT_OK(cluster_->KillSlurmd(node_b));
+  const double killed_at = Elapsed();
+  std::cout << "slurmd of " << node_b << " killed at " << killed_at << " s" << std::endl;
+  // Down after SlurmdTimeout (10 s) and a ping that finds it gone.
+  std::string state;
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+       state.rfind("down", 0) != 0 && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    state = cluster_->NodeState(node_b);
+  }
+  ASSERT_EQ(state.rfind("down", 0), 0u) << node_b << " is '" << state << "' 120 s after its slurmd was killed";
+  std::cout << node_b << " " << state << " " << Elapsed() - killed_at << " s after" << std::endl;
+  // Each job that ran on it is requeued and waits for a second node.
+  std::vector<std::string> requeued;
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+       requeued.size() < hit.size() && std::chrono::steady_clock::now() < until;) {
+    requeued.clear();
+    for (const auto& p : hit) {
+      if (std::atoi(Field(p.job, "Restarts").c_str()) >= 1 && Field(p.job, "JobState") == "PENDING") {
+        requeued.push_back(p.job);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  EXPECT_EQ(requeued.size(), hit.size()) << "not every job of a cut trial was requeued and pending:\n"
+                                         << cluster_->Squeue("-a").output;
+  ASSERT_OK(cluster_->RestartSlurmd(node_b));
+  std::cout << "slurmd of " << node_b << " started again at " << Elapsed() << " s" << std::endl;
+
+  // The trials running when the slurmd was killed that were cut by the requeue resumed.
+  ExpectSweepCompleted(hit, /*only_interrupted=*/true);
+  ExpectGroupsAcrossBothNodes();
+  ExpectJobsCompleted();
+  for (const auto& p : hit) {
+    EXPECT_GE(std::atoi(Field(p.job, "Restarts").c_str()), 1) << p.job << " was not requeued";
+  }
+  std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
 #include "tests/two_nodes.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -61,7 +64,7 @@ std::string ShellQuote(const std::string& text) {
   return q + "'";
 }
 
-StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
+StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create(const TwoNodesOptions& options) {
   if (geteuid() != 0) return Unavailable("network namespaces need root");
   if (RunCommand("command -v ip && command -v unshare && command -v nsenter").exit_code != 0) {
     return Unavailable("ip (iproute2), unshare or nsenter (util-linux) is missing");
@@ -69,8 +72,10 @@ StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
   RemoveStale();
   std::unique_ptr<TwoNodes> n(new TwoNodes());
   const std::string base = std::string(kPrefix) + "-" + std::to_string(getpid());
-  n->a_ = {"node-a", "192.0.2.1", base + "-a", "fv" + std::to_string(getpid()) + "a"};
-  n->b_ = {"node-b", "192.0.2.2", base + "-b", "fv" + std::to_string(getpid()) + "b"};
+  const bool relay = options.relay || options.delay_ms > 0 || options.loss > 0;
+  const std::string link = (relay ? "ft" : "fv") + std::to_string(getpid());
+  n->a_ = {"node-a", "192.0.2.1", base + "-a", link + "a"};
+  n->b_ = {"node-b", "192.0.2.2", base + "-b", link + "b"};
   n->made_ = true;  // from here on the destructor removes whatever exists
   for (const Node* node : {&n->a_, &n->b_}) {
     FLAP_RETURN_IF_ERROR(Run("ip netns add " + node->netns));
@@ -85,9 +90,16 @@ StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
       return Unavailable("cannot write " + HostsFile(node->netns));
     }
   }
-  FLAP_RETURN_IF_ERROR(Run("ip link add " + n->a_.link + " type veth peer name " + n->b_.link));
+  if (relay) {
+    LinkRelayOptions ro;
+    ro.delay_ms = options.delay_ms;
+    ro.loss = options.loss;
+    FLAP_ASSIGN_OR_RETURN(n->relay_, LinkRelay::Start(n->a_.netns, n->a_.link, n->b_.netns, n->b_.link, ro));
+  } else {
+    FLAP_RETURN_IF_ERROR(Run("ip link add " + n->a_.link + " type veth peer name " + n->b_.link));
+  }
   for (const Node* node : {&n->a_, &n->b_}) {
-    FLAP_RETURN_IF_ERROR(Run("ip link set " + node->link + " netns " + node->netns));
+    if (!relay) FLAP_RETURN_IF_ERROR(Run("ip link set " + node->link + " netns " + node->netns));
     FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip addr add " + node->address + "/24 dev " + node->link)));
     FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set lo up")));
     FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set " + node->link + " up")));
@@ -97,6 +109,7 @@ StatusOr<std::unique_ptr<TwoNodes>> TwoNodes::Create() {
 
 TwoNodes::~TwoNodes() {
   if (!made_) return;
+  relay_.reset();  // its devices go with it
   Remove(a_.netns);  // removing a namespace removes its end of the veth pair, and so the pair
   Remove(b_.netns);
 }
@@ -114,6 +127,27 @@ Status TwoNodes::SetLink(bool up) const {
     FLAP_RETURN_IF_ERROR(Run(InNetns(node->netns, "ip link set " + node->link + (up ? " up" : " down"))));
   }
   return Status::OK();
+}
+
+
+StatusOr<std::unique_ptr<TwoNodes::InNode>> TwoNodes::Enter(const Node& node) const {
+  const int original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (original < 0) return Unavailable(std::string("open /proc/thread-self/ns/net: ") + std::strerror(errno));
+  const std::string path = "/run/netns/" + node.netns;
+  const int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0 || setns(target, CLONE_NEWNET) != 0) {
+    const std::string why = (target < 0 ? "open " : "setns ") + path + ": " + std::strerror(errno);
+    if (target >= 0) close(target);
+    close(original);
+    return Unavailable(why);
+  }
+  close(target);
+  return std::unique_ptr<InNode>(new InNode(original));
+}
+
+TwoNodes::InNode::~InNode() {
+  setns(original_, CLONE_NEWNET);
+  close(original_);
 }
 
 }  // namespace flap::testing

@@ -68,5 +68,53 @@ TEST_F(TwoNodesFixture, TheLinkCarriesTrafficAndCanBeCut) {
   EXPECT_EQ(server.Wait(20), 0);
 }
 
+// The slow link (TwoNodesOptions::delay_ms: tests/link_relay.h) delays each way: a TCP
+// connection from A to B (SYN there, SYN-ACK back) takes at least twice the delay; down, it
+// carries nothing.
+TEST(TwoNodesSlowLink, DelaysEachWayAndCanBeCut) {
+  testing::TwoNodesOptions o;
+  o.delay_ms = 50;
+  auto n = TwoNodes::Create(o);
+  if (!n.ok()) GTEST_SKIP() << "no two-node fixture with a slow link here: " << n.status().ToString();
+  const TwoNodes& nodes = **n;
+  const int port = testing::FreePort();
+  testing::ChildProcess server = testing::ChildProcess::Shell(nodes.On(
+      nodes.b(), "timeout 30 python3 -c " +
+                     testing::ShellQuote("import socket\n"
+                                         "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                                         "s.bind(('192.0.2.2', " +
+                                         std::to_string(port) +
+                                         ")); s.listen()\n"
+                                         "while True:\n"
+                                         "    c, a = s.accept(); c.close()\n")));
+  // The time of the first connection that succeeds (the listener may take a moment to start).
+  const std::string connect = nodes.On(
+      nodes.a(), "timeout 20 python3 -c " +
+                     testing::ShellQuote("import socket, time\n"
+                                         "for _ in range(100):\n"
+                                         "    t = time.monotonic()\n"
+                                         "    try:\n"
+                                         "        socket.create_connection(('192.0.2.2', " +
+                                         std::to_string(port) +
+                                         "), timeout=5).close()\n"
+                                         "        print(round((time.monotonic() - t) * 1000)); break\n"
+                                         "    except OSError:\n"
+                                         "        time.sleep(0.1)\n"
+                                         "else:\n"
+                                         "    raise SystemExit('no connection')\n"));
+  auto r = RunCommand(connect);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const int ms = std::atoi(r.output.c_str());
+  std::cout << "connect across a 50 ms link: " << ms << " ms" << std::endl;
+  EXPECT_GE(ms, 100) << "a connection across the link took less than two delays";
+  EXPECT_GT(nodes.relay_stats().relayed, 0);
+  ASSERT_OK(nodes.SetLink(false));
+  r = RunCommand(nodes.On(nodes.a(), "timeout 5 bash -c 'exec 3<>/dev/tcp/192.0.2.2/" + std::to_string(port) + "'"));
+  EXPECT_NE(r.exit_code, 0) << "connected across a link that is down: " << r.output;
+  ASSERT_OK(nodes.SetLink(true));
+  EXPECT_EQ(RunCommand(connect).exit_code, 0);
+  server.Kill();
+}
+
 }  // namespace
 }  // namespace flap
