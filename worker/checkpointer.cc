@@ -214,8 +214,20 @@ StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core
   if (options.from_step >= 0) {
     FLAP_ASSIGN_OR_RETURN(entry, EntryAt(options.from_step, options.force));
   } else {
-    FLAP_ASSIGN_OR_RETURN(checkpoint::ResumePoint point,
-                          store_->LatestVerified(trial_id_, config_hash_, options.force));
+    StatusOr<checkpoint::ResumePoint> latest = store_->LatestVerified(trial_id_, config_hash_, options.force);
+    if (latest.status().code() == Status::Code::kCorruption) {
+      // The index reads (List succeeds) and lists checkpoints, none of which verifies: each is
+      // as absent as a damaged newest one is, so the run starts from step 0, and each is moved
+      // aside when its step is saved again. (A trial whose only checkpoint was damaged failed
+      // on every restart with "no checkpoint of trial ... verifies" until its budget ran out.)
+      auto entries = store_->List(trial_id_, nullptr);
+      if (entries.ok() && !entries->empty()) {
+        log << "checkpoint: " << latest.status().message() << std::endl;
+        return Status::NotFound("none of the " + std::to_string(entries->size()) + " checkpoint(s) of trial " +
+                                trial_id_ + " verifies: starting from step 0");
+      }
+    }
+    FLAP_ASSIGN_OR_RETURN(checkpoint::ResumePoint point, std::move(latest));
     for (const std::string& w : point.warnings) log << "checkpoint: " << w << std::endl;
     entry = point.entry;
   }

@@ -69,8 +69,9 @@ class Checkpointer {
   ~Checkpointer();  // waits for the save in flight
 
   // Restores model and optimizer as the options say. Returns the restored step and data
-  // cursor, or NotFound when there is nothing to resume from (a fresh start); damaged
-  // checkpoints passed over are reported on `log`.
+  // cursor, or NotFound when there is nothing to resume from (a fresh start), which includes a
+  // trial whose every checkpoint is damaged when resuming from the newest; damaged checkpoints
+  // passed over are reported on `log`.
   StatusOr<RestoredState> Restore(const ResumeOptions& options, core::FlapModel& model,
                                   torch::optim::Optimizer& optimizer, std::ostream& log);
 

@@ -205,5 +205,50 @@ TEST(CheckpointerDamage, ADamagedNewestCheckpointIsPassedOverAndSavedAgainAtItsS
   fs::remove_all(dir, ec);
 }
 
+// A trial whose only checkpoint is damaged (the chaos soak, tests/chaos_soak.cc, flipped a byte
+// of its MANIFEST.json and killed its group) starts again from step 0, and its next save of that
+// step moves the damaged one aside. Against the code before the fix Restore failed with
+// "no checkpoint of trial t verifies" (Corruption), and in a sweep every attempt failed so until
+// the trial's error budget ran out.
+TEST(CheckpointerDamage, ATrialWhoseEveryCheckpointIsDamagedStartsAgainFromStepZero) {
+  const flap::testing::TempDir tmp("ckpt_all_damaged");
+  torch::manual_seed(1);
+  core::FlapModel model(SmallModel());
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-3));
+  CheckpointConfig c;
+  c.root = tmp.path() + "/ck";
+  c.keep_best = 0;
+  {
+    auto ckpt = Checkpointer::Open(c, "t", "cafef00d");
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    ASSERT_TRUE((*ckpt)->SaveAsync(model, optimizer, 4, 100, {}).ok());
+    ASSERT_TRUE((*ckpt)->Wait().ok());
+  }
+  {
+    std::fstream f(c.root + "/t/000000000004/MANIFEST.json", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2);
+    f.put('#');
+  }
+  std::ostringstream log;
+  auto ckpt = Checkpointer::Open(c, "t", "cafef00d");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  (*ckpt)->set_log(&log);
+  ResumeOptions resume;
+  resume.resume = true;
+  auto restored = (*ckpt)->Restore(resume, model, optimizer, log);
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.status().code(), Status::Code::kNotFound) << restored.status().ToString();
+  EXPECT_NE(restored.status().message().find("starting from step 0"), std::string::npos) << restored.status().ToString();
+  EXPECT_NE(log.str().find("passed over damaged checkpoint t/000000000004"), std::string::npos) << log.str();
+
+  ASSERT_TRUE((*ckpt)->SaveAsync(model, optimizer, 4, 100, {}).ok());
+  Status saved = (*ckpt)->Wait();
+  ASSERT_TRUE(saved.ok()) << saved.ToString();
+  EXPECT_NE(log.str().find("moved aside to " + c.root + "/t/000000000004.damaged-"), std::string::npos) << log.str();
+  auto again = (*ckpt)->Restore(resume, model, optimizer, log);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->step, 4);
+}
+
 }  // namespace
 }  // namespace flap::worker
