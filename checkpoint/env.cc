@@ -21,7 +21,7 @@
 #include <system_error>
 
 #include "common/atomic_file.h"
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::checkpoint {
 namespace fs = std::filesystem;
@@ -37,7 +37,7 @@ std::string HexDigest(uint64_t digest) {
 namespace {
 
 Status RemoveError(const std::string& path, const char* what, int err) {
-  return Status::IOError(path + ": cannot remove (" + what + "): " + sharding::ErrnoMessage(err));
+  return Status::IOError(path + ": cannot remove (" + what + "): " + ErrnoMessage(err));
 }
 
 Status RemoveEntry(int dir_fd, const std::string& name, const std::string& path);
@@ -63,7 +63,7 @@ Status RemoveContents(int dir_fd, const std::string& where) {
   ::closedir(d);
   if (read_err != 0) return RemoveError(where, "readdir", read_err);
   for (const std::string& name : names)
-    FLAP_RETURN_IF_ERROR(RemoveEntry(dir_fd, name, sharding::JoinPath(where, name)));
+    FLAP_RETURN_IF_ERROR(RemoveEntry(dir_fd, name, JoinPath(where, name)));
   return Status::OK();
 }
 
@@ -106,13 +106,13 @@ Status ReadChunks(const std::string& path, const std::function<void(const char*,
     const int err = errno;
     if (err == ENOENT) return Status::NotFound(path + ": no such file");
     if (err == ELOOP) return Status::IOError(path + ": is a symbolic link (refused: never followed)");
-    return Status::IOError(path + ": cannot open: " + sharding::ErrnoMessage(err));
+    return Status::IOError(path + ": cannot open: " + ErrnoMessage(err));
   }
   struct stat st = {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    return Status::IOError(path + ": cannot stat: " + sharding::ErrnoMessage(err));
+    return Status::IOError(path + ": cannot stat: " + ErrnoMessage(err));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -127,7 +127,7 @@ Status ReadChunks(const std::string& path, const std::function<void(const char*,
       if (errno == EINTR) continue;
       const int err = errno;
       ::close(fd);
-      return Status::IOError(path + ": read failed: " + sharding::ErrnoMessage(err));
+      return Status::IOError(path + ": read failed: " + ErrnoMessage(err));
     }
     if (n == 0) break;
     sink(buf.get(), static_cast<size_t>(n));
@@ -163,7 +163,7 @@ class PosixEnv : public Env {
 
   Status SyncDir(const std::string& dir) override { return flap::SyncDir(dir); }
 
-  Status MakeDirs(const std::string& dir) override { return sharding::MakeDirs(dir); }
+  Status MakeDirs(const std::string& dir) override { return flap::MakeDirs(dir); }
 
   Status RemoveAll(const std::string& root, const std::string& relative) override {
     std::vector<std::string> parts;
@@ -183,7 +183,7 @@ class PosixEnv : public Env {
     if (fd < 0) return errno == ENOENT ? Status::OK() : RemoveError(root, "open", errno);
     std::string path = root;
     for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      path = sharding::JoinPath(path, parts[i]);
+      path = JoinPath(path, parts[i]);
       const int next = ::openat(fd, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       const int err = errno;
       struct stat st;
@@ -194,13 +194,13 @@ class PosixEnv : public Env {
         if (err == ENOENT) return Status::OK();
         if (link) {
           return Status::FailedPrecondition(path + " is a symbolic link: refusing to remove " +
-                                            sharding::JoinPath(root, relative) + " through it");
+                                            JoinPath(root, relative) + " through it");
         }
         return RemoveError(path, "open", err);
       }
       fd = next;
     }
-    Status s = RemoveEntry(fd, parts.back(), sharding::JoinPath(root, relative));
+    Status s = RemoveEntry(fd, parts.back(), JoinPath(root, relative));
     ::close(fd);
     return s;
   }

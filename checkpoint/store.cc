@@ -16,12 +16,10 @@
 #include <utility>
 
 #include "checkpoint/layout.h"
+#include "common/file_util.h"
 #include "common/rocksdb_info_log.h"
-#include "sharding/file_util.h"
 
 namespace flap::checkpoint {
-
-using sharding::JoinPath;
 
 struct Store::TrialIndex {
   std::mutex mu;                    // serialises writes to this trial (Save, Gc, RebuildIndex)

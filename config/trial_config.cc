@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
 #include "common/draw.h"
 #include "common/path_name.h"
 #include "config/device_spec.h"
@@ -681,11 +682,11 @@ Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* confi
   std::string file;
   if (vm.count("config")) {
     file = vm["config"].as<std::string>();
-    std::ifstream in(file);
-    if (!in) return Status::NotFound("config file '" + file + "' cannot be opened");
-    std::ostringstream text;
-    text << in.rdbuf();
-    FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(text.str(), "config file '" + file + "'"));
+    StatusOr<std::string> text = ReadFileToString(file);
+    if (!text.ok()) {
+      return text.status().WithContext("config file '" + file + "' cannot be read");
+    }
+    FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(*text, "config file '" + file + "'"));
   }
   for (const auto& [key, value] : vm) {  // flags beat the file
     if (key != "config" && key != "help") values[key] = value.as<std::string>();

@@ -1,6 +1,8 @@
 // Implementation of coordinator/client.h.
 #include "coordinator/client.h"
 
+#include "common/file_util.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -55,11 +57,9 @@ StatusOr<std::string> ReadTokenFile(const std::string& path) {
     return Status::FailedPrecondition("the token file " + path + " has mode " + mode +
                                       ": group or others may read it; run chmod 600 " + path);
   }
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (!in) return Status::NotFound("cannot read the token file " + path);
-  std::string token = Trim(ss.str());
+  StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Status::NotFound("cannot read the token file " + path + ": " + text.status().message());
+  std::string token = Trim(*text);
   if (token.empty()) return Status::InvalidArgument("the token file " + path + " is empty");
   FLAP_RETURN_IF_ERROR(CheckTokenLength(token, "the token file " + path));
   return token;

@@ -1,6 +1,8 @@
 // Implementation of coordinator/server.h.
 #include "coordinator/server.h"
 
+#include "common/file_util.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -77,11 +79,9 @@ class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInt
 };
 
 StatusOr<std::string> ReadAll(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::IOError("cannot read the " + what + " " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Status::IOError("cannot read the " + what + " " + path + ": " + text.status().message());
+  return text;
 }
 
 std::string RandomHex(size_t bytes) {

@@ -2,6 +2,8 @@
 // readers of each section, and the parser that puts them together with validation.
 #include "coordinator/sweep.h"
 
+#include "common/file_util.h"
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -331,12 +333,11 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
 }
 
 StatusOr<SweepSpec> ParseSweepFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound("sweep file '" + path + "' cannot be opened");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return Status::IOError("sweep file '" + path + "' cannot be read");
-  return ParseSweepText(text.str(), path);
+  StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) {
+    return text.status().WithContext("sweep file '" + path + "' cannot be read");
+  }
+  return ParseSweepText(*text, path);
 }
 
 }  // namespace flap::coordinator

@@ -181,7 +181,8 @@ struct TrialSpec {
 // "  <source>:<line>: [<section>] <key>: <what is wrong>" (errors of the whole file, such as a
 // missing [sweep] section, have no line and come last).
 StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& source);
-// Reads and parses the file at `path`. NotFound if it cannot be opened; else as ParseSweepText.
+// Reads and parses the file at `path`. NotFound if it does not exist, IOError if it cannot be
+// read; else as ParseSweepText.
 StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
 
 // The keys a trial config's text sets, as "<section>.<key>" -> value ("mask.ratio" -> "0.75"),

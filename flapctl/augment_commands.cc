@@ -7,8 +7,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include "common/file_util.h"
 #include "sharding/augment.h"
-#include "sharding/file_util.h"
 
 namespace flap::flapctl {
 namespace po = boost::program_options;
@@ -96,7 +96,7 @@ int RunDataAugment(const std::vector<std::string>& args) {
     augmenter = sharding::MakeTemplateAugmenter();
   } else {
     if (chat.model.empty()) return Usage("--endpoint needs --model (or FLAP_AUGMENT_MODEL)");
-    auto prompt = sharding::ReadFileToString(prompt_file);
+    auto prompt = ReadFileToString(prompt_file);
     if (!prompt.ok()) return Usage("prompt template: " + prompt.status().message());
     auto made = sharding::MakeChatAugmenter(chat, *prompt, bounds);
     if (!made.ok()) return Usage(made.status().message());

@@ -14,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
 #include "sharding/synth.h"
@@ -104,7 +104,7 @@ ShardCheck CheckShard(const std::string& dir, const sharding::ShardInfo& info) {
   ShardCheck check;
   check.status = sharding::VerifyShard(dir, info);
   if (!check.status.ok()) return check;
-  auto reader = sharding::ShardReader::Open(sharding::JoinPath(dir, info.name));
+  auto reader = sharding::ShardReader::Open(JoinPath(dir, info.name));
   if (!reader.ok()) {
     check.status = reader.status();
     return check;
@@ -120,7 +120,7 @@ ShardCheck CheckShard(const std::string& dir, const sharding::ShardInfo& info) {
     ++check.samples;
   }
   if (check.samples != info.num_samples) {
-    check.status = Status::Corruption(sharding::JoinPath(dir, info.name) + ": holds " + std::to_string(check.samples) +
+    check.status = Status::Corruption(JoinPath(dir, info.name) + ": holds " + std::to_string(check.samples) +
                                       " samples, the manifest says " + std::to_string(info.num_samples));
   }
   return check;
@@ -156,7 +156,7 @@ int DataVerify(const std::vector<std::string>& args) {
   }
   const sharding::Manifest& m = manifest.value();
   bool ok = true;
-  auto tokenizer = sharding::Tokenizer::Load(sharding::JoinPath(dir, m.tokenizer));
+  auto tokenizer = sharding::Tokenizer::Load(JoinPath(dir, m.tokenizer));
   if (!tokenizer.ok()) {
     std::cerr << "tokenizer damaged: " << tokenizer.status().ToString() << "\n";
     ok = false;

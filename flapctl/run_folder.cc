@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::flapctl {
 namespace fs = std::filesystem;
@@ -16,7 +16,7 @@ StatusOr<RunFileInfo> ReadRunFile(const RunFolder& run) {
   const std::string path = run.run_file();
   std::error_code ec;
   if (!fs::exists(path, ec)) return Status::NotFound(path + " does not exist");
-  FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(path));
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument(path + " is not a run file of flapctl sweep run (not a JSON object)");

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/path_name.h"
 #include "config/trial_config.h"
 #include "coordinator/client.h"
@@ -51,11 +52,9 @@ StatusOr<std::unique_ptr<coordinator::CoordinatorClient>> Connect(const Connecti
   o.insecure = c.insecure;
   FLAP_ASSIGN_OR_RETURN(o.token, coordinator::ReadToken(c.token_file));
   if (!c.tls_ca.empty()) {
-    std::ifstream in(c.tls_ca);
-    if (!in) return Status::NotFound("cannot read the CA file " + c.tls_ca);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    o.tls_ca = ss.str();
+    StatusOr<std::string> pem = ReadFileToString(c.tls_ca);
+    if (!pem.ok()) return Status::NotFound("cannot read the CA file " + c.tls_ca + ": " + pem.status().message());
+    o.tls_ca = *std::move(pem);
   }
   return coordinator::CoordinatorClient::Connect(o);
 }
@@ -214,20 +213,17 @@ StatusOr<LocalSweepFiles> ReadSweepFiles(const std::string& file, std::string ba
   LocalSweepFiles out;
   out.path = file;
   out.name = spec->name;
-  std::ifstream text_in(file);
-  std::stringstream text;
-  text << text_in.rdbuf();
-  out.text = text.str();
+  FLAP_ASSIGN_OR_RETURN(out.text, ReadFileToString(file));
   if (base_config.empty() && !spec->base_config.empty()) {
     const std::filesystem::path beside = std::filesystem::path(file).parent_path() / spec->base_config;
     base_config = std::filesystem::exists(beside) ? beside.string() : spec->base_config;
   }
   if (!base_config.empty()) {
-    std::ifstream in(base_config);
-    if (!in) return Status::InvalidArgument("cannot read the base config " + base_config);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    out.base_config = ss.str();
+    StatusOr<std::string> text = ReadFileToString(base_config);
+    if (!text.ok()) {
+      return Status::InvalidArgument("cannot read the base config " + base_config + ": " + text.status().message());
+    }
+    out.base_config = *std::move(text);
   }
   if (local_keys_to_workers) {
     // A base config that does not parse is left for CheckTrialConfigs to report.

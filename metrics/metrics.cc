@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::metrics {
 
@@ -325,7 +325,7 @@ void MetricsServer::Respond(int c, const std::string& request) {
 Status WriteFileSd(const std::string& path, const std::vector<ScrapeTarget>& targets) {
   nlohmann::json groups = nlohmann::json::array();
   for (const ScrapeTarget& t : targets) groups.push_back({{"targets", {t.endpoint}}, {"labels", t.labels}});
-  return sharding::WriteFileAtomic(path, groups.dump(2) + "\n");
+  return WriteFileAtomic(path, groups.dump(2) + "\n");
 }
 
 }  // namespace flap::metrics

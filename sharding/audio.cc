@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::sharding {
 namespace {

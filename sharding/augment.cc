@@ -13,7 +13,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/shard_reader.h"
 
 namespace flap::sharding {

@@ -22,7 +22,7 @@
 #include <unordered_set>
 #include <utility>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::sharding {
 namespace {

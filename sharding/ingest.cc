@@ -21,8 +21,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/file_util.h"
 #include "sharding/audio.h"
-#include "sharding/file_util.h"
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
 #include "sharding/shard_writer.h"

@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
+#include "common/testing/testing.h"
 #include "sharding/audio.h"
-#include "sharding/file_util.h"
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
 #include "sharding/shard_writer.h"
 #include "sharding/testing/test_util.h"
-#include "common/testing/testing.h"
 
 namespace flap::sharding {
 namespace {

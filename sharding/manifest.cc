@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <set>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::sharding {
 namespace {

@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
 #include "sharding/audio.h"
-#include "sharding/file_util.h"
 
 namespace flap::sharding {
 namespace {

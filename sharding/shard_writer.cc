@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::sharding {
 

@@ -11,7 +11,7 @@
 #include <memory>
 #include <thread>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/manifest.h"
 #include "sharding/shard_writer.h"
 #include "sharding/tokenizer.h"

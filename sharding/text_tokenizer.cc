@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::sharding {
 

@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/spm_module.h"
 
 namespace flap::sharding {

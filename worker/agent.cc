@@ -1,5 +1,7 @@
 #include "worker/agent.h"
 
+#include "common/file_util.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -550,11 +552,11 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
   co.token = *token;
   co.insecure = options.insecure;
   if (!options.tls_ca.empty()) {
-    std::ifstream in(options.tls_ca);
-    std::stringstream pem;
-    pem << in.rdbuf();
-    if (!in) return fail(Status::NotFound("TLS CA file '" + options.tls_ca + "' cannot be read"), 2);
-    co.tls_ca = pem.str();
+    StatusOr<std::string> pem = ReadFileToString(options.tls_ca);
+    if (!pem.ok()) {
+      return fail(Status::NotFound("TLS CA file '" + options.tls_ca + "' cannot be read: " + pem.status().message()), 2);
+    }
+    co.tls_ca = *std::move(pem);
   }
   auto client = coordinator::CoordinatorClient::Connect(co);
   if (!client.ok()) return fail(client.status(), 2);

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/manifest.h"
 #include "worker/evaluator.h"
 #include "worker/safetensors.h"
@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 // The JSON object in file `path`; NotFound when it is absent.
 StatusOr<nlohmann::json> ReadJsonObject(const std::string& path) {
-  FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(path));
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corruption("'" + path + "' is not a JSON object");
   return j;
@@ -153,7 +153,7 @@ Status WriteNewFolder(const std::string& out_dir, const std::map<std::string, st
   if (ec) return Status::IOError("cannot create '" + parent.string() + "': " + ec.message());
   std::string staging = (parent / ("." + out.filename().string() + ".tmp-XXXXXX")).string();
   if (::mkdtemp(staging.data()) == nullptr) {
-    return Status::IOError("cannot create a folder beside '" + out_dir + "': " + sharding::ErrnoMessage(errno));
+    return Status::IOError("cannot create a folder beside '" + out_dir + "': " + ErrnoMessage(errno));
   }
   auto write_all = [&]() -> Status {
     for (const auto& [name, bytes] : files) FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(staging + "/" + name, bytes));
@@ -294,7 +294,7 @@ StatusOr<nlohmann::json> ExportModel(const ExportOptions& options, const std::st
       return Status::InvalidArgument("text.tokenizer '" + path + "': an export cannot hold a tokenizer file named '" +
                                      name + "'");
     }
-    FLAP_ASSIGN_OR_RETURN(tokenizer_files[name], sharding::ReadFileToString(path));
+    FLAP_ASSIGN_OR_RETURN(tokenizer_files[name], ReadFileToString(path));
     tokenizer_names.push_back(name);
   }
   FLAP_ASSIGN_OR_RETURN(std::string manifest_xxh64,

@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "common/file_util.h"
 #include "sharding/audio.h"
-#include "sharding/file_util.h"
 #include "sharding/ingest.h"
 #include "worker/dataset.h"
 #include "worker/npy.h"
@@ -108,7 +108,7 @@ StatusOr<std::vector<AudioFile>> ListAudioFiles(const std::string& path) {
     return out;
   }
   if (IsAudioExtension(path)) return std::vector<AudioFile>{{fs::path(path).filename().string(), path}};
-  FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(path));
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   const fs::path base = fs::path(path).parent_path();
   std::istringstream in(text);
   std::string line;
@@ -208,7 +208,7 @@ Status WriteEmbeddings(const std::string& prefix, const std::string& format, con
     FLAP_ASSIGN_OR_RETURN(bytes, EncodeSafetensors({{"embeddings", e}}, {{"index", fs::path(prefix).filename().string() + ".csv"}}));
   }
   const std::string dir = fs::path(prefix).parent_path().string();
-  if (!dir.empty()) FLAP_RETURN_IF_ERROR(sharding::MakeDirs(dir));
+  if (!dir.empty()) FLAP_RETURN_IF_ERROR(MakeDirs(dir));
   FLAP_RETURN_IF_ERROR(flap::WriteFileAtomic(data_path, bytes));
   Status s = flap::WriteFileAtomic(prefix + ".csv", index);
   if (!s.ok()) {
@@ -238,7 +238,7 @@ StatusOr<EmbeddingIndex> ReadEmbeddings(const std::string& path) {
     out.embeddings = it->second;
   }
   const std::string csv = (p.parent_path() / p.stem()).string() + ".csv";
-  FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(csv));
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(csv));
   FLAP_ASSIGN_OR_RETURN(std::vector<sharding::CsvRow> rows, sharding::ParseCsv(text, csv));
   if (rows.empty() || rows[0].fields != std::vector<std::string>{"key", "row"}) {
     return Status::Corruption("'" + csv + "' is not an embeddings index (header key,row)");
@@ -279,7 +279,7 @@ std::vector<SearchHit> SearchIndex(const EmbeddingIndex& index, const at::Tensor
 }
 
 StatusOr<LabelSet> ReadLabelSet(const std::string& csv_path, const std::string& audio_dir) {
-  FLAP_ASSIGN_OR_RETURN(std::string text, sharding::ReadFileToString(csv_path));
+  FLAP_ASSIGN_OR_RETURN(std::string text, ReadFileToString(csv_path));
   FLAP_ASSIGN_OR_RETURN(std::vector<sharding::CsvRow> rows, sharding::ParseCsv(text, csv_path));
   if (rows.empty()) return Status::InvalidArgument("labels file '" + csv_path + "' is empty (no header, no clip)");
   int file_col = -1, label_col = -1;

@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "worker/dataset.h"
 #include "worker/inference.h"
 #include "worker/trainer.h"
@@ -115,7 +115,7 @@ int Export(std::vector<std::string> args, std::ostream& out, std::ostream& err) 
   if (!config.ok()) return Fail(err, config.status());
   o.config = *config;
   if (flags.has("--card-extra")) {
-    auto text = sharding::ReadFileToString(flags.get("--card-extra"));
+    auto text = ReadFileToString(flags.get("--card-extra"));
     if (!text.ok()) return Fail(err, text.status());
     o.card_extra = nlohmann::json::parse(*text, nullptr, false);
     if (o.card_extra.is_discarded() || !o.card_extra.is_object()) {
@@ -175,7 +175,7 @@ int Embed(std::vector<std::string> args, std::ostream& out, std::ostream& err) {
   } else {
     std::vector<std::string> texts;
     if (flags.has("--captions")) {
-      auto text = sharding::ReadFileToString(flags.get("--captions"));
+      auto text = ReadFileToString(flags.get("--captions"));
       if (!text.ok()) return Fail(err, text.status());
       std::istringstream in(*text);
       for (std::string line; std::getline(in, line);) {

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <regex>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 
 namespace flap::worker {
 namespace {
@@ -101,7 +101,7 @@ StatusOr<NpyMatrix> ParseNpy(const std::string& bytes, const std::string& name) 
 }
 
 StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
-  FLAP_ASSIGN_OR_RETURN(std::string bytes, sharding::ReadFileToString(path));
+  FLAP_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
   return ParseNpy(bytes, path);
 }
 

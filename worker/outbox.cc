@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/atomic_file.h"
 
 namespace flap::worker {
@@ -59,11 +60,9 @@ std::string Encode(uint64_t seq, const std::string& record) {
 
 // The whole records of a segment file, in order; a torn or damaged record ends the reading.
 StatusOr<std::vector<std::pair<uint64_t, std::string>>> ReadSegment(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::IOError("outbox: cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string data = ss.str();
+  StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Status::IOError("outbox: cannot read " + path + ": " + text.status().message());
+  const std::string data = *std::move(text);
   std::vector<std::pair<uint64_t, std::string>> out;
   for (size_t at = 0; at + kHeader <= data.size();) {
     const uint64_t seq = GetLe(data.data() + at, 8);

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "sharding/shard_reader.h"
 #include "worker/fbank.h"
 
@@ -145,7 +145,7 @@ Status DecodeCache(const std::string& bytes, const sharding::ShardInfo& info, co
 Status ComputeFromShard(const std::string& dir, const sharding::ShardInfo& info, const FeatureOptions& options,
                         Texts* texts, ShardFeatures* f) {
   if (options.verify_checksums) FLAP_RETURN_IF_ERROR(sharding::VerifyShard(dir, info));
-  FLAP_ASSIGN_OR_RETURN(std::vector<sharding::Sample> samples, sharding::ReadShard(sharding::JoinPath(dir, info.name)));
+  FLAP_ASSIGN_OR_RETURN(std::vector<sharding::Sample> samples, sharding::ReadShard(JoinPath(dir, info.name)));
   if (static_cast<int64_t>(samples.size()) != info.num_samples) {
     return Status::Corruption("shard '" + info.name + "' holds " + std::to_string(samples.size()) +
                               " samples, the manifest says " + std::to_string(info.num_samples));
@@ -173,7 +173,7 @@ StatusOr<ShardFeatures> Load(const std::string& dir, const sharding::ShardInfo& 
   bool computed = true;
   if (!options.cache_dir.empty()) {
     const std::string path = FeatureCachePath(info, options);
-    auto bytes = sharding::ReadFileToString(path);
+    auto bytes = ReadFileToString(path);
     if (bytes.ok()) {
       Status s = DecodeCache(*bytes, info, options, texts, &out);
       if (s.ok() && static_cast<int64_t>(texts->keys.size()) == info.num_samples) {
@@ -193,9 +193,9 @@ StatusOr<ShardFeatures> Load(const std::string& dir, const sharding::ShardInfo& 
   if (computed) {
     FLAP_RETURN_IF_ERROR(ComputeFromShard(dir, info, options, texts, &out));
     if (write_disk && !options.cache_dir.empty()) {
-      Status s = sharding::MakeDirs(options.cache_dir);
+      Status s = MakeDirs(options.cache_dir);
       if (s.ok())
-        s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, *texts, out));
+        s = WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, *texts, out));
       if (!s.ok()) out.cache_note += (out.cache_note.empty() ? "" : "; ") + ("cache not written: " + s.message());
     }
   }
@@ -262,7 +262,7 @@ std::string FrontEndKey(const FeatureOptions& options) {
 }
 
 std::string FeatureCachePath(const sharding::ShardInfo& info, const FeatureOptions& options) {
-  return sharding::JoinPath(options.cache_dir, info.xxh64 + "-" + FrontEndKey(options) + ".fbank");
+  return JoinPath(options.cache_dir, info.xxh64 + "-" + FrontEndKey(options) + ".fbank");
 }
 
 StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding::ShardInfo& info,
@@ -394,9 +394,9 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   if (!loaded.ok()) return loaded.status();
   if (!admitted && options.disk_overflow_only && !features->from_cache && !options.cache_dir.empty()) {
     // Beyond the memory budget: this shard is read from disk next time.
-    Status s = sharding::MakeDirs(options.cache_dir);
+    Status s = MakeDirs(options.cache_dir);
     if (s.ok())
-      s = sharding::WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, texts, *features));
+      s = WriteFileAtomic(FeatureCachePath(info, options), EncodeCache(info, options, texts, *features));
     if (!s.ok()) {
       auto copy = std::make_shared<ShardFeatures>(*features);
       copy->cache_note += (copy->cache_note.empty() ? "" : "; ") + ("cache not written: " + s.message());

@@ -11,7 +11,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
-#include "sharding/file_util.h"
+#include "common/file_util.h"
 #include "worker/batcher.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
@@ -141,7 +141,7 @@ StatusOr<nlohmann::json> RunTagging(const TrialConfig& config_in, const std::str
     tagged += c.tags.empty() ? 0 : 1;
     lines += nlohmann::json{{"key", c.key}, {"tags", c.tags}, {"scores", c.scores}}.dump() + "\n";
   }
-  FLAP_RETURN_IF_ERROR(sharding::WriteFileAtomic(out_path, lines));
+  FLAP_RETURN_IF_ERROR(WriteFileAtomic(out_path, lines));
   nlohmann::json summary = {{"clips", data.size()}, {"tagged", tagged}, {"labels", labels.size()}, {"out", out_path}};
   const TagAgreement a = CompareTags(data, tags, labels, options.top_k);
   if (a.clips > 0) {

@@ -14,13 +14,13 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/file_util.h"
 #include "metrics/metrics.h"
 #include "metrics/worker_metrics.h"
-#include "sharding/file_util.h"
 #include "worker/core/masking.h"
+#include "worker/safetensors.h"
 #include "worker/stop_signal.h"
 #include "worker/trainer_internal.h"
-#include "worker/safetensors.h"
 #include "worker/warm_start.h"
 
 namespace flap::worker {
@@ -92,7 +92,7 @@ FeatureOptions DataOptions(const TrialConfig& c) {
   if (cache.empty() || cache == "off") return o;
   o.memory_budget_bytes = c.data.feature_memory_mb << 20;
   if (cache == "auto") {
-    o.cache_dir = sharding::JoinPath(c.data.path, ".fbank-cache");
+    o.cache_dir = JoinPath(c.data.path, ".fbank-cache");
     o.disk_overflow_only = true;
   } else {
     o.cache_dir = cache;
