@@ -215,6 +215,13 @@ StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core
     FLAP_ASSIGN_OR_RETURN(entry, EntryAt(options.from_step, options.force));
   } else {
     StatusOr<checkpoint::ResumePoint> latest = store_->LatestVerified(trial_id_, config_hash_, options.force);
+    if (latest.status().code() == Status::Code::kIOError) {
+      // The node's checkpoint storage failing (a full disk while RocksDB replays the index's
+      // log, say), not the trial: a storage fault, as a failed save is, so that the agent
+      // reports a node fault rather than spending the trial's error budget.
+      return Status::IOError(std::string(kStorageFault) + ": resuming trial " + trial_id_ + " under " + config_.root +
+                             " on this node: " + latest.status().message());
+    }
     if (latest.status().code() == Status::Code::kCorruption) {
       // The index reads (List succeeds) and lists checkpoints, none of which verifies: each is
       // as absent as a damaged newest one is, so the run starts from step 0, and each is moved

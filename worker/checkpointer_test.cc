@@ -129,6 +129,26 @@ TEST_F(HardeningCheckpointer, FailedSaveWithADamagedNewestCheckpointIsAStorageFa
   EXPECT_NE(s.message().find("does not verify"), std::string::npos) << s.ToString();
 }
 
+// An index that cannot be opened for resuming because the disk is full (the chaos soak,
+// tests/chaos_soak.cc: RocksDB could not write while opening a trial's index, and the trial
+// spent its error budget in the few seconds the disk was full) is a checkpoint storage fault,
+// which the agent reports as a node fault, not the trial's error. Against the code before the
+// fix Restore returned the bare I/O error.
+TEST_F(HardeningCheckpointer, AnIndexThatCannotBeOpenedOnAFullDiskIsAStorageFault) {
+  ASSERT_TRUE(Save(10).ok());
+  ASSERT_TRUE(ckpt_->Wait().ok());
+  ckpt_.reset();  // closes the trial's index
+  disk_->Fill("filler", 0);
+  auto reopened = Checkpointer::Open(CheckpointConfig{disk_->path() + "/ck"}, "t", "cafef00d");
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  ResumeOptions resume;
+  resume.resume = true;
+  auto restored = (*reopened)->Restore(resume, model_, *optimizer_, log_);
+  ASSERT_FALSE(restored.ok()) << "the index opened on a full disk (RocksDB replays its log into a table)";
+  EXPECT_TRUE(IsCheckpointStorageFault(restored.status())) << restored.status().ToString();
+  EXPECT_NE(restored.status().message().find("No space left"), std::string::npos) << restored.status().ToString();
+}
+
 // Failures that are not I/O stay the trial's (a step saved twice, here).
 TEST_F(HardeningCheckpointer, OtherSaveFailuresAreNotStorageFaults) {
   ASSERT_TRUE(Save(10).ok());
