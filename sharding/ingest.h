@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "sharding/csv.h"  // ParseCsv, IsValidUtf8: also the ingestion's
 
 namespace flap::sharding {
 
@@ -133,20 +134,5 @@ inline constexpr char kIngestStateFileName[] = "ingest_state.json";
 // with OnError::kFail, InvalidArgument "<file>: <reason>: <detail>" for the first bad clip
 // (the report written so far is still saved); IOError when writing fails.
 Status Ingest(const IngestOptions& options, const std::string& out_dir, IngestReport* report = nullptr);
-
-// ---- Helpers, exposed for tests ----
-
-// Parses RFC 4180 CSV (comma-separated; fields may be quoted, with "" for a quote and with
-// commas and line breaks inside quotes; \r\n or \n line ends; a UTF-8 BOM is skipped).
-// Each row records the 1-based line it starts on. Corruption naming `what` for an
-// unterminated quote.
-struct CsvRow {
-  int line = 0;
-  std::vector<std::string> fields;
-};
-StatusOr<std::vector<CsvRow>> ParseCsv(const std::string& text, const std::string& what);
-
-// True if `s` is well-formed UTF-8 (no overlongs, surrogates or code points over U+10FFFF).
-bool IsValidUtf8(const std::string& s);
 
 }  // namespace flap::sharding
