@@ -12,20 +12,10 @@
 namespace flap::coordinator {
 namespace report_internal {
 
-ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
-  const std::optional<ReportTarget>& spec_target = in.spec.report_target;
-  const std::string metric = !options.metric.empty() ? options.metric
-                             : in.spec.asha          ? in.spec.asha->metric
-                             : spec_target           ? spec_target->metric
-                                                     : "map10";
-  const bool max_mode = !in.spec.asha || in.spec.asha->metric != metric || in.spec.asha->mode == AshaMode::kMax;
-  // The target's metric and direction.
-  const std::string target_metric = spec_target ? spec_target->metric : metric;
-  const bool target_max =
-      !in.spec.asha || in.spec.asha->metric != target_metric || in.spec.asha->mode == AshaMode::kMax;
-  const bool metric_pct = IsFractionMetric(metric), target_pct = IsFractionMetric(target_metric);
+namespace {
 
-  // Gather each trial's facts.
+// Each trial's facts: its evaluations (the last one its final), its test record, its speed.
+std::vector<TrialFacts> TrialsFacts(const ReportInput& in) {
   std::map<std::string, std::vector<const MetricPoint*>> by_trial;
   for (const auto& m : in.metrics) by_trial[m.trial_id].push_back(&m);
   std::vector<TrialFacts> facts(in.trials.size());
@@ -57,19 +47,82 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
     }
     f.samples_per_second = Summarise(sps).mean;
   }
+  return facts;
+}
 
-  // Target for time-to-target.
-  double target = options.target > 0 ? options.target : spec_target ? spec_target->value : 0;
-  if (target == 0) {
-    double best = kNaN;
-    for (const auto& f : facts) {
-      if (!Completed(f)) continue;
-      double v = Value(f.final_eval, metric);
-      if (std::isnan(v)) continue;
-      if (std::isnan(best) || (max_mode ? v > best : v < best)) best = v;
-    }
-    target = std::isnan(best) ? kNaN : 0.8 * best;
+// The target of time-to-target: the options', the sweep's, else 80% of the best final value.
+double Target(const ReportInput& in, const ReportOptions& options, const std::vector<TrialFacts>& facts,
+              const std::string& metric, bool max_mode) {
+  const double given = options.target > 0 ? options.target : in.spec.report_target ? in.spec.report_target->value : 0;
+  if (given != 0) return given;
+  double best = kNaN;
+  for (const auto& f : facts) {
+    if (!Completed(f)) continue;
+    double v = Value(f.final_eval, metric);
+    if (std::isnan(v)) continue;
+    if (std::isnan(best) || (max_mode ? v > best : v < best)) best = v;
   }
+  return std::isnan(best) ? kNaN : 0.8 * best;
+}
+
+// The baseline arm: the lowest cell whose factors all take their first value (or do not
+// apply); else the lowest cell. -1 without trials.
+int BaselineCell(const ReportInput& in, const std::vector<TrialFacts>& facts, const TrialSpec** baseline_spec) {
+  int baseline = -1, lowest = -1;
+  *baseline_spec = nullptr;
+  for (const TrialFacts& f : facts) {
+    if (lowest < 0 || f.spec->cell < lowest) lowest = f.spec->cell;
+    bool first_values = true;
+    for (const auto& fs : in.spec.factors) {
+      const std::string v = FactorValue(*f.spec, fs.name);
+      if (v != "-" && !fs.values.empty() && v != fs.values.front()) first_values = false;
+      if (v != "-" && fs.values.empty()) first_values = false;  // a drawn value: no first one
+    }
+    if (first_values && (baseline < 0 || f.spec->cell < baseline)) {
+      baseline = f.spec->cell;
+      *baseline_spec = f.spec;
+    }
+  }
+  if (baseline < 0 && lowest >= 0) {
+    baseline = lowest;
+    for (const TrialFacts& f : facts) {
+      if (f.spec->cell == lowest) *baseline_spec = f.spec;
+    }
+  }
+  return baseline;
+}
+
+// Equal FLOPs: the least final FLOPs over the completed trials that report FLOPs.
+double EqualFlops(const std::vector<TrialFacts>& facts) {
+  double equal_flops = kNaN;
+  for (const TrialFacts& f : facts) {
+    if (!Completed(f)) continue;
+    double reached = kNaN;
+    for (const MetricPoint* p : f.evals) {
+      const double x = Value(p->values, "flops");
+      if (!std::isnan(x) && (std::isnan(reached) || x > reached)) reached = x;
+    }
+    if (!std::isnan(reached) && (std::isnan(equal_flops) || reached < equal_flops)) equal_flops = reached;
+  }
+  return equal_flops;
+}
+
+}  // namespace
+
+ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
+  const std::optional<ReportTarget>& spec_target = in.spec.report_target;
+  const std::string metric = !options.metric.empty() ? options.metric
+                             : in.spec.asha          ? in.spec.asha->metric
+                             : spec_target           ? spec_target->metric
+                                                     : "map10";
+  const bool max_mode = !in.spec.asha || in.spec.asha->metric != metric || in.spec.asha->mode == AshaMode::kMax;
+  // The target's metric and direction.
+  const std::string target_metric = spec_target ? spec_target->metric : metric;
+  const bool target_max =
+      !in.spec.asha || in.spec.asha->metric != target_metric || in.spec.asha->mode == AshaMode::kMax;
+
+  std::vector<TrialFacts> facts = TrialsFacts(in);
+  const double target = Target(in, options, facts, metric, max_mode);
   for (TrialFacts& f : facts) {
     if (f.evals.empty() || std::isnan(target)) continue;
     const TargetCrossing c = TimeToTarget(f.Along(target_metric), target, target_max);
@@ -81,59 +134,22 @@ ReportFacts GatherFacts(const ReportInput& in, const ReportOptions& options) {
     }
   }
 
-  // The baseline arm: the lowest cell whose factors all take their first value (or do not apply).
-  int baseline = -1, lowest = -1;
-  const TrialSpec* baseline_spec = nullptr;
-  for (const TrialFacts& f : facts) {
-    if (lowest < 0 || f.spec->cell < lowest) lowest = f.spec->cell;
-    bool first_values = true;
-    for (const auto& fs : in.spec.factors) {
-      const std::string v = FactorValue(*f.spec, fs.name);
-      if (v != "-" && !fs.values.empty() && v != fs.values.front()) first_values = false;
-      if (v != "-" && fs.values.empty()) first_values = false;  // a drawn value: no first one
-    }
-    if (first_values && (baseline < 0 || f.spec->cell < baseline)) {
-      baseline = f.spec->cell;
-      baseline_spec = f.spec;
-    }
-  }
-  if (baseline < 0 && lowest >= 0) {
-    baseline = lowest;
-    for (const TrialFacts& f : facts) {
-      if (f.spec->cell == lowest) baseline_spec = f.spec;
-    }
-  }
-
-  // Equal FLOPs: the least final FLOPs over the completed trials that report FLOPs.
-  double equal_flops = kNaN;
-  for (const TrialFacts& f : facts) {
-    if (!Completed(f)) continue;
-    double reached = kNaN;
-    for (const MetricPoint* p : f.evals) {
-      const double x = Value(p->values, "flops");
-      if (!std::isnan(x) && (std::isnan(reached) || x > reached)) reached = x;
-    }
-    if (!std::isnan(reached) && (std::isnan(equal_flops) || reached < equal_flops)) equal_flops = reached;
-  }
-  const std::string target_text = target_metric + (target_max ? " >= " : " <= ") +
-                                  (std::isnan(target) ? "-"
-                                   : target_pct       ? Percent(target)
-                                                      : Plain(target));
-
   ReportFacts out;
   out.in = &in;
   out.metric = metric;
   out.max_mode = max_mode;
   out.target_metric = target_metric;
   out.target_max = target_max;
-  out.metric_pct = metric_pct;
-  out.target_pct = target_pct;
+  out.metric_pct = IsFractionMetric(metric);
+  out.target_pct = IsFractionMetric(target_metric);
   out.target = target;
-  out.target_text = target_text;
-  out.trials = std::move(facts);
-  out.baseline_cell = baseline;
+  out.target_text = target_metric + (target_max ? " >= " : " <= ") +
+                    (std::isnan(target) ? "-" : out.target_pct ? Percent(target) : Plain(target));
+  const TrialSpec* baseline_spec = nullptr;
+  out.baseline_cell = BaselineCell(in, facts, &baseline_spec);
   out.baseline_label = baseline_spec ? CellLabel(*baseline_spec) : "";
-  out.equal_flops = equal_flops;
+  out.equal_flops = EqualFlops(facts);
+  out.trials = std::move(facts);
   return out;
 }
 

@@ -45,6 +45,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -91,6 +92,19 @@ class LocalSweep {
   int Run();
 
  private:
+  // Folders, the sweep file, signals, the coordinator, the submission and the groups; an exit
+  // code when the run cannot start, nullopt when it runs.
+  std::optional<int> Start();
+  // Until the sweep ends or a stop signal: restarts a dead coordinator or group, shows the
+  // status. An exit code when the run must end early (a signal, too many restarts, nothing
+  // left to run the sweep), nullopt when the sweep ended; `status` is its last status.
+  std::optional<int> Watch(v1::SweepStatus* status);
+  // Restarts the coordinator if it died; false when it cannot be or died too often.
+  bool KeepCoordinator();
+  // Restarts each group a rank of which failed; marks the groups that ended.
+  void KeepGroups();
+  // The report (and --export-best); then the groups and the coordinator are stopped.
+  int Finish(int rc, const v1::SweepStatus& status);
   Status StartCoordinator();
   Status StartGroup(Group* g);
   std::string WorkersDataPath() const;
@@ -209,7 +223,7 @@ std::string Summary(const v1::SweepStatus& s) {
   return SweepHeadline(s) + ", steps " + std::to_string(step) + "/" + std::to_string(total);
 }
 
-int LocalSweep::Run() {
+std::optional<int> LocalSweep::Start() {
   // state/ is the coordinator's to make, private to this user (0700).
   for (const char* sub : {"logs", "ckpt", "report"}) {
     std::error_code ec;
@@ -246,9 +260,8 @@ int LocalSweep::Run() {
     std::cerr << "flapctl sweep run: " << submitted.status().message() << "\n";
     return kExitFailure;
   }
-  const std::string sweep = submitted->sweep_id();
-  sweep_ = sweep;
-  Log(std::string(submitted->already_submitted() ? "resuming" : "submitted") + " sweep " + sweep + " (" +
+  sweep_ = submitted->sweep_id();
+  Log(std::string(submitted->already_submitted() ? "resuming" : "submitted") + " sweep " + sweep_ + " (" +
       std::to_string(submitted->num_trials()) + " trials) on flap-coordinator " + coordinator_.address() +
       ", " + std::to_string(o_.groups) + " group(s) of " + std::to_string(o_.ranks) + " rank(s); logs in " +
       Path("logs"));
@@ -265,12 +278,64 @@ int LocalSweep::Run() {
     std::cerr << "flapctl sweep run: " << s.message() << "\n";
     return kExitFailure;
   }
+  return std::nullopt;
+}
 
+bool LocalSweep::KeepCoordinator() {
+  if (!coordinator_.Poll()) return true;
+  if (++coordinator_restarts_ > o_.max_restarts) {
+    std::cerr << "flapctl sweep run: flap-coordinator exited with " << coordinator_.exit_code()
+              << " too often; giving up (state kept in " << Path("state") << ")\n";
+    return false;
+  }
+  Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
+      ": restarting it from its journal");
+  if (Status s = StartCoordinator(); !s.ok()) {
+    std::cerr << "flapctl sweep run: " << s.message() << "\n";
+    return false;
+  }
+  WriteRunFile();
+  return true;
+}
+
+void LocalSweep::KeepGroups() {
+  for (auto& g : groups_) {
+    if (g.done) continue;
+    bool any_failed = false, all_ended = true;
+    int failed_code = 0;
+    for (auto& r : g.ranks) {
+      if (!r.Poll()) {
+        all_ended = false;
+        continue;
+      }
+      if (r.exit_code() != 0) {
+        any_failed = true;
+        failed_code = r.exit_code();
+      }
+    }
+    if (all_ended && !any_failed) {
+      g.done = true;
+      continue;
+    }
+    if (!any_failed) continue;
+    for (auto& r : g.ranks) r.Stop(5);
+    if (++g.restarts > o_.max_restarts) {
+      Log("group local-" + std::to_string(g.index) + " failed " + std::to_string(g.restarts) +
+          " times; not restarting it");
+      g.done = true;
+      continue;
+    }
+    Log("group local-" + std::to_string(g.index) + ": a rank exited with " + std::to_string(failed_code) +
+        "; restarting the group (its trial resumes from its last checkpoint)");
+    if (Status s = StartGroup(&g); !s.ok()) Log("group local-" + std::to_string(g.index) + ": " + s.message());
+    WriteRunFile();
+  }
+}
+
+std::optional<int> LocalSweep::Watch(v1::SweepStatus* status) {
   const bool tty = isatty(STDOUT_FILENO) != 0;
   std::string last_line;
   auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
-  v1::SweepStatus status;
-  int rc = kExitOk;
   for (;;) {
     if (g_stop_signal != 0) {
       Log("signal " + std::to_string(g_stop_signal) + ": stopping the worker groups (each takes a last checkpoint)");
@@ -280,68 +345,19 @@ int LocalSweep::Run() {
       Log("stopped; run the same command again to resume the sweep");
       return 128 + g_stop_signal;
     }
-    // The coordinator: restarted on the same port if it died.
-    if (coordinator_.Poll()) {
-      if (++coordinator_restarts_ > o_.max_restarts) {
-        std::cerr << "flapctl sweep run: flap-coordinator exited with " << coordinator_.exit_code()
-                  << " too often; giving up (state kept in " << Path("state") << ")\n";
-        rc = kExitFailure;
-        break;
-      }
-      Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
-          ": restarting it from its journal");
-      s = StartCoordinator();
-      if (!s.ok()) {
-        std::cerr << "flapctl sweep run: " << s.message() << "\n";
-        rc = kExitFailure;
-        break;
-      }
-      WriteRunFile();
-    }
-    // The groups: a rank that ended with an error breaks its group; restart the group.
-    for (auto& g : groups_) {
-      if (g.done) continue;
-      bool any_failed = false, all_ended = true;
-      int failed_code = 0;
-      for (auto& r : g.ranks) {
-        if (!r.Poll()) {
-          all_ended = false;
-          continue;
-        }
-        if (r.exit_code() != 0) {
-          any_failed = true;
-          failed_code = r.exit_code();
-        }
-      }
-      if (all_ended && !any_failed) {
-        g.done = true;
-        continue;
-      }
-      if (!any_failed) continue;
-      for (auto& r : g.ranks) r.Stop(5);
-      if (++g.restarts > o_.max_restarts) {
-        Log("group local-" + std::to_string(g.index) + " failed " + std::to_string(g.restarts) +
-            " times; not restarting it");
-        g.done = true;
-        continue;
-      }
-      Log("group local-" + std::to_string(g.index) + ": a rank exited with " + std::to_string(failed_code) +
-          "; restarting the group (its trial resumes from its last checkpoint)");
-      s = StartGroup(&g);
-      if (!s.ok()) Log("group local-" + std::to_string(g.index) + ": " + s.message());
-      WriteRunFile();
-    }
-    auto st = coordinator_.client().GetSweep(sweep);
+    if (!KeepCoordinator()) return kExitFailure;
+    KeepGroups();
+    auto st = coordinator_.client().GetSweep(sweep_);
     if (st.ok()) {
-      status = *st;
-      if (status.state() != "running") break;
+      *status = *st;
+      if (status->state() != "running") return std::nullopt;
       const auto now = std::chrono::steady_clock::now();
       if (now - last_print >= std::chrono::duration<double>(o_.interval)) {
         last_print = now;
         if (tty) {
-          std::cout << "\033[H\033[2J" << FormatSweepStatus(status) << std::flush;
+          std::cout << "\033[H\033[2J" << FormatSweepStatus(*status) << std::flush;
         } else {
-          const std::string line = Summary(status);
+          const std::string line = Summary(*status);
           if (line != last_line) Log(line);
           last_line = line;
         }
@@ -351,16 +367,17 @@ int LocalSweep::Run() {
     for (const auto& g : groups_) all_done = all_done && g.done;
     if (all_done) {
       std::cerr << "flapctl sweep run: every worker group has ended but the sweep is still running\n";
-      rc = kExitFailure;
-      break;
+      return kExitFailure;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
+}
 
+int LocalSweep::Finish(int rc, const v1::SweepStatus& status) {
   if (rc == kExitOk) {
     std::cout << FormatSweepStatus(status);
     std::vector<std::string> names;
-    s = FetchReport(coordinator_.client(), sweep, Path("report"), 0, o_.plots, &names);
+    Status s = FetchReport(coordinator_.client(), sweep_, Path("report"), 0, o_.plots, &names);
     if (s.ok() || s.code() == Status::Code::kFailedPrecondition) {
       if (!s.ok()) std::cerr << "flapctl sweep run: " << s.message() << "\n";
       Log("report: " + Path("report/report.md"));
@@ -372,7 +389,7 @@ int LocalSweep::Run() {
   if (rc == kExitOk && !o_.export_best.empty()) {
     sweep_internal::BestRequest best;
     best.command = "run";
-    best.sweep = sweep;
+    best.sweep = sweep_;
     best.export_dir = o_.export_best;
     best.worker = o_.worker_bin;
     const std::string data = WorkersDataPath();
@@ -391,6 +408,15 @@ int LocalSweep::Run() {
   coordinator_.Stop(15);
   WriteRunFile();
   return rc;
+}
+
+int LocalSweep::Run() {
+  if (std::optional<int> failed = Start()) return *failed;
+  v1::SweepStatus status;
+  const std::optional<int> ended = Watch(&status);
+  // A stop signal has stopped everything already; the run resumes with the same command.
+  if (ended && g_stop_signal != 0 && *ended == 128 + g_stop_signal) return *ended;
+  return Finish(ended.value_or(kExitOk), status);
 }
 
 }  // namespace

@@ -269,19 +269,16 @@ nlohmann::json AugmentReport::ToJson() const {
           {"failures", f}};
 }
 
-StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Augmenter& augmenter,
-                                        const AugmentOptions& options) {
-  if (options.concurrency < 1) return Status::InvalidArgument("concurrency must be >= 1");
-  if (options.max_attempts < 1) return Status::InvalidArgument("attempts must be >= 1");
-  if (!(options.backoff_s >= 0) || !(options.max_backoff_s >= 0))
-    return Status::InvalidArgument("backoff must be >= 0");
-  FLAP_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(dataset_dir));
+namespace {
+
+// The captions and tags of the clips of `options.splits`, in shard order; a tags file's tags
+// replace a clip's own.
+StatusOr<std::vector<ClipText>> ReadClipTexts(const std::string& dataset_dir, const Manifest& manifest,
+                                              const AugmentOptions& options) {
   std::map<std::string, std::vector<std::string>> tag_override;
   if (!options.tags_file.empty()) {
     FLAP_ASSIGN_OR_RETURN(tag_override, ReadTagsFile(options.tags_file));
   }
-
-  // 1. Captions and tags, in shard order.
   std::vector<ClipText> clips;
   for (const std::string& split : options.splits) {
     const std::vector<ShardInfo> shards = manifest.ShardsOf(manifest.ResolveSplit(split));
@@ -300,44 +297,56 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
       }
     }
   }
+  return clips;
+}
 
-  // 2. The cache.
-  const std::string cache_dir = options.cache_dir.empty() ? JoinPath(dataset_dir, "augment-cache") : options.cache_dir;
-  rocksdb::Options db_options;
-  db_options.create_if_missing = true;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status st = rocksdb::DB::Open(db_options, cache_dir, &raw);
-  if (!st.ok()) return Status::IOError("augmentation cache '" + cache_dir + "': " + st.ToString());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  const std::string identity = augmenter.CacheIdentity();
-  auto cache_key = [&](const ClipText& c, const std::string& caption) {
-    std::string k = "v1\x1f" + identity + "\x1f" + caption + "\x1f";
-    for (const std::string& t : c.tags) k += t + "\x1e";
-    return k;
-  };
+// The rewrites of every (clip, caption), from the cache or the endpoint.
+struct Rewrites {
+  std::vector<std::vector<std::string>> text;  // [clip][caption]
+  std::vector<std::vector<bool>> done;         // a rewrite was had
+};
 
-  // 3. Work: every (clip, caption) without a cached rewrite.
-  AugmentReport report;
-  report.clips = static_cast<int64_t>(clips.size());
-  std::vector<std::vector<std::string>> results(clips.size());
-  std::vector<std::vector<bool>> done(clips.size());
-  std::vector<std::pair<size_t, size_t>> work;
-  for (size_t i = 0; i < clips.size(); ++i) {
-    results[i].resize(clips[i].captions.size());
-    done[i].assign(clips[i].captions.size(), false);
-    for (size_t j = 0; j < clips[i].captions.size(); ++j) {
-      ++report.captions;
-      std::string value;
-      if (db->Get(rocksdb::ReadOptions(), cache_key(clips[i], clips[i].captions[j]), &value).ok()) {
-        results[i][j] = value;
-        done[i][j] = true;
-        ++report.from_cache;
-      } else {
-        work.emplace_back(i, j);
-      }
-    }
+// The augmentation cache (RocksDB): rewrites by endpoint identity, caption and tags.
+class RewriteCache {
+ public:
+  static StatusOr<std::unique_ptr<RewriteCache>> Open(const std::string& dir, std::string identity) {
+    rocksdb::Options db_options;
+    db_options.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status st = rocksdb::DB::Open(db_options, dir, &raw);
+    if (!st.ok()) return Status::IOError("augmentation cache '" + dir + "': " + st.ToString());
+    return std::unique_ptr<RewriteCache>(new RewriteCache(dir, std::move(identity), raw));
+  }
+  bool Get(const ClipText& c, const std::string& caption, std::string* value) const {
+    return db_->Get(rocksdb::ReadOptions(), Key(c, caption), value).ok();
+  }
+  Status Put(const ClipText& c, const std::string& caption, const std::string& value) {
+    rocksdb::Status put = db_->Put(rocksdb::WriteOptions(), Key(c, caption), value);
+    return put.ok() ? Status::OK() : Status::IOError("augmentation cache '" + dir_ + "': " + put.ToString());
   }
 
+ private:
+  RewriteCache(std::string dir, std::string identity, rocksdb::DB* db)
+      : dir_(std::move(dir)), identity_(std::move(identity)), db_(db) {}
+  std::string Key(const ClipText& c, const std::string& caption) const {
+    std::string k = "v1\x1f" + identity_ + "\x1f" + caption + "\x1f";
+    for (const std::string& t : c.tags) k += t + "\x1e";
+    return k;
+  }
+  std::string dir_, identity_;
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+// Asks the endpoint for every caption the cache lacks, `options.concurrency` at a time, with
+// retries and backoff; a refused request (not retryable) or a cache write that fails ends it.
+Status RewriteMissing(const std::vector<ClipText>& clips, const Augmenter& augmenter, const AugmentOptions& options,
+                      RewriteCache* cache, Rewrites* out, AugmentReport* report) {
+  std::vector<std::pair<size_t, size_t>> work;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    for (size_t j = 0; j < clips[i].captions.size(); ++j) {
+      if (!out->done[i][j]) work.emplace_back(i, j);
+    }
+  }
   std::mutex mu;
   std::atomic<size_t> next{0};
   std::atomic<bool> abort{false};
@@ -353,9 +362,9 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
         r = augmenter.Rewrite(caption, clips[i].tags);
         {
           std::lock_guard<std::mutex> lock(mu);
-          ++report.requests;
-          if (attempt > 1) ++report.retries;
-          if (!r.ok) ++report.attempt_failures[r.reason];
+          ++report->requests;
+          if (attempt > 1) ++report->retries;
+          if (!r.ok) ++report->attempt_failures[r.reason];
         }
         if (r.ok || !r.retryable) break;
         if (attempt < options.max_attempts) {
@@ -366,14 +375,14 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
       }
       attempt = std::min(attempt, options.max_attempts);
       if (r.ok) {
-        rocksdb::Status put = db->Put(rocksdb::WriteOptions(), cache_key(clips[i], caption), r.text);
+        Status put = cache->Put(clips[i], caption, r.text);
         std::lock_guard<std::mutex> lock(mu);
         if (!put.ok()) {
-          fatal = Status::IOError("augmentation cache '" + cache_dir + "': " + put.ToString());
+          fatal = put;
           abort = true;
         }
-        results[i][j] = r.text;
-        done[i][j] = true;
+        out->text[i][j] = r.text;
+        out->done[i][j] = true;
       } else {
         std::lock_guard<std::mutex> lock(mu);
         if (!r.retryable && fatal.ok()) {
@@ -381,15 +390,80 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
                                              "); check the URL, model and key");
           abort = true;
         }
-        report.failures.push_back({clips[i].key, caption, r.reason, r.detail, attempt});
+        report->failures.push_back({clips[i].key, caption, r.reason, r.detail, attempt});
       }
     }
   };
   std::vector<std::thread> pool;
   for (int t = 0; t < options.concurrency; ++t) pool.emplace_back(worker);
   for (auto& t : pool) t.join();
-  FLAP_RETURN_IF_ERROR(fatal);
+  return fatal;
+}
 
+// The side file of the rewrites, then the manifest that names it.
+Status WriteAugmentation(const std::string& dataset_dir, const Augmenter& augmenter, const AugmentOptions& options,
+                         const std::vector<ClipText>& clips, const Rewrites& rewrites, Manifest manifest,
+                         AugmentReport* report) {
+  std::string side;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    nlohmann::json texts = nlohmann::json::array();
+    for (size_t j = 0; j < rewrites.text[i].size(); ++j) {
+      if (rewrites.done[i][j]) {
+        texts.push_back(rewrites.text[i][j]);
+        ++report->augmented;
+      }
+    }
+    if (!texts.empty()) side += nlohmann::json{{"key", clips[i].key}, {"text_augment", texts}}.dump() + "\n";
+  }
+  FLAP_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dataset_dir, kAugmentFileName), side));
+  nlohmann::json made = augmenter.Describe();
+  made["file"] = kAugmentFileName;
+  made["splits"] = options.splits;
+  made["counts"] = {{"clips", report->clips},
+                    {"captions", report->captions},
+                    {"augmented", report->augmented},
+                    {"failed", report->failures.size()}};
+  manifest.augment = made;
+  return WriteManifest(dataset_dir, manifest);
+}
+
+}  // namespace
+
+StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Augmenter& augmenter,
+                                        const AugmentOptions& options) {
+  if (options.concurrency < 1) return Status::InvalidArgument("concurrency must be >= 1");
+  if (options.max_attempts < 1) return Status::InvalidArgument("attempts must be >= 1");
+  if (!(options.backoff_s >= 0) || !(options.max_backoff_s >= 0))
+    return Status::InvalidArgument("backoff must be >= 0");
+  FLAP_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(dataset_dir));
+
+  // 1. Captions and tags, in shard order.
+  FLAP_ASSIGN_OR_RETURN(const std::vector<ClipText> clips, ReadClipTexts(dataset_dir, manifest, options));
+
+  // 2. The cache: every (clip, caption) rewritten before.
+  const std::string cache_dir = options.cache_dir.empty() ? JoinPath(dataset_dir, "augment-cache") : options.cache_dir;
+  FLAP_ASSIGN_OR_RETURN(std::unique_ptr<RewriteCache> cache, RewriteCache::Open(cache_dir, augmenter.CacheIdentity()));
+  AugmentReport report;
+  report.clips = static_cast<int64_t>(clips.size());
+  Rewrites rewrites;
+  rewrites.text.resize(clips.size());
+  rewrites.done.resize(clips.size());
+  for (size_t i = 0; i < clips.size(); ++i) {
+    rewrites.text[i].resize(clips[i].captions.size());
+    rewrites.done[i].assign(clips[i].captions.size(), false);
+    for (size_t j = 0; j < clips[i].captions.size(); ++j) {
+      ++report.captions;
+      std::string value;
+      if (cache->Get(clips[i], clips[i].captions[j], &value)) {
+        rewrites.text[i][j] = value;
+        rewrites.done[i][j] = true;
+        ++report.from_cache;
+      }
+    }
+  }
+
+  // 3. The rest from the endpoint.
+  FLAP_RETURN_IF_ERROR(RewriteMissing(clips, augmenter, options, cache.get(), &rewrites, &report));
   std::sort(report.failures.begin(), report.failures.end(), [](const AugmentFailure& a, const AugmentFailure& b) {
     return std::tie(a.key, a.caption) < std::tie(b.key, b.caption);
   });
@@ -405,27 +479,7 @@ StatusOr<AugmentReport> RunAugmentation(const std::string& dataset_dir, const Au
   }
 
   // 4. Output: the side file, then the manifest that names it.
-  std::string side;
-  for (size_t i = 0; i < clips.size(); ++i) {
-    nlohmann::json texts = nlohmann::json::array();
-    for (size_t j = 0; j < results[i].size(); ++j) {
-      if (done[i][j]) {
-        texts.push_back(results[i][j]);
-        ++report.augmented;
-      }
-    }
-    if (!texts.empty()) side += nlohmann::json{{"key", clips[i].key}, {"text_augment", texts}}.dump() + "\n";
-  }
-  FLAP_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dataset_dir, kAugmentFileName), side));
-  nlohmann::json made = augmenter.Describe();
-  made["file"] = kAugmentFileName;
-  made["splits"] = options.splits;
-  made["counts"] = {{"clips", report.clips},
-                    {"captions", report.captions},
-                    {"augmented", report.augmented},
-                    {"failed", report.failures.size()}};
-  manifest.augment = made;
-  FLAP_RETURN_IF_ERROR(WriteManifest(dataset_dir, manifest));
+  FLAP_RETURN_IF_ERROR(WriteAugmentation(dataset_dir, augmenter, options, clips, rewrites, manifest, &report));
   FLAP_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dataset_dir, "augment-report.json"), report.ToJson().dump(2) + "\n"));
   return report;
 }

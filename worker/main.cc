@@ -8,6 +8,7 @@
 // SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT after a last checkpoint (resume with --resume).
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 #include <nlohmann/json.hpp>
 
@@ -44,6 +45,146 @@ int Fail(const flap::Status& s, int code) {
   return code;
 }
 
+// `flap-worker agent ...`: its own flags, the rest are trial config overrides.
+int RunAgentCommand(const std::vector<std::string>& args) {
+  flap::worker::AgentOptions agent;
+  for (size_t i = 0; i < args.size();) {
+    const std::string& a = args[i];
+    const bool flag = a == "--coordinator" || a == "--coordinator-file" || a == "--token-file" || a == "--tls-ca" ||
+                      a == "--group" || a == "--rpc-retry" || a == "--max-trials";
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (a == "--insecure") {  // plaintext to a coordinator that is not on loopback
+      agent.insecure = true;
+      ++i;
+      continue;
+    }
+    if (!flag) {
+      agent.overrides.push_back(a);
+      ++i;
+      continue;
+    }
+    if (i + 1 >= args.size()) return Fail(flap::Status::InvalidArgument(a + " needs a value"), 2);
+    const std::string& v = args[i + 1];
+    try {
+      if (a == "--coordinator")
+        agent.coordinator = v;
+      else if (a == "--coordinator-file")
+        agent.coordinator_file = v;
+      else if (a == "--token-file")
+        agent.token_file = v;
+      else if (a == "--tls-ca")
+        agent.tls_ca = v;
+      else if (a == "--group")
+        agent.group_id = v;
+      else if (a == "--rpc-retry")
+        agent.rpc_retry_s = std::stod(v);
+      else
+        agent.max_trials = std::stoi(v);
+    } catch (const std::exception&) {
+      return Fail(flap::Status::InvalidArgument(a + ": expected a number, got '" + v + "'"), 2);
+    }
+    i += 2;
+  }
+  return flap::worker::RunAgent(agent, std::cerr);
+}
+
+// The flags of train, eval and tag that are not configuration keys.
+struct OwnFlags {
+  std::string model_path, out_path, split = "train", labels_path = std::string(FLAP_CONFIG_DIR) + "/sound_events.txt";
+  flap::worker::TagOptions tag_options;
+  flap::worker::ResumeOptions resume;
+};
+
+// Takes the command's own flags out of `args` (the rest are configuration keys).
+flap::Status TakeOwnFlags(const std::string& command, std::vector<std::string>* args_ptr, OwnFlags* f) {
+  std::vector<std::string>& args = *args_ptr;
+  const bool tag = command == "tag";
+  for (size_t i = 0; i < args.size();) {
+    const bool has_value = i + 1 < args.size();
+    if ((command == "eval" || tag) && args[i] == "--model" && has_value) {
+      f->model_path = args[i + 1];
+    } else if (tag && args[i] == "--out" && has_value) {
+      f->out_path = args[i + 1];
+    } else if (tag && args[i] == "--split" && has_value) {
+      f->split = args[i + 1];
+    } else if (tag && args[i] == "--labels" && has_value) {
+      f->labels_path = args[i + 1];
+    } else if (tag && (args[i] == "--threshold" || args[i] == "--top-k") && has_value) {
+      try {
+        if (args[i] == "--threshold")
+          f->tag_options.threshold = std::stod(args[i + 1]);
+        else
+          f->tag_options.top_k = std::stoi(args[i + 1]);
+      } catch (const std::exception&) {
+        return flap::Status::InvalidArgument(args[i] + ": expected a number, got '" + args[i + 1] + "'");
+      }
+    } else if (command == "train" && args[i] == "--resume-from" && has_value) {
+      try {
+        f->resume.from_step = std::stoll(args[i + 1]);
+      } catch (const std::exception&) {
+        return flap::Status::InvalidArgument("--resume-from: expected a step, got '" + args[i + 1] + "'");
+      }
+    } else if (command == "train" && (args[i] == "--resume" || args[i] == "--force")) {
+      (args[i] == "--resume" ? f->resume.resume : f->resume.force) = true;
+      args.erase(args.begin() + static_cast<long>(i));
+      continue;
+    } else {
+      ++i;
+      continue;
+    }
+    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+  }
+  return flap::Status::OK();
+}
+
+// Exit 2 for bad input, 1 for any other failure.
+int FailWith(const flap::Status& s) { return Fail(s, s.code() == flap::Status::Code::kInvalidArgument ? 2 : 1); }
+
+// `flap-worker train|eval|tag [--config FILE] [key=value ...]`.
+int RunConfigCommand(const std::string& command, std::vector<std::string> args) {
+  OwnFlags f;
+  if (flap::Status s = TakeOwnFlags(command, &args, &f); !s.ok()) return Fail(s, 2);
+  flap::TrialConfig config;
+  bool help = false;
+  std::string help_text;
+  flap::Status s = flap::ParseTrialConfig(args, &config, &help, &help_text);
+  if (!s.ok()) return Fail(s, 2);
+  if (help) {
+    std::cout << kUsage << help_text;
+    return 0;
+  }
+  if (command == "train") {
+    // The stop deadline holds from here, through loading the data.
+    flap::worker::InstallStopSignalHandlers(config.ckpt.stop_deadline);
+    auto outcome = flap::worker::RunTraining(config, std::cerr, f.resume);
+    // A run cut short by a stop request is a stop (resume me), whatever broke on the way.
+    if (!outcome.ok() && flap::worker::StopRequested() != 0) return Fail(outcome.status(), flap::worker::kExitStopped);
+    if (!outcome.ok()) return FailWith(outcome.status());
+    if (outcome->stop_signal != 0) {
+      std::cout << outcome->summary.dump(2) << std::endl;
+      return flap::worker::kExitStopped;
+    }
+    std::cerr << flap::worker::FormatMetricsTable(outcome->final_metrics);
+    std::cout << outcome->summary.dump(2) << std::endl;
+    return 0;
+  }
+  if (command == "tag") {
+    auto summary =
+        flap::worker::RunTagging(config, f.model_path, f.split, f.labels_path, f.tag_options, f.out_path, std::cerr);
+    if (!summary.ok()) return FailWith(summary.status());
+    std::cout << summary->dump(2) << std::endl;
+    return 0;
+  }
+  auto metrics = flap::worker::RunEvaluation(config, f.model_path, std::cerr);
+  if (!metrics.ok()) return FailWith(metrics.status());
+  std::cerr << flap::worker::FormatMetricsTable(*metrics);
+  std::cout << flap::worker::MetricsToJson(*metrics).dump(2) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,50 +202,7 @@ int main(int argc, char** argv) {
   // A stop signal is a stop from the start (stop_signal.h): never a crash while the config is
   // read or the data loaded. (eval and tag keep the default actions: Ctrl-C ends them.)
   if (command == "agent" || command == "train") flap::worker::CatchStopSignals();
-  if (command == "agent") {
-    flap::worker::AgentOptions agent;
-    for (size_t i = 0; i < args.size();) {
-      const std::string& a = args[i];
-      const bool flag = a == "--coordinator" || a == "--coordinator-file" || a == "--token-file" || a == "--tls-ca" ||
-                        a == "--group" || a == "--rpc-retry" || a == "--max-trials";
-      if (a == "--help" || a == "-h") {
-        std::cout << kUsage;
-        return 0;
-      }
-      if (a == "--insecure") {  // plaintext to a coordinator that is not on loopback
-        agent.insecure = true;
-        ++i;
-        continue;
-      }
-      if (!flag) {
-        agent.overrides.push_back(a);
-        ++i;
-        continue;
-      }
-      if (i + 1 >= args.size()) return Fail(flap::Status::InvalidArgument(a + " needs a value"), 2);
-      const std::string& v = args[i + 1];
-      try {
-        if (a == "--coordinator")
-          agent.coordinator = v;
-        else if (a == "--coordinator-file")
-          agent.coordinator_file = v;
-        else if (a == "--token-file")
-          agent.token_file = v;
-        else if (a == "--tls-ca")
-          agent.tls_ca = v;
-        else if (a == "--group")
-          agent.group_id = v;
-        else if (a == "--rpc-retry")
-          agent.rpc_retry_s = std::stod(v);
-        else
-          agent.max_trials = std::stoi(v);
-      } catch (const std::exception&) {
-        return Fail(flap::Status::InvalidArgument(a + ": expected a number, got '" + v + "'"), 2);
-      }
-      i += 2;
-    }
-    return flap::worker::RunAgent(agent, std::cerr);
-  }
+  if (command == "agent") return RunAgentCommand(args);
   if (command == "export" || command == "embed" || command == "search" || command == "zeroshot") {
     for (const std::string& a : args) {
       if (a == "--help" || a == "-h") {
@@ -118,82 +216,5 @@ int main(int argc, char** argv) {
     std::cerr << "flap-worker: unknown command '" << command << "'\n" << kUsage;
     return 2;
   }
-  // Flags that are not configuration keys.
-  std::string model_path, out_path, split = "train", labels_path = std::string(FLAP_CONFIG_DIR) + "/sound_events.txt";
-  flap::worker::TagOptions tag_options;
-  flap::worker::ResumeOptions resume;
-  for (size_t i = 0; i < args.size();) {
-    const bool has_value = i + 1 < args.size();
-    const bool tag = command == "tag";
-    if ((command == "eval" || tag) && args[i] == "--model" && has_value) {
-      model_path = args[i + 1];
-    } else if (tag && args[i] == "--out" && has_value) {
-      out_path = args[i + 1];
-    } else if (tag && args[i] == "--split" && has_value) {
-      split = args[i + 1];
-    } else if (tag && args[i] == "--labels" && has_value) {
-      labels_path = args[i + 1];
-    } else if (tag && (args[i] == "--threshold" || args[i] == "--top-k") && has_value) {
-      try {
-        if (args[i] == "--threshold")
-          tag_options.threshold = std::stod(args[i + 1]);
-        else
-          tag_options.top_k = std::stoi(args[i + 1]);
-      } catch (const std::exception&) {
-        return Fail(flap::Status::InvalidArgument(args[i] + ": expected a number, got '" + args[i + 1] + "'"), 2);
-      }
-    } else if (command == "train" && args[i] == "--resume-from" && has_value) {
-      try {
-        resume.from_step = std::stoll(args[i + 1]);
-      } catch (const std::exception&) {
-        return Fail(flap::Status::InvalidArgument("--resume-from: expected a step, got '" + args[i + 1] + "'"), 2);
-      }
-    } else if (command == "train" && (args[i] == "--resume" || args[i] == "--force")) {
-      (args[i] == "--resume" ? resume.resume : resume.force) = true;
-      args.erase(args.begin() + static_cast<long>(i));
-      continue;
-    } else {
-      ++i;
-      continue;
-    }
-    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
-  }
-  flap::TrialConfig config;
-  bool help = false;
-  std::string help_text;
-  flap::Status s = flap::ParseTrialConfig(args, &config, &help, &help_text);
-  if (!s.ok()) return Fail(s, 2);
-  if (help) {
-    std::cout << kUsage << help_text;
-    return 0;
-  }
-  if (command == "train") {
-    // The stop deadline holds from here, through loading the data.
-    flap::worker::InstallStopSignalHandlers(config.ckpt.stop_deadline);
-    auto outcome = flap::worker::RunTraining(config, std::cerr, resume);
-    // A run cut short by a stop request is a stop (resume me), whatever broke on the way.
-    if (!outcome.ok() && flap::worker::StopRequested() != 0) return Fail(outcome.status(), flap::worker::kExitStopped);
-    if (!outcome.ok())
-      return Fail(outcome.status(), outcome.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
-    if (outcome->stop_signal != 0) {
-      std::cout << outcome->summary.dump(2) << std::endl;
-      return flap::worker::kExitStopped;
-    }
-    std::cerr << flap::worker::FormatMetricsTable(outcome->final_metrics);
-    std::cout << outcome->summary.dump(2) << std::endl;
-    return 0;
-  }
-  if (command == "tag") {
-    auto summary = flap::worker::RunTagging(config, model_path, split, labels_path, tag_options, out_path, std::cerr);
-    if (!summary.ok())
-      return Fail(summary.status(), summary.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
-    std::cout << summary->dump(2) << std::endl;
-    return 0;
-  }
-  auto metrics = flap::worker::RunEvaluation(config, model_path, std::cerr);
-  if (!metrics.ok())
-    return Fail(metrics.status(), metrics.status().code() == flap::Status::Code::kInvalidArgument ? 2 : 1);
-  std::cerr << flap::worker::FormatMetricsTable(*metrics);
-  std::cout << flap::worker::MetricsToJson(*metrics).dump(2) << std::endl;
-  return 0;
+  return RunConfigCommand(command, std::move(args));
 }

@@ -75,10 +75,14 @@ struct Header {
   std::map<std::string, std::string> metadata;
 };
 
-// Parses and checks the JSON header against a byte buffer of `buffer_bytes`.
-StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, const std::string& file) {
-  auto bad = [&](const std::string& what) { return Status::Corruption("safetensors file '" + file + "': " + what); };
-  if (text.empty() || text[0] != '{') return bad("the header does not start with a JSON object");
+// "safetensors file '<file>': <what>", as Corruption.
+Status BadFile(const std::string& file, const std::string& what) {
+  return Status::Corruption("safetensors file '" + file + "': " + what);
+}
+
+// The header's JSON object, refusing a key listed twice (JSON parsers keep the last).
+StatusOr<nlohmann::json> ParseHeaderJson(const std::string& text, const std::string& file) {
+  if (text.empty() || text[0] != '{') return BadFile(file, "the header does not start with a JSON object");
   std::set<std::string> seen;
   std::string duplicate;
   nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
@@ -93,75 +97,70 @@ StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, con
   try {
     header = nlohmann::json::parse(text, on_event);
   } catch (const nlohmann::json::exception& e) {
-    return bad(std::string("the header is not valid JSON: ") + e.what());
+    return BadFile(file, std::string("the header is not valid JSON: ") + e.what());
   }
-  if (!header.is_object()) return bad("the header is not a JSON object");
-  if (!duplicate.empty()) return bad("tensor '" + duplicate + "' is listed twice in the header");
+  if (!header.is_object()) return BadFile(file, "the header is not a JSON object");
+  if (!duplicate.empty()) return BadFile(file, "tensor '" + duplicate + "' is listed twice in the header");
+  return header;
+}
 
-  Header out;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    const nlohmann::json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) return bad("\"__metadata__\" is not an object");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) return bad("\"__metadata__\" entry '" + m.key() + "' is not a string");
-        out.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    auto bad_tensor = [&](const std::string& what) { return bad("tensor '" + name + "': " + what); };
-    if (!v.is_object()) return bad_tensor("its entry is not an object");
-    for (const char* field : {"dtype", "shape", "data_offsets"}) {
-      if (!v.contains(field)) return bad_tensor(std::string("no \"") + field + "\"");
-    }
-    Entry e;
-    e.name = name;
-    if (!v["dtype"].is_string()) return bad_tensor("\"dtype\" is not a string");
-    const std::string dtype = v["dtype"].get<std::string>();
-    e.dtype = FindDtype(dtype);
-    if (e.dtype == nullptr) return bad_tensor("unknown dtype '" + dtype + "' (readable: " + SupportedList() + ")");
-    if (!v["shape"].is_array()) return bad_tensor("\"shape\" is not an array");
-    // Element count, guarded against overflow: the byte count must fit in the buffer anyway.
-    uint64_t numel = 1;
-    bool overflow = false;
-    for (const auto& d : v["shape"]) {
-      if (!d.is_number_unsigned()) return bad_tensor("\"shape\" holds " + d.dump() + ", not a non-negative integer");
-      const uint64_t n = d.get<uint64_t>();
-      if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        overflow = true;
-      else if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n)
-        overflow = true;
-      else
-        numel *= n;
-      e.shape.push_back(overflow ? 0 : static_cast<int64_t>(n));
-    }
-    const auto& offsets = v["data_offsets"];
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
-        !offsets[1].is_number_unsigned()) {
-      return bad_tensor("\"data_offsets\" is " + offsets.dump() + ", not [begin, end] in bytes");
-    }
-    e.begin = offsets[0].get<uint64_t>();
-    e.end = offsets[1].get<uint64_t>();
-    if (e.begin > e.end) {
-      return bad_tensor("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                        "] end before they begin");
-    }
-    if (e.end > buffer_bytes) {
-      return bad_tensor("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                        "] reach past the end of the " + std::to_string(buffer_bytes) + "-byte data buffer");
-    }
-    const uint64_t bytes = static_cast<uint64_t>(e.dtype->bytes);
-    if (overflow || numel > std::numeric_limits<uint64_t>::max() / bytes || numel * bytes != e.end - e.begin) {
-      return bad_tensor("shape " + v["shape"].dump() + " of " + dtype + " does not take the " +
-                        std::to_string(e.end - e.begin) + " bytes of its data_offsets");
-    }
-    out.entries.push_back(std::move(e));
+// One tensor's entry, checked: a known dtype, a shape of non-negative integers, data offsets
+// inside the buffer that hold exactly the shape's bytes.
+StatusOr<Entry> ParseEntry(const std::string& name, const nlohmann::json& v, uint64_t buffer_bytes,
+                           const std::string& file) {
+  auto bad_tensor = [&](const std::string& what) { return BadFile(file, "tensor '" + name + "': " + what); };
+  if (!v.is_object()) return bad_tensor("its entry is not an object");
+  for (const char* field : {"dtype", "shape", "data_offsets"}) {
+    if (!v.contains(field)) return bad_tensor(std::string("no \"") + field + "\"");
   }
+  Entry e;
+  e.name = name;
+  if (!v["dtype"].is_string()) return bad_tensor("\"dtype\" is not a string");
+  const std::string dtype = v["dtype"].get<std::string>();
+  e.dtype = FindDtype(dtype);
+  if (e.dtype == nullptr) return bad_tensor("unknown dtype '" + dtype + "' (readable: " + SupportedList() + ")");
+  if (!v["shape"].is_array()) return bad_tensor("\"shape\" is not an array");
+  // Element count, guarded against overflow: the byte count must fit in the buffer anyway.
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const auto& d : v["shape"]) {
+    if (!d.is_number_unsigned()) return bad_tensor("\"shape\" holds " + d.dump() + ", not a non-negative integer");
+    const uint64_t n = d.get<uint64_t>();
+    if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      overflow = true;
+    else if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n)
+      overflow = true;
+    else
+      numel *= n;
+    e.shape.push_back(overflow ? 0 : static_cast<int64_t>(n));
+  }
+  const auto& offsets = v["data_offsets"];
+  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+      !offsets[1].is_number_unsigned()) {
+    return bad_tensor("\"data_offsets\" is " + offsets.dump() + ", not [begin, end] in bytes");
+  }
+  e.begin = offsets[0].get<uint64_t>();
+  e.end = offsets[1].get<uint64_t>();
+  if (e.begin > e.end) {
+    return bad_tensor("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                      "] end before they begin");
+  }
+  if (e.end > buffer_bytes) {
+    return bad_tensor("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                      "] reach past the end of the " + std::to_string(buffer_bytes) + "-byte data buffer");
+  }
+  const uint64_t bytes = static_cast<uint64_t>(e.dtype->bytes);
+  if (overflow || numel > std::numeric_limits<uint64_t>::max() / bytes || numel * bytes != e.end - e.begin) {
+    return bad_tensor("shape " + v["shape"].dump() + " of " + dtype + " does not take the " +
+                      std::to_string(e.end - e.begin) + " bytes of its data_offsets");
+  }
+  return e;
+}
 
-  // The buffer must be indexed entirely, without overlaps or holes.
+// The buffer must be indexed entirely, without overlaps or holes.
+Status CheckCoverage(const std::vector<Entry>& entries, uint64_t buffer_bytes, const std::string& file) {
   std::vector<const Entry*> order;
-  for (const Entry& e : out.entries) order.push_back(&e);
+  for (const Entry& e : entries) order.push_back(&e);
   std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
     return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
   });
@@ -169,21 +168,43 @@ StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, con
   const Entry* previous = nullptr;
   for (const Entry* e : order) {
     if (e->begin < pos) {
-      return bad("tensor '" + e->name + "' (bytes " + std::to_string(e->begin) + ".." + std::to_string(e->end) +
-                 ") overlaps tensor '" + previous->name + "' (bytes " + std::to_string(previous->begin) + ".." +
-                 std::to_string(previous->end) + ")");
+      return BadFile(file, "tensor '" + e->name + "' (bytes " + std::to_string(e->begin) + ".." +
+                               std::to_string(e->end) + ") overlaps tensor '" + previous->name + "' (bytes " +
+                               std::to_string(previous->begin) + ".." + std::to_string(previous->end) + ")");
     }
     if (e->begin > pos) {
-      return bad("bytes " + std::to_string(pos) + ".." + std::to_string(e->begin) +
-                 " of the data buffer, before tensor '" + e->name + "', belong to no tensor");
+      return BadFile(file, "bytes " + std::to_string(pos) + ".." + std::to_string(e->begin) +
+                               " of the data buffer, before tensor '" + e->name + "', belong to no tensor");
     }
     pos = e->end;
     previous = e;
   }
   if (pos != buffer_bytes) {
-    return bad("bytes " + std::to_string(pos) + ".." + std::to_string(buffer_bytes) +
-               " at the end of the data buffer belong to no tensor");
+    return BadFile(file, "bytes " + std::to_string(pos) + ".." + std::to_string(buffer_bytes) +
+                             " at the end of the data buffer belong to no tensor");
   }
+  return Status::OK();
+}
+
+// Parses and checks the JSON header against a byte buffer of `buffer_bytes`.
+StatusOr<Header> ParseHeader(const std::string& text, uint64_t buffer_bytes, const std::string& file) {
+  FLAP_ASSIGN_OR_RETURN(const nlohmann::json header, ParseHeaderJson(text, file));
+  Header out;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const nlohmann::json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) return BadFile(file, "\"__metadata__\" is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) return BadFile(file, "\"__metadata__\" entry '" + m.key() + "' is not a string");
+        out.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    FLAP_ASSIGN_OR_RETURN(Entry e, ParseEntry(name, v, buffer_bytes, file));
+    out.entries.push_back(std::move(e));
+  }
+  FLAP_RETURN_IF_ERROR(CheckCoverage(out.entries, buffer_bytes, file));
   return out;
 }
 
