@@ -302,6 +302,12 @@ std::vector<Field> TrainDataFields() {
   f.push_back(Number("train.seed", "trial seed", FLAP_REF(uint64_t, train.seed)));
   f.push_back(Number("train.batch_size", "samples per step and rank", FLAP_REF(int64_t, train.batch_size),
                      AtLeast<int64_t>(2, " (contrastive negatives)")));
+  f.push_back(Since(
+      "0", Number("train.global_batch",
+                  "samples per step over all ranks, for any group size (each rank takes global_batch / ranks); "
+                  "0 = ranks x train.batch_size",
+                  FLAP_REF(int64_t, train.global_batch),
+                  Domain<int64_t>{"0 or >= 2 (contrastive negatives)", [](int64_t v) { return v == 0 || v >= 2; }})));
   f.push_back(
       Number("train.epochs", "passes over the training split", FLAP_REF(int64_t, train.epochs), AtLeast<int64_t>(1)));
   f.push_back(Number("train.max_steps", "stop after this many steps; 0 = epochs decide",
@@ -571,6 +577,18 @@ std::string TrialConfig::Hash() const {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(Mix64(HashString(canonical))));
   return buf;
+}
+
+StatusOr<int64_t> PerRankBatch(const TrainConfig& train, int world_size) {
+  if (world_size < 1) return Status::InvalidArgument("a group of " + std::to_string(world_size) + " ranks");
+  if (train.global_batch <= 0) return train.batch_size;
+  if (train.global_batch % world_size != 0) {
+    const std::string g = std::to_string(train.global_batch), w = std::to_string(world_size);
+    return Status::InvalidArgument("train.global_batch " + g + " cannot be split evenly over world size " + w + " (" +
+                                   g + " is not a multiple of " + w +
+                                   "): it needs a group whose number of ranks divides " + g);
+  }
+  return train.global_batch / world_size;
 }
 
 std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }

@@ -72,7 +72,12 @@ struct EvalConfig {
 
 struct TrainConfig {
   uint64_t seed = 1;        // trial seed: init, masks, caption choice, sample order
-  int64_t batch_size = 32;  // per rank; the global batch is world size x this
+  int64_t batch_size = 32;  // per rank, when global_batch is 0: the global batch is world size x this
+  // > 0: the samples of every step over all ranks, whatever the group's size; each rank takes
+  // global_batch / world size (PerRankBatch) and batch_size is not used. Such a trial reads the
+  // split in one order for any group size, so it may resume on a group of another size
+  // (worker/trainer.h, "Group size").
+  int64_t global_batch = 0;
   int64_t epochs = 10;
   int64_t max_steps = 0;  // > 0: stop after this many steps, whatever the epochs
   // Compute budgets (worker/trainer.h, "Budgets"): > 0 stops the trial once the training loop
@@ -165,6 +170,12 @@ struct TrialConfig {
   // trial_id, or "trial-<Hash()>" when it is empty.
   std::string TrialId() const;
 };
+
+// The samples each of `world_size` ranks takes per step: train.global_batch / world_size when
+// the global batch is set, else train.batch_size. InvalidArgument naming both sizes when the
+// global batch is not a multiple of the group's size (the trial must not train with another
+// number of negatives). The global batch of a group is PerRankBatch x world_size.
+StatusOr<int64_t> PerRankBatch(const TrainConfig& train, int world_size);
 
 // One key of the registry.
 struct ConfigKey {

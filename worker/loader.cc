@@ -145,7 +145,8 @@ struct StreamingLoader::Impl {
   const sharding::TextTokenizer* tokenizer = nullptr;
   std::unique_ptr<ShardSource> source;  // used by the assembler thread only
   LoaderCursor start;
-  int64_t steps = 0, batch = 0;
+  int64_t steps = 0, batch = 0;  // steps per epoch; samples per step cut from the order (all slices)
+  int64_t keep_from = 0, keep = 0;  // the slice of each step's samples this loader assembles
 
   // Block generator state (assembler thread only).
   int64_t gen_epoch = 0, gen_next_shard = 0, gen_planned = 0;
@@ -299,7 +300,8 @@ struct StreamingLoader::Impl {
         out.epoch = epoch;
         out.step_in_epoch = step;
         std::vector<SampleView> views;
-        for (const SampleRef& r : pending) {
+        for (int64_t k = keep_from; k < keep_from + keep; ++k) {
+          const SampleRef& r = pending[static_cast<size_t>(k)];
           const Clip& clip = r.shard->clips[static_cast<size_t>(r.index)];
           views.push_back({&clip, r.shard->spec(r.index), r.shard->num_frames(r.index)});
           out.keys.push_back(clip.key);
@@ -380,7 +382,13 @@ StatusOr<std::unique_ptr<StreamingLoader>> StreamingLoader::Start(const LoaderOp
   impl->config = config;
   impl->tokenizer = &tokenizer;
   impl->steps = source->StepsPerEpoch();
-  impl->batch = config.train.batch_size;
+  if (options.slices < 1 || options.slice < 0 || options.slice >= options.slices) {
+    return Status::InvalidArgument("loader slice " + std::to_string(options.slice) + " of " +
+                                   std::to_string(options.slices));
+  }
+  impl->keep = config.train.batch_size;
+  impl->keep_from = options.slice * impl->keep;
+  impl->batch = impl->keep * options.slices;
   impl->source = std::move(source);
   impl->start = start;
   if (impl->steps < 1) return Status::InvalidArgument("the shard source gives no step per epoch");

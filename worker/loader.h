@@ -29,7 +29,9 @@
 // Shards and ranks: the fixed source gives rank r the split's shards r, r + W, r + 2W, ... of
 // the manifest order (no overlap, every shard used); with one rank that is the whole split, read
 // in the very order a coordinator leases it to a trial of the same seed. A coordinator-backed
-// source handing out shards by lease implements the same interface.
+// source handing out shards by lease implements the same interface. Or every rank reads the
+// whole split from a fixed source of one rank and keeps its slice of each global batch
+// (LoaderOptions::slice): the order is then the same for any number of ranks.
 //
 // Thread-safety: ShardSource implementations are called from the loader's threads one call at
 // a time. StreamingLoader's methods are called from one thread (the training loop).
@@ -117,6 +119,14 @@ struct LoaderOptions {
   int shuffle_shards = 4;    // shards mixed together in one block (>= 1)
   int prefetch_batches = 4;  // ready batches queued ahead (>= 1)
   bool pin_memory = false;   // batches in pinned host memory (training on a GPU)
+  // One order cut for several ranks: each step takes slices x config.train.batch_size samples
+  // of the order (the group's global batch) and this loader keeps the contiguous slice
+  // [slice x B, (slice + 1) x B) of them. Every rank reads the same source (every shard: its
+  // features too) and the order, the steps per epoch and the cursor are those of one loader
+  // taking the whole global batch, whatever the number of slices (trainer.h, "Group size").
+  // slices = 1: the loader keeps every sample it cuts.
+  int slice = 0;
+  int slices = 1;
   FeatureOptions features;   // frames, bins, checksums, caches (threads ignored)
 };
 

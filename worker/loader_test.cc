@@ -213,6 +213,67 @@ TEST_F(LoaderTest, RanksSplitShardsWithoutOverlapAndShareStepsPerEpoch) {
   EXPECT_FALSE(FixedShardSource::Create(manifest_->ShardsOf("train"), 0, 9, 32, 1).ok());
 }
 
+// The order of any group size (LoaderOptions::slice): three loaders of 4 over one fixed source
+// of a group of one, each keeping its slice of a global batch of 12, yield together the batches
+// (keys, spectrograms, masks) of one loader of 12, step by step across an epoch's end, with its
+// cursors; a cursor taken from slice 0 places every slice, and a one-loader run, alike.
+TEST_F(LoaderTest, SlicesOfOneOrderTogetherAreTheBatchesOfOneLoader) {
+  TrialConfig whole = Config();
+  whole.train.batch_size = 12;
+  TrialConfig part = whole;
+  part.train.batch_size = 4;
+  const auto start = [&](const TrialConfig& c, int slice, int slices, const LoaderCursor& cursor) {
+    auto src = FixedShardSource::Create(manifest_->ShardsOf("train"), 0, 1, 12, c.train.seed);
+    EXPECT_TRUE(src.ok()) << src.status().ToString();
+    LoaderOptions o = Options(1);
+    o.slice = slice;
+    o.slices = slices;
+    auto loader = StreamingLoader::Start(o, c, *tokenizer_, std::move(*src), cursor);
+    EXPECT_TRUE(loader.ok()) << loader.status().ToString();
+    return std::move(*loader);
+  };
+  auto one = start(whole, 0, 1, {});
+  const int n = static_cast<int>(one->steps_per_epoch()) + 3;  // into the second epoch
+  const auto want = Take(*one, n);
+  std::vector<std::vector<LoadedBatch>> got;
+  for (int r = 0; r < 3; ++r) {
+    auto l = start(part, r, 3, {});
+    EXPECT_EQ(l->steps_per_epoch(), one->steps_per_epoch());
+    got.push_back(Take(*l, n));
+  }
+  ASSERT_EQ(want.size(), static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const LoadedBatch& w = want[static_cast<size_t>(i)];
+    std::vector<std::string> keys;
+    std::vector<at::Tensor> specs;
+    for (int r = 0; r < 3; ++r) {
+      const LoadedBatch& g = got[static_cast<size_t>(r)][static_cast<size_t>(i)];
+      ASSERT_EQ(g.keys.size(), 4u);
+      keys.insert(keys.end(), g.keys.begin(), g.keys.end());
+      specs.push_back(g.batch.spec);
+      EXPECT_EQ(g.epoch, w.epoch);
+      EXPECT_EQ(g.step_in_epoch, w.step_in_epoch);
+      EXPECT_TRUE(g.after == w.after) << "step " << i << " slice " << r;
+    }
+    EXPECT_EQ(keys, w.keys) << "step " << i;
+    EXPECT_TRUE(at::equal(at::cat(specs), w.batch.spec)) << "step " << i;
+  }
+  // Resumed from a slice's cursor mid-epoch, each slice goes on as the whole does.
+  const LoaderCursor mid = got[0][4].after;
+  auto resumed_one = start(whole, 0, 1, mid);
+  auto resumed_two = start(part, 2, 3, mid);
+  const auto a = Take(*resumed_one, 3), b = Take(*resumed_two, 3);
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    EXPECT_EQ(std::vector<std::string>(a[i].keys.begin() + 8, a[i].keys.end()), b[i].keys);
+  }
+  LoaderOptions bad = Options(1);
+  bad.slice = 3;
+  bad.slices = 3;
+  auto src = FixedShardSource::Create(manifest_->ShardsOf("train"), 0, 1, 12, part.train.seed);
+  ASSERT_TRUE(src.ok());
+  EXPECT_FALSE(StreamingLoader::Start(bad, part, *tokenizer_, std::move(*src), {}).ok());
+}
+
 TEST_F(LoaderTest, FeatureCacheGivesIdenticalBatchesAndSkipsDecoding) {
   const TrialConfig c = Config();
   testing::TempDir cache("loader_cache");

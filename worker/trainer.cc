@@ -165,6 +165,10 @@ Status Trainer::SetUpHost() {
   }
   rank_ = group_->rank();
   world_ = group_->world_size();
+  // The batch of each rank; with train.global_batch, a group whose size does not divide it is
+  // refused here, before anything is read or trained.
+  FLAP_ASSIGN_OR_RETURN(per_rank_batch_, PerRankBatch(config_.train, world_));
+  global_batch_ = per_rank_batch_ * world_;
   FLAP_ASSIGN_OR_RETURN(rank_metrics_, StartRankMetrics(config_, rank_, log_in_, hooks_.metrics_server));
   wm_ = rank_metrics_->worker.get();
   if (rank_ == 0) log_ = &log_in_;
@@ -188,8 +192,17 @@ Status Trainer::LoadData() {
     if (!made.ok()) return made.status().WithContext("split '" + d.train_split + "'");
     source_ = std::move(*made);
     for (const auto& shard : shards) train_clips_ += shard.num_samples;
+  } else if (config_.train.global_batch > 0) {
+    // One order for any group size: every rank reads the whole split as one rank would, and
+    // keeps its slice of each global batch (loader.h, LoaderOptions::slice).
+    auto fixed = FixedShardSource::Create(shards, 0, 1, global_batch_, config_.train.seed);
+    if (!fixed.ok()) return fixed.status().WithContext("split '" + d.train_split + "'");
+    for (const auto& shard : (*fixed)->shards()) train_clips_ += shard.num_samples;
+    source_ = std::move(*fixed);
+    loader_options_.slice = rank_;
+    loader_options_.slices = world_;
   } else {
-    auto fixed = FixedShardSource::Create(shards, rank_, world_, config_.train.batch_size, config_.train.seed);
+    auto fixed = FixedShardSource::Create(shards, rank_, world_, per_rank_batch_, config_.train.seed);
     if (!fixed.ok()) return fixed.status().WithContext("split '" + d.train_split + "'");
     for (const auto& shard : (*fixed)->shards()) train_clips_ += shard.num_samples;
     source_ = std::move(*fixed);
@@ -207,7 +220,6 @@ Status Trainer::BuildModel() {
   outcome_.model->to(device_);  // initialised on the CPU from the seed, the same on every device
   // The step budget: epochs, max_steps and max_samples, whichever is fewest steps.
   const TrainConfig& t = config_.train;
-  global_batch_ = t.batch_size * world_;
   total_steps_ = per_epoch_ * t.epochs;
   if (t.max_steps > 0 && t.max_steps < total_steps_) {
     total_steps_ = t.max_steps;
@@ -233,6 +245,32 @@ Status Trainer::BuildModel() {
   return Status::OK();
 }
 
+// A checkpoint trained with another global batch would change the negatives of every later
+// step: refused, naming both, unless forced. A checkpoint from before the global batch was
+// saved passes.
+Status Trainer::CheckGlobalBatch(const RunProgress& saved, bool force) const {
+  if (saved.global_batch <= 0 || saved.global_batch == global_batch_) return Status::OK();
+  std::string was = std::to_string(saved.global_batch);
+  if (saved.world_sizes.is_array() && !saved.world_sizes.empty()) {
+    const nlohmann::json& last = saved.world_sizes.back();
+    was += " (" + std::to_string(last.value("world_size", 0)) + " rank(s) x " +
+           std::to_string(last.value("per_rank_batch", int64_t{0})) + ")";
+  }
+  const std::string now = std::to_string(global_batch_) + " (" + std::to_string(world_) + " rank(s) x " +
+                          std::to_string(per_rank_batch_) + ")";
+  const std::string what = "checkpoint at step " + std::to_string(saved.step) + " of trial " + config_.TrialId() +
+                           " was trained with global batch " + was + ", this group's is " + now;
+  if (force) {
+    *log_ << "WARNING: " << what << ": resumed anyway (--force), with another number of negatives per step"
+          << std::endl;
+    return Status::OK();
+  }
+  return Status::FailedPrecondition(what +
+                                    ": a trial keeps its number of negatives; set train.global_batch (each rank "
+                                    "then takes its share on any group size whose size divides it) or resume with "
+                                    "--force");
+}
+
 Status Trainer::Restore(const ResumeOptions& resume) {
   const bool resuming = resume.resume || resume.from_step >= 0;
   if (config_.ckpt.root.empty() && resuming) return Status::InvalidArgument("--resume needs ckpt.root");
@@ -243,12 +281,18 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     ckpt_->set_tokenizer(TokenizerRecord(*tokenizer_));
   }
   RunProgress progress;
+  Status restored_ok = Status::OK();  // rank 0: why the checkpoint cannot be resumed
   if (ckpt_ && resuming) {
     auto restored = ckpt_->Restore(resume, outcome_.model, step_runner_->optimizer(), *log_);
     if (restored.ok()) {
       start_step_ = restored->step;
-      FLAP_ASSIGN_OR_RETURN(cursor_, CursorForStep(restored->data_cursor, start_step_, per_epoch_));
       progress = RunProgress::FromJson(restored->progress, start_step_, global_batch_);
+      restored_ok = CheckGlobalBatch(progress, resume.force);
+      if (restored_ok.ok()) {
+        auto cursor = CursorForStep(restored->data_cursor, start_step_, per_epoch_);
+        if (cursor.ok()) cursor_ = *cursor;
+        restored_ok = cursor.status();
+      }
       if (!restored->progress.is_object() && config_.train.max_seconds > 0) {
         *log_ << "checkpoint at step " << start_step_
               << " records no training seconds: the time budget counts from this resume" << std::endl;
@@ -256,13 +300,30 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     } else if (restored.status().code() == Status::Code::kNotFound && resume.from_step < 0) {
       *log_ << "no checkpoint of trial " << config_.TrialId() << " yet: starting from step 0" << std::endl;
     } else {
-      return restored.status();
+      restored_ok = restored.status();
     }
   }
   if (world_ > 1 && resuming) {
+    // The other ranks learn whether rank 0 resumes at all, rather than wait for its state.
+    FLAP_ASSIGN_OR_RETURN(const int64_t resumes, BroadcastFromRankZero(*group_, restored_ok.ok() ? 1 : 0));
+    FLAP_RETURN_IF_ERROR(restored_ok);
+    if (resumes == 0) return Status::FailedPrecondition("rank 0 could not resume the trial (its log says why)");
     progress.step = start_step_;
     FLAP_RETURN_IF_ERROR(ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &progress));
     start_step_ = progress.step;
+  }
+  FLAP_RETURN_IF_ERROR(restored_ok);
+  // The group sizes the trial ran on: a new entry when this run's differs from the last one.
+  groups_ = progress.world_sizes.is_array() ? progress.world_sizes : nlohmann::json::array();
+  if (groups_.empty() || groups_.back().value("world_size", 0) != world_ ||
+      groups_.back().value("per_rank_batch", int64_t{0}) != per_rank_batch_) {
+    if (rank_ == 0 && !groups_.empty()) {
+      *log_ << "resuming at step " << start_step_ << " on " << world_ << " rank(s) x " << per_rank_batch_
+            << " where the trial last ran on " << groups_.back().value("world_size", 0) << " x "
+            << groups_.back().value("per_rank_batch", int64_t{0}) << ": the same global batch of " << global_batch_
+            << std::endl;
+    }
+    groups_.push_back({{"from_step", start_step_}, {"world_size", world_}, {"per_rank_batch", per_rank_batch_}});
   }
   trained_s0_ = progress.train_seconds;
   samples_ = progress.samples;
@@ -305,7 +366,9 @@ Status Trainer::StartLoader() {
   lo.pin_memory = device_.is_cuda();
   lo.features = feature_options_;
   lo.features.augment = &augment_;
-  auto loader = StreamingLoader::Start(lo, config_, *tokenizer_, std::move(source_), cursor_);
+  TrialConfig loader_config = config_;
+  loader_config.train.batch_size = per_rank_batch_;
+  auto loader = StreamingLoader::Start(lo, loader_config, *tokenizer_, std::move(source_), cursor_);
   if (!loader.ok()) return loader.status().WithContext("data loader");
   loader_ = std::move(*loader);
   InstallStopSignalHandlers(config_.ckpt.stop_deadline);
@@ -314,7 +377,7 @@ Status Trainer::StartLoader() {
 
 void Trainer::LogPlan() {
   const TrialConfig& c = config_;
-  const int64_t b = c.train.batch_size;
+  const int64_t b = per_rank_batch_;
   if (!manifest_.augment.is_null()) {
     *log_ << "augmented captions for " << augment_.size() << " clips from " << sharding::kAugmentFileName << " ("
           << manifest_.augment.value("method", "?") << ")" << std::endl;
@@ -325,7 +388,8 @@ void Trainer::LogPlan() {
         << " " << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
         << " tokens kept), recon.weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
         << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_
-        << " rank(s) x train.batch_size " << b << " per rank; " << global_batch_
+        << " rank(s) x " << (c.train.global_batch > 0 ? "" : "train.batch_size ") << b << " per rank"
+        << (c.train.global_batch > 0 ? " of train.global_batch" : "") << "; " << global_batch_
         << " negatives per step); threads: " << thread_plan_.compute << " compute + " << loader_options_.threads
         << " loader of " << cores_ << " cores (" << thread_plan_.why << "), " << allocator_ << "; device "
         << device_info_.device << " (" << device_info_.name << ", " << FormatGiB(device_info_.memory_bytes) << "), "
@@ -529,7 +593,7 @@ Status Trainer::Step(int64_t epoch, int64_t i) {
   FLAP_ASSIGN_OR_RETURN(const double step_flops, SumOverRanks(*group_, local_step_flops_));
   flops_ += step_flops;
   const double run = Since(t2), comm = last_.gather_s + last_.sync_s;
-  if (wm_ != nullptr) wm_->ObserveStep(waited, std::max(0.0, run - comm), comm, config_.train.batch_size);
+  if (wm_ != nullptr) wm_->ObserveStep(waited, std::max(0.0, run - comm), comm, per_rank_batch_);
   phases_.forward += last_.forward_s;
   phases_.backward += last_.backward_s;
   phases_.optimizer += last_.optimizer_s;
@@ -579,6 +643,8 @@ void Trainer::LogWindow() {
                                           {"samples_per_second", rate},
                                           {"global_batch", static_cast<double>(global_batch_)},
                                           {"negatives_per_step", static_cast<double>(global_batch_)},
+                                          {"world_size", static_cast<double>(world_)},
+                                          {"per_rank_batch", static_cast<double>(per_rank_batch_)},
                                           {"epoch", epochs},
                                           {"train_seconds", trained},
                                           {"samples", static_cast<double>(samples_)},
@@ -773,7 +839,8 @@ Status Trainer::Checkpoint(int64_t step) {
   Status s = ckpt_->SaveAsync(outcome_.model, step_runner_->optimizer(), step, per_epoch_, MetricsForRetention(step),
                               cursor_.ToJson(),
                               RunProgress{step, TrainedSeconds(), samples_, flops_, warmup_end_, fitted_steps_,
-                                          selected_.step >= 0 ? selected_.ToJson() : nlohmann::json()}
+                                          selected_.step >= 0 ? selected_.ToJson() : nlohmann::json(), global_batch_,
+                                          groups_}
                                   .ToJson());
   ObserveSaves();
   last_saved_ = step;
@@ -793,6 +860,17 @@ StatusOr<TrainOutcome> Trainer::Finish() {
   if (history_.empty() || history_.back().value("step", int64_t{-1}) != step_) FLAP_RETURN_IF_ERROR(Evaluate(step_));
   if (ckpt_ && step_ != last_saved_) FLAP_RETURN_IF_ERROR(Checkpoint(step_));
   if (ckpt_) FLAP_RETURN_IF_ERROR(ckpt_->Wait());
+  // The final checkpoint holds the run's model: a failed save of it is not passed over as one
+  // during training is, but tried again (a disk that filled up may free), until it is saved or
+  // the checkpointer gives up on the storage (its storage fault; the agent's node fault, after
+  // which the trial resumes from its previous checkpoint).
+  for (int retry = 1; ckpt_ && ckpt_->consecutive_failed_saves() > 0; ++retry) {
+    *log_ << "checkpoint: the final save at step " << step_ << " failed; trying it again in " << retry << " s"
+          << std::endl;
+    std::this_thread::sleep_for(std::chrono::seconds(retry));
+    FLAP_RETURN_IF_ERROR(Checkpoint(step_));
+    FLAP_RETURN_IF_ERROR(ckpt_->Wait());
+  }
   ObserveSaves();
   if (hooks_.group == nullptr) FLAP_RETURN_IF_ERROR(group_->Shutdown());
   if (rank_ == 0) FLAP_RETURN_IF_ERROR(EvaluateTest());
@@ -837,7 +915,8 @@ nlohmann::json Trainer::Summary(double train_s) const {
   s["trial_id"] = c.TrialId();
   s["world_size"] = world_;
   s["rank"] = rank_;
-  s["per_rank_batch"] = c.train.batch_size;
+  s["per_rank_batch"] = per_rank_batch_;
+  s["world_sizes"] = groups_;
   s["global_batch"] = global_batch_;
   s["negatives_per_step"] = global_batch_;
   s["dist"] = {{"launcher", launcher_name_},

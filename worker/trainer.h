@@ -12,6 +12,18 @@
 // Rank 0 logs, writes train.output_dir and owns the checkpoints. A rank that dies or hangs
 // makes the others return DeadlineExceeded naming it, within dist.timeout.
 //
+// Group size. With train.global_batch set, the trial fixes its global batch (the negatives of
+// every step) rather than its group: each rank takes global_batch / world size (a group whose
+// size does not divide it is refused before anything runs, naming both sizes), and every rank
+// reads the split in the order one rank would (each rank computes the features of every shard)
+// and keeps its contiguous slice of each global batch, so the order, the steps per epoch, the
+// data cursor and the schedule do not depend on the group's size. A checkpoint made by W ranks
+// resumes on W' ranks with the same global batch, and the run ends with the parameters one
+// rank would have reached, within float reduction order. Without it (train.batch_size per
+// rank, each rank reading its own shards) a checkpoint resumes only on a group with the same
+// global batch: another one is refused naming both, unless forced. Checkpoints and the summary
+// list the group sizes the trial ran on ("world_sizes": from_step, world_size, per_rank_batch).
+//
 // Evaluation runs once per group: rank 0 evaluates and broadcasts the metrics, while the other
 // ranks wait for them (so dist.timeout must exceed one evaluation on rank 0).
 //

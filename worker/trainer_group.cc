@@ -41,6 +41,8 @@ nlohmann::json RunProgress::ToJson() const {
   if (warmup_end >= 0) j["warmup_end"] = warmup_end;
   if (fitted_steps > 0) j["fitted_steps"] = fitted_steps;
   if (!selected.is_null()) j["selected"] = selected;
+  if (global_batch > 0) j["global_batch"] = global_batch;
+  if (world_sizes.is_array() && !world_sizes.empty()) j["world_sizes"] = world_sizes;
   return j;
 }
 
@@ -55,6 +57,8 @@ RunProgress RunProgress::FromJson(const nlohmann::json& j, int64_t step, int64_t
   p.warmup_end = j.value("warmup_end", -1.0);
   p.fitted_steps = j.value("fitted_steps", int64_t{0});
   if (j.contains("selected")) p.selected = j["selected"];
+  p.global_batch = j.value("global_batch", int64_t{0});
+  if (j.contains("world_sizes") && j["world_sizes"].is_array()) p.world_sizes = j["world_sizes"];
   return p;
 }
 

@@ -58,6 +58,11 @@ struct RunProgress {
   int64_t fitted_steps = 0;  // total steps fitted to train.max_seconds; 0: not yet
   // Validation's choice so far (Trainer::Selection::ToJson; null: none). Rank 0's only.
   nlohmann::json selected;
+  // The global batch the trial trained with (0: a checkpoint from before it was saved) and the
+  // group sizes it ran on: [{"from_step", "world_size", "per_rank_batch"}, ...], one entry
+  // per change of size, oldest first. Rank 0's only.
+  int64_t global_batch = 0;
+  nlohmann::json world_sizes = nlohmann::json::array();
   nlohmann::json ToJson() const;  // without the step (the checkpoint has its own)
   // From a checkpoint's progress at `step` (null: a checkpoint from before progress was saved:
   // samples = step x global_batch, the rest unknown).
@@ -140,6 +145,7 @@ class Trainer {
   Status LoadData();                            // manifest, tokenizer, eval split, shard source
   Status BuildModel();                          // model, warm start, step budget, the step
   Status Restore(const ResumeOptions& resume);  // checkpoint, shared state, loader cursor
+  Status CheckGlobalBatch(const RunProgress& saved, bool force) const;
   Status StartLoader();
   void LogPlan();
 
@@ -206,7 +212,10 @@ class Trainer {
 
   // Model and step.
   TrainOutcome outcome_;
-  int64_t global_batch_ = 0;
+  int64_t per_rank_batch_ = 0;  // PerRankBatch: train.global_batch / world size, or train.batch_size
+  int64_t global_batch_ = 0;    // per_rank_batch_ x world size
+  // The group sizes the trial has trained on (RunProgress::groups), this run's last.
+  nlohmann::json groups_ = nlohmann::json::array();
   int64_t total_steps_ = 0;       // the loop's bound: the step budget, then the fitted steps
   int64_t step_budget_steps_ = 0;  // the step budget (epochs, max_steps, max_samples)
   std::string step_budget_ = "epochs";

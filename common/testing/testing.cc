@@ -261,9 +261,10 @@ const std::string& ChildProcess::ReadStdoutUntil(const std::string& text, double
   return stdout_;
 }
 
-std::vector<std::string> RankEnv(int rank, int world, int port) {
-  return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world), "LOCAL_RANK=" + std::to_string(rank),
-          "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
+std::vector<std::string> RankEnv(int rank, int world, int port, const std::string& master, bool one_per_node) {
+  return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
+          "LOCAL_RANK=" + std::to_string(one_per_node ? 0 : rank), "MASTER_ADDR=" + master,
+          "MASTER_PORT=" + std::to_string(port)};
 }
 
 }  // namespace flap::testing

@@ -124,8 +124,11 @@ class ChildProcess {
   std::string stdout_;
 };
 
-// torchrun-style variables for rank `rank` of `world` on 127.0.0.1:port.
-std::vector<std::string> RankEnv(int rank, int world, int port);
+// torchrun-style variables for rank `rank` of `world` meeting at master:port. LOCAL_RANK is the
+// rank (all ranks on one node), or 0 with `one_per_node` (each rank on a node of its own, as
+// tests/two_nodes.h places them).
+std::vector<std::string> RankEnv(int rank, int world, int port, const std::string& master = "127.0.0.1",
+                                 bool one_per_node = false);
 
 namespace internal {
 // The status to check: a Status, a StatusOr's, or any other status type with ok() and
