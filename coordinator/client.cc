@@ -194,6 +194,7 @@ StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_
   r.assigned = resp.assigned();
   r.all_done = resp.all_done();
   r.retry_after_ms = resp.retry_after_ms();
+  r.waiting = resp.waiting();
   if (r.assigned) {
     const auto& a = resp.assignment();
     r.assignment.trial = a.trial();

@@ -100,6 +100,7 @@ struct NextTrialResult {
   TrialAssignment assignment;
   bool all_done = false;
   int64_t retry_after_ms = 0;
+  std::string waiting;  // not assigned: a pending trial this group's size cannot take, and why
 };
 
 struct ShardLease {

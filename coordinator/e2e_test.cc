@@ -285,6 +285,90 @@ TEST(CoordinatorE2E, SilentGroupLosesItsTrialWhichResumesElsewhereFromItsCheckpo
   EXPECT_EQ(history->at(0).attempt(), 1);
 }
 
+// A trial fixes its global batch (train.global_batch), not its group: first run by a 2-rank
+// group that goes silent, it is finished by a 1-rank group, from the 2-rank group's checkpoint.
+// A 3-rank group cannot split a global batch of 8: NextTrial passes the trial over and says why,
+// naming both sizes, as long as it asks (the trial is not failed, and keeps its retry
+// budgets), and a group that fits takes it. Before groups were matched to global batches the
+// 3-rank group was given the trial.
+TEST(CoordinatorE2E, TrialKeepsItsGlobalBatchAndWaitsForAGroupThatCanSplitIt) {
+  ServiceOptions so = FastServiceOptions();
+  so.heartbeat_timeout_ms = 1000;  // a margin for a loaded machine between a group's calls
+  TestCoordinator c("e2e_global_batch", so);
+  auto user = c.Client();
+  ASSERT_OK(user->SubmitSweep("[sweep]\nname = gb\nseeds = 1\n[factor.mask.ratio]\nvalues = 0.5\n", "gb.ini",
+                              "[train]\nglobal_batch = 8\n"));
+
+  // A 3-rank group: passed over, told why, again and again.
+  auto three = c.Client();
+  ASSERT_OK(three->Register("three", "three-1", 3));
+  for (int ask = 0; ask < 3; ++ask) {
+    auto next = three->NextTrial("three");
+    ASSERT_OK(next);
+    EXPECT_FALSE(next->assigned);
+    EXPECT_FALSE(next->all_done);
+    EXPECT_GT(next->retry_after_ms, 0);
+    EXPECT_TRUE(
+        Contains(next->waiting, "trial gb/t0000: train.global_batch 8 cannot be split evenly over world size 3"))
+        << next->waiting;
+  }
+
+  // A 2-rank group takes it, checkpoints, and goes silent.
+  auto two = c.Client();
+  ASSERT_OK(two->Register("two", "two-1", 2));
+  auto first = two->NextTrial("two");
+  ASSERT_TRUE(first.ok() && first->assigned);
+  EXPECT_TRUE(first->waiting.empty());
+  const v1::TrialRef ref = first->assignment.trial;
+  EXPECT_EQ(first->assignment.base_config, "[train]\nglobal_batch = 8\n");
+  ASSERT_OK(two->ReportMetrics("two", ref, MetricKind::kTrain, 4, 0,
+                               {{"loss", 2.5}, {"global_batch", 8}, {"world_size", 2}, {"per_rank_batch", 4}}));
+  ASSERT_OK(two->ReportCheckpoint("two", ref, "ckpt/gb-t0000/4", 4));
+  ASSERT_TRUE(WaitFor([&] {
+    auto st = user->GetSweep("gb");
+    return st.ok() && st->trials(0).state() == "pending";
+  }));
+
+  // Requeued, the trial still waits for a group that can split it: not the 3-rank one.
+  auto still = three->NextTrial("three");
+  ASSERT_OK(still);
+  EXPECT_FALSE(still->assigned);
+  EXPECT_TRUE(Contains(still->waiting, "world size 3")) << still->waiting;
+
+  // A 1-rank group resumes it from the 2-rank group's checkpoint and finishes it.
+  auto one = c.Client();
+  ASSERT_OK(one->Register("one", "one-1", 1));
+  auto second = one->NextTrial("one");
+  ASSERT_TRUE(second.ok() && second->assigned);
+  EXPECT_EQ(second->assignment.trial.trial_id(), ref.trial_id());
+  EXPECT_EQ(second->assignment.trial.attempt(), 2);
+  EXPECT_EQ(second->assignment.resume_checkpoint, "ckpt/gb-t0000/4");
+  EXPECT_EQ(second->assignment.resume_step, 4);
+  const v1::TrialRef ref2 = second->assignment.trial;
+  ASSERT_OK(one->ReportMetrics("one", ref2, MetricKind::kTrain, 8, 0,
+                               {{"loss", 2.0}, {"global_batch", 8}, {"world_size", 1}, {"per_rank_batch", 8}}));
+  ASSERT_OK(one->Finish("one", ref2));
+  auto st = user->GetSweep("gb");
+  ASSERT_OK(st);
+  EXPECT_EQ(st->trials(0).state(), "completed");
+  EXPECT_EQ(st->trials(0).node_faults(), 1);  // the silent 2-rank group; nothing for the 3-rank one
+  EXPECT_EQ(st->trials(0).trial_errors(), 0);
+
+  // Its records show both group sizes at one global batch.
+  auto history = user->GetMetrics("gb", ref.trial_id());
+  ASSERT_OK(history);
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ(history->at(0).values().at("world_size"), 2);
+  EXPECT_EQ(history->at(1).values().at("world_size"), 1);
+  for (const auto& r : *history) EXPECT_EQ(r.values().at("global_batch"), 8);
+
+  // With nothing left, the 3-rank group hears that every sweep is done.
+  auto done = three->NextTrial("three");
+  ASSERT_OK(done);
+  EXPECT_TRUE(done->all_done);
+  EXPECT_TRUE(done->waiting.empty()) << done->waiting;
+}
+
 TEST(CoordinatorE2E, AGroupThatRestartsLosesItsTrialAndARetriedRegisterChangesNothing) {
   ServiceOptions so = FastServiceOptions();
   so.heartbeat_timeout_ms = 10000;

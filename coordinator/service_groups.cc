@@ -133,12 +133,25 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
     }
     std::sort(order.begin(), order.end());
     bool any_live = false;
+    std::string waiting;  // the first pending trial passed over for its global batch
     for (const auto& [rank, sweep_id] : order) {
-      for (const auto& tid : sweeps_.at(sweep_id).trial_ids) {
+      const SweepEntry& sw = sweeps_.at(sweep_id);
+      for (const auto& tid : sw.trial_ids) {
         const std::string key = TrialKey(sweep_id, tid);
         TrialEntry& t = trials_.at(key);
         if (!IsTerminal(t.trial.state())) any_live = true;
         if (t.trial.state() != TrialState::kPending) continue;
+        // A trial fixes its global batch (its number of negatives): a group whose size does not
+        // divide it cannot take it, and the trial waits for one that can.
+        const int64_t global_batch = TrialGlobalBatch(sw.base_values, t.spec);
+        if (global_batch > 0 && global_batch % g->world_size != 0) {
+          if (waiting.empty()) {
+            waiting = "trial " + sweep_id + "/" + tid + ": train.global_batch " + std::to_string(global_batch) +
+                      " cannot be split evenly over world size " + std::to_string(g->world_size) +
+                      "; it waits for a group whose number of ranks divides it";
+          }
+          continue;
+        }
         StatusOr<int> attempt = t.trial.Assign(req->group_id());
         if (!attempt.ok()) return ToGrpc(attempt.status());
         t.rate_step0 = -1;
@@ -155,6 +168,7 @@ grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerCont
     // submission waits for it.
     resp->set_all_done(!sweeps_.empty() && !any_live);
     resp->set_retry_after_ms(options_.heartbeat_interval_ms);
+    resp->set_waiting(waiting);
     return grpc::Status::OK;
   });
 }

@@ -202,6 +202,12 @@ StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string
                                                                const std::string& source, const std::string& sweep_id,
                                                                const TrialSpec& trial);
 
+// The global batch a trial fixes (config/trial_config.h, train.global_batch): its factor's value,
+// else the base config's (`base_values`: ConfigValues of its text); 0 when neither sets one (the
+// batch is then train.batch_size per rank, and any group takes the trial). The coordinator hands
+// a trial with a global batch only to groups whose size divides it.
+int64_t TrialGlobalBatch(const std::map<std::string, std::string>& base_values, const TrialSpec& trial);
+
 // The unit of ASHA's rungs when the sweep file does not name one: flops when the base config or
 // a factor sets train.max_flops (a FLOPs-budgeted sweep compares its arms at equal compute),
 // else steps. Nothing without [asha] or with a unit.

@@ -30,6 +30,21 @@ StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string
   return values;
 }
 
+int64_t TrialGlobalBatch(const std::map<std::string, std::string>& base_values, const TrialSpec& trial) {
+  const std::string key = "train.global_batch";
+  const auto factor = trial.factors.find(key);
+  const auto base = base_values.find(key);
+  std::string value;
+  if (factor != trial.factors.end())
+    value = factor->second;
+  else if (base != base_values.end())
+    value = base->second;
+  else
+    return 0;
+  TrialConfig c;
+  return ApplyConfigValues({{key, value}}, &c).ok() ? c.train.global_batch : 0;
+}
+
 void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config) {
   if (!spec->asha || !spec->asha->unit.empty()) return;
   bool flops = false;

@@ -263,7 +263,10 @@ class Speaker {
     } else {
       in.kind = "wait";
       in.wait_ms = std::clamp<int64_t>(next.retry_after_ms, 50, 1000);
+      // A trial this group's size cannot split: said once, not at every ask.
+      if (!next.waiting.empty() && next.waiting != waiting_) log_ << "agent: " << next.waiting << std::endl;
     }
+    waiting_ = next.waiting;
     return in;
   }
 
@@ -495,6 +498,7 @@ class Speaker {
   std::string group_;
   const double retry_s_;
   std::ostream& log_;
+  std::string waiting_;  // the coordinator's last reason for passing a trial over (Next)
   int64_t interval_ms_ = 1000;
   std::vector<int> ranks_;
   std::thread heartbeat_;
@@ -671,9 +675,10 @@ int RunAgent(const AgentOptions& options, std::ostream& log) {
     hooks.eval_at = in.rungs;
     const std::string group_id = in.group;
     const double retry_s = options.rpc_retry_s;
-    hooks.make_source = [c, group_id, trial, retry_s, batch = config->train.batch_size](
+    hooks.make_source = [c, group_id, trial, retry_s, train = config->train](
                             const std::vector<sharding::ShardInfo>& shards, int r,
                             int w) -> StatusOr<std::unique_ptr<ShardSource>> {
+      FLAP_ASSIGN_OR_RETURN(const int64_t batch, PerRankBatch(train, w));
       LeaseSourceOptions lo;
       lo.group_id = group_id;
       lo.trial = trial;
