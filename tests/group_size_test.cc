@@ -223,8 +223,8 @@ TEST_F(GroupSize, TrialStartedOnTwoRanksAndResumedOnOneMatchesOneRankThroughout)
   ASSERT_EQ(Run(2, "own", Command("own", "--train.batch_size 4", "own")), (std::vector<int>{0, 0}))
       << testing::ReadFile(Log("own", 0));
   const auto [own, own_where] = LargestDifference(want, ReadModel((*dir_) / "out_own/model.pt"));
-  std::cout << "2 x 4 uninterrupted against 1 x 8: " << two << " (" << two_where << "); 2 x 4 reading their own shards: "
-            << own << " (" << own_where << ")" << std::endl;
+  std::cout << "2 x 4 uninterrupted against 1 x 8: " << two << " (" << two_where
+            << "); 2 x 4 reading their own shards: " << own << " (" << own_where << ")" << std::endl;
   EXPECT_LE(two, 1e-3) << two_where;
   EXPECT_GT(own, 1e-2) << own_where;
 }
