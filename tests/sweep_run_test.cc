@@ -288,6 +288,45 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
   EXPECT_GE(preempted, 1);
 }
 
+// A trial that fixes its global batch moves between group sizes: started by a group of two
+// ranks (2 x 8), interrupted, and finished by a group of one (1 x 16) from the two-rank group's
+// checkpoint, with the same steps and every record intact; its train records show both world
+// sizes at a global batch of 16 (docs/sweeps.md, "Group sizes").
+TEST_F(SweepRun, ATrialStartedByTwoRanksIsFinishedByOneWithItsGlobalBatch) {
+  const std::string sweep = WriteSweep("resize", "[factor.train.global_batch]\nvalues = 16\n");
+  const pid_t run = Start(Command(sweep, 1, 2), "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitForSweep(*c, "resize", 300, [](const v1::SweepStatus& s) {
+    for (const auto& t : s.trials()) {
+      if (t.checkpoint_step() >= 4 && t.state() == "running") return true;
+    }
+    return false;
+  });
+  kill(run, SIGINT);
+  EXPECT_EQ(WaitExit(run, 120), 128 + SIGINT) << ReadFile(dir_.path() + "/run.log");
+  run_ = -1;
+
+  const RunResult again = RunCommand(Command(sweep, 1, 1));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  const Final f = ReadBack("resize");
+  ExpectCompleteAndIntact(f, 1, kStepsPerTrial / 2);  // a global batch of 16 on any group
+  std::set<double> sizes;
+  int64_t first_alone = -1;  // the first step one rank logged: past the checkpoint it resumed from
+  for (const auto& r : f.records) {
+    if (r.kind() != "train") continue;
+    ASSERT_TRUE(r.values().count("world_size")) << "train record at step " << r.step();
+    sizes.insert(r.values().at("world_size"));
+    if (r.values().at("world_size") == 1 && (first_alone < 0 || r.step() < first_alone)) first_alone = r.step();
+    EXPECT_EQ(r.values().at("global_batch"), 16) << "train record at step " << r.step();
+    EXPECT_EQ(r.values().at("per_rank_batch") * r.values().at("world_size"), 16) << "step " << r.step();
+  }
+  EXPECT_EQ(sizes, (std::set<double>{1, 2}));
+  EXPECT_GT(first_alone, 4) << "the one-rank group started the trial again instead of resuming it";
+  EXPECT_GE(f.status.trials(0).preemptions(), 1);
+  EXPECT_EQ(f.status.trials(0).node_faults() + f.status.trials(0).trial_errors(), 0);
+}
+
 // Issue 32, item 5: `kill -9` of `flapctl sweep run` left the coordinator and the worker
 // groups running, and the same command then failed ("flap-coordinator exited with 1 at
 // start": the orphaned coordinator held the journal's lock) until they were killed by hand.
