@@ -96,7 +96,7 @@ struct TrainConfig {
   // with it: bench/README.md has the measurement).
   int threads = 0;
   std::string output_dir;  // where summary.json and model.pt go; empty: nowhere
-  // auto | cpu | cuda | cuda:N (worker/core/device_spec.h): auto takes this rank's GPU when one
+  // auto | cpu | cuda | cuda:N (config/device_spec.h): auto takes this rank's GPU when one
   // is visible. Where training runs does not change what it computes (not in Hash()): a
   // checkpoint moves between devices.
   std::string device = "auto";
