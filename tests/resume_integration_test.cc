@@ -19,6 +19,7 @@
 
 #include "sharding/synth.h"
 #include "tests/test_util.h"
+#include "tests/tmpfs.h"
 
 namespace flap {
 namespace {
@@ -164,6 +165,55 @@ TEST_F(Resume, ChangedConfigIsRefusedUnlessForced) {
   r = RunCommand(Command("changed", "--resume --optim.lr 0.002 --force", "ref"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from checkpoint"), std::string::npos) << r.output;
+}
+
+// `command` (Resume::Command) with ckpt.every 0: the final save is the run's only one.
+std::string OnlyFinalSave(std::string command) {
+  const size_t at = command.find("--ckpt.every 2");
+  if (at != std::string::npos) command.replace(at, 14, "--ckpt.every 0");
+  return command;
+}
+
+// The final checkpoint holds the run's model: a save of it that fails (here: the checkpoint root
+// is full) is tried again, and once there is room it is saved; a save during training that
+// fails is passed over instead (HardeningCheckpointer.SaveThatRunsOutOfSpaceLeavesTrainingGoingOn).
+// Found by the chaos soak (tests/chaos_soak.cc): a trial that ended while the checkpoint disk was
+// full for a few seconds completed with no checkpoint at its last step. Against the code before
+// the fix this test failed: the run exited 0 right after "the save at step 32 FAILED", with no
+// checkpoint at step 32.
+TEST_F(Resume, AFailedFinalSaveIsTriedAgainAndSavedOnceThereIsRoom) {
+  testing::TmpfsMount disk(Dir() / "ckpt_finalroom", 128 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  disk.Fill("filler", 16 << 10);
+  const std::string log = Dir() / "finalroom.log";
+  testing::ChildProcess::Options o;
+  o.log_path = log;
+  testing::ChildProcess run = testing::ChildProcess::Shell(OnlyFinalSave(Command("finalroom")), o);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (testing::ReadFile(log).find("the save at step 32 FAILED") == std::string::npos &&
+         std::chrono::steady_clock::now() < until && run.Wait(0) < 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::filesystem::remove(disk.path() + "/filler");
+  ASSERT_EQ(run.Wait(300), 0) << testing::ReadFile(log);
+  EXPECT_NE(testing::ReadFile(log).find("the save at step 32 FAILED"), std::string::npos) << testing::ReadFile(log);
+  auto verify = RunCommand(std::string(FLAPCTL_BIN) + " ckpt verify " + disk.path());
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_TRUE(std::filesystem::exists(disk.path() + "/t/000000000032/MANIFEST.json")) << testing::ReadFile(log);
+  EXPECT_TRUE(Model("ref") == Model("finalroom"));
+}
+
+// A final save that keeps failing ends the run with the checkpoint storage fault (the agent's
+// node fault: the trial resumes from its previous checkpoint elsewhere), not with success.
+// Against the code before the fix the run exited 0 with no checkpoint at step 32.
+TEST_F(Resume, AFinalSaveThatKeepsFailingEndsTheRunWithAStorageFault) {
+  testing::TmpfsMount disk(Dir() / "ckpt_finalfull", 128 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  disk.Fill("filler", 16 << 10);
+  auto r = RunCommand(OnlyFinalSave(Command("finalfull")));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 checkpoint saves in a row failed"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(disk.path() + "/t/000000000032")) << r.output;
 }
 
 }  // namespace

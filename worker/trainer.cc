@@ -12,6 +12,7 @@
 #include <map>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 #include "common/atomic_file.h"
 #include "common/file_util.h"
