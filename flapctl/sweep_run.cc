@@ -118,6 +118,11 @@ class LocalSweep {
   int port_ = 0;
   LocalCoordinator coordinator_;
   int coordinator_restarts_ = 0;
+  // Down since it exited, until a restart answers; a restart that fails (its journal's disk
+  // still full, say) is tried again at coordinator_retry_at_, 1, 2, 4, then every 8 s.
+  bool coordinator_down_ = false;
+  int coordinator_failed_starts_ = 0;
+  std::chrono::steady_clock::time_point coordinator_retry_at_;
   std::string sweep_;  // once submitted
   std::vector<Group> groups_;
   std::map<std::string, std::string> base_worker_values_;  // ReadSweepFiles' worker_values
@@ -282,18 +287,31 @@ std::optional<int> LocalSweep::Start() {
 }
 
 bool LocalSweep::KeepCoordinator() {
-  if (!coordinator_.Poll()) return true;
+  const auto now = std::chrono::steady_clock::now();
+  if (!coordinator_down_) {
+    if (!coordinator_.Poll()) return true;
+    coordinator_down_ = true;
+    coordinator_failed_starts_ = 0;
+    coordinator_retry_at_ = now;
+    Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
+        ": restarting it from its journal");
+  }
+  if (now < coordinator_retry_at_) return true;
   if (++coordinator_restarts_ > o_.max_restarts) {
     std::cerr << "flapctl sweep run: flap-coordinator exited with " << coordinator_.exit_code()
               << " too often; giving up (state kept in " << Path("state") << ")\n";
     return false;
   }
-  Log("flap-coordinator exited with " + std::to_string(coordinator_.exit_code()) +
-      ": restarting it from its journal");
   if (Status s = StartCoordinator(); !s.ok()) {
+    // Tried again later (the groups keep their records for it meanwhile), within --max-restarts;
+    // giving up at once stopped the groups while no coordinator could take their records.
+    const int wait_s = 1 << std::min(coordinator_failed_starts_++, 3);
     std::cerr << "flapctl sweep run: " << s.message() << "\n";
-    return false;
+    Log("flap-coordinator did not start; trying again in " + std::to_string(wait_s) + " s");
+    coordinator_retry_at_ = now + std::chrono::seconds(wait_s);
+    return true;
   }
+  coordinator_down_ = false;
   WriteRunFile();
   return true;
 }
@@ -347,7 +365,8 @@ std::optional<int> LocalSweep::Watch(v1::SweepStatus* status) {
     }
     if (!KeepCoordinator()) return kExitFailure;
     KeepGroups();
-    auto st = coordinator_.client().GetSweep(sweep_);
+    auto st = coordinator_down_ ? StatusOr<v1::SweepStatus>(Status::IOError("the coordinator is restarting"))
+                                : coordinator_.client().GetSweep(sweep_);
     if (st.ok()) {
       *status = *st;
       if (status->state() != "running") return std::nullopt;

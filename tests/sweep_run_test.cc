@@ -7,6 +7,7 @@
 // `sweep run --export-best`) with the real `flap-worker export`.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "coordinator/client.h"
 #include "tests/sweep_checks.h"
 #include "tests/test_util.h"
+#include "tests/tmpfs.h"
 
 namespace flap::testing {
 namespace {
@@ -254,6 +256,48 @@ TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) 
     EXPECT_TRUE(after.count({r.trial_id(), r.kind(), r.step()}))
         << r.trial_id() << " lost " << r.kind() << " at " << r.step();
   }
+}
+
+// The coordinator's journal disk full for a few seconds: the coordinator exits 74, and the
+// restarts that find the disk still full fail at start. sweep run tries again (1, 2, 4 s later)
+// until one starts, while the groups keep their records for it, and the sweep ends intact. Found
+// by the chaos soak (tests/chaos_soak.cc): against the code before the fix sweep run gave up
+// at the first failed restart ("exited with 1 at start"), stopped the groups while no
+// coordinator ran, and records still in their memory were lost.
+TEST_F(SweepRun, ARestartOnAFullJournalDiskIsTriedAgainUntilTheCoordinatorStarts) {
+  TmpfsMount state(RunDir() + "/state", 64u << 20);
+  if (!state.mounted()) GTEST_SKIP() << state.why();
+  ASSERT_EQ(chmod(state.path().c_str(), 0700), 0);
+  const std::string sweep = WriteSweep("journalfull", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const pid_t run = Start(Command(sweep, 2) + " --max-restarts 20", "run.log");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  WaitForSweep(*c, "journalfull", 300, [](const v1::SweepStatus& s) {
+    for (const auto& t : s.trials()) {
+      if (t.state() == "running" && t.step() >= 4 && t.step() < kStepsPerTrial - 8) return true;
+    }
+    return false;
+  });
+  state.Fill("filler", 0);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (ReadFile(dir_.path() + "/run.log").find("did not start; trying again") == std::string::npos &&
+         std::chrono::steady_clock::now() < until && kill(run, 0) == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  fs::remove(state.path() + "/filler");
+  const int code = WaitExit(run, 600);
+  run_ = -1;
+  const std::string log = ReadFile(dir_.path() + "/run.log");
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("did not start; trying again"), std::string::npos) << log;
+  // Every trial completed. (Whether every training record survives a journal write that fails
+  // is not checked here: in this test a record of the step the coordinator failed on was
+  // sometimes missing afterwards, an open fault docs/reliability.md describes.)
+  const Final f = ReadBack("journalfull");
+  EXPECT_EQ(f.status.state(), "finished");
+  ASSERT_EQ(f.status.trials_size(), 2);
+  for (const auto& t : f.status.trials()) EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
 }
 
 TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGroup) {
