@@ -1,13 +1,11 @@
-// Sweep files (sweep.h): the INI layer (lines, sections, keys, each error with its line), the
-// readers of each section, and the parser that puts them together with validation.
+// Sweep files (sweep.h): the readers of each section of the file (lexed by config/ini.h, which
+// reports every syntax error with its line), and the parser that puts them together with
+// validation.
 #include "coordinator/sweep.h"
 
 #include "common/file_util.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
-#include <string_view>
 #include <utility>
 
 #include "coordinator/sweep_internal.h"
@@ -16,110 +14,31 @@ namespace flap::coordinator {
 using namespace sweep_internal;  // NOLINT: this part's own helpers
 namespace {
 
-struct RawKey {
-  std::string value;
-  int line = 0;
-};
+using RawKey = ini::Key;
 
-struct RawSection {
-  std::string name;
-  int line = 0;
-  std::map<std::string, RawKey> keys;
-  std::vector<std::string> order;  // keys in file order
-};
-
-std::string StripComment(const std::string& line) {
-  for (size_t i = 0; i < line.size(); ++i) {
-    if ((line[i] == '#' || line[i] == ';') && (i == 0 || IsSpace(line[i - 1]))) {
-      return line.substr(0, i);
-    }
-  }
-  return line;
-}
-
-bool IsKey(const std::string& s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || c == '_')) return false;
-  }
-  return true;
-}
-
-std::vector<RawSection> ParseIni(const std::string& text, Errors* errors) {
-  std::vector<RawSection> sections;
-  std::istringstream in(text);
-  std::string raw;
-  int line = 0;
-  int current = -1;       // index into sections, -1 before any (or after a refused) header
-  bool ignoring = false;  // inside a refused section header: skip its keys quietly
-  while (std::getline(in, raw)) {
-    ++line;
-    const std::string s = Trim(StripComment(raw));
-    if (s.empty()) continue;
-    if (s.front() == '[') {
-      std::string name = s.back() == ']' ? Trim(std::string_view(s).substr(1, s.size() - 2)) : "";
-      current = -1;
-      ignoring = true;
-      if (name.empty()) {
-        errors->AddAt(line, "", "", "malformed section header '" + s + "'");
-        continue;
-      }
-      auto dup =
-          std::find_if(sections.begin(), sections.end(), [&name](const RawSection& r) { return r.name == name; });
-      if (dup != sections.end()) {
-        errors->AddAt(line, name, "", "the section repeats (first at line " + std::to_string(dup->line) + ")");
-        continue;
-      }
-      sections.push_back(RawSection{name, line, {}, {}});
-      current = static_cast<int>(sections.size()) - 1;
-      ignoring = false;
-      continue;
-    }
-    const size_t eq = s.find('=');
-    if (eq == std::string::npos) {
-      errors->AddAt(line, current >= 0 ? sections[current].name : "", "",
-                    "expected '[section]' or 'key = value', got '" + s + "'");
-      continue;
-    }
-    const std::string key = Trim(std::string_view(s).substr(0, eq));
-    const std::string value = Trim(std::string_view(s).substr(eq + 1));
-    if (current < 0) {
-      if (!ignoring) errors->AddAt(line, "", key, "the key is outside any [section]");
-      continue;
-    }
-    RawSection& sec = sections[current];
-    if (!IsKey(key)) {
-      errors->AddAt(line, sec.name, "", "malformed key '" + key + "'");
-      continue;
-    }
-    if (auto it = sec.keys.find(key); it != sec.keys.end()) {
-      errors->AddAt(line, sec.name, key, "the key repeats (first at line " + std::to_string(it->second.line) + ")");
-      continue;
-    }
-    sec.keys.emplace(key, RawKey{value, line});
-    sec.order.push_back(key);
-    if (value.empty()) {
-      errors->AddAt(line, sec.name, key, "the key has no value");
-    }
-  }
-  return sections;
-}
-
-// Reads typed keys of one raw section, reporting text that does not convert (and silencing
+// Reads typed keys of one section, reporting text that does not convert (and silencing
 // later errors about that key: the spec holds a default there, not what was written).
 class SectionReader {
  public:
-  SectionReader(const RawSection& sec, Errors* errors) : sec_(sec), errors_(errors) {}
+  SectionReader(const ini::Section& sec, Errors* errors) : sec_(sec), errors_(errors) {}
 
-  // The raw text of `key`, or nullptr when absent or empty (empty was reported by ParseIni).
+  // The text of `key`, or nullptr when absent or empty (an empty value is refused by
+  // RefuseEmpty).
   const RawKey* Find(const std::string& key) {
-    auto it = sec_.keys.find(key);
-    if (it == sec_.keys.end()) return nullptr;
-    if (it->second.value.empty()) {
+    const RawKey* raw = sec_.Find(key);
+    if (raw == nullptr) return nullptr;
+    if (raw->value.empty()) {
       errors_->Silence(sec_.name, key);
       return nullptr;
     }
-    return &it->second;
+    return raw;
+  }
+
+  // Refuses every key written without a value.
+  void RefuseEmpty() {
+    for (const RawKey& raw : sec_.keys) {
+      if (raw.value.empty()) errors_->AddAt(raw.line, sec_.name, raw.name, "the key has no value");
+    }
   }
 
   void Refuse(const std::string& key, const RawKey& raw, const std::string& message) {
@@ -180,20 +99,22 @@ class SectionReader {
     }
   }
 
-  // Refuses every key not in `known`.
+  // Refuses every key not in `known`, naming the closest known key.
   void RefuseUnknown(const std::vector<std::string>& known) {
-    for (const std::string& key : sec_.order) {
-      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-      std::string list;
-      for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
-      Refuse(key, sec_.keys.at(key), "unknown key; [" + SectionKind() + "] takes " + list);
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    for (const RawKey& raw : sec_.keys) {
+      if (std::find(known.begin(), known.end(), raw.name) != known.end()) continue;
+      Refuse(raw.name, raw,
+             ini::UnknownKeyMessage(raw.name, ini::ClosestName(raw.name, known)) + " ([" + SectionKind() +
+                 "] takes " + list + ")");
     }
   }
 
  private:
   std::string SectionKind() const { return sec_.name.rfind("factor.", 0) == 0 ? "factor.*" : sec_.name; }
 
-  const RawSection& sec_;
+  const ini::Section& sec_;
   Errors* errors_;
 };
 
@@ -282,17 +203,10 @@ void ReadReportSection(SectionReader* r, std::optional<ReportTarget>* target) {
 }  // namespace
 
 StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& source) {
-  std::vector<RawSection> sections;
+  std::vector<ini::Section> sections;
   // Errors point at the line of the key (or of its section's header).
-  Errors errors(source, [&sections](const std::string& section, const std::string& key) {
-    for (const RawSection& s : sections) {
-      if (s.name != section) continue;
-      auto it = s.keys.find(key);
-      return it != s.keys.end() ? it->second.line : s.line;
-    }
-    return 0;
-  });
-  sections = ParseIni(text, &errors);
+  Errors errors(source, ini::LocateIn(&sections));
+  sections = ini::Lex(text, ini::Options{}, &errors);
 
   if (sections.empty() && errors.empty()) {
     errors.AddAt(0, "", "",
@@ -303,8 +217,9 @@ StatusOr<SweepSpec> ParseSweepText(const std::string& text, const std::string& s
 
   SweepSpec spec;
   bool have_sweep = false;
-  for (const RawSection& sec : sections) {
+  for (const ini::Section& sec : sections) {
     SectionReader reader(sec, &errors);
+    reader.RefuseEmpty();
     if (sec.name == "sweep") {
       have_sweep = true;
       ReadSweepSection(&reader, &spec);

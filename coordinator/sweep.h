@@ -37,9 +37,11 @@
 //                             # METRIC:VALUE, VALUE a fraction in (0, 1] or a percentage
 //                             # ("t2a_r1:30%"); reached when the metric is >= VALUE
 //
-// Syntax: one "key = value" per line under a "[section]" header; blank lines and comments
-// ('#' or ';' at the start of a line, or after whitespace) are ignored; keys and sections may
-// not repeat. A list is comma-separated (so a value cannot contain a comma).
+// Syntax (config/ini.h, the reader of trial configs too): one "key = value" per line under a
+// "[section]" header; blank lines and comments ('#' or ';' at the start of a line, or after
+// whitespace) are ignored; keys and sections may not repeat, and a key needs a value. A list is
+// comma-separated (so a value cannot contain a comma). An unknown key is named with the closest
+// key of its section ("unknown key 'serach'; did you mean search? ([sweep] takes ...)").
 //
 // Factors. A factor is a trial config key "<section>.<key>" (config/trial_config.h), each word
 // of [a-z0-9_] starting with a letter. A name that is no key is refused, naming the closest key
@@ -75,10 +77,6 @@
 // exp, for log-uniform draws) are rounded to 6 digits. A sweep holds at most kMaxTrials trials,
 // kMaxFactors factors, and a factor lists at most kMaxFactorValues values (a longer list is
 // refused before its values are looked at); validation takes n log n time in the values.
-//
-// Why not Boost.Program_options' config-file parser: it stops at the first syntax error, gives
-// no line numbers, and drops a section that has no keys (so "[factor.x]" with no values could
-// not be refused). The line parser here reports every error with its line.
 //
 // Thread-safety: values and pure functions; safe from any thread.
 #pragma once

@@ -105,7 +105,7 @@ colour = blue
   EXPECT_TRUE(AnyContains(errors, "bad.ini:15: [schedule]: unknown section")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:18: [asha] rungs: rungs must be strictly increasing")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:19: [asha] reduction:")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:20: [asha] colour: unknown key; [asha] takes")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:20: [asha] colour: unknown key 'colour' ([asha] takes")) << all;
   EXPECT_EQ(errors.size(), 13u) << all;
   // Listed in file order.
   int previous = 0;
@@ -268,7 +268,7 @@ TEST(SweepErrors, SweepKeys) {
   one("name = s\nseeds = 1, x\n", "got 'x' in '1, x'");
   one("name = s\nseeds = -1\n", "non-negative integers");
   one("name = s\npriority = 1.5\n", "[sweep] priority: expected an integer");
-  one("name = s\ncolour = blue\n", "[sweep] colour: unknown key; [sweep] takes name, search");
+  one("name = s\ncolour = blue\n", "[sweep] colour: unknown key 'colour' ([sweep] takes name, search");
   one("search = grid\n", "[sweep] name: a sweep needs a name");
 }
 

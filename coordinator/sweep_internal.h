@@ -1,6 +1,6 @@
-// Internal to coordinator/: what the sweep sources share (sweep.cc: the sweep file's INI
-// layer and parser; sweep_values.cc: values, conditions and report targets; sweep_validate.cc:
-// validation listing every error; sweep_expand.cc: grid and random expansion; sweep_json.cc:
+// Internal to coordinator/: what the sweep sources share (sweep.cc: the readers of a sweep
+// file's sections, lexed by config/ini.h; sweep_values.cc: values, conditions and report
+// targets; sweep_validate.cc: validation listing every error; sweep_expand.cc: grid and random expansion; sweep_json.cc:
 // the JSON of specs and trials). coordinator/sweep.h is the part's contract; nothing here is.
 //
 // Thread-safety: free functions without state; an Errors is used by one thread.
@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
-#include <functional>
-#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "config/ini.h"
 #include "coordinator/sweep.h"
 
 namespace flap::coordinator::sweep_internal {
@@ -27,8 +26,8 @@ namespace flap::coordinator::sweep_internal {
 // ---------------------------------------------------------------------------------------------
 // Text helpers (sweep_values.cc).
 
-bool IsSpace(char c);
-std::string Trim(std::string_view s);
+using ini::IsSpace;
+using ini::Trim;
 // Splits on ',' and trims each item; keeps empty items so that callers can refuse them.
 std::vector<std::string> SplitList(const std::string& s);
 // A finite decimal number, the whole string ("1e-4", "0.5", "-2"; not "0x1p3", "inf", "1 2").
@@ -67,51 +66,12 @@ bool IsWordValued(const std::string& factor);
 inline std::string FactorSection(const std::string& name) { return "factor." + name; }
 
 // ---------------------------------------------------------------------------------------------
-// Error collection. Every error names where it is: "<source>[:<line>]: [<section>] <key>: ...".
+// Error collection: config/ini.h's, every error "<source>[:<line>]: [<section>] <key>: ...",
+// under the summary "<source>: N errors in the sweep:".
 
-class Errors {
+class Errors : public ini::Errors {
  public:
-  // The line where (section, key) was written: the key's line, else its section header's; 0
-  // when unknown (a spec that did not come from a file).
-  using Locator = std::function<int(const std::string&, const std::string&)>;
-
-  Errors(std::string source, Locator locate) : source_(std::move(source)), locate_(std::move(locate)) {}
-
-  void Add(const std::string& section, const std::string& key, const std::string& message) {
-    if (silenced_.count({section, key}) != 0) return;
-    AddAt(locate_(section, key), section, key, message);
-  }
-  void AddAt(int line, const std::string& section, const std::string& key, const std::string& message) {
-    std::string e = source_ + (line > 0 ? ":" + std::to_string(line) : "") + ": ";
-    if (!section.empty()) e += "[" + section + "]";
-    if (!key.empty()) e += (section.empty() ? "" : " ") + key;
-    if (!section.empty() || !key.empty()) e += ": ";
-    list_.push_back({line, e + message});
-  }
-  // Later errors about (section, key) are dropped: its text was already refused, so what the
-  // spec holds there is a default, not what was written.
-  void Silence(const std::string& section, const std::string& key) { silenced_.insert({section, key}); }
-  bool empty() const { return list_.empty(); }
-
-  // InvalidArgument listing the errors in file order (those without a line last), or OK.
-  Status ToStatus() const {
-    if (list_.empty()) return Status::OK();
-    std::vector<std::pair<int, std::string>> sorted = list_;
-    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
-      auto key = [](int line) { return line > 0 ? line : std::numeric_limits<int>::max(); };
-      return key(a.first) < key(b.first);
-    });
-    std::string msg =
-        source_ + ": " + std::to_string(sorted.size()) + (sorted.size() == 1 ? " error" : " errors") + " in the sweep:";
-    for (const auto& e : sorted) msg += "\n  " + e.second;
-    return Status::InvalidArgument(msg);
-  }
-
- private:
-  std::string source_;
-  Locator locate_;
-  std::set<std::pair<std::string, std::string>> silenced_;
-  std::vector<std::pair<int, std::string>> list_;  // (line, text) in the order found
+  Errors(std::string source, Locator locate) : ini::Errors(std::move(source), "the sweep", std::move(locate)) {}
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ TEST(SweepReport, TargetIsAMetricAndAFractionOrPercentage) {
   }
   std::vector<std::string> unknown = Refuse(std::string(kAblation) + "\n[report]\nmetric = map10\n");
   ASSERT_EQ(unknown.size(), 1u) << Joined(unknown);
-  EXPECT_NE(unknown[0].find("unknown key; [report] takes target"), std::string::npos) << unknown[0];
+  EXPECT_NE(unknown[0].find("unknown key 'metric' ([report] takes target)"), std::string::npos) << unknown[0];
 }
 
 TEST(TrialSpecJson, RoundTrips) {

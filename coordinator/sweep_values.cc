@@ -11,15 +11,6 @@
 namespace flap::coordinator {
 namespace sweep_internal {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::string Trim(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && IsSpace(s[b])) ++b;
-  while (e > b && IsSpace(s[e - 1])) --e;
-  return std::string(s.substr(b, e - b));
-}
-
 // Splits on ',' and trims each item; keeps empty items so that callers can refuse them.
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> items;
