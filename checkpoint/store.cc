@@ -22,11 +22,11 @@
 namespace flap::checkpoint {
 
 struct Store::TrialIndex {
-  std::mutex mu;                    // serialises writes to this trial (Save, Gc, RebuildIndex)
+  Mutex mu;                         // serialises writes to this trial (Save, Gc, RebuildIndex)
   std::unique_ptr<rocksdb::DB> db;  // guarded by mu when replaced; RocksDB is thread-safe
   // A write to the index failed (e.g. no space for its log): RocksDB then refuses writes until
-  // resumed, which the next Save or Gc tries first. Guarded by mu.
-  bool write_failed = false;
+  // resumed, which the next Save or Gc tries first.
+  bool write_failed GUARDED_BY(mu) = false;
 };
 
 namespace {
@@ -217,7 +217,7 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::GetTrial(const std::string& 
 
 StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::string& trial_id, bool create) {
   FLAP_RETURN_IF_ERROR(ValidateTrialId(trial_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = trials_.find(trial_id);
   if (it != trials_.end()) return it->second;
   const std::string dir = IndexDir(trial_id);
@@ -272,13 +272,13 @@ StatusOr<std::shared_ptr<Store::TrialIndex>> Store::TryGetTrial(const std::strin
 void Store::CloseIndex(const std::string& trial_id) {
   std::shared_ptr<TrialIndex> trial;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = trials_.find(trial_id);
     if (it == trials_.end()) return;
     trial = it->second;
     trials_.erase(it);
   }
-  std::lock_guard<std::mutex> lock(trial->mu);
+  MutexLock lock(&trial->mu);
   trial->db.reset();
 }
 
@@ -316,7 +316,7 @@ StatusOr<Entry> Store::Save(const std::string& trial_id, int64_t step, const std
   FLAP_RETURN_IF_ERROR(CheckTrialDir(trial_id));
 
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, /*create=*/true));
-  std::lock_guard<std::mutex> lock(trial->mu);
+  MutexLock lock(&trial->mu);
   if (!trial->db) return Status::FailedPrecondition("index of " + trial_id + " was closed");
   FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
   const std::string key = StepDirName(step);
@@ -433,7 +433,7 @@ StatusOr<std::vector<Entry>> Store::ListLocked(TrialIndex* trial, const std::str
 StatusOr<std::vector<Entry>> Store::List(const std::string& trial_id, std::vector<std::string>* problems) {
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, false));
   if (!trial) return std::vector<Entry>();
-  std::lock_guard<std::mutex> lock(trial->mu);
+  MutexLock lock(&trial->mu);
   return ListLocked(trial.get(), trial_id, problems);
 }
 
@@ -572,7 +572,7 @@ StatusOr<GcReport> Store::Gc(const std::string& trial_id, const GcOptions& optio
     if (!report.removed_orphans.empty()) FLAP_RETURN_IF_ERROR(env_->SyncDir(trial_dir));
     return report;
   }
-  std::lock_guard<std::mutex> lock(trial->mu);
+  MutexLock lock(&trial->mu);
   FLAP_ASSIGN_OR_RETURN(std::vector<Entry> entries, ListLocked(trial.get(), trial_id, &report.warnings));
   const bool malformed_entries = !report.warnings.empty();
   if (trial->db) FLAP_RETURN_IF_ERROR(ResumeWrites(trial->db.get(), &trial->write_failed, trial_id));
@@ -686,7 +686,7 @@ StatusOr<int> Store::RebuildIndex(const std::string& trial_id, std::vector<std::
     FLAP_RETURN_IF_ERROR(moved);
   }
   FLAP_ASSIGN_OR_RETURN(std::shared_ptr<TrialIndex> trial, GetTrial(trial_id, /*create=*/true));
-  std::lock_guard<std::mutex> lock(trial->mu);
+  MutexLock lock(&trial->mu);
   const std::string trial_dir = JoinPath(root_, trial_id);
   FLAP_ASSIGN_OR_RETURN(std::vector<std::string> steps, env_->ListSubdirs(trial_dir));
   rocksdb::WriteBatch batch;

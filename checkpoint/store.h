@@ -61,12 +61,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "checkpoint/env.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace flap::checkpoint {
@@ -246,8 +246,8 @@ class Store {
   const StoreOptions options_;
   Env* const env_;
 
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<TrialIndex>> trials_;  // guarded by mu_
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<TrialIndex>> trials_ GUARDED_BY(mu_);
 };
 
 // Parses a MANIFEST.json / index value into an entry of `dir`. Corruption if malformed.

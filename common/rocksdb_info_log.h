@@ -17,8 +17,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <mutex>
 #include <string>
+
+#include "common/mutex.h"
 
 namespace flap {
 
@@ -38,7 +39,7 @@ class IgnoringErrorsLogger : public rocksdb::Logger {
 
   using rocksdb::Logger::Logv;
   void Logv(const char* format, va_list ap) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (file_ == nullptr) return;
     const std::time_t now = std::time(nullptr);
     std::tm tm{};
@@ -53,8 +54,8 @@ class IgnoringErrorsLogger : public rocksdb::Logger {
   }
 
  private:
-  std::mutex mu_;
-  std::FILE* file_ = nullptr;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::FILE* file_ GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace flap

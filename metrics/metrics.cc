@@ -143,7 +143,7 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string&
 }
 
 void MetricsServer::AddCollectable(std::weak_ptr<prometheus::Collectable> collectable) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   collectables_.push_back(std::move(collectable));
 }
 
@@ -151,7 +151,7 @@ std::vector<prometheus::MetricFamily> MetricsServer::Collect() {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   std::vector<std::shared_ptr<prometheus::Collectable>> live;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& weak : collectables_) {
       if (auto c = weak.lock()) live.push_back(std::move(c));
     }
@@ -163,14 +163,14 @@ std::vector<prometheus::MetricFamily> MetricsServer::Collect() {
 }
 
 int MetricsServer::active_connections() const {
-  std::lock_guard<std::mutex> lock(conn_mu_);
+  MutexLock lock(&conn_mu_);
   return active_;
 }
 
 void MetricsServer::JoinFinished(bool all) {
   std::vector<std::thread> finished;
   {
-    std::lock_guard<std::mutex> lock(conn_mu_);
+    MutexLock lock(&conn_mu_);
     for (auto it = connections_.begin(); it != connections_.end();) {
       if (all || *it->done) {
         finished.push_back(std::move(it->thread));
@@ -277,7 +277,7 @@ void MetricsServer::Serve() {
 }
 
 void MetricsServer::Dispatch(int c, const std::string& request) {
-  std::lock_guard<std::mutex> lock(conn_mu_);
+  MutexLock lock(&conn_mu_);
   if (active_ >= limits_.max_connections) {
     // Busy: a short answer if the socket takes it at once, never a wait.
     const std::string busy = HttpResponse("503 Service Unavailable", "text/plain", "too many scrapes at once\n");
@@ -290,7 +290,7 @@ void MetricsServer::Dispatch(int c, const std::string& request) {
   connections_.push_back({std::thread([this, c, request, done] {
                             Respond(c, request);
                             {
-                              std::lock_guard<std::mutex> l(conn_mu_);
+                              MutexLock l(&conn_mu_);
                               --active_;
                             }
                             *done = true;
@@ -307,7 +307,7 @@ void MetricsServer::Respond(int c, const std::string& request) {
   if (request.rfind("GET /metrics", 0) == 0 && (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
     std::vector<prometheus::MetricFamily> families;
     {
-      std::lock_guard<std::mutex> lock(collect_mu_);
+      MutexLock lock(&collect_mu_);
       families = Collect();
     }
     body = prometheus::TextSerializer().Serialize(families);

@@ -11,11 +11,11 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace prometheus {
@@ -84,19 +84,22 @@ class MetricsServer {
   };
 
   MetricsServer() = default;
-  void Serve();                                     // the accepting thread, which reads requests
-  void Dispatch(int fd, const std::string& request);  // answers on a thread of its own, or 503
-  void Respond(int fd, const std::string& request);   // one connection, on its own thread; closes fd
-  void JoinFinished(bool all);                      // joins finished connection threads (all: every one)
-  std::vector<prometheus::MetricFamily> Collect();  // the registry's families, then the collectables'
+  void Serve();  // the accepting thread, which reads requests
+  // Answers on a thread of its own, or 503.
+  void Dispatch(int fd, const std::string& request) EXCLUDES(conn_mu_);
+  void Respond(int fd, const std::string& request);  // one connection, on its own thread; closes fd
+  // Joins finished connection threads (all: every one).
+  void JoinFinished(bool all) EXCLUDES(conn_mu_);
+  // The registry's families, then the collectables'.
+  std::vector<prometheus::MetricFamily> Collect() REQUIRES(collect_mu_) EXCLUDES(mu_);
   std::shared_ptr<prometheus::Registry> registry_;
   Limits limits_;
-  std::mutex mu_;
-  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // GUARDED_BY(mu_)
-  std::mutex collect_mu_;  // one collection at a time (collectables need not be reentrant)
-  mutable std::mutex conn_mu_;
-  std::vector<Connection> connections_;  // GUARDED_BY(conn_mu_)
-  int active_ = 0;                       // GUARDED_BY(conn_mu_)
+  Mutex collect_mu_;  // one collection at a time (collectables need not be reentrant)
+  Mutex mu_;          // taken inside collect_mu_, never around it
+  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_ GUARDED_BY(mu_);
+  mutable Mutex conn_mu_;
+  std::vector<Connection> connections_ GUARDED_BY(conn_mu_);
+  int active_ GUARDED_BY(conn_mu_) = 0;
   int fd_ = -1;
   int port_ = 0;
   std::string endpoint_;

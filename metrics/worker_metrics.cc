@@ -78,7 +78,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
 
 WorkerMetrics::~WorkerMetrics() {
   for (auto& remove : removers_) remove();
-  std::lock_guard<std::mutex> lock(eval_mu_);
+  MutexLock lock(&eval_mu_);
   for (const auto& [name, gauge] : eval_) eval_family_->Remove(gauge);
 }
 
@@ -116,7 +116,7 @@ void WorkerMetrics::ObserveCheckpoint(double seconds, int64_t bytes) {
 }
 
 void WorkerMetrics::SetEvaluation(const std::map<std::string, double>& metrics) {
-  std::lock_guard<std::mutex> lock(eval_mu_);
+  MutexLock lock(&eval_mu_);
   for (const auto& [name, value] : metrics) {
     prometheus::Gauge*& gauge = eval_[name];
     if (gauge == nullptr) gauge = &eval_family_->Add(With(labels_, "metric", name));

@@ -11,9 +11,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace prometheus {
 class Counter;
@@ -58,8 +59,8 @@ class WorkerMetrics {
   prometheus::Gauge *step_, *epoch_, *rate_, *loss_total_, *loss_contrastive_, *loss_recon_, *logit_scale_,
       *global_batch_, *negatives_, *ckpt_bytes_, *memory_;
   prometheus::Family<prometheus::Gauge>* eval_family_;
-  std::mutex eval_mu_;
-  std::map<std::string, prometheus::Gauge*> eval_;  // GUARDED_BY(eval_mu_): by metric name
+  Mutex eval_mu_;
+  std::map<std::string, prometheus::Gauge*> eval_ GUARDED_BY(eval_mu_);  // by metric name
 };
 
 }  // namespace flap::metrics

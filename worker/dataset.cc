@@ -6,21 +6,21 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
 #include "sharding/manifest.h"
 
 namespace flap::worker {
 namespace {
 
-std::mutex observer_mu;
-std::shared_ptr<const SplitLoadObserver> observer;  // guarded by observer_mu; null: none
+Mutex observer_mu;
+std::shared_ptr<const SplitLoadObserver> observer GUARDED_BY(observer_mu);  // null: none
 
 void NotifySplitLoad(const std::string& dir, const std::string& split) {
   std::shared_ptr<const SplitLoadObserver> o;
   {
-    std::lock_guard<std::mutex> lock(observer_mu);
+    MutexLock lock(&observer_mu);
     o = observer;
   }
   if (o) (*o)(dir, split);  // outside the lock: the observer may load or install observers
@@ -84,7 +84,7 @@ std::map<std::string, double> EvalSetIdentity::ToRecord() const {
 
 SplitLoadObserver SetSplitLoadObserver(SplitLoadObserver o) {
   std::shared_ptr<const SplitLoadObserver> next = o ? std::make_shared<const SplitLoadObserver>(std::move(o)) : nullptr;
-  std::lock_guard<std::mutex> lock(observer_mu);
+  MutexLock lock(&observer_mu);
   std::shared_ptr<const SplitLoadObserver> previous = std::move(observer);
   observer = std::move(next);
   return previous ? *previous : SplitLoadObserver();

@@ -8,12 +8,12 @@
 
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/testing/testing.h"
 #include "sharding/manifest.h"
 #include "sharding/shard_reader.h"
@@ -95,18 +95,18 @@ class LoadRecorder {
  public:
   LoadRecorder()
       : previous_(SetSplitLoadObserver([this](const std::string& dir, const std::string& split) {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           loads_.emplace_back(dir, split);
         })) {}
   ~LoadRecorder() { SetSplitLoadObserver(previous_); }
   std::vector<std::pair<std::string, std::string>> loads() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return loads_;
   }
 
  private:
-  std::mutex mu_;
-  std::vector<std::pair<std::string, std::string>> loads_;
+  Mutex mu_;
+  std::vector<std::pair<std::string, std::string>> loads_ GUARDED_BY(mu_);
   SplitLoadObserver previous_;
 };
 

@@ -3,12 +3,11 @@
 #include <time.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "common/mutex.h"
 #include "sharding/shard_order.h"
 #include "worker/batcher.h"
 #include "worker/core/draw.h"
@@ -151,15 +150,15 @@ struct StreamingLoader::Impl {
   // Block generator state (assembler thread only).
   int64_t gen_epoch = 0, gen_next_shard = 0, gen_planned = 0;
 
-  std::mutex mu;
-  std::condition_variable work_cv;          // feature threads: a job is queued or stop
-  std::condition_variable done_cv;          // assembler: a job finished or stop
-  std::condition_variable ready_cv;         // consumer: a batch is ready; assembler: room in the queue
-  bool stop = false;                        // guarded by mu
-  std::deque<std::shared_ptr<Job>> queued;  // guarded by mu
-  std::deque<LoadedBatch> ready;            // guarded by mu
-  Status error;                             // guarded by mu; sticky
-  LoaderStats stats;                        // guarded by mu
+  Mutex mu;
+  CondVar work_cv;   // feature threads: a job is queued or stop
+  CondVar done_cv;   // assembler: a job finished or stop
+  CondVar ready_cv;  // consumer: a batch is ready; assembler: room in the queue
+  bool stop GUARDED_BY(mu) = false;
+  std::deque<std::shared_ptr<Job>> queued GUARDED_BY(mu);
+  std::deque<LoadedBatch> ready GUARDED_BY(mu);
+  Status error GUARDED_BY(mu);  // sticky
+  LoaderStats stats GUARDED_BY(mu);
   std::vector<std::thread> threads;
 
   // The next block in reading order; its jobs are queued for the feature threads.
@@ -188,10 +187,10 @@ struct StreamingLoader::Impl {
                               " steps of " + std::to_string(batch));
     }
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       for (const auto& j : b.jobs) queued.push_back(j);
     }
-    work_cv.notify_all();
+    work_cv.SignalAll();
     return b;
   }
 
@@ -201,8 +200,8 @@ struct StreamingLoader::Impl {
     for (;;) {
       std::shared_ptr<Job> job;
       {
-        std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] { return stop || !queued.empty(); });
+        MutexLock lock(&mu);
+        while (!stop && queued.empty()) work_cv.Wait(&mu);
         if (stop) return;
         job = queued.front();
         queued.pop_front();
@@ -211,7 +210,7 @@ struct StreamingLoader::Impl {
       bool from_memory = false;
       auto f = FetchShardFeatures(options.dataset_dir, job->info, *tokenizer, fo, &from_memory);
       {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         const double cpu = ThreadCpuSeconds() - cpu0;
         stats.busy_seconds += cpu;
         stats.feature_seconds += cpu;
@@ -229,15 +228,15 @@ struct StreamingLoader::Impl {
           job->status = f.status();
         }
       }
-      done_cv.notify_all();
+      done_cv.SignalAll();
     }
   }
 
   // false: stopping.
   bool WaitForBlock(const Block& b, Status* status) {
-    std::unique_lock<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     for (const auto& j : b.jobs) {
-      done_cv.wait(lock, [&] { return stop || j->done; });
+      while (!stop && !j->done) done_cv.Wait(&mu);
       if (stop) return false;
       if (!j->status.ok()) {
         *status = j->status;
@@ -248,11 +247,11 @@ struct StreamingLoader::Impl {
   }
 
   bool Emit(LoadedBatch&& b) {
-    std::unique_lock<std::mutex> lock(mu);
-    ready_cv.wait(lock, [&] { return stop || static_cast<int>(ready.size()) < options.prefetch_batches; });
+    MutexLock lock(&mu);
+    while (!stop && static_cast<int>(ready.size()) >= options.prefetch_batches) ready_cv.Wait(&mu);
     if (stop) return false;
     ready.push_back(std::move(b));
-    ready_cv.notify_all();
+    ready_cv.SignalAll();
     return true;
   }
 
@@ -309,7 +308,7 @@ struct StreamingLoader::Impl {
         const double cpu0 = ThreadCpuSeconds();
         out.batch = AssembleBatch(views, epoch, config, options.pin_memory);
         {
-          std::lock_guard<std::mutex> lock(mu);
+          MutexLock lock(&mu);
           const double cpu = ThreadCpuSeconds() - cpu0;
           stats.busy_seconds += cpu;
           stats.assembly_seconds += cpu;
@@ -346,12 +345,12 @@ struct StreamingLoader::Impl {
 
   void AssemblerThread() {
     Status s = Assemble();
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (!s.ok())
       error = s;
     else if (!stop)
       error = Status::Internal("the loader stopped unexpectedly");
-    ready_cv.notify_all();
+    ready_cv.SignalAll();
   }
 };
 
@@ -359,12 +358,12 @@ StreamingLoader::StreamingLoader(std::unique_ptr<Impl> impl) : impl_(std::move(i
 
 StreamingLoader::~StreamingLoader() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    MutexLock lock(&impl_->mu);
     impl_->stop = true;
   }
-  impl_->work_cv.notify_all();
-  impl_->done_cv.notify_all();
-  impl_->ready_cv.notify_all();
+  impl_->work_cv.SignalAll();
+  impl_->done_cv.SignalAll();
+  impl_->ready_cv.SignalAll();
   for (auto& t : impl_->threads) t.join();
 }
 
@@ -433,19 +432,19 @@ int64_t StreamingLoader::steps_per_epoch() const { return impl_->steps; }
 
 StatusOr<LoadedBatch> StreamingLoader::Next() {
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  impl_->ready_cv.wait(lock, [&] { return !impl_->ready.empty() || !impl_->error.ok(); });
+  MutexLock lock(&impl_->mu);
+  while (impl_->ready.empty() && impl_->error.ok()) impl_->ready_cv.Wait(&impl_->mu);
   if (impl_->ready.empty()) return impl_->error;
   LoadedBatch b = std::move(impl_->ready.front());
   impl_->ready.pop_front();
   impl_->stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ++impl_->stats.batches;
-  impl_->ready_cv.notify_all();
+  impl_->ready_cv.SignalAll();
   return b;
 }
 
 LoaderStats StreamingLoader::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(&impl_->mu);
   return impl_->stats;
 }
 

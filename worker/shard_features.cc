@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -275,10 +274,11 @@ StatusOr<ShardFeatures> LoadShardFeatures(const std::string& dir, const sharding
 
 // An entry is created by the first fetch of its key; later fetches wait for it to be loaded.
 struct FeatureMemoryCache::Entry {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status status;
+  Mutex mu;
+  CondVar cv;
+  bool done GUARDED_BY(mu) = false;
+  Status status GUARDED_BY(mu);
+  // Written under the cache's mu_ before done is set; read under it, or once done.
   std::shared_ptr<const ShardFeatures> features;
   std::string front_end;
   bool admitted = false;  // counted in the cache's bytes
@@ -290,14 +290,14 @@ FeatureMemoryCache& FeatureMemoryCache::Process() {
 }
 
 FeatureMemoryCache::Stats FeatureMemoryCache::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
 void FeatureMemoryCache::Clear() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {
-    std::lock_guard<std::mutex> el(it->second->mu);
+    MutexLock el(&it->second->mu);
     if (!it->second->done) {  // a fetch in flight owns it
       ++it;
       continue;
@@ -330,7 +330,7 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   std::shared_ptr<FeatureMemoryCache::Entry> entry;
   bool owner = false;
   {
-    std::lock_guard<std::mutex> lock(cache.mu_);
+    MutexLock lock(&cache.mu_);
     auto& slot = cache.entries_[key];
     if (!slot) {
       slot = std::make_shared<FeatureMemoryCache::Entry>();
@@ -343,8 +343,8 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
     entry = slot;
   }
   if (!owner) {
-    std::unique_lock<std::mutex> el(entry->mu);
-    entry->cv.wait(el, [&] { return entry->done; });
+    MutexLock el(&entry->mu);
+    while (!entry->done) entry->cv.Wait(&entry->mu);
     if (!entry->status.ok()) return entry->status;
     if (from_memory != nullptr) *from_memory = true;
     return entry->features;
@@ -355,7 +355,7 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
   std::shared_ptr<const ShardFeatures> features;
   bool admitted = false;
   {
-    std::lock_guard<std::mutex> lock(cache.mu_);
+    MutexLock lock(&cache.mu_);
     if (loaded.ok()) {
       features = std::make_shared<const ShardFeatures>(std::move(*loaded));
       const int64_t need = features->bytes();
@@ -386,11 +386,11 @@ StatusOr<std::shared_ptr<const ShardFeatures>> FetchShardFeatures(const std::str
     }
   }
   {
-    std::lock_guard<std::mutex> el(entry->mu);
+    MutexLock el(&entry->mu);
     entry->done = true;
     entry->status = loaded.status();
   }
-  entry->cv.notify_all();
+  entry->cv.SignalAll();
   if (!loaded.ok()) return loaded.status();
   if (!admitted && options.disk_overflow_only && !features->from_cache && !options.cache_dir.empty()) {
     // Beyond the memory budget: this shard is read from disk next time.

@@ -33,10 +33,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "sharding/manifest.h"
 #include "sharding/text_tokenizer.h"
@@ -124,9 +124,9 @@ class FeatureMemoryCache {
                                                                            const sharding::TextTokenizer&,
                                                                            const FeatureOptions&, bool*);
   struct Entry;
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Entry>> entries_;  // key: dir, shard, checksum, front end
-  Stats stats_;
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_ GUARDED_BY(mu_);  // key: dir, shard, checksum, front end
+  Stats stats_ GUARDED_BY(mu_);
 };
 
 // The features of shard `info`: from the process's memory cache when

@@ -8,8 +8,9 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <memory>
-#include <mutex>
 #include <thread>
+
+#include "common/mutex.h"
 
 namespace flap::worker {
 namespace {
@@ -18,11 +19,11 @@ volatile std::sig_atomic_t g_stop_signal = 0;
 
 extern "C" void OnStopSignal(int sig) { g_stop_signal = sig; }
 
-std::mutex& HookMutex() {
-  static std::mutex mu;
+Mutex& HookMutex() {
+  static Mutex mu;
   return mu;
 }
-std::function<void(int)>& Hook() {
+std::function<void(int)>& Hook() REQUIRES(HookMutex()) {
   static std::function<void(int)> hook;
   return hook;
 }
@@ -31,7 +32,7 @@ std::function<void(int)>& Hook() {
 void RunHook(int sig) {
   std::function<void(int)> hook;
   {
-    std::lock_guard<std::mutex> lock(HookMutex());
+    MutexLock lock(&HookMutex());
     hook = Hook();
   }
   if (!hook) return;
@@ -80,7 +81,7 @@ void InstallStopSignalHandlers(double deadline_seconds) {
 int StopRequested() { return g_stop_signal; }
 
 void SetStopDeadlineHook(std::function<void(int)> hook) {
-  std::lock_guard<std::mutex> lock(HookMutex());
+  MutexLock lock(&HookMutex());
   Hook() = std::move(hook);
 }
 

@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #define FLAP_COMPAT_C10D
+#include "common/mutex.h"
 #include "worker/core/torch_compat.h"
 #include "worker/core/route.h"
 #ifdef FLAP_WITH_NCCL
@@ -17,12 +18,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -70,16 +69,16 @@ struct WorkerGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // the main client (rank 0: also the server)
   c10::intrusive_ptr<Comm> comm;
 
-  std::mutex issue_mu;           // orders the issue of collectives
+  Mutex issue_mu;                // orders the issue of collectives
   std::atomic<uint64_t> seq{0};  // collectives started
 
-  std::mutex fail_mu;        // one diagnosis at a time; guards `failure`, `missing`
-  Status failure;            // GUARDED_BY(fail_mu)
-  std::vector<int> missing;  // GUARDED_BY(fail_mu): ranks the diagnosis named
+  Mutex fail_mu;  // one diagnosis at a time
+  Status failure GUARDED_BY(fail_mu);
+  std::vector<int> missing GUARDED_BY(fail_mu);  // ranks the diagnosis named
 
-  std::mutex beat_mu;
-  std::condition_variable beat_cv;
-  bool beat_stop = false;  // GUARDED_BY(beat_mu)
+  Mutex beat_mu;
+  CondVar beat_cv;
+  bool beat_stop GUARDED_BY(beat_mu) = false;
   std::thread beat_thread;
   bool shut_down = false;  // main thread only
 
@@ -89,7 +88,7 @@ struct WorkerGroup::Impl {
   std::string StoreAddress() const { return rdv.master_addr + ":" + std::to_string(rdv.master_port); }
 
   Status Current() {
-    std::lock_guard<std::mutex> l(fail_mu);
+    MutexLock l(&fail_mu);
     return failure;
   }
 
@@ -122,17 +121,21 @@ struct WorkerGroup::Impl {
       } catch (const std::exception&) {
         return;
       }
-      std::unique_lock<std::mutex> l(beat_mu);
-      if (beat_cv.wait_for(l, std::chrono::duration<double>(beat_s), [&] { return beat_stop; })) return;
+      MutexLock l(&beat_mu);
+      const auto next = std::chrono::steady_clock::now() + std::chrono::duration<double>(beat_s);
+      while (!beat_stop) {
+        if (beat_cv.WaitUntil(&beat_mu, next)) break;  // time for the next beat
+      }
+      if (beat_stop) return;
     }
   }
 
   void StopBeat() {
     {
-      std::lock_guard<std::mutex> l(beat_mu);
+      MutexLock l(&beat_mu);
       beat_stop = true;
     }
-    beat_cv.notify_all();
+    beat_cv.SignalAll();
     if (beat_thread.joinable()) beat_thread.join();
   }
 
@@ -205,7 +208,7 @@ struct WorkerGroup::Impl {
   // partition: no reset ever arrives) can wait in a read far longer than that (LibTorch 2.x's
   // client sets no receive timeout). The thread holds its own references, so it may outlive
   // the group.
-  std::string Diagnose(uint64_t n) {
+  std::string Diagnose(uint64_t n) REQUIRES(fail_mu) {
     auto promise = std::make_shared<std::promise<Diagnosis>>();
     std::future<Diagnosis> result = promise->get_future();
     const std::string address = StoreAddress();
@@ -227,7 +230,7 @@ struct WorkerGroup::Impl {
 
   // Records the failure of collective #n (the first one wins) and returns it.
   Status Fail(const std::string& op, uint64_t n, const std::string& detail) {
-    std::lock_guard<std::mutex> l(fail_mu);
+    MutexLock l(&fail_mu);
     if (!failure.ok()) return failure;
     const std::string who = Diagnose(n);
     failure = Status::DeadlineExceeded(Where() + ": " + op + " (collective #" + std::to_string(n) + ") failed: " + who +
@@ -257,7 +260,7 @@ struct WorkerGroup::Impl {
   template <typename StartFn>
   Status Issue(const std::string& op, StartFn start, uint64_t* n, c10::intrusive_ptr<c10d::Work>* work) {
     FLAP_RETURN_IF_ERROR(Current());
-    std::lock_guard<std::mutex> l(issue_mu);
+    MutexLock l(&issue_mu);
     *n = ++seq;
     try {
       *work = start();
@@ -509,7 +512,7 @@ Status WorkerGroup::Shutdown() {
                               : m.timeout);
       std::vector<int> missing;
       {
-        std::lock_guard<std::mutex> l(m.fail_mu);
+        MutexLock l(&m.fail_mu);
         missing = m.missing;
       }
       for (int r = 1; r < world_size() && Clock::now() < deadline;) {
