@@ -8,7 +8,7 @@
 # What it looks at (ELF files):
 #   - every program and shared library built in BUILD_DIR;
 #   - the programs the tests run: Slurm's daemons and clients, munged, Open MPI's mpirun and
-#     orted, Prometheus, gnuplot, openssl, tar;
+#     orted, Prometheus, gnuplot, openssl, tar, clang++ (the thread-safety check);
 #   - the plugins those load: Slurm's (slurm-wlm/*.so, mpi_pmix_v4.so among them), Open MPI's
 #     MCA components, PMIx's and hwloc's.
 # For each it resolves the shared libraries it links (ldd) and the libraries named by an
@@ -58,6 +58,7 @@ programs=(
   sbatch:slurm-client squeue:slurm-client scontrol:slurm-client scancel:slurm-client
   sinfo:slurm-client mpirun:openmpi-bin 'orted|prted:openmpi-bin' prometheus:prometheus
   gnuplot:gnuplot-nox openssl:openssl tar:tar timeout:coreutils ip:iproute2 nsenter:util-linux unshare:util-linux
+  clang++:clang
 )
 
 problems=$tmp/problems   # one line per problem

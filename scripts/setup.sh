@@ -36,6 +36,8 @@ PACKAGES=(
   slurm-wlm munge 'libpmix2|libpmix2t64' libpmix-dev
   # The multi-node tests' two hosts: network namespaces and a veth link (tests/two_nodes.h).
   iproute2 util-linux
+  # Clang's thread-safety analysis over the coordinator and the worker (scripts/check_thread_safety.sh).
+  clang
 )
 
 if [[ "${FLAP_SKIP_APT:-0}" != 1 ]]; then

@@ -5,7 +5,7 @@
 # builds the LibTorch-only core and runs its unit tests against Debian 13's LibTorch 2.6
 # (scripts/trixie_check.sh core), then runs every test with ctest.
 #   scripts/test.sh                 all tests
-#   scripts/test.sh -L unit         one label: unit | integration | slow
+#   scripts/test.sh -L unit         one label: unit | integration | slow | static (the Clang checks)
 #   scripts/test.sh -LE slow        everything but the slow ones
 set -euo pipefail
 cd "$(dirname "$0")/.."
