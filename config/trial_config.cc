@@ -670,8 +670,7 @@ StatusOr<TrialConfig> WorkerTrialConfig(const std::string& base_text, const std:
   return TrialConfigFromText("", source, values);
 }
 
-Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,
-                        std::string* help_text) {
+StatusOr<ConfigArgs> ParseConfigArgs(const std::vector<std::string>& args) {
   po::options_description general("General");
   general.add_options()("help,h", "show the keys")("config,c", po::value<std::string>(), "INI config file");
   po::options_description all;
@@ -689,26 +688,39 @@ Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* confi
   } catch (const po::error& e) {
     return Status::InvalidArgument(std::string("command line: ") + e.what());
   }
-  *help_requested = vm.count("help") > 0;
-  if (*help_requested) {
-    std::ostringstream out;
-    out << all;
-    *help_text = out.str();
+  ConfigArgs out;
+  out.help = vm.count("help") > 0;
+  if (out.help) {
+    std::ostringstream text;
+    text << all;
+    out.help_text = text.str();
+    return out;
+  }
+  if (vm.count("config")) out.file = vm["config"].as<std::string>();
+  for (const auto& [key, value] : vm) {
+    if (key != "config" && key != "help") out.flags[key] = value.as<std::string>();
+  }
+  return out;
+}
+
+Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,
+                        std::string* help_text) {
+  FLAP_ASSIGN_OR_RETURN(ConfigArgs parsed, ParseConfigArgs(args));
+  *help_requested = parsed.help;
+  if (parsed.help) {
+    *help_text = parsed.help_text;
     return Status::OK();
   }
   std::map<std::string, std::string> values;
-  std::string file;
-  if (vm.count("config")) {
-    file = vm["config"].as<std::string>();
+  const std::string& file = parsed.file;
+  if (!file.empty()) {
     StatusOr<std::string> text = ReadFileToString(file);
     if (!text.ok()) {
       return text.status().WithContext("config file '" + file + "' cannot be read");
     }
     FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(*text, "config file '" + file + "'"));
   }
-  for (const auto& [key, value] : vm) {  // flags beat the file
-    if (key != "config" && key != "help") values[key] = value.as<std::string>();
-  }
+  for (const auto& [key, value] : parsed.flags) values[key] = value;  // flags beat the file
   Status s = ApplyConfigValues(values, config);
   if (!s.ok() && !file.empty()) s = s.WithContext("config '" + file + "' with overrides");
   FLAP_RETURN_IF_ERROR(s);

@@ -233,8 +233,20 @@ StatusOr<TrialConfig> WorkerTrialConfig(const std::string& base_text, const std:
                                         const std::map<std::string, std::string>& local,
                                         const std::map<std::string, std::string>& trial);
 
-// Parses argv-style arguments (`--config FILE` plus `--key value` overrides, no positional
-// arguments) into *config. Returns InvalidArgument naming the key and the file on any error.
+// Argv-style arguments (`--config FILE` plus `--key value` overrides, no positional arguments),
+// parsed but not applied: the file named (not read), the flags' values by key (unchecked), or
+// that --help was asked for and the help text. InvalidArgument for an unknown flag (naming the
+// closest key) or a malformed command line.
+struct ConfigArgs {
+  std::string file;                          // --config; "" = none
+  std::map<std::string, std::string> flags;  // "<section>.<key>" -> value
+  bool help = false;
+  std::string help_text;
+};
+StatusOr<ConfigArgs> ParseConfigArgs(const std::vector<std::string>& args);
+
+// Parses argv-style arguments (ParseConfigArgs), reads the file, applies the flags over it
+// and validates, into *config. Returns InvalidArgument naming the key and the file on any error.
 // `--help` is reported through *help_requested with the help text in *help_text.
 Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* config, bool* help_requested,
                         std::string* help_text);

@@ -185,11 +185,7 @@ StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const std::string& 
   return resp;
 }
 
-StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_id) {
-  v1::NextTrialRequest req;
-  req.set_group_id(group_id);
-  v1::NextTrialResponse resp;
-  FLAP_CALL(NextTrial, req, resp);
+NextTrialResult ReadNextTrial(const v1::NextTrialResponse& resp) {
   NextTrialResult r;
   r.assigned = resp.assigned();
   r.all_done = resp.all_done();
@@ -210,7 +206,21 @@ StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_
       r.assignment.asha_rungs.assign(a.asha_rungs().begin(), a.asha_rungs().end());
     }
   }
+  r.message = resp;
   return r;
+}
+
+bool IsTransient(const Status& s) {
+  return s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kCancelled ||
+         s.code() == Status::Code::kDeadlineExceeded;
+}
+
+StatusOr<NextTrialResult> CoordinatorClient::NextTrial(const std::string& group_id) {
+  v1::NextTrialRequest req;
+  req.set_group_id(group_id);
+  v1::NextTrialResponse resp;
+  FLAP_CALL(NextTrial, req, resp);
+  return ReadNextTrial(resp);
 }
 
 StatusOr<v1::BeginEpochResponse> CoordinatorClient::BeginEpoch(

@@ -16,7 +16,10 @@
 //   kAborted             the shard lease expired before its completion arrived
 //   kUnauthenticated     no or wrong token
 //   kUnavailable         the coordinator is down or restarting: retry later
+//   kCancelled           the coordinator ended the call unanswered (it was shutting down:
+//                        the client never cancels its own calls): retry later
 //   kDeadlineExceeded    no answer within deadline_ms
+// IsTransient says which of them mean "retry later".
 //
 // Thread-safety: thread-safe; one client may be shared by every rank of a process.
 #pragma once
@@ -101,7 +104,17 @@ struct NextTrialResult {
   bool all_done = false;
   int64_t retry_after_ms = 0;
   std::string waiting;  // not assigned: a pending trial this group's size cannot take, and why
+  v1::NextTrialResponse message;  // the answer as received (a worker group passes it to its ranks)
 };
+
+// The fields of a NextTrial answer (what CoordinatorClient::NextTrial returns for it).
+NextTrialResult ReadNextTrial(const v1::NextTrialResponse& resp);
+
+// Whether a call's failure means "the coordinator is away for now: retry later" rather than an
+// answer: kUnavailable (down, restarting, its journal failed), kCancelled (it shut down with the
+// call in flight) and kDeadlineExceeded (no answer in time). Every other code is the
+// coordinator's answer to the call.
+bool IsTransient(const Status& s);
 
 struct ShardLease {
   enum class Kind { kGranted, kWait, kEpochDone };

@@ -80,6 +80,7 @@ Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, std::shared_p
       db_(std::move(db)),
       listener_(std::move(listener)),
       pending_(std::make_unique<rocksdb::WriteBatch>()) {
+  if (!db_->GetDbIdentity(identity_).ok()) identity_.clear();
   listener_->Attach(this);
   committer_ = std::thread([this] { CommitLoop(); });
 }

@@ -94,6 +94,9 @@ class Journal {
   // The committed value of `key`: NotFound when absent.
   StatusOr<std::string> Get(const std::string& key) const;
   const std::string& dir() const { return dir_; }
+  // The database's identity (RocksDB's DB identity): made when the folder's database is
+  // created, the same at every later open of it.
+  const std::string& identity() const { return identity_; }
 
  private:
   class ErrorListener;
@@ -109,6 +112,7 @@ class Journal {
   void Settle(std::unique_lock<std::mutex>& lock, const Status& failure);
 
   const std::string dir_;
+  std::string identity_;
   const JournalOptions options_;
   std::unique_ptr<rocksdb::DB> db_;  // thread-safe itself
   std::shared_ptr<ErrorListener> listener_;

@@ -66,6 +66,7 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
     resp->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
     resp->set_heartbeat_timeout_ms(options_.heartbeat_timeout_ms);
     resp->set_lease_ttl_ms(options_.lease_ttl_ms);
+    resp->set_coordinator_id(store_->identity());
     return grpc::Status::OK;
   });
 }

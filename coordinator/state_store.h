@@ -127,6 +127,8 @@ class StateStore {
   Status Wait(uint64_t seq);
   bool healthy() const;
   Status status() const;
+  // The journal's identity (Journal::identity): the same across restarts from this folder.
+  const std::string& identity() const { return journal_->identity(); }
 
   // The committed rows of each table, keyed within the table.
   StatusOr<Counters> ReadCounters() const;  // zeros when none were stored

@@ -3,11 +3,12 @@
 //
 // Every rank of the group runs the agent; the ranks join one worker group at start (the
 // launcher's variables, as for `flap-worker train`) and keep it for all their trials. Rank 0
-// speaks for the group: it registers (group id, a fresh incarnation, the ranks' metrics
-// endpoints), heartbeats from its own thread, asks NextTrial, reports metrics, checkpoints,
-// the end or the failure of each trial. It sends the other ranks what to do next over the
-// group (BroadcastBytes): run this trial, wait, or exit. Every rank leases its own shards
-// (worker/lease_source.h).
+// speaks for the group (worker/speaker.h): it registers (group id, a fresh incarnation, the
+// ranks' metrics endpoints), heartbeats from its own thread, asks NextTrial, reports metrics,
+// checkpoints, the end or the failure of each trial. It sends the other ranks what to do next
+// over the group (BroadcastBytes of a coordinator::v1::GroupInstruction: the group's id once
+// registered, then the coordinator's NextTrialResponse as it came, a wait, or an exit code).
+// Every rank leases its own shards (worker/lease_source.h).
 //
 // A trial's config is the sweep's base config, then this agent's own `--KEY VALUE` overrides
 // (site settings: data.path, ckpt.root, threads, metrics...), then the trial's overrides
@@ -33,8 +34,9 @@
 // while idle, 1 when the coordinator stays unreachable past `rpc_retry_s`, 2 for bad options.
 //
 // Records (metrics, checkpoints, FinishTrial, FailTrial) go through an outbox (worker/outbox.h)
-// in $TMPDIR/flap-outbox-<uid>/<coordinator>-<group>: a sender thread delivers them in order,
-// retrying each through transient failures for as long as the coordinator is away, so none is
+// in $TMPDIR/flap-outbox-<uid>/<coordinator id>-<group> (worker/speaker.h): a sender thread
+// delivers them in order, retrying each through transient failures (coordinator::IsTransient)
+// for as long as the coordinator is away, so none is
 // lost to a restart of any length; training waits only on an evaluation's answer (an ASHA rung),
 // for at most rpc_retry_s. Before asking for its next trial the group waits (telling its ranks
 // to wait) until every record of the last one is acknowledged. At exit the agent waits up to

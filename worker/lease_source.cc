@@ -6,13 +6,12 @@
 
 namespace flap::worker {
 
-Status RetryUnavailable(double retry_for_s, const std::function<Status()>& call) {
+Status RetryTransient(double retry_for_s, const std::function<Status()>& call) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(retry_for_s);
   auto backoff = std::chrono::milliseconds(100);
   for (;;) {
     Status s = call();
-    const bool transient = s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded;
-    if (!transient || std::chrono::steady_clock::now() + backoff > until) return s;
+    if (!coordinator::IsTransient(s) || std::chrono::steady_clock::now() + backoff > until) return s;
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
@@ -52,7 +51,7 @@ Status LeaseShardSource::BeginEpoch(int64_t epoch) {
   list.reserve(shards_.size());
   for (const auto& s : shards_) list.emplace_back(s.name, s.num_samples);
   coordinator::v1::BeginEpochResponse resp;
-  FLAP_RETURN_IF_ERROR(RetryUnavailable(options_.retry_for_s, [&]() -> Status {
+  FLAP_RETURN_IF_ERROR(RetryTransient(options_.retry_for_s, [&]() -> Status {
                          auto r = client_->BeginEpoch(options_.group_id, options_.trial, static_cast<int>(epoch), list);
                          if (!r.ok()) return r.status();
                          resp = *r;
@@ -71,7 +70,7 @@ StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::ShardAt(int64_t e
   if (epoch != epoch_) FLAP_RETURN_IF_ERROR(BeginEpoch(epoch));
   if (!dry_ && leased_in_epoch_ < share_) {
     coordinator::ShardLease lease;
-    FLAP_RETURN_IF_ERROR(RetryUnavailable(options_.retry_for_s, [&]() -> Status {
+    FLAP_RETURN_IF_ERROR(RetryTransient(options_.retry_for_s, [&]() -> Status {
                            auto r = client_->LeaseShard(options_.group_id, options_.trial, static_cast<int>(epoch),
                                                         options_.rank, static_cast<int>(index % 4096));
                            if (!r.ok()) return r.status();
@@ -103,7 +102,7 @@ Status LeaseShardSource::Done(int64_t epoch, const sharding::ShardInfo& shard) {
   if (it == leases_.end()) return Status::OK();  // padding
   const uint64_t id = it->second;
   leases_.erase(it);
-  Status s = RetryUnavailable(options_.retry_for_s, [&]() -> Status {
+  Status s = RetryTransient(options_.retry_for_s, [&]() -> Status {
     return client_->CompleteShard(options_.group_id, options_.trial, static_cast<int>(epoch), id).status();
   });
   if (s.ok()) {

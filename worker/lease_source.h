@@ -53,12 +53,13 @@ struct LeaseSourceOptions {
   int rank = 0;
   int world_size = 1;
   int64_t batch_size = 32;     // per rank
-  double retry_for_s = 120.0;  // retry UNAVAILABLE / DEADLINE_EXCEEDED this long
+  double retry_for_s = 120.0;  // retry transient failures (coordinator::IsTransient) this long
 };
 
-// Retries `call` while it fails with UNAVAILABLE or DEADLINE_EXCEEDED (the gRPC code of the
-// calling thread's last call), with backoff from 100 ms to 2 s, for up to `retry_for_s`.
-Status RetryUnavailable(double retry_for_s, const std::function<Status()>& call);
+// Retries `call` while its failure is transient (coordinator::IsTransient: the coordinator
+// away, restarting or shutting down mid-call), with backoff from 100 ms to 2 s, for up to
+// `retry_for_s`.
+Status RetryTransient(double retry_for_s, const std::function<Status()>& call);
 
 class LeaseShardSource : public ShardSource {
  public:

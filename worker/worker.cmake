@@ -29,7 +29,7 @@ set_source_files_properties(export.cc PROPERTIES COMPILE_DEFINITIONS FLAP_CODE_V
 
 # The agent (a worker group serving a coordinator): the worker library plus the coordinator's
 # client (gRPC; no SentencePiece is linked here, it is a dlopen'd module).
-add_library(flap_agent agent.cc lease_source.cc outbox.cc)
+add_library(flap_agent agent.cc lease_source.cc outbox.cc speaker.cc)
 add_library(flap::agent ALIAS flap_agent)
 target_link_libraries(flap_agent PUBLIC flap::worker flap::coordinator_client PRIVATE Threads::Threads)
 
