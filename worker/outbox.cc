@@ -129,6 +129,7 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
   }
   if (ec) return Status::IOError("outbox: cannot list " + options.dir + ": " + ec.message());
   std::sort(files.begin(), files.end());
+  MutexLock lock(&box->mu_);  // nothing else holds the box yet; its state is set under mu_ all the same
   // Records already read from an earlier file (Close writes memory anew before removing the
   // segment it came from) are skipped.
   for (const auto& [first, path] : files) {
@@ -144,7 +145,6 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
   }
   if (!box->segments_.empty()) {
     box->acknowledged_ = box->segments_.front().first - 1;
-    std::lock_guard<std::mutex> lock(box->mu_);
     FLAP_RETURN_IF_ERROR(box->LoadOldest());
   } else {
     box->acknowledged_ = box->last_;
@@ -164,13 +164,13 @@ std::string Outbox::SegmentPath(uint64_t first) const {
 }
 
 uint64_t Outbox::Push(std::string record, Status* spill_error) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (closed_) {
     if (spill_error != nullptr) *spill_error = Status::FailedPrecondition("outbox: closed");
     return 0;
   }
   const uint64_t seq = ++last_;
-  cv_.notify_all();
+  cv_.SignalAll();
   if (unspilled_.empty() && segments_.empty() && memory_.size() < options_.memory_records) {
     memory_.emplace_back(seq, std::move(record));
     return seq;
@@ -208,19 +208,22 @@ Status Outbox::LoadOldest() {
 }
 
 bool Outbox::Front(uint64_t* seq, std::string* record, std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, wait, [this] { return !memory_.empty(); })) return false;
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (memory_.empty()) {
+    if (cv_.WaitUntil(&mu_, deadline) && memory_.empty()) return false;
+  }
   *seq = memory_.front().first;
   *record = memory_.front().second;
   return true;
 }
 
 Status Outbox::Pop() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (memory_.empty()) return Status::FailedPrecondition("outbox: nothing to acknowledge");
   acknowledged_ = memory_.front().first;
   memory_.pop_front();
-  cv_.notify_all();
+  cv_.SignalAll();
   if (!memory_.empty()) return Status::OK();
   if (!loaded_.empty()) {
     std::error_code ec;
@@ -235,29 +238,33 @@ Status Outbox::Pop() {
 }
 
 bool Outbox::WaitAcknowledged(uint64_t seq, std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, wait, [&] { return acknowledged_ >= seq; });
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (acknowledged_ < seq) {
+    if (cv_.WaitUntil(&mu_, deadline)) return acknowledged_ >= seq;
+  }
+  return true;
 }
 
 size_t Outbox::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t n = memory_.size() + unspilled_.size();
   for (const Segment& s : segments_) n += s.records;
   return n;
 }
 
 size_t Outbox::in_memory() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return memory_.size();
 }
 
 uint64_t Outbox::last() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return last_;
 }
 
 Status Outbox::Close() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (closed_) return Status::OK();
   closed_ = true;
   // Memory first, then what the disk refused earlier (after every segment): each as a segment

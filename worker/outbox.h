@@ -18,14 +18,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace flap::worker {
@@ -69,23 +68,23 @@ class Outbox {
   };
   explicit Outbox(OutboxOptions options) : options_(std::move(options)) {}
   std::string SegmentPath(uint64_t first) const;
-  // With mu_ held: appends to the newest segment, starting one when needed.
-  Status Spill(uint64_t seq, const std::string& record);
-  // With mu_ held: reads the oldest segment into memory (it stays on disk until drained).
-  Status LoadOldest();
+  // Appends to the newest segment, starting one when needed.
+  Status Spill(uint64_t seq, const std::string& record) REQUIRES(mu_);
+  // Reads the oldest segment into memory (it stays on disk until drained).
+  Status LoadOldest() REQUIRES(mu_);
 
   const OutboxOptions options_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<uint64_t, std::string>> memory_;     // GUARDED_BY(mu_)
-  std::deque<Segment> segments_;                            // GUARDED_BY(mu_): on disk, not in memory
-  std::deque<std::pair<uint64_t, std::string>> unspilled_;  // GUARDED_BY(mu_): after segments_, the
-                                                            // disk having refused them
-  std::string loaded_;         // GUARDED_BY(mu_): the segment file memory_ was read from ("" none)
-  uint64_t last_ = 0;          // GUARDED_BY(mu_)
-  uint64_t acknowledged_ = 0;  // GUARDED_BY(mu_): every record up to it is acknowledged
-  bool closed_ = false;        // GUARDED_BY(mu_)
-  int lock_fd_ = -1;           // DIR/LOCK, flock'ed for the outbox's life
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<std::pair<uint64_t, std::string>> memory_ GUARDED_BY(mu_);
+  std::deque<Segment> segments_ GUARDED_BY(mu_);  // on disk, not in memory
+  // After segments_, the disk having refused them.
+  std::deque<std::pair<uint64_t, std::string>> unspilled_ GUARDED_BY(mu_);
+  std::string loaded_ GUARDED_BY(mu_);  // the segment file memory_ was read from ("" none)
+  uint64_t last_ GUARDED_BY(mu_) = 0;
+  uint64_t acknowledged_ GUARDED_BY(mu_) = 0;  // every record up to it is acknowledged
+  bool closed_ GUARDED_BY(mu_) = false;
+  int lock_fd_ = -1;  // DIR/LOCK, flock'ed for the outbox's life
 };
 
 }  // namespace flap::worker
