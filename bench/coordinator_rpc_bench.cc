@@ -428,13 +428,13 @@ class Load {
   double seconds_ = 0;
 };
 
-// A sweep of `trials` trials: recon.weight's values x seeds (a factor lists at most 1,000).
+// A sweep of `trials` trials: loss.recon_weight's values x seeds (a factor lists at most 1,000).
 std::string SweepText(int trials) {
   int values = std::min(trials, 1000);
   while (trials % values != 0) --values;
   std::string text = "[sweep]\nname = bench\nseeds = ";
   for (int s = 0; s < trials / values; ++s) text += (s ? ", " : "") + std::to_string(s + 1);
-  text += "\n\n[factor.recon.weight]\nvalues = ";
+  text += "\n\n[factor.loss.recon_weight]\nvalues = ";
   for (int i = 0; i < values; ++i) text += (i ? ", " : "") + std::to_string(i);
   return text + "\n";
 }

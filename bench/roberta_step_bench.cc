@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
                                             {"model.text_tower", "roberta"},
                                             {"model.text_max_len", a["--text-len"]},
                                             {"mask.ratio", a["--ratio"]},
-                                            {"recon.weight", a["--recon"]}},
+                                            {"loss.recon_weight", a["--recon"]}},
                                            &config);
   flap::core::ModelConfig& m = config.model;
   m.vocab_size = 50265;  // RoBERTa's tokenizer: <s> 0, <pad> 1, </s> 2

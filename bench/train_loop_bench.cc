@@ -169,7 +169,7 @@ std::string RunDir(const Options& o, const std::string& run, const std::string& 
 
 std::string WorkerConfig(const Options& o, const std::string& ratio, int seed, const std::string& out_dir) {
   std::ostringstream ini;
-  ini << "[model]\npreset = tiny\n[mask]\nratio = " << ratio << "\nstrategy = 2d\n[recon]\nweight = 1\n"
+  ini << "[model]\npreset = tiny\n[mask]\nratio = " << ratio << "\nstrategy = 2d\n[loss]\nrecon_weight = 1\n"
       << "[train]\nseed = " << seed << "\nbatch_size = " << o.batch
       << "\nmax_seconds = " << RunSeconds(o, "worker", ratio) << "\neval_every = " << o.eval_every
       << "\nlog_every = " << o.eval_every << "\noutput_dir = " << out_dir << "\n[data]\npath = " << o.data << "\n";

@@ -3,7 +3,7 @@
 
 The same architecture as worker/core/model.cc (pre-LN ViT audio encoder over 16x16 patches with
 token dropping, pre-LN text transformer, MLP projections, symmetric InfoNCE, reconstruction
-decoder fed by the per-sample audio embedding, as the worker's default recon.source) and the
+decoder fed by the per-sample audio embedding, as the worker's default model.recon_source) and the
 same AdamW step, written the way a PyTorch
 user would. Prints one JSON object per (ratio, strategy) with the mean step-time breakdown.
 Run with Debian's interpreter (/usr/bin/python3), which has python3-torch.
@@ -81,7 +81,7 @@ class Flap(nn.Module):
         self.text_blocks = nn.ModuleList([Block(c["text_width"], c["text_heads"]) for _ in range(c["text_depth"])])
         self.text_norm = nn.LayerNorm(c["text_width"], eps=1e-6)
         self.text_proj = nn.Sequential(nn.Linear(c["text_width"], c["embed"]), nn.ReLU(), nn.Linear(c["embed"], c["embed"]))
-        self.decoder_in = nn.Linear(c["embed"], c["dec_width"])  # from the embedding (recon.source)
+        self.decoder_in = nn.Linear(c["embed"], c["dec_width"])  # from the embedding (model.recon_source)
         self.register_buffer("decoder_pos", sincos_2d(c["dec_width"], w, f))
         self.decoder_blocks = nn.ModuleList([Block(c["dec_width"], c["dec_heads"]) for _ in range(c["dec_depth"])])
         self.decoder_norm = nn.LayerNorm(c["dec_width"], eps=1e-6)

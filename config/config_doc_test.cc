@@ -1,7 +1,8 @@
 // docs/config.md's key table is generated from the configuration registry (ConfigKeys(), the
 // keys `flap-worker train --help` prints): the table lists every key with its default (the
-// value a trial has when nothing sets it) and its meaning. This test fails when the file and
-// the registry differ; FLAP_UPDATE_DOCS=1 rewrites the table in place:
+// value a trial has when nothing sets it), its meaning and the earlier name of a renamed key
+// (ConfigKey::alias). This test fails when the file and the registry differ; FLAP_UPDATE_DOCS=1
+// rewrites the table in place:
 //   FLAP_UPDATE_DOCS=1 build/config/flap_config_test --gtest_filter='ConfigDoc.*'
 #include <gtest/gtest.h>
 
@@ -36,7 +37,8 @@ std::string GeneratedTable() {
   out << kBegin << "\n\n| key | default | meaning |\n|---|---|---|\n";
   for (const ConfigKey& k : ConfigKeys()) {
     const std::string& value = values.at(k.name);
-    const std::string help = k.local_only ? k.help + " [local to this worker: not a sweep factor]" : k.help;
+    std::string help = k.local_only ? k.help + " [local to this worker: not a sweep factor]" : k.help;
+    if (!k.alias.empty()) help += " (earlier name `" + k.alias + "`: still read, not in new sweep files)";
     out << "| `" << k.name << "` | " << (value.empty() ? "" : "`" + value + "`") << " | " << Escape(help) << " |\n";
   }
   out << "\n" << kEnd;

@@ -123,7 +123,7 @@ Status MaskConfig::Validate() const {
 
 Status LossConfig::Validate() const {
   if (!(recon_weight >= 0.0) || !std::isfinite(recon_weight)) {
-    return Status::InvalidArgument("recon.weight must be a finite number >= 0, got " + std::to_string(recon_weight));
+    return Status::InvalidArgument("loss.recon_weight must be a finite number >= 0, got " + std::to_string(recon_weight));
   }
   if (!(logit_scale_init <= logit_scale_max)) {
     return Status::InvalidArgument("loss.logit_scale_init must not exceed loss.logit_scale_max");

@@ -15,6 +15,7 @@
 #include "common/draw.h"
 #include "common/path_name.h"
 #include "config/device_spec.h"
+#include "config/ini.h"
 
 namespace po = boost::program_options;
 
@@ -185,6 +186,11 @@ Field Since(const char* earlier_default, Field f) {
   f.earlier_default = earlier_default;
   return f;
 }
+// A key renamed to its struct path: `earlier` is still read, and names it in Hash().
+Field Renamed(const char* earlier, Field f) {
+  f.key.alias = earlier;
+  return f;
+}
 
 #define FLAP_REF(type, expr) Ref<type>([](TrialConfig& c) -> type& { return c.expr; })
 
@@ -228,6 +234,12 @@ std::vector<Field> ModelFields() {
   f.push_back(Number("model.decoder_width", "decoder width", FLAP_REF(int, model.decoder_width), MultipleOf(4)));
   f.push_back(Number("model.decoder_depth", "decoder depth", FLAP_REF(int, model.decoder_depth), Above(0)));
   f.push_back(Number("model.decoder_heads", "decoder heads", FLAP_REF(int, model.decoder_heads), Above(0)));
+  f.push_back(Renamed("recon.source",
+                      Since("pooled", Choice("model.recon_source",
+                                             "what the decoder reconstructs from: embedding (the projected, normalised "
+                                             "per-sample audio embedding, as the paper) | pooled (the encoder's pooled "
+                                             "output)",
+                                             FLAP_REF(std::string, model.recon_source), {"embedding", "pooled"}))));
   f.push_back(Since(
       "",
       Text("model.init_audio",
@@ -263,12 +275,8 @@ std::vector<Field> MaskLossOptimFields() {
       Number("mask.views",
              "masked views of each clip per step (independent keep sets, losses averaged); > 1 needs mask.ratio > 0",
              FLAP_REF(int, mask.views), Between(1, 16))));
-  f.push_back(Number("recon.weight", "reconstruction loss weight lambda; 0 = off", FLAP_REF(double, loss.recon_weight),
-                     AtLeast(0.0)));
-  f.push_back(Since("pooled", Choice("recon.source",
-                                     "what the decoder reconstructs from: embedding (the projected, normalised "
-                                     "per-sample audio embedding, as the paper) | pooled (the encoder's pooled output)",
-                                     FLAP_REF(std::string, model.recon_source), {"embedding", "pooled"})));
+  f.push_back(Renamed("recon.weight", Number("loss.recon_weight", "reconstruction loss weight lambda; 0 = off",
+                                              FLAP_REF(double, loss.recon_weight), AtLeast(0.0))));
   f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
   f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
   Field augment = Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, augment));
@@ -430,29 +438,14 @@ const std::vector<Field>& Fields() {
 const Field* FindField(const std::string& name) {
   static const std::map<std::string, const Field*> index = [] {
     std::map<std::string, const Field*> m;
-    for (const Field& f : Fields()) m[f.key.name] = &f;
+    for (const Field& f : Fields()) {
+      m[f.key.name] = &f;
+      if (!f.key.alias.empty()) m[f.key.alias] = &f;
+    }
     return m;
   }();
   auto it = index.find(name);
   return it == index.end() ? nullptr : it->second;
-}
-
-// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
-// neighbouring characters ("ratoi" -> "ratio") each count one.
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.size()][b.size()];
 }
 
 std::string AfterDot(const std::string& name) {
@@ -465,11 +458,22 @@ po::options_description Describe() {
   for (const Field& f : Fields()) {
     const std::string help = f.key.local_only ? f.key.help + " [local to this worker: not a sweep factor]" : f.key.help;
     desc.add_options()(f.key.name.c_str(), po::value<std::string>(), help.c_str());
+    if (!f.key.alias.empty()) {
+      desc.add_options()(f.key.alias.c_str(), po::value<std::string>(), ("earlier name of " + f.key.name).c_str());
+    }
   }
   return desc;
 }
 
 constexpr char kKeysHint[] = " (flap-worker train --help lists the keys)";
+
+// Sets `over` on *values (both by current key names once `over`'s aliases are resolved):
+// InvalidArgument when `over` sets a key under both its names.
+Status Overlay(const std::map<std::string, std::string>& over, std::map<std::string, std::string>* values) {
+  FLAP_ASSIGN_OR_RETURN(auto canonical, CanonicalConfigValues(over));
+  for (auto& [key, value] : canonical) (*values)[key] = std::move(value);
+  return Status::OK();
+}
 
 }  // namespace
 
@@ -487,22 +491,33 @@ const ConfigKey* FindConfigKey(const std::string& name) {
   return f == nullptr ? nullptr : &f->key;
 }
 
+std::string CanonicalConfigKey(const std::string& name) {
+  const Field* f = FindField(name);
+  return f == nullptr ? name : f->key.name;
+}
+
+StatusOr<std::map<std::string, std::string>> CanonicalConfigValues(const std::map<std::string, std::string>& values) {
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : values) {
+    const std::string name = CanonicalConfigKey(key);
+    if (name != key && values.count(name) != 0) {
+      return Status::InvalidArgument(key + " and " + name + " are both set (" + key + " is the earlier name of " + name +
+                                     "): keep " + name);
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
 bool IsLocalOnlyKey(const std::string& name) {
   const ConfigKey* k = FindConfigKey(name);
   return k != nullptr && k->local_only;
 }
 
 std::string ClosestConfigKey(const std::string& name) {
-  const size_t limit = std::max<size_t>(1, std::min<size_t>(3, name.size() / 4));
-  std::string best;
-  size_t best_distance = limit + 1;
-  for (const Field& f : Fields()) {
-    const size_t d = EditDistance(name, f.key.name);
-    if (d < best_distance) {
-      best = f.key.name;
-      best_distance = d;
-    }
-  }
+  std::vector<std::string> names;
+  for (const Field& f : Fields()) names.push_back(f.key.name);
+  std::string best = ini::ClosestName(name, names);
   if (!best.empty()) return best;
   // The right key under another section ("train.lr" for optim.lr), when only one has it.
   for (const Field& f : Fields()) {
@@ -513,10 +528,7 @@ std::string ClosestConfigKey(const std::string& name) {
   return best;
 }
 
-std::string UnknownKeyMessage(const std::string& name) {
-  const std::string close = ClosestConfigKey(name);
-  return "unknown key '" + name + "'" + (close.empty() ? "" : "; did you mean " + close + "?");
-}
+std::string UnknownKeyMessage(const std::string& name) { return ini::UnknownKeyMessage(name, ClosestConfigKey(name)); }
 
 Status CheckConfigValue(const std::string& key, const std::string& value) {
   const Field* f = FindField(key);
@@ -568,12 +580,15 @@ nlohmann::json TrialConfig::ToJson() const {
 }
 
 std::string TrialConfig::Hash() const {
-  std::string canonical;
-  for (const auto& [k, v] : ToMap()) {  // by key name
-    const Field& f = *FindField(k);
+  // Each key under the name it was first hashed with (its alias when renamed), in name order.
+  std::map<std::string, std::string> hashed;
+  for (const Field& f : Fields()) {
+    const std::string v = f.get(*this);
     if (f.key.operational || (f.earlier_default != nullptr && v == f.earlier_default)) continue;
-    canonical += k + "=" + v + "\n";
+    hashed[f.key.alias.empty() ? f.key.name : f.key.alias] = v;
   }
+  std::string canonical;
+  for (const auto& [k, v] : hashed) canonical += k + "=" + v + "\n";
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(Mix64(HashString(canonical))));
   return buf;
@@ -594,18 +609,30 @@ StatusOr<int64_t> PerRankBatch(const TrainConfig& train, int world_size) {
 std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }
 
 StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source) {
-  const po::options_description desc = Describe();
-  std::istringstream in(text);
-  po::variables_map vm;
-  try {
-    po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
-  } catch (const po::unknown_option& e) {
-    return Status::InvalidArgument(source + ": " + UnknownKeyMessage(e.get_option_name()) + kKeysHint);
-  } catch (const po::error& e) {
-    return Status::InvalidArgument(source + ": " + e.what());
-  }
+  std::vector<ini::Section> sections;
+  ini::Errors errors(source, "the config", ini::LocateIn(&sections), /*summary_for_one=*/false);
+  sections = ini::Lex(text, ini::Options{/*repeated_sections=*/true, /*top_level_keys=*/true}, &errors);
   std::map<std::string, std::string> values;
-  for (const auto& [key, value] : vm) values[key] = value.as<std::string>();
+  std::map<std::string, std::pair<std::string, int>> written;  // current name -> (name as written, line)
+  for (const ini::Section& sec : sections) {
+    for (const ini::Key& k : sec.keys) {
+      const std::string name = sec.name.empty() ? k.name : sec.name + "." + k.name;
+      const Field* f = FindField(name);
+      if (f == nullptr) {
+        errors.AddAt(k.line, sec.name, k.name, UnknownKeyMessage(name) + kKeysHint);
+        continue;
+      }
+      auto [first, added] = written.emplace(f->key.name, std::make_pair(name, k.line));
+      if (!added) {  // the lexer refuses a key twice in a section; this is the same key under two names
+        errors.AddAt(k.line, sec.name, k.name,
+                     "the key repeats " + f->key.name + " (first as " + first->second.first + " at line " +
+                         std::to_string(first->second.second) + ")");
+        continue;
+      }
+      values[f->key.name] = k.value;
+    }
+  }
+  FLAP_RETURN_IF_ERROR(errors.ToStatus());
   return values;
 }
 
@@ -621,10 +648,11 @@ std::string ConfigText(const std::map<std::string, std::string>& values) {
   return text;
 }
 
-Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config) {
-  for (const auto& [key, value] : values) {
+Status ApplyConfigValues(const std::map<std::string, std::string>& given, TrialConfig* config) {
+  for (const auto& [key, value] : given) {
     if (FindField(key) == nullptr) return Status::InvalidArgument(UnknownKeyMessage(key) + kKeysHint);
   }
+  FLAP_ASSIGN_OR_RETURN(const auto values, CanonicalConfigValues(given));
   for (const Field& f : Fields()) {
     auto it = values.find(f.key.name);
     if (it != values.end()) FLAP_RETURN_IF_ERROR(f.set(*config, it->second));
@@ -636,7 +664,7 @@ StatusOr<TrialConfig> TrialConfigFromText(const std::string& text, const std::st
                                           const std::map<std::string, std::string>& overrides) {
   using Values = std::map<std::string, std::string>;
   FLAP_ASSIGN_OR_RETURN(Values values, ParseConfigText(text, source));
-  for (const auto& [key, value] : overrides) values[key] = value;
+  FLAP_RETURN_IF_ERROR(Overlay(overrides, &values).WithContext(source + " with overrides"));
   TrialConfig config;
   Status s = ApplyConfigValues(values, &config);
   if (s.ok()) s = config.Validate();
@@ -663,9 +691,9 @@ StatusOr<TrialConfig> WorkerTrialConfig(const std::string& base_text, const std:
   using Values = std::map<std::string, std::string>;
   FLAP_ASSIGN_OR_RETURN(Values values, ParseConfigText(base_text, source));
   TakeLocalKeys(&values);
-  Values from_trial = trial;
+  FLAP_ASSIGN_OR_RETURN(Values from_trial, CanonicalConfigValues(trial));
   TakeLocalKeys(&from_trial);
-  for (const auto& [key, value] : local) values[key] = value;
+  FLAP_RETURN_IF_ERROR(Overlay(local, &values).WithContext(source + " with the worker's own settings"));
   for (const auto& [key, value] : from_trial) values[key] = value;
   return TrialConfigFromText("", source, values);
 }
@@ -720,7 +748,7 @@ Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* confi
     }
     FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(*text, "config file '" + file + "'"));
   }
-  for (const auto& [key, value] : parsed.flags) values[key] = value;  // flags beat the file
+  FLAP_RETURN_IF_ERROR(Overlay(parsed.flags, &values).WithContext("command line"));  // flags beat the file
   Status s = ApplyConfigValues(values, config);
   if (!s.ok() && !file.empty()) s = s.WithContext("config '" + file + "' with overrides");
   FLAP_RETURN_IF_ERROR(s);

@@ -17,8 +17,11 @@
 //                a worker ignores it in a trial's overrides, or a submitted sweep could make
 //                every worker write where it says.
 //
+// Aliases. A key renamed to its struct path keeps its earlier name as an alias (ConfigKey::alias:
+// recon.weight for loss.recon_weight), read everywhere a config is read, and hashed as before.
+//
 // Errors. Unknown keys, malformed values and out-of-range values are refused with
-// InvalidArgument naming the key (and the file), an unknown key with the closest known one
+// InvalidArgument naming the key (and the file and line), an unknown key with the closest known one
 // ("unknown key 'mask.ratoi'; did you mean mask.ratio?"). A value is checked twice: alone
 // against its key's domain (CheckConfigValue: mask.ratio in [0, 1)), then with the others
 // (TrialConfig::Validate: mask.views > 1 needs mask.ratio > 0).
@@ -184,12 +187,24 @@ struct ConfigKey {
   bool operational = false;  // left out of Hash() (see the top of this file)
   bool local_only = false;   // the worker's own: never a sweep factor, never a trial override
   bool numeric = false;      // takes numbers (a random sweep may draw it from a range)
+  // The key's earlier name, from before keys were named by their struct paths ("recon.weight"
+  // for loss.recon_weight); empty: none. Still read wherever values are read (config files,
+  // flags, overrides, the configs recorded in checkpoints, exports and journals), read as
+  // `name`; Hash() still uses it, so that a config hashes as it did before the rename. A new
+  // sweep file may not name it (the coordinator refuses it at submission, naming `name`).
+  std::string alias;
 };
 
 // Every key, in the order values are applied (model.preset first).
 const std::vector<ConfigKey>& ConfigKeys();
-// The key named `name`; nullptr when there is none.
+// The key named `name`, or whose alias `name` is; nullptr when there is none.
 const ConfigKey* FindConfigKey(const std::string& name);
+// The current name of the key `name` names (its alias resolved); `name` itself when it is no
+// key's alias.
+std::string CanonicalConfigKey(const std::string& name);
+// `values` by the current names of their keys (aliases resolved). InvalidArgument naming both
+// when a key is set under its alias and its name.
+StatusOr<std::map<std::string, std::string>> CanonicalConfigValues(const std::map<std::string, std::string>& values);
 // Whether `name` is a key local to each worker (ConfigKey::local_only).
 bool IsLocalOnlyKey(const std::string& name);
 // The known key closest to `name` by edit distance (a swap of two neighbours counts as one
@@ -203,17 +218,22 @@ std::string UnknownKeyMessage(const std::string& name);
 // InvalidArgument naming the key and the value; for an unknown key, UnknownKeyMessage.
 Status CheckConfigValue(const std::string& key, const std::string& value);
 
-// The keys and values of a config file's text (INI: "[section]" headers, "key = value" lines,
-// '#' comments), by "<section>.<key>". InvalidArgument naming `source` on a syntax error, an
-// unknown key (with the closest known one) or a key written twice. Values are not checked.
+// The keys and values of a config file's text, by "<section>.<key>" under their current names
+// (aliases resolved). The text is INI as config/ini.h reads it: "[section]" headers (a section
+// may appear twice), "key = value" lines, '#' / ';' comments; a key written before any header
+// is a whole name ("mask.ratio = 0.5"). InvalidArgument for a syntax error, an unknown key (with
+// the closest known one) or a key set twice (also once under its alias), each error as
+// "<source>:<line>: [<section>] <key>: <what is wrong>" (several: a summary line, then one a
+// line). Values are not checked.
 StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source);
 
 // The INI text of `values` ("<section>.<key>" -> value): a "[section]" header per section, then
 // "key = value" lines; ParseConfigText reads it back to the same values.
 std::string ConfigText(const std::map<std::string, std::string>& values);
 
-// Sets the keys of `values` on *config, in ConfigKeys() order. InvalidArgument naming the key
-// for an unknown key or a value that does not parse; no Validate().
+// Sets the keys of `values` (current names or aliases) on *config, in ConfigKeys() order.
+// InvalidArgument naming the key for an unknown key, a key set under both its names, or a value
+// that does not parse; no Validate().
 Status ApplyConfigValues(const std::map<std::string, std::string>& values, TrialConfig* config);
 
 // A config from a config file's text (ParseConfigText) and then `overrides` (which win over

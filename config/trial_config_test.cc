@@ -231,6 +231,74 @@ TEST(TrialConfigHash, IsStable) {
   EXPECT_EQ(mixed.Hash(), "19bcba906bdef10b");
 }
 
+// Keys renamed to their struct paths (recon.weight -> loss.recon_weight, recon.source ->
+// model.recon_source) hash as before under either name: 16e963a7ac560b9b is this config's
+// hash computed by the code before the rename, from the text below with the earlier names.
+TEST(TrialConfigHash, RenamedKeysKeepTheHashUnderEitherName) {
+  ASSERT_OK_AND_ASSIGN(TrialConfig earlier,
+                       TrialConfigFromText("[recon]\nweight = 0.5\nsource = embedding\n[mask]\nratio = 0.75\n"
+                                           "[train]\nseed = 7\n",
+                                           "earlier.ini"));
+  EXPECT_EQ(earlier.Hash(), "16e963a7ac560b9b");
+  ASSERT_OK_AND_ASSIGN(TrialConfig current,
+                       TrialConfigFromText("[loss]\nrecon_weight = 0.5\n[model]\nrecon_source = embedding\n"
+                                           "[mask]\nratio = 0.75\n[train]\nseed = 7\n",
+                                           "current.ini"));
+  EXPECT_EQ(current.Hash(), "16e963a7ac560b9b");
+  EXPECT_DOUBLE_EQ(current.loss.recon_weight, 0.5);
+  // A recorded config (checkpoint, export, summary) with the earlier names applies as well.
+  TrialConfig recorded;
+  ASSERT_OK(ApplyConfigValues({{"recon.weight", "1"}, {"recon.source", "pooled"}}, &recorded));
+  EXPECT_EQ(recorded.Hash(), "d8bba30269192311");  // before the rename, likewise
+  EXPECT_EQ(recorded.model.recon_source, "pooled");
+  EXPECT_EQ(recorded.ToMap().count("recon.weight"), 0u);  // written back under the current names
+  EXPECT_EQ(recorded.ToMap().at("loss.recon_weight"), "1");
+}
+
+TEST(ConfigKeys, AliasesAreReadEverywhereAndResolved) {
+  EXPECT_EQ(CanonicalConfigKey("recon.weight"), "loss.recon_weight");
+  EXPECT_EQ(CanonicalConfigKey("recon.source"), "model.recon_source");
+  EXPECT_EQ(CanonicalConfigKey("mask.ratio"), "mask.ratio");
+  EXPECT_EQ(CanonicalConfigKey("no.such"), "no.such");
+  ASSERT_NE(FindConfigKey("recon.weight"), nullptr);
+  EXPECT_EQ(FindConfigKey("recon.weight")->name, "loss.recon_weight");
+  EXPECT_EQ(FindConfigKey("loss.recon_weight")->alias, "recon.weight");
+  // Flags, under either name.
+  TrialConfig c;
+  ASSERT_OK(Parse({"--recon.weight", "0.25"}, &c));
+  EXPECT_DOUBLE_EQ(c.loss.recon_weight, 0.25);
+  // Text read as the current names; overrides win whichever name either uses.
+  ASSERT_OK_AND_ASSIGN(auto values, ParseConfigText("[recon]\nweight = 0.5\n", "t"));
+  EXPECT_EQ(values, (std::map<std::string, std::string>{{"loss.recon_weight", "0.5"}}));
+  ASSERT_OK_AND_ASSIGN(TrialConfig over, TrialConfigFromText("[loss]\nrecon_weight = 0.5\n", "t", {{"recon.weight", "2"}}));
+  EXPECT_DOUBLE_EQ(over.loss.recon_weight, 2);
+  // Both names at once: refused, naming both.
+  Status both = ApplyConfigValues({{"recon.weight", "1"}, {"loss.recon_weight", "2"}}, &c);
+  EXPECT_EQ(both.message(),
+            "recon.weight and loss.recon_weight are both set (recon.weight is the earlier name of "
+            "loss.recon_weight): keep loss.recon_weight");
+  auto twice = ParseConfigText("[recon]\nweight = 1\n[loss]\nrecon_weight = 2\n", "t.ini");
+  EXPECT_EQ(twice.status().message(),
+            "t.ini:4: [loss] recon_weight: the key repeats loss.recon_weight (first as recon.weight at line 2)");
+  EXPECT_EQ(Parse({"--recon.weight", "1", "--loss.recon_weight", "2"}, &c).code(), Status::Code::kInvalidArgument);
+}
+
+// The INI reader (config/ini.h): every error with its line, section and key; a key may also be
+// written whole before any header, and a section may come back.
+TEST(ParseConfigText, ErrorsHaveTheirLines) {
+  ASSERT_OK_AND_ASSIGN(auto values, ParseConfigText("mask.ratio = 0.5\n[train]\nseed = 3\n[mask]\nviews = 2\n", "t"));
+  EXPECT_EQ(values, (std::map<std::string, std::string>{{"mask.ratio", "0.5"}, {"mask.views", "2"}, {"train.seed", "3"}}));
+  EXPECT_EQ(ParseConfigText("[mask]\nratoi = 0.5\n", "c.ini").status().message(),
+            "c.ini:2: [mask] ratoi: unknown key 'mask.ratoi'; did you mean mask.ratio? (flap-worker train --help lists "
+            "the keys)");
+  EXPECT_EQ(ParseConfigText("ratio = 0.5\n", "c.ini").status().message(),
+            "c.ini:1: ratio: unknown key 'ratio'; did you mean mask.ratio? (flap-worker train --help lists the keys)");
+  EXPECT_EQ(ParseConfigText("[mask\nratio = 0.5\n[train]\nseed 3\n", "c.ini").status().message(),
+            "c.ini: 2 errors in the config:\n  c.ini:1: malformed section header '[mask'\n"
+            "  c.ini:4: [train]: expected '[section]' or 'key = value', got 'seed 3'");
+  EXPECT_EQ(ParseConfigText("[mask]\nratio = 0.5 # a comment\n", "c.ini")->at("mask.ratio"), "0.5");
+}
+
 TEST(ConfigKeys, FlagsAreTheRegistrys) {
   std::set<std::string> operational, local;
   for (const ConfigKey& k : ConfigKeys()) {

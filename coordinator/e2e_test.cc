@@ -697,14 +697,14 @@ TEST(CoordinatorE2E, QueueFollowsSweepPriorityAndStatusShowsProgress) {
   TestCoordinator c("e2e_priority", so);
   auto user = c.Client();
   ASSERT_OK(user->SubmitSweep(MaskSweep("low", "1"), "low.ini", ""));
-  const std::string high = "[sweep]\nname = high\npriority = 5\n\n[factor.recon.weight]\nvalues = 0, 1\n";
+  const std::string high = "[sweep]\nname = high\npriority = 5\n\n[factor.loss.recon_weight]\nvalues = 0, 1\n";
   ASSERT_OK(user->SubmitSweep(high, "high.ini", ""));
   auto g = c.Client();
   ASSERT_OK(g->Register("g", "g-1", 1));
   auto next = g->NextTrial("g");
   ASSERT_TRUE(next.ok() && next->assigned);
   EXPECT_EQ(next->assignment.trial.sweep_id(), "high");
-  EXPECT_EQ(next->assignment.overrides.at("recon.weight"), "0");
+  EXPECT_EQ(next->assignment.overrides.at("loss.recon_weight"), "0");
   EXPECT_EQ(next->assignment.overrides.at("train.seed"), "1");
   const auto ref = next->assignment.trial;
   // A second NextTrial is a retry: the same assignment, not a second trial.

@@ -61,7 +61,8 @@ TEST(CoordinatorMetrics, AScrapeShowsTrialsRpcsAndLeasesAfterKnownCalls) {
   TestCoordinator c("obs_metrics", o, "127.0.0.1:0");
   ASSERT_FALSE(c.server()->metrics_endpoint().empty());
   auto client = c.Client();
-  // recon.weight and text.augment are not factors: their labels come from the base config.
+  // loss.recon_weight and text.augment are not factors: their labels come from the base config,
+  // which may name a key by its earlier name (recon.weight).
   ASSERT_OK(client->SubmitSweep(MaskSweep("abl", "1"), "abl.ini", "[recon]\nweight = 0.5\n\n[text]\naugment = on\n"));
   EXPECT_FALSE(client->Register("g1", "inc-1", 0).ok());  // INVALID_ARGUMENT
   ASSERT_OK(client->Register("g1", "inc-1", 2, "h", {"127.0.0.1:9101", "127.0.0.1:9102"}));
@@ -172,7 +173,7 @@ TEST(CoordinatorMetrics, OnlyTheMostRecentEndedSweepsKeepTheirSeries) {
   EXPECT_EQ(snap.sweeps[0].eta_seconds, -1) << "no trial has a rate yet";
   // Factors the sweep does not set and the base config does not either stay out of config
   // (the label shows "-").
-  EXPECT_EQ(snap.sweeps[0].trials[0].config.count("recon.weight"), 0u);
+  EXPECT_EQ(snap.sweeps[0].trials[0].config.count("loss.recon_weight"), 0u);
   EXPECT_EQ(snap.sweeps[0].trials[0].config.at("mask.ratio"), "0.5");
 }
 

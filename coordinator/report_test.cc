@@ -47,12 +47,12 @@ std::map<std::string, std::string> Row(const std::string& csv, const std::string
   return {};
 }
 
-// Two cells (recon.weight 0 and 1) x three seeds; map10 values chosen by hand.
+// Two cells (loss.recon_weight 0 and 1) x three seeds; map10 values chosen by hand.
 ReportInput TwoCells() {
   ReportInput in;
   in.sweep_id = "r";
   in.state = "finished";
-  auto spec = ParseSweepText("[sweep]\nname = r\nseeds = 1, 2, 3\n\n[factor.recon.weight]\nvalues = 0, 1\n", "r.ini");
+  auto spec = ParseSweepText("[sweep]\nname = r\nseeds = 1, 2, 3\n\n[factor.loss.recon_weight]\nvalues = 0, 1\n", "r.ini");
   EXPECT_TRUE(spec.ok()) << spec.status().ToString();
   in.spec = *spec;
   auto trials = ExpandSweep(in.spec);
@@ -78,7 +78,7 @@ TEST(Report, CellsHoldMeanAndSampleSpreadOverSeeds) {
   auto files = BuildReport(TwoCells(), ReportOptions());
   const std::string cells = File(files, "cells.csv");
   // Cell 0: 0.1, 0.2, 0.3 -> mean 0.2, sd 0.1; cell 1: 0.4, 0.5, 0.6 -> mean 0.5, sd 0.1.
-  EXPECT_TRUE(Contains(cells, "0,recon.weight=0,3,")) << cells;
+  EXPECT_TRUE(Contains(cells, "0,loss.recon_weight=0,3,")) << cells;
   auto c0 = Row(cells, "0"), c1 = Row(cells, "1");
   EXPECT_EQ(c0["map10_mean"], "0.2");
   EXPECT_EQ(c0["map10_sd"], "0.1");
@@ -95,8 +95,8 @@ TEST(Report, MainEffectsHaveStudentTIntervals) {
   const std::string effects = File(files, "effects.csv");
   // Level 0: mean 0.2, sd 0.1, n 3: half-width 4.303 * 0.1 / sqrt(3) = 0.248434 (a fraction's
   // bounds are kept in [0, 1]: -0.0484 reads 0); grand mean 0.35.
-  EXPECT_TRUE(Contains(effects, "recon.weight,0,3,0.2,0,0.448434,-0.15\n")) << effects;
-  EXPECT_TRUE(Contains(effects, "recon.weight,1,3,0.5,0.251566,0.748434,0.15\n")) << effects;
+  EXPECT_TRUE(Contains(effects, "loss.recon_weight,0,3,0.2,0,0.448434,-0.15\n")) << effects;
+  EXPECT_TRUE(Contains(effects, "loss.recon_weight,1,3,0.5,0.251566,0.748434,0.15\n")) << effects;
 }
 
 TEST(Report, TimeToTargetWithoutTrainingSecondsCountsWallTimeFromTheFirstReport) {
@@ -273,7 +273,7 @@ TEST(Report, UnfinishedTrialsAreListedButKeptOutOfTheMeans) {
   in.records[4].last_error = "loss is NaN";
   auto files = BuildReport(in, ReportOptions());
   const std::string cells = File(files, "cells.csv");
-  EXPECT_TRUE(Contains(cells, "1,recon.weight=1,1,")) << cells;  // only t0003 remains
+  EXPECT_TRUE(Contains(cells, "1,loss.recon_weight=1,1,")) << cells;  // only t0003 remains
   EXPECT_TRUE(Contains(File(files, "trials.csv"), "t0004,1,2,1,failed,1,100,100")) << File(files, "trials.csv");
   EXPECT_TRUE(Contains(File(files, "trials.csv"), "loss is NaN"));
   EXPECT_TRUE(Contains(File(files, "report.md"), "1 failed")) << File(files, "report.md");
@@ -613,7 +613,7 @@ TEST(Report, SelectBestTakesEachCellsBestCompletedTrialAndNamesItsCheckpoint) {
   EXPECT_EQ(c0.selected_step, 100);
   EXPECT_DOUBLE_EQ(c0.objective, 0.20);
   EXPECT_EQ(c0.checkpoint, "root/r-" + in.trials[1].id + "/000000000100");
-  EXPECT_EQ(c0.label, "recon.weight=0");
+  EXPECT_EQ(c0.label, "loss.recon_weight=0");
   EXPECT_TRUE(c0.test.empty());
   const CellChoice& c1 = best.cells[1];
   ASSERT_NE(c1.trial, nullptr);

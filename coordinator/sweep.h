@@ -55,7 +55,10 @@
 // data.fbank_cache, train.output_dir, train.device, metrics.*) are refused wherever a sweep
 // names them: as a factor, in a condition, and in the base config (CheckTrialConfigs), which
 // may not set train.trial_id either (its train.seed is replaced by the sweep's seeds). Values of
-// one factor may not repeat (numerically: 0.5 and 0.50 are the same value).
+// one factor may not repeat (numerically: 0.5 and 0.50 are the same value). A key renamed to
+// its struct path (ConfigKey::alias: recon.weight is now loss.recon_weight) is refused as a
+// factor under its earlier name at submission, naming the current one; a sweep submitted
+// before the rename still reads and runs (TrialOverrides sends the current name).
 //
 // Conditions: "when = F == v", "when = F != v" or "when = F in v1, v2, ...", where F is another
 // factor of the sweep; numbers compare numerically, anything else as text. A factor applies
@@ -189,8 +192,9 @@ StatusOr<SweepSpec> ParseSweepFile(const std::string& path);
 std::map<std::string, std::string> ConfigValues(const std::string& text);
 
 // What the coordinator sets for a trial over the sweep's base config (a worker's
-// Assignment::overrides): its factor values, train.seed (the trial's seed) and train.trial_id
-// ("<sweep>-<trial>", which names its checkpoints).
+// Assignment::overrides): its factor values (by their keys' current names, an alias resolved),
+// train.seed (the trial's seed) and train.trial_id ("<sweep>-<trial>", which names its
+// checkpoints).
 std::map<std::string, std::string> TrialOverrides(const std::string& sweep_id, const TrialSpec& trial);
 
 // The config values of a trial, but the keys local to a worker: the base config's keys (its

@@ -16,7 +16,9 @@ std::map<std::string, std::string> ConfigValues(const std::string& text) {
 }
 
 std::map<std::string, std::string> TrialOverrides(const std::string& sweep_id, const TrialSpec& trial) {
-  std::map<std::string, std::string> out = trial.factors;
+  std::map<std::string, std::string> out;
+  // A sweep submitted before a key was renamed names it by its alias: sent by its current name.
+  for (const auto& [name, value] : trial.factors) out[CanonicalConfigKey(name)] = value;
   out["train.seed"] = std::to_string(trial.seed);
   out["train.trial_id"] = sweep_id + "-" + trial.id;
   return out;

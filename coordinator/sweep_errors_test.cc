@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/trial_config.h"
 #include "coordinator/testing/sweep_test_util.h"
 
 namespace flap::coordinator {
@@ -37,12 +38,12 @@ TEST(SweepErrors, UnknownSection) {
 TEST(SweepErrors, FactorWithoutValues) {
   std::vector<std::string> errors = Refuse(std::string(kHeader) +
                                            "[factor.mask.ratio]\n"
-                                           "[factor.recon.weight]\nvalues =\n");
+                                           "[factor.loss.recon_weight]\nvalues =\n");
   ASSERT_EQ(errors.size(), 2u) << Joined(errors);
   EXPECT_EQ(errors[0],
             "bad.ini:3: [factor.mask.ratio] values: the factor has no values: give values = "
             "v1, v2, ...");
-  EXPECT_EQ(errors[1], "bad.ini:5: [factor.recon.weight] values: the key has no value");
+  EXPECT_EQ(errors[1], "bad.ini:5: [factor.loss.recon_weight] values: the key has no value");
 }
 
 TEST(SweepErrors, ValueOutOfRange) {
@@ -78,7 +79,7 @@ values = 0, 1.5
 [factor.mask.strategy]
 values = 1d, 3d
 when = mask.rate != 0
-[factor.recon.weight]
+[factor.loss.recon_weight]
 [factor.lr]
 values = 1e-3
 [factor.train.seed]
@@ -99,7 +100,7 @@ colour = blue
   EXPECT_TRUE(AnyContains(errors, "bad.ini:8: [factor.mask.strategy] values: mask.strategy must be '1d' or '2d'"))
       << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:9: [factor.mask.strategy] when:")) << all;
-  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [factor.recon.weight] values: the factor has no")) << all;
+  EXPECT_TRUE(AnyContains(errors, "bad.ini:10: [factor.loss.recon_weight] values: the factor has no")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:11: [factor.lr]: a factor is a trial config key")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:13: [factor.train.seed]: the trial seed is not a")) << all;
   EXPECT_TRUE(AnyContains(errors, "bad.ini:15: [schedule]: unknown section")) << all;
@@ -165,7 +166,7 @@ TEST(SweepErrors, KnownFactorsAreRangeChecked) {
     const char* expected;
   };
   for (const Case& c :
-       {Case{"recon.weight", "-1", "recon.weight must be >= 0, got '-1'"},
+       {Case{"loss.recon_weight", "-1", "loss.recon_weight must be >= 0, got '-1'"},
         Case{"text.augment", "1.5", "off, on or a probability"},
         Case{"text.augment", "sometimes", "off, on or a probability"},
         Case{"optim.lr", "0", "optim.lr must be > 0, got '0'"},
@@ -185,6 +186,37 @@ TEST(SweepErrors, KnownFactorsAreRangeChecked) {
             "mask.strategy: mask.strategy must be '1d' or '2d', got '3d'");
 }
 
+// A sweep file and a trial config read by the one INI reader (config/ini.h): the same mistake on
+// line 3 of each is reported in the same shape, "<file>:3: [<section>] <key>: <what>". Before the
+// reader was shared, the trial config's errors had no line and said "multiple occurrences" or
+// "unrecognised option" (Boost.Program_options' words), and the sweep's unknown key named no
+// closest key.
+TEST(SweepErrors, TheSameMistakeReadsTheSameInASweepAndInATrialConfig) {
+  auto sweep = [](const std::string& line3) {
+    std::vector<std::string> errors = Refuse("[sweep]\nname = s\n" + line3 + "\n[factor.mask.ratio]\nvalues = 0.5\n");
+    EXPECT_EQ(errors.size(), 1u) << Joined(errors);
+    return errors.empty() ? std::string() : errors[0];
+  };
+  auto config = [](const std::string& line3) {
+    StatusOr<std::map<std::string, std::string>> values = ParseConfigText("[mask]\nratio = 0.5\n" + line3 + "\n", "bad.ini");
+    EXPECT_FALSE(values.ok());
+    return values.ok() ? std::string() : values.status().message();
+  };
+  // A key twice.
+  EXPECT_EQ(sweep("name = t"), "bad.ini:3: [sweep] name: the key repeats (first at line 2)");
+  EXPECT_EQ(config("ratio = 0.6"), "bad.ini:3: [mask] ratio: the key repeats (first at line 2)");
+  // A line without '='.
+  EXPECT_EQ(sweep("name t"), "bad.ini:3: [sweep]: expected '[section]' or 'key = value', got 'name t'");
+  EXPECT_EQ(config("ratio 0.6"), "bad.ini:3: [mask]: expected '[section]' or 'key = value', got 'ratio 0.6'");
+  // An unknown key close to a known one: named, with the closest key.
+  EXPECT_EQ(sweep("serach = grid"),
+            "bad.ini:3: [sweep] serach: unknown key 'serach'; did you mean search? ([sweep] takes name, search, "
+            "budget, seeds, priority, base_config, search_seed)");
+  EXPECT_EQ(config("veiws = 2"),
+            "bad.ini:3: [mask] veiws: unknown key 'mask.veiws'; did you mean mask.views? (flap-worker train --help "
+            "lists the keys)");
+}
+
 TEST(SweepErrors, UnknownFactorKeyIsNamedWithTheClosestKey) {
   std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.mask.ratoi]\nvalues = 0.5\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
@@ -197,7 +229,7 @@ TEST(SweepErrors, UnknownFactorKeyIsNamedWithTheClosestKey) {
 }
 
 TEST(SweepErrors, RepeatedValuesAreRefusedNumerically) {
-  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0.5, 1, 0.50\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.loss.recon_weight]\nvalues = 0.5, 1, 0.50\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_NE(errors[0].find("value '0.50' repeats '0.5'"), std::string::npos) << errors[0];
 }
@@ -245,7 +277,7 @@ TEST(SweepErrors, RangeRules) {
   one(grid + "[factor.optim.lr]\nrange = 1e-4, 1e-2\n", "range is for random search only");
   one(random + "[factor.optim.lr]\nvalues = 1e-3\nrange = 1e-4, 1e-2\n", "give values or range, not both");
   one(random + "[factor.optim.lr]\nrange = 1e-2, 1e-4\n", "needs lo < hi");
-  one(random + "[factor.recon.weight]\nrange = 0, 1\nlog = true\n", "needs lo > 0");
+  one(random + "[factor.loss.recon_weight]\nrange = 0, 1\nlog = true\n", "needs lo > 0");
   one(random + "[factor.mask.strategy]\nrange = 1, 2\n", "takes words");
   one(random + "[factor.mask.ratio]\nrange = 0.5, 1\n", "got '1'");
   one(random + "[factor.optim.lr]\nvalues = 1e-3\nlog = true\n", "log applies to a range only");
@@ -273,7 +305,7 @@ TEST(SweepErrors, SweepKeys) {
 }
 
 TEST(SweepErrors, FactorWithEmptyListItem) {
-  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0,,1\n");
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.loss.recon_weight]\nvalues = 0,,1\n");
   ASSERT_EQ(errors.size(), 1u) << Joined(errors);
   EXPECT_NE(errors[0].find("empty item"), std::string::npos) << errors[0];
 }

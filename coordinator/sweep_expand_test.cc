@@ -59,10 +59,10 @@ TEST(SweepGrid, IdsCellsAndSeedsAreCellMajor) {
     EXPECT_EQ(trials[i].factors, trials[i - i % 3].factors);  // replicates share the cell
   }
   // File order, first factor slowest: ratio 0 first, with both recon weights.
-  EXPECT_EQ(trials[0].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"recon.weight", "0"}}));
-  EXPECT_EQ(trials[3].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"recon.weight", "0.5"}}));
+  EXPECT_EQ(trials[0].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"loss.recon_weight", "0"}}));
+  EXPECT_EQ(trials[3].factors, (std::map<std::string, std::string>{{"mask.ratio", "0"}, {"loss.recon_weight", "0.5"}}));
   EXPECT_EQ(trials[6].factors, (std::map<std::string, std::string>{
-                                   {"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"recon.weight", "0"}}));
+                                   {"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"loss.recon_weight", "0"}}));
   EXPECT_EQ(trials[29].id, "t0029");
   EXPECT_EQ(trials[29].cell, 9);
 }
@@ -88,13 +88,13 @@ TEST(SweepGrid, InAndEqualityConditions) {
   SweepSpec s = Parse(std::string(kHeader) +
                       "[factor.text.augment]\nvalues = off, on, 0.5\n"
                       "[factor.optim.lr]\nvalues = 1e-3, 3e-3\nwhen = text.augment in on, 0.5\n"
-                      "[factor.recon.weight]\nvalues = 0.5, 1\nwhen = text.augment == off\n");
+                      "[factor.loss.recon_weight]\nvalues = 0.5, 1\nwhen = text.augment == off\n");
   // off -> 2 recon weights; on -> 2 lrs; 0.5 -> 2 lrs.
   std::vector<TrialSpec> trials = Expand(s);
   ASSERT_EQ(trials.size(), 6u);
   for (const TrialSpec& t : trials) {
     bool off = t.factors.at("text.augment") == "off";
-    EXPECT_EQ(t.factors.count("recon.weight"), off ? 1u : 0u);
+    EXPECT_EQ(t.factors.count("loss.recon_weight"), off ? 1u : 0u);
     EXPECT_EQ(t.factors.count("optim.lr"), off ? 0u : 1u);
   }
 }

@@ -219,6 +219,37 @@ TEST(ConfigValues, ReadsEveryKeyOfATrialConfigWithTheConfigParser) {
   EXPECT_TRUE(ConfigValues("[mask]\nratoi = 0.5\n").empty());  // does not parse
 }
 
+// A key renamed to its struct path (config/trial_config.h, ConfigKey::alias): its earlier name
+// is refused in a new sweep file, naming the current key, but a sweep stored before the rename
+// reads back, and its trials reach workers under the current name.
+TEST(SweepAliases, EarlierKeyNamesAreRefusedInNewSweepsAndReadInStoredOnes) {
+  std::vector<std::string> errors = Refuse(std::string(kHeader) + "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  ASSERT_EQ(errors.size(), 1u) << Joined(errors);
+  EXPECT_EQ(errors[0],
+            "bad.ini:3: [factor.recon.weight]: recon.weight is the earlier name of loss.recon_weight, still read in "
+            "trial configs but not in a new sweep: write [factor.loss.recon_weight]");
+  EXPECT_EQ(ValidateSweep(Parse(std::string(kHeader) + "[factor.model.recon_source]\nvalues = pooled\n"), "s").code(),
+            Status::Code::kOk);
+
+  nlohmann::json j = Parse(std::string(kHeader) + "[factor.loss.recon_weight]\nvalues = 0, 0.5\n").ToJson();
+  j["factors"][0]["name"] = "recon.weight";  // as the journal holds a sweep submitted before the rename
+  ASSERT_OK_AND_ASSIGN(SweepSpec stored, SweepSpec::FromJson(j, "sweeps/s"));
+  EXPECT_EQ(stored.factors[0].name, "recon.weight");
+  TrialSpec trial;
+  trial.id = "t0001";
+  trial.factors = {{"recon.weight", "0.5"}};
+  trial.seed = 1;
+  const std::map<std::string, std::string> overrides = TrialOverrides("s", trial);
+  EXPECT_EQ(overrides.at("loss.recon_weight"), "0.5");
+  EXPECT_EQ(overrides.count("recon.weight"), 0u);
+  // Over a base config that sets the key under either name, the trial's value wins.
+  for (const char* base : {"[loss]\nrecon_weight = 1\n", "[recon]\nweight = 1\n"}) {
+    ASSERT_OK_AND_ASSIGN(auto values, TrialConfigValues(base, "base", "s", trial));
+    EXPECT_EQ(values.at("loss.recon_weight"), "0.5") << base;
+    EXPECT_EQ(values.count("recon.weight"), 0u) << base;
+  }
+}
+
 TEST(CheckTrialConfigs, NamesTheFirstTrialOfEachProblem) {
   const SweepSpec spec = Parse("[sweep]\nname = s\nseeds = 1, 2\n\n[factor.mask.ratio]\nvalues = 0, 0.5\n");
   const std::vector<TrialSpec> trials = Expand(spec);

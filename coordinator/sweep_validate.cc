@@ -27,6 +27,10 @@ void ValidateFactor(const SweepSpec& spec, const FactorSpec& f, const std::map<s
                     (close.empty() ? "" : "; did you mean " + close + "?") +
                     " (a factor is a trial config key: flap-worker train --help "
                     "lists them)");
+  } else if (const ConfigKey* key = FindConfigKey(f.name); at_submission && key->name != f.name) {
+    errors->Add(section, "",
+                f.name + " is the earlier name of " + key->name + ", still read in trial configs but not in a new "
+                "sweep: write [" + FactorSection(key->name) + "]");
   } else if (std::string p = SweepKeyProblem(f.name, /*in_base=*/false); at_submission && !p.empty()) {
     errors->Add(section, "", p);
   }

@@ -152,7 +152,7 @@ void AddSweep(const SweepSnapshot& s, Families* out) {
 const std::vector<FactorLabel>& FactorLabels() {
   static const std::vector<FactorLabel> k = {{"mask.ratio", "mask_ratio"},
                                              {"mask.strategy", "mask_strategy"},
-                                             {"recon.weight", "recon_weight"},
+                                             {"loss.recon_weight", "recon_weight"},
                                              {"text.augment", "text_augment"}};
   return k;
 }

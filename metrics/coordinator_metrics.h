@@ -49,7 +49,7 @@ struct FactorLabel {
   const char* key;    // "mask.ratio"
   const char* label;  // "mask_ratio"
 };
-// mask.ratio, mask.strategy, recon.weight, text.augment, in that order.
+// mask.ratio, mask.strategy, loss.recon_weight, text.augment, in that order.
 const std::vector<FactorLabel>& FactorLabels();
 // The label value of a factor that neither the sweep nor its base config sets.
 inline constexpr char kUnsetFactor[] = "-";

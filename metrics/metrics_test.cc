@@ -109,7 +109,7 @@ TEST(CoordinatorMetrics, ASnapshotBecomesLabelledFamilies) {
   sweep.trials_by_state = {{"pending", 1}, {"running", 1}, {"failed", 0}};
   TrialSnapshot& t = sweep.trials.emplace_back();
   t.trial = "t0001";
-  t.config = {{"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"recon.weight", ""}};
+  t.config = {{"mask.ratio", "0.5"}, {"mask.strategy", "1d"}, {"loss.recon_weight", ""}};
   t.seed = 3;
   t.state = "running";
   t.attempts = 2;

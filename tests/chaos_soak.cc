@@ -185,7 +185,7 @@ TEST_F(ChaosSoak, SeededFaultsLoseNothingAndEndBitIdentical) {
   ASSERT_TRUE(WriteFile(work_.path() + "/base.ini", kTinyTrialConfig));
   ASSERT_TRUE(WriteFile(work_.path() + "/sweep.ini", std::string("[sweep]\nname = ") + kSweep +
                                                           "\nsearch = grid\nseeds = " + seeds +
-                                                          "\nbase_config = base.ini\n[factor.recon.weight]\n"
+                                                          "\nbase_config = base.ini\n[factor.loss.recon_weight]\n"
                                                           "values = 0.5\n"));
   fs::create_directories(work_.path() + "/tmp");
 

@@ -152,7 +152,7 @@ TEST(Dashboards, EveryPanelAndVariableQueryReturnsDataFromARealRun) {
   // Long trials (the run is looked at while they train), with frequent records.
   o.base_config =
       "[model]\npreset = tiny\ntarget_frames = 96\n[mask]\nratio = 0.75\nstrategy = 2d\n"
-      "[recon]\nweight = 0.5\n[text]\naugment = off\n"
+      "[loss]\nrecon_weight = 0.5\n[text]\naugment = off\n"
       "[train]\nbatch_size = 8\nepochs = 1000\nmax_steps = 5000\nlog_every = 2\neval_every = 6\n"
       "eval_batch_size = 16\nthreads = 1\n[ckpt]\nevery = 6\nkeep_last = 2\n[data]\nloader_threads = 1\n";
   std::string error;

@@ -46,7 +46,7 @@ class Resume : public ::testing::Test {
   static std::string Command(const std::string& name, const std::string& extra = "", const std::string& ckpt_of = "") {
     return std::string(FLAP_WORKER_BIN) + " train --data.path " + (*dir_) / "data" +
            " --model.target_frames 96 --train.batch_size 8 --train.epochs 4 --train.log_every 8"
-           " --mask.ratio 0.5 --recon.weight 0.5 --train.eval_every 16 --ckpt.every 2 --train.trial_id t"
+           " --mask.ratio 0.5 --loss.recon_weight 0.5 --train.eval_every 16 --ckpt.every 2 --train.trial_id t"
            " --data.shuffle_shards 4"
            " --ckpt.root " +
            (*dir_) / ("ckpt_" + (ckpt_of.empty() ? name : ckpt_of)) + " --train.output_dir " +

@@ -104,7 +104,7 @@ class SlurmDeploy : public ::testing::Test {
     const std::string sweep_file = dir_ / "sweep.ini";
     WriteFile(sweep_file,
               std::string("[sweep]\nname = ") + kSweep +
-                  "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0, 0.5, 1\n");
+                  "\nsearch = grid\nseeds = 1\nbase_config = base.ini\n[factor.loss.recon_weight]\nvalues = 0, 0.5, 1\n");
 
     // Everything the scripts need comes through the environment, as on a real cluster.
     const std::string launch =

@@ -120,7 +120,7 @@ TempDir* SweepRun::data_ = nullptr;
 
 TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
   const std::string sweep =
-      WriteSweep("small", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+      WriteSweep("small", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const RunResult r = RunCommand(Command(sweep, 2));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("4 trials (4 completed)"), std::string::npos) << r.output;
@@ -128,7 +128,7 @@ TEST_F(SweepRun, SmallSweepCompletesWithEveryTrialAndAReport) {
 
   const std::string report = ReadFile(RunDir() + "/report/report.md");
   EXPECT_NE(report.find("mask.strategy"), std::string::npos) << report;
-  EXPECT_NE(report.find("recon.weight"), std::string::npos) << report;
+  EXPECT_NE(report.find("loss.recon_weight"), std::string::npos) << report;
   const std::string csv = ReadFile(RunDir() + "/report/trials.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;  // header + 4 trials
 
@@ -156,7 +156,7 @@ TEST_F(SweepRun, TheBaseConfigsLocalKeysBecomeTheWorkersOwn) {
   WriteFile(dir_.path() + "/base.ini",
             std::string(kBaseConfig) + "path = " + data_->path() + "\nfbank_cache = " + cache + "\n");
   const std::string sweep = dir_.path() + "/local.ini";
-  WriteFile(sweep, "[sweep]\nname = local\nseeds = 1\nbase_config = base.ini\n[factor.recon.weight]\nvalues = 0\n");
+  WriteFile(sweep, "[sweep]\nname = local\nseeds = 1\nbase_config = base.ini\n[factor.loss.recon_weight]\nvalues = 0\n");
   std::string command = Command(sweep, 1);
   command.replace(command.find(" --data " + data_->path()), 8 + data_->path().size(), "");
   const RunResult r = RunCommand(command);
@@ -167,7 +167,7 @@ TEST_F(SweepRun, TheBaseConfigsLocalKeysBecomeTheWorkersOwn) {
 }
 
 TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
-  const std::string sweep = WriteSweep("groupkill", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep = WriteSweep("groupkill", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -224,7 +224,7 @@ TEST_F(SweepRun, KilledWorkerGroupsTrialResumesFromItsCheckpointAndCompletes) {
 
 TEST_F(SweepRun, KilledCoordinatorIsRestartedAndTheSweepLosesAndDoublesNothing) {
   const std::string sweep =
-      WriteSweep("coordkill", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.recon.weight]\nvalues = 0, 0.5\n");
+      WriteSweep("coordkill", "[factor.mask.strategy]\nvalues = 1d, 2d\n[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -268,7 +268,7 @@ TEST_F(SweepRun, ARestartOnAFullJournalDiskIsTriedAgainUntilTheCoordinatorStarts
   TmpfsMount state(RunDir() + "/state", 64u << 20);
   if (!state.mounted()) GTEST_SKIP() << state.why();
   ASSERT_EQ(chmod(state.path().c_str(), 0700), 0);
-  const std::string sweep = WriteSweep("journalfull", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep = WriteSweep("journalfull", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 2) + " --max-restarts 20", "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -301,7 +301,7 @@ TEST_F(SweepRun, ARestartOnAFullJournalDiskIsTriedAgainUntilTheCoordinatorStarts
 }
 
 TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGroup) {
-  const std::string sweep = WriteSweep("interrupt", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep = WriteSweep("interrupt", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   // One group of two ranks: both must stop at the same step, and the group hands its trial
   // back once.
   const pid_t run = Start(Command(sweep, 1, 2), "run.log");
@@ -378,7 +378,7 @@ TEST_F(SweepRun, ATrialStartedByTwoRanksIsFinishedByOneWithItsGlobalBatch) {
 // command resumes the sweep. Against the code before the fix this test failed: every child
 // was still alive after 30 s.
 TEST_F(SweepRun, KilledRunTakesItsChildrenAlongAndTheSameCommandResumes) {
-  const std::string sweep = WriteSweep("runkill", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep = WriteSweep("runkill", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const pid_t run = Start(Command(sweep, 1), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -411,7 +411,7 @@ TEST_F(SweepRun, KilledRunTakesItsChildrenAlongAndTheSameCommandResumes) {
 // trial between two steps (no failure reported), and the run ends.
 TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
   const std::string sweep =
-      WriteSweep("cancel", "[factor.recon.weight]\nvalues = 0, 0.5\n[factor.mask.strategy]\nvalues = 1d, 2d\n");
+      WriteSweep("cancel", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n[factor.mask.strategy]\nvalues = 1d, 2d\n");
   const pid_t run = Start(Command(sweep, 2), "run.log");
   auto c = Client();
   ASSERT_TRUE(c);
@@ -447,7 +447,7 @@ TEST_F(SweepRun, CancelledSweepStopsTheRunningTrialsAndTheRunEnds) {
 // same choices at the end of the run, and --dir passes the run's data folder to the export. A
 // state held by another coordinator is refused, said so. About 25 s.
 TEST_F(SweepRun, BestOfARunFolderExportsEachCellsChoiceUsableOnItsOwn) {
-  const std::string sweep = WriteSweep("best", "[factor.recon.weight]\nvalues = 0, 0.5\n");
+  const std::string sweep = WriteSweep("best", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   const std::string at_end = dir_.path() + "/at-end";
   const pid_t run = Start(Command(sweep, 2) + " --export-best " + at_end, "run.log");
   auto c = Client();
@@ -473,11 +473,11 @@ TEST_F(SweepRun, BestOfARunFolderExportsEachCellsChoiceUsableOnItsOwn) {
     const nlohmann::json card = nlohmann::json::parse(ReadFile(dir + "/card.json"), nullptr, false);
     ASSERT_TRUE(card.is_object() && card.contains("sweep")) << dir << "/card.json: " << ReadFile(dir + "/card.json");
     const nlohmann::json& entry = card["sweep"];
-    const std::string value = entry["factors"].value("recon.weight", "");
+    const std::string value = entry["factors"].value("loss.recon_weight", "");
     values.insert(value);
     EXPECT_EQ(entry["sweep"], "best");
-    EXPECT_EQ(entry["cell"], "recon.weight=" + value);
-    EXPECT_EQ(cell.path().filename().string().substr(5), "-recon.weight-" + value) << dir;
+    EXPECT_EQ(entry["cell"], "loss.recon_weight=" + value);
+    EXPECT_EQ(cell.path().filename().string().substr(5), "-loss.recon_weight-" + value) << dir;
     const std::string trial = entry.value("trial", "");
     EXPECT_FALSE(trial.empty()) << card.dump(2);
     EXPECT_EQ(card["model"]["trial_id"], "best-" + trial) << card.dump(2);
@@ -551,7 +551,7 @@ TEST_F(SweepRun, AnAgentStartedBeforeTheFirstSweepWaitsForIt) {
   int status = 0;
   ASSERT_EQ(waitpid(agent, &status, WNOHANG), 0) << "the agent left before any sweep was submitted:\n"
                                                  << ReadFile(dir_.path() + "/agent.log");
-  const LocalSweepText files = ReadLocalSweep(WriteSweep("late", "[factor.recon.weight]\nvalues = 0\n"));
+  const LocalSweepText files = ReadLocalSweep(WriteSweep("late", "[factor.loss.recon_weight]\nvalues = 0\n"));
   ASSERT_OK(c->SubmitSweep(files.text, "late.ini", files.base_config));
   EXPECT_EQ(WaitExit(agent, 300), 0) << ReadFile(dir_.path() + "/agent.log");
   auto st = c->GetSweep("late");

@@ -223,7 +223,7 @@ std::map<std::string, std::string> ModelConfigValues(const TrialConfig& config) 
   std::map<std::string, std::string> out;
   for (const auto& [k, v] : config.ToMap()) {
     const bool model_key = k.rfind("model.", 0) == 0 && k != "model.init_audio" && k != "model.init_text";
-    if (model_key || k == "recon.source" || k == "data.max_frames" || k == "eval.crop") out[k] = v;
+    if (model_key || k == "data.max_frames" || k == "eval.crop") out[k] = v;
   }
   return out;
 }
@@ -247,7 +247,7 @@ StatusOr<TrialConfig> RunConfigOf(const std::string& model_path, const std::vect
 
 namespace {
 
-// FailedPrecondition naming every key that builds the model (model.*, recon.source) where
+// FailedPrecondition naming every key that builds the model (model.*) where
 // `config` differs from what the run recorded; OK when the run recorded no config.
 Status CheckAgainstRecord(const TrialConfig& config, const RunRecord& record, const std::string& model_path) {
   if (record.config.empty()) return Status::OK();

@@ -10,7 +10,7 @@
 //                      reader (warm_start.h) reads it: model.init_audio / model.init_text
 //                      initialise an encoder from it exactly.
 //   config.json        {"format": "flap-export", "format_version": 1, "config": {KEY: VALUE}
-//                      (the model.* keys, recon.source, data.max_frames and eval.crop: what
+//                      (the model.* keys, model.recon_source, data.max_frames and eval.crop: what
 //                      builds the model and feeds it), "sample_rate": the audio rate the
 //                      features expect, "tokenizer": {"kind": "sentencepiece" | "bpe",
 //                      "files": its files in the folder, "identity" (sharding/text_tokenizer.h),
@@ -58,7 +58,7 @@ Status LoadModelTensors(core::FlapModel& model, const std::map<std::string, at::
                         const std::string& file);
 
 // The config keys an export records (config.json's "config"): what builds the model
-// (model.*, but not the warm-start paths; recon.source) and what feeds it (data.max_frames,
+// (model.*, but not the warm-start paths; model.recon_source) and what feeds it (data.max_frames,
 // eval.crop).
 std::map<std::string, std::string> ModelConfigValues(const TrialConfig& config);
 
@@ -84,7 +84,7 @@ struct ExportOptions {
 // The run's record is read beside model_path: a checkpoint's MANIFEST.json (config hash, the
 // validation metrics of that step, model.pt's checksum, verified) and state.json (the run's
 // config, steps, samples, FLOPs), or train.output_dir's summary.json. A model key (model.*,
-// recon.source) that differs from the run's recorded config is FailedPrecondition naming each
+// model.recon_source) that differs from the run's recorded config is FailedPrecondition naming each
 // (unless force): attention heads, for one, change no tensor's shape; a model.pt that does not
 // match its checkpoint's checksum is Corruption; one that does not fit the config is
 // InvalidArgument; an existing non-empty out_dir is AlreadyExists.

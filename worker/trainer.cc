@@ -387,7 +387,7 @@ void Trainer::LogPlan() {
         << " loader threads, eval: " << eval_->size() << " clips / " << eval_->num_captions()
         << " captions, features in " << FormatDuration(load_s_) << "; preset " << c.preset << ", mask " << c.mask.ratio
         << " " << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
-        << " tokens kept), recon.weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
+        << " tokens kept), loss.recon_weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
         << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_
         << " rank(s) x " << (c.train.global_batch > 0 ? "" : "train.batch_size ") << b << " per rank"
         << (c.train.global_batch > 0 ? " of train.global_batch" : "") << "; " << global_batch_

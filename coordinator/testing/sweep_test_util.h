@@ -30,7 +30,7 @@ values = 0, 0.5, 0.75
 values = 1d, 2d
 when = mask.ratio != 0
 
-[factor.recon.weight]
+[factor.loss.recon_weight]
 values = 0, 0.5
 
 [asha]

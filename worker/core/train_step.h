@@ -98,7 +98,7 @@ class TrainStep {
 
 // Parameter classes (FlapModel's names): the token embedding and the text positions, or the
 // roberta tower's word, position and token-type embeddings (never weight-decayed), and the reconstruction decoder (kept out of the gradient sync when
-// recon.weight is 0, since it then gets no gradient).
+// loss.recon_weight is 0, since it then gets no gradient).
 bool IsEmbeddingParameter(const std::string& name);
 bool IsDecoderParameter(const std::string& name);
 
