@@ -746,7 +746,7 @@ Status ParseTrialConfig(const std::vector<std::string>& args, TrialConfig* confi
     if (!text.ok()) {
       return text.status().WithContext("config file '" + file + "' cannot be read");
     }
-    FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(*text, "config file '" + file + "'"));
+    FLAP_ASSIGN_OR_RETURN(values, ParseConfigText(*text, file));
   }
   FLAP_RETURN_IF_ERROR(Overlay(parsed.flags, &values).WithContext("command line"));  // flags beat the file
   Status s = ApplyConfigValues(values, config);
