@@ -18,12 +18,12 @@ namespace flap::coordinator {
 class Journal::ErrorListener : public rocksdb::EventListener {
  public:
   void Attach(Journal* journal) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     journal_ = journal;
   }
   void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
     if (error == nullptr || error->ok()) return;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (journal_ == nullptr) return;
     journal_->Fail(Status::IOError("coordinator journal write to " + journal_->dir_ + " failed (RocksDB, " +
                                    ReasonName(reason) + "): " + error->ToString()));
@@ -53,8 +53,8 @@ class Journal::ErrorListener : public rocksdb::EventListener {
     return "background work";
   }
 
-  std::mutex mu_;
-  Journal* journal_ = nullptr;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  Journal* journal_ GUARDED_BY(mu_) = nullptr;
 };
 
 StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir, const JournalOptions& options) {
@@ -87,10 +87,10 @@ Journal::Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, std::shared_p
 
 Journal::~Journal() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   committer_.join();
   listener_->Attach(nullptr);
   if (!healthy()) {
@@ -102,11 +102,11 @@ Journal::~Journal() {
 }
 
 void Journal::Fail(const Status& failure) {
-  std::unique_lock<std::mutex> lock(mu_);
-  Settle(lock, failure);
+  MutexLock lock(&mu_);
+  Settle(failure);
 }
 
-void Journal::Settle(std::unique_lock<std::mutex>& lock, const Status& failure) {
+void Journal::Settle(const Status& failure) {
   const bool failed_now = !failure.ok() && status_.ok();
   if (failed_now) status_ = failure;
   std::vector<std::function<void(const Status&)>> ready;
@@ -121,14 +121,14 @@ void Journal::Settle(std::unique_lock<std::mutex>& lock, const Status& failure) 
   }
   const Status result = status_;
   if (!status_.ok()) durable_ = appended_;  // nothing more will be written
-  lock.unlock();
+  mu_.Unlock();
   for (auto& fn : ready) fn(result);
   if (failed_now && options_.on_failure) options_.on_failure(result);
-  lock.lock();
+  mu_.Lock();
 }
 
 uint64_t Journal::Append(JournalBatch batch) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (batch.empty()) return appended_;
   for (auto& op : batch.ops_) {
     if (op.del) {
@@ -138,29 +138,29 @@ uint64_t Journal::Append(JournalBatch batch) {
     }
   }
   ++appended_;
-  cv_.notify_all();
+  cv_.SignalAll();
   return appended_;
 }
 
 uint64_t Journal::appended() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return appended_;
 }
 
 bool Journal::healthy() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return status_.ok();
 }
 
 Status Journal::status() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return status_;
 }
 
 void Journal::WhenDurable(uint64_t seq, std::function<void(const Status&)> done) {
   Status now;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (status_.ok() && durable_ < seq) {
       waiters_.emplace_back(seq, std::move(done));
       return;
@@ -171,31 +171,31 @@ void Journal::WhenDurable(uint64_t seq, std::function<void(const Status&)> done)
 }
 
 Status Journal::Wait(uint64_t seq) {
-  std::mutex m;
-  std::condition_variable cv;
+  Mutex m;
+  CondVar cv;
   bool finished = false;
   Status result;
   WhenDurable(seq, [&](const Status& s) {
-    std::lock_guard<std::mutex> lock(m);
+    MutexLock lock(&m);
     result = s;
     finished = true;
-    cv.notify_all();
+    cv.SignalAll();
   });
-  std::unique_lock<std::mutex> lock(m);
-  cv.wait(lock, [&] { return finished; });
+  MutexLock lock(&m);
+  while (!finished) cv.Wait(&m);
   return result;
 }
 
 void Journal::CommitLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || durable_ < appended_; });
+    while (!stop_ && durable_ >= appended_) cv_.Wait(&mu_);
     if (durable_ == appended_ && stop_) break;
     rocksdb::WriteBatch batch;
     std::swap(batch, *pending_);
     const uint64_t target = appended_;
     const bool ok_so_far = status_.ok();
-    lock.unlock();
+    mu_.Unlock();
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync;
     Status s;
@@ -205,10 +205,11 @@ void Journal::CommitLoop() {
         s = Status::IOError("coordinator journal write to " + dir_ + " failed: " + rs.ToString());
       }
     }
-    lock.lock();
+    mu_.Lock();
     if (s.ok() && status_.ok()) durable_ = target;
-    Settle(lock, s);
+    Settle(s);
   }
+  mu_.Unlock();
 }
 
 StatusOr<std::vector<std::pair<std::string, std::string>>> Journal::Scan(const std::string& prefix) const {

@@ -24,16 +24,15 @@
 // RocksDB's headers stay in journal.cc: this header declares its types only.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace rocksdb {
@@ -103,13 +102,13 @@ class Journal {
 
   Journal(std::string dir, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<ErrorListener> listener,
           const JournalOptions& options);
-  void CommitLoop();
+  void CommitLoop() EXCLUDES(mu_);
   // Fails the journal with `failure` (the first failure wins).
-  void Fail(const Status& failure);
-  // With mu_ held by `lock`: records `failure` unless OK or one came before, then runs the
-  // callbacks that are settled (all of them once failed) and, on the first failure, on_failure,
-  // with the lock released.
-  void Settle(std::unique_lock<std::mutex>& lock, const Status& failure);
+  void Fail(const Status& failure) EXCLUDES(mu_);
+  // Records `failure` unless OK or one came before, then runs the callbacks that are settled
+  // (all of them once failed) and, on the first failure, on_failure, with mu_ released for
+  // them and taken again.
+  void Settle(const Status& failure) REQUIRES(mu_);
 
   const std::string dir_;
   std::string identity_;
@@ -117,14 +116,14 @@ class Journal {
   std::unique_ptr<rocksdb::DB> db_;  // thread-safe itself
   std::shared_ptr<ErrorListener> listener_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::unique_ptr<rocksdb::WriteBatch> pending_;  // GUARDED_BY(mu_)
-  uint64_t appended_ = 0;                         // GUARDED_BY(mu_)
-  uint64_t durable_ = 0;                          // GUARDED_BY(mu_)
-  Status status_;                                 // GUARDED_BY(mu_): the first write failure
-  bool stop_ = false;                             // GUARDED_BY(mu_)
-  std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::unique_ptr<rocksdb::WriteBatch> pending_ GUARDED_BY(mu_);
+  uint64_t appended_ GUARDED_BY(mu_) = 0;
+  uint64_t durable_ GUARDED_BY(mu_) = 0;
+  Status status_ GUARDED_BY(mu_);  // the first write failure
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters_ GUARDED_BY(mu_);
   std::thread committer_;
 };
 
