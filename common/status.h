@@ -15,7 +15,8 @@ namespace flap {
 class [[nodiscard]] Status {
  public:
   // The codes are gRPC's, with gRPC's numbers (coordinator/grpc_status.h maps them one to one
-  // across the wire). kCorruption and kIOError are this project's names for two of them.
+  // across the wire), and one of this project's: kIOError, which crosses the wire as
+  // UNAVAILABLE. kCorruption is this project's name for kDataLoss.
   enum class Code {
     kOk = 0,
     kCancelled = 1,
@@ -31,11 +32,12 @@ class [[nodiscard]] Status {
     kOutOfRange = 11,
     kUnimplemented = 12,
     kInternal = 13,
-    kUnavailable = 14,      // the operating system refused a read or write, or a peer is down:
+    kUnavailable = 14,      // a peer (the coordinator, another rank) is down or unreachable:
                             // trying again later may succeed
     kDataLoss = 15,         // data on disk or on the wire is damaged or malformed
     kUnauthenticated = 16,  // no or wrong credentials
-    kIOError = kUnavailable,
+    kIOError = 100,         // the operating system refused a read or write (a full disk, a
+                            // missing permission); on the wire: UNAVAILABLE
     kCorruption = kDataLoss,
   };
 
@@ -45,6 +47,7 @@ class [[nodiscard]] Status {
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
+  static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
   static Status FailedPrecondition(std::string msg) { return {Code::kFailedPrecondition, std::move(msg)}; }
   static Status DeadlineExceeded(std::string msg) { return {Code::kDeadlineExceeded, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
@@ -107,6 +110,8 @@ class [[nodiscard]] Status {
       case Code::kInternal:
         return "internal error";
       case Code::kUnavailable:
+        return "unavailable";
+      case Code::kIOError:
         return "I/O error";
       case Code::kDataLoss:
         return "corruption";
@@ -122,11 +127,14 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// Either a value or a non-OK status. Accessing value() of a failed StatusOr is a bug.
+// Either a value or a non-OK status. Accessing value() of a failed StatusOr is a bug. Made from
+// an OK Status (which has no value to hold) it holds kInternal saying so, never an ok() without
+// a value.
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(Status s) : status_(std::move(s)) {}  // NOLINT: implicit by design
+  StatusOr(Status s)  // NOLINT: implicit by design
+      : status_(s.ok() ? Status::Internal("a StatusOr was made from an OK status, without a value") : std::move(s)) {}
   StatusOr(T v) : value_(std::move(v)) {}        // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }

@@ -2,7 +2,9 @@
 // coordinator's API: the service answers with ToGrpc, the client turns replies back with
 // FromGrpc. Status::Code has gRPC's codes with gRPC's numbers, so the mapping is one to one and
 // a code survives the round trip (FAILED_PRECONDITION stays kFailedPrecondition, ABORTED stays
-// kAborted, and so on); callers branch on the code, never on the message.
+// kAborted, and so on); callers branch on the code, never on the message. The one code of the
+// project's own, kIOError (a read or write refused on the coordinator's side), crosses as
+// UNAVAILABLE and comes back as kUnavailable.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -34,7 +36,10 @@ FLAP_SAME_CODE_(kDataLoss, DATA_LOSS);
 FLAP_SAME_CODE_(kUnauthenticated, UNAUTHENTICATED);
 #undef FLAP_SAME_CODE_
 
-inline grpc::StatusCode ToGrpcCode(Status::Code code) { return static_cast<grpc::StatusCode>(code); }
+// kIOError, this project's own code (a local read or write refused), crosses as UNAVAILABLE.
+inline grpc::StatusCode ToGrpcCode(Status::Code code) {
+  return code == Status::Code::kIOError ? grpc::StatusCode::UNAVAILABLE : static_cast<grpc::StatusCode>(code);
+}
 
 // A code outside gRPC's set (none is sent today) reads as kUnknown.
 inline Status::Code FromGrpcCode(grpc::StatusCode code) {

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 namespace flap::worker {
 namespace {
@@ -215,6 +216,13 @@ StatusOr<RestoredState> Checkpointer::Restore(const ResumeOptions& options, core
     FLAP_ASSIGN_OR_RETURN(entry, EntryAt(options.from_step, options.force));
   } else {
     StatusOr<checkpoint::ResumePoint> latest = store_->LatestVerified(trial_id_, config_hash_, options.force);
+    for (double delay : resume_retry_delays_) {
+      if (latest.status().code() != Status::Code::kIOError) break;
+      log << "checkpoint: resuming trial " << trial_id_ << ": " << latest.status().message() << "; trying again in "
+          << delay << " s" << std::endl;
+      std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+      latest = store_->LatestVerified(trial_id_, config_hash_, options.force);
+    }
     if (latest.status().code() == Status::Code::kIOError) {
       // The node's checkpoint storage failing (a full disk while RocksDB replays the index's
       // log, say), not the trial: a storage fault, as a failed save is, so that the agent

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
@@ -99,6 +100,11 @@ class Checkpointer {
   int max_consecutive_failed_saves() const { return max_failed_saves_; }
   // Failed saves since the last one that succeeded.
   int consecutive_failed_saves() const { return failed_saves_; }
+  // Restore from the newest checkpoint whose index cannot be read for an I/O error (a full
+  // disk while RocksDB replays the index's log) tries again after each of these delays, in
+  // seconds (default 1, 2, 4, 8: a disk filled for a few seconds does not cost the trial a
+  // node fault), then returns a checkpoint storage fault.
+  void set_resume_retry_delays(std::vector<double> seconds) { resume_retry_delays_ = std::move(seconds); }
 
   // Bytes and seconds of the last finished save (for logs and metrics).
   int64_t last_save_bytes() const { return last_bytes_; }
@@ -121,6 +127,7 @@ class Checkpointer {
   nlohmann::json run_config_;  // null: none
   nlohmann::json tokenizer_;   // null: none
   std::unique_ptr<checkpoint::Store> store_;
+  std::vector<double> resume_retry_delays_ = {1, 2, 4, 8};
   struct SaveResult {
     Status status;
     bool saved = false;    // the checkpoint was committed (status may still hold a retention error)
