@@ -34,15 +34,13 @@ StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(const S
   FLAP_ASSIGN_OR_RETURN(service->store_, StateStore::Open(options.state_dir, jo));
   FLAP_RETURN_IF_ERROR(service->Load());
   if (!options.sd_file.empty()) {
-    const std::filesystem::path dir = std::filesystem::path(options.sd_file).parent_path();
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    service->sd_file_ = std::make_unique<SdFileWriter>(options.sd_file);
     std::vector<metrics::ScrapeTarget> targets;
     {
-      std::lock_guard<std::mutex> lock(service->mu_);
+      MutexLock lock(&service->mu_);
       targets = service->SdTargets(service->Now());
     }
-    FLAP_RETURN_IF_ERROR(service->WriteSdFile(targets));
+    FLAP_RETURN_IF_ERROR(service->sd_file_->Write(targets));
   }
   service->reaper_ = std::thread([s = service.get()] { s->ReapLoop(); });
   return service;
@@ -50,18 +48,12 @@ StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(const S
 
 CoordinatorService::~CoordinatorService() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.SignalAll();
   if (reaper_.joinable()) reaper_.join();
-  WaitForReports();
-  std::map<uint64_t, std::thread> threads;
-  {
-    std::lock_guard<std::mutex> lock(report_mu_);
-    threads.swap(report_threads_);
-  }
-  for (auto& [n, t] : threads) t.join();
+  reports_.JoinAll();  // before the members its jobs use are destroyed
 }
 
 int64_t CoordinatorService::Now() const {
@@ -71,7 +63,7 @@ int64_t CoordinatorService::Now() const {
 }
 
 Status CoordinatorService::Load() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t now = Now();
   FLAP_ASSIGN_OR_RETURN(counters_, store_->ReadCounters());
   FLAP_ASSIGN_OR_RETURN(Rows<SweepRecord> sweeps, store_->Sweeps());

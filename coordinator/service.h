@@ -126,19 +126,19 @@
 // FAILED_PRECONDITION says which state forbids the call; UNAUTHENTICATED says the token is
 // missing or wrong; UNAVAILABLE when the journal failed (restart the coordinator).
 //
-// Thread-safety: one mutex (mu_) guards all state; handlers run on gRPC's threads and never
-// wait on disk under the lock (replies are finished from the journal's callback).
+// Thread-safety: one mutex (mu_) guards all state (GUARDED_BY, checked by Clang:
+// scripts/check_thread_safety.sh); handlers run on gRPC's threads and never wait on disk under
+// the lock (replies are finished from the journal's callback). The report threads are a
+// ReportRunner's and the file_sd file an SdFileWriter's, each with a lock of its own.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -146,10 +146,13 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "coordinator/asha.h"
 #include "coordinator/lease.h"
 #include "coordinator/report.h"
+#include "coordinator/report_runner.h"
+#include "coordinator/sd_file_writer.h"
 #include "coordinator/state_store.h"
 #include "coordinator/sweep.h"
 #include "coordinator/trial_state.h"
@@ -232,17 +235,16 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   void WaitForReports();
 
   // What the coordinator's metrics show now (see Observability). Takes mu_.
-  metrics::CoordinatorSnapshot MetricsSnapshot() const;
+  metrics::CoordinatorSnapshot MetricsSnapshot() const EXCLUDES(mu_);
 
-  // Sizes of the in-memory state (tests: what stays bounded as sweeps come and go). Takes mu_
-  // and report_mu_.
+  // Sizes of the in-memory state (tests: what stays bounded as sweeps come and go). Takes mu_.
   struct MemoryStats {
     size_t sweeps = 0, trials = 0, groups = 0;
     size_t lease_tables = 0;    // leases_: one per begun epoch of a trial not yet ended
     size_t epoch_trials = 0;    // epochs_: trials with a lease table
     size_t report_threads = 0;  // report threads not yet joined
   };
-  MemoryStats memory_stats() const;
+  MemoryStats memory_stats() const EXCLUDES(mu_);
 
  private:
   // The stored records (coordinator/state_store.h) and what the service keeps in memory only.
@@ -277,7 +279,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   };
 
   explicit CoordinatorService(const ServiceOptions& options);
-  Status Load();
+  Status Load() EXCLUDES(mu_);
   int64_t Now() const;
 
   // Finishes `reactor` once the journal has committed sequence `seq`.
@@ -288,7 +290,7 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
 
   // The registered group a request names (`group_id` checked as a request field); NOT_FOUND
   // otherwise.
-  grpc::Status FindGroup(const std::string& group_id, GroupEntry** out);
+  grpc::Status FindGroup(const std::string& group_id, GroupEntry** out) REQUIRES(mu_);
   // A trial-scoped request, checked by OpenTrial.
   struct TrialScope {
     std::string key;  // the trial key, "sweep/trial"
@@ -300,27 +302,28 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // reference are well-formed, the group is registered, the trial exists and is not terminal,
   // and the attempt is the trial's current one, held by this group (FAILED_PRECONDITION
   // otherwise: a stale attempt). The call counts as a sign of life of the group.
-  grpc::Status OpenTrial(const std::string& group_id, const v1::TrialRef& ref, TrialScope* out);
+  grpc::Status OpenTrial(const std::string& group_id, const v1::TrialRef& ref, TrialScope* out) REQUIRES(mu_);
   // The lease table of an epoch BeginEpoch declared for the scope's trial, as the key of
   // leases_ and the table; NOT_FOUND naming the epoch and the trial otherwise.
-  grpc::Status BegunEpoch(const TrialScope& scope, int epoch, std::map<std::string, LeaseTable>::iterator* out);
+  grpc::Status BegunEpoch(const TrialScope& scope, int epoch, std::map<std::string, LeaseTable>::iterator* out)
+      REQUIRES(mu_);
   // A metric record of an attempt that ended by requeue or failure (ReportMetrics refused it as
   // stale): staged as history when its (trial, kind, step) has no committed record, so a record
   // its group could not deliver before the attempt ended is not lost and never replaces one.
-  void KeepLateMetric(const v1::TrialRef& ref, MetricPoint point, StateBatch* batch);
+  void KeepLateMetric(const v1::TrialRef& ref, MetricPoint point, StateBatch* batch) REQUIRES(mu_);
   // Moves the scope's assigned attempt to running (its first report).
-  void EnsureRunning(const TrialScope& scope, StateBatch* batch);
+  void EnsureRunning(const TrialScope& scope, StateBatch* batch) REQUIRES(mu_);
   // Takes the trial from its group; `reason` non-empty: Heartbeat tells the group STOP.
-  void ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* batch);
+  void ReleaseGroup(const std::string& group_id, const std::string& reason, StateBatch* batch) REQUIRES(mu_);
   // Requeues (or fails) a trial whose attempt ended, revoking its leases.
   void EndAttempt(const std::string& key, TrialEntry* t, FailureCause cause, const std::string& error,
-                  StateBatch* batch);
-  void RevokeLeases(const std::string& key, StateBatch* batch);
+                  StateBatch* batch) REQUIRES(mu_);
+  void RevokeLeases(const std::string& key, StateBatch* batch) REQUIRES(mu_);
   // Drops the lease tables of an ended sweep's trials from memory (the journal keeps them; a
   // restart does not load the tables of ended trials): nothing leases shards of an ended trial.
-  void PruneEndedSweep(const std::string& sweep_id);
+  void PruneEndedSweep(const std::string& sweep_id) REQUIRES(mu_);
   // Expires the leases of `table` (epoch `ekey`) past their deadline, journals and counts them.
-  void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, StateBatch* batch);
+  void ExpireLeases(const std::string& ekey, LeaseTable* table, int64_t now, StateBatch* batch) REQUIRES(mu_);
   // Whether the group heartbeated within the heartbeat timeout.
   bool GroupLive(const GroupEntry& g, int64_t now) const;
   // The trial's step rate (steps per ms) over its current attempt; 0 when not known yet.
@@ -328,19 +331,16 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // Seconds until the trial's last step; 0 once terminal, -1 when not known.
   static double TrialEta(const TrialEntry& t);
   // The file_sd targets (see Observability); runs under mu_.
-  std::vector<metrics::ScrapeTarget> SdTargets(int64_t now) const;
-  // Rewrites options_.sd_file when `targets` differ from what it holds. Reaper thread (or
-  // Create) only; locks nothing.
-  Status WriteSdFile(const std::vector<metrics::ScrapeTarget>& targets);
+  std::vector<metrics::ScrapeTarget> SdTargets(int64_t now) const REQUIRES(mu_);
   // Marks the sweep finished when all its trials are terminal; queues its report.
-  void MaybeFinishSweep(const std::string& sweep_id, StateBatch* batch);
-  void FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const;
-  void FillTrialStatus(const TrialEntry& t, v1::TrialStatus* out) const;
-  void Reap();
-  void ReapLoop();
+  void MaybeFinishSweep(const std::string& sweep_id, StateBatch* batch) REQUIRES(mu_);
+  void FillAssignment(const std::string& key, const TrialEntry& t, v1::Assignment* a) const REQUIRES(mu_);
+  void FillTrialStatus(const TrialEntry& t, v1::TrialStatus* out) const REQUIRES(mu_);
+  void Reap() EXCLUDES(mu_);
+  void ReapLoop() EXCLUDES(mu_);
   // Runs `fn(batch)` under mu_, stages the batch and replies once it is committed.
   template <typename Fn>
-  grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Fn&& fn);
+  grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Fn&& fn) EXCLUDES(mu_);
   // Handle for a trial-scoped request (one with group_id() and trial()): OpenTrial first, its
   // refusal the reply, then `fn(scope, batch)`.
   template <typename Request, typename Fn>
@@ -351,41 +351,32 @@ class CoordinatorService final : public flap::coordinator::v1::Coordinator::Call
   // The committed metric history of a sweep (or one trial), in key order. Locks nothing.
   StatusOr<std::vector<MetricPoint>> History(const std::string& sweep_id, const std::string& trial_id) const;
   // What the report of a sweep needs; takes mu_.
-  StatusOr<ReportInput> ReportInputFor(const std::string& sweep_id) const;
+  StatusOr<ReportInput> ReportInputFor(const std::string& sweep_id) const EXCLUDES(mu_);
   // Answers a read of a sweep's report input (GetReport, GetBest): the token, sweep_id and
   // `checked` (the request's other checks) first; then, once everything staged before is
   // committed, answer(ReportInputFor(sweep_id)) fills the reply (NOT_FOUND for an unknown sweep).
   grpc::ServerUnaryReactor* FromReportInput(grpc::CallbackServerContext* ctx, const std::string& sweep_id,
                                             grpc::Status checked, std::function<void(const ReportInput&)> answer);
+  // Starts writing the sweep's report into options_.report_dir on reports_ (if one is set).
   void WriteReportInBackground(const std::string& sweep_id);
 
   const ServiceOptions options_;
   std::unique_ptr<StateStore> store_;
 
-  mutable std::mutex mu_;
-  std::map<std::string, SweepEntry> sweeps_;     // GUARDED_BY(mu_)
-  std::map<std::string, TrialEntry> trials_;     // GUARDED_BY(mu_): by "sweep/trial"
-  std::map<std::string, GroupEntry> groups_;     // GUARDED_BY(mu_)
-  std::map<std::string, LeaseTable> leases_;     // GUARDED_BY(mu_): by "sweep/trial/epoch"
-  std::map<std::string, std::set<int>> epochs_;  // GUARDED_BY(mu_): trial key -> its epochs
-  Counters counters_;                            // GUARDED_BY(mu_)
-  std::vector<std::string> reports_due_;         // GUARDED_BY(mu_): sweeps just ended
-  int64_t leases_expired_ = 0;                   // GUARDED_BY(mu_): since start
-  // What sd_file holds, and the last error writing it: reaper thread (or Create) only.
-  std::vector<metrics::ScrapeTarget> sd_written_;
-  bool sd_written_once_ = false;
-  std::string sd_error_;
-  bool stop_ = false;  // GUARDED_BY(mu_)
-  std::condition_variable stop_cv_;
+  mutable Mutex mu_;
+  std::map<std::string, SweepEntry> sweeps_ GUARDED_BY(mu_);
+  std::map<std::string, TrialEntry> trials_ GUARDED_BY(mu_);  // by "sweep/trial"
+  std::map<std::string, GroupEntry> groups_ GUARDED_BY(mu_);
+  std::map<std::string, LeaseTable> leases_ GUARDED_BY(mu_);     // by "sweep/trial/epoch"
+  std::map<std::string, std::set<int>> epochs_ GUARDED_BY(mu_);  // trial key -> its epochs
+  Counters counters_ GUARDED_BY(mu_);
+  std::vector<std::string> reports_due_ GUARDED_BY(mu_);  // sweeps just ended
+  int64_t leases_expired_ GUARDED_BY(mu_) = 0;            // since start
+  std::unique_ptr<SdFileWriter> sd_file_;                 // null without options_.sd_file
+  bool stop_ GUARDED_BY(mu_) = false;
+  CondVar stop_cv_;
 
-  mutable std::mutex report_mu_;
-  std::condition_variable report_cv_;
-  int reports_in_flight_ = 0;  // GUARDED_BY(report_mu_)
-  // Report threads by number, and the numbers of those that have finished (joined and
-  // removed when the next report starts, or at destruction).
-  std::map<uint64_t, std::thread> report_threads_;  // GUARDED_BY(report_mu_)
-  std::vector<uint64_t> reports_finished_;          // GUARDED_BY(report_mu_)
-  uint64_t next_report_ = 0;                        // GUARDED_BY(report_mu_)
+  ReportRunner reports_;  // the automatic reports of ended sweeps
 
   std::thread reaper_;
 };

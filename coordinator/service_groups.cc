@@ -17,7 +17,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServerContext* ctx,
                                                             const v1::RegisterGroupRequest* req,
                                                             v1::RegisterGroupResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     grpc::Status s = CheckId("incarnation", req->incarnation());
     if (s.ok() && !req->group_id().empty()) s = CheckId("group_id", req->group_id());
     if (!s.ok()) return s;
@@ -73,7 +73,7 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterGroup(grpc::CallbackServer
 
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
                                                         const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp) {
-  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) REQUIRES(mu_) -> grpc::Status {
     GroupEntry* g = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));
     if (req->ranks_size() > kMaxWorldSize) return Invalid("ranks", "lists more than 65536 ranks");
@@ -117,7 +117,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
 
 grpc::ServerUnaryReactor* CoordinatorService::NextTrial(grpc::CallbackServerContext* ctx,
                                                         const v1::NextTrialRequest* req, v1::NextTrialResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     GroupEntry* g = nullptr;
     FLAP_RETURN_IF_GRPC_ERROR(FindGroup(req->group_id(), &g));
     g->last_heartbeat_ms = Now();

@@ -145,7 +145,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
   uint64_t seq = 0;
   std::vector<std::string> reports;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     StateBatch batch;
     status = fn(&batch);
     seq = store_->Append(std::move(batch));
@@ -159,7 +159,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Handle(grpc::CallbackServerContext
 template <typename Request, typename Fn>
 grpc::ServerUnaryReactor* CoordinatorService::HandleTrial(grpc::CallbackServerContext* ctx, const Request& req,
                                                           Fn&& fn) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     TrialScope scope;
     FLAP_RETURN_IF_GRPC_ERROR(OpenTrial(req.group_id(), req.trial(), &scope));
     return fn(scope, batch);

@@ -18,7 +18,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerContext* ctx,
                                                          const v1::BeginEpochRequest* req,
                                                          v1::BeginEpochResponse* resp) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     if (req->epoch() < 0 || req->epoch() > kMaxEpoch) {
       return Invalid("epoch", "is " + std::to_string(req->epoch()) + "; must be in [0, 1000000]");
     }
@@ -78,7 +78,7 @@ grpc::ServerUnaryReactor* CoordinatorService::BeginEpoch(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     const int world = scope.group->world_size;
     if (req->rank() < 0 || req->rank() >= world) {
       return Invalid("rank",
@@ -129,7 +129,7 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::CompleteShard(grpc::CallbackServerContext* ctx,
                                                             const v1::CompleteShardRequest* req,
                                                             v1::CompleteShardResponse* resp) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     std::map<std::string, LeaseTable>::iterator it;
     FLAP_RETURN_IF_GRPC_ERROR(BegunEpoch(scope, req->epoch(), &it));
     LeaseTable& table = it->second;

@@ -34,7 +34,7 @@ double CoordinatorService::TrialEta(const TrialEntry& t) {
 }
 
 metrics::CoordinatorSnapshot CoordinatorService::MetricsSnapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t now = Now();
   metrics::CoordinatorSnapshot out;
   // The ended sweeps whose series stay: the most recently submitted ones.
@@ -137,14 +137,6 @@ std::vector<metrics::ScrapeTarget> CoordinatorService::SdTargets(int64_t now) co
   return out;
 }
 
-Status CoordinatorService::WriteSdFile(const std::vector<metrics::ScrapeTarget>& targets) {
-  if (sd_written_once_ && targets == sd_written_) return Status::OK();
-  FLAP_RETURN_IF_ERROR(metrics::WriteFileSd(options_.sd_file, targets).WithContext("--sd-file"));
-  sd_written_ = targets;
-  sd_written_once_ = true;
-  return Status::OK();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Background work
 
@@ -152,7 +144,7 @@ void CoordinatorService::Reap() {
   std::vector<std::string> reports;
   std::vector<metrics::ScrapeTarget> targets;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const int64_t now = Now();
     StateBatch batch;
     for (auto& [gid, g] : groups_) {
@@ -171,28 +163,23 @@ void CoordinatorService::Reap() {
     }
     store_->Append(std::move(batch));
     reports.swap(reports_due_);
-    if (!options_.sd_file.empty()) targets = SdTargets(now);
+    if (sd_file_) targets = SdTargets(now);
   }
   for (const auto& id : reports) WriteReportInBackground(id);
-  if (!options_.sd_file.empty()) {
-    const Status s = WriteSdFile(targets);
-    // Kept trying at every reap; said once per distinct error.
-    if (!s.ok() && s.message() != sd_error_) {
-      std::fprintf(stderr, "flap-coordinator: %s\n", s.ToString().c_str());
-    }
-    sd_error_ = s.ok() ? "" : s.message();
-  }
+  // Kept trying at every reap; a lasting failure is said once (SdFileWriter::Update).
+  if (sd_file_) (void)sd_file_->Update(targets);
 }
 
 void CoordinatorService::ReapLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (!stop_) {
-    stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.reap_interval_ms));
+    stop_cv_.WaitFor(&mu_, std::chrono::milliseconds(options_.reap_interval_ms));
     if (stop_) break;
-    lock.unlock();
+    mu_.Unlock();
     Reap();
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
@@ -201,21 +188,8 @@ void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
     std::fprintf(stderr, "flap-coordinator: no report for sweep '%s': not a folder name\n", sweep_id.c_str());
     return;
   }
-  std::vector<std::thread> finished;
-  std::lock_guard<std::mutex> lock(report_mu_);
-  for (uint64_t n : reports_finished_) {
-    auto t = report_threads_.find(n);
-    if (t == report_threads_.end()) continue;
-    finished.push_back(std::move(t->second));
-    report_threads_.erase(t);
-  }
-  reports_finished_.clear();
-  // They have said they are done: each join waits at most for its thread's return.
-  for (std::thread& t : finished) t.join();
-  ++reports_in_flight_;
   const uint64_t seq = store_->appended();
-  const uint64_t number = next_report_++;
-  report_threads_[number] = std::thread([this, sweep_id, seq, number] {
+  reports_.Start([this, sweep_id, seq] {
     Status s = store_->Wait(seq);
     StatusOr<ReportInput> in = s.ok() ? ReportInputFor(sweep_id) : StatusOr<ReportInput>(s);
     if (in.ok()) {
@@ -226,31 +200,23 @@ void CoordinatorService::WriteReportInBackground(const std::string& sweep_id) {
       s = in.status();
     }
     if (!s.ok()) std::fprintf(stderr, "flap-coordinator: report of %s: %s\n", sweep_id.c_str(), s.ToString().c_str());
-    std::lock_guard<std::mutex> l(report_mu_);
-    --reports_in_flight_;
-    reports_finished_.push_back(number);
-    report_cv_.notify_all();
   });
 }
 
 CoordinatorService::MemoryStats CoordinatorService::memory_stats() const {
   MemoryStats m;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     m.sweeps = sweeps_.size();
     m.trials = trials_.size();
     m.groups = groups_.size();
     m.lease_tables = leases_.size();
     m.epoch_trials = epochs_.size();
   }
-  std::lock_guard<std::mutex> lock(report_mu_);
-  m.report_threads = report_threads_.size();
+  m.report_threads = reports_.threads();
   return m;
 }
 
-void CoordinatorService::WaitForReports() {
-  std::unique_lock<std::mutex> lock(report_mu_);
-  report_cv_.wait(lock, [&] { return reports_in_flight_ == 0; });
-}
+void CoordinatorService::WaitForReports() { reports_.WaitAll(); }
 
 }  // namespace flap::coordinator

@@ -39,7 +39,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerCo
       if (!configs.ok()) trials = configs;
     }
   }
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     if (!spec.ok()) return ToGrpcCapped(spec.status());
     if (!trials.ok()) return ToGrpcCapped(trials.status());
     const std::string id = spec->name;
@@ -115,7 +115,7 @@ void CoordinatorService::FillTrialStatus(const TrialEntry& t, v1::TrialStatus* o
 
 grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerContext* ctx, const v1::GetSweepRequest* req,
                                                        v1::SweepStatus* resp) {
-  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) REQUIRES(mu_) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("sweep_id", req->sweep_id()));
     auto it = sweeps_.find(req->sweep_id());
     if (it == sweeps_.end()) {
@@ -138,7 +138,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerContext* ctx, const v1::ListSweepsRequest*,
                                                          v1::ListSweepsResponse* resp) {
-  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) REQUIRES(mu_) -> grpc::Status {
     for (const auto& [id, sw] : sweeps_) {
       auto* e = resp->add_sweeps();
       e->set_sweep_id(id);
@@ -158,7 +158,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ListSweeps(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerContext* ctx,
                                                           const v1::CancelSweepRequest* req,
                                                           v1::CancelSweepResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     FLAP_RETURN_IF_GRPC_ERROR(CheckId("sweep_id", req->sweep_id()));
     auto it = sweeps_.find(req->sweep_id());
     if (it == sweeps_.end()) {
@@ -199,7 +199,7 @@ StatusOr<std::vector<MetricPoint>> CoordinatorService::History(const std::string
 grpc::ServerUnaryReactor* CoordinatorService::GetMetrics(grpc::CallbackServerContext* ctx,
                                                          const v1::GetMetricsRequest* req,
                                                          v1::GetMetricsResponse* resp) {
-  return Handle(ctx, [&](StateBatch*) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch*) REQUIRES(mu_) -> grpc::Status {
     grpc::Status s = CheckId("sweep_id", req->sweep_id());
     if (s.ok() && !req->trial_id().empty()) s = CheckId("trial_id", req->trial_id());
     if (!s.ok()) return s;
@@ -230,7 +230,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetMetrics(grpc::CallbackServerCon
 StatusOr<ReportInput> CoordinatorService::ReportInputFor(const std::string& sweep_id) const {
   ReportInput in;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = sweeps_.find(sweep_id);
     if (it == sweeps_.end()) return Status::NotFound("sweep_id: no sweep " + Quote(sweep_id));
     in.sweep_id = sweep_id;

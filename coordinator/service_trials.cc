@@ -18,7 +18,7 @@ using namespace service_internal;  // NOLINT: this part's own helpers
 grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServerContext* ctx,
                                                             const v1::ReportMetricsRequest* req,
                                                             v1::ReportMetricsResponse* resp) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     if (req->kind() != v1::ReportMetricsRequest::TRAIN && req->kind() != v1::ReportMetricsRequest::EVAL &&
         req->kind() != v1::ReportMetricsRequest::TEST) {
       return Invalid("kind", "must be TRAIN, EVAL or TEST");
@@ -136,7 +136,7 @@ void CoordinatorService::KeepLateMetric(const v1::TrialRef& ref, MetricPoint poi
 grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(grpc::CallbackServerContext* ctx,
                                                                const v1::ReportCheckpointRequest* req,
                                                                v1::ReportCheckpointResponse*) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     if (req->ref().empty() || req->ref().size() > 1024) return Invalid("ref", "must be 1 to 1024 bytes");
     if (req->step() < 0 || req->step() > kMaxStep) {
       return Invalid("step", "is " + std::to_string(req->step()) + "; must be in [0, 1e12]");
@@ -151,7 +151,7 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportCheckpoint(grpc::CallbackSer
 
 grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerContext* ctx,
                                                           const v1::FinishTrialRequest* req, v1::FinishTrialResponse*) {
-  return Handle(ctx, [&](StateBatch* batch) -> grpc::Status {
+  return Handle(ctx, [&](StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     // A retry of a finish that was committed: OK, nothing changes.
     auto done = trials_.find(TrialKey(req->trial().sweep_id(), req->trial().trial_id()));
     if (done != trials_.end() && done->second.trial.state() == TrialState::kCompleted &&
@@ -173,7 +173,7 @@ grpc::ServerUnaryReactor* CoordinatorService::FinishTrial(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* CoordinatorService::FailTrial(grpc::CallbackServerContext* ctx,
                                                         const v1::FailTrialRequest* req, v1::FailTrialResponse* resp) {
-  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) -> grpc::Status {
+  return HandleTrial(ctx, *req, [&](const TrialScope& scope, StateBatch* batch) REQUIRES(mu_) -> grpc::Status {
     FailureCause cause;
     switch (req->cause()) {
       case v1::FailTrialRequest::PREEMPTION:
