@@ -1,4 +1,4 @@
-// Asha (asha.h): ASHA stop-or-continue decisions and their JSON state.
+// Asha (asha.h): ASHA stop-or-continue decisions, and their state restored from storage.
 #include "coordinator/asha.h"
 
 #include <algorithm>
@@ -6,12 +6,9 @@
 #include <sstream>
 #include <utility>
 
-#include "coordinator/json_util.h"
-
 namespace flap::coordinator {
 namespace {
 
-namespace ji = json_internal;
 
 bool IsMetricName(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
@@ -34,6 +31,12 @@ StatusOr<AshaMode> ParseAshaMode(const std::string& text) {
 }
 
 const char* AshaActionName(AshaAction action) { return action == AshaAction::kContinue ? "continue" : "stop"; }
+
+StatusOr<AshaAction> ParseAshaAction(const std::string& name) {
+  if (name == "continue") return AshaAction::kContinue;
+  if (name == "stop") return AshaAction::kStop;
+  return Status::InvalidArgument("action must be continue or stop, got '" + name + "'");
+}
 
 const std::vector<std::string>& AshaUnits() {
   static const std::vector<std::string> units = {"steps", "samples", "flops", "seconds"};
@@ -90,68 +93,33 @@ Status AshaConfig::Validate() const {
   return Status::InvalidArgument(errors);
 }
 
-nlohmann::json AshaConfig::ToJson() const {
-  // Whole rungs as integers: the records of sweeps whose rungs count steps keep their bytes.
-  nlohmann::json points = nlohmann::json::array();
-  for (double r : rungs) {
-    if (r == std::floor(r) && std::fabs(r) < 9007199254740992.0) {
-      points.push_back(static_cast<int64_t>(r));
-    } else {
-      points.push_back(r);
-    }
-  }
-  nlohmann::json j = {{"metric", metric}, {"mode", AshaModeName(mode)}, {"rungs", points}, {"reduction", reduction}};
-  if (!unit.empty()) j["unit"] = unit;
-  return j;
-}
-
-StatusOr<AshaConfig> AshaConfig::FromJson(const nlohmann::json& j, const std::string& what) {
-  AshaConfig c;
-  std::string mode;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "metric", what, &c.metric));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "mode", what, &mode));
-  FLAP_RETURN_IF_ERROR(ji::GetArray(j, "rungs", what, &c.rungs));
-  if (j.contains("unit")) FLAP_RETURN_IF_ERROR(ji::Get(j, "unit", what, &c.unit));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "reduction", what, &c.reduction));
-  auto m = ParseAshaMode(mode);
-  if (!m.ok()) return Status::Corruption(what + ": " + m.status().message());
-  c.mode = *m;
-  Status s = c.Validate();
-  if (!s.ok()) return Status::Corruption(what + ": " + s.message());
-  return c;
-}
-
-nlohmann::json AshaDecision::ToJson() const {
-  return {{"action", AshaActionName(action)},
-          {"rung", rung},
-          {"rank", rank},
-          {"num_results", num_results},
-          {"num_promoted", num_promoted}};
-}
-
-StatusOr<AshaDecision> AshaDecision::FromJson(const nlohmann::json& j, const std::string& what) {
-  AshaDecision d;
-  std::string action;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "action", what, &action));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "rung", what, &d.rung));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "rank", what, &d.rank));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "num_results", what, &d.num_results));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "num_promoted", what, &d.num_promoted));
-  if (action == "continue") {
-    d.action = AshaAction::kContinue;
-  } else if (action == "stop") {
-    d.action = AshaAction::kStop;
-  } else {
-    return Status::Corruption(what + ": field 'action' must be continue or stop, got '" + action + "'");
-  }
-  return d;
-}
-
 Asha::Asha(AshaConfig config) : config_(std::move(config)), rungs_(config_.rungs.size()) {}
 
 StatusOr<Asha> Asha::Create(AshaConfig config) {
   FLAP_RETURN_IF_ERROR(config.Validate());
   return Asha(std::move(config));
+}
+
+StatusOr<Asha> Asha::Restore(AshaConfig config, const std::vector<std::vector<AshaResult>>& rungs,
+                             const std::string& what) {
+  Status valid = config.Validate();
+  if (!valid.ok()) return Status::Corruption(what + ": config: " + valid.message());
+  Asha asha(std::move(config));
+  if (rungs.size() != asha.rungs_.size()) {
+    return Status::Corruption(what + ": " + std::to_string(rungs.size()) + " rungs stored for " +
+                              std::to_string(asha.rungs_.size()) + " configured");
+  }
+  for (size_t k = 0; k < rungs.size(); ++k) {
+    for (size_t i = 0; i < rungs[k].size(); ++i) {
+      const AshaResult& r = rungs[k][i];
+      if (r.trial.empty() || r.decision.rung != static_cast<int>(k) ||
+          !asha.rungs_[k].emplace(r.trial, Result{r.value, r.decision}).second) {
+        return Status::Corruption(what + ": rungs[" + std::to_string(k) + "][" + std::to_string(i) +
+                                  "]: empty, duplicate or misplaced trial '" + r.trial + "'");
+      }
+    }
+  }
+  return asha;
 }
 
 bool Asha::Better(double a, double b) const {
@@ -220,48 +188,11 @@ std::optional<int> Asha::RungReachedAt(double position) const {
   return reached;
 }
 
-nlohmann::json Asha::ToJson() const {
-  nlohmann::json rungs = nlohmann::json::array();
-  for (const auto& rung : rungs_) {
-    nlohmann::json results = nlohmann::json::array();
-    for (const auto& [trial, result] : rung) {
-      results.push_back(
-          {{"trial", trial}, {"value", ji::Number(result.value)}, {"decision", result.decision.ToJson()}});
-    }
-    rungs.push_back(std::move(results));
-  }
-  return {{"config", config_.ToJson()}, {"rungs", std::move(rungs)}};
-}
-
-StatusOr<Asha> Asha::FromJson(const nlohmann::json& j, const std::string& what) {
-  if (!j.is_object() || !j.contains("config")) {
-    return Status::Corruption(what + ": ASHA state has no 'config'");
-  }
-  FLAP_ASSIGN_OR_RETURN(AshaConfig config, AshaConfig::FromJson(j["config"], what + ": config"));
-  Asha asha(std::move(config));
-  auto rungs = j.find("rungs");
-  if (rungs == j.end() || !rungs->is_array() || rungs->size() != asha.rungs_.size()) {
-    return Status::Corruption(what + ": field 'rungs' must be an array of " + std::to_string(asha.rungs_.size()) +
-                              " rungs");
-  }
-  for (size_t k = 0; k < rungs->size(); ++k) {
-    const nlohmann::json& results = (*rungs)[k];
-    const std::string where = what + ": rungs[" + std::to_string(k) + "]";
-    if (!results.is_array()) return Status::Corruption(where + " is not an array");
-    for (size_t i = 0; i < results.size(); ++i) {
-      const std::string at = where + "[" + std::to_string(i) + "]";
-      std::string trial;
-      Result r;
-      FLAP_RETURN_IF_ERROR(ji::Get(results[i], "trial", at, &trial));
-      FLAP_RETURN_IF_ERROR(ji::Get(results[i], "value", at, &r.value));
-      if (!results[i].contains("decision")) return ji::Bad(at, "decision", "present");
-      FLAP_ASSIGN_OR_RETURN(r.decision, AshaDecision::FromJson(results[i]["decision"], at));
-      if (trial.empty() || r.decision.rung != static_cast<int>(k) || !asha.rungs_[k].emplace(trial, r).second) {
-        return Status::Corruption(at + ": empty, duplicate or misplaced trial '" + trial + "'");
-      }
-    }
-  }
-  return asha;
+std::vector<AshaResult> Asha::ResultsAt(int rung_index) const {
+  std::vector<AshaResult> out;
+  if (rung_index < 0 || rung_index >= static_cast<int>(rungs_.size())) return out;
+  for (const auto& [trial, result] : rungs_[rung_index]) out.push_back({trial, result.value, result.decision});
+  return out;
 }
 
 std::optional<double> RecordPosition(const std::string& unit, int64_t step, const std::map<std::string, double>& values) {

@@ -31,7 +31,6 @@
 
 #include <cstdint>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -66,13 +65,12 @@ struct AshaConfig {
   std::vector<std::pair<std::string, std::string>> Problems() const;
   // OK, or InvalidArgument listing every problem ("; "-separated) as "key: message".
   Status Validate() const;
-  nlohmann::json ToJson() const;
-  // Corruption naming `what` and the field when `j` is not a valid AshaConfig.
-  static StatusOr<AshaConfig> FromJson(const nlohmann::json& j, const std::string& what);
 };
 
 enum class AshaAction { kContinue, kStop };
 const char* AshaActionName(AshaAction action);  // "continue" / "stop"
+// And back: InvalidArgument for anything else.
+StatusOr<AshaAction> ParseAshaAction(const std::string& name);
 
 // One decision, as made when the result arrived.
 struct AshaDecision {
@@ -86,14 +84,25 @@ struct AshaDecision {
     return action == o.action && rung == o.rung && rank == o.rank && num_results == o.num_results &&
            num_promoted == o.num_promoted;
   }
-  nlohmann::json ToJson() const;
-  static StatusOr<AshaDecision> FromJson(const nlohmann::json& j, const std::string& what);
+};
+
+// One trial's result at a rung: its value there and the decision it got.
+struct AshaResult {
+  std::string trial;
+  double value = 0;
+  AshaDecision decision;
 };
 
 class Asha {
  public:
   // InvalidArgument when `config` does not validate.
   static StatusOr<Asha> Create(AshaConfig config);
+  // A state restored from storage: `config` and, per rung, the results recorded there
+  // (ResultsAt). Corruption naming `what` when the config does not validate, the rungs are not
+  // one per configured rung, or a result has an empty, duplicate or misplaced trial (its
+  // decision's rung is not the rung it is stored at).
+  static StatusOr<Asha> Restore(AshaConfig config, const std::vector<std::vector<AshaResult>>& rungs,
+                                const std::string& what);
 
   const AshaConfig& config() const { return config_; }
 
@@ -111,11 +120,8 @@ class Asha {
   int NumResults(int rung_index) const;
   // The index of the last rung at or below `position` (in the unit), or nullopt before the first.
   std::optional<int> RungReachedAt(double position) const;
-
-  // The whole state (config and every recorded result and decision), and back. NaN values are
-  // written as null. FromJson: Corruption naming `what` when the state is malformed.
-  nlohmann::json ToJson() const;
-  static StatusOr<Asha> FromJson(const nlohmann::json& j, const std::string& what);
+  // The results recorded at rung `rung_index` (none for an index out of range), by trial id.
+  std::vector<AshaResult> ResultsAt(int rung_index) const;
 
  private:
   struct Result {

@@ -1,17 +1,16 @@
 // Tests for coordinator/asha.h: promotion and stopping on hand-worked sequences, ties, NaN,
-// repeated reports, and the state's JSON round trip.
+// repeated reports, and the state restored from storage.
 #include "coordinator/asha.h"
 #include "common/testing/testing.h"
 
 #include <gtest/gtest.h>
-
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <limits>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace flap::coordinator {
 namespace {
@@ -223,19 +222,28 @@ TEST(AshaConfig, InvalidConfigListsEveryProblem) {
   EXPECT_OK(unit.Validate());
 }
 
-TEST(Asha, JsonRoundTripKeepsResultsDecisionsAndNaN) {
+// Its rungs' results, as storage keeps them.
+std::vector<std::vector<AshaResult>> Stored(const Asha& a) {
+  std::vector<std::vector<AshaResult>> rungs;
+  for (int k = 0; k < static_cast<int>(a.config().rungs.size()); ++k) rungs.push_back(a.ResultsAt(k));
+  return rungs;
+}
+
+TEST(Asha, RestoreKeepsResultsDecisionsAndNaN) {
   Asha a = Make(AshaMode::kMax, 2);
   Act(a, "t1", 0, 0.9);
   Act(a, "t2", 0, kNaN);
   Act(a, "t3", 0, -std::numeric_limits<double>::infinity());
   Act(a, "t1", 1, 0.7);
-  auto b = Asha::FromJson(nlohmann::json::parse(a.ToJson().dump()), "asha.json");
+  auto b = Asha::Restore(a.config(), Stored(a), "asha/s");
   ASSERT_OK(b);
   EXPECT_EQ(b->config().metric, "map10");
   EXPECT_EQ(b->NumResults(0), 3);
   EXPECT_EQ(b->NumResults(1), 1);
   EXPECT_EQ(b->StoppedAt("t2"), 0);
   EXPECT_EQ(*b->DecisionFor("t3", 0), *a.DecisionFor("t3", 0));
+  ASSERT_EQ(b->ResultsAt(0).size(), 3u);
+  EXPECT_TRUE(std::isnan(b->ResultsAt(0)[1].value));
   // The restored state decides the next result exactly as the original does.
   auto from_a = a.Decide("t4", 0, 0.8);
   auto from_b = b->Decide("t4", 0, 0.8);
@@ -244,21 +252,33 @@ TEST(Asha, JsonRoundTripKeepsResultsDecisionsAndNaN) {
   EXPECT_EQ(from_b->rank, 1);  // only 0.9 is better: NaN and -inf are worse
 }
 
-TEST(Asha, FromJsonRefusesDamagedState) {
+TEST(Asha, RestoreRefusesDamagedState) {
   Asha a = Make(AshaMode::kMax, 2);
   Act(a, "t1", 0, 0.9);
-  nlohmann::json j = a.ToJson();
-  j["rungs"][0][0]["decision"]["action"] = "maybe";
-  auto b = Asha::FromJson(j, "asha.json");
+  auto misplaced = Stored(a);
+  misplaced[1].push_back(misplaced[0][0]);  // a decision of rung 0 stored at rung 1
+  auto b = Asha::Restore(a.config(), misplaced, "asha/s");
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), Status::Code::kCorruption);
-  EXPECT_NE(b.status().message().find("asha.json"), std::string::npos);
+  EXPECT_NE(b.status().message().find("asha/s: rungs[1][0]"), std::string::npos) << b.status().message();
 
-  nlohmann::json k = a.ToJson();
-  k["rungs"].erase(1);
-  EXPECT_EQ(Asha::FromJson(k, "asha.json").status().code(), Status::Code::kCorruption);
+  auto twice = Stored(a);
+  twice[0].push_back(twice[0][0]);
+  EXPECT_EQ(Asha::Restore(a.config(), twice, "asha/s").status().code(), Status::Code::kCorruption);
+  auto fewer = Stored(a);
+  fewer.pop_back();
+  EXPECT_EQ(Asha::Restore(a.config(), fewer, "asha/s").status().code(), Status::Code::kCorruption);
+  AshaConfig bad = a.config();
+  bad.reduction = 1;
+  EXPECT_EQ(Asha::Restore(bad, Stored(a), "asha/s").status().code(), Status::Code::kCorruption);
 }
 
+TEST(Asha, NamesOfActionsReadBack) {
+  for (AshaAction action : {AshaAction::kContinue, AshaAction::kStop}) {
+    EXPECT_EQ(*ParseAshaAction(AshaActionName(action)), action);
+  }
+  EXPECT_EQ(ParseAshaAction("maybe").status().code(), Status::Code::kInvalidArgument);
+}
 
 TEST(AshaUnits, RecordsArePlacedInTheRungsUnit) {
   const std::map<std::string, double> v = {{"samples", 640}, {"flops", 3.5e12}, {"train_seconds", 61.5}};

@@ -1,20 +1,13 @@
-// LeaseTable (lease.h): shard lease bookkeeping for one epoch, and its JSON state.
+// LeaseTable (lease.h): shard lease bookkeeping for one epoch, and its state restored from
+// storage.
 #include "coordinator/lease.h"
 
 #include <algorithm>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
-#include "coordinator/json_util.h"
 #include "sharding/shard_order.h"
 
 namespace flap::coordinator {
-namespace {
-
-namespace ji = json_internal;
-
-}  // namespace
 
 const char* LeaseStateName(LeaseState state) {
   switch (state) {
@@ -28,36 +21,11 @@ const char* LeaseStateName(LeaseState state) {
   return "unknown";
 }
 
-nlohmann::json Lease::ToJson() const {
-  return {{"id", id},
-          {"shard", shard},
-          {"shard_name", shard_name},
-          {"rank", rank},
-          {"granted_ms", granted_ms},
-          {"deadline_ms", deadline_ms},
-          {"state", LeaseStateName(state)}};
-}
-
-StatusOr<Lease> Lease::FromJson(const nlohmann::json& j, const std::string& what) {
-  Lease l;
-  std::string state;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "id", what, &l.id));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "shard", what, &l.shard));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "shard_name", what, &l.shard_name));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "rank", what, &l.rank));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "granted_ms", what, &l.granted_ms));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "deadline_ms", what, &l.deadline_ms));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "state", what, &state));
-  if (state == "active") {
-    l.state = LeaseState::kActive;
-  } else if (state == "completed") {
-    l.state = LeaseState::kCompleted;
-  } else if (state == "expired") {
-    l.state = LeaseState::kExpired;
-  } else {
-    return Status::Corruption(what + ": unknown lease state '" + state + "'");
+StatusOr<LeaseState> ParseLeaseState(const std::string& name) {
+  for (LeaseState s : {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired}) {
+    if (name == LeaseStateName(s)) return s;
   }
-  return l;
+  return Status::InvalidArgument("unknown lease state '" + name + "'");
 }
 
 StatusOr<LeaseTable> LeaseTable::Create(std::vector<EpochShard> shards, const LeaseOptions& options) {
@@ -235,47 +203,10 @@ std::vector<Lease> LeaseTable::RevokeAll() {
   return revoked;
 }
 
-nlohmann::json LeaseTable::HeaderToJson() const {
-  nlohmann::json shards = nlohmann::json::array();
-  for (const EpochShard& s : shards_) {
-    shards.push_back({{"name", s.name}, {"num_samples", s.num_samples}});
-  }
-  nlohmann::json j = {{"ttl_ms", options_.ttl_ms}, {"shards", std::move(shards)}};
-  if (options_.order) j["order"] = {{"seed", options_.order->seed}, {"epoch", options_.order->epoch}};
-  return j;
-}
-
-nlohmann::json LeaseTable::ToJson() const {
-  nlohmann::json j = HeaderToJson();
-  nlohmann::json leases = nlohmann::json::array();
-  for (const auto& [id, l] : leases_) leases.push_back(l.ToJson());
-  j["leases"] = std::move(leases);
-  j["next_lease_id"] = next_lease_id_;
-  return j;
-}
-
-StatusOr<LeaseTable> LeaseTable::FromHeaderFields(const nlohmann::json& j, const std::string& what) {
-  LeaseOptions options;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &options.ttl_ms));
-  if (!j.contains("shards") || !j["shards"].is_array()) return ji::Bad(what, "shards", "an array");
-  std::vector<EpochShard> shards;
-  for (size_t i = 0; i < j["shards"].size(); ++i) {
-    const std::string at = what + ": shards[" + std::to_string(i) + "]";
-    EpochShard s;
-    FLAP_RETURN_IF_ERROR(ji::Get(j["shards"][i], "name", at, &s.name));
-    FLAP_RETURN_IF_ERROR(ji::Get(j["shards"][i], "num_samples", at, &s.num_samples));
-    shards.push_back(std::move(s));
-  }
-  if (j.contains("order")) {
-    const std::string at = what + ": order";
-    LeaseOrder order;
-    FLAP_RETURN_IF_ERROR(ji::Get(j["order"], "seed", at, &order.seed));
-    FLAP_RETURN_IF_ERROR(ji::Get(j["order"], "epoch", at, &order.epoch));
-    options.order = order;
-  }
-  auto created = Create(std::move(shards), options);
-  if (!created.ok()) return Status::Corruption(what + ": " + created.status().message());
-  return created;
+std::vector<Lease> LeaseTable::leases() const {
+  std::vector<Lease> out;
+  for (const auto& [id, l] : leases_) out.push_back(l);
+  return out;
 }
 
 Status LeaseTable::Replay(const Lease& l, const std::string& at) {
@@ -312,30 +243,15 @@ Status LeaseTable::CheckShards(const std::string& what) const {
   return Status::OK();
 }
 
-StatusOr<LeaseTable> LeaseTable::FromJson(const nlohmann::json& j, const std::string& what) {
-  int64_t ttl_ms = 0;  // read first, as FromHeaderFields does: a damaged ttl is named first
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "ttl_ms", what, &ttl_ms));
-  if (!j.is_object() || !j.contains("shards") || !j["shards"].is_array() || !j.contains("leases") ||
-      !j["leases"].is_array()) {
-    return Status::Corruption(what + ": fields 'shards' and 'leases' must be arrays");
-  }
-  FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(j, what));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_lease_id", what, &t.next_lease_id_));
-  // Replay the leases' final states onto the shards, checking the invariants as we go.
-  for (size_t i = 0; i < j["leases"].size(); ++i) {
-    const std::string at = what + ": leases[" + std::to_string(i) + "]";
-    FLAP_ASSIGN_OR_RETURN(Lease l, Lease::FromJson(j["leases"][i], at));
-    FLAP_RETURN_IF_ERROR(t.Replay(l, at));
-  }
-  FLAP_RETURN_IF_ERROR(t.CheckShards(what));
-  return t;
-}
-
-StatusOr<LeaseTable> LeaseTable::FromHeader(const nlohmann::json& header, const std::vector<Lease>& leases,
-                                            const std::string& what) {
-  FLAP_ASSIGN_OR_RETURN(LeaseTable t, FromHeaderFields(header, what));
-  for (const Lease& l : leases) t.next_lease_id_ = std::max(t.next_lease_id_, l.id + 1);
-  for (const Lease& l : leases) FLAP_RETURN_IF_ERROR(t.Replay(l, what + ": lease " + std::to_string(l.id)));
+StatusOr<LeaseTable> LeaseTable::Restore(std::vector<EpochShard> shards, const LeaseOptions& options,
+                                         const std::vector<Lease>& leases, const std::string& what) {
+  auto created = Create(std::move(shards), options);
+  if (!created.ok()) return Status::Corruption(what + ": " + created.status().message());
+  LeaseTable t = std::move(created).value();
+  std::vector<Lease> by_id = leases;
+  std::sort(by_id.begin(), by_id.end(), [](const Lease& a, const Lease& b) { return a.id < b.id; });
+  for (const Lease& l : by_id) t.next_lease_id_ = std::max(t.next_lease_id_, l.id + 1);
+  for (const Lease& l : by_id) FLAP_RETURN_IF_ERROR(t.Replay(l, what + ": lease " + std::to_string(l.id)));
   FLAP_RETURN_IF_ERROR(t.CheckShards(what));
   return t;
 }

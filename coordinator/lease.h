@@ -32,7 +32,6 @@
 
 #include <cstdint>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -65,6 +64,8 @@ struct LeaseOptions {
 
 enum class LeaseState { kActive, kCompleted, kExpired };
 const char* LeaseStateName(LeaseState state);  // "active", "completed", "expired"
+// And back: InvalidArgument for anything else.
+StatusOr<LeaseState> ParseLeaseState(const std::string& name);
 
 struct Lease {
   uint64_t id = 0;  // >= 1
@@ -75,8 +76,10 @@ struct Lease {
   int64_t deadline_ms = 0;  // dead from this instant on (now >= deadline_ms)
   LeaseState state = LeaseState::kActive;
 
-  nlohmann::json ToJson() const;
-  static StatusOr<Lease> FromJson(const nlohmann::json& j, const std::string& what);
+  bool operator==(const Lease& o) const {
+    return id == o.id && shard == o.shard && shard_name == o.shard_name && rank == o.rank &&
+           granted_ms == o.granted_ms && deadline_ms == o.deadline_ms && state == o.state;
+  }
 };
 
 // What Acquire() gives.
@@ -97,6 +100,13 @@ class LeaseTable {
   // InvalidArgument for no shards, an empty or duplicate name, negative samples, ttl <= 0 or
   // a negative order epoch.
   static StatusOr<LeaseTable> Create(std::vector<EpochShard> shards, const LeaseOptions& options);
+  // A table restored from storage: Create's shards and options (what does not change after
+  // Create) and every lease it granted (leases(), in any order); the next id follows the
+  // highest. Corruption naming `what` when Create would refuse them or a lease breaks the
+  // invariants above (a bad id, shard or rank, a shard leased or completed twice, leased and
+  // done).
+  static StatusOr<LeaseTable> Restore(std::vector<EpochShard> shards, const LeaseOptions& options,
+                                      const std::vector<Lease>& leases, const std::string& what);
 
   // Leases the free shard earliest in the epoch's order to `rank` (non-empty, else
   // InvalidArgument) until now + ttl. Does not expire anything itself: call Expire(now) first.
@@ -141,24 +151,13 @@ class LeaseTable {
   int CompletionsOf(int shard) const;
   // A lease by id, or NotFound.
   StatusOr<Lease> Get(uint64_t lease_id) const;
-
-  // The whole table (shards, every lease ever granted, counters), and back. FromJson re-checks
-  // the invariants above and returns Corruption naming `what` when they do not hold.
-  nlohmann::json ToJson() const;
-  static StatusOr<LeaseTable> FromJson(const nlohmann::json& j, const std::string& what);
-  // The table without its leases (ttl, shards and the order's seed and epoch: what does not
-  // change after Create; "order" is absent for a table without one), and the table restored
-  // from it and every lease it granted, in id order (the coordinator journals the header once
-  // and each lease on its own); the next id follows the highest. The same checks as FromJson.
-  nlohmann::json HeaderToJson() const;
-  static StatusOr<LeaseTable> FromHeader(const nlohmann::json& header, const std::vector<Lease>& leases,
-                                         const std::string& what);
+  // Every lease granted, in id order.
+  std::vector<Lease> leases() const;
+  int64_t ttl_ms() const { return options_.ttl_ms; }
 
  private:
   LeaseTable() = default;
   Status Dead(const Lease& lease, const char* action) const;
-  // A table of no leases from the header fields of `j` (ttl_ms, shards, order).
-  static StatusOr<LeaseTable> FromHeaderFields(const nlohmann::json& j, const std::string& what);
   // Replays a lease's final state onto the shards; Corruption naming `at` when it cannot hold.
   Status Replay(const Lease& l, const std::string& at);
   // Corruption naming `what` when a shard is both leased and done.

@@ -274,11 +274,10 @@ TEST(LeaseTable, EveryShardCountedOncePerEpochThroughFailures) {
     EXPECT_EQ(t.done_shards(), kShards);
     EXPECT_EQ(t.done_samples(), 7 * kShards);
     for (int s = 0; s < kShards; ++s) EXPECT_EQ(t.CompletionsOf(s), 1) << "shard " << s;
-    // And the completed leases in the journaled state say the same: one per shard.
+    // And the completed leases, as they are journaled, say the same: one per shard.
     std::vector<int> completed(kShards, 0);
-    const nlohmann::json state = t.ToJson();
-    for (const auto& l : state["leases"]) {
-      if (l["state"] == "completed") ++completed[l["shard"].get<int>()];
+    for (const Lease& l : t.leases()) {
+      if (l.state == LeaseState::kCompleted) ++completed[l.shard];
     }
     for (int s = 0; s < kShards; ++s) EXPECT_EQ(completed[s], 1) << "shard " << s;
   }
@@ -294,16 +293,23 @@ TEST(LeaseTable, CreateRefusesBadInput) {
   EXPECT_EQ(t.Acquire("", 0).status().code(), Status::Code::kInvalidArgument);
 }
 
-TEST(LeaseTable, JsonRoundTripRestoresTheTable) {
+// `t` restored from what storage keeps of it: its shards, options and leases.
+StatusOr<LeaseTable> Restored(const LeaseTable& t, const std::vector<Lease>& leases, const std::string& what) {
+  return LeaseTable::Restore(t.shards(), LeaseOptions{t.ttl_ms(), t.order_key()}, leases, what);
+}
+
+TEST(LeaseTable, RestoreRebuildsTheTable) {
   LeaseTable t = MakeTable(4);
   Lease a = Grant(t, "r0", 0);
   Lease b = Grant(t, "r1", 0);
   Lease c = Grant(t, "r2", 500);
   ASSERT_OK(t.Complete(b.id, 100));
   t.Expire(kTtl);  // a expires; c (deadline 1500) stays
-  auto u = LeaseTable::FromJson(nlohmann::json::parse(t.ToJson().dump()), "epoch 0");
+  std::vector<Lease> leases = t.leases();
+  std::reverse(leases.begin(), leases.end());  // any order
+  auto u = Restored(t, leases, "epoch 0");
   ASSERT_OK(u);
-  EXPECT_EQ(u->ToJson(), t.ToJson());
+  EXPECT_EQ(u->leases(), t.leases());
   EXPECT_EQ(u->done_shards(), 1);
   EXPECT_EQ(u->free_shards(), 2);
   EXPECT_EQ(u->active_leases(), 1);
@@ -316,29 +322,39 @@ TEST(LeaseTable, JsonRoundTripRestoresTheTable) {
   EXPECT_OK(u->Complete(c.id, kTtl + 2));
 }
 
-TEST(LeaseTable, FromJsonRefusesBrokenInvariants) {
+TEST(LeaseTable, RestoreRefusesBrokenInvariants) {
   LeaseTable t = MakeTable(2);
   Lease a = Grant(t, "r0", 0);
   ASSERT_OK(t.Complete(a.id, 1));
-  nlohmann::json j = t.ToJson();
 
-  nlohmann::json twice = j;  // the same shard completed under two leases
-  nlohmann::json extra = j["leases"][0];
-  extra["id"] = 2;
-  twice["leases"].push_back(extra);
-  twice["next_lease_id"] = 3;
-  auto r = LeaseTable::FromJson(twice, "epoch 0");
+  std::vector<Lease> twice = t.leases();  // the same shard completed under two leases
+  twice.push_back(twice[0]);
+  twice.back().id = 2;
+  auto r = Restored(t, twice, "epoch 0");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
   EXPECT_NE(r.status().message().find("completed twice"), std::string::npos) << r.status().message();
 
-  nlohmann::json future_id = j;
-  future_id["next_lease_id"] = 1;  // lease 1 exists: ids would be reused
-  EXPECT_FALSE(LeaseTable::FromJson(future_id, "epoch 0").ok());
+  std::vector<Lease> same_id = t.leases();
+  same_id.push_back(same_id[0]);
+  same_id.back().shard = 1;
+  same_id.back().shard_name = t.shards()[1].name;
+  EXPECT_FALSE(Restored(t, same_id, "epoch 0").ok());
 
-  nlohmann::json wrong_name = j;
-  wrong_name["leases"][0]["shard_name"] = "other.tar";
-  EXPECT_FALSE(LeaseTable::FromJson(wrong_name, "epoch 0").ok());
+  std::vector<Lease> wrong_name = t.leases();
+  wrong_name[0].shard_name = "other.tar";
+  EXPECT_FALSE(Restored(t, wrong_name, "epoch 0").ok());
+
+  std::vector<Lease> no_id = t.leases();
+  no_id[0].id = 0;
+  EXPECT_FALSE(Restored(t, no_id, "epoch 0").ok());
+}
+
+TEST(LeaseTable, NamesOfStatesReadBack) {
+  for (LeaseState state : {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired}) {
+    EXPECT_EQ(*ParseLeaseState(LeaseStateName(state)), state);
+  }
+  EXPECT_EQ(ParseLeaseState("lost").status().code(), Status::Code::kInvalidArgument);
 }
 
 TEST(LeaseTable, ExtendAllRestartsTheClockOfActiveLeasesOnly) {
@@ -411,39 +427,25 @@ TEST(LeaseTable, TheOrderSurvivesTheJournalAndBadOrdersAreRefused) {
   Lease a = Grant(t, "r0", 0);
   Lease b = Grant(t, "r1", 0);
   ASSERT_OK(t.Complete(b.id, 1));
-  const nlohmann::json header = t.HeaderToJson();
-  EXPECT_EQ(header["order"], (nlohmann::json{{"seed", 4}, {"epoch", 3}}));
-  auto whole = LeaseTable::FromJson(nlohmann::json::parse(t.ToJson().dump()), "epoch 3");
-  ASSERT_OK(whole);
-  auto parts = LeaseTable::FromHeader(nlohmann::json::parse(header.dump()), {a, *t.Get(b.id)}, "epoch 3");
-  ASSERT_OK(parts);
-  for (LeaseTable* u : {&*whole, &*parts}) {
-    EXPECT_EQ(u->ToJson(), t.ToJson());
-    EXPECT_EQ(u->order(), t.order());
-    ASSERT_TRUE(u->order_key().has_value());
-    EXPECT_EQ(*u->order_key(), (LeaseOrder{4, 3}));
-    // The restored table goes on where the original would.
-    EXPECT_EQ(Grant(*u, "r2", 2).shard, t.order()[2]);
-  }
-  // A table journaled without an order hands out in the order given, and writes none back.
-  nlohmann::json plain = MakeTable(3).HeaderToJson();
-  EXPECT_FALSE(plain.contains("order"));
-  auto old = LeaseTable::FromHeader(plain, {}, "epoch 0");
+  auto u = Restored(t, {a, *t.Get(b.id)}, "epoch 3");
+  ASSERT_OK(u);
+  EXPECT_EQ(u->leases(), t.leases());
+  EXPECT_EQ(u->order(), t.order());
+  ASSERT_TRUE(u->order_key().has_value());
+  EXPECT_EQ(*u->order_key(), (LeaseOrder{4, 3}));
+  // The restored table goes on where the original would.
+  EXPECT_EQ(Grant(*u, "r2", 2).shard, t.order()[2]);
+  // A table journaled without an order hands out in the order given.
+  auto old = Restored(MakeTable(3), {}, "epoch 0");
   ASSERT_OK(old);
+  EXPECT_FALSE(old->order_key().has_value());
   EXPECT_EQ(LeaseWholeEpoch(*old), (std::vector<std::string>{"train-0.tar", "train-1.tar", "train-2.tar"}));
 
-  for (const auto& [order, field] : {std::pair<nlohmann::json, std::string>{{{"seed", -1}, {"epoch", 0}}, "seed"},
-                                     {{{"seed", 1}}, "epoch"},
-                                     {{{"seed", 1}, {"epoch", "x"}}, "epoch"},
-                                     {{{"seed", 1}, {"epoch", -2}}, "epoch"}}) {
-    nlohmann::json bad = header;
-    bad["order"] = order;
-    auto r = LeaseTable::FromHeader(bad, {}, "epoch 3");
-    ASSERT_FALSE(r.ok()) << order.dump();
-    EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
-    EXPECT_NE(r.status().message().find("epoch 3"), std::string::npos) << r.status().message();
-    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
-  }
+  auto bad = LeaseTable::Restore(MakeShards(2), LeaseOptions{kTtl, LeaseOrder{1, -2}}, {}, "epoch 3");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(bad.status().message().find("epoch 3"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("epoch must be >= 0"), std::string::npos) << bad.status().message();
   auto negative = LeaseTable::Create(MakeShards(2), LeaseOptions{kTtl, LeaseOrder{1, -1}});
   ASSERT_FALSE(negative.ok());
   EXPECT_EQ(negative.status().code(), Status::Code::kInvalidArgument);

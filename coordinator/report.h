@@ -64,7 +64,6 @@
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -83,9 +82,6 @@ struct MetricPoint {
   int epoch = 0;
   int64_t time_ms = 0;  // when the coordinator received it (wall clock)
   std::map<std::string, double> values;
-
-  nlohmann::json ToJson() const;
-  static StatusOr<MetricPoint> FromJson(const nlohmann::json& j, const std::string& what);
 };
 
 struct ReportInput {

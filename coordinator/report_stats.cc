@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <nlohmann/json.hpp>
 
-#include "coordinator/json_util.h"
 #include "coordinator/report.h"
 #include "coordinator/report_internal.h"
 
@@ -198,37 +196,7 @@ bool ReachesTarget(double v, double target, bool max_mode) {
 
 }  // namespace
 
-using json_internal::Get;
 using report_internal::kNaN;
-using json_internal::Number;
-
-nlohmann::json MetricPoint::ToJson() const {
-  nlohmann::json values_json = nlohmann::json::object();
-  for (const auto& [k, v] : values) values_json[k] = Number(v);
-  return {{"trial_id", trial_id}, {"attempt", attempt}, {"kind", kind},         {"step", step},
-          {"epoch", epoch},       {"time_ms", time_ms}, {"values", values_json}};
-}
-
-StatusOr<MetricPoint> MetricPoint::FromJson(const nlohmann::json& j, const std::string& what) {
-  MetricPoint p;
-  FLAP_RETURN_IF_ERROR(Get(j, "trial_id", what, &p.trial_id));
-  FLAP_RETURN_IF_ERROR(Get(j, "attempt", what, &p.attempt));
-  FLAP_RETURN_IF_ERROR(Get(j, "kind", what, &p.kind));
-  FLAP_RETURN_IF_ERROR(Get(j, "step", what, &p.step));
-  FLAP_RETURN_IF_ERROR(Get(j, "epoch", what, &p.epoch));
-  FLAP_RETURN_IF_ERROR(Get(j, "time_ms", what, &p.time_ms));
-  if (p.kind != "train" && p.kind != "eval" && p.kind != "test") {
-    return Status::Corruption(what + ": field 'kind' is '" + p.kind + "', not train, eval or test");
-  }
-  auto it = j.find("values");
-  if (it == j.end() || !it->is_object()) return json_internal::Bad(what, "values", "an object");
-  for (auto v = it->begin(); v != it->end(); ++v) {
-    double x = 0;
-    FLAP_RETURN_IF_ERROR(json_internal::Convert(v.value(), what, "values." + v.key(), &x));
-    p.values[v.key()] = x;
-  }
-  return p;
-}
 
 const std::vector<std::string>& RetrievalMetrics() {
   static const std::vector<std::string> kMetrics = {"t2a_r1", "t2a_r5",  "t2a_r10", "a2t_r1",

@@ -4,8 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <map>
 #include <regex>
@@ -314,21 +312,6 @@ TEST(Report, WriteReportRunsGnuplotOrSaysWhyNot) {
   ASSERT_TRUE(ok.ok()) << ok.ToString();
   EXPECT_TRUE(Contains(flap::testing::ReadFile(dir / "b/throughput.svg"), "<svg"));
   EXPECT_TRUE(Contains(flap::testing::ReadFile(dir / "b/time_to_target.svg"), "<svg"));
-}
-
-TEST(Report, MetricPointsRoundTripThroughJsonWithNaN) {
-  MetricPoint p{"t0001", 2, "eval", 7, 1, 99, {{"map10", std::nan("")}, {"t2a_r1", 0.5}}};
-  auto back = MetricPoint::FromJson(p.ToJson(), "m");
-  ASSERT_TRUE(back.ok());
-  EXPECT_TRUE(std::isnan(back->values.at("map10")));
-  EXPECT_EQ(back->values.at("t2a_r1"), 0.5);
-  nlohmann::json test = p.ToJson();
-  test["kind"] = "test";
-  ASSERT_TRUE(MetricPoint::FromJson(test, "m").ok());
-  EXPECT_EQ(MetricPoint::FromJson(test, "m")->kind, "test");
-  nlohmann::json bad = p.ToJson();
-  bad["kind"] = "other";
-  EXPECT_EQ(MetricPoint::FromJson(bad, "m").status().code(), Status::Code::kCorruption);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,87 +1,34 @@
 // StateStore (state_store.h): the tables' keys and the encoding and decoding of their records.
 #include "coordinator/state_store.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "coordinator/json_util.h"
+#include "coordinator/state_records.h"
 
 namespace flap::coordinator {
 namespace {
 
-namespace ji = json_internal;
+namespace pb = google::protobuf;
 
-StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& key) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::Corruption("stored value of " + key + " is not JSON");
-  return j;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Records, each to JSON and back (`what`: the stored key, named in errors).
-
-nlohmann::json Encode(const Counters& c) { return {{"next_group", c.next_group}, {"next_order", c.next_order}}; }
-
-StatusOr<Counters> DecodeCounters(const nlohmann::json& j, const std::string& what) {
-  Counters c;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_group", what, &c.next_group));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "next_order", what, &c.next_order));
-  return c;
-}
-
-nlohmann::json Encode(const SweepRecord& s) {
-  return {
-      {"spec", s.spec.ToJson()},          {"text", s.text},   {"source", s.source},      {"base_config", s.base_config},
-      {"state", SweepStateName(s.state)}, {"order", s.order}, {"trial_ids", s.trial_ids}};
-}
-
-StatusOr<SweepRecord> DecodeSweep(const nlohmann::json& j, const std::string& what) {
-  SweepRecord s;
-  if (!j.is_object() || !j.contains("spec")) return Status::Corruption(what + ": no spec");
-  FLAP_ASSIGN_OR_RETURN(s.spec, SweepSpec::FromJson(j["spec"], what));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "text", what, &s.text));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "source", what, &s.source));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "base_config", what, &s.base_config));
-  std::string state;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "state", what, &state));
-  FLAP_ASSIGN_OR_RETURN(s.state, ParseSweepState(state, what));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "order", what, &s.order));
-  FLAP_RETURN_IF_ERROR(ji::GetArray(j, "trial_ids", what, &s.trial_ids));
-  return s;
-}
-
-nlohmann::json Encode(const GroupRecord& g) {
-  return {{"incarnation", g.incarnation},
-          {"host", g.host},
-          {"world_size", g.world_size},
-          {"metrics_endpoints", g.metrics_endpoints}};
-}
-
-StatusOr<GroupRecord> DecodeGroup(const nlohmann::json& j, const std::string& what) {
-  GroupRecord g;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "incarnation", what, &g.incarnation));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "host", what, &g.host));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "world_size", what, &g.world_size));
-  if (j.contains("metrics_endpoints")) {  // absent in journals written before endpoints
-    FLAP_RETURN_IF_ERROR(ji::GetArray(j, "metrics_endpoints", what, &g.metrics_endpoints));
+// `m` in protobuf's binary encoding, with maps in key order: the same record gives the same
+// bytes.
+std::string Serialise(const pb::MessageLite& m) {
+  std::string out;
+  {
+    pb::io::StringOutputStream stream(&out);
+    pb::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
   }
-  return g;
-}
-
-nlohmann::json Encode(const TrialRow& t) {
-  return {{"spec", t.spec.ToJson()}, {"record", t.record.ToJson()}, {"total_steps", t.total_steps}};
-}
-
-StatusOr<TrialRow> DecodeTrial(const nlohmann::json& j, const std::string& what) {
-  if (!j.is_object() || !j.contains("spec") || !j.contains("record")) {
-    return Status::Corruption(what + ": fields 'spec' and 'record' are required");
-  }
-  TrialRow t;
-  FLAP_ASSIGN_OR_RETURN(t.spec, TrialSpec::FromJson(j["spec"], what));
-  FLAP_ASSIGN_OR_RETURN(t.record, TrialRecord::FromJson(j["record"], what));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "total_steps", what, &t.total_steps));
-  return t;
+  return out;
 }
 
 std::string Padded(const char* format, unsigned long long n) {
@@ -150,9 +97,11 @@ std::pair<std::string, std::string> SplitTrialKey(const std::string& trial_key) 
 // ---------------------------------------------------------------------------------------------
 // Staging
 
-void StateBatch::Put(Table table, const std::string& key, const nlohmann::json& value) {
-  batch_.Put(TablePrefix(table) + key, value.dump());
+void StateBatch::Put(Table table, const std::string& key, const pb::MessageLite& value) {
+  batch_.Put(TablePrefix(table) + key, Serialise(value));
 }
+
+using state_records::Encode;
 
 void StateBatch::PutCounters(const Counters& counters) { Put(Table::kCounters, "", Encode(counters)); }
 
@@ -160,7 +109,7 @@ void StateBatch::PutSweep(const std::string& sweep_id, const SweepRecord& sweep)
   Put(Table::kSweep, sweep_id, Encode(sweep));
 }
 
-void StateBatch::PutAsha(const std::string& sweep_id, const Asha& asha) { Put(Table::kAsha, sweep_id, asha.ToJson()); }
+void StateBatch::PutAsha(const std::string& sweep_id, const Asha& asha) { Put(Table::kAsha, sweep_id, Encode(asha)); }
 
 void StateBatch::PutGroup(const std::string& group_id, const GroupRecord& group) {
   Put(Table::kGroup, group_id, Encode(group));
@@ -178,24 +127,180 @@ std::string MetricKey(const std::string& trial_key, const std::string& kind, int
 }  // namespace
 
 void StateBatch::PutMetric(const std::string& trial_key, const MetricPoint& point) {
-  Put(Table::kMetric, MetricKey(trial_key, point.kind, point.step), point.ToJson());
+  Put(Table::kMetric, MetricKey(trial_key, point.kind, point.step), Encode(point));
 }
 
 void StateBatch::PutEpoch(const std::string& epoch_key, const LeaseTable& table) {
-  Put(Table::kEpoch, epoch_key, table.HeaderToJson());
+  Put(Table::kEpoch, epoch_key, state_records::EncodeHeader(table));
 }
 
 void StateBatch::PutLeases(const std::string& epoch_key, const std::vector<Lease>& leases) {
   for (const Lease& l : leases) {
-    Put(Table::kLease, epoch_key + "/" + Padded("%012llu", static_cast<unsigned long long>(l.id)), l.ToJson());
+    Put(Table::kLease, epoch_key + "/" + Padded("%012llu", static_cast<unsigned long long>(l.id)), Encode(l));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The store
 
+// ---------------------------------------------------------------------------------------------
+// The format: its version, and the migration from format 1 (JSON values)
+
+namespace {
+
+constexpr char kFormatKey[] = "meta/format_version";
+
+// Format 1 wrote a double as a number, NaN as null and the infinities as "inf" / "-inf";
+// protobuf's JSON mapping spells those "NaN", "Infinity" and "-Infinity".
+void NormaliseDouble(nlohmann::json& v) {
+  if (v.is_null()) {
+    v = "NaN";
+  } else if (v == "inf") {
+    v = "Infinity";
+  } else if (v == "-inf") {
+    v = "-Infinity";
+  }
+}
+
+void NormaliseMessage(const pb::Descriptor& type, nlohmann::json& j);
+
+// One value of `field` (an element of it, if repeated).
+void NormaliseValue(const pb::FieldDescriptor& field, nlohmann::json& v) {
+  if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE) {
+    NormaliseDouble(v);
+  } else if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+    const pb::Descriptor& type = *field.message_type();
+    // Format 1 wrote a message of one repeated field (an ASHA rung) as that field's array.
+    if (v.is_array() && type.field_count() == 1 && type.field(0)->is_repeated()) {
+      nlohmann::json wrapped = nlohmann::json::object();
+      wrapped[std::string(type.field(0)->name())] = std::move(v);
+      v = std::move(wrapped);
+    }
+    NormaliseMessage(type, v);
+  }
+}
+
+// Rewrites format 1's JSON of a `type` message into protobuf's JSON mapping of it (the field
+// names are already the same: journal.proto keeps format 1's keys).
+void NormaliseMessage(const pb::Descriptor& type, nlohmann::json& j) {
+  if (!j.is_object()) return;
+  for (auto& [key, v] : j.items()) {
+    const pb::FieldDescriptor* field = type.FindFieldByName(key);
+    if (field == nullptr) continue;  // the parser names it
+    if (field->is_map()) {
+      if (!v.is_object()) continue;
+      for (auto& [k, element] : v.items()) NormaliseValue(*field->message_type()->map_value(), element);
+    } else if (field->is_repeated()) {
+      if (!v.is_array()) continue;
+      for (auto& element : v) NormaliseValue(*field, element);
+    } else {
+      NormaliseValue(*field, v);
+    }
+  }
+}
+
+// Whether `key` is a row of `table`.
+bool IsTable(const std::string& key, Table table) { return key.rfind(TablePrefix(table), 0) == 0; }
+
+// Format 1's value of `key` as format 2's: parsed into the table's message, decoded (so it
+// is checked as format 2's reads check it) and serialised. Corruption naming the key when it
+// is not a record of its table.
+template <typename Message, typename Check>
+StatusOr<std::string> Reencode(const std::string& key, const std::string& value, Check check) {
+  nlohmann::json j = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Corruption("stored value of " + key + " is not JSON");
+  Message m;
+  NormaliseMessage(*Message::descriptor(), j);
+  pb::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto parsed = pb::util::JsonStringToMessage(j.dump(), &m, options);
+  if (!parsed.ok()) {
+    return Status::Corruption("stored value of " + key + " is not a " + std::string(Message::descriptor()->name()) +
+                              " record: " + std::string(parsed.message()));
+  }
+  FLAP_RETURN_IF_ERROR(check(m, key));
+  return Serialise(m);
+}
+
+template <typename Message>
+Status CheckDecodes(const Message& m, const std::string& key) {
+  return state_records::Decode(m, key).status();
+}
+
+// Every record of format 1 in `journal`, re-encoded, and the format key, staged in one batch.
+StatusOr<JournalBatch> MigrationFromJson(const Journal& journal, size_t* records) {
+  FLAP_ASSIGN_OR_RETURN(auto stored, journal.Scan(""));
+  JournalBatch batch;
+  *records = 0;
+  for (const auto& [key, value] : stored) {
+    if (key == kFormatKey) continue;  // "1", if a journal says so
+    StatusOr<std::string> v = Status::Corruption("unknown key " + key + " in " + journal.dir());
+    if (key == TablePrefix(Table::kCounters)) {
+      v = Reencode<journal::Counters>(key, value, CheckDecodes<journal::Counters>);
+    } else if (IsTable(key, Table::kSweep)) {
+      v = Reencode<journal::Sweep>(key, value, CheckDecodes<journal::Sweep>);
+    } else if (IsTable(key, Table::kAsha)) {
+      v = Reencode<journal::Asha>(key, value, CheckDecodes<journal::Asha>);
+    } else if (IsTable(key, Table::kGroup)) {
+      v = Reencode<journal::Group>(key, value, CheckDecodes<journal::Group>);
+    } else if (IsTable(key, Table::kTrial)) {
+      v = Reencode<journal::Trial>(key, value, CheckDecodes<journal::Trial>);
+    } else if (IsTable(key, Table::kMetric)) {
+      v = Reencode<journal::Metric>(key, value, CheckDecodes<journal::Metric>);
+    } else if (IsTable(key, Table::kEpoch)) {
+      // A header is checked with its leases when the table is read.
+      v = Reencode<journal::Epoch>(key, value, [](const journal::Epoch&, const std::string&) { return Status::OK(); });
+    } else if (IsTable(key, Table::kLease)) {
+      v = Reencode<journal::Lease>(key, value, CheckDecodes<journal::Lease>);
+    }
+    if (!v.ok()) return v.status();
+    batch.Put(key, *std::move(v));
+    ++*records;
+  }
+  batch.Put(kFormatKey, std::to_string(kJournalFormat));
+  return batch;
+}
+
+// The journal's format: format_version's value; 1 for a journal of records without it (format
+// 1 did not record its version); 0 for an empty journal.
+StatusOr<int> ReadFormat(const Journal& journal) {
+  auto stored = journal.Get(kFormatKey);
+  if (stored.ok()) {
+    int version = 0;
+    const char* end = stored->data() + stored->size();
+    auto [p, ec] = std::from_chars(stored->data(), end, version);
+    if (ec != std::errc() || p != end || version < 1) {
+      return Status::Corruption("the coordinator state in " + journal.dir() + " has a damaged " + kFormatKey + ": '" +
+                                *stored + "'");
+    }
+    return version;
+  }
+  if (stored.status().code() != Status::Code::kNotFound) return stored.status();
+  FLAP_ASSIGN_OR_RETURN(auto any, journal.Scan(""));
+  return any.empty() ? 0 : 1;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, const JournalOptions& options) {
   FLAP_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(dir, options));
+  FLAP_ASSIGN_OR_RETURN(const int format, ReadFormat(*journal));
+  if (format > kJournalFormat) {
+    return Status::FailedPrecondition("the coordinator state in " + dir + " is in journal format " +
+                                      std::to_string(format) + ", newer than this flap-coordinator reads (format " +
+                                      std::to_string(kJournalFormat) + "): run the release that wrote it");
+  }
+  if (format == 0) {
+    JournalBatch batch;
+    batch.Put(kFormatKey, std::to_string(kJournalFormat));
+    FLAP_RETURN_IF_ERROR(journal->Wait(journal->Append(std::move(batch))));
+  } else if (format == 1) {
+    size_t records = 0;
+    FLAP_ASSIGN_OR_RETURN(JournalBatch batch, MigrationFromJson(*journal, &records));
+    FLAP_RETURN_IF_ERROR(journal->Wait(journal->Append(std::move(batch))));
+    std::cerr << "flap-coordinator: migrated the coordinator state in " << dir << " from journal format 1 (JSON) to "
+              << kJournalFormat << " (protobuf): " << records << " records, in one write" << std::endl;
+  }
   return std::unique_ptr<StateStore>(new StateStore(std::move(journal)));
 }
 
@@ -214,29 +319,56 @@ StatusOr<Rows<T>> StateStore::Scan(Table table, const std::string& under, Decode
   FLAP_ASSIGN_OR_RETURN(auto stored, journal_->Scan(TablePrefix(table) + under));
   Rows<T> out;
   for (const auto& [key, value] : stored) {
-    FLAP_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(value, key));
-    FLAP_ASSIGN_OR_RETURN(T row, decode(j, key));
+    FLAP_ASSIGN_OR_RETURN(T row, decode(value, key));
     out.emplace_back(key.substr(prefix_size), std::move(row));
   }
   return out;
 }
 
+namespace {
+
+// A stored value as a `Message`, then decoded (state_records.h); Corruption naming the key
+// when it is not one.
+template <typename Message>
+StatusOr<Message> Parse(const std::string& value, const std::string& key) {
+  Message m;
+  if (!m.ParseFromString(value)) {
+    return Status::Corruption("stored value of " + key + " is not a " + std::string(Message::descriptor()->name()) +
+                              " record");
+  }
+  return m;
+}
+
+template <typename Message>
+auto Decoded(const std::string& value, const std::string& key) -> decltype(state_records::Decode(Message(), key)) {
+  FLAP_ASSIGN_OR_RETURN(Message m, Parse<Message>(value, key));
+  return state_records::Decode(m, key);
+}
+
+}  // namespace
+
 StatusOr<Counters> StateStore::ReadCounters() const {
-  FLAP_ASSIGN_OR_RETURN(Rows<Counters> rows, Scan<Counters>(Table::kCounters, "", DecodeCounters));
+  FLAP_ASSIGN_OR_RETURN(Rows<Counters> rows, Scan<Counters>(Table::kCounters, "", Decoded<journal::Counters>));
   return rows.empty() ? Counters() : rows.back().second;
 }
 
-StatusOr<Rows<SweepRecord>> StateStore::Sweeps() const { return Scan<SweepRecord>(Table::kSweep, "", DecodeSweep); }
+StatusOr<Rows<SweepRecord>> StateStore::Sweeps() const {
+  return Scan<SweepRecord>(Table::kSweep, "", Decoded<journal::Sweep>);
+}
 
-StatusOr<Rows<Asha>> StateStore::Ashas() const { return Scan<Asha>(Table::kAsha, "", Asha::FromJson); }
+StatusOr<Rows<Asha>> StateStore::Ashas() const { return Scan<Asha>(Table::kAsha, "", Decoded<journal::Asha>); }
 
-StatusOr<Rows<GroupRecord>> StateStore::Groups() const { return Scan<GroupRecord>(Table::kGroup, "", DecodeGroup); }
+StatusOr<Rows<GroupRecord>> StateStore::Groups() const {
+  return Scan<GroupRecord>(Table::kGroup, "", Decoded<journal::Group>);
+}
 
-StatusOr<Rows<TrialRow>> StateStore::Trials() const { return Scan<TrialRow>(Table::kTrial, "", DecodeTrial); }
+StatusOr<Rows<TrialRow>> StateStore::Trials() const {
+  return Scan<TrialRow>(Table::kTrial, "", Decoded<journal::Trial>);
+}
 
 StatusOr<Rows<MetricPoint>> StateStore::Metrics(const std::string& sweep_id, const std::string& trial_id) const {
   const std::string under = sweep_id.empty() ? "" : sweep_id + "/" + (trial_id.empty() ? "" : trial_id + "/");
-  FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> rows, Scan<MetricPoint>(Table::kMetric, under, MetricPoint::FromJson));
+  FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> rows, Scan<MetricPoint>(Table::kMetric, under, Decoded<journal::Metric>));
   for (auto& [key, point] : rows) key = key.substr(0, key.find('/', key.find('/') + 1));  // the trial key
   return rows;
 }
@@ -247,14 +379,13 @@ StatusOr<bool> StateStore::HasMetric(const std::string& trial_key, const std::st
 }
 
 StatusOr<Rows<LeaseTable>> StateStore::LeaseTables() const {
-  const auto header = [](const nlohmann::json& j, const std::string&) -> StatusOr<nlohmann::json> { return j; };
-  FLAP_ASSIGN_OR_RETURN(Rows<nlohmann::json> headers, Scan<nlohmann::json>(Table::kEpoch, "", header));
+  FLAP_ASSIGN_OR_RETURN(Rows<journal::Epoch> headers, Scan<journal::Epoch>(Table::kEpoch, "", Parse<journal::Epoch>));
   Rows<LeaseTable> out;
   for (const auto& [ekey, h] : headers) {
-    FLAP_ASSIGN_OR_RETURN(Rows<Lease> leases, Scan<Lease>(Table::kLease, ekey + "/", Lease::FromJson));
+    FLAP_ASSIGN_OR_RETURN(Rows<Lease> leases, Scan<Lease>(Table::kLease, ekey + "/", Decoded<journal::Lease>));
     std::vector<Lease> granted;
     for (auto& [lkey, lease] : leases) granted.push_back(std::move(lease));
-    FLAP_ASSIGN_OR_RETURN(LeaseTable table, LeaseTable::FromHeader(h, granted, TablePrefix(Table::kEpoch) + ekey));
+    FLAP_ASSIGN_OR_RETURN(LeaseTable table, state_records::Decode(h, granted, TablePrefix(Table::kEpoch) + ekey));
     out.emplace_back(ekey, std::move(table));
   }
   return out;

@@ -1,27 +1,34 @@
 // StateStore: the coordinator service's durable state, typed. Every record the service keeps
 // lives in one table of the Journal (coordinator/journal.h), each table a key prefix named by
 // Table; this is the one place that knows the prefixes, builds the keys and encodes and
-// decodes the records (JSON values). Handlers stage typed puts in a StateBatch; loading
-// reads typed rows back.
+// decodes the records (protobuf messages, proto/journal.proto). Handlers stage typed puts in a
+// StateBatch; loading reads typed rows back.
 //
-// The tables (key = prefix + key within the table; every value a JSON object):
+// The tables (key = prefix + key within the table; every value a serialised message of
+// proto/journal.proto, named after the key):
 //   kCounters  meta/counters                       Counters
-//   kSweep     sweep/<sweep>                       SweepRecord
+//   kSweep     sweep/<sweep>                       Sweep (SweepRecord)
 //   kAsha      asha/<sweep>                        Asha (coordinator/asha.h)
-//   kGroup     group/<group>                       GroupRecord
-//   kTrial     trial/<sweep>/<trial>               TrialRow
-//   kMetric    metric/<sweep>/<trial>/<kind>/<step, 12 digits>   MetricPoint (report.h)
-//   kEpoch     epoch/<sweep>/<trial>/<epoch, 6 digits>            LeaseTable header (lease.h)
+//   kGroup     group/<group>                       Group (GroupRecord)
+//   kTrial     trial/<sweep>/<trial>               Trial (TrialRow)
+//   kMetric    metric/<sweep>/<trial>/<kind>/<step, 12 digits>   Metric (MetricPoint, report.h)
+//   kEpoch     epoch/<sweep>/<trial>/<epoch, 6 digits>            Epoch (LeaseTable's header, lease.h)
 //   kLease     lease/<sweep>/<trial>/<epoch>/<id, 12 digits>      Lease (lease.h)
-// The format is the journal's since its first version: fields added since are optional when
-// read (GroupRecord::metrics_endpoints, SweepSpec's report_target).
+// and meta/format_version, the journal's format (kJournalFormat) in decimal.
+//
+// Formats. 1: every value a JSON object (no meta/format_version; releases before the key).
+// 2: protobuf messages. Open() refuses a format newer than kJournalFormat (FailedPrecondition
+// naming it and the folder), writes meta/format_version into a new journal, and migrates a
+// format 1 journal in place: every record is read with protobuf's JSON parser into its
+// message, checked as a read checks it, and rewritten with the format key in one RocksDB
+// WriteBatch, so a crash during the migration leaves format 1 intact (the next open migrates
+// again); a record that does not read leaves the journal untouched and fails the open
+// (Corruption naming its key). The migration is logged on stderr.
 //
 // Reads see committed data only (Journal::Scan). A damaged record is Corruption naming its key.
 //
 // Thread-safety: as Journal: thread-safe; a StateBatch belongs to one thread until appended.
 #pragma once
-
-#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -38,7 +45,14 @@
 #include "coordinator/sweep.h"
 #include "coordinator/trial_state.h"
 
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
 namespace flap::coordinator {
+
+// The journal's format that this release writes (see above).
+inline constexpr int kJournalFormat = 2;
 
 // A sweep runs until every trial has ended (finished) or a user cancels it (cancelled).
 enum class SweepState { kRunning, kFinished, kCancelled };
@@ -111,13 +125,15 @@ class StateBatch {
 
  private:
   friend class StateStore;
-  void Put(Table table, const std::string& key, const nlohmann::json& value);
+  void Put(Table table, const std::string& key, const google::protobuf::MessageLite& value);
   JournalBatch batch_;
 };
 
 class StateStore {
  public:
-  // Opens (creating if allowed) the journal in `dir`: IOError as Journal::Open.
+  // Opens (creating if allowed) the journal in `dir`: IOError as Journal::Open. Checks its
+  // format and migrates format 1 (see above): FailedPrecondition for a newer format,
+  // Corruption for a record that does not migrate.
   static StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir, const JournalOptions& options);
 
   // Staging and durability: as Journal's Append, appended, WhenDurable, Wait, healthy, status.

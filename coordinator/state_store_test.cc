@@ -1,27 +1,29 @@
 // StateStore (coordinator/state_store.h) against journals written before it: records as
-// CoordinatorService stored them (a sweep with ASHA and a report target, two groups, trials
-// pending, running and requeued, metrics, an epoch's lease table) decode and encode back to
-// the same bytes, and a coordinator loads them; a group stored before metrics endpoints loads
-// too.
+// CoordinatorService stored them in format 1 (a sweep with ASHA and a report target, two
+// groups, trials pending, running and requeued, metrics, an epoch's lease table) are migrated,
+// decode, and encode back to the same bytes, and a coordinator loads them; a group stored
+// before metrics endpoints loads too. (journal_format_test.cc: a whole journal of format 1.)
 #include "coordinator/state_store.h"
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
+#include <cmath>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "common/testing/testing.h"
 #include "coordinator/journal.h"
 #include "coordinator/service.h"
+#include "coordinator/testing/sweep_test_util.h"
 
 namespace flap::coordinator {
 namespace {
 
 using KeyValues = std::vector<std::pair<std::string, std::string>>;
 
-// Every table's records, as the coordinator wrote them.
+// Every table's records, as the coordinator wrote them in format 1.
 const KeyValues& Golden() {
   static const KeyValues kRows = {
       {"asha/d",
@@ -113,22 +115,30 @@ TEST(StateStore, RecordsOfEveryTableEncodeBackToTheBytesTheyWereReadFrom) {
   {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> old, StateStore::Open(dir / "old", JournalOptions()));
     ASSERT_OK_AND_ASSIGN(Counters counters, old->ReadCounters());
+    EXPECT_EQ(counters.next_group, 1);
     batch.PutCounters(counters);
     ASSERT_OK_AND_ASSIGN(Rows<SweepRecord> sweeps, old->Sweeps());
     ASSERT_EQ(sweeps.size(), 1u);
     EXPECT_EQ(sweeps[0].second.state, SweepState::kRunning);
+    ASSERT_TRUE(sweeps[0].second.spec.report_target.has_value());
+    EXPECT_EQ(sweeps[0].second.spec.report_target->ToString(), "t2a_r1:0.3");
     for (const auto& [id, s] : sweeps) batch.PutSweep(id, s);
     ASSERT_OK_AND_ASSIGN(Rows<Asha> ashas, old->Ashas());
+    ASSERT_EQ(ashas.size(), 1u);
+    EXPECT_EQ(ashas[0].second.NumResults(0), 2);
     for (const auto& [id, a] : ashas) batch.PutAsha(id, a);
     ASSERT_OK_AND_ASSIGN(Rows<GroupRecord> groups, old->Groups());
     ASSERT_EQ(groups.size(), 2u);
+    EXPECT_EQ(groups[1].second.metrics_endpoints, (std::vector<std::string>{"h1:9000", "h1:9001"}));
     for (const auto& [id, g] : groups) batch.PutGroup(id, g);
     ASSERT_OK_AND_ASSIGN(Rows<TrialRow> trials, old->Trials());
     ASSERT_EQ(trials.size(), 4u);
+    EXPECT_EQ(trials[1].second.record.last_error, "spot");
     for (const auto& [key, t] : trials) batch.PutTrial(key, t);
     ASSERT_OK_AND_ASSIGN(Rows<MetricPoint> metrics, old->Metrics());
     ASSERT_EQ(metrics.size(), 3u);
     EXPECT_EQ(metrics[0].first, "d/t0000");
+    EXPECT_EQ(metrics[0].second.values.at("train_seconds"), 3.5);
     for (const auto& [key, p] : metrics) batch.PutMetric(key, p);
     ASSERT_OK_AND_ASSIGN(Rows<MetricPoint> one, old->Metrics("d", "t0001"));
     EXPECT_EQ(one.size(), 1u);
@@ -139,22 +149,157 @@ TEST(StateStore, RecordsOfEveryTableEncodeBackToTheBytesTheyWereReadFrom) {
     EXPECT_EQ(tables[0].second.active_leases(), 1);
     for (const auto& [ekey, table] : tables) {
       batch.PutEpoch(ekey, table);
-      std::vector<Lease> leases;
-      const nlohmann::json whole = table.ToJson();
-      for (const auto& l : whole.at("leases")) leases.push_back(*Lease::FromJson(l, ekey));
-      batch.PutLeases(ekey, leases);
+      batch.PutLeases(ekey, table.leases());
     }
   }
   {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> again, StateStore::Open(dir / "new", JournalOptions()));
     ASSERT_OK(again->Wait(again->Append(std::move(batch))));
   }
+  // The migrated journal and the one written from what was read hold the same bytes.
+  const KeyValues migrated = ReadJournal(dir / "old");
   const KeyValues written = ReadJournal(dir / "new");
-  ASSERT_EQ(written.size(), Golden().size());
+  ASSERT_EQ(migrated.size(), Golden().size() + 1);  // and meta/format_version
+  ASSERT_EQ(written.size(), migrated.size());
   for (size_t i = 0; i < written.size(); ++i) {
-    EXPECT_EQ(written[i].first, Golden()[i].first);
-    EXPECT_EQ(written[i].second, Golden()[i].second) << written[i].first;
+    EXPECT_EQ(written[i].first, migrated[i].first);
+    EXPECT_EQ(written[i].second, migrated[i].second) << written[i].first;
   }
+}
+
+// The stored value of `key` in Golden(), with `from` replaced by `to`.
+std::string GoldenWith(const std::string& key, const std::string& from, const std::string& to) {
+  for (const auto& [k, v] : Golden()) {
+    if (k != key) continue;
+    const size_t at = v.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return at == std::string::npos ? v : v.substr(0, at) + to + v.substr(at + from.size());
+  }
+  ADD_FAILURE() << "no " << key;
+  return "";
+}
+
+TEST(StateStore, ARecordThatDoesNotReadIsCorruptionNamingItsKeyAndWhy) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"trial/d/t0002", GoldenWith("trial/d/t0002", "\"state\":\"pending\"", "\"state\":\"paused\""),
+       "unknown trial state 'paused'"},
+      {"trial/d/t0002", GoldenWith("trial/d/t0002", "\"group\":\"\"", "\"group\":\"g1\""), "inconsistent"},
+      {"asha/d", GoldenWith("asha/d", "\"rung\":0},\"trial\":\"t0001\"", "\"rung\":1},\"trial\":\"t0001\""),
+       "misplaced trial 't0001'"},
+      {"asha/d", GoldenWith("asha/d", "\"action\":\"continue\"", "\"action\":\"maybe\""),
+       "action must be continue or stop"},
+      {"sweep/d", GoldenWith("sweep/d", "\"search\":\"grid\"", "\"search\":\"spiral\""),
+       "'search' must be grid or random"},
+      {"sweep/d", GoldenWith("sweep/d", "\"values\":[\"0.5\",\"0.75\"]", "\"values\":[\"0.5\",\"2\"]"), "got '2'"},
+      {"metric/d/t0001/eval/000000000010",
+       GoldenWith("metric/d/t0001/eval/000000000010", "\"kind\":\"eval\"", "\"kind\":\"loss\""),
+       "not train, eval or test"},
+      {"group/g0", GoldenWith("group/g0", "\"world_size\":1", "\"world_size\":\"one\""), "is not a Group record"},
+      {"lease/d/t0000/000000/000000000001",
+       GoldenWith("lease/d/t0000/000000/000000000001", "\"completed\"", "\"lost\""), "unknown lease state 'lost'"},
+      {"meta/other", "{}", "unknown key meta/other"},
+  };
+  for (const auto& [key, value, why] : cases) {
+    flap::testing::TempDir dir("state_store_bad");
+    KeyValues rows = Golden();
+    bool replaced = false;
+    for (auto& [k, v] : rows) {
+      if (k == key) {
+        v = value;
+        replaced = true;
+      }
+    }
+    if (!replaced) rows.push_back({key, value});
+    WriteJournal(dir / "db", rows);
+    auto store = StateStore::Open(dir / "db", JournalOptions());
+    ASSERT_FALSE(store.ok()) << key << ": " << why;
+    EXPECT_EQ(store.status().code(), Status::Code::kCorruption) << store.status().ToString();
+    EXPECT_NE(store.status().message().find(key), std::string::npos) << store.status().message();
+    EXPECT_NE(store.status().message().find(why), std::string::npos) << store.status().message();
+  }
+  // A lease table whose leases break its invariants reads as Corruption naming its epoch.
+  flap::testing::TempDir dir("state_store_bad_leases");
+  KeyValues rows = Golden();
+  rows.push_back(
+      {"lease/d/t0000/000000/000000000003", GoldenWith("lease/d/t0000/000000/000000000001", "\"id\":1", "\"id\":3")});
+  WriteJournal(dir / "db", rows);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store, StateStore::Open(dir / "db", JournalOptions()));
+  auto tables = store->LeaseTables();
+  ASSERT_FALSE(tables.ok());
+  EXPECT_EQ(tables.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(tables.status().message().find("epoch/d/t0000/000000"), std::string::npos) << tables.status().message();
+  EXPECT_NE(tables.status().message().find("completed twice"), std::string::npos) << tables.status().message();
+}
+
+TEST(StateStore, ATestSplitRecordWithNaNReadsBack) {
+  flap::testing::TempDir dir("state_store_test_kind");
+  KeyValues rows = Golden();
+  std::string test_record = GoldenWith("metric/d/t0001/eval/000000000010", "\"kind\":\"eval\"", "\"kind\":\"test\"");
+  test_record = test_record.substr(0, test_record.find("\"values\"")) + "\"values\":{\"map10\":null,\"t2a_r1\":0.5}}";
+  rows.push_back({"metric/d/t0001/test/000000000010", test_record});
+  WriteJournal(dir / "db", rows);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store, StateStore::Open(dir / "db", JournalOptions()));
+  ASSERT_OK_AND_ASSIGN(Rows<MetricPoint> metrics, store->Metrics("d", "t0001"));
+  ASSERT_EQ(metrics.size(), 2u);
+  const MetricPoint& test = metrics[1].second;
+  EXPECT_EQ(test.kind, "test");
+  EXPECT_TRUE(std::isnan(test.values.at("map10")));
+  EXPECT_EQ(test.values.at("t2a_r1"), 0.5);
+  EXPECT_EQ(test.step, 10);
+  EXPECT_EQ(test.attempt, 2);
+}
+
+TEST(StateStore, ARandomSearchSweepReadsBackWithItsRanges) {
+  flap::testing::TempDir dir("state_store_random");
+  SweepRecord sweep;
+  auto spec = ParseSweepText(sweep_testing::kRandom, "lr-search.ini");
+  ASSERT_OK(spec);
+  sweep.spec = *spec;
+  sweep.trial_ids = {"t0000"};
+  StateBatch batch;
+  batch.PutSweep("r", sweep);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store, StateStore::Open(dir / "a", JournalOptions()));
+    ASSERT_OK(store->Wait(store->Append(std::move(batch))));
+    ASSERT_OK_AND_ASSIGN(Rows<SweepRecord> sweeps, store->Sweeps());
+    ASSERT_EQ(sweeps.size(), 1u);
+    const SweepSpec& back = sweeps[0].second.spec;
+    EXPECT_EQ(back.search, SearchKind::kRandom);
+    EXPECT_EQ(back.budget, 8);
+    EXPECT_EQ(back.search_seed, 42u);
+    EXPECT_EQ(back.seeds, (std::vector<uint64_t>{1, 2}));
+    ASSERT_EQ(back.factors.size(), 4u);
+    EXPECT_TRUE(back.factors[0].has_range);
+    EXPECT_EQ(back.factors[0].lo, 1e-4);
+    EXPECT_EQ(back.factors[0].hi, 1e-2);
+    EXPECT_TRUE(back.factors[0].log);
+    EXPECT_FALSE(back.factors[1].log);
+    EXPECT_EQ(back.factors[2].values, (std::vector<std::string>{"1d", "2d"}));
+    EXPECT_FALSE(back.factors[2].has_range);
+    EXPECT_TRUE(back.factors[3].integer);
+    EXPECT_EQ(ExpandSweep(back)->size(), ExpandSweep(*spec)->size());
+    EXPECT_EQ(*ExpandSweep(back), *ExpandSweep(*spec));
+  }
+}
+
+// A sweep submitted before a key was renamed to its struct path (config/trial_config.h,
+// ConfigKey::alias) names the factor by its earlier name: it still reads back, though a new
+// sweep file may not use that name (SweepAliases in sweep_test.cc).
+TEST(StateStore, ASweepStoredUnderAKeysEarlierNameReadsBack) {
+  flap::testing::TempDir dir("state_store_alias");
+  KeyValues rows = Golden();
+  for (auto& [key, value] : rows) {
+    if (key == "sweep/d") {
+      value = GoldenWith("sweep/d", "{\"name\":\"mask.ratio\",\"values\":[\"0.5\",\"0.75\"]}",
+                         "{\"name\":\"recon.weight\",\"values\":[\"0\",\"0.5\"]}");
+    }
+  }
+  WriteJournal(dir / "db", rows);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store, StateStore::Open(dir / "db", JournalOptions()));
+  ASSERT_OK_AND_ASSIGN(Rows<SweepRecord> sweeps, store->Sweeps());
+  ASSERT_EQ(sweeps.size(), 1u);
+  EXPECT_EQ(sweeps[0].second.spec.factors[0].name, "recon.weight");
+  EXPECT_EQ(sweeps[0].second.spec.factors[0].values, (std::vector<std::string>{"0", "0.5"}));
 }
 
 TEST(StateStore, KeysAreTheTablePrefixAndTheKeyWithinTheTable) {

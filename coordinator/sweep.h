@@ -86,7 +86,6 @@
 
 #include <cstdint>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -156,10 +155,6 @@ struct SweepSpec {
   std::vector<FactorSpec> factors;            // in file order
   std::optional<AshaConfig> asha;             // no early stopping when absent
   std::optional<ReportTarget> report_target;  // [report] target; absent: the report's default
-
-  nlohmann::json ToJson() const;
-  // Corruption naming `what` when `j` is malformed or does not validate.
-  static StatusOr<SweepSpec> FromJson(const nlohmann::json& j, const std::string& what);
 };
 
 // One trial to run: the base config, overridden by `factors`, with train.seed = `seed`.
@@ -172,8 +167,6 @@ struct TrialSpec {
   bool operator==(const TrialSpec& o) const {
     return id == o.id && factors == o.factors && seed == o.seed && cell == o.cell;
   }
-  nlohmann::json ToJson() const;
-  static StatusOr<TrialSpec> FromJson(const nlohmann::json& j, const std::string& what);
 };
 
 // Parses and validates a sweep file's text. `source` names it in errors (e.g. the path). On
@@ -228,7 +221,7 @@ void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config);
 Status CheckTrialConfigs(const SweepSpec& spec, const std::vector<TrialSpec>& trials, const std::string& base_config,
                          const std::string& source);
 
-// Checks a spec built any other way (code, JSON) with the same rules as the parser, listing
+// Checks a spec built any other way (code, storage) with the same rules as the parser, listing
 // every error as "<source>: [<section>] <key>: <what is wrong>". OK or InvalidArgument.
 Status ValidateSweep(const SweepSpec& spec, const std::string& source);
 

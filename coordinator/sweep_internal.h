@@ -1,7 +1,7 @@
 // Internal to coordinator/: what the sweep sources share (sweep.cc: the readers of a sweep
 // file's sections, lexed by config/ini.h; sweep_values.cc: values, conditions and report
-// targets; sweep_validate.cc: validation listing every error; sweep_expand.cc: grid and random expansion; sweep_json.cc:
-// the JSON of specs and trials). coordinator/sweep.h is the part's contract; nothing here is.
+// targets; sweep_validate.cc: validation listing every error; sweep_expand.cc: grid and random
+// expansion). coordinator/sweep.h is the part's contract; nothing here is.
 //
 // Thread-safety: free functions without state; an Errors is used by one thread.
 #pragma once
@@ -75,7 +75,8 @@ class Errors : public ini::Errors {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Validation (sweep_validate.cc), shared by the parser and by ValidateSweep / FromJson.
+// Validation (sweep_validate.cc), shared by the parser, ValidateSweep and the journal's reader
+// (state_records.cc: a stored spec, with at_submission false).
 
 // Adds every problem of `spec` to `errors`. `at_submission` adds the checks of a new
 // submission: a factor that is no trial config key (naming the closest key), and a factor or

@@ -1,13 +1,13 @@
 // Tests for coordinator/sweep.h: a valid file read field by field, conditions, specs built in
-// code, the JSON of specs and trials, report targets, trial ids and config values. Expansion is
-// tested in sweep_expand_test.cc, refused files in sweep_errors_test.cc.
+// code, report targets, trial ids and config values. Expansion is tested in
+// sweep_expand_test.cc, refused files in sweep_errors_test.cc, stored specs in
+// state_store_test.cc.
 #include "coordinator/sweep.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -141,28 +141,6 @@ TEST(SweepSpecCode, ValidateAndExpandASpecBuiltInCode) {
   EXPECT_EQ(ExpandSweep(s).status().code(), Status::Code::kInvalidArgument);
 }
 
-TEST(SweepSpecJson, RandomSpecRoundTrips) {
-  SweepSpec s = Parse(kRandom);
-  auto r = SweepSpec::FromJson(nlohmann::json::parse(s.ToJson().dump()), "sweeps/lr-search");
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->ToJson(), s.ToJson());
-  EXPECT_EQ(Expand(*r), Expand(s));
-}
-
-TEST(SweepSpecJson, FromJsonRefusesInvalidSpecs) {
-  nlohmann::json j = Parse(kAblation).ToJson();
-  j["factors"][0]["values"] = {"0", "2"};
-  auto r = SweepSpec::FromJson(j, "sweeps/x");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), Status::Code::kCorruption);
-  EXPECT_NE(r.status().message().find("sweeps/x"), std::string::npos);
-  EXPECT_NE(r.status().message().find("got '2'"), std::string::npos) << r.status().message();
-
-  nlohmann::json k = Parse(kAblation).ToJson();
-  k["seeds"] = {1, -2};
-  EXPECT_EQ(SweepSpec::FromJson(k, "sweeps/x").status().code(), Status::Code::kCorruption);
-}
-
 TEST(SweepReport, TargetIsAMetricAndAFractionOrPercentage) {
   SweepSpec s = Parse(std::string(kAblation) + "\n[report]\ntarget = t2a_r1:0.30\n");
   ASSERT_TRUE(s.report_target.has_value());
@@ -174,12 +152,7 @@ TEST(SweepReport, TargetIsAMetricAndAFractionOrPercentage) {
   EXPECT_DOUBLE_EQ(pct.report_target->value, 0.125);
   EXPECT_FALSE(Parse(kAblation).report_target.has_value());
 
-  // Through the journal's JSON and back; a spec without one has no key (earlier journals).
-  auto back = SweepSpec::FromJson(nlohmann::json::parse(s.ToJson().dump()), "sweeps/x");
-  ASSERT_TRUE(back.ok()) << back.status().ToString();
-  ASSERT_TRUE(back->report_target.has_value());
-  EXPECT_EQ(back->report_target->ToString(), "t2a_r1:0.3");
-  EXPECT_FALSE(Parse(kAblation).ToJson().contains("report_target"));
+  EXPECT_EQ(s.report_target->ToString(), "t2a_r1:0.3");  // as the journal keeps it
 
   for (const char* bad : {"t2a_r1", "t2a_r1:30", "t2a_r1:0", "T2A:0.3", "t2a_r1:x", "t2a_r1:150%"}) {
     std::vector<std::string> errors = Refuse(std::string(kAblation) + "\n[report]\ntarget = " + bad + "\n");
@@ -189,18 +162,6 @@ TEST(SweepReport, TargetIsAMetricAndAFractionOrPercentage) {
   std::vector<std::string> unknown = Refuse(std::string(kAblation) + "\n[report]\nmetric = map10\n");
   ASSERT_EQ(unknown.size(), 1u) << Joined(unknown);
   EXPECT_NE(unknown[0].find("unknown key 'metric' ([report] takes target)"), std::string::npos) << unknown[0];
-}
-
-TEST(TrialSpecJson, RoundTrips) {
-  std::vector<TrialSpec> trials = Expand(Parse(kAblation));
-  for (const TrialSpec& t : trials) {
-    auto r = TrialSpec::FromJson(nlohmann::json::parse(t.ToJson().dump()), "trial");
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(*r, t);
-  }
-  nlohmann::json bad = trials[0].ToJson();
-  bad["factors"]["mask.ratio"] = 0.5;  // a number, not text
-  EXPECT_EQ(TrialSpec::FromJson(bad, "trial").status().code(), Status::Code::kCorruption);
 }
 
 TEST(TrialId, IsZeroPaddedAndGrowsPast9999) {
@@ -231,10 +192,8 @@ TEST(SweepAliases, EarlierKeyNamesAreRefusedInNewSweepsAndReadInStoredOnes) {
   EXPECT_EQ(ValidateSweep(Parse(std::string(kHeader) + "[factor.model.recon_source]\nvalues = pooled\n"), "s").code(),
             Status::Code::kOk);
 
-  nlohmann::json j = Parse(std::string(kHeader) + "[factor.loss.recon_weight]\nvalues = 0, 0.5\n").ToJson();
-  j["factors"][0]["name"] = "recon.weight";  // as the journal holds a sweep submitted before the rename
-  ASSERT_OK_AND_ASSIGN(SweepSpec stored, SweepSpec::FromJson(j, "sweeps/s"));
-  EXPECT_EQ(stored.factors[0].name, "recon.weight");
+  // A sweep stored before the rename (StateStore.ASweepStoredUnderAKeysEarlierNameReadsBack)
+  // names the factor recon.weight: its trials go out under the current name.
   TrialSpec trial;
   trial.id = "t0001";
   trial.factors = {{"recon.weight", "0.5"}};

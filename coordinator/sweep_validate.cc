@@ -1,5 +1,5 @@
 // Sweep files (sweep.h): validation of a spec, listing every error (shared by the parser,
-// ValidateSweep and SweepSpec::FromJson).
+// ValidateSweep and the journal's reader of a stored spec).
 #include <cmath>
 
 #include "common/path_name.h"

@@ -1,15 +1,11 @@
-// Trial (trial_state.h): the trial state machine's transitions and the record's JSON.
+// Trial (trial_state.h): the trial state machine's transitions and the record's checks.
 #include "coordinator/trial_state.h"
 
 #include <cassert>
 #include <utility>
 
-#include "coordinator/json_util.h"
-
 namespace flap::coordinator {
 namespace {
-
-namespace ji = json_internal;
 
 constexpr TrialState kAllStates[] = {TrialState::kPending,   TrialState::kAssigned, TrialState::kRunning,
                                      TrialState::kCompleted, TrialState::kStopped,  TrialState::kFailed,
@@ -85,51 +81,6 @@ StatusOr<FailureCause> ParseFailureCause(const std::string& name) {
     if (name == FailureCauseName(c)) return c;
   }
   return Status::InvalidArgument("unknown failure cause '" + name + "'");
-}
-
-nlohmann::json TrialRecord::ToJson() const {
-  return {
-      {"id", id},
-      {"state", TrialStateName(state)},
-      {"attempt", attempt},
-      {"group", group},
-      {"step", step},
-      {"checkpoint", checkpoint},
-      {"checkpoint_step", checkpoint_step},
-      {"budgets",
-       {{"preemption", budgets.preemption}, {"node_fault", budgets.node_fault}, {"trial_error", budgets.trial_error}}},
-      {"failures", {{"preemption", preemptions}, {"node_fault", node_faults}, {"trial_error", trial_errors}}},
-      {"last_error", last_error}};
-}
-
-StatusOr<TrialRecord> TrialRecord::FromJson(const nlohmann::json& j, const std::string& what) {
-  TrialRecord r;
-  std::string state;
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "id", what, &r.id));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "state", what, &state));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "attempt", what, &r.attempt));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "group", what, &r.group));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "step", what, &r.step));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "checkpoint", what, &r.checkpoint));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "checkpoint_step", what, &r.checkpoint_step));
-  FLAP_RETURN_IF_ERROR(ji::Get(j, "last_error", what, &r.last_error));
-  if (!j.contains("budgets") || !j.contains("failures")) {
-    return Status::Corruption(what + ": fields 'budgets' and 'failures' are required");
-  }
-  const std::string b = what + ": budgets", f = what + ": failures";
-  FLAP_RETURN_IF_ERROR(ji::Get(j["budgets"], "preemption", b, &r.budgets.preemption));
-  FLAP_RETURN_IF_ERROR(ji::Get(j["budgets"], "node_fault", b, &r.budgets.node_fault));
-  FLAP_RETURN_IF_ERROR(ji::Get(j["budgets"], "trial_error", b, &r.budgets.trial_error));
-  FLAP_RETURN_IF_ERROR(ji::Get(j["failures"], "preemption", f, &r.preemptions));
-  FLAP_RETURN_IF_ERROR(ji::Get(j["failures"], "node_fault", f, &r.node_faults));
-  FLAP_RETURN_IF_ERROR(ji::Get(j["failures"], "trial_error", f, &r.trial_errors));
-  auto s = ParseTrialState(state);
-  if (!s.ok()) return Status::Corruption(what + ": " + s.status().message());
-  r.state = *s;
-  if (std::string bad = Inconsistency(r); !bad.empty()) {
-    return Status::Corruption(what + ": inconsistent trial record: " + bad);
-  }
-  return r;
 }
 
 Trial::Trial(std::string id, RetryBudgets budgets) {

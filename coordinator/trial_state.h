@@ -46,7 +46,6 @@
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -95,18 +94,21 @@ struct TrialRecord {
   int trial_errors = 0;
   std::string last_error;  // the latest failure's error ("" = none)
 
-  nlohmann::json ToJson() const;
-  // Corruption naming `what` and the field when `j` is not a consistent TrialRecord (e.g. a
-  // group set while pending, a negative count, an unknown state).
-  static StatusOr<TrialRecord> FromJson(const nlohmann::json& j, const std::string& what);
+  bool operator==(const TrialRecord& o) const {
+    return id == o.id && state == o.state && attempt == o.attempt && group == o.group && step == o.step &&
+           checkpoint == o.checkpoint && checkpoint_step == o.checkpoint_step && budgets == o.budgets &&
+           preemptions == o.preemptions && node_faults == o.node_faults && trial_errors == o.trial_errors &&
+           last_error == o.last_error;
+  }
 };
 
 class Trial {
  public:
   // A new, pending trial. `id` must be non-empty, budgets >= 0 (asserted: programming errors).
   Trial(std::string id, RetryBudgets budgets);
-  // A trial loaded from storage. InvalidArgument when the record is inconsistent (same checks
-  // as TrialRecord::FromJson).
+  // A trial loaded from storage. InvalidArgument naming the trial when the record is
+  // inconsistent (e.g. a group set while pending or missing while running, a negative count, a
+  // terminal state with attempt 0).
   static StatusOr<Trial> FromRecord(TrialRecord record);
 
   const TrialRecord& record() const { return record_; }

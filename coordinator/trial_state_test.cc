@@ -5,8 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <functional>
 #include <string>
@@ -155,14 +153,14 @@ TEST(Trial, EveryIllegalTransitionIsRefusedAndChangesNothing) {
                           TrialState::kStopped, TrialState::kFailed, TrialState::kCancelled}) {
     for (const Op& op : ops) {
       Trial t = InState(from);
-      const nlohmann::json before = t.record().ToJson();
+      const TrialRecord before = t.record();
       Status s = op.run(t);
       bool is_legal = std::find(legal.begin(), legal.end(), std::make_pair(from, op.to)) != legal.end();
       if (is_legal) {
         EXPECT_OK(s) << TrialStateName(from) << " -> " << TrialStateName(op.to) << ": " << s.ToString();
       } else {
         ExpectIllegal(s, from, op.to);
-        EXPECT_EQ(t.record().ToJson(), before);
+        EXPECT_EQ(t.record(), before);
         ++refused;
       }
     }
@@ -172,10 +170,10 @@ TEST(Trial, EveryIllegalTransitionIsRefusedAndChangesNothing) {
 
 TEST(Trial, RepeatedCompletionWithTheSameAttemptChangesNothing) {
   Trial t = InState(TrialState::kCompleted);
-  const nlohmann::json before = t.record().ToJson();
+  const TrialRecord before = t.record();
   EXPECT_OK(t.Complete(1));
   EXPECT_OK(t.Complete(1));
-  EXPECT_EQ(t.record().ToJson(), before);
+  EXPECT_EQ(t.record(), before);
   ExpectStale(t.Complete(2));
 }
 
@@ -195,7 +193,7 @@ TEST(Trial, StaleAttemptCannotTouchTheTrial) {
   ASSERT_EQ(*t.Assign("g2"), 2);
   ASSERT_OK(t.Start(2));
   ASSERT_OK(t.ReportCheckpoint(2, "ckpt/g2-300", 300));
-  const nlohmann::json before = t.record().ToJson();
+  const TrialRecord before = t.record();
   // The lost group g1 comes back and reports as attempt 1.
   ExpectStale(t.Start(1));
   ExpectStale(t.ReportProgress(1, 999));
@@ -205,7 +203,7 @@ TEST(Trial, StaleAttemptCannotTouchTheTrial) {
   ExpectStale(t.Requeue(1, FailureCause::kTrialError, "g1 crashed").status());
   // A future attempt number is as wrong as an old one.
   ExpectStale(t.Complete(3));
-  EXPECT_EQ(t.record().ToJson(), before);
+  EXPECT_EQ(t.record(), before);
   EXPECT_OK(t.Complete(2));
 }
 
@@ -310,7 +308,7 @@ TEST(Trial, BadArgumentsAreInvalid) {
   EXPECT_EQ(p.state(), TrialState::kPending);
 }
 
-TEST(TrialRecord, JsonRoundTrip) {
+TEST(TrialRecord, FromRecordRestoresAStoredRecord) {
   Trial t("t7", RetryBudgets{4, 2, 1});
   ASSERT_OK(t.Assign("g1"));
   ASSERT_OK(t.Requeue(1, FailureCause::kPreemption, "p"));
@@ -318,47 +316,37 @@ TEST(TrialRecord, JsonRoundTrip) {
   ASSERT_OK(t.Start(2));
   ASSERT_OK(t.ReportCheckpoint(2, "ckpt/50", 50));
   ASSERT_OK(t.ReportProgress(2, 60));
-  auto r = TrialRecord::FromJson(nlohmann::json::parse(t.record().ToJson().dump()), "trial");
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->ToJson(), t.record().ToJson());
-  EXPECT_EQ(r->state, TrialState::kRunning);
-  EXPECT_EQ(r->budgets, (RetryBudgets{4, 2, 1}));
-  EXPECT_EQ(r->preemptions, 1);
-  auto restored = Trial::FromRecord(*r);
+  const TrialRecord stored = t.record();
+  auto restored = Trial::FromRecord(stored);
   ASSERT_OK(restored);
+  EXPECT_EQ(restored->record(), t.record());
+  EXPECT_EQ(restored->state(), TrialState::kRunning);
+  EXPECT_EQ(restored->record().budgets, (RetryBudgets{4, 2, 1}));
+  EXPECT_EQ(restored->record().preemptions, 1);
   EXPECT_OK(restored->Complete(2));
   ExpectStale(restored->Complete(1));
 }
 
-TEST(TrialRecord, FromJsonRefusesInconsistentRecords) {
+TEST(TrialRecord, FromRecordRefusesInconsistentRecords) {
   TrialRecord r;
   r.id = "t1";
-  nlohmann::json j = r.ToJson();
-  ASSERT_OK(TrialRecord::FromJson(j, "trial"));
+  ASSERT_OK(Trial::FromRecord(r));
 
-  nlohmann::json pending_with_group = j;
-  pending_with_group["group"] = "g1";
-  auto a = TrialRecord::FromJson(pending_with_group, "trials/t1");
+  TrialRecord pending_with_group = r;
+  pending_with_group.group = "g1";
+  auto a = Trial::FromRecord(pending_with_group);
   ASSERT_FALSE(a.ok());
-  EXPECT_EQ(a.status().code(), Status::Code::kCorruption);
-  EXPECT_NE(a.status().message().find("trials/t1"), std::string::npos);
+  EXPECT_EQ(a.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("'t1'"), std::string::npos) << a.status().message();
 
-  nlohmann::json running_without_group = j;
-  running_without_group["state"] = "running";
-  running_without_group["attempt"] = 1;
-  EXPECT_FALSE(TrialRecord::FromJson(running_without_group, "trial").ok());
+  TrialRecord running_without_group = r;
+  running_without_group.state = TrialState::kRunning;
+  running_without_group.attempt = 1;
+  EXPECT_FALSE(Trial::FromRecord(running_without_group).ok());
 
-  nlohmann::json unknown_state = j;
-  unknown_state["state"] = "paused";
-  EXPECT_FALSE(TrialRecord::FromJson(unknown_state, "trial").ok());
-
-  nlohmann::json negative = j;
-  negative["failures"]["node_fault"] = -1;
-  EXPECT_FALSE(TrialRecord::FromJson(negative, "trial").ok());
-
-  nlohmann::json wrong_type = j;
-  wrong_type["attempt"] = "1";
-  EXPECT_FALSE(TrialRecord::FromJson(wrong_type, "trial").ok());
+  TrialRecord negative = r;
+  negative.node_faults = -1;
+  EXPECT_FALSE(Trial::FromRecord(negative).ok());
 
   TrialRecord bad;
   bad.id = "t2";
