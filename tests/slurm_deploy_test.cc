@@ -538,6 +538,37 @@ TEST_F(SlurmDeployTwoNodes, PartitionMidEpochRequeuesTheTrialsWhichResumeFromThe
   std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
 }
 
+// A worker job's allocation loses node-b while its trial runs with a checkpoint (`scontrol update
+// JobId=.. NumNodes=1`: the same state Slurm leaves when a requeued job's step fails to launch on
+// a node still cleaning up after a partition). The rank on node-b is killed, the step fails, and
+// the batch script must not start a 2-rank step in a 1-node allocation (srun then waits for busy
+// nodes for ever: "step creation still disabled, retrying (Requested nodes are busy)"): it
+// requeues its job, which comes back on both nodes, and the trial resumes from its checkpoint.
+TEST_F(SlurmDeployTwoNodes, AWorkerJobWhoseAllocationLosesANodeRequeuesItselfAndTheTrialResumes) {
+  step_restarts_expected_ = true;
+  ASSERT_NO_FATAL_FAILURE(LaunchAcrossNodes("FLAP_WORKER_ARGS='--dist.timeout 10'"));
+  std::vector<Preemption> hit = WaitForTrialsWithCheckpoints();
+  ASSERT_FALSE(hit.empty());
+  hit.resize(1);
+  Preemption& p = hit[0];
+  p.how = "allocation shrunk";
+  const RunResult r = cluster_->Scontrol("update JobId=" + p.job + " NumNodes=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::cout << "job " << p.job << " shrunk to one node at " << Elapsed() << " s: trial " << p.trial << " attempt "
+            << p.attempt << ", checkpoint at step " << p.checkpoint_step << std::endl;
+
+  ExpectSweepCompleted(hit, /*only_interrupted=*/true);
+  ExpectGroupsAcrossBothNodes();
+  ExpectJobsCompleted();
+  EXPECT_GE(std::atoi(Field(p.job, "Restarts").c_str()), 1) << p.job << " was not requeued";
+  const std::string log = ReadFile(RunDir() + "/logs/workers-" + p.job + ".out");
+  EXPECT_TRUE(std::regex_search(log, std::regex("the allocation has 1 node\\(s\\) of the 2 it started with.*: requeueing job " +
+                                                p.job)))
+      << log;
+  EXPECT_NE(log.find("start #2"), std::string::npos) << p.job << " did not start again:\n" << log;
+  std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
+}
+
 // node-b's slurmd is killed while trials run with a checkpoint: Slurm marks node-b down and
 // requeues the worker jobs, which need both nodes and wait until its slurmd is back; the sweep
 // then completes, every cut trial resumed from its checkpoint.
