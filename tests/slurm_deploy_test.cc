@@ -569,6 +569,49 @@ TEST_F(SlurmDeployTwoNodes, AWorkerJobWhoseAllocationLosesANodeRequeuesItselfAnd
   std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
 }
 
+// A worker job's restarted step cannot be created: another step of the job holds its CPU on
+// node-a (a `sleep` step started with `srun --jobid`, waiting for the group's step to end), so
+// srun waits on "Requested nodes are busy", as it did for a requeued job whose node-b was still
+// cleaning up its previous run after a partition. The batch script stops srun after
+// FLAP_STEP_START_S (20 s here) and requeues its job, which comes back and resumes the trial.
+// The script before this check waited on that srun without end and the job never finished.
+TEST_F(SlurmDeployTwoNodes, AWorkerJobWhoseStepSlurmDoesNotCreateRequeuesItselfAndTheTrialResumes) {
+  step_restarts_expected_ = true;
+  ASSERT_NO_FATAL_FAILURE(LaunchAcrossNodes("FLAP_WORKER_ARGS='--dist.timeout 10' FLAP_STEP_START_S=20"));
+  std::vector<Preemption> hit = WaitForTrialsWithCheckpoints();
+  ASSERT_FALSE(hit.empty());
+  hit.resize(1);
+  Preemption& p = hit[0];
+  p.how = "step not created";
+  const std::string raw = Field(p.job, "JobId");
+  ASSERT_FALSE(raw.empty()) << p.job;
+  const RunResult steps = cluster_->Squeue("-h -s -j " + raw + " -o %i");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(steps.output, m, std::regex("([0-9_]+\\.[0-9]+)"))) << steps.output;
+  const std::string group_step = m[1];
+  // The blocker waits for the group step's CPU on node-a; then the group step is killed.
+  // (In a session of its own, out of reach of the timeout that Client wraps the shell in.)
+  const RunResult blocker =
+      cluster_->Client("sh -c 'setsid srun --jobid=" + raw + " -N1 -n1 -w " + nodes_->a().host +
+                           " --mpi=none sleep 600 > " + RunDir() + "/logs/blocker.out 2>&1 < /dev/null &'",
+                       30);
+  ASSERT_EQ(blocker.exit_code, 0) << blocker.output;
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const RunResult killed = cluster_->Client("scancel --signal=KILL " + group_step, 30);
+  ASSERT_EQ(killed.exit_code, 0) << killed.output;
+  std::cout << "step " << group_step << " of job " << p.job << " killed at " << Elapsed() << " s with a step waiting for its CPU: trial "
+            << p.trial << " attempt " << p.attempt << ", checkpoint at step " << p.checkpoint_step << std::endl;
+
+  ExpectSweepCompleted(hit, /*only_interrupted=*/true);
+  ExpectGroupsAcrossBothNodes();
+  ExpectJobsCompleted();
+  EXPECT_GE(std::atoi(Field(p.job, "Restarts").c_str()), 1) << p.job << " was not requeued";
+  const std::string log = ReadFile(RunDir() + "/logs/workers-" + p.job + ".out");
+  EXPECT_TRUE(std::regex_search(log, std::regex("Slurm did not create the step within 20 s.*: requeueing job " + p.job)))
+      << log;
+  std::cout << "every job ended after " << Elapsed() << " s" << std::endl;
+}
+
 // node-b's slurmd is killed while trials run with a checkpoint: Slurm marks node-b down and
 // requeues the worker jobs, which need both nodes and wait until its slurmd is back; the sweep
 // then completes, every cut trial resumed from its checkpoint.
