@@ -248,6 +248,21 @@ StatusOr<ShardLease> CoordinatorClient::LeaseShard(const std::string& group_id, 
   req.set_epoch(epoch);
   req.set_rank(rank);
   req.set_slot(slot);
+  return Lease(req);
+}
+
+StatusOr<ShardLease> CoordinatorClient::LeaseShardAt(const std::string& group_id, const v1::TrialRef& trial,
+                                                     int epoch, int rank, int position) {
+  v1::LeaseShardRequest req;
+  req.set_group_id(group_id);
+  *req.mutable_trial() = trial;
+  req.set_epoch(epoch);
+  req.set_rank(rank);
+  req.set_position(position);
+  return Lease(req);
+}
+
+StatusOr<ShardLease> CoordinatorClient::Lease(const v1::LeaseShardRequest& req) {
   v1::LeaseShardResponse resp;
   FLAP_CALL(LeaseShard, req, resp);
   ShardLease l;

@@ -144,6 +144,10 @@ class CoordinatorClient {
   // slot: which of the rank's read-ahead slots asks (service.h).
   StatusOr<ShardLease> LeaseShard(const std::string& group_id, const v1::TrialRef& trial, int epoch, int rank,
                                   int slot = 0);
+  // The shard at `position` of the epoch's order (rank r of W reads positions r, r + W, ...:
+  // service.h, step 5).
+  StatusOr<ShardLease> LeaseShardAt(const std::string& group_id, const v1::TrialRef& trial, int epoch, int rank,
+                                    int position);
   StatusOr<v1::CompleteShardResponse> CompleteShard(const std::string& group_id, const v1::TrialRef& trial, int epoch,
                                                     uint64_t lease_id);
   // Returns the action: CONTINUE, or STOP (with reason in *reason).
@@ -175,6 +179,8 @@ class CoordinatorClient {
   CoordinatorClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);
   // A context with the deadline and the token.
   void Prepare(grpc::ClientContext* ctx) const;
+  // LeaseShard's call and reply, for both ways of asking.
+  StatusOr<ShardLease> Lease(const v1::LeaseShardRequest& req);
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -17,12 +17,14 @@ const char* LeaseStateName(LeaseState state) {
       return "completed";
     case LeaseState::kExpired:
       return "expired";
+    case LeaseState::kRescinded:
+      return "rescinded";
   }
   return "unknown";
 }
 
 StatusOr<LeaseState> ParseLeaseState(const std::string& name) {
-  for (LeaseState s : {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired}) {
+  for (LeaseState s : {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired, LeaseState::kRescinded}) {
     if (name == LeaseStateName(s)) return s;
   }
   return Status::InvalidArgument("unknown lease state '" + name + "'");
@@ -96,7 +98,7 @@ Status LeaseTable::Dead(const Lease& lease, const char* action) const {
                          " it (the shard goes back to the pool and counts under its next lease)");
 }
 
-StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now_ms) {
+StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now_ms, int attempt) {
   if (rank.empty()) return Status::InvalidArgument("lease table: empty rank id");
   AcquireResult r;
   if (EpochDone()) {
@@ -114,31 +116,74 @@ StatusOr<AcquireResult> LeaseTable::Acquire(const std::string& rank, int64_t now
     }
     return r;
   }
-  const int shard = order_[*free_.begin()];
-  free_.erase(free_.begin());
+  r.kind = AcquireResult::Kind::kGranted;
+  r.lease = Grant(order_[*free_.begin()], rank, attempt, now_ms);
+  return r;
+}
+
+Lease LeaseTable::Grant(int shard, const std::string& holder, int attempt, int64_t now_ms) {
+  free_.erase(position_[shard]);
   Lease l;
   l.id = next_lease_id_++;
   l.shard = shard;
   l.shard_name = shards_[shard].name;
-  l.rank = rank;
+  l.rank = holder;
   l.granted_ms = now_ms;
   l.deadline_ms = now_ms + options_.ttl_ms;
   l.state = LeaseState::kActive;
+  l.attempt = attempt;
   holder_[shard] = l.id;
   active_.insert(l.id);
   leases_.emplace(l.id, l);
-  r.kind = AcquireResult::Kind::kGranted;
-  r.lease = l;
-  return r;
+  return l;
+}
+
+StatusOr<Lease> LeaseTable::AcquireAt(int position, const std::string& holder, int attempt, int64_t now_ms,
+                                      std::vector<Lease>* changed) {
+  if (position < 0 || position >= num_shards()) {
+    return Status::InvalidArgument("lease table: position " + std::to_string(position) + " is outside the epoch's " +
+                                   std::to_string(num_shards()) + " shards");
+  }
+  if (holder.empty()) return Status::InvalidArgument("lease table: empty rank id");
+  if (attempt < 1) return Status::InvalidArgument("lease table: attempt " + std::to_string(attempt) + " (must be >= 1)");
+  const int shard = order_[position];
+  if (holder_[shard] != 0) {
+    Lease& held = leases_.at(holder_[shard]);
+    if (held.rank == holder && held.attempt == attempt && now_ms < held.deadline_ms) {
+      held.deadline_ms = now_ms + options_.ttl_ms;
+      return held;
+    }
+    held.state = LeaseState::kExpired;
+    active_.erase(held.id);
+    holder_[shard] = 0;
+    if (changed != nullptr) changed->push_back(held);
+  } else if (completions_[shard] != 0) {
+    auto done = std::find_if(leases_.begin(), leases_.end(), [&](const auto& e) {
+      return e.second.shard == shard && e.second.state == LeaseState::kCompleted;
+    });
+    if (done == leases_.end()) return Status::Internal("lease table: shard '" + shards_[shard].name + "' done without a lease");
+    Lease& was = done->second;
+    if (was.attempt >= attempt) {
+      return Status::FailedPrecondition("shard '" + was.shard_name + "' (position " + std::to_string(position) +
+                                        ") was completed by attempt " + std::to_string(was.attempt) +
+                                        " already; attempt " + std::to_string(attempt) + " cannot read it again");
+    }
+    was.state = LeaseState::kRescinded;
+    completions_[shard] -= 1;
+    done_shards_ -= 1;
+    done_samples_ -= shards_[shard].num_samples;
+    if (changed != nullptr) changed->push_back(was);
+  }
+  return Grant(shard, holder, attempt, now_ms);
 }
 
 StatusOr<Lease> LeaseTable::Renew(uint64_t lease_id, int64_t now_ms) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return Status::NotFound("unknown lease " + std::to_string(lease_id));
   Lease& l = it->second;
-  if (l.state == LeaseState::kCompleted) {
-    return Status::FailedPrecondition("lease " + std::to_string(lease_id) + " of shard '" + l.shard_name +
-                                      "' is already completed");
+  if (l.state == LeaseState::kCompleted || l.state == LeaseState::kRescinded) {
+    return Status::FailedPrecondition("lease " + std::to_string(lease_id) + " of shard '" + l.shard_name + "' is " +
+                                      LeaseStateName(l.state));
   }
   if (l.state == LeaseState::kExpired || now_ms >= l.deadline_ms) return Dead(l, "renew");
   l.deadline_ms = now_ms + options_.ttl_ms;
@@ -163,6 +208,10 @@ StatusOr<Lease> LeaseTable::Complete(uint64_t lease_id, int64_t now_ms) {
   if (it == leases_.end()) return Status::NotFound("unknown lease " + std::to_string(lease_id));
   Lease& l = it->second;
   if (l.state == LeaseState::kCompleted) return l;  // a retry: counted already
+  if (l.state == LeaseState::kRescinded) {
+    return Status::Aborted("lease " + std::to_string(lease_id) + " of shard '" + l.shard_name +
+                           "' was rescinded: a later attempt of the trial reads the shard again");
+  }
   if (l.state == LeaseState::kExpired || now_ms >= l.deadline_ms) return Dead(l, "complete");
   l.state = LeaseState::kCompleted;
   active_.erase(l.id);

@@ -16,7 +16,9 @@
 //     and completing an already completed lease again is a no-op (an RPC retry), so each
 //     sample is counted once per epoch whatever fails. A late completion of an expired lease
 //     is refused, because its shard has been (or will be) handed out again and the new lease
-//     is the one that counts.
+//     is the one that counts. A completion is rescinded only when a later attempt of the
+//     trial, replaying the epoch from a checkpoint that predates it, reads the shard again
+//     (AcquireAt): the samples then count for the training the trial keeps.
 //   - Free shards are handed out earliest in the epoch's order first: the permutation
 //     sharding::EpochShardOrder draws from (trial seed, epoch, shard names) when the options
 //     name one (the coordinator always does: docs/data.md, "Shard order"), else the order given
@@ -62,8 +64,11 @@ struct LeaseOptions {
   std::optional<LeaseOrder> order;
 };
 
-enum class LeaseState { kActive, kCompleted, kExpired };
-const char* LeaseStateName(LeaseState state);  // "active", "completed", "expired"
+// kRescinded: a completion that no longer counts. The attempt that completed the shard lost its
+// progress past its checkpoint, and a later attempt, replaying the epoch from there, leased the
+// shard again (AcquireAt).
+enum class LeaseState { kActive, kCompleted, kExpired, kRescinded };
+const char* LeaseStateName(LeaseState state);  // "active", "completed", "expired", "rescinded"
 // And back: InvalidArgument for anything else.
 StatusOr<LeaseState> ParseLeaseState(const std::string& name);
 
@@ -75,10 +80,11 @@ struct Lease {
   int64_t granted_ms = 0;
   int64_t deadline_ms = 0;  // dead from this instant on (now >= deadline_ms)
   LeaseState state = LeaseState::kActive;
+  int attempt = 0;  // the trial attempt it was granted to (0: not recorded)
 
   bool operator==(const Lease& o) const {
     return id == o.id && shard == o.shard && shard_name == o.shard_name && rank == o.rank &&
-           granted_ms == o.granted_ms && deadline_ms == o.deadline_ms && state == o.state;
+           granted_ms == o.granted_ms && deadline_ms == o.deadline_ms && state == o.state && attempt == o.attempt;
   }
 };
 
@@ -109,8 +115,27 @@ class LeaseTable {
                                       const std::vector<Lease>& leases, const std::string& what);
 
   // Leases the free shard earliest in the epoch's order to `rank` (non-empty, else
-  // InvalidArgument) until now + ttl. Does not expire anything itself: call Expire(now) first.
-  StatusOr<AcquireResult> Acquire(const std::string& rank, int64_t now_ms);
+  // InvalidArgument) until now + ttl, for trial attempt `attempt`. Does not expire anything
+  // itself: call Expire(now) first.
+  StatusOr<AcquireResult> Acquire(const std::string& rank, int64_t now_ms, int attempt = 0);
+  // Leasing by position, where a group's ranks read fixed shares of the order (a rank's k-th
+  // shard is position k x W + r: who reads what is a pure function of the seed, the epoch, the
+  // shards and the group's size, so a trial resumed from a checkpoint can replay its epoch).
+  // Leases the shard at `position` of the order to `holder` for `attempt`, until now + ttl:
+  //   - a free shard is granted;
+  //   - a shard under an active lease of the same holder and attempt: that lease, renewed (a
+  //     retry whose reply was lost);
+  //   - a shard under another active lease (an earlier attempt's, a lost group's): that lease
+  //     expires and the shard is granted;
+  //   - a shard completed by an earlier attempt: that attempt's training past its checkpoint
+  //     was lost and this attempt reads the shard again, so the completion is rescinded and the
+  //     shard granted. The shard still counts once in the epoch: for the attempt whose training
+  //     the trial keeps.
+  //   - FailedPrecondition: the shard was completed by this attempt already.
+  // InvalidArgument: the position is out of range, the holder empty or the attempt < 1.
+  // `changed` (may be null) receives the other leases this expired or rescinded, for the journal.
+  StatusOr<Lease> AcquireAt(int position, const std::string& holder, int attempt, int64_t now_ms,
+                            std::vector<Lease>* changed);
   // Extends an active lease to now + ttl and returns it. NotFound: unknown id.
   // FailedPrecondition: the lease is completed. Aborted: it expired or is past its deadline.
   StatusOr<Lease> Renew(uint64_t lease_id, int64_t now_ms);
@@ -121,7 +146,7 @@ class LeaseTable {
   std::vector<Lease> RenewRank(const std::string& rank, int64_t now_ms);
   // Marks the lease's shard done and returns the lease. Idempotent: completing a completed
   // lease returns it again and counts nothing. NotFound: unknown id. Aborted: the lease
-  // expired (reaped or past its deadline): its completion does not count.
+  // expired (reaped or past its deadline) or was rescinded: its completion does not count.
   StatusOr<Lease> Complete(uint64_t lease_id, int64_t now_ms);
   // Expires every active lease with deadline <= now, returning their shards to the free pool;
   // returns those leases (state kExpired).
@@ -158,6 +183,8 @@ class LeaseTable {
  private:
   LeaseTable() = default;
   Status Dead(const Lease& lease, const char* action) const;
+  // Leases the (free or just freed) shard to `holder`.
+  Lease Grant(int shard, const std::string& holder, int attempt, int64_t now_ms);
   // Replays a lease's final state onto the shards; Corruption naming `at` when it cannot hold.
   Status Replay(const Lease& l, const std::string& at);
   // Corruption naming `what` when a shard is both leased and done.

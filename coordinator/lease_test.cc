@@ -351,7 +351,8 @@ TEST(LeaseTable, RestoreRefusesBrokenInvariants) {
 }
 
 TEST(LeaseTable, NamesOfStatesReadBack) {
-  for (LeaseState state : {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired}) {
+  for (LeaseState state :
+       {LeaseState::kActive, LeaseState::kCompleted, LeaseState::kExpired, LeaseState::kRescinded}) {
     EXPECT_EQ(*ParseLeaseState(LeaseStateName(state)), state);
   }
   EXPECT_EQ(ParseLeaseState("lost").status().code(), Status::Code::kInvalidArgument);
@@ -449,6 +450,100 @@ TEST(LeaseTable, TheOrderSurvivesTheJournalAndBadOrdersAreRefused) {
   auto negative = LeaseTable::Create(MakeShards(2), LeaseOptions{kTtl, LeaseOrder{1, -1}});
   ASSERT_FALSE(negative.ok());
   EXPECT_EQ(negative.status().code(), Status::Code::kInvalidArgument);
+}
+
+// A table in the (seed 7, epoch 0) order, and that order's shard names.
+LeaseTable OrderedTable(int num_shards, std::vector<std::string>* names_in_order) {
+  LeaseTable t = MakeTable(num_shards, 10, LeaseOrder{7, 0});
+  names_in_order->clear();
+  for (int p = 0; p < num_shards; ++p) names_in_order->push_back(t.shards()[t.order()[p]].name);
+  return t;
+}
+
+TEST(LeaseTable, AcquireAtLeasesTheShardAtThatPositionOfTheOrder) {
+  std::vector<std::string> order;
+  LeaseTable t = OrderedTable(5, &order);
+  // Rank 1 of 2 asks for its first two shards before rank 0 asks at all: positions 1 and 3.
+  auto a = t.AcquireAt(1, "g/1#p1", 1, 0, nullptr);
+  auto b = t.AcquireAt(3, "g/1#p3", 1, 0, nullptr);
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_EQ(a->shard_name, order[1]);
+  EXPECT_EQ(b->shard_name, order[3]);
+  EXPECT_EQ(a->attempt, 1);
+  // The pool's next free shard is still position 0.
+  EXPECT_EQ(Grant(t, "g/0#0", 0).shard_name, order[0]);
+  // Asking again (a retry whose reply was lost) returns the same lease, renewed.
+  auto again = t.AcquireAt(1, "g/1#p1", 1, 500, nullptr);
+  ASSERT_OK(again);
+  EXPECT_EQ(again->id, a->id);
+  EXPECT_EQ(again->deadline_ms, 500 + kTtl);
+  EXPECT_EQ(t.active_leases(), 3);
+  EXPECT_EQ(t.AcquireAt(5, "g/1#p5", 1, 0, nullptr).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(t.AcquireAt(-1, "g/1#p5", 1, 0, nullptr).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(t.AcquireAt(0, "", 1, 0, nullptr).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(t.AcquireAt(0, "g/0#p0", 0, 0, nullptr).status().code(), Status::Code::kInvalidArgument);
+}
+
+// A trial's attempt 1 completes positions 0..3 and holds 4; it is lost, and attempt 2 resumes from
+// a checkpoint taken after position 1: it reads positions 2, 3 and 4 again. The completions of 2
+// and 3 are rescinded, 4's lease expires, and every shard ends counted once, for attempt 2
+// where attempt 2 read it. A late completion by attempt 1 counts nothing.
+TEST(LeaseTable, AResumedAttemptReadingPositionsAgainRescindsTheLostAttemptsCompletions) {
+  std::vector<std::string> order;
+  LeaseTable t = OrderedTable(5, &order);
+  std::vector<Lease> first;
+  for (int p = 0; p < 5; ++p) {
+    auto l = t.AcquireAt(p, "g/0#p" + std::to_string(p), 1, 10, nullptr);
+    ASSERT_OK(l);
+    first.push_back(*l);
+    if (p < 4) ASSERT_OK(t.Complete(l->id, 20));
+  }
+  EXPECT_EQ(t.done_shards(), 4);
+  // Completing position 2 again in attempt 1 is refused.
+  EXPECT_EQ(t.AcquireAt(2, "g/0#p2", 1, 30, nullptr).status().code(), Status::Code::kFailedPrecondition);
+
+  std::vector<Lease> changed;
+  std::vector<Lease> second;
+  for (int p = 2; p < 5; ++p) {
+    auto l = t.AcquireAt(p, "h/0#p" + std::to_string(p), 2, 40, &changed);
+    ASSERT_OK(l);
+    EXPECT_EQ(l->shard_name, order[static_cast<size_t>(p)]);
+    EXPECT_EQ(l->attempt, 2);
+    second.push_back(*l);
+  }
+  ASSERT_EQ(changed.size(), 3u);
+  EXPECT_EQ(changed[0].id, first[2].id);
+  EXPECT_EQ(changed[0].state, LeaseState::kRescinded);
+  EXPECT_EQ(changed[1].state, LeaseState::kRescinded);
+  EXPECT_EQ(changed[2].id, first[4].id);
+  EXPECT_EQ(changed[2].state, LeaseState::kExpired);
+  EXPECT_EQ(t.done_shards(), 2);
+  EXPECT_EQ(t.done_samples(), 20);
+  // The lost attempt's late completion of its held lease, and of a rescinded one, count nothing.
+  EXPECT_EQ(t.Complete(first[4].id, 50).status().code(), Status::Code::kAborted);
+  EXPECT_EQ(t.Complete(first[2].id, 50).status().code(), Status::Code::kAborted);
+  for (const Lease& l : second) ASSERT_OK(t.Complete(l.id, 60));
+  EXPECT_TRUE(t.EpochDone());
+  EXPECT_EQ(t.done_samples(), 50);
+  for (int s = 0; s < 5; ++s) EXPECT_EQ(t.CompletionsOf(s), 1) << s;
+
+  // The journal's view: every lease's final state rebuilds the same table.
+  auto restored = LeaseTable::Restore(MakeShards(5), LeaseOptions{kTtl, LeaseOrder{7, 0}}, t.leases(), "epoch");
+  ASSERT_OK(restored);
+  EXPECT_EQ(restored->done_shards(), 5);
+  EXPECT_EQ(restored->leases(), t.leases());
+  // A position under another holder's live lease of the same attempt (a group that lost the
+  // trial and got it back) is taken over: the old lease expires.
+  LeaseTable u = OrderedTable(3, &order);
+  auto held = u.AcquireAt(0, "g/0#p0", 1, 0, nullptr);
+  ASSERT_OK(held);
+  changed.clear();
+  auto taken = u.AcquireAt(0, "g2/0#p0", 1, 10, &changed);
+  ASSERT_OK(taken);
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0].id, held->id);
+  EXPECT_EQ(u.active_leases(), 1);
 }
 
 }  // namespace

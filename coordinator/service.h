@@ -49,7 +49,13 @@
 //      holds at most one lease per slot and epoch: asking again for a slot that holds one
 //      returns that lease, renewed (so a retried call does not strand a shard). Expired
 //      leases are reaped before each grant and on a timer; their shards go back to the pool,
-//      lowest index first. CompleteShard(lease) when the shard is consumed:
+//      lowest index first. Or by position (LeaseShard's position): rank r of W leases
+//      positions r, r + W, ... of the epoch's order, so who reads what is a pure function of
+//      the seed, the epoch, the shards and W; another holder's lease on the position (a lost
+//      attempt's) expires, and a completion by an earlier attempt is rescinded, since the
+//      resumed attempt replays the epoch from its checkpoint (lease.h, AcquireAt). The worker
+//      leases by position, and by slot for the rest of an epoch it cannot replay (a trial
+//      resumed on a group of another size). CompleteShard(lease) when the shard is consumed:
 //      idempotent (a retry counts nothing), refused when the lease expired (the shard counts
 //      under its next lease), so each sample is counted once per epoch whatever fails.
 //   6. ReportMetrics(trial, kind, step, values): TRAIN records (loss, contrastive, recon,

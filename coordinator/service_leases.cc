@@ -90,20 +90,45 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
     const int64_t now = Now();
     LeaseTable& table = it->second;
     ExpireLeases(it->first, &table, now, batch);
-    if (req->slot() < 0 || req->slot() > kMaxSlot) {
-      return Invalid("slot",
-                     "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
-    }
-    const std::string rank = RankId(req->group_id(), req->rank()) + "#" + std::to_string(req->slot());
-    // A slot holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
-    const std::vector<Lease> held = table.RenewRank(rank, now);
+    const int attempt = req->trial().attempt();
     StatusOr<AcquireResult> r = AcquireResult();
-    if (!held.empty()) {
+    if (req->has_position()) {
+      // Rank r of W reads positions r, r + W, ...: nobody else's.
+      const int position = req->position();
+      if (position < 0 || position >= table.num_shards() || position % world != req->rank()) {
+        return Invalid("position", "is " + std::to_string(position) + "; rank " + std::to_string(req->rank()) + " of " +
+                                       std::to_string(world) + " reads positions " + std::to_string(req->rank()) +
+                                       ", " + std::to_string(req->rank() + world) + ", ... of the epoch's " +
+                                       std::to_string(table.num_shards()) + " shards");
+      }
+      if (!table.order_key()) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "position: epoch " + std::to_string(req->epoch()) + " of trial " + scope.key +
+                                " was begun without a seeded order; lease by slot");
+      }
+      std::vector<Lease> changed;
+      StatusOr<Lease> lease = table.AcquireAt(
+          position, RankId(req->group_id(), req->rank()) + "#p" + std::to_string(position), attempt, now, &changed);
+      if (!lease.ok()) return ToGrpc(lease.status());
+      changed.push_back(*lease);
+      batch->PutLeases(it->first, changed);
       r->kind = AcquireResult::Kind::kGranted;
-      r->lease = held.front();
+      r->lease = *lease;
     } else {
-      r = table.Acquire(rank, now);
-      if (r.ok() && r->kind == AcquireResult::Kind::kGranted) batch->PutLeases(it->first, {r->lease});
+      if (req->slot() < 0 || req->slot() > kMaxSlot) {
+        return Invalid("slot",
+                       "is " + std::to_string(req->slot()) + "; must be in [0, " + std::to_string(kMaxSlot) + "]");
+      }
+      const std::string rank = RankId(req->group_id(), req->rank()) + "#" + std::to_string(req->slot());
+      // A slot holds one lease per epoch: asking again (a retry whose reply was lost) returns it.
+      const std::vector<Lease> held = table.RenewRank(rank, now);
+      if (!held.empty()) {
+        r->kind = AcquireResult::Kind::kGranted;
+        r->lease = held.front();
+      } else {
+        r = table.Acquire(rank, now, attempt);
+        if (r.ok() && r->kind == AcquireResult::Kind::kGranted) batch->PutLeases(it->first, {r->lease});
+      }
     }
     if (!r.ok()) return ToGrpc(r.status());
     switch (r->kind) {

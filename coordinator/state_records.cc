@@ -317,6 +317,7 @@ journal::Lease Encode(const Lease& l) {
   m.set_granted_ms(l.granted_ms);
   m.set_deadline_ms(l.deadline_ms);
   m.set_state(LeaseStateName(l.state));
+  m.set_attempt(l.attempt);
   return m;
 }
 
@@ -331,6 +332,7 @@ StatusOr<Lease> Decode(const journal::Lease& m, const std::string& what) {
   auto state = ParseLeaseState(m.state());
   if (!state.ok()) return Damaged(what, state.status());
   l.state = *state;
+  l.attempt = m.attempt();
   return l;
 }
 

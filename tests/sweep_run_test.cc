@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "checkpoint/layout.h"
 #include "coordinator/client.h"
 #include "tests/sweep_checks.h"
 #include "tests/test_util.h"
@@ -82,7 +83,10 @@ class SweepRun : public ::testing::Test {
     return {ReadFile(path), ReadFile(dir_.path() + "/base.ini")};
   }
   std::string Command(const std::string& sweep_file, int groups, int ranks = 1) const {
-    return std::string(FLAPCTL_BIN) + " sweep run " + sweep_file + " --dir " + RunDir() + " --groups " +
+    return CommandIn(RunDir(), sweep_file, groups, ranks);
+  }
+  std::string CommandIn(const std::string& run_dir, const std::string& sweep_file, int groups, int ranks) const {
+    return std::string(FLAPCTL_BIN) + " sweep run " + sweep_file + " --dir " + run_dir + " --groups " +
            std::to_string(groups) + " --ranks " + std::to_string(ranks) + " --data " + data_->path() +
            " --interval 1 --heartbeat-timeout-ms 4000 --no-plots";
   }
@@ -300,6 +304,11 @@ TEST_F(SweepRun, ARestartOnAFullJournalDiskIsTriedAgainUntilTheCoordinatorStarts
   for (const auto& t : f.status.trials()) EXPECT_EQ(t.state(), "completed") << t.trial_id() << ": " << t.last_error();
 }
 
+// A two-rank group interrupted mid-epoch: its trial's checkpoint is taken at the stop, and the
+// resumed run replays the epoch from there (rank r reads positions r, r + 2, ... of the seed's
+// shard order: worker/lease_source.h), so each trial ends with the weights of an uninterrupted
+// run of the sweep, byte for byte. With shards leased first come, first served, the two runs
+// read other samples in other batches and ended with other weights.
 TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGroup) {
   const std::string sweep = WriteSweep("interrupt", "[factor.loss.recon_weight]\nvalues = 0, 0.5\n");
   // One group of two ranks: both must stop at the same step, and the group hands its trial
@@ -330,6 +339,18 @@ TEST_F(SweepRun, InterruptStopsEverythingAndTheSameCommandResumesWithATwoRankGro
     EXPECT_EQ(t.node_faults() + t.trial_errors(), 0) << t.trial_id() << ": an interrupt is a preemption, not a fault";
   }
   EXPECT_GE(preempted, 1);
+
+  const std::string uninterrupted = dir_.path() + "/uninterrupted";
+  const RunResult clean = RunCommand(CommandIn(uninterrupted, sweep, 1, 2));
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  for (const auto& t : f.status.trials()) {
+    const std::string model = "/ckpt/interrupt-" + t.trial_id() + "/" + checkpoint::StepDirName(kStepsPerTrial / 2) +
+                              "/model.pt";
+    const std::string resumed = ReadFile(RunDir() + model), whole = ReadFile(uninterrupted + model);
+    ASSERT_FALSE(whole.empty()) << uninterrupted + model;
+    EXPECT_TRUE(resumed == whole) << t.trial_id() << " (" << t.attempt() << " attempt(s), " << t.preemptions()
+                                  << " preemption(s)) ends with other weights than an uninterrupted run";
+  }
 }
 
 // A trial that fixes its global batch moves between group sizes: started by a group of two

@@ -327,7 +327,6 @@ class Agent {
   TrainingHooks HooksFor(const coordinator::TrialAssignment& a, const TrialConfig& config) {
     TrainingHooks hooks;
     hooks.group = group_.get();
-    hooks.exact_resume = false;
     hooks.metrics_server = metrics_server_.get();
     hooks.eval_unit = a.asha_unit;
     hooks.eval_at = a.asha_rungs;
@@ -342,6 +341,7 @@ class Agent {
       lo.rank = r;
       lo.world_size = w;
       lo.batch_size = batch;
+      lo.seed = static_cast<uint64_t>(train.seed);
       lo.retry_for_s = retry_s;
       FLAP_ASSIGN_OR_RETURN(std::unique_ptr<LeaseShardSource> src, LeaseShardSource::Create(c, shards, lo));
       return std::unique_ptr<ShardSource>(std::move(src));

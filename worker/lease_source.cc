@@ -4,6 +4,8 @@
 #include <chrono>
 #include <thread>
 
+#include "sharding/shard_order.h"
+
 namespace flap::worker {
 
 Status RetryTransient(double retry_for_s, const std::function<Status()>& call) {
@@ -68,6 +70,67 @@ Status LeaseShardSource::BeginEpoch(int64_t epoch) {
 
 StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::ShardAt(int64_t epoch, int64_t index) {
   if (epoch != epoch_) FLAP_RETURN_IF_ERROR(BeginEpoch(epoch));
+  if (epoch == continued_) return BySlot(epoch, index);
+  const auto [shard, position] = ByPosition(epoch, index);
+  if (position < 0) {
+    ++padded_total_;
+  } else {
+    FLAP_ASSIGN_OR_RETURN(const uint64_t id, LeaseAt(epoch, position, shard->name));
+    ++leased_total_;
+    leases_[{epoch, shard->name}] = {id, position};
+  }
+  return std::optional<sharding::ShardInfo>(*shard);
+}
+
+StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::PeekShard(int64_t epoch, int64_t index) {
+  if (epoch == continued_) {
+    return Status::FailedPrecondition("epoch " + std::to_string(epoch) +
+                                      " is read by slot: its shards are not known before they are leased");
+  }
+  return std::optional<sharding::ShardInfo>(*ByPosition(epoch, index).first);
+}
+
+Status LeaseShardSource::ContinueEpoch(int64_t epoch) {
+  continued_ = epoch;
+  epoch_ = -1;  // the next ShardAt begins the epoch afresh, with the slot counts
+  return Status::OK();
+}
+
+std::pair<const sharding::ShardInfo*, int64_t> LeaseShardSource::ByPosition(int64_t epoch, int64_t index) {
+  if (epoch != order_epoch_) {
+    std::vector<std::string> names;
+    names.reserve(shards_.size());
+    for (const auto& s : shards_) names.push_back(s.name);
+    order_ = sharding::EpochShardOrder(options_.seed, epoch, names);
+    order_epoch_ = epoch;
+  }
+  const int64_t n = static_cast<int64_t>(shards_.size()), w = options_.world_size, r = options_.rank;
+  const int64_t position = index * w + r;
+  if (position < n) return {&shards_[order_[static_cast<size_t>(position)]], position};
+  // Padding past this rank's positions r, r + W, ... < n: the split round-robin from rank.
+  const int64_t mine = (n - r + w - 1) / w;
+  return {&shards_[static_cast<size_t>((r + index - mine) % n)], -1};
+}
+
+StatusOr<uint64_t> LeaseShardSource::LeaseAt(int64_t epoch, int64_t position, const std::string& name) {
+  coordinator::ShardLease lease;
+  FLAP_RETURN_IF_ERROR(RetryTransient(options_.retry_for_s, [&]() -> Status {
+                         auto r = client_->LeaseShardAt(options_.group_id, options_.trial, static_cast<int>(epoch),
+                                                        options_.rank, static_cast<int>(position));
+                         if (!r.ok()) return r.status();
+                         lease = *r;
+                         return Status::OK();
+                       }).WithContext("epoch " + std::to_string(epoch) + ": leasing position " +
+                                      std::to_string(position)));
+  if (lease.kind != coordinator::ShardLease::Kind::kGranted || lease.shard_name != name) {
+    return Status::Corruption("epoch " + std::to_string(epoch) + ": the coordinator leased '" + lease.shard_name +
+                              "' at position " + std::to_string(position) + " where the trial seed's order has '" +
+                              name + "'");
+  }
+  return lease.lease_id;
+}
+
+StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::BySlot(int64_t epoch, int64_t index) {
   if (!dry_ && leased_in_epoch_ < share_) {
     coordinator::ShardLease lease;
     FLAP_RETURN_IF_ERROR(RetryTransient(options_.retry_for_s, [&]() -> Status {
@@ -85,7 +148,7 @@ StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::ShardAt(int64_t e
       }
       ++leased_in_epoch_;
       ++leased_total_;
-      leases_[{epoch, lease.shard_name}] = lease.lease_id;
+      leases_[{epoch, lease.shard_name}] = {lease.lease_id, -1};
       return std::optional<sharding::ShardInfo>(shards_[it->second]);
     }
     dry_ = true;  // WAIT (every undone shard is leased by someone) or EPOCH_DONE
@@ -97,21 +160,34 @@ StatusOr<std::optional<sharding::ShardInfo>> LeaseShardSource::ShardAt(int64_t e
   return std::optional<sharding::ShardInfo>(shards_[pick]);
 }
 
+Status LeaseShardSource::Complete(int64_t epoch, uint64_t lease_id) {
+  return RetryTransient(options_.retry_for_s, [&]() -> Status {
+    return client_->CompleteShard(options_.group_id, options_.trial, static_cast<int>(epoch), lease_id).status();
+  });
+}
+
 Status LeaseShardSource::Done(int64_t epoch, const sharding::ShardInfo& shard) {
   auto it = leases_.find({epoch, shard.name});
   if (it == leases_.end()) return Status::OK();  // padding
-  const uint64_t id = it->second;
+  const auto [id, position] = it->second;
   leases_.erase(it);
-  Status s = RetryTransient(options_.retry_for_s, [&]() -> Status {
-    return client_->CompleteShard(options_.group_id, options_.trial, static_cast<int>(epoch), id).status();
-  });
+  Status s = Complete(epoch, id);
+  if (s.code() == Status::Code::kAborted && position >= 0) {
+    // The lease expired while the rank read the shard (a stall past the ttl). The position is
+    // this rank's alone: lease it again and complete it.
+    auto again = LeaseAt(epoch, position, shard.name);
+    s = again.ok() ? Complete(epoch, *again) : again.status();
+    if (s.ok()) {
+      notes_.push_back("lease " + std::to_string(id) + " of shard '" + shard.name +
+                       "' expired before completion; leased again as " + std::to_string(*again) + " and completed");
+    }
+  } else if (s.code() == Status::Code::kAborted) {  // by slot: the shard counts under its next lease
+    notes_.push_back("lease " + std::to_string(id) + " of shard '" + shard.name + "' expired before completion");
+    return Status::OK();
+  }
   if (s.ok()) {
     ++completed_total_;
     return s;
-  }
-  if (s.code() == Status::Code::kAborted) {  // the lease expired: the shard counts under its next lease
-    notes_.push_back("lease " + std::to_string(id) + " of shard '" + shard.name + "' expired before completion");
-    return Status::OK();
   }
   return s.WithContext("epoch " + std::to_string(epoch) + ": completing shard '" + shard.name + "'");
 }

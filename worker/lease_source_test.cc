@@ -74,6 +74,7 @@ std::unique_ptr<LeaseShardSource> Source(Trial& t, const std::vector<sharding::S
   o.rank = rank;
   o.world_size = world;
   o.batch_size = batch;
+  o.seed = t.seed;
   o.retry_for_s = 5;
   auto s = LeaseShardSource::Create(t.client.get(), shards, o);
   EXPECT_OK(s);
@@ -94,14 +95,75 @@ std::vector<sharding::ShardInfo> Plan(LeaseShardSource& src, int64_t epoch, int6
   return got;
 }
 
-TEST(LeaseShardSource, RanksShareTheEpochsShardsEachCountedOnceAndPadWhenShort) {
-  Trial t = StartTrial(2, "lease-source-share");
-  // 34 samples, batch 4 x 2 ranks: 4 steps, 16 samples per rank. The shards are sized so that
-  // the epoch's lease order reads 10, 10, 10, 2, 2 samples.
-  std::vector<std::string> order;
-  const auto shards = ShardsInLeaseOrderOfSizes(t.seed, 0, {10, 10, 10, 2, 2}, &order);
-  auto r0 = Source(t, shards, 0, 2, 4);
-  auto r1 = Source(t, shards, 1, 2, 4);
+// Two ranks of batch 4 over 34 samples (4 steps, 16 samples per rank), in shards sized so that
+// the epoch's order reads 10, 10, 10, 2, 2 samples.
+class LeaseShardSourceTwoRanks : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    t = StartTrial(2, std::string("lease-source-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    shards = ShardsInLeaseOrderOfSizes(t.seed, 0, {10, 10, 10, 2, 2}, &order);
+    r0 = Source(t, shards, 0, 2, 4);
+    r1 = Source(t, shards, 1, 2, 4);
+  }
+  Trial t;
+  std::vector<std::string> order;  // the shards' names in epoch 0's order
+  std::vector<sharding::ShardInfo> shards;
+  std::unique_ptr<LeaseShardSource> r0, r1;
+};
+
+// The coordinator's count of an epoch (BeginEpoch again: idempotent).
+v1::BeginEpochResponse EpochCount(Trial& t, const std::vector<sharding::ShardInfo>& shards, int epoch) {
+  std::vector<std::pair<std::string, int64_t>> list;
+  for (const auto& s : shards) list.emplace_back(s.name, s.num_samples);
+  auto r = t.client->BeginEpoch("g", t.ref, epoch, list);
+  EXPECT_OK(r);
+  return r.ok() ? *r : v1::BeginEpochResponse();
+}
+
+// By position, rank r of W reads positions r, r + W, ... of the seed's order, whoever asks
+// first, pads by index past its share, and names its shards without leasing them (PeekShard).
+TEST_F(LeaseShardSourceTwoRanks, RanksReadTheirPositionsOfTheOrderEachCountedOnceAndPadWhenShort) {
+  // Rank 0 gets positions 0, 2, 4 (22 samples), rank 1 positions 1, 3 (12) and pads.
+  std::vector<std::string> peeked;
+  for (int64_t i = 0; i < 3; ++i) {
+    auto p = r1->PeekShard(0, i);
+    ASSERT_TRUE(p.ok() && p->has_value());
+    peeked.push_back((*p)->name);
+  }
+  EXPECT_EQ(r1->leased(), 0);  // peeking leases nothing
+  const auto b = Plan(*r1, 0, 4);  // rank 1 first: still its own positions
+  const auto a = Plan(*r0, 0, 4);
+  ASSERT_EQ(a.size(), 2u);  // 20 samples cover its 16
+  ASSERT_EQ(b.size(), 3u);  // 12, then one padding shard
+  EXPECT_EQ(a[0].name, order[0]);
+  EXPECT_EQ(a[1].name, order[2]);
+  EXPECT_EQ(b[0].name, order[1]);
+  EXPECT_EQ(b[1].name, order[3]);
+  EXPECT_EQ(b[2].name, shards[1].name);  // padding: the split round-robin from the rank
+  EXPECT_EQ(peeked, (std::vector<std::string>{b[0].name, b[1].name, b[2].name}));
+  EXPECT_EQ(r1->leased(), 2);
+  EXPECT_EQ(r1->padded(), 1);
+  for (const auto& s : a) ASSERT_OK(r0->Done(0, s));
+  for (const auto& s : b) ASSERT_OK(r1->Done(0, s));
+  auto last = r0->ShardAt(0, 2);  // position 4
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->name, order[4]);
+  ASSERT_OK(r0->Done(0, **last));
+  EXPECT_EQ(r0->completed() + r1->completed(), 5);
+  const v1::BeginEpochResponse epoch = EpochCount(t, shards, 0);
+  EXPECT_EQ(epoch.done_shards(), 5);
+  EXPECT_EQ(epoch.done_samples(), 34);
+  // A position of the other rank is refused.
+  auto wrong = t.client->LeaseShardAt("g", t.ref, 0, 0, 1);
+  EXPECT_EQ(wrong.status().code(), Status::Code::kInvalidArgument) << wrong.status().ToString();
+}
+
+// A continued epoch (a trial resumed on a group of another size) is read by slot: whoever asks
+// first leases the next undone shard, up to a fair share, then pads.
+TEST_F(LeaseShardSourceTwoRanks, RanksShareAContinuedEpochsShardsEachCountedOnceAndPadWhenShort) {
+  ASSERT_OK(r0->ContinueEpoch(0));
+  ASSERT_OK(r1->ContinueEpoch(0));
+  EXPECT_EQ(r0->PeekShard(0, 0).status().code(), Status::Code::kFailedPrecondition);
   EXPECT_EQ(r0->StepsPerEpoch(), 4);
   const auto a = Plan(*r0, 0, 4);  // the first two of the order: 20 samples
   const auto b = Plan(*r1, 0, 4);  // the other three: 14, then one padding shard
@@ -119,15 +181,12 @@ TEST(LeaseShardSource, RanksShareTheEpochsShardsEachCountedOnceAndPadWhenShort) 
   // Completing again (a retried Done) or a padding shard counts nothing.
   ASSERT_OK(r1->Done(0, b[3]));
   EXPECT_EQ(r0->completed() + r1->completed(), 5);
-  std::vector<std::pair<std::string, int64_t>> list;
-  for (const auto& s : shards) list.emplace_back(s.name, s.num_samples);
-  auto epoch = t.client->BeginEpoch("g", t.ref, 0, list);
-  ASSERT_OK(epoch);
-  EXPECT_EQ(epoch->done_shards(), 5);
-  EXPECT_EQ(epoch->done_samples(), 34);
-  // The next epoch starts a new table, in its own order.
-  const auto c = Plan(*r0, 1, 4);
-  EXPECT_EQ(c.front().name, coordinator::testing::ShardsInLeaseOrder(t.seed, 1, Names(5))[0]);
+  const v1::BeginEpochResponse epoch = EpochCount(t, shards, 0);
+  EXPECT_EQ(epoch.done_shards(), 5);
+  EXPECT_EQ(epoch.done_samples(), 34);
+  // The next epoch starts a new table, in its own order, read by position again.
+  const auto c = Plan(*r1, 1, 4);
+  EXPECT_EQ(c.front().name, coordinator::testing::ShardsInLeaseOrder(t.seed, 1, Names(5))[1]);
 }
 
 // One rank of a coordinated trial reads each epoch's shards in the order a standalone run of
@@ -161,10 +220,32 @@ TEST(LeaseShardSource, OneRankReadsTheEpochsInTheOrderOfAStandaloneRunOfItsSeed)
   EXPECT_EQ(leased->completed(), 30);
 }
 
+// By position, the shard is this rank's alone: Done leases it again and completes it.
+TEST(LeaseShardSource, AShardWhoseLeaseExpiredWhileReadIsLeasedAgainAndCompleted) {
+  Trial t = StartTrial(1, "lease-source-expiry-position");
+  const auto shards = Shards({8, 8});
+  auto src = Source(t, shards, 0, 1, 4);
+  auto first = src->ShardAt(0, 0);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  for (int i = 0; i < 9; ++i) {  // past the ttl (400 ms), nothing renewing the lease
+    ASSERT_OK(t.client->Heartbeat("g"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_OK(src->Done(0, **first));
+  ASSERT_EQ(src->notes().size(), 1u);
+  EXPECT_NE(src->notes()[0].find("expired before completion; leased again as"), std::string::npos)
+      << src->notes()[0];
+  EXPECT_EQ(src->completed(), 1);
+  const v1::BeginEpochResponse epoch = EpochCount(t, shards, 0);
+  EXPECT_EQ(epoch.done_shards(), 1);
+}
+
+// By slot, the expired lease's shard goes back to the pool and counts under its next lease.
 TEST(LeaseShardSource, ALeaseThatExpiredIsNotedAndItsShardLeasedAgain) {
   Trial t = StartTrial(1, "lease-source-expiry");
   const auto shards = Shards({8, 8});
   auto src = Source(t, shards, 0, 1, 4);
+  ASSERT_OK(src->ContinueEpoch(0));
   auto first = src->ShardAt(0, 0);
   ASSERT_TRUE(first.ok() && first->has_value());
   // Heartbeats keep the group alive but name no rank, so nothing renews the lease: past the
@@ -181,6 +262,43 @@ TEST(LeaseShardSource, ALeaseThatExpiredIsNotedAndItsShardLeasedAgain) {
   auto again = t.client->LeaseShard("g", t.ref, 0, 0, 7);
   ASSERT_OK(again);
   EXPECT_EQ(again->shard_name, (*first)->name);  // back in the pool, earliest in the order first
+}
+
+// Attempt 1 reads positions 0, 1 and 2 and completes them, then gives the trial back (a node
+// fault) with a checkpoint taken after position 0. Attempt 2 replays the epoch from there: it
+// leases positions 1 and 2 again, the coordinator rescinds attempt 1's completions, and every
+// shard ends counted once. A call by the stale attempt is refused.
+TEST(LeaseShardSource, AResumedAttemptReplaysItsPositionsAndTheLostCompletionsAreRescinded) {
+  Trial t = StartTrial(1, "lease-source-replay");
+  const auto shards = Shards({8, 8, 8, 8});
+  auto first = Source(t, shards, 0, 1, 4);
+  std::vector<sharding::ShardInfo> read;
+  for (int64_t i = 0; i < 3; ++i) {
+    auto s = first->ShardAt(0, i);
+    ASSERT_TRUE(s.ok() && s->has_value());
+    read.push_back(**s);
+    ASSERT_OK(first->Done(0, **s));
+  }
+  auto state = t.client->Fail("g", t.ref, coordinator::FailureCause::kNodeFault, "rank lost");
+  ASSERT_OK(state);
+  ASSERT_EQ(*state, coordinator::TrialState::kPending);
+  auto next = t.client->NextTrial("g");
+  ASSERT_TRUE(next.ok() && next->assigned);
+  const v1::TrialRef stale = t.ref;
+  t.ref = next->assignment.trial;
+  ASSERT_EQ(t.ref.attempt(), 2);
+  auto second = Source(t, shards, 0, 1, 4);
+  for (int64_t i = 1; i < 4; ++i) {
+    auto s = second->ShardAt(0, i);
+    ASSERT_TRUE(s.ok() && s->has_value()) << s.status().ToString();
+    if (i < 3) EXPECT_EQ((*s)->name, read[static_cast<size_t>(i)].name);
+    ASSERT_OK(second->Done(0, **s));
+  }
+  EXPECT_EQ(second->completed(), 3);
+  const v1::BeginEpochResponse epoch = EpochCount(t, shards, 0);
+  EXPECT_EQ(epoch.done_shards(), 4);
+  EXPECT_EQ(epoch.done_samples(), 32);
+  EXPECT_FALSE(t.client->LeaseShardAt("g", stale, 0, 0, 1).ok());
 }
 
 TEST(LeaseShardSource, ASplitSmallerThanOneGlobalBatchIsRefused) {

@@ -62,6 +62,28 @@ StatusOr<std::optional<sharding::ShardInfo>> FixedShardSource::ShardAt(int64_t e
   return std::optional<sharding::ShardInfo>(mine_[order_[static_cast<size_t>(index)]]);
 }
 
+StatusOr<LoaderCursor> PlaceStep(ShardSource& source, int64_t epoch, int64_t step_in_epoch, int64_t batch,
+                                 int shuffle_shards) {
+  const int64_t target = step_in_epoch * batch;
+  int64_t index = 0, before = 0;
+  for (;;) {
+    int64_t count = 0;
+    std::vector<std::string> names;
+    for (int k = 0; k < shuffle_shards; ++k) {
+      FLAP_ASSIGN_OR_RETURN(auto info, source.PeekShard(epoch, index + k));
+      if (!info) break;
+      count += info->num_samples;
+      names.push_back(info->name);
+    }
+    if (names.empty()) {
+      return Status::Internal("cannot place step " + std::to_string(step_in_epoch) + " in the epoch's shards");
+    }
+    if (before + count > target) return LoaderCursor{epoch, index, target - before, step_in_epoch, names};
+    before += count;
+    index += static_cast<int64_t>(names.size());
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // LoaderCursor
 
@@ -399,28 +421,8 @@ StatusOr<std::unique_ptr<StreamingLoader>> StreamingLoader::Start(const LoaderOp
   }
   if (start.shards_done < 0) {
     // Derive the block and position of step_in_epoch from the shard counts.
-    const int64_t target = start.step_in_epoch * impl->batch;
-    int64_t index = 0, before = 0;
-    for (;;) {
-      int64_t count = 0;
-      std::vector<std::string> names;
-      for (int k = 0; k < options.shuffle_shards; ++k) {
-        FLAP_ASSIGN_OR_RETURN(auto info, impl->source->ShardAt(start.epoch, index + k));
-        if (!info) break;
-        count += info->num_samples;
-        names.push_back(info->name);
-      }
-      if (names.empty())
-        return Status::Internal("cannot place step " + std::to_string(start.step_in_epoch) + " in the epoch's shards");
-      if (before + count > target) {
-        impl->start.shards_done = index;
-        impl->start.position = target - before;
-        impl->start.block = names;
-        break;
-      }
-      before += count;
-      index += static_cast<int64_t>(names.size());
-    }
+    FLAP_ASSIGN_OR_RETURN(impl->start, PlaceStep(*impl->source, start.epoch, start.step_in_epoch, impl->batch,
+                                                 options.shuffle_shards));
   }
   Impl* p = impl.get();
   for (int t = 0; t < options.threads; ++t) p->threads.emplace_back([p] { p->FeatureThread(); });

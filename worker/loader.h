@@ -69,6 +69,20 @@ class ShardSource {
     (void)shard;
     return Status::OK();
   }
+  // The shard ShardAt(epoch, index) will give, named without claiming it (no lease), in any
+  // order of calls: for placing a step in the epoch (PlaceStep). Default: ShardAt, for sources
+  // whose ShardAt claims nothing.
+  virtual StatusOr<std::optional<sharding::ShardInfo>> PeekShard(int64_t epoch, int64_t index) {
+    return ShardAt(epoch, index);
+  }
+  // A resumed run goes on with `epoch` at its checkpoint's step without replaying the epoch's
+  // order (the checkpoint was made by a group of another size): from here on the source gives
+  // only what is left of the epoch, from index 0. FailedPrecondition by default: a source that
+  // always replays.
+  virtual Status ContinueEpoch(int64_t epoch) {
+    return Status::FailedPrecondition("this shard source replays epoch " + std::to_string(epoch) +
+                                      " from its start; it cannot continue it");
+  }
 };
 
 // The fixed list: rank `rank` of `world_size` takes shards rank, rank + W, ... of `shards`
@@ -112,6 +126,13 @@ struct LoaderCursor {
            step_in_epoch == o.step_in_epoch && block == o.block;
   }
 };
+
+// Where step `step_in_epoch` of `epoch` starts in `source`'s order, for loaders that cut
+// `batch` samples a step (all slices) from blocks of `shuffle_shards` shards: the cursor with
+// its shards_done, position and block (PeekShard; nothing is leased). Internal when the
+// epoch's shards run out before the step.
+StatusOr<LoaderCursor> PlaceStep(ShardSource& source, int64_t epoch, int64_t step_in_epoch, int64_t batch,
+                                 int shuffle_shards);
 
 struct LoaderOptions {
   std::string dataset_dir;   // folder with manifest.json and the shards

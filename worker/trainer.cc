@@ -272,6 +272,28 @@ Status Trainer::CheckGlobalBatch(const RunProgress& saved, bool force) const {
                                     "--force");
 }
 
+bool Trainer::ReplaysFrom(const RunProgress& progress) {
+  if (start_step_ % per_epoch_ == 0) return true;  // nothing of the epoch was trained
+  const nlohmann::json& groups = progress.world_sizes;
+  const bool same_group = groups.is_array() && !groups.empty() && groups.back().value("world_size", 0) == world_ &&
+                          groups.back().value("per_rank_batch", int64_t{0}) == per_rank_batch_;
+  std::string why;
+  if (!same_group) {
+    why = "it was made by a group of another size";
+  } else {
+    auto placed = PlaceStep(*source_, cursor_.epoch, cursor_.step_in_epoch, per_rank_batch_,
+                            config_.data.shuffle_shards);
+    if (placed.ok() && placed->shards_done == cursor_.shards_done && placed->position == cursor_.position &&
+        placed->block == cursor_.block) {
+      return true;
+    }
+    why = placed.ok() ? "its data cursor is not where this group's order places the step" : placed.status().ToString();
+  }
+  *log_ << "resuming at step " << start_step_ << " without replaying epoch " << cursor_.epoch << " (" << why
+        << "): the epoch goes on with the shards it has left" << std::endl;
+  return false;
+}
+
 Status Trainer::Restore(const ResumeOptions& resume) {
   const bool resuming = resume.resume || resume.from_step >= 0;
   if (config_.ckpt.root.empty() && resuming) return Status::InvalidArgument("--resume needs ckpt.root");
@@ -304,11 +326,17 @@ Status Trainer::Restore(const ResumeOptions& resume) {
       restored_ok = restored.status();
     }
   }
+  // Whether the epoch's order is replayed up to the checkpoint's cursor (rank 0 decides).
+  bool replay = true;
+  if (restored_ok.ok() && ckpt_ && hooks_.make_source) replay = ReplaysFrom(progress);
   if (world_ > 1 && resuming) {
-    // The other ranks learn whether rank 0 resumes at all, rather than wait for its state.
-    FLAP_ASSIGN_OR_RETURN(const int64_t resumes, BroadcastFromRankZero(*group_, restored_ok.ok() ? 1 : 0));
+    // The other ranks learn whether rank 0 resumes at all, rather than wait for its state, and
+    // whether it replays the epoch.
+    FLAP_ASSIGN_OR_RETURN(const int64_t resumes,
+                          BroadcastFromRankZero(*group_, restored_ok.ok() ? (replay ? 2 : 1) : 0));
     FLAP_RETURN_IF_ERROR(restored_ok);
     if (resumes == 0) return Status::FailedPrecondition("rank 0 could not resume the trial (its log says why)");
+    replay = resumes == 2;
     progress.step = start_step_;
     FLAP_RETURN_IF_ERROR(ShareRestoredState(*group_, outcome_.model, step_runner_->optimizer(), &progress));
     start_step_ = progress.step;
@@ -345,9 +373,10 @@ Status Trainer::Restore(const ResumeOptions& resume) {
     total_steps_ = fitted_steps_;
     step_budget_ = "seconds";
   }
-  if (!hooks_.exact_resume) {
+  if (!replay) {
     // The epoch's order cannot be replayed: continue the epoch at the checkpoint's step with
     // the shards the source still has.
+    FLAP_RETURN_IF_ERROR(source_->ContinueEpoch(start_step_ / per_epoch_));
     cursor_ = LoaderCursor{start_step_ / per_epoch_, 0, 0, start_step_ % per_epoch_, {}};
   } else if (world_ > 1) {
     // Only rank 0 reads checkpoints; every rank places its own shards' cursor at the shared

@@ -109,12 +109,14 @@ struct TrainingHooks {
   // the launcher's variables describe and leave it at the end.
   core::WorkerGroup* group = nullptr;
   // This rank's shard source over the training split's shards (manifest order); null: the
-  // fixed source. A source that cannot replay an epoch's order (a lease-backed one) resumes
-  // at the checkpoint's step with the epoch's remaining shards (exact_resume = false).
+  // fixed source. A resumed run replays the epoch's order up to the checkpoint's cursor when
+  // rank 0 finds that the checkpoint's group had this size and per-rank batch and that the
+  // source places the checkpoint's step where its cursor says (PlaceStep: a lease-backed source
+  // that reads by position); otherwise the source continues the epoch at the checkpoint's step
+  // with what it has left (ShardSource::ContinueEpoch).
   std::function<StatusOr<std::unique_ptr<ShardSource>>(const std::vector<sharding::ShardInfo>& shards, int rank,
                                                        int world_size)>
       make_source;
-  bool exact_resume = true;
   // Rank 0: called with each training record (kind "train": loss, contrastive, recon,
   // logit_scale, lr, samples_per_second, global_batch, negatives_per_step, epoch,
   // train_seconds, samples, and max_seconds when a time budget is set) at every log step and

@@ -146,6 +146,11 @@ class Trainer {
   Status BuildModel();                          // model, warm start, step budget, the step
   Status Restore(const ResumeOptions& resume);  // checkpoint, shared state, loader cursor
   Status CheckGlobalBatch(const RunProgress& saved, bool force) const;
+  // Rank 0, with a lease-backed source, after restoring a checkpoint (start_step_, cursor_):
+  // whether the source replays the epoch up to the checkpoint's cursor. True at an epoch's
+  // start, or when the checkpoint's group had this size and per-rank batch and the source places
+  // the step where the cursor says; else false, said in the log.
+  bool ReplaysFrom(const RunProgress& progress);
   Status StartLoader();
   void LogPlan();
 
