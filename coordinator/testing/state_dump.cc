@@ -118,8 +118,8 @@ StatusOr<std::string> DumpState(const StateStore& store) {
   }
   FLAP_ASSIGN_OR_RETURN(Rows<MetricPoint> metrics, store.Metrics());
   for (const auto& [key, m] : metrics) {
-    out << "metric " << key << " " << m.trial_id << " attempt=" << m.attempt << " " << m.kind << " step=" << m.step
-        << " epoch=" << m.epoch << " time_ms=" << m.time_ms << " " << Values(m.values) << "\n";
+    out << "metric " << key << " " << m.trial_id << " attempt=" << m.attempt << " " << MetricKindName(m.kind)
+        << " step=" << m.step << " epoch=" << m.epoch << " time_ms=" << m.time_ms << " " << Values(m.values) << "\n";
   }
   FLAP_ASSIGN_OR_RETURN(Rows<LeaseTable> tables, store.LeaseTables());
   for (const auto& [key, t] : tables) {
