@@ -197,10 +197,11 @@ Field Renamed(const char* earlier, Field f) {
 std::vector<Field> ModelFields() {
   std::vector<Field> f;
   Field preset =
-      Choice("model.preset", "architecture preset: tiny | base", FLAP_REF(std::string, preset), {"tiny", "base"});
+      Choice("model.preset", "architecture preset: tiny | base", FLAP_REF(std::string, model.preset), {"tiny", "base"});
   preset.set = [](TrialConfig& c, const std::string& v) -> Status {
-    FLAP_ASSIGN_OR_RETURN(c.model, core::ModelConfig::Preset(v));
-    c.preset = v;
+    FLAP_ASSIGN_OR_RETURN(const core::ModelConfig architecture, core::ModelConfig::Preset(v));
+    c.model = architecture;
+    c.model.preset = v;
     return Status::OK();
   };
   f.push_back(preset);
@@ -244,11 +245,11 @@ std::vector<Field> ModelFields() {
       "",
       Text("model.init_audio",
            "safetensors file initialising the audio encoder (AudioMAE / ViT names, docs/warm_start.md); empty = none",
-           FLAP_REF(std::string, init_audio))));
+           FLAP_REF(std::string, model.init_audio))));
   f.push_back(Since("", Text("model.init_text",
                              "safetensors file initialising the text encoder (RoBERTa or CLIP text names, "
                              "docs/warm_start.md); empty = none",
-                             FLAP_REF(std::string, init_text))));
+                             FLAP_REF(std::string, model.init_text))));
   f.push_back(Since("auto", Choice("model.audio_pos_layout",
                                    "audio position channels: auto (audiomae when model.init_audio is an AudioMAE "
                                    "file, else flap) | flap (time first) | audiomae (frequency first)",
@@ -279,18 +280,19 @@ std::vector<Field> MaskLossOptimFields() {
                                               FLAP_REF(double, loss.recon_weight), AtLeast(0.0))));
   f.push_back(Number("loss.logit_scale_init", "initial log logit scale", FLAP_REF(double, loss.logit_scale_init)));
   f.push_back(Number("loss.logit_scale_max", "clamp of the log logit scale", FLAP_REF(double, loss.logit_scale_max)));
-  Field augment = Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, augment));
+  Field augment =
+      Text("text.augment", "caption augmentation: off | on | probability", FLAP_REF(std::string, text.augment));
   augment.key.numeric = true;  // a probability
   augment.set = [](TrialConfig& c, const std::string& v) -> Status {
-    FLAP_ASSIGN_OR_RETURN(c.augment_prob, ParseAugmentPolicy(v));
-    c.augment = v;
+    FLAP_ASSIGN_OR_RETURN(c.text.augment_prob, ParseAugmentPolicy(v));
+    c.text.augment = v;
     return Status::OK();
   };
   f.push_back(augment);
   f.push_back(Since("", Text("text.tokenizer",
                              "byte-level BPE tokenizer (folder with vocab.json + merges.txt, or a tokenizer.json); "
                              "empty = the dataset's SentencePiece model",
-                             FLAP_REF(std::string, text_tokenizer))));
+                             FLAP_REF(std::string, text.tokenizer))));
   f.push_back(Number("optim.lr", "peak learning rate", FLAP_REF(double, optim.lr), Above(0.0)));
   f.push_back(Number("optim.min_lr", "final learning rate", FLAP_REF(double, optim.min_lr), AtLeast(0.0)));
   f.push_back(Number("optim.weight_decay", "AdamW weight decay", FLAP_REF(double, optim.weight_decay), AtLeast(0.0)));
@@ -412,9 +414,11 @@ std::vector<Field> OperationFields() {
                                FLAP_REF(bool, dist.overlap))));
   // It names the trial's checkpoint folder under ckpt.root.
   Field trial_id = Operational(Text("train.trial_id", "names the trial's checkpoints; empty = trial-<config hash>",
-                                    FLAP_REF(std::string, trial_id)));
+                                    FLAP_REF(std::string, train.trial_id)));
   trial_id.must = "empty or a name of [A-Za-z0-9_.-] (at most 255 characters, not starting with a dot)";
-  trial_id.holds = [](const TrialConfig& c) { return c.trial_id.empty() || PathNameProblem(c.trial_id, 255).empty(); };
+  trial_id.holds = [](const TrialConfig& c) {
+    return c.train.trial_id.empty() || PathNameProblem(c.train.trial_id, 255).empty();
+  };
   f.push_back(trial_id);
   f.push_back(Local(Text("metrics.listen", "host:port to serve Prometheus /metrics on (port 0: any); empty = off",
                          FLAP_REF(std::string, metrics.listen))));
@@ -606,7 +610,7 @@ StatusOr<int64_t> PerRankBatch(const TrainConfig& train, int world_size) {
   return train.global_batch / world_size;
 }
 
-std::string TrialConfig::TrialId() const { return trial_id.empty() ? "trial-" + Hash() : trial_id; }
+std::string TrialConfig::TrialId() const { return train.trial_id.empty() ? "trial-" + Hash() : train.trial_id; }
 
 StatusOr<std::map<std::string, std::string>> ParseConfigText(const std::string& text, const std::string& source) {
   std::vector<ini::Section> sections;

@@ -42,6 +42,34 @@
 
 namespace flap {
 
+// [model]: the architecture the LibTorch core builds (core::ModelConfig, whose fields are the
+// other model.* keys) and the keys that choose or initialise it without being the core's: the
+// preset it starts from and the warm-start files. Assigning a core::ModelConfig replaces the
+// architecture and keeps these.
+struct ModelSection : core::ModelConfig {
+  ModelSection() = default;
+  ModelSection& operator=(const core::ModelConfig& architecture) {
+    core::ModelConfig::operator=(architecture);
+    return *this;
+  }
+  std::string preset = "tiny";  // tiny | base (core::ModelConfig::Preset), applied first
+  // Warm starts (worker/warm_start.h, docs/warm_start.md): safetensors files whose weights
+  // initialise the audio / the text encoder; empty: none. In Hash() by path, and only when set
+  // (so configs without them keep their hash).
+  std::string init_audio;
+  std::string init_text;
+};
+
+// [text]: the captions.
+struct TextConfig {
+  std::string augment = "off";  // off | on | probability of the augmented caption
+  double augment_prob = 0.0;    // parsed form of `augment`; not a key
+  // A byte-level BPE tokenizer (a folder with vocab.json and merges.txt, or a tokenizer.json)
+  // the loader tokenises captions with; empty: the dataset's SentencePiece model
+  // (sharding/text_tokenizer.h). In Hash() by path, and only when set.
+  std::string tokenizer;
+};
+
 struct DataConfig {
   std::string path;  // dataset folder (manifest.json, shards, tokenizer.model)
   // The three roles of a dataset's splits (docs/data.md, "Splits"): training; validation, which
@@ -104,6 +132,7 @@ struct TrainConfig {
   // checkpoint moves between devices.
   std::string device = "auto";
   std::string precision = "fp32";  // fp32 | bf16 (autocast forward; losses and optimizer fp32)
+  std::string trial_id;            // names the trial's checkpoints; empty: "trial-<Hash()>"
 };
 
 struct CheckpointConfig {
@@ -133,20 +162,11 @@ struct MetricsConfig {
 
 struct TrialConfig {
   TrialConfig() { optim.total_steps = 0; }  // derived from the run's length unless set
-  std::string preset = "tiny";
-  core::ModelConfig model;
-  // Warm starts (model.init_audio, model.init_text; worker/warm_start.h, docs/warm_start.md):
-  // safetensors files whose weights initialise the audio / the text encoder; empty: none.
-  // In Hash() by path, and only when set (so configs without them keep their hash).
-  std::string init_audio;
-  std::string init_text;
+  ModelSection model;
   // Whether model.text_heads was given (a roberta tower's heads are not in its file's shapes:
   // worker/warm_start.h, ResolveTextTower). Not a key.
   bool text_heads_set = false;
-  // text.tokenizer: a byte-level BPE tokenizer (a folder with vocab.json and merges.txt, or a
-  // tokenizer.json) the loader tokenises captions with; empty: the dataset's SentencePiece
-  // model (sharding/text_tokenizer.h). In Hash() by path, and only when set.
-  std::string text_tokenizer;
+  TextConfig text;
   core::MaskConfig mask;
   core::LossConfig loss;
   core::OptimConfig optim;  // optim.total_steps 0: derived from epochs and data size
@@ -156,9 +176,6 @@ struct TrialConfig {
   CheckpointConfig ckpt;
   DistConfig dist;
   MetricsConfig metrics;
-  std::string trial_id;         // names the trial's checkpoints; empty: "trial-<Hash()>"
-  std::string augment = "off";  // text.augment: off | on | probability of the augmented caption
-  double augment_prob = 0.0;    // parsed form of `augment`
 
   // Every key's own domain (CheckConfigValue), then the checks across keys; the first
   // failure, naming its key.
@@ -170,7 +187,7 @@ struct TrialConfig {
   // that is not operational, except keys added later while they hold the value that means
   // "as before" (so that earlier trials keep their hash, and their checkpoints resume).
   std::string Hash() const;
-  // trial_id, or "trial-<Hash()>" when it is empty.
+  // train.trial_id, or "trial-<Hash()>" when it is empty.
   std::string TrialId() const;
 };
 

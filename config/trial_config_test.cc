@@ -37,7 +37,7 @@ TEST(TrialConfig, FileSectionsAndCommandLineOverrides) {
   EXPECT_DOUBLE_EQ(c.mask.ratio, 0.75);  // the flag beats the file
   EXPECT_EQ(c.mask.strategy, core::MaskStrategy::k1d);
   EXPECT_DOUBLE_EQ(c.loss.recon_weight, 0.3);
-  EXPECT_DOUBLE_EQ(c.augment_prob, 0.25);
+  EXPECT_DOUBLE_EQ(c.text.augment_prob, 0.25);
   EXPECT_EQ(c.train.batch_size, 16);
   EXPECT_EQ(c.train.seed, 9u);
 }

@@ -30,13 +30,6 @@ std::string Trim(const std::string& s) {
 
 }  // namespace
 
-const char* MetricKindName(MetricKind kind) {
-  return kind == MetricKind::kEval ? "eval" : kind == MetricKind::kTest ? "test" : "train";
-}
-MetricKind MetricKindFromName(const std::string& name) {
-  return name == "eval" ? MetricKind::kEval : name == "test" ? MetricKind::kTest : MetricKind::kTrain;
-}
-
 Status CheckTokenLength(const std::string& token, const std::string& where) {
   if (token.size() >= kMinTokenChars) return Status::OK();
   return Status::InvalidArgument("the token in " + where + " has " + std::to_string(token.size()) +

@@ -77,15 +77,6 @@ bool IsLoopbackHost(const std::string& host);
 // CheckListenSecurity.)
 Status CheckTargetSecurity(const ClientOptions& options);
 
-// What ReportMetrics reports: training progress, an evaluation on the validation split (which
-// decides: ASHA, checkpoint selection), or the test split's evaluation of the selected checkpoint
-// (once per trial; reported, never decides).
-enum class MetricKind { kTrain, kEval, kTest };
-
-// "train" | "eval" | "test" (for logs and the worker's outbox), and back (anything else: kTrain).
-const char* MetricKindName(MetricKind kind);
-MetricKind MetricKindFromName(const std::string& name);
-
 // What a group needs to know after NextTrial.
 struct TrialAssignment {
   v1::TrialRef trial;

@@ -232,4 +232,12 @@ StatusOr<std::string> Journal::Get(const std::string& key) const {
   return value;
 }
 
+Status Journal::Compact() {
+  FLAP_RETURN_IF_ERROR(Wait(Append(JournalBatch())));
+  rocksdb::Status s = db_->Flush(rocksdb::FlushOptions());
+  if (s.ok()) s = db_->CompactRange(rocksdb::CompactRangeOptions(), nullptr, nullptr);
+  if (!s.ok()) return Status::IOError("compacting " + dir_ + ": " + s.ToString());
+  return Status::OK();
+}
+
 }  // namespace flap::coordinator

@@ -92,6 +92,11 @@ class Journal {
   StatusOr<std::vector<std::pair<std::string, std::string>>> Scan(const std::string& prefix) const;
   // The committed value of `key`: NotFound when absent.
   StatusOr<std::string> Get(const std::string& key) const;
+  // Commits what is staged, then writes every committed record into table files and compacts
+  // them (RocksDB's Flush and CompactRange over all keys): the folder then holds the records in
+  // as few table files as they fill and no log to replay (a checked-in test journal). IOError
+  // naming the folder on failure.
+  Status Compact();
   const std::string& dir() const { return dir_; }
   // The database's identity (RocksDB's DB identity): made when the folder's database is
   // created, the same at every later open of it.

@@ -10,6 +10,7 @@
 
 #include "coordinator/client.h"
 #include "coordinator/server.h"
+#include "coordinator/state_store.h"
 #include "coordinator/testing/service_test_util.h"
 #include "tests/exposition.h"
 #include "tests/http_client.h"
@@ -175,6 +176,39 @@ TEST(CoordinatorMetrics, OnlyTheMostRecentEndedSweepsKeepTheirSeries) {
   // (the label shows "-").
   EXPECT_EQ(snap.sweeps[0].trials[0].config.count("loss.recon_weight"), 0u);
   EXPECT_EQ(snap.sweeps[0].trials[0].config.at("mask.ratio"), "0.5");
+}
+
+// A sweep submitted before loss.recon_weight was named by its struct path stores its factor
+// as recon.weight (StateStore.ASweepStoredUnderAKeysEarlierNameReadsBack): restored, its trials
+// still show their recon_weight label. Before the factor's alias was resolved here, the label
+// read "-" (the snapshot looked the factor up by loss.recon_weight only).
+TEST(CoordinatorMetrics, AFactorStoredUnderAKeysEarlierNameStillHasItsLabel) {
+  TestCoordinator c("obs_alias", testing::FastServiceOptions(), "127.0.0.1:0");
+  ASSERT_OK(c.Client()->SubmitSweep("[sweep]\nname = old\nseeds = 1\n\n[factor.loss.recon_weight]\nvalues = 0, 0.5\n",
+                                    "old.ini", ""));
+  c.Stop();
+  {  // the rows as a release before the rename wrote them
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store,
+                         StateStore::Open(c.options().service.state_dir + "/db", JournalOptions()));
+    ASSERT_OK_AND_ASSIGN(Rows<SweepRecord> sweeps, store->Sweeps());
+    ASSERT_OK_AND_ASSIGN(Rows<TrialRow> trials, store->Trials());
+    ASSERT_EQ(sweeps.size(), 1u);
+    ASSERT_EQ(trials.size(), 2u);
+    StateBatch b;
+    SweepRecord& sweep = sweeps[0].second;
+    ASSERT_EQ(sweep.spec.factors.at(0).name, "loss.recon_weight");
+    sweep.spec.factors[0].name = "recon.weight";
+    b.PutSweep(sweeps[0].first, sweep);
+    for (auto& [key, t] : trials) {
+      t.spec.factors = {{"recon.weight", t.spec.factors.at("loss.recon_weight")}};
+      b.PutTrial(key, t);
+    }
+    ASSERT_OK(store->Wait(store->Append(std::move(b))));
+  }
+  c.Start();
+  const auto m = Scrape(c);
+  EXPECT_EQ(One(m, "flap_trial_state", {{"trial", "t0000"}, {"recon_weight", "0"}}), 1);
+  EXPECT_EQ(One(m, "flap_trial_state", {{"trial", "t0001"}, {"recon_weight", "0.5"}}), 1);
 }
 
 // The file_sd file: [{"targets": [host:port], "labels": {...}}, ...], read back.

@@ -31,7 +31,7 @@ std::vector<TrialFacts> TrialsFacts(const ReportInput& in) {
     if (!points.empty()) f.t0_ms = points.front()->time_ms;
     for (const MetricPoint* p : points) {
       f.t0_ms = std::min(f.t0_ms, p->time_ms);
-      if (p->kind == "eval") {
+      if (p->kind == MetricKind::kEval) {
         f.evals.push_back(p);
         if (p->step >= f.final_eval_step) {
           f.final_eval = p->values;
@@ -39,11 +39,11 @@ std::vector<TrialFacts> TrialsFacts(const ReportInput& in) {
         }
       }
       // The test split's record: reported, never part of a decision below.
-      if (p->kind == "test" && p->step >= f.test_step) {
+      if (p->kind == MetricKind::kTest && p->step >= f.test_step) {
         f.test = p->values;
         f.test_step = p->step;
       }
-      if (p->kind == "train") sps.push_back(Value(p->values, "samples_per_second"));
+      if (p->kind == MetricKind::kTrain) sps.push_back(Value(p->values, "samples_per_second"));
     }
     f.samples_per_second = Summarise(sps).mean;
   }

@@ -77,7 +77,7 @@ namespace flap::coordinator {
 struct MetricPoint {
   std::string trial_id;
   int attempt = 0;
-  std::string kind;  // "train" | "eval" (validation) | "test" (the test split, never decides)
+  MetricKind kind = MetricKind::kTrain;  // eval: validation; test: the test split (never decides)
   int64_t step = 0;
   int epoch = 0;
   int64_t time_ms = 0;  // when the coordinator received it (wall clock)

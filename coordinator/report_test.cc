@@ -64,9 +64,9 @@ ReportInput TwoCells() {
     r.attempt = 1;
     r.step = 100;
     in.records.push_back(r);
-    MetricPoint train{r.id, 1, "train", 50, 0, 1000, {{"samples_per_second", 10.0 * (i + 1)}}};
-    MetricPoint half{r.id, 1, "eval", 50, 0, 3000, {{"map10", map10[i] / 2}}};
-    MetricPoint last{r.id, 1, "eval", 100, 0, 5000, {{"map10", map10[i]}, {"t2a_r1", 0.01 * i}}};
+    MetricPoint train{r.id, 1, MetricKind::kTrain, 50, 0, 1000, {{"samples_per_second", 10.0 * (i + 1)}}};
+    MetricPoint half{r.id, 1, MetricKind::kEval, 50, 0, 3000, {{"map10", map10[i] / 2}}};
+    MetricPoint last{r.id, 1, MetricKind::kEval, 100, 0, 5000, {{"map10", map10[i]}, {"t2a_r1", 0.01 * i}}};
     in.metrics.insert(in.metrics.end(), {train, half, last});
   }
   return in;
@@ -193,7 +193,7 @@ ReportInput Budgeted() {
       // Wall time runs on (evaluations take time); the report must use training seconds.
       in.metrics.push_back({r.id,
                             1,
-                            "eval",
+                            MetricKind::kEval,
                             step,
                             0,
                             1000 + 40000 * (k + 1),
@@ -374,10 +374,10 @@ ReportInput Published() {
     r.step = 400;
     in.records.push_back(r);
     const double flops_per_step = i < 2 ? 1e9 : 0.4e9;
-    in.metrics.push_back({r.id, 1, "train", 200, 0, 1000, {{"samples_per_second", 26.0202 + i}}});
+    in.metrics.push_back({r.id, 1, MetricKind::kTrain, 200, 0, 1000, {{"samples_per_second", 26.0202 + i}}});
     for (int k = 0; k < 4; ++k) {
       const int64_t step = 100 * (k + 1);
-      MetricPoint e{r.id, 1, "eval", step, 0, 2000 + 1000 * k, {}};
+      MetricPoint e{r.id, 1, MetricKind::kEval, step, 0, 2000 + 1000 * k, {}};
       metrics(&e.values, r1[i][k]);
       identity(&e.values, false);
       e.values["train_seconds"] = 0.25 * step;
@@ -386,7 +386,7 @@ ReportInput Published() {
       in.metrics.push_back(e);
     }
     const int64_t sel = selected[i];
-    MetricPoint t{r.id, 1, "test", 400, 0, 9000, {}};
+    MetricPoint t{r.id, 1, MetricKind::kTest, 400, 0, 9000, {}};
     metrics(&t.values, r1[i][sel / 100 - 1] - 0.02);
     identity(&t.values, true);
     t.values["selected_step"] = static_cast<double>(sel);
@@ -435,8 +435,8 @@ TEST(Report, EachSetHasItsIdentityAndChanceAndDisagreementsAreFlagged) {
       << File(files, "sets.csv");
   // t0003 (cell 1) was tested on another test set; t0001 (cell 0) validated on its test set.
   for (auto& p : in.metrics) {
-    if (p.trial_id == "t0003" && p.kind == "test") p.values["set_hash"] = 0xfff;
-    if (p.trial_id == "t0001" && p.kind == "test") p.values["set_hash"] = kValHash;
+    if (p.trial_id == "t0003" && p.kind == MetricKind::kTest) p.values["set_hash"] = 0xfff;
+    if (p.trial_id == "t0001" && p.kind == MetricKind::kTest) p.values["set_hash"] = kValHash;
   }
   md = File(BuildReport(in, ReportOptions()), "report.md");
   EXPECT_TRUE(Contains(md, "**Cell 1 (mask.ratio=0.75): its trials disagree on the test set's hash** "
@@ -500,7 +500,7 @@ TEST(Report, PairedDifferencesAgainstTheBaselineArm) {
   // interval of zero width.
   ReportInput alike = Published();
   for (MetricPoint& p : alike.metrics) {
-    if (p.trial_id == "t0003" && p.kind == "eval" && p.step == 400) p.values["t2a_r1"] = 0.37;
+    if (p.trial_id == "t0003" && p.kind == MetricKind::kEval && p.step == 400) p.values["t2a_r1"] = 0.37;
   }
   const std::string alike_md = File(BuildReport(alike, ReportOptions()), "report.md");
   EXPECT_TRUE(Contains(alike_md, "| 1 | mask.ratio=0.75 | 2 | -5.0 (no spread over 2 seeds) |")) << alike_md;
@@ -512,10 +512,10 @@ TEST(Report, PairedDifferencesAgainstTheBaselineArm) {
 TEST(Report, TestRecordsChangeNoDecisionAndNoValidationFigure) {
   ReportInput with = Published(), without = Published();
   without.metrics.erase(std::remove_if(without.metrics.begin(), without.metrics.end(),
-                                       [](const MetricPoint& p) { return p.kind == "test"; }),
+                                       [](const MetricPoint& p) { return p.kind == MetricKind::kTest; }),
                         without.metrics.end());
   for (auto& p : with.metrics) {
-    if (p.kind != "test") continue;
+    if (p.kind != MetricKind::kTest) continue;
     p.step = 50;  // even before the validation's first evaluation
     for (auto& [k, v] : p.values) {
       if (k.rfind("t2a", 0) == 0 || k.rfind("a2t", 0) == 0 || k.rfind("map10", 0) == 0) v = 1 - v;
@@ -607,7 +607,7 @@ TEST(Report, SelectBestTakesEachCellsBestCompletedTrialAndNamesItsCheckpoint) {
   // ckpt.metric from the base config: t2a_r1, which only the final evaluations carry.
   in.base_config = "[ckpt]\nmetric = t2a_r1\n";
   for (MetricPoint& p : in.metrics) {
-    if (p.kind == "eval" && p.step == 50) p.values["t2a_r1"] = 1.0;  // now the best by t2a_r1
+    if (p.kind == MetricKind::kEval && p.step == 50) p.values["t2a_r1"] = 1.0;  // now the best by t2a_r1
   }
   const BestChoices by_t2a = SelectBest(in, ReportOptions());
   EXPECT_EQ(by_t2a.cells[0].selected_step, 50);
@@ -628,8 +628,8 @@ TEST(Report, EveryFigureOfTheRenderedReportIsFormatted) {
   // Two seeds far apart: the Student t bounds of the effects would be negative and over 100%.
   ReportInput wide = Published();
   for (auto& p : wide.metrics) {
-    if (p.trial_id == "t0000" && p.kind == "eval") p.values["t2a_r1"] = p.step == 400 ? 0.99 : 0.5;
-    if (p.trial_id == "t0001" && p.kind == "eval") p.values["t2a_r1"] = p.step == 400 ? 0.01 : 0.005;
+    if (p.trial_id == "t0000" && p.kind == MetricKind::kEval) p.values["t2a_r1"] = p.step == 400 ? 0.99 : 0.5;
+    if (p.trial_id == "t0001" && p.kind == MetricKind::kEval) p.values["t2a_r1"] = p.step == 400 ? 0.01 : 0.005;
   }
   ExpectFormatted(wide, "wide");
   const std::string md = File(BuildReport(wide, ReportOptions()), "report.md");

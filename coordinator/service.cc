@@ -124,15 +124,16 @@ Status CoordinatorService::Load() {
   for (auto& [tkey, p] : metrics) {
     auto t = trials_.find(tkey);
     if (t == trials_.end()) {
-      return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + p.kind + "/" + std::to_string(p.step) +
-                                ": metrics of an unknown trial");
+      return Status::Corruption(TablePrefix(Table::kMetric) + tkey + "/" + MetricKindName(p.kind) + "/" +
+                                std::to_string(p.step) + ": metrics of an unknown trial");
     }
-    if (p.kind == "test") continue;  // the test split's record: for the report only
-    if (p.kind == "eval" && p.step < t->second.latest_eval_step) continue;
-    if (p.kind == "eval") t->second.latest_eval_step = p.step;
-    if (p.kind == "train" && !t->second.latest_train.empty() && p.step < t->second.latest_train_step) continue;
-    if (p.kind == "train") t->second.latest_train_step = p.step;
-    (p.kind == "train" ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
+    if (p.kind == MetricKind::kTest) continue;  // the test split's record: for the report only
+    if (p.kind == MetricKind::kEval && p.step < t->second.latest_eval_step) continue;
+    if (p.kind == MetricKind::kEval) t->second.latest_eval_step = p.step;
+    if (p.kind == MetricKind::kTrain && !t->second.latest_train.empty() && p.step < t->second.latest_train_step)
+      continue;
+    if (p.kind == MetricKind::kTrain) t->second.latest_train_step = p.step;
+    (p.kind == MetricKind::kTrain ? t->second.latest_train : t->second.latest_eval) = std::move(p.values);
   }
   // Lease tables.
   FLAP_ASSIGN_OR_RETURN(Rows<LeaseTable> tables, store_->LeaseTables());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -65,13 +66,7 @@ metrics::CoordinatorSnapshot CoordinatorService::MetricsSnapshot() const {
       metrics::TrialSnapshot& ts = ss.trials.emplace_back();
       ts.trial = tid;
       for (const metrics::FactorLabel& f : metrics::FactorLabels()) {
-        auto factor = t.spec.factors.find(f.key);
-        auto base = sw.base_values.find(f.key);
-        if (factor != t.spec.factors.end()) {
-          ts.config[f.key] = factor->second;
-        } else if (base != sw.base_values.end()) {
-          ts.config[f.key] = base->second;
-        }
+        if (std::optional<std::string> v = TrialSweepValue(sw.base_values, t.spec, f.key)) ts.config[f.key] = *v;
       }
       ts.seed = t.spec.seed;
       ts.state = TrialStateName(r.state);

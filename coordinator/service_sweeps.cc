@@ -217,7 +217,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetMetrics(grpc::CallbackServerCon
       auto* r = resp->add_records();
       r->set_trial_id(p.trial_id);
       r->set_attempt(p.attempt);
-      r->set_kind(p.kind);
+      r->set_kind(MetricKindName(p.kind));
       r->set_step(p.step);
       r->set_epoch(p.epoch);
       r->set_time_unix_ms(p.time_ms);

@@ -41,12 +41,12 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
       if (std::isinf(value)) return Invalid("values[" + name + "]", "is infinite");
       p.values[name] = value;
     }
-    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN  ? "train"
-             : req->kind() == v1::ReportMetricsRequest::EVAL ? "eval"
-                                                             : "test";
+    p.kind = req->kind() == v1::ReportMetricsRequest::TRAIN  ? MetricKind::kTrain
+             : req->kind() == v1::ReportMetricsRequest::EVAL ? MetricKind::kEval
+                                                             : MetricKind::kTest;
     // A TEST record (the test split, for the checkpoint validation selected) is stored for the
     // report and nothing else: no progress, no rate, no status, no ASHA.
-    const bool test = p.kind == "test";
+    const bool test = p.kind == MetricKind::kTest;
     p.step = req->step();
     p.epoch = req->epoch();
     TrialScope scope;
@@ -76,13 +76,13 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportMetrics(grpc::CallbackServer
     // The trial's evaluation before this one: ASHA interpolates its value at a rung from the two.
     const std::map<std::string, double> previous_eval = t->latest_eval;
     const int64_t previous_eval_step = t->latest_eval_step;
-    if (!test) (p.kind == "train" ? t->latest_train : t->latest_eval) = p.values;
-    if (p.kind == "eval") t->latest_eval_step = p.step;
+    if (!test) (p.kind == MetricKind::kTrain ? t->latest_train : t->latest_eval) = p.values;
+    if (p.kind == MetricKind::kEval) t->latest_eval_step = p.step;
     batch->PutMetric(scope.key, p);
     resp->set_action(v1::CONTINUE);
     SweepEntry& sw = sweeps_.at(t->sweep);
     // Only validation decides: a TEST record never reaches ASHA.
-    if (p.kind == "eval" && sw.asha && p.values.count(sw.asha->config().metric)) {
+    if (p.kind == MetricKind::kEval && sw.asha && p.values.count(sw.asha->config().metric)) {
       const AshaConfig& ac = sw.asha->config();
       const std::optional<double> at = RecordPosition(ac.Unit(), p.step, p.values);
       std::optional<int> rung = at ? sw.asha->RungReachedAt(*at) : std::nullopt;

@@ -285,7 +285,9 @@ journal::Metric Encode(const MetricPoint& p) {
   journal::Metric m;
   m.set_trial_id(p.trial_id);
   m.set_attempt(p.attempt);
-  m.set_kind(p.kind);
+  m.set_kind_value(p.kind == MetricKind::kEval   ? journal::METRIC_EVAL
+                   : p.kind == MetricKind::kTest ? journal::METRIC_TEST
+                                                 : journal::METRIC_TRAIN);
   m.set_step(p.step);
   m.set_epoch(p.epoch);
   m.set_time_ms(p.time_ms);
@@ -297,9 +299,25 @@ StatusOr<MetricPoint> Decode(const journal::Metric& m, const std::string& what) 
   MetricPoint p;
   p.trial_id = m.trial_id();
   p.attempt = m.attempt();
-  p.kind = m.kind();
-  if (p.kind != "train" && p.kind != "eval" && p.kind != "test") {
-    return Status::Corruption(what + ": field 'kind' is '" + p.kind + "', not train, eval or test");
+  switch (m.kind_value()) {
+    case journal::METRIC_TRAIN:
+      p.kind = MetricKind::kTrain;
+      break;
+    case journal::METRIC_EVAL:
+      p.kind = MetricKind::kEval;
+      break;
+    case journal::METRIC_TEST:
+      p.kind = MetricKind::kTest;
+      break;
+    case journal::METRIC_KIND_UNSET: {  // a record of format 1 or 2: the kind's name
+      const StatusOr<MetricKind> kind = ParseMetricKind(m.kind());
+      if (!kind.ok()) return Status::Corruption(what + ": field 'kind' is '" + m.kind() + "', not train, eval or test");
+      p.kind = *kind;
+      break;
+    }
+    default:
+      return Status::Corruption(what + ": field 'kind_value' is " + std::to_string(m.kind_value()) +
+                                ", not a metric kind this release knows");
   }
   p.step = m.step();
   p.epoch = m.epoch();

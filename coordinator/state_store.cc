@@ -121,8 +121,8 @@ void StateBatch::PutTrial(const std::string& trial_key, const TrialRow& trial) {
 
 namespace {
 // A metric record's key within its table.
-std::string MetricKey(const std::string& trial_key, const std::string& kind, int64_t step) {
-  return trial_key + "/" + kind + "/" + Padded("%012llu", static_cast<unsigned long long>(step));
+std::string MetricKey(const std::string& trial_key, MetricKind kind, int64_t step) {
+  return trial_key + "/" + MetricKindName(kind) + "/" + Padded("%012llu", static_cast<unsigned long long>(step));
 }
 }  // namespace
 
@@ -202,9 +202,9 @@ void NormaliseMessage(const pb::Descriptor& type, nlohmann::json& j) {
 // Whether `key` is a row of `table`.
 bool IsTable(const std::string& key, Table table) { return key.rfind(TablePrefix(table), 0) == 0; }
 
-// Format 1's value of `key` as format 2's: parsed into the table's message, decoded (so it
-// is checked as format 2's reads check it) and serialised. Corruption naming the key when it
-// is not a record of its table.
+// Format 1's value of `key` as the current format's: parsed into the table's message, decoded
+// by `check` (so it is checked as reads check it; `check` may rewrite it) and serialised.
+// Corruption naming the key when it is not a record of its table.
 template <typename Message, typename Check>
 StatusOr<std::string> Reencode(const std::string& key, const std::string& value, Check check) {
   nlohmann::json j = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
@@ -227,6 +227,13 @@ Status CheckDecodes(const Message& m, const std::string& key) {
   return state_records::Decode(m, key).status();
 }
 
+// A metric record of format 1, checked, as this release writes it (the kind as the enum).
+Status CheckAndEncodeMetric(journal::Metric& m, const std::string& key) {
+  FLAP_ASSIGN_OR_RETURN(const MetricPoint point, state_records::Decode(m, key));
+  m = state_records::Encode(point);
+  return Status::OK();
+}
+
 // Every record of format 1 in `journal`, re-encoded, and the format key, staged in one batch.
 StatusOr<JournalBatch> MigrationFromJson(const Journal& journal, size_t* records) {
   FLAP_ASSIGN_OR_RETURN(auto stored, journal.Scan(""));
@@ -246,7 +253,7 @@ StatusOr<JournalBatch> MigrationFromJson(const Journal& journal, size_t* records
     } else if (IsTable(key, Table::kTrial)) {
       v = Reencode<journal::Trial>(key, value, CheckDecodes<journal::Trial>);
     } else if (IsTable(key, Table::kMetric)) {
-      v = Reencode<journal::Metric>(key, value, CheckDecodes<journal::Metric>);
+      v = Reencode<journal::Metric>(key, value, CheckAndEncodeMetric);
     } else if (IsTable(key, Table::kEpoch)) {
       // A header is checked with its leases when the table is read.
       v = Reencode<journal::Epoch>(key, value, [](const journal::Epoch&, const std::string&) { return Status::OK(); });
@@ -290,16 +297,20 @@ StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, c
                                       std::to_string(format) + ", newer than this flap-coordinator reads (format " +
                                       std::to_string(kJournalFormat) + "): run the release that wrote it");
   }
-  if (format == 0) {
-    JournalBatch batch;
-    batch.Put(kFormatKey, std::to_string(kJournalFormat));
-    FLAP_RETURN_IF_ERROR(journal->Wait(journal->Append(std::move(batch))));
-  } else if (format == 1) {
+  if (format == 1) {
     size_t records = 0;
     FLAP_ASSIGN_OR_RETURN(JournalBatch batch, MigrationFromJson(*journal, &records));
     FLAP_RETURN_IF_ERROR(journal->Wait(journal->Append(std::move(batch))));
     std::cerr << "flap-coordinator: migrated the coordinator state in " << dir << " from journal format 1 (JSON) to "
               << kJournalFormat << " (protobuf): " << records << " records, in one write" << std::endl;
+  } else if (format < kJournalFormat) {  // a new journal, or format 2: its records read as they are
+    JournalBatch batch;
+    batch.Put(kFormatKey, std::to_string(kJournalFormat));
+    FLAP_RETURN_IF_ERROR(journal->Wait(journal->Append(std::move(batch))));
+    if (format > 0) {
+      std::cerr << "flap-coordinator: the coordinator state in " << dir << " is now journal format " << kJournalFormat
+                << " (was " << format << "; its records are read as they are)" << std::endl;
+    }
   }
   return std::unique_ptr<StateStore>(new StateStore(std::move(journal)));
 }
@@ -373,7 +384,7 @@ StatusOr<Rows<MetricPoint>> StateStore::Metrics(const std::string& sweep_id, con
   return rows;
 }
 
-StatusOr<bool> StateStore::HasMetric(const std::string& trial_key, const std::string& kind, int64_t step) const {
+StatusOr<bool> StateStore::HasMetric(const std::string& trial_key, MetricKind kind, int64_t step) const {
   FLAP_ASSIGN_OR_RETURN(auto stored, journal_->Scan(TablePrefix(Table::kMetric) + MetricKey(trial_key, kind, step)));
   return !stored.empty();
 }

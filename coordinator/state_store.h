@@ -17,13 +17,18 @@
 // and meta/format_version, the journal's format (kJournalFormat) in decimal.
 //
 // Formats. 1: every value a JSON object (no meta/format_version; releases before the key).
-// 2: protobuf messages. Open() refuses a format newer than kJournalFormat (FailedPrecondition
-// naming it and the folder), writes meta/format_version into a new journal, and migrates a
-// format 1 journal in place: every record is read with protobuf's JSON parser into its
-// message, checked as a read checks it, and rewritten with the format key in one RocksDB
-// WriteBatch, so a crash during the migration leaves format 1 intact (the next open migrates
-// again); a record that does not read leaves the journal untouched and fails the open
-// (Corruption naming its key). The migration is logged on stderr.
+// 2: protobuf messages. 3: as 2, a metric record's kind an enum (Metric.kind_value) instead of
+// a name (Metric.kind, still read when kind_value is unset). Open() refuses a format newer than
+// kJournalFormat (FailedPrecondition naming it and the folder), writes meta/format_version into
+// a new journal, and migrates an older one in place:
+//   - format 1: every record is read with protobuf's JSON parser into its message, checked as
+//     a read checks it, and rewritten with the format key in one RocksDB WriteBatch, so a crash
+//     during the migration leaves format 1 intact (the next open migrates again); a record that
+//     does not read leaves the journal untouched and fails the open (Corruption naming its key);
+//   - format 2: only the format key is rewritten (its records are format 3 records with the
+//     kind as a name), so that a release that reads format 2 only refuses the journal once it
+//     holds records without the name.
+// Each migration is logged on stderr.
 //
 // Reads see committed data only (Journal::Scan). A damaged record is Corruption naming its key.
 //
@@ -52,7 +57,7 @@ class MessageLite;
 namespace flap::coordinator {
 
 // The journal's format that this release writes (see above).
-inline constexpr int kJournalFormat = 2;
+inline constexpr int kJournalFormat = 3;
 
 // A sweep runs until every trial has ended (finished) or a user cancels it (cancelled).
 enum class SweepState { kRunning, kFinished, kCancelled };
@@ -155,8 +160,8 @@ class StateStore {
   // The metric records of a sweep, or of one of its trials (trial_id non-empty), or of every
   // sweep (sweep_id empty), keyed by trial key, in key order (trial, kind, step).
   StatusOr<Rows<MetricPoint>> Metrics(const std::string& sweep_id = "", const std::string& trial_id = "") const;
-  // Whether a metric record of the trial's `kind` ("train" / "eval") at `step` is committed.
-  StatusOr<bool> HasMetric(const std::string& trial_key, const std::string& kind, int64_t step) const;
+  // Whether a metric record of the trial's `kind` at `step` is committed.
+  StatusOr<bool> HasMetric(const std::string& trial_key, MetricKind kind, int64_t step) const;
   // Every lease table restored from its header and its leases, keyed by epoch key.
   StatusOr<Rows<LeaseTable>> LeaseTables() const;
 

@@ -242,7 +242,7 @@ TEST(StateStore, ATestSplitRecordWithNaNReadsBack) {
   ASSERT_OK_AND_ASSIGN(Rows<MetricPoint> metrics, store->Metrics("d", "t0001"));
   ASSERT_EQ(metrics.size(), 2u);
   const MetricPoint& test = metrics[1].second;
-  EXPECT_EQ(test.kind, "test");
+  EXPECT_EQ(test.kind, MetricKind::kTest);
   EXPECT_TRUE(std::isnan(test.values.at("map10")));
   EXPECT_EQ(test.values.at("t2a_r1"), 0.5);
   EXPECT_EQ(test.step, 10);
@@ -309,7 +309,7 @@ TEST(StateStore, KeysAreTheTablePrefixAndTheKeyWithinTheTable) {
   EXPECT_EQ(SplitTrialKey("d/t0001"), std::make_pair(std::string("d"), std::string("t0001")));
   StateBatch b;
   MetricPoint p;
-  p.kind = "eval";
+  p.kind = MetricKind::kEval;
   p.step = 42;
   b.PutMetric("d/t0001", p);
   Lease l;

@@ -197,6 +197,13 @@ StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string
                                                                const std::string& source, const std::string& sweep_id,
                                                                const TrialSpec& trial);
 
+// The value a trial's sweep gives the config key `key` (its current name): the trial's factor,
+// else the base config's (`base_values`: ConfigValues of its text, which holds current names);
+// nullopt when neither sets it. A factor of a sweep stored before its key was renamed is named
+// by the key's alias (config/trial_config.h, CanonicalConfigKey) and is found too.
+std::optional<std::string> TrialSweepValue(const std::map<std::string, std::string>& base_values,
+                                           const TrialSpec& trial, const std::string& key);
+
 // The global batch a trial fixes (config/trial_config.h, train.global_batch): its factor's value,
 // else the base config's (`base_values`: ConfigValues of its text); 0 when neither sets one (the
 // batch is then train.batch_size per rank, and any group takes the trial). The coordinator hands

@@ -2,6 +2,7 @@
 // the base config's keys (none that a sweep cannot set: SweepKeyProblem), and every trial's
 // config checked whole at submission.
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "config/trial_config.h"
@@ -32,19 +33,23 @@ StatusOr<std::map<std::string, std::string>> TrialConfigValues(const std::string
   return values;
 }
 
+std::optional<std::string> TrialSweepValue(const std::map<std::string, std::string>& base_values,
+                                           const TrialSpec& trial, const std::string& key) {
+  // A sweep submitted before a key was renamed names its factor by the alias.
+  for (const auto& [name, value] : trial.factors) {
+    if (CanonicalConfigKey(name) == key) return value;
+  }
+  const auto base = base_values.find(key);  // ConfigValues: current names already
+  if (base != base_values.end()) return base->second;
+  return std::nullopt;
+}
+
 int64_t TrialGlobalBatch(const std::map<std::string, std::string>& base_values, const TrialSpec& trial) {
   const std::string key = "train.global_batch";
-  const auto factor = trial.factors.find(key);
-  const auto base = base_values.find(key);
-  std::string value;
-  if (factor != trial.factors.end())
-    value = factor->second;
-  else if (base != base_values.end())
-    value = base->second;
-  else
-    return 0;
+  const std::optional<std::string> value = TrialSweepValue(base_values, trial, key);
+  if (!value) return 0;
   TrialConfig c;
-  return ApplyConfigValues({{key, value}}, &c).ok() ? c.train.global_batch : 0;
+  return ApplyConfigValues({{key, *value}}, &c).ok() ? c.train.global_batch : 0;
 }
 
 void ResolveAshaUnit(SweepSpec* spec, const std::string& base_config) {

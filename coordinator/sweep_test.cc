@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -207,6 +208,12 @@ TEST(SweepAliases, EarlierKeyNamesAreRefusedInNewSweepsAndReadInStoredOnes) {
     EXPECT_EQ(values.at("loss.recon_weight"), "0.5") << base;
     EXPECT_EQ(values.count("recon.weight"), 0u) << base;
   }
+  // Its value for a key (the metrics' factor labels): by the current name, the factor first.
+  const std::map<std::string, std::string> base = ConfigValues("[recon]\nweight = 1\n[text]\naugment = on\n");
+  EXPECT_EQ(TrialSweepValue(base, trial, "loss.recon_weight"), std::optional<std::string>("0.5"));
+  EXPECT_EQ(TrialSweepValue(base, trial, "text.augment"), std::optional<std::string>("on"));
+  EXPECT_EQ(TrialSweepValue(base, trial, "recon.weight"), std::nullopt);
+  EXPECT_EQ(TrialSweepValue(base, trial, "mask.ratio"), std::nullopt);
 }
 
 TEST(CheckTrialConfigs, NamesTheFirstTrialOfEachProblem) {

@@ -83,6 +83,30 @@ StatusOr<FailureCause> ParseFailureCause(const std::string& name) {
   return Status::InvalidArgument("unknown failure cause '" + name + "'");
 }
 
+const char* MetricKindName(MetricKind kind) {
+  switch (kind) {
+    case MetricKind::kTrain:
+      return "train";
+    case MetricKind::kEval:
+      return "eval";
+    case MetricKind::kTest:
+      return "test";
+  }
+  return "train";
+}
+
+StatusOr<MetricKind> ParseMetricKind(const std::string& name) {
+  for (MetricKind k : {MetricKind::kTrain, MetricKind::kEval, MetricKind::kTest}) {
+    if (name == MetricKindName(k)) return k;
+  }
+  return Status::InvalidArgument("unknown metric kind '" + name + "' (train, eval or test)");
+}
+
+MetricKind MetricKindFromName(const std::string& name) {
+  const StatusOr<MetricKind> kind = ParseMetricKind(name);
+  return kind.ok() ? *kind : MetricKind::kTrain;
+}
+
 Trial::Trial(std::string id, RetryBudgets budgets) {
   assert(!id.empty());
   assert(budgets.preemption >= 0 && budgets.node_fault >= 0 && budgets.trial_error >= 0);

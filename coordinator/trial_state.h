@@ -68,6 +68,16 @@ enum class FailureCause { kPreemption, kNodeFault, kTrialError };
 const char* FailureCauseName(FailureCause cause);
 StatusOr<FailureCause> ParseFailureCause(const std::string& name);
 
+// A metric record's kind: training progress, an evaluation on the validation split (which
+// decides: ASHA, checkpoint selection), or the test split's evaluation of the selected checkpoint
+// (once per trial; reported, never decides).
+enum class MetricKind { kTrain, kEval, kTest };
+// "train" | "eval" | "test" (the journal's metric keys, logs, the worker's outbox, GetMetrics),
+// and back: ParseMetricKind gives InvalidArgument for another name; MetricKindFromName kTrain.
+const char* MetricKindName(MetricKind kind);
+StatusOr<MetricKind> ParseMetricKind(const std::string& name);
+MetricKind MetricKindFromName(const std::string& name);
+
 // Requeues allowed per cause before the trial is marked failed. Each >= 0.
 struct RetryBudgets {
   int preemption = 20;  // preemption is routine on shared clusters

@@ -195,7 +195,7 @@ TEST(HardeningBest, ExportTakesNoLocalKeyOrPathFromTheCoordinator) {
   }
   StatusOr<TrialConfig> loaded = LoadTrialConfigFile(exported + "/config.ini");
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
-  EXPECT_EQ(loaded->trial_id, "s-t0");
+  EXPECT_EQ(loaded->train.trial_id, "s-t0");
   EXPECT_TRUE(Contains(ReadFile(exported + "/args"), " --data.path mine\n")) << ReadFile(exported + "/args");
 }
 

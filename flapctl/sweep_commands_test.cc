@@ -468,9 +468,9 @@ TEST_F(SweepBest, ExportRunsTheWorkerWithTheTrialsConfigAndCard) {
   EXPECT_EQ(config->mask.ratio, 0.5);
   EXPECT_EQ(config->mask.strategy, core::MaskStrategy::k1d);
   EXPECT_EQ(config->train.seed, 2u);
-  EXPECT_EQ(config->trial_id, "best-" + t_1d);
+  EXPECT_EQ(config->train.trial_id, "best-" + t_1d);
   EXPECT_EQ(config->ckpt.metric, "t2a_r1");
-  EXPECT_EQ(config->preset, "tiny");
+  EXPECT_EQ(config->model.preset, "tiny");
 
   const nlohmann::json card = nlohmann::json::parse(ReadFile(dir + "/card.json"));
   EXPECT_EQ(card["sweep"], "best");

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/file_util.h"
+#include "common/path_name.h"
 #include "config/trial_config.h"
 #include "coordinator/client.h"
 #include "metrics/metrics.h"
@@ -41,10 +42,7 @@ std::string DefaultGroupId() {
   }
   if (!Env("SLURM_JOB_ID").empty()) return "slurm-" + Env("SLURM_JOB_ID");
   char buf[256] = {0};
-  std::string host = gethostname(buf, sizeof(buf) - 1) == 0 ? buf : "localhost";
-  for (char& c : host) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '-';
-  }
+  const std::string host = CleanPathNameChars(gethostname(buf, sizeof(buf) - 1) == 0 ? buf : "localhost", '-');
   return host.substr(0, 40) + "-" + std::to_string(getpid());
 }
 

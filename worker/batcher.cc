@@ -82,7 +82,7 @@ core::Batch AssembleBatch(const std::vector<SampleView>& samples, int64_t epoch,
     const Clip& clip = *sample.clip;
     const int64_t start = CropStart(config, clip.key, epoch, sample.frames);
     std::memcpy(spec_out + i * frames * bins, sample.spec + start * bins, sizeof(float) * frames * bins);
-    CaptionChoice c = ChooseCaption(config.augment_prob, config.train.seed, clip.key, epoch, clip.captions.size(),
+    CaptionChoice c = ChooseCaption(config.text.augment_prob, config.train.seed, clip.key, epoch, clip.captions.size(),
                                     clip.captions_augment.size());
     captions.push_back(c.augmented ? &clip.captions_augment[c.index] : &clip.captions[c.index]);
     for (int64_t v = 0; drop && v < views; ++v) {

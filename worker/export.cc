@@ -281,7 +281,7 @@ StatusOr<nlohmann::json> ExportModel(const ExportOptions& options, const std::st
   if (!options.force) FLAP_RETURN_IF_ERROR(CheckAgainstRecord(config, record, options.model_path));
   FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
   FLAP_ASSIGN_OR_RETURN(sharding::TextTokenizer tokenizer,
-                        sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text_tokenizer));
+                        sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text.tokenizer));
   // The tokenizer's files, copied under their usual names: tokenizer.model; vocab.json and
   // merges.txt; or tokenizer.json.
   std::map<std::string, std::string> tokenizer_files;
@@ -451,7 +451,7 @@ StatusOr<InferenceModel> LoadInferenceModel(const std::string& model, const Tria
     if (!force) FLAP_RETURN_IF_ERROR(CheckAgainstRecord(config, record, model));
     FLAP_ASSIGN_OR_RETURN(sharding::Manifest manifest, sharding::ReadManifest(config.data.path));
     FLAP_ASSIGN_OR_RETURN(tokenizer,
-                          sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text_tokenizer));
+                          sharding::TextTokenizer::ForDataset(config.data.path, manifest, config.text.tokenizer));
     sample_rate = manifest.sample_rate;
     auto loaded = LoadModel(&config, *tokenizer, model);
     if (!loaded.ok()) return Status::InvalidArgument(loaded.status().message());

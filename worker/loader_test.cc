@@ -44,8 +44,8 @@ class LoaderTest : public ::testing::Test {
     c.train.batch_size = 8;
     c.train.seed = 11;
     c.mask.ratio = 0.5;
-    c.augment = "0.5";
-    c.augment_prob = 0.5;
+    c.text.augment = "0.5";
+    c.text.augment_prob = 0.5;
     return c;
   }
   static LoaderOptions Options(int threads, const std::string& cache = "", int shuffle_shards = 3) {
@@ -402,8 +402,8 @@ TEST_F(LoaderTest, ArmsOfOneSeedReadTheSameSamplesInTheSameOrder) {
   b.mask.ratio = 0.75;
   b.mask.strategy = core::MaskStrategy::k1d;
   b.optim.lr = 3e-3;
-  b.augment = "off";
-  b.augment_prob = 0.0;
+  b.text.augment = "off";
+  b.text.augment_prob = 0.0;
   auto la = Start(a, 1), lb = Start(b, 2);
   const int n = 2 * static_cast<int>(la->steps_per_epoch());
   auto ba = Take(*la, n), bb = Take(*lb, n);

@@ -211,8 +211,8 @@ class RobertaTraining : public ::testing::Test {
     c.model.text_heads = 4;
     c.text_heads_set = true;
     c.model.text_max_len = 16;
-    c.init_text = RobertaFile();
-    c.text_tokenizer = Bpe();
+    c.model.init_text = RobertaFile();
+    c.text.tokenizer = Bpe();
     c.model.num_mel_bins = 64;
     c.model.target_frames = 64;
     c.model.audio_width = 64;
@@ -237,7 +237,7 @@ std::string* RobertaTraining::why_skipped_ = nullptr;
 TEST_F(RobertaTraining, LearnsRetrievalAndRecordsItsTokenizer) {
   TrialConfig config = Config();
   config.ckpt.root = *dir_ / "ckpt";
-  config.trial_id = "roberta";
+  config.train.trial_id = "roberta";
   std::ostringstream log;
   auto untrained = RunEvaluation(config, "", log);
   ASSERT_OK(untrained) << log.str();
@@ -299,7 +299,7 @@ TEST_F(RobertaTraining, LearnsRetrievalAndRecordsItsTokenizer) {
   // A text warm start from that export under another tokenizer (the dataset's SentencePiece)
   // is refused, naming both identities.
   TrialConfig spm = SmallTrialConfig(Data());
-  spm.init_text = *dir_ / "export/model.safetensors";
+  spm.model.init_text = *dir_ / "export/model.safetensors";
   std::ostringstream spm_log;
   auto refused = RunTraining(spm, spm_log);
   ASSERT_FALSE(refused.ok());
@@ -312,7 +312,7 @@ TEST_F(RobertaTraining, LearnsRetrievalAndRecordsItsTokenizer) {
       << refused.status().ToString();
   // Under the same BPE it warm-starts (a run of one step).
   TrialConfig again = Config();
-  again.init_text = *dir_ / "export/model.safetensors";
+  again.model.init_text = *dir_ / "export/model.safetensors";
   again.train.max_steps = 1;
   std::ostringstream again_log;
   ASSERT_OK(RunTraining(again, again_log).status()) << again_log.str();

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/path_name.h"
 #include "worker/lease_source.h"
 
 namespace flap::worker {
@@ -43,14 +44,6 @@ std::string Record(const std::string& type, const v1::TrialRef& trial, nlohmann:
   fields["trial"] = trial.trial_id();
   fields["attempt"] = trial.attempt();
   return fields.dump();
-}
-
-// `name` with every character outside [A-Za-z0-9._-] replaced by '_' (a file name).
-std::string FileSafe(std::string name) {
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
-  }
-  return name;
 }
 
 }  // namespace
@@ -202,7 +195,7 @@ Status Speaker::OpenOutbox(const std::string& coordinator_id) {
     root = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/flap-outbox-" + std::to_string(getuid());
   }
   OutboxOptions o;
-  o.dir = root + "/" + FileSafe(coordinator_id + "-" + group_);
+  o.dir = root + "/" + CleanPathNameChars(coordinator_id + "-" + group_);
   auto box = Outbox::Open(o);
   if (!box.ok() && box.status().code() == Status::Code::kFailedPrecondition) {
     // Another live process holds the folder (a group of the same name): a folder of its own.

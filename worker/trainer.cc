@@ -54,17 +54,17 @@ Status SetTextTower(TrialConfig* config, const sharding::TextTokenizer& tokenize
   config->model.vocab_size = tokenizer.vocab_size();
   config->model.text_pad_id = tokenizer.pad_id();
   config->model.text_end_id = tokenizer.end_id();
-  if (read_file && !config->init_text.empty()) {
+  if (read_file && !config->model.init_text.empty()) {
     // A file that records its tokenizer (an export) must have been trained with this one: checked
     // before its shape, whose vocabulary would differ too.
-    auto index = ReadSafetensorsIndex(config->init_text);
+    auto index = ReadSafetensorsIndex(config->model.init_text);
     if (!index.ok()) return index.status().WithContext("model.init_text");
     FLAP_RETURN_IF_ERROR(
-        CheckTokenizerIdentity(index->metadata, config->init_text, tokenizer).WithContext("model.init_text"));
+        CheckTokenizerIdentity(index->metadata, config->model.init_text, tokenizer).WithContext("model.init_text"));
   }
-  FLAP_ASSIGN_OR_RETURN(config->model, ResolveTextTower(config->model, read_file ? config->init_text : "",
-                                                        config->text_heads_set));
-  if (config->model.text_roberta() && !config->init_text.empty()) config->text_heads_set = true;
+  FLAP_ASSIGN_OR_RETURN(
+      config->model, ResolveTextTower(config->model, read_file ? config->model.init_text : "", config->text_heads_set));
+  if (config->model.text_roberta() && !config->model.init_text.empty()) config->text_heads_set = true;
   return config->Validate();
 }
 
@@ -72,7 +72,7 @@ Status SetTextTower(TrialConfig* config, const sharding::TextTokenizer& tokenize
 // reported by the warm start itself), initialised from train.seed.
 core::FlapModel BuildSeededModel(TrialConfig* config) {
   core::ModelConfig model = config->model;
-  auto layout = ResolveAudioPosLayout(model.audio_pos_layout, config->init_audio);
+  auto layout = ResolveAudioPosLayout(model.audio_pos_layout, config->model.init_audio);
   model.audio_pos_layout = layout.ok() ? *layout : "flap";
   torch::manual_seed(config->train.seed);
   return core::FlapModel(model, config->loss.logit_scale_init);
@@ -88,7 +88,7 @@ FeatureOptions DataOptions(const TrialConfig& c) {
   o.max_frames = c.data.max_frames;
   o.num_mel_bins = c.model.num_mel_bins;
   o.threads = c.data.loader_threads;
-  o.text_tokenizer = c.text_tokenizer;
+  o.text_tokenizer = c.text.tokenizer;
   const std::string& cache = c.data.fbank_cache;
   if (cache.empty() || cache == "off") return o;
   o.memory_budget_bytes = c.data.feature_memory_mb << 20;
@@ -180,7 +180,7 @@ Status Trainer::LoadData() {
   const DataConfig& d = config_.data;
   FLAP_ASSIGN_OR_RETURN(manifest_, sharding::ReadManifest(d.path));
   FLAP_ASSIGN_OR_RETURN(sharding::TextTokenizer tokenizer,
-                        sharding::TextTokenizer::ForDataset(d.path, manifest_, config_.text_tokenizer));
+                        sharding::TextTokenizer::ForDataset(d.path, manifest_, config_.text.tokenizer));
   tokenizer_.emplace(std::move(tokenizer));
   FLAP_ASSIGN_OR_RETURN(Dataset eval, Dataset::Load(d.path, d.val_split, feature_options_));
   eval_.emplace(std::move(eval));
@@ -217,7 +217,8 @@ Status Trainer::BuildModel() {
   FLAP_RETURN_IF_ERROR(SetTextTower(&config_, *tokenizer_));
   outcome_.model = BuildSeededModel(&config_);
   // On the CPU; a text file recording another tokenizer is refused.
-  FLAP_RETURN_IF_ERROR(WarmStart(outcome_.model, config_.init_audio, config_.init_text, *log_, &*tokenizer_));
+  FLAP_RETURN_IF_ERROR(
+      WarmStart(outcome_.model, config_.model.init_audio, config_.model.init_text, *log_, &*tokenizer_));
   outcome_.model->to(device_);  // initialised on the CPU from the seed, the same on every device
   // The step budget: epochs, max_steps and max_samples, whichever is fewest steps.
   const TrainConfig& t = config_.train;
@@ -414,10 +415,10 @@ void Trainer::LogPlan() {
   }
   *log_ << "train: " << train_clips_ << " clips streamed by " << loader_options_.threads
         << " loader threads, eval: " << eval_->size() << " clips / " << eval_->num_captions()
-        << " captions, features in " << FormatDuration(load_s_) << "; preset " << c.preset << ", mask " << c.mask.ratio
-        << " " << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/" << c.model.num_patches()
-        << " tokens kept), loss.recon_weight " << c.loss.recon_weight << ", text.augment " << c.augment << "; "
-        << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_
+        << " captions, features in " << FormatDuration(load_s_) << "; preset " << c.model.preset << ", mask "
+        << c.mask.ratio << " " << core::MaskStrategyName(c.mask.strategy) << " (" << kept_ << "/"
+        << c.model.num_patches() << " tokens kept), loss.recon_weight " << c.loss.recon_weight << ", text.augment "
+        << c.text.augment << "; " << total_steps_ << " steps of global batch " << global_batch_ << " (" << world_
         << " rank(s) x " << (c.train.global_batch > 0 ? "" : "train.batch_size ") << b << " per rank"
         << (c.train.global_batch > 0 ? " of train.global_batch" : "") << "; " << global_batch_
         << " negatives per step); threads: " << thread_plan_.compute << " compute + " << loader_options_.threads
@@ -1048,7 +1049,7 @@ nlohmann::json TokenizerRecord(const sharding::TextTokenizer& tokenizer) {
 StatusOr<core::FlapModel> LoadModel(TrialConfig* config, const sharding::TextTokenizer& tokenizer,
                                     const std::string& model_path, const c10::Device& device) {
   // A run's recorded config holds the shape it built: the warm-start file may be gone since.
-  FLAP_RETURN_IF_ERROR(SetTextTower(config, tokenizer, std::filesystem::exists(config->init_text)));
+  FLAP_RETURN_IF_ERROR(SetTextTower(config, tokenizer, std::filesystem::exists(config->model.init_text)));
   core::FlapModel model = BuildSeededModel(config);
   model->to(device);
   if (model_path.empty()) return model;

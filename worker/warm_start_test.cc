@@ -533,23 +533,23 @@ TEST_F(WarmStart, ConfigKeysAndHash) {
   std::string text;
   ASSERT_OK(ParseTrialConfig({"--model.init_audio", "a.safetensors", "--model.init_text", "t.safetensors"}, &config,
                              &help, &text));
-  EXPECT_EQ(config.init_audio, "a.safetensors");
-  EXPECT_EQ(config.init_text, "t.safetensors");
+  EXPECT_EQ(config.model.init_audio, "a.safetensors");
+  EXPECT_EQ(config.model.init_text, "t.safetensors");
   EXPECT_EQ(config.ToMap().at("model.init_audio"), "a.safetensors");
   TrialConfig plain;
   TrialConfig audio = plain;
-  audio.init_audio = "a.safetensors";
+  audio.model.init_audio = "a.safetensors";
   TrialConfig other = plain;
-  other.init_audio = "b.safetensors";
+  other.model.init_audio = "b.safetensors";
   EXPECT_NE(plain.Hash(), audio.Hash());
   EXPECT_NE(audio.Hash(), other.Hash());
   TrialConfig moved = plain;
-  moved.init_text = "t.safetensors";
+  moved.model.init_text = "t.safetensors";
   EXPECT_NE(plain.Hash(), moved.Hash());
   // The preset does not reset them (they are not model architecture fields).
   TrialConfig preset;
   ASSERT_OK(ParseTrialConfig({"--model.preset", "tiny", "--model.init_audio", "a.safetensors"}, &preset, &help, &text));
-  EXPECT_EQ(preset.init_audio, "a.safetensors");
+  EXPECT_EQ(preset.model.init_audio, "a.safetensors");
 }
 
 // Training starts from the file: with a negligible learning rate the trained audio encoder is
@@ -570,11 +570,11 @@ TEST_F(WarmStart, TrainingStartsFromTheFile) {
 
   auto source = Build(config.model, 9);
   ASSERT_OK(WriteSafetensors(Path("init.safetensors"), AudioMaeLayout(source)));
-  config.init_audio = Path("init.safetensors");
+  config.model.init_audio = Path("init.safetensors");
   std::ostringstream log;
   auto outcome = RunTraining(config, log);
   ASSERT_OK(outcome) << outcome.status().ToString() << "\n" << log.str();
-  EXPECT_NE(log.str().find("warm start: audio encoder loaded from '" + config.init_audio + "' (" +
+  EXPECT_NE(log.str().find("warm start: audio encoder loaded from '" + config.model.init_audio + "' (" +
                            std::to_string(4 + 12 * config.model.audio_depth) + " tensors; ignored 5"),
             std::string::npos)
       << log.str();
@@ -584,13 +584,13 @@ TEST_F(WarmStart, TrainingStartsFromTheFile) {
     EXPECT_TRUE(torch::allclose(trained.at(name), want.at(name), 0, 1e-6)) << name;
   }
 
-  config.init_text = Path("init.safetensors");  // audio names: nothing fits the text encoder
+  config.model.init_text = Path("init.safetensors");  // audio names: nothing fits the text encoder
   std::ostringstream log2;
   auto refused = RunTraining(config, log2);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("model.init_text: cannot warm-start the text encoder"), std::string::npos)
       << refused.status().ToString();
-  config.init_text = Path("absent.safetensors");
+  config.model.init_text = Path("absent.safetensors");
   auto absent = RunTraining(config, log2);
   ASSERT_FALSE(absent.ok());
   EXPECT_EQ(absent.status().code(), Status::Code::kNotFound);

@@ -49,6 +49,8 @@ class TestCoordinator {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(*s);
   }
+  // Stops the server (cleanly); Start() starts it again on the same state (on a new port).
+  void Stop() { server_.reset(); }
   // Stops the server (cleanly) and starts it again on the same state.
   void Restart() {
     server_.reset();
