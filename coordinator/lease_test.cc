@@ -497,7 +497,9 @@ TEST(LeaseTable, AResumedAttemptReadingPositionsAgainRescindsTheLostAttemptsComp
     auto l = t.AcquireAt(p, "g/0#p" + std::to_string(p), 1, 10, nullptr);
     ASSERT_OK(l);
     first.push_back(*l);
-    if (p < 4) ASSERT_OK(t.Complete(l->id, 20));
+    if (p < 4) {
+      ASSERT_OK(t.Complete(l->id, 20));
+    }
   }
   EXPECT_EQ(t.done_shards(), 4);
   // Completing position 2 again in attempt 1 is refused.

@@ -291,7 +291,9 @@ TEST(LeaseShardSource, AResumedAttemptReplaysItsPositionsAndTheLostCompletionsAr
   for (int64_t i = 1; i < 4; ++i) {
     auto s = second->ShardAt(0, i);
     ASSERT_TRUE(s.ok() && s->has_value()) << s.status().ToString();
-    if (i < 3) EXPECT_EQ((*s)->name, read[static_cast<size_t>(i)].name);
+    if (i < 3) {
+      EXPECT_EQ((*s)->name, read[static_cast<size_t>(i)].name);
+    }
     ASSERT_OK(second->Done(0, **s));
   }
   EXPECT_EQ(second->completed(), 3);
