@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 
 constexpr const char* kPrefix = "outbox-";
 constexpr const char* kSuffix = ".rec";
+constexpr const char* kMark = "ACKED";  // the highest sequence number acknowledged
 constexpr size_t kHeader = 8 + 4 + 8;
 constexpr uint64_t kMaxRecord = 64u << 20;  // larger sizes read back are damage
 
@@ -102,6 +103,37 @@ Status AppendSynced(const std::string& path, const std::string& bytes, bool* cre
   return Status::OK();
 }
 
+// The acknowledgement mark: "<sequence>\n"; 0 when the file is missing or does not hold one.
+uint64_t ReadMark(const std::string& path) {
+  StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok() || text->empty() || text->size() > 24 || text->back() != '\n') return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i + 1 < text->size(); ++i) {
+    const char c = (*text)[i];
+    if (c < '0' || c > '9') return 0;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return v;
+}
+
+// Replaces `path` by `text` through `path`.tmp and a rename, without a sync: readers (a process
+// started after a SIGKILL) see the old or the new mark, never a mix. The folder is locked, so the
+// temporary name is this process's alone.
+Status ReplaceUnsynced(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Status::IOError("outbox: cannot open " + tmp + ": " + std::strerror(errno));
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int err = errno;
+  ::close(fd);
+  if (!written || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = written ? errno : err;
+    ::unlink(tmp.c_str());
+    return Status::IOError("outbox: cannot write " + path + ": " + std::strerror(e));
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
@@ -130,25 +162,30 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
   if (ec) return Status::IOError("outbox: cannot list " + options.dir + ": " + ec.message());
   std::sort(files.begin(), files.end());
   MutexLock lock(&box->mu_);  // nothing else holds the box yet; its state is set under mu_ all the same
-  // Records already read from an earlier file (Close writes memory anew before removing the
-  // segment it came from) are skipped.
+  const uint64_t mark = ReadMark(options.dir + "/" + kMark);
+  box->last_ = mark;
+  uint64_t first_fresh = 0;
+  // Records at or below the mark are acknowledged; records already read from an earlier file
+  // (a folder written by an outbox that wrote its memory to a segment at Close) are skipped.
   for (const auto& [first, path] : files) {
     FLAP_ASSIGN_OR_RETURN(auto records, ReadSegment(path));
     size_t fresh = 0;
-    for (const auto& [seq, record] : records) fresh += seq > box->last_;
+    for (const auto& [seq, record] : records) {
+      if (seq <= box->last_) continue;
+      if (first_fresh == 0) first_fresh = seq;
+      ++fresh;
+      box->last_ = seq;
+    }
     if (fresh == 0) {
       fs::remove(path, ec);
       continue;
     }
-    box->segments_.push_back({path, first, fresh});
-    box->last_ = std::max(box->last_, records.back().first);
+    box->segments_.push_back({path, box->last_, records.size(), fresh});
   }
-  if (!box->segments_.empty()) {
-    box->acknowledged_ = box->segments_.front().first - 1;
-    FLAP_RETURN_IF_ERROR(box->LoadOldest());
-  } else {
-    box->acknowledged_ = box->last_;
-  }
+  box->acknowledged_ = box->segments_.empty() ? box->last_ : std::max(mark, first_fresh - 1);
+  box->cached_ = box->acknowledged_;
+  box->durable_ = box->last_;
+  FLAP_RETURN_IF_ERROR(box->Refill());
   return box;
 }
 
@@ -171,40 +208,113 @@ uint64_t Outbox::Push(std::string record, Status* spill_error) {
   }
   const uint64_t seq = ++last_;
   cv_.SignalAll();
-  if (unspilled_.empty() && segments_.empty() && memory_.size() < options_.memory_records) {
+  const Status written = Append(seq, record);
+  if (!written.ok() && spill_error != nullptr) *spill_error = written;
+  if (cached_ == seq - 1 && memory_.size() < options_.memory_records) {
     memory_.emplace_back(seq, std::move(record));
-    return seq;
+    cached_ = seq;
+  } else if (written.ok()) {
+    ++segments_.back().unread;
+  } else {
+    unspilled_.emplace_back(seq, std::move(record));  // in order, behind every record on disk
   }
-  if (unspilled_.empty()) {
-    const Status spilled = Spill(seq, record);
-    if (spilled.ok()) return seq;
-    if (spill_error != nullptr) *spill_error = spilled;
-  }
-  // The disk refused it: kept in memory behind the segments, in order.
-  unspilled_.emplace_back(seq, std::move(record));
   return seq;
 }
 
-Status Outbox::Spill(uint64_t seq, const std::string& record) {
-  const bool fresh = segments_.empty() || segments_.back().records >= options_.memory_records;
-  const std::string path = fresh ? SegmentPath(seq) : segments_.back().path;
+std::string Outbox::EncodeNotDurable(uint64_t* first, size_t* count) const {
+  std::string bytes;
+  for (const auto* records : {&memory_, &unspilled_}) {
+    for (const auto& [seq, record] : *records) {
+      if (seq <= durable_) continue;
+      if (*first == 0) *first = seq;
+      bytes += Encode(seq, record);
+      ++*count;
+    }
+  }
+  return bytes;
+}
+
+Status Outbox::Append(uint64_t seq, const std::string& record) {
+  // The records the disk refused earlier (not acknowledged yet) go first, in order.
+  uint64_t first = 0;
+  size_t count = 0;
+  std::string bytes = EncodeNotDurable(&first, &count);
+  ++count;
+  if (first == 0) first = seq;
+  bytes += Encode(seq, record);
+  const bool fresh = append_new_segment_ || segments_.empty() || segments_.back().records >= options_.memory_records;
+  const std::string path = fresh ? SegmentPath(first) : segments_.back().path;
   bool created = false;
-  FLAP_RETURN_IF_ERROR(AppendSynced(path, Encode(seq, record), &created));
-  if (created) FLAP_RETURN_IF_ERROR(SyncDir(options_.dir));
-  if (fresh) segments_.push_back({path, seq, 0});
-  ++segments_.back().records;
+  Status s = AppendSynced(path, bytes, &created);
+  if (s.ok() && created) s = SyncDir(options_.dir);
+  if (!s.ok()) {
+    append_new_segment_ = true;  // its end may hold a torn record: nothing goes behind it
+    std::error_code ec;
+    if (created) fs::remove(path, ec);
+    return s;
+  }
+  if (fresh) segments_.push_back({path, 0, 0, 0});
+  append_new_segment_ = false;
+  Segment& back = segments_.back();
+  back.last = seq;
+  back.records += count;
+  back.unread += unspilled_.size();  // durable now: read back from disk when their turn comes
+  unspilled_.clear();
+  durable_ = seq;
   return Status::OK();
 }
 
-Status Outbox::LoadOldest() {
-  const Segment s = segments_.front();
-  FLAP_ASSIGN_OR_RETURN(auto records, ReadSegment(s.path));
-  segments_.pop_front();
-  for (auto& r : records) {
-    if (r.first > acknowledged_) memory_.push_back(std::move(r));
+Status Outbox::Refill() {
+  Status damaged;
+  for (Segment& segment : segments_) {
+    if (memory_.size() >= options_.memory_records) break;
+    if (segment.unread == 0) continue;
+    auto records = ReadSegment(segment.path);
+    size_t taken = 0;
+    if (records.ok()) {
+      for (auto& r : *records) {
+        if (r.first <= cached_ || memory_.size() >= options_.memory_records) continue;
+        cached_ = r.first;
+        memory_.push_back(std::move(r));
+        ++taken;
+      }
+    }
+    if (taken == 0) {  // the file changed under the outbox: its records are lost
+      if (damaged.ok()) {
+        damaged = records.ok() ? Status::IOError("outbox: " + segment.path + " lost its records") : records.status();
+      }
+      segment.unread = 0;
+      cached_ = std::max(cached_, segment.last);
+      continue;
+    }
+    segment.unread -= std::min(segment.unread, taken);
   }
-  loaded_ = s.path;
-  return Status::OK();
+  if (memory_.empty()) {
+    memory_.swap(unspilled_);
+    if (!memory_.empty()) cached_ = memory_.back().first;
+  }
+  return damaged;
+}
+
+Status Outbox::RemoveAcknowledged() {
+  Status s;
+  while (!segments_.empty() && segments_.front().last <= acknowledged_) {
+    // The segment being appended to stays until full: removing it would cost the next Push a
+    // new file and a folder sync.
+    if (segments_.size() == 1 && !append_new_segment_ && segments_.front().records < options_.memory_records) break;
+    std::error_code ec;
+    fs::remove(segments_.front().path, ec);
+    if (ec && s.ok()) s = Status::IOError("outbox: cannot remove " + segments_.front().path + ": " + ec.message());
+    segments_.pop_front();
+  }
+  if (segments_.empty()) append_new_segment_ = true;
+  return s;
+}
+
+Status Outbox::WriteMark(bool sync) {
+  const std::string path = options_.dir + "/" + kMark;
+  const std::string text = std::to_string(acknowledged_) + "\n";
+  return sync ? WriteFileAtomic(path, text, 0600) : ReplaceUnsynced(path, text);
 }
 
 bool Outbox::Front(uint64_t* seq, std::string* record, std::chrono::milliseconds wait) {
@@ -224,17 +334,15 @@ Status Outbox::Pop() {
   acknowledged_ = memory_.front().first;
   memory_.pop_front();
   cv_.SignalAll();
-  if (!memory_.empty()) return Status::OK();
-  if (!loaded_.empty()) {
-    std::error_code ec;
-    fs::remove(loaded_, ec);
-    const std::string removed = loaded_;
-    loaded_.clear();
-    if (ec) return Status::IOError("outbox: cannot remove " + removed + ": " + ec.message());
+  // The mark before the removals: a segment outliving a crash between them is all at or below it.
+  Status s = WriteMark(false);
+  Status removed = RemoveAcknowledged();
+  if (s.ok()) s = removed;
+  if (memory_.empty()) {
+    Status refilled = Refill();
+    if (s.ok()) s = refilled;
   }
-  if (!segments_.empty()) return LoadOldest();
-  memory_.swap(unspilled_);
-  return Status::OK();
+  return s;
 }
 
 bool Outbox::WaitAcknowledged(uint64_t seq, std::chrono::milliseconds wait) {
@@ -249,7 +357,7 @@ bool Outbox::WaitAcknowledged(uint64_t seq, std::chrono::milliseconds wait) {
 size_t Outbox::size() const {
   MutexLock lock(&mu_);
   size_t n = memory_.size() + unspilled_.size();
-  for (const Segment& s : segments_) n += s.records;
+  for (const Segment& s : segments_) n += s.unread;
   return n;
 }
 
@@ -267,20 +375,14 @@ Status Outbox::Close() {
   MutexLock lock(&mu_);
   if (closed_) return Status::OK();
   closed_ = true;
-  // Memory first, then what the disk refused earlier (after every segment): each as a segment
-  // named by its first record, so a later Open reads them back in order.
-  for (const auto* records : {&memory_, &unspilled_}) {
-    if (records->empty()) continue;
-    std::string bytes;
-    for (const auto& [seq, record] : *records) bytes += Encode(seq, record);
-    FLAP_RETURN_IF_ERROR(WriteFileAtomic(SegmentPath(records->front().first), bytes, 0600));
-  }
-  if (!loaded_.empty() && (memory_.empty() || loaded_ != SegmentPath(memory_.front().first))) {
-    std::error_code ec;
-    fs::remove(loaded_, ec);
-  }
-  loaded_.clear();
-  return Status::OK();
+  // The records the disk refused, as a segment named by the first of them (after every other).
+  uint64_t first = 0;
+  size_t count = 0;
+  const std::string bytes = EncodeNotDurable(&first, &count);
+  Status s;
+  if (first != 0) s = WriteFileAtomic(SegmentPath(first), bytes, 0600);
+  const Status marked = WriteMark(true);
+  return s.ok() ? marked : s;
 }
 
 }  // namespace flap::worker

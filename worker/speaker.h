@@ -8,7 +8,9 @@
 // call in flight) is retried with backoff from 100 ms to 2 s for as long as it lasts; any answer,
 // refusals included, acknowledges the record. A refusal that says the trial's attempt is stale
 // marks the trial taken (Taken). An evaluation's record is waited for (up to the retry window),
-// since its answer may stop the trial at an ASHA rung; the other records do not hold up training.
+// since its answer may stop the trial at an ASHA rung; the other records do not wait for an
+// answer. Each record costs its caller the outbox's sync to disk (worker/outbox.h: a few ms),
+// so that a group killed with SIGKILL loses none.
 //
 // The outbox's folder is OUTBOX_ROOT/<coordinator id>-<group> (OUTBOX_ROOT: SpeakerOptions,
 // by default $TMPDIR/flap-outbox-<uid>): the coordinator's id comes with its answer to
