@@ -24,7 +24,9 @@ TEST(PathName, ACleanedNameHasOnlyPathNameCharacters) {
   ASSERT_EQ(cleaned.size(), all.size());
   for (size_t i = 0; i < cleaned.size(); ++i) {
     EXPECT_TRUE(IsPathNameChar(cleaned[i])) << "byte " << i + 1;
-    if (IsPathNameChar(all[i])) EXPECT_EQ(cleaned[i], all[i]) << "byte " << i + 1;
+    if (IsPathNameChar(all[i])) {
+      EXPECT_EQ(cleaned[i], all[i]) << "byte " << i + 1;
+    }
   }
   EXPECT_EQ(PathNameProblem(cleaned.substr(0, kMaxPathNameLength)), "");  // starts with '_' (byte 1)
 }
