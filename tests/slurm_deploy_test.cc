@@ -552,7 +552,11 @@ TEST_F(SlurmDeployTwoNodes, AWorkerJobWhoseAllocationLosesANodeRequeuesItselfAnd
   hit.resize(1);
   Preemption& p = hit[0];
   p.how = "allocation shrunk";
-  const RunResult r = cluster_->Scontrol("update JobId=" + p.job + " NumNodes=1");
+  // By the task's own job id: Slurm 24.11 takes ARRAY_TASK for the array's pending part ("Job is
+  // no longer pending execution").
+  const std::string raw = Field(p.job, "JobId");
+  ASSERT_FALSE(raw.empty()) << p.job;
+  const RunResult r = cluster_->Scontrol("update JobId=" + raw + " NumNodes=1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::cout << "job " << p.job << " shrunk to one node at " << Elapsed() << " s: trial " << p.trial << " attempt "
             << p.attempt << ", checkpoint at step " << p.checkpoint_step << std::endl;

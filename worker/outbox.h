@@ -109,7 +109,6 @@ class Outbox {
   // but for records the disk refused).
   std::deque<std::pair<uint64_t, std::string>> memory_ GUARDED_BY(mu_);
   uint64_t cached_ GUARDED_BY(mu_) = 0;   // the last record memory_ took (or acknowledged_)
-  size_t on_disk_only_ GUARDED_BY(mu_) = 0;  // records after cached_ in segments
   std::deque<Segment> segments_ GUARDED_BY(mu_);  // oldest first
   bool append_new_segment_ GUARDED_BY(mu_) = true;  // the newest segment is not ours to append to
   // The records after cached_ that the disk refused (they follow every record on disk).
