@@ -552,12 +552,23 @@ TEST_F(SlurmDeployTwoNodes, AWorkerJobWhoseAllocationLosesANodeRequeuesItselfAnd
   hit.resize(1);
   Preemption& p = hit[0];
   p.how = "allocation shrunk";
-  // By the task's own job id: Slurm 24.11 takes ARRAY_TASK for the array's pending part ("Job is
-  // no longer pending execution").
+  // As ARRAY_TASK (Slurm 22.05), else by the task's own job id: Slurm 24.11 reads ARRAY_TASK as
+  // the array's pending part ("Job is no longer pending execution") and resizes no job array, so
+  // the task whose own id is the array's id cannot be shrunk there.
   const std::string raw = Field(p.job, "JobId");
   ASSERT_FALSE(raw.empty()) << p.job;
-  const RunResult r = cluster_->Scontrol("update JobId=" + raw + " NumNodes=1");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string refused;
+  bool shrunk = false;
+  for (const std::string& id : {p.job, raw}) {
+    const RunResult r = cluster_->Scontrol("update JobId=" + id + " NumNodes=1");
+    shrunk = r.exit_code == 0;
+    if (shrunk) break;
+    refused += "JobId=" + id + ": " + r.output;
+  }
+  if (!shrunk && refused.find("not supported for job arrays") != std::string::npos) {
+    GTEST_SKIP() << "this Slurm does not shrink task " << p.job << " of a job array: " << refused;
+  }
+  ASSERT_TRUE(shrunk) << refused;
   std::cout << "job " << p.job << " shrunk to one node at " << Elapsed() << " s: trial " << p.trial << " attempt "
             << p.attempt << ", checkpoint at step " << p.checkpoint_step << std::endl;
 
